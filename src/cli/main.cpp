@@ -1,0 +1,45 @@
+// The `sa2va` program: one binary, one sub-command per job (see README.md).
+#include <cstdio>
+#include <exception>
+#include <memory>
+
+#include "cli/command.h"
+#include "core/error.h"
+#include "core/threadpool.h"
+
+namespace sa2va::cli {
+std::vector<Command>& commands() {
+  static std::vector<Command> list;
+  return list;
+}
+}  // namespace sa2va::cli
+
+int main(int argc, char** argv) {
+  CLI::App app{"sa2va: Sa2VA dense grounded understanding of images and videos"};
+  app.require_subcommand(1);
+  app.fallthrough();
+  int threads = 0;
+  app.add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  std::function<int()> run;
+  for (auto& command : sa2va::cli::commands()) {
+    CLI::App* sub = app.add_subcommand(command.name, command.description);
+    auto runner = std::make_shared<std::function<int()>>(command.setup(*sub));
+    sub->callback([&run, runner] { run = *runner; });
+  }
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    if (threads > 0) sa2va::set_num_threads(threads);
+    else sa2va::set_num_threads(sa2va::num_threads());
+    return run ? run() : 1;
+  } catch (const sa2va::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,67 @@
+// Tensor: a typed, shaped, strided view over shared storage.
+// Storage is either owned (64-byte aligned heap) or borrowed from a memory map that the
+// storage handle keeps alive, so checkpoint weights are used in place without copies.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+
+namespace sa2va {
+
+using Shape = std::vector<int64_t>;
+
+std::string shape_str(const Shape& shape);  // "[2, 3, 4]"
+int64_t shape_numel(const Shape& shape);
+
+class Tensor {
+ public:
+  Tensor() = default;
+
+  // New contiguous tensor; contents zeroed.
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
+  // New contiguous tensor; contents uninitialised (for outputs that are fully written).
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32);
+  // Borrow external memory; `keep_alive` owns whatever backs `data` (e.g. a memory map).
+  static Tensor borrow(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> keep_alive);
+  static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
+
+  bool defined() const { return storage_ != nullptr; }
+  DType dtype() const { return dtype_; }
+  const Shape& shape() const { return shape_; }
+  const Shape& strides() const { return strides_; }
+  int64_t dim() const { return static_cast<int64_t>(shape_.size()); }
+  int64_t size(int64_t d) const;  // negative d counts from the end
+  int64_t numel() const { return shape_numel(shape_); }
+  size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  bool is_contiguous() const;
+
+  void* raw() const { return static_cast<char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_)); }
+  template <typename T> T* data() const { return static_cast<T*>(raw()); }
+  float* f32() const;        // checks dtype F32
+  uint16_t* bf16() const;    // checks dtype BF16
+
+  // Views (share storage).
+  Tensor view(const Shape& shape) const;             // contiguous only; one -1 allowed
+  Tensor slice(int64_t d, int64_t start, int64_t end) const;
+  Tensor select(int64_t d, int64_t index) const;     // drops dimension d
+  Tensor permute(const std::vector<int64_t>& order) const;
+  Tensor transpose(int64_t a, int64_t b) const;
+
+  Tensor contiguous() const;                          // self if already contiguous
+  Tensor clone() const;                               // always a new contiguous copy
+  Tensor to(DType dtype) const;                       // F32/BF16/F16 conversions; contiguous result
+  std::vector<float> to_vector() const;               // any float dtype, as f32
+
+ private:
+  std::shared_ptr<void> storage_;
+  void* base_ = nullptr;
+  int64_t offset_ = 0;  // in elements
+  Shape shape_, strides_;
+  DType dtype_ = DType::F32;
+};
+
+}  // namespace sa2va

@@ -1,0 +1,119 @@
+#include "test_util.h"
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <mutex>
+
+#include "io/safetensors.h"
+
+namespace sa2va::test {
+namespace fs = std::filesystem;
+
+std::string fixtures_dir() {
+  const char* env = std::getenv("SA2VA_FIXTURES");
+  return env && *env ? std::string(env) : std::string(SA2VA_DEFAULT_FIXTURES);
+}
+
+std::string fixture_path(const std::string& relative) {
+  const fs::path p = fs::path(fixtures_dir()) / relative;
+  if (fs::exists(p)) return p.string();
+  const char* ci = std::getenv("CI");
+  if (ci && std::string(ci) == "true") {
+    ADD_FAILURE() << "fixture " << p.string() << " is missing (CI=true requires the fixtures)";
+  }
+  return "";
+}
+
+std::string test_data(const std::string& relative) { return (fs::path(SA2VA_TEST_DATA_DIR) / relative).string(); }
+
+std::string cli_path() { return SA2VA_CLI_PATH; }
+
+std::string temp_dir(const std::string& tag) {
+  static std::vector<std::string> created;
+  static std::once_flag cleanup_once;
+  std::call_once(cleanup_once, [] {
+    std::atexit([] {
+      for (const auto& d : created) {
+        std::error_code ec;
+        fs::remove_all(d, ec);
+      }
+    });
+  });
+  std::string pattern = (fs::temp_directory_path() / ("sa2va-test-" + tag + "-XXXXXX")).string();
+  std::vector<char> buf(pattern.begin(), pattern.end());
+  buf.push_back('\0');
+  if (!mkdtemp(buf.data())) throw std::runtime_error("mkdtemp failed for " + pattern);
+  created.emplace_back(buf.data());
+  return created.back();
+}
+
+Tensor load_golden(const std::string& file, const std::string& name) {
+  static std::mutex mutex;
+  static std::map<std::string, std::shared_ptr<SafetensorsFile>> cache;
+  std::lock_guard<std::mutex> lock(mutex);
+  auto& f = cache[file];
+  if (!f) f = SafetensorsFile::open(file);
+  return f->get(name).clone();
+}
+
+Diff compare(const Tensor& actual, const Tensor& expected) {
+  Diff d;
+  const std::vector<float> a = actual.to_vector(), e = expected.to_vector();
+  if (a.size() != e.size()) {
+    d.max_abs = INFINITY;
+    return d;
+  }
+  double sq = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double diff = std::fabs(static_cast<double>(a[i]) - e[i]);
+    if (!(diff <= d.max_abs)) d.max_abs = diff;  // NaN propagates as the max
+    sq += static_cast<double>(e[i]) * e[i];
+  }
+  d.ref_rms = a.empty() ? 0 : std::sqrt(sq / static_cast<double>(a.size()));
+  return d;
+}
+
+::testing::AssertionResult close_rel(const Tensor& actual, const Tensor& expected, double tol) {
+  if (actual.numel() != expected.numel())
+    return ::testing::AssertionFailure() << "element counts differ: " << shape_str(actual.shape()) << " vs "
+                                         << shape_str(expected.shape());
+  const Diff d = compare(actual, expected);
+  if (d.rel() <= tol)
+    return ::testing::AssertionSuccess() << "max|diff| " << d.max_abs << ", rms(ref) " << d.ref_rms << ", rel " << d.rel();
+  return ::testing::AssertionFailure() << "max|diff| " << d.max_abs << " / rms(ref) " << d.ref_rms << " = " << d.rel()
+                                       << " > " << tol;
+}
+
+double mask_iou(const Tensor& a, const Tensor& b) {
+  const Tensor ca = a.contiguous(), cb = b.contiguous();
+  if (ca.numel() != cb.numel()) return 0;
+  const auto* pa = static_cast<const uint8_t*>(ca.raw());
+  const auto* pb = static_cast<const uint8_t*>(cb.raw());
+  int64_t inter = 0, uni = 0;
+  for (int64_t i = 0; i < ca.numel(); ++i) {
+    const bool x = pa[i] != 0, y = pb[i] != 0;
+    inter += x && y;
+    uni += x || y;
+  }
+  return uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0;
+}
+
+int run_command(const std::string& command, std::string* output) {
+  std::string cmd = command + " 2>&1";
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (!pipe) return -1;
+  std::array<char, 4096> buf{};
+  std::string out;
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), pipe)) > 0) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  if (output) *output = out;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace sa2va::test

@@ -1,0 +1,44 @@
+// Shared helpers for the test suite: where fixtures live, golden loading, tensor comparison.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sa2va::test {
+
+// $SA2VA_FIXTURES, else the shared fixtures folder next to the project.
+std::string fixtures_dir();
+// Path of a fixture file/folder; when it is missing: FAIL when CI=true, otherwise skip with a message.
+// Use as: auto dir = fixture_path("sa2va-tiny"); if (dir.empty()) return;  (the helper already skipped/failed)
+std::string fixture_path(const std::string& relative);
+#define SA2VA_REQUIRE_FIXTURE(var, rel)               \
+  std::string var = ::sa2va::test::fixture_path(rel); \
+  if (var.empty()) GTEST_SKIP() << "fixture " << (rel) << " not found (set SA2VA_FIXTURES)"
+
+// Project test data (tests/data) and the built `sa2va` program.
+std::string test_data(const std::string& relative);
+std::string cli_path();
+// A fresh empty temporary directory, removed at process exit.
+std::string temp_dir(const std::string& tag);
+
+// Loads one tensor from a golden safetensors file.
+Tensor load_golden(const std::string& file, const std::string& name);
+
+struct Diff {
+  double max_abs = 0, ref_rms = 0;
+  double rel() const { return ref_rms > 0 ? max_abs / ref_rms : max_abs; }
+};
+// Compares element-wise as f32; shapes must have equal element counts.
+Diff compare(const Tensor& actual, const Tensor& expected);
+// gtest assertion: max|a-e| / rms(e) <= tol, with a readable message.
+::testing::AssertionResult close_rel(const Tensor& actual, const Tensor& expected, double tol);
+// Intersection over union of two boolean (U8/BOOL, nonzero = true) masks of equal size.
+double mask_iou(const Tensor& a, const Tensor& b);
+
+// Runs a shell command; returns exit status and captures stdout+stderr.
+int run_command(const std::string& command, std::string* output);
+
+}  // namespace sa2va::test
