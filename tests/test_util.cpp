@@ -31,6 +31,10 @@ std::string fixture_path(const std::string& relative) {
 
 std::string test_data(const std::string& relative) { return (fs::path(SA2VA_TEST_DATA_DIR) / relative).string(); }
 
+std::string project_data(const std::string& relative) {
+  return (fs::path(SA2VA_PROJECT_DATA_DIR) / relative).string();
+}
+
 std::string cli_path() { return SA2VA_CLI_PATH; }
 
 std::string temp_dir(const std::string& tag) {

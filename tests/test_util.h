@@ -20,6 +20,8 @@ std::string fixture_path(const std::string& relative);
 
 // Project test data (tests/data) and the built `sa2va` program.
 std::string test_data(const std::string& relative);
+// The project's data files (data/), e.g. the Qwen2 tokenizer.json make-model ships.
+std::string project_data(const std::string& relative);
 std::string cli_path();
 // A fresh empty temporary directory, removed at process exit.
 std::string temp_dir(const std::string& tag);

@@ -191,30 +191,65 @@ std::vector<std::string> Checkpoint::names() const {
   return out;
 }
 
-void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+struct SafetensorsWriter::Impl {
+  std::string path;
+  std::ofstream out;
+  std::vector<Entry> entries;
+  size_t next = 0;
+};
+
+SafetensorsWriter::SafetensorsWriter(const std::string& path, const std::vector<Entry>& entries,
+                                     const std::map<std::string, std::string>& metadata)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->path = path;
+  impl_->entries = entries;
   json header = json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   size_t offset = 0;
-  std::vector<Tensor> bodies;
-  bodies.reserve(tensors.size());
-  for (const auto& [name, t] : tensors) {
-    check(name != "__metadata__", path + ": '__metadata__' is not a valid tensor name");
-    Tensor c = t.contiguous();
-    header[name] = {{"dtype", dtype_name(c.dtype())}, {"shape", c.shape()}, {"data_offsets", {offset, offset + c.nbytes()}}};
-    offset += c.nbytes();
-    bodies.push_back(c);
+  for (const Entry& e : entries) {
+    check(e.name != "__metadata__", path + ": '__metadata__' is not a valid tensor name");
+    check(!header.contains(e.name), path + ": duplicate tensor name '" + e.name + "'");
+    const size_t bytes = static_cast<size_t>(shape_numel(e.shape)) * dtype_size(e.dtype);
+    header[e.name] = {{"dtype", dtype_name(e.dtype)}, {"shape", e.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8) h.push_back(' ');  // keep the data section 8-byte aligned
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  if (!out) throw Error(path + ": cannot open for writing");
-  uint64_t len = h.size();
-  out.write(reinterpret_cast<const char*>(&len), 8);
-  out.write(h.data(), static_cast<std::streamsize>(h.size()));
-  // json objects iterate in sorted key order; write the bodies in the offsets' order (input order).
-  for (const Tensor& t : bodies) out.write(static_cast<const char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
-  if (!out) throw Error(path + ": write failed");
+  impl_->out.open(path, std::ios::binary | std::ios::trunc);
+  if (!impl_->out) throw Error(path + ": cannot open for writing");
+  const uint64_t len = h.size();
+  impl_->out.write(reinterpret_cast<const char*>(&len), 8);
+  impl_->out.write(h.data(), static_cast<std::streamsize>(h.size()));
+}
+
+SafetensorsWriter::~SafetensorsWriter() = default;
+
+void SafetensorsWriter::write_next(const Tensor& t) {
+  check(impl_->next < impl_->entries.size(), impl_->path + ": more tensors written than declared");
+  const Entry& e = impl_->entries[impl_->next];
+  check(t.dtype() == e.dtype && t.shape() == e.shape,
+        impl_->path + ": tensor '" + e.name + "' written as " + dtype_name(t.dtype()) + " " + shape_str(t.shape()) +
+            ", declared " + dtype_name(e.dtype) + " " + shape_str(e.shape));
+  const Tensor c = t.contiguous();
+  impl_->out.write(static_cast<const char*>(c.raw()), static_cast<std::streamsize>(c.nbytes()));
+  if (!impl_->out) throw Error(impl_->path + ": write failed (disk full?)");
+  ++impl_->next;
+}
+
+void SafetensorsWriter::close() {
+  check(impl_->next == impl_->entries.size(), impl_->path + ": only " + std::to_string(impl_->next) + " of " +
+                                                   std::to_string(impl_->entries.size()) + " tensors were written");
+  impl_->out.close();
+  if (!impl_->out) throw Error(impl_->path + ": write failed");
+}
+
+void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const auto& [name, t] : tensors) entries.push_back({name, t.dtype(), t.shape()});
+  SafetensorsWriter writer(path, entries, metadata);
+  for (const auto& [name, t] : tensors) writer.write_next(t);
+  writer.close();
 }
 
 }  // namespace sa2va

@@ -60,7 +60,27 @@ class Checkpoint {
   std::map<std::string, size_t> where_;  // tensor name -> index in files_
 };
 
-// Writes tensors (any dtype, contiguous or not) in name order with optional metadata.
+// Streaming writer for checkpoints larger than memory: the header (names, dtypes, shapes) is
+// written first, then each tensor's bytes in the declared order through write_next().
+class SafetensorsWriter {
+ public:
+  struct Entry {
+    std::string name;
+    DType dtype;
+    Shape shape;
+  };
+  SafetensorsWriter(const std::string& path, const std::vector<Entry>& entries,
+                    const std::map<std::string, std::string>& metadata = {});
+  ~SafetensorsWriter();
+  void write_next(const Tensor& t);  // must match the next entry's dtype and shape
+  void close();                      // checks that every entry was written
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// Writes tensors (any dtype, contiguous or not) in the given order with optional metadata.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -11,10 +11,11 @@
 
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "sa2va/sa2va.h"
 
 namespace sa2va {
 
-enum class Precision { F32, BF16 };
+// Precision (F32 / BF16) is the public enum of sa2va.h.
 
 // How make-model initialises a tensor so that activations of a random model stay O(1).
 enum class Init {

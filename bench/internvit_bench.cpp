@@ -1,0 +1,138 @@
+// InternViT-300M + mlp1 at the Sa2VA-1B size (C 1024, 24 layers, 16 heads, MLP 4096, projector
+// 4096 -> 896 -> 896): forward time of one 448x448 tile in f32 and bf16 mode, with the achieved
+// GFLOP/s beside the CPU's bf16 peak.
+//
+// The checkpoint is random: load() in declaring mode lists every vision_model.* / mlp1.* name and
+// shape, the bench fills them with bf16 values and writes a model.safetensors into a temporary folder.
+#include <benchmark/benchmark.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <ctime>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/threadpool.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "models/internvit.h"
+#include "models/make_model.h"
+
+namespace {
+
+using namespace sa2va;
+
+constexpr double kPeakBf16Gflops = 1080.0;  // the machine's bf16 peak, quoted beside the achieved rate
+constexpr int kTile = 448;
+
+// xorshift64*: fills the 300M weights in seconds.
+struct FastRandom {
+  uint64_t s;
+  float uniform_pm1() {  // U(-1, 1)
+    s ^= s >> 12;
+    s ^= s << 25;
+    s ^= s >> 27;
+    return static_cast<float>((s * 0x2545F4914F6CDD1Dull) >> 40) * 0x1.0p-23f - 1.f;
+  }
+};
+
+// Uniform values with the standard deviation make-model uses for each Init.
+Tensor random_bf16(const DeclaredTensor& d, FastRandom& rng) {
+  Tensor t = Tensor::empty(d.shape, DType::BF16);
+  const double fan_in = d.shape.size() > 1 ? static_cast<double>(shape_numel(d.shape) / d.shape[0]) : 1.0;
+  float mean = 0.f, std = 0.02f;
+  if (d.init == Init::Linear) std = static_cast<float>(1.0 / std::sqrt(fan_in));
+  if (d.init == Init::NormWeight || d.init == Init::Ones) mean = 1.f;
+  if (d.init == Init::Ones) std = 0.f;
+  if (d.init == Init::Small) std = 0.1f;
+  if (d.init == Init::Embedding || d.init == Init::Gaussian) std = 1.f;
+  const float half_width = std * std::sqrt(3.f);
+  uint16_t* p = t.bf16();
+  for (int64_t i = 0; i < t.numel(); ++i) p[i] = f32_to_bf16(mean + half_width * rng.uniform_pm1());
+  return t;
+}
+
+// Multiply-adds x 2 of one tile's forward (matrix products, attention, patch conv, projector).
+double flops_per_tile(const ModelConfig& c, int layers_run) {
+  const double C = c.vision.hidden_size, F = c.vision.intermediate_size, P = c.vision.patch_size;
+  const double g = kTile / P, N = 1 + g * g, T = g * g / 4, D = c.llm.hidden_size;
+  const double per_layer = 2 * N * C * (3 * C + C + 2 * F) + 4 * N * N * C;
+  return 2 * g * g * C * 3 * P * P + layers_run * per_layer + 2 * T * (4 * C * D + D * D);
+}
+
+struct Encoder1b {
+  std::string dir;
+  ModelConfig config;
+  Checkpoint checkpoint;
+  std::unique_ptr<Weights> weights_f32, weights_bf16;
+  VisionEncoder f32, bf16;
+
+  Encoder1b() : config(preset_config("1b")) {
+    Weights declaring = Weights::declaring(Precision::BF16);
+    VisionEncoder::load(declaring, config);
+    dir = (std::filesystem::temp_directory_path() / ("sa2va_internvit_bench_" + std::to_string(::getpid())))
+              .string();
+    std::filesystem::create_directories(dir);
+    {
+      std::vector<std::pair<std::string, Tensor>> tensors;
+      FastRandom rng{0x9E3779B97F4A7C15ull};
+      for (const DeclaredTensor& d : declaring.declared()) tensors.emplace_back(d.name, random_bf16(d, rng));
+      write_safetensors(dir + "/model.safetensors", tensors);
+    }
+    checkpoint = Checkpoint::open(dir);
+    weights_f32 = std::make_unique<Weights>(checkpoint, Precision::F32);
+    f32 = VisionEncoder::load(*weights_f32, config);
+    weights_f32->finish();
+    weights_bf16 = std::make_unique<Weights>(checkpoint, Precision::BF16);
+    bf16 = VisionEncoder::load(*weights_bf16, config);
+    weights_bf16->finish();
+  }
+  ~Encoder1b() {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);
+  }
+};
+
+Encoder1b& encoder() {
+  static Encoder1b e;
+  return e;
+}
+
+// A normalised-looking input: values of the order of ImageNet-normalised pixels.
+Tensor random_tiles(int64_t n) {
+  Tensor t = Tensor::empty({n, 3, kTile, kTile});
+  FastRandom rng{12345};
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = 2.f * rng.uniform_pm1();
+  return t;
+}
+
+void run_tile(benchmark::State& state, bool use_bf16) {
+  // Default thread count (all cores); set_num_threads() is not called between runs on purpose.
+  Encoder1b& e = encoder();
+  const VisionEncoder& enc = use_bf16 ? e.bf16 : e.f32;
+  const Tensor pixels = random_tiles(1);
+  const std::clock_t cpu_start = std::clock();  // CPU time of all threads of the process
+  for (auto _ : state) benchmark::DoNotOptimize(enc.forward(pixels).f32());
+  const double cpu_seconds = static_cast<double>(std::clock() - cpu_start) / CLOCKS_PER_SEC;
+  const double gflop = flops_per_tile(e.config, enc.layers_to_run) / 1e9;
+  // Per CPU-second of this process: what each core achieves, less sensitive to other load on the machine.
+  state.counters["GFLOP_per_cpu_s"] = gflop * static_cast<double>(state.iterations()) / cpu_seconds;
+  state.counters["GFLOP_per_tile"] = gflop;
+  state.counters["GFLOP/s"] = benchmark::Counter(gflop * static_cast<double>(state.iterations()),
+                                                 benchmark::Counter::kIsRate);
+  state.counters["peak_GFLOP/s"] = kPeakBf16Gflops;
+  state.counters["threads"] = num_threads();
+}
+
+void BM_InternVitTileF32(benchmark::State& state) { run_tile(state, false); }
+void BM_InternVitTileBf16(benchmark::State& state) { run_tile(state, true); }
+BENCHMARK(BM_InternVitTileF32)->Iterations(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_InternVitTileBf16)->Iterations(2)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();

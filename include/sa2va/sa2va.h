@@ -1,0 +1,140 @@
+// sa2va.cpp — Sa2VA (dense grounded understanding of images and videos) in C++.
+//
+// This header is the whole public API and its manual.
+//
+//   #include <sa2va/sa2va.h>
+//
+//   auto model = sa2va::Model::load("Sa2VA-1B");             // once: weights are shared, read-only
+//   sa2va::Request req;
+//   req.image = sa2va::load_image("girl.jpg");
+//   req.text = "<image>Please segment the girl in the yellow dress.";
+//   sa2va::Prediction p = model->predict(req);                // thread-safe; each call has its own state
+//   p.text;          // "Sure, [SEG].<|im_end|>"
+//   p.masks[0][0];   // mask of the first [SEG] on frame 0 (the image), original size
+//
+// The contract is that of upstream Sa2VA's `predict_forward(image | video, text, past_text,
+// mask_prompts)`: `text` holds `<image>` where the visual tokens go (first turn only), every
+// `[SEG]` in the answer becomes one mask per frame, `<p>phrase</p> [SEG]` answers (grounded
+// captions) pair phrase i with mask i, and `past_text` carries a conversation to the next turn.
+//
+// Model folders are the official Hugging Face ones (config.json, *.safetensors, tokenizer
+// files) of Sa2VA-1B / 4B / 8B, used as they are. Errors (unreadable or corrupt files, a folder
+// that is not a Sa2VA checkpoint, bad requests) are thrown as sa2va::Error with a one-line message.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace sa2va {
+
+// Every error this library reports.
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+// 8-bit RGB image, rows top to bottom, pixels R,G,B interleaved (HWC).
+struct Image {
+  int width = 0, height = 0;
+  std::vector<uint8_t> rgb;
+
+  Image() = default;
+  Image(int w, int h) : width(w), height(h), rgb(static_cast<size_t>(w) * static_cast<size_t>(h) * 3) {}
+  uint8_t* row(int y) { return rgb.data() + static_cast<size_t>(y) * static_cast<size_t>(width) * 3; }
+  const uint8_t* row(int y) const { return rgb.data() + static_cast<size_t>(y) * static_cast<size_t>(width) * 3; }
+};
+
+// A binary mask (0 or 1 per pixel), row-major, at the size of the image it belongs to.
+struct Mask {
+  int width = 0, height = 0;
+  std::vector<uint8_t> data;
+};
+
+// Decodes a JPEG or PNG file to RGB exactly as PIL's Image.open(path).convert('RGB') does.
+// Images above max_pixels (or wider/taller than 65535) are refused with an Error.
+Image load_image(const std::string& path, int64_t max_pixels = 100'000'000);
+
+// A video: a video file (mp4, webm, mkv, avi, ... through FFmpeg) or a folder of frames
+// (jpg/png, sorted by file name). Frames are decoded on demand, so long videos use bounded memory.
+class Video {
+ public:
+  static std::unique_ptr<Video> open(const std::string& path_or_folder);
+  virtual ~Video() = default;
+  virtual int width() const = 0;
+  virtual int height() const = 0;
+  virtual int64_t frame_count() const = 0;
+  virtual double fps() const = 0;  // 0 for frame folders
+  virtual Image frame(int64_t index) = 0;
+};
+
+enum class Precision {
+  F32,   // f32 weights and math: the conformance mode
+  BF16,  // bf16 weights, f32 accumulation: the default, about twice as fast
+};
+
+struct ModelOptions {
+  Precision precision = Precision::BF16;
+  int threads = 0;  // 0 = all cores
+};
+
+struct GenerationOptions {
+  int max_new_tokens = 2048;  // upstream default
+  float temperature = 0.f;    // 0 = greedy (upstream); > 0 samples
+  int top_k = 0;              // 0 = off
+  float top_p = 1.f;          // 1 = off
+  uint64_t seed = 0;          // sampling seed
+};
+
+struct Request {
+  // At most one of image / video. Neither = text-only chat.
+  Image image;                       // used when width > 0
+  Video* video = nullptr;            // not owned
+  std::string text;                  // the user's turn; put "<image>" where the visual tokens go
+  std::string past_text;             // Prediction::past_text of the previous turn ("" for the first)
+  std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, image size (images only)
+  GenerationOptions generation;
+  int max_tiles = 12;                // dynamic tiling of images (upstream: 12)
+  int video_llm_frames = 5;          // video frames the language model sees (upstream: the first 5)
+  bool video_uniform_frames = false; // sample those frames uniformly over the video instead
+  // Teacher forcing: when set, this answer is used as if the model had generated it (the
+  // template's end-of-turn suffix is appended when missing). Useful to check masks.
+  std::string forced_answer;
+  // Video only: when set, masks are handed over frame by frame instead of being kept in
+  // Prediction::masks (bounded memory for long videos). Called in frame order per [SEG].
+  std::function<void(int seg_index, int64_t frame_index, const Mask& mask)> on_mask;
+  // Progress of the mask propagation: frames done, frames in total.
+  std::function<void(int64_t done, int64_t total)> on_progress;
+};
+
+struct Prediction {
+  std::string text;                         // the answer, special tokens kept, e.g. "Sure, [SEG].<|im_end|>"
+  std::vector<std::vector<Mask>> masks;     // [seg][frame]: one mask per [SEG] per frame (1 frame for images)
+  std::vector<float> scores;                // per [SEG]: SAM2's predicted IoU of the chosen mask (images; 0 for videos)
+  std::vector<std::string> phrases;         // per [SEG]: the <p>phrase</p> before it ("" if none)
+  std::string caption;                      // the answer without tags and [SEG] (grounded captions)
+  std::string past_text;                    // pass as Request::past_text for the next turn
+  std::vector<int32_t> generated_ids;       // token ids of the answer
+};
+
+class Model {
+ public:
+  // Loads a model folder (config.json, safetensors, tokenizer). Throws Error naming the file
+  // and the problem when the folder is not a usable Sa2VA checkpoint.
+  static std::unique_ptr<Model> load(const std::string& model_dir, const ModelOptions& options = {});
+  virtual ~Model() = default;
+
+  // Answers one turn. Safe to call from several threads at once.
+  virtual Prediction predict(const Request& request) const = 0;
+
+  virtual std::string template_name() const = 0;  // "qwen_chat", "phi3_chat", "internlm2_chat"
+};
+
+// Grounded-caption helpers (what upstream's GCG evaluation does to an answer).
+std::vector<std::string> extract_phrases(const std::string& answer);  // the <p>…</p> spans, trimmed
+std::string clean_caption(const std::string& answer);                 // tags and [SEG] removed, spaces collapsed
+
+}  // namespace sa2va

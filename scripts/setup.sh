@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sa2va.cpp needs and builds everything:
+#   build/       release build (library, `sa2va` program, tests, benchmarks)
+#   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake ninja-build pkg-config git
+  libopenblas-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
+  libjpeg62-turbo-dev libpng-dev
+  libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
+  libsentencepiece-dev sentencepiece
+  libgtest-dev libbenchmark-dev
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+jobs=$(nproc)
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+cmake --build build -j "$jobs"
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DSA2VA_SANITIZE=ON -DSA2VA_BUILD_BENCH=OFF
+cmake --build build-asan -j "$jobs" --target sa2va_tests sa2va_cli
+echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: the release build, then the unit tests under ASan+UBSan.
+# Conformance tests read the fixtures from $SA2VA_FIXTURES (default: ../shared/fixtures);
+# without them they skip, except under CI=true where a missing fixture is a failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=$(nproc)
+
+echo "== release build: all tests"
+ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
+
+echo "== sanitizer build: unit tests"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+# The model conformance and end-to-end suites run in the release build; under sanitizers
+# they would only repeat the same code paths many times slower.
+./build-asan/tests/sa2va_tests --gtest_brief=1 \
+  --gtest_filter='-*Conformance*:*EndToEnd*:*Slow*'
+echo "all tests passed"

@@ -1,0 +1,59 @@
+// sa2va chat: a multi-turn conversation in the terminal about an image, a video or nothing.
+// Each answer's masks are written to OUT/turn-<n>/ when --out is given.
+#include <unistd.h>
+
+#include <cstdio>
+#include <iostream>
+
+#include "cli/command.h"
+#include "cli/request_options.h"
+#include "core/error.h"
+
+namespace sa2va::cli {
+namespace {
+
+SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothing", [](CLI::App& app) {
+  auto opts = std::make_shared<RequestOptions>();
+  auto out_dir = std::make_shared<std::string>();
+  opts->add_to(app, false, "bf16");
+  app.add_option("--out", *out_dir, "Folder for each turn's masks (turn-1/, turn-2/, ...)");
+  return [=]() -> int {
+    if (!out_dir->empty()) ensure_writable_dir(*out_dir);
+    Request base;
+    std::unique_ptr<Video> video;
+    opts->fill(base, video);
+    auto model = Model::load(opts->model_dir, {opts->parsed_precision(), 0});
+    const bool interactive = isatty(STDIN_FILENO);
+    if (interactive) std::fprintf(stderr, "sa2va chat — empty line or Ctrl-D to quit\n");
+    std::string past_text;
+    for (int turn = 1;; ++turn) {
+      if (interactive) std::fprintf(stderr, "> ");
+      std::string line;
+      if (!std::getline(std::cin, line) || line.empty()) break;
+      Request request = base;
+      request.text = line;
+      request.past_text = past_text;
+      if (turn > 1) request.mask_prompts.clear();  // regions belong to the first turn
+      std::unique_ptr<VideoOutputWriter> video_out;
+      const std::string turn_dir = out_dir->empty() ? "" : *out_dir + "/turn-" + std::to_string(turn);
+      if (video && !turn_dir.empty()) {
+        ensure_writable_dir(turn_dir);
+        video_out = std::make_unique<VideoOutputWriter>(turn_dir, *video, true);
+        request.on_mask = [&](int seg, int64_t frame, const Mask& m) { video_out->on_mask(seg, frame, m); };
+      }
+      request.on_progress = terminal_progress();
+      const Prediction p = model->predict(request);
+      std::printf("%s\n", p.text.c_str());
+      std::fflush(stdout);
+      if (!turn_dir.empty()) {
+        if (video_out) video_out->finish(p);
+        else if (!p.masks.empty()) write_image_outputs(turn_dir, request.image, p);
+      }
+      past_text = p.past_text;
+    }
+    return 0;
+  };
+});
+
+}  // namespace
+}  // namespace sa2va::cli

@@ -1,0 +1,246 @@
+#include "cli/request_options.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "io/image.h"
+#include "io/mask_io.h"
+#include "io/video.h"
+
+namespace sa2va::cli {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& default_precision) {
+  precision = default_precision;
+  app.add_option("--model", model_dir, "Sa2VA model folder (config.json, *.safetensors, tokenizer)")->required();
+  auto* image = app.add_option("--image", image_path, "Image file (JPEG or PNG)");
+  auto* video = app.add_option("--video", video_path, "Video file (mp4, webm, mkv, avi, ...) or folder of frames");
+  image->excludes(video);
+  if (with_prompt) {
+    app.add_option("--prompt", prompt, "The request, e.g. \"Please segment the girl in the yellow dress.\"")
+        ->required();
+    app.add_option("--answer", answer, "Teacher forcing: use this answer instead of generating one");
+  }
+  app.add_option("--mask-prompt", mask_prompt_paths,
+                 "Visual prompt: a PNG mask of one region (repeatable; region1, region2, ...)");
+  app.add_option("--precision", precision, "f32 (reference) or bf16 (fast)")
+      ->check(CLI::IsMember({"f32", "bf16"}))
+      ->capture_default_str();
+  app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate")->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--max-tiles", max_tiles, "Most 448px tiles per image")->check(CLI::Range(1, 40))
+      ->capture_default_str();
+  app.add_option("--llm-frames", llm_frames, "Video frames the language model sees")->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  app.add_flag("--uniform-frames", uniform_frames,
+               "Sample the language model's video frames uniformly over the video (default: the first ones)");
+  app.add_option("--temperature", temperature, "Sampling temperature (0 = greedy)")->check(CLI::NonNegativeNumber);
+  app.add_option("--top-k", top_k, "Sample from the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--top-p", top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--seed", seed, "Sampling seed");
+}
+
+Precision RequestOptions::parsed_precision() const { return precision == "f32" ? Precision::F32 : Precision::BF16; }
+
+void RequestOptions::fill(Request& request, std::unique_ptr<Video>& video_holder) const {
+  if (!image_path.empty()) request.image = load_image(image_path);
+  if (!video_path.empty()) {
+    video_holder = with_last_frame_cache(Video::open(video_path));
+    request.video = video_holder.get();
+  }
+  for (const std::string& path : mask_prompt_paths) {
+    check(!image_path.empty(), "--mask-prompt needs --image");
+    const Image m = load_image(path);
+    check(m.width == request.image.width && m.height == request.image.height,
+          path + ": mask prompt is " + std::to_string(m.width) + "x" + std::to_string(m.height) + ", the image is " +
+              std::to_string(request.image.width) + "x" + std::to_string(request.image.height));
+    Mask mask;
+    mask.width = m.width;
+    mask.height = m.height;
+    mask.data.resize(static_cast<size_t>(m.width) * static_cast<size_t>(m.height));
+    for (size_t i = 0; i < mask.data.size(); ++i)
+      mask.data[i] = (m.rgb[3 * i] | m.rgb[3 * i + 1] | m.rgb[3 * i + 2]) ? 1 : 0;
+    request.mask_prompts.push_back(std::move(mask));
+  }
+  request.generation.max_new_tokens = max_new_tokens;
+  request.generation.temperature = temperature;
+  request.generation.top_k = top_k;
+  request.generation.top_p = top_p;
+  request.generation.seed = seed;
+  request.max_tiles = max_tiles;
+  request.video_llm_frames = llm_frames;
+  request.video_uniform_frames = uniform_frames;
+  request.forced_answer = answer;
+}
+
+namespace {
+
+class CachedVideo final : public Video {
+ public:
+  explicit CachedVideo(std::unique_ptr<Video> inner) : inner_(std::move(inner)) {}
+  int width() const override { return inner_->width(); }
+  int height() const override { return inner_->height(); }
+  int64_t frame_count() const override { return inner_->frame_count(); }
+  double fps() const override { return inner_->fps(); }
+  Image frame(int64_t index) override {
+    if (index != last_index_) {
+      last_ = inner_->frame(index);
+      last_index_ = index;
+    }
+    return last_;
+  }
+
+ private:
+  std::unique_ptr<Video> inner_;
+  int64_t last_index_ = -1;
+  Image last_;
+};
+
+json rle_json(const Mask& m) {
+  const MaskView view{m.data.data(), m.height, m.width};
+  const CocoRle rle = rle_encode(view);
+  const auto box = mask_bbox(view);
+  return {{"rle", {{"size", {m.height, m.width}}, {"counts", rle_counts_to_string(rle.counts)}}},
+          {"bbox", box},
+          {"area", mask_area(view)}};
+}
+
+void write_json_file(const std::string& path, const json& j) {
+  std::ofstream out(path);
+  out << j.dump(2) << "\n";
+  if (!out) throw Error(path + ": write failed");
+}
+
+std::string frame_name(int64_t frame) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%05lld.png", static_cast<long long>(frame));
+  return buf;
+}
+
+}  // namespace
+
+std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video) {
+  return std::make_unique<CachedVideo>(std::move(video));
+}
+
+void ensure_writable_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec || !fs::is_directory(dir)) throw Error(dir + ": cannot create the output folder" + (ec ? " (" + ec.message() + ")" : ""));
+  const fs::path probe = fs::path(dir) / ".sa2va-write-test";
+  {
+    std::ofstream out(probe);
+    out << "x";
+    if (!out) throw Error(dir + ": the output folder is not writable");
+  }
+  fs::remove(probe, ec);
+}
+
+void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p) {
+  fs::create_directories(fs::path(dir) / "masks");
+  std::vector<MaskView> views;
+  json masks = json::array();
+  for (size_t k = 0; k < p.masks.size(); ++k) {
+    const Mask& m = p.masks[k].at(0);
+    const MaskView view{m.data.data(), m.height, m.width};
+    save_mask_png((fs::path(dir) / "masks" / (std::to_string(k) + ".png")).string(), view);
+    views.push_back(view);
+    json entry = rle_json(m);
+    entry["index"] = k;
+    entry["phrase"] = k < p.phrases.size() ? p.phrases[k] : "";
+    entry["score"] = k < p.scores.size() ? p.scores[k] : 0.f;
+    masks.push_back(entry);
+  }
+  if (image.width > 0) save_png_rgb((fs::path(dir) / "overlay.png").string(), render_overlay(image, views));
+  write_json_file((fs::path(dir) / "result.json").string(),
+                  {{"text", p.text}, {"caption", p.caption}, {"width", image.width}, {"height", image.height},
+                   {"masks", masks}});
+}
+
+struct VideoOutputWriter::Impl {
+  fs::path dir;
+  Video* video = nullptr;
+  bool overlay_video = true;
+  std::vector<json> per_seg_frames;  // RLE per frame, per [SEG]
+  std::vector<Mask> current;         // masks of the current frame, by [SEG]
+  int64_t current_frame = -1;
+  std::unique_ptr<VideoWriter> writer;
+
+  void flush_overlay() {
+    if (current_frame < 0 || !overlay_video) return;
+    std::vector<MaskView> views;
+    for (const Mask& m : current)
+      if (!m.data.empty()) views.push_back({m.data.data(), m.height, m.width});
+    const Image frame = video->frame(current_frame);
+    const Image overlay = render_overlay(frame, views);
+    if (!writer) {
+      const double fps = video->fps() > 0 ? video->fps() : 10.0;
+      writer = std::make_unique<VideoWriter>((dir / "overlay.mp4").string(), overlay.width, overlay.height, fps);
+    }
+    writer->write(overlay);
+  }
+};
+
+VideoOutputWriter::VideoOutputWriter(const std::string& dir, Video& video, bool overlay_video)
+    : impl_(std::make_unique<Impl>()) {
+  impl_->dir = dir;
+  impl_->video = &video;
+  impl_->overlay_video = overlay_video;
+}
+
+VideoOutputWriter::~VideoOutputWriter() = default;
+
+void VideoOutputWriter::on_mask(int seg, int64_t frame, const Mask& mask) {
+  Impl& s = *impl_;
+  if (frame != s.current_frame) {
+    s.flush_overlay();
+    s.current_frame = frame;
+    for (Mask& m : s.current) m.data.clear();
+  }
+  const size_t k = static_cast<size_t>(seg);
+  if (s.per_seg_frames.size() <= k) s.per_seg_frames.resize(k + 1, json::array());
+  if (s.current.size() <= k) s.current.resize(k + 1);
+  s.current[k] = mask;
+  const fs::path seg_dir = s.dir / "masks" / std::to_string(seg);
+  if (!fs::exists(seg_dir)) fs::create_directories(seg_dir);
+  save_mask_png((seg_dir / frame_name(frame)).string(), {mask.data.data(), mask.height, mask.width});
+  json entry = rle_json(mask);
+  entry["frame"] = frame;
+  s.per_seg_frames[k].push_back(entry);
+}
+
+void VideoOutputWriter::finish(const Prediction& p) {
+  Impl& s = *impl_;
+  s.flush_overlay();
+  if (s.writer) s.writer->close();
+  json masks = json::array();
+  for (size_t k = 0; k < s.per_seg_frames.size(); ++k)
+    masks.push_back({{"index", k}, {"phrase", k < p.phrases.size() ? p.phrases[k] : ""}, {"frames", s.per_seg_frames[k]}});
+  write_json_file((s.dir / "result.json").string(),
+                  {{"text", p.text}, {"caption", p.caption}, {"width", s.video->width()}, {"height", s.video->height()},
+                   {"frames", s.video->frame_count()}, {"masks", masks}});
+}
+
+std::function<void(int64_t, int64_t)> terminal_progress() {
+  if (!isatty(STDERR_FILENO)) return nullptr;
+  auto start = std::make_shared<std::chrono::steady_clock::time_point>(std::chrono::steady_clock::now());
+  return [start](int64_t done, int64_t total) {
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - *start).count();
+    const int width = 30;
+    const int filled = total > 0 ? static_cast<int>(width * done / total) : 0;
+    std::fprintf(stderr, "\r[%s%s] frames %lld/%lld (%.1f frames/s)", std::string(filled, '#').c_str(),
+                 std::string(width - filled, ' ').c_str(), static_cast<long long>(done), static_cast<long long>(total),
+                 seconds > 0 ? done / seconds : 0.0);
+    if (done == total) std::fprintf(stderr, "\n");
+    std::fflush(stderr);
+  };
+}
+
+}  // namespace sa2va::cli

@@ -1,0 +1,60 @@
+// Options shared by `run`, `chat` and `dump`: the model folder, the visual input, the prompt and
+// the generation settings, and the writers of masks, overlays and result.json.
+#pragma once
+#include <CLI/CLI.hpp>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "sa2va/sa2va.h"
+
+namespace sa2va::cli {
+
+struct RequestOptions {
+  std::string model_dir;
+  std::string image_path, video_path;
+  std::string prompt, answer;
+  std::vector<std::string> mask_prompt_paths;
+  std::string precision = "bf16";
+  int max_new_tokens = 2048, max_tiles = 12, llm_frames = 5;
+  bool uniform_frames = false;
+  float temperature = 0.f, top_p = 1.f;
+  int top_k = 0;
+  uint64_t seed = 0;
+
+  // Adds the options; `with_prompt` false for `chat` (the prompt comes from the terminal).
+  void add_to(CLI::App& app, bool with_prompt, const std::string& default_precision);
+  Precision parsed_precision() const;
+  // Loads the image / opens the video / reads the mask prompts into `request`.
+  void fill(Request& request, std::unique_ptr<Video>& video_holder) const;
+};
+
+// A Video that remembers its most recent frame, so that the overlay writer can read the frame
+// the tracker has just used without decoding the video again.
+std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video);
+
+// Checks that `dir` can be created and written, before any model work.
+void ensure_writable_dir(const std::string& dir);
+
+// Writes DIR/masks/<k>.png, DIR/overlay.png and DIR/result.json for an image prediction.
+void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p);
+
+// Writes a video prediction incrementally: per-frame mask PNGs DIR/masks/<k>/<NNNNN>.png, overlay
+// frames in DIR/overlay.mp4, and COCO RLE per frame into DIR/result.json at finish().
+class VideoOutputWriter {
+ public:
+  VideoOutputWriter(const std::string& dir, Video& video, bool overlay_video);
+  ~VideoOutputWriter();
+  void on_mask(int seg, int64_t frame, const Mask& mask);
+  void finish(const Prediction& p);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// A progress line "frames 12/100 (8.3 frames/s)" on stderr, only when stderr is a terminal.
+std::function<void(int64_t, int64_t)> terminal_progress();
+
+}  // namespace sa2va::cli

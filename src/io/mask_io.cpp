@@ -1,0 +1,225 @@
+#include "io/mask_io.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+
+namespace sa2va {
+namespace {
+
+void check_mask(const MaskView& mask, const char* what) {
+  check(mask.height >= 0 && mask.width >= 0 && (mask.data != nullptr || mask.height * mask.width == 0),
+        std::string(what) + ": invalid mask");
+}
+
+// Characters of the compressed counts string: 6 bits each, offset by '0'.
+constexpr int kCharOffset = 48;
+constexpr int kMaxGroups = 7;  // 35 bits hold any difference of two 32-bit counts
+
+}  // namespace
+
+CocoRle rle_encode(const MaskView& mask) {
+  check_mask(mask, "rle_encode");
+  CocoRle rle;
+  rle.height = mask.height;
+  rle.width = mask.width;
+  bool previous = false;  // runs start with zeros
+  uint32_t run = 0;
+  for (int x = 0; x < mask.width; ++x) {
+    for (int y = 0; y < mask.height; ++y) {
+      bool inside = mask.at(y, x);
+      if (inside != previous) {
+        rle.counts.push_back(run);
+        run = 0;
+        previous = inside;
+      }
+      ++run;
+    }
+  }
+  rle.counts.push_back(run);
+  return rle;
+}
+
+std::vector<uint8_t> rle_decode(const CocoRle& rle) {
+  check(rle.height >= 0 && rle.width >= 0, "COCO RLE: negative size");
+  const uint64_t total = static_cast<uint64_t>(rle.height) * rle.width;
+  uint64_t covered = 0;
+  for (uint32_t count : rle.counts) covered += count;
+  check(covered == total, "COCO RLE: the counts cover " + std::to_string(covered) + " pixels, the mask " +
+                              std::to_string(rle.height) + "x" + std::to_string(rle.width) + " has " +
+                              std::to_string(total));
+  std::vector<uint8_t> mask(total, 0);
+  uint64_t position = 0;  // column-major pixel index
+  for (size_t i = 0; i < rle.counts.size(); ++i) {
+    const bool inside = i % 2 == 1;
+    for (uint32_t k = 0; k < rle.counts[i]; ++k, ++position) {
+      if (!inside) continue;
+      const uint64_t x = position / rle.height, y = position % rle.height;
+      mask[y * rle.width + x] = 1;
+    }
+  }
+  return mask;
+}
+
+std::string rle_counts_to_string(const std::vector<uint32_t>& counts) {
+  std::string text;
+  for (size_t i = 0; i < counts.size(); ++i) {
+    int64_t value = counts[i];
+    if (i > 2) value -= counts[i - 2];
+    bool more = true;
+    while (more) {
+      int group = static_cast<int>(value & 0x1f);
+      value >>= 5;  // arithmetic shift: negatives end at -1
+      more = (group & 0x10) ? value != -1 : value != 0;
+      if (more) group |= 0x20;
+      text.push_back(static_cast<char>(group + kCharOffset));
+    }
+  }
+  return text;
+}
+
+std::vector<uint32_t> rle_counts_from_string(const std::string& text) {
+  std::vector<uint32_t> counts;
+  size_t p = 0;
+  while (p < text.size()) {
+    int64_t value = 0;
+    int groups = 0;
+    bool more = true;
+    while (more) {
+      check(p < text.size(), "COCO RLE string: the last value is cut off");
+      const int c = static_cast<unsigned char>(text[p]) - kCharOffset;
+      check(c >= 0 && c < 64, std::string("COCO RLE string: invalid character '") + text[p] + "' at " +
+                                  std::to_string(p));
+      check(groups < kMaxGroups, "COCO RLE string: value too long at " + std::to_string(p));
+      value |= static_cast<int64_t>(c & 0x1f) << (5 * groups);
+      more = (c & 0x20) != 0;
+      ++p;
+      ++groups;
+      if (!more && (c & 0x10)) value -= int64_t{1} << (5 * groups);  // sign-extend the last group
+    }
+    if (counts.size() > 2) value += counts[counts.size() - 2];
+    check(value >= 0 && value <= UINT32_MAX,
+          "COCO RLE string: count " + std::to_string(counts.size()) + " out of range (" + std::to_string(value) + ")");
+    counts.push_back(static_cast<uint32_t>(value));
+  }
+  return counts;
+}
+
+std::array<int, 4> mask_bbox(const MaskView& mask) {
+  check_mask(mask, "mask_bbox");
+  int x0 = mask.width, y0 = mask.height, x1 = -1, y1 = -1;
+  for (int y = 0; y < mask.height; ++y) {
+    for (int x = 0; x < mask.width; ++x) {
+      if (!mask.at(y, x)) continue;
+      x0 = std::min(x0, x), x1 = std::max(x1, x);
+      y0 = std::min(y0, y), y1 = std::max(y1, y);
+    }
+  }
+  if (x1 < 0) return {0, 0, 0, 0};
+  return {x0, y0, x1 - x0 + 1, y1 - y0 + 1};
+}
+
+int64_t mask_area(const MaskView& mask) {
+  check_mask(mask, "mask_area");
+  const size_t n = static_cast<size_t>(mask.height) * mask.width;
+  return std::count_if(mask.data, mask.data + n, [](uint8_t v) { return v != 0; });
+}
+
+void save_mask_png(const std::string& path, const MaskView& mask) {
+  check(mask.data != nullptr && mask.height > 0 && mask.width > 0, path + ": empty mask");
+  std::vector<uint8_t> gray(static_cast<size_t>(mask.height) * mask.width);
+  for (size_t i = 0; i < gray.size(); ++i) gray[i] = mask.data[i] ? 255 : 0;
+  save_png_gray(path, gray.data(), mask.width, mask.height);
+}
+
+std::array<uint8_t, 3> mask_color(int index) {
+  // Colours chosen to stay distinguishable from each other (and for most colour-blind readers).
+  static constexpr std::array<std::array<uint8_t, 3>, 12> kPalette = {{{230, 25, 75},
+                                                                       {60, 180, 75},
+                                                                       {0, 130, 200},
+                                                                       {255, 225, 25},
+                                                                       {245, 130, 48},
+                                                                       {145, 30, 180},
+                                                                       {70, 240, 240},
+                                                                       {240, 50, 230},
+                                                                       {210, 245, 60},
+                                                                       {0, 128, 128},
+                                                                       {170, 110, 40},
+                                                                       {128, 0, 0}}};
+  index = std::max(index, 0);
+  if (index < static_cast<int>(kPalette.size())) return kPalette[index];
+  // Beyond the list: hues spaced by the golden ratio never repeat and stay apart.
+  const double hue = std::fmod(index * 0.6180339887498949, 1.0) * 6.0;
+  const double s = 0.75, v = 0.95;
+  const int sector = static_cast<int>(hue);
+  const double f = hue - sector;
+  const double p = v * (1 - s), q = v * (1 - s * f), t = v * (1 - s * (1 - f));
+  double r = v, g = t, b = p;
+  switch (sector % 6) {
+    case 0: r = v, g = t, b = p; break;
+    case 1: r = q, g = v, b = p; break;
+    case 2: r = p, g = v, b = t; break;
+    case 3: r = p, g = q, b = v; break;
+    case 4: r = t, g = p, b = v; break;
+    default: r = v, g = p, b = q; break;
+  }
+  auto to8 = [](double c) { return static_cast<uint8_t>(std::lround(c * 255)); };
+  return {to8(r), to8(g), to8(b)};
+}
+
+namespace {
+
+// Inside pixels whose (2r+1) x (2r+1) neighbourhood lies entirely inside the mask and the image:
+// a square erosion done as a horizontal then a vertical pass with running counts.
+std::vector<uint8_t> erode(const MaskView& mask, int r) {
+  const int h = mask.height, w = mask.width;
+  std::vector<uint8_t> horizontal(static_cast<size_t>(h) * w, 0), eroded(horizontal.size(), 0);
+  for (int y = 0; y < h; ++y) {
+    int run = 0;  // consecutive inside pixels ending at x
+    std::vector<int> run_end(w);
+    for (int x = 0; x < w; ++x) run_end[x] = run = mask.at(y, x) ? run + 1 : 0;
+    for (int x = r; x + r < w; ++x) horizontal[static_cast<size_t>(y) * w + x] = run_end[x + r] >= 2 * r + 1;
+  }
+  for (int x = 0; x < w; ++x) {
+    int run = 0;
+    std::vector<int> run_end(h);
+    for (int y = 0; y < h; ++y) run_end[y] = run = horizontal[static_cast<size_t>(y) * w + x] ? run + 1 : 0;
+    for (int y = r; y + r < h; ++y) eroded[static_cast<size_t>(y) * w + x] = run_end[y + r] >= 2 * r + 1;
+  }
+  return eroded;
+}
+
+}  // namespace
+
+Image render_overlay(const Image& image, const std::vector<MaskView>& masks, float alpha, int contour_width) {
+  check(image.rgb.size() == static_cast<size_t>(image.width) * image.height * 3, "render_overlay: bad image buffer");
+  check(alpha >= 0 && alpha <= 1, "render_overlay: alpha must be in [0, 1]");
+  check(contour_width >= 0, "render_overlay: negative contour width");
+  Image out = image;
+  const int weight = static_cast<int>(std::lround(alpha * 256));  // of the colour, out of 256
+  for (size_t k = 0; k < masks.size(); ++k) {
+    const MaskView& mask = masks[k];
+    check_mask(mask, "render_overlay");
+    check(mask.height == image.height && mask.width == image.width,
+          "render_overlay: mask " + std::to_string(k) + " is " + std::to_string(mask.width) + "x" +
+              std::to_string(mask.height) + ", the image " + std::to_string(image.width) + "x" +
+              std::to_string(image.height));
+    const std::array<uint8_t, 3> color = mask_color(static_cast<int>(k));
+    std::vector<uint8_t> interior;
+    if (contour_width > 0) interior = erode(mask, contour_width);
+    for (int y = 0; y < image.height; ++y) {
+      uint8_t* row = out.row(y);
+      for (int x = 0; x < image.width; ++x) {
+        if (!mask.at(y, x)) continue;
+        uint8_t* px = row + 3 * x;
+        const bool edge = contour_width > 0 && !interior[static_cast<size_t>(y) * image.width + x];
+        for (int c = 0; c < 3; ++c)
+          px[c] = edge ? color[c] : static_cast<uint8_t>((px[c] * (256 - weight) + color[c] * weight + 128) >> 8);
+      }
+    }
+  }
+  return out;
+}
+
+}  // namespace sa2va

@@ -1,0 +1,200 @@
+#include "models/generation.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+
+namespace sa2va {
+namespace {
+
+// splitmix64: a small, portable generator so a seed gives the same tokens everywhere.
+uint64_t next_random(uint64_t& state) {
+  uint64_t z = (state += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+double uniform01(uint64_t& state) { return static_cast<double>(next_random(state) >> 11) * 0x1.0p-53; }
+
+bool hits_stop_word(const std::vector<int32_t>& generated, const StopRules& stop) {
+  if (stop.stop_words.empty()) return false;
+  std::string text = stop.decode(generated);
+  std::erase_if(text, [](char c) { return c == '\r' || c == '\n'; });
+  for (const std::string& word : stop.stop_words)
+    if (!word.empty() && text.ends_with(word)) return true;
+  return false;
+}
+
+void check_options(const SamplingOptions& o, const StopRules& stop) {
+  check(o.max_new_tokens >= 1, "generation: max_new_tokens must be at least 1 (got " +
+                                   std::to_string(o.max_new_tokens) + ")");
+  check(std::isfinite(o.temperature) && o.temperature >= 0.f,
+        "generation: temperature must be >= 0 (0 = greedy), got " + std::to_string(o.temperature));
+  check(o.top_k >= 0, "generation: top_k must be >= 0 (0 = no limit), got " + std::to_string(o.top_k));
+  check(o.top_p > 0.f && o.top_p <= 1.f, "generation: top_p must be in (0, 1], got " + std::to_string(o.top_p));
+  check(stop.stop_words.empty() || static_cast<bool>(stop.decode),
+        "generation: stop words need a decode function");
+}
+
+}  // namespace
+
+int64_t argmax(const float* values, int64_t n) {
+  int64_t best = 0;
+  for (int64_t i = 1; i < n; ++i)
+    if (values[i] > values[best]) best = i;
+  return best;
+}
+
+int32_t choose_token(const float* logits, int64_t vocab, const SamplingOptions& options, uint64_t& rng_state) {
+  check(vocab > 0, "generation: empty logits");
+  if (options.temperature == 0.f) return static_cast<int32_t>(argmax(logits, vocab));
+
+  const float inv_t = 1.f / options.temperature;
+  std::vector<float> s(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) s[i] = logits[i] * inv_t;
+  // Candidates in order of decreasing score (first index on ties).
+  std::vector<int32_t> order(static_cast<size_t>(vocab));
+  for (int64_t i = 0; i < vocab; ++i) order[i] = static_cast<int32_t>(i);
+  auto better = [&](int32_t a, int32_t b) { return s[a] > s[b] || (s[a] == s[b] && a < b); };
+
+  int64_t kept = options.top_k > 0 ? std::min<int64_t>(options.top_k, vocab) : vocab;
+  if (kept < vocab) std::nth_element(order.begin(), order.begin() + kept, order.end(), better);
+  const float max_score = s[*std::min_element(order.begin(), order.begin() + kept, better)];
+  double total = 0;
+  for (int64_t j = 0; j < kept; ++j) total += std::exp(static_cast<double>(s[order[j]] - max_score));
+
+  if (options.top_p < 1.f) {
+    // Nucleus: keep the best tokens until their probability reaches top_p (the one that crosses
+    // it included). Sort only as many as needed, growing the sorted prefix when it falls short.
+    int64_t sorted = std::min<int64_t>(kept, 64);
+    for (;;) {
+      std::partial_sort(order.begin(), order.begin() + sorted, order.begin() + kept, better);
+      double cumulative = 0;
+      int64_t j = 0;
+      for (; j < sorted && cumulative < options.top_p; ++j)
+        cumulative += std::exp(static_cast<double>(s[order[j]] - max_score)) / total;
+      if (cumulative >= options.top_p || sorted == kept) {
+        kept = std::max<int64_t>(j, 1);
+        break;
+      }
+      sorted = std::min<int64_t>(kept, sorted * 8);
+    }
+    total = 0;
+    for (int64_t j = 0; j < kept; ++j) total += std::exp(static_cast<double>(s[order[j]] - max_score));
+  }
+
+  const double target = uniform01(rng_state) * total;
+  double cumulative = 0;
+  for (int64_t j = 0; j < kept; ++j) {
+    cumulative += std::exp(static_cast<double>(s[order[j]] - max_score));
+    if (target < cumulative) return order[j];
+  }
+  return order[kept - 1];
+}
+
+GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
+                          const StopRules& stop, StageRecorder* rec, const LogitsObserver& observer) {
+  check_options(options, stop);
+  check(prompt_embeds.defined() && prompt_embeds.dim() == 2 && prompt_embeds.size(0) >= 1,
+        "generation: the prompt is empty");
+  const int64_t n = prompt_embeds.size(0), D = lm.hidden_size();
+  KVCache cache = lm.new_cache(static_cast<int>(n + options.max_new_tokens));
+
+  GenerationResult result;
+  result.prompt_length = n;
+  Tensor hidden = Tensor::empty({n + options.max_new_tokens - 1, D});
+  int64_t rows = n;
+  const Tensor prefill = lm.forward(prompt_embeds, cache, rec);
+  std::memcpy(hidden.f32(), prefill.f32(), prefill.nbytes());
+  Tensor logits = lm.logits(prefill.slice(0, n - 1, n));
+
+  uint64_t rng_state = options.seed;
+  for (int step = 0;; ++step) {
+    if (observer) observer(step, logits.f32(), logits.size(1));
+    const int32_t token = choose_token(logits.f32(), logits.size(1), options, rng_state);
+    result.ids.push_back(token);
+    if (token == stop.eos_id) {
+      result.stop_reason = StopReason::Eos;
+      break;
+    }
+    if (hits_stop_word(result.ids, stop)) {
+      result.stop_reason = StopReason::StopWord;
+      break;
+    }
+    if (step + 1 >= options.max_new_tokens) {
+      result.stop_reason = StopReason::MaxTokens;
+      break;
+    }
+    const Tensor h = lm.forward(lm.embed({token}), cache);
+    std::memcpy(hidden.f32() + rows * D, h.f32(), h.nbytes());
+    ++rows;
+    logits = lm.logits(h);
+  }
+  result.hidden = hidden.slice(0, 0, rows);
+  return result;
+}
+
+GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_embeds,
+                                const std::vector<int32_t>& answer_ids, int32_t eos_id, StageRecorder* rec) {
+  check(prompt_embeds.defined() && prompt_embeds.dim() == 2 && prompt_embeds.size(0) >= 1 &&
+            prompt_embeds.size(1) == lm.hidden_size(),
+        "teacher forcing: the prompt embeddings are empty or have the wrong width");
+  check(!answer_ids.empty(), "teacher forcing: the answer has no tokens");
+  const int64_t n = prompt_embeds.size(0), g = static_cast<int64_t>(answer_ids.size()), D = lm.hidden_size();
+  const int64_t total = n + g;
+
+  Tensor inputs = Tensor::empty({total, D});
+  const Tensor prompt = prompt_embeds.dtype() == DType::F32 ? prompt_embeds.contiguous() : prompt_embeds.to(DType::F32);
+  std::memcpy(inputs.f32(), prompt.f32(), prompt.nbytes());
+  const Tensor answer = lm.embed(answer_ids);
+  std::memcpy(inputs.f32() + n * D, answer.f32(), answer.nbytes());
+
+  KVCache cache = lm.new_cache(static_cast<int>(total));
+  const Tensor hidden = lm.forward(inputs, cache, rec);
+
+  if (rec) {
+    const int64_t V = lm.vocab_size(), tail = std::min<int64_t>(8, total);
+    const Tensor last = lm.logits(hidden.slice(0, total - tail, total));
+    rec->record("llm.logits_last8", last);
+    rec->record("llm.logits_last", last.select(0, tail - 1));
+    // Logits of every position, a block at a time (all at once would be N × V floats).
+    Tensor ids = Tensor::empty({total}, DType::I64);
+    constexpr int64_t kBlock = 64;
+    for (int64_t r0 = 0; r0 < total; r0 += kBlock) {
+      const int64_t r1 = std::min(total, r0 + kBlock);
+      const Tensor block = lm.logits(hidden.slice(0, r0, r1));
+      for (int64_t r = r0; r < r1; ++r) ids.data<int64_t>()[r] = argmax(block.f32() + (r - r0) * V, V);
+    }
+    rec->record("llm.argmax", ids);
+  }
+
+  GenerationResult result;
+  result.ids = answer_ids;
+  result.prompt_length = n;
+  result.hidden = hidden.slice(0, 0, total - 1);
+  result.stop_reason = answer_ids.back() == eos_id ? StopReason::Eos : StopReason::MaxTokens;
+  return result;
+}
+
+Tensor seg_hidden_states(const GenerationResult& result, int32_t seg_id) {
+  check(result.hidden.defined() && result.hidden.dim() == 2, "[SEG] selection: no hidden states");
+  const int64_t D = result.hidden.size(1), rows = result.hidden.size(0);
+  // The last generated id was never fed back, so only ids[0 .. G-2] have a hidden state.
+  const int64_t n_out = result.ids.empty() ? 0 : static_cast<int64_t>(result.ids.size()) - 1;
+  check(n_out <= rows, "[SEG] selection: " + std::to_string(rows) + " hidden states for " +
+                           std::to_string(n_out) + " generated inputs");
+  std::vector<int64_t> picked;
+  for (int64_t j = 0; j < n_out; ++j)
+    if (result.ids[static_cast<size_t>(j)] == seg_id) picked.push_back(rows - n_out + j);
+  Tensor out = Tensor::empty({static_cast<int64_t>(picked.size()), D});
+  const Tensor hidden = result.hidden.contiguous();
+  for (size_t s = 0; s < picked.size(); ++s)
+    std::memcpy(out.f32() + static_cast<int64_t>(s) * D, hidden.f32() + picked[s] * D,
+                static_cast<size_t>(D) * sizeof(float));
+  return out;
+}
+
+}  // namespace sa2va

@@ -1,0 +1,71 @@
+// Text generation with the language model (spec/tokenizer-template.md §6, llm.md §5, glue.md):
+// prefill the prompt embeddings, then decode one token at a time with the KV cache, stopping on
+// the eos id, a stop word or the token limit. Also the teacher-forced equivalent and the
+// selection of the [SEG] hidden states.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/stages.h"
+#include "core/tensor.h"
+#include "models/llm.h"
+
+namespace sa2va {
+
+struct SamplingOptions {
+  int max_new_tokens = 2048;
+  float temperature = 0.f;  // 0 = greedy (argmax, first index on ties)
+  int top_k = 0;            // 0 = no limit
+  float top_p = 1.f;        // 1 = no nucleus cut
+  uint64_t seed = 0;
+};
+
+struct StopRules {
+  int32_t eos_id = -1;  // -1 = none
+  // Upstream StopWordStoppingCriteria: decode all generated ids, delete '\r' and '\n', stop when
+  // the text ends with a stop word. `decode` is required when stop_words is not empty.
+  std::vector<std::string> stop_words;
+  std::function<std::string(const std::vector<int32_t>&)> decode;
+};
+
+enum class StopReason { Eos, StopWord, MaxTokens };
+
+struct GenerationResult {
+  std::vector<int32_t> ids;  // generated ids, including the token that stopped generation
+  // Final-norm hidden state of every position fed to the model: the N prompt positions, then the
+  // generated tokens but the last one (never fed back) → [N + G − 1, D].
+  Tensor hidden;
+  int64_t prompt_length = 0;
+  StopReason stop_reason = StopReason::MaxTokens;
+};
+
+// Called with the logits [V] from which generated token `step` is chosen (before sampling).
+using LogitsObserver = std::function<void(int step, const float* logits, int64_t vocab)>;
+
+// Prefills `prompt_embeds` [N, D] (already spliced with image features) and decodes.
+// `rec` records the prefill stages (llm.inputs_embeds, llm.hidden_states, llm.last_hidden_state).
+GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
+                          const StopRules& stop, StageRecorder* rec = nullptr,
+                          const LogitsObserver& observer = nullptr);
+
+// One pass over prompt + answer, returning what generate() would have returned had it produced
+// exactly `answer_ids` (stop_reason from the last answer id: Eos when it is stop.eos_id).
+// With `rec` additionally records llm.logits_last8, llm.logits_last and llm.argmax (all positions).
+GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_embeds,
+                                const std::vector<int32_t>& answer_ids, int32_t eos_id = -1,
+                                StageRecorder* rec = nullptr);
+
+// glue.md get_seg_hidden_states: the hidden states at the positions where a generated [SEG] was
+// the input (the final generated token is ignored) → [S, D] in generation order (S may be 0).
+Tensor seg_hidden_states(const GenerationResult& result, int32_t seg_id);
+
+// Index of the largest value, the first one on ties.
+int64_t argmax(const float* values, int64_t n);
+
+// Chooses the next token from `logits` [V]: greedy when temperature is 0, otherwise temperature,
+// then top-k, then top-p (as the reference logits warpers), and a draw from `rng_state`.
+int32_t choose_token(const float* logits, int64_t vocab, const SamplingOptions& options, uint64_t& rng_state);
+
+}  // namespace sa2va

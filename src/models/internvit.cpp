@@ -1,0 +1,211 @@
+#include "models/internvit.h"
+
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "ops/ops.h"
+
+namespace sa2va {
+namespace {
+
+constexpr float kProjectorNormEps = 1e-5f;  // mlp1.0 is a default nn.LayerNorm
+
+const float* data_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+
+}  // namespace
+
+// Working buffers of one encoder layer, reused across layers and tiles (per forward call, so
+// concurrent forwards on one shared encoder do not interfere).
+struct VisionEncoder::LayerScratch {
+  Tensor normed, qkv, attention, mlp;
+  LayerScratch(int64_t tokens, int64_t hidden, int64_t mlp_size)
+      : normed(Tensor::empty({tokens, hidden})),
+        qkv(Tensor::empty({tokens, 3 * hidden})),
+        attention(Tensor::empty({tokens, hidden})),
+        mlp(Tensor::empty({tokens, mlp_size})) {}
+};
+
+namespace {
+
+// [C, P] (channel-first feature map) -> rows of `dst` [P, C].
+void transpose_into(const float* src, int64_t channels, int64_t pixels, float* dst) {
+  parallel_for(pixels, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p)
+      for (int64_t c = 0; c < channels; ++c) dst[p * channels + c] = src[c * pixels + p];
+  }, 64);
+}
+
+}  // namespace
+
+VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
+  const VisionConfig& v = c.vision;
+  check(v.norm_type == "layer_norm", "config.json: vision_config.norm_type '" + v.norm_type +
+                                         "' is not supported (only layer_norm)");
+  check(!v.qk_normalization, "config.json: vision_config.qk_normalization=true is not supported");
+  check(v.num_channels == 3, "config.json: vision_config.num_channels must be 3");
+  check(v.hidden_size > 0 && v.num_heads > 0 && v.hidden_size % v.num_heads == 0,
+        "config.json: vision_config.hidden_size must be a positive multiple of num_attention_heads");
+  check(v.patch_size > 0 && v.image_size > 0 && v.image_size % v.patch_size == 0,
+        "config.json: vision_config.image_size must be a positive multiple of patch_size");
+  check(c.ps_version == "v2", "config.json: ps_version '" + c.ps_version + "' is not supported (only v2)");
+  check(c.downsample_ratio == 0.5f, "config.json: downsample_ratio must be 0.5");
+  check(c.llm.hidden_size > 0, "config.json: llm_config.hidden_size must be positive");
+  // hidden_states[k] is the output of k layers; a negative select_layer counts from the end (-1 = last).
+  const int selected = c.select_layer >= 0 ? c.select_layer : v.num_layers + 1 + c.select_layer;
+  check(selected >= 0 && selected <= v.num_layers,
+        "config.json: select_layer " + std::to_string(c.select_layer) + " is outside the " +
+            std::to_string(v.num_layers) + " vision layers");
+
+  VisionEncoder e;
+  e.hidden_size = v.hidden_size;
+  e.num_heads = v.num_heads;
+  e.patch_size = v.patch_size;
+  e.checkpoint_grid = v.image_size / v.patch_size;
+  e.layers_to_run = selected;
+  e.layer_norm_eps = v.layer_norm_eps;
+  e.output_size = c.llm.hidden_size;
+
+  const int64_t C = v.hidden_size, F = v.intermediate_size, P = v.patch_size;
+  const int64_t G = e.checkpoint_grid;
+  const std::string emb = "vision_model.embeddings.";
+  e.patch_weight = w.matrix(emb + "patch_embedding.weight", {C, 3, P, P}, Init::Linear);
+  e.patch_bias = w.f32(emb + "patch_embedding.bias", {C}, Init::Bias);
+  e.class_embedding = w.f32(emb + "class_embedding", {1, 1, C}, Init::Small);
+  e.position_embedding = w.f32(emb + "position_embedding", {1, 1 + G * G, C}, Init::Small);
+
+  // Every layer is bound (the checkpoint holds them all) even when select_layer stops earlier.
+  for (int i = 0; i < v.num_layers; ++i) {
+    const std::string p = "vision_model.encoder.layers." + std::to_string(i) + ".";
+    VisionEncoderLayer L;
+    L.norm1_weight = w.f32(p + "norm1.weight", {C}, Init::NormWeight);
+    L.norm1_bias = w.f32(p + "norm1.bias", {C}, Init::NormBias);
+    L.qkv_weight = w.matrix(p + "attn.qkv.weight", {3 * C, C});
+    if (v.qkv_bias) L.qkv_bias = w.f32(p + "attn.qkv.bias", {3 * C}, Init::Bias);
+    L.proj_weight = w.matrix(p + "attn.proj.weight", {C, C});
+    L.proj_bias = w.f32(p + "attn.proj.bias", {C}, Init::Bias);
+    L.ls1 = w.f32(p + "ls1", {C}, Init::Small);
+    L.norm2_weight = w.f32(p + "norm2.weight", {C}, Init::NormWeight);
+    L.norm2_bias = w.f32(p + "norm2.bias", {C}, Init::NormBias);
+    L.fc1_weight = w.matrix(p + "mlp.fc1.weight", {F, C});
+    L.fc1_bias = w.f32(p + "mlp.fc1.bias", {F}, Init::Bias);
+    L.fc2_weight = w.matrix(p + "mlp.fc2.weight", {C, F});
+    L.fc2_bias = w.f32(p + "mlp.fc2.bias", {C}, Init::Bias);
+    L.ls2 = w.f32(p + "ls2", {C}, Init::Small);
+    e.layers.push_back(std::move(L));
+  }
+
+  const int64_t shuffled = 4 * C, D = e.output_size;
+  e.mlp_norm_weight = w.f32("mlp1.0.weight", {shuffled}, Init::NormWeight);
+  e.mlp_norm_bias = w.f32("mlp1.0.bias", {shuffled}, Init::NormBias);
+  e.mlp_fc1_weight = w.matrix("mlp1.1.weight", {D, shuffled});
+  e.mlp_fc1_bias = w.f32("mlp1.1.bias", {D}, Init::Bias);
+  e.mlp_fc2_weight = w.matrix("mlp1.3.weight", {D, D});
+  e.mlp_fc2_bias = w.f32("mlp1.3.bias", {D}, Init::Bias);
+  return e;
+}
+
+Tensor VisionEncoder::position_table(int64_t grid) const {
+  const int64_t C = hidden_size, G = checkpoint_grid;
+  if (grid == G) return position_embedding.view({1 + G * G, C});
+  // PyTorch resamples the patch part as an image [C, G, G] (bicubic, align_corners=False);
+  // the CLS entry is kept as is.
+  const float* table = position_embedding.f32();
+  Tensor image = Tensor::empty({C, G, G});
+  float* img = image.f32();
+  parallel_for(C, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c)
+      for (int64_t p = 0; p < G * G; ++p) img[c * G * G + p] = table[(1 + p) * C + c];
+  }, 16);
+  const Tensor resized = ops::interpolate_bicubic(image, grid, grid);
+  Tensor out = Tensor::empty({1 + grid * grid, C});
+  std::memcpy(out.f32(), table, static_cast<size_t>(C) * sizeof(float));
+  transpose_into(resized.f32(), C, grid * grid, out.f32() + C);
+  return out;
+}
+
+void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tokens, LayerScratch& s) const {
+  const int64_t C = hidden_size, F = L.fc1_weight.size(0);
+  float* y = s.normed.f32();
+  float* qkv = s.qkv.f32();
+  float* attn = s.attention.f32();
+  float* mlp = s.mlp.f32();
+
+  // x = x + ls1 ⊙ proj(Attention(LN1(x)))
+  ops::layer_norm(x, L.norm1_weight.f32(), L.norm1_bias.f32(), y, tokens, C, layer_norm_eps);
+  ops::linear(y, tokens, C, L.qkv_weight, data_or_null(L.qkv_bias), qkv);
+  ops::AttentionArgs a;
+  a.q = qkv, a.q_stride = 3 * C;
+  a.k = qkv + C, a.k_stride = 3 * C;
+  a.v = qkv + 2 * C, a.v_stride = 3 * C;
+  a.out = attn, a.out_stride = C;
+  a.q_len = a.kv_len = tokens;
+  a.q_heads = a.kv_heads = num_heads;
+  a.head_dim = C / num_heads;
+  a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
+  ops::attention(a);
+  ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.f32(), y);
+  ops::mul_rows(y, L.ls1.f32(), tokens, C);
+  ops::add(x, y, x, tokens * C);
+
+  // x = x + ls2 ⊙ fc2(GELU(fc1(LN2(x))))
+  ops::layer_norm(x, L.norm2_weight.f32(), L.norm2_bias.f32(), y, tokens, C, layer_norm_eps);
+  ops::linear(y, tokens, C, L.fc1_weight, L.fc1_bias.f32(), mlp);
+  ops::gelu_erf(mlp, tokens * F);
+  ops::linear(mlp, tokens, F, L.fc2_weight, L.fc2_bias.f32(), y);
+  ops::mul_rows(y, L.ls2.f32(), tokens, C);
+  ops::add(x, y, x, tokens * C);
+}
+
+Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {
+  // pixel shuffle (0.5, v2): each 2x2 block of patches becomes one 4C token
+  Tensor shuffled = ops::pixel_shuffle_v2(patch_tokens, grid);
+  const int64_t T = shuffled.size(0), K = shuffled.size(1);
+  ops::layer_norm(shuffled.f32(), mlp_norm_weight.f32(), mlp_norm_bias.f32(), shuffled.f32(), T, K,
+                  kProjectorNormEps);
+  Tensor hidden = ops::linear(shuffled, mlp_fc1_weight, mlp_fc1_bias);
+  ops::gelu_erf(hidden.f32(), hidden.numel());
+  return ops::linear(hidden, mlp_fc2_weight, mlp_fc2_bias);
+}
+
+Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) const {
+  check(pixel_values.defined() && pixel_values.dtype() == DType::F32 && pixel_values.dim() == 4 &&
+            pixel_values.size(1) == 3,
+        "vision encoder: pixel_values must be F32 [n, 3, H, W], got " +
+            (pixel_values.defined() ? shape_str(pixel_values.shape()) : std::string("nothing")));
+  const int64_t n = pixel_values.size(0), H = pixel_values.size(2), W = pixel_values.size(3);
+  check(n > 0 && H == W && H % (2 * patch_size) == 0,
+        "vision encoder: pixel_values " + shape_str(pixel_values.shape()) +
+            " must hold at least one square image whose side is a multiple of " + std::to_string(2 * patch_size));
+  const Tensor pixels = pixel_values.contiguous();
+  const int64_t C = hidden_size, grid = H / patch_size, N = 1 + grid * grid;
+  const int64_t tokens_out = (grid / 2) * (grid / 2), D = output_size;
+
+  const Tensor positions = position_table(grid);
+  ops::Conv2dArgs patchify;
+  patchify.stride_h = patchify.stride_w = patch_size;
+
+  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].fc1_weight.size(0));
+  Tensor hidden = Tensor::empty({n, N, C});
+  Tensor out = Tensor::empty({n, tokens_out, D});
+  for (int64_t t = 0; t < n; ++t) {
+    float* x = hidden.f32() + t * N * C;
+    // embeddings: [CLS, patches in row-major order] + position embedding
+    const Tensor patches = ops::conv2d(pixels.select(0, t), patch_weight, patch_bias, patchify);  // [C, g, g]
+    std::memcpy(x, class_embedding.f32(), static_cast<size_t>(C) * sizeof(float));
+    transpose_into(patches.f32(), C, grid * grid, x + C);
+    ops::add(x, positions.f32(), x, N * C);
+
+    for (int i = 0; i < layers_to_run; ++i) run_layer(layers[i], x, N, scratch);
+
+    const Tensor embeds = project(hidden.select(0, t).slice(0, 1, N), grid);
+    std::memcpy(out.f32() + t * tokens_out * D, embeds.f32(), static_cast<size_t>(tokens_out * D) * sizeof(float));
+  }
+  record(rec, "vit.last_hidden_state", hidden);
+  record(rec, "vit_embeds", out);
+  return out;
+}
+
+}  // namespace sa2va

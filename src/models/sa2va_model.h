@@ -1,0 +1,51 @@
+// The Sa2VA pipeline (spec/README.md dataflow): the components of one model folder, loaded once
+// and shared read-only, and predict(), which runs one request through them:
+//   image tiles / video key frames -> InternViT + mlp1 -> spliced into the prompt embeddings ->
+//   LLM generation (or a teacher-forced answer) -> [SEG] hidden states -> text_hidden_fcs ->
+//   SAM2 (image: one conditioning frame; video: conditioning frames, then memory propagation)
+//   -> masks at the original size.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "core/stages.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "models/internvit.h"
+#include "models/llm.h"
+#include "models/sam2/sam2_image.h"
+#include "models/sam2/video_tracker.h"
+#include "models/seg_projector.h"
+#include "sa2va/sa2va.h"
+#include "text/template.h"
+#include "text/tokenizer.h"
+
+namespace sa2va {
+
+struct Sa2vaModel {
+  std::string dir;
+  ModelConfig config;
+  Precision precision = Precision::BF16;
+  std::unique_ptr<Checkpoint> checkpoint;  // owns the weight maps the components borrow
+  std::unique_ptr<Tokenizer> tokenizer;
+  const ChatTemplate* chat = nullptr;
+  int32_t img_context_id = -1, seg_id = -1, eos_id = -1;
+
+  VisionEncoder vision;          // vision_model.*, mlp1.*
+  LanguageModel llm;             // language_model.*
+  SegProjector seg_projector;    // text_hidden_fcs.*
+  sam2::Sam2Image sam2;          // grounding_encoder.sam2_model.{image_encoder, prompt/mask decoder}
+  sam2::VideoTracker tracker;    // grounding_encoder.sam2_model.{memory_*, obj_ptr_proj, ...}
+
+  // Loads config.json, the tokenizer and every weight; reports all weight problems at once.
+  static std::unique_ptr<Sa2vaModel> load(const std::string& model_dir, Precision precision);
+  // The one place where checkpoint names are bound to components, in checkpoint order. With
+  // `into` null (declaring Weights) it only enumerates names and shapes (make-model).
+  static void bind_components(Weights& w, const ModelConfig& config, Sa2vaModel* into);
+
+  // Runs one request. `rec` collects every stage tensor (sa2va dump).
+  Prediction predict(const Request& request, StageRecorder* rec = nullptr) const;
+};
+
+}  // namespace sa2va

@@ -1,0 +1,359 @@
+#include "models/sam2/hiera.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+#include <string>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "ops/ops.h"
+
+namespace sa2va::sam2 {
+namespace {
+
+constexpr float kLayerNormEps = 1e-6f;
+
+// dst[c][r] = src[r][c] for a [rows, cols] matrix, in cache-sized tiles.
+void transpose_2d(const float* src, int64_t rows, int64_t cols, float* dst) {
+  constexpr int64_t kTile = 32;
+  const int64_t row_tiles = (rows + kTile - 1) / kTile;
+  parallel_for(row_tiles, [&](int64_t t0, int64_t t1) {
+    for (int64_t rt = t0; rt < t1; ++rt) {
+      const int64_t r0 = rt * kTile, r1 = std::min(rows, r0 + kTile);
+      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
+        const int64_t c1 = std::min(cols, c0 + kTile);
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+      }
+    }
+  });
+}
+
+// Max pooling (kernel = stride = s, floor) of `maps` channels-last maps [h, w, c] whose tokens are
+// `x_stride` floats apart; output contiguous [maps, h/s, w/s, c].
+void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c, int64_t s,
+                     float* y) {
+  const int64_t ho = h / s, wo = w / s;
+  parallel_for(maps * ho, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t m = r / ho, oy = r % ho;
+      for (int64_t ox = 0; ox < wo; ++ox) {
+        float* out = y + ((m * ho + oy) * wo + ox) * c;
+        const float* first = x + (m * h * w + oy * s * w + ox * s) * x_stride;
+        std::memcpy(out, first, static_cast<size_t>(c) * sizeof(float));
+        for (int64_t dy = 0; dy < s; ++dy)
+          for (int64_t dx = 0; dx < s; ++dx) {
+            const float* in = x + (m * h * w + (oy * s + dy) * w + ox * s + dx) * x_stride;
+            for (int64_t k = 0; k < c; ++k) out[k] = std::max(out[k], in[k]);
+          }
+      }
+    }
+  }, 4);
+}
+
+// Copies a [h, w, c] token map into `n_rows × n_cols` windows of win_h × win_w tokens (row-major
+// windows, zero padding at the bottom/right): y [windows, win_h·win_w, c].
+void window_partition(const float* x, int64_t h, int64_t w, int64_t c, int64_t win_h, int64_t win_w, int64_t n_rows,
+                      int64_t n_cols, float* y) {
+  const size_t row_bytes = static_cast<size_t>(c) * sizeof(float);
+  parallel_for(n_rows * win_h, [&](int64_t r0, int64_t r1) {
+    for (int64_t py = r0; py < r1; ++py) {  // padded row
+      const int64_t wr = py / win_h, iy = py % win_h;
+      for (int64_t px = 0; px < n_cols * win_w; ++px) {
+        const int64_t wc = px / win_w, ix = px % win_w;
+        float* dst = y + (((wr * n_cols + wc) * win_h + iy) * win_w + ix) * c;
+        if (py < h && px < w) std::memcpy(dst, x + (py * w + px) * c, row_bytes);
+        else std::memset(dst, 0, row_bytes);
+      }
+    }
+  }, 4);
+}
+
+}  // namespace
+
+Tensor TokenMap::to_chw() const {
+  const int64_t c = channels();
+  Tensor out = Tensor::empty({c, h, w});
+  transpose_2d(tokens.f32(), h * w, c, out.f32());
+  return out;
+}
+
+TokenMap TokenMap::from_chw(const Tensor& chw) {
+  check(chw.dim() == 3 && chw.dtype() == DType::F32, "TokenMap::from_chw: expected an F32 [C, H, W] tensor, got " +
+                                                          shape_str(chw.shape()));
+  const Tensor src = chw.contiguous();
+  TokenMap m;
+  m.h = chw.size(1);
+  m.w = chw.size(2);
+  m.tokens = Tensor::empty({m.h * m.w, chw.size(0)});
+  transpose_2d(src.f32(), chw.size(0), m.h * m.w, m.tokens.f32());
+  return m;
+}
+
+// ---- one MultiScaleBlock ----------------------------------------------------------------------
+
+Tensor HieraScratch::get(Slot slot, const Shape& shape) {
+  const int64_t n = shape_numel(shape);
+  Tensor& buf = slots_[slot];
+  if (!buf.defined() || buf.numel() < n) buf = Tensor::empty({n});
+  return buf.slice(0, 0, n).view(shape);
+}
+
+TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScratch::Slot out_slot) const {
+  using S = HieraScratch;
+  const int64_t H = x.h, W = x.w, hw = H * W;
+  const int64_t s = q_stride, Ho = H / s, Wo = W / s;
+
+  Tensor xn = scratch.get(S::kNorm, {hw, dim_in});
+  ops::layer_norm(x.tokens.f32(), norm1_w.f32(), norm1_b.f32(), xn.f32(), hw, dim_in, kLayerNormEps);
+
+  // Shortcut: projected (and pooled with the queries) when the width changes.
+  Tensor shortcut = x.tokens;
+  if (dim_in != dim_out) {
+    Tensor projected = scratch.get(S::kShortcutProj, {hw, dim_out});
+    ops::linear(xn.f32(), hw, dim_in, proj_w, proj_b.f32(), projected.f32());
+    if (s > 1) {
+      shortcut = scratch.get(S::kShortcut, {Ho * Wo, dim_out});
+      max_pool_tokens(projected.f32(), dim_out, 1, H, W, dim_out, s, shortcut.f32());
+    } else {
+      shortcut = projected;
+    }
+  }
+
+  // Windows (a global block is one window covering the whole map).
+  const bool windowed = window > 0;
+  const int64_t win_h = windowed ? window : H, win_w = windowed ? window : W;
+  const int64_t n_rows = (H + win_h - 1) / win_h, n_cols = (W + win_w - 1) / win_w;
+  const int64_t n_win = n_rows * n_cols, win_tokens = win_h * win_w;
+  const bool identity_partition = n_win == 1 && win_h == H && win_w == W;
+  Tensor xw = xn;
+  if (!identity_partition) {
+    xw = scratch.get(S::kWindows, {n_win * win_tokens, dim_in});
+    window_partition(xn.f32(), H, W, dim_in, win_h, win_w, n_rows, n_cols, xw.f32());
+  }
+
+  const int64_t qkv_dim = 3 * dim_out;
+  Tensor qkv = scratch.get(S::kQkv, {n_win * win_tokens, qkv_dim});
+  ops::linear(xw.f32(), n_win * win_tokens, dim_in, qkv_w, qkv_b.f32(), qkv.f32());
+
+  // Query pooling inside each window.
+  const int64_t qh = win_h / s, qw = win_w / s, q_tokens = qh * qw;
+  const float* q = qkv.f32();
+  int64_t q_row = qkv_dim;
+  if (s > 1) {
+    Tensor pooled_q = scratch.get(S::kPooledQ, {n_win * q_tokens, dim_out});
+    max_pool_tokens(qkv.f32(), qkv_dim, n_win, win_h, win_w, dim_out, s, pooled_q.f32());
+    q = pooled_q.f32();
+    q_row = dim_out;
+  }
+  // Unpartition assumes the pooled windows tile the pooled map as upstream recomputes it.
+  check((Ho + qh - 1) / std::max<int64_t>(qh, 1) == n_rows && (Wo + qw - 1) / std::max<int64_t>(qw, 1) == n_cols,
+        "Hiera: a " + std::to_string(H) + "x" + std::to_string(W) + " map cannot be pooled in windows of " +
+            std::to_string(win_h));
+
+  Tensor attn = scratch.get(S::kAttn, {n_win * q_tokens, dim_out});
+  const int64_t head_dim = dim_out / heads;
+  auto attend_window = [&](int64_t wi) {
+    ops::AttentionArgs a;
+    a.q = q + wi * q_tokens * q_row;
+    a.q_stride = q_row;
+    a.k = qkv.f32() + wi * win_tokens * qkv_dim + dim_out;
+    a.k_stride = qkv_dim;
+    a.v = qkv.f32() + wi * win_tokens * qkv_dim + 2 * dim_out;
+    a.v_stride = qkv_dim;
+    a.out = attn.f32() + wi * q_tokens * dim_out;
+    a.out_stride = dim_out;
+    a.q_len = q_tokens;
+    a.kv_len = win_tokens;
+    a.q_heads = a.kv_heads = heads;
+    a.head_dim = head_dim;
+    a.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+    ops::attention(a);
+  };
+  // Many small windows: one window per task. Few large ones: let attention split its own work.
+  if (n_win >= 2 * num_threads()) {
+    parallel_for(n_win, [&](int64_t w0, int64_t w1) {
+      for (int64_t wi = w0; wi < w1; ++wi) attend_window(wi);
+    });
+  } else {
+    for (int64_t wi = 0; wi < n_win; ++wi) attend_window(wi);
+  }
+
+  Tensor projected_attn = scratch.get(S::kProjected, {n_win * q_tokens, dim_out});
+  ops::linear(attn.f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.f32(), projected_attn.f32());
+
+  // Window un-partition (cropping the padding) fused with the residual add.
+  TokenMap out;
+  out.h = Ho;
+  out.w = Wo;
+  out.tokens = scratch.get(out_slot, {Ho * Wo, dim_out});
+  {
+    const float* a = projected_attn.f32();
+    const float* sc = shortcut.f32();
+    float* y = out.tokens.f32();
+    parallel_for(Ho, [&](int64_t r0, int64_t r1) {
+      for (int64_t oy = r0; oy < r1; ++oy) {
+        for (int64_t ox = 0; ox < Wo; ++ox) {
+          const int64_t wi = (oy / qh) * n_cols + ox / qw;
+          const float* src = a + (wi * q_tokens + (oy % qh) * qw + ox % qw) * dim_out;
+          const int64_t t = oy * Wo + ox;
+          ops::add(sc + t * dim_out, src, y + t * dim_out, dim_out);
+        }
+      }
+    }, 4);
+  }
+
+  // MLP with residual.
+  const int64_t n = Ho * Wo, hidden = mlp_hidden;
+  Tensor yn = scratch.get(S::kNorm, {n, dim_out});
+  ops::layer_norm(out.tokens.f32(), norm2_w.f32(), norm2_b.f32(), yn.f32(), n, dim_out, kLayerNormEps);
+  Tensor h = scratch.get(S::kHidden, {n, hidden});
+  ops::linear(yn.f32(), n, dim_out, mlp_fc1_w, mlp_fc1_b.f32(), h.f32());
+  ops::gelu_erf(h.f32(), n * hidden);
+  Tensor mlp_out = scratch.get(S::kProjected, {n, dim_out});
+  ops::linear(h.f32(), n, hidden, mlp_fc2_w, mlp_fc2_b.f32(), mlp_out.f32());
+  ops::add(out.tokens.f32(), mlp_out.f32(), out.tokens.f32(), n * dim_out);
+  return out;
+}
+
+// ---- trunk ------------------------------------------------------------------------------------
+
+HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& prefix) {
+  const std::string cfg = "sam2_config.hiera: ";
+  check(!c.stages.empty() && c.window_spec.size() == c.stages.size(),
+        cfg + "window_spec must have one entry per stage");
+  check(c.q_stride.size() == 2 && c.q_stride[0] == c.q_stride[1] && c.q_stride[0] >= 1,
+        cfg + "q_stride must be two equal positive values");
+  check(c.embed_dim > 0 && c.num_heads > 0, cfg + "embed_dim and num_heads must be positive");
+  check(c.window_pos_embed_bkg_spatial_size.size() == 2, cfg + "window_pos_embed_bkg_spatial_size needs 2 values");
+
+  HieraTrunk t;
+  t.embed_dim = c.embed_dim;
+  int depth = 0;
+  for (int s : c.stages) {
+    check(s > 0, cfg + "every stage needs at least one block");
+    depth += s;
+    t.stage_ends.push_back(depth - 1);
+  }
+  // Query pooling in the first block of stages 2.. (at most q_pool of them).
+  std::vector<int> q_pool_blocks;
+  for (size_t i = 0; i + 1 < t.stage_ends.size() && static_cast<int>(i) < c.q_pool; ++i)
+    q_pool_blocks.push_back(t.stage_ends[i] + 1);
+  auto contains = [](const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
+
+  t.patch_w = w.matrix(prefix + "patch_embed.proj.weight", {c.embed_dim, 3, 7, 7});
+  t.patch_b = w.f32(prefix + "patch_embed.proj.bias", {c.embed_dim}, Init::Bias);
+  t.pos_embed = w.f32(prefix + "pos_embed",
+                      {1, c.embed_dim, c.window_pos_embed_bkg_spatial_size[0], c.window_pos_embed_bkg_spatial_size[1]},
+                      Init::Small);
+  t.pos_embed_window =
+      w.f32(prefix + "pos_embed_window", {1, c.embed_dim, c.window_spec[0], c.window_spec[0]}, Init::Small);
+
+  int64_t dim = c.embed_dim, heads = c.num_heads;
+  size_t stage = 0;
+  for (int i = 0; i < depth; ++i) {
+    HieraBlock b;
+    b.dim_in = dim;
+    b.dim_out = dim;
+    // The window follows the stage of the previous block: a stage's first block keeps the old one.
+    b.window = contains(c.global_att_blocks, i) ? 0 : c.window_spec[stage];
+    if (contains(t.stage_ends, i - 1)) {
+      b.dim_out = static_cast<int64_t>(static_cast<double>(dim) * c.dim_mul);
+      heads = static_cast<int64_t>(static_cast<double>(heads) * c.head_mul);
+      ++stage;
+    }
+    b.heads = heads;
+    b.q_stride = contains(q_pool_blocks, i) ? c.q_stride[0] : 1;
+    check(b.dim_out % b.heads == 0, cfg + "block " + std::to_string(i) + " width " + std::to_string(b.dim_out) +
+                                        " is not divisible by its " + std::to_string(b.heads) + " heads");
+    check(b.q_stride == 1 || b.dim_in != b.dim_out, cfg + "query pooling needs a width change (block " +
+                                                        std::to_string(i) + ")");
+    const std::string p = prefix + "blocks." + std::to_string(i) + ".";
+    const int64_t hidden = static_cast<int64_t>(static_cast<double>(b.dim_out) * c.mlp_ratio);
+    b.mlp_hidden = hidden;
+    b.norm1_w = w.f32(p + "norm1.weight", {b.dim_in}, Init::NormWeight);
+    b.norm1_b = w.f32(p + "norm1.bias", {b.dim_in}, Init::NormBias);
+    b.qkv_w = w.matrix(p + "attn.qkv.weight", {3 * b.dim_out, b.dim_in});
+    b.qkv_b = w.f32(p + "attn.qkv.bias", {3 * b.dim_out}, Init::Bias);
+    b.attn_proj_w = w.matrix(p + "attn.proj.weight", {b.dim_out, b.dim_out});
+    b.attn_proj_b = w.f32(p + "attn.proj.bias", {b.dim_out}, Init::Bias);
+    b.norm2_w = w.f32(p + "norm2.weight", {b.dim_out}, Init::NormWeight);
+    b.norm2_b = w.f32(p + "norm2.bias", {b.dim_out}, Init::NormBias);
+    b.mlp_fc1_w = w.matrix(p + "mlp.layers.0.weight", {hidden, b.dim_out});
+    b.mlp_fc1_b = w.f32(p + "mlp.layers.0.bias", {hidden}, Init::Bias);
+    b.mlp_fc2_w = w.matrix(p + "mlp.layers.1.weight", {b.dim_out, hidden});
+    b.mlp_fc2_b = w.f32(p + "mlp.layers.1.bias", {b.dim_out}, Init::Bias);
+    if (b.dim_in != b.dim_out) {
+      b.proj_w = w.matrix(p + "proj.weight", {b.dim_out, b.dim_in});
+      b.proj_b = w.f32(p + "proj.bias", {b.dim_out}, Init::Bias);
+    }
+    t.blocks.push_back(std::move(b));
+    dim = t.blocks.back().dim_out;
+  }
+  return t;
+}
+
+std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, StageRecorder* rec) const {
+  check(image.dim() == 3 && image.size(0) == 3 && image.dtype() == DType::F32,
+        "Hiera: expected an F32 image [3, H, W], got " + shape_str(image.shape()));
+  ops::Conv2dArgs conv;
+  conv.stride_h = conv.stride_w = 4;
+  conv.pad_h = conv.pad_w = 3;
+  Tensor x = ops::conv2d(image.contiguous(), patch_w, patch_b, conv);  // [C, H, W]
+  const int64_t C = x.size(0), H = x.size(1), W = x.size(2);
+  const int64_t win_h = pos_embed_window.size(2), win_w = pos_embed_window.size(3);
+  check(H % win_h == 0 && W % win_w == 0, "Hiera: the " + std::to_string(H) + "x" + std::to_string(W) +
+                                              " patch grid is not a multiple of the window position embedding");
+
+  // x += bicubic(pos_embed) + tiled pos_embed_window
+  const Tensor bg = ops::interpolate_bicubic(pos_embed.view({C, pos_embed.size(2), pos_embed.size(3)}), H, W);
+  {
+    const float* bgp = bg.f32();
+    const float* winp = pos_embed_window.f32();
+    float* xp = x.f32();
+    parallel_for(C * H, [&](int64_t r0, int64_t r1) {
+      for (int64_t r = r0; r < r1; ++r) {
+        const int64_t ch = r / H, y = r % H;
+        const float* win_row = winp + (ch * win_h + y % win_h) * win_w;
+        for (int64_t i = 0; i < W; ++i) xp[r * W + i] += bgp[r * W + i] + win_row[i % win_w];
+      }
+    }, 16);
+  }
+
+  TokenMap cur = TokenMap::from_chw(x);
+  x = Tensor();
+  HieraScratch scratch;
+  std::vector<TokenMap> outputs;
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    cur = blocks[i].forward(cur, scratch, i % 2 ? HieraScratch::kOutB : HieraScratch::kOutA);
+    if (std::find(stage_ends.begin(), stage_ends.end(), static_cast<int>(i)) != stage_ends.end()) {
+      if (rec) record(rec, "sam.trunk." + std::to_string(outputs.size()), cur.to_chw());
+      outputs.push_back(TokenMap{cur.tokens.clone(), cur.h, cur.w});
+    }
+  }
+  return outputs;
+}
+
+double HieraTrunk::flops(int64_t image_size) const {
+  int64_t H = image_size / 4, W = image_size / 4;
+  double f = 2.0 * embed_dim * 3 * 49 * static_cast<double>(H * W);
+  for (const HieraBlock& b : blocks) {
+    const int64_t s = b.q_stride, Ho = H / s, Wo = W / s;
+    const int64_t win_h = b.window > 0 ? b.window : H, win_w = b.window > 0 ? b.window : W;
+    const int64_t n_win = ((H + win_h - 1) / win_h) * ((W + win_w - 1) / win_w);
+    const double kv = static_cast<double>(n_win * win_h * win_w), q = static_cast<double>(n_win * (win_h / s) * (win_w / s));
+    const double hidden = static_cast<double>(b.mlp_hidden);
+    if (b.dim_in != b.dim_out) f += 2.0 * H * W * b.dim_in * b.dim_out;
+    f += 2.0 * kv * b.dim_in * 3 * b.dim_out;                        // qkv
+    f += 2.0 * 2.0 * q * static_cast<double>(win_h * win_w) * b.dim_out;  // q·kᵀ and p·v
+    f += 2.0 * q * b.dim_out * b.dim_out;                            // attention projection
+    f += 2.0 * 2.0 * static_cast<double>(Ho * Wo) * b.dim_out * hidden;  // MLP
+    H = Ho;
+    W = Wo;
+  }
+  return f;
+}
+
+}  // namespace sa2va::sam2

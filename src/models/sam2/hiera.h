@@ -1,0 +1,77 @@
+// SAM2 image-encoder trunk: Hiera (spec/sam2.md §1.1).
+//
+// Patch embedding (conv k7 s4 p3) + position embedding (bicubic-resized `pos_embed` plus the tiled
+// `pos_embed_window`), then MultiScaleBlocks with windowed or global attention; the first block of
+// a stage may pool its queries (q_stride) and change width. Per-block widths, heads, windows and
+// pooling are derived from Sam2Config exactly as upstream Hiera derives them.
+//
+// Activations run in channels-last token layout ([h·w, C], row-major over (y, x)) so that every
+// per-token linear layer is one GEMM; stage outputs are returned in that layout.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/stages.h"
+#include "core/tensor.h"
+#include "io/config.h"
+#include "io/weights.h"
+
+namespace sa2va::sam2 {
+
+// A feature map in channels-last layout: tokens [h·w, C], token index y·w + x.
+struct TokenMap {
+  Tensor tokens;
+  int64_t h = 0, w = 0;
+
+  int64_t channels() const { return tokens.size(1); }
+  // [C, h, w] copy (channel-first, as PyTorch NCHW without the batch).
+  Tensor to_chw() const;
+  // From a contiguous F32 [C, h, w] map.
+  static TokenMap from_chw(const Tensor& chw);
+};
+
+// Scratch buffers reused by consecutive blocks: a fresh large allocation costs one page fault per
+// 4 KiB on first touch, which at 1024² input is a third of the trunk's time.
+class HieraScratch {
+ public:
+  enum Slot { kNorm, kShortcutProj, kShortcut, kWindows, kQkv, kPooledQ, kAttn, kProjected, kHidden, kOutA, kOutB, kCount };
+  // A contiguous F32 view of `shape` on the slot's buffer (grown when too small).
+  Tensor get(Slot slot, const Shape& shape);
+
+ private:
+  Tensor slots_[kCount];
+};
+
+struct HieraBlock {
+  int64_t dim_in = 0, dim_out = 0, heads = 0;
+  int64_t window = 0;   // 0 = global attention
+  int64_t q_stride = 1; // > 1: queries and the shortcut are max-pooled by q_stride×q_stride
+  int64_t mlp_hidden = 0;
+  Tensor norm1_w, norm1_b, qkv_w, qkv_b, attn_proj_w, attn_proj_b;
+  Tensor norm2_w, norm2_b, mlp_fc1_w, mlp_fc1_b, mlp_fc2_w, mlp_fc2_b;
+  Tensor proj_w, proj_b;  // shortcut projection, only when dim_in != dim_out
+
+  // Output tokens live in scratch slot `out` (must not hold x).
+  TokenMap forward(const TokenMap& x, HieraScratch& scratch, HieraScratch::Slot out) const;
+};
+
+struct HieraTrunk {
+  int64_t embed_dim = 0;
+  Tensor patch_w, patch_b;           // [embed_dim, 3, 7, 7]
+  Tensor pos_embed;                  // [1, embed_dim, bkg_h, bkg_w]
+  Tensor pos_embed_window;           // [1, embed_dim, window_spec[0], window_spec[0]]
+  std::vector<HieraBlock> blocks;
+  std::vector<int> stage_ends;       // index of the last block of each stage
+
+  // Binds `<prefix>patch_embed.*`, `pos_embed*`, `blocks.*` (prefix ends with "trunk.").
+  static HieraTrunk load(Weights& w, const Sam2Config& c, const std::string& prefix);
+
+  // image: F32 [3, S, S] normalised. Returns one map per stage (high to low resolution);
+  // records "sam.trunk.{i}" ([C, h, w]).
+  std::vector<TokenMap> forward(const Tensor& image, StageRecorder* rec = nullptr) const;
+
+  // Multiply-accumulate count ×2 of one forward at the given input size (for benchmarks).
+  double flops(int64_t image_size) const;
+};
+
+}  // namespace sa2va::sam2

@@ -1,0 +1,236 @@
+#include "models/sam2/mask_decoder.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace sa2va::sam2 {
+namespace {
+
+constexpr float kTokenNormEps = 1e-5f;    // nn.LayerNorm default in the two-way transformer
+constexpr float kLayerNorm2dEps = 1e-6f;  // SAM2 LayerNorm2d
+
+Tensor add_tensors(const Tensor& a, const Tensor& b) {
+  Tensor out = Tensor::empty(a.shape());
+  ops::add(a.f32(), b.f32(), out.f32(), a.numel());
+  return out;
+}
+
+// x = LayerNorm(x + y) over rows of x.size(1), in place on x.
+void add_norm(Tensor& x, const Tensor& y, const Tensor& w, const Tensor& b) {
+  ops::add(x.f32(), y.f32(), x.f32(), x.numel());
+  ops::layer_norm(x.f32(), w.f32(), b.f32(), x.f32(), x.size(0), x.size(1), kTokenNormEps);
+}
+
+}  // namespace
+
+SamMlp SamMlp::load(Weights& wt, const std::string& prefix, const std::vector<int64_t>& dims) {
+  SamMlp m;
+  for (size_t i = 0; i + 1 < dims.size(); ++i) {
+    const std::string p = prefix + "layers." + std::to_string(i) + ".";
+    m.w.push_back(wt.matrix(p + "weight", {dims[i + 1], dims[i]}));
+    m.b.push_back(wt.f32(p + "bias", {dims[i + 1]}, Init::Bias));
+  }
+  return m;
+}
+
+Tensor SamMlp::forward(const Tensor& x) const {
+  Tensor h = x;
+  for (size_t i = 0; i < w.size(); ++i) {
+    h = ops::linear(h, w[i], b[i]);
+    if (i + 1 < w.size()) ops::relu(h.f32(), h.numel());
+  }
+  return h;
+}
+
+SamAttention SamAttention::load(Weights& w, const std::string& prefix, int64_t embed_dim, int64_t heads,
+                                int64_t downsample) {
+  SamAttention a;
+  a.heads = heads;
+  a.embed_dim = embed_dim;
+  a.internal_dim = embed_dim / downsample;
+  check(a.internal_dim % heads == 0, "sam2 mask decoder: attention width not divisible by the heads");
+  auto bind = [&](const char* name, int64_t out, int64_t in, Tensor& wt, Tensor& b) {
+    wt = w.matrix(prefix + name + ".weight", {out, in});
+    b = w.f32(prefix + name + ".bias", {out}, Init::Bias);
+  };
+  bind("q_proj", a.internal_dim, embed_dim, a.q_w, a.q_b);
+  bind("k_proj", a.internal_dim, embed_dim, a.k_w, a.k_b);
+  bind("v_proj", a.internal_dim, embed_dim, a.v_w, a.v_b);
+  bind("out_proj", embed_dim, a.internal_dim, a.out_w, a.out_b);
+  return a;
+}
+
+Tensor SamAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v) const {
+  const Tensor qp = ops::linear(q, q_w, q_b), kp = ops::linear(k, k_w, k_b), vp = ops::linear(v, v_w, v_b);
+  Tensor o = Tensor::empty({q.size(0), internal_dim});
+  ops::AttentionArgs a;
+  a.q = qp.f32();
+  a.q_stride = internal_dim;
+  a.k = kp.f32();
+  a.k_stride = internal_dim;
+  a.v = vp.f32();
+  a.v_stride = internal_dim;
+  a.out = o.f32();
+  a.out_stride = internal_dim;
+  a.q_len = q.size(0);
+  a.kv_len = k.size(0);
+  a.q_heads = a.kv_heads = heads;
+  a.head_dim = internal_dim / heads;
+  a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
+  ops::attention(a);
+  return ops::linear(o, out_w, out_b);
+}
+
+MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string& prefix) {
+  MaskDecoder m;
+  const int64_t d = c.hidden_dim;
+  m.dim = d;
+  m.num_mask_tokens = c.num_multimask_outputs + 1;
+  m.obj_score_token = w.f32(prefix + "obj_score_token.weight", {1, d}, Init::Small);
+  m.iou_token = w.f32(prefix + "iou_token.weight", {1, d}, Init::Small);
+  m.mask_tokens = w.f32(prefix + "mask_tokens.weight", {m.num_mask_tokens, d}, Init::Small);
+
+  const std::string t = prefix + "transformer.";
+  for (int i = 0; i < c.decoder_depth; ++i) {
+    const std::string p = t + "layers." + std::to_string(i) + ".";
+    TwoWayBlock b;
+    b.skip_first_layer_pe = i == 0;
+    b.self_attn = SamAttention::load(w, p + "self_attn.", d, c.decoder_heads, 1);
+    b.cross_token_to_image = SamAttention::load(w, p + "cross_attn_token_to_image.", d, c.decoder_heads, 2);
+    b.cross_image_to_token = SamAttention::load(w, p + "cross_attn_image_to_token.", d, c.decoder_heads, 2);
+    for (int n = 0; n < 4; ++n) {
+      b.norm_w[n] = w.f32(p + "norm" + std::to_string(n + 1) + ".weight", {d}, Init::NormWeight);
+      b.norm_b[n] = w.f32(p + "norm" + std::to_string(n + 1) + ".bias", {d}, Init::NormBias);
+    }
+    b.mlp_fc1_w = w.matrix(p + "mlp.layers.0.weight", {c.decoder_mlp_dim, d});
+    b.mlp_fc1_b = w.f32(p + "mlp.layers.0.bias", {c.decoder_mlp_dim}, Init::Bias);
+    b.mlp_fc2_w = w.matrix(p + "mlp.layers.1.weight", {d, c.decoder_mlp_dim});
+    b.mlp_fc2_b = w.f32(p + "mlp.layers.1.bias", {d}, Init::Bias);
+    m.blocks.push_back(std::move(b));
+  }
+  m.final_attn = SamAttention::load(w, t + "final_attn_token_to_image.", d, c.decoder_heads, 2);
+  m.final_norm_w = w.f32(t + "norm_final_attn.weight", {d}, Init::NormWeight);
+  m.final_norm_b = w.f32(t + "norm_final_attn.bias", {d}, Init::NormBias);
+
+  m.up1_w = w.matrix(prefix + "output_upscaling.0.weight", {d, d / 4, 2, 2});
+  m.up1_b = w.f32(prefix + "output_upscaling.0.bias", {d / 4}, Init::Bias);
+  m.up_norm_w = w.f32(prefix + "output_upscaling.1.weight", {d / 4}, Init::NormWeight);
+  m.up_norm_b = w.f32(prefix + "output_upscaling.1.bias", {d / 4}, Init::NormBias);
+  m.up2_w = w.matrix(prefix + "output_upscaling.3.weight", {d / 4, d / 8, 2, 2});
+  m.up2_b = w.f32(prefix + "output_upscaling.3.bias", {d / 8}, Init::Bias);
+  m.conv_s0_w = w.matrix(prefix + "conv_s0.weight", {d / 8, d, 1, 1});
+  m.conv_s0_b = w.f32(prefix + "conv_s0.bias", {d / 8}, Init::Bias);
+  m.conv_s1_w = w.matrix(prefix + "conv_s1.weight", {d / 4, d, 1, 1});
+  m.conv_s1_b = w.f32(prefix + "conv_s1.bias", {d / 4}, Init::Bias);
+
+  for (int64_t i = 0; i < m.num_mask_tokens; ++i)
+    m.hypernetworks.push_back(
+        SamMlp::load(w, prefix + "output_hypernetworks_mlps." + std::to_string(i) + ".", {d, d, d, d / 8}));
+  m.iou_head = SamMlp::load(w, prefix + "iou_prediction_head.", {d, d, d, m.num_mask_tokens});
+  m.obj_score_head = SamMlp::load(w, prefix + "pred_obj_score_head.", {d, d, d, 1});
+  return m;
+}
+
+Tensor MaskDecoder::feat_s0(const TokenMap& fpn0) const {
+  TokenMap f{ops::linear(fpn0.tokens, conv_s0_w.view({conv_s0_w.size(0), dim})), fpn0.h, fpn0.w};
+  ops::add_rows(f.tokens.f32(), conv_s0_b.f32(), f.tokens.size(0), f.tokens.size(1));
+  return f.to_chw();
+}
+
+Tensor MaskDecoder::feat_s1(const TokenMap& fpn1) const {
+  TokenMap f{ops::linear(fpn1.tokens, conv_s1_w.view({conv_s1_w.size(0), dim})), fpn1.h, fpn1.w};
+  ops::add_rows(f.tokens.f32(), conv_s1_b.f32(), f.tokens.size(0), f.tokens.size(1));
+  return f.to_chw();
+}
+
+MaskDecoder::Output MaskDecoder::predict(const Tensor& image_embedding, const Tensor& image_pe, const Tensor& sparse,
+                                         const float* dense, const Tensor& feat_s0, const Tensor& feat_s1) const {
+  check(image_embedding.dim() == 3 && image_embedding.size(0) == dim && image_pe.shape() == image_embedding.shape(),
+        "sam2 mask decoder: image embedding " + shape_str(image_embedding.shape()) + " / positional encoding " +
+            shape_str(image_pe.shape()) + " do not match");
+  check(sparse.dim() == 2 && sparse.size(1) == dim, "sam2 mask decoder: bad sparse prompt " + shape_str(sparse.shape()));
+  const int64_t g_h = image_embedding.size(1), g_w = image_embedding.size(2);
+
+  // tokens = [obj_score, iou, mask tokens…, sparse prompts…]
+  const int64_t n_tokens = 2 + num_mask_tokens + sparse.size(0);
+  Tensor point_embedding = Tensor::empty({n_tokens, dim});
+  {
+    float* p = point_embedding.f32();
+    const size_t row = static_cast<size_t>(dim) * sizeof(float);
+    std::memcpy(p, obj_score_token.f32(), row);
+    std::memcpy(p + dim, iou_token.f32(), row);
+    std::memcpy(p + 2 * dim, mask_tokens.f32(), row * num_mask_tokens);
+    std::memcpy(p + (2 + num_mask_tokens) * dim, sparse.contiguous().f32(), row * sparse.size(0));
+  }
+  // Image side: src = image_embedding + dense, as tokens.
+  Tensor keys = TokenMap::from_chw(image_embedding).tokens;
+  ops::add_rows(keys.f32(), dense, keys.size(0), dim);
+  const Tensor key_pe = TokenMap::from_chw(image_pe).tokens;
+
+  // Two-way transformer.
+  Tensor queries = point_embedding.clone();
+  for (const TwoWayBlock& b : blocks) {
+    if (b.skip_first_layer_pe) {
+      queries = b.self_attn.forward(queries, queries, queries);
+      ops::layer_norm(queries.f32(), b.norm_w[0].f32(), b.norm_b[0].f32(), queries.f32(), n_tokens, dim,
+                      kTokenNormEps);
+    } else {
+      const Tensor q = add_tensors(queries, point_embedding);
+      add_norm(queries, b.self_attn.forward(q, q, queries), b.norm_w[0], b.norm_b[0]);
+    }
+    const Tensor k = add_tensors(keys, key_pe);
+    Tensor q = add_tensors(queries, point_embedding);
+    add_norm(queries, b.cross_token_to_image.forward(q, k, keys), b.norm_w[1], b.norm_b[1]);
+
+    Tensor h = ops::linear(queries, b.mlp_fc1_w, b.mlp_fc1_b);
+    ops::relu(h.f32(), h.numel());
+    add_norm(queries, ops::linear(h, b.mlp_fc2_w, b.mlp_fc2_b), b.norm_w[2], b.norm_b[2]);
+
+    q = add_tensors(queries, point_embedding);
+    add_norm(keys, b.cross_image_to_token.forward(k, q, queries), b.norm_w[3], b.norm_b[3]);
+  }
+  {
+    const Tensor q = add_tensors(queries, point_embedding), k = add_tensors(keys, key_pe);
+    add_norm(queries, final_attn.forward(q, k, keys), final_norm_w, final_norm_b);
+  }
+
+  Output out;
+  const Tensor iou_token_out = queries.slice(0, 1, 2);
+  out.mask_tokens_out = queries.slice(0, 2, 2 + num_mask_tokens).clone();
+
+  // Upscaling with the high-resolution features.
+  const Tensor src = TokenMap{keys, g_h, g_w}.to_chw();
+  Tensor u = ops::conv_transpose_2x2(src, up1_w, up1_b);
+  check(u.shape() == feat_s1.shape(), "sam2 mask decoder: feat_s1 " + shape_str(feat_s1.shape()) +
+                                          " does not match the upscaled embedding " + shape_str(u.shape()));
+  ops::add(u.f32(), feat_s1.contiguous().f32(), u.f32(), u.numel());
+  ops::layer_norm_2d(u.f32(), up_norm_w.f32(), up_norm_b.f32(), u.f32(), u.size(0), u.size(1) * u.size(2),
+                     kLayerNorm2dEps);
+  ops::gelu_erf(u.f32(), u.numel());
+  u = ops::conv_transpose_2x2(u, up2_w, up2_b);
+  check(u.shape() == feat_s0.shape(), "sam2 mask decoder: feat_s0 " + shape_str(feat_s0.shape()) +
+                                          " does not match the upscaled embedding " + shape_str(u.shape()));
+  ops::add(u.f32(), feat_s0.contiguous().f32(), u.f32(), u.numel());
+  ops::gelu_erf(u.f32(), u.numel());
+
+  // Hypernetworks: masks[m] = MLP_m(mask token m) · u.
+  const int64_t up_c = u.size(0), up_h = u.size(1), up_w = u.size(2);
+  Tensor hyper = Tensor::empty({num_mask_tokens, up_c});
+  for (int64_t m = 0; m < num_mask_tokens; ++m) {
+    const Tensor h = hypernetworks[m].forward(out.mask_tokens_out.slice(0, m, m + 1));
+    std::memcpy(hyper.f32() + m * up_c, h.f32(), static_cast<size_t>(up_c) * sizeof(float));
+  }
+  out.masks = Tensor::empty({num_mask_tokens, up_h, up_w});
+  ops::gemm(hyper.f32(), up_c, u.f32(), up_h * up_w, out.masks.f32(), up_h * up_w, num_mask_tokens, up_h * up_w,
+            up_c, /*transpose_b=*/false);
+
+  out.iou = iou_head.forward(iou_token_out.clone()).view({num_mask_tokens});
+  ops::sigmoid(out.iou.f32(), num_mask_tokens);
+  out.object_score_logit = obj_score_head.forward(queries.slice(0, 0, 1).clone()).f32()[0];
+  return out;
+}
+
+}  // namespace sa2va::sam2

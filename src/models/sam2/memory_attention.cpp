@@ -1,0 +1,155 @@
+#include "models/sam2/memory_attention.h"
+
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "ops/ops.h"
+
+namespace sa2va::sam2 {
+namespace {
+
+constexpr float kLayerNormEps = 1e-5f;  // nn.LayerNorm default
+constexpr float kInputPosScale = 0.1f;  // pos_enc_at_input
+
+RoPEAttentionWeights load_attention(Weights& w, const std::string& p, int64_t d, int64_t in) {
+  RoPEAttentionWeights a;
+  a.q_w = w.matrix(p + "q_proj.weight", {d, d});
+  a.q_b = w.f32(p + "q_proj.bias", {d}, Init::Bias);
+  a.k_w = w.matrix(p + "k_proj.weight", {d, in});
+  a.k_b = w.f32(p + "k_proj.bias", {d}, Init::Bias);
+  a.v_w = w.matrix(p + "v_proj.weight", {d, in});
+  a.v_b = w.f32(p + "v_proj.bias", {d}, Init::Bias);
+  a.out_w = w.matrix(p + "out_proj.weight", {d, d});
+  a.out_b = w.f32(p + "out_proj.bias", {d}, Init::Bias);
+  return a;
+}
+
+// [S, heads·hd] -> head-major [heads, S, hd] (a view of x itself when there is one head).
+Tensor head_major(const Tensor& x, int64_t heads) {
+  if (heads == 1) return x;
+  const int64_t S = x.size(0), d = x.size(1), hd = d / heads;
+  Tensor out = Tensor::empty({heads, S, hd});
+  const float* src = x.f32();
+  float* dst = out.f32();
+  parallel_for(S, [&](int64_t s0, int64_t s1) {
+    for (int64_t s = s0; s < s1; ++s)
+      for (int64_t h = 0; h < heads; ++h)
+        std::memcpy(dst + (h * S + s) * hd, src + s * d + h * hd, static_cast<size_t>(hd) * sizeof(float));
+  }, 64);
+  return out;
+}
+
+}  // namespace
+
+MemoryAttention MemoryAttention::load(Weights& w, const Sam2Config& c, const std::string& prefix) {
+  check(c.hidden_dim > 0 && c.mem_attn_heads > 0 && c.hidden_dim % (4 * c.mem_attn_heads) == 0,
+        "config.json: sam2_config memory attention head dim (hidden_dim / num_heads) must be a multiple of 4");
+  check(c.mem_attn_kv_dim > 0 && c.mem_attn_ffn > 0, "config.json: sam2_config memory attention kv_in_dim and "
+                                                     "dim_feedforward must be positive");
+  MemoryAttention m;
+  m.d_model = c.hidden_dim;
+  m.kv_dim = c.mem_attn_kv_dim;
+  m.heads = c.mem_attn_heads;
+  m.ffn = c.mem_attn_ffn;
+  m.rope_theta = c.mem_attn_rope_theta;
+  const int64_t d = m.d_model, f = m.ffn;
+  const std::string p = prefix + "memory_attention.";
+  for (int i = 0; i < c.mem_attn_layers; ++i) {
+    const std::string q = p + "layers." + std::to_string(i) + ".";
+    MemoryAttentionLayer L;
+    L.self_attn = load_attention(w, q + "self_attn.", d, d);
+    L.cross_attn = load_attention(w, q + "cross_attn_image.", d, m.kv_dim);
+    L.linear1_w = w.matrix(q + "linear1.weight", {f, d});
+    L.linear1_b = w.f32(q + "linear1.bias", {f}, Init::Bias);
+    L.linear2_w = w.matrix(q + "linear2.weight", {d, f});
+    L.linear2_b = w.f32(q + "linear2.bias", {d}, Init::Bias);
+    L.norm1_w = w.f32(q + "norm1.weight", {d}, Init::NormWeight);
+    L.norm1_b = w.f32(q + "norm1.bias", {d}, Init::NormBias);
+    L.norm2_w = w.f32(q + "norm2.weight", {d}, Init::NormWeight);
+    L.norm2_b = w.f32(q + "norm2.bias", {d}, Init::NormBias);
+    L.norm3_w = w.f32(q + "norm3.weight", {d}, Init::NormWeight);
+    L.norm3_b = w.f32(q + "norm3.bias", {d}, Init::NormBias);
+    m.layers.push_back(std::move(L));
+  }
+  m.norm_w = w.f32(p + "norm.weight", {d}, Init::NormWeight);
+  m.norm_b = w.f32(p + "norm.bias", {d}, Init::NormBias);
+  return m;
+}
+
+void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, const Tensor& k_in,
+                             const Tensor& v_in, int64_t k_no_rope, int64_t h, int64_t w, float* out) const {
+  const int64_t Sq = q_in.size(0), Sk = k_in.size(0), d = d_model, hd = d / heads;
+  const Tensor q = head_major(ops::linear(q_in, a.q_w, a.q_b), heads);
+  const Tensor k = head_major(ops::linear(k_in, a.k_w, a.k_b), heads);
+  const Tensor v = head_major(ops::linear(v_in, a.v_w, a.v_b), heads);
+  Tensor attn = Tensor::empty({Sq, d});
+  for (int64_t head = 0; head < heads; ++head) {
+    float* qh = q.f32() + head * Sq * hd;
+    float* kh = k.f32() + head * Sk * hd;
+    ops::rope_axial_2d(qh, Sq, hd, w, h, rope_theta, Sq);
+    ops::rope_axial_2d(kh, Sk, hd, w, h, rope_theta, Sk - k_no_rope);
+    ops::AttentionArgs args;
+    args.q = qh, args.q_stride = hd;
+    args.k = kh, args.k_stride = hd;
+    args.v = v.f32() + head * Sk * hd, args.v_stride = hd;
+    args.out = attn.f32() + head * hd, args.out_stride = d;
+    args.q_len = Sq, args.kv_len = Sk, args.head_dim = hd;
+    args.scale = 1.f / std::sqrt(static_cast<float>(hd));
+    ops::attention(args);
+  }
+  ops::linear(attn.f32(), Sq, d, a.out_w, a.out_b.f32(), out);
+}
+
+Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, const Tensor& memory,
+                                const Tensor& memory_pos, int64_t num_ptr_tokens, int64_t h, int64_t w) const {
+  const int64_t S = h * w, d = d_model;
+  check(curr.defined() && curr.dtype() == DType::F32 && curr.dim() == 2 && curr.size(0) == S && curr.size(1) == d &&
+            curr_pos.defined() && curr_pos.shape() == curr.shape(),
+        "memory attention: current features must be F32 [" + std::to_string(S) + ", " + std::to_string(d) + "]");
+  check(memory.defined() && memory.dtype() == DType::F32 && memory.dim() == 2 && memory.size(1) == kv_dim &&
+            memory_pos.defined() && memory_pos.shape() == memory.shape(),
+        "memory attention: memory must be F32 [M, " + std::to_string(kv_dim) + "] with a matching position encoding");
+  const int64_t M = memory.size(0);
+  check(num_ptr_tokens >= 0 && num_ptr_tokens <= M && (M - num_ptr_tokens) % S == 0,
+        "memory attention: spatial memory tokens must be whole " + std::to_string(h) + "x" + std::to_string(w) + " maps");
+
+  Tensor x = curr.contiguous().clone();
+  {
+    const Tensor pos = curr_pos.contiguous();
+    const float* p = pos.f32();
+    float* xd = x.f32();
+    for (int64_t i = 0; i < S * d; ++i) xd[i] += kInputPosScale * p[i];
+  }
+  const Tensor mem = memory.contiguous();
+  Tensor keys = mem.clone();
+  {
+    const Tensor pos = memory_pos.contiguous();
+    ops::add(keys.f32(), pos.f32(), keys.f32(), keys.numel());
+  }
+
+  Tensor y = Tensor::empty({S, d});
+  Tensor branch = Tensor::empty({S, d});
+  Tensor hidden = Tensor::empty({S, ffn});
+  for (const MemoryAttentionLayer& L : layers) {
+    ops::layer_norm(x.f32(), L.norm1_w.f32(), L.norm1_b.f32(), y.f32(), S, d, kLayerNormEps);
+    attend(L.self_attn, y, y, y, 0, h, w, branch.f32());
+    ops::add(x.f32(), branch.f32(), x.f32(), S * d);
+
+    ops::layer_norm(x.f32(), L.norm2_w.f32(), L.norm2_b.f32(), y.f32(), S, d, kLayerNormEps);
+    attend(L.cross_attn, y, keys, mem, num_ptr_tokens, h, w, branch.f32());
+    ops::add(x.f32(), branch.f32(), x.f32(), S * d);
+
+    ops::layer_norm(x.f32(), L.norm3_w.f32(), L.norm3_b.f32(), y.f32(), S, d, kLayerNormEps);
+    ops::linear(y.f32(), S, d, L.linear1_w, L.linear1_b.f32(), hidden.f32());
+    ops::relu(hidden.f32(), S * ffn);
+    ops::linear(hidden.f32(), S, ffn, L.linear2_w, L.linear2_b.f32(), branch.f32());
+    ops::add(x.f32(), branch.f32(), x.f32(), S * d);
+  }
+  Tensor out = Tensor::empty({S, d});
+  ops::layer_norm(x.f32(), norm_w.f32(), norm_b.f32(), out.f32(), S, d, kLayerNormEps);
+  return out;
+}
+
+}  // namespace sa2va::sam2

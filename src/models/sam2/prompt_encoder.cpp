@@ -1,0 +1,75 @@
+#include "models/sam2/prompt_encoder.h"
+
+#include <cmath>
+#include <cstring>
+#include <numbers>
+#include <vector>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+
+namespace sa2va::sam2 {
+
+PromptEncoder PromptEncoder::load(Weights& w, const Sam2Config& c, const std::string& prefix) {
+  check(c.backbone_stride > 0 && c.image_size % c.backbone_stride == 0,
+        "sam2_config: image_size must be a multiple of backbone_stride");
+  PromptEncoder p;
+  p.embed_dim = c.hidden_dim;
+  p.grid = c.image_size / c.backbone_stride;
+  const int64_t d = p.embed_dim;
+  p.gaussian = w.f32(prefix + "pe_layer.positional_encoding_gaussian_matrix", {2, d / 2}, Init::Gaussian);
+  for (int i = 0; i < 4; ++i)
+    p.point_embeddings[i] = w.f32(prefix + "point_embeddings." + std::to_string(i) + ".weight", {1, d}, Init::Small);
+  p.not_a_point = w.f32(prefix + "not_a_point_embed.weight", {1, d}, Init::Small);
+  p.no_mask = w.f32(prefix + "no_mask_embed.weight", {1, d}, Init::Small);
+  // mask_downscaling: conv(1→4, k2 s2), LN2d, GELU, conv(4→16, k2 s2), LN2d, GELU, conv(16→d, k1).
+  const int64_t mask_in = 16, chans[3][2] = {{1, mask_in / 4}, {mask_in / 4, mask_in}, {mask_in, d}};
+  const int idx[3] = {0, 3, 6}, norm_idx[2] = {1, 4};
+  for (int i = 0; i < 3; ++i) {
+    const std::string n = prefix + "mask_downscaling." + std::to_string(idx[i]) + ".";
+    const int64_t k = i < 2 ? 2 : 1;
+    p.mask_down_w[i] = w.matrix(n + "weight", {chans[i][1], chans[i][0], k, k});
+    p.mask_down_b[i] = w.f32(n + "bias", {chans[i][1]}, Init::Bias);
+  }
+  for (int i = 0; i < 2; ++i) {
+    const std::string n = prefix + "mask_downscaling." + std::to_string(norm_idx[i]) + ".";
+    p.mask_norm_w[i] = w.f32(n + "weight", {chans[i][1]}, Init::NormWeight);
+    p.mask_norm_b[i] = w.f32(n + "bias", {chans[i][1]}, Init::NormBias);
+  }
+  return p;
+}
+
+Tensor PromptEncoder::dense_pe() const {
+  const int64_t half = embed_dim / 2, n = grid;
+  Tensor out = Tensor::empty({embed_dim, n, n});
+  float* o = out.f32();
+  const float* g = gaussian.f32();
+  const float two_pi = static_cast<float>(2 * std::numbers::pi);
+  parallel_for(n, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const float v = 2.f * ((static_cast<float>(r) + 0.5f) / static_cast<float>(n)) - 1.f;
+      for (int64_t c = 0; c < n; ++c) {
+        const float u = 2.f * ((static_cast<float>(c) + 0.5f) / static_cast<float>(n)) - 1.f;
+        for (int64_t k = 0; k < half; ++k) {
+          const float p = two_pi * (u * g[k] + v * g[half + k]);
+          o[(k * n + r) * n + c] = sinf(p);
+          o[((half + k) * n + r) * n + c] = cosf(p);
+        }
+      }
+    }
+  });
+  return out;
+}
+
+Tensor PromptEncoder::sparse_embeddings(const float* language_embedding) const {
+  const int64_t tokens = language_embedding ? 3 : 2;
+  Tensor out = Tensor::empty({tokens, embed_dim});
+  float* o = out.f32();
+  const size_t bytes = static_cast<size_t>(embed_dim) * sizeof(float);
+  std::memcpy(o, not_a_point.f32(), bytes);
+  std::memcpy(o + embed_dim, not_a_point.f32(), bytes);
+  if (language_embedding) std::memcpy(o + 2 * embed_dim, language_embedding, bytes);
+  return out;
+}
+
+}  // namespace sa2va::sam2

@@ -1,0 +1,239 @@
+#include "models/sam2/video_tracker.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace sa2va::sam2 {
+namespace {
+
+const std::string kPrefix = "grounding_encoder.sam2_model.";
+
+}  // namespace
+
+// ---- MemoryBank ---------------------------------------------------------------------------------
+
+MemoryBank::MemoryBank(int num_maskmem, int max_obj_ptrs, int num_frames)
+    : num_maskmem_(num_maskmem), max_obj_ptrs_(max_obj_ptrs), num_frames_(num_frames) {
+  check(num_maskmem >= 1 && max_obj_ptrs >= 1, "video tracking: num_maskmem and max_obj_ptrs must be positive");
+}
+
+int MemoryBank::pointer_reach() const {
+  const int P = num_frames_ > 0 ? std::min(num_frames_, max_obj_ptrs_) : max_obj_ptrs_;
+  return P - 1;
+}
+
+const MemoryBank::Entry* MemoryBank::find(int frame) const {
+  for (const Entry& e : conditioning_)
+    if (e.frame == frame) return &e;
+  for (const Entry& e : tracked_)
+    if (e.frame == frame) return &e;
+  return nullptr;
+}
+
+void MemoryBank::add_conditioning(int frame, Tensor memory, Tensor obj_ptr) {
+  check(frame >= 0 && find(frame) == nullptr,
+        "video tracking: frame " + std::to_string(frame) + " was already added to the memory bank");
+  conditioning_.push_back({frame, std::move(memory), std::move(obj_ptr)});
+}
+
+void MemoryBank::add_tracked(int frame, Tensor memory, Tensor obj_ptr) {
+  check(frame >= 0 && find(frame) == nullptr && (tracked_.empty() || frame > tracked_.back().frame),
+        "video tracking: frame " + std::to_string(frame) + " is not after the frames already tracked");
+  tracked_.push_back({frame, std::move(memory), std::move(obj_ptr)});
+  // The next frame to track is at least frame + 1: it reaches num_maskmem − 1 frames back for
+  // memories and P − 1 frames back for pointers.
+  const int next = frame + 1;
+  const int keep_from = next - std::max(pointer_reach(), num_maskmem_ - 1);
+  while (!tracked_.empty() && tracked_.front().frame < keep_from) tracked_.pop_front();
+  for (Entry& e : tracked_)
+    if (e.frame < next - (num_maskmem_ - 1)) e.memory = Tensor();
+}
+
+MemorySelection MemoryBank::select(int frame) const {
+  MemorySelection s;
+  for (const Entry& e : conditioning_)
+    if (e.memory.defined()) s.memories.push_back({e.frame, num_maskmem_ - 1});
+  for (int t_pos = 1; t_pos < num_maskmem_; ++t_pos) {
+    const int prev = frame - (num_maskmem_ - t_pos);
+    for (const Entry& e : tracked_)
+      if (e.frame == prev && e.memory.defined()) s.memories.push_back({prev, num_maskmem_ - t_pos - 1});
+  }
+  for (const Entry& e : conditioning_)
+    if (e.frame <= frame) s.pointers.push_back(e.frame);
+  for (int d = 1; d <= pointer_reach(); ++d) {
+    const int prev = frame - d;
+    if (prev < 0) break;
+    for (const Entry& e : tracked_)
+      if (e.frame == prev) s.pointers.push_back(prev);
+  }
+  return s;
+}
+
+const Tensor& MemoryBank::memory(int frame) const {
+  const Entry* e = find(frame);
+  check(e && e->memory.defined(), "video tracking: no memory stored for frame " + std::to_string(frame));
+  return e->memory;
+}
+
+const Tensor& MemoryBank::pointer(int frame) const {
+  const Entry* e = find(frame);
+  check(e != nullptr, "video tracking: no object pointer stored for frame " + std::to_string(frame));
+  return e->obj_ptr;
+}
+
+int64_t MemoryBank::num_memories() const {
+  int64_t n = 0;
+  for (const Entry& e : conditioning_) n += e.memory.defined();
+  for (const Entry& e : tracked_) n += e.memory.defined();
+  return n;
+}
+
+int64_t MemoryBank::num_pointers() const { return static_cast<int64_t>(conditioning_.size() + tracked_.size()); }
+
+int64_t MemoryBank::bytes() const {
+  int64_t n = 0;
+  auto add = [&](const Entry& e) {
+    if (e.memory.defined()) n += static_cast<int64_t>(e.memory.nbytes());
+    if (e.obj_ptr.defined()) n += static_cast<int64_t>(e.obj_ptr.nbytes());
+  };
+  for (const Entry& e : conditioning_) add(e);
+  for (const Entry& e : tracked_) add(e);
+  return n;
+}
+
+// ---- VideoTracker -------------------------------------------------------------------------------
+
+VideoTracker VideoTracker::load(Weights& w, const ModelConfig& c) {
+  const Sam2Config& s = c.sam2;
+  check(s.backbone_stride == 16 && s.image_size > 0 && s.image_size % 16 == 0,
+        "config.json: sam2_config needs backbone_stride 16 (the mask downsampler's stride) and an image_size "
+        "divisible by it");
+  check(s.mem_dim > 0 && s.hidden_dim % s.mem_dim == 0,
+        "config.json: sam2_config.hidden_dim must be a multiple of mem_dim (object pointers are split into mem_dim tokens)");
+  check(s.mem_out_dim == s.mem_dim && s.mem_attn_kv_dim == s.mem_dim,
+        "config.json: sam2_config memory encoder out_dim and memory attention kv_in_dim must equal mem_dim");
+  check(s.num_maskmem >= 1, "config.json: sam2_config.num_maskmem must be positive");
+  VideoTracker t;
+  t.hidden_dim = s.hidden_dim;
+  t.mem_dim = s.mem_dim;
+  t.grid = s.image_size / s.backbone_stride;
+  t.num_maskmem = s.num_maskmem;
+  const int64_t d = t.hidden_dim;
+  t.memory_encoder = MemoryEncoder::load(w, s, kPrefix);
+  t.memory_attention = MemoryAttention::load(w, s, kPrefix);
+  t.obj_ptr_proj = SamMlp::load(w, kPrefix + "obj_ptr_proj.", {d, d, d, d});
+  t.no_obj_ptr = w.f32(kPrefix + "no_obj_ptr", {1, d}, Init::Small);
+  t.maskmem_tpos_enc = w.f32(kPrefix + "maskmem_tpos_enc", {t.num_maskmem, 1, 1, t.mem_dim}, Init::Small);
+  return t;
+}
+
+Tensor VideoTracker::object_pointer(const DecoderOutput& d) const {
+  // fixed_no_obj_ptr, hard occlusion: the projected token when the object is present, else no_obj_ptr.
+  if (d.object_score_logit > 0) return obj_ptr_proj.forward(d.sam_token.contiguous().view({1, hidden_dim})).view({hidden_dim});
+  return no_obj_ptr.clone().view({hidden_dim});
+}
+
+Tensor VideoTracker::encode_memory(const FrameFeatures& f, const Tensor& low_res_mask, int frame,
+                                   StageRecorder* rec) const {
+  const int64_t S = grid * 16, low = low_res_mask.size(-1);
+  const Tensor high_res = ops::interpolate_bilinear(low_res_mask.contiguous().view({1, low, low}), S, S, false);
+  const Tensor features = memory_encoder.forward(f.fpn2, high_res);  // [mem_dim, g, g], bf16-rounded
+  record(rec, "sam.maskmem_features_frame" + std::to_string(frame), features);
+  return TokenMap::from_chw(features).tokens.to(DType::BF16);  // exact: already bf16 values
+}
+
+Tensor VideoTracker::condition_on_memory(const MemoryBank& bank, int frame, const FrameFeatures& f) const {
+  check(f.fpn2.defined() && f.fpn2.shape() == Shape({hidden_dim, grid, grid}) && f.pos2.shape() == f.fpn2.shape(),
+        "video tracking: frame features must be [" + std::to_string(hidden_dim) + ", " + std::to_string(grid) + ", " +
+            std::to_string(grid) + "]");
+  const MemorySelection sel = bank.select(frame);
+  check(!sel.memories.empty(), "video tracking: frame " + std::to_string(frame) + " has no memory to attend to");
+  const int64_t HW = grid * grid, C = mem_dim, tokens_per_ptr = hidden_dim / mem_dim;
+  const int64_t n_spatial = static_cast<int64_t>(sel.memories.size()) * HW;
+  const int64_t n_ptr_tokens = static_cast<int64_t>(sel.pointers.size()) * tokens_per_ptr;
+  Tensor memory = Tensor::empty({n_spatial + n_ptr_tokens, C});
+  Tensor memory_pos = Tensor::zeros({n_spatial + n_ptr_tokens, C});
+
+  // Spatial memories: tokens + (sine PE + temporal embedding of their slot).
+  const Tensor spatial_pe = TokenMap::from_chw(position_embedding_sine(C, grid, grid)).tokens;  // [HW, C]
+  for (size_t i = 0; i < sel.memories.size(); ++i) {
+    const MemoryRef& m = sel.memories[i];
+    const Tensor mem = bank.memory(m.frame).to(DType::F32);
+    check(mem.numel() == HW * C, "video tracking: stored memory has the wrong size");
+    float* rows = memory.f32() + static_cast<int64_t>(i) * HW * C;
+    float* pos = memory_pos.f32() + static_cast<int64_t>(i) * HW * C;
+    std::memcpy(rows, mem.f32(), static_cast<size_t>(HW * C) * sizeof(float));
+    std::memcpy(pos, spatial_pe.f32(), static_cast<size_t>(HW * C) * sizeof(float));
+    ops::add_rows(pos, maskmem_tpos_enc.f32() + static_cast<int64_t>(m.tpos_index) * C, HW, C);
+  }
+  // Object pointers: each [hidden] pointer becomes hidden/C consecutive tokens (channels kC..kC+C−1);
+  // their position encoding is zero.
+  for (size_t j = 0; j < sel.pointers.size(); ++j) {
+    const Tensor ptr = bank.pointer(sel.pointers[j]).contiguous();
+    std::memcpy(memory.f32() + n_spatial * C + static_cast<int64_t>(j) * hidden_dim, ptr.f32(),
+                static_cast<size_t>(hidden_dim) * sizeof(float));
+  }
+
+  const TokenMap curr = TokenMap::from_chw(f.fpn2);
+  const Tensor curr_pos = TokenMap::from_chw(f.pos2).tokens;
+  const TokenMap out{memory_attention.forward(curr.tokens, curr_pos, memory, memory_pos, n_ptr_tokens, grid, grid),
+                     grid, grid};
+  return out.to_chw();
+}
+
+Tensor VideoTracker::condition_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
+                                     const float* language_embedding, bool encode, StageRecorder* rec) const {
+  const DecoderOutput d = sam.decode_conditioning(f, language_embedding);
+  Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, rec) : Tensor();
+  bank.add_conditioning(frame, std::move(memory), object_pointer(d));
+  return d.low_res_mask;
+}
+
+Tensor VideoTracker::track_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
+                                 bool encode, StageRecorder* rec) const {
+  const Tensor with_memory = condition_on_memory(bank, frame, f);
+  record(rec, "sam.frame" + std::to_string(frame) + ".pix_feat_with_mem", with_memory);
+  const DecoderOutput d = sam.decode(with_memory, f, nullptr);
+  Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, rec) : Tensor();
+  bank.add_tracked(frame, std::move(memory), object_pointer(d));
+  return d.low_res_mask;
+}
+
+void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
+                         int num_conditioning, const FrameSource& frames, const MaskSink& masks,
+                         StageRecorder* rec) const {
+  check(num_frames >= 1, "video tracking: the video has no frames");
+  check(num_conditioning >= 1 && num_conditioning <= num_frames,
+        "video tracking: the number of conditioning frames must be between 1 and the number of frames");
+  check(language_embeddings.defined() && language_embeddings.dtype() == DType::F32 &&
+            language_embeddings.dim() == 2 && language_embeddings.size(1) == hidden_dim,
+        "video tracking: language embeddings must be F32 [objects, " + std::to_string(hidden_dim) + "]");
+  const Tensor prompts = language_embeddings.contiguous();
+  const int64_t objects = prompts.size(0);
+  std::vector<MemoryBank> banks(static_cast<size_t>(objects), MemoryBank(num_maskmem, max_obj_ptrs, num_frames));
+  const bool any_tracked = num_conditioning < num_frames;
+
+  const int64_t S = grid * 16;
+  for (int t = 0; t < num_frames; ++t) {
+    const Tensor image = frames(t);
+    check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
+          "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
+              std::to_string(S) + "]");
+    const FrameFeatures f = sam.encode(image);
+    for (int64_t k = 0; k < objects; ++k) {
+      StageRecorder* object_rec = k == 0 ? rec : nullptr;
+      MemoryBank& bank = banks[static_cast<size_t>(k)];
+      const Tensor low_res =
+          t < num_conditioning
+              ? condition_frame(bank, t, sam, f, prompts.f32() + k * hidden_dim, any_tracked, object_rec)
+              : track_frame(bank, t, sam, f, t + 1 < num_frames, object_rec);
+      masks(t, static_cast<int>(k), low_res);
+    }
+  }
+}
+
+}  // namespace sa2va::sam2

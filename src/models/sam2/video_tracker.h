@@ -1,0 +1,125 @@
+// SAM2 video tracking as Sa2VA runs it (spec/sam2.md §4-6), for one or more [SEG] objects.
+//
+// The first F frames (the frames the LLM saw) are conditioning frames: decoded with the
+// language embedding and no memory, then memory-encoded with their chosen mask. Every later
+// frame is tracked: its features attend to the memory bank (all conditioning memories, the
+// memories of the last 6 tracked frames, object pointers), are decoded without a language
+// prompt, and are memory-encoded in turn.
+//
+// Long videos: frames are pulled one at a time, in order, from a callback; each frame's
+// backbone runs once for all objects; masks are handed out as soon as they are known; the
+// per-object state keeps only what later frames can still select (bounded memory).
+#pragma once
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <vector>
+
+#include "core/stages.h"
+#include "core/tensor.h"
+#include "io/config.h"
+#include "io/weights.h"
+#include "models/sam2/mask_decoder.h"
+#include "models/sam2/memory_attention.h"
+#include "models/sam2/memory_encoder.h"
+#include "models/sam2/sam2_image.h"
+
+namespace sa2va::sam2 {
+
+struct MemoryRef {
+  int frame = 0;
+  int tpos_index = 0;  // row of maskmem_tpos_enc added to this memory's position encoding
+  bool operator==(const MemoryRef&) const = default;
+};
+
+// What a tracked frame t attends to, in upstream order (spec §5 steps 1-2).
+struct MemorySelection {
+  // Every conditioning frame (tpos index num_maskmem−1), then the tracked frames
+  // t−(num_maskmem−1) … t−1 that hold a memory (tpos indices num_maskmem−2 … 0).
+  std::vector<MemoryRef> memories;
+  // Conditioning frames c <= t (insertion order), then tracked frames t−1, t−2, … down to
+  // t−(P−1), P = min(num_frames, max_obj_ptrs).
+  std::vector<int> pointers;
+};
+
+// Per-object memory: stores what later frames can still select and nothing else.
+class MemoryBank {
+ public:
+  // num_frames: video length (bounds the pointer window as upstream does); <= 0 when unknown.
+  MemoryBank(int num_maskmem, int max_obj_ptrs, int num_frames);
+
+  // A conditioning frame's memory ([h·w, mem_dim] tokens) and object pointer ([hidden]).
+  void add_conditioning(int frame, Tensor memory, Tensor obj_ptr);
+  // A tracked frame, in increasing frame order. `memory` may be undefined when no later frame
+  // needs it. Drops whatever no later frame can select.
+  void add_tracked(int frame, Tensor memory, Tensor obj_ptr);
+
+  // Selection for tracking `frame` (after every tracked frame stored so far).
+  MemorySelection select(int frame) const;
+  const Tensor& memory(int frame) const;   // of a frame listed in select()
+  const Tensor& pointer(int frame) const;  // of a frame listed in select()
+
+  int64_t num_memories() const;  // held mask memories
+  int64_t num_pointers() const;  // held object pointers
+  int64_t bytes() const;         // bytes of held tensors
+
+ private:
+  struct Entry {
+    int frame = 0;
+    Tensor memory, obj_ptr;
+  };
+  const Entry* find(int frame) const;
+  int pointer_reach() const;  // P − 1
+
+  int num_maskmem_, max_obj_ptrs_, num_frames_;
+  std::vector<Entry> conditioning_;
+  std::deque<Entry> tracked_;  // increasing frame order
+};
+
+struct VideoTracker {
+  int64_t hidden_dim = 0, mem_dim = 0, grid = 0;
+  int num_maskmem = 7, max_obj_ptrs = 16;
+  MemoryEncoder memory_encoder;
+  MemoryAttention memory_attention;
+  SamMlp obj_ptr_proj;      // 3 linear layers, ReLU between
+  Tensor no_obj_ptr;        // [1, hidden]
+  Tensor maskmem_tpos_enc;  // [num_maskmem, 1, 1, mem_dim]
+
+  // Binds grounding_encoder.sam2_model.{memory_encoder.*, mask_downsample.*, memory_attention.*,
+  // obj_ptr_proj.*, no_obj_ptr, maskmem_tpos_enc}.
+  static VideoTracker load(Weights& w, const ModelConfig& c);
+
+  // ---- whole video ------------------------------------------------------------------------
+  // Returns frame t's SAM2 input, F32 [3, S, S] normalised; called once per frame, t = 0, 1, ….
+  using FrameSource = std::function<Tensor(int frame)>;
+  // Receives frame t's low-resolution mask logits F32 [4g, 4g] for object k (frames in order,
+  // objects in order within a frame). The tensor is the caller's to keep.
+  using MaskSink = std::function<void(int frame, int object, const Tensor& low_res_logits)>;
+
+  // language_embeddings: F32 [objects, hidden] ([SEG] prompts, one per object, each tracked
+  // independently). Frames 0 … num_conditioning−1 are conditioning frames.
+  // Records, for object 0: sam.maskmem_features_frame{t} [mem_dim, g, g] and
+  // sam.frame{t}.pix_feat_with_mem [hidden, g, g].
+  void track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames, int num_conditioning,
+             const FrameSource& frames, const MaskSink& masks, StageRecorder* rec = nullptr) const;
+
+  // ---- one frame, one object ----------------------------------------------------------------
+  // Conditioning frame: decode with the language prompt, then (when frames will be tracked)
+  // encode its memory. Returns the low-res logits.
+  Tensor condition_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
+                         const float* language_embedding, bool encode_memory, StageRecorder* rec = nullptr) const;
+  // Tracked frame: memory attention, decode without prompt, then (when later frames follow)
+  // encode its memory. Returns the low-res logits.
+  Tensor track_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
+                     bool encode_memory, StageRecorder* rec = nullptr) const;
+
+  // Memory-conditioned features of a tracked frame: F32 [hidden, g, g].
+  Tensor condition_on_memory(const MemoryBank& bank, int frame, const FrameFeatures& f) const;
+
+ private:
+  Tensor object_pointer(const DecoderOutput& d) const;  // [hidden]
+  // Memory features [mem_dim, g, g] of a frame and its chosen low-res mask, as bf16 tokens [g·g, mem_dim].
+  Tensor encode_memory(const FrameFeatures& f, const Tensor& low_res_mask, int frame, StageRecorder* rec) const;
+};
+
+}  // namespace sa2va::sam2

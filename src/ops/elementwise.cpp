@@ -1,0 +1,114 @@
+// Element-wise activations and broadcasts; the transcendental maps are vectorised in simd.cpp.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "core/threadpool.h"
+#include "ops/ops.h"
+#include "ops/simd.h"
+
+namespace sa2va::ops {
+namespace {
+
+constexpr int64_t kElementGrain = 1 << 14;  // below this a thread hand-off costs more than the work
+
+template <typename F>
+void split_elements(int64_t n, F&& f) {
+  parallel_for(n, [&](int64_t begin, int64_t end) { f(begin, end); }, kElementGrain);
+}
+
+// Rows are split so that each chunk holds about kElementGrain elements.
+int64_t row_grain(int64_t dim) { return std::max<int64_t>(1, kElementGrain / std::max<int64_t>(dim, 1)); }
+
+}  // namespace
+
+void gelu_erf(float* x, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) { simd::gelu_erf_inplace(x + b, e - b); });
+}
+
+void gelu_tanh(float* x, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) { simd::gelu_tanh_inplace(x + b, e - b); });
+}
+
+void silu(float* x, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) { simd::silu_inplace(x + b, e - b); });
+}
+
+void sigmoid(float* x, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) { simd::sigmoid_inplace(x + b, e - b); });
+}
+
+void relu(float* x, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
+  });
+}
+
+void softmax_rows(float* x, int64_t rows, int64_t n) {
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* row = x + r * n;
+      float max = -std::numeric_limits<float>::infinity();
+      for (int64_t i = 0; i < n; ++i) max = std::max(max, row[i]);
+      if (max == -std::numeric_limits<float>::infinity()) {  // fully masked row: no key is visible
+        std::fill(row, row + n, 0.f);
+        continue;
+      }
+      for (int64_t i = 0; i < n; ++i) row[i] -= max;
+      simd::exp_inplace(row, n);
+      float sum = 0.f;
+      for (int64_t i = 0; i < n; ++i) sum += row[i];
+      const float inv = 1.f / sum;
+      for (int64_t i = 0; i < n; ++i) row[i] *= inv;
+    }
+  }, row_grain(n));
+}
+
+void add(const float* a, const float* b, float* y, int64_t n) {
+  split_elements(n, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) y[i] = a[i] + b[i];
+  });
+}
+
+void add_rows(float* x, const float* row, int64_t rows, int64_t dim) {
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* xr = x + r * dim;
+      for (int64_t i = 0; i < dim; ++i) xr[i] += row[i];
+    }
+  }, row_grain(dim));
+}
+
+void mul_rows(float* x, const float* row, int64_t rows, int64_t dim) {
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* xr = x + r * dim;
+      for (int64_t i = 0; i < dim; ++i) xr[i] *= row[i];
+    }
+  }, row_grain(dim));
+}
+
+void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim) {
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* xr = x + r * dim;
+      const float v = per_row[r];
+      for (int64_t i = 0; i < dim; ++i) xr[i] += v;
+    }
+  }, row_grain(dim));
+}
+
+void scale(float* x, float s, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) x[i] *= s;
+  });
+}
+
+void silu_mul(float* gate, const float* up, int64_t n) {
+  split_elements(n, [&](int64_t b, int64_t e) {
+    simd::silu_inplace(gate + b, e - b);
+    for (int64_t i = b; i < e; ++i) gate[i] *= up[i];
+  });
+}
+
+}  // namespace sa2va::ops

@@ -1,0 +1,99 @@
+// Matrix products: f32 through OpenBLAS, BF16 weights through our own kernels
+// (bandwidth-bound rows kernel for decode-sized M, blocked conversion + sgemm otherwise).
+#include <cblas.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+#include "ops/ops.h"
+#include "ops/simd.h"
+
+namespace sa2va::ops {
+namespace {
+
+// Up to this many activation rows the BF16 product reads each weight once with the rows kernel.
+constexpr int64_t kSmallM = 8;
+
+void check_linear_weight(const Tensor& weight, int64_t K) {
+  check(weight.defined() && weight.dim() == 2, "linear: weight must be a 2-D tensor [N, K]");
+  check(weight.size(1) == K, "linear: weight " + shape_str(weight.shape()) + " does not take inputs of size " +
+                                 std::to_string(K));
+  check(weight.dtype() == DType::F32 || weight.dtype() == DType::BF16,
+        std::string("linear: unsupported weight dtype ") + dtype_name(weight.dtype()));
+}
+
+void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
+  parallel_for(N, [&](int64_t n0, int64_t n1) {
+    simd::bf16_rows_times_f32(w + n0 * K, K, n1 - n0, K, x, K, M, y + n0, N);
+  }, 64);
+}
+
+// AVX-512 BF16 GEMM when available; otherwise widen panels of weight rows to f32 for sgemm.
+void linear_bf16_large(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
+  if (simd::bf16_gemm(x, M, K, w, N, y)) return;
+  const int64_t panel_rows = std::min<int64_t>(N, std::max<int64_t>(64, ((int64_t{1} << 20) / K) & ~int64_t{15}));
+  std::vector<float> panel(static_cast<size_t>(panel_rows * K));
+  for (int64_t n0 = 0; n0 < N; n0 += panel_rows) {
+    const int64_t nb = std::min(panel_rows, N - n0);
+    parallel_for(nb, [&](int64_t r0, int64_t r1) {
+      convert_bf16_to_f32(w + (n0 + r0) * K, panel.data() + r0 * K, static_cast<size_t>((r1 - r0) * K));
+    }, 16);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb),
+                static_cast<int>(K), 1.f, x, static_cast<int>(K), panel.data(), static_cast<int>(K), 0.f, y + n0,
+                static_cast<int>(N));
+  }
+}
+
+}  // namespace
+
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+          int64_t K, bool transpose_b, float alpha, float beta) {
+  if (M <= 0 || N <= 0) return;
+  check(lda >= std::max<int64_t>(K, 1) && ldc >= N && ldb >= std::max<int64_t>(transpose_b ? K : N, 1),
+        "gemm: leading dimension smaller than the matrix");
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, static_cast<int>(M),
+              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb),
+              beta, C, static_cast<int>(ldc));
+}
+
+void linear(const float* x, int64_t M, int64_t K, const Tensor& weight, const float* bias, float* y) {
+  check_linear_weight(weight, K);
+  const int64_t N = weight.size(0);
+  if (M <= 0 || N <= 0) return;
+  const Tensor w = weight.contiguous();
+  if (K == 0) {
+    std::fill(y, y + M * N, 0.f);
+  } else if (w.dtype() == DType::F32) {
+    gemm(x, K, w.f32(), K, y, N, M, N, K, /*transpose_b=*/true);
+  } else if (M <= kSmallM) {
+    linear_bf16_small(x, M, K, w.bf16(), N, y);
+  } else {
+    linear_bf16_large(x, M, K, w.bf16(), N, y);
+  }
+  if (bias) add_rows(y, bias, M, N);
+}
+
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+  check(x.defined() && x.dtype() == DType::F32 && x.dim() >= 1, "linear: input must be an F32 tensor [..., K]");
+  const int64_t K = x.size(-1);
+  check_linear_weight(weight, K);
+  const int64_t N = weight.size(0);
+  Shape out_shape = x.shape();
+  out_shape.back() = N;
+  Tensor y = Tensor::empty(out_shape);
+  Tensor b;
+  if (bias.defined()) {
+    check(bias.numel() == N, "linear: bias " + shape_str(bias.shape()) + " does not match " + std::to_string(N) +
+                                 " outputs");
+    b = bias.dtype() == DType::F32 ? bias.contiguous() : bias.to(DType::F32);
+  }
+  const Tensor xc = x.contiguous();
+  const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
+  linear(xc.f32(), M, K, weight, b.defined() ? b.f32() : nullptr, y.f32());
+  return y;
+}
+
+}  // namespace sa2va::ops

@@ -1,0 +1,493 @@
+#include "ops/simd.h"
+
+// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on masked loads (_mm512_undefined_* placeholders),
+// and capture-less lambdas returning vectors get a -Wpsabi note for a function-pointer ABI never used here.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wpsabi"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+
+namespace sa2va::ops::simd {
+namespace {
+
+Isa detect_isa() {
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16"))
+    return Isa::Avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Isa::Avx2;
+  return Isa::Scalar;
+}
+
+const Isa g_detected = detect_isa();
+std::atomic<int> g_cap{static_cast<int>(Isa::Avx512)};
+
+inline float bf16_bits_to_f32(uint16_t v) {
+  uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// ---------------------------------------------------------------------------- scalar
+float dot_scalar(const float* a, const float* b, int64_t n) {
+  float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
+  int64_t i = 0;
+  for (; i + 4 <= n; i += 4) {
+    s0 += a[i] * b[i];
+    s1 += a[i + 1] * b[i + 1];
+    s2 += a[i + 2] * b[i + 2];
+    s3 += a[i + 3] * b[i + 3];
+  }
+  for (; i < n; ++i) s0 += a[i] * b[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
+}
+
+void bf16_rows_scalar(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
+                      int64_t m, float* y, int64_t ldy) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const uint16_t* wr = w + r * ldw;
+    for (int64_t i = 0; i < m; ++i) {
+      const float* xi = x + i * ldx;
+      float s0 = 0, s1 = 0;
+      int64_t j = 0;
+      for (; j + 2 <= k; j += 2) {
+        s0 += bf16_bits_to_f32(wr[j]) * xi[j];
+        s1 += bf16_bits_to_f32(wr[j + 1]) * xi[j + 1];
+      }
+      if (j < k) s0 += bf16_bits_to_f32(wr[j]) * xi[j];
+      y[i * ldy + r] = s0 + s1;
+    }
+  }
+}
+
+// erfc(z) for z >= 0 with < 1.2e-7 relative error (Chebyshev fit of erfc·exp(z²)).
+inline float erfc_nonneg(float z) {
+  float t = 1.f / (1.f + 0.5f * z);
+  float p = -0.82215223f + t * 0.17087277f;
+  p = 1.48851587f + t * p;
+  p = -1.13520398f + t * p;
+  p = 0.27886807f + t * p;
+  p = -0.18628806f + t * p;
+  p = 0.09678418f + t * p;
+  p = 0.37409196f + t * p;
+  p = 1.00002368f + t * p;
+  p = -1.26551223f + t * p;
+  return t * std::exp(-z * z + p);
+}
+
+// ---------------------------------------------------------------------------- AVX2
+#define SA2VA_AVX2 __attribute__((target("avx2,fma")))
+
+SA2VA_AVX2 inline float hsum256(__m256 v) {
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  s = _mm_add_ss(s, _mm_movehdup_ps(s));
+  return _mm_cvtss_f32(s);
+}
+
+SA2VA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+  }
+  for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+  float s = hsum256(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) s += a[i] * b[i];
+  return s;
+}
+
+SA2VA_AVX2 void axpy_avx2(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+  for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+SA2VA_AVX2 inline __m256 widen_bf16_avx2(const uint16_t* p) {
+  __m256i v = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+
+// Two weight rows × MB activation rows per step.
+template <int MB>
+SA2VA_AVX2 void bf16_rows_avx2_block(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
+                                     int64_t ldx, float* y, int64_t ldy) {
+  const int64_t k8 = k & ~int64_t{7};
+  int64_t r = 0;
+  for (; r + 2 <= rows; r += 2) {
+    const uint16_t* w0 = w + r * ldw;
+    const uint16_t* w1 = w0 + ldw;
+    __m256 acc0[MB], acc1[MB];
+    #pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) acc0[i] = acc1[i] = _mm256_setzero_ps();
+    for (int64_t j = 0; j < k8; j += 8) {
+      const __m256 a = widen_bf16_avx2(w0 + j), b = widen_bf16_avx2(w1 + j);
+      #pragma GCC unroll 16
+      for (int i = 0; i < MB; ++i) {
+        const __m256 xv = _mm256_loadu_ps(x + i * ldx + j);
+        acc0[i] = _mm256_fmadd_ps(a, xv, acc0[i]);
+        acc1[i] = _mm256_fmadd_ps(b, xv, acc1[i]);
+      }
+    }
+    #pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      float s0 = hsum256(acc0[i]), s1 = hsum256(acc1[i]);
+      for (int64_t j = k8; j < k; ++j) {
+        s0 += bf16_bits_to_f32(w0[j]) * x[i * ldx + j];
+        s1 += bf16_bits_to_f32(w1[j]) * x[i * ldx + j];
+      }
+      y[i * ldy + r] = s0;
+      y[i * ldy + r + 1] = s1;
+    }
+  }
+  if (r < rows) {
+    const uint16_t* w0 = w + r * ldw;
+    #pragma GCC unroll 16
+    for (int i = 0; i < MB; ++i) {
+      __m256 acc = _mm256_setzero_ps();
+      for (int64_t j = 0; j < k8; j += 8) acc = _mm256_fmadd_ps(widen_bf16_avx2(w0 + j), _mm256_loadu_ps(x + i * ldx + j), acc);
+      float s = hsum256(acc);
+      for (int64_t j = k8; j < k; ++j) s += bf16_bits_to_f32(w0[j]) * x[i * ldx + j];
+      y[i * ldy + r] = s;
+    }
+  }
+}
+
+// exp(x) for 8 lanes: range reduction by ln2, degree-6 polynomial, exponent by integer add.
+SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
+  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  // n in [-126, 128]: split the power of two in two factors so n = 128 does not overflow the exponent field.
+  const __m256i ni = _mm256_cvtps_epi32(n);
+  const __m256i half = _mm256_srai_epi32(ni, 1);
+  const __m256 f1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(half, _mm256_set1_epi32(127)), 23));
+  const __m256 f2 = _mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(ni, half), _mm256_set1_epi32(127)), 23));
+  return _mm256_andnot_ps(underflow, _mm256_mul_ps(_mm256_mul_ps(p, f1), f2));
+}
+
+SA2VA_AVX2 inline __m256 sigmoid_avx2(__m256 x) {
+  const __m256 one = _mm256_set1_ps(1.f);
+  return _mm256_div_ps(one, _mm256_add_ps(one, exp_avx2(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+SA2VA_AVX2 inline __m256 erfc_nonneg_avx2(__m256 z) {
+  const __m256 t = _mm256_div_ps(_mm256_set1_ps(1.f), _mm256_fmadd_ps(_mm256_set1_ps(0.5f), z, _mm256_set1_ps(1.f)));
+  __m256 p = _mm256_fmadd_ps(t, _mm256_set1_ps(0.17087277f), _mm256_set1_ps(-0.82215223f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(1.48851587f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(-1.13520398f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(0.27886807f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(-0.18628806f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(0.09678418f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(0.37409196f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(1.00002368f));
+  p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(-1.26551223f));
+  return _mm256_mul_ps(t, exp_avx2(_mm256_fnmadd_ps(z, z, p)));
+}
+
+template <typename F>
+SA2VA_AVX2 inline void map_avx2(float* x, int64_t n, F f) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, f(_mm256_loadu_ps(x + i)));
+  if (i < n) {
+    float tmp[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    std::memcpy(tmp, x + i, sizeof(float) * (n - i));
+    _mm256_storeu_ps(tmp, f(_mm256_loadu_ps(tmp)));
+    std::memcpy(x + i, tmp, sizeof(float) * (n - i));
+  }
+}
+
+SA2VA_AVX2 void exp_avx2_n(float* x, int64_t n) { map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return exp_avx2(v); }); }
+SA2VA_AVX2 void sigmoid_avx2_n(float* x, int64_t n) { map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return sigmoid_avx2(v); }); }
+SA2VA_AVX2 void silu_avx2_n(float* x, int64_t n) {
+  map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return _mm256_mul_ps(v, sigmoid_avx2(v)); });
+}
+SA2VA_AVX2 void gelu_tanh_avx2_n(float* x, int64_t n) {
+  // 0.5·x·(1 + tanh(u)) = x·sigmoid(2u)
+  map_avx2(x, n, [](__m256 v) SA2VA_AVX2 {
+    const __m256 v3 = _mm256_mul_ps(_mm256_mul_ps(v, v), v);
+    const __m256 u2 = _mm256_mul_ps(_mm256_set1_ps(2.f * 0.7978845608028654f),
+                                    _mm256_fmadd_ps(_mm256_set1_ps(0.044715f), v3, v));
+    return _mm256_mul_ps(v, sigmoid_avx2(u2));
+  });
+}
+SA2VA_AVX2 void gelu_erf_avx2_n(float* x, int64_t n) {
+  // 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2): for x >= 0 use 2 - erfc(|z|), else erfc(|z|).
+  map_avx2(x, n, [](__m256 v) SA2VA_AVX2 {
+    const __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.f), v), _mm256_set1_ps(0.70710678118654752f));
+    const __m256 e = erfc_nonneg_avx2(z);
+    const __m256 pos = _mm256_sub_ps(_mm256_set1_ps(2.f), e);
+    const __m256 sel = _mm256_blendv_ps(pos, e, v);  // sign bit of v selects erfc
+    return _mm256_mul_ps(_mm256_mul_ps(_mm256_set1_ps(0.5f), v), sel);
+  });
+}
+
+// ---------------------------------------------------------------------------- AVX-512
+#define SA2VA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+
+SA2VA_AVX512 float dot_avx512(const float* a, const float* b, int64_t n) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+    s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+  }
+  return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+SA2VA_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) {
+  const __m512 a = _mm512_set1_ps(alpha);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_fmadd_ps(a, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i)));
+  }
+}
+
+SA2VA_AVX512 inline __m512 widen_bf16_avx512(__mmask16 m, const uint16_t* p) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
+// Four weight rows × MB activation rows per step; the K tail uses masked loads.
+template <int MB>
+SA2VA_AVX512 void bf16_rows_avx512_block(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
+                                         int64_t ldx, float* y, int64_t ldy) {
+  constexpr int R = 4;
+  int64_t r = 0;
+  for (; r < rows; r += R) {
+    const int nr = static_cast<int>(std::min<int64_t>(R, rows - r));
+    __m512 acc[R][MB];
+    #pragma GCC unroll 16
+    for (int a = 0; a < R; ++a)
+      #pragma GCC unroll 16
+      for (int i = 0; i < MB; ++i) acc[a][i] = _mm512_setzero_ps();
+    const uint16_t* wr[R];
+    #pragma GCC unroll 16
+    for (int a = 0; a < R; ++a) wr[a] = w + (r + std::min(a, nr - 1)) * ldw;  // clamp: duplicate rows are discarded
+    for (int64_t j = 0; j < k; j += 16) {
+      const __mmask16 m = k - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - j)) - 1);
+      __m512 wv[R];
+      #pragma GCC unroll 16
+      for (int a = 0; a < R; ++a) wv[a] = widen_bf16_avx512(m, wr[a] + j);
+      #pragma GCC unroll 16
+      for (int i = 0; i < MB; ++i) {
+        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + j);
+        #pragma GCC unroll 16
+        for (int a = 0; a < R; ++a) acc[a][i] = _mm512_fmadd_ps(wv[a], xv, acc[a][i]);
+      }
+    }
+    #pragma GCC unroll 16
+    for (int a = 0; a < R; ++a)
+      #pragma GCC unroll 16
+      for (int i = 0; i < MB; ++i)
+        if (a < nr) y[i * ldy + r + a] = _mm512_reduce_add_ps(acc[a][i]);
+  }
+}
+
+SA2VA_AVX512 inline __m512 exp_avx512(__m512 x) {
+  // Clamp keeps NaN out of the reduction; scalef handles overflow to inf and underflow to 0.
+  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.f)), _mm512_set1_ps(89.f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500E-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894E-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459E-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201E-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+SA2VA_AVX512 inline __m512 sigmoid_avx512(__m512 x) {
+  const __m512 one = _mm512_set1_ps(1.f);
+  return _mm512_div_ps(one, _mm512_add_ps(one, exp_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+SA2VA_AVX512 inline __m512 erfc_nonneg_avx512(__m512 z) {
+  const __m512 t = _mm512_div_ps(_mm512_set1_ps(1.f), _mm512_fmadd_ps(_mm512_set1_ps(0.5f), z, _mm512_set1_ps(1.f)));
+  __m512 p = _mm512_fmadd_ps(t, _mm512_set1_ps(0.17087277f), _mm512_set1_ps(-0.82215223f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(1.48851587f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(-1.13520398f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(0.27886807f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(-0.18628806f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(0.09678418f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(0.37409196f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(1.00002368f));
+  p = _mm512_fmadd_ps(t, p, _mm512_set1_ps(-1.26551223f));
+  return _mm512_mul_ps(t, exp_avx512(_mm512_fnmadd_ps(z, z, p)));
+}
+
+template <typename F>
+SA2VA_AVX512 inline void map_avx512(float* x, int64_t n, F f) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(x + i, m, f(_mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
+SA2VA_AVX512 void exp_avx512_n(float* x, int64_t n) { map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return exp_avx512(v); }); }
+SA2VA_AVX512 void sigmoid_avx512_n(float* x, int64_t n) {
+  map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return sigmoid_avx512(v); });
+}
+SA2VA_AVX512 void silu_avx512_n(float* x, int64_t n) {
+  map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return _mm512_mul_ps(v, sigmoid_avx512(v)); });
+}
+SA2VA_AVX512 void gelu_tanh_avx512_n(float* x, int64_t n) {
+  map_avx512(x, n, [](__m512 v) SA2VA_AVX512 {
+    const __m512 v3 = _mm512_mul_ps(_mm512_mul_ps(v, v), v);
+    const __m512 u2 = _mm512_mul_ps(_mm512_set1_ps(2.f * 0.7978845608028654f),
+                                    _mm512_fmadd_ps(_mm512_set1_ps(0.044715f), v3, v));
+    return _mm512_mul_ps(v, sigmoid_avx512(u2));
+  });
+}
+SA2VA_AVX512 void gelu_erf_avx512_n(float* x, int64_t n) {
+  map_avx512(x, n, [](__m512 v) SA2VA_AVX512 {
+    const __m512 z = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
+    const __m512 e = erfc_nonneg_avx512(z);
+    const __mmask16 negative = _mm512_cmp_ps_mask(v, _mm512_setzero_ps(), _CMP_LT_OQ);
+    const __m512 sel = _mm512_mask_blend_ps(negative, _mm512_sub_ps(_mm512_set1_ps(2.f), e), e);
+    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), sel);
+  });
+}
+
+}  // namespace
+
+Isa isa() { return static_cast<Isa>(std::min(static_cast<int>(g_detected), g_cap.load(std::memory_order_relaxed))); }
+
+Isa set_max_isa(Isa cap) { return static_cast<Isa>(g_cap.exchange(static_cast<int>(cap))); }
+
+const char* isa_name(Isa level) {
+  switch (level) {
+    case Isa::Avx512: return "avx512";
+    case Isa::Avx2: return "avx2";
+    case Isa::Scalar: return "scalar";
+  }
+  return "?";
+}
+
+float dot(const float* a, const float* b, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return dot_avx512(a, b, n);
+    case Isa::Avx2: return dot_avx2(a, b, n);
+    default: return dot_scalar(a, b, n);
+  }
+}
+
+void axpy(float alpha, const float* x, float* y, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return axpy_avx512(alpha, x, y, n);
+    case Isa::Avx2: return axpy_avx2(alpha, x, y, n);
+    default: return axpy_scalar(alpha, x, y, n);
+  }
+}
+
+void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
+                         int64_t m, float* y, int64_t ldy) {
+  const Isa level = isa();
+  if (level == Isa::Scalar) return bf16_rows_scalar(w, ldw, rows, k, x, ldx, m, y, ldy);
+  // Activation rows in blocks of 4 (the weight rows are re-read from cache for each block).
+  for (int64_t i = 0; i < m; i += 4) {
+    const int64_t mb = std::min<int64_t>(4, m - i);
+    const float* xi = x + i * ldx;
+    float* yi = y + i * ldy;
+    if (level == Isa::Avx512) {
+      switch (mb) {
+        case 1: bf16_rows_avx512_block<1>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+        case 2: bf16_rows_avx512_block<2>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+        case 3: bf16_rows_avx512_block<3>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+        default: bf16_rows_avx512_block<4>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+      }
+    } else {
+      switch (mb) {
+        case 1: bf16_rows_avx2_block<1>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+        case 2: bf16_rows_avx2_block<2>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+        case 3: bf16_rows_avx2_block<3>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+        default: bf16_rows_avx2_block<4>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+      }
+    }
+  }
+}
+
+void exp_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return exp_avx512_n(x, n);
+    case Isa::Avx2: return exp_avx2_n(x, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
+  }
+}
+
+void sigmoid_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return sigmoid_avx512_n(x, n);
+    case Isa::Avx2: return sigmoid_avx2_n(x, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) x[i] = 1.f / (1.f + std::exp(-x[i]));
+  }
+}
+
+void silu_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return silu_avx512_n(x, n);
+    case Isa::Avx2: return silu_avx2_n(x, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
+  }
+}
+
+void gelu_erf_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return gelu_erf_avx512_n(x, n);
+    case Isa::Avx2: return gelu_erf_avx2_n(x, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) {
+        const float e = erfc_nonneg(std::fabs(x[i]) * 0.70710678118654752f);
+        x[i] = 0.5f * x[i] * (x[i] < 0 ? e : 2.f - e);
+      }
+  }
+}
+
+void gelu_tanh_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return gelu_tanh_avx512_n(x, n);
+    case Isa::Avx2: return gelu_tanh_avx2_n(x, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) {
+        const float v = x[i];  // 0.5·v·(1 + tanh(u)) = v·sigmoid(2u), without the cancellation for v < 0
+        x[i] = v / (1.f + std::exp(-2.f * 0.7978845608028654f * (v + 0.044715f * v * v * v)));
+      }
+  }
+}
+
+}  // namespace sa2va::ops::simd

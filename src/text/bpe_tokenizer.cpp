@@ -1,0 +1,393 @@
+#include "text/bpe_tokenizer.h"
+
+#include <filesystem>
+#include <fstream>
+#include <queue>
+
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "text/unicode.h"
+
+namespace sa2va {
+namespace {
+
+using nlohmann::json;
+
+// The only split pattern this tokenizer implements (by hand, in match_piece below).
+constexpr std::string_view kQwen2Pattern =
+    R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+
+constexpr size_t kCacheLimit = 1 << 16;
+
+// GPT-2 byte <-> unicode map: printable Latin-1 bytes map to themselves, the other 68 bytes to
+// U+0100.. in increasing byte order.
+const std::array<char32_t, 256>& byte_to_unicode() {
+  static const std::array<char32_t, 256> table = [] {
+    std::array<char32_t, 256> t{};
+    char32_t next = 0x100;
+    for (int b = 0; b < 256; ++b) {
+      const bool printable = (b >= 0x21 && b <= 0x7E) || (b >= 0xA1 && b <= 0xAC) || (b >= 0xAE && b <= 0xFF);
+      t[b] = printable ? char32_t(b) : next++;
+    }
+    return t;
+  }();
+  return table;
+}
+
+// Inverse of the byte map as the ByteLevel decoder applies it: a token whose every character is in
+// the map becomes those bytes; any other token is emitted as its own UTF-8.
+std::string token_to_bytes(const std::string& token) {
+  static const std::unordered_map<char32_t, uint8_t> inverse = [] {
+    std::unordered_map<char32_t, uint8_t> m;
+    for (int b = 0; b < 256; ++b) m[byte_to_unicode()[b]] = static_cast<uint8_t>(b);
+    return m;
+  }();
+  std::vector<char32_t> cps;
+  if (!unicode::decode_utf8(token, cps)) return token;
+  std::string bytes;
+  for (char32_t cp : cps) {
+    const auto it = inverse.find(cp);
+    if (it == inverse.end()) return token;
+    bytes.push_back(static_cast<char>(it->second));
+  }
+  return bytes;
+}
+
+json read_json(const std::string& path) {
+  std::ifstream file(path, std::ios::binary);
+  check(bool(file), path + ": cannot open tokenizer file");
+  try {
+    return json::parse(file);
+  } catch (const json::exception& e) {
+    throw Error(path + ": invalid JSON: " + e.what());
+  }
+}
+
+bool is_byte_level(const json& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; }
+
+// Checks that the pre-tokenizer is Split(Qwen2 regex, Isolated) followed by ByteLevel(no regex).
+void check_pre_tokenizer(const json& pre, const std::string& path) {
+  const std::string message = path + ": unsupported pre_tokenizer (expected the Qwen2 split regex + ByteLevel)";
+  check(pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers"), message);
+  const auto& steps = pre["pretokenizers"];
+  check(steps.is_array() && steps.size() == 2, message);
+  const auto& split = steps[0];
+  check(split.value("type", "") == "Split" && split.value("behavior", "") == "Isolated" &&
+            !split.value("invert", false) && split.contains("pattern") && split["pattern"].contains("Regex") &&
+            split["pattern"]["Regex"].get<std::string>() == kQwen2Pattern,
+        message);
+  check(is_byte_level(steps[1]) && !steps[1].value("use_regex", true) && !steps[1].value("add_prefix_space", false),
+        message);
+}
+
+bool is_newline(char32_t c) { return c == U'\r' || c == U'\n'; }
+bool is_other(char32_t c) { return !unicode::is_whitespace(c) && !unicode::is_letter(c) && !unicode::is_number(c); }
+
+// Case-insensitive ASCII letter as the regex's (?i:...) sees it (U+017F LONG S folds to 's').
+char32_t fold(char32_t c) {
+  if (c >= U'A' && c <= U'Z') return c + 32;
+  if (c == 0x17F) return U's';
+  return c;
+}
+
+// End index of the regex match that starts at c[i] (the pattern always matches one or more characters).
+size_t match_piece(const std::vector<char32_t>& c, size_t i) {
+  const size_t n = c.size();
+  // (?i:'s|'t|'re|'ve|'m|'ll|'d)
+  if (c[i] == U'\'' && i + 1 < n) {
+    const char32_t a = fold(c[i + 1]);
+    if (a == U's' || a == U't' || a == U'm' || a == U'd') return i + 2;
+    if (i + 2 < n) {
+      const char32_t b = fold(c[i + 2]);
+      if ((a == U'r' && b == U'e') || (a == U'v' && b == U'e') || (a == U'l' && b == U'l')) return i + 3;
+    }
+  }
+  // [^\r\n\p{L}\p{N}]?\p{L}+
+  size_t letters = n;
+  if (unicode::is_letter(c[i])) letters = i;
+  else if (!is_newline(c[i]) && !unicode::is_number(c[i]) && i + 1 < n && unicode::is_letter(c[i + 1])) letters = i + 1;
+  if (letters < n) {
+    size_t j = letters;
+    while (j < n && unicode::is_letter(c[j])) ++j;
+    return j;
+  }
+  // \p{N}
+  if (unicode::is_number(c[i])) return i + 1;
+  // ' ?[^\s\p{L}\p{N}]+[\r\n]*'
+  size_t j = i;
+  if (c[j] == U' ' && j + 1 < n && is_other(c[j + 1])) ++j;
+  if (is_other(c[j])) {
+    while (j < n && is_other(c[j])) ++j;
+    while (j < n && is_newline(c[j])) ++j;
+    return j;
+  }
+  // c[i] is whitespace from here on.
+  size_t end = i;
+  while (end < n && unicode::is_whitespace(c[end])) ++end;
+  // \s*[\r\n]+ : up to the last newline of the whitespace run
+  for (size_t p = end; p > i; --p)
+    if (is_newline(c[p - 1])) return p;
+  // \s+(?!\S) : the run, minus its last character when a non-space follows
+  if (end == n) return end;
+  if (end - i >= 2) return end - 1;
+  // \s+
+  return end;
+}
+
+}  // namespace
+
+bool BpeTokenizer::is_byte_level_bpe(const std::string& json_path) {
+  const json j = read_json(json_path);
+  return j.contains("model") && j["model"].value("type", "BPE") == "BPE" && j.contains("decoder") &&
+         is_byte_level(j["decoder"]);
+}
+
+BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
+  const json j = read_json(json_path);
+  check(j.is_object() && j.contains("model") && j["model"].is_object(), path_ + ": no \"model\" in tokenizer.json");
+  const json& model = j["model"];
+  const std::string type = model.value("type", "BPE");  // older files omit the type
+  check(type == "BPE", path_ + ": unknown tokenizer type \"" + type + "\" (only byte-level BPE is supported)");
+  check(model.contains("vocab") && model["vocab"].is_object(), path_ + ": model has no vocab");
+  check(model.contains("merges") && model["merges"].is_array(), path_ + ": model has no merges");
+  check(model.value("continuing_subword_prefix", json()).is_null() ||
+            model.value("continuing_subword_prefix", "") == "",
+        path_ + ": continuing_subword_prefix is not supported");
+  check(model.value("end_of_word_suffix", json()).is_null() || model.value("end_of_word_suffix", "") == "",
+        path_ + ": end_of_word_suffix is not supported");
+  check(!model.value("byte_fallback", false), path_ + ": byte_fallback BPE is not supported");
+  ignore_merges_ = model.value("ignore_merges", false);
+
+  const json normalizer = j.value("normalizer", json());
+  if (normalizer.is_null()) nfc_ = false;
+  else if (normalizer.value("type", "") == "NFC") nfc_ = true;
+  else throw Error(path_ + ": unsupported normalizer " + normalizer.dump());
+  check_pre_tokenizer(j.value("pre_tokenizer", json()), path_);
+  check(is_byte_level(j.value("decoder", json())), path_ + ": unsupported decoder (expected ByteLevel)");
+
+  try {
+    int32_t max_id = -1;
+    for (const auto& [text, id] : model["vocab"].items()) {
+      const int32_t value = id.get<int32_t>();
+      check(value >= 0, path_ + ": negative token id for " + text);
+      vocab_.emplace(text, value);
+      max_id = std::max(max_id, value);
+    }
+    std::vector<AddedToken> added;
+    if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
+      for (const auto& entry : j["added_tokens"]) {
+        AddedToken token;
+        token.id = entry.at("id").get<int32_t>();
+        token.content = entry.at("content").get<std::string>();
+        token.special = entry.value("special", false);
+        token.normalized = entry.value("normalized", !token.special);
+        token.lstrip = entry.value("lstrip", false);
+        token.rstrip = entry.value("rstrip", false);
+        token.single_word = entry.value("single_word", false);
+        check(token.id >= 0, path_ + ": negative added token id");
+        max_id = std::max(max_id, token.id);
+        added.push_back(std::move(token));
+      }
+    }
+    id_to_token_.assign(size_t(max_id + 1), "");
+    has_token_.assign(size_t(max_id + 1), false);
+    for (const auto& [text, id] : vocab_) {
+      id_to_token_[id] = text;
+      has_token_[id] = true;
+    }
+    for (auto& token : added) {
+      id_to_token_[token.id] = token.content;
+      has_token_[token.id] = true;
+      added_.add(std::move(token));
+    }
+    token_bytes_.resize(id_to_token_.size());
+    for (size_t id = 0; id < id_to_token_.size(); ++id) token_bytes_[id] = token_to_bytes(id_to_token_[id]);
+
+    for (int b = 0; b < 256; ++b) {
+      std::string text;
+      unicode::append_utf8(text, byte_to_unicode()[b]);
+      const auto it = vocab_.find(text);
+      byte_token_[b] = it == vocab_.end() ? -1 : it->second;
+    }
+
+    const auto& merges = model["merges"];
+    merges_.reserve(merges.size());
+    int32_t rank = 0;
+    for (const auto& entry : merges) {
+      std::string left, right;
+      if (entry.is_string()) {  // old format: "left right"
+        const std::string s = entry.get<std::string>();
+        const size_t space = s.find(' ', 1);
+        check(space != std::string::npos, path_ + ": malformed merge \"" + s + "\"");
+        left = s.substr(0, space);
+        right = s.substr(space + 1);
+      } else {
+        check(entry.is_array() && entry.size() == 2, path_ + ": malformed merge " + entry.dump());
+        left = entry[0].get<std::string>();
+        right = entry[1].get<std::string>();
+      }
+      const auto l = vocab_.find(left), r = vocab_.find(right), m = vocab_.find(left + right);
+      check(l != vocab_.end() && r != vocab_.end() && m != vocab_.end(),
+            path_ + ": merge \"" + left + " " + right + "\" uses a token missing from the vocab");
+      merges_.emplace((uint64_t(uint32_t(l->second)) << 32) | uint32_t(r->second), Merge{rank++, m->second});
+    }
+  } catch (const json::exception& e) {
+    throw Error(path_ + ": malformed tokenizer.json: " + e.what());
+  }
+
+  const TokenizerConfig config = read_tokenizer_config(std::filesystem::path(json_path).parent_path().string());
+  eos_id_ = token_id(config.eos_token);
+  if (eos_id_ < 0) eos_id_ = token_id("<|im_end|>");
+  if (eos_id_ < 0) eos_id_ = token_id("<|endoftext|>");
+  bos_id_ = token_id(config.bos_token);
+  adds_bos_ = false;  // the ByteLevel post-processor adds no special tokens
+}
+
+int32_t BpeTokenizer::token_id(std::string_view token) const {
+  if (token.empty()) return -1;
+  if (const AddedToken* added = added_.find(token)) return added->id;
+  const auto it = vocab_.find(std::string(token));
+  return it == vocab_.end() ? -1 : it->second;
+}
+
+std::string BpeTokenizer::token(int32_t id) const {
+  return id >= 0 && size_t(id) < id_to_token_.size() ? id_to_token_[id] : std::string();
+}
+
+std::vector<std::string_view> BpeTokenizer::pre_tokenize(std::string_view text) {
+  std::vector<char32_t> cps;
+  cps.reserve(text.size());
+  check(unicode::decode_utf8(text, cps), "tokenizer: text is not valid UTF-8");
+  std::vector<std::string_view> pieces;
+  size_t byte = 0;
+  for (size_t i = 0; i < cps.size();) {
+    const size_t end = match_piece(cps, i);
+    size_t bytes = 0;
+    for (size_t k = i; k < end; ++k) bytes += cps[k] < 0x80 ? 1 : cps[k] < 0x800 ? 2 : cps[k] < 0x10000 ? 3 : 4;
+    pieces.push_back(text.substr(byte, bytes));
+    byte += bytes;
+    i = end;
+  }
+  return pieces;
+}
+
+std::vector<int32_t> BpeTokenizer::encode(std::string_view text) const {
+  const size_t bad = unicode::find_invalid_utf8(text);
+  check(bad == std::string_view::npos,
+        "tokenizer: input text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
+  std::vector<int32_t> ids;
+  ids.reserve(text.size() / 3 + 4);
+  const bool split_normalized = added_.has_normalized_tokens();
+  for (const auto& segment : added_.split(text, /*normalized=*/false)) {
+    if (segment.id >= 0) {
+      ids.push_back(segment.id);
+      continue;
+    }
+    const std::string normalized = nfc_ ? unicode::nfc(segment.text) : std::string(segment.text);
+    if (!split_normalized) {
+      encode_text(normalized, ids);
+      continue;
+    }
+    for (const auto& inner : added_.split(normalized, /*normalized=*/true)) {
+      if (inner.id >= 0) ids.push_back(inner.id);
+      else encode_text(inner.text, ids);
+    }
+  }
+  return ids;
+}
+
+void BpeTokenizer::encode_text(std::string_view text, std::vector<int32_t>& out) const {
+  for (std::string_view piece : pre_tokenize(text)) encode_piece(piece, out);
+}
+
+void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& out) const {
+  const auto byte_id = [&](uint8_t b) {
+    check(byte_token_[b] >= 0, path_ + ": vocab has no token for byte " + std::to_string(b));
+    return byte_token_[b];
+  };
+  if (piece.size() == 1) {
+    out.push_back(byte_id(static_cast<uint8_t>(piece[0])));
+    return;
+  }
+  const std::string key(piece);
+  {
+    std::lock_guard lock(cache_mutex_);
+    if (const auto it = cache_.find(key); it != cache_.end()) {
+      out.insert(out.end(), it->second.begin(), it->second.end());
+      return;
+    }
+  }
+  std::vector<int32_t> symbols;
+  bool whole = false;
+  if (ignore_merges_) {
+    std::string mapped;
+    for (char b : piece) unicode::append_utf8(mapped, byte_to_unicode()[static_cast<uint8_t>(b)]);
+    if (const auto it = vocab_.find(mapped); it != vocab_.end()) symbols.push_back(it->second), whole = true;
+  }
+  if (!whole) {
+    symbols.reserve(piece.size());
+    for (char b : piece) symbols.push_back(byte_id(static_cast<uint8_t>(b)));
+    apply_merges(symbols);
+  }
+  out.insert(out.end(), symbols.begin(), symbols.end());
+  std::lock_guard lock(cache_mutex_);
+  if (cache_.size() >= kCacheLimit) cache_.clear();
+  cache_.emplace(key, std::move(symbols));
+}
+
+// Repeatedly merges the adjacent pair with the lowest rank (leftmost on ties), as HF's BPE does.
+void BpeTokenizer::apply_merges(std::vector<int32_t>& symbols) const {
+  const size_t n = symbols.size();
+  if (n < 2) return;
+  std::vector<int32_t> prev(n), next(n);
+  for (size_t i = 0; i < n; ++i) {
+    prev[i] = int32_t(i) - 1;
+    next[i] = i + 1 < n ? int32_t(i + 1) : -1;
+  }
+  struct Candidate {
+    int32_t rank, pos, merged_id;
+    bool operator>(const Candidate& o) const { return rank != o.rank ? rank > o.rank : pos > o.pos; }
+  };
+  std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
+  const auto push_pair = [&](int32_t left) {
+    if (left < 0 || next[left] < 0) return;
+    const auto it = merges_.find((uint64_t(uint32_t(symbols[left])) << 32) | uint32_t(symbols[next[left]]));
+    if (it != merges_.end()) queue.push({it->second.rank, left, it->second.merged_id});
+  };
+  for (size_t i = 0; i + 1 < n; ++i) push_pair(int32_t(i));
+  std::vector<bool> alive(n, true);
+  while (!queue.empty()) {
+    const Candidate top = queue.top();
+    queue.pop();
+    const int32_t left = top.pos, right = next[left];
+    if (!alive[left] || right < 0) continue;
+    // Stale entry: the pair at `left` changed since it was queued.
+    const auto it = merges_.find((uint64_t(uint32_t(symbols[left])) << 32) | uint32_t(symbols[right]));
+    if (it == merges_.end() || it->second.merged_id != top.merged_id) continue;
+    symbols[left] = top.merged_id;
+    alive[right] = false;
+    next[left] = next[right];
+    if (next[right] >= 0) prev[next[right]] = left;
+    push_pair(prev[left]);
+    push_pair(left);
+  }
+  size_t out = 0;
+  for (int32_t i = 0; i >= 0; i = next[i]) symbols[out++] = symbols[i];
+  symbols.resize(out);
+}
+
+std::string BpeTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
+  std::string bytes;
+  for (int32_t id : ids) {
+    if (id < 0 || size_t(id) >= token_bytes_.size() || !has_token_[id]) continue;  // HF skips unknown ids
+    if (skip_special) {
+      const AddedToken* added = added_.find(id);
+      if (added && added->special) continue;
+    }
+    bytes += token_bytes_[id];
+  }
+  return unicode::utf8_lossy(bytes);
+}
+
+}  // namespace sa2va

@@ -1,0 +1,232 @@
+// The `sa2va` program end to end: make-model, run (text, image, video), dump, chat, tokenize,
+// and its handling of bad input (a clear one-line error and a non-zero exit, never a crash).
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/image.h"
+#include "io/mask_io.h"
+#include "io/safetensors.h"
+#include "models/make_model.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+std::string sa2va_cmd(const std::string& args) { return test::cli_path() + " --threads 2 " + args; }
+
+// Runs the program; returns the exit code and the output.
+int run(const std::string& args, std::string* out = nullptr) {
+  std::string output;
+  const int rc = test::run_command(sa2va_cmd(args), &output);
+  if (out) *out = output;
+  return rc;
+}
+
+// A program failure must be one "error: ..." line naming `needle`, with exit code 1 (not a crash).
+void expect_clean_failure(const std::string& args, const std::string& needle) {
+  std::string out;
+  const int rc = run(args, &out);
+  EXPECT_EQ(rc, 1) << out;
+  EXPECT_NE(out.find("error: "), std::string::npos) << out;
+  EXPECT_NE(out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << out;
+}
+
+const std::string& tiny_model() {
+  static std::string dir;
+  if (dir.empty()) {
+    dir = test::temp_dir("tiny-model");
+    std::string out;
+    EXPECT_EQ(run("make-model --preset tiny --out " + dir, &out), 0) << out;
+  }
+  return dir;
+}
+
+json read_json(const std::string& path) {
+  json j;
+  std::ifstream(path) >> j;
+  return j;
+}
+
+TEST(EndToEnd, MakeModelTinyHasTheFixtureTensorList) {
+  const std::string dir = tiny_model();
+  Checkpoint made = Checkpoint::open(dir);
+  EXPECT_TRUE(fs::exists(dir + "/config.json"));
+  EXPECT_TRUE(fs::exists(dir + "/tokenizer.json"));
+  // Every tensor the components bind is present with its shape.
+  const auto declared = declare_checkpoint(preset_config("tiny"));
+  EXPECT_EQ(made.names().size(), declared.size());
+  for (const auto& d : declared) {
+    ASSERT_TRUE(made.has(d.name)) << d.name;
+    EXPECT_EQ(made.info(d.name).shape, d.shape) << d.name;
+    EXPECT_EQ(made.info(d.name).dtype, DType::BF16) << d.name;
+  }
+  // And the list is exactly the real (fixture) checkpoint's.
+  const std::string fixture = test::fixture_path("sa2va-tiny");
+  if (fixture.empty()) GTEST_SKIP() << "fixture sa2va-tiny not found";
+  Checkpoint real = Checkpoint::open(fixture);
+  EXPECT_EQ(made.names(), real.names());
+  for (const auto& name : real.names()) EXPECT_EQ(made.info(name).shape, real.info(name).shape) << name;
+}
+
+TEST(EndToEnd, MakeModelIsDeterministicPerSeed) {
+  const std::string a = test::temp_dir("mm-a"), b = test::temp_dir("mm-b");
+  ASSERT_EQ(run("make-model --preset tiny --seed 7 --out " + a), 0);
+  ASSERT_EQ(run("make-model --preset tiny --seed 7 --out " + b), 0);
+  const Tensor x = Checkpoint::open(a).get("mlp1.1.weight"), y = Checkpoint::open(b).get("mlp1.1.weight");
+  EXPECT_EQ(x.to_vector(), y.to_vector());
+  const Tensor z = Checkpoint::open(tiny_model()).get("mlp1.1.weight");
+  EXPECT_NE(x.to_vector(), z.to_vector());
+}
+
+TEST(EndToEnd, RunTextOnly) {
+  std::string out;
+  ASSERT_EQ(run("run --model " + tiny_model() + " --prompt 'Hello there' --max-new-tokens 5", &out), 0) << out;
+  EXPECT_FALSE(out.empty());
+}
+
+TEST(EndToEnd, RunImageWritesMasksOverlayAndJson) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string out_dir = test::temp_dir("run-image");
+  std::string out;
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --image " + dir +
+                    "/inputs/image.png --prompt '<image>Please segment the red circle.' --answer 'Sure, [SEG].' --out " +
+                    out_dir,
+                &out),
+            0)
+      << out;
+  EXPECT_NE(out.find("Sure, [SEG].<|im_end|>"), std::string::npos) << out;
+  const Image mask = load_image(out_dir + "/masks/0.png");
+  EXPECT_EQ(mask.width, 600);
+  EXPECT_EQ(mask.height, 280);
+  EXPECT_TRUE(fs::exists(out_dir + "/overlay.png"));
+  const json result = read_json(out_dir + "/result.json");
+  ASSERT_EQ(result["masks"].size(), 1u);
+  const json& m = result["masks"][0];
+  EXPECT_EQ(m["rle"]["size"], json({280, 600}));
+  // The RLE decodes to the PNG mask, which matches the golden mask.
+  CocoRle rle{280, 600, rle_counts_from_string(m["rle"]["counts"].get<std::string>())};
+  const std::vector<uint8_t> decoded = rle_decode(rle);
+  int64_t area = 0;
+  Tensor png = Tensor::empty({280, 600}, DType::U8);
+  for (size_t i = 0; i < decoded.size(); ++i) {
+    EXPECT_EQ(decoded[i] != 0, mask.rgb[3 * i] != 0);
+    png.data<uint8_t>()[i] = mask.rgb[3 * i] != 0;
+    area += decoded[i];
+  }
+  EXPECT_EQ(m["area"].get<int64_t>(), area);
+  EXPECT_GE(test::mask_iou(png, test::load_golden(dir + "/goldens/image.safetensors", "seg0.mask")), 0.999);
+}
+
+TEST(EndToEnd, RunVideoWritesPerFrameMasks) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string frames = test::temp_dir("video-frames");
+  for (int i = 0; i < 6; ++i)
+    fs::copy_file(dir + "/inputs/video_frame" + std::to_string(i) + ".png", frames + "/frame" + std::to_string(i) + ".png");
+  const std::string out_dir = test::temp_dir("run-video");
+  std::string out;
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --video " + frames +
+                    " --prompt '<image>Please segment the moving red ball.' --answer 'Sure, [SEG].' --out " + out_dir,
+                &out),
+            0)
+      << out;
+  const Tensor golden = test::load_golden(dir + "/goldens/video.safetensors", "seg0.mask");
+  for (int t = 0; t < 6; ++t) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/masks/0/%05d.png", t);
+    const Image m = load_image(out_dir + name);
+    Tensor got = Tensor::empty({240, 320}, DType::U8);
+    for (int64_t i = 0; i < 240 * 320; ++i) got.data<uint8_t>()[i] = m.rgb[3 * i] != 0;
+    EXPECT_GE(test::mask_iou(got, golden.select(0, t)), 0.999) << "frame " << t;
+  }
+  const json result = read_json(out_dir + "/result.json");
+  EXPECT_EQ(result["masks"][0]["frames"].size(), 6u);
+  EXPECT_TRUE(fs::exists(out_dir + "/overlay.mp4"));
+}
+
+TEST(EndToEnd, DumpWritesFixtureNamedStages) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string out = test::temp_dir("dump") + "/stages.safetensors";
+  std::string log;
+  ASSERT_EQ(run("dump --model " + dir + " --image " + dir +
+                    "/inputs/image.png --prompt '<image>Please segment the red circle.' --answer 'Sure, [SEG].' --out " + out,
+                &log),
+            0)
+      << log;
+  auto f = SafetensorsFile::open(out);
+  for (const char* name : {"tiles_u8", "vit.last_hidden_state", "vit_embeds", "prompt_ids", "input_ids", "llm.inputs_embeds",
+                           "llm.hidden_states", "llm.last_hidden_state", "llm.logits_last8", "seg.hidden", "seg.embeds",
+                           "sam.trunk.0", "sam.fpn.2", "sam.feat_s0", "seg0.mask_logits_lowres", "seg0.mask_logits",
+                           "seg0.mask"})
+    EXPECT_TRUE(f->has(name)) << name;
+  EXPECT_TRUE(test::close_rel(f->get("vit.last_hidden_state"),
+                              test::load_golden(dir + "/goldens/image.safetensors", "vit.last_hidden_state"), 1e-4));
+}
+
+TEST(EndToEnd, ChatKeepsTheConversation) {
+  const std::string out_dir = test::temp_dir("chat");
+  std::string out;
+  const int rc = test::run_command("printf 'Hi\\nTell me more\\n' | " +
+                                       sa2va_cmd("chat --model " + tiny_model() + " --max-new-tokens 3 --out " + out_dir),
+                                   &out);
+  EXPECT_EQ(rc, 0) << out;
+  int lines = 0;
+  for (char ch : out) lines += ch == '\n';
+  EXPECT_EQ(lines, 2) << out;
+}
+
+TEST(EndToEnd, BadInputGivesCleanErrors) {
+  const std::string model = tiny_model();
+  const std::string bad = test::temp_dir("bad");
+  // Truncated weights.
+  const std::string truncated = bad + "/truncated";
+  fs::create_directories(truncated);
+  for (const auto& e : fs::directory_iterator(model)) fs::copy(e.path(), truncated + "/" + e.path().filename().string());
+  fs::resize_file(truncated + "/model.safetensors", fs::file_size(truncated + "/model.safetensors") / 2);
+  expect_clean_failure("run --model " + truncated + " --prompt hi", "model.safetensors");
+  // Mistyped config field.
+  const std::string mistyped = bad + "/mistyped";
+  fs::create_directories(mistyped);
+  for (const auto& e : fs::directory_iterator(model)) fs::copy(e.path(), mistyped + "/" + e.path().filename().string());
+  json cfg = read_json(mistyped + "/config.json");
+  cfg["llm_config"]["num_hidden_layers"] = "two";
+  std::ofstream(mistyped + "/config.json") << cfg.dump();
+  expect_clean_failure("run --model " + mistyped + " --prompt hi", "llm_config.num_hidden_layers");
+  // Missing shard.
+  const std::string sharded = bad + "/sharded";
+  fs::create_directories(sharded);
+  for (const auto& e : fs::directory_iterator(model)) fs::copy(e.path(), sharded + "/" + e.path().filename().string());
+  fs::remove(sharded + "/model.safetensors");
+  std::ofstream(sharded + "/model.safetensors.index.json")
+      << R"({"weight_map": {"mlp1.0.weight": "model-00001-of-00002.safetensors"}})";
+  expect_clean_failure("run --model " + sharded + " --prompt hi", "missing shard");
+  // Not a model folder; missing/corrupt image; empty prompt; unwritable output.
+  expect_clean_failure("run --model " + bad + " --prompt hi", "config.json");
+  expect_clean_failure("run --model " + model + " --image " + bad + "/none.png --prompt hi", "none.png");
+  std::ofstream(bad + "/garbage.png") << "not an image at all";
+  expect_clean_failure("run --model " + model + " --image " + bad + "/garbage.png --prompt hi", "garbage.png");
+  expect_clean_failure("run --model " + model + " --prompt '  '", "empty prompt");
+  expect_clean_failure("run --model " + model + " --prompt hi --out /proc/sa2va-cannot-write", "/proc/sa2va-cannot-write");
+  expect_clean_failure("run --model " + model + " --video " + bad + "/no-such-video.mp4 --prompt hi", "no-such-video.mp4");
+}
+
+TEST(EndToEndSlow, MakeModel1bHasTheFullTensorList) {
+  if (!std::getenv("SA2VA_SLOW_TESTS")) GTEST_SKIP() << "set SA2VA_SLOW_TESTS=1 to write a 1b model (about 2 GB)";
+  const std::string dir = test::temp_dir("mm-1b");
+  std::string out;
+  ASSERT_EQ(run("make-model --preset 1b --out " + dir, &out), 0) << out;
+  Checkpoint c = Checkpoint::open(dir);
+  const auto declared = declare_checkpoint(preset_config("1b"));
+  EXPECT_EQ(c.names().size(), declared.size());
+  for (const auto& d : declared) EXPECT_EQ(c.info(d.name).shape, d.shape) << d.name;
+  EXPECT_EQ(c.info("language_model.model.embed_tokens.weight").shape, (Shape{151679, 896}));
+  EXPECT_EQ(c.info("grounding_encoder.sam2_model.image_encoder.trunk.blocks.47.mlp.layers.1.weight").shape,
+            (Shape{1152, 4608}));
+}
+
+}  // namespace
+}  // namespace sa2va

@@ -1,0 +1,71 @@
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <numeric>
+
+#include "core/dtype.h"
+#include "core/error.h"
+#include "core/tensor.h"
+#include "core/threadpool.h"
+
+namespace sa2va {
+namespace {
+
+TEST(ThreadPool, CoversTheRangeOnceWithAnyThreadCount) {
+  for (int threads : {1, 2, 3, 1, 2}) {  // resizing after work has run must be safe
+    set_num_threads(threads);
+    for (int64_t n : {0, 1, 2, 7, 1000}) {
+      std::vector<std::atomic<int>> hits(static_cast<size_t>(n));
+      parallel_for(n, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) hits[static_cast<size_t>(i)]++;
+      });
+      for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+    }
+  }
+  set_num_threads(2);
+}
+
+TEST(ThreadPool, ExceptionsReachTheCallerAndNestedCallsRunInline) {
+  set_num_threads(2);
+  EXPECT_THROW(parallel_for(100, [](int64_t b, int64_t) { if (b > 0) throw Error("boom"); }), Error);
+  std::atomic<int> total{0};
+  parallel_for(4, [&](int64_t b, int64_t e) {
+    parallel_for(10, [&](int64_t bb, int64_t ee) { total += static_cast<int>((ee - bb) * (e - b)); });
+  });
+  EXPECT_EQ(total.load(), 40);
+}
+
+TEST(Tensor, ViewsShareStorageAndCopiesAreContiguous) {
+  Tensor t = Tensor::from_vector({0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11}, {3, 4});
+  Tensor col = t.select(1, 2);
+  EXPECT_EQ(col.to_vector(), (std::vector<float>{2, 6, 10}));
+  Tensor tt = t.transpose(0, 1);
+  EXPECT_FALSE(tt.is_contiguous());
+  EXPECT_EQ(tt.contiguous().to_vector(), (std::vector<float>{0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11}));
+  Tensor s = t.slice(1, 1, 3);
+  EXPECT_EQ(s.clone().to_vector(), (std::vector<float>{1, 2, 5, 6, 9, 10}));
+  s.clone().f32()[0] = 100;  // a clone is independent
+  EXPECT_EQ(t.f32()[1], 1);
+  t.view({2, 6}).f32()[1] = 42;  // a view is not
+  EXPECT_EQ(t.f32()[1], 42);
+  EXPECT_EQ(t.view({-1, 2}).shape(), (Shape{6, 2}));
+  EXPECT_THROW(t.view({5, 5}), Error);
+  EXPECT_THROW(tt.view({12}), Error);
+  EXPECT_THROW(t.slice(0, 2, 5), Error);
+}
+
+TEST(Tensor, DtypeConversions) {
+  Tensor f = Tensor::from_vector({1.f, -2.5f, 3.14159f, 65504.f, 1e-8f}, {5});
+  const std::vector<float> back = f.to(DType::BF16).to_vector();
+  EXPECT_EQ(back[0], 1.f);
+  EXPECT_EQ(back[1], -2.5f);
+  EXPECT_NEAR(back[2], 3.140625f, 1e-6);
+  EXPECT_EQ(f.to(DType::F16).to_vector()[3], 65504.f);
+  EXPECT_EQ(f32_to_bf16(1.00390625f), 0x3f80);  // exactly halfway: rounds to even
+  EXPECT_EQ(f32_to_bf16(1.01171875f), 0x3f82);  // halfway above an odd value: rounds up
+  EXPECT_EQ(f16_to_f32(f32_to_f16(0.333251953125f)), 0.333251953125f);
+  EXPECT_THROW(f.f32() && f.bf16(), Error);
+}
+
+}  // namespace
+}  // namespace sa2va

@@ -1,0 +1,116 @@
+#include "io/config.h"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/error.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+using json = nlohmann::json;
+
+std::string error_of(const json& j) {
+  try {
+    parse_config(j, "m/config.json");
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(Config, ParsesTheFixtureConfig) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  ModelConfig c = load_config(dir);
+  EXPECT_EQ(c.template_name, "qwen_chat");
+  EXPECT_EQ(c.vision.hidden_size, 32);
+  EXPECT_EQ(c.vision.num_layers, 2);
+  EXPECT_EQ(c.llm.arch, LlmArch::Qwen2);
+  EXPECT_EQ(c.llm.hidden_size, 64);
+  EXPECT_EQ(c.llm.num_kv_heads, 2);
+  EXPECT_EQ(c.llm.head_dim, 16);
+  EXPECT_EQ(c.llm.vocab_size, 151936);
+  EXPECT_TRUE(c.llm.tie_word_embeddings);
+  EXPECT_EQ(c.llm.eos_token_id, 151645);
+  EXPECT_EQ(c.num_image_tokens(), 256);
+  ASSERT_TRUE(c.has_sam2_override);
+  EXPECT_EQ(c.sam2.embed_dim, 16);
+  EXPECT_EQ(c.sam2.stages, (std::vector<int>{1, 2, 3, 2}));
+  EXPECT_EQ(c.sam2.global_att_blocks, (std::vector<int>{5}));
+  EXPECT_EQ(c.sam2.backbone_channel_list, (std::vector<int>{128, 64, 32, 16}));
+  EXPECT_EQ(c.sam2.mem_attn_layers, 1);
+  EXPECT_EQ(c.sam2.mem_attn_ffn, 256);
+  EXPECT_EQ(c.sam2.fuser_layers, 1);
+}
+
+TEST(Config, RoundTripsThroughJson) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  ModelConfig a = load_config(dir);
+  ModelConfig b = parse_config(config_to_json(a), "roundtrip");
+  EXPECT_EQ(config_to_json(a), config_to_json(b));
+}
+
+TEST(Config, ReportsBadFieldsByPath) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  json good;
+  std::ifstream(dir + "/config.json") >> good;
+  ASSERT_EQ(error_of(good), "");
+
+  json j = good;
+  j["llm_config"]["hidden_size"] = "64";
+  EXPECT_NE(error_of(j).find("llm_config.hidden_size: must be an integer"), std::string::npos) << error_of(j);
+
+  j = good;
+  j["llm_config"].erase("num_hidden_layers");
+  EXPECT_NE(error_of(j).find("llm_config.num_hidden_layers: missing required field"), std::string::npos);
+
+  j = good;
+  j["llm_config"]["architectures"] = {"MistralForCausalLM"};
+  EXPECT_NE(error_of(j).find("unknown language model 'MistralForCausalLM'"), std::string::npos);
+
+  j = good;
+  j["architectures"] = {"LlavaForConditionalGeneration"};
+  EXPECT_NE(error_of(j).find("not a Sa2VA checkpoint"), std::string::npos);
+
+  j = good;
+  j.erase("vision_config");
+  EXPECT_NE(error_of(j).find("vision_config: missing required object"), std::string::npos);
+
+  j = good;
+  j["sam2_config"]["hiera"]["stages"] = {1, 2};
+  EXPECT_NE(error_of(j).find("sam2_config.hiera.stages"), std::string::npos);
+
+  j = good;
+  j["template"] = 3;
+  EXPECT_NE(error_of(j).find("template: must be a string"), std::string::npos);
+  EXPECT_NE(error_of(j).find("m/config.json"), std::string::npos);
+}
+
+TEST(Config, MissingOrMalformedFile) {
+  const std::string dir = test::temp_dir("cfg");
+  EXPECT_THROW(load_config(dir), Error);
+  std::ofstream(dir + "/config.json") << "{\"architectures\": [";
+  try {
+    load_config(dir);
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("malformed JSON"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, RealCheckpointsDefaultToHieraL) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  json j;
+  std::ifstream(dir + "/config.json") >> j;
+  j.erase("sam2_config");
+  ModelConfig c = parse_config(j, "x");
+  EXPECT_FALSE(c.has_sam2_override);
+  EXPECT_EQ(c.sam2.embed_dim, 144);
+  EXPECT_EQ(c.sam2.stages, (std::vector<int>{2, 6, 36, 4}));
+  EXPECT_EQ(c.sam2.mem_attn_layers, 4);
+}
+
+}  // namespace
+}  // namespace sa2va

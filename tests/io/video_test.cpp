@@ -1,0 +1,433 @@
+// Video input: frame folders and video files (generated here with the ffmpeg program), checked
+// against ffmpeg's own RGB24 output; key-frame selection; the overlay video writer.
+#include "io/video.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <random>
+
+#include "core/error.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr int kWidth = 64, kHeight = 48, kFrames = 12;
+// The pixel conversion VideoSource promises, asked of the ffmpeg program.
+const char* kExactSws = "-sws_flags bicubic+accurate_rnd+full_chroma_int";
+
+bool have_ffmpeg() {
+  static const bool found = test::run_command("ffmpeg -hide_banner -version", nullptr) == 0;
+  return found;
+}
+
+bool have_encoder(const std::string& name) {
+  static const std::string encoders = [] {
+    std::string out;
+    test::run_command("ffmpeg -hide_banner -encoders", &out);
+    return out;
+  }();
+  return encoders.find(" " + name + " ") != std::string::npos;
+}
+
+void ffmpeg(const std::string& args) {
+  std::string out;
+  int rc = test::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y " + args, &out);
+  ASSERT_EQ(rc, 0) << "ffmpeg " << args << "\n" << out;
+}
+
+std::string testsrc(int frames = kFrames) {
+  return "-f lavfi -i testsrc=size=" + std::to_string(kWidth) + "x" + std::to_string(kHeight) +
+         ":rate=10 -frames:v " + std::to_string(frames);
+}
+
+std::vector<uint8_t> read_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// Every frame as ffmpeg decodes and converts it (auto-rotation included).
+std::vector<Image> ffmpeg_frames(const std::string& video, int width, int height) {
+  std::string raw = video + ".rgb";
+  ffmpeg("-i " + video + " " + kExactSws + " -pix_fmt rgb24 -f rawvideo " + raw);
+  std::vector<uint8_t> bytes = read_bytes(raw);
+  const size_t frame_size = static_cast<size_t>(width) * height * 3;
+  std::vector<Image> frames;
+  for (size_t offset = 0; offset + frame_size <= bytes.size(); offset += frame_size) {
+    Image image(width, height);
+    std::copy(bytes.begin() + offset, bytes.begin() + offset + frame_size, image.rgb.begin());
+    frames.push_back(std::move(image));
+  }
+  EXPECT_EQ(bytes.size() % frame_size, 0u);
+  return frames;
+}
+
+int max_abs_diff(const Image& a, const Image& b) {
+  if (a.rgb.size() != b.rgb.size()) return 256;
+  int worst = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) worst = std::max(worst, std::abs(a.rgb[i] - b.rgb[i]));
+  return worst;
+}
+
+double mean_abs_diff(const Image& a, const Image& b) {
+  double sum = 0;
+  for (size_t i = 0; i < a.rgb.size(); ++i) sum += std::abs(a.rgb[i] - b.rgb[i]);
+  return sum / static_cast<double>(a.rgb.size());
+}
+
+std::vector<Image> read_all(VideoSource& source) {
+  std::vector<Image> frames;
+  Image frame;
+  while (source.next(frame)) frames.push_back(frame);
+  return frames;
+}
+
+Image gradient(int width, int height, int seed) {
+  Image image(width, height);
+  for (int y = 0; y < height; ++y)
+    for (int x = 0; x < width; ++x) {
+      uint8_t* p = image.row(y) + 3 * x;
+      // Smooth (no wrap-around) up to 70x60, so that lossy 4:2:0 coding stays close.
+      p[0] = static_cast<uint8_t>(x * 3 + seed * 4);
+      p[1] = static_cast<uint8_t>(y * 3 + seed * 7);
+      p[2] = static_cast<uint8_t>(x + y + seed * 2);
+    }
+  return image;
+}
+
+// ---- Folders ----------------------------------------------------------------------------------
+
+TEST(VideoFolder, SortedByNameIgnoringOtherFiles) {
+  const std::string dir = test::temp_dir("video-folder");
+  // Byte-wise order, as Python's sorted(): upper case first, "frame10" before "frame2".
+  const std::vector<std::string> names = {"A.PNG", "b.png", "frame10.png", "frame2.png"};
+  for (size_t i = 0; i < names.size(); ++i) save_png_rgb(dir + "/" + names[i], gradient(8, 6, static_cast<int>(i)));
+  std::ofstream(dir + "/notes.txt") << "not a frame";
+  std::ofstream(dir + "/frame.png.bak") << "not a frame";
+  fs::create_directory(dir + "/sub.png");
+
+  EXPECT_EQ(list_frame_files(dir).size(), names.size());
+  auto source = VideoSource::open(dir);
+  EXPECT_EQ(source->width(), 8);
+  EXPECT_EQ(source->height(), 6);
+  EXPECT_EQ(source->frame_count(), 4);
+  EXPECT_EQ(source->fps(), 0.0);
+  std::vector<Image> frames = read_all(*source);
+  ASSERT_EQ(frames.size(), names.size());
+  for (size_t i = 0; i < names.size(); ++i) EXPECT_EQ(frames[i].rgb, gradient(8, 6, static_cast<int>(i)).rgb) << i;
+
+  EXPECT_EQ(source->frame(2).rgb, frames[2].rgb);
+  Image after;
+  ASSERT_TRUE(source->next(after));  // continues after the random-access frame
+  EXPECT_EQ(after.rgb, frames[3].rgb);
+  EXPECT_FALSE(source->next(after));
+  source->rewind();
+  ASSERT_TRUE(source->next(after));
+  EXPECT_EQ(after.rgb, frames[0].rgb);
+  EXPECT_THROW(source->frame(4), Error);
+  EXPECT_THROW(source->frame(-1), Error);
+}
+
+TEST(VideoFolder, JpegFramesDecodeLikeImages) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg program not found";
+  const std::string dir = test::temp_dir("video-jpeg");
+  ffmpeg(testsrc(3) + " " + dir + "/%05d.jpg");
+  auto source = VideoSource::open(dir);
+  ASSERT_EQ(source->frame_count(), 3);
+  for (int i = 0; i < 3; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/%05d.jpg", i + 1);
+    EXPECT_EQ(source->frame(i).rgb, load_image(dir + name).rgb) << i;
+  }
+}
+
+TEST(VideoFolder, DifferentFrameSizeNamesTheFile) {
+  const std::string dir = test::temp_dir("video-sizes");
+  save_png_rgb(dir + "/0.png", gradient(8, 6, 0));
+  save_png_rgb(dir + "/1.png", gradient(6, 6, 1));
+  auto source = VideoSource::open(dir);
+  Image frame;
+  ASSERT_TRUE(source->next(frame));
+  try {
+    source->next(frame);
+    FAIL() << "no error for a frame of another size";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("1.png"), std::string::npos) << message;
+    EXPECT_NE(message.find("6x6"), std::string::npos) << message;
+    EXPECT_NE(message.find("8x6"), std::string::npos) << message;
+  }
+}
+
+TEST(VideoFolder, EmptyOrMissingFolderIsAnError) {
+  const std::string dir = test::temp_dir("video-empty");
+  EXPECT_THROW(VideoSource::open(dir), Error);
+  std::ofstream(dir + "/readme.txt") << "no frames here";
+  try {
+    VideoSource::open(dir);
+    FAIL() << "no error for a folder without frames";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(dir), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(VideoSource::open(dir + "/missing"), Error);
+}
+
+TEST(VideoFolder, CorruptFrameIsAnError) {
+  const std::string dir = test::temp_dir("video-corrupt");
+  save_png_rgb(dir + "/0.png", gradient(8, 6, 0));
+  std::ofstream(dir + "/1.png") << "garbage";
+  auto source = VideoSource::open(dir);
+  EXPECT_THROW(source->frame(1), Error);
+}
+
+// ---- Files ------------------------------------------------------------------------------------
+
+struct Clip {
+  const char* name;
+  const char* encode;  // ffmpeg output options
+  const char* encoder;
+  bool lossless;
+};
+
+class VideoFile : public ::testing::TestWithParam<Clip> {};
+
+TEST_P(VideoFile, MatchesFfmpegFrameForFrame) {
+  const Clip& clip = GetParam();
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg program not found";
+  if (!have_encoder(clip.encoder)) GTEST_SKIP() << "no " << clip.encoder << " encoder";
+  const std::string dir = test::temp_dir("video-file");
+  const std::string video = dir + "/" + clip.name;
+  ffmpeg(testsrc() + " " + clip.encode + " " + video);
+  // The frames that went in, generated once for all formats.
+  static const std::vector<uint8_t> source_rgb = [] {
+    const std::string raw = test::temp_dir("video-source") + "/source.rgb";
+    ffmpeg(testsrc() + " -pix_fmt rgb24 -f rawvideo " + raw);
+    return read_bytes(raw);
+  }();
+  ASSERT_EQ(source_rgb.size(), static_cast<size_t>(kWidth) * kHeight * 3 * kFrames);
+
+  auto source = VideoSource::open(video);
+  EXPECT_EQ(source->width(), kWidth);
+  EXPECT_EQ(source->height(), kHeight);
+  EXPECT_EQ(source->frame_count(), kFrames);
+  EXPECT_NEAR(source->fps(), 10.0, 1e-6);
+
+  std::vector<Image> frames = read_all(*source);
+  ASSERT_EQ(static_cast<int>(frames.size()), kFrames);
+  std::vector<Image> expected = ffmpeg_frames(video, kWidth, kHeight);
+  ASSERT_EQ(expected.size(), frames.size());
+  for (int i = 0; i < kFrames; ++i) {
+    EXPECT_EQ(max_abs_diff(frames[i], expected[i]), 0) << clip.name << " frame " << i;
+    // And close to the frames that went in.
+    Image original(kWidth, kHeight);
+    const size_t size = original.rgb.size();
+    std::copy(source_rgb.begin() + i * size, source_rgb.begin() + (i + 1) * size, original.rgb.begin());
+    if (clip.lossless) {
+      EXPECT_EQ(max_abs_diff(frames[i], original), 0) << clip.name << " frame " << i;
+    } else {
+      EXPECT_LT(mean_abs_diff(frames[i], original), 12.0) << clip.name << " frame " << i;
+    }
+  }
+
+  // Random access, forward and backward, equals sequential decoding.
+  for (int64_t index : {7, 2, 11, 0, 5}) EXPECT_EQ(source->frame(index).rgb, frames[index].rgb) << index;
+  Image next;
+  ASSERT_TRUE(source->next(next));
+  EXPECT_EQ(next.rgb, frames[6].rgb);
+  source->rewind();
+  EXPECT_EQ(read_all(*source).size(), frames.size());
+  EXPECT_THROW(source->frame(kFrames), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Formats, VideoFile,
+    ::testing::Values(Clip{"x264.mp4", "-c:v libx264 -preset ultrafast -pix_fmt yuv420p", "libx264", false},
+                      Clip{"mpeg4.mp4", "-c:v mpeg4 -q:v 3", "mpeg4", false},
+                      Clip{"vp9.webm", "-c:v libvpx-vp9 -deadline realtime -b:v 200k", "libvpx-vp9", false},
+                      Clip{"vp8.webm", "-c:v libvpx -deadline realtime -b:v 200k", "libvpx", false},
+                      Clip{"mjpeg.avi", "-c:v mjpeg -q:v 3", "mjpeg", false},
+                      Clip{"ffv1_yuv.mkv", "-c:v ffv1 -pix_fmt yuv420p", "ffv1", false},
+                      // Converted with, and tagged as, the BT.709 matrix at full range.
+                      Clip{"ffv1_bt709.mkv",
+                           "-vf scale=out_color_matrix=bt709:out_range=full,format=yuv444p -c:v ffv1 "
+                           "-colorspace bt709 -color_range pc",
+                           "ffv1", false},
+                      Clip{"ffv1_rgb.mkv", "-c:v ffv1 -pix_fmt bgr0", "ffv1", true},
+                      Clip{"png.avi", "-c:v png -pix_fmt rgb24", "png", true}),
+    [](const ::testing::TestParamInfo<Clip>& info) {
+      std::string name = info.param.name;
+      for (char& c : name)
+        if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
+      return name;
+    });
+
+// Sets the display matrix of the first track of an mp4 written by ffmpeg (tkhd version 0), as a
+// phone does for a portrait recording. `clockwise` is the rotation a player applies.
+void set_mp4_rotation(const std::string& path, int clockwise) {
+  std::vector<uint8_t> bytes = read_bytes(path);
+  const std::string tag = "tkhd";
+  auto it = std::search(bytes.begin(), bytes.end(), tag.begin(), tag.end());
+  ASSERT_NE(it, bytes.end());
+  const size_t box = static_cast<size_t>(it - bytes.begin()) - 4;
+  ASSERT_EQ(bytes[box + 8], 0) << "tkhd version";
+  // Matrix (a b u; c d v; x y w) in 16.16 fixed point, w in 2.30; rows of (cos, sin; -sin, cos).
+  const int32_t one = 0x10000;
+  int32_t a = one, b = 0, c = 0, d = one;
+  if (clockwise == 90) a = 0, b = one, c = -one, d = 0;
+  if (clockwise == 180) a = -one, d = -one;
+  if (clockwise == 270) a = 0, b = -one, c = one, d = 0;
+  const int32_t matrix[9] = {a, b, 0, c, d, 0, 0, 0, 0x40000000};
+  for (int i = 0; i < 9; ++i)
+    for (int k = 0; k < 4; ++k) bytes[box + 48 + 4 * i + k] = static_cast<uint8_t>(static_cast<uint32_t>(matrix[i]) >> (24 - 8 * k));
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+TEST(VideoFileRotation, DisplayMatrixIsApplied) {
+  if (!have_ffmpeg() || !have_encoder("libx264")) GTEST_SKIP() << "ffmpeg with libx264 not found";
+  const std::string dir = test::temp_dir("video-rotate");
+  ffmpeg(testsrc(3) + " -c:v libx264 -preset ultrafast " + dir + "/upright.mp4");
+  const std::vector<uint8_t> upright = read_bytes(dir + "/upright.mp4");
+  for (int angle : {90, 180, 270}) {
+    const std::string video = dir + "/rot" + std::to_string(angle) + ".mp4";
+    std::ofstream(video, std::ios::binary).write(reinterpret_cast<const char*>(upright.data()), upright.size());
+    set_mp4_rotation(video, angle);
+    auto source = VideoSource::open(video);
+    const bool swapped = angle != 180;
+    const int width = swapped ? kHeight : kWidth, height = swapped ? kWidth : kHeight;
+    EXPECT_EQ(source->width(), width) << angle;
+    EXPECT_EQ(source->height(), height) << angle;
+    std::vector<Image> frames = read_all(*source);
+    // The ffmpeg program rotates by the same matrix (autorotate).
+    std::vector<Image> expected = ffmpeg_frames(video, width, height);
+    ASSERT_EQ(frames.size(), 3u);
+    ASSERT_EQ(expected.size(), 3u);
+    for (size_t i = 0; i < frames.size(); ++i) {
+      EXPECT_EQ(frames[i].width, width);
+      EXPECT_EQ(max_abs_diff(frames[i], expected[i]), 0) << angle << " frame " << i;
+    }
+  }
+}
+
+// Opening and decoding every frame; errors must be sa2va::Error naming the file.
+void expect_error_naming(const std::string& path) {
+  try {
+    auto source = VideoSource::open(path);
+    read_all(*source);
+    FAIL() << path << ": no error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path), std::string::npos) << e.what();
+  }
+}
+
+TEST(VideoFileErrors, TruncatedGarbageAndAudioOnly) {
+  if (!have_ffmpeg() || !have_encoder("libx264")) GTEST_SKIP() << "ffmpeg with libx264 not found";
+  const std::string dir = test::temp_dir("video-errors");
+  ffmpeg(testsrc() + " -c:v libx264 -preset ultrafast " + dir + "/full.mp4");
+  ffmpeg(testsrc() + " -c:v libx264 -preset ultrafast -movflags +faststart " + dir + "/faststart.mp4");
+  ffmpeg(testsrc() + " -c:v ffv1 " + dir + "/full.mkv");
+  auto cut_in_half = [&](const std::string& name) {
+    std::vector<uint8_t> bytes = read_bytes(dir + "/" + name);
+    const std::string cut = dir + "/cut_" + name;
+    std::ofstream(cut, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), bytes.size() / 2);
+    return cut;
+  };
+  expect_error_naming(cut_in_half("full.mp4"));       // index at the end: lost
+  expect_error_naming(cut_in_half("faststart.mp4"));  // index first: frames missing
+  // Matroska has no frame index: a cut file is a shorter video (as for the ffmpeg program),
+  // whose frames all decode.
+  auto cut = VideoSource::open(cut_in_half("full.mkv"));
+  EXPECT_GT(cut->frame_count(), 0);
+  EXPECT_LT(cut->frame_count(), kFrames);
+  EXPECT_EQ(static_cast<int64_t>(read_all(*cut).size()), cut->frame_count());
+
+  std::vector<char> noise(4096);
+  std::mt19937 rng(7);
+  for (char& c : noise) c = static_cast<char>(rng());
+  std::ofstream(dir + "/garbage.mp4", std::ios::binary).write(noise.data(), noise.size());
+  expect_error_naming(dir + "/garbage.mp4");
+  std::ofstream(dir + "/empty.mp4");
+  expect_error_naming(dir + "/empty.mp4");
+
+  ffmpeg("-f lavfi -i sine=duration=0.2 " + dir + "/audio.wav");
+  expect_error_naming(dir + "/audio.wav");
+  expect_error_naming(dir + "/missing.mp4");
+}
+
+TEST(VideoFileErrors, FramesLargerThanTheLimit) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg program not found";
+  const std::string dir = test::temp_dir("video-limit");
+  ffmpeg(testsrc(2) + " -c:v ffv1 " + dir + "/small.mkv");
+  EXPECT_THROW(VideoSource::open(dir + "/small.mkv", kWidth * kHeight - 1), Error);
+  EXPECT_NO_THROW(VideoSource::open(dir + "/small.mkv", kWidth * kHeight));
+}
+
+// ---- Key frames --------------------------------------------------------------------------------
+
+TEST(LlmFrameIndices, FirstFramesByDefault) {
+  EXPECT_EQ(llm_frame_indices(100), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(llm_frame_indices(3), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(llm_frame_indices(6, 5), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_TRUE(llm_frame_indices(0).empty());
+  EXPECT_EQ(llm_frame_indices(10, 2), (std::vector<int64_t>{0, 1}));
+}
+
+TEST(LlmFrameIndices, UniformTakesSegmentMiddles) {
+  EXPECT_EQ(llm_frame_indices(100, 5, true), (std::vector<int64_t>{10, 30, 50, 70, 90}));
+  EXPECT_EQ(llm_frame_indices(7, 5, true), (std::vector<int64_t>{0, 2, 3, 4, 6}));
+  EXPECT_EQ(llm_frame_indices(3, 5, true), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(llm_frame_indices(1, 5, true), (std::vector<int64_t>{0}));
+  for (int64_t total = 1; total < 200; ++total) {
+    std::vector<int64_t> indices = llm_frame_indices(total, 5, true);
+    ASSERT_EQ(static_cast<int64_t>(indices.size()), std::min<int64_t>(total, 5));
+    for (size_t i = 0; i < indices.size(); ++i) {
+      EXPECT_GE(indices[i], 0);
+      EXPECT_LT(indices[i], total);
+      if (i > 0) {
+        EXPECT_GT(indices[i], indices[i - 1]) << total;
+      }
+      // floor((i + 0.5) * total / n)
+      EXPECT_EQ(indices[i], static_cast<int64_t>(std::floor((i + 0.5) * total / indices.size()))) << total;
+    }
+  }
+}
+
+// ---- Writer ------------------------------------------------------------------------------------
+
+TEST(VideoWriter, WritesFramesThatReadBack) {
+  const std::string dir = test::temp_dir("video-writer");
+  const int width = 65, height = 47;  // odd: padded to 66x48
+  std::string encoder;
+  {
+    VideoWriter writer(dir + "/overlay.mp4", width, height, 12.5);
+    encoder = writer.encoder_name();
+    for (int i = 0; i < 10; ++i) writer.write(gradient(width, height, i));
+    EXPECT_THROW(writer.write(gradient(width + 1, height, 0)), Error);
+    writer.close();
+  }
+  EXPECT_TRUE(encoder == "libx264" || encoder == "mpeg4") << encoder;
+  auto source = VideoSource::open(dir + "/overlay.mp4");
+  EXPECT_EQ(source->width(), 66);
+  EXPECT_EQ(source->height(), 48);
+  EXPECT_EQ(source->frame_count(), 10);
+  EXPECT_NEAR(source->fps(), 12.5, 1e-6);
+  std::vector<Image> frames = read_all(*source);
+  ASSERT_EQ(frames.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    Image expected = gradient(width, height, i);
+    double sum = 0;
+    for (int y = 0; y < height; ++y)
+      for (int x = 0; x < width * 3; ++x) sum += std::abs(frames[i].row(y)[x] - expected.row(y)[x]);
+    EXPECT_LT(sum / (width * height * 3), 4.0) << "frame " << i;
+  }
+  EXPECT_THROW(VideoWriter(dir + "/no/such/dir/x.mp4", 8, 8, 10), Error);
+  EXPECT_THROW(VideoWriter(dir + "/bad.mp4", 0, 8, 10), Error);
+}
+
+}  // namespace
+}  // namespace sa2va

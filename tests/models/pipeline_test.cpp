@@ -1,0 +1,234 @@
+// The whole pipeline against the conformance fixtures: every case of sa2va-tiny run through
+// Sa2vaModel::predict (the same path as `sa2va run` / `sa2va dump`), comparing the recorded stages.
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "core/stages.h"
+#include "io/image.h"
+#include "io/video.h"
+#include "models/sa2va_model.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+using json = nlohmann::json;
+
+struct Fixture {
+  std::string dir;
+  json meta;
+};
+
+const Sa2vaModel& fixture_model(const std::string& dir, Precision precision) {
+  static std::map<int, std::unique_ptr<Sa2vaModel>> models;
+  auto& m = models[static_cast<int>(precision)];
+  if (!m) m = Sa2vaModel::load(dir, precision);
+  return *m;
+}
+
+json meta_of(const std::string& dir) {
+  json j;
+  std::ifstream(dir + "/meta.json") >> j;
+  return j;
+}
+
+Tensor stage(const StageRecorder& rec, const std::string& name) {
+  for (const auto& [n, t] : rec.stages())
+    if (n == name) return t;
+  ADD_FAILURE() << "stage " << name << " was not recorded";
+  return Tensor::zeros({1});
+}
+
+// Strided view t[:, ::s, ::s] of a [C, H, W] (or [H, W, C] when channels_last) tensor, as the .subN goldens.
+Tensor strided(const Tensor& t, int64_t out) {
+  const int64_t C = t.size(-3), H = t.size(-2), W = t.size(-1);
+  Tensor r = Tensor::empty({C, out, out});
+  const Tensor c = t.to(DType::F32);
+  for (int64_t ch = 0; ch < C; ++ch)
+    for (int64_t y = 0; y < out; ++y)
+      for (int64_t x = 0; x < out; ++x)
+        r.f32()[(ch * out + y) * out + x] = c.f32()[(ch * H + y * (H / out)) * W + x * (W / out)];
+  return r;
+}
+
+void expect_ids_equal(const Tensor& a, const Tensor& b) {
+  ASSERT_EQ(a.numel(), b.numel());
+  for (int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a.data<int64_t>()[i], b.data<int64_t>()[i]) << "at " << i;
+}
+
+Request image_request(const std::string& dir, const json& c) {
+  Request r;
+  r.image = load_image(dir + "/" + c["image"].get<std::string>());
+  r.text = c["prompt"].get<std::string>();
+  if (c.contains("answer_text")) r.forced_answer = c["answer_text"].get<std::string>();
+  return r;
+}
+
+TEST(PipelineConformance, ImageCaseEveryStage) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["image"];
+  const std::string golden = dir + "/goldens/image.safetensors";
+  StageRecorder rec;
+  const Prediction p = fixture_model(dir, Precision::F32).predict(image_request(dir, c), &rec);
+  EXPECT_EQ(p.text, c["prediction"].get<std::string>());
+  expect_ids_equal(stage(rec, "prompt_ids"), test::load_golden(golden, "prompt_ids"));
+  expect_ids_equal(stage(rec, "input_ids"), test::load_golden(golden, "input_ids"));
+  EXPECT_EQ(stage(rec, "tiles_u8").to_vector(), test::load_golden(golden, "tiles_u8").to_vector());
+  EXPECT_TRUE(test::close_rel(stage(rec, "vit_embeds"), test::load_golden(golden, "vit_embeds"), 1e-4));
+  EXPECT_TRUE(test::close_rel(stage(rec, "llm.last_hidden_state"), test::load_golden(golden, "llm.last_hidden_state"), 1e-4));
+  EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"), test::load_golden(golden, "seg.embeds"), 1e-4));
+  EXPECT_TRUE(test::close_rel(strided(stage(rec, "sam.fpn.2"), 16), test::load_golden(golden, "sam.fpn.2.sub16"), 1e-4));
+  EXPECT_TRUE(test::close_rel(stage(rec, "seg0.mask_logits_lowres"), test::load_golden(golden, "seg0.mask_logits_lowres"), 1e-4));
+  const double iou = test::mask_iou(stage(rec, "seg0.mask"), test::load_golden(golden, "seg0.mask"));
+  EXPECT_GE(iou, 0.999);
+  ASSERT_EQ(p.masks.size(), 1u);
+  ASSERT_EQ(p.masks[0].size(), 1u);
+  EXPECT_EQ(p.masks[0][0].width, 600);
+  EXPECT_EQ(p.masks[0][0].height, 280);
+}
+
+TEST(PipelineConformance, GcgAnswerGivesOneMaskPerSegWithPhrases) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["multiseg"];
+  const std::string golden = dir + "/goldens/multiseg.safetensors";
+  StageRecorder rec;
+  const Prediction p = fixture_model(dir, Precision::F32).predict(image_request(dir, c), &rec);
+  ASSERT_EQ(p.masks.size(), 2u);
+  EXPECT_EQ(p.phrases, (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(p.caption, "a and b .");
+  EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"), test::load_golden(golden, "seg.embeds"), 1e-4));
+  for (int k = 0; k < 2; ++k) {
+    const std::string name = "seg" + std::to_string(k);
+    EXPECT_TRUE(test::close_rel(stage(rec, name + ".mask_logits_lowres"), test::load_golden(golden, name + ".mask_logits_lowres"), 1e-4));
+    EXPECT_GE(test::mask_iou(stage(rec, name + ".mask"), test::load_golden(golden, name + ".mask")), 0.999);
+  }
+}
+
+TEST(PipelineConformance, VisualPromptRegions) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["vp"];
+  const std::string golden = dir + "/goldens/vp.safetensors";
+  Request r = image_request(dir, c);
+  const Tensor regions = test::load_golden(golden, "mask_prompts_u8");
+  for (int64_t k = 0; k < regions.size(0); ++k) {
+    Mask m;
+    m.height = static_cast<int>(regions.size(1));
+    m.width = static_cast<int>(regions.size(2));
+    const uint8_t* p = regions.data<uint8_t>() + k * m.width * m.height;
+    m.data.assign(p, p + m.width * m.height);
+    r.mask_prompts.push_back(m);
+  }
+  StageRecorder rec;
+  fixture_model(dir, Precision::F32).predict(r, &rec);
+  expect_ids_equal(stage(rec, "prompt_ids"), test::load_golden(golden, "prompt_ids"));
+  EXPECT_TRUE(test::close_rel(stage(rec, "llm.inputs_embeds"), test::load_golden(golden, "llm.inputs_embeds"), 1e-4));
+  EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"), test::load_golden(golden, "seg.embeds"), 1e-4));
+  EXPECT_GE(test::mask_iou(stage(rec, "seg0.mask"), test::load_golden(golden, "seg0.mask")), 0.999);
+}
+
+TEST(PipelineConformance, GreedyGenerationMatches) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["generate"];
+  const std::string golden = dir + "/goldens/generate.safetensors";
+  Request r;
+  r.image = load_image(dir + "/" + c["image"].get<std::string>());
+  r.text = c["prompt"].get<std::string>();
+  r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
+  StageRecorder rec;
+  const Prediction p = fixture_model(dir, Precision::F32).predict(r, &rec);
+  expect_ids_equal(stage(rec, "generated_ids"), test::load_golden(golden, "generated_ids"));
+  EXPECT_EQ(p.text, c["prediction"].get<std::string>());
+  EXPECT_TRUE(p.masks.empty());
+}
+
+TEST(PipelineConformance, VideoCaseAllFrames) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["video"];
+  const std::string golden = dir + "/goldens/video.safetensors";
+  // The fixture frames as a folder of frames.
+  const std::string frames = test::temp_dir("frames");
+  int i = 0;
+  for (const auto& f : c["frames"]) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/%05d.png", i++);
+    std::filesystem::copy_file(dir + "/" + f.get<std::string>(), frames + name);
+  }
+  auto video = Video::open(frames);
+  Request r;
+  r.video = video.get();
+  r.text = c["prompt"].get<std::string>();
+  r.forced_answer = c["answer_text"].get<std::string>();
+  StageRecorder rec;
+  const Prediction p = fixture_model(dir, Precision::F32).predict(r, &rec);
+  expect_ids_equal(stage(rec, "prompt_ids"), test::load_golden(golden, "prompt_ids"));
+  EXPECT_TRUE(test::close_rel(stage(rec, "vit_embeds"), test::load_golden(golden, "vit_embeds"), 1e-4));
+  EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"), test::load_golden(golden, "seg.embeds"), 1e-4));
+  EXPECT_TRUE(test::close_rel(stage(rec, "seg0.mask_logits_lowres"), test::load_golden(golden, "seg0.mask_logits_lowres"), 1e-4));
+  const Tensor mask = stage(rec, "seg0.mask"), want = test::load_golden(golden, "seg0.mask");
+  ASSERT_EQ(mask.shape(), want.shape());
+  for (int64_t t = 0; t < want.size(0); ++t)
+    EXPECT_GE(test::mask_iou(mask.select(0, t), want.select(0, t)), 0.999) << "frame " << t;
+  ASSERT_EQ(p.masks.size(), 1u);
+  EXPECT_EQ(p.masks[0].size(), 6u);
+}
+
+TEST(PipelineConformance, Bf16ModeMasksAgree) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["image"];
+  const std::string golden = dir + "/goldens/image.safetensors";
+  StageRecorder rec;
+  fixture_model(dir, Precision::BF16).predict(image_request(dir, c), &rec);
+  const test::Diff d = test::compare(stage(rec, "seg0.mask_logits_lowres"), test::load_golden(golden, "seg0.mask_logits_lowres"));
+  const double iou = test::mask_iou(stage(rec, "seg0.mask"), test::load_golden(golden, "seg0.mask"));
+  std::cout << "bf16 mode: low-res logits max|diff|/rms " << d.rel() << ", mask IoU " << iou << "\n";
+  EXPECT_GE(iou, 0.99);
+}
+
+TEST(Pipeline, TextOnlyAndMultiTurn) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  Request r;
+  r.text = "Hello, who are you?";
+  r.generation.max_new_tokens = 4;
+  const Prediction first = m.predict(r);
+  EXPECT_TRUE(first.masks.empty());
+  EXPECT_EQ(first.generated_ids.size(), 4u);
+  EXPECT_EQ(first.past_text.rfind("<|im_start|>user\nHello, who are you?<|im_end|>\n<|im_start|>assistant\n", 0), 0u);
+  Request second = r;
+  second.text = "And then?";
+  second.past_text = first.past_text;
+  StageRecorder rec;
+  m.predict(second, &rec);
+  // The second prompt is the whole first turn followed by the new instruction.
+  const Tensor ids = stage(rec, "prompt_ids");
+  const std::vector<int32_t> expected = m.tokenizer->encode(first.past_text + "<|im_start|>user\nAnd then?<|im_end|>\n<|im_start|>assistant\n");
+  ASSERT_EQ(ids.numel(), static_cast<int64_t>(expected.size()));
+  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(ids.data<int64_t>()[i], expected[i]);
+}
+
+TEST(Pipeline, BadRequestsAreErrors) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  Request empty;
+  empty.text = "   ";
+  EXPECT_THROW(m.predict(empty), Error);
+  Request vp_without_image;
+  vp_without_image.text = "hi";
+  vp_without_image.mask_prompts.push_back(Mask{2, 2, {1, 0, 0, 1}});
+  EXPECT_THROW(m.predict(vp_without_image), Error);
+  Request wrong_size = image_request(dir, meta_of(dir)["cases"]["image"]);
+  wrong_size.mask_prompts.push_back(Mask{2, 2, {1, 0, 0, 1}});
+  EXPECT_THROW(m.predict(wrong_size), Error);
+}
+
+TEST(Pipeline, GcgHelpers) {
+  EXPECT_EQ(extract_phrases("<p> A man </p> [SEG] riding <p> a horse </p> [SEG].<|im_end|>"),
+            (std::vector<std::string>{"A man", "a horse"}));
+  EXPECT_EQ(clean_caption("<p> A man </p> [SEG] riding <p> a horse </p> [SEG].<|im_end|>"), "A man riding a horse .");
+  EXPECT_TRUE(extract_phrases("no phrases [SEG]").empty());
+}
+
+}  // namespace
+}  // namespace sa2va

@@ -1,0 +1,172 @@
+// Activations, softmax, broadcasts and normalisations against double-precision formulas,
+// on every SIMD level and with 1 and 2 threads.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <limits>
+#include <vector>
+
+#include "ops/ops.h"
+#include "ops/simd.h"
+#include "ops_test_util.h"
+
+namespace sa2va {
+namespace {
+
+using ops_test::max_abs_diff;
+using ops_test::random_vector;
+
+class OpsElementwiseTest : public ops_test::ThreadedTest {};
+
+struct Activation {
+  const char* name;
+  void (*op)(float*, int64_t);
+  double (*ref)(double);
+};
+
+const Activation kActivations[] = {
+    {"gelu_erf", ops::gelu_erf, [](double x) { return 0.5 * x * (1 + std::erf(x / std::sqrt(2.0))); }},
+    {"gelu_tanh", ops::gelu_tanh,
+     [](double x) { return 0.5 * x * (1 + std::tanh(std::sqrt(2.0 / M_PI) * (x + 0.044715 * x * x * x))); }},
+    {"silu", ops::silu, [](double x) { return x / (1 + std::exp(-x)); }},
+    {"sigmoid", ops::sigmoid, [](double x) { return 1 / (1 + std::exp(-x)); }},
+    {"relu", ops::relu, [](double x) { return x > 0 ? x : 0.0; }},
+};
+
+TEST_P(OpsElementwiseTest, ActivationsMatchFormulas) {
+  const ops::simd::Isa saved = ops::simd::isa();
+  // Odd length (vector tails) and a wide range including the saturated tails.
+  std::vector<float> input = random_vector(40000 + 13, 21, -12.f, 12.f);
+  for (float v : {0.f, -0.f, 1e-6f, -1e-6f, 30.f, -30.f, 90.f, -90.f, -200.f, 200.f}) input.push_back(v);
+  for (auto level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+    ops::simd::set_max_isa(level);
+    for (const auto& act : kActivations) {
+      for (int64_t n : {int64_t{1}, int64_t{15}, static_cast<int64_t>(input.size())}) {
+        std::vector<float> x(input.begin(), input.begin() + n);
+        act.op(x.data(), n);
+        for (int64_t i = 0; i < n; ++i) {
+          const double ref = act.ref(input[i]);
+          ASSERT_NEAR(x[i], ref, 1e-6 * std::fabs(ref) + 1e-7)
+              << act.name << " isa=" << ops::simd::isa_name(level) << " x=" << input[i];
+        }
+      }
+    }
+  }
+  ops::simd::set_max_isa(saved);
+}
+
+TEST_P(OpsElementwiseTest, SoftmaxRowsStableAndMasked) {
+  const int64_t rows = 7, n = 37;
+  std::vector<float> x = random_vector(rows * n, 5, -30.f, 30.f);
+  x[3] = 1000.f;                                           // would overflow a naive exp
+  x[n + 4] = -std::numeric_limits<float>::infinity();      // masked entry
+  for (int64_t j = 0; j < n; ++j) x[2 * n + j] = -std::numeric_limits<float>::infinity();  // fully masked row
+  std::vector<double> ref(x.size());
+  for (int64_t r = 0; r < rows; ++r) {
+    double m = -INFINITY, s = 0;
+    for (int64_t j = 0; j < n; ++j) m = std::max<double>(m, x[r * n + j]);
+    for (int64_t j = 0; j < n; ++j) s += std::isinf(m) ? 0 : std::exp(x[r * n + j] - m);
+    for (int64_t j = 0; j < n; ++j) ref[r * n + j] = std::isinf(m) ? 0 : std::exp(x[r * n + j] - m) / s;
+  }
+  ops::softmax_rows(x.data(), rows, n);
+  EXPECT_LT(max_abs_diff(x, ref), 1e-6);
+  EXPECT_EQ(x[n + 4], 0.f);
+}
+
+TEST_P(OpsElementwiseTest, Broadcasts) {
+  const int64_t rows = 5, dim = 33;
+  const std::vector<float> a = random_vector(rows * dim, 1), b = random_vector(rows * dim, 2),
+                           row = random_vector(dim, 3), per_row = random_vector(rows, 4);
+  std::vector<double> ref(a.size());
+  std::vector<float> y(a.size());
+
+  ops::add(a.data(), b.data(), y.data(), rows * dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = static_cast<double>(a[i]) + b[i];
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  y = a;
+  ops::add_rows(y.data(), row.data(), rows, dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = static_cast<double>(a[i]) + row[i % dim];
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  y = a;
+  ops::mul_rows(y.data(), row.data(), rows, dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = static_cast<double>(a[i]) * row[i % dim];
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  y = a;
+  ops::add_per_row(y.data(), per_row.data(), rows, dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = static_cast<double>(a[i]) + per_row[i / dim];
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  y = a;
+  ops::scale(y.data(), -2.5f, rows * dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = a[i] * -2.5;
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  y = a;
+  ops::silu_mul(y.data(), b.data(), rows * dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = a[i] / (1 + std::exp(-static_cast<double>(a[i]))) * b[i];
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+}
+
+TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
+  for (int64_t dim : {1, 7, 65}) {
+    const int64_t rows = 9;
+    std::vector<float> x = random_vector(rows * dim, 31, -3.f, 5.f);
+    for (auto& v : x) v += 100.f;  // large mean: the two-pass variance must stay accurate
+    const std::vector<float> w = random_vector(dim, 32), b = random_vector(dim, 33);
+    const float eps = 1e-5f;
+    for (bool affine : {true, false}) {
+      std::vector<double> ref(x.size()), ref_rms(x.size());
+      for (int64_t r = 0; r < rows; ++r) {
+        double mean = 0, var = 0, sq = 0;
+        for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i];
+        mean /= dim;
+        for (int64_t i = 0; i < dim; ++i) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
+        for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+        var /= dim;
+        for (int64_t i = 0; i < dim; ++i) {
+          const double n = (x[r * dim + i] - mean) / std::sqrt(var + eps);
+          ref[r * dim + i] = affine ? n * w[i] + b[i] : n;
+          ref_rms[r * dim + i] = x[r * dim + i] / std::sqrt(sq / dim + eps) * (affine ? w[i] : 1.0);
+        }
+      }
+      std::vector<float> y(x.size());
+      ops::layer_norm(x.data(), affine ? w.data() : nullptr, affine ? b.data() : nullptr, y.data(), rows, dim, eps);
+      EXPECT_LT(max_abs_diff(y, ref), 2e-4) << "layer_norm dim=" << dim;  // inputs ~100: f32 centring error
+      ops::rms_norm(x.data(), affine ? w.data() : nullptr, y.data(), rows, dim, 1e-6f);
+      EXPECT_LT(max_abs_diff(y, ref_rms), 1e-5) << "rms_norm dim=" << dim;
+    }
+  }
+}
+
+TEST_P(OpsElementwiseTest, LayerNorm2dNormalisesOverChannels) {
+  for (int64_t pixels : {1, 300, 513}) {
+    const int64_t channels = 11;
+    const std::vector<float> x = random_vector(channels * pixels, 41, -2.f, 3.f), w = random_vector(channels, 42),
+                             b = random_vector(channels, 43);
+    std::vector<double> ref(x.size());
+    for (int64_t p = 0; p < pixels; ++p) {
+      double mean = 0, var = 0;
+      for (int64_t c = 0; c < channels; ++c) mean += x[c * pixels + p];
+      mean /= channels;
+      for (int64_t c = 0; c < channels; ++c) var += (x[c * pixels + p] - mean) * (x[c * pixels + p] - mean);
+      var /= channels;
+      for (int64_t c = 0; c < channels; ++c)
+        ref[c * pixels + p] = (x[c * pixels + p] - mean) / std::sqrt(var + 1e-6) * w[c] + b[c];
+    }
+    std::vector<float> y(x.size());
+    ops::layer_norm_2d(x.data(), w.data(), b.data(), y.data(), channels, pixels, 1e-6f);
+    EXPECT_LT(max_abs_diff(y, ref), 1e-5) << "pixels=" << pixels;
+    std::vector<float> in_place = x;
+    ops::layer_norm_2d(in_place.data(), w.data(), b.data(), in_place.data(), channels, pixels, 1e-6f);
+    EXPECT_EQ(in_place, y);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, OpsElementwiseTest, ::testing::Values(1, 2));
+
+}  // namespace
+}  // namespace sa2va

@@ -1,0 +1,58 @@
+// Helpers shared by the operator tests: random data, a max-error check, and a fixture that runs
+// each test with 1 and 2 threads.
+#pragma once
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "core/dtype.h"
+#include "core/tensor.h"
+#include "core/threadpool.h"
+
+namespace sa2va::ops_test {
+
+inline std::vector<float> random_vector(int64_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  std::mt19937 gen(seed);
+  std::uniform_real_distribution<float> dist(lo, hi);
+  std::vector<float> v(static_cast<size_t>(n));
+  for (auto& x : v) x = dist(gen);
+  return v;
+}
+
+inline Tensor random_tensor(const Shape& shape, uint32_t seed, float lo = -1.f, float hi = 1.f) {
+  return Tensor::from_vector(random_vector(shape_numel(shape), seed, lo, hi), shape);
+}
+
+// Largest |a - b| over two equally sized arrays.
+inline double max_abs_diff(const float* a, const std::vector<double>& b) {
+  double m = 0;
+  for (size_t i = 0; i < b.size(); ++i) {
+    const double d = std::fabs(static_cast<double>(a[i]) - b[i]);
+    if (!(d <= m)) m = d;  // NaN propagates as failure
+  }
+  return m;
+}
+inline double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  return max_abs_diff(a.data(), b);
+}
+
+// Parameter = number of threads; restores the previous setting afterwards.
+class ThreadedTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    saved_threads_ = num_threads();
+    if (GetParam() != saved_threads_) set_num_threads(GetParam());
+  }
+  void TearDown() override {
+    if (num_threads() != saved_threads_) set_num_threads(saved_threads_);
+  }
+
+ private:
+  int saved_threads_ = 1;
+};
+
+}  // namespace sa2va::ops_test
