@@ -129,7 +129,7 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   std::vector<uint8_t> vp_tiles;
   Tensor region_cells;
   int64_t num_frames = 0;
-  int num_conditioning = 0;
+  std::vector<int> conditioning_frames;  // video: the key frames the LLM saw
   if (has_image) {
     const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
     record(rec, "tiles_u8", image_u8(tiles));
@@ -173,7 +173,7 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
     record(rec, "frames_448_u8", image_u8(frames448));
     vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), rec);
     visual_tokens = video_token_string(static_cast<int>(key.size()), tokens_per_tile);
-    num_conditioning = static_cast<int>(key.size());
+    for (int64_t index : key) conditioning_frames.push_back(static_cast<int>(index));
   }
 
   // ---- prompt and language model ------------------------------------------------------------
@@ -270,7 +270,7 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   Video* video = request.video;
   int64_t done = 0;
   tracker.track(
-      sam2, seg_embeds, static_cast<int>(num_frames), num_conditioning,
+      sam2, seg_embeds, static_cast<int>(num_frames), conditioning_frames,
       [&](int t) { return preprocess::sam2_input(video->frame(t)); },
       [&](int t, int k, const Tensor& low) {
         const Tensor logits = preprocess::postprocess_mask_logits(low, H, W);

@@ -1,5 +1,7 @@
-// SAM2 video tracking: memory-bank selection against a literal transcription of upstream's rules,
-// bounded state over a long run, and the tiny fixture's "video" case in f32 (and bf16) mode.
+// SAM2 video tracking: memory-bank selection against a literal transcription of upstream's rules
+// (conditioning frames 0 … F−1 and spread over the video), bounded state over a long run, the order
+// in which frames are read and masks handed out, and the tiny fixture's "video" case in f32 (and
+// bf16) mode.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -108,6 +110,46 @@ TEST(Sam2VideoMemoryBank, ShortVideoLimitsPointers) {
   }
 }
 
+TEST(Sam2VideoMemoryBank, SelectionWithConditioningFramesSpreadOverTheVideo) {
+  // Key frames spread over the video: tracking starts at frame 0, before the first of them.
+  const int T = 20;
+  const std::vector<int> cond = {2, 7, 12, 17};
+  MemoryBank bank(7, 16, T);
+  for (int c : cond) bank.add_conditioning(c, dummy_memory(), dummy_pointer(c));
+  std::vector<int> tracked;
+  std::map<int, MemorySelection> seen;
+  for (int t = 0; t < T; ++t) {
+    if (std::find(cond.begin(), cond.end(), t) != cond.end()) continue;
+    const MemorySelection got = bank.select(t);
+    const MemorySelection want = reference_selection(t, cond, tracked, T);
+    EXPECT_EQ(got.memories, want.memories) << "frame " << t;
+    EXPECT_EQ(got.pointers, want.pointers) << "frame " << t;
+    for (int p : got.pointers) EXPECT_EQ(bank.pointer(p).f32()[0], static_cast<float>(p));
+    seen[t] = got;
+    bank.add_tracked(t, dummy_memory(), dummy_pointer(t));
+    tracked.push_back(t);
+  }
+  // Written out by hand: (frame, temporal-encoding index). Every conditioning memory is attended
+  // to, even those still ahead; pointers only of conditioning frames already reached.
+  const std::vector<MemoryRef> all_cond = {{2, 6}, {7, 6}, {12, 6}, {17, 6}};
+  auto with_cond = [&](std::vector<MemoryRef> tail) {
+    std::vector<MemoryRef> m = all_cond;
+    m.insert(m.end(), tail.begin(), tail.end());
+    return m;
+  };
+  EXPECT_EQ(seen[0].memories, all_cond);
+  EXPECT_TRUE(seen[0].pointers.empty());
+  EXPECT_EQ(seen[1].memories, with_cond({{0, 0}}));
+  EXPECT_EQ(seen[1].pointers, (std::vector<int>{0}));
+  // Frame 2 is a conditioning frame: it is not counted again among the recent frames.
+  EXPECT_EQ(seen[3].memories, with_cond({{0, 2}, {1, 1}}));
+  EXPECT_EQ(seen[3].pointers, (std::vector<int>{2, 1, 0}));
+  EXPECT_EQ(seen[8].memories, with_cond({{3, 4}, {4, 3}, {5, 2}, {6, 1}}));
+  EXPECT_EQ(seen[8].pointers, (std::vector<int>{2, 7, 6, 5, 4, 3, 1, 0}));
+  EXPECT_EQ(seen[19].memories, with_cond({{13, 5}, {14, 4}, {15, 3}, {16, 2}, {18, 0}}));
+  EXPECT_EQ(seen[19].pointers, (std::vector<int>{2, 7, 12, 17, 18, 16, 15, 14, 13, 11, 10, 9, 8, 6, 5, 4}));
+}
+
 TEST(Sam2VideoMemoryBank, StateStaysBoundedOnLongVideos) {
   const int T = 1000, F = 5;
   MemoryBank bank(7, 16, T);
@@ -144,6 +186,12 @@ TEST(Sam2VideoMemoryBank, RejectsOutOfOrderFrames) {
   bank.add_tracked(3, dummy_memory(), dummy_pointer(3));
   EXPECT_THROW(bank.add_tracked(2, dummy_memory(), dummy_pointer(2)), Error);
   EXPECT_THROW(bank.add_conditioning(0, dummy_memory(), dummy_pointer(0)), Error);
+  // Conditioning frames come first, in increasing order.
+  EXPECT_THROW(bank.add_conditioning(5, dummy_memory(), dummy_pointer(5)), Error);
+  MemoryBank b(7, 16, 10);
+  b.add_conditioning(4, dummy_memory(), dummy_pointer(4));
+  EXPECT_THROW(b.add_conditioning(2, dummy_memory(), dummy_pointer(2)), Error);
+  EXPECT_THROW(b.add_tracked(4, dummy_memory(), dummy_pointer(4)), Error);
 }
 
 // ---- tiny fixture --------------------------------------------------------------------------------
@@ -167,11 +215,15 @@ const Tensor* find_stage(const StageRecorder& rec, const std::string& name) {
 
 struct VideoRun {
   std::vector<Tensor> low_res;  // per frame [256, 256]
+  std::vector<int> requested;   // frames in the order the tracker read them
   StageRecorder rec;
   double seconds = 0;
 };
 
-VideoRun run_fixture_video(const std::string& dir, Precision precision) {
+const std::vector<int> kFirstFiveFrames = {0, 1, 2, 3, 4};
+
+VideoRun run_fixture_video(const std::string& dir, Precision precision,
+                           const std::vector<int>& conditioning = kFirstFiveFrames) {
   const Checkpoint ck = Checkpoint::open(dir);
   const ModelConfig cfg = load_config(dir);
   Weights w(ck, precision);
@@ -181,8 +233,9 @@ VideoRun run_fixture_video(const std::string& dir, Precision precision) {
   const std::string golden = dir + "/goldens/video.safetensors";
   const Tensor lang = test::load_golden(golden, "seg.embeds");
   VideoRun run;
-  const int T = 6, F = 5;
+  const int T = 6;
   auto frames = [&](int t) {
+    run.requested.push_back(t);
     return preprocess::sam2_input(load_image(dir + "/inputs/video_frame" + std::to_string(t) + ".png"));
   };
   int expected_frame = 0;
@@ -192,7 +245,7 @@ VideoRun run_fixture_video(const std::string& dir, Precision precision) {
     run.low_res.push_back(low_res);
   };
   const auto start = std::chrono::steady_clock::now();
-  tracker.track(sam, lang, T, F, frames, sink, &run.rec);
+  tracker.track(sam, lang, T, conditioning, frames, sink, &run.rec);
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return run;
 }
@@ -202,6 +255,7 @@ TEST(Sam2VideoConformance, TinyVideoF32) {
   const std::string golden = dir + "/goldens/video.safetensors";
   const VideoRun run = run_fixture_video(dir, Precision::F32);
   std::cout << "video tracking (6 frames, f32): " << run.seconds << " s\n";
+  EXPECT_EQ(run.requested, (std::vector<int>{0, 1, 2, 3, 4, 5}));
 
   const Tensor* maskmem = find_stage(run.rec, "sam.maskmem_features_frame0");
   ASSERT_NE(maskmem, nullptr);
@@ -266,6 +320,39 @@ TEST(Sam2VideoConformance, TinyVideoBf16) {
   std::cout << "video tracking (6 frames, bf16): " << run.seconds << " s\n";
 }
 
+// Key frames spread over the video ({0, 2, 4} of 6): those frames are decoded exactly as in the
+// reference (where they are conditioning frames too), the others are tracked with that memory.
+TEST(Sam2VideoConformance, TinyVideoSpreadKeyFrames) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string golden = dir + "/goldens/video.safetensors";
+  const VideoRun run = run_fixture_video(dir, Precision::F32, {0, 2, 4});
+  std::cout << "video tracking (6 frames, key frames {0, 2, 4}, f32): " << run.seconds << " s\n";
+  EXPECT_EQ(run.requested, (std::vector<int>{0, 2, 4, 1, 3, 5}));
+  ASSERT_EQ(run.low_res.size(), 6u);
+  const Tensor want_low = test::load_golden(golden, "seg0.mask_logits_lowres");
+  const Tensor want_mask = test::load_golden(golden, "seg0.mask");
+  const int64_t H = want_mask.size(1), W = want_mask.size(2);
+  for (int t = 0; t < 6; ++t) {
+    ASSERT_EQ(run.low_res[t].shape(), (Shape{256, 256}));
+    for (float v : run.low_res[t].to_vector()) ASSERT_TRUE(std::isfinite(v)) << "frame " << t;
+    const Tensor mask = preprocess::threshold_mask(
+        preprocess::postprocess_mask_logits(run.low_res[t], static_cast<int>(H), static_cast<int>(W)));
+    const double iou = test::mask_iou(mask, want_mask.select(0, t).contiguous());
+    const double rel = test::compare(run.low_res[t], want_low.select(0, t)).rel();
+    std::cout << "frame " << t << (t % 2 == 0 ? " (key)" : " (tracked)") << ": low-res max|diff|/rms vs 5-key-frame golden "
+              << rel << ", mask IoU " << iou << "\n";
+    if (t % 2 == 0) {
+      EXPECT_TRUE(test::close_rel(run.low_res[t], want_low.select(0, t), 1e-4)) << "frame " << t;
+    }
+  }
+  // Frame 1 is tracked here but a conditioning frame in the reference: its logits must differ.
+  EXPECT_GT(test::compare(run.low_res[1], want_low.select(0, 1)).rel(), 1e-3);
+  // Memories of the key frames, and of tracked frames 1 and 3 (a later frame is tracked); frame 5 is last.
+  for (int t : {0, 1, 2, 3, 4}) EXPECT_NE(find_stage(run.rec, "sam.maskmem_features_frame" + std::to_string(t)), nullptr);
+  EXPECT_EQ(find_stage(run.rec, "sam.maskmem_features_frame5"), nullptr);
+  for (int t : {1, 3, 5}) EXPECT_NE(find_stage(run.rec, "sam.frame" + std::to_string(t) + ".pix_feat_with_mem"), nullptr);
+}
+
 // A long run of the real tracker at a small input size (the tiny checkpoint at 256², g = 16):
 // every frame goes through memory attention, memory encoding and the bank, whose size must stop
 // growing once the windows are full.
@@ -302,6 +389,55 @@ TEST(Sam2VideoTracker, LongRunStaysBounded) {
   }
 }
 
+// Conditioning frames first (ascending), then the rest (ascending); masks leave in frame order,
+// objects in order within a frame. Frames before the first key frame get a mask too.
+TEST(Sam2VideoTracker, FrameRequestAndMaskOrderWithSpreadKeyFrames) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const Checkpoint ck = Checkpoint::open(dir);
+  ModelConfig cfg = load_config(dir);
+  cfg.sam2.image_size = 256;
+  Weights w(ck, Precision::BF16);
+  const Sam2Image sam = Sam2Image::load(w, cfg);
+  const VideoTracker tracker = VideoTracker::load(w, cfg);
+  w.finish();
+  const Tensor one = test::load_golden(dir + "/goldens/video.safetensors", "seg.embeds");
+  Tensor lang = Tensor::empty({2, one.size(1)});  // two objects: the [SEG] prompt and its negation
+  for (int64_t i = 0; i < one.size(1); ++i) {
+    lang.f32()[i] = one.f32()[i];
+    lang.f32()[one.size(1) + i] = -one.f32()[i];
+  }
+
+  const int T = 8;
+  std::vector<int> requested;
+  auto frames = [&](int t) {
+    requested.push_back(t);
+    std::mt19937 rng(static_cast<unsigned>(t));
+    std::normal_distribution<float> noise(0.f, 1.f);
+    std::vector<float> pixels(3 * 256 * 256);
+    for (float& p : pixels) p = noise(rng);
+    return Tensor::from_vector(pixels, {3, 256, 256});
+  };
+  std::vector<std::pair<int, int>> delivered;
+  auto sink = [&](int frame, int object, const Tensor& low) {
+    delivered.emplace_back(frame, object);
+    EXPECT_EQ(low.shape(), (Shape{64, 64}));
+    for (float v : low.to_vector()) ASSERT_TRUE(std::isfinite(v)) << "frame " << frame;
+  };
+  tracker.track(sam, lang, T, {3, 5, 7}, frames, sink);
+  EXPECT_EQ(requested, (std::vector<int>{3, 5, 7, 0, 1, 2, 4, 6}));
+  std::vector<std::pair<int, int>> in_order;
+  for (int t = 0; t < T; ++t)
+    for (int k = 0; k < 2; ++k) in_order.emplace_back(t, k);
+  EXPECT_EQ(delivered, in_order);
+
+  // Every frame a key frame: nothing is tracked.
+  requested.clear();
+  delivered.clear();
+  tracker.track(sam, one, 3, {0, 1, 2}, frames, sink);
+  EXPECT_EQ(requested, (std::vector<int>{0, 1, 2}));
+  EXPECT_EQ(delivered, (std::vector<std::pair<int, int>>{{0, 0}, {1, 0}, {2, 0}}));
+}
+
 TEST(Sam2VideoTracker, RejectsBadArguments) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const Checkpoint ck = Checkpoint::open(dir);
@@ -313,11 +449,15 @@ TEST(Sam2VideoTracker, RejectsBadArguments) {
   const Tensor lang = Tensor::zeros({1, 256});
   auto never = [](int) -> Tensor { ADD_FAILURE() << "no frame should be read"; return Tensor(); };
   auto sink = [](int, int, const Tensor&) {};
-  EXPECT_THROW(tracker.track(sam, lang, 0, 1, never, sink), Error);
-  EXPECT_THROW(tracker.track(sam, lang, 3, 4, never, sink), Error);
-  EXPECT_THROW(tracker.track(sam, Tensor::zeros({1, 64}), 3, 1, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 0, {0}, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 3, {0, 1, 2, 3}, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 3, {}, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 3, {-1}, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 5, {2, 1}, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 5, {1, 1}, never, sink), Error);
+  EXPECT_THROW(tracker.track(sam, Tensor::zeros({1, 64}), 3, {0}, never, sink), Error);
   auto wrong_size = [](int) { return Tensor::zeros({3, 64, 64}); };
-  EXPECT_THROW(tracker.track(sam, lang, 3, 1, wrong_size, sink), Error);
+  EXPECT_THROW(tracker.track(sam, lang, 3, {0}, wrong_size, sink), Error);
 }
 
 }  // namespace

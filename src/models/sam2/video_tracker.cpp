@@ -37,6 +37,9 @@ const MemoryBank::Entry* MemoryBank::find(int frame) const {
 void MemoryBank::add_conditioning(int frame, Tensor memory, Tensor obj_ptr) {
   check(frame >= 0 && find(frame) == nullptr,
         "video tracking: frame " + std::to_string(frame) + " was already added to the memory bank");
+  check(tracked_.empty() && (conditioning_.empty() || frame > conditioning_.back().frame),
+        "video tracking: conditioning frame " + std::to_string(frame) +
+            " must come in increasing order and before any tracked frame");
   conditioning_.push_back({frame, std::move(memory), std::move(obj_ptr)});
 }
 
@@ -204,35 +207,71 @@ Tensor VideoTracker::track_frame(MemoryBank& bank, int frame, const Sam2Image& s
 }
 
 void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
-                         int num_conditioning, const FrameSource& frames, const MaskSink& masks,
-                         StageRecorder* rec) const {
+                         const std::vector<int>& conditioning_frames, const FrameSource& frames,
+                         const MaskSink& masks, StageRecorder* rec) const {
   check(num_frames >= 1, "video tracking: the video has no frames");
-  check(num_conditioning >= 1 && num_conditioning <= num_frames,
-        "video tracking: the number of conditioning frames must be between 1 and the number of frames");
+  check(!conditioning_frames.empty(), "video tracking: at least one conditioning frame is needed");
+  std::vector<bool> is_conditioning(static_cast<size_t>(num_frames), false);
+  for (size_t i = 0; i < conditioning_frames.size(); ++i) {
+    const int c = conditioning_frames[i];
+    check(c >= 0 && c < num_frames && (i == 0 || c > conditioning_frames[i - 1]),
+          "video tracking: conditioning frame " + std::to_string(c) + " is out of range [0, " +
+              std::to_string(num_frames) + ") or not in increasing order");
+    is_conditioning[static_cast<size_t>(c)] = true;
+  }
   check(language_embeddings.defined() && language_embeddings.dtype() == DType::F32 &&
             language_embeddings.dim() == 2 && language_embeddings.size(1) == hidden_dim,
         "video tracking: language embeddings must be F32 [objects, " + std::to_string(hidden_dim) + "]");
   const Tensor prompts = language_embeddings.contiguous();
   const int64_t objects = prompts.size(0);
   std::vector<MemoryBank> banks(static_cast<size_t>(objects), MemoryBank(num_maskmem, max_obj_ptrs, num_frames));
-  const bool any_tracked = num_conditioning < num_frames;
+  // A frame's memory is only worth encoding when some later frame is tracked.
+  int last_tracked = -1;
+  for (int t = 0; t < num_frames; ++t)
+    if (!is_conditioning[static_cast<size_t>(t)]) last_tracked = t;
 
   const int64_t S = grid * 16;
-  for (int t = 0; t < num_frames; ++t) {
+  auto features_of = [&](int t) {
     const Tensor image = frames(t);
     check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
           "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
               std::to_string(S) + "]");
-    const FrameFeatures f = sam.encode(image);
-    for (int64_t k = 0; k < objects; ++k) {
-      StageRecorder* object_rec = k == 0 ? rec : nullptr;
-      MemoryBank& bank = banks[static_cast<size_t>(k)];
-      const Tensor low_res =
-          t < num_conditioning
-              ? condition_frame(bank, t, sam, f, prompts.f32() + k * hidden_dim, any_tracked, object_rec)
-              : track_frame(bank, t, sam, f, t + 1 < num_frames, object_rec);
-      masks(t, static_cast<int>(k), low_res);
+    return sam.encode(image);
+  };
+
+  // Masks go out in frame order: a conditioning frame's low-res masks wait (one per object) until
+  // every earlier frame has gone out.
+  std::vector<std::vector<Tensor>> held(conditioning_frames.size());
+  size_t next_held = 0;  // index of the next conditioning frame to hand out
+  int next_out = 0;      // next frame the sink expects
+  auto hand_out_held = [&] {
+    while (next_held < held.size() && conditioning_frames[next_held] == next_out &&
+           held[next_held].size() == static_cast<size_t>(objects)) {
+      for (int64_t k = 0; k < objects; ++k) masks(next_out, static_cast<int>(k), held[next_held][static_cast<size_t>(k)]);
+      held[next_held].clear();
+      ++next_held;
+      ++next_out;
     }
+  };
+
+  // 1. Conditioning frames: language prompt, no memory; then their memory.
+  for (size_t i = 0; i < conditioning_frames.size(); ++i) {
+    const int c = conditioning_frames[i];
+    const FrameFeatures f = features_of(c);
+    for (int64_t k = 0; k < objects; ++k)
+      held[i].push_back(condition_frame(banks[static_cast<size_t>(k)], c, sam, f, prompts.f32() + k * hidden_dim,
+                                        last_tracked >= 0, k == 0 ? rec : nullptr));
+    hand_out_held();
+  }
+  // 2. Every other frame, forward.
+  for (int t = 0; t <= last_tracked; ++t) {
+    if (is_conditioning[static_cast<size_t>(t)]) continue;
+    const FrameFeatures f = features_of(t);
+    for (int64_t k = 0; k < objects; ++k)
+      masks(t, static_cast<int>(k),
+            track_frame(banks[static_cast<size_t>(k)], t, sam, f, t < last_tracked, k == 0 ? rec : nullptr));
+    next_out = t + 1;
+    hand_out_held();
   }
 }
 

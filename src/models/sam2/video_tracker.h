@@ -1,14 +1,19 @@
 // SAM2 video tracking as Sa2VA runs it (spec/sam2.md §4-6), for one or more [SEG] objects.
 //
-// The first F frames (the frames the LLM saw) are conditioning frames: decoded with the
-// language embedding and no memory, then memory-encoded with their chosen mask. Every later
-// frame is tracked: its features attend to the memory bank (all conditioning memories, the
-// memories of the last 6 tracked frames, object pointers), are decoded without a language
-// prompt, and are memory-encoded in turn.
+// The conditioning frames (the key frames the LLM saw: 0 … F−1 by default, or frames spread
+// over the video) are decoded first, with the language embedding and no memory, and
+// memory-encoded with their chosen mask. Then every other frame is tracked forward, t = 0, 1, …:
+// its features attend to the memory bank (all conditioning memories, wherever they lie in the
+// video, the memories of the last 6 tracked frames, the object pointers of conditioning frames
+// c <= t and of recent tracked frames), are decoded without a language prompt, and are
+// memory-encoded in turn. Frames before the first conditioning frame are tracked forward the same
+// way, with whatever memory exists (upstream would only yield frames from the first conditioning
+// frame on, unless also run in reverse); every frame gets a mask.
 //
-// Long videos: frames are pulled one at a time, in order, from a callback; each frame's
-// backbone runs once for all objects; masks are handed out as soon as they are known; the
-// per-object state keeps only what later frames can still select (bounded memory).
+// Long videos: frames are pulled one at a time from a callback (the conditioning frames, then the
+// others in order); each frame's backbone runs once for all objects; masks are handed out in frame
+// order as soon as they are known (a conditioning frame's low-res mask is held until its turn);
+// the per-object state keeps only what later frames can still select (bounded memory).
 #pragma once
 #include <cstdint>
 #include <deque>
@@ -34,11 +39,12 @@ struct MemoryRef {
 
 // What a tracked frame t attends to, in upstream order (spec §5 steps 1-2).
 struct MemorySelection {
-  // Every conditioning frame (tpos index num_maskmem−1), then the tracked frames
+  // Every conditioning frame, before or after t (tpos index num_maskmem−1), then the tracked frames
   // t−(num_maskmem−1) … t−1 that hold a memory (tpos indices num_maskmem−2 … 0).
   std::vector<MemoryRef> memories;
   // Conditioning frames c <= t (insertion order), then tracked frames t−1, t−2, … down to
-  // t−(P−1), P = min(num_frames, max_obj_ptrs).
+  // t−(P−1), P = min(num_frames, max_obj_ptrs) (conditioning frames in that window are skipped,
+  // not counted twice).
   std::vector<int> pointers;
 };
 
@@ -48,7 +54,8 @@ class MemoryBank {
   // num_frames: video length (bounds the pointer window as upstream does); <= 0 when unknown.
   MemoryBank(int num_maskmem, int max_obj_ptrs, int num_frames);
 
-  // A conditioning frame's memory ([h·w, mem_dim] tokens) and object pointer ([hidden]).
+  // A conditioning frame's memory ([h·w, mem_dim] tokens) and object pointer ([hidden]), kept for
+  // the whole video. Add them in increasing frame order, before tracking any frame.
   void add_conditioning(int frame, Tensor memory, Tensor obj_ptr);
   // A tracked frame, in increasing frame order. `memory` may be undefined when no later frame
   // needs it. Drops whatever no later frame can select.
@@ -90,18 +97,21 @@ struct VideoTracker {
   static VideoTracker load(Weights& w, const ModelConfig& c);
 
   // ---- whole video ------------------------------------------------------------------------
-  // Returns frame t's SAM2 input, F32 [3, S, S] normalised; called once per frame, t = 0, 1, ….
+  // Returns frame t's SAM2 input, F32 [3, S, S] normalised. Called once per frame: first the
+  // conditioning frames (ascending), then every other frame (ascending).
   using FrameSource = std::function<Tensor(int frame)>;
   // Receives frame t's low-resolution mask logits F32 [4g, 4g] for object k (frames in order,
-  // objects in order within a frame). The tensor is the caller's to keep.
+  // objects in order within a frame), frame t = 0 … num_frames−1. The tensor is the caller's to keep.
   using MaskSink = std::function<void(int frame, int object, const Tensor& low_res_logits)>;
 
   // language_embeddings: F32 [objects, hidden] ([SEG] prompts, one per object, each tracked
-  // independently). Frames 0 … num_conditioning−1 are conditioning frames.
+  // independently). conditioning_frames: distinct frame indices in increasing order (at least one),
+  // the frames that receive the language prompt.
   // Records, for object 0: sam.maskmem_features_frame{t} [mem_dim, g, g] and
   // sam.frame{t}.pix_feat_with_mem [hidden, g, g].
-  void track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames, int num_conditioning,
-             const FrameSource& frames, const MaskSink& masks, StageRecorder* rec = nullptr) const;
+  void track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
+             const std::vector<int>& conditioning_frames, const FrameSource& frames, const MaskSink& masks,
+             StageRecorder* rec = nullptr) const;
 
   // ---- one frame, one object ----------------------------------------------------------------
   // Conditioning frame: decode with the language prompt, then (when frames will be tracked)
