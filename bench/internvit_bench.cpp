@@ -5,6 +5,8 @@
 // The checkpoint is random: load() in declaring mode lists every vision_model.* / mlp1.* name and
 // shape, the bench fills them with bf16 values and writes a model.safetensors into a temporary folder.
 #include <benchmark/benchmark.h>
+
+#include "bench_util.h"
 #include <unistd.h>
 
 #include <cmath>
@@ -29,33 +31,6 @@ using namespace sa2va;
 constexpr double kPeakBf16Gflops = 1080.0;  // the machine's bf16 peak, quoted beside the achieved rate
 constexpr int kTile = 448;
 
-// xorshift64*: fills the 300M weights in seconds.
-struct FastRandom {
-  uint64_t s;
-  float uniform_pm1() {  // U(-1, 1)
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return static_cast<float>((s * 0x2545F4914F6CDD1Dull) >> 40) * 0x1.0p-23f - 1.f;
-  }
-};
-
-// Uniform values with the standard deviation make-model uses for each Init.
-Tensor random_bf16(const DeclaredTensor& d, FastRandom& rng) {
-  Tensor t = Tensor::empty(d.shape, DType::BF16);
-  const double fan_in = d.shape.size() > 1 ? static_cast<double>(shape_numel(d.shape) / d.shape[0]) : 1.0;
-  float mean = 0.f, std = 0.02f;
-  if (d.init == Init::Linear) std = static_cast<float>(1.0 / std::sqrt(fan_in));
-  if (d.init == Init::NormWeight || d.init == Init::Ones) mean = 1.f;
-  if (d.init == Init::Ones) std = 0.f;
-  if (d.init == Init::Small) std = 0.1f;
-  if (d.init == Init::Embedding || d.init == Init::Gaussian) std = 1.f;
-  const float half_width = std * std::sqrt(3.f);
-  uint16_t* p = t.bf16();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = f32_to_bf16(mean + half_width * rng.uniform_pm1());
-  return t;
-}
-
 // Multiply-adds x 2 of one tile's forward (matrix products, attention, patch conv, projector).
 double flops_per_tile(const ModelConfig& c, int layers_run) {
   const double C = c.vision.hidden_size, F = c.vision.intermediate_size, P = c.vision.patch_size;
@@ -77,12 +52,7 @@ struct Encoder1b {
     dir = (std::filesystem::temp_directory_path() / ("sa2va_internvit_bench_" + std::to_string(::getpid())))
               .string();
     std::filesystem::create_directories(dir);
-    {
-      std::vector<std::pair<std::string, Tensor>> tensors;
-      FastRandom rng{0x9E3779B97F4A7C15ull};
-      for (const DeclaredTensor& d : declaring.declared()) tensors.emplace_back(d.name, random_bf16(d, rng));
-      write_safetensors(dir + "/model.safetensors", tensors);
-    }
+    bench::write_random_model(dir, declaring.declared());
     checkpoint = Checkpoint::open(dir);
     weights_f32 = std::make_unique<Weights>(checkpoint, Precision::F32);
     f32 = VisionEncoder::load(*weights_f32, config);
@@ -105,9 +75,7 @@ Encoder1b& encoder() {
 // A normalised-looking input: values of the order of ImageNet-normalised pixels.
 Tensor random_tiles(int64_t n) {
   Tensor t = Tensor::empty({n, 3, kTile, kTile});
-  FastRandom rng{12345};
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = 2.f * rng.uniform_pm1();
-  return t;
+  return bench::fill_uniform(t, 2.f);
 }
 
 void run_tile(benchmark::State& state, bool use_bf16) {

@@ -6,6 +6,8 @@
 // them with bf16 values and writes a model.safetensors into a temporary folder.
 #include <benchmark/benchmark.h>
 
+#include "bench_util.h"
+
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -46,31 +48,6 @@ ModelConfig config_1b() {
   return c;
 }
 
-// xorshift64*: fast enough to fill half a billion weights in a few seconds.
-struct FastRandom {
-  uint64_t s;
-  float uniform_pm1() {  // U(-1, 1)
-    s ^= s >> 12;
-    s ^= s << 25;
-    s ^= s >> 27;
-    return static_cast<float>((s * 0x2545F4914F6CDD1Dull) >> 40) * 0x1.0p-23f - 1.f;
-  }
-};
-
-// Values with the standard deviation make-model uses for each Init (uniform, same variance).
-Tensor random_bf16(const DeclaredTensor& d, FastRandom& rng) {
-  Tensor t = Tensor::empty(d.shape, DType::BF16);
-  const double fan_in = d.shape.size() > 1 ? static_cast<double>(shape_numel(d.shape) / d.shape[0]) : 1.0;
-  float mean = 0.f, std = 0.02f;
-  if (d.init == Init::Linear) std = static_cast<float>(1.0 / std::sqrt(fan_in));
-  if (d.init == Init::NormWeight) mean = 1.f;
-  if (d.init == Init::Embedding) std = 1.f;
-  const float half_width = std * std::sqrt(3.f);
-  uint16_t* p = t.bf16();
-  for (int64_t i = 0; i < t.numel(); ++i) p[i] = f32_to_bf16(mean + half_width * rng.uniform_pm1());
-  return t;
-}
-
 struct Model1b {
   std::string dir;
   Checkpoint checkpoint;
@@ -84,12 +61,7 @@ struct Model1b {
     LanguageModel::load(decl, cfg);
     dir = (std::filesystem::temp_directory_path() / ("sa2va_llm_bench_" + std::to_string(::getpid()))).string();
     std::filesystem::create_directories(dir);
-    {
-      std::vector<std::pair<std::string, Tensor>> tensors;
-      FastRandom rng{0x9E3779B97F4A7C15ull};
-      for (const DeclaredTensor& d : decl.declared()) tensors.emplace_back(d.name, random_bf16(d, rng));
-      write_safetensors(dir + "/model.safetensors", tensors);
-    }
+    bench::write_random_model(dir, decl.declared());
     checkpoint = Checkpoint::open(dir);
     weights = std::make_unique<Weights>(checkpoint, Precision::BF16);
     lm = LanguageModel::load(*weights, cfg);
@@ -121,9 +93,7 @@ Model1b& model() {
 
 Tensor random_embeddings(int64_t n, int64_t d) {
   Tensor t = Tensor::empty({n, d});
-  FastRandom rng{12345};
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = rng.uniform_pm1();
-  return t;
+  return bench::fill_uniform(t, 1.f);
 }
 
 void BM_LlmPrefill(benchmark::State& state) {

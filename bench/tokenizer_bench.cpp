@@ -1,25 +1,36 @@
 // Tokenizer throughput: encode MB/s on a mixed corpus (tests/data/tokenizer/corpus.jsonl: English,
 // code, numbers, many scripts, emoji, whitespace, byte edge cases) and on a Sa2VA image prompt.
-// Usage: tokenizer_bench [--model DIR] [benchmark flags]   (DIR defaults to tests/data/tokenizer,
-// which also holds corpus.jsonl; run from the repository root).
+// Usage: tokenizer_bench [--model DIR] [benchmark flags]   (run from the repository root; DIR
+// defaults to the Qwen2 tokenizer.json that make-model ships, data/qwen2-sa2va-tokenizer.json).
 #include <benchmark/benchmark.h>
 
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 
 #include <nlohmann/json.hpp>
 
+#include "models/make_model.h"
 #include "text/template.h"
 #include "text/tokenizer.h"
 
 namespace {
 
-std::string g_model_dir = "tests/data/tokenizer";
+std::string g_model_dir;  // empty: the project's Qwen2 tokenizer
+const std::string kCorpus = "tests/data/tokenizer/corpus.jsonl";
 
 const sa2va::Tokenizer& tokenizer() {
-  static const std::unique_ptr<sa2va::Tokenizer> t = sa2va::Tokenizer::load(g_model_dir);
+  static const std::unique_ptr<sa2va::Tokenizer> t = [] {
+    if (!g_model_dir.empty()) return sa2va::Tokenizer::load(g_model_dir);
+    const auto dir = std::filesystem::temp_directory_path() / "sa2va-tokenizer-bench";
+    std::filesystem::create_directories(dir);
+    std::filesystem::remove(dir / "tokenizer.json");
+    std::filesystem::create_symlink(std::filesystem::absolute(sa2va::data_file("qwen2-sa2va-tokenizer.json")),
+                                    dir / "tokenizer.json");
+    return sa2va::Tokenizer::load(dir.string());
+  }();
   return *t;
 }
 
@@ -27,10 +38,10 @@ const sa2va::Tokenizer& tokenizer() {
 const std::vector<std::string>& corpus() {
   static const std::vector<std::string> lines = [] {
     std::vector<std::string> out;
-    std::ifstream file(g_model_dir + "/corpus.jsonl");
+    std::ifstream file(kCorpus);
     for (std::string line; std::getline(file, line);)
       if (!line.empty()) out.push_back(nlohmann::json::parse(line)["text"].get<std::string>());
-    if (out.empty()) throw std::runtime_error(g_model_dir + "/corpus.jsonl: missing or empty");
+    if (out.empty()) throw std::runtime_error(kCorpus + ": missing or empty (run from the repository root)");
     return out;
   }();
   return lines;

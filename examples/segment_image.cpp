@@ -1,15 +1,16 @@
 // Segments what a sentence describes in an image, using only the public header.
 //
-//   segment_image MODEL_DIR IMAGE "Please segment the girl in the yellow dress."
+//   segment_image MODEL_DIR IMAGE "Please segment the girl in the yellow dress." [MAX_NEW_TOKENS]
 //
 // Prints the answer and, per [SEG], the mask's size and covered fraction.
 #include <sa2va/sa2va.h>
 
 #include <cstdio>
+#include <cstdlib>
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    std::fprintf(stderr, "usage: %s MODEL_DIR IMAGE PROMPT\n", argv[0]);
+  if (argc != 4 && argc != 5) {
+    std::fprintf(stderr, "usage: %s MODEL_DIR IMAGE PROMPT [MAX_NEW_TOKENS]\n", argv[0]);
     return 2;
   }
   try {
@@ -17,6 +18,7 @@ int main(int argc, char** argv) {
     sa2va::Request request;
     request.image = sa2va::load_image(argv[2]);
     request.text = std::string("<image>") + argv[3];
+    if (argc == 5) request.generation.max_new_tokens = std::atoi(argv[4]);
     const sa2va::Prediction p = model->predict(request);
     std::printf("%s\n", p.text.c_str());
     for (size_t k = 0; k < p.masks.size(); ++k) {

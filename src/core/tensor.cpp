@@ -80,12 +80,12 @@ int64_t Tensor::size(int64_t d) const {
 bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
 
 float* Tensor::f32() const {
-  check(dtype_ == DType::F32, std::string("expected an F32 tensor, got ") + dtype_name(dtype_));
+  if (dtype_ != DType::F32) throw Error(std::string("expected an F32 tensor, got ") + dtype_name(dtype_));
   return data<float>();
 }
 
 uint16_t* Tensor::bf16() const {
-  check(dtype_ == DType::BF16, std::string("expected a BF16 tensor, got ") + dtype_name(dtype_));
+  if (dtype_ != DType::BF16) throw Error(std::string("expected a BF16 tensor, got ") + dtype_name(dtype_));
   return data<uint16_t>();
 }
 

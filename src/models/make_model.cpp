@@ -65,7 +65,9 @@ uint64_t hash_name(const std::string& s, uint64_t seed) {
   return h;
 }
 
-Tensor random_tensor(const DeclaredTensor& d, uint64_t seed) {
+}  // namespace
+
+Tensor random_weight(const DeclaredTensor& d, uint64_t seed) {
   Tensor t = Tensor::empty(d.shape, DType::BF16);
   uint16_t* out = t.bf16();
   const int64_t n = t.numel();
@@ -91,6 +93,16 @@ Tensor random_tensor(const DeclaredTensor& d, uint64_t seed) {
   });
   return t;
 }
+
+void write_random_checkpoint(const std::string& file, const std::vector<DeclaredTensor>& tensors, uint64_t seed) {
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const DeclaredTensor& d : tensors) entries.push_back({d.name, DType::BF16, d.shape});
+  SafetensorsWriter writer(file, entries, {{"format", "pt"}});
+  for (const DeclaredTensor& d : tensors) writer.write_next(random_weight(d, seed));
+  writer.close();
+}
+
+namespace {
 
 void write_json(const fs::path& path, const json& j) {
   std::ofstream out(path);
@@ -261,7 +273,7 @@ size_t make_model(const MakeModelOptions& options) {
       total_bytes += static_cast<uint64_t>(shape_numel(tensors[i].shape)) * 2;
     }
     SafetensorsWriter writer((dir / file).string(), entries, {{"format", "pt"}});
-    for (size_t i : shards[s]) writer.write_next(random_tensor(tensors[i], options.seed));
+    for (size_t i : shards[s]) writer.write_next(random_weight(tensors[i], options.seed));
     writer.close();
   }
   if (sharded) {

@@ -29,6 +29,11 @@ struct MakeModelOptions {
 // Writes the folder; returns the number of tensors written.
 size_t make_model(const MakeModelOptions& options);
 
+// One tensor of random bf16 values scaled by its Init (deterministic per name and seed).
+Tensor random_weight(const DeclaredTensor& tensor, uint64_t seed);
+// A single-file checkpoint of random values for `tensors` (benchmarks of one component).
+void write_random_checkpoint(const std::string& file, const std::vector<DeclaredTensor>& tensors, uint64_t seed);
+
 // Where the project's data files (tokenizer.json for the Qwen presets) are found.
 std::string data_file(const std::string& name);
 

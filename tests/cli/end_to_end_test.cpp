@@ -214,6 +214,18 @@ TEST(EndToEnd, BadInputGivesCleanErrors) {
   expect_clean_failure("run --model " + model + " --video " + bad + "/no-such-video.mp4 --prompt hi", "no-such-video.mp4");
 }
 
+TEST(EndToEnd, ExampleProgramUsesThePublicHeader) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  std::string out;
+  const int rc = test::run_command(std::string(SA2VA_EXAMPLE_PATH) + " " + dir + " " + dir +
+                                       "/inputs/image.png 'Please segment the red circle.' 8",
+                                   &out);
+  EXPECT_EQ(rc, 0) << out;
+  EXPECT_FALSE(out.empty());
+  EXPECT_EQ(test::run_command(std::string(SA2VA_EXAMPLE_PATH) + " " + dir + " /no/such.png hi", &out), 1) << out;
+  EXPECT_NE(out.find("error: "), std::string::npos) << out;
+}
+
 TEST(EndToEndSlow, MakeModel1bHasTheFullTensorList) {
   if (!std::getenv("SA2VA_SLOW_TESTS")) GTEST_SKIP() << "set SA2VA_SLOW_TESTS=1 to write a 1b model (about 2 GB)";
   const std::string dir = test::temp_dir("mm-1b");

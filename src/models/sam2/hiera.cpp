@@ -172,14 +172,10 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
     a.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
     ops::attention(a);
   };
-  // Many small windows: one window per task. Few large ones: let attention split its own work.
-  if (n_win >= 2 * num_threads()) {
-    parallel_for(n_win, [&](int64_t w0, int64_t w1) {
-      for (int64_t wi = w0; wi < w1; ++wi) attend_window(wi);
-    });
-  } else {
-    for (int64_t wi = 0; wi < n_win; ++wi) attend_window(wi);
-  }
+  // One window after the other: ops::attention parallelises inside (softmax rows, BLAS). Running
+  // windows on the pool instead makes concurrent BLAS calls from the workers, which a threaded
+  // OpenBLAS turns into a 10x slowdown.
+  for (int64_t wi = 0; wi < n_win; ++wi) attend_window(wi);
 
   Tensor projected_attn = scratch.get(S::kProjected, {n_win * q_tokens, dim_out});
   ops::linear(attn.f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.f32(), projected_attn.f32());
