@@ -82,6 +82,8 @@ void RequestOptions::fill(Request& request, std::unique_ptr<Video>& video_holder
 
 namespace {
 
+// Keeps the two most recently decoded frames: the overlay of frame t is drawn when the masks of
+// frame t+1 start arriving, after the tracker has already read frame t+1.
 class CachedVideo final : public Video {
  public:
   explicit CachedVideo(std::unique_ptr<Video> inner) : inner_(std::move(inner)) {}
@@ -90,17 +92,22 @@ class CachedVideo final : public Video {
   int64_t frame_count() const override { return inner_->frame_count(); }
   double fps() const override { return inner_->fps(); }
   Image frame(int64_t index) override {
-    if (index != last_index_) {
-      last_ = inner_->frame(index);
-      last_index_ = index;
-    }
-    return last_;
+    for (const Entry& e : recent_)
+      if (e.index == index) return e.image;
+    recent_[oldest_] = {index, inner_->frame(index)};
+    const Image& decoded = recent_[oldest_].image;
+    oldest_ = 1 - oldest_;
+    return decoded;
   }
 
  private:
+  struct Entry {
+    int64_t index = -1;
+    Image image;
+  };
   std::unique_ptr<Video> inner_;
-  int64_t last_index_ = -1;
-  Image last_;
+  Entry recent_[2];
+  int oldest_ = 0;
 };
 
 json rle_json(const Mask& m) {

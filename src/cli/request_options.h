@@ -30,8 +30,8 @@ struct RequestOptions {
   void fill(Request& request, std::unique_ptr<Video>& video_holder) const;
 };
 
-// A Video that remembers its most recent frame, so that the overlay writer can read the frame
-// the tracker has just used without decoding the video again.
+// A Video that remembers its two most recent frames, so that the overlay writer can read the
+// frames the tracker has just used without decoding the video again.
 std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video);
 
 // Checks that `dir` can be created and written, before any model work.

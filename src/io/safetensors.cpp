@@ -126,9 +126,11 @@ Tensor SafetensorsFile::get(const std::string& name) const {
   const TensorInfo& info = it->second;
   std::shared_ptr<const SafetensorsFile> keep = self_.lock();
   void* data = const_cast<char*>(data_ + info.begin);
-  // Tensors are read-only views of the map; safetensors aligns nothing, so callers that need
-  // aligned access copy (Tensor::clone / to).
-  return Tensor::borrow(data, info.shape, info.dtype, std::const_pointer_cast<SafetensorsFile>(keep));
+  // Tensors are read-only views of the map.
+  Tensor t = Tensor::borrow(data, info.shape, info.dtype, std::const_pointer_cast<SafetensorsFile>(keep));
+  // The format does not align tensors; elements read in place must be aligned to their size.
+  if (reinterpret_cast<uintptr_t>(data) % dtype_size(info.dtype) != 0) return t.clone();
+  return t;
 }
 
 Checkpoint Checkpoint::open(const std::string& model_dir) {

@@ -158,6 +158,17 @@ class FileVideoSource final : public VideoSource {
  public:
   FileVideoSource(const std::string& file, int64_t max_pixels) {
     path_ = file;
+    try {
+      init(max_pixels);
+    } catch (...) {
+      // The destructor does not run for a constructor that throws: free what was opened.
+      close_decoder();
+      sws_freeContext(scaler_);
+      throw;
+    }
+  }
+
+  void init(int64_t max_pixels) {
     open_decoder();
     const AVStream* stream = format_->streams[stream_index_];
     coded_width_ = decoder_->width;
