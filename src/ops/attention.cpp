@@ -21,19 +21,7 @@ constexpr int64_t kScoreBudget = int64_t{1} << 20;  // floats in one block of sc
 void softmax_row(float* s, const float* mask_row, int64_t visible, int64_t total) {
   if (mask_row)
     for (int64_t j = 0; j < visible; ++j) s[j] += mask_row[j];
-  float max = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < visible; ++j) max = std::max(max, s[j]);
-  if (max == -std::numeric_limits<float>::infinity()) {  // nothing visible: output zeros
-    std::fill(s, s + total, 0.f);
-    return;
-  }
-  for (int64_t j = 0; j < visible; ++j) s[j] -= max;
-  simd::exp_inplace(s, visible);
-  float sum = 0.f;
-  for (int64_t j = 0; j < visible; ++j) sum += s[j];
-  const float inv = 1.f / sum;
-  for (int64_t j = 0; j < visible; ++j) s[j] *= inv;
-  std::fill(s + visible, s + total, 0.f);
+  simd::softmax_inplace(s, visible, total);
 }
 
 void attention_short(const AttentionArgs& a, int64_t Dv) {

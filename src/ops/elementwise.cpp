@@ -47,19 +47,7 @@ void relu(float* x, int64_t n) {
 void softmax_rows(float* x, int64_t rows, int64_t n) {
   parallel_for(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      float* row = x + r * n;
-      float max = -std::numeric_limits<float>::infinity();
-      for (int64_t i = 0; i < n; ++i) max = std::max(max, row[i]);
-      if (max == -std::numeric_limits<float>::infinity()) {  // fully masked row: no key is visible
-        std::fill(row, row + n, 0.f);
-        continue;
-      }
-      for (int64_t i = 0; i < n; ++i) row[i] -= max;
-      simd::exp_inplace(row, n);
-      float sum = 0.f;
-      for (int64_t i = 0; i < n; ++i) sum += row[i];
-      const float inv = 1.f / sum;
-      for (int64_t i = 0; i < n; ++i) row[i] *= inv;
+      simd::softmax_inplace(x + r * n, n, n);
     }
   }, row_grain(n));
 }

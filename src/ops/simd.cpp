@@ -1,3 +1,4 @@
+#include <limits>
 #include "ops/simd.h"
 
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on masked loads (_mm512_undefined_* placeholders),
@@ -488,6 +489,22 @@ void gelu_tanh_inplace(float* x, int64_t n) {
         x[i] = v / (1.f + std::exp(-2.f * 0.7978845608028654f * (v + 0.044715f * v * v * v)));
       }
   }
+}
+
+void softmax_inplace(float* x, int64_t visible, int64_t total) {
+  float max = -std::numeric_limits<float>::infinity();
+  for (int64_t j = 0; j < visible; ++j) max = std::max(max, x[j]);
+  if (max == -std::numeric_limits<float>::infinity()) {  // nothing visible: all zeros
+    std::fill(x, x + total, 0.f);
+    return;
+  }
+  for (int64_t j = 0; j < visible; ++j) x[j] -= max;
+  exp_inplace(x, visible);
+  float sum = 0.f;
+  for (int64_t j = 0; j < visible; ++j) sum += x[j];
+  const float inv = 1.f / sum;
+  for (int64_t j = 0; j < visible; ++j) x[j] *= inv;
+  std::fill(x + visible, x + total, 0.f);
 }
 
 }  // namespace sa2va::ops::simd

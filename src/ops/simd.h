@@ -30,6 +30,9 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
 
 // Element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
 void exp_inplace(float* x, int64_t n);
+// Stable softmax over x[0, visible); x[visible, total) and a row with nothing visible (all -inf)
+// become 0. Shared by softmax_rows and attention.
+void softmax_inplace(float* x, int64_t visible, int64_t total);
 void silu_inplace(float* x, int64_t n);
 void sigmoid_inplace(float* x, int64_t n);
 void gelu_erf_inplace(float* x, int64_t n);
