@@ -139,7 +139,6 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
       const int64_t K = static_cast<int64_t>(request.mask_prompts.size());
       const int grid = static_cast<int>(std::lround(std::sqrt(tokens_per_tile)));
       region_cells = Tensor::empty({K, static_cast<int64_t>(grid) * grid}, DType::U8);
-      Tensor dumped = Tensor::empty({K, grid, grid}, DType::U8);
       std::vector<int> counts;
       for (int64_t k = 0; k < K; ++k) {
         const Mask& m = request.mask_prompts[static_cast<size_t>(k)];
@@ -150,14 +149,13 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
                   std::to_string(request.image.height));
         const Tensor cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
         std::memcpy(region_cells.data<uint8_t>() + k * grid * grid, cells.data<uint8_t>(), grid * grid);
-        std::memcpy(dumped.data<uint8_t>() + k * grid * grid, cells.data<uint8_t>(), grid * grid);
         const int n = static_cast<int>(std::count_if(cells.data<uint8_t>(), cells.data<uint8_t>() + grid * grid,
                                                      [](uint8_t v) { return v != 0; }));
         check(n > 0, "mask prompt " + std::to_string(k + 1) + " covers no cell of the " + std::to_string(grid) + "x" +
                          std::to_string(grid) + " token grid (region too small or empty)");
         counts.push_back(n);
       }
-      record(rec, "mask_prompts_16x16", dumped);
+      record(rec, "mask_prompts_16x16", region_cells.view({K, grid, grid}));
       vp_tiles.assign(tiles.size(), 0);
       vp_tiles.back() = 1;  // regions read the thumbnail (or the single tile)
       visual_tokens += region_prompt_string(counts);
@@ -276,9 +274,10 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
         const Tensor logits = preprocess::postprocess_mask_logits(low, H, W);
         const Tensor mask = preprocess::threshold_mask(logits);
         if (rec) {
-          dumped_low[static_cast<size_t>(k)].push_back(low.clone());
-          dumped_logits[static_cast<size_t>(k)].push_back(logits.clone());
-          dumped_masks[static_cast<size_t>(k)].push_back(mask.contiguous().clone());
+          // The tracker hands `low` over to us; logits and mask are fresh tensors: keep them as they are.
+          dumped_low[static_cast<size_t>(k)].push_back(low);
+          dumped_logits[static_cast<size_t>(k)].push_back(logits);
+          dumped_masks[static_cast<size_t>(k)].push_back(mask);
         }
         if (request.on_mask) request.on_mask(k, t, to_mask(mask));
         else out.masks[static_cast<size_t>(k)].push_back(to_mask(mask));

@@ -174,6 +174,46 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
   EXPECT_EQ(p.masks[0].size(), 6u);
 }
 
+TEST(Pipeline, UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["video"];
+  const std::string frames = test::temp_dir("uniform-frames");
+  int i = 0;
+  for (const auto& f : c["frames"]) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/%05d.png", i++);
+    std::filesystem::copy_file(dir + "/" + f.get<std::string>(), frames + name);
+  }
+  auto video = Video::open(frames);
+  Request r;
+  r.video = video.get();
+  r.text = c["prompt"].get<std::string>();
+  r.forced_answer = c["answer_text"].get<std::string>();
+  r.video_llm_frames = 2;
+  r.video_uniform_frames = true;  // frames 1 and 4 of 6
+  StageRecorder rec;
+  const Prediction p = fixture_model(dir, Precision::F32).predict(r, &rec);
+  const Tensor key = stage(rec, "frames_448_u8");
+  ASSERT_EQ(key.size(0), 2);
+  const Tensor ids = stage(rec, "prompt_ids");
+  int64_t image_tokens = 0;
+  for (int64_t k = 0; k < ids.numel(); ++k) image_tokens += ids.data<int64_t>()[k] == 151667;
+  EXPECT_EQ(image_tokens, 2 * 256);
+  ASSERT_EQ(p.masks.size(), 1u);
+  ASSERT_EQ(p.masks[0].size(), 6u);
+  // The language model saw frames 1 and 4: compare with the golden 448x448 frames (strided by 4).
+  const Tensor golden = test::load_golden(dir + "/goldens/video.safetensors", "frames_448_u8.sub4");
+  const int64_t expected_frame[2] = {1, 4};
+  for (int64_t f = 0; f < 2; ++f)
+    for (int64_t y = 0; y < 112; ++y)
+      for (int64_t x = 0; x < 112; ++x)
+        for (int64_t ch = 0; ch < 3; ++ch)
+          ASSERT_EQ(key.data<uint8_t>()[((f * 448 + 4 * y) * 448 + 4 * x) * 3 + ch],
+                    golden.data<uint8_t>()[((expected_frame[f] * 112 + y) * 112 + x) * 3 + ch])
+              << "key frame " << f;
+  for (const Mask& m : p.masks[0]) EXPECT_EQ(m.data.size(), 320u * 240u);
+}
+
 TEST(PipelineConformance, Bf16ModeMasksAgree) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["image"];
