@@ -34,11 +34,9 @@ Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bo
   }
   Tensor t = checkpoint_->get(name);
   const DType want = as_matrix && precision_ == Precision::BF16 ? DType::BF16 : DType::F32;
-  if (t.dtype() == want) {
-    // Borrowed from the map. Matrices stay in place (no copy); element-wise weights are copied so
-    // that they are aligned for SIMD loads.
-    return want == DType::BF16 ? t : t.clone();
-  }
+  // Already in the compute dtype: used in place from the map (the reader guarantees element
+  // alignment; kernels use unaligned vector loads), no copy.
+  if (t.dtype() == want) return t;
   if (t.dtype() == DType::F16 && want == DType::BF16) return t.to(DType::F32).to(DType::BF16);
   return t.to(want);
 }

@@ -214,6 +214,29 @@ TEST(Pipeline, UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw) {
   for (const Mask& m : p.masks[0]) EXPECT_EQ(m.data.size(), 320u * 240u);
 }
 
+TEST(Pipeline, F32CheckpointsAreUsedInPlace) {
+  // Some releases store F32 weights: those are read straight from the map in f32 mode.
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string f32_dir = test::temp_dir("f32-checkpoint");
+  {
+    Checkpoint ck = Checkpoint::open(dir);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const std::string& name : ck.names()) tensors.emplace_back(name, ck.get(name).to(DType::F32));
+    write_safetensors(f32_dir + "/model.safetensors", tensors);
+  }
+  for (const char* file : {"config.json", "tokenizer.json"})
+    std::filesystem::copy_file(dir + "/" + file, f32_dir + "/" + file);
+  const json c = meta_of(dir)["cases"]["image"];
+  for (Precision precision : {Precision::F32, Precision::BF16}) {
+    auto model = Sa2vaModel::load(f32_dir, precision);
+    StageRecorder rec;
+    model->predict(image_request(dir, c), &rec);
+    const double tol = precision == Precision::F32 ? 1e-4 : 0.2;
+    EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"),
+                                test::load_golden(dir + "/goldens/image.safetensors", "seg.embeds"), tol));
+  }
+}
+
 TEST(PipelineConformance, Bf16ModeMasksAgree) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["image"];
