@@ -145,6 +145,7 @@ void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tok
   a.q_heads = a.kv_heads = num_heads;
   a.head_dim = C / num_heads;
   a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
+  a.bf16_operands = L.qkv_weight.dtype() == DType::BF16;
   ops::attention(a);
   ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.f32(), y);
   ops::mul_rows(y, L.ls1.f32(), tokens, C);

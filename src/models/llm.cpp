@@ -195,6 +195,7 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, const f
   a.scale = 1.f / std::sqrt(static_cast<float>(hd));
   a.causal = true;
   a.q_offset = pos0;
+  a.bf16_operands = layer.wo.dtype() == DType::BF16;
   ops::attention(a);
   ops::linear(heads.f32(), n, q_dim, layer.wo, layer.bo.defined() ? layer.bo.f32() : nullptr, out);
 }

@@ -1,6 +1,7 @@
 // Scaled dot-product attention. Long queries: per head and block of query rows, scores by sgemm,
 // masked stable softmax, then sgemm with V. Short queries (decode): one task per (query, head),
-// dot products and axpy over the visible keys.
+// dot products and axpy over the visible keys. bf16 operands (fast mode, AVX-512 BF16): a fused
+// flash-style kernel that never holds more than one block of scores per task.
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -71,6 +72,133 @@ void attention_blocked(const AttentionArgs& a, int64_t Dv) {
   }
 }
 
+// ---- fused bf16 attention ------------------------------------------------------------------
+// Keys and values are rounded to bf16 and packed once per call into the panels of the bf16 tile
+// kernel; each task takes one head and kQueryBlock query rows and streams over blocks of
+// kKeyBlock keys with an online softmax (running max m, running sum l, output rescaled when m
+// grows), so the scores never exceed kQueryBlock x kKeyBlock floats.
+constexpr int64_t kQueryBlock = 4 * simd::kBf16TileRows;
+constexpr int64_t kKeyBlock = 8 * simd::kBf16PanelCols;
+constexpr int64_t kPanel = simd::kBf16PanelCols;
+
+struct PackedKv {
+  int64_t key_pairs_per_panel = 0;  // head_dim pairs in a key panel
+  int64_t key_panels = 0;           // per head
+  int64_t value_panels = 0;         // Dv panels per key block
+  int64_t key_blocks = 0;
+  std::vector<uint32_t> keys, values;
+  size_t key_offset(int64_t head, int64_t panel) const {
+    return static_cast<size_t>((head * key_panels + panel) * key_pairs_per_panel * kPanel);
+  }
+  size_t value_offset(int64_t head, int64_t block, int64_t panel) const {
+    return static_cast<size_t>(((head * key_blocks + block) * value_panels + panel) * (kKeyBlock / 2) * kPanel);
+  }
+  const uint32_t* key_panel(int64_t head, int64_t panel) const { return keys.data() + key_offset(head, panel); }
+  const uint32_t* value_panel(int64_t head, int64_t block, int64_t panel) const {
+    return values.data() + value_offset(head, block, panel);
+  }
+};
+
+PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
+  PackedKv p;
+  p.key_pairs_per_panel = (a.head_dim + 1) / 2;
+  p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
+  p.value_panels = (Dv + kPanel - 1) / kPanel;
+  p.key_blocks = (a.kv_len + kKeyBlock - 1) / kKeyBlock;
+  p.keys.resize(static_cast<size_t>(a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel));
+  p.values.resize(static_cast<size_t>(a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel));
+  parallel_for(a.kv_heads * p.key_panels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / p.key_panels, panel = t % p.key_panels, j0 = panel * kPanel;
+      simd::pack_bf16_panel(a.k + j0 * a.k_stride + h * a.head_dim, a.k_stride, 1,
+                            std::min(kPanel, a.kv_len - j0), a.head_dim, p.key_pairs_per_panel,
+                            p.keys.data() + p.key_offset(h, panel));
+    }
+  }, 8);
+  parallel_for(a.kv_heads * p.key_blocks * p.value_panels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / (p.key_blocks * p.value_panels), rest = t % (p.key_blocks * p.value_panels);
+      const int64_t block = rest / p.value_panels, panel = rest % p.value_panels;
+      const int64_t j0 = block * kKeyBlock, d0 = panel * kPanel;
+      simd::pack_bf16_panel(a.v + j0 * a.v_stride + h * Dv + d0, 1, a.v_stride, std::min(kPanel, Dv - d0),
+                            std::min(kKeyBlock, a.kv_len - j0), kKeyBlock / 2,
+                            p.values.data() + p.value_offset(h, block, panel));
+    }
+  }, 4);
+  return p;
+}
+
+void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
+  const PackedKv kv = pack_kv(a, Dv);
+  const int64_t n_rep = a.q_heads / a.kv_heads, q_pairs = kv.key_pairs_per_panel;
+  const int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
+    std::vector<uint32_t> q_packed(static_cast<size_t>(kQueryBlock * q_pairs));
+    std::vector<float> scores(static_cast<size_t>(kQueryBlock * kKeyBlock));
+    std::vector<uint32_t> probs(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
+    std::vector<float> acc(static_cast<size_t>(kQueryBlock * Dv)), row_max(kQueryBlock), row_sum(kQueryBlock);
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / q_blocks, hk = h / n_rep;
+      // Causal blocks grow with the block index: alternate ends so contiguous chunks balance.
+      const int64_t nth = t % q_blocks, block = nth % 2 == 0 ? nth / 2 : q_blocks - 1 - nth / 2;
+      const int64_t i0 = block * kQueryBlock, rows = std::min(kQueryBlock, a.q_len - i0);
+      for (int64_t r = 0; r < rows; ++r)
+        simd::round_to_bf16(a.q + (i0 + r) * a.q_stride + h * a.head_dim, a.head_dim, 2 * q_pairs,
+                            reinterpret_cast<uint16_t*>(q_packed.data() + r * q_pairs));
+      std::fill(acc.begin(), acc.end(), 0.f);
+      std::fill(row_max.begin(), row_max.end(), kNegInf);
+      std::fill(row_sum.begin(), row_sum.end(), 0.f);
+      auto visible_keys = [&](int64_t i) {
+        return a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
+      };
+      const int64_t keys = visible_keys(i0 + rows - 1);  // the most any row of the block sees
+      for (int64_t kb = 0; kb * kKeyBlock < keys; ++kb) {
+        const int64_t j0 = kb * kKeyBlock, block_keys = std::min(kKeyBlock, keys - j0);
+        const int64_t block_panels = (block_keys + kPanel - 1) / kPanel;
+        for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
+          for (int64_t p = 0; p < block_panels; ++p)
+            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), q_packed.data() + r0 * q_pairs, q_pairs,
+                            kv.key_panel(hk, kb * (kKeyBlock / kPanel) + p), q_pairs,
+                            scores.data() + r0 * kKeyBlock + p * kPanel, kKeyBlock,
+                            std::min(kPanel, block_keys - p * kPanel), false);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* s = scores.data() + r * kKeyBlock;
+          uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs.data() + r * (kKeyBlock / 2));
+          const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
+          for (int64_t j = 0; j < n; ++j) s[j] *= a.scale;
+          if (a.mask) {
+            const float* m = a.mask + (i0 + r) * a.kv_len + j0;
+            for (int64_t j = 0; j < n; ++j) s[j] += m[j];
+          }
+          const float new_max = std::max(row_max[r], simd::max_value(s, n));
+          if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
+            std::fill(prob_row, prob_row + kKeyBlock, uint16_t{0});
+            continue;
+          }
+          const float correction = std::exp(row_max[r] - new_max);
+          row_sum[r] = row_sum[r] * correction + simd::exp_shifted_sum(s, n, new_max);
+          row_max[r] = new_max;
+          if (correction != 1.f)
+            for (int64_t e = 0; e < Dv; ++e) acc[r * Dv + e] *= correction;
+          simd::round_to_bf16(s, n, kKeyBlock, prob_row);
+        }
+        const int64_t pairs = (block_keys + 1) / 2;
+        for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
+          for (int64_t p = 0; p < kv.value_panels; ++p)
+            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), probs.data() + r0 * (kKeyBlock / 2),
+                            kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc.data() + r0 * Dv + p * kPanel, Dv,
+                            std::min(kPanel, Dv - p * kPanel), true);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        float* out = a.out + (i0 + r) * a.out_stride + h * Dv;
+        const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
+        for (int64_t e = 0; e < Dv; ++e) out[e] = acc[r * Dv + e] * inv;
+      }
+    }
+  });
+}
+
 }  // namespace
 
 void attention(const AttentionArgs& a) {
@@ -85,6 +213,8 @@ void attention(const AttentionArgs& a) {
   if (a.q_len == 0) return;
   if (a.q_len <= kShortQuery || a.kv_len == 0) {
     attention_short(a, Dv);
+  } else if (a.bf16_operands && simd::isa() == simd::Isa::Avx512) {
+    attention_bf16_fused(a, Dv);
   } else {
     attention_blocked(a, Dv);
   }

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/threadpool.h"
 #include "ops/simd.h"
 
@@ -25,8 +26,8 @@ namespace {
 
 #define SA2VA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
 
-constexpr int64_t kMR = 12;   // rows of the register tile
-constexpr int64_t kNR = 32;   // columns of the register tile (two zmm of f32)
+constexpr int64_t kMR = kBf16TileRows;   // rows of the register tile
+constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zmm of f32)
 constexpr int64_t kKC = 256;  // k pairs per slice
 constexpr int64_t kNC = 256;  // columns per packed block
 
@@ -89,27 +90,53 @@ constexpr std::array<TileFn, sizeof...(R)> make_tiles(std::integer_sequence<int,
 // kTiles[rows - 1] handles a block of `rows` rows.
 constexpr auto kTiles = make_tiles(std::make_integer_sequence<int, kMR>{});
 
-SA2VA_AVX512BF16 void round_rows_to_bf16(const float* x, int64_t K, int64_t Kp, int64_t m0, int64_t m1, uint16_t* dst) {
-  for (int64_t m = m0; m < m1; ++m) {
-    const float* src = x + m * K;
-    uint16_t* out = dst + m * Kp;
-    for (int64_t k = 0; k < Kp; k += 16) {
-      const int64_t n = std::min<int64_t>(16, K - k);
-      const __mmask16 mask = n >= 16 ? __mmask16(0xffff) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
-      const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, src + k));
-      const int64_t store = std::min<int64_t>(16, Kp - k);
-      _mm256_mask_storeu_epi16(out + k, static_cast<__mmask16>((1u << store) - 1), (__m256i)v);
-    }
+SA2VA_AVX512BF16 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
+  for (int64_t k = 0; k < n_padded; k += 16) {
+    const int64_t valid = std::min<int64_t>(16, n - k);
+    const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
+    const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + k));
+    const int64_t store = std::min<int64_t>(16, n_padded - k);
+    _mm256_mask_storeu_epi16(out + k, static_cast<__mmask16>((1u << store) - 1), (__m256i)v);
   }
 }
 
 }  // namespace
 
+void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
+  if (isa() == Isa::Avx512) return round_to_bf16_avx512(x, n, n_padded, out);
+  for (int64_t i = 0; i < n_padded; ++i) out[i] = i < n ? f32_to_bf16(x[i]) : 0;
+}
+
+void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride, int64_t lanes, int64_t length,
+                     int64_t pairs, uint32_t* panel) {
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    const int64_t r = 2 * kp;
+    uint32_t* dst = panel + kp * kNR;
+    for (int64_t l = 0; l < kNR; ++l) {
+      if (l >= lanes || r >= length) {
+        dst[l] = 0;
+        continue;
+      }
+      const float* p = src + l * lane_stride + r * pair_stride;
+      const uint32_t lo = f32_to_bf16(p[0]);
+      const uint32_t hi = r + 1 < length ? f32_to_bf16(p[pair_stride]) : 0;
+      dst[l] = lo | (hi << 16);
+    }
+  }
+}
+
+void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,
+               int64_t ldc, int64_t cols, bool accumulate) {
+  kTiles[rows - 1](a, lda, panel, pairs, c, ldc, cols, accumulate);
+}
+
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
   if (isa() != Isa::Avx512) return false;
   const int64_t Kp = (K + 1) & ~int64_t{1}, pairs = Kp / 2;
   std::vector<uint16_t> xb(static_cast<size_t>(M * Kp));
-  parallel_for(M, [&](int64_t m0, int64_t m1) { round_rows_to_bf16(x, K, Kp, m0, m1, xb.data()); }, 16);
+  parallel_for(M, [&](int64_t m0, int64_t m1) {
+    for (int64_t m = m0; m < m1; ++m) round_to_bf16_avx512(x + m * K, K, Kp, xb.data() + m * Kp);
+  }, 16);
   const uint32_t* a = reinterpret_cast<const uint32_t*>(xb.data());
   const int64_t panels = (N + kNR - 1) / kNR;
   parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {

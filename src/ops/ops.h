@@ -59,6 +59,9 @@ void silu_mul(float* gate, const float* up, int64_t n);
 // ([Sk, Hkv, D] / [Sk, Hkv, Dv]) and out ([Sq, Hq, Dv], row stride out_stride).
 // causal: query i (absolute position q_offset + i) sees keys j <= q_offset + i.
 // mask: optional additive [Sq, Sk]. GQA: n_rep = Hq / Hkv.
+// bf16_operands (the bf16 fast mode, as PyTorch's bf16 SDPA): q, k, v and the probabilities are
+// rounded to bf16 and multiplied on the bf16 dot-product unit with f32 accumulation, in one fused
+// pass without a full score matrix; softmax stays f32. Without AVX-512 BF16 it computes in f32.
 struct AttentionArgs {
   const float* q = nullptr; int64_t q_stride = 0;
   const float* k = nullptr; int64_t k_stride = 0;
@@ -69,6 +72,7 @@ struct AttentionArgs {
   bool causal = false;
   int64_t q_offset = 0;
   const float* mask = nullptr;
+  bool bf16_operands = false;
 };
 void attention(const AttentionArgs& args);
 

@@ -224,6 +224,29 @@ SA2VA_AVX2 inline void map_avx2(float* x, int64_t n, F f) {
 }
 
 SA2VA_AVX2 void exp_avx2_n(float* x, int64_t n) { map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return exp_avx2(v); }); }
+SA2VA_AVX2 float max_avx2(const float* x, int64_t n) {
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
+  float lanes[8];
+  _mm256_storeu_ps(lanes, m);
+  float r = *std::max_element(lanes, lanes + 8);
+  for (; i < n; ++i) r = std::max(r, x[i]);
+  return r;
+}
+SA2VA_AVX2 float exp_shifted_sum_avx2(float* x, int64_t n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  __m256 sum = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), s));
+    _mm256_storeu_ps(x + i, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  float r = hsum256(sum);
+  for (; i < n; ++i) r += (x[i] = std::exp(x[i] - shift));
+  return r;
+}
 SA2VA_AVX2 void sigmoid_avx2_n(float* x, int64_t n) { map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return sigmoid_avx2(v); }); }
 SA2VA_AVX2 void silu_avx2_n(float* x, int64_t n) {
   map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return _mm256_mul_ps(v, sigmoid_avx2(v)); });
@@ -358,6 +381,25 @@ SA2VA_AVX512 inline void map_avx512(float* x, int64_t n, F f) {
 }
 
 SA2VA_AVX512 void exp_avx512_n(float* x, int64_t n) { map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return exp_avx512(v); }); }
+SA2VA_AVX512 float max_avx512(const float* x, int64_t n) {
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    m = _mm512_mask_max_ps(m, k, m, _mm512_maskz_loadu_ps(k, x + i));
+  }
+  return _mm512_reduce_max_ps(m);
+}
+SA2VA_AVX512 float exp_shifted_sum_avx512(float* x, int64_t n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 e = exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), s));
+    _mm512_mask_storeu_ps(x + i, k, e);
+    sum = _mm512_mask_add_ps(sum, k, sum, e);
+  }
+  return _mm512_reduce_add_ps(sum);
+}
 SA2VA_AVX512 void sigmoid_avx512_n(float* x, int64_t n) {
   map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return sigmoid_avx512(v); });
 }
@@ -491,18 +533,37 @@ void gelu_tanh_inplace(float* x, int64_t n) {
   }
 }
 
+float max_value(const float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return max_avx512(x, n);
+    case Isa::Avx2: return max_avx2(x, n);
+    default: {
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t i = 0; i < n; ++i) m = std::max(m, x[i]);
+      return m;
+    }
+  }
+}
+
+float exp_shifted_sum(float* x, int64_t n, float shift) {
+  switch (isa()) {
+    case Isa::Avx512: return exp_shifted_sum_avx512(x, n, shift);
+    case Isa::Avx2: return exp_shifted_sum_avx2(x, n, shift);
+    default: {
+      float sum = 0.f;
+      for (int64_t i = 0; i < n; ++i) sum += (x[i] = std::exp(x[i] - shift));
+      return sum;
+    }
+  }
+}
+
 void softmax_inplace(float* x, int64_t visible, int64_t total) {
-  float max = -std::numeric_limits<float>::infinity();
-  for (int64_t j = 0; j < visible; ++j) max = std::max(max, x[j]);
+  const float max = max_value(x, visible);
   if (max == -std::numeric_limits<float>::infinity()) {  // nothing visible: all zeros
     std::fill(x, x + total, 0.f);
     return;
   }
-  for (int64_t j = 0; j < visible; ++j) x[j] -= max;
-  exp_inplace(x, visible);
-  float sum = 0.f;
-  for (int64_t j = 0; j < visible; ++j) sum += x[j];
-  const float inv = 1.f / sum;
+  const float inv = 1.f / exp_shifted_sum(x, visible, max);
   for (int64_t j = 0; j < visible; ++j) x[j] *= inv;
   std::fill(x + visible, x + total, 0.f);
 }

@@ -28,8 +28,28 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
 // x is rounded to bf16, accumulation is f32. Returns false (doing nothing) without AVX-512 BF16.
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y);
 
+// The pieces of bf16_gemm, shared with the fused bf16 attention (AVX-512 BF16 only).
+// A "pair" is two bf16 values in one 32-bit word (the lower index in the low half), the unit
+// vdpbf16ps multiplies. A panel holds kBf16PanelCols columns of a product's right operand,
+// pair-interleaved: panel[kp·kBf16PanelCols + lane].
+constexpr int64_t kBf16TileRows = 12;
+constexpr int64_t kBf16PanelCols = 32;
+// Rounds x[0, n) to bf16 (round to nearest even) into out[0, n_padded), zero beyond n.
+void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out);
+// Packs a panel from f32: lane l, pair kp holds (src(l, 2kp), src(l, 2kp + 1)) rounded to bf16,
+// where src(l, r) = src[l·lane_stride + r·pair_stride] for l < lanes and r < length, else 0.
+void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride, int64_t lanes, int64_t length,
+                     int64_t pairs, uint32_t* panel);
+// c[r·ldc + j] (+)= Σ_kp a[r·lda + kp] · panel[kp][j] over pairs of bf16, for r < rows (<= kBf16TileRows),
+// j < cols (<= kBf16PanelCols). Requires isa() == Avx512.
+void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,
+               int64_t ldc, int64_t cols, bool accumulate);
+
 // Element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
 void exp_inplace(float* x, int64_t n);
+// max over x[0, n) (-inf when n = 0); x[i] = exp(x[i] - shift) in place, returning the sum.
+float max_value(const float* x, int64_t n);
+float exp_shifted_sum(float* x, int64_t n, float shift);
 // Stable softmax over x[0, visible); x[visible, total) and a row with nothing visible (all -inf)
 // become 0. Shared by softmax_rows and attention.
 void softmax_inplace(float* x, int64_t visible, int64_t total);

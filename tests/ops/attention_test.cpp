@@ -1,13 +1,17 @@
-// ops::attention against a double-precision softmax(QKᵀ·scale + mask)·V, for both code paths
-// (short decode queries and blocked long queries), causal with offsets, GQA, masks and strides.
+// ops::attention against a double-precision softmax(QKᵀ·scale + mask)·V, for every code path
+// (short decode queries, blocked long queries, the fused bf16 kernel), causal with offsets, GQA,
+// masks and strides. The bf16 reference rounds q, k, v to bf16 as the kernel does; the remaining
+// difference is the bf16 rounding of the probabilities.
 #include <gtest/gtest.h>
 
 #include <cmath>
 #include <limits>
 #include <vector>
 
+#include "core/dtype.h"
 #include "core/error.h"
 #include "ops/ops.h"
+#include "ops/simd.h"
 #include "ops_test_util.h"
 
 namespace sa2va {
@@ -25,15 +29,23 @@ struct Case {
   int64_t pad;  // extra elements at the end of each token row (strided views)
 };
 
-void run_case(const Case& c) {
+void run_case(const Case& c, bool bf16 = false) {
   SCOPED_TRACE(::testing::Message() << "Sq=" << c.q_len << " Sk=" << c.kv_len << " H=" << c.q_heads << "/"
                                     << c.kv_heads << " D=" << c.head_dim << "/" << c.v_head_dim
-                                    << " causal=" << c.causal << " off=" << c.q_offset << " mask=" << c.with_mask);
+                                    << " causal=" << c.causal << " off=" << c.q_offset << " mask=" << c.with_mask
+                                    << " bf16=" << bf16);
   const int64_t Dv = c.v_head_dim ? c.v_head_dim : c.head_dim;
   const int64_t qs = c.q_heads * c.head_dim + c.pad, ks = c.kv_heads * c.head_dim + c.pad,
                 vs = c.kv_heads * Dv + c.pad, os = c.q_heads * Dv + c.pad;
   const std::vector<float> q = random_vector(c.q_len * qs, 1, -2.f, 2.f), k = random_vector(c.kv_len * ks, 2, -2.f, 2.f),
                            v = random_vector(c.kv_len * vs, 3);
+  auto operand = [&](const std::vector<float>& x) {  // what the kernel multiplies
+    std::vector<float> r = x;
+    if (bf16)
+      for (float& e : r) e = round_to_bf16(e);
+    return r;
+  };
+  const std::vector<float> qr = operand(q), kr = operand(k), vr = operand(v);
   std::vector<float> mask = random_vector(c.q_len * c.kv_len, 4, -3.f, 0.f);
   if (c.with_mask && c.kv_len > 1) mask[0] = -std::numeric_limits<float>::infinity();  // a hard-masked key
   std::vector<float> out(static_cast<size_t>(c.q_len * os), 7.f);
@@ -45,6 +57,7 @@ void run_case(const Case& c) {
   a.q_len = c.q_len, a.kv_len = c.kv_len, a.q_heads = c.q_heads, a.kv_heads = c.kv_heads;
   a.head_dim = c.head_dim, a.v_head_dim = c.v_head_dim, a.scale = scale, a.causal = c.causal;
   a.q_offset = c.q_offset, a.mask = c.with_mask ? mask.data() : nullptr;
+  a.bf16_operands = bf16;
   ops::attention(a);
 
   const int64_t n_rep = c.q_heads / c.kv_heads;
@@ -57,7 +70,7 @@ void run_case(const Case& c) {
         if (c.causal && j > c.q_offset + i) continue;
         double d = 0;
         for (int64_t e = 0; e < c.head_dim; ++e)
-          d += static_cast<double>(q[i * qs + h * c.head_dim + e]) * k[j * ks + hk * c.head_dim + e];
+          d += static_cast<double>(qr[i * qs + h * c.head_dim + e]) * kr[j * ks + hk * c.head_dim + e];
         s[j] = d * scale + (c.with_mask ? mask[i * c.kv_len + j] : 0.0);
         mx = std::max(mx, s[j]);
       }
@@ -65,8 +78,9 @@ void run_case(const Case& c) {
       for (auto& x : s) sum += (x = std::isinf(mx) ? 0 : std::exp(x - mx));
       for (int64_t e = 0; e < Dv; ++e) {
         double o = 0;
-        for (int64_t j = 0; j < c.kv_len; ++j) o += s[j] / (sum > 0 ? sum : 1) * v[j * vs + hk * Dv + e];
-        ASSERT_NEAR(out[i * os + h * Dv + e], o, 2e-5) << "i=" << i << " h=" << h << " e=" << e;
+        for (int64_t j = 0; j < c.kv_len; ++j) o += s[j] / (sum > 0 ? sum : 1) * vr[j * vs + hk * Dv + e];
+        // bf16 probabilities carry 2^-9 relative error each; |v| <= 1.
+        ASSERT_NEAR(out[i * os + h * Dv + e], o, bf16 ? 4e-3 : 2e-5) << "i=" << i << " h=" << h << " e=" << e;
       }
     }
   for (int64_t i = 0; i < c.q_len; ++i)  // padding between rows is untouched
@@ -88,6 +102,39 @@ TEST_P(OpsAttentionTest, FullAndCausalGqaMaskOffset) {
       {9, 4, 2, 1, 3, 0, true, 0, false, 0},      // causal with fewer keys than queries
   };
   for (const auto& c : cases) run_case(c);
+}
+
+// The fused bf16 kernel: several query and key blocks, ragged tails, causal blocks skipped, rows
+// whose first key blocks are fully masked, GQA, Dv != D, odd dims and strides.
+TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
+  if (ops::simd::isa() != ops::simd::Isa::Avx512) GTEST_SKIP() << "no AVX-512 BF16 here; bf16 attention runs in f32";
+  const Case cases[] = {
+      {100, 700, 2, 1, 32, 0, false, 0, false, 0},   // 3 key blocks, ragged last block and query block
+      {130, 130, 4, 2, 17, 9, true, 0, false, 3},    // causal prefill, odd D, Dv != D, strides
+      {50, 600, 2, 2, 64, 40, true, 550, true, 1},   // causal after cached keys, mask
+      {5, 3, 1, 1, 8, 0, false, 0, true, 0},         // fewer keys than a panel
+      {60, 300, 1, 1, 256, 0, false, 0, false, 0},   // SAM2 memory attention head size
+  };
+  for (const auto& c : cases) run_case(c, true);
+}
+
+// A query whose whole first key block is masked out (-inf) still gets the right mix of the rest.
+TEST_P(OpsAttentionTest, FusedBf16FullyMaskedLeadingBlock) {
+  if (ops::simd::isa() != ops::simd::Isa::Avx512) GTEST_SKIP() << "no AVX-512 BF16 here";
+  const int64_t Sq = 8, Sk = 600, D = 16;
+  const std::vector<float> q = random_vector(Sq * D, 5), k = random_vector(Sk * D, 6), v = random_vector(Sk * D, 7);
+  std::vector<float> mask(static_cast<size_t>(Sq * Sk), 0.f);
+  for (int64_t i = 0; i < Sq; ++i)
+    for (int64_t j = 0; j < 300; ++j) mask[i * Sk + j] = -std::numeric_limits<float>::infinity();
+  std::vector<float> fused(static_cast<size_t>(Sq * D)), reference(static_cast<size_t>(Sq * D));
+  ops::AttentionArgs a;
+  a.q = q.data(), a.k = k.data(), a.v = v.data(), a.q_stride = a.k_stride = a.v_stride = a.out_stride = D;
+  a.q_len = Sq, a.kv_len = Sk, a.head_dim = D, a.scale = 0.25f, a.mask = mask.data();
+  a.out = reference.data();
+  ops::attention(a);
+  a.out = fused.data(), a.bf16_operands = true;
+  ops::attention(a);
+  for (size_t i = 0; i < fused.size(); ++i) ASSERT_NEAR(fused[i], reference[i], 1e-2) << i;
 }
 
 TEST_P(OpsAttentionTest, RejectsBadHeads) {

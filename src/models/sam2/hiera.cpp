@@ -170,6 +170,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
     a.q_heads = a.kv_heads = heads;
     a.head_dim = head_dim;
     a.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
+    a.bf16_operands = qkv_w.dtype() == DType::BF16;
     ops::attention(a);
   };
   // One window after the other: ops::attention parallelises inside (softmax rows, BLAS). Running

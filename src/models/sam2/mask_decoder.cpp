@@ -80,6 +80,7 @@ Tensor SamAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v) 
   a.q_heads = a.kv_heads = heads;
   a.head_dim = internal_dim / heads;
   a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
+  a.bf16_operands = q_w.dtype() == DType::BF16;
   ops::attention(a);
   return ops::linear(o, out_w, out_b);
 }

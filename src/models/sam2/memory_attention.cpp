@@ -97,6 +97,7 @@ void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, 
     args.out = attn.f32() + head * hd, args.out_stride = d;
     args.q_len = Sq, args.kv_len = Sk, args.head_dim = hd;
     args.scale = 1.f / std::sqrt(static_cast<float>(hd));
+    args.bf16_operands = a.q_w.dtype() == DType::BF16;
     ops::attention(args);
   }
   ops::linear(attn.f32(), Sq, d, a.out_w, a.out_b.f32(), out);
