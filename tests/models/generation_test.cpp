@@ -16,34 +16,15 @@
 #include "models/generation.h"
 #include "models/llm.h"
 #include "test_util.h"
+#include "tiny_llm.h"
 
 namespace sa2va {
 namespace {
 
-constexpr int32_t kImgContext = 151667;
-constexpr int32_t kSegId = 151674;
-constexpr int32_t kImEnd = 151645;
-
-struct TinyLlm {
-  Checkpoint checkpoint;
-  std::unique_ptr<Weights> weights;
-  LanguageModel lm;
-};
-
-std::unique_ptr<TinyLlm> load_tiny(const std::string& dir) {
-  auto m = std::make_unique<TinyLlm>();
-  m->checkpoint = Checkpoint::open(dir);
-  m->weights = std::make_unique<Weights>(m->checkpoint, Precision::F32);
-  m->lm = LanguageModel::load(*m->weights, load_config(dir));
-  return m;
-}
-
-std::vector<int32_t> to_ids(const Tensor& t) {
-  std::vector<int32_t> ids;
-  const Tensor c = t.contiguous();
-  for (int64_t i = 0; i < c.numel(); ++i) ids.push_back(static_cast<int32_t>(c.data<int64_t>()[i]));
-  return ids;
-}
+using test::kImEnd;
+using test::kImgContext;
+using test::kSegId;
+using test::to_ids;
 
 // The generate case's prompt with the image features spliced in.
 Tensor generate_case_prompt(const LanguageModel& lm, const std::string& dir) {
@@ -54,7 +35,7 @@ Tensor generate_case_prompt(const LanguageModel& lm, const std::string& dir) {
 
 TEST(GenerationGolden, GreedyReproducesUpstreamIdsAndTop5) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const std::string file = dir + "/goldens/generate.safetensors";
   const Tensor prompt = generate_case_prompt(m->lm, dir);
 
@@ -92,7 +73,7 @@ TEST(GenerationGolden, GreedyReproducesUpstreamIdsAndTop5) {
 
 TEST(GenerationGolden, MultiSegTeacherForcedSegHidden) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const std::string file = dir + "/goldens/multiseg.safetensors";
   const std::vector<int32_t> ids = to_ids(test::load_golden(file, "input_ids"));
   const std::vector<int32_t> prompt_ids = to_ids(test::load_golden(file, "prompt_ids"));
@@ -109,7 +90,7 @@ TEST(GenerationGolden, MultiSegTeacherForcedSegHidden) {
 
 TEST(GenerationStop, EosAndStopWords) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const Tensor prompt = m->lm.embed({151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198});
   SamplingOptions options;
   options.max_new_tokens = 1;
@@ -211,7 +192,7 @@ TEST(GenerationSampling, SeededTopKTopP) {
 
 TEST(GenerationSampling, GenerateWithSeedIsDeterministic) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const Tensor prompt = m->lm.embed({151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198});
   SamplingOptions o;
   o.max_new_tokens = 8;

@@ -17,38 +17,15 @@
 #include "models/llm.h"
 #include "models/seg_projector.h"
 #include "test_util.h"
+#include "tiny_llm.h"
 
 namespace sa2va {
 namespace {
 
-constexpr int32_t kImgContext = 151667;
-constexpr int32_t kSegId = 151674;
-constexpr int32_t kImEnd = 151645;
-
-struct TinyModel {
-  Checkpoint checkpoint;
-  ModelConfig config;
-  std::unique_ptr<Weights> weights;
-  LanguageModel lm;
-  SegProjector seg;
-};
-
-std::unique_ptr<TinyModel> load_tiny(const std::string& dir, Precision precision) {
-  auto m = std::make_unique<TinyModel>();
-  m->checkpoint = Checkpoint::open(dir);
-  m->config = load_config(dir);
-  m->weights = std::make_unique<Weights>(m->checkpoint, precision);
-  m->lm = LanguageModel::load(*m->weights, m->config);
-  m->seg = SegProjector::load(*m->weights, m->config);
-  return m;
-}
-
-std::vector<int32_t> to_ids(const Tensor& t) {
-  std::vector<int32_t> ids;
-  const Tensor c = t.contiguous();
-  for (int64_t i = 0; i < c.numel(); ++i) ids.push_back(static_cast<int32_t>(c.data<int64_t>()[i]));
-  return ids;
-}
+using test::kImEnd;
+using test::kImgContext;
+using test::kSegId;
+using test::to_ids;
 
 const Tensor* find_stage(const StageRecorder& rec, const std::string& name) {
   for (const auto& [n, t] : rec.stages())
@@ -70,7 +47,7 @@ GenerationResult run_golden_case(const LanguageModel& lm, const std::string& fil
 
 TEST(LlmConformance, ImageCaseAllStages) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   m->weights->finish();
   const std::string file = golden(dir, "image");
   StageRecorder rec;
@@ -100,7 +77,7 @@ TEST(LlmConformance, ImageCaseAllStages) {
 
 TEST(LlmConformance, VideoAndVisualPromptSegHidden) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   for (const char* name : {"video", "vp"}) {
     const std::string file = golden(dir, name);
     const GenerationResult r = run_golden_case(m->lm, file, nullptr);
@@ -116,7 +93,7 @@ TEST(LlmConformance, VideoAndVisualPromptSegHidden) {
 
 TEST(LlmConformance, SegProjectorFromGoldenHidden) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const std::string file = golden(dir, "multiseg");
   EXPECT_TRUE(test::close_rel(m->seg.forward(test::load_golden(file, "seg.hidden")),
                               test::load_golden(file, "seg.embeds"), 1e-4));
@@ -128,7 +105,7 @@ TEST(LlmConformance, SegProjectorFromGoldenHidden) {
 
 TEST(LlmSplice, ImageAndVideoReproduceGoldenInputs) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   for (const char* name : {"image", "video"}) {
     const std::string file = golden(dir, name);
     const std::vector<int32_t> ids = to_ids(test::load_golden(file, "input_ids"));
@@ -140,7 +117,7 @@ TEST(LlmSplice, ImageAndVideoReproduceGoldenInputs) {
 
 TEST(LlmSplice, VisualPromptRegionsFollowTheLastTile) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const std::string file = golden(dir, "vp");
   const std::vector<int32_t> ids = to_ids(test::load_golden(file, "input_ids"));
   // Same image as the image case, hence the same features.
@@ -181,7 +158,7 @@ TEST(LlmSplice, CountMismatchNamesBothCounts) {
 
 TEST(LlmKvCache, PiecewiseDecodeEqualsFullRecompute) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   const Tensor embeds = test::load_golden(golden(dir, "image"), "llm.inputs_embeds").slice(0, 700, 790).contiguous();
   KVCache full_cache = m->lm.new_cache(90);
   const Tensor full = m->lm.forward(embeds, full_cache);
@@ -208,7 +185,7 @@ TEST(LlmKvCache, PiecewiseDecodeEqualsFullRecompute) {
 
 TEST(LlmErrors, BadInputsThrow) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::F32);
+  auto m = test::load_tiny_language_model(dir, Precision::F32);
   EXPECT_THROW(m->lm.embed({0, 151936}), Error);
   EXPECT_THROW(m->lm.embed({-1}), Error);
   KVCache cache = m->lm.new_cache(4);
@@ -219,7 +196,7 @@ TEST(LlmErrors, BadInputsThrow) {
 
 TEST(LlmPrecision, Bf16ModeError) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  auto m = load_tiny(dir, Precision::BF16);
+  auto m = test::load_tiny_language_model(dir, Precision::BF16);
   m->weights->finish();
   const std::string file = golden(dir, "image");
   StageRecorder rec;
