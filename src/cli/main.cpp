@@ -40,7 +40,6 @@ int main(int argc, char** argv) {
   }
   try {
     if (threads > 0) sa2va::set_num_threads(threads);
-    else sa2va::set_num_threads(sa2va::num_threads());  // also gives OpenBLAS the same count
     return run ? run() : 1;
   } catch (const sa2va::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

@@ -8,8 +8,6 @@
 #include <thread>
 #include <vector>
 
-extern "C" void openblas_set_num_threads(int);
-
 namespace sa2va {
 namespace {
 
@@ -109,7 +107,6 @@ void set_num_threads(int n) {
   std::lock_guard<std::mutex> g(g_pool_mutex);
   g_threads = n;
   pool().resize(n);
-  openblas_set_num_threads(n);
 }
 
 int num_threads() { return g_threads; }

@@ -7,7 +7,8 @@
 
 namespace sa2va {
 
-// Sets the number of threads used by parallel_for and by the BLAS library (>= 1).
+// Sets the number of threads used by parallel_for (>= 1). The BLAS library runs single-threaded
+// inside the pool's tasks (ops::gemm splits its work), so this is the only knob.
 void set_num_threads(int n);
 int num_threads();
 

@@ -1,6 +1,5 @@
 // 2-D convolution (im2col + sgemm, direct loops for depthwise), 2×2 transposed convolution and
 // max pooling, on one channel-first image [C, H, W].
-#include <cblas.h>
 
 #include <algorithm>
 #include <limits>
@@ -145,12 +144,14 @@ Tensor conv_transpose_2x2(const Tensor& x, const Tensor& weight, const Tensor& b
     b = as_f32(bias);
   }
   const Tensor xc = x.contiguous(), wt = as_f32(weight);
-  // taps[(co, a, b), pixel] = Σ_ci W[ci, (co, a, b)] · x[ci, pixel]
-  std::vector<float> taps(static_cast<size_t>(cout * 4 * pixels));
+  // taps[(co, a, b), pixel] = Σ_ci W[ci, (co, a, b)] · x[ci, pixel]; W is small, so transpose it once.
+  const int64_t taps_rows = cout * 4;
+  std::vector<float> w_rows(static_cast<size_t>(taps_rows * cin));
+  for (int64_t ci = 0; ci < cin; ++ci)
+    for (int64_t t = 0; t < taps_rows; ++t) w_rows[t * cin + ci] = wt.f32()[ci * taps_rows + t];
+  std::vector<float> taps(static_cast<size_t>(taps_rows * pixels));
   if (cin > 0 && pixels > 0)
-    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(cout * 4), static_cast<int>(pixels),
-                static_cast<int>(cin), 1.f, wt.f32(), static_cast<int>(cout * 4), xc.f32(), static_cast<int>(pixels),
-                0.f, taps.data(), static_cast<int>(pixels));
+    gemm(w_rows.data(), cin, xc.f32(), pixels, taps.data(), pixels, taps_rows, pixels, cin, /*transpose_b=*/false);
   Tensor y = Tensor::empty({cout, 2 * h, 2 * w});
   float* yp = y.f32();
   const float* bp = b.defined() ? b.f32() : nullptr;

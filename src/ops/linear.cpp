@@ -1,6 +1,9 @@
-// Matrix products: f32 through OpenBLAS, BF16 weights through our own kernels
-// (bandwidth-bound rows kernel for decode-sized M, blocked conversion + sgemm otherwise).
+// Matrix products: f32 through OpenBLAS (one single-threaded call per pool thread), BF16 weights
+// through our own kernels (bandwidth-bound rows kernel for decode-sized M, the bf16 GEMM, or
+// blocked conversion + sgemm without AVX-512 BF16).
 #include <cblas.h>
+
+extern "C" void openblas_set_num_threads(int);
 
 #include <algorithm>
 #include <string>
@@ -41,9 +44,7 @@ void linear_bf16_large(const float* x, int64_t M, int64_t K, const uint16_t* w, 
     parallel_for(nb, [&](int64_t r0, int64_t r1) {
       convert_bf16_to_f32(w + (n0 + r0) * K, panel.data() + r0 * K, static_cast<size_t>((r1 - r0) * K));
     }, 16);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(nb),
-                static_cast<int>(K), 1.f, x, static_cast<int>(K), panel.data(), static_cast<int>(K), 0.f, y + n0,
-                static_cast<int>(N));
+    gemm(x, K, panel.data(), K, y + n0, N, M, nb, K, /*transpose_b=*/true);
   }
 }
 
@@ -54,9 +55,27 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   if (M <= 0 || N <= 0) return;
   check(lda >= std::max<int64_t>(K, 1) && ldc >= N && ldb >= std::max<int64_t>(transpose_b ? K : N, 1),
         "gemm: leading dimension smaller than the matrix");
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, static_cast<int>(M),
-              static_cast<int>(N), static_cast<int>(K), alpha, A, static_cast<int>(lda), B, static_cast<int>(ldb),
-              beta, C, static_cast<int>(ldc));
+  static const bool blas_single_threaded = (openblas_set_num_threads(1), true);
+  (void)blas_single_threaded;
+  // OpenBLAS runs single-threaded in the calling thread (set once, above): each pool thread
+  // multiplies its own block of C, rows when M is the long side, columns otherwise. One pool for
+  // the whole process means no BLAS threads spinning beside ours, and calls from inside a
+  // parallel_for simply run inline.
+  auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const float* b = transpose_b ? B + n0 * ldb : B + n0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, static_cast<int>(m1 - m0),
+                static_cast<int>(n1 - n0), static_cast<int>(K), alpha, A + m0 * lda, static_cast<int>(lda), b,
+                static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
+  };
+  constexpr double kMinFlopsPerThread = 4e6;
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  if (num_threads() == 1 || flops < 2 * kMinFlopsPerThread) {
+    block(0, M, 0, N);
+  } else if (M >= N) {
+    parallel_for(M, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); }, 16);
+  } else {
+    parallel_for(N, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); }, 16);
+  }
 }
 
 void linear(const float* x, int64_t M, int64_t K, const Tensor& weight, const float* bias, float* y) {

@@ -173,10 +173,11 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
     a.bf16_operands = qkv_w.dtype() == DType::BF16;
     ops::attention(a);
   };
-  // One window after the other: ops::attention parallelises inside (softmax rows, BLAS). Running
-  // windows on the pool instead makes concurrent BLAS calls from the workers, which a threaded
-  // OpenBLAS turns into a 10x slowdown.
-  for (int64_t wi = 0; wi < n_win; ++wi) attend_window(wi);
+  // Many small windows: one task per range of windows (attention inside runs inline). A single
+  // large window parallelises inside ops::attention instead.
+  parallel_for(n_win, [&](int64_t w0, int64_t w1) {
+    for (int64_t wi = w0; wi < w1; ++wi) attend_window(wi);
+  });
 
   Tensor projected_attn = scratch.get(S::kProjected, {n_win * q_tokens, dim_out});
   ops::linear(attn.f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.f32(), projected_attn.f32());
