@@ -73,7 +73,7 @@ class Video {
 
 enum class Precision {
   F32,   // f32 weights and math: the conformance mode
-  BF16,  // bf16 weights, f32 accumulation: the default, about twice as fast
+  BF16,  // bf16 weights and attention operands, f32 accumulation and softmax (as upstream in bf16): the default
 };
 
 struct ModelOptions {
