@@ -133,6 +133,12 @@ class Model {
   virtual std::string template_name() const = 0;  // "qwen_chat", "phi3_chat", "internlm2_chat"
 };
 
+// Built-in profiler (process-wide, off by default): wall time and calls per stage ("vision.internvit",
+// "llm.prefill", "llm.decode_step", "sam2.image_encoder", "sam2.memory_attention", ...), summed
+// over every predict() since it was enabled. The report is a table, one stage per line.
+void set_profiling(bool enabled);
+std::string profiling_report();
+
 // Grounded-caption helpers (what upstream's GCG evaluation does to an answer).
 std::vector<std::string> extract_phrases(const std::string& answer);  // the <p>…</p> spans, trimmed
 std::string clean_caption(const std::string& answer);                 // tags and [SEG] removed, spaces collapsed

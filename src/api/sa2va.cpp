@@ -1,6 +1,7 @@
 // The public API (include/sa2va/sa2va.h) over the pipeline in models/sa2va_model.h.
 #include "sa2va/sa2va.h"
 
+#include "core/profile.h"
 #include "core/threadpool.h"
 #include "io/video.h"
 #include "models/sa2va_model.h"
@@ -42,6 +43,13 @@ std::unique_ptr<Model> Model::load(const std::string& model_dir, const ModelOpti
   if (options.threads > 0) set_num_threads(options.threads);
   return std::make_unique<ModelImpl>(Sa2vaModel::load(model_dir, options.precision));
 }
+
+void set_profiling(bool enabled) {
+  if (enabled && !profile::enabled()) profile::reset();
+  profile::set_enabled(enabled);
+}
+
+std::string profiling_report() { return profile::report(); }
 
 std::unique_ptr<Video> Video::open(const std::string& path_or_folder) {
   return std::make_unique<VideoImpl>(VideoSource::open(path_or_folder));

@@ -7,6 +7,7 @@
 
 #include "cli/command.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/threadpool.h"
 
 namespace sa2va::cli {
@@ -27,6 +28,8 @@ int main(int argc, char** argv) {
   app.fallthrough();
   int threads = 0;
   app.add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  bool profile = false;
+  app.add_flag("--profile", profile, "Print wall time per stage (vision, LLM, SAM2 parts, output) to stderr at the end");
   std::function<int()> run;
   for (auto& command : sa2va::cli::commands()) {
     CLI::App* sub = app.add_subcommand(command.name, command.description);
@@ -40,7 +43,10 @@ int main(int argc, char** argv) {
   }
   try {
     if (threads > 0) sa2va::set_num_threads(threads);
-    return run ? run() : 1;
+    sa2va::profile::set_enabled(profile);
+    const int status = run ? run() : 1;
+    if (profile) std::fprintf(stderr, "%s", sa2va::profile::report().c_str());
+    return status;
   } catch (const sa2va::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());
     return 1;

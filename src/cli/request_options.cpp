@@ -12,6 +12,7 @@
 #include "io/image.h"
 #include "io/mask_io.h"
 #include "io/video.h"
+#include "core/profile.h"
 
 namespace sa2va::cli {
 namespace fs = std::filesystem;
@@ -206,6 +207,7 @@ VideoOutputWriter::~VideoOutputWriter() = default;
 
 void VideoOutputWriter::on_mask(int seg, int64_t frame, const Mask& mask) {
   Impl& s = *impl_;
+  const profile::Scope timed("output.write_frame");
   if (frame != s.current_frame) {
     s.flush_overlay();
     s.current_frame = frame;

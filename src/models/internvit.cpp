@@ -7,6 +7,7 @@
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "ops/ops.h"
+#include "core/profile.h"
 
 namespace sa2va {
 namespace {
@@ -172,6 +173,7 @@ Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {
 }
 
 Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) const {
+  const profile::Scope timed("vision.internvit");
   check(pixel_values.defined() && pixel_values.dtype() == DType::F32 && pixel_values.dim() == 4 &&
             pixel_values.size(1) == 3,
         "vision encoder: pixel_values must be F32 [n, 3, H, W], got " +

@@ -7,6 +7,7 @@
 
 #include "core/error.h"
 #include "ops/ops.h"
+#include "core/profile.h"
 
 namespace sa2va {
 namespace {
@@ -201,6 +202,7 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, const f
 }
 
 Tensor LanguageModel::forward(const Tensor& inputs_embeds, KVCache& cache, StageRecorder* rec) const {
+  const profile::Scope timed(inputs_embeds.defined() && inputs_embeds.size(0) > 1 ? "llm.prefill" : "llm.decode_step");
   const int64_t D = config.hidden_size, I = config.intermediate_size, L = config.num_layers;
   check(inputs_embeds.defined() && inputs_embeds.dim() == 2 && inputs_embeds.size(1) == D,
         "language model: inputs_embeds " + (inputs_embeds.defined() ? shape_str(inputs_embeds.shape()) : "(none)") +

@@ -10,6 +10,7 @@
 #include "io/video.h"
 #include "models/generation.h"
 #include "models/preprocess.h"
+#include "core/profile.h"
 
 namespace sa2va {
 
@@ -101,6 +102,7 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, Preci
 }
 
 Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const {
+  const profile::Scope timed("predict");
   const bool has_image = request.image.width > 0;
   const bool has_video = request.video != nullptr;
   check(!(has_image && has_video), "a request takes an image or a video, not both");
@@ -269,7 +271,15 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   int64_t done = 0;
   tracker.track(
       sam2, seg_embeds, static_cast<int>(num_frames), conditioning_frames,
-      [&](int t) { return preprocess::sam2_input(video->frame(t)); },
+      [&](int t) {
+        Image frame;
+        {
+          const profile::Scope timed("video.decode_frame");
+          frame = video->frame(t);
+        }
+        const profile::Scope timed("sam2.preprocess");
+        return preprocess::sam2_input(frame);
+      },
       [&](int t, int k, const Tensor& low) {
         const Tensor logits = preprocess::postprocess_mask_logits(low, H, W);
         const Tensor mask = preprocess::threshold_mask(logits);

@@ -129,11 +129,24 @@ TEST(EndToEnd, RunVideoWritesPerFrameMasks) {
     fs::copy_file(dir + "/inputs/video_frame" + std::to_string(i) + ".png", frames + "/frame" + std::to_string(i) + ".png");
   const std::string out_dir = test::temp_dir("run-video");
   std::string out;
-  ASSERT_EQ(run("run --model " + dir + " --precision f32 --video " + frames +
+  ASSERT_EQ(run("--profile run --model " + dir + " --precision f32 --video " + frames +
                     " --prompt '<image>Please segment the moving red ball.' --answer 'Sure, [SEG].' --out " + out_dir,
                 &out),
             0)
       << out;
+  // --profile: 5 key frames conditioned on the prompt, 1 tracked through memory attention,
+  // memories encoded for the 5 frames before it, 6 frames written.
+  auto calls = [&](const std::string& stage) {
+    const size_t at = out.find("\n" + stage + " ");
+    return at == std::string::npos ? -1 : std::stoi(out.substr(at + 1 + stage.size()));
+  };
+  EXPECT_EQ(calls("sam2.image_encoder"), 6) << out;
+  EXPECT_EQ(calls("sam2.mask_decoder"), 6) << out;
+  EXPECT_EQ(calls("sam2.memory_attention"), 1) << out;
+  EXPECT_EQ(calls("sam2.memory_encoder"), 5) << out;
+  EXPECT_EQ(calls("output.write_frame"), 6) << out;
+  EXPECT_EQ(calls("llm.prefill"), 1) << out;
+  EXPECT_EQ(calls("vision.internvit"), 1) << out;
   const Tensor golden = test::load_golden(dir + "/goldens/video.safetensors", "seg0.mask");
   for (int t = 0; t < 6; ++t) {
     char name[32];

@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "core/threadpool.h"
 #include "ops/ops.h"
+#include "core/profile.h"
 
 namespace sa2va::sam2 {
 namespace {
@@ -105,6 +106,7 @@ void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, 
 
 Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, const Tensor& memory,
                                 const Tensor& memory_pos, int64_t num_ptr_tokens, int64_t h, int64_t w) const {
+  const profile::Scope timed("sam2.memory_attention");
   const int64_t S = h * w, d = d_model;
   check(curr.defined() && curr.dtype() == DType::F32 && curr.dim() == 2 && curr.size(0) == S && curr.size(1) == d &&
             curr_pos.defined() && curr_pos.shape() == curr.shape(),

@@ -6,6 +6,7 @@
 #include "core/threadpool.h"
 #include "models/sam2/hiera.h"
 #include "ops/ops.h"
+#include "core/profile.h"
 
 namespace sa2va::sam2 {
 namespace {
@@ -70,6 +71,7 @@ MemoryEncoder MemoryEncoder::load(Weights& w, const Sam2Config& c, const std::st
 }
 
 Tensor MemoryEncoder::forward(const Tensor& pix_feat, const Tensor& mask_logits) const {
+  const profile::Scope timed("sam2.memory_encoder");
   check(pix_feat.defined() && pix_feat.dtype() == DType::F32 && pix_feat.dim() == 3 && pix_feat.size(0) == hidden_dim,
         "memory encoder: pix_feat must be F32 [" + std::to_string(hidden_dim) + ", h, w]");
   const int64_t H = pix_feat.size(1), W = pix_feat.size(2), P = H * W, C = hidden_dim;

@@ -4,6 +4,7 @@
 
 #include "core/error.h"
 #include "ops/ops.h"
+#include "core/profile.h"
 
 namespace sa2va::sam2 {
 namespace {
@@ -26,6 +27,7 @@ Sam2Image Sam2Image::load(Weights& w, const ModelConfig& c) {
 }
 
 FrameFeatures Sam2Image::encode(const Tensor& image, StageRecorder* rec) const {
+  const profile::Scope timed("sam2.image_encoder");
   check(image.dim() == 3 && image.size(0) == 3 && image.size(1) == config.image_size &&
             image.size(2) == config.image_size && image.dtype() == DType::F32,
         "sam2: expected an F32 image [3, " + std::to_string(config.image_size) + ", " +
@@ -55,6 +57,7 @@ Tensor Sam2Image::conditioning_embedding(const FrameFeatures& f) const {
 DecoderOutput Sam2Image::decode(const Tensor& image_embedding, const FrameFeatures& f, const float* language_embedding,
                                 StageRecorder* rec) const {
   const Tensor image_pe = prompt_encoder.dense_pe();
+  const profile::Scope timed("sam2.mask_decoder");
   const Tensor sparse = prompt_encoder.sparse_embeddings(language_embedding);
   const float* dense = prompt_encoder.dense_embedding();
   if (rec) {

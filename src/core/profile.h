@@ -1,0 +1,46 @@
+// Built-in stage profiler: wall time and call count per named stage (vision encoder, LLM prefill
+// and decode, SAM2 image encoder, memory attention, ...), off unless enabled (`sa2va --profile`).
+// Stages are timed on the thread that runs them; a stage that contains others includes their
+// time. When disabled a scope costs one relaxed atomic load.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sa2va::profile {
+
+void set_enabled(bool on);
+bool enabled();
+void reset();
+
+struct Entry {
+  std::string stage;
+  int64_t calls = 0;
+  double seconds = 0;
+};
+// Every stage seen since the last reset, in order of first appearance.
+std::vector<Entry> entries();
+// A table of entries() for people: stage, calls, total seconds, milliseconds per call.
+std::string report();
+
+void add(const char* stage, double seconds);
+
+// Times its own lifetime under `stage` (a string literal) when profiling is enabled.
+class Scope {
+ public:
+  explicit Scope(const char* stage) : stage_(enabled() ? stage : nullptr) {
+    if (stage_) start_ = std::chrono::steady_clock::now();
+  }
+  ~Scope() {
+    if (stage_) add(stage_, std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count());
+  }
+  Scope(const Scope&) = delete;
+  Scope& operator=(const Scope&) = delete;
+
+ private:
+  const char* stage_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace sa2va::profile
