@@ -3,6 +3,7 @@
 // dot products and axpy over the visible keys. bf16 operands (fast mode, AVX-512 BF16): a fused
 // flash-style kernel that never holds more than one block of scores per task.
 #include <algorithm>
+#include <memory>
 #include <cmath>
 #include <limits>
 #include <vector>
@@ -46,7 +47,7 @@ void attention_short(const AttentionArgs& a, int64_t Dv) {
 void attention_blocked(const AttentionArgs& a, int64_t Dv) {
   const int64_t n_rep = a.q_heads / a.kv_heads;
   const int64_t block = std::clamp<int64_t>(kScoreBudget / a.kv_len, 16, 512);
-  std::vector<float> scores(static_cast<size_t>(std::min(block, a.q_len) * a.kv_len));
+  const auto scores = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(std::min(block, a.q_len) * a.kv_len));
   for (int64_t h = 0; h < a.q_heads; ++h) {
     const int64_t hk = h / n_rep;
     for (int64_t i0 = 0; i0 < a.q_len; i0 += block) {
@@ -58,16 +59,16 @@ void attention_blocked(const AttentionArgs& a, int64_t Dv) {
         for (int64_t r = 0; r < rows; ++r) std::fill(out + r * a.out_stride, out + r * a.out_stride + Dv, 0.f);
         continue;
       }
-      gemm(a.q + i0 * a.q_stride + h * a.head_dim, a.q_stride, a.k + hk * a.head_dim, a.k_stride, scores.data(),
+      gemm(a.q + i0 * a.q_stride + h * a.head_dim, a.q_stride, a.k + hk * a.head_dim, a.k_stride, scores.get(),
            keys, rows, keys, a.head_dim, /*transpose_b=*/true, a.scale);
       parallel_for(rows, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t i = i0 + r;
           const int64_t visible = a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, keys) : keys;
-          softmax_row(scores.data() + r * keys, a.mask ? a.mask + i * a.kv_len : nullptr, visible, keys);
+          softmax_row(scores.get() + r * keys, a.mask ? a.mask + i * a.kv_len : nullptr, visible, keys);
         }
       }, 8);
-      gemm(scores.data(), keys, a.v + hk * Dv, a.v_stride, out, a.out_stride, rows, Dv, keys, /*transpose_b=*/false);
+      gemm(scores.get(), keys, a.v + hk * Dv, a.v_stride, out, a.out_stride, rows, Dv, keys, /*transpose_b=*/false);
     }
   }
 }
@@ -81,21 +82,32 @@ constexpr int64_t kQueryBlock = 4 * simd::kBf16TileRows;
 constexpr int64_t kKeyBlock = 8 * simd::kBf16PanelCols;
 constexpr int64_t kPanel = simd::kBf16PanelCols;
 
+// A buffer per thread that only grows, so the many small attention calls (Hiera windows) and the
+// per-frame video calls reuse memory instead of allocating and zeroing it each time. Contents are
+// undefined on return: callers write before they read.
+template <int Slot>
+uint32_t* thread_scratch(size_t words) {
+  thread_local std::vector<uint32_t> buffer;
+  if (buffer.size() < words) buffer.resize(words);
+  return buffer.data();
+}
+
 struct PackedKv {
   int64_t key_pairs_per_panel = 0;  // head_dim pairs in a key panel
   int64_t key_panels = 0;           // per head
   int64_t value_panels = 0;         // Dv panels per key block
   int64_t key_blocks = 0;
-  std::vector<uint32_t> keys, values;
+  uint32_t* keys = nullptr;    // every word is written by pack_kv (padding as zeros)
+  uint32_t* values = nullptr;
   size_t key_offset(int64_t head, int64_t panel) const {
     return static_cast<size_t>((head * key_panels + panel) * key_pairs_per_panel * kPanel);
   }
   size_t value_offset(int64_t head, int64_t block, int64_t panel) const {
     return static_cast<size_t>(((head * key_blocks + block) * value_panels + panel) * (kKeyBlock / 2) * kPanel);
   }
-  const uint32_t* key_panel(int64_t head, int64_t panel) const { return keys.data() + key_offset(head, panel); }
+  const uint32_t* key_panel(int64_t head, int64_t panel) const { return keys + key_offset(head, panel); }
   const uint32_t* value_panel(int64_t head, int64_t block, int64_t panel) const {
-    return values.data() + value_offset(head, block, panel);
+    return values + value_offset(head, block, panel);
   }
 };
 
@@ -105,14 +117,14 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
   p.value_panels = (Dv + kPanel - 1) / kPanel;
   p.key_blocks = (a.kv_len + kKeyBlock - 1) / kKeyBlock;
-  p.keys.resize(static_cast<size_t>(a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel));
-  p.values.resize(static_cast<size_t>(a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel));
+  p.keys = thread_scratch<0>(static_cast<size_t>(a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel));
+  p.values = thread_scratch<1>(static_cast<size_t>(a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel));
   parallel_for(a.kv_heads * p.key_panels, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / p.key_panels, panel = t % p.key_panels, j0 = panel * kPanel;
       simd::pack_bf16_panel(a.k + j0 * a.k_stride + h * a.head_dim, a.k_stride, 1,
                             std::min(kPanel, a.kv_len - j0), a.head_dim, p.key_pairs_per_panel,
-                            p.keys.data() + p.key_offset(h, panel));
+                            p.keys + p.key_offset(h, panel));
     }
   }, 8);
   parallel_for(a.kv_heads * p.key_blocks * p.value_panels, [&](int64_t t0, int64_t t1) {
@@ -122,7 +134,7 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
       const int64_t j0 = block * kKeyBlock, d0 = panel * kPanel;
       simd::pack_bf16_panel(a.v + j0 * a.v_stride + h * Dv + d0, 1, a.v_stride, std::min(kPanel, Dv - d0),
                             std::min(kKeyBlock, a.kv_len - j0), kKeyBlock / 2,
-                            p.values.data() + p.value_offset(h, block, panel));
+                            p.values + p.value_offset(h, block, panel));
     }
   }, 4);
   return p;
@@ -134,10 +146,14 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
   const int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
-    std::vector<uint32_t> q_packed(static_cast<size_t>(kQueryBlock * q_pairs));
-    std::vector<float> scores(static_cast<size_t>(kQueryBlock * kKeyBlock));
-    std::vector<uint32_t> probs(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
-    std::vector<float> acc(static_cast<size_t>(kQueryBlock * Dv)), row_max(kQueryBlock), row_sum(kQueryBlock);
+    // Task buffers, one set per thread: packed queries, scores, bf16 probabilities, the output
+    // accumulator and the running max and sum of each row.
+    uint32_t* const q_packed = thread_scratch<2>(static_cast<size_t>(kQueryBlock * q_pairs));
+    float* const scores = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
+    uint32_t* const probs = thread_scratch<4>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
+    float* const acc = reinterpret_cast<float*>(thread_scratch<5>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
+    float* const row_max = acc + kQueryBlock * Dv;
+    float* const row_sum = row_max + kQueryBlock;
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / q_blocks, hk = h / n_rep;
       // Causal blocks grow with the block index: alternate ends so contiguous chunks balance.
@@ -145,10 +161,10 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
       const int64_t i0 = block * kQueryBlock, rows = std::min(kQueryBlock, a.q_len - i0);
       for (int64_t r = 0; r < rows; ++r)
         simd::round_to_bf16(a.q + (i0 + r) * a.q_stride + h * a.head_dim, a.head_dim, 2 * q_pairs,
-                            reinterpret_cast<uint16_t*>(q_packed.data() + r * q_pairs));
-      std::fill(acc.begin(), acc.end(), 0.f);
-      std::fill(row_max.begin(), row_max.end(), kNegInf);
-      std::fill(row_sum.begin(), row_sum.end(), 0.f);
+                            reinterpret_cast<uint16_t*>(q_packed + r * q_pairs));
+      std::fill(acc, acc + kQueryBlock * Dv, 0.f);
+      std::fill(row_max, row_max + kQueryBlock, kNegInf);
+      std::fill(row_sum, row_sum + kQueryBlock, 0.f);
       auto visible_keys = [&](int64_t i) {
         return a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
       };
@@ -158,36 +174,31 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
         const int64_t block_panels = (block_keys + kPanel - 1) / kPanel;
         for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
           for (int64_t p = 0; p < block_panels; ++p)
-            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), q_packed.data() + r0 * q_pairs, q_pairs,
+            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), q_packed + r0 * q_pairs, q_pairs,
                             kv.key_panel(hk, kb * (kKeyBlock / kPanel) + p), q_pairs,
-                            scores.data() + r0 * kKeyBlock + p * kPanel, kKeyBlock,
+                            scores + r0 * kKeyBlock + p * kPanel, kKeyBlock,
                             std::min(kPanel, block_keys - p * kPanel), false);
         for (int64_t r = 0; r < rows; ++r) {
-          float* s = scores.data() + r * kKeyBlock;
-          uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs.data() + r * (kKeyBlock / 2));
+          float* s = scores + r * kKeyBlock;
+          uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs + r * (kKeyBlock / 2));
           const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
-          for (int64_t j = 0; j < n; ++j) s[j] *= a.scale;
-          if (a.mask) {
-            const float* m = a.mask + (i0 + r) * a.kv_len + j0;
-            for (int64_t j = 0; j < n; ++j) s[j] += m[j];
-          }
-          const float new_max = std::max(row_max[r], simd::max_value(s, n));
+          const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
+          const float new_max = std::max(row_max[r], simd::scale_mask_max(s, n, a.scale, mask));
           if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
             std::fill(prob_row, prob_row + kKeyBlock, uint16_t{0});
             continue;
           }
           const float correction = std::exp(row_max[r] - new_max);
-          row_sum[r] = row_sum[r] * correction + simd::exp_shifted_sum(s, n, new_max);
+          row_sum[r] = row_sum[r] * correction + simd::exp_to_bf16(s, n, new_max, kKeyBlock, prob_row);
           row_max[r] = new_max;
           if (correction != 1.f)
             for (int64_t e = 0; e < Dv; ++e) acc[r * Dv + e] *= correction;
-          simd::round_to_bf16(s, n, kKeyBlock, prob_row);
         }
         const int64_t pairs = (block_keys + 1) / 2;
         for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
           for (int64_t p = 0; p < kv.value_panels; ++p)
-            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), probs.data() + r0 * (kKeyBlock / 2),
-                            kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc.data() + r0 * Dv + p * kPanel, Dv,
+            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), probs + r0 * (kKeyBlock / 2),
+                            kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc + r0 * Dv + p * kPanel, Dv,
                             std::min(kPanel, Dv - p * kPanel), true);
       }
       for (int64_t r = 0; r < rows; ++r) {

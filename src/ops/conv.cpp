@@ -2,6 +2,7 @@
 // max pooling, on one channel-first image [C, H, W].
 
 #include <algorithm>
+#include <memory>
 #include <limits>
 #include <string>
 #include <vector>
@@ -66,7 +67,8 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
   const int64_t cin_g = g.cin / a.groups, cout_g = g.cout / a.groups;
   const int64_t kdim = cin_g * g.kh * g.kw, pixels = g.ho * g.wo;
   const bool pointwise = g.kh == 1 && g.kw == 1 && a.stride_h == 1 && a.stride_w == 1 && a.pad_h == 0 && a.pad_w == 0;
-  std::vector<float> col(pointwise ? 0 : static_cast<size_t>(kdim * pixels));
+  // Every element is written below; skip zero-filling a buffer that can be tens of MB per frame.
+  const auto col = std::make_unique_for_overwrite<float[]>(pointwise ? 0 : static_cast<size_t>(kdim * pixels));
   for (int64_t grp = 0; grp < a.groups; ++grp) {
     const float* xg = x + grp * cin_g * g.h * g.w;
     const float* b_mat = xg;  // a 1×1 stride-1 convolution multiplies the image directly
@@ -75,7 +77,7 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t ci = r / (g.kh * g.kw), ky = (r / g.kw) % g.kh, kx = r % g.kw;
           const float* xc = xg + ci * g.h * g.w;
-          float* dst = col.data() + r * pixels;
+          float* dst = col.get() + r * pixels;
           for (int64_t oy = 0; oy < g.ho; ++oy) {
             const int64_t iy = oy * a.stride_h - a.pad_h + ky * a.dilation_h;
             float* d = dst + oy * g.wo;
@@ -91,7 +93,7 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
           }
         }
       }, 4);
-      b_mat = col.data();
+      b_mat = col.get();
     }
     gemm(wt + grp * cout_g * kdim, kdim, b_mat, pixels, y + grp * cout_g * pixels, pixels, cout_g, pixels, kdim,
          /*transpose_b=*/false);
@@ -149,7 +151,7 @@ Tensor conv_transpose_2x2(const Tensor& x, const Tensor& weight, const Tensor& b
   std::vector<float> w_rows(static_cast<size_t>(taps_rows * cin));
   for (int64_t ci = 0; ci < cin; ++ci)
     for (int64_t t = 0; t < taps_rows; ++t) w_rows[t * cin + ci] = wt.f32()[ci * taps_rows + t];
-  std::vector<float> taps(static_cast<size_t>(taps_rows * pixels));
+  std::vector<float> taps(static_cast<size_t>(taps_rows * pixels));  // zeros when cin = 0
   if (cin > 0 && pixels > 0)
     gemm(w_rows.data(), cin, xc.f32(), pixels, taps.data(), pixels, taps_rows, pixels, cin, /*transpose_b=*/false);
   Tensor y = Tensor::empty({cout, 2 * h, 2 * w});

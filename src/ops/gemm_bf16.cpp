@@ -9,6 +9,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <memory>
 #include <array>
 #include <cstring>
 #include <utility>
@@ -133,11 +134,11 @@ void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* pan
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
   if (isa() != Isa::Avx512) return false;
   const int64_t Kp = (K + 1) & ~int64_t{1}, pairs = Kp / 2;
-  std::vector<uint16_t> xb(static_cast<size_t>(M * Kp));
+  const auto xb = std::make_unique_for_overwrite<uint16_t[]>(static_cast<size_t>(M * Kp));  // all written
   parallel_for(M, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) round_to_bf16_avx512(x + m * K, K, Kp, xb.data() + m * Kp);
+    for (int64_t m = m0; m < m1; ++m) round_to_bf16_avx512(x + m * K, K, Kp, xb.get() + m * Kp);
   }, 16);
-  const uint32_t* a = reinterpret_cast<const uint32_t*>(xb.data());
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(xb.get());
   const int64_t panels = (N + kNR - 1) / kNR;
   parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
     std::vector<uint32_t> packed(static_cast<size_t>(kNC * kKC));

@@ -1,6 +1,8 @@
 #include <limits>
 #include "ops/simd.h"
 
+#include "core/dtype.h"
+
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on masked loads (_mm512_undefined_* placeholders),
 // and capture-less lambdas returning vectors get a -Wpsabi note for a function-pointer ABI never used here.
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -389,6 +391,31 @@ SA2VA_AVX512 float max_avx512(const float* x, int64_t n) {
   }
   return _mm512_reduce_max_ps(m);
 }
+SA2VA_AVX512 float scale_mask_max_avx512(float* s, int64_t n, float scale, const float* mask) {
+  const __m512 sc = _mm512_set1_ps(scale);
+  __m512 m = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), sc);
+    if (mask) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, mask + i));
+    _mm512_mask_storeu_ps(s + i, k, v);
+    m = _mm512_mask_max_ps(m, k, m, v);
+  }
+  return _mm512_reduce_max_ps(m);
+}
+SA2VA_AVX512 float exp_to_bf16_avx512(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out) {
+  const __m512 sh = _mm512_set1_ps(shift);
+  __m512 sum = _mm512_setzero_ps();
+  for (int64_t i = 0; i < n_padded; i += 16) {
+    const int64_t valid = n - i;
+    const __mmask16 k = valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
+    const __m512 e = _mm512_maskz_mov_ps(k, exp_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), sh)));
+    sum = _mm512_add_ps(sum, e);
+    const int64_t store = std::min<int64_t>(16, n_padded - i);
+    _mm256_mask_storeu_epi16(out + i, static_cast<__mmask16>((1u << store) - 1), (__m256i)_mm512_cvtneps_pbh(e));
+  }
+  return _mm512_reduce_add_ps(sum);
+}
 SA2VA_AVX512 float exp_shifted_sum_avx512(float* x, int64_t n, float shift) {
   const __m512 s = _mm512_set1_ps(shift);
   __m512 sum = _mm512_setzero_ps();
@@ -555,6 +582,27 @@ float exp_shifted_sum(float* x, int64_t n, float shift) {
       return sum;
     }
   }
+}
+
+float scale_mask_max(float* s, int64_t n, float scale, const float* mask) {
+  if (isa() == Isa::Avx512) return scale_mask_max_avx512(s, n, scale, mask);
+  float m = -std::numeric_limits<float>::infinity();
+  for (int64_t i = 0; i < n; ++i) {
+    s[i] = s[i] * scale + (mask ? mask[i] : 0.f);
+    m = std::max(m, s[i]);
+  }
+  return m;
+}
+
+float exp_to_bf16(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out) {
+  if (isa() == Isa::Avx512) return exp_to_bf16_avx512(s, n, shift, n_padded, out);
+  float sum = 0.f;
+  for (int64_t i = 0; i < n_padded; ++i) {
+    const float e = i < n ? std::exp(s[i] - shift) : 0.f;
+    sum += e;
+    out[i] = f32_to_bf16(e);
+  }
+  return sum;
 }
 
 void softmax_inplace(float* x, int64_t visible, int64_t total) {

@@ -40,6 +40,11 @@ void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out);
 // where src(l, r) = src[l·lane_stride + r·pair_stride] for l < lanes and r < length, else 0.
 void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride, int64_t lanes, int64_t length,
                      int64_t pairs, uint32_t* panel);
+// The two passes of an online-softmax step over one row of a score block:
+// s[i] = s[i]·scale (+ mask[i]) in place, returning the max (mask may be null);
+// out[i] = bf16(exp(s[i] - shift)) for i < n and 0 up to n_padded, returning Σ exp (in f32).
+float scale_mask_max(float* s, int64_t n, float scale, const float* mask);
+float exp_to_bf16(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out);
 // c[r·ldc + j] (+)= Σ_kp a[r·lda + kp] · panel[kp][j] over pairs of bf16, for r < rows (<= kBf16TileRows),
 // j < cols (<= kBf16PanelCols). Requires isa() == Avx512.
 void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,

@@ -32,7 +32,16 @@ FrameFeatures Sam2Image::encode(const Tensor& image, StageRecorder* rec) const {
             image.size(2) == config.image_size && image.dtype() == DType::F32,
         "sam2: expected an F32 image [3, " + std::to_string(config.image_size) + ", " +
             std::to_string(config.image_size) + "], got " + shape_str(image.shape()));
-  std::vector<TokenMap> levels = neck.forward(trunk.forward(image, rec), rec);
+  std::vector<TokenMap> trunk_levels;
+  {
+    const profile::Scope timed_trunk("sam2.hiera");
+    trunk_levels = trunk.forward(image, rec);
+  }
+  std::vector<TokenMap> levels;
+  {
+    const profile::Scope timed_neck("sam2.fpn_neck");
+    levels = neck.forward(trunk_levels, rec);
+  }
   check(levels.size() >= 3, "sam2: the FPN must keep at least 3 levels");
   const TokenMap& l2 = levels[2];
   check(l2.h == prompt_encoder.grid && l2.w == prompt_encoder.grid,
