@@ -1,6 +1,4 @@
 // The `sa2va` program: one binary, one sub-command per job (see README.md).
-#include <malloc.h>
-
 #include <cstdio>
 #include <exception>
 #include <memory>
@@ -18,11 +16,6 @@ std::vector<Command>& commands() {
 }  // namespace sa2va::cli
 
 int main(int argc, char** argv) {
-  // Video frames allocate and free the same large buffers again and again. Keeping freed memory
-  // in the heap (instead of returning each buffer to the system and faulting it in anew) makes
-  // tracking ~1.5x faster; the peak stays the same because the same sizes are reused.
-  mallopt(M_MMAP_THRESHOLD, 1 << 30);
-  mallopt(M_TRIM_THRESHOLD, 1 << 30);
   CLI::App app{"sa2va: Sa2VA dense grounded understanding of images and videos"};
   app.require_subcommand(1);
   app.fallthrough();
