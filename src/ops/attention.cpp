@@ -3,9 +3,9 @@
 // dot products and axpy over the visible keys. bf16 operands (fast mode, AVX-512 BF16): a fused
 // flash-style kernel that never holds more than one block of scores per task.
 #include <algorithm>
-#include <memory>
 #include <cmath>
 #include <limits>
+#include <memory>
 #include <vector>
 
 #include "core/error.h"

@@ -2,8 +2,8 @@
 // max pooling, on one channel-first image [C, H, W].
 
 #include <algorithm>
-#include <memory>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 

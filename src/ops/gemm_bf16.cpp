@@ -9,9 +9,9 @@
 #include <immintrin.h>
 
 #include <algorithm>
-#include <memory>
 #include <array>
 #include <cstring>
+#include <memory>
 #include <utility>
 #include <vector>
 

@@ -306,19 +306,23 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, StageRecorder* re
                                               " patch grid is not a multiple of the window position embedding");
 
   // x += bicubic(pos_embed) + tiled pos_embed_window
-  const Tensor bg = ops::interpolate_bicubic(pos_embed.view({C, pos_embed.size(2), pos_embed.size(3)}), H, W);
-  {
-    const float* bgp = bg.f32();
+  auto position_embedding = [&] {
+    Tensor pe = ops::interpolate_bicubic(pos_embed.view({C, pos_embed.size(2), pos_embed.size(3)}), H, W);
     const float* winp = pos_embed_window.f32();
-    float* xp = x.f32();
+    float* pp = pe.f32();
     parallel_for(C * H, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         const int64_t ch = r / H, y = r % H;
         const float* win_row = winp + (ch * win_h + y % win_h) * win_w;
-        for (int64_t i = 0; i < W; ++i) xp[r * W + i] += bgp[r * W + i] + win_row[i % win_w];
+        for (int64_t i = 0; i < W; ++i) pp[r * W + i] += win_row[i % win_w];
       }
     }, 16);
-  }
+    return pe;
+  };
+  std::call_once(position_cache->once, [&] { position_cache->embedding = position_embedding(); });
+  const Tensor& cached = position_cache->embedding;
+  const Tensor pe = cached.size(1) == H && cached.size(2) == W ? cached : position_embedding();
+  ops::add(x.f32(), pe.f32(), x.f32(), C * H * W);
 
   TokenMap cur = TokenMap::from_chw(x);
   x = Tensor();

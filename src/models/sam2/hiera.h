@@ -9,6 +9,8 @@
 // per-token linear layer is one GEMM; stage outputs are returned in that layout.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <mutex>
 #include <vector>
 
 #include "core/stages.h"
@@ -62,6 +64,13 @@ struct HieraTrunk {
   Tensor pos_embed_window;           // [1, embed_dim, window_spec[0], window_spec[0]]
   std::vector<HieraBlock> blocks;
   std::vector<int> stage_ends;       // index of the last block of each stage
+  // bicubic(pos_embed) + tiled pos_embed_window at the patch grid of the first forward: the same
+  // for every frame, so computed once and shared (thread-safe) by every later forward.
+  struct PositionCache {
+    std::once_flag once;
+    Tensor embedding;  // [embed_dim, H, W]
+  };
+  std::shared_ptr<PositionCache> position_cache = std::make_shared<PositionCache>();
 
   // Binds `<prefix>patch_embed.*`, `pos_embed*`, `blocks.*` (prefix ends with "trunk.").
   static HieraTrunk load(Weights& w, const Sam2Config& c, const std::string& prefix);
