@@ -4,6 +4,7 @@
 #include <memory>
 
 #include "cli/command.h"
+#include "core/block_pool.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "core/threadpool.h"
@@ -38,7 +39,11 @@ int main(int argc, char** argv) {
     if (threads > 0) sa2va::set_num_threads(threads);
     sa2va::profile::set_enabled(profile);
     const int status = run ? run() : 1;
-    if (profile) std::fprintf(stderr, "%s", sa2va::profile::report().c_str());
+    if (profile) {
+      const sa2va::block_pool::Stats pool = sa2va::block_pool::stats();
+      std::fprintf(stderr, "%slarge buffers: %llu taken, peak %.1f MiB mapped\n", sa2va::profile::report().c_str(),
+                   static_cast<unsigned long long>(pool.acquisitions), static_cast<double>(pool.peak_mapped_bytes) / (1 << 20));
+    }
     return status;
   } catch (const sa2va::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

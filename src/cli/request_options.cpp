@@ -9,10 +9,10 @@
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "io/image.h"
 #include "io/mask_io.h"
 #include "io/video.h"
-#include "core/profile.h"
 
 namespace sa2va::cli {
 namespace fs = std::filesystem;
@@ -176,10 +176,21 @@ struct VideoOutputWriter::Impl {
   fs::path dir;
   Video* video = nullptr;
   bool overlay_video = true;
-  std::vector<json> per_seg_frames;  // RLE per frame, per [SEG]
+  // The per-frame RLE entries of each [SEG] go to a scratch file as they come (memory stays flat on
+  // long videos) and are spliced into result.json by finish().
+  std::vector<fs::path> frame_entry_paths;
+  std::vector<std::unique_ptr<std::ofstream>> frame_entries;
   std::vector<Mask> current;         // masks of the current frame, by [SEG]
   int64_t current_frame = -1;
   std::unique_ptr<VideoWriter> writer;
+
+  ~Impl() {
+    for (size_t k = 0; k < frame_entry_paths.size(); ++k) {
+      frame_entries[k].reset();
+      std::error_code ec;
+      fs::remove(frame_entry_paths[k], ec);
+    }
+  }
 
   void flush_overlay() {
     if (current_frame < 0 || !overlay_video) return;
@@ -214,7 +225,11 @@ void VideoOutputWriter::on_mask(int seg, int64_t frame, const Mask& mask) {
     for (Mask& m : s.current) m.data.clear();
   }
   const size_t k = static_cast<size_t>(seg);
-  if (s.per_seg_frames.size() <= k) s.per_seg_frames.resize(k + 1, json::array());
+  while (s.frame_entries.size() <= k) {
+    s.frame_entry_paths.push_back(s.dir / (".result-frames-" + std::to_string(s.frame_entries.size()) + ".json"));
+    s.frame_entries.push_back(std::make_unique<std::ofstream>(s.frame_entry_paths.back()));
+    if (!*s.frame_entries.back()) throw Error(s.frame_entry_paths.back().string() + ": cannot create");
+  }
   if (s.current.size() <= k) s.current.resize(k + 1);
   s.current[k] = mask;
   const fs::path seg_dir = s.dir / "masks" / std::to_string(seg);
@@ -222,19 +237,33 @@ void VideoOutputWriter::on_mask(int seg, int64_t frame, const Mask& mask) {
   save_mask_png((seg_dir / frame_name(frame)).string(), {mask.data.data(), mask.height, mask.width});
   json entry = rle_json(mask);
   entry["frame"] = frame;
-  s.per_seg_frames[k].push_back(entry);
+  std::ofstream& entries = *s.frame_entries[k];
+  entries << (entries.tellp() > 0 ? ",\n" : "") << entry.dump();
+  if (!entries) throw Error(s.frame_entry_paths[k].string() + ": write failed");
 }
 
 void VideoOutputWriter::finish(const Prediction& p) {
   Impl& s = *impl_;
   s.flush_overlay();
   if (s.writer) s.writer->close();
-  json masks = json::array();
-  for (size_t k = 0; k < s.per_seg_frames.size(); ++k)
-    masks.push_back({{"index", k}, {"phrase", k < p.phrases.size() ? p.phrases[k] : ""}, {"frames", s.per_seg_frames[k]}});
-  write_json_file((s.dir / "result.json").string(),
-                  {{"text", p.text}, {"caption", p.caption}, {"width", s.video->width()}, {"height", s.video->height()},
-                   {"frames", s.video->frame_count()}, {"masks", masks}});
+  const std::string path = (s.dir / "result.json").string();
+  std::ofstream out(path);
+  std::string head = json{{"text", p.text}, {"caption", p.caption}, {"width", s.video->width()},
+                          {"height", s.video->height()}, {"frames", s.video->frame_count()}}
+                         .dump();
+  head.pop_back();  // the closing brace: "masks" follows
+  out << head << ",\n\"masks\":[";
+  for (size_t k = 0; k < s.frame_entries.size(); ++k) {
+    s.frame_entries[k]->close();
+    std::string seg_head = json{{"index", k}, {"phrase", k < p.phrases.size() ? p.phrases[k] : ""}}.dump();
+    seg_head.pop_back();
+    out << (k ? ",\n" : "") << seg_head << ",\"frames\":[\n";
+    std::ifstream entries(s.frame_entry_paths[k]);
+    if (entries.peek() != std::ifstream::traits_type::eof()) out << entries.rdbuf();
+    out << "\n]}";
+  }
+  out << "]}\n";
+  if (!out) throw Error(path + ": write failed");
 }
 
 std::function<void(int64_t, int64_t)> terminal_progress() {

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "core/block_pool.h"
 #include "core/error.h"
 
 namespace sa2va {
@@ -32,15 +33,25 @@ static Shape contiguous_strides(const Shape& shape) {
   return strides;
 }
 
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kPoolLargeTensors = false;  // keep AddressSanitizer's guard zones around every tensor
+#else
+constexpr bool kPoolLargeTensors = true;
+#endif
+
 Tensor Tensor::empty(const Shape& shape, DType dtype) {
   for (int64_t d : shape) check(d >= 0, "negative tensor dimension in " + shape_str(shape));
   Tensor t;
   size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
-  if (!p) throw Error("out of memory allocating tensor " + shape_str(shape));
-  t.storage_ = std::shared_ptr<void>(p, std::free);
-  t.base_ = p;
+  if (kPoolLargeTensors && bytes >= block_pool::kMinBytes) {
+    t.storage_ = block_pool::acquire(bytes);
+  } else {
+    size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) throw Error("out of memory allocating tensor " + shape_str(shape));
+    t.storage_ = std::shared_ptr<void>(p, std::free);
+  }
+  t.base_ = t.storage_.get();
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
   t.dtype_ = dtype;

@@ -5,9 +5,9 @@
 #include <string>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/threadpool.h"
 #include "ops/ops.h"
-#include "core/profile.h"
 
 namespace sa2va {
 namespace {

@@ -6,8 +6,8 @@
 #include <string>
 
 #include "core/error.h"
-#include "ops/ops.h"
 #include "core/profile.h"
+#include "ops/ops.h"
 
 namespace sa2va {
 namespace {

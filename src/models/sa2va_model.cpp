@@ -5,12 +5,13 @@
 #include <cstring>
 #include <regex>
 
+#include "core/block_pool.h"
 #include "core/error.h"
+#include "core/profile.h"
 #include "io/image.h"
 #include "io/video.h"
 #include "models/generation.h"
 #include "models/preprocess.h"
-#include "core/profile.h"
 
 namespace sa2va {
 
@@ -103,6 +104,10 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, Preci
 
 Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const {
   const profile::Scope timed("predict");
+  // Large buffers kept for reuse across frames go back to the system once the request is done.
+  struct ReleaseIdleBuffers {
+    ~ReleaseIdleBuffers() { block_pool::release_idle(); }
+  } release_idle_buffers;
   const bool has_image = request.image.width > 0;
   const bool has_video = request.video != nullptr;
   check(!(has_image && has_video), "a request takes an image or a video, not both");

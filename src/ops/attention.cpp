@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <memory>
 #include <vector>
 
 #include "core/error.h"
@@ -47,7 +46,8 @@ void attention_short(const AttentionArgs& a, int64_t Dv) {
 void attention_blocked(const AttentionArgs& a, int64_t Dv) {
   const int64_t n_rep = a.q_heads / a.kv_heads;
   const int64_t block = std::clamp<int64_t>(kScoreBudget / a.kv_len, 16, 512);
-  const auto scores = std::make_unique_for_overwrite<float[]>(static_cast<size_t>(std::min(block, a.q_len) * a.kv_len));
+  const Tensor scores_t = Tensor::empty({std::min(block, a.q_len) * a.kv_len});
+  float* const scores = scores_t.f32();
   for (int64_t h = 0; h < a.q_heads; ++h) {
     const int64_t hk = h / n_rep;
     for (int64_t i0 = 0; i0 < a.q_len; i0 += block) {
@@ -59,16 +59,16 @@ void attention_blocked(const AttentionArgs& a, int64_t Dv) {
         for (int64_t r = 0; r < rows; ++r) std::fill(out + r * a.out_stride, out + r * a.out_stride + Dv, 0.f);
         continue;
       }
-      gemm(a.q + i0 * a.q_stride + h * a.head_dim, a.q_stride, a.k + hk * a.head_dim, a.k_stride, scores.get(),
+      gemm(a.q + i0 * a.q_stride + h * a.head_dim, a.q_stride, a.k + hk * a.head_dim, a.k_stride, scores,
            keys, rows, keys, a.head_dim, /*transpose_b=*/true, a.scale);
       parallel_for(rows, [&](int64_t r0, int64_t r1) {
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t i = i0 + r;
           const int64_t visible = a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, keys) : keys;
-          softmax_row(scores.get() + r * keys, a.mask ? a.mask + i * a.kv_len : nullptr, visible, keys);
+          softmax_row(scores + r * keys, a.mask ? a.mask + i * a.kv_len : nullptr, visible, keys);
         }
       }, 8);
-      gemm(scores.get(), keys, a.v + hk * Dv, a.v_stride, out, a.out_stride, rows, Dv, keys, /*transpose_b=*/false);
+      gemm(scores, keys, a.v + hk * Dv, a.v_stride, out, a.out_stride, rows, Dv, keys, /*transpose_b=*/false);
     }
   }
 }

@@ -3,7 +3,6 @@
 
 #include <algorithm>
 #include <limits>
-#include <memory>
 #include <string>
 #include <vector>
 
@@ -67,8 +66,8 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
   const int64_t cin_g = g.cin / a.groups, cout_g = g.cout / a.groups;
   const int64_t kdim = cin_g * g.kh * g.kw, pixels = g.ho * g.wo;
   const bool pointwise = g.kh == 1 && g.kw == 1 && a.stride_h == 1 && a.stride_w == 1 && a.pad_h == 0 && a.pad_w == 0;
-  // Every element is written below; skip zero-filling a buffer that can be tens of MB per frame.
-  const auto col = std::make_unique_for_overwrite<float[]>(pointwise ? 0 : static_cast<size_t>(kdim * pixels));
+  // Every element is written below; a tensor buffer (pooled, not zero-filled) of up to tens of MB per frame.
+  const Tensor col = Tensor::empty({pointwise ? 0 : kdim * pixels});
   for (int64_t grp = 0; grp < a.groups; ++grp) {
     const float* xg = x + grp * cin_g * g.h * g.w;
     const float* b_mat = xg;  // a 1×1 stride-1 convolution multiplies the image directly
@@ -77,7 +76,7 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
         for (int64_t r = r0; r < r1; ++r) {
           const int64_t ci = r / (g.kh * g.kw), ky = (r / g.kw) % g.kh, kx = r % g.kw;
           const float* xc = xg + ci * g.h * g.w;
-          float* dst = col.get() + r * pixels;
+          float* dst = col.f32() + r * pixels;
           for (int64_t oy = 0; oy < g.ho; ++oy) {
             const int64_t iy = oy * a.stride_h - a.pad_h + ky * a.dilation_h;
             float* d = dst + oy * g.wo;
@@ -93,7 +92,7 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
           }
         }
       }, 4);
-      b_mat = col.get();
+      b_mat = col.f32();
     }
     gemm(wt + grp * cout_g * kdim, kdim, b_mat, pixels, y + grp * cout_g * pixels, pixels, cout_g, pixels, kdim,
          /*transpose_b=*/false);
@@ -151,9 +150,10 @@ Tensor conv_transpose_2x2(const Tensor& x, const Tensor& weight, const Tensor& b
   std::vector<float> w_rows(static_cast<size_t>(taps_rows * cin));
   for (int64_t ci = 0; ci < cin; ++ci)
     for (int64_t t = 0; t < taps_rows; ++t) w_rows[t * cin + ci] = wt.f32()[ci * taps_rows + t];
-  std::vector<float> taps(static_cast<size_t>(taps_rows * pixels));  // zeros when cin = 0
+  const Tensor taps_t = cin > 0 ? Tensor::empty({taps_rows * pixels}) : Tensor::zeros({taps_rows * pixels});
+  const float* taps = taps_t.f32();
   if (cin > 0 && pixels > 0)
-    gemm(w_rows.data(), cin, xc.f32(), pixels, taps.data(), pixels, taps_rows, pixels, cin, /*transpose_b=*/false);
+    gemm(w_rows.data(), cin, xc.f32(), pixels, taps_t.f32(), pixels, taps_rows, pixels, cin, /*transpose_b=*/false);
   Tensor y = Tensor::empty({cout, 2 * h, 2 * w});
   float* yp = y.f32();
   const float* bp = b.defined() ? b.f32() : nullptr;
@@ -163,8 +163,8 @@ Tensor conv_transpose_2x2(const Tensor& x, const Tensor& weight, const Tensor& b
       const float bv = bp ? bp[co] : 0.f;
       for (int64_t a = 0; a < 2; ++a) {
         float* dst = yp + (co * 2 * h + 2 * i + a) * 2 * w;
-        const float* t0 = taps.data() + ((co * 4 + a * 2 + 0) * pixels) + i * w;
-        const float* t1 = taps.data() + ((co * 4 + a * 2 + 1) * pixels) + i * w;
+        const float* t0 = taps + ((co * 4 + a * 2 + 0) * pixels) + i * w;
+        const float* t1 = taps + ((co * 4 + a * 2 + 1) * pixels) + i * w;
         for (int64_t j = 0; j < w; ++j) {
           dst[2 * j] = t0[j] + bv;
           dst[2 * j + 1] = t1[j] + bv;

@@ -11,11 +11,11 @@
 #include <algorithm>
 #include <array>
 #include <cstring>
-#include <memory>
 #include <utility>
 #include <vector>
 
 #include "core/dtype.h"
+#include "core/tensor.h"
 #include "core/threadpool.h"
 #include "ops/simd.h"
 
@@ -134,11 +134,11 @@ void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* pan
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
   if (isa() != Isa::Avx512) return false;
   const int64_t Kp = (K + 1) & ~int64_t{1}, pairs = Kp / 2;
-  const auto xb = std::make_unique_for_overwrite<uint16_t[]>(static_cast<size_t>(M * Kp));  // all written
+  const Tensor xb = Tensor::empty({M * Kp}, DType::BF16);  // every element is written
   parallel_for(M, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) round_to_bf16_avx512(x + m * K, K, Kp, xb.get() + m * Kp);
+    for (int64_t m = m0; m < m1; ++m) round_to_bf16_avx512(x + m * K, K, Kp, xb.data<uint16_t>() + m * Kp);
   }, 16);
-  const uint32_t* a = reinterpret_cast<const uint32_t*>(xb.get());
+  const uint32_t* a = reinterpret_cast<const uint32_t*>(xb.data<uint16_t>());
   const int64_t panels = (N + kNR - 1) / kNR;
   parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
     std::vector<uint32_t> packed(static_cast<size_t>(kNC * kKC));

@@ -4,9 +4,9 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/threadpool.h"
 #include "ops/ops.h"
-#include "core/profile.h"
 
 namespace sa2va::sam2 {
 namespace {

@@ -3,10 +3,10 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "core/threadpool.h"
 #include "models/sam2/hiera.h"
 #include "ops/ops.h"
-#include "core/profile.h"
 
 namespace sa2va::sam2 {
 namespace {

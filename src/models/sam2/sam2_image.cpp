@@ -3,8 +3,8 @@
 #include <cstring>
 
 #include "core/error.h"
-#include "ops/ops.h"
 #include "core/profile.h"
+#include "ops/ops.h"
 
 namespace sa2va::sam2 {
 namespace {
