@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 
+#include "core/block_pool.h"
 #include "core/stages.h"
 #include "io/config.h"
 #include "io/safetensors.h"
@@ -24,6 +25,11 @@
 namespace sa2va {
 
 struct Sa2vaModel {
+  // Declared first, so destroyed last: once the weights are gone, their large blocks are returned
+  // to the system instead of waiting idle in the buffer pool (core/block_pool.h).
+  struct ReleaseIdleBuffersLast {
+    ~ReleaseIdleBuffersLast() { block_pool::release_idle(); }
+  } release_idle_buffers_last;
   std::string dir;
   ModelConfig config;
   Precision precision = Precision::BF16;

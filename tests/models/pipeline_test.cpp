@@ -6,6 +6,7 @@
 #include <map>
 #include <nlohmann/json.hpp>
 
+#include "core/block_pool.h"
 #include "core/stages.h"
 #include "io/image.h"
 #include "io/video.h"
@@ -247,6 +248,17 @@ TEST(PipelineConformance, Bf16ModeMasksAgree) {
   const double iou = test::mask_iou(stage(rec, "seg0.mask"), test::load_golden(golden, "seg0.mask"));
   std::cout << "bf16 mode: low-res logits max|diff|/rms " << d.rel() << ", mask IoU " << iou << "\n";
   EXPECT_GE(iou, 0.99);
+}
+
+TEST(Pipeline, DestroyedModelReturnsItsLargeBuffers) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  {
+    auto model = Sa2vaModel::load(dir, Precision::F32);
+#if !defined(__SANITIZE_ADDRESS__)
+    EXPECT_GT(block_pool::stats().mapped_bytes, 0u);  // the f32 weights of the fixture include large tensors
+#endif
+  }
+  EXPECT_EQ(block_pool::stats().idle_bytes, 0u);
 }
 
 TEST(Pipeline, TextOnlyAndMultiTurn) {
