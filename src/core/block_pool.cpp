@@ -17,13 +17,14 @@ constexpr size_t kGranule = size_t{64} << 10;  // block sizes are multiples of t
 struct IdleBlock {
   void* data;
   size_t bytes;
-  uint64_t idle_since;  // acquisition count when it was released
+  uint64_t idle_since;  // the period in which it was released
 };
 
 struct Pool {
   std::mutex mutex;
   std::vector<IdleBlock> idle;  // a few dozen at most
   uint64_t acquisitions = 0;
+  uint64_t period = 0;
   size_t mapped_bytes = 0;
   size_t peak_mapped_bytes = 0;
   size_t idle_bytes = 0;
@@ -34,23 +35,8 @@ Pool& pool() {
   return *p;
 }
 
-void unmap(void* data, size_t bytes) { munmap(data, bytes); }
-
-// Removes idle blocks that were passed over for too long; returns them for unmapping outside the lock.
-std::vector<IdleBlock> take_stale(Pool& p) {
-  std::vector<IdleBlock> stale;
-  for (size_t i = 0; i < p.idle.size();) {
-    if (p.acquisitions - p.idle[i].idle_since > kMaxIdleAcquisitions) {
-      stale.push_back(p.idle[i]);
-      p.idle_bytes -= p.idle[i].bytes;
-      p.mapped_bytes -= p.idle[i].bytes;
-      p.idle[i] = p.idle.back();
-      p.idle.pop_back();
-    } else {
-      ++i;
-    }
-  }
-  return stale;
+void unmap_all(const std::vector<IdleBlock>& blocks) {
+  for (const IdleBlock& b : blocks) munmap(b.data, b.bytes);
 }
 
 }  // namespace
@@ -60,7 +46,6 @@ std::shared_ptr<void> acquire(size_t bytes) {
   Pool& p = pool();
   void* data = nullptr;
   size_t block_bytes = need;
-  std::vector<IdleBlock> stale;
   {
     std::lock_guard<std::mutex> lock(p.mutex);
     ++p.acquisitions;
@@ -77,9 +62,7 @@ std::shared_ptr<void> acquire(size_t bytes) {
       p.idle[best] = p.idle.back();
       p.idle.pop_back();
     }
-    stale = take_stale(p);
   }
-  for (const IdleBlock& b : stale) unmap(b.data, b.bytes);
   if (!data) {
     data = mmap(nullptr, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (data == MAP_FAILED)
@@ -91,9 +74,30 @@ std::shared_ptr<void> acquire(size_t bytes) {
   return std::shared_ptr<void>(data, [block_bytes](void* released) {
     Pool& q = pool();
     std::lock_guard<std::mutex> lock(q.mutex);
-    q.idle.push_back({released, block_bytes, q.acquisitions});
+    q.idle.push_back({released, block_bytes, q.period});
     q.idle_bytes += block_bytes;
   });
+}
+
+void end_of_period() {
+  Pool& p = pool();
+  std::vector<IdleBlock> stale;
+  {
+    std::lock_guard<std::mutex> lock(p.mutex);
+    for (size_t i = 0; i < p.idle.size();) {
+      if (p.idle[i].idle_since < p.period) {  // idle since before the period that just ended
+        stale.push_back(p.idle[i]);
+        p.idle_bytes -= p.idle[i].bytes;
+        p.mapped_bytes -= p.idle[i].bytes;
+        p.idle[i] = p.idle.back();
+        p.idle.pop_back();
+      } else {
+        ++i;
+      }
+    }
+    ++p.period;
+  }
+  unmap_all(stale);
 }
 
 void release_idle() {
@@ -105,7 +109,7 @@ void release_idle() {
     p.mapped_bytes -= p.idle_bytes;
     p.idle_bytes = 0;
   }
-  for (const IdleBlock& b : idle) unmap(b.data, b.bytes);
+  unmap_all(idle);
 }
 
 Stats stats() {

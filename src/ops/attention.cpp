@@ -82,13 +82,16 @@ constexpr int64_t kQueryBlock = 4 * simd::kBf16TileRows;
 constexpr int64_t kKeyBlock = 8 * simd::kBf16PanelCols;
 constexpr int64_t kPanel = simd::kBf16PanelCols;
 
-// A buffer per thread that only grows, so the many small attention calls (Hiera windows) and the
-// per-frame video calls reuse memory instead of allocating and zeroing it each time. Contents are
-// undefined on return: callers write before they read.
+// Small fixed-size buffers per thread (the task scratch of the fused kernel), kept across calls so
+// the many small attention calls (Hiera windows) do not allocate. Contents are undefined on
+// return: callers write before they read.
 template <int Slot>
 uint32_t* thread_scratch(size_t words) {
   thread_local std::vector<uint32_t> buffer;
-  if (buffer.size() < words) buffer.resize(words);
+  if (buffer.size() < words) {
+    std::vector<uint32_t>().swap(buffer);  // exactly `words`, not the vector's geometric growth
+    buffer.resize(words);
+  }
   return buffer.data();
 }
 
@@ -97,7 +100,8 @@ struct PackedKv {
   int64_t key_panels = 0;           // per head
   int64_t value_panels = 0;         // Dv panels per key block
   int64_t key_blocks = 0;
-  uint32_t* keys = nullptr;    // every word is written by pack_kv (padding as zeros)
+  Tensor key_storage, value_storage;  // large ones come from the buffer pool, reused frame after frame
+  uint32_t* keys = nullptr;           // every word is written by pack_kv (padding as zeros)
   uint32_t* values = nullptr;
   size_t key_offset(int64_t head, int64_t panel) const {
     return static_cast<size_t>((head * key_panels + panel) * key_pairs_per_panel * kPanel);
@@ -117,8 +121,10 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
   p.value_panels = (Dv + kPanel - 1) / kPanel;
   p.key_blocks = (a.kv_len + kKeyBlock - 1) / kKeyBlock;
-  p.keys = thread_scratch<0>(static_cast<size_t>(a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel));
-  p.values = thread_scratch<1>(static_cast<size_t>(a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel));
+  p.key_storage = Tensor::empty({a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel}, DType::I32);
+  p.value_storage = Tensor::empty({a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel}, DType::I32);
+  p.keys = reinterpret_cast<uint32_t*>(p.key_storage.data<int32_t>());
+  p.values = reinterpret_cast<uint32_t*>(p.value_storage.data<int32_t>());
   parallel_for(a.kv_heads * p.key_panels, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / p.key_panels, panel = t % p.key_panels, j0 = panel * kPanel;
@@ -148,10 +154,10 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
   parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
     // Task buffers, one set per thread: packed queries, scores, bf16 probabilities, the output
     // accumulator and the running max and sum of each row.
-    uint32_t* const q_packed = thread_scratch<2>(static_cast<size_t>(kQueryBlock * q_pairs));
-    float* const scores = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
-    uint32_t* const probs = thread_scratch<4>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
-    float* const acc = reinterpret_cast<float*>(thread_scratch<5>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
+    uint32_t* const q_packed = thread_scratch<0>(static_cast<size_t>(kQueryBlock * q_pairs));
+    float* const scores = reinterpret_cast<float*>(thread_scratch<1>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
+    uint32_t* const probs = thread_scratch<2>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
+    float* const acc = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
     float* const row_max = acc + kQueryBlock * Dv;
     float* const row_sum = row_max + kQueryBlock;
     for (int64_t t = t0; t < t1; ++t) {

@@ -37,13 +37,19 @@ TEST(BlockPool, ReusesAnIdleBlockOfAboutTheSameSize) {
   EXPECT_EQ(block_pool::stats().idle_bytes, 0u);
 }
 
-TEST(BlockPool, BlocksPassedOverTooLongAreUnmapped) {
+TEST(BlockPool, BlocksIdleThroughAWholePeriodAreUnmapped) {
   block_pool::release_idle();
-  { auto stranded = block_pool::acquire(5 * kMiB); }
-  const size_t mapped = block_pool::stats().mapped_bytes;
-  for (uint64_t i = 0; i <= block_pool::kMaxIdleAcquisitions; ++i) auto other = block_pool::acquire(kMiB);
-  EXPECT_LT(block_pool::stats().mapped_bytes, mapped);  // the 5 MiB block is gone
+  const size_t before = block_pool::stats().mapped_bytes;
+  { auto stranded = block_pool::acquire(9 * kMiB); }  // too big to serve 2 MiB (over 4x)
+  void* kept_data = nullptr;
+  { auto kept = block_pool::acquire(2 * kMiB); kept_data = kept.get(); }
+  block_pool::end_of_period();  // both were released during this period: they stay
+  EXPECT_EQ(block_pool::stats().mapped_bytes, before + 11 * kMiB);
+  { auto again = block_pool::acquire(2 * kMiB); EXPECT_EQ(again.get(), kept_data); }  // reused in the next one
+  block_pool::end_of_period();  // the 9 MiB block sat idle through a whole period: unmapped
+  EXPECT_EQ(block_pool::stats().mapped_bytes, before + 2 * kMiB);
   block_pool::release_idle();
+  EXPECT_EQ(block_pool::stats().mapped_bytes, before);
 }
 
 TEST(BlockPool, RepeatingPatternKeepsAFlatFootprint) {
@@ -56,6 +62,7 @@ TEST(BlockPool, RepeatingPatternKeepsAFlatFootprint) {
     live.erase(live.begin() + 1);  // freed in a different order than taken
     live.push_back(block_pool::acquire(2 * kMiB));
     live.clear();
+    block_pool::end_of_period();
     if (frame == 0) after_first = block_pool::stats().mapped_bytes;
     EXPECT_EQ(block_pool::stats().mapped_bytes, after_first) << "frame " << frame;
   }

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <string>
 
+#include "core/block_pool.h"
 #include "core/error.h"
 #include "ops/ops.h"
 
@@ -262,6 +263,7 @@ void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings
       held[i].push_back(condition_frame(banks[static_cast<size_t>(k)], c, sam, f, prompts.f32() + k * hidden_dim,
                                         last_tracked >= 0, k == 0 ? rec : nullptr));
     hand_out_held();
+    block_pool::end_of_period();  // one frame: buffers not reused by the next one are returned
   }
   // 2. Every other frame, forward.
   for (int t = 0; t <= last_tracked; ++t) {
@@ -272,6 +274,7 @@ void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings
             track_frame(banks[static_cast<size_t>(k)], t, sam, f, t < last_tracked, k == 0 ? rec : nullptr));
     next_out = t + 1;
     hand_out_held();
+    block_pool::end_of_period();
   }
 }
 
