@@ -177,14 +177,7 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
     std::vector<AddedToken> added;
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const auto& entry : j["added_tokens"]) {
-        AddedToken token;
-        token.id = entry.at("id").get<int32_t>();
-        token.content = entry.at("content").get<std::string>();
-        token.special = entry.value("special", false);
-        token.normalized = entry.value("normalized", !token.special);
-        token.lstrip = entry.value("lstrip", false);
-        token.rstrip = entry.value("rstrip", false);
-        token.single_word = entry.value("single_word", false);
+        AddedToken token = added_token_from_json(entry.at("id").get<int32_t>(), entry);
         check(token.id >= 0, path_ + ": negative added token id");
         max_id = std::max(max_id, token.id);
         added.push_back(std::move(token));

@@ -39,6 +39,18 @@ size_t utf8_length_of(char32_t cp) { return cp < 0x80 ? 1 : cp < 0x800 ? 2 : cp 
 
 }  // namespace
 
+AddedToken added_token_from_json(int32_t id, const nlohmann::json& entry) {
+  AddedToken token;
+  token.id = id;
+  token.content = entry.at("content").get<std::string>();
+  token.special = entry.value("special", false);
+  token.normalized = entry.value("normalized", !token.special);
+  token.lstrip = entry.value("lstrip", false);
+  token.rstrip = entry.value("rstrip", false);
+  token.single_word = entry.value("single_word", false);
+  return token;
+}
+
 void AddedVocabulary::add(AddedToken token) {
   check(!token.content.empty(), "added token " + std::to_string(token.id) + " has empty content");
   if (const auto it = by_content_.find(token.content); it != by_content_.end()) {
@@ -138,15 +150,7 @@ TokenizerConfig read_tokenizer_config(const std::string& model_dir) {
       config.add_bos_token = json["add_bos_token"].get<bool>() ? 1 : 0;
     if (json.contains("added_tokens_decoder")) {
       for (const auto& [id, entry] : json["added_tokens_decoder"].items()) {
-        AddedToken token;
-        token.id = std::stoi(id);
-        token.content = entry.at("content").get<std::string>();
-        token.special = entry.value("special", false);
-        token.normalized = entry.value("normalized", !token.special);
-        token.lstrip = entry.value("lstrip", false);
-        token.rstrip = entry.value("rstrip", false);
-        token.single_word = entry.value("single_word", false);
-        config.added_tokens_decoder.push_back(std::move(token));
+        config.added_tokens_decoder.push_back(added_token_from_json(std::stoi(id), entry));
       }
     }
   } catch (const nlohmann::json::exception& e) {

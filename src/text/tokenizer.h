@@ -9,6 +9,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include <nlohmann/json_fwd.hpp>
+
 namespace sa2va {
 
 // A token added on top of the model vocabulary (HF `AddedToken`).
@@ -21,6 +23,10 @@ struct AddedToken {
   bool rstrip = false;       // swallows the whitespace on its right
   bool single_word = false;  // only matches when not inside a word
 };
+
+// An added token from its JSON entry (tokenizer.json "added_tokens" or tokenizer_config.json
+// "added_tokens_decoder"), with HF's defaults for absent flags.
+AddedToken added_token_from_json(int32_t id, const nlohmann::json& entry);
 
 // Finds added tokens in text: at each position the longest token wins, scanning left to right.
 class AddedVocabulary {

@@ -85,11 +85,14 @@ char32_t compose_pair(char32_t first, char32_t second) {
   return it == map.end() ? 0 : it->second;
 }
 
-// Length of the UTF-8 sequence at bytes[i] if valid (1..4), else 0.
-size_t valid_sequence_length(std::string_view bytes, size_t i) {
-  const auto b = [&](size_t k) { return static_cast<uint8_t>(bytes[k]); };
-  const uint8_t lead = b(i);
-  if (lead < 0x80) return 1;
+// The UTF-8 sequence led by bytes[i]: its expected length (0 when bytes[i] cannot lead one, 1 for
+// ASCII) and how many of its bytes, from the lead on, are well formed (Unicode Table 3-7).
+struct SequencePrefix {
+  size_t expected, well_formed;
+};
+SequencePrefix sequence_prefix(std::string_view bytes, size_t i) {
+  const uint8_t lead = static_cast<uint8_t>(bytes[i]);
+  if (lead < 0x80) return {1, 1};
   size_t length;
   uint8_t low = 0x80, high = 0xBF;  // allowed range of the second byte
   if (lead >= 0xC2 && lead <= 0xDF) length = 2;
@@ -99,35 +102,25 @@ size_t valid_sequence_length(std::string_view bytes, size_t i) {
   else if (lead == 0xF0) length = 4, low = 0x90;
   else if (lead == 0xF4) length = 4, high = 0x8F;
   else if (lead >= 0xF1 && lead <= 0xF3) length = 4;
-  else return 0;
-  for (size_t k = 1; k < length; ++k) {
-    if (i + k >= bytes.size()) return 0;
-    const uint8_t lo = k == 1 ? low : 0x80, hi = k == 1 ? high : 0xBF;
-    if (b(i + k) < lo || b(i + k) > hi) return 0;
-  }
-  return length;
-}
-
-// Number of bytes forming the maximal invalid subpart starting at bytes[i] (at least 1).
-size_t invalid_subpart_length(std::string_view bytes, size_t i) {
-  const uint8_t lead = static_cast<uint8_t>(bytes[i]);
-  size_t length;
-  uint8_t low = 0x80, high = 0xBF;
-  if (lead >= 0xC2 && lead <= 0xDF) length = 2;
-  else if (lead == 0xE0) length = 3, low = 0xA0;
-  else if (lead == 0xED) length = 3, high = 0x9F;
-  else if (lead >= 0xE1 && lead <= 0xEF) length = 3;
-  else if (lead == 0xF0) length = 4, low = 0x90;
-  else if (lead == 0xF4) length = 4, high = 0x8F;
-  else if (lead >= 0xF1 && lead <= 0xF3) length = 4;
-  else return 1;
+  else return {0, 0};
   size_t k = 1;
   for (; k < length && i + k < bytes.size(); ++k) {
     const uint8_t lo = k == 1 ? low : 0x80, hi = k == 1 ? high : 0xBF;
     const uint8_t c = static_cast<uint8_t>(bytes[i + k]);
     if (c < lo || c > hi) break;
   }
-  return k;
+  return {length, k};
+}
+
+// Length of the UTF-8 sequence at bytes[i] if valid (1..4), else 0.
+size_t valid_sequence_length(std::string_view bytes, size_t i) {
+  const SequencePrefix p = sequence_prefix(bytes, i);
+  return p.expected != 0 && p.well_formed == p.expected ? p.expected : 0;
+}
+
+// Number of bytes forming the maximal invalid subpart starting at bytes[i] (at least 1).
+size_t invalid_subpart_length(std::string_view bytes, size_t i) {
+  return std::max<size_t>(sequence_prefix(bytes, i).well_formed, 1);
 }
 
 char32_t decode_at(std::string_view bytes, size_t i, size_t length) {

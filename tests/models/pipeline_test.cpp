@@ -67,6 +67,18 @@ Request image_request(const std::string& dir, const json& c) {
   return r;
 }
 
+// The video case's frames copied into a folder of frames named 00000.png, 00001.png, ...
+std::string fixture_frames_folder(const std::string& dir, const json& video_case, const std::string& tag) {
+  const std::string frames = test::temp_dir(tag);
+  int i = 0;
+  for (const auto& f : video_case["frames"]) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "/%05d.png", i++);
+    std::filesystem::copy_file(dir + "/" + f.get<std::string>(), frames + name);
+  }
+  return frames;
+}
+
 TEST(PipelineConformance, ImageCaseEveryStage) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["image"];
@@ -148,14 +160,7 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["video"];
   const std::string golden = dir + "/goldens/video.safetensors";
-  // The fixture frames as a folder of frames.
-  const std::string frames = test::temp_dir("frames");
-  int i = 0;
-  for (const auto& f : c["frames"]) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "/%05d.png", i++);
-    std::filesystem::copy_file(dir + "/" + f.get<std::string>(), frames + name);
-  }
+  const std::string frames = fixture_frames_folder(dir, c, "frames");
   auto video = Video::open(frames);
   Request r;
   r.video = video.get();
@@ -178,13 +183,7 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
 TEST(Pipeline, UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["video"];
-  const std::string frames = test::temp_dir("uniform-frames");
-  int i = 0;
-  for (const auto& f : c["frames"]) {
-    char name[32];
-    std::snprintf(name, sizeof(name), "/%05d.png", i++);
-    std::filesystem::copy_file(dir + "/" + f.get<std::string>(), frames + name);
-  }
+  const std::string frames = fixture_frames_folder(dir, c, "uniform-frames");
   auto video = Video::open(frames);
   Request r;
   r.video = video.get();

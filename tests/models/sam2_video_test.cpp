@@ -353,18 +353,29 @@ TEST(Sam2VideoConformance, TinyVideoSpreadKeyFrames) {
   for (int t : {1, 3, 5}) EXPECT_NE(find_stage(run.rec, "sam.frame" + std::to_string(t) + ".pix_feat_with_mem"), nullptr);
 }
 
+// The tiny checkpoint's SAM2 image path and tracker at a 256² input (g = 16), bf16 mode.
+struct SmallTracker {
+  Checkpoint checkpoint;
+  Sam2Image sam;
+  VideoTracker tracker;
+  explicit SmallTracker(const std::string& dir) : checkpoint(Checkpoint::open(dir)) {
+    ModelConfig cfg = load_config(dir);
+    cfg.sam2.image_size = 256;
+    Weights w(checkpoint, Precision::BF16);
+    sam = Sam2Image::load(w, cfg);
+    tracker = VideoTracker::load(w, cfg);
+    w.finish();
+  }
+};
+
 // A long run of the real tracker at a small input size (the tiny checkpoint at 256², g = 16):
 // every frame goes through memory attention, memory encoding and the bank, whose size must stop
 // growing once the windows are full.
 TEST(Sam2VideoTracker, LongRunStaysBounded) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const Checkpoint ck = Checkpoint::open(dir);
-  ModelConfig cfg = load_config(dir);
-  cfg.sam2.image_size = 256;
-  Weights w(ck, Precision::BF16);
-  const Sam2Image sam = Sam2Image::load(w, cfg);
-  const VideoTracker tracker = VideoTracker::load(w, cfg);
-  w.finish();
+  const SmallTracker small(dir);
+  const Sam2Image& sam = small.sam;
+  const VideoTracker& tracker = small.tracker;
   const Tensor lang = test::load_golden(dir + "/goldens/video.safetensors", "seg.embeds");
 
   std::mt19937 rng(7);
@@ -393,13 +404,9 @@ TEST(Sam2VideoTracker, LongRunStaysBounded) {
 // objects in order within a frame. Frames before the first key frame get a mask too.
 TEST(Sam2VideoTracker, FrameRequestAndMaskOrderWithSpreadKeyFrames) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const Checkpoint ck = Checkpoint::open(dir);
-  ModelConfig cfg = load_config(dir);
-  cfg.sam2.image_size = 256;
-  Weights w(ck, Precision::BF16);
-  const Sam2Image sam = Sam2Image::load(w, cfg);
-  const VideoTracker tracker = VideoTracker::load(w, cfg);
-  w.finish();
+  const SmallTracker small(dir);
+  const Sam2Image& sam = small.sam;
+  const VideoTracker& tracker = small.tracker;
   const Tensor one = test::load_golden(dir + "/goldens/video.safetensors", "seg.embeds");
   Tensor lang = Tensor::empty({2, one.size(1)});  // two objects: the [SEG] prompt and its negation
   for (int64_t i = 0; i < one.size(1); ++i) {
