@@ -17,7 +17,8 @@ void BM_Linear(benchmark::State& state, int64_t M, int64_t K, int64_t N, sa2va::
   std::vector<float> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K)), y(static_cast<size_t>(M * N));
   for (auto& v : x) v = dist(gen);
   for (auto& v : w) v = dist(gen);
-  const sa2va::Tensor weight = sa2va::Tensor::from_vector(w, {N, K}).to(weight_type);
+  const sa2va::WeightMatrix weight = sa2va::WeightMatrix::prepare(
+      sa2va::Tensor::from_vector(w, {N, K}), weight_type == sa2va::DType::BF16 ? sa2va::WeightFormat::BF16 : sa2va::WeightFormat::F32);
   for (auto _ : state) {
     sa2va::ops::linear(x.data(), M, K, weight, nullptr, y.data());
     benchmark::DoNotOptimize(y.data());

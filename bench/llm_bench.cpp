@@ -67,7 +67,7 @@ struct Model1b {
     lm = LanguageModel::load(*weights, cfg);
     weights->finish();
     for (const auto& layer : lm.layers)
-      for (const Tensor* t : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down})
+      for (const WeightMatrix* t : {&layer.wqkv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down})
         weight_bytes += static_cast<double>(t->nbytes());
     weight_bytes += static_cast<double>(lm.lm_head.nbytes());
   }
@@ -102,9 +102,9 @@ void BM_LlmPrefill(benchmark::State& state) {
   const int64_t n = state.range(0);
   const Tensor prompt = random_embeddings(n, m.lm.hidden_size());
   for (auto _ : state) {
-    KVCache cache = m.lm.new_cache(static_cast<int>(n));
-    const Tensor hidden = m.lm.forward(prompt, cache);
-    benchmark::DoNotOptimize(m.lm.logits(hidden.slice(0, n - 1, n)).f32());
+    LlmState state = m.lm.new_state(static_cast<int>(n));
+    m.lm.forward(prompt, state);
+    benchmark::DoNotOptimize(m.lm.last_logits(state));
   }
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(n * state.iterations()),
                                                       benchmark::Counter::kIsRate);
@@ -122,13 +122,12 @@ void BM_LlmDecode(benchmark::State& state) {
   use_two_threads();
   Model1b& m = model();
   const int64_t context = state.range(0);
-  KVCache cache = m.lm.new_cache(static_cast<int>(context + 4096));
-  m.lm.forward(random_embeddings(context, m.lm.hidden_size()), cache);
+  LlmState llm_state = m.lm.new_state(static_cast<int>(context + 4096), static_cast<int>(context));
+  m.lm.forward(random_embeddings(context, m.lm.hidden_size()), llm_state);
   int32_t token = 17061;
   for (auto _ : state) {
-    const Tensor hidden = m.lm.forward(m.lm.embed({token}), cache);
-    const Tensor logits = m.lm.logits(hidden);
-    token = static_cast<int32_t>(argmax(logits.f32(), logits.size(1)));
+    m.lm.forward_token(token, llm_state);
+    token = static_cast<int32_t>(argmax(m.lm.last_logits(llm_state), m.lm.vocab_size()));
   }
   state.counters["tokens_per_s"] = benchmark::Counter(static_cast<double>(state.iterations()),
                                                       benchmark::Counter::kIsRate);
@@ -144,9 +143,9 @@ void BM_WeightStreamPeer(benchmark::State& state) {
   Model1b& m = model();
   std::vector<const Tensor*> tensors;
   for (const auto& layer : m.lm.layers)
-    for (const Tensor* t : {&layer.wq, &layer.wk, &layer.wv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down})
-      tensors.push_back(t);
-  tensors.push_back(&m.lm.lm_head);
+    for (const WeightMatrix* t : {&layer.wqkv, &layer.wo, &layer.w_gate, &layer.w_up, &layer.w_down})
+      tensors.push_back(&t->values());
+  tensors.push_back(&m.lm.lm_head.values());
   for (auto _ : state) {
     std::atomic<uint64_t> checksum{0};
     for (const Tensor* t : tensors) {
@@ -169,10 +168,10 @@ void BM_GemmPeer(benchmark::State& state) {
   use_two_threads();
   Model1b& m = model();
   const Tensor x = random_embeddings(2048, m.lm.hidden_size());
-  const Tensor& w = m.lm.layers[0].w_gate;
+  const WeightMatrix& w = m.lm.layers[0].w_gate;
   for (auto _ : state) benchmark::DoNotOptimize(ops::linear(x, w).f32());
   state.counters["GFLOP_per_s"] = benchmark::Counter(
-      2.0 * 2048 * static_cast<double>(w.numel()) * static_cast<double>(state.iterations()) / 1e9,
+      2.0 * 2048 * static_cast<double>(w.rows() * w.cols()) * static_cast<double>(state.iterations()) / 1e9,
       benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_GemmPeer)->Iterations(4)->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime();

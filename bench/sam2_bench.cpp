@@ -92,7 +92,8 @@ void run_decode(benchmark::State& state, bool use_bf16) {
 void run_gemm_peer(benchmark::State& state, DType weight_type) {
   const int64_t M = 4096, K = 576, N = 2304;
   const Tensor x = bench::fill_uniform(Tensor::empty({M, K}), 1.f);
-  const Tensor weight = bench::fill_uniform(Tensor::empty({N, K}), 1.f / 24.f).to(weight_type);
+  const WeightMatrix weight = WeightMatrix::prepare(bench::fill_uniform(Tensor::empty({N, K}), 1.f / 24.f),
+                                                    weight_type == DType::BF16 ? WeightFormat::BF16 : WeightFormat::F32);
   Tensor y = Tensor::empty({M, N});
   for (auto _ : state) {
     ops::linear(x.f32(), M, K, weight, nullptr, y.f32());

@@ -28,5 +28,5 @@ jobs=$(nproc)
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
 cmake --build build -j "$jobs"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON -DSA2VA_BUILD_BENCH=OFF
-cmake --build build-asan -j "$jobs" --target sa2va_tests sa2va_cli
+cmake --build build-asan -j "$jobs" --target sa2va_tests
 echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"

@@ -76,9 +76,22 @@ enum class Precision {
   BF16,  // bf16 weights and attention operands, f32 accumulation and softmax (as upstream in bf16): the default
 };
 
+// How the language model's linear layers are stored and multiplied. Quantized formats hold
+// blocks of 32 weights with one f16 scale each (8-bit: 34 bytes per block, 4-bit: 18).
+enum class WeightFormat : uint8_t {
+  F32,   // f32 weights (what Precision::F32 uses for every matrix)
+  BF16,  // bf16 weights: the checkpoint's own format; the default
+  Q8_0,  // 8-bit blocks, quantized at load
+  Q4_0,  // 4-bit blocks, quantized at load
+};
+
 struct ModelOptions {
   Precision precision = Precision::BF16;
-  int threads = 0;  // 0 = all cores
+  // Format of the language model's linear layers: BF16 follows the precision (f32 in F32 mode);
+  // Q8_0 / Q4_0 quantize them at load in either mode. Other components follow the precision.
+  WeightFormat weights = WeightFormat::BF16;
+  std::string device = "cpu";  // "cpu" ("cuda[:N]" where the library is built with CUDA)
+  int threads = 0;             // this model's thread pool; 0 = the process default (all cores)
 };
 
 struct GenerationOptions {

@@ -40,8 +40,7 @@ class VideoImpl final : public Video {
 }  // namespace
 
 std::unique_ptr<Model> Model::load(const std::string& model_dir, const ModelOptions& options) {
-  if (options.threads > 0) set_num_threads(options.threads);
-  return std::make_unique<ModelImpl>(Sa2vaModel::load(model_dir, options.precision));
+  return std::make_unique<ModelImpl>(Sa2vaModel::load(model_dir, options));
 }
 
 void set_profiling(bool enabled) {

@@ -22,7 +22,7 @@ SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothin
     Request base;
     std::unique_ptr<Video> video;
     opts->fill(base, video);
-    auto model = Model::load(opts->model_dir, {opts->parsed_precision(), 0});
+    auto model = Model::load(opts->model_dir, opts->model_options());
     const bool interactive = isatty(STDIN_FILENO);
     if (interactive) std::fprintf(stderr, "sa2va chat — empty line or Ctrl-D to quit\n");
     std::string past_text;

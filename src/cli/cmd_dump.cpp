@@ -27,7 +27,7 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
     request.text = opts->prompt;
     std::unique_ptr<Video> video;
     opts->fill(request, video);
-    auto model = Sa2vaModel::load(opts->model_dir, opts->parsed_precision());
+    auto model = Sa2vaModel::load(opts->model_dir, opts->model_options());
     StageRecorder recorder;
     const Prediction p = model->predict(request, &recorder);
     write_safetensors(*out, recorder.stages(), {{"prediction", p.text}, {"precision", opts->precision}});

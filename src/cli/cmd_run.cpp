@@ -23,7 +23,7 @@ SA2VA_COMMAND("run", "Answer a prompt about an image, a video or nothing; write 
     request.text = opts->prompt;
     std::unique_ptr<Video> video;
     opts->fill(request, video);
-    auto model = Model::load(opts->model_dir, {opts->parsed_precision(), 0});
+    auto model = Model::load(opts->model_dir, opts->model_options());
     std::unique_ptr<VideoOutputWriter> video_out;
     if (video && !out_dir->empty()) {
       video_out = std::make_unique<VideoOutputWriter>(*out_dir, *video, !*no_overlay);

@@ -34,6 +34,12 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
   app.add_option("--precision", precision, "f32 (reference) or bf16 (fast)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
+  app.add_option("--weights", weights,
+                 "Format of the language model's linear layers: bf16 (as the checkpoint), q8_0 or q4_0 (quantized "
+                 "at load)")
+      ->check(CLI::IsMember({"bf16", "q8_0", "q4_0"}))
+      ->capture_default_str();
+  app.add_option("--device", device, "Where the model runs: cpu (cuda[:N] in CUDA builds)")->capture_default_str();
   app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate")->check(CLI::PositiveNumber)
       ->capture_default_str();
   app.add_option("--max-tiles", max_tiles, "Most 448px tiles per image")->check(CLI::Range(1, 40))
@@ -48,7 +54,13 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
   app.add_option("--seed", seed, "Sampling seed");
 }
 
-Precision RequestOptions::parsed_precision() const { return precision == "f32" ? Precision::F32 : Precision::BF16; }
+ModelOptions RequestOptions::model_options() const {
+  ModelOptions o;
+  o.precision = precision == "f32" ? Precision::F32 : Precision::BF16;
+  o.weights = weights == "q8_0" ? WeightFormat::Q8_0 : weights == "q4_0" ? WeightFormat::Q4_0 : WeightFormat::BF16;
+  o.device = device;
+  return o;
+}
 
 void RequestOptions::fill(Request& request, std::unique_ptr<Video>& video_holder) const {
   if (!image_path.empty()) request.image = load_image(image_path);

@@ -16,7 +16,7 @@ struct RequestOptions {
   std::string image_path, video_path;
   std::string prompt, answer;
   std::vector<std::string> mask_prompt_paths;
-  std::string precision = "bf16";
+  std::string precision = "bf16", weights = "bf16", device = "cpu";
   int max_new_tokens = 2048, max_tiles = 12, llm_frames = 5;
   bool uniform_frames = false;
   float temperature = 0.f, top_p = 1.f;
@@ -25,7 +25,7 @@ struct RequestOptions {
 
   // Adds the options; `with_prompt` false for `chat` (the prompt comes from the terminal).
   void add_to(CLI::App& app, bool with_prompt, const std::string& default_precision);
-  Precision parsed_precision() const;
+  ModelOptions model_options() const;  // precision, weight format, device; threads from --threads
   // Loads the image / opens the video / reads the mask prompts into `request`.
   void fill(Request& request, std::unique_ptr<Video>& video_holder) const;
 };

@@ -4,7 +4,7 @@
 #include <cstring>
 #include <sstream>
 
-#include "core/block_pool.h"
+#include "core/allocator.h"
 #include "core/error.h"
 
 namespace sa2va {
@@ -33,24 +33,16 @@ static Shape contiguous_strides(const Shape& shape) {
   return strides;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
-constexpr bool kPoolLargeTensors = false;  // keep AddressSanitizer's guard zones around every tensor
-#else
-constexpr bool kPoolLargeTensors = true;
-#endif
-
-Tensor Tensor::empty(const Shape& shape, DType dtype) {
+Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   for (int64_t d : shape) check(d >= 0, "negative tensor dimension in " + shape_str(shape));
   Tensor t;
-  size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
-  if (kPoolLargeTensors && bytes >= block_pool::kMinBytes) {
-    t.storage_ = block_pool::acquire(bytes);
-  } else {
-    size_t rounded = (bytes + 63) / 64 * 64;
-    void* p = std::aligned_alloc(64, rounded ? rounded : 64);
-    if (!p) throw Error("out of memory allocating tensor " + shape_str(shape));
-    t.storage_ = std::shared_ptr<void>(p, std::free);
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * dtype_size(dtype);
+  try {
+    t.storage_ = allocator_for(device).allocate(bytes);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " (tensor " + shape_str(shape) + " " + dtype_name(dtype) + ")");
   }
+  t.device_ = device;
   t.base_ = t.storage_.get();
   t.shape_ = shape;
   t.strides_ = contiguous_strides(shape);
@@ -89,6 +81,10 @@ int64_t Tensor::size(int64_t d) const {
 }
 
 bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+void Tensor::throw_not_on_host() const {
+  throw Error("host access to a " + shape_str(shape_) + " tensor that lives on " + device_.name());
+}
 
 float* Tensor::f32() const {
   if (dtype_ != DType::F32) throw Error(std::string("expected an F32 tensor, got ") + dtype_name(dtype_));

@@ -1,6 +1,8 @@
-// Tensor: a typed, shaped, strided view over shared storage.
-// Storage is either owned (64-byte aligned heap) or borrowed from a memory map that the
-// storage handle keeps alive, so checkpoint weights are used in place without copies.
+// Tensor: a typed, shaped, strided view over shared storage on one device.
+// Storage either comes from the device's allocator (core/allocator.h) or is borrowed from a
+// memory map that the storage handle keeps alive, so checkpoint weights are used in place
+// without copies. Host pointers (raw, data<T>, f32, bf16) are for CPU tensors only and say so
+// with an Error when asked of a tensor on another device.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -8,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "core/device.h"
 #include "core/dtype.h"
 
 namespace sa2va {
@@ -21,16 +24,18 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // New contiguous tensor; contents zeroed.
+  // New contiguous tensor; contents zeroed (CPU only).
   static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
-  // New contiguous tensor; contents uninitialised (for outputs that are fully written).
-  static Tensor empty(const Shape& shape, DType dtype = DType::F32);
+  // New contiguous tensor from the device's allocator; contents uninitialised (for outputs
+  // that are fully written).
+  static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   // Borrow external memory; `keep_alive` owns whatever backs `data` (e.g. a memory map).
   static Tensor borrow(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> keep_alive);
   static Tensor from_vector(const std::vector<float>& values, const Shape& shape);
 
   bool defined() const { return storage_ != nullptr; }
   DType dtype() const { return dtype_; }
+  Device device() const { return device_; }
   const Shape& shape() const { return shape_; }
   const Shape& strides() const { return strides_; }
   int64_t dim() const { return static_cast<int64_t>(shape_.size()); }
@@ -39,10 +44,14 @@ class Tensor {
   size_t nbytes() const { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
   bool is_contiguous() const;
 
-  void* raw() const { return static_cast<char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_)); }
+  // Host pointers to the first element: the tensor must live on the CPU.
+  void* raw() const {
+    if (!device_.is_cpu()) throw_not_on_host();
+    return static_cast<char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+  }
   template <typename T> T* data() const { return static_cast<T*>(raw()); }
-  float* f32() const;        // checks dtype F32
-  uint16_t* bf16() const;    // checks dtype BF16
+  float* f32() const;        // also checks dtype F32
+  uint16_t* bf16() const;    // also checks dtype BF16
 
   // Views (share storage).
   Tensor view(const Shape& shape) const;             // contiguous only; one -1 allowed
@@ -57,11 +66,14 @@ class Tensor {
   std::vector<float> to_vector() const;               // any float dtype, as f32
 
  private:
+  [[noreturn]] void throw_not_on_host() const;
+
   std::shared_ptr<void> storage_;
   void* base_ = nullptr;
   int64_t offset_ = 0;  // in elements
   Shape shape_, strides_;
   DType dtype_ = DType::F32;
+  Device device_;
 };
 
 }  // namespace sa2va

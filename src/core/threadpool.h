@@ -1,19 +1,74 @@
-// A fixed pool of worker threads and parallel_for over an index range.
-// The number of threads is a process-wide setting (`--threads`); kernels split their outer
-// loop (rows, heads, channels) into contiguous chunks, one per thread.
+// Thread pools and parallel_for over an index range.
+//
+// A ThreadPool is a fixed set of worker threads; kernels split their outer loop (rows, heads,
+// channels) into contiguous chunks, one per thread. Every model owns its pool (ModelOptions::
+// threads), so two models with different thread counts in one process do not disturb each other;
+// a request runs its kernels on the pool of the execution context it runs in (core/context.h),
+// which a ThreadPool::Use guard makes the calling thread's current pool. Without one, the
+// process's default pool is used (sized by set_num_threads, all cores by default).
 #pragma once
+#include <condition_variable>
 #include <cstdint>
+#include <exception>
 #include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 namespace sa2va {
 
-// Sets the number of threads used by parallel_for (>= 1). The BLAS library runs single-threaded
-// inside the pool's tasks (ops::gemm splits its work), so this is the only knob.
+class ThreadPool {
+ public:
+  explicit ThreadPool(int threads);  // threads >= 1 (the calling thread counts as one)
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  void resize(int threads);
+
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` long each. Runs inline
+  // when n is small, the pool has one thread, or the caller already is inside a parallel region.
+  // Regions of one pool run one at a time (callers from several threads queue).
+  void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
+
+  // Makes `pool` the calling thread's current pool for the guard's lifetime.
+  class Use {
+   public:
+    explicit Use(ThreadPool& pool);
+    ~Use();
+    Use(const Use&) = delete;
+    Use& operator=(const Use&) = delete;
+
+   private:
+    ThreadPool* previous_;
+  };
+
+ private:
+  void run(const std::function<void(int)>& task);  // task(index) on every thread, caller is 0
+  void loop(int index, uint64_t seen);
+  void stop();
+
+  std::mutex region_mutex_;  // one parallel region at a time
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable start_cv_, done_cv_;
+  const std::function<void(int)>* task_ = nullptr;
+  int pending_ = 0;
+  uint64_t generation_ = 0;
+  bool stopping_ = false;
+  std::exception_ptr error_;
+};
+
+// The calling thread's current pool (the default pool when no ThreadPool::Use is active).
+ThreadPool& current_thread_pool();
+
+// Sets the size of the process's default pool (>= 1).
 void set_num_threads(int n);
+// Threads of the current pool.
 int num_threads();
 
-// Calls fn(begin, end) on disjoint chunks covering [0, n). Chunks are at least `grain` long.
-// Runs inline when n is small or only one thread is configured. Nested calls run inline.
+// parallel_for on the current pool.
 void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
 
 }  // namespace sa2va

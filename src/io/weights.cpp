@@ -4,17 +4,27 @@
 
 namespace sa2va {
 
-Weights::Weights(const Checkpoint& checkpoint, Precision precision) : checkpoint_(&checkpoint), precision_(precision) {}
+WeightFormat LoadPolicy::format_for(MatrixUse use) const {
+  if (use == MatrixUse::LanguageModel && is_quantized(llm_format)) return llm_format;
+  return precision == Precision::F32 ? WeightFormat::F32 : WeightFormat::BF16;
+}
 
-Weights Weights::declaring(Precision precision) {
+Weights::Weights(const Checkpoint& checkpoint, const LoadPolicy& policy) : checkpoint_(&checkpoint), policy_(policy) {
+  check(policy.device.is_cpu(), "device " + policy.device.name() + ": this build of sa2va runs on the CPU only");
+  check(!is_quantized(policy.llm_format) || policy.llm_format == WeightFormat::Q8_0 ||
+            policy.llm_format == WeightFormat::Q4_0,
+        "unsupported language-model weight format");
+}
+
+Weights Weights::declaring(const LoadPolicy& policy) {
   Weights w;
-  w.precision_ = precision;
+  w.policy_ = policy;
   return w;
 }
 
 bool Weights::has(const std::string& name) const { return checkpoint_ && checkpoint_->has(name); }
 
-Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bool as_matrix, bool optional) {
+Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bool optional) {
   if (!checkpoint_) {
     if (!optional) declared_.push_back({name, shape, init});
     return Tensor();
@@ -32,25 +42,41 @@ Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bo
     problems_.push_back("'" + name + "' has dtype " + dtype_name(info.dtype) + ", expected a float type");
     return Tensor();
   }
-  Tensor t = checkpoint_->get(name);
-  const DType want = as_matrix && precision_ == Precision::BF16 ? DType::BF16 : DType::F32;
-  // Already in the compute dtype: used in place from the map (the reader guarantees element
-  // alignment; kernels use unaligned vector loads), no copy.
-  if (t.dtype() == want) return t;
-  if (t.dtype() == DType::F16 && want == DType::BF16) return t.to(DType::F32).to(DType::BF16);
-  return t.to(want);
+  // Used in place from the map (the reader guarantees element alignment; kernels use unaligned
+  // vector loads); prepare() copies only what changes format.
+  return checkpoint_->get(name);
 }
 
-Tensor Weights::matrix(const std::string& name, const Shape& shape, Init init) {
-  return fetch(name, shape, init, true, false);
+WeightMatrix Weights::prepare(const Tensor& matrix, MatrixUse use) const {
+  // A 1×1 convolution [N, K, 1, 1] is a Linear layer.
+  if (matrix.defined() && matrix.dim() == 4 && matrix.size(2) == 1 && matrix.size(3) == 1)
+    return WeightMatrix::prepare(matrix.view({matrix.size(0), matrix.size(1)}), policy_.format_for(use));
+  return WeightMatrix::prepare(matrix, policy_.format_for(use));
+}
+
+WeightMatrix Weights::matrix(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
+  return prepare(fetch(name, shape, init, false), use);
+}
+
+WeightMatrix Weights::optional_matrix(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
+  return prepare(fetch(name, shape, init, true), use);
+}
+
+Tensor Weights::stored(const std::string& name, const Shape& shape, Init init) {
+  return fetch(name, shape, init, false);
+}
+
+ConvWeight Weights::conv(const std::string& name, const Shape& shape, Init init) {
+  return ConvWeight::prepare(fetch(name, shape, init, false));
+}
+
+ConvWeight Weights::conv_transposed_2x2(const std::string& name, const Shape& shape, Init init) {
+  return ConvWeight::prepare_transposed_2x2(fetch(name, shape, init, false));
 }
 
 Tensor Weights::f32(const std::string& name, const Shape& shape, Init init) {
-  return fetch(name, shape, init, false, false);
-}
-
-Tensor Weights::optional_matrix(const std::string& name, const Shape& shape, Init init) {
-  return fetch(name, shape, init, true, true);
+  const Tensor t = fetch(name, shape, init, false);
+  return !t.defined() || t.dtype() == DType::F32 ? t : t.to(DType::F32);
 }
 
 void Weights::finish() const {

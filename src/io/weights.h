@@ -1,21 +1,40 @@
-// Binding checkpoint tensors to model structs by name.
+// Binding checkpoint tensors to model structs by name, and preparing them for their kernels.
 //
 // Every component's load() asks a Weights object for its tensors by their checkpoint name and
-// expected shape. Against a checkpoint, Weights converts to the compute precision and records
-// every missing or mis-shaped tensor; finish() then reports all of them at once. In declaring
-// mode it reads nothing and records (name, shape, init) so that `make-model` can write a
-// complete checkpoint from the same single source of names and shapes.
+// expected shape. Against a checkpoint, Weights prepares each one as the load policy says
+// (device, compute precision, weight format: matrices as WeightMatrix, conv weights in GEMM
+// layout, norms and biases as F32) and records every missing or mis-shaped tensor; finish() then
+// reports all of them at once. In declaring mode it reads nothing and records (name, shape, init)
+// so that `make-model` can write a complete checkpoint from the same single source of names and
+// shapes; every prepared weight is then undefined.
 #pragma once
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "ops/weight_matrix.h"
 #include "sa2va/sa2va.h"
 
 namespace sa2va {
 
 // Precision (F32 / BF16) is the public enum of sa2va.h.
+
+// Which matrices a weight format applies to: the language model's linear layers take the
+// policy's format (bf16, q8_0, q4_0); every other matrix follows the compute precision.
+enum class MatrixUse { General, LanguageModel };
+
+// How weights are prepared at load.
+struct LoadPolicy {
+  Device device = Device::cpu();
+  Precision precision = Precision::BF16;          // compute precision
+  WeightFormat llm_format = WeightFormat::BF16;   // format of the language model's matrices
+
+  LoadPolicy() = default;
+  LoadPolicy(Precision p) : precision(p) {}  // NOLINT: a precision alone is a complete policy
+  // F32 mode keeps unquantized matrices in f32; a quantized LLM format applies in both modes.
+  WeightFormat format_for(MatrixUse use) const;
+};
 
 // How make-model initialises a tensor so that activations of a random model stay O(1).
 enum class Init {
@@ -37,18 +56,29 @@ struct DeclaredTensor {
 
 class Weights {
  public:
-  Weights(const Checkpoint& checkpoint, Precision precision);
-  static Weights declaring(Precision precision = Precision::BF16);
+  Weights(const Checkpoint& checkpoint, const LoadPolicy& policy);
+  static Weights declaring(const LoadPolicy& policy = {});
 
-  Precision precision() const { return precision_; }
+  const LoadPolicy& policy() const { return policy_; }
+  Precision precision() const { return policy_.precision; }
   bool declaring_only() const { return checkpoint_ == nullptr; }
 
-  // A matrix used by GEMM-backed ops (linear, conv): BF16 in bf16 mode, F32 in f32 mode.
-  Tensor matrix(const std::string& name, const Shape& shape, Init init = Init::Linear);
+  // A Linear weight [N, K] (or a 1×1 conv weight [N, K, 1, 1] used as one) in the format the
+  // policy gives `use`.
+  WeightMatrix matrix(const std::string& name, const Shape& shape, Init init = Init::Linear,
+                      MatrixUse use = MatrixUse::General);
+  // Like matrix(), but absent tensors are not an error (returns an undefined matrix).
+  WeightMatrix optional_matrix(const std::string& name, const Shape& shape, Init init = Init::Linear,
+                               MatrixUse use = MatrixUse::General);
+  // A tensor as stored (F32, BF16 or F16), for matrices that are fused or reordered before
+  // prepare(); undefined in declaring mode or when it is missing or mis-shaped (recorded).
+  Tensor stored(const std::string& name, const Shape& shape, Init init = Init::Linear);
+  WeightMatrix prepare(const Tensor& matrix, MatrixUse use = MatrixUse::General) const;
+  // Conv weights in GEMM layout: conv2d [Cout, Cin/groups, kh, kw]; transposed 2x2 [Cin, Cout, 2, 2].
+  ConvWeight conv(const std::string& name, const Shape& shape, Init init = Init::Linear);
+  ConvWeight conv_transposed_2x2(const std::string& name, const Shape& shape, Init init = Init::Linear);
   // Any tensor needed as F32 in both modes (norms, biases, embeddings added element-wise).
   Tensor f32(const std::string& name, const Shape& shape, Init init);
-  // Like matrix(), but absent tensors are not an error (returns an undefined Tensor).
-  Tensor optional_matrix(const std::string& name, const Shape& shape, Init init = Init::Linear);
   bool has(const std::string& name) const;
 
   // Throws one Error listing every missing or mis-shaped tensor (no-op when all were found).
@@ -57,10 +87,11 @@ class Weights {
 
  private:
   Weights() = default;
-  Tensor fetch(const std::string& name, const Shape& shape, Init init, bool as_matrix, bool optional);
+  // The stored tensor, checked against its expected shape and dtype (undefined when it is not usable).
+  Tensor fetch(const std::string& name, const Shape& shape, Init init, bool optional);
 
   const Checkpoint* checkpoint_ = nullptr;
-  Precision precision_ = Precision::F32;
+  LoadPolicy policy_;
   std::vector<DeclaredTensor> declared_;
   std::vector<std::string> problems_;
 };

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace sa2va {
 namespace {
@@ -101,20 +102,24 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
   check(prompt_embeds.defined() && prompt_embeds.dim() == 2 && prompt_embeds.size(0) >= 1,
         "generation: the prompt is empty");
   const int64_t n = prompt_embeds.size(0), D = lm.hidden_size();
-  KVCache cache = lm.new_cache(static_cast<int>(n + options.max_new_tokens));
+  // Everything the request needs is allocated before the first step: the state at its final
+  // capacity, the hidden-state rows and the id list.
+  LlmState state = lm.new_state(static_cast<int>(n + options.max_new_tokens), static_cast<int>(n));
 
   GenerationResult result;
   result.prompt_length = n;
+  result.ids.reserve(static_cast<size_t>(options.max_new_tokens));
   Tensor hidden = Tensor::empty({n + options.max_new_tokens - 1, D});
   int64_t rows = n;
-  const Tensor prefill = lm.forward(prompt_embeds, cache, rec);
+  const Tensor prefill = lm.forward(prompt_embeds, state, rec);
   std::memcpy(hidden.f32(), prefill.f32(), prefill.nbytes());
-  Tensor logits = lm.logits(prefill.slice(0, n - 1, n));
+  const float* logits = lm.last_logits(state);
+  const int64_t vocab = lm.vocab_size();
 
   uint64_t rng_state = options.seed;
   for (int step = 0;; ++step) {
-    if (observer) observer(step, logits.f32(), logits.size(1));
-    const int32_t token = choose_token(logits.f32(), logits.size(1), options, rng_state);
+    if (observer) observer(step, logits, vocab);
+    const int32_t token = choose_token(logits, vocab, options, rng_state);
     result.ids.push_back(token);
     if (token == stop.eos_id) {
       result.stop_reason = StopReason::Eos;
@@ -128,10 +133,10 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
       result.stop_reason = StopReason::MaxTokens;
       break;
     }
-    const Tensor h = lm.forward(lm.embed({token}), cache);
+    const Tensor h = lm.forward_token(token, state);
     std::memcpy(hidden.f32() + rows * D, h.f32(), h.nbytes());
     ++rows;
-    logits = lm.logits(h);
+    logits = lm.last_logits(state);
   }
   result.hidden = hidden.slice(0, 0, rows);
   return result;
@@ -152,8 +157,8 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
   const Tensor answer = lm.embed(answer_ids);
   std::memcpy(inputs.f32() + n * D, answer.f32(), answer.nbytes());
 
-  KVCache cache = lm.new_cache(static_cast<int>(total));
-  const Tensor hidden = lm.forward(inputs, cache, rec);
+  LlmState state = lm.new_state(static_cast<int>(total));
+  const Tensor hidden = lm.forward(inputs, state, rec);
 
   if (rec) {
     const int64_t V = lm.vocab_size(), tail = std::min<int64_t>(8, total);
@@ -181,7 +186,7 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
 
 Tensor seg_hidden_states(const GenerationResult& result, int32_t seg_id) {
   check(result.hidden.defined() && result.hidden.dim() == 2, "[SEG] selection: no hidden states");
-  const int64_t D = result.hidden.size(1), rows = result.hidden.size(0);
+  const int64_t rows = result.hidden.size(0);
   // The last generated id was never fed back, so only ids[0 .. G-2] have a hidden state.
   const int64_t n_out = result.ids.empty() ? 0 : static_cast<int64_t>(result.ids.size()) - 1;
   check(n_out <= rows, "[SEG] selection: " + std::to_string(rows) + " hidden states for " +
@@ -189,12 +194,7 @@ Tensor seg_hidden_states(const GenerationResult& result, int32_t seg_id) {
   std::vector<int64_t> picked;
   for (int64_t j = 0; j < n_out; ++j)
     if (result.ids[static_cast<size_t>(j)] == seg_id) picked.push_back(rows - n_out + j);
-  Tensor out = Tensor::empty({static_cast<int64_t>(picked.size()), D});
-  const Tensor hidden = result.hidden.contiguous();
-  for (size_t s = 0; s < picked.size(); ++s)
-    std::memcpy(out.f32() + static_cast<int64_t>(s) * D, hidden.f32() + picked[s] * D,
-                static_cast<size_t>(D) * sizeof(float));
-  return out;
+  return ops::gather_rows(result.hidden, picked);
 }
 
 }  // namespace sa2va

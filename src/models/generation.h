@@ -1,4 +1,4 @@
-// Text generation with the language model (spec/tokenizer-template.md §6, llm.md §5, glue.md):
+// Text generation with the language model (docs/tokenizer-template.md §6, docs/llm.md §5-§6, docs/glue.md §2):
 // prefill the prompt embeddings, then decode one token at a time with the KV cache, stopping on
 // the eos id, a stop word or the token limit. Also the teacher-forced equivalent and the
 // selection of the [SEG] hidden states.
@@ -57,7 +57,7 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
                                 const std::vector<int32_t>& answer_ids, int32_t eos_id = -1,
                                 StageRecorder* rec = nullptr);
 
-// glue.md get_seg_hidden_states: the hidden states at the positions where a generated [SEG] was
+// docs/glue.md §2 (upstream get_seg_hidden_states): the hidden states at the positions where a generated [SEG] was
 // the input (the final generated token is ignored) → [S, D] in generation order (S may be 0).
 Tensor seg_hidden_states(const GenerationResult& result, int32_t seg_id);
 

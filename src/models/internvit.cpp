@@ -6,7 +6,6 @@
 
 #include "core/error.h"
 #include "core/profile.h"
-#include "core/threadpool.h"
 #include "ops/ops.h"
 
 namespace sa2va {
@@ -28,18 +27,6 @@ struct VisionEncoder::LayerScratch {
         attention(Tensor::empty({tokens, hidden})),
         mlp(Tensor::empty({tokens, mlp_size})) {}
 };
-
-namespace {
-
-// [C, P] (channel-first feature map) -> rows of `dst` [P, C].
-void transpose_into(const float* src, int64_t channels, int64_t pixels, float* dst) {
-  parallel_for(pixels, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p)
-      for (int64_t c = 0; c < channels; ++c) dst[p * channels + c] = src[c * pixels + p];
-  }, 64);
-}
-
-}  // namespace
 
 VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
   const VisionConfig& v = c.vision;
@@ -72,7 +59,8 @@ VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
   const int64_t C = v.hidden_size, F = v.intermediate_size, P = v.patch_size;
   const int64_t G = e.checkpoint_grid;
   const std::string emb = "vision_model.embeddings.";
-  e.patch_weight = w.matrix(emb + "patch_embedding.weight", {C, 3, P, P}, Init::Linear);
+  e.patch_weight = w.conv(emb + "patch_embedding.weight", {C, 3, P, P}, Init::Linear);
+  e.bf16_attention = w.precision() == Precision::BF16;
   e.patch_bias = w.f32(emb + "patch_embedding.bias", {C}, Init::Bias);
   e.class_embedding = w.f32(emb + "class_embedding", {1, 1, C}, Init::Small);
   e.position_embedding = w.f32(emb + "position_embedding", {1, 1 + G * G, C}, Init::Small);
@@ -115,20 +103,16 @@ Tensor VisionEncoder::position_table(int64_t grid) const {
   // the CLS entry is kept as is.
   const float* table = position_embedding.f32();
   Tensor image = Tensor::empty({C, G, G});
-  float* img = image.f32();
-  parallel_for(C, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c)
-      for (int64_t p = 0; p < G * G; ++p) img[c * G * G + p] = table[(1 + p) * C + c];
-  }, 16);
+  ops::transpose_2d(table + C, G * G, C, image.f32());  // patch rows [G·G, C] -> [C, G, G]
   const Tensor resized = ops::interpolate_bicubic(image, grid, grid);
   Tensor out = Tensor::empty({1 + grid * grid, C});
   std::memcpy(out.f32(), table, static_cast<size_t>(C) * sizeof(float));
-  transpose_into(resized.f32(), C, grid * grid, out.f32() + C);
+  ops::transpose_2d(resized.f32(), C, grid * grid, out.f32() + C);
   return out;
 }
 
 void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tokens, LayerScratch& s) const {
-  const int64_t C = hidden_size, F = L.fc1_weight.size(0);
+  const int64_t C = hidden_size, F = L.fc1_weight.rows();
   float* y = s.normed.f32();
   float* qkv = s.qkv.f32();
   float* attn = s.attention.f32();
@@ -146,7 +130,7 @@ void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tok
   a.q_heads = a.kv_heads = num_heads;
   a.head_dim = C / num_heads;
   a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
-  a.bf16_operands = L.qkv_weight.dtype() == DType::BF16;
+  a.bf16_operands = bf16_attention;
   ops::attention(a);
   ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.f32(), y);
   ops::mul_rows(y, L.ls1.f32(), tokens, C);
@@ -190,7 +174,7 @@ Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) co
   ops::Conv2dArgs patchify;
   patchify.stride_h = patchify.stride_w = patch_size;
 
-  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].fc1_weight.size(0));
+  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].fc1_weight.rows());
   Tensor hidden = Tensor::empty({n, N, C});
   Tensor out = Tensor::empty({n, tokens_out, D});
   for (int64_t t = 0; t < n; ++t) {
@@ -198,7 +182,7 @@ Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) co
     // embeddings: [CLS, patches in row-major order] + position embedding
     const Tensor patches = ops::conv2d(pixels.select(0, t), patch_weight, patch_bias, patchify);  // [C, g, g]
     std::memcpy(x, class_embedding.f32(), static_cast<size_t>(C) * sizeof(float));
-    transpose_into(patches.f32(), C, grid * grid, x + C);
+    ops::transpose_2d(patches.f32(), C, grid * grid, x + C);
     ops::add(x, positions.f32(), x, N * C);
 
     for (int i = 0; i < layers_to_run; ++i) run_layer(layers[i], x, N, scratch);

@@ -1,4 +1,4 @@
-// InternViT-300M-448px vision encoder and the mlp1 projector (spec/internvit.md, preprocess.md §3).
+// InternViT-300M-448px vision encoder and the mlp1 projector (docs/internvit.md, docs/preprocess.md §3).
 //
 // pixel_values [n,3,H,W] -> patch conv 14x14 -> [CLS, patches] + position embedding ->
 // pre-norm encoder layers with layer scale -> drop CLS -> pixel shuffle (0.5, v2) -> mlp1 ->
@@ -15,11 +15,14 @@ namespace sa2va {
 
 struct VisionEncoderLayer {
   Tensor norm1_weight, norm1_bias;  // LayerNorm before attention
-  Tensor qkv_weight, qkv_bias;      // [3C, C]: rows Q | K | V, heads contiguous inside each block
-  Tensor proj_weight, proj_bias;
+  WeightMatrix qkv_weight;          // [3C, C]: rows Q | K | V, heads contiguous inside each block
+  Tensor qkv_bias;
+  WeightMatrix proj_weight;
+  Tensor proj_bias;
   Tensor ls1;                       // layer scale on the attention branch [C]
   Tensor norm2_weight, norm2_bias;  // LayerNorm before the MLP
-  Tensor fc1_weight, fc1_bias, fc2_weight, fc2_bias;
+  WeightMatrix fc1_weight, fc2_weight;
+  Tensor fc1_bias, fc2_bias;
   Tensor ls2;                       // layer scale on the MLP branch [C]
 };
 
@@ -27,19 +30,22 @@ struct VisionEncoder {
   int hidden_size = 0, num_heads = 0, patch_size = 0, checkpoint_grid = 0;  // grid of position_embedding
   int layers_to_run = 0;  // from select_layer: the encoder output taken is hidden_states[layers_to_run]
   float layer_norm_eps = 1e-6f;
+  bool bf16_attention = false;  // bf16 compute precision (load policy): attention operands in bf16
 
-  Tensor patch_weight, patch_bias;  // Conv2d(3 -> C, kernel = stride = patch)
+  ConvWeight patch_weight;          // Conv2d(3 -> C, kernel = stride = patch)
+  Tensor patch_bias;
   Tensor class_embedding;           // [C]
   Tensor position_embedding;        // [1 + grid², C]
   std::vector<VisionEncoderLayer> layers;
 
   // mlp1: LayerNorm(4C, eps 1e-5) -> Linear(4C, D) -> GELU -> Linear(D, D)
-  Tensor mlp_norm_weight, mlp_norm_bias, mlp_fc1_weight, mlp_fc1_bias, mlp_fc2_weight, mlp_fc2_bias;
+  Tensor mlp_norm_weight, mlp_norm_bias, mlp_fc1_bias, mlp_fc2_bias;
+  WeightMatrix mlp_fc1_weight, mlp_fc2_weight;
   int output_size = 0;  // D (the LLM's hidden size)
 
   static VisionEncoder load(Weights& w, const ModelConfig& c);
 
-  // pixel_values: F32 [n,3,H,W], normalised (preprocess.md §2); H = W, a multiple of 2·patch.
+  // pixel_values: F32 [n,3,H,W], normalised (docs/preprocess.md §2.3); H = W, a multiple of 2·patch.
   // Returns vit_embeds F32 [n,(H/(2·patch))²,D]. Records "vit.last_hidden_state" [n,1+(H/patch)²,C]
   // and "vit_embeds".
   Tensor forward(const Tensor& pixel_values, StageRecorder* rec = nullptr) const;

@@ -14,38 +14,55 @@ namespace {
 
 std::string layer_prefix(int i) { return "language_model.model.layers." + std::to_string(i) + "."; }
 
-void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
-  for (int64_t r = 0; r < rows; ++r)
-    std::memcpy(dst + r * dst_stride, src + r * src_stride, static_cast<size_t>(cols) * sizeof(float));
+// InternLM2's packed wqkv holds, per KV group g, n_rep query heads, then key g, then value g
+// (docs/llm.md §3.2). The rows of the fused matrix are all query heads, all keys, all values.
+Tensor reorder_grouped_qkv(const Tensor& packed, int64_t kv_heads, int64_t n_rep, int64_t head_dim) {
+  const int64_t group = (n_rep + 2) * head_dim;
+  std::vector<RowBlock> blocks;
+  for (int64_t g = 0; g < kv_heads; ++g) blocks.push_back({packed, g * group, n_rep * head_dim});
+  for (int64_t g = 0; g < kv_heads; ++g) blocks.push_back({packed, g * group + n_rep * head_dim, head_dim});
+  for (int64_t g = 0; g < kv_heads; ++g) blocks.push_back({packed, g * group + (n_rep + 1) * head_dim, head_dim});
+  return stack_rows(blocks);
 }
+
+// A bias vector [n] as a one-column matrix, so that stack_rows moves its entries like rows.
+Tensor column(const Tensor& bias) { return bias.defined() ? bias.view({bias.numel(), 1}) : bias; }
+Tensor flat(const Tensor& t) { return t.defined() ? t.view({t.numel()}) : t; }
 
 }  // namespace
 
-// ---- KVCache -------------------------------------------------------------------------------
+// ---- LlmState ------------------------------------------------------------------------------
 
-KVCache::KVCache(int layers, int capacity, int kv_dim) : kv_dim_(kv_dim) {
-  keys_.resize(static_cast<size_t>(layers));
-  values_.resize(static_cast<size_t>(layers));
-  reserve(std::max(capacity, 1));
-}
-
-void KVCache::truncate(int length) {
-  check(length >= 0 && length <= length_, "KV cache: cannot truncate " + std::to_string(length_) +
+void LlmState::truncate(int length) {
+  check(length >= 0 && length <= length_, "language model state: cannot truncate " + std::to_string(length_) +
                                               " positions to " + std::to_string(length));
   length_ = length;
 }
 
-void KVCache::reserve(int capacity) {
-  if (capacity <= capacity_) return;
-  const int grown = std::max(capacity, capacity_ + capacity_ / 2);
-  for (size_t l = 0; l < keys_.size(); ++l) {
-    for (Tensor* t : {&keys_[l], &values_[l]}) {
-      Tensor bigger = Tensor::empty({grown, kv_dim_});
-      if (length_ > 0) std::memcpy(bigger.f32(), t->f32(), static_cast<size_t>(length_) * kv_dim_ * sizeof(float));
-      *t = bigger;
-    }
+LlmState LanguageModel::new_state(int capacity, int max_step) const {
+  check(capacity >= 1, "language model state: the capacity must be at least 1 position");
+  if (max_step <= 0 || max_step > capacity) max_step = capacity;
+  const int64_t D = config.hidden_size, I = config.intermediate_size, n = max_step;
+  const int64_t q_dim = int64_t{config.num_heads} * config.head_dim;
+  LlmState s;
+  s.kv_dim_ = config.num_kv_heads * config.head_dim;
+  s.capacity_ = capacity;
+  s.max_step_ = max_step;
+  for (int l = 0; l < config.num_layers; ++l) {
+    s.keys_.push_back(Tensor::empty({capacity, s.kv_dim_}));
+    s.values_.push_back(Tensor::empty({capacity, s.kv_dim_}));
   }
-  capacity_ = grown;
+  s.x_ = Tensor::empty({n, D});
+  s.normed_ = Tensor::empty({n, D});
+  s.branch_ = Tensor::empty({n, D});
+  s.qkv_ = Tensor::empty({n, q_dim + 2 * s.kv_dim_});
+  s.heads_ = Tensor::empty({n, q_dim});
+  s.gate_ = Tensor::empty({n, I});
+  s.up_ = Tensor::empty({n, I});
+  s.out_ = Tensor::empty({n, D});
+  s.logits_ = Tensor::empty({config.vocab_size});
+  s.positions_.resize(static_cast<size_t>(n));
+  return s;
 }
 
 // ---- loading -------------------------------------------------------------------------------
@@ -53,6 +70,7 @@ void KVCache::reserve(int capacity) {
 LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   LanguageModel m;
   m.config = c.llm;
+  m.bf16_attention = w.precision() == Precision::BF16;
   const LlmConfig& lc = c.llm;
   check(lc.hidden_size > 0 && lc.num_layers > 0 && lc.num_heads > 0 && lc.num_kv_heads > 0 && lc.head_dim > 0 &&
             lc.intermediate_size > 0 && lc.vocab_size > 0,
@@ -64,6 +82,7 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   const int64_t D = lc.hidden_size, V = lc.vocab_size, I = lc.intermediate_size;
   const int64_t q_dim = int64_t{lc.num_heads} * lc.head_dim, kv_dim = int64_t{lc.num_kv_heads} * lc.head_dim;
   const bool qwen = lc.arch == LlmArch::Qwen2;
+  constexpr MatrixUse kLlm = MatrixUse::LanguageModel;
 
   m.embedding = w.matrix(qwen ? "language_model.model.embed_tokens.weight" : "language_model.model.tok_embeddings.weight",
                          {V, D}, Init::Embedding);
@@ -72,60 +91,58 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
     Layer& L = m.layers[static_cast<size_t>(i)];
     const std::string p = layer_prefix(i);
     if (qwen) {
-      L.wq = w.matrix(p + "self_attn.q_proj.weight", {q_dim, D});
-      L.wk = w.matrix(p + "self_attn.k_proj.weight", {kv_dim, D});
-      L.wv = w.matrix(p + "self_attn.v_proj.weight", {kv_dim, D});
+      const Tensor wq = w.stored(p + "self_attn.q_proj.weight", {q_dim, D});
+      const Tensor wk = w.stored(p + "self_attn.k_proj.weight", {kv_dim, D});
+      const Tensor wv = w.stored(p + "self_attn.v_proj.weight", {kv_dim, D});
+      L.wqkv = w.prepare(stack_rows({{wq, 0, q_dim}, {wk, 0, kv_dim}, {wv, 0, kv_dim}}), kLlm);
       if (lc.attention_bias) {
-        L.bq = w.f32(p + "self_attn.q_proj.bias", {q_dim}, Init::Bias);
-        L.bk = w.f32(p + "self_attn.k_proj.bias", {kv_dim}, Init::Bias);
-        L.bv = w.f32(p + "self_attn.v_proj.bias", {kv_dim}, Init::Bias);
+        const Tensor bq = w.f32(p + "self_attn.q_proj.bias", {q_dim}, Init::Bias);
+        const Tensor bk = w.f32(p + "self_attn.k_proj.bias", {kv_dim}, Init::Bias);
+        const Tensor bv = w.f32(p + "self_attn.v_proj.bias", {kv_dim}, Init::Bias);
+        L.bqkv = flat(stack_rows({{column(bq), 0, q_dim}, {column(bk), 0, kv_dim}, {column(bv), 0, kv_dim}}));
       }
-      L.wo = w.matrix(p + "self_attn.o_proj.weight", {D, q_dim});
-      L.w_gate = w.matrix(p + "mlp.gate_proj.weight", {I, D});
-      L.w_up = w.matrix(p + "mlp.up_proj.weight", {I, D});
-      L.w_down = w.matrix(p + "mlp.down_proj.weight", {D, I});
+      L.wo = w.matrix(p + "self_attn.o_proj.weight", {D, q_dim}, Init::Linear, kLlm);
+      L.w_gate = w.matrix(p + "mlp.gate_proj.weight", {I, D}, Init::Linear, kLlm);
+      L.w_up = w.matrix(p + "mlp.up_proj.weight", {I, D}, Init::Linear, kLlm);
+      L.w_down = w.matrix(p + "mlp.down_proj.weight", {D, I}, Init::Linear, kLlm);
       L.attention_norm = w.f32(p + "input_layernorm.weight", {D}, Init::NormWeight);
       L.mlp_norm = w.f32(p + "post_attention_layernorm.weight", {D}, Init::NormWeight);
     } else {
-      L.wqkv = w.matrix(p + "attention.wqkv.weight", {q_dim + 2 * kv_dim, D});
-      L.wo = w.matrix(p + "attention.wo.weight", {D, q_dim});
+      const int64_t n_rep = lc.num_heads / lc.num_kv_heads;
+      const Tensor packed = w.stored(p + "attention.wqkv.weight", {q_dim + 2 * kv_dim, D});
+      L.wqkv = w.prepare(reorder_grouped_qkv(packed, lc.num_kv_heads, n_rep, lc.head_dim), kLlm);
+      L.wo = w.matrix(p + "attention.wo.weight", {D, q_dim}, Init::Linear, kLlm);
       if (lc.attention_bias) {
-        L.bqkv = w.f32(p + "attention.wqkv.bias", {q_dim + 2 * kv_dim}, Init::Bias);
+        const Tensor bqkv = w.f32(p + "attention.wqkv.bias", {q_dim + 2 * kv_dim}, Init::Bias);
+        L.bqkv = flat(reorder_grouped_qkv(column(bqkv), lc.num_kv_heads, n_rep, lc.head_dim));
         L.bo = w.f32(p + "attention.wo.bias", {D}, Init::Bias);
       }
-      L.w_gate = w.matrix(p + "feed_forward.w1.weight", {I, D});
-      L.w_up = w.matrix(p + "feed_forward.w3.weight", {I, D});
-      L.w_down = w.matrix(p + "feed_forward.w2.weight", {D, I});
+      L.w_gate = w.matrix(p + "feed_forward.w1.weight", {I, D}, Init::Linear, kLlm);
+      L.w_up = w.matrix(p + "feed_forward.w3.weight", {I, D}, Init::Linear, kLlm);
+      L.w_down = w.matrix(p + "feed_forward.w2.weight", {D, I}, Init::Linear, kLlm);
       L.attention_norm = w.f32(p + "attention_norm.weight", {D}, Init::NormWeight);
       L.mlp_norm = w.f32(p + "ffn_norm.weight", {D}, Init::NormWeight);
     }
   }
   m.final_norm = w.f32("language_model.model.norm.weight", {D}, Init::NormWeight);
   const std::string head_name = qwen ? "language_model.lm_head.weight" : "language_model.output.weight";
-  // Tied checkpoints may still carry a separate head (checkpoint.md: use it when present).
-  m.lm_head = lc.tie_word_embeddings ? w.optional_matrix(head_name, {V, D}) : w.matrix(head_name, {V, D});
+  // Tied checkpoints may still carry a separate head: it is used when present (docs/checkpoint.md §4).
+  m.lm_head = lc.tie_word_embeddings ? w.optional_matrix(head_name, {V, D}, Init::Linear, kLlm)
+                                     : w.matrix(head_name, {V, D}, Init::Linear, kLlm);
   if (!m.lm_head.defined()) m.lm_head = m.embedding;
   return m;
-}
-
-KVCache LanguageModel::new_cache(int max_tokens) const {
-  return KVCache(config.num_layers, max_tokens, config.num_kv_heads * config.head_dim);
 }
 
 // ---- embedding and head --------------------------------------------------------------------
 
 Tensor LanguageModel::embed(const std::vector<int32_t>& ids) const {
-  const int64_t D = config.hidden_size, V = embedding.size(0);
+  const int64_t D = config.hidden_size, V = embedding.rows();
   Tensor out = Tensor::empty({static_cast<int64_t>(ids.size()), D});
   for (size_t t = 0; t < ids.size(); ++t) {
     const int32_t id = ids[t];
     check(id >= 0 && id < V, "token id " + std::to_string(id) + " at position " + std::to_string(t) +
                                  " is outside the vocabulary [0, " + std::to_string(V) + ")");
-    float* dst = out.f32() + static_cast<int64_t>(t) * D;
-    if (embedding.dtype() == DType::BF16)
-      convert_bf16_to_f32(embedding.bf16() + id * D, dst, static_cast<size_t>(D));
-    else
-      std::memcpy(dst, embedding.f32() + id * D, static_cast<size_t>(D) * sizeof(float));
+    embedding.dequantize_rows(id, 1, out.f32() + static_cast<int64_t>(t) * D);
   }
   return out;
 }
@@ -137,56 +154,49 @@ Tensor LanguageModel::logits(const Tensor& hidden) const {
   return ops::linear(hidden, lm_head);
 }
 
+const float* LanguageModel::last_logits(LlmState& state) const {
+  check(state.last_rows_ > 0, "language model: no forward step to take logits from");
+  const int64_t D = config.hidden_size;
+  ops::linear(state.out_.f32() + (state.last_rows_ - 1) * D, 1, D, lm_head, nullptr, state.logits_.f32());
+  return state.logits_.f32();
+}
+
 // ---- decoder -------------------------------------------------------------------------------
 
 float LanguageModel::rope_theta(int64_t total_length) const {
-  // Dynamic NTK only changes the base past the trained context (llm.md §2).
+  // Dynamic NTK only changes the base past the trained context (docs/llm.md §2).
   if (config.rope_scaling_type != "dynamic" || total_length <= config.max_position_embeddings) return config.rope_theta;
   const double f = config.rope_scaling_factor, hd = config.head_dim;
   const double ratio = f * static_cast<double>(total_length) / config.max_position_embeddings - (f - 1.0);
   return static_cast<float>(config.rope_theta * std::pow(ratio, hd / (hd - 2.0)));
 }
 
-void LanguageModel::attention_block(const Layer& layer, int layer_index, const float* normed, int64_t n,
-                                    KVCache& cache, float* out) const {
+void LanguageModel::attention_block(const Layer& layer, int layer_index, int64_t n, LlmState& state) const {
   const int64_t D = config.hidden_size, hd = config.head_dim, H = config.num_heads, KV = config.num_kv_heads;
-  const int64_t q_dim = H * hd, kv_dim = KV * hd, pos0 = cache.length();
-  float* keys = cache.keys(layer_index) + pos0 * kv_dim;
-  float* values = cache.values(layer_index) + pos0 * kv_dim;
+  const int64_t q_dim = H * hd, kv_dim = KV * hd, qkv_dim = q_dim + 2 * kv_dim, pos0 = state.length_;
+  float* const keys = state.keys(layer_index);
+  float* const values = state.values(layer_index);
+  float* const qkv = state.qkv_.f32();
 
-  Tensor q = Tensor::empty({n, q_dim});
-  if (layer.wqkv.defined()) {
-    // Packed InternLM2 projection: per KV group g, n_rep query heads, then key g, then value g.
-    const int64_t n_rep = H / KV, group = (n_rep + 2) * hd, qkv_dim = KV * group;
-    Tensor qkv = Tensor::empty({n, qkv_dim});
-    ops::linear(normed, n, D, layer.wqkv, layer.bqkv.defined() ? layer.bqkv.f32() : nullptr, qkv.f32());
-    for (int64_t g = 0; g < KV; ++g) {
-      const float* src = qkv.f32() + g * group;
-      copy_rows(src, qkv_dim, q.f32() + g * n_rep * hd, q_dim, n, n_rep * hd);
-      copy_rows(src + n_rep * hd, qkv_dim, keys + g * hd, kv_dim, n, hd);
-      copy_rows(src + (n_rep + 1) * hd, qkv_dim, values + g * hd, kv_dim, n, hd);
-    }
-  } else {
-    ops::linear(normed, n, D, layer.wq, layer.bq.defined() ? layer.bq.f32() : nullptr, q.f32());
-    ops::linear(normed, n, D, layer.wk, layer.bk.defined() ? layer.bk.f32() : nullptr, keys);
-    ops::linear(normed, n, D, layer.wv, layer.bv.defined() ? layer.bv.f32() : nullptr, values);
-  }
+  // One product gives q | k | v per token; q stays in place, k and v go to the state.
+  ops::linear(state.normed_.f32(), n, D, layer.wqkv, layer.bqkv.defined() ? layer.bqkv.f32() : nullptr, qkv);
+  ops::copy_rows(qkv + q_dim, qkv_dim, keys + pos0 * kv_dim, kv_dim, n, kv_dim);
+  ops::copy_rows(qkv + q_dim + kv_dim, qkv_dim, values + pos0 * kv_dim, kv_dim, n, kv_dim);
 
-  std::vector<int64_t> positions(static_cast<size_t>(n));
-  for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = pos0 + t;
+  int64_t* positions = state.positions_.data();
+  for (int64_t t = 0; t < n; ++t) positions[t] = pos0 + t;
   const float theta = rope_theta(pos0 + n);
-  ops::rope_rotate_half(q.f32(), n, H, hd, q_dim, positions.data(), theta);
-  ops::rope_rotate_half(keys, n, KV, hd, kv_dim, positions.data(), theta);
+  ops::rope_rotate_half(qkv, n, H, hd, qkv_dim, positions, theta);
+  ops::rope_rotate_half(keys + pos0 * kv_dim, n, KV, hd, kv_dim, positions, theta);
 
-  Tensor heads = Tensor::empty({n, q_dim});
   ops::AttentionArgs a;
-  a.q = q.f32();
-  a.q_stride = q_dim;
-  a.k = cache.keys(layer_index);
+  a.q = qkv;
+  a.q_stride = qkv_dim;
+  a.k = keys;
   a.k_stride = kv_dim;
-  a.v = cache.values(layer_index);
+  a.v = values;
   a.v_stride = kv_dim;
-  a.out = heads.f32();
+  a.out = state.heads_.f32();
   a.out_stride = q_dim;
   a.q_len = n;
   a.kv_len = pos0 + n;
@@ -196,58 +206,84 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, const f
   a.scale = 1.f / std::sqrt(static_cast<float>(hd));
   a.causal = true;
   a.q_offset = pos0;
-  a.bf16_operands = layer.wo.dtype() == DType::BF16;
+  a.bf16_operands = bf16_attention;
   ops::attention(a);
-  ops::linear(heads.f32(), n, q_dim, layer.wo, layer.bo.defined() ? layer.bo.f32() : nullptr, out);
+  ops::linear(state.heads_.f32(), n, q_dim, layer.wo, layer.bo.defined() ? layer.bo.f32() : nullptr,
+              state.branch_.f32());
 }
 
-Tensor LanguageModel::forward(const Tensor& inputs_embeds, KVCache& cache, StageRecorder* rec) const {
-  const profile::Scope timed(inputs_embeds.defined() && inputs_embeds.size(0) > 1 ? "llm.prefill" : "llm.decode_step");
+Tensor LanguageModel::run_layers(int64_t n, LlmState& state, StageRecorder* rec) const {
   const int64_t D = config.hidden_size, I = config.intermediate_size, L = config.num_layers;
-  check(inputs_embeds.defined() && inputs_embeds.dim() == 2 && inputs_embeds.size(1) == D,
-        "language model: inputs_embeds " + (inputs_embeds.defined() ? shape_str(inputs_embeds.shape()) : "(none)") +
-            " are not [N, " + std::to_string(D) + "]");
-  check(cache.keys_.size() == layers.size() && cache.kv_dim() == config.num_kv_heads * config.head_dim,
-        "language model: the KV cache was made for a different model");
-  const int64_t n = inputs_embeds.size(0);
-  const int64_t pos0 = cache.length();
-  cache.reserve(static_cast<int>(pos0 + n));
-
-  Tensor x = inputs_embeds.dtype() == DType::F32 ? inputs_embeds.clone() : inputs_embeds.to(DType::F32);
+  const int64_t pos0 = state.length_;
+  float* const x = state.x_.f32();
+  float* const normed = state.normed_.f32();
+  float* const branch = state.branch_.f32();
   Tensor all_hidden;
   if (rec) {
-    rec->record("llm.inputs_embeds", x);
+    rec->record("llm.inputs_embeds", state.x_.slice(0, 0, n));
     all_hidden = Tensor::empty({L + 1, n, D});
-    std::memcpy(all_hidden.f32(), x.f32(), x.nbytes());
+    std::memcpy(all_hidden.f32(), x, static_cast<size_t>(n * D) * sizeof(float));
   }
-
-  Tensor normed = Tensor::empty({n, D}), branch = Tensor::empty({n, D});
-  Tensor gate = Tensor::empty({n, I}), up = Tensor::empty({n, I});
   const float eps = config.rms_norm_eps;
   for (int64_t l = 0; l < L; ++l) {
     const Layer& layer = layers[static_cast<size_t>(l)];
-    ops::rms_norm(x.f32(), layer.attention_norm.f32(), normed.f32(), n, D, eps);
-    attention_block(layer, static_cast<int>(l), normed.f32(), n, cache, branch.f32());
-    ops::add(x.f32(), branch.f32(), x.f32(), n * D);
+    ops::rms_norm(x, layer.attention_norm.f32(), normed, n, D, eps);
+    attention_block(layer, static_cast<int>(l), n, state);
+    ops::add(x, branch, x, n * D);
 
-    ops::rms_norm(x.f32(), layer.mlp_norm.f32(), normed.f32(), n, D, eps);
-    ops::linear(normed.f32(), n, D, layer.w_gate, nullptr, gate.f32());
-    ops::linear(normed.f32(), n, D, layer.w_up, nullptr, up.f32());
-    ops::silu_mul(gate.f32(), up.f32(), n * I);
-    ops::linear(gate.f32(), n, I, layer.w_down, nullptr, branch.f32());
-    ops::add(x.f32(), branch.f32(), x.f32(), n * D);
-    if (rec && l + 1 < L) std::memcpy(all_hidden.f32() + (l + 1) * n * D, x.f32(), x.nbytes());
+    ops::rms_norm(x, layer.mlp_norm.f32(), normed, n, D, eps);
+    ops::linear(normed, n, D, layer.w_gate, nullptr, state.gate_.f32());
+    ops::linear(normed, n, D, layer.w_up, nullptr, state.up_.f32());
+    ops::silu_mul(state.gate_.f32(), state.up_.f32(), n * I);
+    ops::linear(state.gate_.f32(), n, I, layer.w_down, nullptr, branch);
+    ops::add(x, branch, x, n * D);
+    if (rec && l + 1 < L) std::memcpy(all_hidden.f32() + (l + 1) * n * D, x, static_cast<size_t>(n * D) * sizeof(float));
   }
-  cache.length_ = static_cast<int>(pos0 + n);
+  state.length_ = static_cast<int>(pos0 + n);
+  state.last_rows_ = n;
 
-  Tensor out = Tensor::empty({n, D});
-  ops::rms_norm(x.f32(), final_norm.f32(), out.f32(), n, D, eps);
+  ops::rms_norm(x, final_norm.f32(), state.out_.f32(), n, D, eps);
+  const Tensor out = state.out_.slice(0, 0, n);
   if (rec) {
     std::memcpy(all_hidden.f32() + L * n * D, out.f32(), out.nbytes());
     rec->record("llm.hidden_states", all_hidden);
     rec->record("llm.last_hidden_state", out);
   }
   return out;
+}
+
+void LanguageModel::check_step(int64_t n, const LlmState& state) const {
+  check(state.keys_.size() == layers.size() && state.kv_dim_ == config.num_kv_heads * config.head_dim &&
+            state.x_.defined() && state.x_.size(1) == config.hidden_size,
+        "language model: the state was made for a different model");
+  check(n >= 1 && n <= state.max_step_, "language model: a step of " + std::to_string(n) +
+                                            " tokens exceeds the state's largest step (" +
+                                            std::to_string(state.max_step_) + ")");
+  check(state.length_ + n <= state.capacity_,
+        "language model: " + std::to_string(state.length_ + n) + " positions exceed the state's capacity (" +
+            std::to_string(state.capacity_) + ")");
+}
+
+Tensor LanguageModel::forward(const Tensor& inputs_embeds, LlmState& state, StageRecorder* rec) const {
+  const profile::Scope timed(inputs_embeds.defined() && inputs_embeds.size(0) > 1 ? "llm.prefill" : "llm.decode_step");
+  const int64_t D = config.hidden_size;
+  check(inputs_embeds.defined() && inputs_embeds.dim() == 2 && inputs_embeds.size(1) == D,
+        "language model: inputs_embeds " + (inputs_embeds.defined() ? shape_str(inputs_embeds.shape()) : "(none)") +
+            " are not [N, " + std::to_string(D) + "]");
+  const int64_t n = inputs_embeds.size(0);
+  check_step(n, state);
+  const Tensor src = inputs_embeds.dtype() == DType::F32 ? inputs_embeds.contiguous() : inputs_embeds.to(DType::F32);
+  std::memcpy(state.x_.f32(), src.f32(), src.nbytes());
+  return run_layers(n, state, rec);
+}
+
+Tensor LanguageModel::forward_token(int32_t id, LlmState& state) const {
+  const profile::Scope timed("llm.decode_step");
+  check(id >= 0 && id < embedding.rows(), "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
+                                              std::to_string(embedding.rows()) + ")");
+  check_step(1, state);
+  embedding.dequantize_rows(id, 1, state.x_.f32());
+  return run_layers(1, state, nullptr);
 }
 
 // ---- image-embedding splice ----------------------------------------------------------------

@@ -11,8 +11,9 @@
 #include <sentencepiece_trainer.h>
 
 #include "core/error.h"
-#include "core/threadpool.h"
+#include "core/random.h"
 #include "models/sa2va_model.h"
+#include "ops/ops.h"
 
 namespace sa2va {
 namespace fs = std::filesystem;
@@ -41,23 +42,9 @@ void set_llm(ModelConfig& c, int hidden, int layers, int heads, int kv_heads, in
   c.llm.intermediate_size = ffn;
 }
 
-// splitmix64: a small, fast, well-mixed generator; one stream per tensor so that values do not
-// depend on the order tensors are written in.
-struct Random {
-  uint64_t state;
-  uint64_t next() {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  }
-  float uniform() { return static_cast<float>((next() >> 40) * (1.0 / 16777216.0)); }  // [0, 1)
-  // Approximately standard normal (Irwin-Hall of 4 uniforms, rescaled): cheap and bounded.
-  float normal() {
-    const float s = uniform() + uniform() + uniform() + uniform();
-    return (s - 2.f) * 1.7320508f;
-  }
-};
+// splitmix64 (core/random.h); one stream per tensor so that values do not depend on the order
+// tensors are written in.
+using Random = SplitMix64;
 
 uint64_t hash_name(const std::string& s, uint64_t seed) {
   uint64_t h = 1469598103934665603ull ^ seed;
@@ -69,8 +56,6 @@ uint64_t hash_name(const std::string& s, uint64_t seed) {
 
 Tensor random_weight(const DeclaredTensor& d, uint64_t seed) {
   Tensor t = Tensor::empty(d.shape, DType::BF16);
-  uint16_t* out = t.bf16();
-  const int64_t n = t.numel();
   int64_t fan_in = 1;
   for (size_t i = 1; i < d.shape.size(); ++i) fan_in *= d.shape[i];
   float mean = 0, stddev = 0;
@@ -82,15 +67,7 @@ Tensor random_weight(const DeclaredTensor& d, uint64_t seed) {
     case Init::Small: stddev = 0.1f; break;
     case Init::Ones: mean = 1.f; break;
   }
-  const uint64_t base = hash_name(d.name, seed);
-  constexpr int64_t kChunk = 1 << 16;
-  parallel_for((n + kChunk - 1) / kChunk, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      Random rng{base + static_cast<uint64_t>(c) * 0x632be59bd9b4e019ull};
-      const int64_t end = std::min(n, (c + 1) * kChunk);
-      for (int64_t i = c * kChunk; i < end; ++i) out[i] = f32_to_bf16(mean + stddev * rng.normal());
-    }
-  });
+  ops::fill_random_normal(t, mean, stddev, hash_name(d.name, seed));
   return t;
 }
 
@@ -174,7 +151,7 @@ std::vector<std::string> preset_names() { return {"tiny", "1b", "4b", "8b"}; }
 ModelConfig preset_config(const std::string& preset) {
   ModelConfig c = base_config();
   if (preset == "tiny") {
-    // The geometry of the conformance fixtures (shared/fixtures/sa2va-tiny/README.md).
+    // The geometry of the conformance fixtures (docs/variants.md §3).
     c.vision.hidden_size = 32;
     c.vision.num_layers = 2;
     c.vision.num_heads = 2;
@@ -196,7 +173,7 @@ ModelConfig preset_config(const std::string& preset) {
     set_llm(c, 896, 24, 14, 2, 4864);
   } else if (preset == "4b") {
     set_llm(c, 2048, 36, 16, 2, 11008);
-    c.template_name = "phi3_chat";  // configs/sa2va_4b.py; read "template" of a real folder to be sure
+    c.template_name = "phi3_chat";  // Sa2VA-4B's training config (docs/variants.md §1); check a real folder's "template"
   } else if (preset == "8b") {
     c.llm.arch = LlmArch::InternLM2;
     c.llm.architecture = "InternLM2ForCausalLM";

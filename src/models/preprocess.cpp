@@ -8,13 +8,12 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
-#include "core/threadpool.h"
 #include "ops/ops.h"
 
 namespace sa2va::preprocess {
 namespace {
 
-// ---- PIL bicubic resample (spec §1) -----------------------------------------------------------
+// ---- PIL bicubic resample (docs/preprocess.md §1) -------------------------------------------
 
 constexpr int kPrecisionBits = 22;  // Pillow's 8-bit fixed point
 
@@ -28,12 +27,7 @@ double bicubic_kernel(double x) {
 }
 
 // Fixed-point taps for one axis: output index i reads source [first[i], first[i] + count[i]).
-struct AxisTaps {
-  int ksize = 0;
-  std::vector<int> first, count;
-  std::vector<int32_t> weights;  // [out_size, ksize]
-  const int32_t* taps(int i) const { return weights.data() + static_cast<size_t>(i) * ksize; }
-};
+using AxisTaps = ops::FixedPointTaps;
 
 AxisTaps compute_taps(int in_size, int out_size) {
   constexpr double kSupport = 2.0;
@@ -41,6 +35,7 @@ AxisTaps compute_taps(int in_size, int out_size) {
   const double filter_scale = std::max(scale, 1.0);  // > 1 when shrinking: the kernel widens (antialias)
   const double support = kSupport * filter_scale;
   AxisTaps axis;
+  axis.precision_bits = kPrecisionBits;
   axis.ksize = static_cast<int>(std::ceil(support)) * 2 + 1;
   axis.first.resize(out_size);
   axis.count.resize(out_size);
@@ -69,61 +64,19 @@ AxisTaps compute_taps(int in_size, int out_size) {
   return axis;
 }
 
-inline uint8_t clip8(int32_t acc) {
-  if (acc <= 0) return 0;
-  if (acc >= (255 << kPrecisionBits)) return 255;
-  return static_cast<uint8_t>(acc >> kPrecisionBits);
-}
-
-constexpr int32_t kRoundingBias = 1 << (kPrecisionBits - 1);
-
 // Rows [row0, row0 + out.height) of `in`, resampled along x to out.width.
 void resample_horizontal(const Image& in, int row0, const AxisTaps& axis, Image& out) {
-  parallel_for(
-      out.height,
-      [&](int64_t begin, int64_t end) {
-        for (int64_t y = begin; y < end; ++y) {
-          const uint8_t* src = in.row(static_cast<int>(y) + row0);
-          uint8_t* dst = out.row(static_cast<int>(y));
-          for (int x = 0; x < out.width; ++x) {
-            const int32_t* k = axis.taps(x);
-            const uint8_t* s = src + 3 * axis.first[x];
-            int32_t r = kRoundingBias, g = kRoundingBias, b = kRoundingBias;
-            for (int t = 0; t < axis.count[x]; ++t, s += 3) {
-              r += s[0] * k[t];
-              g += s[1] * k[t];
-              b += s[2] * k[t];
-            }
-            dst[3 * x] = clip8(r), dst[3 * x + 1] = clip8(g), dst[3 * x + 2] = clip8(b);
-          }
-        }
-      },
-      8);
+  check(axis.size() == out.width && row0 + out.height <= in.height, "resize: horizontal pass out of range");
+  ops::resample_rgb8_horizontal(in.row(row0), in.width, out.height, axis, out.row(0));
 }
 
 // Resampled along y; source row of output row y starts at axis.first[y] - row0.
 void resample_vertical(const Image& in, int row0, const AxisTaps& axis, Image& out) {
-  const int row_len = out.width * 3;
-  parallel_for(
-      out.height,
-      [&](int64_t begin, int64_t end) {
-        std::vector<int32_t> acc(row_len);
-        for (int64_t y = begin; y < end; ++y) {
-          const int32_t* k = axis.taps(static_cast<int>(y));
-          std::fill(acc.begin(), acc.end(), kRoundingBias);
-          for (int t = 0; t < axis.count[y]; ++t) {
-            const uint8_t* src = in.row(axis.first[y] - row0 + t);
-            const int32_t weight = k[t];
-            for (int i = 0; i < row_len; ++i) acc[i] += src[i] * weight;
-          }
-          uint8_t* dst = out.row(static_cast<int>(y));
-          for (int i = 0; i < row_len; ++i) dst[i] = clip8(acc[i]);
-        }
-      },
-      4);
+  check(axis.size() == out.height && in.width == out.width, "resize: vertical pass out of range");
+  ops::resample_u8_vertical(in.row(0), in.height, static_cast<int64_t>(out.width) * 3, row0, axis, out.row(0));
 }
 
-// ---- dynamic tiling (spec §2.1) -------------------------------------------------------------------
+// ---- dynamic tiling (docs/preprocess.md §2.1) -----------------------------------------------------
 
 struct Ratio {
   int cols, rows;
@@ -232,30 +185,9 @@ std::vector<Image> dynamic_tiles(const Image& image, int min_tiles, int max_tile
 
 namespace {
 
-// (u8/255 - mean[c]) / std[c] in float32, HWC -> CHW into `out` (3*H*W floats). The value depends only on
-// (u8, c), so a 256-entry table per channel holds the exact float32 results.
+// (u8/255 - mean[c]) / std[c] in float32, HWC -> CHW into `out` (3*H*W floats).
 void normalize_chw(const Image& image, const float mean[3], const float stdev[3], float* out) {
-  float table[3][256];
-  for (int c = 0; c < 3; ++c) {
-    for (int v = 0; v < 256; ++v) table[c][v] = (static_cast<float>(v) / 255.f - mean[c]) / stdev[c];
-  }
-  const int64_t plane = static_cast<int64_t>(image.width) * image.height;
-  parallel_for(
-      image.height,
-      [&](int64_t begin, int64_t end) {
-        for (int64_t y = begin; y < end; ++y) {
-          const uint8_t* src = image.row(static_cast<int>(y));
-          float* r = out + y * image.width;
-          float* g = r + plane;
-          float* b = g + plane;
-          for (int x = 0; x < image.width; ++x) {
-            r[x] = table[0][src[3 * x]];
-            g[x] = table[1][src[3 * x + 1]];
-            b[x] = table[2][src[3 * x + 2]];
-          }
-        }
-      },
-      16);
+  ops::normalize_rgb8_chw(image.rgb.data(), image.height, image.width, mean, stdev, out);
 }
 
 }  // namespace

@@ -1,4 +1,4 @@
-// Sa2VA pre- and post-processing, bit-exact with the upstream Python pipeline (spec/preprocess.md):
+// Sa2VA pre- and post-processing, bit-exact with the upstream Python pipeline (docs/preprocess.md):
 //  - PIL's bicubic resize (antialiased, 22-bit fixed point) used for every image resize,
 //  - InternVL dynamic tiling (+ thumbnail) and ToTensor/Normalize for InternViT,
 //  - SAM2's 1024x1024 DirectResize and normalisation with bf16-rounded mean/std,
@@ -18,13 +18,13 @@ constexpr int kSamImageSize = 1024;
 constexpr int kMaskPromptGrid = 16;
 constexpr int kSamLowResSize = 256;
 
-// PIL `Image.resize((out_w, out_h))` with BICUBIC on an RGB image (spec §1). Same size: a copy.
+// PIL `Image.resize((out_w, out_h))` with BICUBIC on an RGB image (docs/preprocess.md §1). Same size: a copy.
 Image resize_bicubic(const Image& image, int out_w, int out_h);
 
 // The box [x0, x0+w) x [y0, y0+h), which must lie inside the image.
 Image crop(const Image& image, int x0, int y0, int width, int height);
 
-// InternVL `find_closest_aspect_ratio` (spec §2.1): columns x rows of tiles for a width x height image.
+// InternVL `find_closest_aspect_ratio` (docs/preprocess.md §2.1): columns x rows of tiles for a width x height image.
 struct TileGrid {
   int cols = 1, rows = 1;
   int count() const { return cols * rows; }

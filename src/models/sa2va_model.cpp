@@ -5,7 +5,6 @@
 #include <cstring>
 #include <regex>
 
-#include "core/block_pool.h"
 #include "core/error.h"
 #include "core/profile.h"
 #include "io/image.h"
@@ -79,14 +78,37 @@ void Sa2vaModel::bind_components(Weights& w, const ModelConfig& config, Sa2vaMod
 }
 
 std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, Precision precision) {
+  ModelOptions options;
+  options.precision = precision;
+  return load(model_dir, options);
+}
+
+ExecContext Sa2vaModel::context(StageRecorder* recorder) const {
+  ExecContext ctx;
+  ctx.device = policy.device;
+  ctx.precision = policy.precision;
+  ctx.pool = pool.get();
+  ctx.recorder = recorder;
+  return ctx;
+}
+
+std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const ModelOptions& options) {
+  check(options.threads >= 0, "model options: threads must be >= 0 (0 = all cores)");
+  check(options.weights != WeightFormat::F32 || options.precision == Precision::F32,
+        "model options: f32 weights need precision f32");
   auto m = std::make_unique<Sa2vaModel>();
   m->dir = model_dir;
-  m->precision = precision;
+  m->policy.device = parse_device(options.device);
+  m->policy.precision = options.precision;
+  m->policy.llm_format = options.weights;
+  m->pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : num_threads());
+  // Weights are prepared (converted, quantized, fused) on the model's own threads.
+  const ThreadPool::Use use_model_threads(*m->pool);
   m->config = load_config(model_dir);
   m->chat = &chat_template(m->config.template_name);
   m->tokenizer = Tokenizer::load(model_dir);
   m->checkpoint = std::make_unique<Checkpoint>(Checkpoint::open(model_dir));
-  Weights w(*m->checkpoint, precision);
+  Weights w(*m->checkpoint, m->policy);
   bind_components(w, m->config, m.get());
   w.finish();
 
@@ -102,12 +124,59 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, Preci
   return m;
 }
 
+// ---- predict, stage by stage ---------------------------------------------------------------
+
+// What flows between the stages of one request.
+struct Sa2vaModel::PredictState {
+  // check_request
+  bool has_image = false, has_video = false;
+  bool text_only = false;  // no image or video now or in the conversation so far
+  std::string text;        // the request text, with the <image> placeholder where a first turn needs it
+  // encode_vision
+  Tensor vit_embeds;          // mlp1 output per tile / key frame; undefined for text
+  std::string visual_tokens;  // <img><IMG_CONTEXT>…</img> (and region prompts) for the prompt
+  size_t num_tiles = 0;       // image: dynamic tiles (thumbnail included)
+  std::vector<uint8_t> vp_tiles;  // visual prompts: the tiles the regions read
+  Tensor region_cells;            // visual prompts: U8 [K, grid²] token cells of each region
+  int64_t num_frames = 0;                // video
+  std::vector<int> conditioning_frames;  // video: the key frames the LLM saw
+  // prepare_prompt
+  std::string prompt;
+  std::vector<int32_t> prompt_ids;
+  Tensor embeds;  // prompt embeddings, vision spliced in
+  // generate_answer
+  GenerationResult gen;
+  // decode_outputs
+  int64_t num_seg = 0;
+  bool segment = false;  // masks are wanted: [SEG]s were generated about an image or video
+  Tensor seg_embeds;     // [num_seg, sam hidden] when segmenting
+  Prediction out;
+};
+
 Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const {
+  const ExecContext ctx = context(rec);
+  const ContextScope on_model_threads(ctx);
   const profile::Scope timed("predict");
   // Large buffers kept for reuse across frames go back to the system once the request is done.
   struct ReleaseIdleBuffers {
-    ~ReleaseIdleBuffers() { block_pool::release_idle(); }
-  } release_idle_buffers;
+    explicit ReleaseIdleBuffers(const ExecContext& c) : ctx(c) {}
+    ~ReleaseIdleBuffers() { ctx.allocator().release_idle(); }
+    const ExecContext& ctx;
+  } release_idle_buffers(ctx);
+  PredictState s;
+  check_request(request, s);
+  encode_vision(request, s, ctx);
+  prepare_prompt(request, s, ctx);
+  generate_answer(request, s, ctx);
+  decode_outputs(s, ctx);
+  if (s.segment) {
+    if (s.has_image) segment_image(request, s, ctx);
+    else track_video(request, s, ctx);
+  }
+  return std::move(s.out);
+}
+
+void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
   const bool has_image = request.image.width > 0;
   const bool has_video = request.video != nullptr;
   check(!(has_image && has_video), "a request takes an image or a video, not both");
@@ -122,76 +191,96 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   check(request.max_tiles >= 1 && request.max_tiles <= 40, "max_tiles must be in 1..40");
   check(request.video_llm_frames >= 1, "video_llm_frames must be at least 1");
 
-  const bool text_only = !has_image && !has_video && request.past_text.find(kImagePlaceholder) == std::string::npos &&
-                         request.past_text.find(kImageContext) == std::string::npos;
-  const int tokens_per_tile = config.num_image_tokens();
-  std::string text = request.text;
+  s.has_image = has_image;
+  s.has_video = has_video;
+  s.text_only = !has_image && !has_video && request.past_text.find(kImagePlaceholder) == std::string::npos &&
+                request.past_text.find(kImageContext) == std::string::npos;
+  s.text = request.text;
   // A first turn about an image or video needs the placeholder; add it where users forget it.
-  if ((has_image || has_video) && request.past_text.empty() && text.find(kImagePlaceholder) == std::string::npos)
-    text = std::string(kImagePlaceholder) + "\n" + text;
+  if ((has_image || has_video) && request.past_text.empty() && s.text.find(kImagePlaceholder) == std::string::npos)
+    s.text = std::string(kImagePlaceholder) + "\n" + s.text;
+}
 
-  // ---- vision -------------------------------------------------------------------------------
-  Tensor vit_embeds;
-  std::string visual_tokens;
-  std::vector<uint8_t> vp_tiles;
-  Tensor region_cells;
-  int64_t num_frames = 0;
-  std::vector<int> conditioning_frames;  // video: the key frames the LLM saw
-  if (has_image) {
-    const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
-    record(rec, "tiles_u8", image_u8(tiles));
-    vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), rec);
-    visual_tokens = image_token_string(static_cast<int>(tiles.size()), tokens_per_tile);
-    if (!request.mask_prompts.empty()) {
-      const int64_t K = static_cast<int64_t>(request.mask_prompts.size());
-      const int grid = static_cast<int>(std::lround(std::sqrt(tokens_per_tile)));
-      region_cells = Tensor::empty({K, static_cast<int64_t>(grid) * grid}, DType::U8);
-      std::vector<int> counts;
-      for (int64_t k = 0; k < K; ++k) {
-        const Mask& m = request.mask_prompts[static_cast<size_t>(k)];
-        check(m.width == request.image.width && m.height == request.image.height &&
-                  m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
-              "mask prompt " + std::to_string(k + 1) + " is " + std::to_string(m.width) + "x" +
-                  std::to_string(m.height) + ", the image is " + std::to_string(request.image.width) + "x" +
-                  std::to_string(request.image.height));
-        const Tensor cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
-        std::memcpy(region_cells.data<uint8_t>() + k * grid * grid, cells.data<uint8_t>(), grid * grid);
-        const int n = static_cast<int>(std::count_if(cells.data<uint8_t>(), cells.data<uint8_t>() + grid * grid,
-                                                     [](uint8_t v) { return v != 0; }));
-        check(n > 0, "mask prompt " + std::to_string(k + 1) + " covers no cell of the " + std::to_string(grid) + "x" +
-                         std::to_string(grid) + " token grid (region too small or empty)");
-        counts.push_back(n);
-      }
-      record(rec, "mask_prompts_16x16", region_cells.view({K, grid, grid}));
-      vp_tiles.assign(tiles.size(), 0);
-      vp_tiles.back() = 1;  // regions read the thumbnail (or the single tile)
-      visual_tokens += region_prompt_string(counts);
-    }
-  } else if (has_video) {
-    num_frames = request.video->frame_count();
-    check(num_frames > 0, "the video has no frames");
-    const std::vector<int64_t> key =
-        llm_frame_indices(num_frames, request.video_llm_frames, request.video_uniform_frames);
-    std::vector<Image> frames448;
-    for (int64_t index : key)
-      frames448.push_back(preprocess::resize_bicubic(request.video->frame(index), preprocess::kVitImageSize, preprocess::kVitImageSize));
-    record(rec, "frames_448_u8", image_u8(frames448));
-    vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), rec);
-    visual_tokens = video_token_string(static_cast<int>(key.size()), tokens_per_tile);
-    for (int64_t index : key) conditioning_frames.push_back(static_cast<int>(index));
+// ---- vision: image tiles (and visual prompts) or video key frames -> vit_embeds, visual tokens --
+
+void Sa2vaModel::encode_vision(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  if (s.has_image) {
+    encode_image(request, s, ctx);
+    if (!request.mask_prompts.empty()) encode_mask_prompts(request, s, ctx);
+  } else if (s.has_video) {
+    encode_video_key_frames(request, s, ctx);
   }
+}
 
-  // ---- prompt and language model ------------------------------------------------------------
-  const std::string prompt = build_prompt(*chat, text, visual_tokens, request.past_text);
-  const std::vector<int32_t> prompt_ids = tokenizer->encode(prompt);
-  record(rec, "prompt_ids", ids_tensor(prompt_ids));
-  Tensor embeds = llm.embed(prompt_ids);
-  const bool spliced_vision = vit_embeds.defined() && !text_only;
+void Sa2vaModel::encode_image(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
+  const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
+  record(rec, "tiles_u8", image_u8(tiles));
+  s.vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), rec);
+  s.visual_tokens = image_token_string(static_cast<int>(tiles.size()), config.num_image_tokens());
+  s.num_tiles = tiles.size();
+}
+
+void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
+  const int64_t K = static_cast<int64_t>(request.mask_prompts.size());
+  const int grid = static_cast<int>(std::lround(std::sqrt(config.num_image_tokens())));
+  s.region_cells = Tensor::empty({K, static_cast<int64_t>(grid) * grid}, DType::U8);
+  std::vector<int> counts;
+  for (int64_t k = 0; k < K; ++k) {
+    const Mask& m = request.mask_prompts[static_cast<size_t>(k)];
+    check(m.width == request.image.width && m.height == request.image.height &&
+              m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
+          "mask prompt " + std::to_string(k + 1) + " is " + std::to_string(m.width) + "x" +
+              std::to_string(m.height) + ", the image is " + std::to_string(request.image.width) + "x" +
+              std::to_string(request.image.height));
+    const Tensor cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
+    std::memcpy(s.region_cells.data<uint8_t>() + k * grid * grid, cells.data<uint8_t>(), grid * grid);
+    const int n = static_cast<int>(std::count_if(cells.data<uint8_t>(), cells.data<uint8_t>() + grid * grid,
+                                                 [](uint8_t v) { return v != 0; }));
+    check(n > 0, "mask prompt " + std::to_string(k + 1) + " covers no cell of the " + std::to_string(grid) + "x" +
+                     std::to_string(grid) + " token grid (region too small or empty)");
+    counts.push_back(n);
+  }
+  record(rec, "mask_prompts_16x16", s.region_cells.view({K, grid, grid}));
+  s.vp_tiles.assign(s.num_tiles, 0);
+  s.vp_tiles.back() = 1;  // regions read the thumbnail (or the single tile)
+  s.visual_tokens += region_prompt_string(counts);
+}
+
+void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
+  s.num_frames = request.video->frame_count();
+  check(s.num_frames > 0, "the video has no frames");
+  const std::vector<int64_t> key =
+      llm_frame_indices(s.num_frames, request.video_llm_frames, request.video_uniform_frames);
+  std::vector<Image> frames448;
+  for (int64_t index : key)
+    frames448.push_back(preprocess::resize_bicubic(request.video->frame(index), preprocess::kVitImageSize, preprocess::kVitImageSize));
+  record(rec, "frames_448_u8", image_u8(frames448));
+  s.vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), rec);
+  s.visual_tokens = video_token_string(static_cast<int>(key.size()), config.num_image_tokens());
+  for (int64_t index : key) s.conditioning_frames.push_back(static_cast<int>(index));
+}
+
+// ---- prompt: build, tokenize, embed, splice the vision features ----------------------------
+
+void Sa2vaModel::prepare_prompt(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
+  s.prompt = build_prompt(*chat, s.text, s.visual_tokens, request.past_text);
+  s.prompt_ids = tokenizer->encode(s.prompt);
+  record(rec, "prompt_ids", ids_tensor(s.prompt_ids));
+  s.embeds = llm.embed(s.prompt_ids);
+  const bool spliced_vision = s.vit_embeds.defined() && !s.text_only;
   if (spliced_vision)
-    embeds = splice_image_embeddings(embeds, prompt_ids, img_context_id,
-                                     image_replacement_rows(vit_embeds, vp_tiles, region_cells));
+    s.embeds = splice_image_embeddings(s.embeds, s.prompt_ids, img_context_id,
+                                       image_replacement_rows(s.vit_embeds, s.vp_tiles, s.region_cells));
+}
 
-  GenerationResult gen;
+// ---- generate: teacher-forced answer or sampled ----------------------------------------------
+
+void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
   if (!request.forced_answer.empty()) {
     std::string answer = request.forced_answer;
     if (answer.size() < chat->suffix.size() || answer.compare(answer.size() - chat->suffix.size(), std::string::npos,
@@ -201,10 +290,10 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
     if (tokenizer->adds_bos() && !answer_ids.empty() && answer_ids.front() == tokenizer->bos_id())
       answer_ids.erase(answer_ids.begin());
     check(!answer_ids.empty(), "the forced answer has no tokens");
-    std::vector<int32_t> input_ids = prompt_ids;
+    std::vector<int32_t> input_ids = s.prompt_ids;
     input_ids.insert(input_ids.end(), answer_ids.begin(), answer_ids.end());
     record(rec, "input_ids", ids_tensor(input_ids));
-    gen = teacher_forced(llm, embeds, answer_ids, eos_id, rec);
+    s.gen = teacher_forced(llm, s.embeds, answer_ids, eos_id, rec);
   } else {
     SamplingOptions sampling;
     sampling.max_new_tokens = request.generation.max_new_tokens;
@@ -217,65 +306,81 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
     stop.eos_id = eos_id;
     stop.stop_words = chat->stop_words;
     stop.decode = [this](const std::vector<int32_t>& ids) { return tokenizer->decode(ids, false); };
-    gen = generate(llm, embeds, sampling, stop, rec);
-    record(rec, "generated_ids", ids_tensor(gen.ids));
+    s.gen = generate(llm, s.embeds, sampling, stop, rec);
+    record(rec, "generated_ids", ids_tensor(s.gen.ids));
   }
+}
 
-  Prediction out;
+// ---- outputs: text, caption, phrases, [SEG] hidden states -> seg projection -------------------
+
+void Sa2vaModel::decode_outputs(PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
+  Prediction& out = s.out;
+  const GenerationResult& gen = s.gen;
   out.generated_ids = gen.ids;
   const std::string raw_answer = tokenizer->decode(gen.ids, false);
   out.text = strip(raw_answer);
-  out.past_text = prompt + raw_answer;
+  out.past_text = s.prompt + raw_answer;
   out.caption = clean_caption(out.text);
   out.phrases = extract_phrases(out.text);
 
   const Tensor seg_hidden = seg_hidden_states(gen, seg_id);
-  const int64_t num_seg = seg_hidden.defined() ? seg_hidden.size(0) : 0;
+  s.num_seg = seg_hidden.defined() ? seg_hidden.size(0) : 0;
   {
     // [SEG] positions in prompt + answer, for the dump.
     std::vector<int32_t> positions;
     for (size_t i = 0; i + 1 < gen.ids.size(); ++i)
-      if (gen.ids[i] == seg_id) positions.push_back(static_cast<int32_t>(prompt_ids.size() + i));
-    if (rec && num_seg > 0) record(rec, "seg.positions", ids_tensor(positions));
+      if (gen.ids[i] == seg_id) positions.push_back(static_cast<int32_t>(s.prompt_ids.size() + i));
+    if (rec && s.num_seg > 0) record(rec, "seg.positions", ids_tensor(positions));
   }
   // Phrases pair with [SEG]s by order; pad or trim so there is one (maybe empty) per mask.
-  out.phrases.resize(static_cast<size_t>(num_seg));
-  if (text_only || num_seg == 0) return out;
+  out.phrases.resize(static_cast<size_t>(s.num_seg));
+  s.segment = !s.text_only && s.num_seg > 0;
+  if (!s.segment) return;
 
   record(rec, "seg.hidden", seg_hidden);
-  const Tensor seg_embeds = seg_projector.forward(seg_hidden);
-  record(rec, "seg.embeds", seg_embeds);
+  s.seg_embeds = seg_projector.forward(seg_hidden);
+  record(rec, "seg.embeds", s.seg_embeds);
 
-  out.masks.assign(static_cast<size_t>(num_seg), {});
-  out.scores.assign(static_cast<size_t>(num_seg), 0.f);
-  if (has_image) {
-    const int H = request.image.height, W = request.image.width;
-    const Image resized = preprocess::sam2_resize(request.image);
-    record(rec, "sam.input_u8", image_u8({resized}));
-    const sam2::FrameFeatures features = sam2.encode(preprocess::sam2_normalize(resized), rec);
-    for (int64_t s = 0; s < num_seg; ++s) {
-      const sam2::DecoderOutput d =
-          sam2.decode_conditioning(features, seg_embeds.f32() + s * seg_embeds.size(1), s == 0 ? rec : nullptr);
-      const Tensor logits = preprocess::postprocess_mask_logits(d.low_res_mask, H, W);
-      const Tensor mask = preprocess::threshold_mask(logits);
-      const std::string name = "seg" + std::to_string(s);
-      record(rec, name + ".mask_logits_lowres", d.low_res_mask.view({1, d.low_res_mask.size(0), d.low_res_mask.size(1)}));
-      record(rec, name + ".mask_logits", logits.view({1, H, W}));
-      record(rec, name + ".mask", stack({mask}, DType::BOOL));
-      out.masks[static_cast<size_t>(s)].push_back(to_mask(mask));
-      out.scores[static_cast<size_t>(s)] = d.iou;
-    }
-    return out;
+  out.masks.assign(static_cast<size_t>(s.num_seg), {});
+  out.scores.assign(static_cast<size_t>(s.num_seg), 0.f);
+}
+
+// ---- segment (image): one conditioning frame per [SEG] -----------------------------------------
+
+void Sa2vaModel::segment_image(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
+  const int H = request.image.height, W = request.image.width;
+  const Image resized = preprocess::sam2_resize(request.image);
+  record(rec, "sam.input_u8", image_u8({resized}));
+  const sam2::FrameFeatures features = sam2.encode(preprocess::sam2_normalize(resized), rec);
+  for (int64_t k = 0; k < s.num_seg; ++k) {
+    const sam2::DecoderOutput d =
+        sam2.decode_conditioning(features, s.seg_embeds.f32() + k * s.seg_embeds.size(1), k == 0 ? rec : nullptr);
+    const Tensor logits = preprocess::postprocess_mask_logits(d.low_res_mask, H, W);
+    const Tensor mask = preprocess::threshold_mask(logits);
+    const std::string name = "seg" + std::to_string(k);
+    record(rec, name + ".mask_logits_lowres", d.low_res_mask.view({1, d.low_res_mask.size(0), d.low_res_mask.size(1)}));
+    record(rec, name + ".mask_logits", logits.view({1, H, W}));
+    record(rec, name + ".mask", stack({mask}, DType::BOOL));
+    s.out.masks[static_cast<size_t>(k)].push_back(to_mask(mask));
+    s.out.scores[static_cast<size_t>(k)] = d.iou;
   }
+}
 
-  // Video: conditioning frames are the frames the LLM saw, then propagation over every frame.
+// ---- track (video): conditioning frames are the frames the LLM saw, then every frame ----------
+
+void Sa2vaModel::track_video(const Request& request, PredictState& s, const ExecContext& ctx) const {
+  StageRecorder* const rec = ctx.recorder;
   const int H = request.video->height(), W = request.video->width();
+  const int64_t num_seg = s.num_seg, num_frames = s.num_frames;
   std::vector<std::vector<Tensor>> dumped_low(static_cast<size_t>(num_seg)), dumped_logits(dumped_low.size()),
       dumped_masks(dumped_low.size());
   Video* video = request.video;
+  Prediction& out = s.out;
   int64_t done = 0;
   tracker.track(
-      sam2, seg_embeds, static_cast<int>(num_frames), conditioning_frames,
+      sam2, s.seg_embeds, static_cast<int>(num_frames), s.conditioning_frames,
       [&](int t) {
         Image frame;
         {
@@ -298,16 +403,15 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
         else out.masks[static_cast<size_t>(k)].push_back(to_mask(mask));
         if (k == num_seg - 1 && request.on_progress) request.on_progress(++done, num_frames);
       },
-      rec);
+      ctx);
   if (rec) {
-    for (int64_t s = 0; s < num_seg; ++s) {
-      const std::string name = "seg" + std::to_string(s);
-      record(rec, name + ".mask_logits_lowres", stack(dumped_low[static_cast<size_t>(s)], DType::F32));
-      record(rec, name + ".mask_logits", stack(dumped_logits[static_cast<size_t>(s)], DType::F32));
-      record(rec, name + ".mask", stack(dumped_masks[static_cast<size_t>(s)], DType::BOOL));
+    for (int64_t k = 0; k < num_seg; ++k) {
+      const std::string name = "seg" + std::to_string(k);
+      record(rec, name + ".mask_logits_lowres", stack(dumped_low[static_cast<size_t>(k)], DType::F32));
+      record(rec, name + ".mask_logits", stack(dumped_logits[static_cast<size_t>(k)], DType::F32));
+      record(rec, name + ".mask", stack(dumped_masks[static_cast<size_t>(k)], DType::BOOL));
     }
   }
-  return out;
 }
 
 std::vector<std::string> extract_phrases(const std::string& answer) {

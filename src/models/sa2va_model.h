@@ -1,4 +1,4 @@
-// The Sa2VA pipeline (spec/README.md dataflow): the components of one model folder, loaded once
+// The Sa2VA pipeline (docs/README.md §3): the components of one model folder, loaded once
 // and shared read-only, and predict(), which runs one request through them:
 //   image tiles / video key frames -> InternViT + mlp1 -> spliced into the prompt embeddings ->
 //   LLM generation (or a teacher-forced answer) -> [SEG] hidden states -> text_hidden_fcs ->
@@ -8,7 +8,9 @@
 #include <memory>
 #include <string>
 
-#include "core/block_pool.h"
+#include "core/allocator.h"
+#include "core/context.h"
+#include "core/threadpool.h"
 #include "core/stages.h"
 #include "io/config.h"
 #include "io/safetensors.h"
@@ -26,13 +28,14 @@ namespace sa2va {
 
 struct Sa2vaModel {
   // Declared first, so destroyed last: once the weights are gone, their large blocks are returned
-  // to the system instead of waiting idle in the buffer pool (core/block_pool.h).
+  // to the system instead of waiting idle in the allocator's cache (core/allocator.h).
   struct ReleaseIdleBuffersLast {
-    ~ReleaseIdleBuffersLast() { block_pool::release_idle(); }
+    ~ReleaseIdleBuffersLast() { allocator_for(Device::cpu()).release_idle(); }
   } release_idle_buffers_last;
   std::string dir;
   ModelConfig config;
-  Precision precision = Precision::BF16;
+  LoadPolicy policy;                       // device, compute precision, weight formats
+  std::unique_ptr<ThreadPool> pool;        // this model's threads (ModelOptions::threads)
   std::unique_ptr<Checkpoint> checkpoint;  // owns the weight maps the components borrow
   std::unique_ptr<Tokenizer> tokenizer;
   const ChatTemplate* chat = nullptr;
@@ -45,13 +48,31 @@ struct Sa2vaModel {
   sam2::VideoTracker tracker;    // grounding_encoder.sam2_model.{memory_*, obj_ptr_proj, ...}
 
   // Loads config.json, the tokenizer and every weight; reports all weight problems at once.
+  static std::unique_ptr<Sa2vaModel> load(const std::string& model_dir, const ModelOptions& options);
   static std::unique_ptr<Sa2vaModel> load(const std::string& model_dir, Precision precision);
+  // The execution context of one request on this model (its device, precision and pool).
+  ExecContext context(StageRecorder* recorder) const;
   // The one place where checkpoint names are bound to components, in checkpoint order. With
   // `into` null (declaring Weights) it only enumerates names and shapes (make-model).
   static void bind_components(Weights& w, const ModelConfig& config, Sa2vaModel* into);
 
   // Runs one request. `rec` collects every stage tensor (sa2va dump).
   Prediction predict(const Request& request, StageRecorder* rec = nullptr) const;
+
+ private:
+  // predict(), stage by stage (sa2va_model.cpp). What flows between the stages of one request
+  // lives in a PredictState; the model itself stays read-only.
+  struct PredictState;
+  void check_request(const Request& request, PredictState& s) const;
+  void encode_vision(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void encode_image(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void encode_mask_prompts(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void encode_video_key_frames(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void prepare_prompt(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void generate_answer(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void decode_outputs(PredictState& s, const ExecContext& ctx) const;
+  void segment_image(const Request& request, PredictState& s, const ExecContext& ctx) const;
+  void track_video(const Request& request, PredictState& s, const ExecContext& ctx) const;
 };
 
 }  // namespace sa2va

@@ -16,7 +16,7 @@ SegProjector SegProjector::load(Weights& w, const ModelConfig& c) {
 }
 
 Tensor SegProjector::forward(const Tensor& seg_hidden) const {
-  const int64_t D = fc1_weight.size(1);
+  const int64_t D = fc1_weight.cols();
   check(seg_hidden.defined() && seg_hidden.dim() == 2 && seg_hidden.size(1) == D,
         "text_hidden_fcs: [SEG] hidden states " +
             (seg_hidden.defined() ? shape_str(seg_hidden.shape()) : std::string("(none)")) + " are not [S, " +

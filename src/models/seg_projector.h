@@ -1,4 +1,4 @@
-// text_hidden_fcs (spec/glue.md): maps the final-norm hidden state of each [SEG] token to the
+// text_hidden_fcs (docs/glue.md §1): maps the final-norm hidden state of each [SEG] token to the
 // 256-d language embedding that prompts SAM2: Linear(D, D) → ReLU → Linear(D, 256).
 #pragma once
 #include "core/tensor.h"
@@ -9,7 +9,8 @@ namespace sa2va {
 
 struct SegProjector {
   static constexpr int kOutDim = 256;
-  Tensor fc1_weight, fc1_bias, fc2_weight, fc2_bias;
+  WeightMatrix fc1_weight, fc2_weight;
+  Tensor fc1_bias, fc2_bias;
 
   // Binds text_hidden_fcs.0.* and text_hidden_fcs.2.*.
   static SegProjector load(Weights& w, const ModelConfig& c);

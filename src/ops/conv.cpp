@@ -102,16 +102,18 @@ void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y,
 
 }  // namespace
 
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args) {
+Tensor conv2d(const Tensor& x, const ConvWeight& weight, const Tensor& bias, const Conv2dArgs& args) {
   check_image(x, "conv2d");
-  check(weight.defined() && weight.dim() == 4, "conv2d: weight must be [Cout, Cin/groups, kh, kw]");
+  check(weight.defined() && weight.matrix.format() == WeightFormat::F32,
+        "conv2d: the weight is not prepared (ConvWeight::prepare)");
   check(args.groups >= 1 && args.stride_h >= 1 && args.stride_w >= 1 && args.dilation_h >= 1 &&
             args.dilation_w >= 1 && args.pad_h >= 0 && args.pad_w >= 0,
         "conv2d: invalid stride/padding/dilation/groups");
-  ConvGeometry g{x.size(0), x.size(1), x.size(2), weight.size(0), weight.size(2), weight.size(3), 0, 0, args};
-  check(g.cin % args.groups == 0 && g.cout % args.groups == 0 && weight.size(1) == g.cin / args.groups,
-        "conv2d: weight " + shape_str(weight.shape()) + " does not fit input " + shape_str(x.shape()) + " with " +
-            std::to_string(args.groups) + " groups");
+  ConvGeometry g{x.size(0), x.size(1), x.size(2), weight.out_channels, weight.kernel_h, weight.kernel_w, 0, 0, args};
+  check(g.cin % args.groups == 0 && g.cout % args.groups == 0 && weight.in_channels == g.cin / args.groups,
+        "conv2d: weight [" + std::to_string(g.cout) + ", " + std::to_string(weight.in_channels) + ", " +
+            std::to_string(g.kh) + ", " + std::to_string(g.kw) + "] does not fit input " + shape_str(x.shape()) +
+            " with " + std::to_string(args.groups) + " groups");
   g.ho = (g.h + 2 * args.pad_h - args.dilation_h * (g.kh - 1) - 1) / args.stride_h + 1;
   g.wo = (g.w + 2 * args.pad_w - args.dilation_w * (g.kw - 1) - 1) / args.stride_w + 1;
   check(g.h + 2 * args.pad_h >= args.dilation_h * (g.kh - 1) + 1 &&
@@ -122,38 +124,39 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
     check(bias.numel() == g.cout, "conv2d: bias size does not match output channels");
     b = as_f32(bias);
   }
-  const Tensor xc = x.contiguous(), w = as_f32(weight);
+  const Tensor xc = x.contiguous();
+  const float* w = weight.matrix.values().f32();
   Tensor y = Tensor::empty({g.cout, g.ho, g.wo});
   if (args.groups == g.cin && g.cout == g.cin) {
-    conv2d_depthwise(xc.f32(), w.f32(), b.defined() ? b.f32() : nullptr, y.f32(), g);
+    conv2d_depthwise(xc.f32(), w, b.defined() ? b.f32() : nullptr, y.f32(), g);
   } else {
-    conv2d_im2col(xc.f32(), w.f32(), b.defined() ? b.f32() : nullptr, y.f32(), g);
+    conv2d_im2col(xc.f32(), w, b.defined() ? b.f32() : nullptr, y.f32(), g);
   }
   return y;
 }
 
-Tensor conv_transpose_2x2(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+Tensor conv_transpose_2x2(const Tensor& x, const ConvWeight& weight, const Tensor& bias) {
   check_image(x, "conv_transpose_2x2");
   const int64_t cin = x.size(0), h = x.size(1), w = x.size(2);
-  check(weight.defined() && weight.dim() == 4 && weight.size(0) == cin && weight.size(2) == 2 && weight.size(3) == 2,
-        "conv_transpose_2x2: weight " + shape_str(weight.shape()) + " is not [Cin, Cout, 2, 2] for input " +
-            shape_str(x.shape()));
-  const int64_t cout = weight.size(1), pixels = h * w;
+  check(weight.defined() && weight.matrix.format() == WeightFormat::F32 && weight.kernel_h == 2 &&
+            weight.kernel_w == 2 && weight.matrix.rows() == weight.out_channels * 4,
+        "conv_transpose_2x2: the weight is not prepared (ConvWeight::prepare_transposed_2x2)");
+  check(weight.in_channels == cin, "conv_transpose_2x2: weight for " + std::to_string(weight.in_channels) +
+                                       " input channels does not fit input " + shape_str(x.shape()));
+  const int64_t cout = weight.out_channels, pixels = h * w;
   Tensor b;
   if (bias.defined()) {
     check(bias.numel() == cout, "conv_transpose_2x2: bias size does not match output channels");
     b = as_f32(bias);
   }
-  const Tensor xc = x.contiguous(), wt = as_f32(weight);
-  // taps[(co, a, b), pixel] = Σ_ci W[ci, (co, a, b)] · x[ci, pixel]; W is small, so transpose it once.
+  const Tensor xc = x.contiguous();
+  // taps[(co, a, b), pixel] = Σ_ci W[(co, a, b), ci] · x[ci, pixel] (the matrix holds the taps as rows).
   const int64_t taps_rows = cout * 4;
-  std::vector<float> w_rows(static_cast<size_t>(taps_rows * cin));
-  for (int64_t ci = 0; ci < cin; ++ci)
-    for (int64_t t = 0; t < taps_rows; ++t) w_rows[t * cin + ci] = wt.f32()[ci * taps_rows + t];
   const Tensor taps_t = cin > 0 ? Tensor::empty({taps_rows * pixels}) : Tensor::zeros({taps_rows * pixels});
   const float* taps = taps_t.f32();
   if (cin > 0 && pixels > 0)
-    gemm(w_rows.data(), cin, xc.f32(), pixels, taps_t.f32(), pixels, taps_rows, pixels, cin, /*transpose_b=*/false);
+    gemm(weight.matrix.values().f32(), cin, xc.f32(), pixels, taps_t.f32(), pixels, taps_rows, pixels, cin,
+         /*transpose_b=*/false);
   Tensor y = Tensor::empty({cout, 2 * h, 2 * w});
   float* yp = y.f32();
   const float* bp = b.defined() ? b.f32() : nullptr;

@@ -100,3 +100,14 @@ void silu_mul(float* gate, const float* up, int64_t n) {
 }
 
 }  // namespace sa2va::ops
+
+namespace sa2va::ops {
+
+void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r)
+      std::copy(src + r * src_stride, src + r * src_stride + cols, dst + r * dst_stride);
+  }, row_grain(cols));
+}
+
+}  // namespace sa2va::ops

@@ -1,6 +1,7 @@
 // Matrix products: f32 through OpenBLAS (one single-threaded call per pool thread), BF16 weights
 // through our own kernels (bandwidth-bound rows kernel for decode-sized M, the bf16 GEMM, or
-// blocked conversion + sgemm without AVX-512 BF16).
+// blocked conversion + sgemm without AVX-512 BF16), quantized weights through reference kernels
+// (dequantized rows; the fast integer kernels are a later step).
 #include <cblas.h>
 
 extern "C" void openblas_set_num_threads(int);
@@ -20,12 +21,11 @@ namespace {
 // Up to this many activation rows the BF16 product reads each weight once with the rows kernel.
 constexpr int64_t kSmallM = 8;
 
-void check_linear_weight(const Tensor& weight, int64_t K) {
-  check(weight.defined() && weight.dim() == 2, "linear: weight must be a 2-D tensor [N, K]");
-  check(weight.size(1) == K, "linear: weight " + shape_str(weight.shape()) + " does not take inputs of size " +
-                                 std::to_string(K));
-  check(weight.dtype() == DType::F32 || weight.dtype() == DType::BF16,
-        std::string("linear: unsupported weight dtype ") + dtype_name(weight.dtype()));
+void check_linear_weight(const WeightMatrix& weight, int64_t K) {
+  check(weight.defined(), "linear: the weight matrix is not loaded");
+  check(weight.cols() == K, "linear: weight [" + std::to_string(weight.rows()) + ", " + std::to_string(weight.cols()) +
+                                "] does not take inputs of size " + std::to_string(K));
+  check(weight.device().is_cpu(), "linear: the weight lives on " + weight.device().name() + ", the input on cpu");
 }
 
 void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
@@ -34,18 +34,34 @@ void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, 
   }, 64);
 }
 
-// AVX-512 BF16 GEMM when available; otherwise widen panels of weight rows to f32 for sgemm.
-void linear_bf16_large(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
-  if (simd::bf16_gemm(x, M, K, w, N, y)) return;
+// Any format through f32 sgemm: panels of weight rows widened (dequantized) to f32 as the kernels
+// see them. The BF16 path without AVX-512 BF16, and the reference path of the quantized formats.
+void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
+  const int64_t N = w.rows();
   const int64_t panel_rows = std::min<int64_t>(N, std::max<int64_t>(64, ((int64_t{1} << 20) / K) & ~int64_t{15}));
-  std::vector<float> panel(static_cast<size_t>(panel_rows * K));
+  const Tensor panel = Tensor::empty({panel_rows, K});
   for (int64_t n0 = 0; n0 < N; n0 += panel_rows) {
     const int64_t nb = std::min(panel_rows, N - n0);
-    parallel_for(nb, [&](int64_t r0, int64_t r1) {
-      convert_bf16_to_f32(w + (n0 + r0) * K, panel.data() + r0 * K, static_cast<size_t>((r1 - r0) * K));
-    }, 16);
-    gemm(x, K, panel.data(), K, y + n0, N, M, nb, K, /*transpose_b=*/true);
+    parallel_for(nb, [&](int64_t r0, int64_t r1) { w.dequantize_rows(n0 + r0, r1 - r0, panel.f32() + r0 * K); }, 16);
+    gemm(x, K, panel.f32(), K, y + n0, N, M, nb, K, /*transpose_b=*/true);
   }
+}
+
+// Decode-sized M with quantized weights (reference kernel): each thread widens a few weight rows
+// at a time into its own buffer, kept between calls, and takes their dot products with every x row.
+void linear_quantized_small(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
+  constexpr int64_t kRows = 8;
+  const int64_t N = w.rows();
+  parallel_for(N, [&](int64_t n0, int64_t n1) {
+    thread_local std::vector<float> rows;
+    if (rows.size() < static_cast<size_t>(kRows * K)) rows.resize(static_cast<size_t>(kRows * K));
+    for (int64_t r = n0; r < n1; r += kRows) {
+      const int64_t count = std::min(kRows, n1 - r);
+      w.dequantize_rows(r, count, rows.data());
+      for (int64_t i = 0; i < count; ++i)
+        for (int64_t m = 0; m < M; ++m) y[m * N + r + i] = simd::dot(rows.data() + i * K, x + m * K, K);
+    }
+  }, 32);
 }
 
 }  // namespace
@@ -78,28 +94,30 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   }
 }
 
-void linear(const float* x, int64_t M, int64_t K, const Tensor& weight, const float* bias, float* y) {
+void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
   check_linear_weight(weight, K);
-  const int64_t N = weight.size(0);
+  const int64_t N = weight.rows();
   if (M <= 0 || N <= 0) return;
-  const Tensor w = weight.contiguous();
   if (K == 0) {
     std::fill(y, y + M * N, 0.f);
-  } else if (w.dtype() == DType::F32) {
-    gemm(x, K, w.f32(), K, y, N, M, N, K, /*transpose_b=*/true);
+  } else if (weight.format() == WeightFormat::F32) {
+    gemm(x, K, weight.values().f32(), K, y, N, M, N, K, /*transpose_b=*/true);
+  } else if (weight.format() == WeightFormat::BF16) {
+    if (M <= kSmallM) linear_bf16_small(x, M, K, weight.values().bf16(), N, y);
+    else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
   } else if (M <= kSmallM) {
-    linear_bf16_small(x, M, K, w.bf16(), N, y);
+    linear_quantized_small(x, M, K, weight, y);
   } else {
-    linear_bf16_large(x, M, K, w.bf16(), N, y);
+    linear_by_f32_panels(x, M, K, weight, y);
   }
   if (bias) add_rows(y, bias, M, N);
 }
 
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
+Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
   check(x.defined() && x.dtype() == DType::F32 && x.dim() >= 1, "linear: input must be an F32 tensor [..., K]");
   const int64_t K = x.size(-1);
   check_linear_weight(weight, K);
-  const int64_t N = weight.size(0);
+  const int64_t N = weight.rows();
   Shape out_shape = x.shape();
   out_shape.back() = N;
   Tensor y = Tensor::empty(out_shape);

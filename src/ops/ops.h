@@ -3,25 +3,28 @@
 // Conventions
 //  - Activations are contiguous float32 buffers passed as raw pointers with explicit sizes;
 //    the callers (model components) own them as Tensors. Row-major, innermost dimension last.
-//  - Weights are Tensors (F32, or BF16 straight from the checkpoint) so the same op serves
-//    the f32 conformance mode and the bf16 fast mode.
+//  - Matrix and conv weights are prepared once at load (ops/weight_matrix.h) in the format their
+//    kernel wants (F32, BF16, Q8_0, Q4_0); norms and biases are F32 tensors.
 //  - Every op splits its outer loop over the thread pool (core/threadpool.h).
 //  - Images / feature maps are channel-first [C, H, W] for one batch element (the callers
 //    loop over the batch), tokens are [N, C].
 #pragma once
 #include <cstdint>
+#include <vector>
 
 #include "core/tensor.h"
+#include "ops/weight_matrix.h"
 
 namespace sa2va::ops {
 
 // ---- matrix products ---------------------------------------------------------------------
-// y[M,N] = x[M,K] · Wᵀ (+ bias[N]). W is a PyTorch Linear weight [N, K], F32 or BF16.
-// BF16 weights: f32 accumulation; large M goes through a bf16 GEMM (activations rounded to
-// bf16), small M (decode) through a bandwidth-bound kernel that reads the bf16 weights directly.
-void linear(const float* x, int64_t M, int64_t K, const Tensor& weight, const float* bias, float* y);
+// y[M,N] = x[M,K] · Wᵀ (+ bias[N]). W is a PyTorch Linear weight [N, K] prepared at load
+// (ops/weight_matrix.h) in any format. BF16 weights: f32 accumulation; large M goes through a
+// bf16 GEMM (activations rounded to bf16), small M (decode) through a bandwidth-bound kernel that
+// reads the bf16 weights directly. Q8_0/Q4_0: f32 activations times the dequantized weights.
+void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
-Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias = Tensor());
+Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 
 // C[M,N] = alpha · A[M,K] · op(B) + beta · C, all f32, with leading dimensions (row strides).
 // op(B) = B [K,N] (ldb >= N) or, when transpose_b, Bᵀ with B stored [N,K] (ldb >= K).
@@ -50,6 +53,8 @@ void add_rows(float* x, const float* row, int64_t rows, int64_t dim);        // 
 void mul_rows(float* x, const float* row, int64_t rows, int64_t dim);        // x[r, :] *= row
 void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim); // x[r, :] += per_row[r]
 void scale(float* x, float s, int64_t n);
+// dst[r·dst_stride + c] = src[r·src_stride + c] for r < rows, c < cols (strided row blocks).
+void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows, int64_t cols);
 // SwiGLU: gate[i] = silu(gate[i]) * up[i]
 void silu_mul(float* gate, const float* up, int64_t n);
 
@@ -92,11 +97,12 @@ void rope_axial_2d(float* x, int64_t tokens, int64_t dim, int64_t grid_w, int64_
 struct Conv2dArgs {
   int64_t stride_h = 1, stride_w = 1, pad_h = 0, pad_w = 0, dilation_h = 1, dilation_w = 1, groups = 1;
 };
-// x [Cin, H, W] -> y [Cout, Ho, Wo]; weight [Cout, Cin/groups, kh, kw] (F32 or BF16), bias [Cout] or undefined.
-// Ho = (H + 2·pad_h − dil_h·(kh−1) − 1)/stride_h + 1, likewise Wo.
-Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2dArgs& args);
-// ConvTranspose2d kernel 2 stride 2: x [Cin, H, W] -> y [Cout, 2H, 2W]; weight [Cin, Cout, 2, 2].
-Tensor conv_transpose_2x2(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// x [Cin, H, W] -> y [Cout, Ho, Wo]; weight prepared from [Cout, Cin/groups, kh, kw] (ConvWeight::prepare),
+// bias [Cout] or undefined. Ho = (H + 2·pad_h − dil_h·(kh−1) − 1)/stride_h + 1, likewise Wo.
+Tensor conv2d(const Tensor& x, const ConvWeight& weight, const Tensor& bias, const Conv2dArgs& args);
+// ConvTranspose2d kernel 2 stride 2: x [Cin, H, W] -> y [Cout, 2H, 2W]; weight prepared from
+// [Cin, Cout, 2, 2] (ConvWeight::prepare_transposed_2x2).
+Tensor conv_transpose_2x2(const Tensor& x, const ConvWeight& weight, const Tensor& bias);
 // MaxPool2d(kernel, stride), no padding: [C, H, W] -> [C, Ho, Wo].
 Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride);
 // PyTorch F.interpolate on [C, H, W] -> [C, Ho, Wo].
@@ -106,5 +112,92 @@ Tensor interpolate_bicubic(const Tensor& x, int64_t out_h, int64_t out_w);   // 
 // InternVL pixel shuffle (scale 0.5, ps_version v2) on tokens of a square grid:
 // x [side·side, C] -> [(side/2)², 4C] with out[i·side/2 + j][m·2C + k·C + c] = x[(2i+m)·side + 2j+k][c].
 Tensor pixel_shuffle_v2(const Tensor& x, int64_t side);
+
+// ---- layout and data movement ------------------------------------------------------------
+// Copies, gathers and re-layouts: the model states the layout change, the op owns the loop.
+// Fronts (ops/layout.cpp) check sizes and throw sa2va::Error naming the op; the kernels live
+// per device (ops/cpu/). Token maps are channels-last [H, W, C] (a TokenMap's rows).
+
+// dst[c, r] = src[r, c] for a [rows, cols] matrix (cache-sized tiles).
+void transpose_2d(const float* src, int64_t rows, int64_t cols, float* dst);
+// Tensor form: F32 [R, C] -> [C, R].
+Tensor transpose_2d(const Tensor& x);
+// F32 [A, B, D] -> [B, A, D] (rows of D elements move as a whole), e.g. [S, heads, hd] -> [heads, S, hd].
+Tensor transpose_01(const Tensor& x);
+
+// out[i, :] = src[rows[i], :] for src [R, D] (F32, or BF16 converted exactly to f32) -> F32 [rows.size(), D].
+Tensor gather_rows(const Tensor& src, const std::vector<int64_t>& rows);
+
+// Max pooling, kernel = stride = s (floor), of `maps` channels-last maps [h, w, c] whose tokens lie
+// x_stride floats apart (x_stride >= c: the first c channels of wider rows) -> y [maps, h/s, w/s, c].
+void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c, int64_t s,
+                     float* y);
+
+// SAM2 Hiera windows: x [h, w, c] -> y [⌈h/win_h⌉·⌈w/win_w⌉, win_h·win_w, c], windows row-major,
+// zero padding at the bottom and right.
+void window_partition(const float* x, int64_t h, int64_t w, int64_t c, int64_t win_h, int64_t win_w, float* y);
+// The inverse, cropping the padding: windows [⌈h/win_h⌉·⌈w/win_w⌉, win_h·win_w, c] -> y [h, w, c].
+// With a residual [h, w, c]: y = residual + the un-partitioned windows (the residual add fused in).
+void window_unpartition(const float* windows, int64_t win_h, int64_t win_w, int64_t h, int64_t w, int64_t c,
+                        float* y, const float* residual = nullptr);
+
+// x [H, W, C] += nearest 2× upsampling of src [H/2, W/2, C]: x[y, x', :] += src[y/2, x'/2, :]
+// (the SAM2 FPN top-down path; F32, both contiguous).
+void add_upsampled_nearest_2x(const Tensor& x, const Tensor& src);
+// x [C, H, W] += tile [C, th, tw] repeated over each plane: x[c, y, x'] += tile[c, y mod th, x' mod tw] (F32).
+void add_tiled(const Tensor& x, const Tensor& tile);
+
+// ---- element-wise, more (in place) ---------------------------------------------------------
+void scale_shift(float* x, float scale, float shift, int64_t n);      // x = x·scale + shift
+void add_scaled(float* x, const float* y, float alpha, int64_t n);   // x += alpha·y
+void round_bf16(float* x, int64_t n);                                 // x = round_to_bf16(x) (nearest even)
+
+// ---- batched attention ---------------------------------------------------------------------
+// `count` independent ops::attention problems (SAM2 Hiera's windows): problem b reads q + b·q,
+// k + b·k, v + b·v and writes out + b·out (offsets in elements from args' pointers); everything
+// else is as in args. Several problems run in parallel, one per task (attention inside inline);
+// a single problem parallelises inside ops::attention.
+struct AttentionBatch {
+  int64_t count = 1;
+  int64_t q = 0, k = 0, v = 0, out = 0;  // batch strides
+};
+void attention_batched(const AttentionArgs& args, const AttentionBatch& batch);
+
+// ---- generated tables ----------------------------------------------------------------------
+// SAM2 PositionEmbeddingSine (normalize, scale 2π, temperature 10000) for an h × w map, float32 as
+// upstream -> [channels, h, w]: channels/2 planes of the row coordinate, then channels/2 of the
+// column, sin at even and cos at odd plane index. channels: a positive multiple of 4.
+Tensor position_embedding_sine(int64_t channels, int64_t h, int64_t w);
+// SAM2 PositionEmbeddingRandom on the cell centres of an n × n grid: gaussian [2, half] ->
+// [2·half, n, n] with p = 2π·(u·g[0, k] + v·g[1, k]) (u: column, v: row, both mapped to [-1, 1]),
+// sin p in plane k and cos p in plane half + k.
+Tensor position_embedding_random(const Tensor& gaussian, int64_t n);
+// Fills a contiguous BF16 or F32 tensor with mean + stddev·z, z approximately standard normal
+// (Irwin-Hall of 4 splitmix64 uniforms, core/random.h). Element i comes from the stream of its
+// chunk of 65536 elements (seed + chunk·0x632be59bd9b4e019), so values do not depend on threads.
+void fill_random_normal(const Tensor& t, float mean, float stddev, uint64_t seed);
+
+// ---- 8-bit images ---------------------------------------------------------------------------
+// Fixed-point taps along one axis (Pillow's separable resampling): output i reads source indices
+// [first[i], first[i] + count[i]) with weights weights[i·ksize + t], in units of 2^-precision_bits.
+struct FixedPointTaps {
+  int ksize = 0;
+  int precision_bits = 22;
+  std::vector<int> first, count;
+  std::vector<int32_t> weights;  // [out, ksize]
+  int64_t size() const { return static_cast<int64_t>(first.size()); }
+  const int32_t* taps(int64_t i) const { return weights.data() + i * ksize; }
+};
+// Pillow's horizontal pass on interleaved RGB rows: src [rows, in_w, 3] -> dst [rows, taps.size(), 3];
+// per channel (½ + Σ src·w) >> precision_bits, clipped to [0, 255].
+void resample_rgb8_horizontal(const uint8_t* src, int64_t in_w, int64_t rows, const FixedPointTaps& taps,
+                              uint8_t* dst);
+// Pillow's vertical pass on rows of row_len bytes: src holds in_rows rows starting at source row row0;
+// dst row y [taps.size() rows] = (½ + Σ_t src row (first[y] − row0 + t) · w[t]) >> precision_bits, clipped.
+void resample_u8_vertical(const uint8_t* src, int64_t in_rows, int64_t row_len, int64_t row0,
+                          const FixedPointTaps& taps, uint8_t* dst);
+// ToTensor + Normalize: RGB u8 [h, w, 3] -> F32 [3, h, w] with (v/255 − mean[c]) / stdev[c] in float32.
+void normalize_rgb8_chw(const uint8_t* src, int64_t h, int64_t w, const float mean[3], const float stdev[3],
+                        float* dst);
 
 }  // namespace sa2va::ops

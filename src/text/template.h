@@ -1,4 +1,4 @@
-// Chat templates (upstream templates.py PROMPT_TEMPLATE) and the prompt text Sa2VA's
+// Chat templates (upstream PROMPT_TEMPLATE, docs/tokenizer-template.md §4) and the prompt text Sa2VA's
 // predict_forward builds: image/video token strings, visual-prompt regions, stop words.
 #pragma once
 #include <string>

@@ -1,6 +1,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
+#include <mutex>
+#include <set>
+#include <thread>
 #include <numeric>
 
 #include "core/dtype.h"
@@ -65,6 +69,53 @@ TEST(Tensor, DtypeConversions) {
   EXPECT_EQ(f32_to_bf16(1.01171875f), 0x3f82);  // halfway above an odd value: rounds up
   EXPECT_EQ(f16_to_f32(f32_to_f16(0.333251953125f)), 0.333251953125f);
   EXPECT_THROW(f.f32() && f.bf16(), Error);
+}
+
+}  // namespace
+}  // namespace sa2va
+
+namespace sa2va {
+namespace {
+
+// Threads that took part in one parallel_for over many chunks on the current pool.
+size_t threads_used() {
+  std::mutex m;
+  std::set<std::thread::id> ids;
+  parallel_for(64, [&](int64_t, int64_t) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));  // let every worker take a chunk
+    std::lock_guard<std::mutex> g(m);
+    ids.insert(std::this_thread::get_id());
+  });
+  return ids.size();
+}
+
+TEST(ThreadPool, EachContextUsesItsOwnPool) {
+  ThreadPool one(1), three(3);
+  std::atomic<bool> failed{false};
+  auto run_on = [&](ThreadPool& pool, size_t expected) {
+    const ThreadPool::Use use(pool);
+    for (int i = 0; i < 20; ++i) {
+      if (num_threads() != static_cast<int>(expected) || threads_used() != expected) failed = true;
+    }
+  };
+  // Two "models" with different thread counts, running at the same time from two threads.
+  std::thread a([&] { run_on(one, 1); });
+  std::thread b([&] { run_on(three, 3); });
+  a.join();
+  b.join();
+  EXPECT_FALSE(failed.load());
+  // Guards nest and restore the previous pool.
+  const int outer = num_threads();
+  {
+    const ThreadPool::Use use(three);
+    EXPECT_EQ(num_threads(), 3);
+    {
+      const ThreadPool::Use inner(one);
+      EXPECT_EQ(num_threads(), 1);
+    }
+    EXPECT_EQ(num_threads(), 3);
+  }
+  EXPECT_EQ(num_threads(), outer);
 }
 
 }  // namespace

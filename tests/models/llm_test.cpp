@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "io/config.h"
 #include "io/safetensors.h"
@@ -156,31 +157,58 @@ TEST(LlmSplice, CountMismatchNamesBothCounts) {
 
 // ---- KV cache --------------------------------------------------------------------------------
 
-TEST(LlmKvCache, PiecewiseDecodeEqualsFullRecompute) {
+TEST(LlmState, PiecewiseDecodeEqualsFullRecompute) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   auto m = test::load_tiny_language_model(dir, Precision::F32);
   const Tensor embeds = test::load_golden(golden(dir, "image"), "llm.inputs_embeds").slice(0, 700, 790).contiguous();
-  KVCache full_cache = m->lm.new_cache(90);
-  const Tensor full = m->lm.forward(embeds, full_cache);
+  LlmState full_state = m->lm.new_state(90);
+  const Tensor full = m->lm.forward(embeds, full_state).clone();
 
-  // Prefill, single-token steps, a multi-token chunk; the cache starts too small and grows.
-  KVCache cache = m->lm.new_cache(8);
+  // Prefill, single-token steps, multi-token chunks, in one state allocated at its final capacity.
+  LlmState state = m->lm.new_state(90, 50);
   std::vector<Tensor> parts;
   int64_t at = 0;
   for (int64_t len : {50, 1, 1, 1, 3, 6, 28}) {
-    parts.push_back(m->lm.forward(embeds.slice(0, at, at + len).contiguous(), cache));
+    parts.push_back(m->lm.forward(embeds.slice(0, at, at + len).contiguous(), state).clone());
     at += len;
   }
   ASSERT_EQ(at, 90);
-  EXPECT_EQ(cache.length(), 90);
+  EXPECT_EQ(state.length(), 90);
   int64_t row = 0;
   for (const Tensor& p : parts) {
     EXPECT_TRUE(test::close_rel(p, full.slice(0, row, row + p.size(0)), 1e-5)) << "rows from " << row;
     row += p.size(0);
   }
   // Re-running the tail after truncation gives the same states again.
-  cache.truncate(60);
-  EXPECT_TRUE(test::close_rel(m->lm.forward(embeds.slice(0, 60, 90).contiguous(), cache), full.slice(0, 60, 90), 1e-5));
+  state.truncate(60);
+  EXPECT_TRUE(test::close_rel(m->lm.forward(embeds.slice(0, 60, 90).contiguous(), state), full.slice(0, 60, 90), 1e-5));
+  // The state never grows: past its capacity or its largest step is an error, and it stays usable.
+  EXPECT_THROW(m->lm.forward(embeds.slice(0, 0, 1).contiguous(), state), Error);
+  state.truncate(10);
+  EXPECT_THROW(m->lm.forward(embeds.slice(0, 0, 51).contiguous(), state), Error);
+  EXPECT_EQ(state.length(), 10);
+}
+
+TEST(LlmState, DecodeStepsAllocateNothing) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  for (Precision precision : {Precision::F32, Precision::BF16}) {
+    auto m = test::load_tiny_language_model(dir, precision);
+    const std::vector<int32_t> prompt = {151644, 872, 198, 9707, 151645, 198, 151644, 77091, 198};
+    LlmState state = m->lm.new_state(static_cast<int>(prompt.size()) + 8, static_cast<int>(prompt.size()));
+    m->lm.forward(m->lm.embed(prompt), state);
+    const float* logits = m->lm.last_logits(state);
+    const Allocator& cpu = allocator_for(Device::cpu());
+    const uint64_t before = cpu.allocations();
+    for (int step = 0; step < 8; ++step) {
+      const int32_t token = static_cast<int32_t>(argmax(logits, m->lm.vocab_size()));
+      m->lm.forward_token(token, state);
+      logits = m->lm.last_logits(state);
+    }
+    EXPECT_EQ(cpu.allocations(), before) << "decode steps allocated tensors";
+    EXPECT_EQ(state.length(), static_cast<int>(prompt.size()) + 8);
+    // The same tokens through forward(embed(...)) give the same logits as forward_token.
+    EXPECT_THROW(m->lm.forward_token(0, state), Error);  // capacity reached
+  }
 }
 
 TEST(LlmErrors, BadInputsThrow) {
@@ -188,10 +216,12 @@ TEST(LlmErrors, BadInputsThrow) {
   auto m = test::load_tiny_language_model(dir, Precision::F32);
   EXPECT_THROW(m->lm.embed({0, 151936}), Error);
   EXPECT_THROW(m->lm.embed({-1}), Error);
-  KVCache cache = m->lm.new_cache(4);
-  EXPECT_THROW(m->lm.forward(Tensor::zeros({2, 63}), cache), Error);
+  LlmState state = m->lm.new_state(4);
+  EXPECT_THROW(m->lm.forward(Tensor::zeros({2, 63}), state), Error);
+  EXPECT_THROW(m->lm.forward_token(151936, state), Error);
+  EXPECT_THROW(m->lm.last_logits(state), Error);  // nothing run yet
   EXPECT_THROW(m->lm.logits(Tensor::zeros({2, 65})), Error);
-  EXPECT_EQ(cache.length(), 0);
+  EXPECT_EQ(state.length(), 0);
 }
 
 TEST(LlmPrecision, Bf16ModeError) {
@@ -224,7 +254,7 @@ struct RefModel {
   float eps = 1e-5f, theta = 10000.f;
 };
 
-// Straightforward per-token InternLM2, reading wqkv by the layout of llm.md §3 (double precision).
+// Straightforward per-token InternLM2, reading wqkv by the layout of docs/llm.md §3.2 (double precision).
 std::vector<std::vector<double>> reference_internlm2(const RefModel& s, const Checkpoint& ck, bool bias,
                                                     const std::vector<int32_t>& ids) {
   auto get = [&](const std::string& name) { return ck.get(name).to_vector(); };
@@ -364,11 +394,11 @@ TEST(LlmInternLM2, PackedWqkvMatchesReference) {
       for (int d = 0; d < s.D; ++d) want.f32()[t * s.D + d] = static_cast<float>(ref[t][d]);
 
     // Prefill of 6 (blocked attention), then single-token decode steps.
-    KVCache cache = lm.new_cache(4);
-    const Tensor a = lm.forward(lm.embed(std::vector<int32_t>(ids.begin(), ids.begin() + 6)), cache);
+    LlmState state = lm.new_state(static_cast<int>(ids.size()), 6);
+    const Tensor a = lm.forward(lm.embed(std::vector<int32_t>(ids.begin(), ids.begin() + 6)), state);
     EXPECT_TRUE(test::close_rel(a, want.slice(0, 0, 6), 1e-4)) << "bias " << bias;
     for (size_t t = 6; t < ids.size(); ++t)
-      EXPECT_TRUE(test::close_rel(lm.forward(lm.embed({ids[t]}), cache), want.slice(0, t, t + 1), 1e-4))
+      EXPECT_TRUE(test::close_rel(lm.forward_token(ids[t], state), want.slice(0, t, t + 1), 1e-4))
           << "bias " << bias << " position " << t;
 
     // Untied head: logits use language_model.output.weight.

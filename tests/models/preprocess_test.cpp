@@ -1,5 +1,5 @@
 // Pre/post-processing against the sa2va-tiny goldens (produced by upstream PIL/torch code) and the
-// tiling rules of spec/preprocess.md §2.1.
+// tiling rules of docs/preprocess.md §2.1.
 #include "models/preprocess.h"
 
 #include <gtest/gtest.h>

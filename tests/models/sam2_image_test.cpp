@@ -225,7 +225,7 @@ TEST_F(Sam2ImageTest, TrackingPromptHasTwoPaddingPoints) {
   EXPECT_EQ(out.sam_token.shape(), (Shape{256}));
 }
 
-// Per-block geometry of Hiera-L (the default Sam2Config), as tabulated in the spec.
+// Per-block geometry of Hiera-L (the default Sam2Config), as tabulated in docs/sam2.md §1.1.
 TEST(Sam2ImageHiera, HieraLGeometry) {
   Weights declaring = Weights::declaring(Precision::BF16);
   const ModelConfig c;

@@ -245,7 +245,9 @@ VideoRun run_fixture_video(const std::string& dir, Precision precision,
     run.low_res.push_back(low_res);
   };
   const auto start = std::chrono::steady_clock::now();
-  tracker.track(sam, lang, T, conditioning, frames, sink, &run.rec);
+  ExecContext ctx;
+  ctx.recorder = &run.rec;
+  tracker.track(sam, lang, T, conditioning, frames, sink, ctx);
   run.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   return run;
 }
@@ -381,16 +383,26 @@ TEST(Sam2VideoTracker, LongRunStaysBounded) {
   std::mt19937 rng(7);
   std::normal_distribution<float> noise(0.f, 1.f);
   const int T = 40, F = 5;
-  MemoryBank bank(tracker.num_maskmem, tracker.max_obj_ptrs, T);
-  int64_t plateau = -1;
-  for (int t = 0; t < T; ++t) {
+  TrackerState state = tracker.new_state(lang, T, {0, 1, 2, 3, 4});
+  ASSERT_EQ(state.objects(), 1);
+  const MemoryBank& bank = state.banks[0];
+  auto frames = [&](int) {
     std::vector<float> pixels(3 * 256 * 256);
     for (float& p : pixels) p = noise(rng);
-    const FrameFeatures f = sam.encode(Tensor::from_vector(pixels, {3, 256, 256}));
-    const Tensor low = t < F ? tracker.condition_frame(bank, t, sam, f, lang.f32(), true)
-                             : tracker.track_frame(bank, t, sam, f, t + 1 < T);
-    ASSERT_EQ(low.shape(), (Shape{64, 64}));
-    for (float v : low.to_vector()) ASSERT_TRUE(std::isfinite(v)) << "frame " << t;
+    return Tensor::from_vector(pixels, {3, 256, 256});
+  };
+  int masks_out = 0;
+  auto sink = [&](int frame, int object, const Tensor& low) {
+    EXPECT_EQ(frame, masks_out++);
+    EXPECT_EQ(object, 0);
+    EXPECT_EQ(low.shape(), (Shape{64, 64}));
+    for (float v : low.to_vector()) ASSERT_TRUE(std::isfinite(v)) << "frame " << frame;
+  };
+  int64_t plateau = -1;
+  for (int t = 0; t < T; ++t) {
+    ASSERT_EQ(state.next_frame(), t);
+    tracker.step(state, sam, frames, sink);
+    ASSERT_EQ(masks_out, t + 1);
     EXPECT_LE(bank.num_memories(), F + 6);
     EXPECT_LE(bank.num_pointers(), F + 15);
     if (t == 30) plateau = bank.bytes();
@@ -398,6 +410,8 @@ TEST(Sam2VideoTracker, LongRunStaysBounded) {
       EXPECT_EQ(bank.bytes(), plateau) << "frame " << t;
     }
   }
+  EXPECT_TRUE(state.done());
+  EXPECT_THROW(tracker.step(state, sam, frames, sink), Error);
 }
 
 // Conditioning frames first (ascending), then the rest (ascending); masks leave in frame order,

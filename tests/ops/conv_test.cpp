@@ -76,7 +76,7 @@ TEST_P(OpsConvTest, Conv2dMatchesDirectLoops) {
     Tensor w = random_tensor({c.cout, c.cin / c.args.groups, c.kh, c.kw}, seed++);
     if (c.bf16) w = w.to(DType::BF16);
     Tensor b = c.bias ? random_tensor({c.cout}, seed++) : Tensor();
-    Tensor y = ops::conv2d(x, w, b, c.args);
+    Tensor y = ops::conv2d(x, ConvWeight::prepare(w), b, c.args);
     const auto& a = c.args;
     const int64_t ho = (c.h + 2 * a.pad_h - a.dilation_h * (c.kh - 1) - 1) / a.stride_h + 1;
     const int64_t wo = (c.w + 2 * a.pad_w - a.dilation_w * (c.kw - 1) - 1) / a.stride_w + 1;
@@ -87,9 +87,9 @@ TEST_P(OpsConvTest, Conv2dMatchesDirectLoops) {
 
 TEST_P(OpsConvTest, Conv2dRejectsBadShapes) {
   Tensor x = random_tensor({3, 5, 5}, 1);
-  EXPECT_THROW(ops::conv2d(x, random_tensor({4, 2, 3, 3}, 2), Tensor(), ops::Conv2dArgs{}), Error);  // Cin mismatch
-  EXPECT_THROW(ops::conv2d(x, random_tensor({4, 3, 7, 7}, 2), Tensor(), ops::Conv2dArgs{}), Error);  // kernel > input
-  EXPECT_THROW(ops::conv2d(x, random_tensor({4, 3, 3, 3}, 2), random_tensor({5}, 3), ops::Conv2dArgs{}), Error);
+  EXPECT_THROW(ops::conv2d(x, ConvWeight::prepare(random_tensor({4, 2, 3, 3}, 2)), Tensor(), ops::Conv2dArgs{}), Error);  // Cin mismatch
+  EXPECT_THROW(ops::conv2d(x, ConvWeight::prepare(random_tensor({4, 3, 7, 7}, 2)), Tensor(), ops::Conv2dArgs{}), Error);  // kernel > input
+  EXPECT_THROW(ops::conv2d(x, ConvWeight::prepare(random_tensor({4, 3, 3, 3}, 2)), random_tensor({5}, 3), ops::Conv2dArgs{}), Error);
 }
 
 TEST_P(OpsConvTest, ConvTranspose2x2) {
@@ -97,7 +97,7 @@ TEST_P(OpsConvTest, ConvTranspose2x2) {
     const int64_t cin = 5, cout = 3, h = 4, w = 3;
     Tensor x = random_tensor({cin, h, w}, 7), wt = random_tensor({cin, cout, 2, 2}, 8);
     Tensor b = with_bias ? random_tensor({cout}, 9) : Tensor();
-    Tensor y = ops::conv_transpose_2x2(x, wt, b);
+    Tensor y = ops::conv_transpose_2x2(x, ConvWeight::prepare_transposed_2x2(wt), b);
     ASSERT_EQ(y.shape(), (Shape{cout, 2 * h, 2 * w}));
     const auto xv = x.to_vector(), wv = wt.to_vector();
     std::vector<double> ref(static_cast<size_t>(cout * 4 * h * w));

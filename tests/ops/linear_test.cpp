@@ -50,7 +50,8 @@ void check_linear(int64_t M, int64_t K, int64_t N, bool bf16, bool with_bias, ui
   std::vector<double> bound;
   const std::vector<double> ref = reference_linear(x, w, with_bias ? b.data() : nullptr, M, K, N, &bound);
   std::vector<float> y(static_cast<size_t>(M * N), -123.f);
-  ops::linear(x.data(), M, K, weight, with_bias ? b.data() : nullptr, y.data());
+  ops::linear(x.data(), M, K, WeightMatrix::prepare(weight, bf16 ? WeightFormat::BF16 : WeightFormat::F32),
+              with_bias ? b.data() : nullptr, y.data());
   for (size_t i = 0; i < y.size(); ++i) {
     // f32 accumulation: ~K ulp; bf16 GEMM (activations rounded to bf16): 2^-8 of Σ|x·w|.
     const double tol = (bf16 ? 4e-3 : 1e-5) * bound[i] + 1e-5;
@@ -84,7 +85,7 @@ TEST_P(OpsLinearTest, Bf16DecodeShapesExact) {
     std::vector<double> bound;
     const auto ref = reference_linear(x, w, nullptr, M, K, N, &bound);
     std::vector<float> y(static_cast<size_t>(M * N));
-    ops::linear(x.data(), M, K, weight, nullptr, y.data());
+    ops::linear(x.data(), M, K, WeightMatrix::prepare(weight, WeightFormat::BF16), nullptr, y.data());
     for (size_t i = 0; i < y.size(); ++i) ASSERT_NEAR(y[i], ref[i], 1e-6 * bound[i] + 1e-6) << "M=" << M << " at " << i;
   }
 }
@@ -106,7 +107,7 @@ TEST_P(OpsLinearTest, Bf16LargeMAcrossBlocks) {
     std::vector<double> bound;
     const auto ref = reference_linear(rounds ? x_rounded : x, w, b.data(), M, K, N, &bound);
     std::vector<float> y(static_cast<size_t>(M * N));
-    ops::linear(x.data(), M, K, weight, b.data(), y.data());
+    ops::linear(x.data(), M, K, WeightMatrix::prepare(weight, WeightFormat::BF16), b.data(), y.data());
     for (size_t i = 0; i < y.size(); ++i)
       ASSERT_NEAR(y[i], ref[i], 1e-6 * bound[i] + 1e-6) << ops::simd::isa_name(level) << " at " << i;
   }
@@ -119,22 +120,24 @@ TEST_P(OpsLinearTest, TensorFormBatchedWithBias) {
   Tensor w = ops_test::random_tensor({N, K}, 4);
   Tensor b = ops_test::random_tensor({N}, 5);
   for (bool bf16_bias : {false, true}) {
-    Tensor y = ops::linear(x, w, bf16_bias ? b.to(DType::BF16) : b);
+    Tensor y = ops::linear(x, WeightMatrix::prepare(w, WeightFormat::F32), bf16_bias ? b.to(DType::BF16) : b);
     ASSERT_EQ(y.shape(), (Shape{B, T, N}));
     std::vector<float> bias_used = bf16_bias ? b.to(DType::BF16).to_vector() : b.to_vector();
     const auto ref = reference_linear(x.to_vector(), w.to_vector(), bias_used.data(), B * T, K, N, nullptr);
     EXPECT_LT(max_abs_diff(y.to_vector(), ref), 1e-5);
   }
-  Tensor y_nobias = ops::linear(x, w);
+  Tensor y_nobias = ops::linear(x, WeightMatrix::prepare(w, WeightFormat::F32));
   const auto ref = reference_linear(x.to_vector(), w.to_vector(), nullptr, B * T, K, N, nullptr);
   EXPECT_LT(max_abs_diff(y_nobias.to_vector(), ref), 1e-5);
 }
 
 TEST_P(OpsLinearTest, RejectsMismatchedWeight) {
   Tensor x = ops_test::random_tensor({2, 5}, 1);
-  EXPECT_THROW(ops::linear(x, ops_test::random_tensor({3, 4}, 2)), Error);
-  EXPECT_THROW(ops::linear(x, ops_test::random_tensor({3, 5}, 2), ops_test::random_tensor({4}, 3)), Error);
-  EXPECT_THROW(ops::linear(x, ops_test::random_tensor({15}, 2)), Error);
+  const auto f32 = [](const Tensor& w) { return WeightMatrix::prepare(w, WeightFormat::F32); };
+  EXPECT_THROW(ops::linear(x, f32(ops_test::random_tensor({3, 4}, 2))), Error);
+  EXPECT_THROW(ops::linear(x, f32(ops_test::random_tensor({3, 5}, 2)), ops_test::random_tensor({4}, 3)), Error);
+  EXPECT_THROW(f32(ops_test::random_tensor({15}, 2)), Error);
+  EXPECT_THROW(ops::linear(x, WeightMatrix()), Error);
 }
 
 TEST_P(OpsLinearTest, GemmStridesTransposeAlphaBeta) {

@@ -1,4 +1,4 @@
-// Interpolation (PyTorch formulas, preprocess.md §5-§6) and pixel shuffle v2 (preprocess.md §3).
+// Interpolation (PyTorch formulas, docs/preprocess.md §5-§6) and pixel shuffle v2 (docs/preprocess.md §3).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -1,4 +1,4 @@
-// RoPE: LLM rotate-half (llm.md §2) and SAM2 axial 2-D with interleaved pairs (sam2.md §5.5).
+// RoPE: LLM rotate-half (docs/llm.md §2) and SAM2 axial 2-D with interleaved pairs (docs/sam2.md §5.5).
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -5,41 +5,12 @@
 #include <numbers>
 
 #include "core/error.h"
-#include "core/threadpool.h"
 #include "ops/ops.h"
 
 namespace sa2va::sam2 {
 
 Tensor position_embedding_sine(int64_t channels, int64_t h, int64_t w) {
-  check(channels > 0 && channels % 4 == 0, "position_embedding_sine: channels must be a positive multiple of 4");
-  const int64_t half = channels / 2;
-  // Float32 throughout, as upstream computes it.
-  std::vector<float> dim_t(static_cast<size_t>(half));
-  for (int64_t i = 0; i < half; ++i)
-    dim_t[i] = powf(10000.f, (2.f * static_cast<float>(i / 2)) / static_cast<float>(half));
-  const float scale = static_cast<float>(2 * std::numbers::pi);
-  const float y_den = static_cast<float>(h) + 1e-6f, x_den = static_cast<float>(w) + 1e-6f;
-
-  Tensor out = Tensor::empty({channels, h, w});
-  float* p = out.f32();
-  parallel_for(half, [&](int64_t c0, int64_t c1) {
-    for (int64_t i = c0; i < c1; ++i) {
-      const bool use_sin = i % 2 == 0;
-      float* y_plane = p + i * h * w;
-      float* x_plane = p + (half + i) * h * w;
-      for (int64_t r = 0; r < h; ++r) {
-        const float v = static_cast<float>(r + 1) / y_den * scale / dim_t[i];
-        const float e = use_sin ? sinf(v) : cosf(v);
-        std::fill(y_plane + r * w, y_plane + (r + 1) * w, e);
-      }
-      for (int64_t c = 0; c < w; ++c) {
-        const float v = static_cast<float>(c + 1) / x_den * scale / dim_t[i];
-        x_plane[c] = use_sin ? sinf(v) : cosf(v);
-      }
-      for (int64_t r = 1; r < h; ++r) std::copy(x_plane, x_plane + w, x_plane + r * w);
-    }
-  });
-  return out;
+  return ops::position_embedding_sine(channels, h, w);
 }
 
 FpnNeck FpnNeck::load(Weights& w, const Sam2Config& c, const std::string& prefix) {
@@ -67,27 +38,20 @@ std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, Stage
   const TokenMap* prev = nullptr;
   for (int64_t i = levels - 1; i >= 0; --i) {
     const TokenMap& x = trunk[i];
-    const Tensor& wt = conv_w[levels - 1 - i];
-    check(x.channels() == wt.size(1), "FPN: stage " + std::to_string(i) + " has " + std::to_string(x.channels()) +
-                                          " channels, the lateral conv takes " + std::to_string(wt.size(1)));
+    const WeightMatrix& wt = conv_w[levels - 1 - i];
+    check(x.channels() == wt.cols(), "FPN: stage " + std::to_string(i) + " has " + std::to_string(x.channels()) +
+                                         " channels, the lateral conv takes " + std::to_string(wt.cols()));
     TokenMap lat;
     lat.h = x.h;
     lat.w = x.w;
     lat.tokens = Tensor::empty({x.h * x.w, d_model});
-    ops::linear(x.tokens.f32(), x.h * x.w, x.channels(), wt.view({d_model, x.channels()}),
+    ops::linear(x.tokens.f32(), x.h * x.w, x.channels(), wt,
                 conv_b[levels - 1 - i].f32(), lat.tokens.f32());
     const bool top_down = std::find(top_down_levels.begin(), top_down_levels.end(), i) != top_down_levels.end();
     if (top_down && prev) {
       check(prev->h * 2 == lat.h && prev->w * 2 == lat.w, "FPN: level sizes do not halve");
-      // lat += nearest_upsample_2x(prev)
-      const float* src = prev->tokens.f32();
-      float* dst = lat.tokens.f32();
-      const int64_t pw = prev->w, lw = lat.w, d = d_model;
-      parallel_for(lat.h, [&](int64_t r0, int64_t r1) {
-        for (int64_t y = r0; y < r1; ++y)
-          for (int64_t x2 = 0; x2 < lw; ++x2)
-            ops::add(dst + (y * lw + x2) * d, src + ((y / 2) * pw + x2 / 2) * d, dst + (y * lw + x2) * d, d);
-      }, 4);
+      ops::add_upsampled_nearest_2x(lat.tokens.view({lat.h, lat.w, d_model}),
+                                    prev->tokens.view({prev->h, prev->w, d_model}));
     }
     out[i] = std::move(lat);
     prev = &out[i];

@@ -1,4 +1,4 @@
-// SAM2 FPN neck (spec/sam2.md §1.2) and the sine position encoding (§1.3).
+// SAM2 FPN neck (docs/sam2.md §1.2) and the sine position encoding (docs/sam2.md §1.3).
 //
 // Lateral 1×1 convs bring every trunk stage to d_model channels; levels listed in
 // fpn_top_down_levels add the nearest-2× upsampled coarser level; the `scalp` coarsest levels
@@ -25,7 +25,8 @@ struct FpnNeck {
   int scalp = 1;
   std::vector<int> top_down_levels;
   // convs[k] is the lateral conv of level (levels-1-k): weight [d_model, C_k, 1, 1], bias [d_model].
-  std::vector<Tensor> conv_w, conv_b;
+  std::vector<WeightMatrix> conv_w;  // 1×1 convs, applied as Linear layers on tokens
+  std::vector<Tensor> conv_b;
   std::vector<int64_t> in_channels;  // C_k of convs[k]
 
   // Binds `<prefix>convs.{k}.conv.*` (prefix ends with "neck.").

@@ -7,7 +7,6 @@
 #include <string>
 
 #include "core/error.h"
-#include "core/threadpool.h"
 #include "ops/ops.h"
 
 namespace sa2va::sam2 {
@@ -15,80 +14,17 @@ namespace {
 
 constexpr float kLayerNormEps = 1e-6f;
 
-// dst[c][r] = src[r][c] for a [rows, cols] matrix, in cache-sized tiles.
-void transpose_2d(const float* src, int64_t rows, int64_t cols, float* dst) {
-  constexpr int64_t kTile = 32;
-  const int64_t row_tiles = (rows + kTile - 1) / kTile;
-  parallel_for(row_tiles, [&](int64_t t0, int64_t t1) {
-    for (int64_t rt = t0; rt < t1; ++rt) {
-      const int64_t r0 = rt * kTile, r1 = std::min(rows, r0 + kTile);
-      for (int64_t c0 = 0; c0 < cols; c0 += kTile) {
-        const int64_t c1 = std::min(cols, c0 + kTile);
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
-      }
-    }
-  });
-}
-
-// Max pooling (kernel = stride = s, floor) of `maps` channels-last maps [h, w, c] whose tokens are
-// `x_stride` floats apart; output contiguous [maps, h/s, w/s, c].
-void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c, int64_t s,
-                     float* y) {
-  const int64_t ho = h / s, wo = w / s;
-  parallel_for(maps * ho, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t m = r / ho, oy = r % ho;
-      for (int64_t ox = 0; ox < wo; ++ox) {
-        float* out = y + ((m * ho + oy) * wo + ox) * c;
-        const float* first = x + (m * h * w + oy * s * w + ox * s) * x_stride;
-        std::memcpy(out, first, static_cast<size_t>(c) * sizeof(float));
-        for (int64_t dy = 0; dy < s; ++dy)
-          for (int64_t dx = 0; dx < s; ++dx) {
-            const float* in = x + (m * h * w + (oy * s + dy) * w + ox * s + dx) * x_stride;
-            for (int64_t k = 0; k < c; ++k) out[k] = std::max(out[k], in[k]);
-          }
-      }
-    }
-  }, 4);
-}
-
-// Copies a [h, w, c] token map into `n_rows × n_cols` windows of win_h × win_w tokens (row-major
-// windows, zero padding at the bottom/right): y [windows, win_h·win_w, c].
-void window_partition(const float* x, int64_t h, int64_t w, int64_t c, int64_t win_h, int64_t win_w, int64_t n_rows,
-                      int64_t n_cols, float* y) {
-  const size_t row_bytes = static_cast<size_t>(c) * sizeof(float);
-  parallel_for(n_rows * win_h, [&](int64_t r0, int64_t r1) {
-    for (int64_t py = r0; py < r1; ++py) {  // padded row
-      const int64_t wr = py / win_h, iy = py % win_h;
-      for (int64_t px = 0; px < n_cols * win_w; ++px) {
-        const int64_t wc = px / win_w, ix = px % win_w;
-        float* dst = y + (((wr * n_cols + wc) * win_h + iy) * win_w + ix) * c;
-        if (py < h && px < w) std::memcpy(dst, x + (py * w + px) * c, row_bytes);
-        else std::memset(dst, 0, row_bytes);
-      }
-    }
-  }, 4);
-}
-
 }  // namespace
 
-Tensor TokenMap::to_chw() const {
-  const int64_t c = channels();
-  Tensor out = Tensor::empty({c, h, w});
-  transpose_2d(tokens.f32(), h * w, c, out.f32());
-  return out;
-}
+Tensor TokenMap::to_chw() const { return ops::transpose_2d(tokens).view({channels(), h, w}); }
 
 TokenMap TokenMap::from_chw(const Tensor& chw) {
   check(chw.dim() == 3 && chw.dtype() == DType::F32, "TokenMap::from_chw: expected an F32 [C, H, W] tensor, got " +
                                                           shape_str(chw.shape()));
-  const Tensor src = chw.contiguous();
   TokenMap m;
   m.h = chw.size(1);
   m.w = chw.size(2);
-  m.tokens = Tensor::empty({m.h * m.w, chw.size(0)});
-  transpose_2d(src.f32(), chw.size(0), m.h * m.w, m.tokens.f32());
+  m.tokens = ops::transpose_2d(chw.contiguous().view({chw.size(0), m.h * m.w}));
   return m;
 }
 
@@ -116,7 +52,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
     ops::linear(xn.f32(), hw, dim_in, proj_w, proj_b.f32(), projected.f32());
     if (s > 1) {
       shortcut = scratch.get(S::kShortcut, {Ho * Wo, dim_out});
-      max_pool_tokens(projected.f32(), dim_out, 1, H, W, dim_out, s, shortcut.f32());
+      ops::max_pool_tokens(projected.f32(), dim_out, 1, H, W, dim_out, s, shortcut.f32());
     } else {
       shortcut = projected;
     }
@@ -131,7 +67,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   Tensor xw = xn;
   if (!identity_partition) {
     xw = scratch.get(S::kWindows, {n_win * win_tokens, dim_in});
-    window_partition(xn.f32(), H, W, dim_in, win_h, win_w, n_rows, n_cols, xw.f32());
+    ops::window_partition(xn.f32(), H, W, dim_in, win_h, win_w, xw.f32());
   }
 
   const int64_t qkv_dim = 3 * dim_out;
@@ -144,7 +80,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   int64_t q_row = qkv_dim;
   if (s > 1) {
     Tensor pooled_q = scratch.get(S::kPooledQ, {n_win * q_tokens, dim_out});
-    max_pool_tokens(qkv.f32(), qkv_dim, n_win, win_h, win_w, dim_out, s, pooled_q.f32());
+    ops::max_pool_tokens(qkv.f32(), qkv_dim, n_win, win_h, win_w, dim_out, s, pooled_q.f32());
     q = pooled_q.f32();
     q_row = dim_out;
   }
@@ -155,29 +91,29 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
 
   Tensor attn = scratch.get(S::kAttn, {n_win * q_tokens, dim_out});
   const int64_t head_dim = dim_out / heads;
-  auto attend_window = [&](int64_t wi) {
-    ops::AttentionArgs a;
-    a.q = q + wi * q_tokens * q_row;
+  {
+    ops::AttentionArgs a;  // window 0; window wi is offset by wi times the batch strides
+    a.q = q;
     a.q_stride = q_row;
-    a.k = qkv.f32() + wi * win_tokens * qkv_dim + dim_out;
+    a.k = qkv.f32() + dim_out;
     a.k_stride = qkv_dim;
-    a.v = qkv.f32() + wi * win_tokens * qkv_dim + 2 * dim_out;
+    a.v = qkv.f32() + 2 * dim_out;
     a.v_stride = qkv_dim;
-    a.out = attn.f32() + wi * q_tokens * dim_out;
+    a.out = attn.f32();
     a.out_stride = dim_out;
     a.q_len = q_tokens;
     a.kv_len = win_tokens;
     a.q_heads = a.kv_heads = heads;
     a.head_dim = head_dim;
     a.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-    a.bf16_operands = qkv_w.dtype() == DType::BF16;
-    ops::attention(a);
-  };
-  // Many small windows: one task per range of windows (attention inside runs inline). A single
-  // large window parallelises inside ops::attention instead.
-  parallel_for(n_win, [&](int64_t w0, int64_t w1) {
-    for (int64_t wi = w0; wi < w1; ++wi) attend_window(wi);
-  });
+    a.bf16_operands = bf16_attention;
+    ops::AttentionBatch windows;
+    windows.count = n_win;
+    windows.q = q_tokens * q_row;
+    windows.k = windows.v = win_tokens * qkv_dim;
+    windows.out = q_tokens * dim_out;
+    ops::attention_batched(a, windows);
+  }
 
   Tensor projected_attn = scratch.get(S::kProjected, {n_win * q_tokens, dim_out});
   ops::linear(attn.f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.f32(), projected_attn.f32());
@@ -187,21 +123,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   out.h = Ho;
   out.w = Wo;
   out.tokens = scratch.get(out_slot, {Ho * Wo, dim_out});
-  {
-    const float* a = projected_attn.f32();
-    const float* sc = shortcut.f32();
-    float* y = out.tokens.f32();
-    parallel_for(Ho, [&](int64_t r0, int64_t r1) {
-      for (int64_t oy = r0; oy < r1; ++oy) {
-        for (int64_t ox = 0; ox < Wo; ++ox) {
-          const int64_t wi = (oy / qh) * n_cols + ox / qw;
-          const float* src = a + (wi * q_tokens + (oy % qh) * qw + ox % qw) * dim_out;
-          const int64_t t = oy * Wo + ox;
-          ops::add(sc + t * dim_out, src, y + t * dim_out, dim_out);
-        }
-      }
-    }, 4);
-  }
+  ops::window_unpartition(projected_attn.f32(), qh, qw, Ho, Wo, dim_out, out.tokens.f32(), shortcut.f32());
 
   // MLP with residual.
   const int64_t n = Ho * Wo, hidden = mlp_hidden;
@@ -241,7 +163,7 @@ HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& 
     q_pool_blocks.push_back(t.stage_ends[i] + 1);
   auto contains = [](const std::vector<int>& v, int x) { return std::find(v.begin(), v.end(), x) != v.end(); };
 
-  t.patch_w = w.matrix(prefix + "patch_embed.proj.weight", {c.embed_dim, 3, 7, 7});
+  t.patch_w = w.conv(prefix + "patch_embed.proj.weight", {c.embed_dim, 3, 7, 7});
   t.patch_b = w.f32(prefix + "patch_embed.proj.bias", {c.embed_dim}, Init::Bias);
   t.pos_embed = w.f32(prefix + "pos_embed",
                       {1, c.embed_dim, c.window_pos_embed_bkg_spatial_size[0], c.window_pos_embed_bkg_spatial_size[1]},
@@ -274,6 +196,7 @@ HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& 
     b.norm1_w = w.f32(p + "norm1.weight", {b.dim_in}, Init::NormWeight);
     b.norm1_b = w.f32(p + "norm1.bias", {b.dim_in}, Init::NormBias);
     b.qkv_w = w.matrix(p + "attn.qkv.weight", {3 * b.dim_out, b.dim_in});
+    b.bf16_attention = w.precision() == Precision::BF16;
     b.qkv_b = w.f32(p + "attn.qkv.bias", {3 * b.dim_out}, Init::Bias);
     b.attn_proj_w = w.matrix(p + "attn.proj.weight", {b.dim_out, b.dim_out});
     b.attn_proj_b = w.f32(p + "attn.proj.bias", {b.dim_out}, Init::Bias);
@@ -308,15 +231,7 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, StageRecorder* re
   // x += bicubic(pos_embed) + tiled pos_embed_window
   auto position_embedding = [&] {
     Tensor pe = ops::interpolate_bicubic(pos_embed.view({C, pos_embed.size(2), pos_embed.size(3)}), H, W);
-    const float* winp = pos_embed_window.f32();
-    float* pp = pe.f32();
-    parallel_for(C * H, [&](int64_t r0, int64_t r1) {
-      for (int64_t r = r0; r < r1; ++r) {
-        const int64_t ch = r / H, y = r % H;
-        const float* win_row = winp + (ch * win_h + y % win_h) * win_w;
-        for (int64_t i = 0; i < W; ++i) pp[r * W + i] += win_row[i % win_w];
-      }
-    }, 16);
+    ops::add_tiled(pe, pos_embed_window.view({C, win_h, win_w}));
     return pe;
   };
   std::call_once(position_cache->once, [&] { position_cache->embedding = position_embedding(); });

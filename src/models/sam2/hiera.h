@@ -1,4 +1,4 @@
-// SAM2 image-encoder trunk: Hiera (spec/sam2.md §1.1).
+// SAM2 image-encoder trunk: Hiera (docs/sam2.md §1.1).
 //
 // Patch embedding (conv k7 s4 p3) + position embedding (bicubic-resized `pos_embed` plus the tiled
 // `pos_embed_window`), then MultiScaleBlocks with windowed or global attention; the first block of
@@ -49,9 +49,13 @@ struct HieraBlock {
   int64_t window = 0;   // 0 = global attention
   int64_t q_stride = 1; // > 1: queries and the shortcut are max-pooled by q_stride×q_stride
   int64_t mlp_hidden = 0;
-  Tensor norm1_w, norm1_b, qkv_w, qkv_b, attn_proj_w, attn_proj_b;
-  Tensor norm2_w, norm2_b, mlp_fc1_w, mlp_fc1_b, mlp_fc2_w, mlp_fc2_b;
-  Tensor proj_w, proj_b;  // shortcut projection, only when dim_in != dim_out
+  bool bf16_attention = false;  // bf16 compute precision (load policy)
+  Tensor norm1_w, norm1_b, qkv_b, attn_proj_b;
+  WeightMatrix qkv_w, attn_proj_w;
+  Tensor norm2_w, norm2_b, mlp_fc1_b, mlp_fc2_b;
+  WeightMatrix mlp_fc1_w, mlp_fc2_w;
+  WeightMatrix proj_w;  // shortcut projection, only when dim_in != dim_out
+  Tensor proj_b;
 
   // Output tokens live in scratch slot `out` (must not hold x).
   TokenMap forward(const TokenMap& x, HieraScratch& scratch, HieraScratch::Slot out) const;
@@ -59,7 +63,8 @@ struct HieraBlock {
 
 struct HieraTrunk {
   int64_t embed_dim = 0;
-  Tensor patch_w, patch_b;           // [embed_dim, 3, 7, 7]
+  ConvWeight patch_w;                // [embed_dim, 3, 7, 7]
+  Tensor patch_b;
   Tensor pos_embed;                  // [1, embed_dim, bkg_h, bkg_w]
   Tensor pos_embed_window;           // [1, embed_dim, window_spec[0], window_spec[0]]
   std::vector<HieraBlock> blocks;

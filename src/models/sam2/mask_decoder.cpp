@@ -48,11 +48,12 @@ Tensor SamMlp::forward(const Tensor& x) const {
 SamAttention SamAttention::load(Weights& w, const std::string& prefix, int64_t embed_dim, int64_t heads,
                                 int64_t downsample) {
   SamAttention a;
+  a.bf16_attention = w.precision() == Precision::BF16;
   a.heads = heads;
   a.embed_dim = embed_dim;
   a.internal_dim = embed_dim / downsample;
   check(a.internal_dim % heads == 0, "sam2 mask decoder: attention width not divisible by the heads");
-  auto bind = [&](const char* name, int64_t out, int64_t in, Tensor& wt, Tensor& b) {
+  auto bind = [&](const char* name, int64_t out, int64_t in, WeightMatrix& wt, Tensor& b) {
     wt = w.matrix(prefix + name + ".weight", {out, in});
     b = w.f32(prefix + name + ".bias", {out}, Init::Bias);
   };
@@ -80,7 +81,7 @@ Tensor SamAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v) 
   a.q_heads = a.kv_heads = heads;
   a.head_dim = internal_dim / heads;
   a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
-  a.bf16_operands = q_w.dtype() == DType::BF16;
+  a.bf16_operands = bf16_attention;
   ops::attention(a);
   return ops::linear(o, out_w, out_b);
 }
@@ -116,11 +117,11 @@ MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string
   m.final_norm_w = w.f32(t + "norm_final_attn.weight", {d}, Init::NormWeight);
   m.final_norm_b = w.f32(t + "norm_final_attn.bias", {d}, Init::NormBias);
 
-  m.up1_w = w.matrix(prefix + "output_upscaling.0.weight", {d, d / 4, 2, 2});
+  m.up1_w = w.conv_transposed_2x2(prefix + "output_upscaling.0.weight", {d, d / 4, 2, 2});
   m.up1_b = w.f32(prefix + "output_upscaling.0.bias", {d / 4}, Init::Bias);
   m.up_norm_w = w.f32(prefix + "output_upscaling.1.weight", {d / 4}, Init::NormWeight);
   m.up_norm_b = w.f32(prefix + "output_upscaling.1.bias", {d / 4}, Init::NormBias);
-  m.up2_w = w.matrix(prefix + "output_upscaling.3.weight", {d / 4, d / 8, 2, 2});
+  m.up2_w = w.conv_transposed_2x2(prefix + "output_upscaling.3.weight", {d / 4, d / 8, 2, 2});
   m.up2_b = w.f32(prefix + "output_upscaling.3.bias", {d / 8}, Init::Bias);
   m.conv_s0_w = w.matrix(prefix + "conv_s0.weight", {d / 8, d, 1, 1});
   m.conv_s0_b = w.f32(prefix + "conv_s0.bias", {d / 8}, Init::Bias);
@@ -136,13 +137,13 @@ MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string
 }
 
 Tensor MaskDecoder::feat_s0(const TokenMap& fpn0) const {
-  TokenMap f{ops::linear(fpn0.tokens, conv_s0_w.view({conv_s0_w.size(0), dim})), fpn0.h, fpn0.w};
+  TokenMap f{ops::linear(fpn0.tokens, conv_s0_w), fpn0.h, fpn0.w};
   ops::add_rows(f.tokens.f32(), conv_s0_b.f32(), f.tokens.size(0), f.tokens.size(1));
   return f.to_chw();
 }
 
 Tensor MaskDecoder::feat_s1(const TokenMap& fpn1) const {
-  TokenMap f{ops::linear(fpn1.tokens, conv_s1_w.view({conv_s1_w.size(0), dim})), fpn1.h, fpn1.w};
+  TokenMap f{ops::linear(fpn1.tokens, conv_s1_w), fpn1.h, fpn1.w};
   ops::add_rows(f.tokens.f32(), conv_s1_b.f32(), f.tokens.size(0), f.tokens.size(1));
   return f.to_chw();
 }

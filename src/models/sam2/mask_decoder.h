@@ -1,4 +1,4 @@
-// SAM2 mask decoder (spec/sam2.md §3): two-way transformer between the prompt tokens and the
+// SAM2 mask decoder (docs/sam2.md §3): two-way transformer between the prompt tokens and the
 // image embedding, upscaling with the high-resolution backbone features, hypernetwork MLPs
 // producing the mask logits, IoU and object-score heads. Also owns conv_s0/conv_s1, the 1×1
 // convs that turn FPN levels 0/1 into the high-resolution features.
@@ -17,7 +17,8 @@ namespace sa2va::sam2 {
 // SAM2 MLP: Linear layers with ReLU between them (none after the last).
 // Binds `<prefix>layers.{i}.weight/bias` for dims[0] → dims[1] → … → dims.back().
 struct SamMlp {
-  std::vector<Tensor> w, b;
+  std::vector<WeightMatrix> w;
+  std::vector<Tensor> b;
   static SamMlp load(Weights& wt, const std::string& prefix, const std::vector<int64_t>& dims);
   Tensor forward(const Tensor& x) const;  // [M, dims[0]] -> [M, dims.back()]
 };
@@ -26,7 +27,9 @@ struct SamMlp {
 // multi-head softmax(q·kᵀ/√d)·v, output projection back to the embedding width.
 struct SamAttention {
   int64_t heads = 8, internal_dim = 256, embed_dim = 256;
-  Tensor q_w, q_b, k_w, k_b, v_w, v_b, out_w, out_b;
+  bool bf16_attention = false;  // bf16 compute precision (load policy)
+  WeightMatrix q_w, k_w, v_w, out_w;
+  Tensor q_b, k_b, v_b, out_b;
   static SamAttention load(Weights& w, const std::string& prefix, int64_t embed_dim, int64_t heads, int64_t downsample);
   // q [nq, E], k/v [nk, E] -> [nq, E]
   Tensor forward(const Tensor& q, const Tensor& k, const Tensor& v) const;
@@ -36,7 +39,8 @@ struct TwoWayBlock {
   bool skip_first_layer_pe = false;
   SamAttention self_attn, cross_token_to_image, cross_image_to_token;
   Tensor norm_w[4], norm_b[4];
-  Tensor mlp_fc1_w, mlp_fc1_b, mlp_fc2_w, mlp_fc2_b;
+  WeightMatrix mlp_fc1_w, mlp_fc2_w;
+  Tensor mlp_fc1_b, mlp_fc2_b;
 };
 
 struct MaskDecoder {
@@ -45,8 +49,10 @@ struct MaskDecoder {
   std::vector<TwoWayBlock> blocks;
   SamAttention final_attn;
   Tensor final_norm_w, final_norm_b;
-  Tensor up1_w, up1_b, up_norm_w, up_norm_b, up2_w, up2_b;  // ConvT 256→64, LayerNorm2d, ConvT 64→32
-  Tensor conv_s0_w, conv_s0_b, conv_s1_w, conv_s1_b;
+  ConvWeight up1_w, up2_w;                  // ConvT 256→64, ConvT 64→32
+  WeightMatrix conv_s0_w, conv_s1_w;        // 1×1 convs, applied as Linear layers on tokens
+  Tensor up1_b, up_norm_w, up_norm_b, up2_b;       // (LayerNorm2d between the transposed convs)
+  Tensor conv_s0_b, conv_s1_b;
   std::vector<SamMlp> hypernetworks;
   SamMlp iou_head, obj_score_head;
 

@@ -5,7 +5,6 @@
 
 #include "core/error.h"
 #include "core/profile.h"
-#include "core/threadpool.h"
 #include "ops/ops.h"
 
 namespace sa2va::sam2 {
@@ -27,19 +26,11 @@ RoPEAttentionWeights load_attention(Weights& w, const std::string& p, int64_t d,
   return a;
 }
 
-// [S, heads·hd] -> head-major [heads, S, hd] (a view of x itself when there is one head).
+// [S, heads·hd] -> head-major [heads, S, hd] (x itself when there is one head).
 Tensor head_major(const Tensor& x, int64_t heads) {
   if (heads == 1) return x;
-  const int64_t S = x.size(0), d = x.size(1), hd = d / heads;
-  Tensor out = Tensor::empty({heads, S, hd});
-  const float* src = x.f32();
-  float* dst = out.f32();
-  parallel_for(S, [&](int64_t s0, int64_t s1) {
-    for (int64_t s = s0; s < s1; ++s)
-      for (int64_t h = 0; h < heads; ++h)
-        std::memcpy(dst + (h * S + s) * hd, src + s * d + h * hd, static_cast<size_t>(hd) * sizeof(float));
-  }, 64);
-  return out;
+  const int64_t S = x.size(0), d = x.size(1);
+  return ops::transpose_01(x.view({S, heads, d / heads}));
 }
 
 }  // namespace
@@ -55,6 +46,7 @@ MemoryAttention MemoryAttention::load(Weights& w, const Sam2Config& c, const std
   m.heads = c.mem_attn_heads;
   m.ffn = c.mem_attn_ffn;
   m.rope_theta = c.mem_attn_rope_theta;
+  m.bf16_attention = w.precision() == Precision::BF16;
   const int64_t d = m.d_model, f = m.ffn;
   const std::string p = prefix + "memory_attention.";
   for (int i = 0; i < c.mem_attn_layers; ++i) {
@@ -98,7 +90,7 @@ void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, 
     args.out = attn.f32() + head * hd, args.out_stride = d;
     args.q_len = Sq, args.kv_len = Sk, args.head_dim = hd;
     args.scale = 1.f / std::sqrt(static_cast<float>(hd));
-    args.bf16_operands = a.q_w.dtype() == DType::BF16;
+    args.bf16_operands = bf16_attention;
     ops::attention(args);
   }
   ops::linear(attn.f32(), Sq, d, a.out_w, a.out_b.f32(), out);
@@ -121,9 +113,7 @@ Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, cons
   Tensor x = curr.contiguous().clone();
   {
     const Tensor pos = curr_pos.contiguous();
-    const float* p = pos.f32();
-    float* xd = x.f32();
-    for (int64_t i = 0; i < S * d; ++i) xd[i] += kInputPosScale * p[i];
+    ops::add_scaled(x.f32(), pos.f32(), kInputPosScale, S * d);
   }
   const Tensor mem = memory.contiguous();
   Tensor keys = mem.clone();

@@ -1,4 +1,4 @@
-// SAM2 memory attention (spec/sam2.md §5 step 4-5): conditions the current frame's level-2
+// SAM2 memory attention (docs/sam2.md §5.4-§5.5): conditions the current frame's level-2
 // features on the memory bank.
 //
 //   x = curr + 0.1·curr_pos
@@ -20,18 +20,21 @@
 namespace sa2va::sam2 {
 
 struct RoPEAttentionWeights {
-  Tensor q_w, q_b, k_w, k_b, v_w, v_b, out_w, out_b;  // q/k/v: in -> d_model, out: d_model -> d_model
+  WeightMatrix q_w, k_w, v_w, out_w;  // q/k/v: in -> d_model, out: d_model -> d_model
+  Tensor q_b, k_b, v_b, out_b;
 };
 
 struct MemoryAttentionLayer {
   RoPEAttentionWeights self_attn, cross_attn;  // cross: k/v project from the memory dim
   Tensor norm1_w, norm1_b, norm2_w, norm2_b, norm3_w, norm3_b;
-  Tensor linear1_w, linear1_b, linear2_w, linear2_b;
+  WeightMatrix linear1_w, linear2_w;
+  Tensor linear1_b, linear2_b;
 };
 
 struct MemoryAttention {
   int64_t d_model = 0, kv_dim = 0, heads = 1, ffn = 0;
   float rope_theta = 10000.f;
+  bool bf16_attention = false;  // bf16 compute precision (load policy)
   std::vector<MemoryAttentionLayer> layers;
   Tensor norm_w, norm_b;
 

@@ -4,7 +4,6 @@
 
 #include "core/error.h"
 #include "core/profile.h"
-#include "core/threadpool.h"
 #include "models/sam2/hiera.h"
 #include "ops/ops.h"
 
@@ -35,7 +34,7 @@ MemoryEncoder MemoryEncoder::load(Weights& w, const Sam2Config& c, const std::st
     const std::string conv = p + "mask_downsampler.encoder." + std::to_string(3 * s) + ".";
     const std::string norm = p + "mask_downsampler.encoder." + std::to_string(3 * s + 1) + ".";
     MaskDownsamplerStage st;
-    st.conv_w = w.matrix(conv + "weight", {out_ch, in_ch, 3, 3});
+    st.conv_w = w.conv(conv + "weight", {out_ch, in_ch, 3, 3});
     st.conv_b = w.f32(conv + "bias", {out_ch}, Init::Bias);
     st.norm_w = w.f32(norm + "weight", {out_ch}, Init::NormWeight);
     st.norm_b = w.f32(norm + "bias", {out_ch}, Init::NormBias);
@@ -43,15 +42,15 @@ MemoryEncoder MemoryEncoder::load(Weights& w, const Sam2Config& c, const std::st
     in_ch = out_ch;
   }
   const std::string proj = p + "mask_downsampler.encoder." + std::to_string(3 * kDownsamplerStages) + ".";
-  e.downsampler_proj_w = w.matrix(proj + "weight", {C, in_ch, 1, 1});
+  e.downsampler_proj_w = w.conv(proj + "weight", {C, in_ch, 1, 1});
   e.downsampler_proj_b = w.f32(proj + "bias", {C}, Init::Bias);
 
-  e.pix_feat_proj_w = w.matrix(p + "pix_feat_proj.weight", {C, C, 1, 1});
+  e.pix_feat_proj_w = w.conv(p + "pix_feat_proj.weight", {C, C, 1, 1});
   e.pix_feat_proj_b = w.f32(p + "pix_feat_proj.bias", {C}, Init::Bias);
   for (int i = 0; i < c.fuser_layers; ++i) {
     const std::string q = p + "fuser.layers." + std::to_string(i) + ".";
     CXBlock b;
-    b.dwconv_w = w.matrix(q + "dwconv.weight", {C, 1, k, k});
+    b.dwconv_w = w.conv(q + "dwconv.weight", {C, 1, k, k});
     b.dwconv_b = w.f32(q + "dwconv.bias", {C}, Init::Bias);
     b.norm_w = w.f32(q + "norm.weight", {C}, Init::NormWeight);
     b.norm_b = w.f32(q + "norm.bias", {C}, Init::NormBias);
@@ -62,10 +61,10 @@ MemoryEncoder MemoryEncoder::load(Weights& w, const Sam2Config& c, const std::st
     b.g_weight = w.f32(q + "g_weight", {C}, Init::Small);
     e.fuser.push_back(std::move(b));
   }
-  e.out_proj_w = w.matrix(p + "out_proj.weight", {e.out_dim, C, 1, 1});
+  e.out_proj_w = w.conv(p + "out_proj.weight", {e.out_dim, C, 1, 1});
   e.out_proj_b = w.f32(p + "out_proj.bias", {e.out_dim}, Init::Bias);
 
-  e.unused_mask_downsample_w = w.matrix(prefix + "mask_downsample.weight", {1, 1, 4, 4});
+  e.unused_mask_downsample_w = w.stored(prefix + "mask_downsample.weight", {1, 1, 4, 4});
   e.unused_mask_downsample_b = w.f32(prefix + "mask_downsample.bias", {1}, Init::Bias);
   return e;
 }
@@ -84,14 +83,7 @@ Tensor MemoryEncoder::forward(const Tensor& pix_feat, const Tensor& mask_logits)
   // Mask for memory: sigmoid(logits)·scale + bias.
   Tensor m = mask_logits.contiguous().clone().view({1, H * total_stride, W * total_stride});
   ops::sigmoid(m.f32(), m.numel());
-  {
-    float* d = m.f32();
-    const int64_t n = m.numel();
-    const float s = sigmoid_scale, b = sigmoid_bias;
-    parallel_for(n, [&](int64_t i0, int64_t i1) {
-      for (int64_t i = i0; i < i1; ++i) d[i] = d[i] * s + b;
-    }, 1 << 14);
-  }
+  ops::scale_shift(m.f32(), sigmoid_scale, sigmoid_bias, m.numel());
 
   ops::Conv2dArgs down;
   down.stride_h = down.stride_w = kDownsamplerStride;
@@ -121,8 +113,7 @@ Tensor MemoryEncoder::forward(const Tensor& pix_feat, const Tensor& mask_logits)
     ops::add(x.f32(), tokens.to_chw().f32(), x.f32(), x.numel());
   }
   Tensor out = ops::conv2d(x, out_proj_w, out_proj_b, ops::Conv2dArgs{});
-  float* o = out.f32();
-  for (int64_t i = 0; i < out.numel(); ++i) o[i] = round_to_bf16(o[i]);
+  ops::round_bf16(out.f32(), out.numel());
   return out;
 }
 

@@ -1,4 +1,4 @@
-// SAM2 memory encoder (spec/sam2.md §4): turns a frame's level-2 features and its chosen
+// SAM2 memory encoder (docs/sam2.md §4): turns a frame's level-2 features and its chosen
 // high-resolution mask logits into the 64-channel memory that later frames attend to.
 //
 //   m = sigmoid(mask)·20 − 10 -> mask downsampler (4× conv k3 s2 + LayerNorm2d + GELU, conv 1×1)
@@ -18,16 +18,18 @@
 namespace sa2va::sam2 {
 
 struct MaskDownsamplerStage {
-  Tensor conv_w, conv_b;  // Conv2d k3 s2 p1
+  ConvWeight conv_w;      // Conv2d k3 s2 p1
+  Tensor conv_b;
   Tensor norm_w, norm_b;  // LayerNorm2d
 };
 
 // ConvNeXt block: x + g ⊙ pwconv2(GELU(pwconv1(LN2d(dwconv(x))))).
 struct CXBlock {
-  Tensor dwconv_w, dwconv_b;    // depthwise [C, 1, k, k]
+  ConvWeight dwconv_w;          // depthwise [C, 1, k, k]
+  Tensor dwconv_b;
   Tensor norm_w, norm_b;
-  Tensor pwconv1_w, pwconv1_b;  // Linear C -> 4C
-  Tensor pwconv2_w, pwconv2_b;  // Linear 4C -> C
+  WeightMatrix pwconv1_w, pwconv2_w;  // Linear C -> 4C, Linear 4C -> C
+  Tensor pwconv1_b, pwconv2_b;
   Tensor g_weight;              // layer scale [C]
 };
 
@@ -35,10 +37,11 @@ struct MemoryEncoder {
   int64_t hidden_dim = 0, out_dim = 0, kernel = 0;
   float sigmoid_scale = 20.f, sigmoid_bias = -10.f;
   std::vector<MaskDownsamplerStage> downsampler;
-  Tensor downsampler_proj_w, downsampler_proj_b;  // final 1×1 conv of the mask downsampler
-  Tensor pix_feat_proj_w, pix_feat_proj_b;
+  ConvWeight downsampler_proj_w, pix_feat_proj_w;  // final 1×1 conv of the mask downsampler; 1×1 conv
+  Tensor downsampler_proj_b, pix_feat_proj_b;
   std::vector<CXBlock> fuser;
-  Tensor out_proj_w, out_proj_b;
+  ConvWeight out_proj_w;
+  Tensor out_proj_b;
   // Top-level `mask_downsample` conv: unused by Sa2VA inference, bound so checkpoints stay complete.
   Tensor unused_mask_downsample_w, unused_mask_downsample_b;
 

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "core/error.h"
-#include "core/threadpool.h"
+#include "ops/ops.h"
 
 namespace sa2va::sam2 {
 
@@ -28,7 +28,7 @@ PromptEncoder PromptEncoder::load(Weights& w, const Sam2Config& c, const std::st
   for (int i = 0; i < 3; ++i) {
     const std::string n = prefix + "mask_downscaling." + std::to_string(idx[i]) + ".";
     const int64_t k = i < 2 ? 2 : 1;
-    p.mask_down_w[i] = w.matrix(n + "weight", {chans[i][1], chans[i][0], k, k});
+    p.mask_down_w[i] = w.stored(n + "weight", {chans[i][1], chans[i][0], k, k});
     p.mask_down_b[i] = w.f32(n + "bias", {chans[i][1]}, Init::Bias);
   }
   for (int i = 0; i < 2; ++i) {
@@ -40,25 +40,7 @@ PromptEncoder PromptEncoder::load(Weights& w, const Sam2Config& c, const std::st
 }
 
 Tensor PromptEncoder::dense_pe() const {
-  const int64_t half = embed_dim / 2, n = grid;
-  Tensor out = Tensor::empty({embed_dim, n, n});
-  float* o = out.f32();
-  const float* g = gaussian.f32();
-  const float two_pi = static_cast<float>(2 * std::numbers::pi);
-  parallel_for(n, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float v = 2.f * ((static_cast<float>(r) + 0.5f) / static_cast<float>(n)) - 1.f;
-      for (int64_t c = 0; c < n; ++c) {
-        const float u = 2.f * ((static_cast<float>(c) + 0.5f) / static_cast<float>(n)) - 1.f;
-        for (int64_t k = 0; k < half; ++k) {
-          const float p = two_pi * (u * g[k] + v * g[half + k]);
-          o[(k * n + r) * n + c] = sinf(p);
-          o[((half + k) * n + r) * n + c] = cosf(p);
-        }
-      }
-    }
-  });
-  return out;
+  return ops::position_embedding_random(gaussian, grid);  // gaussian [2, embed_dim/2]
 }
 
 Tensor PromptEncoder::sparse_embeddings(const float* language_embedding) const {

@@ -1,4 +1,4 @@
-// SAM2 prompt encoder as Sa2VA uses it (spec/sam2.md §2): no points, boxes or mask inputs.
+// SAM2 prompt encoder as Sa2VA uses it (docs/sam2.md §2): no points, boxes or mask inputs.
 // The sparse prompt is two "not a point" embeddings, followed by the [SEG] language embedding
 // when there is one; the dense prompt is `no_mask_embed` everywhere; the image positional
 // encoding is the random-Fourier `PositionEmbeddingRandom` of the embedding grid.

@@ -1,4 +1,4 @@
-// SAM2 image path as Sa2VA uses it (spec/sam2.md §1-3): image encoder (Hiera trunk + FPN neck),
+// SAM2 image path as Sa2VA uses it (docs/sam2.md §1-§3): image encoder (Hiera trunk + FPN neck),
 // prompt encoder and mask decoder, plus the top-level `no_mem_embed` / `no_mem_pos_enc`.
 //
 // Stable API shared with the video tracker (memory encoder / memory attention live elsewhere):

@@ -4,7 +4,6 @@
 #include <cstring>
 #include <string>
 
-#include "core/block_pool.h"
 #include "core/error.h"
 #include "ops/ops.h"
 
@@ -150,10 +149,12 @@ Tensor VideoTracker::encode_memory(const FrameFeatures& f, const Tensor& low_res
   return TokenMap::from_chw(features).tokens.to(DType::BF16);  // exact: already bf16 values
 }
 
-Tensor VideoTracker::condition_on_memory(const MemoryBank& bank, int frame, const FrameFeatures& f) const {
+Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, int frame,
+                                        const FrameFeatures& f) const {
   check(f.fpn2.defined() && f.fpn2.shape() == Shape({hidden_dim, grid, grid}) && f.pos2.shape() == f.fpn2.shape(),
         "video tracking: frame features must be [" + std::to_string(hidden_dim) + ", " + std::to_string(grid) + ", " +
             std::to_string(grid) + "]");
+  const MemoryBank& bank = s.banks[static_cast<size_t>(object)];
   const MemorySelection sel = bank.select(frame);
   check(!sel.memories.empty(), "video tracking: frame " + std::to_string(frame) + " has no memory to attend to");
   const int64_t HW = grid * grid, C = mem_dim, tokens_per_ptr = hidden_dim / mem_dim;
@@ -163,7 +164,8 @@ Tensor VideoTracker::condition_on_memory(const MemoryBank& bank, int frame, cons
   Tensor memory_pos = Tensor::zeros({n_spatial + n_ptr_tokens, C});
 
   // Spatial memories: tokens + (sine PE + temporal embedding of their slot).
-  const Tensor spatial_pe = TokenMap::from_chw(position_embedding_sine(C, grid, grid)).tokens;  // [HW, C]
+  const Tensor& spatial_pe = s.memory_pos_enc;  // [HW, C]
+  check(spatial_pe.defined() && spatial_pe.numel() == HW * C, "video tracking: the state has no memory position encoding");
   for (size_t i = 0; i < sel.memories.size(); ++i) {
     const MemoryRef& m = sel.memories[i];
     const Tensor mem = bank.memory(m.frame).to(DType::F32);
@@ -189,92 +191,96 @@ Tensor VideoTracker::condition_on_memory(const MemoryBank& bank, int frame, cons
   return out.to_chw();
 }
 
-Tensor VideoTracker::condition_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
-                                     const float* language_embedding, bool encode, StageRecorder* rec) const {
-  const DecoderOutput d = sam.decode_conditioning(f, language_embedding);
+Tensor VideoTracker::condition_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam,
+                                     const FrameFeatures& f, bool encode, StageRecorder* rec) const {
+  const DecoderOutput d = sam.decode_conditioning(f, s.prompts.f32() + object * hidden_dim);
   Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, rec) : Tensor();
-  bank.add_conditioning(frame, std::move(memory), object_pointer(d));
+  s.banks[static_cast<size_t>(object)].add_conditioning(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
 }
 
-Tensor VideoTracker::track_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
-                                 bool encode, StageRecorder* rec) const {
-  const Tensor with_memory = condition_on_memory(bank, frame, f);
+Tensor VideoTracker::track_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam,
+                                 const FrameFeatures& f, bool encode, StageRecorder* rec) const {
+  const Tensor with_memory = condition_on_memory(s, object, frame, f);
   record(rec, "sam.frame" + std::to_string(frame) + ".pix_feat_with_mem", with_memory);
   const DecoderOutput d = sam.decode(with_memory, f, nullptr);
   Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, rec) : Tensor();
-  bank.add_tracked(frame, std::move(memory), object_pointer(d));
+  s.banks[static_cast<size_t>(object)].add_tracked(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
 }
 
-void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
-                         const std::vector<int>& conditioning_frames, const FrameSource& frames,
-                         const MaskSink& masks, StageRecorder* rec) const {
+TrackerState VideoTracker::new_state(const Tensor& language_embeddings, int num_frames,
+                                     const std::vector<int>& conditioning_frames) const {
   check(num_frames >= 1, "video tracking: the video has no frames");
   check(!conditioning_frames.empty(), "video tracking: at least one conditioning frame is needed");
-  std::vector<bool> is_conditioning(static_cast<size_t>(num_frames), false);
+  TrackerState s;
+  s.num_frames = num_frames;
+  s.conditioning_frames = conditioning_frames;
+  s.is_conditioning.assign(static_cast<size_t>(num_frames), false);
   for (size_t i = 0; i < conditioning_frames.size(); ++i) {
     const int c = conditioning_frames[i];
     check(c >= 0 && c < num_frames && (i == 0 || c > conditioning_frames[i - 1]),
           "video tracking: conditioning frame " + std::to_string(c) + " is out of range [0, " +
               std::to_string(num_frames) + ") or not in increasing order");
-    is_conditioning[static_cast<size_t>(c)] = true;
+    s.is_conditioning[static_cast<size_t>(c)] = true;
   }
   check(language_embeddings.defined() && language_embeddings.dtype() == DType::F32 &&
             language_embeddings.dim() == 2 && language_embeddings.size(1) == hidden_dim,
         "video tracking: language embeddings must be F32 [objects, " + std::to_string(hidden_dim) + "]");
-  const Tensor prompts = language_embeddings.contiguous();
-  const int64_t objects = prompts.size(0);
-  std::vector<MemoryBank> banks(static_cast<size_t>(objects), MemoryBank(num_maskmem, max_obj_ptrs, num_frames));
-  // A frame's memory is only worth encoding when some later frame is tracked.
-  int last_tracked = -1;
+  s.prompts = language_embeddings.contiguous();
+  const int64_t objects = s.prompts.size(0);
+  s.banks.assign(static_cast<size_t>(objects), MemoryBank(num_maskmem, max_obj_ptrs, num_frames));
   for (int t = 0; t < num_frames; ++t)
-    if (!is_conditioning[static_cast<size_t>(t)]) last_tracked = t;
+    if (!s.is_conditioning[static_cast<size_t>(t)]) s.last_tracked = t;
 
+  // 1. Conditioning frames: language prompt, no memory; then their memory. 2. Every other frame, forward.
+  s.schedule = conditioning_frames;
+  for (int t = 0; t <= s.last_tracked; ++t)
+    if (!s.is_conditioning[static_cast<size_t>(t)]) s.schedule.push_back(t);
+  s.held.resize(conditioning_frames.size());
+  if (s.last_tracked >= 0) s.memory_pos_enc = TokenMap::from_chw(position_embedding_sine(mem_dim, grid, grid)).tokens;
+  return s;
+}
+
+void VideoTracker::step(TrackerState& s, const Sam2Image& sam, const FrameSource& frames, const MaskSink& masks,
+                        StageRecorder* rec) const {
+  check(!s.done(), "video tracking: every frame of the video has been tracked");
+  const int t = s.next_frame();
   const int64_t S = grid * 16;
-  auto features_of = [&](int t) {
-    const Tensor image = frames(t);
-    check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
-          "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
-              std::to_string(S) + "]");
-    return sam.encode(image);
-  };
-
-  // Masks go out in frame order: a conditioning frame's low-res masks wait (one per object) until
-  // every earlier frame has gone out.
-  std::vector<std::vector<Tensor>> held(conditioning_frames.size());
-  size_t next_held = 0;  // index of the next conditioning frame to hand out
-  int next_out = 0;      // next frame the sink expects
-  auto hand_out_held = [&] {
-    while (next_held < held.size() && conditioning_frames[next_held] == next_out &&
-           held[next_held].size() == static_cast<size_t>(objects)) {
-      for (int64_t k = 0; k < objects; ++k) masks(next_out, static_cast<int>(k), held[next_held][static_cast<size_t>(k)]);
-      held[next_held].clear();
-      ++next_held;
-      ++next_out;
-    }
-  };
-
-  // 1. Conditioning frames: language prompt, no memory; then their memory.
-  for (size_t i = 0; i < conditioning_frames.size(); ++i) {
-    const int c = conditioning_frames[i];
-    const FrameFeatures f = features_of(c);
-    for (int64_t k = 0; k < objects; ++k)
-      held[i].push_back(condition_frame(banks[static_cast<size_t>(k)], c, sam, f, prompts.f32() + k * hidden_dim,
-                                        last_tracked >= 0, k == 0 ? rec : nullptr));
-    hand_out_held();
-    block_pool::end_of_period();  // one frame: buffers not reused by the next one are returned
+  const Tensor image = frames(t);
+  check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
+        "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
+            std::to_string(S) + "]");
+  const FrameFeatures f = sam.encode(image);
+  if (s.is_conditioning[static_cast<size_t>(t)]) {
+    // Conditioning frames come first in the schedule: step `next` is conditioning frame `next`.
+    std::vector<Tensor>& held = s.held[s.next];
+    for (int64_t k = 0; k < s.objects(); ++k)
+      held.push_back(condition_frame(s, k, t, sam, f, s.last_tracked >= 0, k == 0 ? rec : nullptr));
+  } else {
+    for (int64_t k = 0; k < s.objects(); ++k)
+      masks(t, static_cast<int>(k), track_frame(s, k, t, sam, f, t < s.last_tracked, k == 0 ? rec : nullptr));
+    s.next_out = t + 1;
   }
-  // 2. Every other frame, forward.
-  for (int t = 0; t <= last_tracked; ++t) {
-    if (is_conditioning[static_cast<size_t>(t)]) continue;
-    const FrameFeatures f = features_of(t);
-    for (int64_t k = 0; k < objects; ++k)
-      masks(t, static_cast<int>(k),
-            track_frame(banks[static_cast<size_t>(k)], t, sam, f, t < last_tracked, k == 0 ? rec : nullptr));
-    next_out = t + 1;
-    hand_out_held();
-    block_pool::end_of_period();
+  ++s.next;
+  // Hand out the held masks of conditioning frames that are now next in frame order.
+  while (s.next_held < s.held.size() && s.conditioning_frames[s.next_held] == s.next_out &&
+         s.held[s.next_held].size() == static_cast<size_t>(s.objects())) {
+    for (int64_t k = 0; k < s.objects(); ++k)
+      masks(s.next_out, static_cast<int>(k), s.held[s.next_held][static_cast<size_t>(k)]);
+    s.held[s.next_held].clear();
+    ++s.next_held;
+    ++s.next_out;
+  }
+}
+
+void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
+                         const std::vector<int>& conditioning_frames, const FrameSource& frames,
+                         const MaskSink& masks, const ExecContext& ctx) const {
+  TrackerState state = new_state(language_embeddings, num_frames, conditioning_frames);
+  while (!state.done()) {
+    step(state, sam, frames, masks, ctx.recorder);
+    ctx.end_of_period();  // one frame: buffers not reused by the next one are returned
   }
 }
 

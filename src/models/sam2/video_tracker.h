@@ -1,4 +1,4 @@
-// SAM2 video tracking as Sa2VA runs it (spec/sam2.md §4-6), for one or more [SEG] objects.
+// SAM2 video tracking as Sa2VA runs it (docs/sam2.md §4-§7), for one or more [SEG] objects.
 //
 // The conditioning frames (the key frames the LLM saw: 0 … F−1 by default, or frames spread
 // over the video) are decoded first, with the language embedding and no memory, and
@@ -20,6 +20,7 @@
 #include <functional>
 #include <vector>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "io/config.h"
@@ -37,7 +38,7 @@ struct MemoryRef {
   bool operator==(const MemoryRef&) const = default;
 };
 
-// What a tracked frame t attends to, in upstream order (spec §5 steps 1-2).
+// What a tracked frame t attends to, in upstream order (docs/sam2.md §5.2-§5.3).
 struct MemorySelection {
   // Every conditioning frame, before or after t (tpos index num_maskmem−1), then the tracked frames
   // t−(num_maskmem−1) … t−1 that hold a memory (tpos indices num_maskmem−2 … 0).
@@ -83,6 +84,41 @@ class MemoryBank {
   std::deque<Entry> tracked_;  // increasing frame order
 };
 
+// Everything that changes while one request's video is tracked: the schedule, the memory bank of
+// each object (memories and object pointers), the conditioning frames' outputs waiting to be
+// handed out, and the workspaces every frame reuses. Created by VideoTracker::new_state, advanced
+// one frame at a time by VideoTracker::step; the tracker itself only holds the shared, read-only
+// weights and stays const.
+struct TrackerState {
+  int num_frames = 0;
+  std::vector<int> conditioning_frames;  // increasing
+  std::vector<bool> is_conditioning;     // [num_frames]
+  // Last frame that is tracked (not a conditioning frame), −1 when none: a frame's memory is only
+  // worth encoding when some later frame is tracked.
+  int last_tracked = -1;
+  // Frames in the order they are read: the conditioning frames, then every other frame up to
+  // last_tracked (ascending). `next` indexes the next one.
+  std::vector<int> schedule;
+  size_t next = 0;
+
+  Tensor prompts;                  // F32 [objects, hidden]: one [SEG] embedding per object
+  std::vector<MemoryBank> banks;   // one per object
+
+  // Masks go out in frame order: a conditioning frame's low-res masks (one per object, indexed
+  // like conditioning_frames) wait here until every earlier frame has gone out.
+  std::vector<std::vector<Tensor>> held;
+  size_t next_held = 0;  // index of the next conditioning frame to hand out
+  int next_out = 0;      // next frame the mask sink expects
+
+  // Workspace of every tracked frame: the sine position encoding of a spatial memory, tokens
+  // [g·g, mem_dim] (computed once per request).
+  Tensor memory_pos_enc;
+
+  int64_t objects() const { return static_cast<int64_t>(banks.size()); }
+  bool done() const { return next >= schedule.size(); }
+  int next_frame() const { return schedule.at(next); }  // the frame step() reads next
+};
+
 struct VideoTracker {
   int64_t hidden_dim = 0, mem_dim = 0, grid = 0;
   int num_maskmem = 7, max_obj_ptrs = 16;
@@ -96,7 +132,6 @@ struct VideoTracker {
   // obj_ptr_proj.*, no_obj_ptr, maskmem_tpos_enc}.
   static VideoTracker load(Weights& w, const ModelConfig& c);
 
-  // ---- whole video ------------------------------------------------------------------------
   // Returns frame t's SAM2 input, F32 [3, S, S] normalised. Called once per frame: first the
   // conditioning frames (ascending), then every other frame (ascending).
   using FrameSource = std::function<Tensor(int frame)>;
@@ -104,29 +139,38 @@ struct VideoTracker {
   // objects in order within a frame), frame t = 0 … num_frames−1. The tensor is the caller's to keep.
   using MaskSink = std::function<void(int frame, int object, const Tensor& low_res_logits)>;
 
+  // ---- whole video ------------------------------------------------------------------------
   // language_embeddings: F32 [objects, hidden] ([SEG] prompts, one per object, each tracked
   // independently). conditioning_frames: distinct frame indices in increasing order (at least one),
   // the frames that receive the language prompt.
   // Records, for object 0: sam.maskmem_features_frame{t} [mem_dim, g, g] and
   // sam.frame{t}.pix_feat_with_mem [hidden, g, g].
+  // Runs new_state, then step() until done; after every frame it tells the context's allocator
+  // that a period ended (buffers no later frame reuses go back to the system). Records into
+  // ctx.recorder.
   void track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
              const std::vector<int>& conditioning_frames, const FrameSource& frames, const MaskSink& masks,
-             StageRecorder* rec = nullptr) const;
+             const ExecContext& ctx = {}) const;
 
-  // ---- one frame, one object ----------------------------------------------------------------
-  // Conditioning frame: decode with the language prompt, then (when frames will be tracked)
-  // encode its memory. Returns the low-res logits.
-  Tensor condition_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
-                         const float* language_embedding, bool encode_memory, StageRecorder* rec = nullptr) const;
-  // Tracked frame: memory attention, decode without prompt, then (when later frames follow)
-  // encode its memory. Returns the low-res logits.
-  Tensor track_frame(MemoryBank& bank, int frame, const Sam2Image& sam, const FrameFeatures& f,
-                     bool encode_memory, StageRecorder* rec = nullptr) const;
-
-  // Memory-conditioned features of a tracked frame: F32 [hidden, g, g].
-  Tensor condition_on_memory(const MemoryBank& bank, int frame, const FrameFeatures& f) const;
+  // ---- one request, frame by frame --------------------------------------------------------
+  // Checks the arguments (as track() takes them) and creates the request's state.
+  TrackerState new_state(const Tensor& language_embeddings, int num_frames,
+                         const std::vector<int>& conditioning_frames) const;
+  // Reads frame state.next_frame() from `frames`, runs it for every object (a conditioning frame:
+  // decode with the language prompt; any other: memory attention, decode without prompt; then, when
+  // a later frame is tracked, encode its memory), and hands out the masks now due, in frame order.
+  void step(TrackerState& state, const Sam2Image& sam, const FrameSource& frames, const MaskSink& masks,
+            StageRecorder* rec = nullptr) const;
 
  private:
+  // One frame, one object: return the low-res logits and store the frame's memory (when
+  // `encode_memory`) and object pointer in the object's bank.
+  Tensor condition_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam, const FrameFeatures& f,
+                         bool encode_memory, StageRecorder* rec) const;
+  Tensor track_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam, const FrameFeatures& f,
+                     bool encode_memory, StageRecorder* rec) const;
+  // Memory-conditioned features of a tracked frame: F32 [hidden, g, g].
+  Tensor condition_on_memory(const TrackerState& s, int64_t object, int frame, const FrameFeatures& f) const;
   Tensor object_pointer(const DecoderOutput& d) const;  // [hidden]
   // Memory features [mem_dim, g, g] of a frame and its chosen low-res mask, as bf16 tokens [g·g, mem_dim].
   Tensor encode_memory(const FrameFeatures& f, const Tensor& low_res_mask, int frame, StageRecorder* rec) const;

@@ -1,0 +1,74 @@
+#include "core/allocator.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+#include <string>
+
+#include "core/block_pool.h"
+#include "core/error.h"
+
+namespace sa2va {
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kPoolLargeBuffers = false;  // keep AddressSanitizer's guard zones around every buffer
+#else
+constexpr bool kPoolLargeBuffers = true;
+#endif
+
+class CpuAllocator final : public Allocator {
+ public:
+  Device device() const override { return Device::cpu(); }
+
+  std::shared_ptr<void> allocate(size_t bytes) override {
+    allocations_.fetch_add(1, std::memory_order_relaxed);
+    if (kPoolLargeBuffers && bytes >= block_pool::kMinBytes) return block_pool::acquire(bytes);
+    const size_t rounded = (bytes + 63) / 64 * 64;
+    void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+    if (!p) throw Error("out of memory allocating " + std::to_string(bytes) + " bytes");
+    return std::shared_ptr<void>(p, std::free);
+  }
+
+  void end_of_period() override { block_pool::end_of_period(); }
+  void release_idle() override { block_pool::release_idle(); }
+  uint64_t allocations() const override { return allocations_.load(std::memory_order_relaxed); }
+
+ private:
+  std::atomic<uint64_t> allocations_{0};
+};
+
+std::mutex registry_mutex;
+Allocator* cuda_allocator = nullptr;
+
+}  // namespace
+
+std::string Device::name() const {
+  return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
+}
+
+Device parse_device(const std::string& text) {
+  if (text == "cpu") return Device::cpu();
+  if (text == "cuda") return Device::cuda(0);
+  if (text.rfind("cuda:", 0) == 0 && text.size() > 5 && text.size() <= 7 &&
+      text.find_first_not_of("0123456789", 5) == std::string::npos)
+    return Device::cuda(std::stoi(text.substr(5)));
+  throw Error("unknown device '" + text + "' (expected cpu, cuda or cuda:N)");
+}
+
+Allocator& allocator_for(Device device) {
+  static CpuAllocator* cpu = new CpuAllocator;  // never destroyed: tensors may die during static destruction
+  if (device.is_cpu()) return *cpu;
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  if (!cuda_allocator)
+    throw Error("device " + device.name() + " is not available: this build of sa2va has no CUDA backend");
+  return *cuda_allocator;
+}
+
+void register_allocator(DeviceType type, Allocator* allocator) {
+  check(type != DeviceType::CPU, "the CPU allocator is built in and cannot be replaced");
+  std::lock_guard<std::mutex> lock(registry_mutex);
+  cuda_allocator = allocator;
+}
+
+}  // namespace sa2va

@@ -1,0 +1,113 @@
+// Layout and data movement fronts: check shapes, pick the kernel (today every tensor lives on
+// the CPU, so ops/cpu/layout.cpp).
+#include <initializer_list>
+#include <string>
+
+#include "core/error.h"
+#include "ops/cpu/kernels.h"
+#include "ops/ops.h"
+
+namespace sa2va::ops {
+namespace {
+
+std::string dims(std::initializer_list<int64_t> values) { return shape_str(Shape(values)); }
+
+void check_f32(const Tensor& x, int64_t rank, const char* op, const char* name, const char* layout) {
+  check(x.defined() && x.dtype() == DType::F32 && x.dim() == rank,
+        std::string(op) + ": " + name + " must be an F32 tensor " + layout + ", got " +
+            (x.defined() ? std::string(dtype_name(x.dtype())) + " " + shape_str(x.shape()) : std::string("none")));
+}
+
+void check_buffers(bool ok, const char* op) { check(ok, std::string(op) + ": null buffer"); }
+
+}  // namespace
+
+void transpose_2d(const float* src, int64_t rows, int64_t cols, float* dst) {
+  check(rows >= 0 && cols >= 0, "transpose_2d: negative size " + dims({rows, cols}));
+  if (rows * cols == 0) return;
+  check_buffers(src && dst, "transpose_2d");
+  cpu::transpose(src, rows, cols, 1, dst);
+}
+
+Tensor transpose_2d(const Tensor& x) {
+  check_f32(x, 2, "transpose_2d", "input", "[R, C]");
+  const Tensor xc = x.contiguous();
+  Tensor y = Tensor::empty({x.size(1), x.size(0)});
+  if (y.numel() > 0) cpu::transpose(xc.f32(), x.size(0), x.size(1), 1, y.f32());
+  return y;
+}
+
+Tensor transpose_01(const Tensor& x) {
+  check_f32(x, 3, "transpose_01", "input", "[A, B, D]");
+  const Tensor xc = x.contiguous();
+  Tensor y = Tensor::empty({x.size(1), x.size(0), x.size(2)});
+  if (y.numel() > 0) cpu::transpose(xc.f32(), x.size(0), x.size(1), x.size(2), y.f32());
+  return y;
+}
+
+Tensor gather_rows(const Tensor& src, const std::vector<int64_t>& rows) {
+  check(src.defined() && src.dim() == 2 && (src.dtype() == DType::F32 || src.dtype() == DType::BF16),
+        "gather_rows: source must be an F32 or BF16 tensor [R, D], got " +
+            (src.defined() ? std::string(dtype_name(src.dtype())) + " " + shape_str(src.shape()) : std::string("none")));
+  const int64_t R = src.size(0), D = src.size(1), n = static_cast<int64_t>(rows.size());
+  for (int64_t i = 0; i < n; ++i)
+    check(rows[i] >= 0 && rows[i] < R, "gather_rows: row index " + std::to_string(rows[i]) + " (entry " +
+                                           std::to_string(i) + ") is outside [0, " + std::to_string(R) + ")");
+  Tensor out = Tensor::empty({n, D});
+  if (out.numel() == 0) return out;
+  const Tensor s = src.contiguous();
+  if (s.dtype() == DType::F32) cpu::gather_rows_f32(s.f32(), D, rows.data(), n, out.f32());
+  else cpu::gather_rows_bf16(s.bf16(), D, rows.data(), n, out.f32());
+  return out;
+}
+
+void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c, int64_t s,
+                     float* y) {
+  check(maps >= 0 && h >= 0 && w >= 0 && c >= 1 && s >= 1 && x_stride >= c,
+        "max_pool_tokens: invalid sizes (maps " + std::to_string(maps) + ", map " + dims({h, w, c}) + ", stride " +
+            std::to_string(s) + ", token stride " + std::to_string(x_stride) + ")");
+  if (maps * (h / s) * (w / s) == 0) return;
+  check_buffers(x && y, "max_pool_tokens");
+  cpu::max_pool_tokens(x, x_stride, maps, h, w, c, s, y);
+}
+
+void window_partition(const float* x, int64_t h, int64_t w, int64_t c, int64_t win_h, int64_t win_w, float* y) {
+  check(h >= 0 && w >= 0 && c >= 0 && win_h >= 1 && win_w >= 1,
+        "window_partition: invalid map " + dims({h, w, c}) + " or window " + dims({win_h, win_w}));
+  if (h * w * c == 0) return;
+  check_buffers(x && y, "window_partition");
+  cpu::window_partition(x, h, w, c, win_h, win_w, y);
+}
+
+void window_unpartition(const float* windows, int64_t win_h, int64_t win_w, int64_t h, int64_t w, int64_t c,
+                        float* y, const float* residual) {
+  check(h >= 0 && w >= 0 && c >= 0 && win_h >= 1 && win_w >= 1,
+        "window_unpartition: invalid map " + dims({h, w, c}) + " or window " + dims({win_h, win_w}));
+  if (h * w * c == 0) return;
+  check_buffers(windows && y, "window_unpartition");
+  cpu::window_unpartition(windows, win_h, win_w, h, w, c, y, residual);
+}
+
+void add_upsampled_nearest_2x(const Tensor& x, const Tensor& src) {
+  check_f32(x, 3, "add_upsampled_nearest_2x", "x", "[H, W, C]");
+  check_f32(src, 3, "add_upsampled_nearest_2x", "src", "[H/2, W/2, C]");
+  check(x.is_contiguous() && src.is_contiguous(), "add_upsampled_nearest_2x: x and src must be contiguous");
+  const int64_t H = x.size(0), W = x.size(1), C = x.size(2);
+  check(src.size(0) * 2 == H && src.size(1) * 2 == W && src.size(2) == C,
+        "add_upsampled_nearest_2x: src " + shape_str(src.shape()) + " is not half of x " + shape_str(x.shape()));
+  if (x.numel() == 0) return;
+  cpu::add_upsampled_nearest_2x(x.f32(), H, W, C, src.f32());
+}
+
+void add_tiled(const Tensor& x, const Tensor& tile) {
+  check_f32(x, 3, "add_tiled", "x", "[C, H, W]");
+  check_f32(tile, 3, "add_tiled", "tile", "[C, th, tw]");
+  check(x.is_contiguous(), "add_tiled: x must be contiguous");
+  check(tile.size(0) == x.size(0) && tile.size(1) > 0 && tile.size(2) > 0,
+        "add_tiled: tile " + shape_str(tile.shape()) + " does not fit x " + shape_str(x.shape()));
+  if (x.numel() == 0) return;
+  const Tensor t = tile.contiguous();
+  cpu::add_tiled(x.f32(), x.size(0), x.size(1), x.size(2), t.f32(), tile.size(1), tile.size(2));
+}
+
+}  // namespace sa2va::ops

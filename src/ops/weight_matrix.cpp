@@ -1,0 +1,231 @@
+#include "ops/weight_matrix.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+
+#include "core/error.h"
+#include "core/threadpool.h"
+
+namespace sa2va {
+namespace {
+
+Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t.contiguous() : t.to(DType::F32); }
+
+// One block of up to 32 values -> scale and codes. Round half away from zero, as roundf does.
+float quantize_block_q8(const float* x, int64_t n, int8_t* q) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const uint16_t d16 = f32_to_f16(amax / 127.f);
+  const float d = f16_to_f32(d16);
+  const float inv = d != 0.f ? 1.f / d : 0.f;
+  for (int64_t i = 0; i < kQuantBlock; ++i)
+    q[i] = i < n ? static_cast<int8_t>(std::clamp(std::lround(x[i] * inv), -127L, 127L)) : 0;
+  return f16_to_f32(d16);
+}
+
+// The value of largest magnitude maps to -8 (so its sign picks the scale's), the rest round.
+float quantize_block_q4(const float* x, int64_t n, uint8_t* packed) {
+  float amax = 0.f, extreme = 0.f;
+  for (int64_t i = 0; i < n; ++i)
+    if (std::fabs(x[i]) > amax) { amax = std::fabs(x[i]); extreme = x[i]; }
+  const uint16_t d16 = f32_to_f16(extreme / -8.f);
+  const float d = f16_to_f32(d16);
+  const float inv = d != 0.f ? 1.f / d : 0.f;
+  uint8_t codes[kQuantBlock];
+  for (int64_t i = 0; i < kQuantBlock; ++i)
+    codes[i] = i < n ? static_cast<uint8_t>(std::clamp(std::lround(x[i] * inv) + 8, 0L, 15L)) : 8;
+  for (int64_t j = 0; j < kQuantBlock / 2; ++j)
+    packed[j] = static_cast<uint8_t>(codes[j] | (codes[j + kQuantBlock / 2] << 4));
+  return d;
+}
+
+}  // namespace
+
+const char* weight_format_name(WeightFormat format) {
+  switch (format) {
+    case WeightFormat::F32: return "f32";
+    case WeightFormat::BF16: return "bf16";
+    case WeightFormat::Q8_0: return "q8_0";
+    case WeightFormat::Q4_0: return "q4_0";
+  }
+  return "?";
+}
+
+WeightFormat parse_weight_format(const std::string& text) {
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    if (text == weight_format_name(f)) return f;
+  throw Error("unknown weight format '" + text + "' (expected f32, bf16, q8_0 or q4_0)");
+}
+
+bool is_quantized(WeightFormat format) { return format == WeightFormat::Q8_0 || format == WeightFormat::Q4_0; }
+
+WeightMatrix WeightMatrix::prepare(const Tensor& w, WeightFormat format) {
+  WeightMatrix m;
+  if (!w.defined()) return m;
+  check(w.dim() == 2, "weight matrix: expected a 2-D tensor [N, K], got " + shape_str(w.shape()));
+  check(w.dtype() == DType::F32 || w.dtype() == DType::BF16 || w.dtype() == DType::F16,
+        std::string("weight matrix: unsupported dtype ") + dtype_name(w.dtype()));
+  m.format_ = format;
+  m.rows_ = w.size(0);
+  m.cols_ = w.size(1);
+  switch (format) {
+    case WeightFormat::F32: m.values_ = as_f32(w); return m;
+    case WeightFormat::BF16:
+      m.values_ = w.dtype() == DType::BF16 ? w.contiguous()
+                  : w.dtype() == DType::F32 ? w.to(DType::BF16) : w.to(DType::F32).to(DType::BF16);
+      return m;
+    case WeightFormat::Q8_0:
+    case WeightFormat::Q4_0: break;
+  }
+  const int64_t N = m.rows_, K = m.cols_, nb = m.blocks_per_row();
+  const bool q8 = format == WeightFormat::Q8_0;
+  const int64_t row_bytes = nb * (q8 ? kQuantBlock : kQuantBlock / 2);
+  m.values_ = Tensor::empty({N, row_bytes}, DType::U8);
+  m.scales_ = Tensor::empty({N, nb}, DType::F16);
+  const Tensor src = w.contiguous();
+  uint8_t* values = m.values_.data<uint8_t>();
+  uint16_t* scales = m.scales_.data<uint16_t>();
+  parallel_for(N, [&](int64_t r0, int64_t r1) {
+    std::vector<float> row(static_cast<size_t>(nb * kQuantBlock), 0.f);
+    for (int64_t r = r0; r < r1; ++r) {
+      if (src.dtype() == DType::F32) std::memcpy(row.data(), src.data<float>() + r * K, static_cast<size_t>(K) * 4);
+      else if (src.dtype() == DType::BF16) convert_bf16_to_f32(src.data<uint16_t>() + r * K, row.data(), static_cast<size_t>(K));
+      else convert_f16_to_f32(src.data<uint16_t>() + r * K, row.data(), static_cast<size_t>(K));
+      for (int64_t b = 0; b < nb; ++b) {
+        const int64_t n = std::min(kQuantBlock, K - b * kQuantBlock);
+        const float* x = row.data() + b * kQuantBlock;
+        const float d = q8 ? quantize_block_q8(x, n, reinterpret_cast<int8_t*>(values + r * row_bytes + b * kQuantBlock))
+                           : quantize_block_q4(x, n, values + r * row_bytes + b * kQuantBlock / 2);
+        scales[r * nb + b] = f32_to_f16(d);
+      }
+    }
+  }, 16);
+  return m;
+}
+
+WeightMatrix WeightMatrix::from_parts(WeightFormat format, int64_t rows, int64_t cols, Tensor values, Tensor scales) {
+  WeightMatrix m;
+  m.format_ = format;
+  m.rows_ = rows;
+  m.cols_ = cols;
+  const std::string what = std::string("weight matrix (") + weight_format_name(format) + ", " + std::to_string(rows) +
+                           "x" + std::to_string(cols) + "): ";
+  check(rows >= 0 && cols >= 0, what + "negative size");
+  if (!is_quantized(format)) {
+    check(values.defined() && values.shape() == Shape{rows, cols} &&
+              values.dtype() == (format == WeightFormat::F32 ? DType::F32 : DType::BF16) && !scales.defined(),
+          what + "values must be [N, K] of the format's dtype, without scales");
+    m.values_ = values.contiguous();
+    return m;
+  }
+  const int64_t nb = m.blocks_per_row();
+  const int64_t row_bytes = nb * (format == WeightFormat::Q8_0 ? kQuantBlock : kQuantBlock / 2);
+  check(values.defined() && values.dtype() == DType::U8 && values.shape() == Shape{rows, row_bytes},
+        what + "values must be U8 [" + std::to_string(rows) + ", " + std::to_string(row_bytes) + "], got " +
+            (values.defined() ? std::string(dtype_name(values.dtype())) + " " + shape_str(values.shape()) : "none"));
+  check(scales.defined() && scales.dtype() == DType::F16 && scales.shape() == Shape{rows, nb},
+        what + "scales must be F16 [" + std::to_string(rows) + ", " + std::to_string(nb) + "], got " +
+            (scales.defined() ? std::string(dtype_name(scales.dtype())) + " " + shape_str(scales.shape()) : "none"));
+  m.values_ = values.contiguous();
+  m.scales_ = scales.contiguous();
+  return m;
+}
+
+void WeightMatrix::dequantize_rows(int64_t first, int64_t count, float* out) const {
+  check(defined() && first >= 0 && count >= 0 && first + count <= rows_, "weight matrix: rows out of range");
+  const int64_t K = cols_;
+  switch (format_) {
+    case WeightFormat::F32:
+      std::memcpy(out, values_.data<float>() + first * K, static_cast<size_t>(count * K) * sizeof(float));
+      return;
+    case WeightFormat::BF16:
+      convert_bf16_to_f32(values_.data<uint16_t>() + first * K, out, static_cast<size_t>(count * K));
+      return;
+    case WeightFormat::Q8_0:
+    case WeightFormat::Q4_0: break;
+  }
+  const int64_t nb = blocks_per_row();
+  const bool q8 = format_ == WeightFormat::Q8_0;
+  const int64_t row_bytes = values_.size(1);
+  const uint8_t* values = values_.data<uint8_t>();
+  const uint16_t* scales = scales_.data<uint16_t>();
+  for (int64_t r = first; r < first + count; ++r) {
+    float* dst = out + (r - first) * K;
+    for (int64_t b = 0; b < nb; ++b) {
+      const float d = f16_to_f32(scales[r * nb + b]);
+      const int64_t n = std::min(kQuantBlock, K - b * kQuantBlock);
+      float* o = dst + b * kQuantBlock;
+      if (q8) {
+        const int8_t* q = reinterpret_cast<const int8_t*>(values + r * row_bytes + b * kQuantBlock);
+        for (int64_t i = 0; i < n; ++i) o[i] = d * static_cast<float>(q[i]);
+      } else {
+        const uint8_t* q = values + r * row_bytes + b * kQuantBlock / 2;
+        for (int64_t i = 0; i < n; ++i) {
+          const int code = i < kQuantBlock / 2 ? (q[i] & 0x0f) : (q[i - kQuantBlock / 2] >> 4);
+          o[i] = d * static_cast<float>(code - 8);
+        }
+      }
+    }
+  }
+}
+
+Tensor WeightMatrix::dequantize() const {
+  Tensor out = Tensor::empty({rows_, cols_});
+  parallel_for(rows_, [&](int64_t r0, int64_t r1) { dequantize_rows(r0, r1 - r0, out.f32() + r0 * cols_); }, 16);
+  return out;
+}
+
+Tensor stack_rows(const std::vector<RowBlock>& blocks) {
+  check(!blocks.empty(), "stack_rows: no blocks");
+  int64_t rows = 0;
+  for (const RowBlock& b : blocks) {
+    if (!b.matrix.defined()) return Tensor();
+    check(b.matrix.dim() == 2 && b.matrix.dtype() == blocks[0].matrix.dtype() &&
+              b.matrix.size(1) == blocks[0].matrix.size(1) && b.first >= 0 && b.count >= 0 &&
+              b.first + b.count <= b.matrix.size(0),
+          "stack_rows: blocks of different widths or dtypes, or rows out of range");
+    rows += b.count;
+  }
+  const int64_t K = blocks[0].matrix.size(1);
+  const size_t row_bytes = static_cast<size_t>(K) * dtype_size(blocks[0].matrix.dtype());
+  Tensor out = Tensor::empty({rows, K}, blocks[0].matrix.dtype());
+  char* dst = static_cast<char*>(out.raw());
+  for (const RowBlock& b : blocks) {
+    const Tensor src = b.matrix.contiguous();
+    std::memcpy(dst, static_cast<const char*>(src.raw()) + static_cast<size_t>(b.first) * row_bytes,
+                static_cast<size_t>(b.count) * row_bytes);
+    dst += static_cast<size_t>(b.count) * row_bytes;
+  }
+  return out;
+}
+
+ConvWeight ConvWeight::prepare(const Tensor& w) {
+  ConvWeight c;
+  if (!w.defined()) return c;
+  check(w.dim() == 4, "conv weight: expected [Cout, Cin/groups, kh, kw], got " + shape_str(w.shape()));
+  c.out_channels = w.size(0);
+  c.in_channels = w.size(1);
+  c.kernel_h = w.size(2);
+  c.kernel_w = w.size(3);
+  // PyTorch's layout already is the GEMM one: row co holds (ci, ky, kx) in order.
+  c.matrix = WeightMatrix::prepare(w.contiguous().view({c.out_channels, c.in_channels * c.kernel_h * c.kernel_w}),
+                                   WeightFormat::F32);
+  return c;
+}
+
+ConvWeight ConvWeight::prepare_transposed_2x2(const Tensor& w) {
+  ConvWeight c;
+  if (!w.defined()) return c;
+  check(w.dim() == 4 && w.size(2) == 2 && w.size(3) == 2,
+        "transposed conv weight: expected [Cin, Cout, 2, 2], got " + shape_str(w.shape()));
+  c.in_channels = w.size(0);
+  c.out_channels = w.size(1);
+  c.kernel_h = c.kernel_w = 2;
+  // Row (co, a, b) of the matrix holds the weights of that output tap over all input channels.
+  const Tensor taps = as_f32(w).view({c.in_channels, c.out_channels * 4}).transpose(0, 1).contiguous();
+  c.matrix = WeightMatrix::prepare(taps, WeightFormat::F32);
+  return c;
+}
+
+}  // namespace sa2va

@@ -1,0 +1,89 @@
+// Weight matrices prepared once, at load, in the format their kernels consume.
+//
+// A checkpoint stores Linear weights as [N, K] (PyTorch's out × in) in bf16. The load policy
+// (device, compute precision, weight format: io/weights.h) decides what the kernels get:
+//   F32   [N, K] floats                 — the f32 conformance mode
+//   BF16  [N, K] bfloat16                — the default fast mode (f32 accumulation)
+//   Q8_0  blocks of 32 values along K: one f16 scale d and 32 int8 q; value = d·q
+//   Q4_0  blocks of 32 values along K: one f16 scale d and 16 bytes of 4-bit q; value = d·(q − 8);
+//         byte j of a block holds element j in its low nibble and element j + 16 in its high one
+// A row whose K is not a multiple of 32 ends in a zero-padded block. Quantized values and scales
+// are kept apart (values [N, blocks·32] or [N, blocks·16] U8, scales [N, blocks] F16), so that a
+// quantized model folder stores them as two plain tensors and kernels stream each with wide loads.
+// Conv weights (ConvWeight) are kept as F32 matrices in GEMM layout.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "sa2va/sa2va.h"
+
+namespace sa2va {
+
+// WeightFormat (F32, BF16, Q8_0, Q4_0) is the public enum of sa2va.h.
+
+constexpr int64_t kQuantBlock = 32;  // values per scale in Q8_0 and Q4_0
+
+const char* weight_format_name(WeightFormat format);  // "f32", "bf16", "q8_0", "q4_0"
+// Throws Error naming the text when it is not one of the names above.
+WeightFormat parse_weight_format(const std::string& text);
+bool is_quantized(WeightFormat format);
+
+class WeightMatrix {
+ public:
+  WeightMatrix() = default;
+
+  // Converts w [N, K] (F32, BF16 or F16) to `format`. Unquantized formats that already match
+  // are used in place (no copy: a checkpoint's memory map stays the storage). Undefined in,
+  // undefined out (declaring mode).
+  static WeightMatrix prepare(const Tensor& w, WeightFormat format);
+  // Wraps already-packed quantized parts (a quantized model folder); checks their shapes.
+  static WeightMatrix from_parts(WeightFormat format, int64_t rows, int64_t cols, Tensor values, Tensor scales);
+
+  bool defined() const { return values_.defined(); }
+  WeightFormat format() const { return format_; }
+  int64_t rows() const { return rows_; }  // N: outputs
+  int64_t cols() const { return cols_; }  // K: inputs
+  Device device() const { return values_.device(); }
+  int64_t blocks_per_row() const { return (cols_ + kQuantBlock - 1) / kQuantBlock; }
+  // F32 / BF16: the [N, K] matrix; quantized: the packed values (layout above).
+  const Tensor& values() const { return values_; }
+  // Quantized formats: F16 [N, blocks_per_row]; undefined otherwise.
+  const Tensor& scales() const { return scales_; }
+  size_t nbytes() const { return values_.nbytes() + (scales_.defined() ? scales_.nbytes() : 0); }
+
+  // Rows [first, first + count) as f32 into out [count, K] (the exact values the kernels use).
+  void dequantize_rows(int64_t first, int64_t count, float* out) const;
+  Tensor dequantize() const;  // F32 [N, K]
+
+ private:
+  WeightFormat format_ = WeightFormat::F32;
+  int64_t rows_ = 0, cols_ = 0;
+  Tensor values_, scales_;
+};
+
+// Rows [first, first + count) of a stored matrix [N, K].
+struct RowBlock {
+  Tensor matrix;
+  int64_t first = 0, count = 0;
+};
+// A new [Σ count, K] matrix of the blocks' rows in order, in their (common) dtype: fuses
+// projections (q, k, v) or reorders packed ones at load. Undefined when any block is undefined
+// (declaring mode, or a weight already reported missing).
+Tensor stack_rows(const std::vector<RowBlock>& blocks);
+
+// A convolution weight in GEMM layout, prepared at load:
+//  conv2d           PyTorch [Cout, Cin/groups, kh, kw] -> F32 matrix [Cout, Cin/groups·kh·kw]
+//  conv_transpose   PyTorch [Cin, Cout, 2, 2]          -> F32 matrix [Cout·4, Cin] (taps as rows)
+struct ConvWeight {
+  WeightMatrix matrix;
+  int64_t out_channels = 0, in_channels = 0;  // in_channels: per group for conv2d
+  int64_t kernel_h = 0, kernel_w = 0;
+
+  bool defined() const { return matrix.defined(); }
+  static ConvWeight prepare(const Tensor& w);
+  static ConvWeight prepare_transposed_2x2(const Tensor& w);
+};
+
+}  // namespace sa2va

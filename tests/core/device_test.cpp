@@ -1,0 +1,71 @@
+// Devices and allocators: tensors know where they live, host access is checked.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+
+#include "core/allocator.h"
+#include "core/error.h"
+#include "core/tensor.h"
+
+namespace sa2va {
+namespace {
+
+// Stands in for a GPU allocator: host memory, but tensors are labelled cuda:0.
+class FakeDeviceAllocator final : public Allocator {
+ public:
+  Device device() const override { return Device::cuda(0); }
+  std::shared_ptr<void> allocate(size_t bytes) override {
+    ++count_;
+    return std::shared_ptr<void>(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64), std::free);
+  }
+  uint64_t allocations() const override { return count_; }
+
+ private:
+  uint64_t count_ = 0;
+};
+
+TEST(Device, ParsesNames) {
+  EXPECT_EQ(parse_device("cpu"), Device::cpu());
+  EXPECT_EQ(parse_device("cuda"), Device::cuda(0));
+  EXPECT_EQ(parse_device("cuda:3"), Device::cuda(3));
+  EXPECT_EQ(Device::cuda(1).name(), "cuda:1");
+  for (const char* bad : {"", "gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"})
+    EXPECT_THROW(parse_device(bad), Error) << bad;
+}
+
+TEST(Device, CpuTensorsComeFromTheCpuAllocator) {
+  Allocator& cpu = allocator_for(Device::cpu());
+  const uint64_t before = cpu.allocations();
+  Tensor t = Tensor::empty({3, 5});
+  EXPECT_EQ(cpu.allocations(), before + 1);
+  EXPECT_TRUE(t.device().is_cpu());
+  EXPECT_NE(t.f32(), nullptr);
+  EXPECT_TRUE(t.slice(0, 1, 2).device().is_cpu());  // views keep the device
+}
+
+TEST(Device, WithoutBackendADeviceIsAClearError) {
+  try {
+    Tensor::empty({2, 2}, DType::F32, Device::cuda(0));
+    FAIL() << "expected an Error";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Device, HostAccessToADeviceTensorIsChecked) {
+  FakeDeviceAllocator fake;
+  register_allocator(DeviceType::CUDA, &fake);
+  Tensor t = Tensor::empty({4, 4}, DType::F32, Device::cuda(0));
+  register_allocator(DeviceType::CUDA, nullptr);
+  EXPECT_EQ(fake.allocations(), 1u);
+  EXPECT_EQ(t.device(), Device::cuda(0));
+  EXPECT_EQ(t.view({16}).device(), Device::cuda(0));
+  EXPECT_THROW(t.f32(), Error);
+  EXPECT_THROW(t.raw(), Error);
+  EXPECT_THROW(t.data<uint8_t>(), Error);
+  EXPECT_THROW(t.clone(), Error);
+  EXPECT_THROW(register_allocator(DeviceType::CPU, &fake), Error);
+}
+
+}  // namespace
+}  // namespace sa2va

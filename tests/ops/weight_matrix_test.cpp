@@ -1,0 +1,154 @@
+// Weight matrices: formats prepared at load (F32, BF16, Q8_0, Q4_0), their packing, the linear
+// kernels over every format, conv weights in GEMM layout and row stacking.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "core/error.h"
+#include "ops/ops.h"
+#include "ops/weight_matrix.h"
+#include "ops_test_util.h"
+
+namespace sa2va {
+namespace {
+
+using ops_test::random_tensor;
+using ops_test::random_vector;
+
+class WeightMatrixTest : public ops_test::ThreadedTest {};
+
+// Decodes one element straight from the documented layout (not through dequantize_rows).
+double decode(const WeightMatrix& m, int64_t r, int64_t k) {
+  const int64_t nb = m.blocks_per_row(), b = k / kQuantBlock, i = k % kQuantBlock;
+  const double d = f16_to_f32(m.scales().data<uint16_t>()[r * nb + b]);
+  const uint8_t* row = m.values().data<uint8_t>() + r * m.values().size(1);
+  if (m.format() == WeightFormat::Q8_0) return d * static_cast<int8_t>(row[b * kQuantBlock + i]);
+  const uint8_t byte = row[b * kQuantBlock / 2 + i % (kQuantBlock / 2)];
+  const int code = i < kQuantBlock / 2 ? (byte & 0x0f) : (byte >> 4);
+  return d * (code - 8);
+}
+
+TEST_P(WeightMatrixTest, QuantizedFormatsPackAsDocumentedWithinTheirError) {
+  for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    for (int64_t K : {1, 7, 32, 33, 70, 96}) {
+      const int64_t N = 5;
+      const Tensor w = random_tensor({N, K}, static_cast<uint32_t>(K), -2.f, 2.f);
+      const WeightMatrix m = WeightMatrix::prepare(w, format);
+      ASSERT_EQ(m.format(), format);
+      ASSERT_EQ(m.rows(), N);
+      ASSERT_EQ(m.cols(), K);
+      const int64_t nb = (K + 31) / 32;
+      ASSERT_EQ(m.scales().shape(), (Shape{N, nb}));
+      ASSERT_EQ(m.values().shape(), (Shape{N, nb * (format == WeightFormat::Q8_0 ? 32 : 16)}));
+      const Tensor deq = m.dequantize();
+      for (int64_t r = 0; r < N; ++r)
+        for (int64_t b = 0; b < nb; ++b) {
+          double amax = 0;
+          for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) amax = std::max(amax, static_cast<double>(std::fabs(w.f32()[r * K + k])));
+          // Q8_0: half a step of amax/127; Q4_0: one step of amax/8 (the side opposite the extreme clamps at +7).
+          const double step = format == WeightFormat::Q8_0 ? amax / 127 : amax / 8;
+          const double bound = (format == WeightFormat::Q8_0 ? 0.5 : 1.0) * step * 1.002 + 1e-7;
+          for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) {
+            const double want = w.f32()[r * K + k];
+            ASSERT_EQ(deq.f32()[r * K + k], static_cast<float>(decode(m, r, k))) << "r " << r << " k " << k;
+            ASSERT_LE(std::fabs(deq.f32()[r * K + k] - want), bound)
+                << weight_format_name(format) << " K " << K << " r " << r << " k " << k;
+          }
+        }
+      // The padding of a partial last block decodes to zero.
+      if (K % 32) {
+        EXPECT_EQ(decode(m, 0, nb * 32 - 1), 0.0);
+      }
+    }
+  }
+}
+
+TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
+  uint32_t seed = 100;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    for (int64_t M : {1, 3, 8, 9, 40})
+      for (int64_t K : {17, 64, 70})
+        for (int64_t N : {1, 33, 130}) {
+          const Tensor w = random_tensor({N, K}, ++seed);
+          const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
+          const WeightMatrix m = WeightMatrix::prepare(w, format);
+          const std::vector<float> wd = m.dequantize().to_vector();
+          std::vector<float> y(static_cast<size_t>(M * N));
+          ops::linear(x.data(), M, K, m, bias.data(), y.data());
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t n = 0; n < N; ++n) {
+              double want = bias[n], scale = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                want += static_cast<double>(x[i * K + k]) * wd[n * K + k];
+                scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
+              }
+              // BF16 with many rows may round activations to bf16 (the AVX-512 BF16 GEMM).
+              const double tol = (format == WeightFormat::BF16 && M > 8 ? 4e-3 : 2e-6) * scale + 1e-5;
+              ASSERT_NEAR(y[i * N + n], want, tol) << weight_format_name(format) << " M " << M << " K " << K
+                                                   << " N " << N << " at " << i << "," << n;
+            }
+        }
+}
+
+TEST(WeightMatrix, UnquantizedFormatsUseMatchingStorageInPlace) {
+  const Tensor w = random_tensor({4, 6}, 1).to(DType::BF16);
+  const WeightMatrix m = WeightMatrix::prepare(w, WeightFormat::BF16);
+  EXPECT_EQ(m.values().raw(), w.raw());  // no copy of a checkpoint's bf16 matrix
+  EXPECT_EQ(WeightMatrix::prepare(w, WeightFormat::F32).values().dtype(), DType::F32);
+  EXPECT_FALSE(WeightMatrix::prepare(Tensor(), WeightFormat::Q4_0).defined());  // declaring mode
+}
+
+TEST(WeightMatrix, FormatNamesAndParts) {
+  for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    EXPECT_EQ(parse_weight_format(weight_format_name(f)), f);
+  EXPECT_THROW(parse_weight_format("q5_1"), Error);
+  EXPECT_THROW(parse_weight_format(""), Error);
+
+  const WeightMatrix q = WeightMatrix::prepare(random_tensor({3, 40}, 2), WeightFormat::Q4_0);
+  const WeightMatrix again = WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 40, q.values(), q.scales());
+  EXPECT_EQ(again.dequantize().to_vector(), q.dequantize().to_vector());
+  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 70, q.values(), q.scales()), Error);  // 3 blocks a row
+  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q8_0, 3, 40, q.values(), q.scales()), Error);  // wrong row bytes
+  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 40, q.values(), Tensor()), Error);
+  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 40, q.scales(), q.scales()), Error);
+}
+
+TEST(WeightMatrix, StackRowsFusesAndReorders) {
+  const Tensor a = random_tensor({3, 4}, 3).to(DType::BF16), b = random_tensor({2, 4}, 4).to(DType::BF16);
+  const Tensor s = stack_rows({{b, 1, 1}, {a, 0, 3}, {b, 0, 1}});
+  ASSERT_EQ(s.shape(), (Shape{5, 4}));
+  ASSERT_EQ(s.dtype(), DType::BF16);
+  const std::vector<float> sv = s.to_vector(), av = a.to_vector(), bv = b.to_vector();
+  const std::vector<float> want_rows[] = {{bv.begin() + 4, bv.end()}, {av.begin(), av.begin() + 4},
+                                          {av.begin() + 4, av.begin() + 8}, {av.begin() + 8, av.end()},
+                                          {bv.begin(), bv.begin() + 4}};
+  for (int r = 0; r < 5; ++r) EXPECT_EQ(std::vector<float>(sv.begin() + r * 4, sv.begin() + r * 4 + 4), want_rows[r]);
+  EXPECT_FALSE(stack_rows({{a, 0, 3}, {Tensor(), 0, 0}}).defined());
+  EXPECT_THROW(stack_rows({{a, 0, 4}}), Error);
+  EXPECT_THROW(stack_rows({{a, 0, 1}, {random_tensor({2, 5}, 5), 0, 1}}), Error);
+}
+
+TEST(WeightMatrix, ConvWeightsInGemmLayout) {
+  const Tensor w = random_tensor({4, 3, 2, 5}, 6);
+  const ConvWeight c = ConvWeight::prepare(w.to(DType::BF16));
+  EXPECT_EQ(c.matrix.format(), WeightFormat::F32);  // widened once, at load
+  EXPECT_EQ(c.matrix.rows(), 4);
+  EXPECT_EQ(c.matrix.cols(), 3 * 2 * 5);
+  EXPECT_EQ(c.matrix.values().to_vector(), w.to(DType::BF16).to_vector());
+
+  const Tensor t = random_tensor({3, 2, 2, 2}, 7);  // [Cin, Cout, 2, 2]
+  const ConvWeight tc = ConvWeight::prepare_transposed_2x2(t);
+  ASSERT_EQ(tc.matrix.rows(), 2 * 4);
+  ASSERT_EQ(tc.matrix.cols(), 3);
+  for (int64_t ci = 0; ci < 3; ++ci)
+    for (int64_t tap = 0; tap < 8; ++tap)
+      EXPECT_EQ(tc.matrix.values().f32()[tap * 3 + ci], t.f32()[ci * 8 + tap]);
+  EXPECT_THROW(ConvWeight::prepare(random_tensor({4, 3}, 8)), Error);
+  EXPECT_THROW(ConvWeight::prepare_transposed_2x2(random_tensor({3, 2, 3, 3}, 8)), Error);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, WeightMatrixTest, ::testing::Values(1, 2));
+
+}  // namespace
+}  // namespace sa2va
