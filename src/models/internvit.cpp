@@ -60,7 +60,7 @@ VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
   const int64_t G = e.checkpoint_grid;
   const std::string emb = "vision_model.embeddings.";
   e.patch_weight = w.conv(emb + "patch_embedding.weight", {C, 3, P, P}, Init::Linear);
-  e.bf16_attention = w.precision() == Precision::BF16;
+  e.attention = MultiHeadAttention::configure(w, v.num_heads, C / v.num_heads);
   e.patch_bias = w.f32(emb + "patch_embedding.bias", {C}, Init::Bias);
   e.class_embedding = w.f32(emb + "class_embedding", {1, 1, C}, Init::Small);
   e.position_embedding = w.f32(emb + "position_embedding", {1, 1 + G * G, C}, Init::Small);
@@ -78,10 +78,7 @@ VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
     L.ls1 = w.f32(p + "ls1", {C}, Init::Small);
     L.norm2_weight = w.f32(p + "norm2.weight", {C}, Init::NormWeight);
     L.norm2_bias = w.f32(p + "norm2.bias", {C}, Init::NormBias);
-    L.fc1_weight = w.matrix(p + "mlp.fc1.weight", {F, C});
-    L.fc1_bias = w.f32(p + "mlp.fc1.bias", {F}, Init::Bias);
-    L.fc2_weight = w.matrix(p + "mlp.fc2.weight", {C, F});
-    L.fc2_bias = w.f32(p + "mlp.fc2.bias", {C}, Init::Bias);
+    L.mlp = FeedForward::load(w, p + "mlp.fc1.", p + "mlp.fc2.", C, F, C, Activation::GeluErf);
     L.ls2 = w.f32(p + "ls2", {C}, Init::Small);
     e.layers.push_back(std::move(L));
   }
@@ -89,10 +86,7 @@ VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
   const int64_t shuffled = 4 * C, D = e.output_size;
   e.mlp_norm_weight = w.f32("mlp1.0.weight", {shuffled}, Init::NormWeight);
   e.mlp_norm_bias = w.f32("mlp1.0.bias", {shuffled}, Init::NormBias);
-  e.mlp_fc1_weight = w.matrix("mlp1.1.weight", {D, shuffled});
-  e.mlp_fc1_bias = w.f32("mlp1.1.bias", {D}, Init::Bias);
-  e.mlp_fc2_weight = w.matrix("mlp1.3.weight", {D, D});
-  e.mlp_fc2_bias = w.f32("mlp1.3.bias", {D}, Init::Bias);
+  e.projector = FeedForward::load(w, "mlp1.1.", "mlp1.3.", shuffled, D, D, Activation::GeluErf);
   return e;
 }
 
@@ -112,7 +106,7 @@ Tensor VisionEncoder::position_table(int64_t grid) const {
 }
 
 void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tokens, LayerScratch& s) const {
-  const int64_t C = hidden_size, F = L.fc1_weight.rows();
+  const int64_t C = hidden_size;
   float* y = s.normed.f32();
   float* qkv = s.qkv.f32();
   float* attn = s.attention.f32();
@@ -121,26 +115,14 @@ void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tok
   // x = x + ls1 ⊙ proj(Attention(LN1(x)))
   ops::layer_norm(x, L.norm1_weight.f32(), L.norm1_bias.f32(), y, tokens, C, layer_norm_eps);
   ops::linear(y, tokens, C, L.qkv_weight, data_or_null(L.qkv_bias), qkv);
-  ops::AttentionArgs a;
-  a.q = qkv, a.q_stride = 3 * C;
-  a.k = qkv + C, a.k_stride = 3 * C;
-  a.v = qkv + 2 * C, a.v_stride = 3 * C;
-  a.out = attn, a.out_stride = C;
-  a.q_len = a.kv_len = tokens;
-  a.q_heads = a.kv_heads = num_heads;
-  a.head_dim = C / num_heads;
-  a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
-  a.bf16_operands = bf16_attention;
-  ops::attention(a);
+  attention.run({qkv, 3 * C}, {qkv + C, 3 * C}, {qkv + 2 * C, 3 * C}, attn, C, tokens, tokens);
   ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.f32(), y);
   ops::mul_rows(y, L.ls1.f32(), tokens, C);
   ops::add(x, y, x, tokens * C);
 
   // x = x + ls2 ⊙ fc2(GELU(fc1(LN2(x))))
   ops::layer_norm(x, L.norm2_weight.f32(), L.norm2_bias.f32(), y, tokens, C, layer_norm_eps);
-  ops::linear(y, tokens, C, L.fc1_weight, L.fc1_bias.f32(), mlp);
-  ops::gelu_erf(mlp, tokens * F);
-  ops::linear(mlp, tokens, F, L.fc2_weight, L.fc2_bias.f32(), y);
+  L.mlp.forward(y, tokens, mlp, y);
   ops::mul_rows(y, L.ls2.f32(), tokens, C);
   ops::add(x, y, x, tokens * C);
 }
@@ -151,9 +133,7 @@ Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {
   const int64_t T = shuffled.size(0), K = shuffled.size(1);
   ops::layer_norm(shuffled.f32(), mlp_norm_weight.f32(), mlp_norm_bias.f32(), shuffled.f32(), T, K,
                   kProjectorNormEps);
-  Tensor hidden = ops::linear(shuffled, mlp_fc1_weight, mlp_fc1_bias);
-  ops::gelu_erf(hidden.f32(), hidden.numel());
-  return ops::linear(hidden, mlp_fc2_weight, mlp_fc2_bias);
+  return projector.forward(shuffled);
 }
 
 Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) const {
@@ -174,7 +154,7 @@ Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) co
   ops::Conv2dArgs patchify;
   patchify.stride_h = patchify.stride_w = patch_size;
 
-  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].fc1_weight.rows());
+  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].mlp.hidden_features());
   Tensor hidden = Tensor::empty({n, N, C});
   Tensor out = Tensor::empty({n, tokens_out, D});
   for (int64_t t = 0; t < n; ++t) {

@@ -10,6 +10,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/weights.h"
+#include "models/common/blocks.h"
 
 namespace sa2va {
 
@@ -21,8 +22,7 @@ struct VisionEncoderLayer {
   Tensor proj_bias;
   Tensor ls1;                       // layer scale on the attention branch [C]
   Tensor norm2_weight, norm2_bias;  // LayerNorm before the MLP
-  WeightMatrix fc1_weight, fc2_weight;
-  Tensor fc1_bias, fc2_bias;
+  FeedForward mlp;                  // fc1 -> GELU -> fc2
   Tensor ls2;                       // layer scale on the MLP branch [C]
 };
 
@@ -30,7 +30,7 @@ struct VisionEncoder {
   int hidden_size = 0, num_heads = 0, patch_size = 0, checkpoint_grid = 0;  // grid of position_embedding
   int layers_to_run = 0;  // from select_layer: the encoder output taken is hidden_states[layers_to_run]
   float layer_norm_eps = 1e-6f;
-  bool bf16_attention = false;  // bf16 compute precision (load policy): attention operands in bf16
+  MultiHeadAttention attention;     // every layer's self-attention setup
 
   ConvWeight patch_weight;          // Conv2d(3 -> C, kernel = stride = patch)
   Tensor patch_bias;
@@ -39,8 +39,8 @@ struct VisionEncoder {
   std::vector<VisionEncoderLayer> layers;
 
   // mlp1: LayerNorm(4C, eps 1e-5) -> Linear(4C, D) -> GELU -> Linear(D, D)
-  Tensor mlp_norm_weight, mlp_norm_bias, mlp_fc1_bias, mlp_fc2_bias;
-  WeightMatrix mlp_fc1_weight, mlp_fc2_weight;
+  Tensor mlp_norm_weight, mlp_norm_bias;
+  FeedForward projector;
   int output_size = 0;  // D (the LLM's hidden size)
 
   static VisionEncoder load(Weights& w, const ModelConfig& c);

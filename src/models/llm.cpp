@@ -70,7 +70,6 @@ LlmState LanguageModel::new_state(int capacity, int max_step) const {
 LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   LanguageModel m;
   m.config = c.llm;
-  m.bf16_attention = w.precision() == Precision::BF16;
   const LlmConfig& lc = c.llm;
   check(lc.hidden_size > 0 && lc.num_layers > 0 && lc.num_heads > 0 && lc.num_kv_heads > 0 && lc.head_dim > 0 &&
             lc.intermediate_size > 0 && lc.vocab_size > 0,
@@ -82,6 +81,7 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   const int64_t D = lc.hidden_size, V = lc.vocab_size, I = lc.intermediate_size;
   const int64_t q_dim = int64_t{lc.num_heads} * lc.head_dim, kv_dim = int64_t{lc.num_kv_heads} * lc.head_dim;
   const bool qwen = lc.arch == LlmArch::Qwen2;
+  m.attention = MultiHeadAttention::configure(w, lc.num_heads, lc.head_dim, lc.num_kv_heads);
   constexpr MatrixUse kLlm = MatrixUse::LanguageModel;
 
   m.embedding = w.matrix(qwen ? "language_model.model.embed_tokens.weight" : "language_model.model.tok_embeddings.weight",
@@ -189,24 +189,11 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, int64_t
   ops::rope_rotate_half(qkv, n, H, hd, qkv_dim, positions, theta);
   ops::rope_rotate_half(keys + pos0 * kv_dim, n, KV, hd, kv_dim, positions, theta);
 
-  ops::AttentionArgs a;
-  a.q = qkv;
-  a.q_stride = qkv_dim;
-  a.k = keys;
-  a.k_stride = kv_dim;
-  a.v = values;
-  a.v_stride = kv_dim;
-  a.out = state.heads_.f32();
-  a.out_stride = q_dim;
-  a.q_len = n;
-  a.kv_len = pos0 + n;
-  a.q_heads = H;
-  a.kv_heads = KV;
-  a.head_dim = hd;
-  a.scale = 1.f / std::sqrt(static_cast<float>(hd));
+  // Causal grouped-query attention over every position so far (the state's keys and values).
+  ops::AttentionArgs a = attention.args({qkv, qkv_dim}, {keys, kv_dim}, {values, kv_dim}, state.heads_.f32(), q_dim,
+                                        n, pos0 + n);
   a.causal = true;
   a.q_offset = pos0;
-  a.bf16_operands = bf16_attention;
   ops::attention(a);
   ops::linear(state.heads_.f32(), n, q_dim, layer.wo, layer.bo.defined() ? layer.bo.f32() : nullptr,
               state.branch_.f32());

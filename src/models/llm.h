@@ -13,6 +13,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/weights.h"
+#include "models/common/blocks.h"
 #include "ops/weight_matrix.h"
 
 namespace sa2va {
@@ -65,7 +66,7 @@ struct LanguageModel {
   std::vector<Layer> layers;
   Tensor final_norm;       // F32 [D]
   WeightMatrix lm_head;    // [V, D]; the embedding itself when tied
-  bool bf16_attention = false;  // bf16 compute precision: attention operands rounded to bf16
+  MultiHeadAttention attention;  // GQA: num_heads query heads over num_kv_heads key/value heads
 
   // Binds language_model.* (Qwen2 or InternLM2 names, docs/checkpoint.md §3.3/§3.4) and prepares the
   // matrices: the load policy's LLM weight format for the linear layers.

@@ -4,13 +4,13 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/weights.h"
+#include "models/common/blocks.h"
 
 namespace sa2va {
 
 struct SegProjector {
   static constexpr int kOutDim = 256;
-  WeightMatrix fc1_weight, fc2_weight;
-  Tensor fc1_bias, fc2_bias;
+  FeedForward mlp;  // D -> D -> 256, ReLU
 
   // Binds text_hidden_fcs.0.* and text_hidden_fcs.2.*.
   static SegProjector load(Weights& w, const ModelConfig& c);

@@ -90,23 +90,11 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
             std::to_string(win_h));
 
   Tensor attn = scratch.get(S::kAttn, {n_win * q_tokens, dim_out});
-  const int64_t head_dim = dim_out / heads;
   {
-    ops::AttentionArgs a;  // window 0; window wi is offset by wi times the batch strides
-    a.q = q;
-    a.q_stride = q_row;
-    a.k = qkv.f32() + dim_out;
-    a.k_stride = qkv_dim;
-    a.v = qkv.f32() + 2 * dim_out;
-    a.v_stride = qkv_dim;
-    a.out = attn.f32();
-    a.out_stride = dim_out;
-    a.q_len = q_tokens;
-    a.kv_len = win_tokens;
-    a.q_heads = a.kv_heads = heads;
-    a.head_dim = head_dim;
-    a.scale = 1.f / std::sqrt(static_cast<float>(head_dim));
-    a.bf16_operands = bf16_attention;
+    // Window 0; window wi is offset by wi times the batch strides.
+    const ops::AttentionArgs a = attention.args({q, q_row}, {qkv.f32() + dim_out, qkv_dim},
+                                                {qkv.f32() + 2 * dim_out, qkv_dim}, attn.f32(), dim_out, q_tokens,
+                                                win_tokens);
     ops::AttentionBatch windows;
     windows.count = n_win;
     windows.q = q_tokens * q_row;
@@ -126,14 +114,12 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   ops::window_unpartition(projected_attn.f32(), qh, qw, Ho, Wo, dim_out, out.tokens.f32(), shortcut.f32());
 
   // MLP with residual.
-  const int64_t n = Ho * Wo, hidden = mlp_hidden;
+  const int64_t n = Ho * Wo;
   Tensor yn = scratch.get(S::kNorm, {n, dim_out});
   ops::layer_norm(out.tokens.f32(), norm2_w.f32(), norm2_b.f32(), yn.f32(), n, dim_out, kLayerNormEps);
-  Tensor h = scratch.get(S::kHidden, {n, hidden});
-  ops::linear(yn.f32(), n, dim_out, mlp_fc1_w, mlp_fc1_b.f32(), h.f32());
-  ops::gelu_erf(h.f32(), n * hidden);
+  Tensor h = scratch.get(S::kHidden, {n, mlp.hidden_features()});
   Tensor mlp_out = scratch.get(S::kProjected, {n, dim_out});
-  ops::linear(h.f32(), n, hidden, mlp_fc2_w, mlp_fc2_b.f32(), mlp_out.f32());
+  mlp.forward(yn.f32(), n, h.f32(), mlp_out.f32());
   ops::add(out.tokens.f32(), mlp_out.f32(), out.tokens.f32(), n * dim_out);
   return out;
 }
@@ -192,20 +178,18 @@ HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& 
                                                         std::to_string(i) + ")");
     const std::string p = prefix + "blocks." + std::to_string(i) + ".";
     const int64_t hidden = static_cast<int64_t>(static_cast<double>(b.dim_out) * c.mlp_ratio);
-    b.mlp_hidden = hidden;
     b.norm1_w = w.f32(p + "norm1.weight", {b.dim_in}, Init::NormWeight);
     b.norm1_b = w.f32(p + "norm1.bias", {b.dim_in}, Init::NormBias);
     b.qkv_w = w.matrix(p + "attn.qkv.weight", {3 * b.dim_out, b.dim_in});
-    b.bf16_attention = w.precision() == Precision::BF16;
+    b.mlp_hidden = hidden;
+    b.attention = MultiHeadAttention::configure(w, b.heads, b.dim_out / b.heads);
     b.qkv_b = w.f32(p + "attn.qkv.bias", {3 * b.dim_out}, Init::Bias);
     b.attn_proj_w = w.matrix(p + "attn.proj.weight", {b.dim_out, b.dim_out});
     b.attn_proj_b = w.f32(p + "attn.proj.bias", {b.dim_out}, Init::Bias);
     b.norm2_w = w.f32(p + "norm2.weight", {b.dim_out}, Init::NormWeight);
     b.norm2_b = w.f32(p + "norm2.bias", {b.dim_out}, Init::NormBias);
-    b.mlp_fc1_w = w.matrix(p + "mlp.layers.0.weight", {hidden, b.dim_out});
-    b.mlp_fc1_b = w.f32(p + "mlp.layers.0.bias", {hidden}, Init::Bias);
-    b.mlp_fc2_w = w.matrix(p + "mlp.layers.1.weight", {b.dim_out, hidden});
-    b.mlp_fc2_b = w.f32(p + "mlp.layers.1.bias", {b.dim_out}, Init::Bias);
+    b.mlp = FeedForward::load(w, p + "mlp.layers.0.", p + "mlp.layers.1.", b.dim_out, hidden, b.dim_out,
+                              Activation::GeluErf);
     if (b.dim_in != b.dim_out) {
       b.proj_w = w.matrix(p + "proj.weight", {b.dim_out, b.dim_in});
       b.proj_b = w.f32(p + "proj.bias", {b.dim_out}, Init::Bias);

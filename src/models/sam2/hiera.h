@@ -17,6 +17,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/weights.h"
+#include "models/common/blocks.h"
 
 namespace sa2va::sam2 {
 
@@ -49,11 +50,11 @@ struct HieraBlock {
   int64_t window = 0;   // 0 = global attention
   int64_t q_stride = 1; // > 1: queries and the shortcut are max-pooled by q_stride×q_stride
   int64_t mlp_hidden = 0;
-  bool bf16_attention = false;  // bf16 compute precision (load policy)
+  MultiHeadAttention attention;  // heads of dim_out / heads, within each window
   Tensor norm1_w, norm1_b, qkv_b, attn_proj_b;
   WeightMatrix qkv_w, attn_proj_w;
-  Tensor norm2_w, norm2_b, mlp_fc1_b, mlp_fc2_b;
-  WeightMatrix mlp_fc1_w, mlp_fc2_w;
+  Tensor norm2_w, norm2_b;
+  FeedForward mlp;              // dim_out -> mlp_ratio·dim_out -> dim_out, GELU
   WeightMatrix proj_w;  // shortcut projection, only when dim_in != dim_out
   Tensor proj_b;
 

@@ -48,11 +48,11 @@ Tensor SamMlp::forward(const Tensor& x) const {
 SamAttention SamAttention::load(Weights& w, const std::string& prefix, int64_t embed_dim, int64_t heads,
                                 int64_t downsample) {
   SamAttention a;
-  a.bf16_attention = w.precision() == Precision::BF16;
   a.heads = heads;
   a.embed_dim = embed_dim;
   a.internal_dim = embed_dim / downsample;
   check(a.internal_dim % heads == 0, "sam2 mask decoder: attention width not divisible by the heads");
+  a.attention = MultiHeadAttention::configure(w, heads, a.internal_dim / heads);
   auto bind = [&](const char* name, int64_t out, int64_t in, WeightMatrix& wt, Tensor& b) {
     wt = w.matrix(prefix + name + ".weight", {out, in});
     b = w.f32(prefix + name + ".bias", {out}, Init::Bias);
@@ -67,22 +67,8 @@ SamAttention SamAttention::load(Weights& w, const std::string& prefix, int64_t e
 Tensor SamAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v) const {
   const Tensor qp = ops::linear(q, q_w, q_b), kp = ops::linear(k, k_w, k_b), vp = ops::linear(v, v_w, v_b);
   Tensor o = Tensor::empty({q.size(0), internal_dim});
-  ops::AttentionArgs a;
-  a.q = qp.f32();
-  a.q_stride = internal_dim;
-  a.k = kp.f32();
-  a.k_stride = internal_dim;
-  a.v = vp.f32();
-  a.v_stride = internal_dim;
-  a.out = o.f32();
-  a.out_stride = internal_dim;
-  a.q_len = q.size(0);
-  a.kv_len = k.size(0);
-  a.q_heads = a.kv_heads = heads;
-  a.head_dim = internal_dim / heads;
-  a.scale = 1.f / std::sqrt(static_cast<float>(a.head_dim));
-  a.bf16_operands = bf16_attention;
-  ops::attention(a);
+  attention.run({qp.f32(), internal_dim}, {kp.f32(), internal_dim}, {vp.f32(), internal_dim}, o.f32(), internal_dim,
+                q.size(0), k.size(0));
   return ops::linear(o, out_w, out_b);
 }
 
@@ -107,10 +93,7 @@ MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string
       b.norm_w[n] = w.f32(p + "norm" + std::to_string(n + 1) + ".weight", {d}, Init::NormWeight);
       b.norm_b[n] = w.f32(p + "norm" + std::to_string(n + 1) + ".bias", {d}, Init::NormBias);
     }
-    b.mlp_fc1_w = w.matrix(p + "mlp.layers.0.weight", {c.decoder_mlp_dim, d});
-    b.mlp_fc1_b = w.f32(p + "mlp.layers.0.bias", {c.decoder_mlp_dim}, Init::Bias);
-    b.mlp_fc2_w = w.matrix(p + "mlp.layers.1.weight", {d, c.decoder_mlp_dim});
-    b.mlp_fc2_b = w.f32(p + "mlp.layers.1.bias", {d}, Init::Bias);
+    b.mlp = FeedForward::load(w, p + "mlp.layers.0.", p + "mlp.layers.1.", d, c.decoder_mlp_dim, d, Activation::Relu);
     m.blocks.push_back(std::move(b));
   }
   m.final_attn = SamAttention::load(w, t + "final_attn_token_to_image.", d, c.decoder_heads, 2);
@@ -187,9 +170,7 @@ MaskDecoder::Output MaskDecoder::predict(const Tensor& image_embedding, const Te
     Tensor q = add_tensors(queries, point_embedding);
     add_norm(queries, b.cross_token_to_image.forward(q, k, keys), b.norm_w[1], b.norm_b[1]);
 
-    Tensor h = ops::linear(queries, b.mlp_fc1_w, b.mlp_fc1_b);
-    ops::relu(h.f32(), h.numel());
-    add_norm(queries, ops::linear(h, b.mlp_fc2_w, b.mlp_fc2_b), b.norm_w[2], b.norm_b[2]);
+    add_norm(queries, b.mlp.forward(queries), b.norm_w[2], b.norm_b[2]);
 
     q = add_tensors(queries, point_embedding);
     add_norm(keys, b.cross_image_to_token.forward(k, q, queries), b.norm_w[3], b.norm_b[3]);

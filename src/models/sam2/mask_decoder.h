@@ -10,6 +10,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/weights.h"
+#include "models/common/blocks.h"
 #include "models/sam2/hiera.h"
 
 namespace sa2va::sam2 {
@@ -27,7 +28,7 @@ struct SamMlp {
 // multi-head softmax(q·kᵀ/√d)·v, output projection back to the embedding width.
 struct SamAttention {
   int64_t heads = 8, internal_dim = 256, embed_dim = 256;
-  bool bf16_attention = false;  // bf16 compute precision (load policy)
+  MultiHeadAttention attention;  // heads of internal_dim / heads
   WeightMatrix q_w, k_w, v_w, out_w;
   Tensor q_b, k_b, v_b, out_b;
   static SamAttention load(Weights& w, const std::string& prefix, int64_t embed_dim, int64_t heads, int64_t downsample);
@@ -39,8 +40,7 @@ struct TwoWayBlock {
   bool skip_first_layer_pe = false;
   SamAttention self_attn, cross_token_to_image, cross_image_to_token;
   Tensor norm_w[4], norm_b[4];
-  WeightMatrix mlp_fc1_w, mlp_fc2_w;
-  Tensor mlp_fc1_b, mlp_fc2_b;
+  FeedForward mlp;  // dim -> decoder_mlp_dim -> dim, ReLU
 };
 
 struct MaskDecoder {

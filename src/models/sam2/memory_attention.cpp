@@ -46,7 +46,7 @@ MemoryAttention MemoryAttention::load(Weights& w, const Sam2Config& c, const std
   m.heads = c.mem_attn_heads;
   m.ffn = c.mem_attn_ffn;
   m.rope_theta = c.mem_attn_rope_theta;
-  m.bf16_attention = w.precision() == Precision::BF16;
+  m.attention = MultiHeadAttention::configure(w, 1, m.d_model / m.heads);
   const int64_t d = m.d_model, f = m.ffn;
   const std::string p = prefix + "memory_attention.";
   for (int i = 0; i < c.mem_attn_layers; ++i) {
@@ -54,10 +54,7 @@ MemoryAttention MemoryAttention::load(Weights& w, const Sam2Config& c, const std
     MemoryAttentionLayer L;
     L.self_attn = load_attention(w, q + "self_attn.", d, d);
     L.cross_attn = load_attention(w, q + "cross_attn_image.", d, m.kv_dim);
-    L.linear1_w = w.matrix(q + "linear1.weight", {f, d});
-    L.linear1_b = w.f32(q + "linear1.bias", {f}, Init::Bias);
-    L.linear2_w = w.matrix(q + "linear2.weight", {d, f});
-    L.linear2_b = w.f32(q + "linear2.bias", {d}, Init::Bias);
+    L.ffn = FeedForward::load(w, q + "linear1.", q + "linear2.", d, f, d, Activation::Relu);
     L.norm1_w = w.f32(q + "norm1.weight", {d}, Init::NormWeight);
     L.norm1_b = w.f32(q + "norm1.bias", {d}, Init::NormBias);
     L.norm2_w = w.f32(q + "norm2.weight", {d}, Init::NormWeight);
@@ -83,15 +80,8 @@ void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, 
     float* kh = k.f32() + head * Sk * hd;
     ops::rope_axial_2d(qh, Sq, hd, w, h, rope_theta, Sq);
     ops::rope_axial_2d(kh, Sk, hd, w, h, rope_theta, Sk - k_no_rope);
-    ops::AttentionArgs args;
-    args.q = qh, args.q_stride = hd;
-    args.k = kh, args.k_stride = hd;
-    args.v = v.f32() + head * Sk * hd, args.v_stride = hd;
-    args.out = attn.f32() + head * hd, args.out_stride = d;
-    args.q_len = Sq, args.kv_len = Sk, args.head_dim = hd;
-    args.scale = 1.f / std::sqrt(static_cast<float>(hd));
-    args.bf16_operands = bf16_attention;
-    ops::attention(args);
+    // Heads are head-major here (RoPE rotates each head's rows): one single-head attention each.
+    attention.run({qh, hd}, {kh, hd}, {v.f32() + head * Sk * hd, hd}, attn.f32() + head * hd, d, Sq, Sk);
   }
   ops::linear(attn.f32(), Sq, d, a.out_w, a.out_b.f32(), out);
 }
@@ -135,9 +125,7 @@ Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, cons
     ops::add(x.f32(), branch.f32(), x.f32(), S * d);
 
     ops::layer_norm(x.f32(), L.norm3_w.f32(), L.norm3_b.f32(), y.f32(), S, d, kLayerNormEps);
-    ops::linear(y.f32(), S, d, L.linear1_w, L.linear1_b.f32(), hidden.f32());
-    ops::relu(hidden.f32(), S * ffn);
-    ops::linear(hidden.f32(), S, ffn, L.linear2_w, L.linear2_b.f32(), branch.f32());
+    L.ffn.forward(y.f32(), S, hidden.f32(), branch.f32());
     ops::add(x.f32(), branch.f32(), x.f32(), S * d);
   }
   Tensor out = Tensor::empty({S, d});

@@ -16,6 +16,7 @@
 #include "core/tensor.h"
 #include "io/config.h"
 #include "io/weights.h"
+#include "models/common/blocks.h"
 
 namespace sa2va::sam2 {
 
@@ -27,14 +28,13 @@ struct RoPEAttentionWeights {
 struct MemoryAttentionLayer {
   RoPEAttentionWeights self_attn, cross_attn;  // cross: k/v project from the memory dim
   Tensor norm1_w, norm1_b, norm2_w, norm2_b, norm3_w, norm3_b;
-  WeightMatrix linear1_w, linear2_w;
-  Tensor linear1_b, linear2_b;
+  FeedForward ffn;  // linear1 -> ReLU -> linear2
 };
 
 struct MemoryAttention {
   int64_t d_model = 0, kv_dim = 0, heads = 1, ffn = 0;
   float rope_theta = 10000.f;
-  bool bf16_attention = false;  // bf16 compute precision (load policy)
+  MultiHeadAttention attention;  // one head's setup (heads of d_model / heads, attended one at a time)
   std::vector<MemoryAttentionLayer> layers;
   Tensor norm_w, norm_b;
 

@@ -1,0 +1,108 @@
+// The load policy and execution context through the real models: quantized language-model
+// weights prepared at load, models with their own thread pools side by side, and option errors.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <iostream>
+#include <thread>
+
+#include "core/error.h"
+#include "models/sa2va_model.h"
+#include "test_util.h"
+#include "tiny_llm.h"
+
+namespace sa2va {
+namespace {
+
+std::string golden(const std::string& dir, const std::string& name) { return dir + "/goldens/" + name + ".safetensors"; }
+
+// rms(a - b) / rms(b)
+double relative_error(const Tensor& a, const Tensor& b) {
+  const std::vector<float> x = a.to_vector(), y = b.to_vector();
+  double diff = 0, sq = 0;
+  for (size_t i = 0; i < y.size(); ++i) {
+    diff += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
+    sq += static_cast<double>(y[i]) * y[i];
+  }
+  return std::sqrt(diff / sq);
+}
+
+TEST(QuantizedWeights, LanguageModelLayersArePreparedAtLoadAndStayClose) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const Tensor embeds = test::load_golden(golden(dir, "image"), "llm.inputs_embeds").slice(0, 700, 790).contiguous();
+  auto reference = test::load_tiny_language_model(dir, Precision::F32);
+  LlmState ref_state = reference->lm.new_state(90);
+  const Tensor want = reference->lm.forward(embeds, ref_state).clone();
+
+  // Measured on the tiny random fixture: q8_0 1.2%, q4_0 19% of the rms (16x apart, as their steps
+  // amax/127 and amax/8); the bounds leave room for rounding but fail on a wrong layout or scale.
+  const std::pair<WeightFormat, double> cases[] = {{WeightFormat::Q8_0, 0.03}, {WeightFormat::Q4_0, 0.4}};
+  for (const auto& [format, bound] : cases) {
+    for (Precision precision : {Precision::F32, Precision::BF16}) {
+      LoadPolicy policy(precision);
+      policy.llm_format = format;
+      const Checkpoint ck = Checkpoint::open(dir);
+      Weights w(ck, policy);
+      const LanguageModel lm = LanguageModel::load(w, load_config(dir));
+      w.finish();
+      EXPECT_EQ(lm.layers[0].wqkv.format(), format);
+      EXPECT_EQ(lm.layers[0].w_down.format(), format);
+      EXPECT_EQ(lm.lm_head.format(), lm.embedding.format());  // tied head: the embedding itself
+      EXPECT_EQ(lm.layers[0].attention_norm.dtype(), DType::F32);
+      LlmState state = lm.new_state(90);
+      const double err = relative_error(lm.forward(embeds, state), want);
+      std::cout << weight_format_name(format) << (precision == Precision::F32 ? " f32" : " bf16")
+                << ": LLM hidden states rms(diff)/rms vs f32 " << err << "\n";
+      EXPECT_LT(err, bound) << weight_format_name(format);
+      EXPECT_GT(err, 0.0) << "quantized weights gave exactly the f32 result";
+    }
+  }
+}
+
+TEST(ModelOptions, DeviceFormatAndThreadsAreChecked) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  ModelOptions cuda;
+  cuda.device = "cuda:0";
+  try {
+    Sa2vaModel::load(dir, cuda);
+    FAIL() << "a CPU-only build loaded a model on cuda:0";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("cuda:0"), std::string::npos) << e.what();
+  }
+  ModelOptions bad_device;
+  bad_device.device = "tpu";
+  EXPECT_THROW(Sa2vaModel::load(dir, bad_device), Error);
+  ModelOptions f32_weights;
+  f32_weights.weights = WeightFormat::F32;  // f32 matrices with the bf16 precision
+  EXPECT_THROW(Sa2vaModel::load(dir, f32_weights), Error);
+  ModelOptions negative;
+  negative.threads = -1;
+  EXPECT_THROW(Sa2vaModel::load(dir, negative), Error);
+}
+
+TEST(ModelOptions, ModelsWithTheirOwnThreadCountsRunSideBySide) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  ModelOptions one, two;
+  one.precision = two.precision = Precision::F32;
+  one.threads = 1;
+  two.threads = 2;
+  const auto a = Sa2vaModel::load(dir, one), b = Sa2vaModel::load(dir, two);
+  EXPECT_EQ(a->pool->size(), 1);
+  EXPECT_EQ(b->pool->size(), 2);
+
+  Request request;
+  request.text = "Tell me a story.";
+  request.generation.max_new_tokens = 12;
+  const Prediction alone = a->predict(request);
+  Prediction pa, pb;
+  std::thread ta([&] { pa = a->predict(request); });
+  std::thread tb([&] { pb = b->predict(request); });
+  ta.join();
+  tb.join();
+  EXPECT_EQ(pa.generated_ids, alone.generated_ids);
+  EXPECT_EQ(pb.generated_ids, alone.generated_ids);
+  EXPECT_EQ(pb.text, alone.text);
+}
+
+}  // namespace
+}  // namespace sa2va
