@@ -89,6 +89,20 @@ TEST(EndToEnd, RunTextOnly) {
   EXPECT_FALSE(out.empty());
 }
 
+TEST(EndToEnd, RunWithQuantizedWeightsAndDevice) {
+  for (const char* format : {"q8_0", "q4_0"}) {
+    std::string out;
+    ASSERT_EQ(run("run --model " + tiny_model() + " --prompt 'Hello there' --max-new-tokens 5 --weights " + format, &out),
+              0)
+        << out;
+    EXPECT_FALSE(out.empty());
+  }
+  expect_clean_failure("run --model " + tiny_model() + " --prompt hi --device cuda:1", "cuda:1");
+  expect_clean_failure("run --model " + tiny_model() + " --prompt hi --device gpu", "gpu");
+  std::string out;
+  EXPECT_NE(run("run --model " + tiny_model() + " --prompt hi --weights q5_k", &out), 0) << out;
+}
+
 TEST(EndToEnd, RunImageWritesMasksOverlayAndJson) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const std::string out_dir = test::temp_dir("run-image");
