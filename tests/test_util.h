@@ -5,9 +5,28 @@
 #include <string>
 #include <vector>
 
+#include <cstdlib>
+#include <memory>
+
+#include "core/allocator.h"
 #include "core/tensor.h"
 
 namespace sa2va::test {
+
+// Stands in for a GPU allocator in tests of device checks: host memory, but the tensors it
+// backs are labelled cuda:0 (their storage frees itself).
+class FakeDeviceAllocator final : public Allocator {
+ public:
+  Device device() const override { return Device::cuda(0); }
+  std::shared_ptr<void> allocate(size_t bytes) override {
+    ++count_;
+    return std::shared_ptr<void>(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64), std::free);
+  }
+  uint64_t allocations() const override { return count_; }
+
+ private:
+  uint64_t count_ = 0;
+};
 
 // $SA2VA_FIXTURES, else the shared fixtures folder next to the project.
 std::string fixtures_dir();

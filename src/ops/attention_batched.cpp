@@ -16,8 +16,12 @@ void attention_batched(const AttentionArgs& args, const AttentionBatch& batch) {
         "attention_batched: invalid sizes (q_len " + std::to_string(args.q_len) + ", kv_len " +
             std::to_string(args.kv_len) + ", heads " + std::to_string(args.q_heads) + "/" +
             std::to_string(args.kv_heads) + ", head_dim " + std::to_string(args.head_dim) + ")");
-  // Problems must not write over each other's outputs.
+  check(args.q_offset >= 0, "attention_batched: negative q_offset " + std::to_string(args.q_offset));
   const int64_t dv = args.v_head_dim > 0 ? args.v_head_dim : args.head_dim;
+  check(args.q_stride >= args.q_heads * args.head_dim && args.k_stride >= args.kv_heads * args.head_dim &&
+            args.v_stride >= args.kv_heads * dv && args.out_stride >= args.q_heads * dv,
+        "attention_batched: a row stride is smaller than heads x head_dim");
+  // Problems must not write over each other's outputs.
   const int64_t out_rows = args.q_len > 0 ? (args.q_len - 1) * args.out_stride + args.q_heads * dv : 0;
   check(batch.count == 1 || batch.out >= out_rows,
         "attention_batched: output batch stride " + std::to_string(batch.out) + " is smaller than one problem's " +

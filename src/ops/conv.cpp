@@ -1,15 +1,12 @@
-// 2-D convolution (im2col + sgemm, direct loops for depthwise), 2×2 transposed convolution and
-// max pooling, on one channel-first image [C, H, W].
-
-#include <algorithm>
-#include <limits>
+// Convolution fronts (2-D convolution, 2×2 transposed convolution, max pooling) on one
+// channel-first image [C, H, W]: check the weight, the geometry and the devices, compute the
+// output size, pick the kernel (today ops/cpu/conv.cpp).
 #include <string>
-#include <vector>
 
 #include "core/error.h"
-#include "core/threadpool.h"
+#include "ops/cpu/kernels.h"
+#include "ops/device_check.h"
 #include "ops/ops.h"
-#include "ops/simd.h"
 
 namespace sa2va::ops {
 namespace {
@@ -19,85 +16,13 @@ Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t.contiguous()
 void check_image(const Tensor& x, const char* op) {
   check(x.defined() && x.dim() == 3 && x.dtype() == DType::F32,
         std::string(op) + ": input must be an F32 tensor [C, H, W]");
+  check_kernel_device(op, "input", x.device());
 }
 
-struct ConvGeometry {
-  int64_t cin, h, w, cout, kh, kw, ho, wo;
-  Conv2dArgs a;
-};
-
-// Depthwise (one input channel per output channel): direct accumulation, output row by row.
-void conv2d_depthwise(const float* x, const float* wt, const float* bias, float* y, const ConvGeometry& g) {
-  const Conv2dArgs& a = g.a;
-  parallel_for(g.cout, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      const float* xc = x + c * g.h * g.w;
-      const float* wc = wt + c * g.kh * g.kw;
-      for (int64_t oy = 0; oy < g.ho; ++oy) {
-        float* yr = y + (c * g.ho + oy) * g.wo;
-        std::fill(yr, yr + g.wo, bias ? bias[c] : 0.f);
-        for (int64_t ky = 0; ky < g.kh; ++ky) {
-          const int64_t iy = oy * a.stride_h - a.pad_h + ky * a.dilation_h;
-          if (iy < 0 || iy >= g.h) continue;
-          const float* xr = xc + iy * g.w;
-          for (int64_t kx = 0; kx < g.kw; ++kx) {
-            const float wv = wc[ky * g.kw + kx];
-            // Output columns whose input column ox·stride − pad + kx·dil lies inside [0, W).
-            const int64_t off = kx * a.dilation_w - a.pad_w;
-            int64_t ox0 = off >= 0 ? 0 : (-off + a.stride_w - 1) / a.stride_w;
-            int64_t ox1 = g.w - 1 - off < 0 ? 0 : (g.w - 1 - off) / a.stride_w + 1;
-            ox1 = std::min(ox1, g.wo);
-            if (ox0 >= ox1) continue;
-            if (a.stride_w == 1) {
-              simd::axpy(wv, xr + ox0 + off, yr + ox0, ox1 - ox0);
-            } else {
-              for (int64_t ox = ox0; ox < ox1; ++ox) yr[ox] += wv * xr[ox * a.stride_w + off];
-            }
-          }
-        }
-      }
-    }
-  });
-}
-
-// General case: per group, col[(ci, ky, kx), (oy, ox)] then y_g = W_g · col.
-void conv2d_im2col(const float* x, const float* wt, const float* bias, float* y, const ConvGeometry& g) {
-  const Conv2dArgs& a = g.a;
-  const int64_t cin_g = g.cin / a.groups, cout_g = g.cout / a.groups;
-  const int64_t kdim = cin_g * g.kh * g.kw, pixels = g.ho * g.wo;
-  const bool pointwise = g.kh == 1 && g.kw == 1 && a.stride_h == 1 && a.stride_w == 1 && a.pad_h == 0 && a.pad_w == 0;
-  // Every element is written below; a tensor buffer (pooled, not zero-filled) of up to tens of MB per frame.
-  const Tensor col = Tensor::empty({pointwise ? 0 : kdim * pixels});
-  for (int64_t grp = 0; grp < a.groups; ++grp) {
-    const float* xg = x + grp * cin_g * g.h * g.w;
-    const float* b_mat = xg;  // a 1×1 stride-1 convolution multiplies the image directly
-    if (!pointwise) {
-      parallel_for(kdim, [&](int64_t r0, int64_t r1) {
-        for (int64_t r = r0; r < r1; ++r) {
-          const int64_t ci = r / (g.kh * g.kw), ky = (r / g.kw) % g.kh, kx = r % g.kw;
-          const float* xc = xg + ci * g.h * g.w;
-          float* dst = col.f32() + r * pixels;
-          for (int64_t oy = 0; oy < g.ho; ++oy) {
-            const int64_t iy = oy * a.stride_h - a.pad_h + ky * a.dilation_h;
-            float* d = dst + oy * g.wo;
-            if (iy < 0 || iy >= g.h) {
-              std::fill(d, d + g.wo, 0.f);
-              continue;
-            }
-            const float* xr = xc + iy * g.w;
-            for (int64_t ox = 0; ox < g.wo; ++ox) {
-              const int64_t ix = ox * a.stride_w - a.pad_w + kx * a.dilation_w;
-              d[ox] = (ix >= 0 && ix < g.w) ? xr[ix] : 0.f;
-            }
-          }
-        }
-      }, 4);
-      b_mat = col.f32();
-    }
-    gemm(wt + grp * cout_g * kdim, kdim, b_mat, pixels, y + grp * cout_g * pixels, pixels, cout_g, pixels, kdim,
-         /*transpose_b=*/false);
-  }
-  if (bias) add_per_row(y, bias, g.cout, pixels);
+// The weight and the bias must live with the input (checked to be on a device with kernels).
+void check_devices(const char* op, const Tensor& x, const ConvWeight& weight, const Tensor& bias) {
+  check_same_device(op, "weight", weight.matrix.device(), "input", x.device());
+  if (bias.defined()) check_same_device(op, "bias", bias.device(), "input", x.device());
 }
 
 }  // namespace
@@ -106,10 +31,12 @@ Tensor conv2d(const Tensor& x, const ConvWeight& weight, const Tensor& bias, con
   check_image(x, "conv2d");
   check(weight.defined() && weight.matrix.format() == WeightFormat::F32,
         "conv2d: the weight is not prepared (ConvWeight::prepare)");
+  check_devices("conv2d", x, weight, bias);
   check(args.groups >= 1 && args.stride_h >= 1 && args.stride_w >= 1 && args.dilation_h >= 1 &&
             args.dilation_w >= 1 && args.pad_h >= 0 && args.pad_w >= 0,
         "conv2d: invalid stride/padding/dilation/groups");
-  ConvGeometry g{x.size(0), x.size(1), x.size(2), weight.out_channels, weight.kernel_h, weight.kernel_w, 0, 0, args};
+  cpu::ConvGeometry g{x.size(0), x.size(1), x.size(2), weight.out_channels, weight.kernel_h, weight.kernel_w, 0, 0,
+                      args};
   check(g.cin % args.groups == 0 && g.cout % args.groups == 0 && weight.in_channels == g.cin / args.groups,
         "conv2d: weight [" + std::to_string(g.cout) + ", " + std::to_string(weight.in_channels) + ", " +
             std::to_string(g.kh) + ", " + std::to_string(g.kw) + "] does not fit input " + shape_str(x.shape()) +
@@ -125,13 +52,8 @@ Tensor conv2d(const Tensor& x, const ConvWeight& weight, const Tensor& bias, con
     b = as_f32(bias);
   }
   const Tensor xc = x.contiguous();
-  const float* w = weight.matrix.values().f32();
   Tensor y = Tensor::empty({g.cout, g.ho, g.wo});
-  if (args.groups == g.cin && g.cout == g.cin) {
-    conv2d_depthwise(xc.f32(), w, b.defined() ? b.f32() : nullptr, y.f32(), g);
-  } else {
-    conv2d_im2col(xc.f32(), w, b.defined() ? b.f32() : nullptr, y.f32(), g);
-  }
+  cpu::conv2d(xc.f32(), weight.matrix.values().f32(), b.defined() ? b.f32() : nullptr, y.f32(), g);
   return y;
 }
 
@@ -143,38 +65,17 @@ Tensor conv_transpose_2x2(const Tensor& x, const ConvWeight& weight, const Tenso
         "conv_transpose_2x2: the weight is not prepared (ConvWeight::prepare_transposed_2x2)");
   check(weight.in_channels == cin, "conv_transpose_2x2: weight for " + std::to_string(weight.in_channels) +
                                        " input channels does not fit input " + shape_str(x.shape()));
-  const int64_t cout = weight.out_channels, pixels = h * w;
+  check_devices("conv_transpose_2x2", x, weight, bias);
+  const int64_t cout = weight.out_channels;
   Tensor b;
   if (bias.defined()) {
     check(bias.numel() == cout, "conv_transpose_2x2: bias size does not match output channels");
     b = as_f32(bias);
   }
   const Tensor xc = x.contiguous();
-  // taps[(co, a, b), pixel] = Σ_ci W[(co, a, b), ci] · x[ci, pixel] (the matrix holds the taps as rows).
-  const int64_t taps_rows = cout * 4;
-  const Tensor taps_t = cin > 0 ? Tensor::empty({taps_rows * pixels}) : Tensor::zeros({taps_rows * pixels});
-  const float* taps = taps_t.f32();
-  if (cin > 0 && pixels > 0)
-    gemm(weight.matrix.values().f32(), cin, xc.f32(), pixels, taps_t.f32(), pixels, taps_rows, pixels, cin,
-         /*transpose_b=*/false);
   Tensor y = Tensor::empty({cout, 2 * h, 2 * w});
-  float* yp = y.f32();
-  const float* bp = b.defined() ? b.f32() : nullptr;
-  parallel_for(cout * h, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t co = r / h, i = r % h;
-      const float bv = bp ? bp[co] : 0.f;
-      for (int64_t a = 0; a < 2; ++a) {
-        float* dst = yp + (co * 2 * h + 2 * i + a) * 2 * w;
-        const float* t0 = taps + ((co * 4 + a * 2 + 0) * pixels) + i * w;
-        const float* t1 = taps + ((co * 4 + a * 2 + 1) * pixels) + i * w;
-        for (int64_t j = 0; j < w; ++j) {
-          dst[2 * j] = t0[j] + bv;
-          dst[2 * j + 1] = t1[j] + bv;
-        }
-      }
-    }
-  }, 16);
+  cpu::conv_transpose_2x2(xc.f32(), cin, h, w, weight.matrix.values().f32(), cout, b.defined() ? b.f32() : nullptr,
+                          y.f32());
   return y;
 }
 
@@ -186,21 +87,7 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride) {
   const int64_t ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1;
   const Tensor xc = x.contiguous();
   Tensor y = Tensor::empty({c, ho, wo});
-  const float* xp = xc.f32();
-  float* yp = y.f32();
-  parallel_for(c * ho, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const int64_t ch = r / ho, oy = r % ho;
-      for (int64_t ox = 0; ox < wo; ++ox) {
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t ky = 0; ky < kernel; ++ky) {
-          const float* row = xp + (ch * h + oy * stride + ky) * w + ox * stride;
-          for (int64_t kx = 0; kx < kernel; ++kx) m = (row[kx] > m || row[kx] != row[kx]) ? row[kx] : m;  // NaN wins
-        }
-        yp[r * wo + ox] = m;
-      }
-    }
-  }, 16);
+  cpu::max_pool2d(xc.f32(), c, h, w, kernel, stride, y.f32());
   return y;
 }
 

@@ -1,113 +1,101 @@
-// Element-wise activations and broadcasts; the transcendental maps are vectorised in simd.cpp.
-#include <algorithm>
-#include <cmath>
-#include <limits>
+// Element-wise fronts (activations, broadcasts, scaling, row copies): check sizes and buffers,
+// pick the kernel (today ops/cpu/elementwise.cpp).
+#include <string>
 
-#include "core/threadpool.h"
+#include "core/error.h"
+#include "ops/cpu/kernels.h"
 #include "ops/ops.h"
-#include "ops/simd.h"
 
 namespace sa2va::ops {
 namespace {
 
-constexpr int64_t kElementGrain = 1 << 14;  // below this a thread hand-off costs more than the work
-
-template <typename F>
-void split_elements(int64_t n, F&& f) {
-  parallel_for(n, [&](int64_t begin, int64_t end) { f(begin, end); }, kElementGrain);
+// False when there is nothing to do; throws on a negative count or a missing buffer. The messages
+// are built only on failure: these fronts run for every op of every decoded token.
+bool ready(int64_t n, bool buffers, const char* op) {
+  if (n < 0) throw Error(std::string(op) + ": negative element count " + std::to_string(n));
+  if (n == 0) return false;
+  if (!buffers) throw Error(std::string(op) + ": null buffer");
+  return true;
 }
 
-// Rows are split so that each chunk holds about kElementGrain elements.
-int64_t row_grain(int64_t dim) { return std::max<int64_t>(1, kElementGrain / std::max<int64_t>(dim, 1)); }
+// The same for [rows, dim] operands.
+bool ready_rows(int64_t rows, int64_t dim, bool buffers, const char* op) {
+  if (rows < 0 || dim < 0)
+    throw Error(std::string(op) + ": negative size (rows " + std::to_string(rows) + ", dim " + std::to_string(dim) +
+                ")");
+  if (rows == 0 || dim == 0) return false;
+  if (!buffers) throw Error(std::string(op) + ": null buffer");
+  return true;
+}
 
 }  // namespace
 
 void gelu_erf(float* x, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) { simd::gelu_erf_inplace(x + b, e - b); });
+  if (ready(n, x != nullptr, "gelu_erf")) cpu::gelu_erf(x, n);
 }
 
 void gelu_tanh(float* x, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) { simd::gelu_tanh_inplace(x + b, e - b); });
+  if (ready(n, x != nullptr, "gelu_tanh")) cpu::gelu_tanh(x, n);
 }
 
 void silu(float* x, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) { simd::silu_inplace(x + b, e - b); });
-}
-
-void sigmoid(float* x, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) { simd::sigmoid_inplace(x + b, e - b); });
+  if (ready(n, x != nullptr, "silu")) cpu::silu(x, n);
 }
 
 void relu(float* x, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
-  });
+  if (ready(n, x != nullptr, "relu")) cpu::relu(x, n);
+}
+
+void sigmoid(float* x, int64_t n) {
+  if (ready(n, x != nullptr, "sigmoid")) cpu::sigmoid(x, n);
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t n) {
-  parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      simd::softmax_inplace(x + r * n, n, n);
-    }
-  }, row_grain(n));
+  if (ready_rows(rows, n, x != nullptr, "softmax_rows")) cpu::softmax_rows(x, rows, n);
 }
 
 void add(const float* a, const float* b, float* y, int64_t n) {
-  split_elements(n, [&](int64_t s, int64_t e) {
-    for (int64_t i = s; i < e; ++i) y[i] = a[i] + b[i];
-  });
+  if (ready(n, a && b && y, "add")) cpu::add(a, b, y, n);
 }
 
 void add_rows(float* x, const float* row, int64_t rows, int64_t dim) {
-  parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* xr = x + r * dim;
-      for (int64_t i = 0; i < dim; ++i) xr[i] += row[i];
-    }
-  }, row_grain(dim));
+  if (ready_rows(rows, dim, x && row, "add_rows")) cpu::add_rows(x, row, rows, dim);
 }
 
 void mul_rows(float* x, const float* row, int64_t rows, int64_t dim) {
-  parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* xr = x + r * dim;
-      for (int64_t i = 0; i < dim; ++i) xr[i] *= row[i];
-    }
-  }, row_grain(dim));
+  if (ready_rows(rows, dim, x && row, "mul_rows")) cpu::mul_rows(x, row, rows, dim);
 }
 
 void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim) {
-  parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      float* xr = x + r * dim;
-      const float v = per_row[r];
-      for (int64_t i = 0; i < dim; ++i) xr[i] += v;
-    }
-  }, row_grain(dim));
+  if (ready_rows(rows, dim, x && per_row, "add_per_row")) cpu::add_per_row(x, per_row, rows, dim);
 }
 
 void scale(float* x, float s, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) x[i] *= s;
-  });
+  if (ready(n, x != nullptr, "scale")) cpu::scale(x, s, n);
+}
+
+void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
+  if (!ready_rows(rows, cols, src && dst, "copy_rows")) return;
+  if (src_stride < cols || dst_stride < cols)
+    throw Error("copy_rows: a row stride is smaller than the row (src_stride " + std::to_string(src_stride) +
+                ", dst_stride " + std::to_string(dst_stride) + ", cols " + std::to_string(cols) + ")");
+  cpu::copy_rows(src, src_stride, dst, dst_stride, rows, cols);
 }
 
 void silu_mul(float* gate, const float* up, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) {
-    simd::silu_inplace(gate + b, e - b);
-    for (int64_t i = b; i < e; ++i) gate[i] *= up[i];
-  });
+  if (ready(n, gate && up, "silu_mul")) cpu::silu_mul(gate, up, n);
 }
 
-}  // namespace sa2va::ops
+void scale_shift(float* x, float scale, float shift, int64_t n) {
+  if (ready(n, x != nullptr, "scale_shift")) cpu::scale_shift(x, scale, shift, n);
+}
 
-namespace sa2va::ops {
+void add_scaled(float* x, const float* y, float alpha, int64_t n) {
+  if (ready(n, x && y, "add_scaled")) cpu::add_scaled(x, y, alpha, n);
+}
 
-void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows, int64_t cols) {
-  parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r)
-      std::copy(src + r * src_stride, src + r * src_stride + cols, dst + r * dst_stride);
-  }, row_grain(cols));
+void round_bf16(float* x, int64_t n) {
+  if (ready(n, x != nullptr, "round_bf16")) cpu::round_bf16(x, n);
 }
 
 }  // namespace sa2va::ops

@@ -1,67 +1,24 @@
-// Matrix products: f32 through OpenBLAS (one single-threaded call per pool thread), BF16 weights
-// through our own kernels (bandwidth-bound rows kernel for decode-sized M, the bf16 GEMM, or
-// blocked conversion + sgemm without AVX-512 BF16), quantized weights through reference kernels
-// (dequantized rows; the fast integer kernels are a later step).
-#include <cblas.h>
-
-extern "C" void openblas_set_num_threads(int);
-
+// Matrix product fronts: check the weight, the shapes and the devices, pick the kernel (today
+// ops/cpu/linear.cpp: OpenBLAS for f32, our own kernels for BF16, reference kernels for the
+// quantized formats).
 #include <algorithm>
 #include <string>
-#include <vector>
 
 #include "core/error.h"
-#include "core/threadpool.h"
+#include "ops/cpu/kernels.h"
+#include "ops/device_check.h"
 #include "ops/ops.h"
-#include "ops/simd.h"
 
 namespace sa2va::ops {
 namespace {
 
-// Up to this many activation rows the BF16 product reads each weight once with the rows kernel.
-constexpr int64_t kSmallM = 8;
-
-void check_linear_weight(const WeightMatrix& weight, int64_t K) {
+// `input` is where the activations live (raw pointers: the CPU).
+void check_linear_weight(const WeightMatrix& weight, int64_t K, Device input) {
   check(weight.defined(), "linear: the weight matrix is not loaded");
   check(weight.cols() == K, "linear: weight [" + std::to_string(weight.rows()) + ", " + std::to_string(weight.cols()) +
                                 "] does not take inputs of size " + std::to_string(K));
-  check(weight.device().is_cpu(), "linear: the weight lives on " + weight.device().name() + ", the input on cpu");
-}
-
-void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    simd::bf16_rows_times_f32(w + n0 * K, K, n1 - n0, K, x, K, M, y + n0, N);
-  }, 64);
-}
-
-// Any format through f32 sgemm: panels of weight rows widened (dequantized) to f32 as the kernels
-// see them. The BF16 path without AVX-512 BF16, and the reference path of the quantized formats.
-void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
-  const int64_t N = w.rows();
-  const int64_t panel_rows = std::min<int64_t>(N, std::max<int64_t>(64, ((int64_t{1} << 20) / K) & ~int64_t{15}));
-  const Tensor panel = Tensor::empty({panel_rows, K});
-  for (int64_t n0 = 0; n0 < N; n0 += panel_rows) {
-    const int64_t nb = std::min(panel_rows, N - n0);
-    parallel_for(nb, [&](int64_t r0, int64_t r1) { w.dequantize_rows(n0 + r0, r1 - r0, panel.f32() + r0 * K); }, 16);
-    gemm(x, K, panel.f32(), K, y + n0, N, M, nb, K, /*transpose_b=*/true);
-  }
-}
-
-// Decode-sized M with quantized weights (reference kernel): each thread widens a few weight rows
-// at a time into its own buffer, kept between calls, and takes their dot products with every x row.
-void linear_quantized_small(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
-  constexpr int64_t kRows = 8;
-  const int64_t N = w.rows();
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    thread_local std::vector<float> rows;
-    if (rows.size() < static_cast<size_t>(kRows * K)) rows.resize(static_cast<size_t>(kRows * K));
-    for (int64_t r = n0; r < n1; r += kRows) {
-      const int64_t count = std::min(kRows, n1 - r);
-      w.dequantize_rows(r, count, rows.data());
-      for (int64_t i = 0; i < count; ++i)
-        for (int64_t m = 0; m < M; ++m) y[m * N + r + i] = simd::dot(rows.data() + i * K, x + m * K, K);
-    }
-  }, 32);
+  check_same_device("linear", "weight", weight.device(), "input", input);
+  check_kernel_device("linear", "input", input);
 }
 
 }  // namespace
@@ -71,52 +28,20 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   if (M <= 0 || N <= 0) return;
   check(lda >= std::max<int64_t>(K, 1) && ldc >= N && ldb >= std::max<int64_t>(transpose_b ? K : N, 1),
         "gemm: leading dimension smaller than the matrix");
-  static const bool blas_single_threaded = (openblas_set_num_threads(1), true);
-  (void)blas_single_threaded;
-  // OpenBLAS runs single-threaded in the calling thread (set once, above): each pool thread
-  // multiplies its own block of C, rows when M is the long side, columns otherwise. One pool for
-  // the whole process means no BLAS threads spinning beside ours, and calls from inside a
-  // parallel_for simply run inline.
-  auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const float* b = transpose_b ? B + n0 * ldb : B + n0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, static_cast<int>(m1 - m0),
-                static_cast<int>(n1 - n0), static_cast<int>(K), alpha, A + m0 * lda, static_cast<int>(lda), b,
-                static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
-  };
-  constexpr double kMinFlopsPerThread = 4e6;
-  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
-  if (num_threads() == 1 || flops < 2 * kMinFlopsPerThread) {
-    block(0, M, 0, N);
-  } else if (M >= N) {
-    parallel_for(M, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); }, 16);
-  } else {
-    parallel_for(N, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); }, 16);
-  }
+  cpu::gemm(A, lda, B, ldb, C, ldc, M, N, K, transpose_b, alpha, beta);
 }
 
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
-  check_linear_weight(weight, K);
+  check_linear_weight(weight, K, Device::cpu());
   const int64_t N = weight.rows();
   if (M <= 0 || N <= 0) return;
-  if (K == 0) {
-    std::fill(y, y + M * N, 0.f);
-  } else if (weight.format() == WeightFormat::F32) {
-    gemm(x, K, weight.values().f32(), K, y, N, M, N, K, /*transpose_b=*/true);
-  } else if (weight.format() == WeightFormat::BF16) {
-    if (M <= kSmallM) linear_bf16_small(x, M, K, weight.values().bf16(), N, y);
-    else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
-  } else if (M <= kSmallM) {
-    linear_quantized_small(x, M, K, weight, y);
-  } else {
-    linear_by_f32_panels(x, M, K, weight, y);
-  }
-  if (bias) add_rows(y, bias, M, N);
+  cpu::linear(x, M, K, weight, bias, y);
 }
 
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
   check(x.defined() && x.dtype() == DType::F32 && x.dim() >= 1, "linear: input must be an F32 tensor [..., K]");
   const int64_t K = x.size(-1);
-  check_linear_weight(weight, K);
+  check_linear_weight(weight, K, x.device());
   const int64_t N = weight.rows();
   Shape out_shape = x.shape();
   out_shape.back() = N;
@@ -125,11 +50,12 @@ Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
   if (bias.defined()) {
     check(bias.numel() == N, "linear: bias " + shape_str(bias.shape()) + " does not match " + std::to_string(N) +
                                  " outputs");
+    check_same_device("linear", "bias", bias.device(), "input", x.device());
     b = bias.dtype() == DType::F32 ? bias.contiguous() : bias.to(DType::F32);
   }
   const Tensor xc = x.contiguous();
   const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  linear(xc.f32(), M, K, weight, b.defined() ? b.f32() : nullptr, y.f32());
+  if (M > 0 && N > 0) cpu::linear(xc.f32(), M, K, weight, b.defined() ? b.f32() : nullptr, y.f32());
   return y;
 }
 

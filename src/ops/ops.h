@@ -1,11 +1,13 @@
-// CPU operators used by every Sa2VA component.
+// Operators used by every Sa2VA component. Each function here is a device-neutral front
+// (ops/<group>.cpp): it checks shapes, dtypes and devices, throwing sa2va::Error that names the op,
+// then calls the kernel for the device the data lives on (ops/cpu/kernels.h today; ops/cuda/ later).
 //
 // Conventions
 //  - Activations are contiguous float32 buffers passed as raw pointers with explicit sizes;
 //    the callers (model components) own them as Tensors. Row-major, innermost dimension last.
 //  - Matrix and conv weights are prepared once at load (ops/weight_matrix.h) in the format their
 //    kernel wants (F32, BF16, Q8_0, Q4_0); norms and biases are F32 tensors.
-//  - Every op splits its outer loop over the thread pool (core/threadpool.h).
+//  - Every CPU kernel splits its outer loop over the thread pool (core/threadpool.h).
 //  - Images / feature maps are channel-first [C, H, W] for one batch element (the callers
 //    loop over the batch), tokens are [N, C].
 #pragma once

@@ -6,23 +6,12 @@
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "test_util.h"
 
 namespace sa2va {
 namespace {
 
-// Stands in for a GPU allocator: host memory, but tensors are labelled cuda:0.
-class FakeDeviceAllocator final : public Allocator {
- public:
-  Device device() const override { return Device::cuda(0); }
-  std::shared_ptr<void> allocate(size_t bytes) override {
-    ++count_;
-    return std::shared_ptr<void>(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64), std::free);
-  }
-  uint64_t allocations() const override { return count_; }
-
- private:
-  uint64_t count_ = 0;
-};
+using test::FakeDeviceAllocator;
 
 TEST(Device, ParsesNames) {
   EXPECT_EQ(parse_device("cpu"), Device::cpu());

@@ -10,8 +10,8 @@
 
 #include "core/dtype.h"
 #include "core/error.h"
+#include "ops/cpu/simd.h"
 #include "ops/ops.h"
-#include "ops/simd.h"
 #include "ops_test_util.h"
 
 namespace sa2va {

@@ -7,8 +7,8 @@
 #include <limits>
 #include <vector>
 
+#include "ops/cpu/simd.h"
 #include "ops/ops.h"
-#include "ops/simd.h"
 #include "ops_test_util.h"
 
 namespace sa2va {

@@ -11,10 +11,10 @@ void attention_batched(const AttentionArgs& args, const AttentionBatch& batch) {
     a.k = args.k + b * batch.k;
     a.v = args.v + b * batch.v;
     a.out = args.out + b * batch.out;
-    ops::attention(a);  // the single-problem attention (ops/attention.cpp)
+    cpu::attention(a);  // the single-problem kernel (cpu/attention.cpp); the front checked the sizes
   };
   // Many small problems: one task per range of problems (attention inside runs inline). A single
-  // large problem parallelises inside ops::attention instead.
+  // large problem parallelises inside cpu::attention instead.
   parallel_for(batch.count, [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) one(b);
   });

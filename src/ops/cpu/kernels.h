@@ -13,6 +13,71 @@
 
 namespace sa2va::ops::cpu {
 
+// ---- matrix products (cpu/linear.cpp) --------------------------------------------------------
+// C = alpha·A·op(B) + beta·C through OpenBLAS, one single-threaded call per pool thread; empty
+// products (M or N <= 0) return at once. The building block of the other kernels' products.
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+          int64_t K, bool transpose_b, float alpha, float beta);
+// y[M, N] = x[M, K]·Wᵀ (+ bias) for any weight format (M, N >= 1; K = 0 gives zeros); picks the
+// rows kernel, the bf16 GEMM or dequantized panels + sgemm by format, M and instruction set.
+void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y);
+
+// ---- normalisation (cpu/norm.cpp) ------------------------------------------------------------
+void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps);
+void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps);
+void layer_norm_2d(const float* x, const float* w, const float* b, float* y, int64_t channels, int64_t pixels,
+                   float eps);
+
+// ---- element-wise and broadcasts (cpu/elementwise.cpp) ---------------------------------------
+void gelu_erf(float* x, int64_t n);
+void gelu_tanh(float* x, int64_t n);
+void silu(float* x, int64_t n);
+void relu(float* x, int64_t n);
+void sigmoid(float* x, int64_t n);
+void softmax_rows(float* x, int64_t rows, int64_t n);
+void add(const float* a, const float* b, float* y, int64_t n);
+void add_rows(float* x, const float* row, int64_t rows, int64_t dim);
+void mul_rows(float* x, const float* row, int64_t rows, int64_t dim);
+void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim);
+void scale(float* x, float s, int64_t n);
+void copy_rows(const float* src, int64_t src_stride, float* dst, int64_t dst_stride, int64_t rows, int64_t cols);
+void silu_mul(float* gate, const float* up, int64_t n);
+
+// ---- attention (cpu/attention.cpp) -----------------------------------------------------------
+// One problem; picks the per-row path (short queries), the fused bf16 kernel (bf16_operands on
+// AVX-512 BF16) or blocked sgemm + softmax.
+void attention(const AttentionArgs& args);
+
+// ---- positional encodings (cpu/rope.cpp) -----------------------------------------------------
+void rope_rotate_half(float* x, int64_t tokens, int64_t heads, int64_t head_dim, int64_t stride,
+                      const int64_t* positions, float theta);
+void rope_axial_2d(float* x, int64_t tokens, int64_t dim, int64_t grid_w, int64_t grid_h, float theta,
+                   int64_t rope_tokens);
+
+// ---- convolution (cpu/conv.cpp) --------------------------------------------------------------
+// One conv2d call as the front resolved it: input [cin, h, w], weight [cout, cin/groups, kh, kw]
+// (GEMM layout, ConvWeight), output [cout, ho, wo].
+struct ConvGeometry {
+  int64_t cin, h, w, cout, kh, kw, ho, wo;
+  Conv2dArgs a;
+};
+// Depthwise convolutions by direct loops, the rest by im2col + sgemm per group; bias may be null.
+void conv2d(const float* x, const float* weight, const float* bias, float* y, const ConvGeometry& g);
+// x [cin, h, w], weight [cout·4, cin] (taps as rows), bias [cout] or null -> y [cout, 2h, 2w].
+void conv_transpose_2x2(const float* x, int64_t cin, int64_t h, int64_t w, const float* weight, int64_t cout,
+                        const float* bias, float* y);
+// x [channels, h, w] -> y [channels, (h − kernel)/stride + 1, (w − kernel)/stride + 1]; NaN wins.
+void max_pool2d(const float* x, int64_t channels, int64_t h, int64_t w, int64_t kernel, int64_t stride, float* y);
+
+// ---- resampling (cpu/resample.cpp) -----------------------------------------------------------
+// x [c, h, w] -> y [c, out_h, out_w], all sizes >= 1.
+void interpolate_bilinear(const float* x, int64_t c, int64_t h, int64_t w, int64_t out_h, int64_t out_w,
+                          bool align_corners, float* y);
+void interpolate_bicubic(const float* x, int64_t c, int64_t h, int64_t w, int64_t out_h, int64_t out_w, float* y);
+void interpolate_nearest(const float* x, int64_t c, int64_t h, int64_t w, int64_t out_h, int64_t out_w, float* y);
+// x [side², c] -> y [(side/2)², 4c].
+void pixel_shuffle_v2(const float* x, int64_t side, int64_t c, float* y);
+
 // ---- layout and data movement (cpu/layout.cpp) ----------------------------------------------
 // dst[c, r, :] = src[r, c, :] for src [rows, cols, inner]; inner = 1 is a tiled matrix transpose.
 void transpose(const float* src, int64_t rows, int64_t cols, int64_t inner, float* dst);
@@ -29,7 +94,7 @@ void add_upsampled_nearest_2x(float* x, int64_t h, int64_t w, int64_t c, const f
 // x [channels, h, w] += tile [channels, th, tw] repeated.
 void add_tiled(float* x, int64_t channels, int64_t h, int64_t w, const float* tile, int64_t th, int64_t tw);
 
-// ---- element-wise (cpu/pointwise.cpp) --------------------------------------------------------
+// ---- scaling and rounding (cpu/elementwise.cpp) ---------------------------------------------
 void scale_shift(float* x, float scale, float shift, int64_t n);
 void add_scaled(float* x, const float* y, float alpha, int64_t n);
 void round_bf16(float* x, int64_t n);

@@ -1,5 +1,7 @@
-#include <limits>
-#include "ops/simd.h"
+// SIMD building blocks of the CPU kernels (cpu/simd.h): dot products, axpy, the bf16 row and
+// tile products, bf16 packing and the vectorised exp/erf/tanh maps, each in AVX-512, AVX2+FMA and
+// scalar variants chosen at run time (the instruction set is detected once).
+#include "ops/cpu/simd.h"
 
 #include "core/dtype.h"
 
@@ -15,6 +17,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 namespace sa2va::ops::simd {
 namespace {

@@ -17,7 +17,7 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
-#include "ops/simd.h"
+#include "ops/cpu/simd.h"
 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"

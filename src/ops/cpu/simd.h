@@ -1,4 +1,4 @@
-// Run-time selected SIMD kernels shared by the CPU operators.
+// Run-time selected SIMD kernels shared by the CPU kernels (ops/cpu/).
 // The instruction set is detected once (AVX-512 with BF16 dot products, AVX2+FMA, or plain C++);
 // every kernel here has all three variants so the same binary runs on any x86-64 CPU.
 #pragma once

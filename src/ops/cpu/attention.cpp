@@ -1,0 +1,233 @@
+// CPU kernels for scaled dot-product attention. Long queries: per head and block of query rows,
+// scores by sgemm, masked stable softmax, then sgemm with V. Short queries (decode): one task per
+// (query, head), dot products and axpy over the visible keys. bf16 operands (fast mode, AVX-512
+// BF16): a fused flash-style kernel that never holds more than one block of scores per task.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/threadpool.h"
+#include "ops/cpu/kernels.h"
+#include "ops/cpu/simd.h"
+
+namespace sa2va::ops::cpu {
+namespace {
+
+constexpr int64_t kShortQuery = 4;             // up to this many queries use the per-row path
+constexpr int64_t kScoreBudget = int64_t{1} << 20;  // floats in one block of scores (4 MiB)
+
+// Adds the mask, applies the causal limit (keys >= visible get probability 0) and normalises.
+void softmax_row(float* s, const float* mask_row, int64_t visible, int64_t total) {
+  if (mask_row)
+    for (int64_t j = 0; j < visible; ++j) s[j] += mask_row[j];
+  simd::softmax_inplace(s, visible, total);
+}
+
+void attention_short(const AttentionArgs& a, int64_t Dv) {
+  const int64_t n_rep = a.q_heads / a.kv_heads;
+  parallel_for(a.q_len * a.q_heads, [&](int64_t t0, int64_t t1) {
+    std::vector<float> scores(static_cast<size_t>(a.kv_len));
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t i = t / a.q_heads, h = t % a.q_heads, hk = h / n_rep;
+      const int64_t visible = a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
+      const float* q = a.q + i * a.q_stride + h * a.head_dim;
+      for (int64_t j = 0; j < visible; ++j)
+        scores[j] = a.scale * simd::dot(q, a.k + j * a.k_stride + hk * a.head_dim, a.head_dim);
+      softmax_row(scores.data(), a.mask ? a.mask + i * a.kv_len : nullptr, visible, visible);
+      float* out = a.out + i * a.out_stride + h * Dv;
+      std::fill(out, out + Dv, 0.f);
+      for (int64_t j = 0; j < visible; ++j) simd::axpy(scores[j], a.v + j * a.v_stride + hk * Dv, out, Dv);
+    }
+  });
+}
+
+void attention_blocked(const AttentionArgs& a, int64_t Dv) {
+  const int64_t n_rep = a.q_heads / a.kv_heads;
+  const int64_t block = std::clamp<int64_t>(kScoreBudget / a.kv_len, 16, 512);
+  const Tensor scores_t = Tensor::empty({std::min(block, a.q_len) * a.kv_len});
+  float* const scores = scores_t.f32();
+  for (int64_t h = 0; h < a.q_heads; ++h) {
+    const int64_t hk = h / n_rep;
+    for (int64_t i0 = 0; i0 < a.q_len; i0 += block) {
+      const int64_t rows = std::min(block, a.q_len - i0);
+      // Keys any row of this block may see; rows see a prefix of them when causal.
+      const int64_t keys = a.causal ? std::clamp<int64_t>(a.q_offset + i0 + rows, 0, a.kv_len) : a.kv_len;
+      float* out = a.out + i0 * a.out_stride + h * Dv;
+      if (keys == 0) {
+        for (int64_t r = 0; r < rows; ++r) std::fill(out + r * a.out_stride, out + r * a.out_stride + Dv, 0.f);
+        continue;
+      }
+      gemm(a.q + i0 * a.q_stride + h * a.head_dim, a.q_stride, a.k + hk * a.head_dim, a.k_stride, scores,
+           keys, rows, keys, a.head_dim, /*transpose_b=*/true, a.scale, 0.f);
+      parallel_for(rows, [&](int64_t r0, int64_t r1) {
+        for (int64_t r = r0; r < r1; ++r) {
+          const int64_t i = i0 + r;
+          const int64_t visible = a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, keys) : keys;
+          softmax_row(scores + r * keys, a.mask ? a.mask + i * a.kv_len : nullptr, visible, keys);
+        }
+      }, 8);
+      gemm(scores, keys, a.v + hk * Dv, a.v_stride, out, a.out_stride, rows, Dv, keys, /*transpose_b=*/false, 1.f,
+           0.f);
+    }
+  }
+}
+
+// ---- fused bf16 attention ------------------------------------------------------------------
+// Keys and values are rounded to bf16 and packed once per call into the panels of the bf16 tile
+// kernel; each task takes one head and kQueryBlock query rows and streams over blocks of
+// kKeyBlock keys with an online softmax (running max m, running sum l, output rescaled when m
+// grows), so the scores never exceed kQueryBlock x kKeyBlock floats.
+constexpr int64_t kQueryBlock = 4 * simd::kBf16TileRows;
+constexpr int64_t kKeyBlock = 8 * simd::kBf16PanelCols;
+constexpr int64_t kPanel = simd::kBf16PanelCols;
+
+// Small fixed-size buffers per thread (the task scratch of the fused kernel), kept across calls so
+// the many small attention calls (Hiera windows) do not allocate. Contents are undefined on
+// return: callers write before they read.
+template <int Slot>
+uint32_t* thread_scratch(size_t words) {
+  thread_local std::vector<uint32_t> buffer;
+  if (buffer.size() < words) {
+    std::vector<uint32_t>().swap(buffer);  // exactly `words`, not the vector's geometric growth
+    buffer.resize(words);
+  }
+  return buffer.data();
+}
+
+struct PackedKv {
+  int64_t key_pairs_per_panel = 0;  // head_dim pairs in a key panel
+  int64_t key_panels = 0;           // per head
+  int64_t value_panels = 0;         // Dv panels per key block
+  int64_t key_blocks = 0;
+  Tensor key_storage, value_storage;  // large ones come from the buffer pool, reused frame after frame
+  uint32_t* keys = nullptr;           // every word is written by pack_kv (padding as zeros)
+  uint32_t* values = nullptr;
+  size_t key_offset(int64_t head, int64_t panel) const {
+    return static_cast<size_t>((head * key_panels + panel) * key_pairs_per_panel * kPanel);
+  }
+  size_t value_offset(int64_t head, int64_t block, int64_t panel) const {
+    return static_cast<size_t>(((head * key_blocks + block) * value_panels + panel) * (kKeyBlock / 2) * kPanel);
+  }
+  const uint32_t* key_panel(int64_t head, int64_t panel) const { return keys + key_offset(head, panel); }
+  const uint32_t* value_panel(int64_t head, int64_t block, int64_t panel) const {
+    return values + value_offset(head, block, panel);
+  }
+};
+
+PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
+  PackedKv p;
+  p.key_pairs_per_panel = (a.head_dim + 1) / 2;
+  p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
+  p.value_panels = (Dv + kPanel - 1) / kPanel;
+  p.key_blocks = (a.kv_len + kKeyBlock - 1) / kKeyBlock;
+  p.key_storage = Tensor::empty({a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel}, DType::I32);
+  p.value_storage = Tensor::empty({a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel}, DType::I32);
+  p.keys = reinterpret_cast<uint32_t*>(p.key_storage.data<int32_t>());
+  p.values = reinterpret_cast<uint32_t*>(p.value_storage.data<int32_t>());
+  parallel_for(a.kv_heads * p.key_panels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / p.key_panels, panel = t % p.key_panels, j0 = panel * kPanel;
+      simd::pack_bf16_panel(a.k + j0 * a.k_stride + h * a.head_dim, a.k_stride, 1,
+                            std::min(kPanel, a.kv_len - j0), a.head_dim, p.key_pairs_per_panel,
+                            p.keys + p.key_offset(h, panel));
+    }
+  }, 8);
+  parallel_for(a.kv_heads * p.key_blocks * p.value_panels, [&](int64_t t0, int64_t t1) {
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / (p.key_blocks * p.value_panels), rest = t % (p.key_blocks * p.value_panels);
+      const int64_t block = rest / p.value_panels, panel = rest % p.value_panels;
+      const int64_t j0 = block * kKeyBlock, d0 = panel * kPanel;
+      simd::pack_bf16_panel(a.v + j0 * a.v_stride + h * Dv + d0, 1, a.v_stride, std::min(kPanel, Dv - d0),
+                            std::min(kKeyBlock, a.kv_len - j0), kKeyBlock / 2,
+                            p.values + p.value_offset(h, block, panel));
+    }
+  }, 4);
+  return p;
+}
+
+void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
+  const PackedKv kv = pack_kv(a, Dv);
+  const int64_t n_rep = a.q_heads / a.kv_heads, q_pairs = kv.key_pairs_per_panel;
+  const int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
+  constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+  parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
+    // Task buffers, one set per thread: packed queries, scores, bf16 probabilities, the output
+    // accumulator and the running max and sum of each row.
+    uint32_t* const q_packed = thread_scratch<0>(static_cast<size_t>(kQueryBlock * q_pairs));
+    float* const scores = reinterpret_cast<float*>(thread_scratch<1>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
+    uint32_t* const probs = thread_scratch<2>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
+    float* const acc = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
+    float* const row_max = acc + kQueryBlock * Dv;
+    float* const row_sum = row_max + kQueryBlock;
+    for (int64_t t = t0; t < t1; ++t) {
+      const int64_t h = t / q_blocks, hk = h / n_rep;
+      // Causal blocks grow with the block index: alternate ends so contiguous chunks balance.
+      const int64_t nth = t % q_blocks, block = nth % 2 == 0 ? nth / 2 : q_blocks - 1 - nth / 2;
+      const int64_t i0 = block * kQueryBlock, rows = std::min(kQueryBlock, a.q_len - i0);
+      for (int64_t r = 0; r < rows; ++r)
+        simd::round_to_bf16(a.q + (i0 + r) * a.q_stride + h * a.head_dim, a.head_dim, 2 * q_pairs,
+                            reinterpret_cast<uint16_t*>(q_packed + r * q_pairs));
+      std::fill(acc, acc + kQueryBlock * Dv, 0.f);
+      std::fill(row_max, row_max + kQueryBlock, kNegInf);
+      std::fill(row_sum, row_sum + kQueryBlock, 0.f);
+      auto visible_keys = [&](int64_t i) {
+        return a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
+      };
+      const int64_t keys = visible_keys(i0 + rows - 1);  // the most any row of the block sees
+      for (int64_t kb = 0; kb * kKeyBlock < keys; ++kb) {
+        const int64_t j0 = kb * kKeyBlock, block_keys = std::min(kKeyBlock, keys - j0);
+        const int64_t block_panels = (block_keys + kPanel - 1) / kPanel;
+        for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
+          for (int64_t p = 0; p < block_panels; ++p)
+            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), q_packed + r0 * q_pairs, q_pairs,
+                            kv.key_panel(hk, kb * (kKeyBlock / kPanel) + p), q_pairs,
+                            scores + r0 * kKeyBlock + p * kPanel, kKeyBlock,
+                            std::min(kPanel, block_keys - p * kPanel), false);
+        for (int64_t r = 0; r < rows; ++r) {
+          float* s = scores + r * kKeyBlock;
+          uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs + r * (kKeyBlock / 2));
+          const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
+          const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
+          const float new_max = std::max(row_max[r], simd::scale_mask_max(s, n, a.scale, mask));
+          if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
+            std::fill(prob_row, prob_row + kKeyBlock, uint16_t{0});
+            continue;
+          }
+          const float correction = std::exp(row_max[r] - new_max);
+          row_sum[r] = row_sum[r] * correction + simd::exp_to_bf16(s, n, new_max, kKeyBlock, prob_row);
+          row_max[r] = new_max;
+          if (correction != 1.f)
+            for (int64_t e = 0; e < Dv; ++e) acc[r * Dv + e] *= correction;
+        }
+        const int64_t pairs = (block_keys + 1) / 2;
+        for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
+          for (int64_t p = 0; p < kv.value_panels; ++p)
+            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), probs + r0 * (kKeyBlock / 2),
+                            kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc + r0 * Dv + p * kPanel, Dv,
+                            std::min(kPanel, Dv - p * kPanel), true);
+      }
+      for (int64_t r = 0; r < rows; ++r) {
+        float* out = a.out + (i0 + r) * a.out_stride + h * Dv;
+        const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
+        for (int64_t e = 0; e < Dv; ++e) out[e] = acc[r * Dv + e] * inv;
+      }
+    }
+  });
+}
+
+}  // namespace
+
+void attention(const AttentionArgs& a) {
+  const int64_t Dv = a.v_head_dim > 0 ? a.v_head_dim : a.head_dim;
+  if (a.q_len == 0) return;
+  if (a.q_len <= kShortQuery || a.kv_len == 0) {
+    attention_short(a, Dv);
+  } else if (a.bf16_operands && simd::isa() == simd::Isa::Avx512) {
+    attention_bf16_fused(a, Dv);
+  } else {
+    attention_blocked(a, Dv);
+  }
+}
+
+}  // namespace sa2va::ops::cpu
