@@ -335,7 +335,9 @@ void Sa2vaModel::decode_outputs(PredictState& s, const ExecContext& ctx) const {
   }
   // Phrases pair with [SEG]s by order; pad or trim so there is one (maybe empty) per mask.
   out.phrases.resize(static_cast<size_t>(s.num_seg));
-  s.segment = !s.text_only && s.num_seg > 0;
+  // Masks need the visual input itself: a later turn whose conversation saw an image but whose
+  // request carries none is answered as text, and its [SEG]s give no masks (as upstream).
+  s.segment = (s.has_image || s.has_video) && !s.text_only && s.num_seg > 0;
   if (!s.segment) return;
 
   record(rec, "seg.hidden", seg_hidden);

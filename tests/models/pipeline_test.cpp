@@ -282,6 +282,24 @@ TEST(Pipeline, TextOnlyAndMultiTurn) {
   for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(ids.data<int64_t>()[i], expected[i]);
 }
 
+TEST(Pipeline, LaterTurnWithoutTheImageGivesNoMasks) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  // The conversation so far was about an image (its tokens are in past_text), but this request
+  // carries no image or video: a [SEG] in the answer cannot become a mask.
+  Request r;
+  r.past_text = "<|im_start|>user\n<img><IMG_CONTEXT><IMG_CONTEXT></img>\nWhat is this?<|im_end|>\n"
+                "<|im_start|>assistant\nA dog.<|im_end|>\n";
+  r.text = "Please segment it.";
+  r.forced_answer = "Sure, [SEG].";
+  const Prediction p = m.predict(r);
+  EXPECT_EQ(p.text, "Sure, [SEG].<|im_end|>");
+  EXPECT_TRUE(p.masks.empty());
+  ASSERT_EQ(p.phrases.size(), 1u);  // one (empty) phrase per [SEG], as for image answers
+  r.past_text = "<|im_start|>user\n<image>\nWhat is this?<|im_end|>\n<|im_start|>assistant\nA dog.<|im_end|>\n";
+  EXPECT_TRUE(m.predict(r).masks.empty());
+}
+
 TEST(Pipeline, BadRequestsAreErrors) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
