@@ -4,8 +4,9 @@
     bench/compare.py OLD_BUILD_DIR NEW_BUILD_DIR [--rounds N] [--only REGEX]
 
 Runs every benchmark below from OLD_BUILD_DIR/bench and NEW_BUILD_DIR/bench, alternating old and
-new for N rounds (so both see the same machine conditions), keeps the best wall time of each, and
-prints a Markdown table with the ratio old/new (> 1: the new build is faster). Run it from the
+new for N rounds (so both see the same machine conditions), keeps the best wall and CPU time of
+each, and prints a Markdown table with the ratios old/new (> 1: the new build is faster). CPU time
+is the process's (all threads): on a shared machine it is the steadier of the two. Run it from the
 repository root (the benchmarks read tests/data), on an idle machine.
 """
 import argparse
@@ -35,7 +36,7 @@ def run(build, program, pattern):
         if b.get("run_type") == "aggregate":
             continue
         scale = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0}[b["time_unit"]]
-        results[b["name"]] = b["real_time"] * scale
+        results[b["name"]] = (b["real_time"] * scale, b["cpu_time"] * scale)
     return results
 
 
@@ -43,7 +44,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("old")
     parser.add_argument("new")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="run only programs matching this regular expression")
     args = parser.parse_args()
     best = {}
@@ -52,18 +53,20 @@ def main():
             continue
         for _ in range(args.rounds):
             for side, build in (("old", args.old), ("new", args.new)):
-                for name, seconds in run(build, program, pattern).items():
+                for name, (wall, cpu) in run(build, program, pattern).items():
                     key = (program, name, side)
-                    best[key] = min(best.get(key, float("inf")), seconds)
+                    old_wall, old_cpu = best.get(key, (float("inf"), float("inf")))
+                    best[key] = (min(old_wall, wall), min(old_cpu, cpu))
                 print(f"ran {program} ({side}) {os.getloadavg()[0]:.2f} load", file=sys.stderr, flush=True)
-    print("| benchmark | old | new | old/new |")
-    print("| --- | --- | --- | --- |")
+    print("| benchmark | old wall | new wall | old/new wall | old/new CPU time |")
+    print("| --- | --- | --- | --- | --- |")
     for program, name in sorted({(p, n) for p, n, _ in best}):
         old, new = best.get((program, name, "old")), best.get((program, name, "new"))
         if old is None or new is None:
             continue
         fmt = lambda s: f"{s * 1e3:.3f} ms" if s < 1 else f"{s:.3f} s"
-        print(f"| {program} {name} | {fmt(old)} | {fmt(new)} | {old / new:.2f} |")
+        short = name.split("/process_time")[0].split("/real_time")[0]
+        print(f"| {program} {short} | {fmt(old[0])} | {fmt(new[0])} | {old[0] / new[0]:.2f} | {old[1] / new[1]:.2f} |")
 
 
 if __name__ == "__main__":
