@@ -20,6 +20,20 @@ struct ExecContext {
   ThreadPool* pool = nullptr;
   StageRecorder* recorder = nullptr;
 
+  // A context on the CPU and the current pool that records into `recorder` (tests and tools that
+  // run one component).
+  static ExecContext recording(StageRecorder* recorder) {
+    ExecContext ctx;
+    ctx.recorder = recorder;
+    return ctx;
+  }
+  // The same context without its recorder (work that must not be recorded twice).
+  ExecContext silent() const {
+    ExecContext ctx = *this;
+    ctx.recorder = nullptr;
+    return ctx;
+  }
+
   Allocator& allocator() const { return allocator_for(device); }
   // The end of one repeated unit of work (a video frame): the device's allocator may return
   // buffers that stayed idle during all of it.

@@ -97,7 +97,7 @@ int32_t choose_token(const float* logits, int64_t vocab, const SamplingOptions& 
 }
 
 GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
-                          const StopRules& stop, StageRecorder* rec, const LogitsObserver& observer) {
+                          const StopRules& stop, const ExecContext& ctx, const LogitsObserver& observer) {
   check_options(options, stop);
   check(prompt_embeds.defined() && prompt_embeds.dim() == 2 && prompt_embeds.size(0) >= 1,
         "generation: the prompt is empty");
@@ -111,7 +111,7 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
   result.ids.reserve(static_cast<size_t>(options.max_new_tokens));
   Tensor hidden = Tensor::empty({n + options.max_new_tokens - 1, D});
   int64_t rows = n;
-  const Tensor prefill = lm.forward(prompt_embeds, state, rec);
+  const Tensor prefill = lm.forward(prompt_embeds, state, ctx);
   std::memcpy(hidden.f32(), prefill.f32(), prefill.nbytes());
   const float* logits = lm.last_logits(state);
   const int64_t vocab = lm.vocab_size();
@@ -143,7 +143,7 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
 }
 
 GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_embeds,
-                                const std::vector<int32_t>& answer_ids, int32_t eos_id, StageRecorder* rec) {
+                                const std::vector<int32_t>& answer_ids, int32_t eos_id, const ExecContext& ctx) {
   check(prompt_embeds.defined() && prompt_embeds.dim() == 2 && prompt_embeds.size(0) >= 1 &&
             prompt_embeds.size(1) == lm.hidden_size(),
         "teacher forcing: the prompt embeddings are empty or have the wrong width");
@@ -158,13 +158,13 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
   std::memcpy(inputs.f32() + n * D, answer.f32(), answer.nbytes());
 
   LlmState state = lm.new_state(static_cast<int>(total));
-  const Tensor hidden = lm.forward(inputs, state, rec);
+  const Tensor hidden = lm.forward(inputs, state, ctx);
 
-  if (rec) {
+  if (ctx.recorder) {
     const int64_t V = lm.vocab_size(), tail = std::min<int64_t>(8, total);
     const Tensor last = lm.logits(hidden.slice(0, total - tail, total));
-    rec->record("llm.logits_last8", last);
-    rec->record("llm.logits_last", last.select(0, tail - 1));
+    ctx.recorder->record("llm.logits_last8", last);
+    ctx.recorder->record("llm.logits_last", last.select(0, tail - 1));
     // Logits of every position, a block at a time (all at once would be N × V floats).
     Tensor ids = Tensor::empty({total}, DType::I64);
     constexpr int64_t kBlock = 64;
@@ -173,7 +173,7 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
       const Tensor block = lm.logits(hidden.slice(0, r0, r1));
       for (int64_t r = r0; r < r1; ++r) ids.data<int64_t>()[r] = argmax(block.f32() + (r - r0) * V, V);
     }
-    rec->record("llm.argmax", ids);
+    ctx.recorder->record("llm.argmax", ids);
   }
 
   GenerationResult result;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "models/llm.h"
@@ -47,7 +48,7 @@ using LogitsObserver = std::function<void(int step, const float* logits, int64_t
 // Prefills `prompt_embeds` [N, D] (already spliced with image features) and decodes.
 // `rec` records the prefill stages (llm.inputs_embeds, llm.hidden_states, llm.last_hidden_state).
 GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
-                          const StopRules& stop, StageRecorder* rec = nullptr,
+                          const StopRules& stop, const ExecContext& ctx = {},
                           const LogitsObserver& observer = nullptr);
 
 // One pass over prompt + answer, returning what generate() would have returned had it produced
@@ -55,7 +56,7 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
 // With `rec` additionally records llm.logits_last8, llm.logits_last and llm.argmax (all positions).
 GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_embeds,
                                 const std::vector<int32_t>& answer_ids, int32_t eos_id = -1,
-                                StageRecorder* rec = nullptr);
+                                const ExecContext& ctx = {});
 
 // docs/glue.md §2 (upstream get_seg_hidden_states): the hidden states at the positions where a generated [SEG] was
 // the input (the final generated token is ignored) → [S, D] in generation order (S may be 0).

@@ -136,7 +136,7 @@ Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {
   return projector.forward(shuffled);
 }
 
-Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) const {
+Tensor VisionEncoder::forward(const Tensor& pixel_values, const ExecContext& ctx) const {
   const profile::Scope timed("vision.internvit");
   check(pixel_values.defined() && pixel_values.dtype() == DType::F32 && pixel_values.dim() == 4 &&
             pixel_values.size(1) == 3,
@@ -170,8 +170,8 @@ Tensor VisionEncoder::forward(const Tensor& pixel_values, StageRecorder* rec) co
     const Tensor embeds = project(hidden.select(0, t).slice(0, 1, N), grid);
     std::memcpy(out.f32() + t * tokens_out * D, embeds.f32(), static_cast<size_t>(tokens_out * D) * sizeof(float));
   }
-  record(rec, "vit.last_hidden_state", hidden);
-  record(rec, "vit_embeds", out);
+  ctx.record("vit.last_hidden_state", hidden);
+  ctx.record("vit_embeds", out);
   return out;
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 #include <vector>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "io/config.h"
@@ -48,7 +49,7 @@ struct VisionEncoder {
   // pixel_values: F32 [n,3,H,W], normalised (docs/preprocess.md §2.3); H = W, a multiple of 2·patch.
   // Returns vit_embeds F32 [n,(H/(2·patch))²,D]. Records "vit.last_hidden_state" [n,1+(H/patch)²,C]
   // and "vit_embeds".
-  Tensor forward(const Tensor& pixel_values, StageRecorder* rec = nullptr) const;
+  Tensor forward(const Tensor& pixel_values, const ExecContext& ctx = {}) const;
 
  private:
   Tensor position_table(int64_t grid) const;  // [1 + grid², C], resampled when grid != checkpoint_grid

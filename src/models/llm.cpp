@@ -199,15 +199,15 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, int64_t
               state.branch_.f32());
 }
 
-Tensor LanguageModel::run_layers(int64_t n, LlmState& state, StageRecorder* rec) const {
+Tensor LanguageModel::run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const {
   const int64_t D = config.hidden_size, I = config.intermediate_size, L = config.num_layers;
   const int64_t pos0 = state.length_;
   float* const x = state.x_.f32();
   float* const normed = state.normed_.f32();
   float* const branch = state.branch_.f32();
   Tensor all_hidden;
-  if (rec) {
-    rec->record("llm.inputs_embeds", state.x_.slice(0, 0, n));
+  if (ctx.recorder) {
+    ctx.recorder->record("llm.inputs_embeds", state.x_.slice(0, 0, n));
     all_hidden = Tensor::empty({L + 1, n, D});
     std::memcpy(all_hidden.f32(), x, static_cast<size_t>(n * D) * sizeof(float));
   }
@@ -224,17 +224,17 @@ Tensor LanguageModel::run_layers(int64_t n, LlmState& state, StageRecorder* rec)
     ops::silu_mul(state.gate_.f32(), state.up_.f32(), n * I);
     ops::linear(state.gate_.f32(), n, I, layer.w_down, nullptr, branch);
     ops::add(x, branch, x, n * D);
-    if (rec && l + 1 < L) std::memcpy(all_hidden.f32() + (l + 1) * n * D, x, static_cast<size_t>(n * D) * sizeof(float));
+    if (ctx.recorder && l + 1 < L) std::memcpy(all_hidden.f32() + (l + 1) * n * D, x, static_cast<size_t>(n * D) * sizeof(float));
   }
   state.length_ = static_cast<int>(pos0 + n);
   state.last_rows_ = n;
 
   ops::rms_norm(x, final_norm.f32(), state.out_.f32(), n, D, eps);
   const Tensor out = state.out_.slice(0, 0, n);
-  if (rec) {
+  if (ctx.recorder) {
     std::memcpy(all_hidden.f32() + L * n * D, out.f32(), out.nbytes());
-    rec->record("llm.hidden_states", all_hidden);
-    rec->record("llm.last_hidden_state", out);
+    ctx.recorder->record("llm.hidden_states", all_hidden);
+    ctx.recorder->record("llm.last_hidden_state", out);
   }
   return out;
 }
@@ -251,7 +251,7 @@ void LanguageModel::check_step(int64_t n, const LlmState& state) const {
             std::to_string(state.capacity_) + ")");
 }
 
-Tensor LanguageModel::forward(const Tensor& inputs_embeds, LlmState& state, StageRecorder* rec) const {
+Tensor LanguageModel::forward(const Tensor& inputs_embeds, LlmState& state, const ExecContext& ctx) const {
   const profile::Scope timed(inputs_embeds.defined() && inputs_embeds.size(0) > 1 ? "llm.prefill" : "llm.decode_step");
   const int64_t D = config.hidden_size;
   check(inputs_embeds.defined() && inputs_embeds.dim() == 2 && inputs_embeds.size(1) == D,
@@ -261,7 +261,7 @@ Tensor LanguageModel::forward(const Tensor& inputs_embeds, LlmState& state, Stag
   check_step(n, state);
   const Tensor src = inputs_embeds.dtype() == DType::F32 ? inputs_embeds.contiguous() : inputs_embeds.to(DType::F32);
   std::memcpy(state.x_.f32(), src.f32(), src.nbytes());
-  return run_layers(n, state, rec);
+  return run_layers(n, state, ctx);
 }
 
 Tensor LanguageModel::forward_token(int32_t id, LlmState& state) const {
@@ -270,7 +270,7 @@ Tensor LanguageModel::forward_token(int32_t id, LlmState& state) const {
                                               std::to_string(embedding.rows()) + ")");
   check_step(1, state);
   embedding.dequantize_rows(id, 1, state.x_.f32());
-  return run_layers(1, state, nullptr);
+  return run_layers(1, state, ExecContext{});
 }
 
 // ---- image-embedding splice ----------------------------------------------------------------

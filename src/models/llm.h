@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "io/config.h"
@@ -87,7 +88,7 @@ struct LanguageModel {
   // state's workspace, valid until its next forward step (clone it to keep it).
   // With `rec`: records llm.inputs_embeds, llm.hidden_states [L+1, N, D] (transformers
   // convention: [0] inputs, [i] output of layer i, [L] final norm) and llm.last_hidden_state.
-  Tensor forward(const Tensor& inputs_embeds, LlmState& state, StageRecorder* rec = nullptr) const;
+  Tensor forward(const Tensor& inputs_embeds, LlmState& state, const ExecContext& ctx = {}) const;
   // One decode step: feeds token `id` back; returns its final-norm hidden state [1, D] (a view,
   // as forward's). Allocates nothing.
   Tensor forward_token(int32_t id, LlmState& state) const;
@@ -99,7 +100,7 @@ struct LanguageModel {
 
  private:
   void check_step(int64_t n, const LlmState& state) const;
-  Tensor run_layers(int64_t n, LlmState& state, StageRecorder* rec) const;
+  Tensor run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const;
   void attention_block(const Layer& layer, int layer_index, int64_t n, LlmState& state) const;
   float rope_theta(int64_t total_length) const;
 };

@@ -216,7 +216,7 @@ void Sa2vaModel::encode_image(const Request& request, PredictState& s, const Exe
   StageRecorder* const rec = ctx.recorder;
   const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
   record(rec, "tiles_u8", image_u8(tiles));
-  s.vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), rec);
+  s.vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), ctx);
   s.visual_tokens = image_token_string(static_cast<int>(tiles.size()), config.num_image_tokens());
   s.num_tiles = tiles.size();
 }
@@ -258,7 +258,7 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
   for (int64_t index : key)
     frames448.push_back(preprocess::resize_bicubic(request.video->frame(index), preprocess::kVitImageSize, preprocess::kVitImageSize));
   record(rec, "frames_448_u8", image_u8(frames448));
-  s.vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), rec);
+  s.vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), ctx);
   s.visual_tokens = video_token_string(static_cast<int>(key.size()), config.num_image_tokens());
   for (int64_t index : key) s.conditioning_frames.push_back(static_cast<int>(index));
 }
@@ -293,7 +293,7 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     std::vector<int32_t> input_ids = s.prompt_ids;
     input_ids.insert(input_ids.end(), answer_ids.begin(), answer_ids.end());
     record(rec, "input_ids", ids_tensor(input_ids));
-    s.gen = teacher_forced(llm, s.embeds, answer_ids, eos_id, rec);
+    s.gen = teacher_forced(llm, s.embeds, answer_ids, eos_id, ctx);
   } else {
     SamplingOptions sampling;
     sampling.max_new_tokens = request.generation.max_new_tokens;
@@ -306,7 +306,7 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     stop.eos_id = eos_id;
     stop.stop_words = chat->stop_words;
     stop.decode = [this](const std::vector<int32_t>& ids) { return tokenizer->decode(ids, false); };
-    s.gen = generate(llm, s.embeds, sampling, stop, rec);
+    s.gen = generate(llm, s.embeds, sampling, stop, ctx);
     record(rec, "generated_ids", ids_tensor(s.gen.ids));
   }
 }
@@ -355,10 +355,10 @@ void Sa2vaModel::segment_image(const Request& request, PredictState& s, const Ex
   const int H = request.image.height, W = request.image.width;
   const Image resized = preprocess::sam2_resize(request.image);
   record(rec, "sam.input_u8", image_u8({resized}));
-  const sam2::FrameFeatures features = sam2.encode(preprocess::sam2_normalize(resized), rec);
+  const sam2::FrameFeatures features = sam2.encode(preprocess::sam2_normalize(resized), ctx);
   for (int64_t k = 0; k < s.num_seg; ++k) {
     const sam2::DecoderOutput d =
-        sam2.decode_conditioning(features, s.seg_embeds.f32() + k * s.seg_embeds.size(1), k == 0 ? rec : nullptr);
+        sam2.decode_conditioning(features, s.seg_embeds.f32() + k * s.seg_embeds.size(1), k == 0 ? ctx : ctx.silent());
     const Tensor logits = preprocess::postprocess_mask_logits(d.low_res_mask, H, W);
     const Tensor mask = preprocess::threshold_mask(logits);
     const std::string name = "seg" + std::to_string(k);

@@ -55,7 +55,7 @@ TEST(GenerationGolden, GreedyReproducesUpstreamIdsAndTop5) {
   options.max_new_tokens = 16;
   StopRules stop;
   stop.eos_id = kImEnd;
-  const GenerationResult r = generate(m->lm, prompt, options, stop, nullptr, observer);
+  const GenerationResult r = generate(m->lm, prompt, options, stop, {}, observer);
 
   EXPECT_EQ(r.ids, to_ids(test::load_golden(file, "generated_ids")));
   EXPECT_EQ(r.stop_reason, StopReason::MaxTokens);

@@ -53,7 +53,7 @@ void check_against_goldens(const TinyEncoder& tiny, const Tensor& pixel_values, 
     const VisionEncoder encoder = VisionEncoder::load(w, tiny.config);
     w.finish();
     StageRecorder rec;
-    const Tensor embeds = encoder.forward(pixel_values, &rec);
+    const Tensor embeds = encoder.forward(pixel_values, ExecContext::recording(&rec));
     ASSERT_EQ(embeds.shape(), golden_embeds.shape());
     ASSERT_EQ(rec.stages().size(), 2u);
     EXPECT_EQ(rec.stages()[0].first, "vit.last_hidden_state");
@@ -144,7 +144,7 @@ TEST(InternVit, OtherGridResamplesPositionEmbedding) {
   // 224 px = 16x16 patches -> 8x8 = 64 tokens; the position table is resampled bicubically.
   const Tensor pixel_values = Tensor::zeros({1, 3, 224, 224});
   StageRecorder rec;
-  const Tensor embeds = encoder.forward(pixel_values, &rec);
+  const Tensor embeds = encoder.forward(pixel_values, ExecContext::recording(&rec));
   EXPECT_EQ(embeds.shape(), (Shape{1, 64, tiny.config.llm.hidden_size}));
   EXPECT_EQ(rec.stages()[0].second.shape(), (Shape{1, 257, tiny.config.vision.hidden_size}));
   for (float v : embeds.to_vector()) ASSERT_TRUE(std::isfinite(v));

@@ -43,7 +43,7 @@ GenerationResult run_golden_case(const LanguageModel& lm, const std::string& fil
   const int64_t prompt_len = test::load_golden(file, "prompt_ids").numel();
   const Tensor embeds = test::load_golden(file, "llm.inputs_embeds");
   const std::vector<int32_t> answer(ids.begin() + prompt_len, ids.end());
-  return teacher_forced(lm, embeds.slice(0, 0, prompt_len), answer, kImEnd, rec);
+  return teacher_forced(lm, embeds.slice(0, 0, prompt_len), answer, kImEnd, ExecContext::recording(rec));
 }
 
 TEST(LlmConformance, ImageCaseAllStages) {

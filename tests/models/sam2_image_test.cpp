@@ -72,7 +72,7 @@ class Sam2ImageTest : public ::testing::Test {
       r->sam = Sam2Image::load(*r->weights, load_config(dir()));
       r->weights->finish();
       r->resized = preprocess::sam2_resize(load_image(dir() + "/inputs/image.png"));
-      r->features = r->sam.encode(preprocess::sam2_normalize(r->resized), &r->rec);
+      r->features = r->sam.encode(preprocess::sam2_normalize(r->resized), ExecContext::recording(&r->rec));
     }
     return *r;
   }
@@ -118,7 +118,7 @@ TEST_F(Sam2ImageTest, DecoderMatchesGoldensF32) {
   const EncodedFrame& r = run(Precision::F32);
   const Tensor lang = test::load_golden(golden("image"), "seg.embeds");
   StageRecorder rec;
-  const DecoderOutput out = r.sam.decode_conditioning(r.features, lang.f32(), &rec);
+  const DecoderOutput out = r.sam.decode_conditioning(r.features, lang.f32(), ExecContext::recording(&rec));
   auto g = [&](const std::string& n) { return test::load_golden(golden("image"), n); };
   expect_close("sam.image_pe", strided(recorded(rec, "sam.image_pe"), 16), g("sam.image_pe.sub16"));
   expect_close("sam.decoder.image_embeddings", strided(recorded(rec, "sam.decoder.image_embeddings"), 16),

@@ -30,7 +30,7 @@ FpnNeck FpnNeck::load(Weights& w, const Sam2Config& c, const std::string& prefix
   return n;
 }
 
-std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, StageRecorder* rec) const {
+std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, const ExecContext& ctx) const {
   const int64_t levels = static_cast<int64_t>(conv_w.size());
   check(static_cast<int64_t>(trunk.size()) == levels, "FPN: expected " + std::to_string(levels) +
                                                           " trunk stages, got " + std::to_string(trunk.size()));
@@ -57,8 +57,8 @@ std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, Stage
     prev = &out[i];
   }
   out.resize(static_cast<size_t>(levels - scalp));
-  if (rec)
-    for (size_t i = 0; i < out.size(); ++i) record(rec, "sam.fpn." + std::to_string(i), out[i].to_chw());
+  if (ctx.recorder)
+    for (size_t i = 0; i < out.size(); ++i) ctx.record("sam.fpn." + std::to_string(i), out[i].to_chw());
   return out;
 }
 

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "io/config.h"
@@ -34,7 +35,7 @@ struct FpnNeck {
 
   // trunk: stage outputs, high to low resolution. Returns levels 0 .. levels-1-scalp
   // ([h·w, d_model] each); records "sam.fpn.{i}" ([d_model, h, w]).
-  std::vector<TokenMap> forward(const std::vector<TokenMap>& trunk, StageRecorder* rec = nullptr) const;
+  std::vector<TokenMap> forward(const std::vector<TokenMap>& trunk, const ExecContext& ctx = {}) const;
 
   // FLOPs of the lateral convs; level_pixels[i] = h·w of trunk stage i.
   double flops(const std::vector<int64_t>& level_pixels) const;

@@ -200,7 +200,7 @@ HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& 
   return t;
 }
 
-std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, StageRecorder* rec) const {
+std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, const ExecContext& ctx) const {
   check(image.dim() == 3 && image.size(0) == 3 && image.dtype() == DType::F32,
         "Hiera: expected an F32 image [3, H, W], got " + shape_str(image.shape()));
   ops::Conv2dArgs conv;
@@ -230,7 +230,7 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, StageRecorder* re
   for (size_t i = 0; i < blocks.size(); ++i) {
     cur = blocks[i].forward(cur, scratch, i % 2 ? HieraScratch::kOutB : HieraScratch::kOutA);
     if (std::find(stage_ends.begin(), stage_ends.end(), static_cast<int>(i)) != stage_ends.end()) {
-      if (rec) record(rec, "sam.trunk." + std::to_string(outputs.size()), cur.to_chw());
+      ctx.record("sam.trunk." + std::to_string(outputs.size()), cur.to_chw());
       outputs.push_back(TokenMap{cur.tokens.clone(), cur.h, cur.w});
     }
   }

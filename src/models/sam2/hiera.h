@@ -13,6 +13,7 @@
 #include <mutex>
 #include <vector>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "io/config.h"
@@ -83,7 +84,7 @@ struct HieraTrunk {
 
   // image: F32 [3, S, S] normalised. Returns one map per stage (high to low resolution);
   // records "sam.trunk.{i}" ([C, h, w]).
-  std::vector<TokenMap> forward(const Tensor& image, StageRecorder* rec = nullptr) const;
+  std::vector<TokenMap> forward(const Tensor& image, const ExecContext& ctx = {}) const;
 
   // Multiply-accumulate count ×2 of one forward at the given input size (for benchmarks).
   double flops(int64_t image_size) const;

@@ -26,7 +26,7 @@ Sam2Image Sam2Image::load(Weights& w, const ModelConfig& c) {
   return s;
 }
 
-FrameFeatures Sam2Image::encode(const Tensor& image, StageRecorder* rec) const {
+FrameFeatures Sam2Image::encode(const Tensor& image, const ExecContext& ctx) const {
   const profile::Scope timed("sam2.image_encoder");
   check(image.dim() == 3 && image.size(0) == 3 && image.size(1) == config.image_size &&
             image.size(2) == config.image_size && image.dtype() == DType::F32,
@@ -35,12 +35,12 @@ FrameFeatures Sam2Image::encode(const Tensor& image, StageRecorder* rec) const {
   std::vector<TokenMap> trunk_levels;
   {
     const profile::Scope timed_trunk("sam2.hiera");
-    trunk_levels = trunk.forward(image, rec);
+    trunk_levels = trunk.forward(image, ctx);
   }
   std::vector<TokenMap> levels;
   {
     const profile::Scope timed_neck("sam2.fpn_neck");
-    levels = neck.forward(trunk_levels, rec);
+    levels = neck.forward(trunk_levels, ctx);
   }
   check(levels.size() >= 3, "sam2: the FPN must keep at least 3 levels");
   const TokenMap& l2 = levels[2];
@@ -51,8 +51,8 @@ FrameFeatures Sam2Image::encode(const Tensor& image, StageRecorder* rec) const {
   f.feat_s1 = mask_decoder.feat_s1(levels[1]);
   f.fpn2 = l2.to_chw();
   f.pos2 = position_embedding_sine(neck.d_model, l2.h, l2.w);
-  record(rec, "sam.feat_s0", f.feat_s0);
-  record(rec, "sam.feat_s1", f.feat_s1);
+  ctx.record("sam.feat_s0", f.feat_s0);
+  ctx.record("sam.feat_s1", f.feat_s1);
   return f;
 }
 
@@ -64,16 +64,16 @@ Tensor Sam2Image::conditioning_embedding(const FrameFeatures& f) const {
 }
 
 DecoderOutput Sam2Image::decode(const Tensor& image_embedding, const FrameFeatures& f, const float* language_embedding,
-                                StageRecorder* rec) const {
+                                const ExecContext& ctx) const {
   const Tensor image_pe = prompt_encoder.dense_pe();
   const profile::Scope timed("sam2.mask_decoder");
   const Tensor sparse = prompt_encoder.sparse_embeddings(language_embedding);
   const float* dense = prompt_encoder.dense_embedding();
-  if (rec) {
-    record(rec, "sam.image_pe", image_pe);
-    record(rec, "sam.decoder.image_embeddings", image_embedding);
-    record(rec, "sam.decoder.dense_prompt_embeddings.0_0", prompt_encoder.no_mask.view({config.hidden_dim}));
-    record(rec, "sam.decoder.sparse_prompt_embeddings", sparse);
+  if (ctx.recorder) {
+    ctx.record("sam.image_pe", image_pe);
+    ctx.record("sam.decoder.image_embeddings", image_embedding);
+    ctx.record("sam.decoder.dense_prompt_embeddings.0_0", prompt_encoder.no_mask.view({config.hidden_dim}));
+    ctx.record("sam.decoder.sparse_prompt_embeddings", sparse);
   }
   const MaskDecoder::Output m =
       mask_decoder.predict(image_embedding.contiguous(), image_pe, sparse, dense, f.feat_s0, f.feat_s1);
@@ -84,11 +84,11 @@ DecoderOutput Sam2Image::decode(const Tensor& image_embedding, const FrameFeatur
   int64_t best = 1;
   for (int64_t i = 2; i < n; ++i)
     if (iou[i] > iou[best]) best = i;
-  if (rec) {
-    record(rec, "sam.decoder.low_res_multimasks", m.masks.slice(0, 1, n));
-    record(rec, "sam.decoder.iou_pred", m.iou.slice(0, 1, n));
-    record(rec, "sam.decoder.object_score_logits", Tensor::from_vector({m.object_score_logit}, {1}));
-    record(rec, "sam.decoder.sam_tokens_out", m.mask_tokens_out.slice(0, 1, n));
+  if (ctx.recorder) {
+    ctx.record("sam.decoder.low_res_multimasks", m.masks.slice(0, 1, n));
+    ctx.record("sam.decoder.iou_pred", m.iou.slice(0, 1, n));
+    ctx.record("sam.decoder.object_score_logits", Tensor::from_vector({m.object_score_logit}, {1}));
+    ctx.record("sam.decoder.sam_tokens_out", m.mask_tokens_out.slice(0, 1, n));
   }
   DecoderOutput out;
   out.low_res_mask = m.masks.select(0, best).clone();
@@ -99,8 +99,8 @@ DecoderOutput Sam2Image::decode(const Tensor& image_embedding, const FrameFeatur
 }
 
 DecoderOutput Sam2Image::decode_conditioning(const FrameFeatures& f, const float* language_embedding,
-                                             StageRecorder* rec) const {
-  return decode(conditioning_embedding(f), f, language_embedding, rec);
+                                             const ExecContext& ctx) const {
+  return decode(conditioning_embedding(f), f, language_embedding, ctx);
 }
 
 double Sam2Image::encoder_flops() const {

@@ -11,6 +11,7 @@
 #pragma once
 #include <string>
 
+#include "core/context.h"
 #include "core/stages.h"
 #include "core/tensor.h"
 #include "io/config.h"
@@ -52,7 +53,7 @@ struct Sam2Image {
 
   // image: F32 [3, S, S] normalised SAM2 input (S = image_size). Records sam.trunk.*, sam.fpn.*,
   // sam.feat_s0, sam.feat_s1 (full tensors).
-  FrameFeatures encode(const Tensor& image, StageRecorder* rec = nullptr) const;
+  FrameFeatures encode(const Tensor& image, const ExecContext& ctx = {}) const;
 
   // fpn2 + no_mem_embed: the mask-decoder input of a conditioning frame (no memory).
   Tensor conditioning_embedding(const FrameFeatures& f) const;
@@ -62,11 +63,11 @@ struct Sam2Image {
   // Records sam.image_pe, sam.decoder.{image_embeddings, dense_prompt_embeddings.0_0,
   // sparse_prompt_embeddings, low_res_multimasks, iou_pred, object_score_logits, sam_tokens_out}.
   DecoderOutput decode(const Tensor& image_embedding, const FrameFeatures& f, const float* language_embedding,
-                       StageRecorder* rec = nullptr) const;
+                       const ExecContext& ctx = {}) const;
 
   // decode(conditioning_embedding(f), f, language_embedding, rec).
   DecoderOutput decode_conditioning(const FrameFeatures& f, const float* language_embedding,
-                                    StageRecorder* rec = nullptr) const;
+                                    const ExecContext& ctx = {}) const;
 
   // FLOPs of encode() (trunk, neck, conv_s0/conv_s1), for benchmarks.
   double encoder_flops() const;

@@ -141,11 +141,11 @@ Tensor VideoTracker::object_pointer(const DecoderOutput& d) const {
 }
 
 Tensor VideoTracker::encode_memory(const FrameFeatures& f, const Tensor& low_res_mask, int frame,
-                                   StageRecorder* rec) const {
+                                   const ExecContext& ctx) const {
   const int64_t S = grid * 16, low = low_res_mask.size(-1);
   const Tensor high_res = ops::interpolate_bilinear(low_res_mask.contiguous().view({1, low, low}), S, S, false);
   const Tensor features = memory_encoder.forward(f.fpn2, high_res);  // [mem_dim, g, g], bf16-rounded
-  record(rec, "sam.maskmem_features_frame" + std::to_string(frame), features);
+  ctx.record("sam.maskmem_features_frame" + std::to_string(frame), features);
   return TokenMap::from_chw(features).tokens.to(DType::BF16);  // exact: already bf16 values
 }
 
@@ -192,19 +192,19 @@ Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, 
 }
 
 Tensor VideoTracker::condition_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam,
-                                     const FrameFeatures& f, bool encode, StageRecorder* rec) const {
+                                     const FrameFeatures& f, bool encode, const ExecContext& ctx) const {
   const DecoderOutput d = sam.decode_conditioning(f, s.prompts.f32() + object * hidden_dim);
-  Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, rec) : Tensor();
+  Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, ctx) : Tensor();
   s.banks[static_cast<size_t>(object)].add_conditioning(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
 }
 
 Tensor VideoTracker::track_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam,
-                                 const FrameFeatures& f, bool encode, StageRecorder* rec) const {
+                                 const FrameFeatures& f, bool encode, const ExecContext& ctx) const {
   const Tensor with_memory = condition_on_memory(s, object, frame, f);
-  record(rec, "sam.frame" + std::to_string(frame) + ".pix_feat_with_mem", with_memory);
+  ctx.record("sam.frame" + std::to_string(frame) + ".pix_feat_with_mem", with_memory);
   const DecoderOutput d = sam.decode(with_memory, f, nullptr);
-  Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, rec) : Tensor();
+  Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, ctx) : Tensor();
   s.banks[static_cast<size_t>(object)].add_tracked(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
 }
@@ -243,7 +243,7 @@ TrackerState VideoTracker::new_state(const Tensor& language_embeddings, int num_
 }
 
 void VideoTracker::step(TrackerState& s, const Sam2Image& sam, const FrameSource& frames, const MaskSink& masks,
-                        StageRecorder* rec) const {
+                        const ExecContext& ctx) const {
   check(!s.done(), "video tracking: every frame of the video has been tracked");
   const int t = s.next_frame();
   const int64_t S = grid * 16;
@@ -256,10 +256,10 @@ void VideoTracker::step(TrackerState& s, const Sam2Image& sam, const FrameSource
     // Conditioning frames come first in the schedule: step `next` is conditioning frame `next`.
     std::vector<Tensor>& held = s.held[s.next];
     for (int64_t k = 0; k < s.objects(); ++k)
-      held.push_back(condition_frame(s, k, t, sam, f, s.last_tracked >= 0, k == 0 ? rec : nullptr));
+      held.push_back(condition_frame(s, k, t, sam, f, s.last_tracked >= 0, k == 0 ? ctx : ctx.silent()));
   } else {
     for (int64_t k = 0; k < s.objects(); ++k)
-      masks(t, static_cast<int>(k), track_frame(s, k, t, sam, f, t < s.last_tracked, k == 0 ? rec : nullptr));
+      masks(t, static_cast<int>(k), track_frame(s, k, t, sam, f, t < s.last_tracked, k == 0 ? ctx : ctx.silent()));
     s.next_out = t + 1;
   }
   ++s.next;
@@ -279,7 +279,7 @@ void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings
                          const MaskSink& masks, const ExecContext& ctx) const {
   TrackerState state = new_state(language_embeddings, num_frames, conditioning_frames);
   while (!state.done()) {
-    step(state, sam, frames, masks, ctx.recorder);
+    step(state, sam, frames, masks, ctx);
     ctx.end_of_period();  // one frame: buffers not reused by the next one are returned
   }
 }

@@ -160,20 +160,20 @@ struct VideoTracker {
   // decode with the language prompt; any other: memory attention, decode without prompt; then, when
   // a later frame is tracked, encode its memory), and hands out the masks now due, in frame order.
   void step(TrackerState& state, const Sam2Image& sam, const FrameSource& frames, const MaskSink& masks,
-            StageRecorder* rec = nullptr) const;
+            const ExecContext& ctx = {}) const;
 
  private:
   // One frame, one object: return the low-res logits and store the frame's memory (when
   // `encode_memory`) and object pointer in the object's bank.
   Tensor condition_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam, const FrameFeatures& f,
-                         bool encode_memory, StageRecorder* rec) const;
+                         bool encode_memory, const ExecContext& ctx) const;
   Tensor track_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam, const FrameFeatures& f,
-                     bool encode_memory, StageRecorder* rec) const;
+                     bool encode_memory, const ExecContext& ctx) const;
   // Memory-conditioned features of a tracked frame: F32 [hidden, g, g].
   Tensor condition_on_memory(const TrackerState& s, int64_t object, int frame, const FrameFeatures& f) const;
   Tensor object_pointer(const DecoderOutput& d) const;  // [hidden]
   // Memory features [mem_dim, g, g] of a frame and its chosen low-res mask, as bf16 tokens [g·g, mem_dim].
-  Tensor encode_memory(const FrameFeatures& f, const Tensor& low_res_mask, int frame, StageRecorder* rec) const;
+  Tensor encode_memory(const FrameFeatures& f, const Tensor& low_res_mask, int frame, const ExecContext& ctx) const;
 };
 
 }  // namespace sa2va::sam2
