@@ -25,7 +25,7 @@ SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothin
     auto model = Model::load(opts->model_dir, opts->model_options());
     const bool interactive = isatty(STDIN_FILENO);
     if (interactive) std::fprintf(stderr, "sa2va chat — empty line or Ctrl-D to quit\n");
-    std::string past_text;
+    std::string past_text = base.past_text;  // --past-text continues an earlier conversation
     for (int turn = 1;; ++turn) {
       if (interactive) std::fprintf(stderr, "> ");
       std::string line;

@@ -29,6 +29,8 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
         ->required();
     app.add_option("--answer", answer, "Teacher forcing: use this answer instead of generating one");
   }
+  app.add_option("--past-text", past_text,
+                 "The conversation so far (result.json's past_text of the previous turn): this request is a later turn");
   app.add_option("--mask-prompt", mask_prompt_paths,
                  "Visual prompt: a PNG mask of one region (repeatable; region1, region2, ...)");
   app.add_option("--precision", precision, "f32 (reference) or bf16 (fast)")
@@ -91,6 +93,7 @@ void RequestOptions::fill(Request& request, std::unique_ptr<Video>& video_holder
   request.video_llm_frames = llm_frames;
   request.video_uniform_frames = uniform_frames;
   request.forced_answer = answer;
+  request.past_text = past_text;
 }
 
 namespace {
@@ -180,8 +183,8 @@ void write_image_outputs(const std::string& dir, const Image& image, const Predi
   }
   if (image.width > 0) save_png_rgb((fs::path(dir) / "overlay.png").string(), render_overlay(image, views));
   write_json_file((fs::path(dir) / "result.json").string(),
-                  {{"text", p.text}, {"caption", p.caption}, {"width", image.width}, {"height", image.height},
-                   {"masks", masks}});
+                  {{"text", p.text}, {"caption", p.caption}, {"past_text", p.past_text}, {"width", image.width},
+                   {"height", image.height}, {"masks", masks}});
 }
 
 struct VideoOutputWriter::Impl {
@@ -260,7 +263,7 @@ void VideoOutputWriter::finish(const Prediction& p) {
   if (s.writer) s.writer->close();
   const std::string path = (s.dir / "result.json").string();
   std::ofstream out(path);
-  std::string head = json{{"text", p.text}, {"caption", p.caption}, {"width", s.video->width()},
+  std::string head = json{{"text", p.text}, {"caption", p.caption}, {"past_text", p.past_text}, {"width", s.video->width()},
                           {"height", s.video->height()}, {"frames", s.video->frame_count()}}
                          .dump();
   head.pop_back();  // the closing brace: "masks" follows

@@ -14,7 +14,7 @@ namespace sa2va::cli {
 struct RequestOptions {
   std::string model_dir;
   std::string image_path, video_path;
-  std::string prompt, answer;
+  std::string prompt, answer, past_text;
   std::vector<std::string> mask_prompt_paths;
   std::string precision = "bf16", weights = "bf16", device = "cpu";
   int max_new_tokens = 2048, max_tiles = 12, llm_frames = 5;

@@ -103,6 +103,29 @@ TEST(EndToEnd, RunWithQuantizedWeightsAndDevice) {
   EXPECT_NE(run("run --model " + tiny_model() + " --prompt hi --weights q5_k", &out), 0) << out;
 }
 
+TEST(EndToEnd, LaterTurnFromTheCommandLine) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string first = test::temp_dir("turn-1"), second = test::temp_dir("turn-2");
+  std::string out;
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --image " + dir +
+                    "/inputs/image.png --prompt '<image>What is this?' --answer 'A circle.' --out " + first,
+                &out),
+            0)
+      << out;
+  const std::string past = read_json(first + "/result.json")["past_text"];
+  ASSERT_NE(past.find("<IMG_CONTEXT>"), std::string::npos);
+  ASSERT_EQ(past.find('\''), std::string::npos);  // quoted for the shell below
+  // The next turn without the image: a [SEG] in the answer cannot become a mask (no crash).
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --past-text '" + past +
+                    "' --prompt 'Please segment it.' --answer 'Sure, [SEG].' --out " + second,
+                &out),
+            0)
+      << out;
+  const json result = read_json(second + "/result.json");
+  EXPECT_TRUE(result["masks"].empty());
+  EXPECT_EQ(result["past_text"].get<std::string>().rfind(past, 0), 0u);  // the conversation goes on
+}
+
 TEST(EndToEnd, RunImageWritesMasksOverlayAndJson) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const std::string out_dir = test::temp_dir("run-image");
