@@ -91,7 +91,7 @@ struct ModelOptions {
   // Q8_0 / Q4_0 quantize them at load in either mode. Other components follow the precision.
   WeightFormat weights = WeightFormat::BF16;
   std::string device = "cpu";  // "cpu" ("cuda[:N]" where the library is built with CUDA)
-  int threads = 0;             // this model's thread pool; 0 = the process default (all cores)
+  int threads = 0;             // threads of this model's own pool; 0 = as many as the process default (all cores)
 };
 
 struct GenerationOptions {

@@ -25,7 +25,7 @@ class Allocator {
   virtual void end_of_period() {}
   // Returns every idle cached buffer to the system (end of a request, a model destroyed).
   virtual void release_idle() {}
-  // Number of allocate() calls so far (tests check that a step allocates nothing).
+  // Number of allocate() calls so far (tests check that a decode step allocates no tensor).
   virtual uint64_t allocations() const = 0;
 };
 

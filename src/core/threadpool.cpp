@@ -1,17 +1,20 @@
 #include "core/threadpool.h"
 
 #include <algorithm>
+#include <string>
+
+#include "core/error.h"
 
 namespace sa2va {
 namespace {
 
-int default_threads() {
+std::atomic<int> g_default_threads{[] {
   const unsigned hw = std::thread::hardware_concurrency();
   return hw ? static_cast<int>(hw) : 1;
-}
+}()};
 
 ThreadPool& default_pool() {
-  static ThreadPool* p = new ThreadPool(default_threads());  // never destroyed: used until exit
+  static ThreadPool* p = new ThreadPool(g_default_threads.load());  // never destroyed: used until exit
   return *p;
 }
 
@@ -29,7 +32,15 @@ void ThreadPool::resize(int threads) {
   stopping_ = false;
   // New workers wait for the next task, not for the ones already run.
   const uint64_t current = generation_;
-  for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, i, current] { loop(i, current); });
+  try {
+    for (int i = 1; i < std::max(1, threads); ++i) workers_.emplace_back([this, i, current] { loop(i, current); });
+  } catch (const std::exception& e) {
+    stop();  // joins the threads that did start
+    stopping_ = false;
+    size_ = 1;
+    throw Error("cannot start " + std::to_string(threads) + " threads: " + e.what());
+  }
+  size_ = static_cast<int>(workers_.size()) + 1;
 }
 
 void ThreadPool::run(const std::function<void(int)>& task) {
@@ -110,7 +121,12 @@ ThreadPool::Use::~Use() { t_current = previous_; }
 
 ThreadPool& current_thread_pool() { return t_current ? *t_current : default_pool(); }
 
-void set_num_threads(int n) { default_pool().resize(std::max(1, n)); }
+void set_num_threads(int n) {
+  g_default_threads = std::max(1, n);
+  default_pool().resize(g_default_threads.load());
+}
+
+int default_num_threads() { return g_default_threads.load(); }
 
 int num_threads() { return current_thread_pool().size(); }
 

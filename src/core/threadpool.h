@@ -7,6 +7,7 @@
 // which a ThreadPool::Use guard makes the calling thread's current pool. Without one, the
 // process's default pool is used (sized by set_num_threads, all cores by default).
 #pragma once
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <exception>
@@ -24,7 +25,8 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int size() const { return static_cast<int>(workers_.size()) + 1; }
+  int size() const { return size_.load(std::memory_order_relaxed); }
+  // Throws Error (and keeps one thread) when the system cannot start the threads.
   void resize(int threads);
 
   // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` long each. Runs inline
@@ -58,6 +60,7 @@ class ThreadPool {
   uint64_t generation_ = 0;
   bool stopping_ = false;
   std::exception_ptr error_;
+  std::atomic<int> size_{1};
 };
 
 // The calling thread's current pool (the default pool when no ThreadPool::Use is active).
@@ -65,6 +68,8 @@ ThreadPool& current_thread_pool();
 
 // Sets the size of the process's default pool (>= 1).
 void set_num_threads(int n);
+// The size the default pool has (or will have when first used), without starting it.
+int default_num_threads();
 // Threads of the current pool.
 int num_threads();
 

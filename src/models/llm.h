@@ -22,10 +22,15 @@ namespace sa2va {
 // Per-request state of the language model (the model itself stays shared and read-only):
 // the rotated keys and the values of every position seen so far, per layer, in f32, allocated
 // once at the final capacity; the number of positions; and the workspaces of one forward step,
-// sized for the longest step (the prefill), so that decode steps allocate nothing.
+// sized for the longest step (the prefill), so that decode steps allocate no tensors or scratch buffers.
 class LlmState {
  public:
   LlmState() = default;
+  // Move-only: a copy would share (and corrupt) the original's cache and workspaces.
+  LlmState(LlmState&&) = default;
+  LlmState& operator=(LlmState&&) = default;
+  LlmState(const LlmState&) = delete;
+  LlmState& operator=(const LlmState&) = delete;
 
   int length() const { return length_; }
   int capacity() const { return capacity_; }
@@ -90,7 +95,7 @@ struct LanguageModel {
   // convention: [0] inputs, [i] output of layer i, [L] final norm) and llm.last_hidden_state.
   Tensor forward(const Tensor& inputs_embeds, LlmState& state, const ExecContext& ctx = {}) const;
   // One decode step: feeds token `id` back; returns its final-norm hidden state [1, D] (a view,
-  // as forward's). Allocates nothing.
+  // as forward's). Allocates no tensors.
   Tensor forward_token(int32_t id, LlmState& state) const;
 
   // lm_head: hidden [M, D] → logits [M, V].

@@ -93,7 +93,7 @@ ExecContext Sa2vaModel::context(StageRecorder* recorder) const {
 }
 
 std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const ModelOptions& options) {
-  check(options.threads >= 0, "model options: threads must be >= 0 (0 = all cores)");
+  check(options.threads >= 0 && options.threads <= 1024, "model options: threads must be in 0..1024 (0 = all cores)");
   check(options.weights != WeightFormat::F32 || options.precision == Precision::F32,
         "model options: f32 weights need precision f32");
   auto m = std::make_unique<Sa2vaModel>();
@@ -101,7 +101,7 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   m->policy.device = parse_device(options.device);
   m->policy.precision = options.precision;
   m->policy.llm_format = options.weights;
-  m->pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : num_threads());
+  m->pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : default_num_threads());
   // Weights are prepared (converted, quantized, fused) on the model's own threads.
   const ThreadPool::Use use_model_threads(*m->pool);
   m->config = load_config(model_dir);

@@ -14,9 +14,11 @@ namespace {
 
 // `input` is where the activations live (raw pointers: the CPU).
 void check_linear_weight(const WeightMatrix& weight, int64_t K, Device input) {
-  check(weight.defined(), "linear: the weight matrix is not loaded");
-  check(weight.cols() == K, "linear: weight [" + std::to_string(weight.rows()) + ", " + std::to_string(weight.cols()) +
-                                "] does not take inputs of size " + std::to_string(K));
+  // Messages are built only on failure: this runs for every matrix of every decoded token.
+  if (!weight.defined()) throw Error("linear: the weight matrix is not loaded");
+  if (weight.cols() != K)
+    throw Error("linear: weight [" + std::to_string(weight.rows()) + ", " + std::to_string(weight.cols()) +
+                "] does not take inputs of size " + std::to_string(K));
   check_same_device("linear", "weight", weight.device(), "input", input);
   check_kernel_device("linear", "input", input);
 }

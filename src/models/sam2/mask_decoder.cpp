@@ -50,6 +50,7 @@ SamAttention SamAttention::load(Weights& w, const std::string& prefix, int64_t e
   SamAttention a;
   a.heads = heads;
   a.embed_dim = embed_dim;
+  check(heads > 0 && downsample > 0, "sam2 mask decoder: attention heads and downsample rate must be positive");
   a.internal_dim = embed_dim / downsample;
   check(a.internal_dim % heads == 0, "sam2 mask decoder: attention width not divisible by the heads");
   a.attention = MultiHeadAttention::configure(w, heads, a.internal_dim / heads);

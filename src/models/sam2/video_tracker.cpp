@@ -193,7 +193,7 @@ Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, 
 
 Tensor VideoTracker::condition_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam,
                                      const FrameFeatures& f, bool encode, const ExecContext& ctx) const {
-  const DecoderOutput d = sam.decode_conditioning(f, s.prompts.f32() + object * hidden_dim);
+  const DecoderOutput d = sam.decode_conditioning(f, s.prompts.f32() + object * hidden_dim, ctx.silent());
   Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, ctx) : Tensor();
   s.banks[static_cast<size_t>(object)].add_conditioning(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
@@ -203,7 +203,7 @@ Tensor VideoTracker::track_frame(TrackerState& s, int64_t object, int frame, con
                                  const FrameFeatures& f, bool encode, const ExecContext& ctx) const {
   const Tensor with_memory = condition_on_memory(s, object, frame, f);
   ctx.record("sam.frame" + std::to_string(frame) + ".pix_feat_with_mem", with_memory);
-  const DecoderOutput d = sam.decode(with_memory, f, nullptr);
+  const DecoderOutput d = sam.decode(with_memory, f, nullptr, ctx.silent());
   Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, ctx) : Tensor();
   s.banks[static_cast<size_t>(object)].add_tracked(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
@@ -251,7 +251,7 @@ void VideoTracker::step(TrackerState& s, const Sam2Image& sam, const FrameSource
   check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
         "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
             std::to_string(S) + "]");
-  const FrameFeatures f = sam.encode(image);
+  const FrameFeatures f = sam.encode(image, ctx.silent());
   if (s.is_conditioning[static_cast<size_t>(t)]) {
     // Conditioning frames come first in the schedule: step `next` is conditioning frame `next`.
     std::vector<Tensor>& held = s.held[s.next];

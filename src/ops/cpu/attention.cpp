@@ -27,7 +27,8 @@ void softmax_row(float* s, const float* mask_row, int64_t visible, int64_t total
 void attention_short(const AttentionArgs& a, int64_t Dv) {
   const int64_t n_rep = a.q_heads / a.kv_heads;
   parallel_for(a.q_len * a.q_heads, [&](int64_t t0, int64_t t1) {
-    std::vector<float> scores(static_cast<size_t>(a.kv_len));
+    thread_local std::vector<float> scores;  // per-thread, kept between calls (a decode step allocates no buffers)
+    scores.resize(static_cast<size_t>(a.kv_len));
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t i = t / a.q_heads, h = t % a.q_heads, hk = h / n_rep;
       const int64_t visible = a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;

@@ -13,15 +13,20 @@ namespace sa2va::ops::cpu {
 void rope_rotate_half(float* x, int64_t tokens, int64_t heads, int64_t head_dim, int64_t stride,
                       const int64_t* positions, float theta) {
   const int64_t half = head_dim / 2;
-  std::vector<float> inv_freq(static_cast<size_t>(half));
+  // Per-thread scratch kept between calls: a decode step allocates no buffers.
+  thread_local std::vector<float> inv_freq;
+  inv_freq.resize(static_cast<size_t>(half));
   for (int64_t k = 0; k < half; ++k)
     inv_freq[k] = 1.f / std::pow(theta, static_cast<float>(2 * k) / static_cast<float>(head_dim));
+  const float* freq = inv_freq.data();
   parallel_for(tokens, [&](int64_t t0, int64_t t1) {
-    std::vector<float> cos_v(static_cast<size_t>(half)), sin_v(static_cast<size_t>(half));
+    thread_local std::vector<float> cos_v, sin_v;
+    cos_v.resize(static_cast<size_t>(half));
+    sin_v.resize(static_cast<size_t>(half));
     for (int64_t t = t0; t < t1; ++t) {
       const float pos = static_cast<float>(positions[t]);
       for (int64_t k = 0; k < half; ++k) {
-        const float angle = pos * inv_freq[k];
+        const float angle = pos * freq[k];
         cos_v[k] = std::cos(angle);
         sin_v[k] = std::sin(angle);
       }
