@@ -104,34 +104,6 @@ WeightMatrix WeightMatrix::prepare(const Tensor& w, WeightFormat format) {
   return m;
 }
 
-WeightMatrix WeightMatrix::from_parts(WeightFormat format, int64_t rows, int64_t cols, Tensor values, Tensor scales) {
-  WeightMatrix m;
-  m.format_ = format;
-  m.rows_ = rows;
-  m.cols_ = cols;
-  const std::string what = std::string("weight matrix (") + weight_format_name(format) + ", " + std::to_string(rows) +
-                           "x" + std::to_string(cols) + "): ";
-  check(rows >= 0 && cols >= 0, what + "negative size");
-  if (!is_quantized(format)) {
-    check(values.defined() && values.shape() == Shape{rows, cols} &&
-              values.dtype() == (format == WeightFormat::F32 ? DType::F32 : DType::BF16) && !scales.defined(),
-          what + "values must be [N, K] of the format's dtype, without scales");
-    m.values_ = values.contiguous();
-    return m;
-  }
-  const int64_t nb = m.blocks_per_row();
-  const int64_t row_bytes = nb * (format == WeightFormat::Q8_0 ? kQuantBlock : kQuantBlock / 2);
-  check(values.defined() && values.dtype() == DType::U8 && values.shape() == Shape{rows, row_bytes},
-        what + "values must be U8 [" + std::to_string(rows) + ", " + std::to_string(row_bytes) + "], got " +
-            (values.defined() ? std::string(dtype_name(values.dtype())) + " " + shape_str(values.shape()) : "none"));
-  check(scales.defined() && scales.dtype() == DType::F16 && scales.shape() == Shape{rows, nb},
-        what + "scales must be F16 [" + std::to_string(rows) + ", " + std::to_string(nb) + "], got " +
-            (scales.defined() ? std::string(dtype_name(scales.dtype())) + " " + shape_str(scales.shape()) : "none"));
-  m.values_ = values.contiguous();
-  m.scales_ = scales.contiguous();
-  return m;
-}
-
 void WeightMatrix::dequantize_rows(int64_t first, int64_t count, float* out) const {
   check(defined() && first >= 0 && count >= 0 && first + count <= rows_, "weight matrix: rows out of range");
   const int64_t K = cols_;

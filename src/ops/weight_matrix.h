@@ -38,8 +38,6 @@ class WeightMatrix {
   // are used in place (no copy: a checkpoint's memory map stays the storage). Undefined in,
   // undefined out (declaring mode).
   static WeightMatrix prepare(const Tensor& w, WeightFormat format);
-  // Wraps already-packed quantized parts (a quantized model folder); checks their shapes.
-  static WeightMatrix from_parts(WeightFormat format, int64_t rows, int64_t cols, Tensor values, Tensor scales);
 
   bool defined() const { return values_.defined(); }
   WeightFormat format() const { return format_; }

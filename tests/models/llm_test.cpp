@@ -198,16 +198,25 @@ TEST(LlmState, DecodeStepsAllocateNothing) {
     m->lm.forward(m->lm.embed(prompt), state);
     const float* logits = m->lm.last_logits(state);
     const Allocator& cpu = allocator_for(Device::cpu());
+    std::vector<int32_t> tokens;
     const uint64_t before = cpu.allocations();
     for (int step = 0; step < 8; ++step) {
-      const int32_t token = static_cast<int32_t>(argmax(logits, m->lm.vocab_size()));
-      m->lm.forward_token(token, state);
+      tokens.push_back(static_cast<int32_t>(argmax(logits, m->lm.vocab_size())));
+      m->lm.forward_token(tokens.back(), state);
       logits = m->lm.last_logits(state);
     }
     EXPECT_EQ(cpu.allocations(), before) << "decode steps allocated tensors";
     EXPECT_EQ(state.length(), static_cast<int>(prompt.size()) + 8);
-    // The same tokens through forward(embed(...)) give the same logits as forward_token.
     EXPECT_THROW(m->lm.forward_token(0, state), Error);  // capacity reached
+    // The same tokens fed as embeddings in one step give the same last logits.
+    std::vector<int32_t> all = prompt;
+    all.insert(all.end(), tokens.begin(), tokens.end());
+    LlmState whole = m->lm.new_state(static_cast<int>(all.size()));
+    m->lm.forward(m->lm.embed(all), whole);
+    const Tensor want = Tensor::from_vector(std::vector<float>(logits, logits + m->lm.vocab_size()), {m->lm.vocab_size()});
+    const float* got = m->lm.last_logits(whole);
+    const Tensor have = Tensor::from_vector(std::vector<float>(got, got + m->lm.vocab_size()), {m->lm.vocab_size()});
+    EXPECT_TRUE(test::close_rel(have, want, precision == Precision::F32 ? 1e-4 : 0.1));
   }
 }
 

@@ -99,19 +99,11 @@ TEST(WeightMatrix, UnquantizedFormatsUseMatchingStorageInPlace) {
   EXPECT_FALSE(WeightMatrix::prepare(Tensor(), WeightFormat::Q4_0).defined());  // declaring mode
 }
 
-TEST(WeightMatrix, FormatNamesAndParts) {
+TEST(WeightMatrix, FormatNames) {
   for (WeightFormat f : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
     EXPECT_EQ(parse_weight_format(weight_format_name(f)), f);
   EXPECT_THROW(parse_weight_format("q5_1"), Error);
   EXPECT_THROW(parse_weight_format(""), Error);
-
-  const WeightMatrix q = WeightMatrix::prepare(random_tensor({3, 40}, 2), WeightFormat::Q4_0);
-  const WeightMatrix again = WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 40, q.values(), q.scales());
-  EXPECT_EQ(again.dequantize().to_vector(), q.dequantize().to_vector());
-  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 70, q.values(), q.scales()), Error);  // 3 blocks a row
-  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q8_0, 3, 40, q.values(), q.scales()), Error);  // wrong row bytes
-  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 40, q.values(), Tensor()), Error);
-  EXPECT_THROW(WeightMatrix::from_parts(WeightFormat::Q4_0, 3, 40, q.scales(), q.scales()), Error);
 }
 
 TEST(WeightMatrix, StackRowsFusesAndReorders) {
