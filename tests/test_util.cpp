@@ -107,6 +107,28 @@ double mask_iou(const Tensor& a, const Tensor& b) {
   return uni ? static_cast<double>(inter) / static_cast<double>(uni) : 1.0;
 }
 
+void expect_matches_golden(const std::string& name, const Tensor& actual, const Tensor& golden, double f32_tol) {
+  ASSERT_EQ(actual.numel(), golden.numel()) << name << ": " << shape_str(actual.shape()) << " vs golden "
+                                            << shape_str(golden.shape());
+  switch (golden.dtype()) {
+    case DType::I64: {
+      ASSERT_EQ(actual.dtype(), DType::I64) << name;
+      const Tensor a = actual.contiguous(), g = golden.contiguous();
+      for (int64_t i = 0; i < g.numel(); ++i)
+        ASSERT_EQ(a.data<int64_t>()[i], g.data<int64_t>()[i]) << name << " differs at " << i;
+      break;
+    }
+    case DType::U8:
+      EXPECT_EQ(actual.to_vector(), golden.to_vector()) << name;
+      break;
+    case DType::BOOL:
+      EXPECT_GE(mask_iou(actual, golden), 0.999) << name;
+      break;
+    default:
+      EXPECT_TRUE(close_rel(actual, golden, f32_tol)) << name;
+  }
+}
+
 int run_command(const std::string& command, std::string* output) {
   std::string cmd = command + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");

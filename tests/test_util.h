@@ -59,6 +59,10 @@ Diff compare(const Tensor& actual, const Tensor& expected);
 // Intersection over union of two boolean (U8/BOOL, nonzero = true) masks of equal size.
 double mask_iou(const Tensor& a, const Tensor& b);
 
+// One golden tensor of a conformance case against the stage recorded under its name: token ids
+// (I64) and images (U8) exactly, boolean masks by IoU >= 0.999, floats by close_rel(f32_tol).
+void expect_matches_golden(const std::string& name, const Tensor& actual, const Tensor& golden, double f32_tol);
+
 // Runs a shell command; returns exit status and captures stdout+stderr.
 int run_command(const std::string& command, std::string* output);
 

@@ -18,8 +18,9 @@
 // captions) pair phrase i with mask i, and `past_text` carries a conversation to the next turn.
 //
 // Model folders are the official Hugging Face ones (config.json, *.safetensors, tokenizer
-// files) of Sa2VA-1B / 4B / 8B, used as they are. Errors (unreadable or corrupt files, a folder
-// that is not a Sa2VA checkpoint, bad requests) are thrown as sa2va::Error with a one-line message.
+// files) of Sa2VA-1B / 4B / 8B and Sa2VA-InternVL3-2B / 8B / 14B, used as they are. Errors
+// (unreadable or corrupt files, a folder that is not a Sa2VA checkpoint, bad requests) are thrown
+// as sa2va::Error with a one-line message.
 #pragma once
 
 #include <cstdint>
@@ -60,6 +61,8 @@ Image load_image(const std::string& path, int64_t max_pixels = 100'000'000);
 
 // A video: a video file (mp4, webm, mkv, avi, ... through FFmpeg) or a folder of frames
 // (jpg/png, sorted by file name). Frames are decoded on demand, so long videos use bounded memory.
+// Frames may differ in size (as newer upstream allows): each is processed at its own size and the
+// masks come out at the first frame's size, width() x height().
 class Video {
  public:
   static std::unique_ptr<Video> open(const std::string& path_or_folder);
@@ -108,7 +111,7 @@ struct Request {
   Video* video = nullptr;            // not owned
   std::string text;                  // the user's turn; put "<image>" where the visual tokens go
   std::string past_text;             // Prediction::past_text of the previous turn ("" for the first)
-  std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, image size (images only)
+  std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, any size (images only)
   GenerationOptions generation;
   int max_tiles = 12;                // dynamic tiling of images (upstream: 12)
   int video_llm_frames = 5;          // video frames the language model sees (upstream: the first 5)
@@ -127,7 +130,7 @@ struct Prediction {
   std::string text;                         // the answer, special tokens kept, e.g. "Sure, [SEG].<|im_end|>"
   std::vector<std::vector<Mask>> masks;     // [seg][frame]: one mask per [SEG] per frame (1 frame for images)
   std::vector<float> scores;                // per [SEG]: SAM2's predicted IoU of the chosen mask (images; 0 for videos)
-  std::vector<std::string> phrases;         // per [SEG]: the <p>phrase</p> before it ("" if none)
+  std::vector<std::string> phrases;         // per [SEG]: phrase i of extract_phrases(text) ("" if fewer)
   std::string caption;                      // the answer without tags and [SEG] (grounded captions)
   std::string past_text;                    // pass as Request::past_text for the next turn
   std::vector<int32_t> generated_ids;       // token ids of the answer
@@ -152,8 +155,13 @@ class Model {
 void set_profiling(bool enabled);
 std::string profiling_report();
 
-// Grounded-caption helpers (what upstream's GCG evaluation does to an answer).
-std::vector<std::string> extract_phrases(const std::string& answer);  // the <p>…</p> spans, trimmed
-std::string clean_caption(const std::string& answer);                 // tags and [SEG] removed, spaces collapsed
+// Grounded-caption helpers: exactly what upstream's GCG evaluation does to an answer. Both first
+// drop every "<s>" and every '\n' (no space put in), replace "  " by " " in one pass, and keep only
+// the text after the last "ASSISTANT: ".
+// extract_phrases: the <p>…</p> spans (shortest match, left to right), each trimmed of whitespace.
+// clean_caption: every <…> removed, then every [SEG], whitespace runs made one space, ' stripped
+// from both ends, then whitespace trimmed. Whitespace is Python's (Unicode spaces included).
+std::vector<std::string> extract_phrases(const std::string& answer);
+std::string clean_caption(const std::string& answer);
 
 }  // namespace sa2va

@@ -7,10 +7,10 @@
 namespace sa2va::cli {
 namespace {
 
-SA2VA_COMMAND("make-model", "Write a random-weight Sa2VA model folder (tiny, 1b, 4b, 8b)", [](CLI::App& app) {
+SA2VA_COMMAND("make-model", "Write a random-weight Sa2VA model folder (tiny, 1b, 4b, 8b, internvl3-*)", [](CLI::App& app) {
   auto options = std::make_shared<MakeModelOptions>();
-  app.add_option("--preset", options->preset, "tiny, 1b, 4b or 8b")
-      ->check(CLI::IsMember({"tiny", "1b", "4b", "8b"}))
+  app.add_option("--preset", options->preset, "tiny, 1b, 4b, 8b, internvl3-2b, internvl3-8b or internvl3-14b")
+      ->check(CLI::IsMember(preset_names()))
       ->capture_default_str();
   app.add_option("--out", options->out_dir, "Output folder")->required();
   app.add_option("--seed", options->seed, "Random seed")->capture_default_str();

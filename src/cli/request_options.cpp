@@ -13,6 +13,7 @@
 #include "io/image.h"
 #include "io/mask_io.h"
 #include "io/video.h"
+#include "models/preprocess.h"
 
 namespace sa2va::cli {
 namespace fs = std::filesystem;
@@ -72,10 +73,8 @@ void RequestOptions::fill(Request& request, std::unique_ptr<Video>& video_holder
   }
   for (const std::string& path : mask_prompt_paths) {
     check(!image_path.empty(), "--mask-prompt needs --image");
+    // Any size: the model samples it to the token grid as upstream does (docs/preprocess.md §5).
     const Image m = load_image(path);
-    check(m.width == request.image.width && m.height == request.image.height,
-          path + ": mask prompt is " + std::to_string(m.width) + "x" + std::to_string(m.height) + ", the image is " +
-              std::to_string(request.image.width) + "x" + std::to_string(request.image.height));
     Mask mask;
     mask.width = m.width;
     mask.height = m.height;
@@ -212,7 +211,10 @@ struct VideoOutputWriter::Impl {
     std::vector<MaskView> views;
     for (const Mask& m : current)
       if (!m.data.empty()) views.push_back({m.data.data(), m.height, m.width});
-    const Image frame = video->frame(current_frame);
+    Image frame = video->frame(current_frame);
+    // Masks are at the first frame's size; a frame of another size is drawn resized to it.
+    if (frame.width != video->width() || frame.height != video->height())
+      frame = preprocess::resize_bicubic(frame, video->width(), video->height());
     const Image overlay = render_overlay(frame, views);
     if (!writer) {
       const double fps = video->fps() > 0 ? video->fps() : 10.0;

@@ -1,6 +1,7 @@
 #include "core/threadpool.h"
 
 #include <algorithm>
+#include <chrono>
 #include <string>
 
 #include "core/error.h"
@@ -43,42 +44,81 @@ void ThreadPool::resize(int threads) {
   size_ = static_cast<int>(workers_.size()) + 1;
 }
 
+namespace {
+
+// How long a thread polls before it sleeps: long enough to bridge the gaps between the regions of
+// one decode step, short enough not to burn a core while the caller does serial work.
+constexpr auto kSpinTime = std::chrono::microseconds(300);
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
+// Polls done() for up to kSpinTime; true when it became true.
+template <typename Done>
+bool spin_until(Done done) {
+  const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
+  for (int i = 0;; ++i) {
+    if (done()) return true;
+    cpu_relax();
+    if ((i & 63) == 63 && std::chrono::steady_clock::now() > deadline) return done();
+  }
+}
+
+}  // namespace
+
+void ThreadPool::record_error() {
+  std::lock_guard<std::mutex> g(mutex_);
+  if (!error_) error_ = std::current_exception();
+}
+
 void ThreadPool::run(const std::function<void(int)>& task) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  task_ = &task;
-  pending_ = static_cast<int>(workers_.size());
-  error_ = nullptr;
-  ++generation_;
-  lock.unlock();
-  start_cv_.notify_all();
+  error_ = nullptr;  // no worker touches it between regions
+  task_.store(&task);
+  pending_.store(static_cast<int>(workers_.size()));
+  generation_.fetch_add(1);  // seq_cst: pairs with the sleepers_ increment in loop()
+  if (sleepers_.load() > 0) {
+    std::lock_guard<std::mutex> g(mutex_);
+    start_cv_.notify_all();
+  }
   try {
     task(0);
   } catch (...) {
-    std::lock_guard<std::mutex> g(mutex_);
-    if (!error_) error_ = std::current_exception();
+    record_error();
   }
-  lock.lock();
-  done_cv_.wait(lock, [this] { return pending_ == 0; });
-  task_ = nullptr;
+  if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    caller_sleeping_.store(true);
+    done_cv_.wait(lock, [this] { return pending_.load() == 0; });
+    caller_sleeping_.store(false);
+  }
+  task_.store(nullptr);
+  std::lock_guard<std::mutex> g(mutex_);
   if (error_) std::rethrow_exception(error_);
 }
 
 void ThreadPool::loop(int index, uint64_t seen) {
   for (;;) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    start_cv_.wait(lock, [&] { return stopping_ || generation_ != seen; });
-    if (stopping_) return;
-    seen = generation_;
-    const auto* task = task_;
-    lock.unlock();
-    try {
-      (*task)(index);
-    } catch (...) {
-      std::lock_guard<std::mutex> g(mutex_);
-      if (!error_) error_ = std::current_exception();
+    auto started = [&] { return stopping_.load() || generation_.load() != seen; };
+    if (!spin_until(started)) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      sleepers_.fetch_add(1);  // seq_cst: run() either sees a sleeper or we see its new generation
+      start_cv_.wait(lock, started);
+      sleepers_.fetch_sub(1);
     }
-    lock.lock();
-    if (--pending_ == 0) done_cv_.notify_one();
+    if (stopping_.load()) return;
+    seen = generation_.load();
+    try {
+      (*task_.load())(index);
+    } catch (...) {
+      record_error();
+    }
+    if (pending_.fetch_sub(1) == 1 && caller_sleeping_.load()) {  // seq_cst, as the caller's side
+      std::lock_guard<std::mutex> g(mutex_);
+      done_cv_.notify_one();
+    }
   }
 }
 

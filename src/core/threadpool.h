@@ -1,7 +1,9 @@
 // Thread pools and parallel_for over an index range.
 //
 // A ThreadPool is a fixed set of worker threads; kernels split their outer loop (rows, heads,
-// channels) into contiguous chunks, one per thread. Every model owns its pool (ModelOptions::
+// channels) into contiguous chunks, one per thread. The workers are a persistent team: after a
+// region they spin for a short while before sleeping, so the back-to-back regions of a decode step
+// (a few hundred per token, microseconds apart) start without a kernel wake-up. Every model owns its pool (ModelOptions::
 // threads), so two models with different thread counts in one process do not disturb each other;
 // a request runs its kernels on the pool of the execution context it runs in (core/context.h),
 // which a ThreadPool::Use guard makes the calling thread's current pool. Without one, the
@@ -50,15 +52,18 @@ class ThreadPool {
   void run(const std::function<void(int)>& task);  // task(index) on every thread, caller is 0
   void loop(int index, uint64_t seen);
   void stop();
+  void record_error();
 
   std::mutex region_mutex_;  // one parallel region at a time
   std::vector<std::thread> workers_;
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards the sleeping side: the condition variables, error_
   std::condition_variable start_cv_, done_cv_;
-  const std::function<void(int)>* task_ = nullptr;
-  int pending_ = 0;
-  uint64_t generation_ = 0;
-  bool stopping_ = false;
+  std::atomic<const std::function<void(int)>*> task_{nullptr};
+  std::atomic<int> pending_{0};        // workers still running the current region
+  std::atomic<uint64_t> generation_{0};  // bumped to start a region
+  std::atomic<int> sleepers_{0};       // workers waiting on start_cv_
+  std::atomic<bool> caller_sleeping_{false};
+  std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
   std::atomic<int> size_{1};
 };

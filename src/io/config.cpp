@@ -128,11 +128,14 @@ LlmConfig parse_llm(const Reader& r, const json& v) {
   c.vocab_size = r.get_int(v, "vocab_size", p);
   const int mpe = 32768;
   c.max_position_embeddings = r.get_int(v, "max_position_embeddings", p, &mpe);
-  const float eps = c.arch == LlmArch::Qwen2 ? 1e-6f : 1e-5f, theta = c.arch == LlmArch::Qwen2 ? 1e6f : 1e4f;
+  // Absent fields take the defaults of upstream's config classes (docs/checkpoint.md §2.3): for
+  // InternLM2 (Sa2VA's own InternLM2Config) rms_norm_eps 1e-6, rope_theta 10000 and bias true; the
+  // released configs all state their values (8B: 1e-5, 1e6, false).
+  const float eps = 1e-6f, theta = c.arch == LlmArch::Qwen2 ? 1e6f : 1e4f;
   c.rms_norm_eps = r.get_float(v, "rms_norm_eps", p, &eps);
   c.rope_theta = r.get_float(v, "rope_theta", p, &theta);
   c.tie_word_embeddings = r.get_bool(v, "tie_word_embeddings", p, false);
-  c.attention_bias = c.arch == LlmArch::Qwen2 ? true : r.get_bool(v, "bias", p, false);
+  c.attention_bias = c.arch == LlmArch::Qwen2 ? true : r.get_bool(v, "bias", p, true);
   const int none = -1;
   c.bos_token_id = r.get_int(v, "bos_token_id", p, &none);
   c.eos_token_id = r.get_int(v, "eos_token_id", p, &none);

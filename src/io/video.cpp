@@ -80,11 +80,8 @@ class FrameFolderSource final : public VideoSource {
  private:
   Image load_checked(int64_t index) {
     const std::string& file = files_[static_cast<size_t>(index)];
-    Image image = load_image(file, max_pixels_);
-    check(image.width == width_ && image.height == height_,
-          file + ": frame size " + size_text(image.width, image.height) +
-              " differs from the first frame's " + size_text(width_, height_) + " (" + files_[0] + ")");
-    return image;
+    // Frames may differ in size from the first one (see video.h).
+    return load_image(file, max_pixels_);
   }
 
   int64_t max_pixels_;
@@ -169,6 +166,7 @@ class FileVideoSource final : public VideoSource {
   }
 
   void init(int64_t max_pixels) {
+    max_pixels_ = max_pixels;
     open_decoder();
     const AVStream* stream = format_->streams[stream_index_];
     coded_width_ = decoder_->width;
@@ -310,10 +308,12 @@ class FileVideoSource final : public VideoSource {
   // Converts decoded_ to RGB24 exactly as configured in the header comment.
   Image to_rgb() {
     const AVFrame* f = decoded_;
+    // A stream may change size midway; such frames come out at their own size (see video.h).
     if (f->width != coded_width_ || f->height != coded_height_) {
-      throw Error(path_ + ": frame " + std::to_string(cursor_ - 1) + " has size " + size_text(f->width, f->height) +
-                  ", the first frame " + size_text(coded_width_, coded_height_) +
-                  " (size changes within a video are not supported)");
+      check(f->width > 0 && f->height > 0 && f->width <= kMaxImageSide && f->height <= kMaxImageSide &&
+                static_cast<int64_t>(f->width) * f->height <= max_pixels_,
+            path_ + ": frame " + std::to_string(cursor_ - 1) + " has size " + size_text(f->width, f->height) +
+                ", over the limit (" + std::to_string(max_pixels_) + " pixels)");
     }
     constexpr int kFlags = SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT;
     auto format = static_cast<AVPixelFormat>(f->format);
@@ -355,6 +355,7 @@ class FileVideoSource final : public VideoSource {
   std::vector<uint8_t> staging_;
   int stream_index_ = -1;
   int coded_width_ = 0, coded_height_ = 0;
+  int64_t max_pixels_ = 0;
   int rotation_ = 0;
   int64_t cursor_ = 0;  // index of the frame decode_next() produces next
   bool draining_ = false;

@@ -4,11 +4,12 @@
 // A video is either a folder of frame images or a video file that FFmpeg can open.
 // - Folder: the files whose extension is jpg, jpeg or png (any case), sorted by plain byte-wise name
 //   order, as Python's sorted(os.listdir(...)) in the upstream demo scripts (so "10.jpg" < "2.jpg":
-//   number frames with leading zeros). Other files and subfolders are ignored. Every frame must have
-//   the size of the first one; this is checked as each frame is decoded.
+//   number frames with leading zeros). Other files and subfolders are ignored.
 // - File: the best video stream, decoded with libavcodec and converted to RGB24 by libswscale without
 //   scaling (SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, the frame's own YCbCr matrix and
 //   range). A display-rotation tag of 90/180/270 degrees is applied, as the ffmpeg program does.
+// Frames may differ in size, as newer upstream Sa2VA accepts: width()/height() are the first frame's
+// (the size masks are produced at), and frame(i) returns each frame at its own size.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -41,7 +42,7 @@ class VideoSource {
   // decoder at the beginning, so request several frames in ascending order.
   virtual Image frame(int64_t index) = 0;
   // Decodes the next frame in display order into `out`; false after the last frame.
-  // Throws sa2va::Error (naming the file) on corrupt data or a frame of a different size.
+  // Throws sa2va::Error (naming the file) on corrupt data or a frame over the pixel limit.
   virtual bool next(Image& out) = 0;
   // Makes the next call of next() return frame 0.
   virtual void rewind() = 0;

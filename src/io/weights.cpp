@@ -24,9 +24,9 @@ Weights Weights::declaring(const LoadPolicy& policy) {
 
 bool Weights::has(const std::string& name) const { return checkpoint_ && checkpoint_->has(name); }
 
-Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bool optional) {
+Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bool optional, MatrixUse use) {
   if (!checkpoint_) {
-    if (!optional) declared_.push_back({name, shape, init});
+    if (!optional) declared_.push_back({name, shape, init, use});
     return Tensor();
   }
   if (!checkpoint_->has(name)) {
@@ -54,16 +54,50 @@ WeightMatrix Weights::prepare(const Tensor& matrix, MatrixUse use) const {
   return WeightMatrix::prepare(matrix, policy_.format_for(use));
 }
 
+bool Weights::stored_quantized(const std::string& name) const {
+  return checkpoint_ && checkpoint_->has(name) && checkpoint_->info(name).dtype == DType::U8;
+}
+
+WeightMatrix Weights::quantized(const std::string& name, const Shape& shape, MatrixUse use) {
+  const TensorInfo& info = checkpoint_->info(name);
+  if (use != MatrixUse::LanguageModel || shape.size() != 2) {
+    problems_.push_back("'" + name + "' is stored quantized, which only the language model's matrices may be");
+    return WeightMatrix();
+  }
+  const int64_t rows = shape[0], cols = shape[1];
+  WeightFormat format = WeightFormat::Q8_0;
+  if (info.shape.size() == 2 && info.shape[1] == WeightMatrix::quantized_row_bytes(WeightFormat::Q4_0, cols))
+    format = WeightFormat::Q4_0;
+  if (is_quantized(policy_.llm_format) && policy_.llm_format != format) {
+    problems_.push_back("'" + name + "' is stored as " + weight_format_name(format) + " and cannot be loaded as " +
+                        weight_format_name(policy_.llm_format) + " (quantize the original checkpoint instead)");
+    return WeightMatrix();
+  }
+  const std::string scales = name + kScalesSuffix;
+  if (!checkpoint_->has(scales)) {
+    problems_.push_back("'" + name + "' is stored quantized but its scales '" + scales + "' are missing");
+    return WeightMatrix();
+  }
+  try {
+    return WeightMatrix::from_parts(format, rows, cols, checkpoint_->get(name), checkpoint_->get(scales));
+  } catch (const Error& e) {
+    problems_.push_back("'" + name + "': " + e.what());
+    return WeightMatrix();
+  }
+}
+
 WeightMatrix Weights::matrix(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
-  return prepare(fetch(name, shape, init, false), use);
+  if (stored_quantized(name)) return quantized(name, shape, use);
+  return prepare(fetch(name, shape, init, false, use), use);
 }
 
 WeightMatrix Weights::optional_matrix(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
-  return prepare(fetch(name, shape, init, true), use);
+  if (stored_quantized(name)) return quantized(name, shape, use);
+  return prepare(fetch(name, shape, init, true, use), use);
 }
 
-Tensor Weights::stored(const std::string& name, const Shape& shape, Init init) {
-  return fetch(name, shape, init, false);
+Tensor Weights::stored(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
+  return fetch(name, shape, init, false, use);
 }
 
 ConvWeight Weights::conv(const std::string& name, const Shape& shape, Init init) {

@@ -52,7 +52,15 @@ struct DeclaredTensor {
   std::string name;
   Shape shape;
   Init init;
+  MatrixUse use = MatrixUse::General;  // LanguageModel: a matrix a quantized folder stores quantized
 };
+
+// A quantized model folder (`sa2va quantize`) stores each language-model matrix W [N, K] as two
+// tensors: W itself as U8 [N, blocks·32] (Q8_0) or [N, blocks·16] (Q4_0) holding the packed values,
+// and W + kScalesSuffix as F16 [N, blocks] (layouts in ops/weight_matrix.h). Its metadata names the
+// format under kWeightFormatKey.
+inline constexpr const char* kScalesSuffix = ".scales";
+inline constexpr const char* kWeightFormatKey = "sa2va.weight_format";
 
 class Weights {
  public:
@@ -64,7 +72,8 @@ class Weights {
   bool declaring_only() const { return checkpoint_ == nullptr; }
 
   // A Linear weight [N, K] (or a 1×1 conv weight [N, K, 1, 1] used as one) in the format the
-  // policy gives `use`.
+  // policy gives `use`. A language-model matrix stored quantized is used as stored (no copy); a
+  // policy asking for another quantized format is a load error.
   WeightMatrix matrix(const std::string& name, const Shape& shape, Init init = Init::Linear,
                       MatrixUse use = MatrixUse::General);
   // Like matrix(), but absent tensors are not an error (returns an undefined matrix).
@@ -72,7 +81,8 @@ class Weights {
                                MatrixUse use = MatrixUse::General);
   // A tensor as stored (F32, BF16 or F16), for matrices that are fused or reordered before
   // prepare(); undefined in declaring mode or when it is missing or mis-shaped (recorded).
-  Tensor stored(const std::string& name, const Shape& shape, Init init = Init::Linear);
+  Tensor stored(const std::string& name, const Shape& shape, Init init = Init::Linear,
+                MatrixUse use = MatrixUse::General);
   WeightMatrix prepare(const Tensor& matrix, MatrixUse use = MatrixUse::General) const;
   // Conv weights in GEMM layout: conv2d [Cout, Cin/groups, kh, kw]; transposed 2x2 [Cin, Cout, 2, 2].
   ConvWeight conv(const std::string& name, const Shape& shape, Init init = Init::Linear);
@@ -88,7 +98,11 @@ class Weights {
  private:
   Weights() = default;
   // The stored tensor, checked against its expected shape and dtype (undefined when it is not usable).
-  Tensor fetch(const std::string& name, const Shape& shape, Init init, bool optional);
+  Tensor fetch(const std::string& name, const Shape& shape, Init init, bool optional,
+               MatrixUse use = MatrixUse::General);
+  // A matrix stored quantized (U8 values + scales); undefined (and a recorded problem) when unusable.
+  WeightMatrix quantized(const std::string& name, const Shape& shape, MatrixUse use);
+  bool stored_quantized(const std::string& name) const;
 
   const Checkpoint* checkpoint_ = nullptr;
   LoadPolicy policy_;

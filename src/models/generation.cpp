@@ -1,6 +1,7 @@
 #include "models/generation.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 
@@ -20,15 +21,6 @@ uint64_t next_random(uint64_t& state) {
 
 double uniform01(uint64_t& state) { return static_cast<double>(next_random(state) >> 11) * 0x1.0p-53; }
 
-bool hits_stop_word(const std::vector<int32_t>& generated, const StopRules& stop) {
-  if (stop.stop_words.empty()) return false;
-  std::string text = stop.decode(generated);
-  std::erase_if(text, [](char c) { return c == '\r' || c == '\n'; });
-  for (const std::string& word : stop.stop_words)
-    if (!word.empty() && text.ends_with(word)) return true;
-  return false;
-}
-
 void check_options(const SamplingOptions& o, const StopRules& stop) {
   check(o.max_new_tokens >= 1, "generation: max_new_tokens must be at least 1 (got " +
                                    std::to_string(o.max_new_tokens) + ")");
@@ -41,6 +33,18 @@ void check_options(const SamplingOptions& o, const StopRules& stop) {
 }
 
 }  // namespace
+
+std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop) {
+  if (generated.empty()) return std::nullopt;
+  if (generated.back() == stop.eos_id) return StopReason::Eos;
+  if (stop.stop_words.empty()) return std::nullopt;
+  check(static_cast<bool>(stop.decode), "generation: stop words need a decode function");
+  std::string text = stop.decode(generated);
+  std::erase_if(text, [](char c) { return c == '\r' || c == '\n'; });
+  for (const std::string& word : stop.stop_words)
+    if (!word.empty() && text.ends_with(word)) return StopReason::StopWord;
+  return std::nullopt;
+}
 
 int64_t argmax(const float* values, int64_t n) {
   int64_t best = 0;
@@ -96,6 +100,44 @@ int32_t choose_token(const float* logits, int64_t vocab, const SamplingOptions& 
   return order[kept - 1];
 }
 
+void StepLogits::observe(const float* logits, int64_t vocab) {
+  check(vocab >= 5, "step logits: a vocabulary of at least 5 tokens is needed");
+  check(vocab_ == 0 || vocab_ == vocab, "step logits: the vocabulary size changed between steps");
+  vocab_ = vocab;
+  std::array<int32_t, 5> best{};
+  int found = 0;
+  // Insertion into the five best so far: strictly greater wins, so the lower id stays first on ties.
+  for (int64_t i = 0; i < vocab; ++i) {
+    int at = found;
+    while (at > 0 && logits[i] > logits[best[static_cast<size_t>(at - 1)]]) --at;
+    if (at >= 5) continue;
+    for (int j = std::min(found, 4); j > at; --j) best[static_cast<size_t>(j)] = best[static_cast<size_t>(j - 1)];
+    best[static_cast<size_t>(at)] = static_cast<int32_t>(i);
+    found = std::min(found + 1, 5);
+  }
+  max_.push_back(logits[best[0]]);
+  gap_.push_back(logits[best[0]] - logits[best[1]]);
+  for (int32_t id : best) {
+    top5_ids_.push_back(id);
+    top5_logits_.push_back(logits[id]);
+  }
+  keep_all_ = keep_all_ && static_cast<int64_t>(all_.size()) + vocab <= kMaxRecordedLogits;
+  if (keep_all_) all_.insert(all_.end(), logits, logits + vocab);
+  else all_.clear();
+}
+
+void StepLogits::record(StageRecorder& recorder) const {
+  const int64_t steps = static_cast<int64_t>(max_.size());
+  if (steps == 0) return;
+  recorder.record("step_max_logit", Tensor::from_vector(max_, {steps}));
+  recorder.record("step_top2_gap", Tensor::from_vector(gap_, {steps}));
+  Tensor ids = Tensor::empty({steps, 5}, DType::I64);
+  for (size_t i = 0; i < top5_ids_.size(); ++i) ids.data<int64_t>()[i] = top5_ids_[i];
+  recorder.record("step_top5_ids", ids);
+  recorder.record("step_top5_logits", Tensor::from_vector(top5_logits_, {steps, 5}));
+  if (keep_all_) recorder.record("step_logits", Tensor::from_vector(all_, {steps, vocab_}));
+}
+
 GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
                           const StopRules& stop, const ExecContext& ctx, const LogitsObserver& observer) {
   check_options(options, stop);
@@ -121,12 +163,8 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
     if (observer) observer(step, logits, vocab);
     const int32_t token = choose_token(logits, vocab, options, rng_state);
     result.ids.push_back(token);
-    if (token == stop.eos_id) {
-      result.stop_reason = StopReason::Eos;
-      break;
-    }
-    if (hits_stop_word(result.ids, stop)) {
-      result.stop_reason = StopReason::StopWord;
+    if (const std::optional<StopReason> reason = stop_after(result.ids, stop)) {
+      result.stop_reason = *reason;
       break;
     }
     if (step + 1 >= options.max_new_tokens) {
@@ -165,15 +203,19 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
     const Tensor last = lm.logits(hidden.slice(0, total - tail, total));
     ctx.recorder->record("llm.logits_last8", last);
     ctx.recorder->record("llm.logits_last", last.select(0, tail - 1));
-    // Logits of every position, a block at a time (all at once would be N × V floats).
+    // Logits of every position, a block at a time (all at once would be N × V floats); they are
+    // kept as llm.logits only when that stays small (kMaxRecordedLogits).
     Tensor ids = Tensor::empty({total}, DType::I64);
+    Tensor all = total * V <= kMaxRecordedLogits ? Tensor::empty({total, V}) : Tensor();
     constexpr int64_t kBlock = 64;
     for (int64_t r0 = 0; r0 < total; r0 += kBlock) {
       const int64_t r1 = std::min(total, r0 + kBlock);
       const Tensor block = lm.logits(hidden.slice(0, r0, r1));
       for (int64_t r = r0; r < r1; ++r) ids.data<int64_t>()[r] = argmax(block.f32() + (r - r0) * V, V);
+      if (all.defined()) std::memcpy(all.f32() + r0 * V, block.f32(), static_cast<size_t>((r1 - r0) * V) * sizeof(float));
     }
     ctx.recorder->record("llm.argmax", ids);
+    if (all.defined()) ctx.recorder->record("llm.logits", all);
   }
 
   GenerationResult result;

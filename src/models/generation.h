@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +34,11 @@ struct StopRules {
 
 enum class StopReason { Eos, StopWord, MaxTokens };
 
+// Whether generation stops after `generated` (all ids generated so far, the newest last): Eos when
+// the newest id is stop.eos_id, StopWord when the decoded text (without '\r' and '\n') ends with a
+// stop word, nothing otherwise (the token limit is the caller's).
+std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop);
+
 struct GenerationResult {
   std::vector<int32_t> ids;  // generated ids, including the token that stopped generation
   // Final-norm hidden state of every position fed to the model: the N prompt positions, then the
@@ -45,15 +51,36 @@ struct GenerationResult {
 // Called with the logits [V] from which generated token `step` is chosen (before sampling).
 using LogitsObserver = std::function<void(int step, const float* logits, int64_t vocab)>;
 
+// Summaries of the logits of every generation step, for the stage dump: step_max_logit [G],
+// step_top2_gap [G] (largest minus second largest), step_top5_ids [G, 5] and step_top5_logits
+// [G, 5] (descending, the lower id first on ties), and step_logits [G, V] while they stay within
+// kMaxRecordedLogits floats.
+class StepLogits {
+ public:
+  void observe(const float* logits, int64_t vocab);
+  void record(StageRecorder& recorder) const;
+
+ private:
+  std::vector<float> max_, gap_, top5_logits_, all_;
+  std::vector<int32_t> top5_ids_;
+  int64_t vocab_ = 0;
+  bool keep_all_ = true;
+};
+
 // Prefills `prompt_embeds` [N, D] (already spliced with image features) and decodes.
 // `rec` records the prefill stages (llm.inputs_embeds, llm.hidden_states, llm.last_hidden_state).
 GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
                           const StopRules& stop, const ExecContext& ctx = {},
                           const LogitsObserver& observer = nullptr);
 
+// Recorded logits of every position or step (llm.logits, step_logits) are kept only up to this many
+// floats (256 MiB); larger runs record the per-position summaries only.
+inline constexpr int64_t kMaxRecordedLogits = int64_t{1} << 26;
+
 // One pass over prompt + answer, returning what generate() would have returned had it produced
 // exactly `answer_ids` (stop_reason from the last answer id: Eos when it is stop.eos_id).
-// With `rec` additionally records llm.logits_last8, llm.logits_last and llm.argmax (all positions).
+// With `rec` additionally records llm.logits_last8, llm.logits_last, llm.argmax (all positions)
+// and llm.logits (all positions, when at most kMaxRecordedLogits floats).
 GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_embeds,
                                 const std::vector<int32_t>& answer_ids, int32_t eos_id = -1,
                                 const ExecContext& ctx = {});

@@ -16,9 +16,11 @@ std::string layer_prefix(int i) { return "language_model.model.layers." + std::t
 
 // InternLM2's packed wqkv holds, per KV group g, n_rep query heads, then key g, then value g
 // (docs/llm.md §3.2). The rows of the fused matrix are all query heads, all keys, all values.
-Tensor reorder_grouped_qkv(const Tensor& packed, int64_t kv_heads, int64_t n_rep, int64_t head_dim) {
+// Works on a stored tensor (the bias as a column) or a prepared matrix (quantized rows move whole).
+template <typename Matrix, typename Block>
+Matrix reorder_grouped_qkv(const Matrix& packed, int64_t kv_heads, int64_t n_rep, int64_t head_dim) {
   const int64_t group = (n_rep + 2) * head_dim;
-  std::vector<RowBlock> blocks;
+  std::vector<Block> blocks;
   for (int64_t g = 0; g < kv_heads; ++g) blocks.push_back({packed, g * group, n_rep * head_dim});
   for (int64_t g = 0; g < kv_heads; ++g) blocks.push_back({packed, g * group + n_rep * head_dim, head_dim});
   for (int64_t g = 0; g < kv_heads; ++g) blocks.push_back({packed, g * group + (n_rep + 1) * head_dim, head_dim});
@@ -67,6 +69,14 @@ LlmState LanguageModel::new_state(int capacity, int max_step) const {
 
 // ---- loading -------------------------------------------------------------------------------
 
+std::string LanguageModel::embedding_name(LlmArch arch) {
+  return arch == LlmArch::Qwen2 ? "language_model.model.embed_tokens.weight" : "language_model.model.tok_embeddings.weight";
+}
+
+std::string LanguageModel::head_name(LlmArch arch) {
+  return arch == LlmArch::Qwen2 ? "language_model.lm_head.weight" : "language_model.output.weight";
+}
+
 LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   LanguageModel m;
   m.config = c.llm;
@@ -84,17 +94,18 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   m.attention = MultiHeadAttention::configure(w, lc.num_heads, lc.head_dim, lc.num_kv_heads);
   constexpr MatrixUse kLlm = MatrixUse::LanguageModel;
 
-  m.embedding = w.matrix(qwen ? "language_model.model.embed_tokens.weight" : "language_model.model.tok_embeddings.weight",
-                         {V, D}, Init::Embedding);
+  m.embedding = w.matrix(embedding_name(lc.arch), {V, D}, Init::Embedding);
   m.layers.resize(static_cast<size_t>(lc.num_layers));
   for (int i = 0; i < lc.num_layers; ++i) {
     Layer& L = m.layers[static_cast<size_t>(i)];
     const std::string p = layer_prefix(i);
     if (qwen) {
-      const Tensor wq = w.stored(p + "self_attn.q_proj.weight", {q_dim, D});
-      const Tensor wk = w.stored(p + "self_attn.k_proj.weight", {kv_dim, D});
-      const Tensor wv = w.stored(p + "self_attn.v_proj.weight", {kv_dim, D});
-      L.wqkv = w.prepare(stack_rows({{wq, 0, q_dim}, {wk, 0, kv_dim}, {wv, 0, kv_dim}}), kLlm);
+      // Fused once at load; each part is prepared first (so a quantized folder's parts are not
+      // converted), then their rows are copied together.
+      const WeightMatrix wq = w.matrix(p + "self_attn.q_proj.weight", {q_dim, D}, Init::Linear, kLlm);
+      const WeightMatrix wk = w.matrix(p + "self_attn.k_proj.weight", {kv_dim, D}, Init::Linear, kLlm);
+      const WeightMatrix wv = w.matrix(p + "self_attn.v_proj.weight", {kv_dim, D}, Init::Linear, kLlm);
+      L.wqkv = stack_rows(std::vector<MatrixRowBlock>{{wq, 0, q_dim}, {wk, 0, kv_dim}, {wv, 0, kv_dim}});
       if (lc.attention_bias) {
         const Tensor bq = w.f32(p + "self_attn.q_proj.bias", {q_dim}, Init::Bias);
         const Tensor bk = w.f32(p + "self_attn.k_proj.bias", {kv_dim}, Init::Bias);
@@ -109,12 +120,12 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
       L.mlp_norm = w.f32(p + "post_attention_layernorm.weight", {D}, Init::NormWeight);
     } else {
       const int64_t n_rep = lc.num_heads / lc.num_kv_heads;
-      const Tensor packed = w.stored(p + "attention.wqkv.weight", {q_dim + 2 * kv_dim, D});
-      L.wqkv = w.prepare(reorder_grouped_qkv(packed, lc.num_kv_heads, n_rep, lc.head_dim), kLlm);
+      const WeightMatrix packed = w.matrix(p + "attention.wqkv.weight", {q_dim + 2 * kv_dim, D}, Init::Linear, kLlm);
+      L.wqkv = reorder_grouped_qkv<WeightMatrix, MatrixRowBlock>(packed, lc.num_kv_heads, n_rep, lc.head_dim);
       L.wo = w.matrix(p + "attention.wo.weight", {D, q_dim}, Init::Linear, kLlm);
       if (lc.attention_bias) {
         const Tensor bqkv = w.f32(p + "attention.wqkv.bias", {q_dim + 2 * kv_dim}, Init::Bias);
-        L.bqkv = flat(reorder_grouped_qkv(column(bqkv), lc.num_kv_heads, n_rep, lc.head_dim));
+        L.bqkv = flat(reorder_grouped_qkv<Tensor, RowBlock>(column(bqkv), lc.num_kv_heads, n_rep, lc.head_dim));
         L.bo = w.f32(p + "attention.wo.bias", {D}, Init::Bias);
       }
       L.w_gate = w.matrix(p + "feed_forward.w1.weight", {I, D}, Init::Linear, kLlm);
@@ -125,11 +136,19 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
     }
   }
   m.final_norm = w.f32("language_model.model.norm.weight", {D}, Init::NormWeight);
-  const std::string head_name = qwen ? "language_model.lm_head.weight" : "language_model.output.weight";
-  // Tied checkpoints may still carry a separate head: it is used when present (docs/checkpoint.md §4).
-  m.lm_head = lc.tie_word_embeddings ? w.optional_matrix(head_name, {V, D}, Init::Linear, kLlm)
-                                     : w.matrix(head_name, {V, D}, Init::Linear, kLlm);
-  if (!m.lm_head.defined()) m.lm_head = m.embedding;
+  const std::string head_name = LanguageModel::head_name(lc.arch);
+  // A separate head is used whenever the checkpoint has one, tied or not; without one the head is
+  // the embedding matrix, also when tie_word_embeddings is false (docs/checkpoint.md §4). An untied
+  // model still declares its head, so that make-model writes one.
+  m.lm_head = !lc.tie_word_embeddings && w.declaring_only() ? w.matrix(head_name, {V, D}, Init::Linear, kLlm)
+                                                            : w.optional_matrix(head_name, {V, D}, Init::Linear, kLlm);
+  if (!m.lm_head.defined()) {
+    // The tied head is decode's largest matrix (a third of its bytes for Sa2VA-1B): a quantized
+    // format gives it a quantized copy of the embedding, whose lookup keeps the stored rows.
+    // (`sa2va quantize` stores that copy under the head's name, so a quantized folder loads it as is.)
+    const bool quantized_head = is_quantized(w.policy().llm_format) && m.embedding.defined();
+    m.lm_head = quantized_head ? w.prepare(m.embedding.values(), kLlm) : m.embedding;
+  }
   return m;
 }
 

@@ -77,6 +77,10 @@ struct LanguageModel {
   // Binds language_model.* (Qwen2 or InternLM2 names, docs/checkpoint.md §3.3/§3.4) and prepares the
   // matrices: the load policy's LLM weight format for the linear layers.
   static LanguageModel load(Weights& w, const ModelConfig& c);
+  // Checkpoint names of the token embedding and of the output head (present when untied, and in
+  // quantized folders).
+  static std::string embedding_name(LlmArch arch);
+  static std::string head_name(LlmArch arch);
 
   int hidden_size() const { return config.hidden_size; }
   int vocab_size() const { return config.vocab_size; }

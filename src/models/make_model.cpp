@@ -138,15 +138,20 @@ void write_internlm2_tokenizer(const fs::path& dir, uint64_t seed) {
   for (auto it = added.begin(); it != added.end(); ++it)
     decoder[std::to_string(it->get<int>())] = {{"content", it.key()}, {"special", true}, {"normalized", false},
                                                {"lstrip", false}, {"rstrip", false}, {"single_word", false}};
+  // As save_pretrained writes it: every added token is also an additional special token (this
+  // decides how decode spaces them, docs/tokenizer-template.md §3).
   write_json(dir / "tokenizer_config.json",
              {{"tokenizer_class", "InternLM2Tokenizer"}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
               {"pad_token", "</s>"}, {"unk_token", "<unk>"}, {"add_bos_token", true}, {"add_eos_token", false},
-              {"added_tokens_decoder", decoder}});
+              {"clean_up_tokenization_spaces", false}, {"added_tokens_decoder", decoder},
+              {"additional_special_tokens", std::vector<std::string>(std::begin(tokens), std::end(tokens))}});
 }
 
 }  // namespace
 
-std::vector<std::string> preset_names() { return {"tiny", "1b", "4b", "8b"}; }
+std::vector<std::string> preset_names() {
+  return {"tiny", "1b", "4b", "8b", "internvl3-2b", "internvl3-8b", "internvl3-14b"};
+}
 
 ModelConfig preset_config(const std::string& preset) {
   ModelConfig c = base_config();
@@ -186,8 +191,18 @@ ModelConfig preset_config(const std::string& preset) {
     c.llm.rope_scaling_type = "dynamic";
     c.llm.rope_scaling_factor = 2.f;
     c.template_name = "internlm2_chat";
+  } else if (preset == "internvl3-2b" || preset == "internvl3-8b" || preset == "internvl3-14b") {
+    // Sa2VA-InternVL3-*: InternViT-300M and a Qwen2.5 LLM (1.5B / 7B / 14B), qwen_chat, the
+    // InternVL3 config's dynamic rope scaling (docs/variants.md §1).
+    if (preset == "internvl3-2b") set_llm(c, 1536, 28, 12, 2, 8960);
+    else if (preset == "internvl3-8b") set_llm(c, 3584, 28, 28, 4, 18944);
+    else set_llm(c, 5120, 48, 40, 8, 13824);
+    c.llm.rope_scaling_type = "dynamic";
+    c.llm.rope_scaling_factor = 2.f;
   } else {
-    throw Error("unknown preset '" + preset + "' (choose tiny, 1b, 4b or 8b)");
+    std::string names;
+    for (const std::string& n : preset_names()) names += (names.empty() ? "" : ", ") + n;
+    throw Error("unknown preset '" + preset + "' (choose " + names + ")");
   }
   return c;
 }

@@ -12,7 +12,8 @@
 
 namespace sa2va {
 
-// "tiny" (the conformance-fixture geometry), "1b", "4b", "8b". Throws Error for other names.
+// "tiny" (the conformance-fixture geometry), "1b", "4b", "8b", "internvl3-2b", "internvl3-8b",
+// "internvl3-14b". Throws Error for other names.
 ModelConfig preset_config(const std::string& preset);
 std::vector<std::string> preset_names();
 

@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
-#include <regex>
 
 #include "core/error.h"
 #include "core/profile.h"
@@ -48,6 +47,19 @@ Mask to_mask(const Tensor& binary_u8 /*[H,W]*/) {
   const uint8_t* p = c.data<uint8_t>();
   m.data.assign(p, p + c.numel());
   return m;
+}
+
+// Every fourth pixel of each image in both directions ([n, h/4, w/4, 3], rounded up), as the
+// fixtures' `.sub4` stages store the tiles and the SAM2 input.
+Tensor image_u8_sub4(const std::vector<Image>& images) {
+  const int64_t h = (images[0].height + 3) / 4, w = (images[0].width + 3) / 4;
+  Tensor t = Tensor::empty({static_cast<int64_t>(images.size()), h, w, 3}, DType::U8);
+  uint8_t* out = t.data<uint8_t>();
+  for (const Image& image : images)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x, out += 3)
+        std::memcpy(out, image.rgb.data() + ((4 * y) * image.width + 4 * x) * 3, 3);
+  return t;
 }
 
 // Stacks per-frame [h, w] tensors into [frames, h, w] for the stage dump.
@@ -116,12 +128,21 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   m->seg_id = m->tokenizer->token_id(kSegToken);
   check(m->img_context_id >= 0, model_dir + ": the tokenizer has no <IMG_CONTEXT> token (not a Sa2VA tokenizer)");
   check(m->seg_id >= 0, model_dir + ": the tokenizer has no [SEG] token (not a Sa2VA tokenizer)");
-  // Generation ends on the LLM config's eos id (upstream passes tokenizer.eos_token_id, the same id).
-  m->eos_id = m->config.llm.eos_token_id >= 0 ? m->config.llm.eos_token_id : m->tokenizer->eos_id();
+  // Generation ends on the tokenizer's eos id, as upstream passes tokenizer.eos_token_id (not the
+  // LLM config's eos_token_id).
+  m->eos_id = m->tokenizer->eos_id();
   const int32_t vocab = m->config.llm.vocab_size;
   check(m->img_context_id < vocab && m->seg_id < vocab,
         model_dir + ": tokenizer ids exceed llm_config.vocab_size " + std::to_string(vocab));
   return m;
+}
+
+StopRules Sa2vaModel::stop_rules() const {
+  StopRules stop;
+  stop.eos_id = eos_id;
+  stop.stop_words = chat->stop_words;
+  stop.decode = [this](const std::vector<int32_t>& ids) { return tokenizer->decode(ids, false); };
+  return stop;
 }
 
 // ---- predict, stage by stage ---------------------------------------------------------------
@@ -216,6 +237,7 @@ void Sa2vaModel::encode_image(const Request& request, PredictState& s, const Exe
   StageRecorder* const rec = ctx.recorder;
   const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
   record(rec, "tiles_u8", image_u8(tiles));
+  if (rec) record(rec, "tiles_u8.sub4", image_u8_sub4(tiles));
   s.vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), ctx);
   s.visual_tokens = image_token_string(static_cast<int>(tiles.size()), config.num_image_tokens());
   s.num_tiles = tiles.size();
@@ -229,17 +251,16 @@ void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, co
   std::vector<int> counts;
   for (int64_t k = 0; k < K; ++k) {
     const Mask& m = request.mask_prompts[static_cast<size_t>(k)];
-    check(m.width == request.image.width && m.height == request.image.height &&
+    // Any size: upstream samples each region mask straight to the token grid, whatever the image's size.
+    check(m.width > 0 && m.height > 0 &&
               m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
-          "mask prompt " + std::to_string(k + 1) + " is " + std::to_string(m.width) + "x" +
-              std::to_string(m.height) + ", the image is " + std::to_string(request.image.width) + "x" +
-              std::to_string(request.image.height));
+          "mask prompt " + std::to_string(k + 1) + ": its data holds " + std::to_string(m.data.size()) +
+              " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
     const Tensor cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
     std::memcpy(s.region_cells.data<uint8_t>() + k * grid * grid, cells.data<uint8_t>(), grid * grid);
+    // A region that covers no cell gets no tokens ("region1<vp></vp>"), as upstream.
     const int n = static_cast<int>(std::count_if(cells.data<uint8_t>(), cells.data<uint8_t>() + grid * grid,
                                                  [](uint8_t v) { return v != 0; }));
-    check(n > 0, "mask prompt " + std::to_string(k + 1) + " covers no cell of the " + std::to_string(grid) + "x" +
-                     std::to_string(grid) + " token grid (region too small or empty)");
     counts.push_back(n);
   }
   record(rec, "mask_prompts_16x16", s.region_cells.view({K, grid, grid}));
@@ -292,6 +313,7 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     check(!answer_ids.empty(), "the forced answer has no tokens");
     std::vector<int32_t> input_ids = s.prompt_ids;
     input_ids.insert(input_ids.end(), answer_ids.begin(), answer_ids.end());
+    record(rec, "answer_ids", ids_tensor(answer_ids));
     record(rec, "input_ids", ids_tensor(input_ids));
     s.gen = teacher_forced(llm, s.embeds, answer_ids, eos_id, ctx);
   } else {
@@ -302,12 +324,12 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     sampling.top_p = request.generation.top_p;
     sampling.seed = request.generation.seed;
     check(sampling.max_new_tokens >= 1, "max_new_tokens must be at least 1");
-    StopRules stop;
-    stop.eos_id = eos_id;
-    stop.stop_words = chat->stop_words;
-    stop.decode = [this](const std::vector<int32_t>& ids) { return tokenizer->decode(ids, false); };
-    s.gen = generate(llm, s.embeds, sampling, stop, ctx);
+    StepLogits steps;
+    LogitsObserver observer;
+    if (rec) observer = [&steps](int, const float* logits, int64_t vocab) { steps.observe(logits, vocab); };
+    s.gen = generate(llm, s.embeds, sampling, stop_rules(), ctx, observer);
     record(rec, "generated_ids", ids_tensor(s.gen.ids));
+    if (rec) steps.record(*rec);
   }
 }
 
@@ -320,7 +342,8 @@ void Sa2vaModel::decode_outputs(PredictState& s, const ExecContext& ctx) const {
   out.generated_ids = gen.ids;
   const std::string raw_answer = tokenizer->decode(gen.ids, false);
   out.text = strip(raw_answer);
-  out.past_text = s.prompt + raw_answer;
+  // The next turn continues from this prompt and the answer as returned (stripped).
+  out.past_text = s.prompt + out.text;
   out.caption = clean_caption(out.text);
   out.phrases = extract_phrases(out.text);
 
@@ -355,6 +378,7 @@ void Sa2vaModel::segment_image(const Request& request, PredictState& s, const Ex
   const int H = request.image.height, W = request.image.width;
   const Image resized = preprocess::sam2_resize(request.image);
   record(rec, "sam.input_u8", image_u8({resized}));
+  if (rec) record(rec, "sam.input_u8.sub4", image_u8_sub4({resized}).select(0, 0));
   const sam2::FrameFeatures features = sam2.encode(preprocess::sam2_normalize(resized), ctx);
   for (int64_t k = 0; k < s.num_seg; ++k) {
     const sam2::DecoderOutput d =
@@ -416,33 +440,123 @@ void Sa2vaModel::track_video(const Request& request, PredictState& s, const Exec
   }
 }
 
+// ---- grounded captions: upstream's GCG evaluation clean-up (docs/glue.md §5) -----------------
+
+namespace {
+
+// Python's str.replace: one left-to-right pass over non-overlapping occurrences (what a
+// replacement creates is not looked at again).
+std::string replace_once_each(const std::string& s, const std::string& from, const std::string& to) {
+  std::string out;
+  size_t pos = 0;
+  for (size_t hit; (hit = s.find(from, pos)) != std::string::npos; pos = hit + from.size())
+    out.append(s, pos, hit - pos).append(to);
+  return out.append(s, pos, std::string::npos);
+}
+
+// Length in bytes of the character at s[i] when it is whitespace for Python's str.isspace()
+// (and so for str.split() / str.strip()), else 0. Bytes that are not valid UTF-8 are not whitespace.
+size_t python_space_at(const std::string& s, size_t i) {
+  const auto byte = [&](size_t k) { return k < s.size() ? static_cast<unsigned char>(s[k]) : 0u; };
+  const unsigned c0 = byte(i);
+  if (c0 < 0x80) return (c0 >= 0x09 && c0 <= 0x0d) || (c0 >= 0x1c && c0 <= 0x20) ? 1 : 0;
+  const auto cont = [&](size_t k) { return (byte(k) & 0xc0u) == 0x80u; };
+  char32_t cp = 0;
+  size_t len = 0;
+  if ((c0 & 0xe0u) == 0xc0u && cont(i + 1)) {
+    cp = ((c0 & 0x1fu) << 6) | (byte(i + 1) & 0x3fu);
+    len = 2;
+  } else if ((c0 & 0xf0u) == 0xe0u && cont(i + 1) && cont(i + 2)) {
+    cp = ((c0 & 0x0fu) << 12) | ((byte(i + 1) & 0x3fu) << 6) | (byte(i + 2) & 0x3fu);
+    len = 3;
+  } else {
+    return 0;  // 4-byte characters are never whitespace
+  }
+  const bool space = cp == 0x85 || cp == 0xa0 || cp == 0x1680 || (cp >= 0x2000 && cp <= 0x200a) || cp == 0x2028 ||
+                     cp == 0x2029 || cp == 0x202f || cp == 0x205f || cp == 0x3000;
+  return space ? len : 0;
+}
+
+// Python's str.strip() (no argument): Unicode whitespace off both ends.
+std::string python_strip(const std::string& s) {
+  size_t b = 0;
+  for (size_t n; b < s.size() && (n = python_space_at(s, b)) > 0;) b += n;
+  size_t e = b, i = b;  // e: end of the last non-space character
+  while (i < s.size()) {
+    const size_t n = python_space_at(s, i);
+    if (n > 0) {
+      i += n;
+    } else {
+      ++i;
+      e = i;
+    }
+  }
+  return s.substr(b, e - b);
+}
+
+// ' '.join(s.split()): runs of Unicode whitespace become one space, none at the ends.
+std::string python_split_join(const std::string& s) {
+  std::string out;
+  bool gap = false;
+  for (size_t i = 0; i < s.size();) {
+    if (const size_t n = python_space_at(s, i); n > 0) {
+      gap = !out.empty();
+      i += n;
+      continue;
+    }
+    if (gap) out.push_back(' ');
+    gap = false;
+    out.push_back(s[i++]);
+  }
+  return out;
+}
+
+// The text upstream's GCG evaluation works on: "<s>" removed, every '\n' removed (not replaced by a
+// space), "  " replaced by " " in one pass, and only what follows the last "ASSISTANT: " kept.
+std::string gcg_text(const std::string& answer) {
+  std::string t = replace_once_each(answer, "<s>", "");
+  t = replace_once_each(t, "\n", "");
+  t = replace_once_each(t, "  ", " ");
+  const std::string marker = "ASSISTANT: ";
+  if (const size_t p = t.rfind(marker); p != std::string::npos) t.erase(0, p + marker.size());
+  return t;
+}
+
+}  // namespace
+
 std::vector<std::string> extract_phrases(const std::string& answer) {
-  static const std::regex phrase(R"(<p>([\s\S]*?)</p>)");
+  // re.findall(r'<p>(.*?)</p>') on the cleaned text (which holds no '\n' any more), each stripped.
+  const std::string t = gcg_text(answer);
   std::vector<std::string> out;
-  for (auto it = std::sregex_iterator(answer.begin(), answer.end(), phrase); it != std::sregex_iterator(); ++it)
-    out.push_back(strip((*it)[1].str()));
+  for (size_t pos = 0;;) {
+    const size_t open = t.find("<p>", pos);
+    if (open == std::string::npos) break;
+    const size_t close = t.find("</p>", open + 3);
+    if (close == std::string::npos) break;
+    out.push_back(python_strip(t.substr(open + 3, close - open - 3)));
+    pos = close + 4;
+  }
   return out;
 }
 
 std::string clean_caption(const std::string& answer) {
-  static const std::regex tag(R"(<[^>]*>)");
-  std::string s = std::regex_replace(answer, tag, "");
-  for (size_t p; (p = s.find("[SEG]")) != std::string::npos;) s.erase(p, 5);
-  std::string collapsed;
-  bool space = false;
-  for (char ch : s) {
-    const bool ws = ch == ' ' || ch == '\n' || ch == '\t' || ch == '\r';
-    if (ws) {
-      space = !collapsed.empty();
-      continue;
+  // re.sub(r'<.*?>', '', t): every '<' up to the next '>' goes.
+  const std::string t = gcg_text(answer);
+  std::string untagged;
+  for (size_t i = 0; i < t.size();) {
+    if (t[i] == '<') {
+      const size_t close = t.find('>', i + 1);
+      if (close != std::string::npos) {
+        i = close + 1;
+        continue;
+      }
     }
-    if (space) collapsed.push_back(' ');
-    space = false;
-    collapsed.push_back(ch);
+    untagged.push_back(t[i++]);
   }
-  while (!collapsed.empty() && collapsed.front() == '\'') collapsed.erase(collapsed.begin());
-  while (!collapsed.empty() && collapsed.back() == '\'') collapsed.pop_back();
-  return collapsed;
+  std::string caption = python_split_join(replace_once_each(untagged, "[SEG]", ""));
+  const size_t b = caption.find_first_not_of('\'');
+  caption = b == std::string::npos ? std::string() : caption.substr(b, caption.find_last_not_of('\'') - b + 1);
+  return python_strip(caption);
 }
 
 }  // namespace sa2va

@@ -16,6 +16,7 @@
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/internvit.h"
+#include "models/generation.h"
 #include "models/llm.h"
 #include "models/sam2/sam2_image.h"
 #include "models/sam2/video_tracker.h"
@@ -58,6 +59,9 @@ struct Sa2vaModel {
 
   // Runs one request. `rec` collects every stage tensor (sa2va dump).
   Prediction predict(const Request& request, StageRecorder* rec = nullptr) const;
+  // When generation stops (docs/tokenizer-template.md §6): the tokenizer's eos id and the chat
+  // template's stop words, matched on the tokenizer's decoding of the generated ids.
+  StopRules stop_rules() const;
 
  private:
   // predict(), stage by stage (sa2va_model.cpp). What flows between the stages of one request

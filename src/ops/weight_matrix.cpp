@@ -104,29 +104,72 @@ WeightMatrix WeightMatrix::prepare(const Tensor& w, WeightFormat format) {
   return m;
 }
 
-void WeightMatrix::dequantize_rows(int64_t first, int64_t count, float* out) const {
-  check(defined() && first >= 0 && count >= 0 && first + count <= rows_, "weight matrix: rows out of range");
-  const int64_t K = cols_;
-  switch (format_) {
-    case WeightFormat::F32:
-      std::memcpy(out, values_.data<float>() + first * K, static_cast<size_t>(count * K) * sizeof(float));
-      return;
-    case WeightFormat::BF16:
-      convert_bf16_to_f32(values_.data<uint16_t>() + first * K, out, static_cast<size_t>(count * K));
-      return;
-    case WeightFormat::Q8_0:
-    case WeightFormat::Q4_0: break;
+int64_t WeightMatrix::quantized_row_bytes(WeightFormat format, int64_t cols) {
+  check(is_quantized(format), "quantized_row_bytes: not a quantized format");
+  const int64_t blocks = (cols + kQuantBlock - 1) / kQuantBlock;
+  return blocks * (format == WeightFormat::Q8_0 ? kQuantBlock : kQuantBlock / 2);
+}
+
+WeightMatrix WeightMatrix::from_parts(WeightFormat format, int64_t rows, int64_t cols, const Tensor& values,
+                                      const Tensor& scales) {
+  const std::string what = std::string(weight_format_name(format)) + " matrix [" + std::to_string(rows) + ", " +
+                           std::to_string(cols) + "]";
+  check(rows >= 0 && cols >= 0 && values.defined(), what + ": no values");
+  WeightMatrix m;
+  m.format_ = format;
+  m.rows_ = rows;
+  m.cols_ = cols;
+  if (!is_quantized(format)) {
+    const DType want = format == WeightFormat::F32 ? DType::F32 : DType::BF16;
+    check(values.dtype() == want && values.shape() == Shape{rows, cols} && !scales.defined(),
+          what + ": values must be " + dtype_name(want) + " " + shape_str({rows, cols}) + " without scales, got " +
+              dtype_name(values.dtype()) + " " + shape_str(values.shape()));
+    m.values_ = values.contiguous();
+    return m;
   }
+  const Shape value_shape{rows, quantized_row_bytes(format, cols)}, scale_shape{rows, m.blocks_per_row()};
+  check(values.dtype() == DType::U8 && values.shape() == value_shape,
+        what + ": values must be U8 " + shape_str(value_shape) + ", got " + dtype_name(values.dtype()) + " " +
+            shape_str(values.shape()));
+  check(scales.defined() && scales.dtype() == DType::F16 && scales.shape() == scale_shape,
+        what + ": scales must be F16 " + shape_str(scale_shape) +
+            (scales.defined() ? ", got " + std::string(dtype_name(scales.dtype())) + " " + shape_str(scales.shape())
+                              : ", got none"));
+  m.values_ = values.contiguous();
+  m.scales_ = scales.contiguous();
+  return m;
+}
+
+void WeightMatrix::dequantize_rows(int64_t first, int64_t count, float* out) const {
+  dequantize_block(first, count, 0, cols_, out, cols_);
+}
+
+void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, int64_t cols, float* out,
+                                    int64_t ldo) const {
+  check(defined() && row0 >= 0 && rows >= 0 && row0 + rows <= rows_ && col0 >= 0 && cols >= 0 && col0 + cols <= cols_,
+        "weight matrix: block out of range");
+  const int64_t K = cols_;
+  if (format_ == WeightFormat::F32) {
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(out + r * ldo, values_.data<float>() + (row0 + r) * K + col0, static_cast<size_t>(cols) * sizeof(float));
+    return;
+  }
+  if (format_ == WeightFormat::BF16) {
+    for (int64_t r = 0; r < rows; ++r)
+      convert_bf16_to_f32(values_.data<uint16_t>() + (row0 + r) * K + col0, out + r * ldo, static_cast<size_t>(cols));
+    return;
+  }
+  check(col0 % kQuantBlock == 0, "weight matrix: a quantized block starts at a multiple of 32 columns");
   const int64_t nb = blocks_per_row();
   const bool q8 = format_ == WeightFormat::Q8_0;
   const int64_t row_bytes = values_.size(1);
   const uint8_t* values = values_.data<uint8_t>();
   const uint16_t* scales = scales_.data<uint16_t>();
-  for (int64_t r = first; r < first + count; ++r) {
-    float* dst = out + (r - first) * K;
-    for (int64_t b = 0; b < nb; ++b) {
+  for (int64_t r = row0; r < row0 + rows; ++r) {
+    float* dst = out + (r - row0) * ldo - col0;
+    for (int64_t b = col0 / kQuantBlock; b * kQuantBlock < col0 + cols; ++b) {
       const float d = f16_to_f32(scales[r * nb + b]);
-      const int64_t n = std::min(kQuantBlock, K - b * kQuantBlock);
+      const int64_t n = std::min(kQuantBlock, col0 + cols - b * kQuantBlock);
       float* o = dst + b * kQuantBlock;
       if (q8) {
         const int8_t* q = reinterpret_cast<const int8_t*>(values + r * row_bytes + b * kQuantBlock);
@@ -170,6 +213,23 @@ Tensor stack_rows(const std::vector<RowBlock>& blocks) {
     dst += static_cast<size_t>(b.count) * row_bytes;
   }
   return out;
+}
+
+WeightMatrix stack_rows(const std::vector<MatrixRowBlock>& blocks) {
+  check(!blocks.empty(), "stack_rows: no blocks");
+  std::vector<RowBlock> values, scales;
+  int64_t rows = 0;
+  for (const MatrixRowBlock& b : blocks) {
+    if (!b.matrix.defined()) return WeightMatrix();
+    check(b.matrix.format() == blocks[0].matrix.format() && b.matrix.cols() == blocks[0].matrix.cols(),
+          "stack_rows: matrices of different formats or widths");
+    values.push_back({b.matrix.values(), b.first, b.count});
+    if (b.matrix.scales().defined()) scales.push_back({b.matrix.scales(), b.first, b.count});
+    rows += b.count;
+  }
+  const WeightMatrix& first = blocks[0].matrix;
+  return WeightMatrix::from_parts(first.format(), rows, first.cols(), stack_rows(values),
+                                  scales.empty() ? Tensor() : stack_rows(scales));
 }
 
 ConvWeight ConvWeight::prepare(const Tensor& w) {

@@ -38,6 +38,13 @@ class WeightMatrix {
   // are used in place (no copy: a checkpoint's memory map stays the storage). Undefined in,
   // undefined out (declaring mode).
   static WeightMatrix prepare(const Tensor& w, WeightFormat format);
+  // Wraps parts already in `format` (a quantized model folder's values and scales, used in place):
+  // F32 / BF16 values [rows, cols] and no scales; Q8_0 / Q4_0 U8 values [rows, blocks·32 or
+  // blocks·16] and F16 scales [rows, blocks]. Throws Error naming the mismatch.
+  static WeightMatrix from_parts(WeightFormat format, int64_t rows, int64_t cols, const Tensor& values,
+                                 const Tensor& scales = Tensor());
+  // Bytes of one row's packed values in a quantized format.
+  static int64_t quantized_row_bytes(WeightFormat format, int64_t cols);
 
   bool defined() const { return values_.defined(); }
   WeightFormat format() const { return format_; }
@@ -53,6 +60,9 @@ class WeightMatrix {
 
   // Rows [first, first + count) as f32 into out [count, K] (the exact values the kernels use).
   void dequantize_rows(int64_t first, int64_t count, float* out) const;
+  // Rows [row0, row0 + rows) × columns [col0, col0 + cols) into out (row stride ldo); for the
+  // quantized formats col0 is a multiple of kQuantBlock.
+  void dequantize_block(int64_t row0, int64_t rows, int64_t col0, int64_t cols, float* out, int64_t ldo) const;
   Tensor dequantize() const;  // F32 [N, K]
 
  private:
@@ -70,6 +80,13 @@ struct RowBlock {
 // projections (q, k, v) or reorders packed ones at load. Undefined when any block is undefined
 // (declaring mode, or a weight already reported missing).
 Tensor stack_rows(const std::vector<RowBlock>& blocks);
+
+// The same for prepared matrices of one format and width (quantized rows move with their scales).
+struct MatrixRowBlock {
+  WeightMatrix matrix;
+  int64_t first = 0, count = 0;
+};
+WeightMatrix stack_rows(const std::vector<MatrixRowBlock>& blocks);
 
 // A convolution weight in GEMM layout, prepared at load:
 //  conv2d           PyTorch [Cout, Cin/groups, kh, kw] -> F32 matrix [Cout, Cin/groups·kh·kw]

@@ -235,6 +235,7 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
   if (eos_id_ < 0) eos_id_ = token_id("<|endoftext|>");
   bos_id_ = token_id(config.bos_token);
   adds_bos_ = false;  // the ByteLevel post-processor adds no special tokens
+  clean_up_spaces_ = config.clean_up_tokenization_spaces == 1;
 }
 
 int32_t BpeTokenizer::token_id(std::string_view token) const {
@@ -380,7 +381,7 @@ std::string BpeTokenizer::decode(const std::vector<int32_t>& ids, bool skip_spec
     }
     bytes += token_bytes_[id];
   }
-  return unicode::utf8_lossy(bytes);
+  return clean_up_spaces_ ? clean_up_tokenization(unicode::utf8_lossy(bytes)) : unicode::utf8_lossy(bytes);
 }
 
 }  // namespace sa2va

@@ -44,6 +44,7 @@ class BpeTokenizer : public Tokenizer {
   std::vector<std::string> id_to_token_;                   // "" for ids without a token
   std::vector<std::string> token_bytes_;                   // what decode emits for each id
   std::vector<bool> has_token_;
+  bool clean_up_spaces_ = false;  // tokenizer_config.json clean_up_tokenization_spaces
   std::unordered_map<uint64_t, Merge> merges_;             // (left id << 32 | right id) -> merge
   std::array<int32_t, 256> byte_token_{};                  // id of each single-byte token
   mutable std::mutex cache_mutex_;

@@ -11,11 +11,6 @@
 #include "text/unicode.h"
 
 namespace sa2va {
-namespace {
-
-constexpr std::string_view kWordBoundary = "\xE2\x96\x81";  // U+2581, SentencePiece's space marker
-
-}  // namespace
 
 SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_dir)
     : sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
@@ -50,8 +45,11 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_dir)
       throw Error(added_path + ": invalid JSON: " + e.what());
     }
   }
-  // The special tokens of the config (bos/eos/unk/pad) are never split by SentencePiece.
-  for (const std::string& content : {config.bos_token, config.eos_token, config.unk_token, config.pad_token}) {
+  // The special tokens of the config (bos/eos/unk/pad and the additional ones) are never split by
+  // SentencePiece: those that are pieces of the model become added tokens at their piece's id.
+  std::vector<std::string> specials = {config.bos_token, config.eos_token, config.unk_token, config.pad_token};
+  specials.insert(specials.end(), config.additional_special_tokens.begin(), config.additional_special_tokens.end());
+  for (const std::string& content : specials) {
     if (content.empty() || added_.find(content)) continue;
     const int id = sp_->PieceToId(content);
     if (id == sp_->unk_id() && content != sp_->IdToPiece(id)) continue;
@@ -63,9 +61,18 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_dir)
   }
   for (const AddedToken& token : added_.tokens()) vocab_size_ = std::max(vocab_size_, token.id + 1);
 
-  const auto id_of = [&](const std::string& content, int fallback) {
-    const int32_t id = content.empty() ? -1 : token_id(content);
-    return id >= 0 ? id : fallback;
+  for (const std::string& content : {config.bos_token, config.eos_token, config.unk_token, config.pad_token})
+    if (!content.empty()) special_tokens_.insert(content);
+  for (const std::string& content : config.additional_special_tokens) {
+    special_tokens_.insert(content);
+    additional_special_tokens_.insert(content);
+  }
+  clean_up_spaces_ = config.clean_up_tokenization_spaces == 1;  // InternLM2Tokenizer defaults to false
+
+  // InternLM2Tokenizer takes bos and eos from the SentencePiece model itself, whatever the config says.
+  const auto id_of = [&](const std::string& content, int model_id) {
+    if (model_id >= 0) return static_cast<int32_t>(model_id);
+    return content.empty() ? -1 : token_id(content);
   };
   bos_id_ = id_of(config.bos_token, sp_->bos_id());
   eos_id_ = id_of(config.eos_token, sp_->eos_id());
@@ -108,51 +115,80 @@ std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text) const
   return ids;
 }
 
-bool SentencePieceTokenizer::is_literal(int32_t id) const {
-  return added_.find(id) != nullptr || (id < piece_count_ && sp_->IsControl(id));
+bool SentencePieceTokenizer::is_special(int32_t id) const {
+  const std::string t = token(id);
+  return !t.empty() && special_tokens_.count(t) != 0;
 }
 
-// InternLM2Tokenizer.convert_tokens_to_string: runs of pieces are decoded by SentencePiece, special
-// tokens are inserted literally with a space before each run that precedes one; a leading space is
-// added unless the first token is a piece without the word-boundary mark, then the first character
-// is dropped.
+// One run of tokens: special tokens are written literally, each preceded by a space unless the
+// token before it was special too, followed by the pieces pending before it decoded by
+// SentencePiece; the pieces after the last special token are decoded at the end; then the
+// clean-up of spaces before punctuation. (Upstream then prepends a space and drops the first
+// character again: its prefix-space test compares a token string with a set of ids, so it
+// always adds the space.)
+std::string SentencePieceTokenizer::decode_run(const std::vector<int32_t>& run) const {
+  std::string out;
+  std::vector<int> pieces;
+  const auto flush = [&] {
+    std::string text;
+    const auto status = sp_->Decode(pieces, &text);
+    check(status.ok(), "tokenizer: SentencePiece decode failed: " + status.ToString());
+    pieces.clear();
+    out += text;
+  };
+  bool previous_special = false;
+  for (int32_t id : run) {
+    if (is_special(id)) {
+      if (!previous_special) out += ' ';
+      flush();
+      out += token(id);
+      previous_special = true;
+    } else {
+      pieces.push_back(id);
+      previous_special = false;
+    }
+  }
+  flush();
+  return clean_up_tokenization(std::move(out));
+}
+
+// The slow tokenizer's decode (transformers' PreTrainedTokenizer._decode over InternLM2Tokenizer):
+// added tokens that are not special, and additional special tokens outside the SentencePiece
+// model, are chunks of their own; every other run of tokens is decoded by decode_run; the chunks
+// are joined with single spaces.
 std::string SentencePieceTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
-  std::vector<int32_t> kept;
+  std::vector<std::string> chunks;
+  std::vector<int32_t> run;
+  bool any = false;
   for (int32_t id : ids) {
     if (id < 0 || id >= vocab_size_) continue;
     const AddedToken* added = added_.find(id);
     if (!added && id >= piece_count_) continue;  // no token has this id
-    const bool special = added ? added->special : sp_->IsControl(id);
-    if (skip_special && special) continue;
-    kept.push_back(id);
-  }
-  std::string out;
-  std::vector<int> run;
-  bool previous_literal = false;
-  const auto decode_run = [&] {
-    std::string text;
-    const auto status = sp_->Decode(run, &text);
-    check(status.ok(), "tokenizer: SentencePiece decode failed: " + status.ToString());
-    run.clear();
-    return text;
-  };
-  for (int32_t id : kept) {
-    if (is_literal(id)) {
-      if (!previous_literal) out += ' ';
-      out += decode_run();
-      out += token(id);
-      previous_literal = true;
-    } else {
+    if (skip_special && is_special(id)) continue;
+    any = true;
+    const bool own_chunk =
+        added && (!special_tokens_.count(added->content) ||
+                  (additional_special_tokens_.count(added->content) && id >= piece_count_));
+    if (!own_chunk) {
       run.push_back(id);
-      previous_literal = false;
+      continue;
     }
+    if (!run.empty()) {
+      std::string text = decode_run(run);
+      if (!text.empty()) chunks.push_back(std::move(text));
+      run.clear();
+    }
+    chunks.push_back(added->content);
   }
-  out += decode_run();
-  if (kept.empty()) return "";
-  const int32_t first = kept.front();
-  const bool first_without_boundary = first < piece_count_ && !sp_->IdToPiece(first).starts_with(kWordBoundary);
-  if (!first_without_boundary) out.insert(out.begin(), ' ');
-  return unicode::utf8_lossy(out.empty() ? out : out.substr(1));
+  if (!run.empty()) chunks.push_back(decode_run(run));
+  if (!any) return "";
+  std::string out;
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i > 0) out += ' ';
+    out += chunks[i];
+  }
+  if (clean_up_spaces_) out = clean_up_tokenization(std::move(out));
+  return unicode::utf8_lossy(out);
 }
 
 }  // namespace sa2va

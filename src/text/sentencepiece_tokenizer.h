@@ -3,6 +3,7 @@
 // `InternLM2Tokenizer` uses them.
 #pragma once
 #include <memory>
+#include <set>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -28,10 +29,17 @@ class SentencePieceTokenizer : public Tokenizer {
   std::string_view kind() const override { return "sentencepiece"; }
 
  private:
-  bool is_literal(int32_t id) const;  // emitted as its literal text by decode
+  // InternLM2Tokenizer.convert_tokens_to_string over a run of ids (docs/tokenizer-template.md §3).
+  std::string decode_run(const std::vector<int32_t>& run) const;
+  bool is_special(int32_t id) const;  // its token is one of the tokenizer's special tokens
+
   std::unique_ptr<sentencepiece::SentencePieceProcessor> sp_;
   int32_t piece_count_ = 0;
   int32_t vocab_size_ = 0;
+  // bos, eos, unk, pad and the additional special tokens (Hugging Face's all_special_tokens).
+  std::set<std::string, std::less<>> special_tokens_;
+  std::set<std::string, std::less<>> additional_special_tokens_;
+  bool clean_up_spaces_ = false;  // clean_up_tokenization_spaces: applied to the joined text
 };
 
 }  // namespace sa2va

@@ -128,9 +128,46 @@ std::vector<AddedVocabulary::Segment> AddedVocabulary::split(std::string_view te
   return segments;
 }
 
+namespace {
+
+// A list of special tokens, each written as a string or as an AddedToken object.
+std::vector<std::string> token_list(const nlohmann::json& json, const char* key) {
+  std::vector<std::string> out;
+  if (!json.contains(key) || !json[key].is_array()) return out;
+  for (const auto& entry : json[key])
+    out.push_back(entry.is_string() ? entry.get<std::string>() : entry.at("content").get<std::string>());
+  return out;
+}
+
+}  // namespace
+
+std::string clean_up_tokenization(std::string text) {
+  static const std::pair<std::string_view, std::string_view> kRules[] = {
+      {" .", "."}, {" ?", "?"}, {" !", "!"}, {" ,", ","}, {" ' ", "'"},
+      {" n't", "n't"}, {" 'm", "'m"}, {" 's", "'s"}, {" 've", "'ve"}, {" 're", "'re"}};
+  for (const auto& [from, to] : kRules) {
+    std::string out;
+    size_t pos = 0;
+    for (size_t hit; (hit = text.find(from, pos)) != std::string::npos; pos = hit + from.size())
+      out.append(text, pos, hit - pos).append(to);
+    text = out.append(text, pos, std::string::npos);
+  }
+  return text;
+}
+
 TokenizerConfig read_tokenizer_config(const std::string& model_dir) {
   TokenizerConfig config;
   const std::string path = (std::filesystem::path(model_dir) / "tokenizer_config.json").string();
+  // special_tokens_map.json (written next to it by save_pretrained) supplies the additional special
+  // tokens when tokenizer_config.json does not list them.
+  const std::string map_path = (std::filesystem::path(model_dir) / "special_tokens_map.json").string();
+  if (std::ifstream map_file(map_path); map_file) {
+    try {
+      config.additional_special_tokens = token_list(nlohmann::json::parse(map_file), "additional_special_tokens");
+    } catch (const nlohmann::json::exception& e) {
+      throw Error(map_path + ": invalid special tokens map: " + e.what());
+    }
+  }
   std::ifstream file(path);
   if (!file) return config;
   nlohmann::json json;
@@ -148,6 +185,10 @@ TokenizerConfig read_tokenizer_config(const std::string& model_dir) {
     config.pad_token = token_text("pad_token");
     if (json.contains("add_bos_token") && json["add_bos_token"].is_boolean())
       config.add_bos_token = json["add_bos_token"].get<bool>() ? 1 : 0;
+    if (json.contains("clean_up_tokenization_spaces") && json["clean_up_tokenization_spaces"].is_boolean())
+      config.clean_up_tokenization_spaces = json["clean_up_tokenization_spaces"].get<bool>() ? 1 : 0;
+    if (json.contains("additional_special_tokens"))
+      config.additional_special_tokens = token_list(json, "additional_special_tokens");
     if (json.contains("added_tokens_decoder")) {
       for (const auto& [id, entry] : json["added_tokens_decoder"].items()) {
         config.added_tokens_decoder.push_back(added_token_from_json(std::stoi(id), entry));

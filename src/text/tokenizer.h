@@ -54,10 +54,17 @@ class AddedVocabulary {
 // The parts of tokenizer_config.json the tokenizers use (empty when the file is absent).
 struct TokenizerConfig {
   std::string bos_token, eos_token, unk_token, pad_token;
-  int add_bos_token = -1;  // -1 unset, 0 false, 1 true
+  int add_bos_token = -1;                 // -1 unset, 0 false, 1 true
+  int clean_up_tokenization_spaces = -1;  // -1 unset, 0 false, 1 true
+  // "additional_special_tokens" of tokenizer_config.json, else of special_tokens_map.json.
+  std::vector<std::string> additional_special_tokens;
   std::vector<AddedToken> added_tokens_decoder;
 };
 TokenizerConfig read_tokenizer_config(const std::string& model_dir);
+
+// Hugging Face's clean_up_tokenization: " ." " ?" " !" " ," " ' " " n't" " 'm" " 's" " 've" " 're"
+// lose their space, each replaced over the whole text in that order.
+std::string clean_up_tokenization(std::string text);
 
 class Tokenizer {
  public:

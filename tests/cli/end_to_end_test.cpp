@@ -2,10 +2,14 @@
 // and its handling of bad input (a clear one-line error and a non-zero exit, never a crash).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "core/error.h"
+#include "io/config.h"
 #include "io/image.h"
 #include "io/mask_io.h"
 #include "io/safetensors.h"
@@ -71,6 +75,81 @@ TEST(EndToEnd, MakeModelTinyHasTheFixtureTensorList) {
   Checkpoint real = Checkpoint::open(fixture);
   EXPECT_EQ(made.names(), real.names());
   for (const auto& name : real.names()) EXPECT_EQ(made.info(name).shape, real.info(name).shape) << name;
+}
+
+// The Sa2VA-InternVL3 presets: their config.json loads as a Sa2VA config with the real geometry,
+// and the components enumerate the release's tensor list (declaring mode, no weights written).
+TEST(EndToEnd, InternVl3PresetsLoadWithTheirTensorLists) {
+  struct Want {
+    const char* preset;
+    int hidden, layers, heads, kv_heads, ffn;
+  };
+  for (const Want& w : {Want{"internvl3-2b", 1536, 28, 12, 2, 8960}, Want{"internvl3-8b", 3584, 28, 28, 4, 18944},
+                        Want{"internvl3-14b", 5120, 48, 40, 8, 13824}}) {
+    SCOPED_TRACE(w.preset);
+    const std::string folder = test::temp_dir(std::string("preset-") + w.preset);
+    std::ofstream(folder + "/config.json") << config_to_json(preset_config(w.preset)).dump(2);
+    const ModelConfig c = load_config(folder);
+    EXPECT_EQ(c.template_name, "qwen_chat");
+    EXPECT_EQ(c.llm.arch, LlmArch::Qwen2);
+    EXPECT_EQ(c.llm.hidden_size, w.hidden);
+    EXPECT_EQ(c.llm.num_layers, w.layers);
+    EXPECT_EQ(c.llm.num_heads, w.heads);
+    EXPECT_EQ(c.llm.num_kv_heads, w.kv_heads);
+    EXPECT_EQ(c.llm.head_dim, 128);
+    EXPECT_EQ(c.llm.intermediate_size, w.ffn);
+    EXPECT_EQ(c.llm.vocab_size, 151679);
+    EXPECT_EQ(c.llm.rope_scaling_type, "dynamic");
+    EXPECT_EQ(c.llm.rope_scaling_factor, 2.f);
+    EXPECT_EQ(c.llm.rms_norm_eps, 1e-6f);
+    EXPECT_EQ(c.vision.hidden_size, 1024);
+    EXPECT_EQ(c.vision.num_layers, 24);
+    EXPECT_EQ(c.num_image_tokens(), 256);
+
+    std::map<std::string, Shape> shapes;
+    for (const auto& d : declare_checkpoint(c)) EXPECT_TRUE(shapes.emplace(d.name, d.shape).second) << d.name;
+    auto shape = [&](const std::string& name) {
+      const auto it = shapes.find(name);
+      EXPECT_NE(it, shapes.end()) << name;
+      return it == shapes.end() ? Shape{} : it->second;
+    };
+    const int64_t D = w.hidden, q = int64_t{w.heads} * 128, kv = int64_t{w.kv_heads} * 128;
+    const std::string last = "language_model.model.layers." + std::to_string(w.layers - 1) + ".";
+    EXPECT_EQ(shape("language_model.model.embed_tokens.weight"), (Shape{151679, D}));
+    EXPECT_EQ(shape("language_model.lm_head.weight"), (Shape{151679, D}));
+    EXPECT_EQ(shape(last + "self_attn.q_proj.weight"), (Shape{q, D}));
+    EXPECT_EQ(shape(last + "self_attn.k_proj.weight"), (Shape{kv, D}));
+    EXPECT_EQ(shape(last + "self_attn.v_proj.bias"), (Shape{kv}));
+    EXPECT_EQ(shape(last + "self_attn.o_proj.weight"), (Shape{D, q}));
+    EXPECT_EQ(shape(last + "mlp.gate_proj.weight"), (Shape{w.ffn, D}));
+    EXPECT_EQ(shape(last + "mlp.down_proj.weight"), (Shape{D, w.ffn}));
+    EXPECT_EQ(shapes.count("language_model.model.layers." + std::to_string(w.layers) + ".mlp.up_proj.weight"), 0u);
+    EXPECT_EQ(shape("language_model.model.norm.weight"), (Shape{D}));
+    EXPECT_EQ(shape("mlp1.1.weight"), (Shape{D, 4096}));
+    EXPECT_EQ(shape("mlp1.3.weight"), (Shape{D, D}));
+    EXPECT_EQ(shape("text_hidden_fcs.0.weight"), (Shape{D, D}));
+    EXPECT_EQ(shape("text_hidden_fcs.2.weight"), (Shape{256, D}));
+    EXPECT_EQ(shape("vision_model.encoder.layers.23.attn.qkv.weight"), (Shape{3072, 1024}));
+    EXPECT_EQ(shape("grounding_encoder.sam2_model.image_encoder.trunk.blocks.47.mlp.layers.1.weight"),
+              (Shape{1152, 4608}));
+    // Everything but the LLM is the 1B's: the same count of non-LLM tensors.
+    auto non_llm = [](const std::vector<DeclaredTensor>& all) {
+      return std::count_if(all.begin(), all.end(), [](const DeclaredTensor& d) {
+        return d.name.rfind("language_model.", 0) != 0 && d.name.rfind("mlp1.", 0) != 0 &&
+               d.name.rfind("text_hidden_fcs.", 0) != 0;
+      });
+    };
+    EXPECT_EQ(non_llm(declare_checkpoint(c)), non_llm(declare_checkpoint(preset_config("1b"))));
+  }
+  try {
+    preset_config("internvl3-4b");
+    FAIL() << "no error for an unknown preset";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("internvl3-14b"), std::string::npos) << e.what();
+  }
+  std::string out;
+  EXPECT_NE(run("make-model --preset internvl3-4b --out " + test::temp_dir("preset-unknown"), &out), 0) << out;
+  EXPECT_NE(out.find("internvl3-14b"), std::string::npos) << out;  // the choices are listed
 }
 
 TEST(EndToEnd, MakeModelIsDeterministicPerSeed) {
@@ -227,6 +306,39 @@ TEST(EndToEnd, ChatKeepsTheConversation) {
   int lines = 0;
   for (char ch : out) lines += ch == '\n';
   EXPECT_EQ(lines, 2) << out;
+}
+
+// A frame folder with two frame sizes: masks and the overlay video at the first frame's size.
+TEST(EndToEnd, RunVideoWithFramesOfDifferentSizes) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string frames = test::temp_dir("video-mixed-sizes");
+  for (int i = 0; i < 5; ++i)
+    fs::copy_file(dir + "/inputs/video_frame" + std::to_string(i) + ".png", frames + "/frame" + std::to_string(i) + ".png");
+  Image last = load_image(dir + "/inputs/video_frame5.png");
+  Image smaller(last.width / 2, last.height / 2);  // every other pixel: 160x120
+  for (int y = 0; y < smaller.height; ++y)
+    for (int x = 0; x < smaller.width; ++x)
+      for (int ch = 0; ch < 3; ++ch) smaller.row(y)[3 * x + ch] = last.row(2 * y)[6 * x + ch];
+  save_png_rgb(frames + "/frame5.png", smaller);
+  const std::string out_dir = test::temp_dir("run-video-mixed-sizes");
+  std::string out;
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --video " + frames +
+                    " --prompt '<image>Please segment the moving red ball.' --answer 'Sure, [SEG].' --out " + out_dir,
+                &out),
+            0)
+      << out;
+  const json result = read_json(out_dir + "/result.json");
+  EXPECT_EQ(result["width"], 320);
+  EXPECT_EQ(result["height"], 240);
+  ASSERT_EQ(result["masks"][0]["frames"].size(), 6u);
+  EXPECT_EQ(result["masks"][0]["frames"][5]["rle"]["size"], json::array({240, 320}));
+  const Image mask5 = load_image(out_dir + "/masks/0/00005.png");
+  EXPECT_EQ(mask5.width, 320);
+  EXPECT_EQ(mask5.height, 240);
+  auto overlay = Video::open(out_dir + "/overlay.mp4");
+  EXPECT_EQ(overlay->width(), 320);
+  EXPECT_EQ(overlay->height(), 240);
+  EXPECT_EQ(overlay->frame_count(), 6);
 }
 
 TEST(EndToEnd, BadInputGivesCleanErrors) {

@@ -88,6 +88,28 @@ TEST(Config, ReportsBadFieldsByPath) {
   EXPECT_NE(error_of(j).find("m/config.json"), std::string::npos);
 }
 
+TEST(Config, InternLM2FixtureAndTheDefaultsOfAbsentFields) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-internlm2");
+  json j;
+  std::ifstream(dir + "/config.json") >> j;
+  const ModelConfig c = parse_config(j, "internlm2");
+  EXPECT_EQ(c.template_name, "internlm2_chat");
+  EXPECT_EQ(c.llm.arch, LlmArch::InternLM2);
+  EXPECT_EQ(c.llm.rope_theta, 1e6f);
+  EXPECT_EQ(c.llm.rms_norm_eps, 1e-5f);
+  EXPECT_FALSE(c.llm.attention_bias);
+  EXPECT_FALSE(c.llm.tie_word_embeddings);
+  EXPECT_EQ(c.llm.rope_scaling_type, "dynamic");
+  EXPECT_EQ(c.llm.eos_token_id, 2);
+  // A config.json without them takes upstream InternLM2Config's defaults: rope_theta 10000,
+  // rms_norm_eps 1e-6, bias true.
+  for (const char* key : {"rope_theta", "rms_norm_eps", "bias"}) j["llm_config"].erase(key);
+  const ModelConfig d = parse_config(j, "internlm2");
+  EXPECT_EQ(d.llm.rope_theta, 1e4f);
+  EXPECT_EQ(d.llm.rms_norm_eps, 1e-6f);
+  EXPECT_TRUE(d.llm.attention_bias);
+}
+
 TEST(Config, MissingOrMalformedFile) {
   const std::string dir = test::temp_dir("cfg");
   EXPECT_THROW(load_config(dir), Error);

@@ -127,6 +127,28 @@ TEST(GenerationStop, EosAndStopWords) {
   EXPECT_THROW(generate(m->lm, prompt, options, {}), Error);
 }
 
+TEST(GenerationStop, StopAfterLooksAtTheNewestIdAndTheWholeDecodedText) {
+  StopRules stop;
+  stop.eos_id = 99;
+  stop.stop_words = {"<|end|>"};
+  stop.decode = [](const std::vector<int32_t>& ids) {
+    static const std::map<int32_t, std::string> text = {{0, "<|"}, {1, "end"}, {3, "|>"}, {4, "\r\n"}, {5, "x"},
+                                                        {99, "</s>"}};
+    std::string s;
+    for (int32_t id : ids) s += text.at(id);
+    return s;
+  };
+  EXPECT_FALSE(stop_after({}, stop).has_value());
+  EXPECT_EQ(stop_after({5, 99}, stop), StopReason::Eos);
+  EXPECT_FALSE(stop_after({99, 5}, stop).has_value());  // only the newest id is the eos test
+  EXPECT_EQ(stop_after({0, 1, 3}, stop), StopReason::StopWord);  // the stop word spans three tokens
+  EXPECT_EQ(stop_after({0, 1, 4, 3}, stop), StopReason::StopWord);  // line breaks are deleted first
+  EXPECT_FALSE(stop_after({0, 1, 3, 5}, stop).has_value());
+  StopRules no_decode;
+  no_decode.stop_words = {"x"};
+  EXPECT_THROW(stop_after({5}, no_decode), Error);
+}
+
 TEST(GenerationSeg, SelectsHiddenWhereSegWasTheInput) {
   GenerationResult r;
   r.prompt_length = 3;

@@ -446,5 +446,62 @@ TEST(LlmLoad, DeclaresTheCheckpointNames) {
   EXPECT_THROW(LanguageModel::load(decl, cfg), Error);
 }
 
+// Upstream's rule: the checkpoint's own head when it has one, else the embedding matrix, whatever
+// tie_word_embeddings says.
+TEST(LlmLoad, HeadFallsBackToTheEmbeddingWithoutAHeadTensor) {
+  for (LlmArch arch : {LlmArch::Qwen2, LlmArch::InternLM2}) {
+    ModelConfig cfg;
+    cfg.llm.arch = arch;
+    cfg.llm.architecture = arch == LlmArch::Qwen2 ? "Qwen2ForCausalLM" : "InternLM2ForCausalLM";
+    cfg.llm.attention_bias = arch == LlmArch::Qwen2;
+    cfg.llm.hidden_size = 16;
+    cfg.llm.num_layers = 1;
+    cfg.llm.num_heads = 2;
+    cfg.llm.num_kv_heads = 1;
+    cfg.llm.head_dim = 8;
+    cfg.llm.intermediate_size = 24;
+    cfg.llm.vocab_size = 10;
+    const std::string head = arch == LlmArch::Qwen2 ? "language_model.lm_head.weight" : "language_model.output.weight";
+    const std::string embedding =
+        arch == LlmArch::Qwen2 ? "language_model.model.embed_tokens.weight" : "language_model.model.tok_embeddings.weight";
+    for (bool tied : {false, true}) {
+      for (bool with_head : {false, true}) {
+        cfg.llm.tie_word_embeddings = tied;
+        Weights decl = Weights::declaring(Precision::F32);
+        LanguageModel::load(decl, cfg);
+        std::mt19937 rng(3);
+        std::normal_distribution<float> normal(0.f, 1.f);
+        std::vector<std::pair<std::string, Tensor>> tensors;
+        for (const DeclaredTensor& d : decl.declared()) {
+          if (d.name == head) continue;
+          Tensor t = Tensor::empty(d.shape);
+          for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = normal(rng);
+          tensors.emplace_back(d.name, t);
+        }
+        Tensor head_weights = Tensor::empty({10, 16});
+        for (int64_t i = 0; i < head_weights.numel(); ++i) head_weights.f32()[i] = normal(rng);
+        if (with_head) tensors.emplace_back(head, head_weights);
+        const std::string dir = test::temp_dir("untied-head");
+        write_safetensors(dir + "/model.safetensors", tensors);
+        const Checkpoint ck = Checkpoint::open(dir);
+        Weights w(ck, Precision::F32);
+        const LanguageModel lm = LanguageModel::load(w, cfg);
+        EXPECT_NO_THROW(w.finish()) << "tied " << tied << ", head " << with_head;
+
+        Tensor h = Tensor::empty({1, 16});
+        for (int64_t i = 0; i < 16; ++i) h.f32()[i] = normal(rng);
+        const std::vector<float> matrix = with_head ? head_weights.to_vector() : ck.get(embedding).to_vector();
+        Tensor want = Tensor::empty({1, 10});
+        for (int r = 0; r < 10; ++r) {
+          double acc = 0;
+          for (int d = 0; d < 16; ++d) acc += static_cast<double>(matrix[r * 16 + d]) * h.f32()[d];
+          want.f32()[r] = static_cast<float>(acc);
+        }
+        EXPECT_TRUE(test::close_rel(lm.logits(h), want, 1e-5)) << "tied " << tied << ", head " << with_head;
+      }
+    }
+  }
+}
+
 }  // namespace
 }  // namespace sa2va

@@ -2,6 +2,7 @@
 // Sa2vaModel::predict (the same path as `sa2va run` / `sa2va dump`), comparing the recorded stages.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -10,6 +11,7 @@
 #include "core/stages.h"
 #include "io/image.h"
 #include "io/video.h"
+#include "models/preprocess.h"
 #include "models/sa2va_model.h"
 #include "test_util.h"
 
@@ -180,6 +182,71 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
   EXPECT_EQ(p.masks[0].size(), 6u);
 }
 
+// Frames of different sizes, as newer upstream accepts them: every frame is processed at its own
+// size (448x448 for the language model, 1024x1024 for SAM2) and the masks come out at the first
+// frame's size.
+TEST(Pipeline, VideoFramesOfDifferentSizesGiveMasksAtTheFirstFramesSize) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["video"];
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  const Tensor golden = test::load_golden(dir + "/goldens/video.safetensors", "seg0.mask");
+  auto predict = [&](const std::string& frames, StageRecorder& rec) {
+    auto video = Video::open(frames);
+    Request r;
+    r.video = video.get();
+    r.text = c["prompt"].get<std::string>();
+    r.forced_answer = c["answer_text"].get<std::string>();
+    return m.predict(r, &rec);
+  };
+  {
+    // The last frame (tracked through memory, not seen by the language model) is 200x150.
+    const std::string frames = fixture_frames_folder(dir, c, "mixed-sizes-last");
+    const Image small = preprocess::resize_bicubic(load_image(frames + "/00005.png"), 200, 150);
+    save_png_rgb(frames + "/00005.png", small);
+    StageRecorder rec;
+    const Prediction p = predict(frames, rec);
+    ASSERT_EQ(p.masks.size(), 1u);
+    ASSERT_EQ(p.masks[0].size(), 6u);
+    for (const Mask& mask : p.masks[0]) {
+      EXPECT_EQ(mask.width, 320);
+      EXPECT_EQ(mask.height, 240);
+    }
+    const Tensor masks = stage(rec, "seg0.mask"), lowres = stage(rec, "seg0.mask_logits_lowres");
+    ASSERT_EQ(masks.shape(), (Shape{6, 240, 320}));
+    // Frames 0..4 are conditioning frames, untouched by frame 5.
+    for (int64_t t = 0; t < 5; ++t)
+      EXPECT_GE(test::mask_iou(masks.select(0, t), golden.select(0, t)), 0.999) << "frame " << t;
+    // Frame 5: its low-res logits brought to the first frame's 320x240.
+    const Tensor want5 = preprocess::threshold_mask(preprocess::postprocess_mask_logits(lowres.select(0, 5), 240, 320));
+    EXPECT_EQ(test::mask_iou(masks.select(0, 5), want5), 1.0);
+    // The same scene at a lower resolution: close to the full-size frame's mask.
+    EXPECT_GE(test::mask_iou(masks.select(0, 5), golden.select(0, 5)), 0.9);
+  }
+  {
+    // Two frames, the first one 200x150: masks are 200x150, and each 448x448 key frame the
+    // language model sees is its frame resized from its own size.
+    const std::string frames = test::temp_dir("mixed-sizes-first");
+    const Image small = preprocess::resize_bicubic(load_image(dir + "/" + c["frames"][0].get<std::string>()), 200, 150);
+    const Image full = load_image(dir + "/" + c["frames"][1].get<std::string>());
+    save_png_rgb(frames + "/00000.png", small);
+    save_png_rgb(frames + "/00001.png", full);
+    StageRecorder rec;
+    const Prediction p = predict(frames, rec);
+    ASSERT_EQ(p.masks.size(), 1u);
+    ASSERT_EQ(p.masks[0].size(), 2u);
+    for (const Mask& mask : p.masks[0]) {
+      EXPECT_EQ(mask.width, 200);
+      EXPECT_EQ(mask.height, 150);
+    }
+    const Tensor key = stage(rec, "frames_448_u8").contiguous();
+    ASSERT_EQ(key.numel(), 2 * 448 * 448 * 3);
+    const Image want0 = preprocess::resize_bicubic(small, 448, 448), want1 = preprocess::resize_bicubic(full, 448, 448);
+    EXPECT_TRUE(std::equal(want0.rgb.begin(), want0.rgb.end(), key.data<uint8_t>()));
+    EXPECT_TRUE(std::equal(want1.rgb.begin(), want1.rgb.end(), key.data<uint8_t>() + 448 * 448 * 3));
+    EXPECT_EQ(stage(rec, "seg0.mask").shape(), (Shape{2, 150, 200}));
+  }
+}
+
 TEST(Pipeline, UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["video"];
@@ -310,16 +377,107 @@ TEST(Pipeline, BadRequestsAreErrors) {
   vp_without_image.text = "hi";
   vp_without_image.mask_prompts.push_back(Mask{2, 2, {1, 0, 0, 1}});
   EXPECT_THROW(m.predict(vp_without_image), Error);
-  Request wrong_size = image_request(dir, meta_of(dir)["cases"]["image"]);
-  wrong_size.mask_prompts.push_back(Mask{2, 2, {1, 0, 0, 1}});
-  EXPECT_THROW(m.predict(wrong_size), Error);
+  Request short_mask = image_request(dir, meta_of(dir)["cases"]["image"]);
+  short_mask.mask_prompts.push_back(Mask{2, 2, {1, 0, 0}});  // 3 values for a 2x2 mask
+  EXPECT_THROW(m.predict(short_mask), Error);
+}
+
+// Visual prompts as upstream: a mask of any size is sampled straight to the 16x16 token grid with
+// PyTorch's legacy nearest (src = floor(dst * in / 16)), and a region that selects no cell is kept
+// with no tokens ("region2<vp></vp>") instead of being refused.
+TEST(Pipeline, VisualPromptsOfAnySizeAndRegionsCoveringNoCell) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  Request r = image_request(dir, meta_of(dir)["cases"]["vp"]);  // a 600x280 image: 2 tiles + thumbnail
+  // Region 1: a 5x3 mask with only pixel (x 2, y 1) set. Rows read y = floor(i * 3/16): 1 for
+  // i = 6..10; columns read x = floor(j * 5/16): 2 for j = 7..9. So 5 x 3 = 15 cells.
+  Mask small{5, 3, std::vector<uint8_t>(15, 0)};
+  small.data[1 * 5 + 2] = 1;
+  // Region 2: a 40x40 mask with only pixel (1, 1) set: rows and columns read floor(k * 2.5) =
+  // 0, 2, 5, 7, ... and never 1, so the region covers no cell.
+  Mask missed{40, 40, std::vector<uint8_t>(1600, 0)};
+  missed.data[1 * 40 + 1] = 1;
+  r.mask_prompts = {small, missed};
+  StageRecorder rec;
+  const Prediction p = m.predict(r, &rec);
+
+  const Tensor grid = stage(rec, "mask_prompts_16x16").contiguous();
+  ASSERT_EQ(grid.shape(), (Shape{2, 16, 16}));
+  std::vector<int64_t> region1_cells;
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      const bool inside = i >= 6 && i <= 10 && j >= 7 && j <= 9;
+      EXPECT_EQ(grid.data<uint8_t>()[i * 16 + j], inside ? 1 : 0) << "region 1 cell " << i << "," << j;
+      EXPECT_EQ(grid.data<uint8_t>()[256 + i * 16 + j], 0) << "region 2 cell " << i << "," << j;
+      if (inside) region1_cells.push_back(i * 16 + j);
+    }
+  ASSERT_EQ(region1_cells.size(), 15u);
+
+  std::string region1;
+  for (int k = 0; k < 15; ++k) region1 += "<IMG_CONTEXT>";
+  EXPECT_NE(p.past_text.find("</img>\nThere are 2 part regions in the picture: region1<vp>" + region1 +
+                             "</vp>, region2<vp></vp>.\nPlease segment region1."),
+            std::string::npos)
+      << p.past_text.substr(0, 200);
+  const Tensor ids = stage(rec, "prompt_ids");
+  int64_t slots = 0;
+  std::vector<int64_t> slot_positions;
+  for (int64_t i = 0; i < ids.numel(); ++i)
+    if (ids.data<int64_t>()[i] == m.img_context_id) {
+      ++slots;
+      slot_positions.push_back(i);
+    }
+  ASSERT_EQ(slots, 3 * 256 + 15);
+
+  // The 15 region slots hold the thumbnail's (last tile's) tokens at those cells, in raster order.
+  const Tensor vit = stage(rec, "vit_embeds").to(DType::F32).contiguous();
+  const Tensor embeds = stage(rec, "llm.inputs_embeds").to(DType::F32).contiguous();
+  ASSERT_EQ(vit.size(0), 3);
+  const int64_t D = vit.size(2);
+  for (size_t k = 0; k < region1_cells.size(); ++k) {
+    const float* want = vit.f32() + (2 * 256 + region1_cells[k]) * D;
+    const float* got = embeds.f32() + slot_positions[3 * 256 + k] * D;
+    for (int64_t d = 0; d < D; ++d) ASSERT_EQ(got[d], want[d]) << "region slot " << k << " dim " << d;
+  }
+  ASSERT_EQ(p.masks.size(), 1u);  // the forced "Sure, [SEG]." still segments
 }
 
 TEST(Pipeline, GcgHelpers) {
+  using Phrases = std::vector<std::string>;
   EXPECT_EQ(extract_phrases("<p> A man </p> [SEG] riding <p> a horse </p> [SEG].<|im_end|>"),
-            (std::vector<std::string>{"A man", "a horse"}));
+            (Phrases{"A man", "a horse"}));
   EXPECT_EQ(clean_caption("<p> A man </p> [SEG] riding <p> a horse </p> [SEG].<|im_end|>"), "A man riding a horse .");
   EXPECT_TRUE(extract_phrases("no phrases [SEG]").empty());
+
+  // Every '\n' is deleted, not turned into a space (also inside tags and phrases).
+  EXPECT_EQ(extract_phrases("<p>A\nman</p> [SEG]"), (Phrases{"Aman"}));
+  EXPECT_EQ(clean_caption("<p>A\nman</p> [SEG] is\nhere"), "Aman ishere");
+  EXPECT_EQ(extract_phrases("<p\n>dog</p\n> [SEG]"), (Phrases{"dog"}));
+  // "  " -> " " in one pass: three or four spaces inside a phrase leave two.
+  EXPECT_EQ(extract_phrases("<p>a   b</p> <p>c    d</p> <p>e  f</p>"), (Phrases{"a  b", "c  d", "e f"}));
+  EXPECT_EQ(clean_caption("<p>a    b</p> [SEG]"), "a b");
+  // "<s>" is removed first, in one pass, so "<<s>p>" becomes the tag "<p>".
+  EXPECT_EQ(extract_phrases("<s><<s>p>x</p> [SEG]"), (Phrases{"x"}));
+  // Only the text after the last "ASSISTANT: " counts.
+  EXPECT_EQ(extract_phrases("<p>cat</p> USER: hi ASSISTANT: <p>dog</p> [SEG]"), (Phrases{"dog"}));
+  EXPECT_EQ(clean_caption("<p>cat</p> ASSISTANT: x ASSISTANT: <p>dog</p> [SEG] runs."), "dog runs.");
+  // Quotes: ' is stripped at both ends after collapsing, then whitespace is trimmed again.
+  EXPECT_EQ(clean_caption("' <p>a</p> [SEG] '"), "a");
+  EXPECT_EQ(clean_caption("''it's <p>Bob's</p> [SEG]''"), "it's Bob's");
+  // An unclosed <p> gives no phrase; a '<' with no '>' after it stays in the caption.
+  EXPECT_EQ(extract_phrases("<p>a</p> [SEG] <p>b"), (Phrases{"a"}));
+  EXPECT_EQ(clean_caption("<p>a</p> [SEG] <p>b"), "a b");
+  EXPECT_EQ(clean_caption("1 < 2"), "1 < 2");
+  EXPECT_EQ(clean_caption("a <b> c <d"), "a c <d");
+  // Tags are removed before [SEG], and [SEG] in one pass.
+  EXPECT_EQ(clean_caption("x [SE<i>G] y [SE[SEG]G]"), "x y [SEG]");
+  // Empty phrases; Python whitespace (\r, \t, U+00A0, U+3000) is trimmed and collapsed.
+  EXPECT_EQ(extract_phrases("<p></p> [SEG] <p> \r\t</p>"), (Phrases{"", ""}));
+  EXPECT_EQ(extract_phrases("<p>\u3000x\u00a0</p>"), (Phrases{"x"}));
+  EXPECT_EQ(clean_caption("a\u00a0\u00a0b\u2003c\x1f" "d"), "a b c d");
+  EXPECT_EQ(clean_caption("caf\u00e9 \u00e0"), "caf\u00e9 \u00e0");  // non-space multi-byte text is kept
+  EXPECT_EQ(clean_caption(""), "");
+  EXPECT_EQ(clean_caption("''"), "");
 }
 
 }  // namespace

@@ -54,7 +54,9 @@ const std::string& model_dir() {
     add(n + 1, "</img>");
     add(n + 2, "<IMG_CONTEXT>");
     json config = {{"add_bos_token", true}, {"bos_token", "<s>"}, {"eos_token", "</s>"},
-                   {"unk_token", "<unk>"}, {"added_tokens_decoder", decoder}};
+                   {"unk_token", "<unk>"}, {"added_tokens_decoder", decoder},
+                   {"additional_special_tokens",
+                    {"<|im_end|>", "<|im_start|>", "<img>", "</img>", "<IMG_CONTEXT>", "[SEG]", "<p>", "</p>"}}};
     std::ofstream(d + "/tokenizer_config.json") << config.dump(2);
     // Sa2VA's own tokens arrive through added_tokens.json only.
     std::ofstream(d + "/added_tokens.json") << json{{"[SEG]", n + 3}, {"<p>", n + 4}, {"</p>", n + 5}}.dump();
@@ -110,15 +112,81 @@ TEST(SentencePieceTokenizer, EncodePrependsBosAndSplitsAddedTokens) {
 TEST(SentencePieceTokenizer, DecodeFollowsInternLM2Rules) {
   const auto t = Tokenizer::load(model_dir());
   const auto ids = t->encode("the cat sits on the mat.");
-  EXPECT_EQ(t->decode(ids), "<s>the cat sits on the mat.");
+  // A special token inside a run is preceded by a space unless the token before it was special.
+  EXPECT_EQ(t->decode(ids), " <s>the cat sits on the mat.");
   EXPECT_EQ(t->decode(ids, /*skip_special=*/true), "the cat sits on the mat.");
   const int32_t seg = t->token_id("[SEG]"), end = t->token_id("<|im_end|>");
-  // A space goes before each run of pieces that precedes a special token; a leading prefix space
-  // (added because the first piece starts with the boundary mark) is dropped again.
+  // [SEG] lies outside the SentencePiece model: a chunk of its own, joined to the others with
+  // spaces; "." was encoded on its own with a prefix space, which the clean-up removes before
+  // <|im_end|> (a piece of the model, so part of the run).
   const auto answer = concat({sp_encode("the cat"), {seg}, sp_encode("."), {end}});
-  EXPECT_EQ(t->decode(answer), " the cat[SEG] .<|im_end|>");
-  EXPECT_EQ(t->decode(answer, true), "the cat .");  // "." was encoded on its own, with a prefix space
+  EXPECT_EQ(t->decode(answer), "the cat [SEG] .<|im_end|>");
+  EXPECT_EQ(t->decode(answer, true), "the cat.");
   EXPECT_EQ(t->decode({}), "");
+}
+
+// ---- the sa2va-tiny-internlm2 fixture: upstream's slow InternLM2 tokenizer -----------------------
+
+json fixture_meta(const std::string& dir) {
+  json meta;
+  std::ifstream(dir + "/meta.json") >> meta;
+  return meta;
+}
+
+std::string strip(const std::string& s) {
+  const size_t b = s.find_first_not_of(" \t\n\r\f\v");
+  return b == std::string::npos ? "" : s.substr(b, s.find_last_not_of(" \t\n\r\f\v") - b + 1);
+}
+
+TEST(InternLM2Tokenizer, SpecialTokensFromTheSavedFiles) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-internlm2");
+  const auto t = Tokenizer::load(dir);
+  EXPECT_EQ(t->kind(), "sentencepiece");
+  EXPECT_EQ(t->bos_id(), 1);
+  EXPECT_EQ(t->eos_id(), 2);
+  EXPECT_TRUE(t->adds_bos());
+  EXPECT_EQ(t->vocab_size(), 1038);
+  // tokenizer_config.json renames the last six SentencePiece pieces.
+  for (const auto& [token, id] : fixture_meta(dir)["tokens"].items()) {
+    EXPECT_EQ(t->token_id(token), id.get<int32_t>()) << token;
+    EXPECT_EQ(t->token(id.get<int32_t>()), token) << token;
+  }
+}
+
+TEST(InternLM2Tokenizer, EncodeAndDecodeAsUpstream) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-internlm2");
+  const auto t = Tokenizer::load(dir);
+  const json meta = fixture_meta(dir);
+  ASSERT_FALSE(meta["tokenizer_examples"].empty());
+  for (const json& e : meta["tokenizer_examples"]) {
+    const std::string text = e["text"];
+    const auto ids = e["ids_with_bos"].get<std::vector<int32_t>>();
+    EXPECT_EQ(t->encode(text), ids) << text;
+    // Spacing around special and added tokens, clean-up of spaces, a first piece without the
+    // word-start mark: byte for byte.
+    EXPECT_EQ(t->decode(ids), e["decode"].get<std::string>()) << text;
+    const std::string without_bos = t->decode(std::vector<int32_t>(ids.begin() + 1, ids.end()));
+    EXPECT_EQ(without_bos, e["decode_without_bos"].get<std::string>()) << text;
+    EXPECT_EQ(strip(without_bos), e["decode_strip"].get<std::string>()) << text;
+  }
+  // Every answer of the fixture's cases: generated ids decode to upstream's text; forced answers
+  // encode to upstream's ids.
+  for (const auto& [name, c] : meta["cases"].items()) {
+    if (c.contains("generated_ids")) {
+      EXPECT_EQ(t->decode(c["generated_ids"].get<std::vector<int32_t>>()), c["decoded_raw"].get<std::string>()) << name;
+    }
+    if (c.contains("answer_ids")) {
+      std::vector<int32_t> ids = t->encode(c["answer_text"].get<std::string>());
+      ids.erase(ids.begin());  // BOS
+      EXPECT_EQ(ids, c["answer_ids"].get<std::vector<int32_t>>()) << name;
+    }
+  }
+}
+
+TEST(InternLM2Tokenizer, CleanUpOfSpaces) {
+  EXPECT_EQ(clean_up_tokenization("a . b ? c ! d , e ' f do n't I 'm it 's we 've they 're"),
+            "a. b? c! d, e'f don't I'm it's we've they're");
+  EXPECT_EQ(clean_up_tokenization("  ..  "), " ..  ");
 }
 
 TEST(SentencePieceTokenizer, MissingOrCorruptModelIsAnError) {

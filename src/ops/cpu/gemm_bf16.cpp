@@ -29,7 +29,7 @@ namespace {
 
 constexpr int64_t kMR = kBf16TileRows;   // rows of the register tile
 constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zmm of f32)
-constexpr int64_t kKC = 256;  // k pairs per slice
+constexpr int64_t kKC = kBf16SlicePairs;  // k pairs per slice
 constexpr int64_t kNC = 256;  // columns per packed block
 
 // Packs columns [n0, n0 + kNR) (zero beyond N) and pairs [kp0, kp0 + kpn) of W.
@@ -132,6 +132,17 @@ void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* pan
 }
 
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
+  struct Source {
+    const uint16_t* w;
+    int64_t K, N;
+  } source{w, K, N};
+  return bf16_gemm(x, M, K, Bf16PanelSource{[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
+                     const auto* s = static_cast<const Source*>(self);
+                     pack_panel(s->w, s->K, s->N, n0, kp0, kpn, panel);
+                   }, &source}, N, y);
+}
+
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y) {
   if (isa() != Isa::Avx512) return false;
   const int64_t Kp = (K + 1) & ~int64_t{1}, pairs = Kp / 2;
   const Tensor xb = Tensor::empty({M * Kp}, DType::BF16);  // every element is written
@@ -147,8 +158,7 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
       const int64_t block_panels = (nb_end - nb + kNR - 1) / kNR;
       for (int64_t kp0 = 0; kp0 < pairs; kp0 += kKC) {
         const int64_t kpn = std::min(kKC, pairs - kp0);
-        for (int64_t p = 0; p < block_panels; ++p)
-          pack_panel(w, K, N, nb + p * kNR, kp0, kpn, packed.data() + p * kpn * kNR);
+        for (int64_t p = 0; p < block_panels; ++p) w.pack(w.self, nb + p * kNR, kp0, kpn, packed.data() + p * kpn * kNR);
         for (int64_t m0 = 0; m0 < M; m0 += kMR) {
           const int64_t rows = std::min(kMR, M - m0);
           const TileFn tile = kTiles[rows - 1];

@@ -1,7 +1,9 @@
 // CPU kernels for matrix products: f32 through OpenBLAS (one single-threaded call per pool thread),
 // BF16 weights through our own kernels (bandwidth-bound rows kernel for decode-sized M, the bf16
-// GEMM, or blocked conversion + sgemm without AVX-512 BF16), quantized weights through reference
-// kernels (dequantized rows; the fast integer kernels are a later step).
+// GEMM, or blocked conversion + sgemm without AVX-512 BF16). Quantized weights: decode-sized M
+// through integer dot products with 8-bit activations (weights streamed once, never widened);
+// larger M through the bf16 GEMM with panels dequantized while packing (AVX-512 BF16), or
+// dequantized f32 panels + sgemm.
 #include <cblas.h>
 
 extern "C" void openblas_set_num_threads(int);
@@ -38,21 +40,39 @@ void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatr
   }
 }
 
-// Decode-sized M with quantized weights (reference kernel): each thread widens a few weight rows
-// at a time into its own buffer, kept between calls, and takes their dot products with every x row.
+// Decode-sized M with quantized weights: x quantized to 8 bits per block once (on the calling
+// thread, into a buffer kept between calls), then every thread streams its own weight rows.
 void linear_quantized_small(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
-  constexpr int64_t kRows = 8;
-  const int64_t N = w.rows();
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
-    thread_local std::vector<float> rows;
-    if (rows.size() < static_cast<size_t>(kRows * K)) rows.resize(static_cast<size_t>(kRows * K));
-    for (int64_t r = n0; r < n1; r += kRows) {
-      const int64_t count = std::min(kRows, n1 - r);
-      w.dequantize_rows(r, count, rows.data());
-      for (int64_t i = 0; i < count; ++i)
-        for (int64_t m = 0; m < M; ++m) y[m * N + r + i] = simd::dot(rows.data() + i * K, x + m * K, K);
-    }
-  }, 32);
+  static_assert(simd::kQ8Block == kQuantBlock);
+  thread_local simd::QuantizedActivations buffer;
+  const simd::QuantizedActivations& activations = buffer;  // the caller's buffer, seen by every thread
+  buffer.quantize(x, M, K, K);
+  const bool q4 = w.format() == WeightFormat::Q4_0;
+  const uint8_t* values = w.values().data<uint8_t>();
+  const uint16_t* scales = w.scales().data<uint16_t>();
+  const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
+  parallel_for(w.rows(), [&](int64_t n0, int64_t n1) {
+    simd::quantized_rows_times_q8(q4, values + n0 * ldw, ldw, scales + n0 * nb, nb, n1 - n0, activations, y + n0, w.rows());
+  }, 16);
+}
+
+// Larger M with quantized weights on AVX-512 BF16: the bf16 GEMM packs panels of dequantized rows
+// (each weight is dequantized once per call and reused by every row of x).
+bool linear_quantized_bf16_gemm(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
+  const simd::Bf16PanelSource source{
+      [](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
+        const auto& m = *static_cast<const WeightMatrix*>(self);
+        thread_local std::vector<float> rows;
+        const int64_t lanes = std::min(simd::kBf16PanelCols, m.rows() - n0);
+        const int64_t col0 = 2 * kp0, cols = std::min(2 * kpn, m.cols() - col0);
+        if (rows.size() < static_cast<size_t>(simd::kBf16PanelCols * 2 * simd::kBf16SlicePairs))
+          rows.resize(static_cast<size_t>(simd::kBf16PanelCols * 2 * simd::kBf16SlicePairs));
+        m.dequantize_block(n0, lanes, col0, cols, rows.data(), cols);
+        simd::pack_bf16_panel(rows.data(), cols, 1, lanes, cols, kpn, panel);
+      },
+      &w};
+  static_assert(2 * simd::kBf16SlicePairs % kQuantBlock == 0, "slices start on block boundaries");
+  return simd::bf16_gemm(x, M, K, source, w.rows(), y);
 }
 
 }  // namespace
@@ -94,7 +114,7 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
     else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
   } else if (M <= kSmallM) {
     linear_quantized_small(x, M, K, weight, y);
-  } else {
+  } else if (!linear_quantized_bf16_gemm(x, M, K, weight, y)) {
     linear_by_f32_panels(x, M, K, weight, y);
   }
   if (bias) add_rows(y, bias, M, N);

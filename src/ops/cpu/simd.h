@@ -1,8 +1,10 @@
 // Run-time selected SIMD kernels shared by the CPU kernels (ops/cpu/).
-// The instruction set is detected once (AVX-512 with BF16 dot products, AVX2+FMA, or plain C++);
+// The instruction set is detected once (AVX-512 with BF16 and VNNI dot products, AVX2+FMA+F16C, or
+// plain C++);
 // every kernel here has all three variants so the same binary runs on any x86-64 CPU.
 #pragma once
 #include <cstdint>
+#include <vector>
 
 namespace sa2va::ops::simd {
 
@@ -27,6 +29,15 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
 // Large-M product y[M,N] = x[M,K] · Wᵀ with BF16 weights W[N,K] using AVX-512 BF16 dot products:
 // x is rounded to bf16, accumulation is f32. Returns false (doing nothing) without AVX-512 BF16.
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y);
+// The same product with W given by how to pack its panels: pack(self, n0, kp0, kpn, panel) writes
+// panel[kp·kBf16PanelCols + lane] = bf16 pair kp0 + kp of row n0 + lane (zero beyond N or K), for
+// kp < kpn. kp0 is a multiple of kBf16SlicePairs. Quantized weights are dequantized while packing.
+struct Bf16PanelSource {
+  void (*pack)(const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel);
+  const void* self;
+};
+constexpr int64_t kBf16SlicePairs = 256;
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y);
 
 // The pieces of bf16_gemm, shared with the fused bf16 attention (AVX-512 BF16 only).
 // A "pair" is two bf16 values in one 32-bit word (the lower index in the low half), the unit
@@ -49,6 +60,24 @@ float exp_to_bf16(const float* s, int64_t n, float shift, int64_t n_padded, uint
 // j < cols (<= kBf16PanelCols). Requires isa() == Avx512.
 void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,
                int64_t ldc, int64_t cols, bool accumulate);
+
+// Quantized weights (Q8_0, Q4_0: 32-value blocks with f16 scales, layout in ops/weight_matrix.h)
+// times activations quantized to 8 bits per block (scale amax/127, codes rounded to nearest even).
+// Kernels: AVX-512 VNNI, AVX2, scalar reference; results differ between them only by f32 summation order.
+constexpr int64_t kQ8Block = 32;
+struct QuantizedActivations {
+  int64_t rows = 0, k = 0, blocks = 0;
+  std::vector<int8_t> codes;   // [rows, blocks·32], zero beyond k
+  std::vector<float> scales;   // [rows, blocks]
+  std::vector<float> offsets;  // [rows, blocks]: 8·scale·Σcodes (the Q4_0 offset of 8, pre-multiplied)
+  static int64_t blocks_for(int64_t k);
+  // Quantizes x[rows, k] (row stride ldx); the buffers grow once and are reused.
+  void quantize(const float* x, int64_t rows, int64_t k, int64_t ldx);
+};
+// y[i·ldy + r] = Σ_b ws[r·ldws + b] · x.scale[i][b] · Σ_j code(w, r, b, j) · x.code[i][b][j]
+// for r < rows, i < x.rows; w holds rows of Q8_0 (q4 false) or Q4_0 (q4 true) values, row stride ldw bytes.
+void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
+                             const QuantizedActivations& x, float* y, int64_t ldy);
 
 // Element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
 void exp_inplace(float* x, int64_t n);

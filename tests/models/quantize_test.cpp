@@ -1,0 +1,123 @@
+// Quantized model folders (`sa2va quantize`): what they hold, that they load without conversion,
+// that they equal quantizing at load, and their errors.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "models/quantize.h"
+#include "test_util.h"
+#include "tiny_llm.h"
+
+namespace sa2va {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string quantized_copy(const std::string& dir, WeightFormat format) {
+  const std::string out = test::temp_dir(std::string("quantized-") + weight_format_name(format)) + "/model";
+  const QuantizeReport report = quantize_model({dir, out, format});
+  EXPECT_GT(report.matrices_quantized, 0u);
+  EXPECT_GT(report.bytes_out, 0u);  // (the tiny model grows: its tied head is mostly vocabulary)
+  return out;
+}
+
+LanguageModel load_llm(const Checkpoint& ck, const ModelConfig& config, WeightFormat format) {
+  LoadPolicy policy(Precision::BF16);
+  policy.llm_format = format;
+  Weights w(ck, policy);
+  LanguageModel lm = LanguageModel::load(w, config);
+  w.finish();
+  return lm;
+}
+
+TEST(QuantizeModel, FolderLoadsWithoutConversionAndEqualsQuantizingAtLoad) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const ModelConfig config = load_config(dir);
+  const Tensor embeds =
+      test::load_golden(dir + "/goldens/image.safetensors", "llm.inputs_embeds").slice(0, 700, 760).contiguous();
+  for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    const std::string out = quantized_copy(dir, format);
+    for (const char* file : {"config.json", "tokenizer.json"}) EXPECT_TRUE(fs::exists(fs::path(out) / file)) << file;
+
+    const Checkpoint quantized = Checkpoint::open(out);
+    const std::string down = "language_model.model.layers.0.mlp.down_proj.weight";
+    EXPECT_EQ(quantized.info(down).dtype, DType::U8);
+    EXPECT_EQ(quantized.info(down + kScalesSuffix).dtype, DType::F16);
+    EXPECT_TRUE(quantized.has(LanguageModel::head_name(config.llm.arch)));  // the tied head, quantized
+    EXPECT_EQ(quantized.info("vision_model.embeddings.class_embedding").dtype,
+              Checkpoint::open(dir).info("vision_model.embeddings.class_embedding").dtype);  // copied as stored
+
+    // The default policy (bf16) takes the stored format; the matrices are the mapped bytes themselves.
+    const LanguageModel stored = load_llm(quantized, config, WeightFormat::BF16);
+    EXPECT_EQ(stored.layers[0].w_down.format(), format);
+    EXPECT_EQ(stored.layers[0].wqkv.format(), format);
+    EXPECT_EQ(stored.lm_head.format(), format);
+    EXPECT_EQ(stored.embedding.format(), WeightFormat::BF16);  // the lookup keeps the stored rows
+    EXPECT_EQ(stored.layers[0].w_down.values().raw(), quantized.get(down).raw()) << "converted at load";
+    EXPECT_EQ(stored.layers[0].w_down.scales().raw(), quantized.get(down + kScalesSuffix).raw());
+
+    // Same numbers as converting the original checkpoint at load.
+    const Checkpoint original = Checkpoint::open(dir);
+    const LanguageModel converted = load_llm(original, config, format);
+    EXPECT_EQ(converted.lm_head.format(), format);
+    LlmState a = stored.new_state(60), b = converted.new_state(60);
+    const Tensor ha = stored.forward(embeds, a).clone(), hb = converted.forward(embeds, b).clone();
+    EXPECT_EQ(ha.to_vector(), hb.to_vector()) << weight_format_name(format);
+    EXPECT_EQ(stored.logits(ha).to_vector(), converted.logits(hb).to_vector()) << weight_format_name(format);
+  }
+}
+
+TEST(QuantizeModel, ErrorsNameTheProblem) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string q8 = quantized_copy(dir, WeightFormat::Q8_0);
+  auto message = [](auto&& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  // Quantizing twice, into a used folder, or to an unquantized format.
+  EXPECT_NE(message([&] { quantize_model({q8, test::temp_dir("q-again") + "/m", WeightFormat::Q4_0}); })
+                .find("already quantized"), std::string::npos);
+  EXPECT_NE(message([&] { quantize_model({dir, q8, WeightFormat::Q8_0}); }).find("not empty"), std::string::npos);
+  EXPECT_NE(message([&] { quantize_model({dir, test::temp_dir("q-bf16") + "/m", WeightFormat::BF16}); }).find("q8_0 or q4_0"),
+            std::string::npos);
+  // A stored q8_0 folder asked for q4_0.
+  const Checkpoint ck = Checkpoint::open(q8);
+  EXPECT_NE(message([&] { load_llm(ck, load_config(q8), WeightFormat::Q4_0); }).find("cannot be loaded as q4_0"),
+            std::string::npos);
+  // Scales missing: a folder whose quantized matrix lost its scales.
+  const std::string broken = test::temp_dir("q-broken");
+  {
+    const std::string m = "language_model.model.layers.0.mlp.up_proj.weight";
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const std::string& name : ck.names())
+      if (name != m + kScalesSuffix) tensors.emplace_back(name, ck.get(name));
+    write_safetensors(broken + "/model.safetensors", tensors);
+    fs::copy_file(fs::path(q8) / "config.json", fs::path(broken) / "config.json");
+    EXPECT_NE(message([&] { load_llm(Checkpoint::open(broken), load_config(broken), WeightFormat::BF16); })
+                  .find("its scales '" + m + kScalesSuffix + "' are missing"),
+              std::string::npos);
+  }
+}
+
+TEST(QuantizeModel, CommandLine) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string out = test::temp_dir("q-cli") + "/m";
+  std::string output;
+  ASSERT_EQ(test::run_command(test::cli_path() + " quantize --model " + dir + " --out " + out + " --weights q4_0", &output), 0)
+      << output;
+  EXPECT_NE(output.find("quantized to q4_0"), std::string::npos) << output;
+  EXPECT_EQ(Checkpoint::open(out).info("language_model.model.layers.0.mlp.up_proj.weight").shape[1],
+            WeightMatrix::quantized_row_bytes(WeightFormat::Q4_0, load_config(dir).llm.hidden_size));
+  EXPECT_NE(test::run_command(test::cli_path() + " quantize --model " + dir + " --out " + out + "2 --weights bf16", &output), 0);
+  EXPECT_EQ(test::run_command(test::cli_path() + " quantize --model /no/such/folder --out " + out + "3", &output), 1) << output;
+  EXPECT_NE(output.find("/no/such/folder"), std::string::npos) << output;
+}
+
+}  // namespace
+}  // namespace sa2va
