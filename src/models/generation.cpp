@@ -212,7 +212,7 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
       const int64_t r1 = std::min(total, r0 + kBlock);
       const Tensor block = lm.logits(hidden.slice(0, r0, r1));
       for (int64_t r = r0; r < r1; ++r) ids.data<int64_t>()[r] = argmax(block.f32() + (r - r0) * V, V);
-      if (all.defined()) std::memcpy(all.f32() + r0 * V, block.f32(), static_cast<size_t>((r1 - r0) * V) * sizeof(float));
+      if (all.defined()) std::memcpy(all.f32() + r0 * V, block.f32(), block.nbytes());
     }
     ctx.recorder->record("llm.argmax", ids);
     if (all.defined()) ctx.recorder->record("llm.logits", all);

@@ -3,10 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/error.h"
+#include "core/stages.h"
+#include "io/image.h"
 #include "models/sa2va_model.h"
 #include "test_util.h"
 #include "tiny_llm.h"
@@ -55,6 +60,82 @@ TEST(QuantizedWeights, LanguageModelLayersArePreparedAtLoadAndStayClose) {
                 << ": LLM hidden states rms(diff)/rms vs f32 " << err << "\n";
       EXPECT_LT(err, bound) << weight_format_name(format);
       EXPECT_GT(err, 0.0) << "quantized weights gave exactly the f32 result";
+    }
+  }
+}
+
+// The accuracy table of README.md: each LLM weight format against the f32 model on the public
+// fixtures' teacher-forced cases (the rest of the model in f32, so only the format differs; bf16
+// runs the whole model in bf16 mode): rms(diff)/rms of the LLM's last hidden states and of the
+// [SEG] embeddings, and the IoU of every mask with the f32 one.
+TEST(QuantizedWeights, AccuracyOfEveryFormatThroughThePipeline) {
+  SA2VA_REQUIRE_FIXTURE(tiny, "sa2va-tiny");
+  const std::string root = tiny.substr(0, tiny.rfind('/'));
+  struct Case {
+    std::string fixture, name;
+  };
+  const Case cases[] = {{"sa2va-tiny", "image"}, {"sa2va-tiny-phi3", "image"}, {"sa2va-tiny-internlm2", "multiseg"}};
+  auto stage = [](const StageRecorder& rec, const std::string& name) {
+    for (const auto& [n, t] : rec.stages())
+      if (n == name) return t;
+    ADD_FAILURE() << "stage " << name << " was not recorded";
+    return Tensor::zeros({1});
+  };
+  struct Variant {
+    const char* label;
+    Precision precision;
+    WeightFormat weights;
+    double hidden_bound, iou_bound;  // loose: they catch a wrong kernel, not rounding
+  };
+  const Variant variants[] = {{"f32", Precision::F32, WeightFormat::BF16, 0, 1},  // the reference
+                              {"bf16", Precision::BF16, WeightFormat::BF16, 0.15, 0.9},
+                              {"q8_0", Precision::F32, WeightFormat::Q8_0, 0.05, 0.9},
+                              {"q4_0", Precision::F32, WeightFormat::Q4_0, 0.5, 0.5}};
+  std::string loaded_fixture;
+  std::vector<std::unique_ptr<Sa2vaModel>> models;
+  for (const Case& c : cases) {
+    const std::string dir = root + "/" + c.fixture;
+    if (!std::filesystem::exists(dir + "/meta.json")) {
+      std::cout << "[ note ] " << c.fixture << " not found, skipped\n";
+      continue;
+    }
+    if (loaded_fixture != c.fixture) {
+      models.clear();
+      for (const Variant& v : variants) {
+        ModelOptions options;
+        options.precision = v.precision;
+        options.weights = v.weights;
+        models.push_back(Sa2vaModel::load(dir, options));
+      }
+      loaded_fixture = c.fixture;
+    }
+    nlohmann::json meta;
+    std::ifstream(dir + "/meta.json") >> meta;
+    const auto& m = meta["cases"][c.name];
+    Request request;
+    request.image = load_image(dir + "/" + m["image"].get<std::string>());
+    request.text = m["prompt"].get<std::string>();
+    request.forced_answer = m["answer_text"].get<std::string>();
+    StageRecorder want;
+    const Prediction reference = models[0]->predict(request, &want);
+    ASSERT_FALSE(reference.masks.empty()) << c.fixture << " " << c.name;
+    for (size_t i = 1; i < models.size(); ++i) {
+      const Variant& v = variants[i];
+      StageRecorder got;
+      const Prediction p = models[i]->predict(request, &got);
+      ASSERT_EQ(p.masks.size(), reference.masks.size());
+      const double hidden = relative_error(stage(got, "llm.last_hidden_state"), stage(want, "llm.last_hidden_state"));
+      const double seg = relative_error(stage(got, "seg.embeds"), stage(want, "seg.embeds"));
+      double min_iou = 1;
+      for (size_t k = 0; k < p.masks.size(); ++k) {
+        const std::string name = "seg" + std::to_string(k) + ".mask";
+        min_iou = std::min(min_iou, test::mask_iou(stage(got, name), stage(want, name)));
+      }
+      std::cout << "| " << c.fixture << " " << c.name << " | " << v.label << " | " << hidden << " | " << seg << " | "
+                << min_iou << " |\n";
+      EXPECT_LT(hidden, v.hidden_bound) << c.fixture << " " << v.label;
+      EXPECT_LT(seg, v.hidden_bound) << c.fixture << " " << v.label;
+      EXPECT_GE(min_iou, v.iou_bound) << c.fixture << " " << v.label;
     }
   }
 }

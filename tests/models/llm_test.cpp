@@ -462,8 +462,8 @@ TEST(LlmLoad, HeadFallsBackToTheEmbeddingWithoutAHeadTensor) {
     cfg.llm.intermediate_size = 24;
     cfg.llm.vocab_size = 10;
     const std::string head = arch == LlmArch::Qwen2 ? "language_model.lm_head.weight" : "language_model.output.weight";
-    const std::string embedding =
-        arch == LlmArch::Qwen2 ? "language_model.model.embed_tokens.weight" : "language_model.model.tok_embeddings.weight";
+    const std::string embedding = arch == LlmArch::Qwen2 ? "language_model.model.embed_tokens.weight"
+                                                         : "language_model.model.tok_embeddings.weight";
     for (bool tied : {false, true}) {
       for (bool with_head : {false, true}) {
         cfg.llm.tie_word_embeddings = tied;

@@ -6,6 +6,7 @@
 // ids must be identical. The stop cases check when generation ends, with the model's own stop rules.
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -110,6 +111,22 @@ TEST(Phi3Conformance, StopRulesComeFromTheTokenizerAndTheTemplate) {
   const StopRules stop = m.stop_rules();
   EXPECT_EQ(stop.eos_id, m.tokenizer->token_id("<|im_end|>"));  // tokenizer_config.json's eos
   EXPECT_EQ(stop.stop_words, std::vector<std::string>{"<|end|>"});
+}
+
+TEST(Phi3Conformance, EosIsTheTokenizersNotTheLlmConfigs) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-phi3");
+  // The same model with an llm_config eos_token_id that differs from the tokenizer's eos
+  // (<|endoftext|>, as the Qwen2.5 base configs have it): generation still ends on <|im_end|>.
+  const std::string copy = test::temp_dir("phi3-eos");
+  json config;
+  std::ifstream(dir + "/config.json") >> config;
+  config["llm_config"]["eos_token_id"] = 151643;
+  std::ofstream(copy + "/config.json") << config.dump();
+  for (const char* file : {"model.safetensors", "tokenizer.json", "tokenizer_config.json"})
+    std::filesystem::create_symlink(dir + "/" + file, copy + "/" + file);
+  const auto m = Sa2vaModel::load(copy, Precision::F32);
+  EXPECT_EQ(m->config.llm.eos_token_id, 151643);
+  EXPECT_EQ(m->stop_rules().eos_id, 151645);
 }
 
 TEST(Phi3Conformance, ImageCaseEveryStage) {

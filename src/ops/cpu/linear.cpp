@@ -20,6 +20,9 @@ namespace {
 
 // Up to this many activation rows the BF16 product reads each weight once with the rows kernel.
 constexpr int64_t kSmallM = 8;
+// Up to this many rows quantized weights stay in the integer kernels: a larger product goes through
+// the bf16 GEMM, whose dequantizing packers cost about as much as a few hundred rows of integer dots.
+constexpr int64_t kQuantizedRowsMaxM = 256;
 
 void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
   parallel_for(N, [&](int64_t n0, int64_t n1) {
@@ -40,7 +43,7 @@ void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatr
   }
 }
 
-// Decode-sized M with quantized weights: x quantized to 8 bits per block once (on the calling
+// Decode-sized (and up to medium) M with quantized weights: x quantized to 8 bits per block once (on the calling
 // thread, into a buffer kept between calls), then every thread streams its own weight rows.
 void linear_quantized_small(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
   static_assert(simd::kQ8Block == kQuantBlock);
@@ -112,7 +115,7 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   } else if (weight.format() == WeightFormat::BF16) {
     if (M <= kSmallM) linear_bf16_small(x, M, K, weight.values().bf16(), N, y);
     else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
-  } else if (M <= kSmallM) {
+  } else if (M <= kQuantizedRowsMaxM) {
     linear_quantized_small(x, M, K, weight, y);
   } else if (!linear_quantized_bf16_gemm(x, M, K, weight, y)) {
     linear_by_f32_panels(x, M, K, weight, y);
