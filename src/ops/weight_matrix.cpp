@@ -13,14 +13,14 @@ namespace {
 Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t.contiguous() : t.to(DType::F32); }
 
 // One block of up to 32 values -> scale and codes. Round half away from zero, as roundf does.
-float quantize_block_q8(const float* x, int64_t n, int8_t* q) {
+float quantize_block_q8(const float* x, int64_t n, uint8_t* q) {
   float amax = 0.f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const uint16_t d16 = f32_to_f16(amax / 127.f);
   const float d = f16_to_f32(d16);
   const float inv = d != 0.f ? 1.f / d : 0.f;
   for (int64_t i = 0; i < kQuantBlock; ++i)
-    q[i] = i < n ? static_cast<int8_t>(std::clamp(std::lround(x[i] * inv), -127L, 127L)) : 0;
+    q[i] = static_cast<uint8_t>((i < n ? std::clamp(std::lround(x[i] * inv), -127L, 127L) : 0L) + 128);
   return f16_to_f32(d16);
 }
 
@@ -95,7 +95,7 @@ WeightMatrix WeightMatrix::prepare(const Tensor& w, WeightFormat format) {
       for (int64_t b = 0; b < nb; ++b) {
         const int64_t n = std::min(kQuantBlock, K - b * kQuantBlock);
         const float* x = row.data() + b * kQuantBlock;
-        const float d = q8 ? quantize_block_q8(x, n, reinterpret_cast<int8_t*>(values + r * row_bytes + b * kQuantBlock))
+        const float d = q8 ? quantize_block_q8(x, n, values + r * row_bytes + b * kQuantBlock)
                            : quantize_block_q4(x, n, values + r * row_bytes + b * kQuantBlock / 2);
         scales[r * nb + b] = f32_to_f16(d);
       }
@@ -172,8 +172,8 @@ void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, in
       const int64_t n = std::min(kQuantBlock, col0 + cols - b * kQuantBlock);
       float* o = dst + b * kQuantBlock;
       if (q8) {
-        const int8_t* q = reinterpret_cast<const int8_t*>(values + r * row_bytes + b * kQuantBlock);
-        for (int64_t i = 0; i < n; ++i) o[i] = d * static_cast<float>(q[i]);
+        const uint8_t* q = values + r * row_bytes + b * kQuantBlock;
+        for (int64_t i = 0; i < n; ++i) o[i] = d * static_cast<float>(q[i] - 128);
       } else {
         const uint8_t* q = values + r * row_bytes + b * kQuantBlock / 2;
         for (int64_t i = 0; i < n; ++i) {

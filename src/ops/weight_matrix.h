@@ -4,9 +4,12 @@
 // (device, compute precision, weight format: io/weights.h) decides what the kernels get:
 //   F32   [N, K] floats                 — the f32 conformance mode
 //   BF16  [N, K] bfloat16                — the default fast mode (f32 accumulation)
-//   Q8_0  blocks of 32 values along K: one f16 scale d and 32 int8 q; value = d·q
-//   Q4_0  blocks of 32 values along K: one f16 scale d and 16 bytes of 4-bit q; value = d·(q − 8);
+//   Q8_0  blocks of 32 values along K: one f16 scale d and 32 bytes of 8-bit codes q (1..255);
+//         value = d·(q − 128)
+//   Q4_0  blocks of 32 values along K: one f16 scale d and 16 bytes of 4-bit codes q; value = d·(q − 8);
 //         byte j of a block holds element j in its low nibble and element j + 16 in its high one
+// Both keep unsigned codes with an offset, the operand the integer dot-product instructions
+// (u8 × s8) take directly; the offset is subtracted once per block through the activations' sum.
 // A row whose K is not a multiple of 32 ends in a zero-padded block. Quantized values and scales
 // are kept apart (values [N, blocks·32] or [N, blocks·16] U8, scales [N, blocks] F16), so that a
 // quantized model folder stores them as two plain tensors and kernels stream each with wide loads.

@@ -5,9 +5,10 @@
 //   AVX-512 VNNI: two blocks per zmm, vpdpbusd (u8 × s8 → s32)
 //   AVX2:         one block per ymm, vpmaddubsw + vpmaddwd
 //   scalar:       the reference the tests compare both against
-// vpdpbusd and vpmaddubsw multiply an unsigned byte by a signed one. Q4_0 codes (0..15) already are
-// unsigned, and its offset of 8 is subtracted per block as 8·d_w·d_x·Σx_q; Q8_0 moves the weight's
-// sign onto the activation (|w|·(x·sign w)).
+// vpdpbusd and vpmaddubsw multiply an unsigned byte by a signed one. The weight codes are unsigned
+// (Q8_0: q + 128, Q4_0: q + 8), so AVX-512 multiplies them as stored and subtracts the offset once
+// per block as offset·d_w·(d_x·Σx_q). vpmaddubsw's int16 pair sums would overflow on 8-bit codes, so
+// AVX2 recentres Q8_0 codes and moves the weight's sign onto the activation (|w|·(x·sign w)).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -40,33 +41,33 @@ void quantize_block_scalar(const float* x, int64_t n, int8_t* q, float& d, int32
   }
 }
 
-void quantize_row_scalar(const float* x, int64_t k, int8_t* q, float* d, float* offset) {
+void quantize_row_scalar(const float* x, int64_t k, int8_t* q, float* d, float* sum) {
   for (int64_t b = 0; b * kBlock < k; ++b) {
-    int32_t sum;
-    quantize_block_scalar(x + b * kBlock, std::min(kBlock, k - b * kBlock), q + b * kBlock, d[b], sum);
-    offset[b] = 8.f * d[b] * static_cast<float>(sum);
+    int32_t codes;
+    quantize_block_scalar(x + b * kBlock, std::min(kBlock, k - b * kBlock), q + b * kBlock, d[b], codes);
+    sum[b] = d[b] * static_cast<float>(codes);
   }
 }
 
+// Σ_b d_w[b]·d_x[b]·Σ_j (code_j − offset)·x_j, the integer part exact.
 float q8_row_dot_scalar(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd, int64_t blocks) {
   float s = 0.f;
   for (int64_t b = 0; b < blocks; ++b) {
     int32_t acc = 0;
-    for (int64_t i = 0; i < kBlock; ++i) acc += static_cast<int8_t>(w[b * kBlock + i]) * x[b * kBlock + i];
+    for (int64_t i = 0; i < kBlock; ++i) acc += (w[b * kBlock + i] - 128) * x[b * kBlock + i];
     s += f16_to_f32(ws[b]) * xd[b] * static_cast<float>(acc);
   }
   return s;
 }
 
-float q4_row_dot_scalar(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd, const float* offset,
-                        int64_t blocks) {
+float q4_row_dot_scalar(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd, int64_t blocks) {
   float s = 0.f;
   for (int64_t b = 0; b < blocks; ++b) {
     int32_t acc = 0;
     const uint8_t* p = w + b * kBlock / 2;
     const int8_t* xb = x + b * kBlock;
-    for (int64_t j = 0; j < kBlock / 2; ++j) acc += (p[j] & 0x0f) * xb[j] + (p[j] >> 4) * xb[j + kBlock / 2];
-    s += f16_to_f32(ws[b]) * (xd[b] * static_cast<float>(acc) - offset[b]);
+    for (int64_t j = 0; j < kBlock / 2; ++j) acc += ((p[j] & 0x0f) - 8) * xb[j] + ((p[j] >> 4) - 8) * xb[j + kBlock / 2];
+    s += f16_to_f32(ws[b]) * xd[b] * static_cast<float>(acc);
   }
   return s;
 }
@@ -88,7 +89,7 @@ SA2VA_AVX2 inline int32_t hsum256_epi32(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-SA2VA_AVX2 void quantize_row_avx2(const float* x, int64_t k, int8_t* q, float* d, float* offset) {
+SA2VA_AVX2 void quantize_row_avx2(const float* x, int64_t k, int8_t* q, float* d, float* sum_out) {
   const __m256 sign = _mm256_set1_ps(-0.f);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (int64_t b = 0; b * kBlock < k; ++b) {
@@ -114,7 +115,7 @@ SA2VA_AVX2 void quantize_row_avx2(const float* x, int64_t k, int8_t* q, float* d
     __m256i i32[4];
     for (int i = 0; i < 4; ++i) i32[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // nearest even
     const int32_t sum = hsum256_epi32(_mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3])));
-    offset[b] = 8.f * d[b] * static_cast<float>(sum);
+    sum_out[b] = d[b] * static_cast<float>(sum);
     // packs interleave 128-bit lanes; the permutation restores element order
     const __m256i i16a = _mm256_packs_epi32(i32[0], i32[1]), i16b = _mm256_packs_epi32(i32[2], i32[3]);
     const __m256i i8 = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(i16a, i16b), order);
@@ -133,7 +134,7 @@ SA2VA_AVX2 inline void block_scales_avx2(const uint16_t* ws, const float* xd, in
 }
 
 SA2VA_AVX2 inline __m256 block_product_q8_avx2(const uint8_t* w, const int8_t* x) {
-  const __m256i wv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w));
+  const __m256i wv = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(w)), _mm256_set1_epi8(-128));
   const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
   const __m256i p16 = _mm256_maddubs_epi16(_mm256_sign_epi8(wv, wv), _mm256_sign_epi8(xv, wv));
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
@@ -157,8 +158,8 @@ SA2VA_AVX2 float row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t
   for (int64_t b0 = 0; b0 < blocks; b0 += 8) {
     const int64_t count = std::min<int64_t>(8, blocks - b0);
     block_scales_avx2(ws + b0, xd + b0, count, scale);
-    if constexpr (kQ4) {
-      for (int64_t i = 0; i < count; ++i) correction += _cvtsh_ss(ws[b0 + i]) * offset[b0 + i];
+    if constexpr (kQ4) {  // Q8_0 codes were recentred in block_product_q8_avx2
+      for (int64_t i = 0; i < count; ++i) correction += 8.f * _cvtsh_ss(ws[b0 + i]) * offset[b0 + i];
     }
     int64_t i = 0;
     for (; i + 2 <= count; i += 2) {
@@ -183,7 +184,7 @@ SA2VA_AVX2 float row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t
 // ---------------------------------------------------------------------------- AVX-512 VNNI
 #define SA2VA_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
 
-SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, float* d, float* offset) {
+SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, float* d, float* sum) {
   for (int64_t b = 0; b * kBlock < k; ++b) {
     const int64_t n = std::min(kBlock, k - b * kBlock);
     const __mmask16 m0 = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
@@ -193,52 +194,67 @@ SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, 
     d[b] = a / 127.f;
     const __m512 inv = _mm512_set1_ps(a > 0.f ? 127.f / a : 0.f);
     const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
-    offset[b] = 8.f * d[b] * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)));
+    sum[b] = d[b] * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kBlock), _mm512_cvtsepi32_epi8(i0));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kBlock + 16), _mm512_cvtsepi32_epi8(i1));
   }
 }
 
-// Two blocks per step: lanes 0-7 hold block b's int32 partial sums, lanes 8-15 block b + 1's.
-template <bool kQ4>
-SA2VA_AVX512VNNI float row_dot_avx512(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd,
-                                      const float* offset, int64_t blocks) {
+// R weight rows against one activation row, two blocks per step: lanes 0-7 hold block b's int32
+// partial sums, lanes 8-15 block b + 1's. The rows share the activation loads and the loop; each
+// has its own accumulator (independent chains). out[r] = row r's dot product.
+template <bool kQ4, int R>
+SA2VA_AVX512VNNI void rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws,
+                                      const int8_t* x, const float* xd, const float* sum, int64_t blocks,
+                                      float* out, bool prefetch) {
   constexpr int64_t kBytes = kQ4 ? kBlock / 2 : kBlock;
   const __m512i zero = _mm512_setzero_si512();
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i spread = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);  // each block's 16 bytes twice
-  const __m512i first_pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), correction = _mm512_setzero_ps();
+  const __m512 code_offset = _mm512_set1_ps(kQ4 ? 8.f : 128.f);
+  __m512 acc[R], correction[R];
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) acc[r] = correction[r] = _mm512_setzero_ps();
   for (int64_t b0 = 0; b0 < blocks; b0 += 16) {
     const int64_t count = std::min<int64_t>(16, blocks - b0);
     const __mmask16 cm = count >= 16 ? __mmask16(0xffff) : __mmask16((1u << count) - 1);
-    const __m512 wscale = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(cm, ws + b0));
-    const __m512 scale = _mm512_mul_ps(wscale, _mm512_maskz_loadu_ps(cm, xd + b0));
-    if constexpr (kQ4) correction = _mm512_fmadd_ps(wscale, _mm512_maskz_loadu_ps(cm, offset + b0), correction);
-    __m512i pair = first_pair;
+    const __m512 xs = _mm512_maskz_loadu_ps(cm, xd + b0);
+    const __m512 xsum = _mm512_mul_ps(code_offset, _mm512_maskz_loadu_ps(cm, sum + b0));
+    __m512 scale[R];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; ++r) {
+      const __m512 wscale = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(cm, ws + r * ldws + b0));
+      scale[r] = _mm512_mul_ps(wscale, xs);
+      correction[r] = _mm512_fmadd_ps(wscale, xsum, correction[r]);
+    }
+    __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
     for (int64_t i = 0; i < count; i += 2, pair = _mm512_add_epi32(pair, _mm512_set1_epi32(2))) {
       const int64_t b = b0 + i;
       const bool both = i + 1 < count;
       const __mmask64 xm = both ? ~__mmask64(0) : __mmask64(0xffffffff);
       const __m512i xv = _mm512_maskz_loadu_epi8(xm, x + b * kBlock);
-      __m512i dot;
-      if constexpr (kQ4) {
-        const __m256i packed = _mm256_maskz_loadu_epi8(both ? __mmask32(0xffffffff) : __mmask32(0xffff), w + b * kBytes);
-        const __m512i twice = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(packed));
-        // 128-bit lanes 0 and 2 keep the low nibbles (elements 0-15), lanes 1 and 3 take the high ones
-        const __m512i codes = _mm512_and_si512(_mm512_mask_blend_epi64(0xcc, twice, _mm512_srli_epi16(twice, 4)), low);
-        dot = _mm512_dpbusd_epi32(zero, codes, xv);
-      } else {
-        const __m512i wv = _mm512_maskz_loadu_epi8(xm, w + b * kBytes);
-        const __m512i signed_x = _mm512_mask_sub_epi8(xv, _mm512_movepi8_mask(wv), zero, xv);
-        dot = _mm512_dpbusd_epi32(zero, _mm512_abs_epi8(wv), signed_x);
+#pragma GCC unroll 8
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* wr = w + r * ldw + b * kBytes;
+        // Two row groups ahead: rows are short (a few KB), which the hardware prefetcher barely
+        // starts on before they end, and decode streams its weights from DRAM.
+        if (prefetch && (!kQ4 || (i & 3) == 0)) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
+        __m512i codes;
+        if constexpr (kQ4) {
+          const __m256i packed = _mm256_maskz_loadu_epi8(both ? __mmask32(0xffffffff) : __mmask32(0xffff), wr);
+          const __m512i twice = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(packed));
+          // 128-bit lanes 0 and 2 keep the low nibbles (elements 0-15), lanes 1 and 3 take the high ones
+          codes = _mm512_and_si512(_mm512_mask_blend_epi64(0xcc, twice, _mm512_srli_epi16(twice, 4)), low);
+        } else {
+          codes = _mm512_maskz_loadu_epi8(xm, wr);
+        }
+        const __m512i dot = _mm512_dpbusd_epi32(zero, codes, xv);
+        acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pair, scale[r]), acc[r]);
       }
-      const __m512 s = _mm512_permutexvar_ps(pair, scale);
-      if (i & 2) acc1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc1);
-      else acc0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), s, acc0);
     }
   }
-  return _mm512_reduce_add_ps(_mm512_add_ps(acc0, acc1)) - _mm512_reduce_add_ps(correction);
+#pragma GCC unroll 8
+  for (int r = 0; r < R; ++r) out[r] = _mm512_reduce_add_ps(_mm512_sub_ps(acc[r], correction[r]));
 }
 
 }  // namespace
@@ -252,11 +268,11 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
   const size_t nb = static_cast<size_t>(rows * blocks);
   if (codes.size() < nb * kBlock) codes.resize(nb * kBlock);
   if (scales.size() < nb) scales.resize(nb);
-  if (offsets.size() < nb) offsets.resize(nb);
+  if (sums.size() < nb) sums.resize(nb);
   for (int64_t r = 0; r < rows; ++r) {
     int8_t* q = codes.data() + r * blocks * kBlock;
     float* d = scales.data() + r * blocks;
-    float* o = offsets.data() + r * blocks;
+    float* o = sums.data() + r * blocks;
     switch (isa()) {
       case Isa::Avx512: quantize_row_avx512(x + r * ldx, k, q, d, o); break;
       case Isa::Avx2: quantize_row_avx2(x + r * ldx, k, q, d, o); break;
@@ -269,20 +285,34 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
                              const QuantizedActivations& x, float* y, int64_t ldy) {
   const int64_t nb = x.blocks;
   const Isa level = isa();
-  for (int64_t r = 0; r < rows; ++r) {
+  constexpr int64_t kRows = 4;  // weight rows per AVX-512 step
+  for (int64_t r = 0; r < rows; r += (level == Isa::Avx512 ? kRows : 1)) {
     const uint8_t* wr = w + r * ldw;
     const uint16_t* sr = ws + r * ldws;
     for (int64_t i = 0; i < x.rows; ++i) {
       const int8_t* xq = x.codes.data() + i * nb * kBlock;
       const float* xd = x.scales.data() + i * nb;
-      const float* xo = x.offsets.data() + i * nb;
+      const float* xo = x.sums.data() + i * nb;
+      if (level == Isa::Avx512) {
+        float out[kRows];
+        if (rows - r >= kRows) {
+          const bool prefetch = r + 3 * kRows <= rows;
+          if (q4) rows_dot_avx512<true, kRows>(wr, ldw, sr, ldws, xq, xd, xo, nb, out, prefetch);
+          else rows_dot_avx512<false, kRows>(wr, ldw, sr, ldws, xq, xd, xo, nb, out, prefetch);
+        } else {
+          for (int64_t j = 0; j < rows - r; ++j) {
+            if (q4) rows_dot_avx512<true, 1>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out + j, false);
+            else rows_dot_avx512<false, 1>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out + j, false);
+          }
+        }
+        for (int64_t j = 0; j < std::min(kRows, rows - r); ++j) y[i * ldy + r + j] = out[j];
+        continue;
+      }
       float v;
-      if (level == Isa::Avx512)
-        v = q4 ? row_dot_avx512<true>(wr, sr, xq, xd, xo, nb) : row_dot_avx512<false>(wr, sr, xq, xd, xo, nb);
-      else if (level == Isa::Avx2)
+      if (level == Isa::Avx2)
         v = q4 ? row_dot_avx2<true>(wr, sr, xq, xd, xo, nb) : row_dot_avx2<false>(wr, sr, xq, xd, xo, nb);
       else
-        v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, xo, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
+        v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
       y[i * ldy + r] = v;
     }
   }

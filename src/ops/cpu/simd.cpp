@@ -18,6 +18,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 namespace sa2va::ops::simd {
 namespace {
@@ -303,17 +304,15 @@ SA2VA_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) 
   }
 }
 
-SA2VA_AVX512 inline __m512 widen_bf16_avx512(__mmask16 m, const uint16_t* p) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
 
 // Four weight rows × MB activation rows per step; the K tail uses masked loads.
+// Decode-sized product on bf16 dot products: x rows already rounded to bf16 (xb, zero-padded to a
+// multiple of 32), four weight rows × MB activation rows per step, 32 values per instruction.
 template <int MB>
-SA2VA_AVX512 void bf16_rows_avx512_block(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
-                                         int64_t ldx, float* y, int64_t ldy) {
+SA2VA_AVX512 void bf16_rows_dp_avx512_block(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const uint16_t* xb,
+                                            int64_t ldxb, float* y, int64_t ldy) {
   constexpr int R = 4;
-  int64_t r = 0;
-  for (; r < rows; r += R) {
+  for (int64_t r = 0; r < rows; r += R) {
     const int nr = static_cast<int>(std::min<int64_t>(R, rows - r));
     __m512 acc[R][MB];
     #pragma GCC unroll 16
@@ -323,16 +322,22 @@ SA2VA_AVX512 void bf16_rows_avx512_block(const uint16_t* w, int64_t ldw, int64_t
     const uint16_t* wr[R];
     #pragma GCC unroll 16
     for (int a = 0; a < R; ++a) wr[a] = w + (r + std::min(a, nr - 1)) * ldw;  // clamp: duplicate rows are discarded
-    for (int64_t j = 0; j < k; j += 16) {
-      const __mmask16 m = k - j >= 16 ? __mmask16(0xffff) : __mmask16((1u << (k - j)) - 1);
-      __m512 wv[R];
+    const bool prefetch = r + 2 * R < rows;
+    for (int64_t j = 0; j < k; j += 32) {
+      const __mmask32 m = k - j >= 32 ? ~__mmask32(0) : __mmask32((1u << (k - j)) - 1);
+      __m512bh wv[R];
       #pragma GCC unroll 16
-      for (int a = 0; a < R; ++a) wv[a] = widen_bf16_avx512(m, wr[a] + j);
+      for (int a = 0; a < R; ++a) {
+        // Rows are short (a few KB): the hardware prefetcher barely starts on one before it ends,
+        // so the same place two row groups ahead is requested now (decode streams from DRAM).
+        if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(wr[a] + 2 * R * ldw + j), _MM_HINT_T0);
+        wv[a] = (__m512bh)_mm512_maskz_loadu_epi16(m, wr[a] + j);
+      }
       #pragma GCC unroll 16
       for (int i = 0; i < MB; ++i) {
-        const __m512 xv = _mm512_maskz_loadu_ps(m, x + i * ldx + j);
+        const __m512bh xv = (__m512bh)_mm512_loadu_si512(xb + i * ldxb + j);
         #pragma GCC unroll 16
-        for (int a = 0; a < R; ++a) acc[a][i] = _mm512_fmadd_ps(wv[a], xv, acc[a][i]);
+        for (int a = 0; a < R; ++a) acc[a][i] = _mm512_dpbf16_ps(acc[a][i], wv[a], xv);
       }
     }
     #pragma GCC unroll 16
@@ -342,6 +347,7 @@ SA2VA_AVX512 void bf16_rows_avx512_block(const uint16_t* w, int64_t ldw, int64_t
         if (a < nr) y[i * ldy + r + a] = _mm512_reduce_add_ps(acc[a][i]);
   }
 }
+
 
 SA2VA_AVX512 inline __m512 exp_avx512(__m512 x) {
   // Clamp keeps NaN out of the reduction; scalef handles overflow to inf and underflow to 0.
@@ -491,25 +497,35 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
                          int64_t m, float* y, int64_t ldy) {
   const Isa level = isa();
   if (level == Isa::Scalar) return bf16_rows_scalar(w, ldw, rows, k, x, ldx, m, y, ldy);
+  if (level == Isa::Avx512) {
+    // x rounded to bf16 once per call (upstream's bf16 activations), then bf16 dot products.
+    const int64_t ldxb = (k + 31) & ~int64_t{31};
+    thread_local std::vector<uint16_t> xb;
+    if (xb.size() < static_cast<size_t>(m * ldxb)) xb.resize(static_cast<size_t>(m * ldxb));
+    for (int64_t i = 0; i < m; ++i) round_to_bf16(x + i * ldx, k, ldxb, xb.data() + i * ldxb);
+    for (int64_t i = 0; i < m; i += 4) {
+      const int64_t mb = std::min<int64_t>(4, m - i);
+      const uint16_t* xi = xb.data() + i * ldxb;
+      float* yi = y + i * ldy;
+      switch (mb) {
+        case 1: bf16_rows_dp_avx512_block<1>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
+        case 2: bf16_rows_dp_avx512_block<2>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
+        case 3: bf16_rows_dp_avx512_block<3>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
+        default: bf16_rows_dp_avx512_block<4>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
+      }
+    }
+    return;
+  }
   // Activation rows in blocks of 4 (the weight rows are re-read from cache for each block).
   for (int64_t i = 0; i < m; i += 4) {
     const int64_t mb = std::min<int64_t>(4, m - i);
     const float* xi = x + i * ldx;
     float* yi = y + i * ldy;
-    if (level == Isa::Avx512) {
-      switch (mb) {
-        case 1: bf16_rows_avx512_block<1>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-        case 2: bf16_rows_avx512_block<2>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-        case 3: bf16_rows_avx512_block<3>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-        default: bf16_rows_avx512_block<4>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-      }
-    } else {
-      switch (mb) {
-        case 1: bf16_rows_avx2_block<1>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-        case 2: bf16_rows_avx2_block<2>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-        case 3: bf16_rows_avx2_block<3>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-        default: bf16_rows_avx2_block<4>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-      }
+    switch (mb) {
+      case 1: bf16_rows_avx2_block<1>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+      case 2: bf16_rows_avx2_block<2>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+      case 3: bf16_rows_avx2_block<3>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
+      default: bf16_rows_avx2_block<4>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
     }
   }
 }

@@ -21,8 +21,10 @@ float dot(const float* a, const float* b, int64_t n);
 // y[i] += alpha · x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);
 
-// Small-M product with BF16 weight rows, f32 activations, f32 accumulation:
+// Small-M product with BF16 weight rows and f32 accumulation:
 // y[i·ldy + r] = Σ_k w[r·ldw + k] · x[i·ldx + k]   for r < rows, i < m.
+// AVX-512 BF16 rounds x to bf16 (round to nearest even) and uses bf16 dot products; AVX2 and scalar
+// widen the weights and keep x in f32.
 void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                          int64_t ldx, int64_t m, float* y, int64_t ldy);
 
@@ -69,12 +71,12 @@ struct QuantizedActivations {
   int64_t rows = 0, k = 0, blocks = 0;
   std::vector<int8_t> codes;   // [rows, blocks·32], zero beyond k
   std::vector<float> scales;   // [rows, blocks]
-  std::vector<float> offsets;  // [rows, blocks]: 8·scale·Σcodes (the Q4_0 offset of 8, pre-multiplied)
+  std::vector<float> sums;     // [rows, blocks]: scale·Σcodes (removes the weight codes' offset)
   static int64_t blocks_for(int64_t k);
   // Quantizes x[rows, k] (row stride ldx); the buffers grow once and are reused.
   void quantize(const float* x, int64_t rows, int64_t k, int64_t ldx);
 };
-// y[i·ldy + r] = Σ_b ws[r·ldws + b] · x.scale[i][b] · Σ_j code(w, r, b, j) · x.code[i][b][j]
+// y[i·ldy + r] = Σ_b ws[r·ldws + b] · x.scale[i][b] · Σ_j (code(w, r, b, j) − offset) · x.code[i][b][j]
 // for r < rows, i < x.rows; w holds rows of Q8_0 (q4 false) or Q4_0 (q4 true) values, row stride ldw bytes.
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy);
