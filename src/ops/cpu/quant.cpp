@@ -17,6 +17,7 @@
 
 #include "core/dtype.h"
 #include "ops/cpu/simd.h"
+#include "ops/cpu/simd_x86.h"
 
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -74,13 +75,6 @@ float q4_row_dot_scalar(const uint8_t* w, const uint16_t* ws, const int8_t* x, c
 
 // ---------------------------------------------------------------------------- AVX2
 #define SA2VA_AVX2 __attribute__((target("avx2,fma,f16c")))
-
-SA2VA_AVX2 inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 SA2VA_AVX2 inline int32_t hsum256_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));

@@ -2,6 +2,7 @@
 // tile products, bf16 packing and the vectorised exp/erf/tanh maps, each in AVX-512, AVX2+FMA and
 // scalar variants chosen at run time (the instruction set is detected once).
 #include "ops/cpu/simd.h"
+#include "ops/cpu/simd_x86.h"
 
 #include "core/dtype.h"
 
@@ -18,6 +19,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace sa2va::ops::simd {
@@ -97,13 +99,6 @@ inline float erfc_nonneg(float z) {
 
 // ---------------------------------------------------------------------------- AVX2
 #define SA2VA_AVX2 __attribute__((target("avx2,fma")))
-
-SA2VA_AVX2 inline float hsum256(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
 
 SA2VA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
@@ -493,6 +488,19 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
   }
 }
 
+// Calls block(std::integral_constant<int, MB>, i) for the activation rows [i, i + MB), MB <= 4.
+template <typename Block>
+void in_blocks_of_4(int64_t m, Block block) {
+  for (int64_t i = 0; i < m; i += 4) {
+    switch (std::min<int64_t>(4, m - i)) {
+      case 1: block(std::integral_constant<int, 1>{}, i); break;
+      case 2: block(std::integral_constant<int, 2>{}, i); break;
+      case 3: block(std::integral_constant<int, 3>{}, i); break;
+      default: block(std::integral_constant<int, 4>{}, i); break;
+    }
+  }
+}
+
 void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
                          int64_t m, float* y, int64_t ldy) {
   const Isa level = isa();
@@ -503,31 +511,15 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
     thread_local std::vector<uint16_t> xb;
     if (xb.size() < static_cast<size_t>(m * ldxb)) xb.resize(static_cast<size_t>(m * ldxb));
     for (int64_t i = 0; i < m; ++i) round_to_bf16(x + i * ldx, k, ldxb, xb.data() + i * ldxb);
-    for (int64_t i = 0; i < m; i += 4) {
-      const int64_t mb = std::min<int64_t>(4, m - i);
-      const uint16_t* xi = xb.data() + i * ldxb;
-      float* yi = y + i * ldy;
-      switch (mb) {
-        case 1: bf16_rows_dp_avx512_block<1>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
-        case 2: bf16_rows_dp_avx512_block<2>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
-        case 3: bf16_rows_dp_avx512_block<3>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
-        default: bf16_rows_dp_avx512_block<4>(w, ldw, rows, k, xi, ldxb, yi, ldy); break;
-      }
-    }
+    in_blocks_of_4(m, [&](auto mb, int64_t i) {
+      bf16_rows_dp_avx512_block<decltype(mb)::value>(w, ldw, rows, k, xb.data() + i * ldxb, ldxb, y + i * ldy, ldy);
+    });
     return;
   }
   // Activation rows in blocks of 4 (the weight rows are re-read from cache for each block).
-  for (int64_t i = 0; i < m; i += 4) {
-    const int64_t mb = std::min<int64_t>(4, m - i);
-    const float* xi = x + i * ldx;
-    float* yi = y + i * ldy;
-    switch (mb) {
-      case 1: bf16_rows_avx2_block<1>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-      case 2: bf16_rows_avx2_block<2>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-      case 3: bf16_rows_avx2_block<3>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-      default: bf16_rows_avx2_block<4>(w, ldw, rows, k, xi, ldx, yi, ldy); break;
-    }
-  }
+  in_blocks_of_4(m, [&](auto mb, int64_t i) {
+    bf16_rows_avx2_block<decltype(mb)::value>(w, ldw, rows, k, x + i * ldx, ldx, y + i * ldy, ldy);
+  });
 }
 
 void exp_inplace(float* x, int64_t n) {
