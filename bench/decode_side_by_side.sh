@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# Decode speed of the Sa2VA-1B language model beside llama.cpp, in one run, format by format:
-# ours (`sa2va --profile run`, text-only prompt, 128 new tokens, ms per decode step) then llama.cpp's
-# llama-bench tg128 on the same architecture and thread count, alternating so both see the same
-# machine. Prints tokens/s and the ratio per format and round, and the load average around each.
+# Decode and prefill speed of the Sa2VA-1B language model beside llama.cpp, in one run, format by
+# format, alternating so both see the same machine:
+#   decode:  ours `sa2va --profile run`, text-only prompt, 128 new tokens (ms per decode step)
+#            beside llama-bench tg128;
+#   prefill: ours a 509-token text prompt (ms of the prefill stage) beside llama-bench pp512;
+# same architecture and thread count. Prints tokens/s and the ratio per format and round, and the
+# load average around each.
 #
 #   bench/decode_side_by_side.sh MODEL_DIR PEER_DIR [THREADS] [ROUNDS]
 # MODEL_DIR: `sa2va make-model --preset 1b` output; its q8_0 / q4_0 copies are made with
@@ -20,19 +23,33 @@ ours() {  # tokens/s of decode
   "$sa2va" --threads "$threads" --profile run --model "$1" --prompt "Tell me a story about a cat." \
     --max-new-tokens 128 2>&1 >/dev/null | awk '/^llm.decode_step/ {printf "%.2f", 1000 / $4}'
 }
+long_prompt=$(for i in $(seq 50); do printf 'The quick brown fox jumps over the lazy dog. '; done)
+prompt_tokens=509  # 500 text tokens + 9 of the chat template (sa2va tokenize / dump prompt_ids)
+ours_prefill() {  # tokens/s of prefill
+  "$sa2va" --threads "$threads" --profile run --model "$1" --prompt "$long_prompt" \
+    --max-new-tokens 1 2>&1 >/dev/null | awk -v n=$prompt_tokens '/^llm.prefill/ {printf "%.2f", n * 1000 / $4}'
+}
 peer_tg() {
   "$peer/tools/llama-bench" -m "$peer/gguf/qwen2.5-0.5b-$1.gguf" -p 0 -n 128 -r 3 -t "$threads" 2>/dev/null |
     awk -F'|' '/tg128/ {split($8, a, " "); printf "%.2f", a[1]}'
 }
+peer_pp() {
+  "$peer/tools/llama-bench" -m "$peer/gguf/qwen2.5-0.5b-$1.gguf" -p 512 -n 0 -r 3 -t "$threads" 2>/dev/null |
+    awk -F'|' '/pp512/ {split($8, a, " "); printf "%.2f", a[1]}'
+}
 echo "isa: $(grep -o -m1 'avx512_bf16\|avx512_vnni' /proc/cpuinfo | sort -u | tr '\n' ' ')$(grep -q avx512f /proc/cpuinfo || echo avx2-only)"
-printf "%-6s %-5s %10s %10s %7s  %s\n" round format "ours t/s" "llama t/s" ratio load
+printf "%-6s %-8s %-5s %10s %10s %7s  %s\n" round test format "ours t/s" "llama t/s" ratio load
 for round in $(seq 1 "$rounds"); do
-  for f in bf16 q8_0 q4_0; do
-    dir=$model; peer_format=f16
-    [ "$f" = bf16 ] || { dir=$model-$f; peer_format=$f; }
-    load0=$(cut -d' ' -f1 /proc/loadavg)
-    a=$(ours "$dir"); b=$(peer_tg "$peer_format")
-    load1=$(cut -d' ' -f1 /proc/loadavg)
-    printf "%-6s %-5s %10s %10s %7s  %s -> %s\n" "$round" "$f" "$a" "$b" "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2fx", a / b}')" "$load0" "$load1"
+  for test in decode prefill; do
+    for f in bf16 q8_0 q4_0; do
+      dir=$model; peer_format=f16
+      [ "$f" = bf16 ] || { dir=$model-$f; peer_format=$f; }
+      load0=$(cut -d' ' -f1 /proc/loadavg)
+      if [ "$test" = decode ]; then a=$(ours "$dir"); b=$(peer_tg "$peer_format")
+      else a=$(ours_prefill "$dir"); b=$(peer_pp "$peer_format"); fi
+      load1=$(cut -d' ' -f1 /proc/loadavg)
+      printf "%-6s %-8s %-5s %10s %10s %7s  %s -> %s\n" "$round" "$test" "$f" "$a" "$b" \
+        "$(awk -v a="$a" -v b="$b" 'BEGIN {printf "%.2fx", a / b}')" "$load0" "$load1"
+    done
   done
 done

@@ -9,6 +9,7 @@
 extern "C" void openblas_set_num_threads(int);
 
 #include <algorithm>
+#include <atomic>
 #include <vector>
 
 #include "core/threadpool.h"
@@ -24,10 +25,24 @@ constexpr int64_t kSmallM = 8;
 // the bf16 GEMM, whose dequantizing packers cost about as much as a few hundred rows of integer dots.
 constexpr int64_t kQuantizedRowsMaxM = 256;
 
+// Weight rows [0, n) in chunks that the pool's threads take in turn: decode streams every matrix
+// from memory, and on a shared machine one core is often slower than the other; fixed halves would
+// leave the faster one waiting. Chunks are multiples of 4 rows (the rows kernels' step).
+template <typename Rows>
+void parallel_rows(int64_t n, Rows rows) {
+  const int64_t threads = num_threads();
+  if (threads == 1 || n < 64) return rows(int64_t{0}, n);
+  const int64_t chunk = std::max<int64_t>(16, n / (threads * 16)) & ~int64_t{3};
+  std::atomic<int64_t> next{0};
+  parallel_for(threads, [&](int64_t, int64_t) {
+    for (int64_t r0 = next.fetch_add(chunk); r0 < n; r0 = next.fetch_add(chunk)) rows(r0, std::min(n, r0 + chunk));
+  });
+}
+
 void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
-  parallel_for(N, [&](int64_t n0, int64_t n1) {
+  parallel_rows(N, [&](int64_t n0, int64_t n1) {
     simd::bf16_rows_times_f32(w + n0 * K, K, n1 - n0, K, x, K, M, y + n0, N);
-  }, 64);
+  });
 }
 
 // Any format through f32 sgemm: panels of weight rows widened (dequantized) to f32 as the kernels
@@ -54,9 +69,9 @@ void linear_quantized_small(const float* x, int64_t M, int64_t K, const WeightMa
   const uint8_t* values = w.values().data<uint8_t>();
   const uint16_t* scales = w.scales().data<uint16_t>();
   const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
-  parallel_for(w.rows(), [&](int64_t n0, int64_t n1) {
+  parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {
     simd::quantized_rows_times_q8(q4, values + n0 * ldw, ldw, scales + n0 * nb, nb, n1 - n0, activations, y + n0, w.rows());
-  }, 16);
+  });
 }
 
 // Larger M with quantized weights on AVX-512 BF16: the bf16 GEMM packs panels of dequantized rows
