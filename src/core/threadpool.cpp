@@ -1,5 +1,7 @@
 #include "core/threadpool.h"
 
+#include <sched.h>
+
 #include <algorithm>
 #include <chrono>
 #include <string>
@@ -9,10 +11,16 @@
 namespace sa2va {
 namespace {
 
-std::atomic<int> g_default_threads{[] {
+// CPUs this process may run on (its affinity mask, which containers and taskset narrow), not the
+// machine's count.
+int available_cpus() {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0) return CPU_COUNT(&set);
   const unsigned hw = std::thread::hardware_concurrency();
   return hw ? static_cast<int>(hw) : 1;
-}()};
+}
+
+std::atomic<int> g_default_threads{available_cpus()};
 
 ThreadPool& default_pool() {
   static ThreadPool* p = new ThreadPool(g_default_threads.load());  // never destroyed: used until exit
@@ -56,9 +64,12 @@ inline void cpu_relax() {
 #endif
 }
 
-// Polls done() for up to kSpinTime; true when it became true.
+// Polls done() for up to kSpinTime; true when it became true. A pool with more threads than the
+// process has CPUs does not poll (spinning threads would take the CPUs of the working ones).
 template <typename Done>
-bool spin_until(Done done) {
+bool spin_until(Done done, int pool_size) {
+  static const int cpus = available_cpus();
+  if (pool_size > cpus) return done();
   const auto deadline = std::chrono::steady_clock::now() + kSpinTime;
   for (int i = 0;; ++i) {
     if (done()) return true;
@@ -88,7 +99,7 @@ void ThreadPool::run(const std::function<void(int)>& task) {
   } catch (...) {
     record_error();
   }
-  if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; })) {
+  if (!spin_until([this] { return pending_.load(std::memory_order_acquire) == 0; }, size())) {
     std::unique_lock<std::mutex> lock(mutex_);
     caller_sleeping_.store(true);
     done_cv_.wait(lock, [this] { return pending_.load() == 0; });
@@ -102,7 +113,7 @@ void ThreadPool::run(const std::function<void(int)>& task) {
 void ThreadPool::loop(int index, uint64_t seen) {
   for (;;) {
     auto started = [&] { return stopping_.load() || generation_.load() != seen; };
-    if (!spin_until(started)) {
+    if (!spin_until(started, size())) {
       std::unique_lock<std::mutex> lock(mutex_);
       sleepers_.fetch_add(1);  // seq_cst: run() either sees a sleeper or we see its new generation
       start_cv_.wait(lock, started);

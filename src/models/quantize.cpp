@@ -51,6 +51,11 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
   for (const DeclaredTensor& t : declare_checkpoint(config))
     if (t.use == MatrixUse::LanguageModel) llm_matrices[t.name] = t.shape;
 
+  // A head stored beside tied embeddings (Sa2VA's releases keep lm_head) is quantized too; one that
+  // is absent gets a quantized copy of the embedding below, as the loader would make.
+  const std::string head = LanguageModel::head_name(config.llm.arch);
+  const std::string embedding = LanguageModel::embedding_name(config.llm.arch);
+  if (checkpoint.has(head)) llm_matrices[head] = {config.llm.vocab_size, config.llm.hidden_size};
   std::vector<Output> outputs;
   QuantizeReport report;
   auto add_quantized = [&](const std::string& name, const std::string& source, const Shape& shape) {
@@ -75,48 +80,59 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     add_quantized(name, name, info.shape);
   }
   for (const auto& [name, shape] : llm_matrices)
-    check(checkpoint.has(name), options.model_dir + ": missing '" + name + "' " + shape_str(shape));
-  // A tied head (no head tensor) gets its own quantized copy of the embedding, as the loader makes.
-  const std::string head = LanguageModel::head_name(config.llm.arch);
-  const std::string embedding = LanguageModel::embedding_name(config.llm.arch);
+    check(name == head || checkpoint.has(name), options.model_dir + ": missing '" + name + "' " + shape_str(shape));
   if (!checkpoint.has(head)) {
     check(checkpoint.has(embedding), options.model_dir + ": missing '" + embedding + "'");
     add_quantized(head, embedding, checkpoint.info(embedding).shape);
   }
 
+  const bool created = !fs::exists(out);
   prepare_output_dir(out, in);
-  std::vector<SafetensorsWriter::Entry> entries;
-  for (const Output& o : outputs) entries.push_back(o.entry);
-  const std::map<std::string, std::string> metadata{{"format", "pt"},
-                                                    {kWeightFormatKey, weight_format_name(options.format)}};
-  SafetensorsWriter writer((out / "model.safetensors").string(), entries, metadata);
-  WeightMatrix matrix;  // the one being written (values, then scales)
-  for (const Output& o : outputs) {
-    switch (o.kind) {
-      case Output::Copy: writer.write_next(checkpoint.get(o.source)); break;
-      case Output::Values:
-        matrix = WeightMatrix::prepare(checkpoint.get(o.source), options.format);
-        writer.write_next(matrix.values());
-        break;
-      case Output::Scales:
-        writer.write_next(matrix.scales());
-        matrix = WeightMatrix();
-        break;
+  // Written under a temporary name and renamed last, so that a failure (disk full, interruption)
+  // never leaves a folder that looks complete; a folder this run created is removed on failure.
+  const fs::path partial = out / "model.safetensors.partial";
+  try {
+    std::vector<SafetensorsWriter::Entry> entries;
+    for (const Output& o : outputs) entries.push_back(o.entry);
+    const std::map<std::string, std::string> metadata{{"format", "pt"},
+                                                      {kWeightFormatKey, weight_format_name(options.format)}};
+    SafetensorsWriter writer(partial.string(), entries, metadata);
+    WeightMatrix matrix;  // the one being written (values, then scales)
+    for (const Output& o : outputs) {
+      switch (o.kind) {
+        case Output::Copy: writer.write_next(checkpoint.get(o.source)); break;
+        case Output::Values:
+          matrix = WeightMatrix::prepare(checkpoint.get(o.source), options.format);
+          writer.write_next(matrix.values());
+          break;
+        case Output::Scales:
+          writer.write_next(matrix.scales());
+          matrix = WeightMatrix();
+          break;
+      }
+      report.bytes_out += static_cast<uint64_t>(shape_numel(o.entry.shape)) * dtype_size(o.entry.dtype);
+      ++report.tensors_written;
     }
-    report.bytes_out += static_cast<uint64_t>(shape_numel(o.entry.shape)) * dtype_size(o.entry.dtype);
-    ++report.tensors_written;
-  }
-  writer.close();
+    writer.close();
 
-  // Everything else of the folder (config, tokenizer, generation settings) unchanged.
-  for (const auto& file : fs::directory_iterator(in)) {
-    const std::string fname = file.path().filename().string();
-    if (!file.is_regular_file() || file.path().extension() == ".safetensors" ||
-        fname == "model.safetensors.index.json")
-      continue;
+    // Everything else of the folder (config, tokenizer, generation settings) unchanged.
+    for (const auto& file : fs::directory_iterator(in)) {
+      const std::string fname = file.path().filename().string();
+      if (!file.is_regular_file() || file.path().extension() == ".safetensors" ||
+          fname == "model.safetensors.index.json")
+        continue;
+      std::error_code ec;
+      fs::copy_file(file.path(), out / fname, ec);
+      check(!ec, (out / fname).string() + ": cannot copy " + file.path().string() + ": " + ec.message());
+    }
     std::error_code ec;
-    fs::copy_file(file.path(), out / fname, ec);
-    check(!ec, (out / fname).string() + ": cannot copy " + file.path().string() + ": " + ec.message());
+    fs::rename(partial, out / "model.safetensors", ec);
+    check(!ec, (out / "model.safetensors").string() + ": cannot write: " + ec.message());
+  } catch (...) {
+    std::error_code ec;
+    if (created) fs::remove_all(out, ec);
+    else fs::remove(partial, ec);
+    throw;
   }
   return report;
 }

@@ -105,7 +105,29 @@ TEST(QuantizeModel, ErrorsNameTheProblem) {
   }
 }
 
-TEST(QuantizeModel, CommandLine) {
+// Sa2VA's releases store lm_head beside tied embeddings: that head is quantized as well.
+TEST(QuantizeModel, AStoredHeadOfATiedModelIsQuantized) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const ModelConfig config = load_config(dir);
+  ASSERT_TRUE(config.llm.tie_word_embeddings);
+  const std::string with_head = test::temp_dir("q-with-head");
+  {
+    const Checkpoint ck = Checkpoint::open(dir);
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const std::string& name : ck.names()) tensors.emplace_back(name, ck.get(name));
+    tensors.emplace_back(LanguageModel::head_name(config.llm.arch), ck.get(LanguageModel::embedding_name(config.llm.arch)));
+    write_safetensors(with_head + "/model.safetensors", tensors);
+    for (const char* file : {"config.json", "tokenizer.json"}) fs::copy_file(fs::path(dir) / file, fs::path(with_head) / file);
+  }
+  const std::string out = test::temp_dir("q-with-head-out") + "/m";
+  quantize_model({with_head, out, WeightFormat::Q4_0});
+  const Checkpoint q = Checkpoint::open(out);
+  EXPECT_EQ(q.info(LanguageModel::head_name(config.llm.arch)).dtype, DType::U8);
+  EXPECT_TRUE(q.has(LanguageModel::head_name(config.llm.arch) + kScalesSuffix));
+  EXPECT_FALSE(fs::exists(fs::path(out) / "model.safetensors.partial"));
+}
+
+TEST(QuantizeCli, CommandLine) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const std::string out = test::temp_dir("q-cli") + "/m";
   std::string output;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include "core/error.h"
@@ -87,7 +88,7 @@ double quantized_reference(const WeightMatrix& m, const float* x, int64_t K, int
   for (int64_t b = 0; b * 32 < K; ++b) {
     float amax = 0;
     for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) amax = std::max(amax, std::fabs(x[k]));
-    const float inv = amax > 0 ? 127.f / amax : 0.f;
+    const float inv = amax >= 127.f * std::numeric_limits<float>::min() ? 127.f / amax : 0.f;
     const double dx = amax / 127.f;
     double block = 0;
     for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) block += decode(m, n, k) * std::nearbyint(x[k] * inv);

@@ -147,7 +147,8 @@ TEST(InternLM2Tokenizer, SpecialTokensFromTheSavedFiles) {
   EXPECT_TRUE(t->adds_bos());
   EXPECT_EQ(t->vocab_size(), 1038);
   // tokenizer_config.json renames the last six SentencePiece pieces.
-  for (const auto& [token, id] : fixture_meta(dir)["tokens"].items()) {
+  const auto meta = fixture_meta(dir);  // the loop below iterates into it: it must outlive the loop
+  for (const auto& [token, id] : meta["tokens"].items()) {
     EXPECT_EQ(t->token_id(token), id.get<int32_t>()) << token;
     EXPECT_EQ(t->token(id.get<int32_t>()), token) << token;
   }

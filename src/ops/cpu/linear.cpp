@@ -21,8 +21,9 @@ namespace {
 
 // Up to this many activation rows the BF16 product reads each weight once with the rows kernel.
 constexpr int64_t kSmallM = 8;
-// Up to this many rows quantized weights stay in the integer kernels: a larger product goes through
-// the bf16 GEMM, whose dequantizing packers cost about as much as a few hundred rows of integer dots.
+// With AVX-512, up to this many rows quantized weights stay in the integer kernels: a larger product
+// goes through the bf16 GEMM, whose dequantizing packers cost about as much as a few hundred rows of
+// integer dots. Without it, dequantized panels and sgemm beat one-row integer dots past kSmallM.
 constexpr int64_t kQuantizedRowsMaxM = 256;
 
 // Weight rows [0, n) in chunks that the pool's threads take in turn: decode streams every matrix
@@ -130,7 +131,7 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   } else if (weight.format() == WeightFormat::BF16) {
     if (M <= kSmallM) linear_bf16_small(x, M, K, weight.values().bf16(), N, y);
     else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
-  } else if (M <= kQuantizedRowsMaxM) {
+  } else if (M <= (simd::isa() == simd::Isa::Avx512 ? kQuantizedRowsMaxM : kSmallM)) {
     linear_quantized_small(x, M, K, weight, y);
   } else if (!linear_quantized_bf16_gemm(x, M, K, weight, y)) {
     linear_by_f32_panels(x, M, K, weight, y);

@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #include "core/dtype.h"
 #include "ops/cpu/simd.h"
@@ -27,6 +28,8 @@ namespace sa2va::ops::simd {
 namespace {
 
 constexpr int64_t kBlock = kQ8Block;
+// Below this block maximum 127/amax would overflow (subnormal amax): such a block quantizes to zeros.
+constexpr float kTinyAmax = 127.f * std::numeric_limits<float>::min();
 
 // ---------------------------------------------------------------------------- scalar (reference)
 // One block: scale d = amax / 127, codes round(x / d) to nearest even, exactly as the SIMD variants.
@@ -34,7 +37,7 @@ void quantize_block_scalar(const float* x, int64_t n, int8_t* q, float& d, int32
   float amax = 0.f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   d = amax / 127.f;
-  const float inv = amax > 0.f ? 127.f / amax : 0.f;
+  const float inv = amax >= kTinyAmax ? 127.f / amax : 0.f;
   sum = 0;
   for (int64_t i = 0; i < kBlock; ++i) {
     q[i] = i < n ? static_cast<int8_t>(std::nearbyint(x[i] * inv)) : 0;
@@ -105,7 +108,7 @@ SA2VA_AVX2 void quantize_row_avx2(const float* x, int64_t k, int8_t* q, float* d
     m = _mm_max_ss(m, _mm_movehdup_ps(m));
     const float a = _mm_cvtss_f32(m);
     d[b] = a / 127.f;
-    const __m256 inv = _mm256_set1_ps(a > 0.f ? 127.f / a : 0.f);
+    const __m256 inv = _mm256_set1_ps(a >= kTinyAmax ? 127.f / a : 0.f);
     __m256i i32[4];
     for (int i = 0; i < 4; ++i) i32[i] = _mm256_cvtps_epi32(_mm256_mul_ps(v[i], inv));  // nearest even
     const int32_t sum = hsum256_epi32(_mm256_add_epi32(_mm256_add_epi32(i32[0], i32[1]), _mm256_add_epi32(i32[2], i32[3])));
@@ -186,7 +189,7 @@ SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, 
     const __m512 v0 = _mm512_maskz_loadu_ps(m0, x + b * kBlock), v1 = _mm512_maskz_loadu_ps(m1, x + b * kBlock + 16);
     const float a = _mm512_reduce_max_ps(_mm512_max_ps(_mm512_abs_ps(v0), _mm512_abs_ps(v1)));
     d[b] = a / 127.f;
-    const __m512 inv = _mm512_set1_ps(a > 0.f ? 127.f / a : 0.f);
+    const __m512 inv = _mm512_set1_ps(a >= kTinyAmax ? 127.f / a : 0.f);
     const __m512i i0 = _mm512_cvtps_epi32(_mm512_mul_ps(v0, inv)), i1 = _mm512_cvtps_epi32(_mm512_mul_ps(v1, inv));
     sum[b] = d[b] * static_cast<float>(_mm512_reduce_add_epi32(_mm512_add_epi32(i0, i1)));
     _mm_storeu_si128(reinterpret_cast<__m128i*>(q + b * kBlock), _mm512_cvtsepi32_epi8(i0));

@@ -317,7 +317,7 @@ SA2VA_AVX512 void bf16_rows_dp_avx512_block(const uint16_t* w, int64_t ldw, int6
     const uint16_t* wr[R];
     #pragma GCC unroll 16
     for (int a = 0; a < R; ++a) wr[a] = w + (r + std::min(a, nr - 1)) * ldw;  // clamp: duplicate rows are discarded
-    const bool prefetch = r + 2 * R < rows;
+    const bool prefetch = r + 3 * R <= rows;
     for (int64_t j = 0; j < k; j += 32) {
       const __mmask32 m = k - j >= 32 ? ~__mmask32(0) : __mmask32((1u << (k - j)) - 1);
       __m512bh wv[R];
