@@ -187,6 +187,14 @@ const TensorInfo& Checkpoint::info(const std::string& name) const {
   return files_[it->second]->tensors().at(name);
 }
 
+std::string Checkpoint::file_metadata(const std::string& name, const std::string& key) const {
+  auto it = where_.find(name);
+  if (it == where_.end()) throw Error(dir_ + ": checkpoint has no tensor named '" + name + "'");
+  const auto& metadata = files_[it->second]->metadata();
+  const auto value = metadata.find(key);
+  return value == metadata.end() ? std::string() : value->second;
+}
+
 std::vector<std::string> Checkpoint::names() const {
   std::vector<std::string> out;
   for (const auto& [name, f] : where_) out.push_back(name);

@@ -51,6 +51,8 @@ class Checkpoint {
   bool has(const std::string& name) const { return where_.count(name) != 0; }
   Tensor get(const std::string& name) const;
   const TensorInfo& info(const std::string& name) const;
+  // The metadata value under `key` of the file holding tensor `name` ("" when absent).
+  std::string file_metadata(const std::string& name, const std::string& key) const;
   std::vector<std::string> names() const;
   const std::string& dir() const { return dir_; }
 

@@ -64,6 +64,12 @@ WeightMatrix Weights::quantized(const std::string& name, const Shape& shape, Mat
     problems_.push_back("'" + name + "' is stored quantized, which only the language model's matrices may be");
     return WeightMatrix();
   }
+  if (checkpoint_->file_metadata(name, kQuantLayoutKey) != kQuantLayout) {
+    problems_.push_back("'" + name + "' is stored quantized in a layout this version does not know (metadata " +
+                        std::string(kQuantLayoutKey) + " is not " + kQuantLayout +
+                        "; re-run sa2va quantize on the original checkpoint)");
+    return WeightMatrix();
+  }
   const int64_t rows = shape[0], cols = shape[1];
   WeightFormat format = WeightFormat::Q8_0;
   if (info.shape.size() == 2 && info.shape[1] == WeightMatrix::quantized_row_bytes(WeightFormat::Q4_0, cols))

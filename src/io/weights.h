@@ -59,8 +59,12 @@ struct DeclaredTensor {
 // tensors: W itself as U8 [N, blocks·32] (Q8_0) or [N, blocks·16] (Q4_0) holding the packed values,
 // and W + kScalesSuffix as F16 [N, blocks] (layouts in ops/weight_matrix.h). Its metadata names the
 // format under kWeightFormatKey.
+// kQuantLayoutKey = kQuantLayout marks the code layout of ops/weight_matrix.h (unsigned codes with
+// offsets 128 / 8); a U8 matrix in a file without it is refused rather than misread.
 inline constexpr const char* kScalesSuffix = ".scales";
 inline constexpr const char* kWeightFormatKey = "sa2va.weight_format";
+inline constexpr const char* kQuantLayoutKey = "sa2va.quant_layout";
+inline constexpr const char* kQuantLayout = "offset-codes-1";
 
 class Weights {
  public:

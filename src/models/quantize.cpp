@@ -95,7 +95,8 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     std::vector<SafetensorsWriter::Entry> entries;
     for (const Output& o : outputs) entries.push_back(o.entry);
     const std::map<std::string, std::string> metadata{{"format", "pt"},
-                                                      {kWeightFormatKey, weight_format_name(options.format)}};
+                                                      {kWeightFormatKey, weight_format_name(options.format)},
+                                                      {kQuantLayoutKey, kQuantLayout}};
     SafetensorsWriter writer(partial.string(), entries, metadata);
     WeightMatrix matrix;  // the one being written (values, then scales)
     for (const Output& o : outputs) {

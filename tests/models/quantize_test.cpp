@@ -97,10 +97,16 @@ TEST(QuantizeModel, ErrorsNameTheProblem) {
     std::vector<std::pair<std::string, Tensor>> tensors;
     for (const std::string& name : ck.names())
       if (name != m + kScalesSuffix) tensors.emplace_back(name, ck.get(name));
-    write_safetensors(broken + "/model.safetensors", tensors);
+    write_safetensors(broken + "/model.safetensors", tensors, {{kQuantLayoutKey, kQuantLayout}});
     fs::copy_file(fs::path(q8) / "config.json", fs::path(broken) / "config.json");
     EXPECT_NE(message([&] { load_llm(Checkpoint::open(broken), load_config(broken), WeightFormat::BF16); })
                   .find("its scales '" + m + kScalesSuffix + "' are missing"),
+              std::string::npos);
+    // The same tensors without the layout mark (a folder of another version) are refused, not misread.
+    tensors.emplace_back(m + kScalesSuffix, ck.get(m + kScalesSuffix));
+    write_safetensors(broken + "/model.safetensors", tensors);
+    EXPECT_NE(message([&] { load_llm(Checkpoint::open(broken), load_config(broken), WeightFormat::BF16); })
+                  .find("re-run sa2va quantize"),
               std::string::npos);
   }
 }
