@@ -422,7 +422,8 @@ TEST(LlmInternLM2, PackedWqkvMatchesReference) {
   }
 }
 
-TEST(LlmLoad, DeclaresTheCheckpointNames) {
+// A one-layer language model small enough to declare or write in a test.
+ModelConfig small_llm_config() {
   ModelConfig cfg;
   cfg.llm.hidden_size = 16;
   cfg.llm.num_layers = 1;
@@ -431,6 +432,11 @@ TEST(LlmLoad, DeclaresTheCheckpointNames) {
   cfg.llm.head_dim = 8;
   cfg.llm.intermediate_size = 24;
   cfg.llm.vocab_size = 10;
+  return cfg;
+}
+
+TEST(LlmLoad, DeclaresTheCheckpointNames) {
+  ModelConfig cfg = small_llm_config();
   for (bool tied : {true, false}) {
     cfg.llm.tie_word_embeddings = tied;
     Weights decl = Weights::declaring();
@@ -450,17 +456,10 @@ TEST(LlmLoad, DeclaresTheCheckpointNames) {
 // tie_word_embeddings says.
 TEST(LlmLoad, HeadFallsBackToTheEmbeddingWithoutAHeadTensor) {
   for (LlmArch arch : {LlmArch::Qwen2, LlmArch::InternLM2}) {
-    ModelConfig cfg;
+    ModelConfig cfg = small_llm_config();
     cfg.llm.arch = arch;
     cfg.llm.architecture = arch == LlmArch::Qwen2 ? "Qwen2ForCausalLM" : "InternLM2ForCausalLM";
     cfg.llm.attention_bias = arch == LlmArch::Qwen2;
-    cfg.llm.hidden_size = 16;
-    cfg.llm.num_layers = 1;
-    cfg.llm.num_heads = 2;
-    cfg.llm.num_kv_heads = 1;
-    cfg.llm.head_dim = 8;
-    cfg.llm.intermediate_size = 24;
-    cfg.llm.vocab_size = 10;
     const std::string head = arch == LlmArch::Qwen2 ? "language_model.lm_head.weight" : "language_model.output.weight";
     const std::string embedding = arch == LlmArch::Qwen2 ? "language_model.model.embed_tokens.weight"
                                                          : "language_model.model.tok_embeddings.weight";
