@@ -142,6 +142,16 @@ TEST(QuantizeCli, CommandLine) {
   EXPECT_NE(output.find("quantized to q4_0"), std::string::npos) << output;
   EXPECT_EQ(Checkpoint::open(out).info("language_model.model.layers.0.mlp.up_proj.weight").shape[1],
             WeightMatrix::quantized_row_bytes(WeightFormat::Q4_0, load_config(dir).llm.hidden_size));
+  // The folder runs the whole pipeline through the program: an answer with [SEG] gives its mask.
+  const std::string run_out = test::temp_dir("q-cli-run");
+  ASSERT_EQ(test::run_command(test::cli_path() + " run --model " + out + " --image " + dir +
+                                  "/inputs/image.png --prompt '<image>Please segment the red circle.' --answer "
+                                  "'Sure, [SEG].' --out " + run_out,
+                              &output),
+            0)
+      << output;
+  EXPECT_TRUE(fs::exists(run_out + "/masks/0.png")) << output;
+  EXPECT_TRUE(fs::exists(run_out + "/result.json")) << output;
   EXPECT_NE(test::run_command(test::cli_path() + " quantize --model " + dir + " --out " + out + "2 --weights bf16", &output), 0);
   EXPECT_EQ(test::run_command(test::cli_path() + " quantize --model /no/such/folder --out " + out + "3", &output), 1) << output;
   EXPECT_NE(output.find("/no/such/folder"), std::string::npos) << output;
