@@ -102,8 +102,8 @@ WeightMatrix Weights::optional_matrix(const std::string& name, const Shape& shap
   return prepare(fetch(name, shape, init, true, use), use);
 }
 
-Tensor Weights::stored(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
-  return fetch(name, shape, init, false, use);
+Tensor Weights::stored(const std::string& name, const Shape& shape, Init init) {
+  return fetch(name, shape, init, false);
 }
 
 ConvWeight Weights::conv(const std::string& name, const Shape& shape, Init init) {

@@ -85,8 +85,7 @@ class Weights {
                                MatrixUse use = MatrixUse::General);
   // A tensor as stored (F32, BF16 or F16), for matrices that are fused or reordered before
   // prepare(); undefined in declaring mode or when it is missing or mis-shaped (recorded).
-  Tensor stored(const std::string& name, const Shape& shape, Init init = Init::Linear,
-                MatrixUse use = MatrixUse::General);
+  Tensor stored(const std::string& name, const Shape& shape, Init init = Init::Linear);
   WeightMatrix prepare(const Tensor& matrix, MatrixUse use = MatrixUse::General) const;
   // Conv weights in GEMM layout: conv2d [Cout, Cin/groups, kh, kw]; transposed 2x2 [Cin, Cout, 2, 2].
   ConvWeight conv(const std::string& name, const Shape& shape, Init init = Init::Linear);

@@ -59,9 +59,10 @@ void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatr
   }
 }
 
-// Decode-sized (and up to medium) M with quantized weights: x quantized to 8 bits per block once (on the calling
-// thread, into a buffer kept between calls), then every thread streams its own weight rows.
-void linear_quantized_small(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
+// Quantized weights through the integer kernels (decode, and up to kQuantizedRowsMaxM rows): x
+// quantized to 8 bits per block once (on the calling thread, into a buffer kept between calls), then
+// the threads take chunks of weight rows in turn.
+void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
   static_assert(simd::kQ8Block == kQuantBlock);
   thread_local simd::QuantizedActivations buffer;
   const simd::QuantizedActivations& activations = buffer;  // the caller's buffer, seen by every thread
@@ -132,7 +133,7 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
     if (M <= kSmallM) linear_bf16_small(x, M, K, weight.values().bf16(), N, y);
     else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
   } else if (M <= (simd::isa() == simd::Isa::Avx512 ? kQuantizedRowsMaxM : kSmallM)) {
-    linear_quantized_small(x, M, K, weight, y);
+    linear_quantized_rows(x, M, K, weight, y);
   } else if (!linear_quantized_bf16_gemm(x, M, K, weight, y)) {
     linear_by_f32_panels(x, M, K, weight, y);
   }
