@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sa2va.cpp needs and builds everything:
-#   build/       release build (library, `sa2va` program, tests, benchmarks)
+#   build/       release build (library, `sa2va` program, Python module, tests, benchmarks)
 #   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +12,8 @@ packages=(
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
   libsentencepiece-dev sentencepiece
   libgtest-dev libbenchmark-dev
+  python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest python3-pil python3-venv python3-pip
+  python3-setuptools python3-wheel
 )
 missing=()
 for p in "${packages[@]}"; do
@@ -25,8 +27,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 jobs=$(nproc)
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release
+# The Python module is built for Debian's interpreter, the one apt installs numpy, PIL and pytest for.
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=/usr/bin/python3
 cmake --build build -j "$jobs"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON -DSA2VA_BUILD_BENCH=OFF
+cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF
 cmake --build build-asan -j "$jobs" --target sa2va_tests
 echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=$(nproc)
 
-echo "== release build: all tests"
+echo "== release build: all tests (C++, the Python module, the installed tree)"
 ctest --test-dir build --output-on-failure -j "$jobs" --timeout 900
 
 echo "== sanitizer build: unit tests"

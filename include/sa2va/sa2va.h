@@ -105,6 +105,8 @@ struct GenerationOptions {
   uint64_t seed = 0;          // sampling seed
 };
 
+struct Prediction;
+
 struct Request {
   // At most one of image / video. Neither = text-only chat.
   Image image;                       // used when width > 0
@@ -124,6 +126,10 @@ struct Request {
   std::function<void(int seg_index, int64_t frame_index, const Mask& mask)> on_mask;
   // Progress of the mask propagation: frames done, frames in total.
   std::function<void(int64_t done, int64_t total)> on_progress;
+  // Called once the answer is known, before any mask is computed, with the prediction so far:
+  // text, phrases, caption, past_text and generated_ids are final; masks and scores are not yet.
+  // Lets a caller show the answer while a long video is still being segmented.
+  std::function<void(const Prediction& answer)> on_answer;
 };
 
 struct Prediction {

@@ -190,6 +190,7 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   prepare_prompt(request, s, ctx);
   generate_answer(request, s, ctx);
   decode_outputs(s, ctx);
+  if (request.on_answer) request.on_answer(s.out);
   if (s.segment) {
     if (s.has_image) segment_image(request, s, ctx);
     else track_video(request, s, ctx);

@@ -182,6 +182,36 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
   EXPECT_EQ(p.masks[0].size(), 6u);
 }
 
+// on_answer hands the answer over once, before the first mask, with the final text fields;
+// on_mask then streams every frame of every [SEG].
+TEST(Pipeline, AnswerIsHandedOverBeforeTheMasks) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["video"];
+  auto video = Video::open(fixture_frames_folder(dir, c, "answer-first"));
+  Request r;
+  r.video = video.get();
+  r.text = c["prompt"].get<std::string>();
+  r.forced_answer = c["answer_text"].get<std::string>();
+  std::vector<std::string> events;
+  Prediction answer;
+  r.on_answer = [&](const Prediction& p) {
+    events.push_back("answer");
+    answer = p;
+  };
+  r.on_mask = [&](int seg, int64_t frame, const Mask&) {
+    events.push_back("mask " + std::to_string(seg) + " " + std::to_string(frame));
+  };
+  const Prediction p = fixture_model(dir, Precision::F32).predict(r);
+  const std::vector<std::string> want = {"answer",     "mask 0 0", "mask 0 1", "mask 0 2",
+                                         "mask 0 3", "mask 0 4", "mask 0 5"};
+  EXPECT_EQ(events, want);
+  EXPECT_EQ(answer.text, p.text);
+  EXPECT_EQ(answer.text, c["prediction"].get<std::string>());
+  EXPECT_EQ(answer.past_text, p.past_text);
+  EXPECT_EQ(answer.generated_ids, p.generated_ids);
+  EXPECT_EQ(answer.phrases, p.phrases);
+}
+
 // Frames of different sizes, as newer upstream accepts them: every frame is processed at its own
 // size (448x448 for the language model, 1024x1024 for SAM2) and the masks come out at the first
 // frame's size.

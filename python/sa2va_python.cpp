@@ -1,0 +1,605 @@
+// The Python module sa2va._sa2va: sa2va.Model with upstream Sa2VA's predict_forward, over the
+// public C++ API (include/sa2va/sa2va.h). Arguments are converted here with the GIL held; the
+// prediction itself runs with the GIL released, so several Python threads can predict at once.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <sa2va/sa2va.h>
+
+#include <condition_variable>
+#include <deque>
+#include <exception>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+namespace py = pybind11;
+
+namespace {
+
+// ---- argument conversion -------------------------------------------------------------------------
+
+std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("__name__")); }
+
+[[noreturn]] void wrong_type(const std::string& arg, const std::string& expected, py::handle got) {
+  throw py::type_error(arg + ": expected " + expected + ", got " + type_name(got));
+}
+
+bool is_path(py::handle obj) { return py::isinstance<py::str>(obj) || py::hasattr(obj, "__fspath__"); }
+
+std::string path_of(py::handle obj) { return py::str(py::module_::import("os").attr("fsdecode")(obj)); }
+
+std::string text_argument(py::handle obj, const std::string& arg) {
+  if (!py::isinstance<py::str>(obj)) wrong_type(arg, "str", obj);
+  return obj.cast<std::string>();
+}
+
+// Python ints and anything with __index__ (numpy integers), but not bool.
+int64_t int_argument(py::handle obj, const std::string& arg) {
+  if (!PyIndex_Check(obj.ptr()) || py::isinstance<py::bool_>(obj)) wrong_type(arg, "int", obj);
+  return py::int_(py::reinterpret_borrow<py::object>(obj)).cast<int64_t>();
+}
+
+int int32_argument(py::handle obj, const std::string& arg) {
+  const int64_t v = int_argument(obj, arg);
+  if (v < INT32_MIN || v > INT32_MAX) throw sa2va::Error(arg + ": " + std::to_string(v) + " is out of range");
+  return static_cast<int>(v);
+}
+
+double float_argument(py::handle obj, const std::string& arg) {
+  if (!(py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) || py::isinstance<py::bool_>(obj))
+    wrong_type(arg, "float", obj);
+  return obj.cast<double>();
+}
+
+bool bool_argument(py::handle obj, const std::string& arg) {
+  if (!py::isinstance<py::bool_>(obj)) wrong_type(arg, "bool", obj);
+  return obj.cast<bool>();
+}
+
+bool is_pil_image(py::handle obj) {
+  return py::hasattr(obj, "convert") && py::hasattr(obj, "mode") && py::hasattr(obj, "size");
+}
+
+bool is_array_like(py::handle obj) { return py::isinstance<py::array>(obj) || py::hasattr(obj, "__array__"); }
+
+std::string shape_text(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+// An HxWx3 uint8 array (C order) copied into an Image.
+sa2va::Image image_from_array(const py::array& array, const std::string& arg) {
+  if (!array.dtype().is(py::dtype::of<uint8_t>()))
+    throw py::type_error(arg + ": expected a uint8 array, got dtype " + std::string(py::str(array.dtype())));
+  if (array.ndim() != 3 || array.shape(2) != 3)
+    throw py::type_error(arg + ": expected an HxWx3 RGB array, got shape " + shape_text(array));
+  if (array.shape(0) == 0 || array.shape(1) == 0) throw sa2va::Error(arg + ": the image is empty (0 pixels)");
+  if (array.shape(0) > 65535 || array.shape(1) > 65535)
+    throw sa2va::Error(arg + ": " + std::to_string(array.shape(1)) + "x" + std::to_string(array.shape(0)) +
+                       " is too large (at most 65535 pixels a side)");
+  const auto pixels = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(array);
+  sa2va::Image image(static_cast<int>(array.shape(1)), static_cast<int>(array.shape(0)));
+  std::copy_n(pixels.data(), image.rgb.size(), image.rgb.data());
+  return image;
+}
+
+// image=: a path, a PIL image (converted to RGB, as upstream's images are) or an HxWx3 uint8 array.
+sa2va::Image image_argument(py::handle obj, const std::string& arg) {
+  if (is_path(obj)) {
+    const std::string path = path_of(obj);
+    py::gil_scoped_release nogil;
+    return sa2va::load_image(path);
+  }
+  py::object array_source = py::reinterpret_borrow<py::object>(obj);
+  if (is_pil_image(obj)) array_source = obj.attr("convert")("RGB");
+  else if (!is_array_like(obj)) wrong_type(arg, "a PIL image, an HxWx3 uint8 numpy array or a path", obj);
+  return image_from_array(py::array(py::module_::import("numpy").attr("asarray")(array_source)), arg);
+}
+
+// A video given as frames in memory.
+class FrameListVideo final : public sa2va::Video {
+ public:
+  explicit FrameListVideo(std::vector<sa2va::Image> frames) : frames_(std::move(frames)) {}
+  int width() const override { return frames_.front().width; }
+  int height() const override { return frames_.front().height; }
+  int64_t frame_count() const override { return static_cast<int64_t>(frames_.size()); }
+  double fps() const override { return 0.0; }
+  sa2va::Image frame(int64_t index) override {
+    if (index < 0 || index >= frame_count())
+      throw sa2va::Error("video: frame " + std::to_string(index) + " is out of range (" +
+                         std::to_string(frame_count()) + " frames)");
+    return frames_[static_cast<size_t>(index)];
+  }
+
+ private:
+  std::vector<sa2va::Image> frames_;
+};
+
+// video=: a video file or a folder of frames (path), a list of frames (each as image=), or a
+// TxHxWx3 uint8 array.
+std::unique_ptr<sa2va::Video> video_argument(py::handle obj) {
+  if (is_path(obj)) {
+    const std::string path = path_of(obj);
+    py::gil_scoped_release nogil;
+    return sa2va::Video::open(path);
+  }
+  std::vector<sa2va::Image> frames;
+  if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
+    size_t i = 0;
+    for (py::handle frame : obj) frames.push_back(image_argument(frame, "video[" + std::to_string(i++) + "]"));
+  } else if (is_array_like(obj) && !is_pil_image(obj)) {
+    const py::array array(py::module_::import("numpy").attr("asarray")(obj));
+    if (array.ndim() != 4)
+      throw py::type_error("video: expected a TxHxWx3 uint8 array, got shape " + shape_text(array));
+    for (py::ssize_t t = 0; t < array.shape(0); ++t)
+      frames.push_back(image_from_array(py::array(array.attr("__getitem__")(t)), "video[" + std::to_string(t) + "]"));
+  } else {
+    wrong_type("video", "a list of frames, a TxHxWx3 uint8 array, or the path of a video file or frame folder", obj);
+  }
+  if (frames.empty()) throw sa2va::Error("video: no frames");
+  return std::make_unique<FrameListVideo>(std::move(frames));
+}
+
+void append_masks(const py::array& array, const std::string& arg, std::vector<sa2va::Mask>& out) {
+  const char kind = array.dtype().kind();
+  if (kind != 'b' && kind != 'u' && kind != 'i')
+    throw py::type_error(arg + ": expected boolean (or integer) masks, got dtype " + std::string(py::str(array.dtype())));
+  if (array.ndim() != 2 && array.ndim() != 3)
+    throw py::type_error(arg + ": expected an HxW mask or KxHxW masks, got shape " + shape_text(array));
+  const py::array as_u8(array.attr("__ne__")(0).attr("astype")("uint8"));
+  const auto bytes = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(as_u8);
+  const py::ssize_t regions = array.ndim() == 3 ? array.shape(0) : 1;
+  const py::ssize_t h = array.shape(array.ndim() - 2), w = array.shape(array.ndim() - 1);
+  for (py::ssize_t k = 0; k < regions; ++k) {
+    sa2va::Mask m;
+    m.width = static_cast<int>(w);
+    m.height = static_cast<int>(h);
+    const uint8_t* src = bytes.data() + k * h * w;
+    m.data.assign(src, src + h * w);
+    out.push_back(std::move(m));
+  }
+}
+
+// mask_prompts=: upstream passes [array KxHxW]; a list of HxW masks, or one HxW / KxHxW array, is
+// taken too. Nonzero = inside the region.
+std::vector<sa2va::Mask> mask_prompts_argument(py::handle obj) {
+  std::vector<sa2va::Mask> masks;
+  if (obj.is_none()) return masks;
+  const py::module_ np = py::module_::import("numpy");
+  if (py::isinstance<py::list>(obj) || py::isinstance<py::tuple>(obj)) {
+    size_t i = 0;
+    for (py::handle item : obj) {
+      const std::string arg = "mask_prompts[" + std::to_string(i++) + "]";
+      if (!is_array_like(item)) wrong_type(arg, "a boolean numpy array", item);
+      append_masks(py::array(np.attr("asarray")(item)), arg, masks);
+    }
+  } else if (is_array_like(obj)) {
+    append_masks(py::array(np.attr("asarray")(obj)), "mask_prompts", masks);
+  } else {
+    wrong_type("mask_prompts", "a list of boolean numpy arrays", obj);
+  }
+  return masks;
+}
+
+sa2va::Precision precision_argument(py::handle obj) {
+  const std::string v = text_argument(obj, "precision");
+  if (v == "bf16" || v == "bfloat16") return sa2va::Precision::BF16;
+  if (v == "f32" || v == "fp32" || v == "float32") return sa2va::Precision::F32;
+  throw sa2va::Error("precision: '" + v + "' is not one of bf16, f32");
+}
+
+sa2va::WeightFormat weights_argument(py::handle obj) {
+  const std::string v = text_argument(obj, "weights");
+  if (v == "bf16") return sa2va::WeightFormat::BF16;
+  if (v == "q8_0") return sa2va::WeightFormat::Q8_0;
+  if (v == "q4_0") return sa2va::WeightFormat::Q4_0;
+  throw sa2va::Error("weights: '" + v + "' is not one of bf16, q8_0, q4_0");
+}
+
+// Everything one prediction needs, converted from Python while the GIL is held.
+struct PreparedRequest {
+  sa2va::Request request;
+  std::unique_ptr<sa2va::Video> video;
+};
+
+PreparedRequest prepare_request(py::handle image, py::handle video, py::handle text, py::handle past_text,
+                                py::handle mask_prompts, const py::kwargs& generation) {
+  PreparedRequest p;
+  sa2va::Request& r = p.request;
+  if (text.is_none()) throw py::type_error("text: expected str, got NoneType (text is required)");
+  r.text = text_argument(text, "text");
+  r.past_text = text_argument(past_text, "past_text");
+  if (!image.is_none() && !video.is_none()) throw sa2va::Error("pass an image or a video, not both");
+  if (!image.is_none()) r.image = image_argument(image, "image");
+  if (!video.is_none()) {
+    p.video = video_argument(video);
+    r.video = p.video.get();
+  }
+  r.mask_prompts = mask_prompts_argument(mask_prompts);
+  for (const auto& [key_handle, value] : generation) {
+    const std::string key = py::str(key_handle);
+    if (key == "max_new_tokens") r.generation.max_new_tokens = int32_argument(value, key);
+    else if (key == "temperature") r.generation.temperature = static_cast<float>(float_argument(value, key));
+    else if (key == "top_k") r.generation.top_k = int32_argument(value, key);
+    else if (key == "top_p") r.generation.top_p = static_cast<float>(float_argument(value, key));
+    else if (key == "seed") r.generation.seed = static_cast<uint64_t>(int_argument(value, key));
+    else if (key == "max_tiles") r.max_tiles = int32_argument(value, key);
+    else if (key == "video_llm_frames") r.video_llm_frames = int32_argument(value, key);
+    else if (key == "uniform_frames") r.video_uniform_frames = bool_argument(value, key);
+    else if (key == "answer") r.forced_answer = value.is_none() ? "" : text_argument(value, key);
+    else if (key == "tokenizer") continue;  // upstream's signature takes one; the model has its own
+    else throw py::type_error("predict_forward() got an unexpected keyword argument '" + key + "'");
+  }
+  if (r.generation.max_new_tokens < 1) throw sa2va::Error("max_new_tokens must be at least 1");
+  if (r.generation.temperature < 0.f) throw sa2va::Error("temperature must not be negative");
+  if (r.generation.top_k < 0) throw sa2va::Error("top_k must not be negative");
+  if (!(r.generation.top_p > 0.f && r.generation.top_p <= 1.f)) throw sa2va::Error("top_p must be in (0, 1]");
+  return p;
+}
+
+// ---- results --------------------------------------------------------------------------------------
+
+// A numpy bool array that owns `bytes` (0/1 values), without a copy.
+py::array bool_array(std::vector<uint8_t>&& bytes, std::vector<py::ssize_t> shape) {
+  auto* owned = new std::vector<uint8_t>(std::move(bytes));
+  py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<uint8_t>*>(p); });
+  return py::array(py::dtype::of<bool>(), std::move(shape), owned->data(), free_when_done);
+}
+
+py::array mask_array(sa2va::Mask&& m) {
+  const py::ssize_t h = m.height, w = m.width;
+  return bool_array(std::move(m.data), {h, w});
+}
+
+// The answer fields of a prediction, as predict_forward returns them (masks apart).
+py::dict answer_dict(const sa2va::Prediction& p) {
+  py::dict d;
+  d["prediction"] = p.text;
+  d["phrases"] = p.phrases;
+  d["caption"] = p.caption;
+  d["past_text"] = p.past_text;
+  d["generated_ids"] = p.generated_ids;
+  return d;
+}
+
+// Video masks gathered per [SEG] straight into [frames, H, W] buffers as they are produced.
+class VideoMaskCollector {
+ public:
+  VideoMaskCollector(int64_t frames, int width, int height) : frames_(frames), width_(width), height_(height) {}
+  void add(int seg, int64_t frame, const sa2va::Mask& m) {
+    if (m.width != width_ || m.height != height_ || frame < 0 || frame >= frames_)
+      throw sa2va::Error("internal: a video mask of unexpected size or frame index");
+    if (static_cast<size_t>(seg) >= buffers_.size()) buffers_.resize(static_cast<size_t>(seg) + 1);
+    std::vector<uint8_t>& b = buffers_[static_cast<size_t>(seg)];
+    const size_t plane = static_cast<size_t>(width_) * static_cast<size_t>(height_);
+    if (b.empty()) b.assign(plane * static_cast<size_t>(frames_), 0);
+    std::copy(m.data.begin(), m.data.end(), b.begin() + static_cast<std::ptrdiff_t>(plane * static_cast<size_t>(frame)));
+  }
+  py::list arrays(size_t num_seg) {
+    py::list out;
+    buffers_.resize(num_seg);
+    const size_t plane = static_cast<size_t>(width_) * static_cast<size_t>(height_);
+    for (auto& b : buffers_) {
+      if (b.empty()) b.assign(plane * static_cast<size_t>(frames_), 0);
+      out.append(bool_array(std::move(b), {frames_, height_, width_}));
+    }
+    return out;
+  }
+
+ private:
+  py::ssize_t frames_;
+  int width_, height_;
+  std::vector<std::vector<uint8_t>> buffers_;
+};
+
+// ---- streaming --------------------------------------------------------------------------------------
+
+// Runs one prediction on its own thread and hands the masks over frame by frame: the iterator
+// behind Model.predict_stream. At most kMaxQueuedFrames wait to be taken, so a long video uses
+// bounded memory however slowly the caller reads. Dropping the iterator early cancels the work at
+// the next frame.
+class MaskStream {
+ public:
+  MaskStream(std::shared_ptr<const sa2va::Model> model, PreparedRequest prepared)
+      : model_(std::move(model)), prepared_(std::move(prepared)) {
+    sa2va::Request& r = prepared_.request;
+    r.on_answer = [this](const sa2va::Prediction& p) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      answer_ = p;
+      changed_.notify_all();
+    };
+    r.on_mask = [this](int seg, int64_t frame, const sa2va::Mask& m) {
+      if (pending_.size() <= static_cast<size_t>(seg)) pending_.resize(static_cast<size_t>(seg) + 1);
+      pending_[static_cast<size_t>(seg)] = m;
+      pending_frame_ = frame;
+    };
+    r.on_progress = [this](int64_t, int64_t) { push_frame(pending_frame_, std::exchange(pending_, {})); };
+    worker_ = std::thread([this] { run(); });
+  }
+
+  ~MaskStream() {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      cancelled_ = true;
+      changed_.notify_all();
+    }
+    py::gil_scoped_release nogil;
+    if (worker_.joinable()) worker_.join();
+  }
+
+  // The next (frame_index, [mask per [SEG]]) or StopIteration; the prediction's error, if any.
+  py::tuple next() {
+    std::optional<Frame> frame;
+    std::exception_ptr error;
+    {
+      py::gil_scoped_release nogil;
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] { return !queue_.empty() || finished_; });
+      if (!queue_.empty()) {
+        frame = std::move(queue_.front());
+        queue_.pop_front();
+        changed_.notify_all();
+      } else {
+        error = std::exchange(error_, nullptr);  // raised once; then the iteration is over
+      }
+    }
+    if (!frame) {
+      if (error) std::rethrow_exception(error);
+      throw py::stop_iteration();
+    }
+    py::list masks;
+    for (auto& m : frame->masks) masks.append(mask_array(std::move(m)));
+    return py::make_tuple(frame->index, masks);
+  }
+
+  // The answer (text, phrases, caption, past_text, generated_ids), waiting until it is known.
+  py::dict answer() {
+    std::optional<sa2va::Prediction> answer;
+    std::optional<std::vector<float>> scores;
+    std::exception_ptr error;
+    {
+      py::gil_scoped_release nogil;
+      std::unique_lock<std::mutex> lock(mutex_);
+      changed_.wait(lock, [&] { return answer_.has_value() || finished_; });
+      answer = answer_;
+      if (result_) scores = result_->scores;
+      error = error_;
+    }
+    if (!answer) {
+      if (error) std::rethrow_exception(error);
+      throw sa2va::Error("the prediction was cancelled before its answer was known");
+    }
+    py::dict d = answer_dict(*answer);
+    if (scores) d["scores"] = *scores;
+    return d;
+  }
+
+ private:
+  struct Frame {
+    int64_t index = 0;
+    std::vector<sa2va::Mask> masks;
+  };
+  struct Cancelled {};
+  static constexpr size_t kMaxQueuedFrames = 8;
+
+  void push_frame(int64_t index, std::vector<sa2va::Mask> masks) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    changed_.wait(lock, [&] { return queue_.size() < kMaxQueuedFrames || cancelled_; });
+    if (cancelled_) throw Cancelled{};
+    queue_.push_back(Frame{index, std::move(masks)});
+    changed_.notify_all();
+  }
+
+  void run() {
+    std::exception_ptr error;
+    std::optional<sa2va::Prediction> result;
+    try {
+      sa2va::Prediction p = model_->predict(prepared_.request);
+      // An image's masks come with the result: one frame.
+      if (!prepared_.request.video && !p.masks.empty()) {
+        std::vector<sa2va::Mask> masks;
+        for (auto& per_frame : p.masks) masks.push_back(std::move(per_frame.front()));
+        push_frame(0, std::move(masks));
+      }
+      result = std::move(p);
+    } catch (const Cancelled&) {
+    } catch (...) {
+      error = std::current_exception();
+    }
+    std::lock_guard<std::mutex> lock(mutex_);
+    error_ = error;
+    result_ = std::move(result);
+    finished_ = true;
+    changed_.notify_all();
+  }
+
+  std::shared_ptr<const sa2va::Model> model_;
+  PreparedRequest prepared_;
+  std::vector<sa2va::Mask> pending_;  // the frame being completed (worker thread only)
+  int64_t pending_frame_ = 0;
+  std::mutex mutex_;
+  std::condition_variable changed_;
+  std::deque<Frame> queue_;
+  std::optional<sa2va::Prediction> answer_, result_;
+  std::exception_ptr error_;
+  bool finished_ = false, cancelled_ = false;
+  std::thread worker_;
+};
+
+// ---- the model --------------------------------------------------------------------------------------
+
+class PyModel {
+ public:
+  PyModel(py::handle path, py::handle device, py::handle precision, py::handle weights, py::handle threads) {
+    if (!is_path(path)) wrong_type("path", "str or os.PathLike", path);
+    const std::string dir = path_of(path);
+    sa2va::ModelOptions options;
+    options.device = text_argument(device, "device");
+    options.precision = precision_argument(precision);
+    options.weights = weights_argument(weights);
+    options.threads = int32_argument(threads, "threads");
+    if (options.threads < 0) throw sa2va::Error("threads must be 0 (all cores) or more");
+    py::gil_scoped_release nogil;
+    model_ = sa2va::Model::load(dir, options);
+  }
+
+  py::dict predict_forward(py::handle image, py::handle video, py::handle text, py::handle past_text,
+                           py::handle mask_prompts, const py::kwargs& generation) const {
+    PreparedRequest prepared = prepare_request(image, video, text, past_text, mask_prompts, generation);
+    sa2va::Request& r = prepared.request;
+    std::optional<VideoMaskCollector> collector;
+    if (r.video) {
+      collector.emplace(r.video->frame_count(), r.video->width(), r.video->height());
+      r.on_mask = [&](int seg, int64_t frame, const sa2va::Mask& m) { collector->add(seg, frame, m); };
+    }
+    sa2va::Prediction p;
+    {
+      py::gil_scoped_release nogil;
+      p = model_->predict(r);
+    }
+    py::dict d = answer_dict(p);
+    // Upstream returns no masks when none were made (no [SEG], or a text-only turn).
+    const size_t num_seg = p.scores.size();
+    if (collector && num_seg > 0) {
+      d["prediction_masks"] = collector->arrays(num_seg);
+    } else {
+      py::list masks;
+      for (auto& per_seg : p.masks) {
+        sa2va::Mask& m = per_seg.front();
+        const py::ssize_t h = m.height, w = m.width;
+        masks.append(bool_array(std::move(m.data), {1, h, w}));
+      }
+      d["prediction_masks"] = masks;
+    }
+    d["scores"] = p.scores;
+    return d;
+  }
+
+  std::unique_ptr<MaskStream> predict_stream(py::handle image, py::handle video, py::handle text,
+                                             py::handle past_text, py::handle mask_prompts,
+                                             const py::kwargs& generation) const {
+    return std::make_unique<MaskStream>(model_, prepare_request(image, video, text, past_text, mask_prompts, generation));
+  }
+
+  std::string template_name() const { return model_->template_name(); }
+
+ private:
+  std::shared_ptr<const sa2va::Model> model_;
+};
+
+// ---- documentation: help(sa2va.Model) is the manual ------------------------------------------------
+
+constexpr const char* kModelDoc = R"doc(Model(path, device="cpu", precision="bf16", weights="bf16", threads=0)
+
+A Sa2VA model, loaded once from a Hugging Face folder (config.json, *.safetensors, tokenizer files)
+of Sa2VA-1B / 4B / 8B or Sa2VA-InternVL3-2B / 8B / 14B, or from a folder written by `sa2va quantize`.
+The weights are shared, read-only, by every call: one Model serves any number of threads.
+
+Arguments:
+  path       the model folder (str or os.PathLike)
+  device     "cpu" ("cuda[:N]" where the library is built with CUDA)
+  precision  "bf16" (default: bf16 weights and attention operands, f32 accumulation, as upstream runs)
+             or "f32" (the reference mode, matched against upstream at 1e-4)
+  weights    the language model's linear layers: "bf16" (as the checkpoint), or quantized at load to
+             "q8_0" / "q4_0" (blocks of 32 weights with one f16 scale)
+  threads    threads of this model's own pool; 0 = all cores
+
+Example:
+  >>> import sa2va
+  >>> from PIL import Image
+  >>> model = sa2va.Model("Sa2VA-1B")
+  >>> out = model.predict_forward(image=Image.open("girl.jpg"),
+  ...                             text="<image>Please segment the girl in the yellow dress.")
+  >>> out["prediction"]            # 'Sure, [SEG].<|im_end|>'
+  >>> out["prediction_masks"][0]   # numpy bool array [1, H, W]: the mask of the first [SEG]
+
+Errors (unreadable or corrupt files, a folder that is not a Sa2VA checkpoint, bad requests) raise
+sa2va.Error with a one-line message; arguments of the wrong type raise TypeError naming the argument.
+)doc";
+
+constexpr const char* kPredictForwardDoc = R"doc(predict_forward(image=None, video=None, text=None, past_text="", mask_prompts=None, **generation) -> dict
+
+Answers one turn, as upstream Sa2VA's predict_forward does. The GIL is released while the model runs.
+
+  image         a PIL image (converted to RGB), an HxWx3 uint8 numpy array, or the path of a JPEG/PNG
+  video         a list of frames (each as image), a TxHxWx3 uint8 array, or the path of a video file
+                (mp4, webm, ...) or of a folder of frames (sorted by name). At most one of image / video;
+                neither = text-only chat.
+  text          the user's turn; put "<image>" where the visual tokens go (first turn only)
+  past_text     the "past_text" of the previous turn's result ("" for the first turn). A later turn
+                about an image passes the image again.
+  mask_prompts  visual prompts: upstream's [array KxHxW], or a list of HxW boolean arrays (one per
+                region, any size); refer to them as region1, region2, ... in the text
+
+Generation keywords: max_new_tokens=2048, temperature=0.0 (greedy, as upstream), top_k=0, top_p=1.0,
+seed=0; max_tiles=12 (image tiling), video_llm_frames=5 (video frames the language model sees),
+uniform_frames=False (spread those over the video); answer=None (teacher forcing: use this answer as
+if generated, to get its masks). tokenizer= is accepted and ignored (upstream's signature).
+
+Returns a dict:
+  prediction        the answer text, special tokens kept ("Sure, [SEG].<|im_end|>")
+  prediction_masks  one numpy bool array [frames, H, W] per [SEG] (frames = 1 for an image), at the
+                    size of the image / first frame; [] when no [SEG] or no visual input
+  phrases           per [SEG], the phrase of a grounded caption ("<p>phrase</p> [SEG]"), "" if none
+  caption           the answer without tags and [SEG]
+  scores            per [SEG], SAM2's predicted IoU of the chosen mask (0 for videos)
+  past_text         pass as past_text for the next turn
+  generated_ids     token ids of the answer
+)doc";
+
+constexpr const char* kPredictStreamDoc = R"doc(predict_stream(image=None, video=None, text=None, past_text="", mask_prompts=None, **generation) -> MaskStream
+
+predict_forward that hands the masks over frame by frame while a video is being segmented, without
+keeping them all: iterate over the result for (frame_index, [HxW bool mask per [SEG]]) in frame
+order; .answer() returns the answer fields (prediction, phrases, caption, past_text, generated_ids)
+as soon as the text is known. An image yields one frame. Same arguments as predict_forward. The
+prediction runs on its own thread; dropping the stream stops it at the next frame.
+)doc";
+
+}  // namespace
+
+PYBIND11_MODULE(_sa2va, m) {
+  py::options options;
+  options.disable_function_signatures();  // each docstring starts with the Python signature
+
+  m.doc() = "Sa2VA (dense grounded understanding of images and videos) without a Python stack: see help(sa2va.Model).";
+  m.attr("__version__") = SA2VA_VERSION;
+
+  py::register_exception<sa2va::Error>(m, "Error", PyExc_RuntimeError);
+  m.attr("Error").attr("__doc__") =
+      "Every error the library reports: unreadable or corrupt files, unusable model folders, bad requests.";
+
+  py::class_<MaskStream>(m, "MaskStream",
+                         "The frames of one prediction's masks, as predict_stream hands them over: iterate for "
+                         "(frame_index, [mask per [SEG]]); answer() for the text.")
+      .def("__iter__", [](py::object self) { return self; }, "__iter__(self) -> MaskStream")
+      .def("__next__", &MaskStream::next, "__next__(self) -> tuple[int, list[numpy.ndarray]]")
+      .def("answer", &MaskStream::answer,
+           "answer(self) -> dict\n\nThe answer fields (prediction, phrases, caption, past_text, generated_ids; "
+           "scores once the stream is done), waiting until the text is known.");
+
+  py::class_<PyModel>(m, "Model", kModelDoc)
+      .def(py::init<py::handle, py::handle, py::handle, py::handle, py::handle>(), py::arg("path"),
+           py::arg("device") = "cpu", py::arg("precision") = "bf16", py::arg("weights") = "bf16",
+           py::arg("threads") = 0, "__init__(self, path, device=\"cpu\", precision=\"bf16\", weights=\"bf16\", threads=0)")
+      .def("predict_forward", &PyModel::predict_forward, py::arg("image") = py::none(), py::arg("video") = py::none(),
+           py::arg("text") = py::none(), py::arg("past_text") = "", py::arg("mask_prompts") = py::none(),
+           kPredictForwardDoc)
+      .def("predict_stream", &PyModel::predict_stream, py::arg("image") = py::none(), py::arg("video") = py::none(),
+           py::arg("text") = py::none(), py::arg("past_text") = "", py::arg("mask_prompts") = py::none(),
+           kPredictStreamDoc)
+      .def_property_readonly("template_name", &PyModel::template_name,
+                             "The chat template: \"qwen_chat\" (1B), \"phi3_chat\" (4B), \"internlm2_chat\" (8B).");
+
+  m.def("extract_phrases", &sa2va::extract_phrases, py::arg("answer"),
+        "extract_phrases(answer: str) -> list[str]\n\nThe <p>...</p> phrases of a grounded caption, as upstream's GCG "
+        "evaluation extracts them.");
+  m.def("clean_caption", &sa2va::clean_caption, py::arg("answer"),
+        "clean_caption(answer: str) -> str\n\nThe caption without tags and [SEG], as upstream's GCG evaluation cleans it.");
+  m.def("set_profiling", &sa2va::set_profiling, py::arg("enabled"),
+        "set_profiling(enabled: bool) -> None\n\nTurns the built-in profiler (process-wide) on or off.");
+  m.def("profiling_report", &sa2va::profiling_report,
+        "profiling_report() -> str\n\nWall time and calls per stage since profiling was enabled, one stage per line.");
+}

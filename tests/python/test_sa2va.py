@@ -1,0 +1,328 @@
+"""The Python module against the conformance fixtures and against the `sa2va` program."""
+import gc
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import sa2va
+from conftest import REPO, iou, read_safetensors
+
+# Masks may differ from the goldens on pixels whose logit is within ~1e-4 of 0.
+MIN_IOU = 0.99
+
+
+def golden(tiny_dir: Path, case: str) -> dict:
+    return read_safetensors(tiny_dir / "goldens" / f"{case}.safetensors")
+
+
+def run_cli(cli, model_dir, out_dir, *args) -> dict:
+    """`sa2va run` in f32 with --out; returns result.json."""
+    command = [str(cli), "run", "--model", str(model_dir), "--precision", "f32", "--out", str(out_dir), *map(str, args)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return json.loads((out_dir / "result.json").read_text())
+
+
+def png_mask(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("L")) > 0
+
+
+# ---- images ---------------------------------------------------------------------------------------
+
+
+def test_image_masks_match_the_upstream_goldens(tiny_model, tiny_dir, tiny_meta):
+    case = tiny_meta["image"]
+    out = tiny_model.predict_forward(image=Image.open(tiny_dir / case["image"]), text=case["prompt"],
+                                     answer=case["answer"])
+    assert out["prediction"] == case["prediction"]
+    masks = out["prediction_masks"]
+    assert len(masks) == 1
+    assert masks[0].dtype == np.bool_ and masks[0].shape == (1, case["height"], case["width"])
+    assert iou(masks[0], golden(tiny_dir, "image")["seg0.mask"]) >= MIN_IOU
+    assert len(out["scores"]) == 1 and 0.0 <= out["scores"][0] <= 1.0
+    assert out["phrases"] == [""]
+
+
+def test_an_image_is_the_same_as_a_path_a_pil_image_or_an_array(tiny_model, tiny_dir, tiny_meta):
+    case = tiny_meta["image"]
+    path = tiny_dir / case["image"]
+    results = [
+        tiny_model.predict_forward(image=image, text=case["prompt"], answer=case["answer"])
+        for image in (str(path), path, Image.open(path), Image.open(path).convert("RGBA"),
+                      np.asarray(Image.open(path).convert("RGB")))
+    ]
+    for r in results[1:]:
+        assert r["prediction"] == results[0]["prediction"]
+        np.testing.assert_array_equal(r["prediction_masks"][0], results[0]["prediction_masks"][0])
+
+
+def test_grounded_caption_pairs_phrases_with_masks(tiny_model, tiny_dir, tiny_meta):
+    case = tiny_meta["multiseg"]
+    out = tiny_model.predict_forward(image=Image.open(tiny_dir / case["image"]), text=case["prompt"],
+                                     answer=case["answer"])
+    assert out["prediction"] == case["prediction"]
+    assert out["phrases"] == ["a", "b"]
+    assert out["caption"] == sa2va.clean_caption(case["prediction"]) == "a and b ."  # upstream keeps the space before "."
+    gold = golden(tiny_dir, "multiseg")
+    assert len(out["prediction_masks"]) == 2
+    for k, mask in enumerate(out["prediction_masks"]):
+        assert iou(mask, gold[f"seg{k}.mask"]) >= MIN_IOU
+
+
+def test_visual_prompts_in_upstream_form(tiny_model, tiny_dir, tiny_meta):
+    case = tiny_meta["vp"]
+    gold = golden(tiny_dir, "vp")
+    regions = gold["mask_prompts_u8"].astype(bool)  # [2, H, W]
+    out = tiny_model.predict_forward(image=Image.open(tiny_dir / case["image"]), text=case["prompt"],
+                                     mask_prompts=[regions], answer=case["answer"])
+    assert iou(out["prediction_masks"][0], gold["seg0.mask"]) >= MIN_IOU
+    # One HxW array per region gives the same answer.
+    again = tiny_model.predict_forward(image=Image.open(tiny_dir / case["image"]), text=case["prompt"],
+                                       mask_prompts=[regions[0], regions[1]], answer=case["answer"])
+    np.testing.assert_array_equal(again["prediction_masks"][0], out["prediction_masks"][0])
+
+
+# ---- video ----------------------------------------------------------------------------------------
+
+
+def video_frames(tiny_dir, case):
+    return [Image.open(tiny_dir / f) for f in case["frames"]]
+
+
+@pytest.fixture(scope="module")
+def video_result(tiny_model, tiny_dir, tiny_meta):
+    """The video case asked with its frames as a list of PIL images."""
+    case = tiny_meta["video"]
+    return tiny_model.predict_forward(video=video_frames(tiny_dir, case), text=case["prompt"], answer=case["answer"])
+
+
+def test_video_masks_match_the_upstream_goldens(tiny_model, tiny_dir, tiny_meta, video_result):
+    case = tiny_meta["video"]
+    gold = golden(tiny_dir, "video")["seg0.mask"]
+    frames = video_frames(tiny_dir, case)
+    assert video_result["prediction"] == case["prediction"]
+    masks = video_result["prediction_masks"][0]
+    assert masks.shape == (len(frames), case["height"], case["width"]) and masks.dtype == np.bool_
+    for t in range(len(frames)):
+        assert iou(masks[t], gold[t]) >= MIN_IOU, f"frame {t}"
+    # The same video as a TxHxWx3 array (a frame folder: see the comparison with the program).
+    stacked = np.stack([np.asarray(f.convert("RGB")) for f in frames])
+    again = tiny_model.predict_forward(video=stacked, text=case["prompt"], answer=case["answer"])
+    np.testing.assert_array_equal(again["prediction_masks"][0], masks)
+
+
+def test_video_masks_stream_frame_by_frame(tiny_model, tiny_dir, tiny_meta, video_result):
+    case = tiny_meta["video"]
+    frames = video_frames(tiny_dir, case)
+    whole = video_result
+    stream = tiny_model.predict_stream(video=frames, text=case["prompt"], answer=case["answer"])
+    assert stream.answer()["prediction"] == case["prediction"]
+    seen = []
+    for frame_index, masks in stream:
+        assert len(masks) == 1
+        np.testing.assert_array_equal(masks[0], whole["prediction_masks"][0][frame_index])
+        seen.append(frame_index)
+    assert seen == list(range(len(frames)))
+    assert stream.answer()["scores"] == whole["scores"]
+    # An image streams as one frame.
+    image_case = tiny_meta["image"]
+    image_stream = list(tiny_model.predict_stream(image=tiny_dir / image_case["image"], text=image_case["prompt"],
+                                                  answer=image_case["answer"]))
+    assert [index for index, _ in image_stream] == [0] and len(image_stream[0][1]) == 1
+
+
+def test_a_stream_dropped_early_stops_and_frees_the_model(tiny_model, tiny_dir, tiny_meta):
+    case = tiny_meta["video"]
+    stream = tiny_model.predict_stream(video=video_frames(tiny_dir, case), text=case["prompt"], answer=case["answer"])
+    assert next(iter(stream))[0] == 0
+    del stream
+    gc.collect()
+    # The model still answers.
+    assert tiny_model.predict_forward(text="Hello", max_new_tokens=2)["prediction_masks"] == []
+
+
+# ---- the same answers as the program --------------------------------------------------------------
+
+
+def test_image_turns_give_the_same_text_and_masks_as_the_program(tiny_model, tiny_dir, tiny_meta, cli, tmp_path):
+    case = tiny_meta["image"]
+    image = tiny_dir / case["image"]
+    # Free generation (the tiny model's answer has no [SEG]) and a teacher-forced segmentation.
+    for extra, kwargs in (((), {"max_new_tokens": 6}), (("--answer", case["answer"]), {"answer": case["answer"]})):
+        out_dir = tmp_path / f"run{len(extra)}"
+        args = ["--image", image, "--prompt", case["prompt"], *extra]
+        if "max_new_tokens" in kwargs:
+            args += ["--max-new-tokens", kwargs["max_new_tokens"]]
+        result = run_cli(cli, tiny_dir, out_dir, *args)
+        out = tiny_model.predict_forward(image=image, text=case["prompt"], **kwargs)
+        assert out["prediction"] == result["text"]
+        assert out["past_text"] == result["past_text"]
+        assert len(out["prediction_masks"]) == len(result["masks"])
+        for k, mask in enumerate(out["prediction_masks"]):
+            np.testing.assert_array_equal(mask[0], png_mask(out_dir / "masks" / f"{k}.png"))
+
+
+def test_a_later_turn_and_a_text_only_turn_match_the_program(tiny_model, tiny_dir, tiny_meta, cli, tmp_path):
+    case = tiny_meta["image"]
+    image = tiny_dir / case["image"]
+    first = tiny_model.predict_forward(image=image, text=case["prompt"], answer=case["answer"])
+    # A later turn about the same image: the image is passed again with the previous past_text.
+    second = tiny_model.predict_forward(image=image, text="And the blue box?", past_text=first["past_text"],
+                                        answer=case["answer"])
+    result = run_cli(cli, tiny_dir, tmp_path / "turn2", "--image", image, "--prompt", "And the blue box?",
+                     "--past-text", first["past_text"], "--answer", case["answer"])
+    assert second["prediction"] == result["text"] and second["past_text"] == result["past_text"]
+    assert second["past_text"].startswith(first["past_text"])
+    np.testing.assert_array_equal(second["prediction_masks"][0][0], png_mask(tmp_path / "turn2" / "masks" / "0.png"))
+    # Text only: no visual input, so a [SEG] in the answer gives no mask.
+    text_only = tiny_model.predict_forward(text="Hello there", answer=case["answer"])
+    result = run_cli(cli, tiny_dir, tmp_path / "text", "--prompt", "Hello there", "--answer", case["answer"])
+    assert text_only["prediction"] == result["text"] and text_only["prediction_masks"] == []
+    assert result["masks"] == []
+
+
+def test_video_gives_the_same_masks_as_the_program(tiny_model, tiny_dir, tiny_meta, cli, tmp_path, video_result):
+    case = tiny_meta["video"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(case["frames"]):
+        shutil.copy(tiny_dir / f, folder / f"{i:05d}.png")
+    result = run_cli(cli, tiny_dir, tmp_path / "out", "--video", folder, "--prompt", case["prompt"],
+                     "--answer", case["answer"])
+    out = tiny_model.predict_forward(video=folder, text=case["prompt"], answer=case["answer"])
+    assert out["prediction"] == result["text"]
+    np.testing.assert_array_equal(out["prediction_masks"][0], video_result["prediction_masks"][0])
+    for t in range(len(case["frames"])):
+        np.testing.assert_array_equal(out["prediction_masks"][0][t],
+                                      png_mask(tmp_path / "out" / "masks" / "0" / f"{t:05d}.png"))
+
+
+# ---- errors ---------------------------------------------------------------------------------------
+
+
+def test_library_errors_raise_sa2va_error(tiny_model, tiny_dir, tmp_path):
+    with pytest.raises(sa2va.Error, match="no-such-model"):
+        sa2va.Model(tmp_path / "no-such-model")
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    with pytest.raises(sa2va.Error, match="corrupt.png"):
+        tiny_model.predict_forward(image=corrupt, text="<image>What is this?")
+    with pytest.raises(sa2va.Error, match="empty prompt"):
+        tiny_model.predict_forward(text="   ")
+    with pytest.raises(sa2va.Error, match="not both"):
+        tiny_model.predict_forward(image=np.zeros((4, 4, 3), np.uint8), video=[np.zeros((4, 4, 3), np.uint8)], text="hi")
+    with pytest.raises(sa2va.Error, match="need an image"):
+        tiny_model.predict_forward(text="hi", mask_prompts=[np.ones((4, 4), bool)])
+    with pytest.raises(sa2va.Error, match="no frames"):
+        tiny_model.predict_forward(video=[], text="<image>hi")
+    with pytest.raises(sa2va.Error, match="precision"):
+        sa2va.Model(tiny_dir, precision="fp8")
+    with pytest.raises(sa2va.Error, match="max_new_tokens"):
+        tiny_model.predict_forward(text="hi", max_new_tokens=0)
+    assert issubclass(sa2va.Error, RuntimeError)
+
+
+def test_wrong_argument_types_raise_type_error_naming_the_argument(tiny_model, tiny_dir):
+    cases = [
+        (dict(text=42), "text"),
+        (dict(text=None), "text"),
+        (dict(text="hi", past_text=3), "past_text"),
+        (dict(image=np.zeros((4, 4, 3), np.float32), text="<image>hi"), "image"),
+        (dict(image=np.zeros((4, 4), np.uint8), text="<image>hi"), "image"),
+        (dict(image=3.5, text="<image>hi"), "image"),
+        (dict(video=[np.zeros((4, 4, 3), np.uint8), 7], text="<image>hi"), r"video\[1\]"),
+        (dict(video=12, text="<image>hi"), "video"),
+        (dict(image=np.zeros((4, 4, 3), np.uint8), text="<image>hi", mask_prompts=[np.ones((4, 4), np.float32)]),
+         r"mask_prompts\[0\]"),
+        (dict(text="hi", max_new_tokens="5"), "max_new_tokens"),
+        (dict(text="hi", temperature="hot"), "temperature"),
+        (dict(text="hi", uniform_frames=1), "uniform_frames"),
+        (dict(text="hi", no_such_option=1), "no_such_option"),
+    ]
+    for kwargs, name in cases:
+        with pytest.raises(TypeError, match=name):
+            tiny_model.predict_forward(**kwargs)
+    with pytest.raises(TypeError, match="path"):
+        sa2va.Model(123)
+    with pytest.raises(TypeError, match="threads"):
+        sa2va.Model(tiny_dir, threads="many")
+
+
+# ---- threads --------------------------------------------------------------------------------------
+
+
+def test_calls_from_several_threads_give_the_answers_of_calls_made_alone(tiny_model, tiny_dir, tiny_meta):
+    image = tiny_dir / tiny_meta["image"]["image"]
+    requests = [dict(image=image, text=f"<image>Please segment thing {i}.", max_new_tokens=4) for i in range(3)]
+    requests.append(dict(image=image, text=tiny_meta["image"]["prompt"], answer=tiny_meta["image"]["answer"]))
+    alone = [tiny_model.predict_forward(**r) for r in requests]
+    together = [None] * len(requests)
+
+    def ask(i):
+        together[i] = tiny_model.predict_forward(**requests[i])
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(requests))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for a, b in zip(alone, together):
+        assert a["prediction"] == b["prediction"]
+        assert len(a["prediction_masks"]) == len(b["prediction_masks"])
+        for x, y in zip(a["prediction_masks"], b["prediction_masks"]):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_the_gil_is_released_while_predicting(tiny_model, tiny_dir, tiny_meta):
+    case = tiny_meta["image"]
+    ticks = []
+    stop = threading.Event()
+
+    def count():
+        while not stop.is_set():
+            ticks.append(1)
+            stop.wait(0.001)
+
+    counter = threading.Thread(target=count)
+    counter.start()
+    before = len(ticks)
+    tiny_model.predict_forward(image=tiny_dir / case["image"], text=case["prompt"], answer=case["answer"])
+    during = len(ticks) - before
+    stop.set()
+    counter.join()
+    # Holding the GIL for the whole call would leave the counter at most one switch interval.
+    assert during > 5
+
+
+# ---- the package itself ---------------------------------------------------------------------------
+
+
+def test_help_reads_as_the_manual():
+    doc = sa2va.Model.__doc__
+    for word in ("precision", "weights", "threads", "sa2va.Error"):
+        assert word in doc
+    for word in ("image", "video", "past_text", "mask_prompts", "prediction_masks", "max_new_tokens"):
+        assert word in sa2va.Model.predict_forward.__doc__
+    assert "frame by frame" in sa2va.Model.predict_stream.__doc__
+    package = Path(sa2va.__file__).parent
+    assert (package / "_sa2va.pyi").exists() and (package / "py.typed").exists()
+    assert sa2va.__version__.count(".") == 2
+
+
+def test_the_example_segments_and_saves_masks(tiny_dir, tiny_meta, tmp_path):
+    case = tiny_meta["image"]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "segment_image.py"), str(tiny_dir), str(tiny_dir / case["image"]),
+         "Please segment the red circle.", "--answer", case["answer"], "--out", str(tmp_path)],
+        capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert case["prediction"] in done.stdout
+    mask = png_mask(tmp_path / "mask_0.png")
+    assert mask.shape == (case["height"], case["width"]) and mask.any()
