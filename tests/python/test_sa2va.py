@@ -151,22 +151,32 @@ def test_a_stream_dropped_early_stops_and_frees_the_model(tiny_model, tiny_dir, 
 # ---- the same answers as the program --------------------------------------------------------------
 
 
-def test_image_turns_give_the_same_text_and_masks_as_the_program(tiny_model, tiny_dir, tiny_meta, cli, tmp_path):
-    case = tiny_meta["image"]
+@pytest.mark.parametrize("scenario", ["generated", "segmentation", "grounded caption", "visual prompt"])
+def test_image_requests_give_the_same_text_and_masks_as_the_program(scenario, tiny_model, tiny_dir, tiny_meta, cli,
+                                                                   tmp_path):
+    case = tiny_meta[{"generated": "image", "segmentation": "image", "grounded caption": "multiseg",
+                      "visual prompt": "vp"}[scenario]]
     image = tiny_dir / case["image"]
-    # Free generation (the tiny model's answer has no [SEG]) and a teacher-forced segmentation.
-    for extra, kwargs in (((), {"max_new_tokens": 6}), (("--answer", case["answer"]), {"answer": case["answer"]})):
-        out_dir = tmp_path / f"run{len(extra)}"
-        args = ["--image", image, "--prompt", case["prompt"], *extra]
-        if "max_new_tokens" in kwargs:
-            args += ["--max-new-tokens", kwargs["max_new_tokens"]]
-        result = run_cli(cli, tiny_dir, out_dir, *args)
-        out = tiny_model.predict_forward(image=image, text=case["prompt"], **kwargs)
-        assert out["prediction"] == result["text"]
-        assert out["past_text"] == result["past_text"]
-        assert len(out["prediction_masks"]) == len(result["masks"])
-        for k, mask in enumerate(out["prediction_masks"]):
-            np.testing.assert_array_equal(mask[0], png_mask(out_dir / "masks" / f"{k}.png"))
+    args, kwargs = [], {}
+    if scenario == "generated":  # free generation: the tiny model's answer has no [SEG]
+        args, kwargs = ["--max-new-tokens", 6], {"max_new_tokens": 6}
+    else:
+        args, kwargs = ["--answer", case["answer"]], {"answer": case["answer"]}
+    if scenario == "visual prompt":
+        regions = golden(tiny_dir, "vp")["mask_prompts_u8"].astype(bool)
+        for k, region in enumerate(regions):
+            Image.fromarray(region.astype(np.uint8) * 255).save(tmp_path / f"region{k + 1}.png")
+            args += ["--mask-prompt", tmp_path / f"region{k + 1}.png"]
+        kwargs["mask_prompts"] = [regions]
+    result = run_cli(cli, tiny_dir, tmp_path / "out", "--image", image, "--prompt", case["prompt"], *args)
+    out = tiny_model.predict_forward(image=image, text=case["prompt"], **kwargs)
+    assert out["prediction"] == result["text"]
+    assert out["past_text"] == result["past_text"]
+    assert out["caption"] == result["caption"]
+    assert out["phrases"] == [m["phrase"] for m in result["masks"]]
+    assert len(out["prediction_masks"]) == len(result["masks"]) == (0 if scenario == "generated" else case["num_seg"])
+    for k, mask in enumerate(out["prediction_masks"]):
+        np.testing.assert_array_equal(mask[0], png_mask(tmp_path / "out" / "masks" / f"{k}.png"))
 
 
 def test_a_later_turn_and_a_text_only_turn_match_the_program(tiny_model, tiny_dir, tiny_meta, cli, tmp_path):
