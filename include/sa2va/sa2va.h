@@ -38,6 +38,12 @@ class Error : public std::runtime_error {
   explicit Error(const std::string& message) : std::runtime_error(message) {}
 };
 
+// Thrown by predict() when Request::should_stop asked it to stop.
+class Cancelled : public Error {
+ public:
+  Cancelled() : Error("the request was cancelled") {}
+};
+
 // 8-bit RGB image, rows top to bottom, pixels R,G,B interleaved (HWC).
 struct Image {
   int width = 0, height = 0;
@@ -107,6 +113,17 @@ struct GenerationOptions {
 
 struct Prediction;
 
+// Vision work on one image or video, kept across the turns of a conversation about it (a chat
+// session): give every turn's Request the same cache together with the same image or video, and
+// the vision encoder runs once (and, for an image, SAM2's image encoder too). A cache belongs to one
+// medium: using it with another gives the first one's features. Thread-safe.
+class VisualCache {
+ public:
+  static std::shared_ptr<VisualCache> create();
+  virtual ~VisualCache() = default;
+  virtual size_t bytes() const = 0;  // memory held
+};
+
 struct Request {
   // At most one of image / video. Neither = text-only chat.
   Image image;                       // used when width > 0
@@ -130,6 +147,15 @@ struct Request {
   // text, phrases, caption, past_text and generated_ids are final; masks and scores are not yet.
   // Lets a caller show the answer while a long video is still being segmented.
   std::function<void(const Prediction& answer)> on_answer;
+  // Streaming text: called with each new piece of the answer as tokens are generated (whole UTF-8
+  // characters; concatenated, the pieces are Prediction::text but for surrounding whitespace).
+  // Not called for a forced answer.
+  std::function<void(const std::string& piece)> on_text;
+  // Polled between generated tokens, video frames and stages: returning true stops the request,
+  // and predict() throws sa2va::Cancelled (a client that went away, a time limit).
+  std::function<bool()> should_stop;
+  // See VisualCache: null = nothing kept.
+  std::shared_ptr<VisualCache> cache;
 };
 
 struct Prediction {
@@ -140,6 +166,8 @@ struct Prediction {
   std::string caption;                      // the answer without tags and [SEG] (grounded captions)
   std::string past_text;                    // pass as Request::past_text for the next turn
   std::vector<int32_t> generated_ids;       // token ids of the answer
+  std::string content;                      // text without the end-of-turn marker at its end ("Sure, [SEG].")
+  std::string finish_reason;                // "stop" (end of turn, or a forced answer) or "length" (max_new_tokens)
 };
 
 class Model {
@@ -153,6 +181,11 @@ class Model {
   virtual Prediction predict(const Request& request) const = 0;
 
   virtual std::string template_name() const = 0;  // "qwen_chat", "phi3_chat", "internlm2_chat"
+
+  // The past_text the next turn would get had the model answered `answer` to `request` (the
+  // template's end-of-turn marker is appended when missing): rebuilds a conversation from a chat
+  // history (earlier user turns with their media, and the answers given) without running the model.
+  virtual std::string conversation_after(const Request& request, const std::string& answer) const = 0;
 };
 
 // Built-in profiler (process-wide, off by default): wall time and calls per stage ("vision.internvit",

@@ -14,6 +14,9 @@ class ModelImpl final : public Model {
   explicit ModelImpl(std::unique_ptr<Sa2vaModel> m) : model_(std::move(m)) {}
   Prediction predict(const Request& request) const override { return model_->predict(request); }
   std::string template_name() const override { return model_->config.template_name; }
+  std::string conversation_after(const Request& request, const std::string& answer) const override {
+    return model_->conversation_after(request, answer);
+  }
 
  private:
   std::unique_ptr<Sa2vaModel> model_;
@@ -38,6 +41,8 @@ class VideoImpl final : public Video {
 };
 
 }  // namespace
+
+std::shared_ptr<VisualCache> VisualCache::create() { return std::make_shared<VisualCacheImpl>(); }
 
 std::unique_ptr<Model> Model::load(const std::string& model_dir, const ModelOptions& options) {
   return std::make_unique<ModelImpl>(Sa2vaModel::load(model_dir, options));

@@ -312,10 +312,18 @@ struct PngWriteState {
   png_structp png = nullptr;
   png_infop info = nullptr;
   char message[kMessageSize] = {};
-  FILE* file = nullptr;
+  FILE* file = nullptr;              // the PNG goes to this file,
+  std::vector<uint8_t>* memory = nullptr;  // or to this buffer
   const uint8_t* data = nullptr;
   int width = 0, height = 0, channels = 0;
 };
+
+void png_write_to_memory(png_structp png, png_bytep bytes, png_size_t count) {
+  auto* state = static_cast<PngWriteState*>(png_get_io_ptr(png));
+  state->memory->insert(state->memory->end(), bytes, bytes + count);
+}
+
+void png_flush_memory(png_structp) {}
 
 void png_write_on_error(png_structp png, png_const_charp text) {
   auto* state = static_cast<PngWriteState*>(png_get_error_ptr(png));
@@ -335,7 +343,8 @@ bool encode_png_into(PngWriteState* state) {
   }
   state->info = png_create_info_struct(state->png);
   if (state->info == nullptr) png_error(state->png, "out of memory");
-  png_init_io(state->png, state->file);
+  if (state->memory != nullptr) png_set_write_fn(state->png, state, png_write_to_memory, png_flush_memory);
+  else png_init_io(state->png, state->file);
   png_set_IHDR(state->png, state->info, static_cast<png_uint_32>(state->width),
                static_cast<png_uint_32>(state->height), 8,
                state->channels == 1 ? PNG_COLOR_TYPE_GRAY : PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
@@ -411,6 +420,21 @@ Image load_image(const std::string& path, int64_t max_pixels) {
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
   check(!file.bad(), path + ": cannot read image file");
   return decode_image(bytes.data(), bytes.size(), path, max_pixels);
+}
+
+std::vector<uint8_t> encode_png(const uint8_t* data, int width, int height, int channels) {
+  check(width > 0 && height > 0 && width <= kMaxImageSide && height <= kMaxImageSide && (channels == 1 || channels == 3),
+        "cannot encode a PNG of " + std::to_string(width) + "x" + std::to_string(height) + " pixels");
+  check(data != nullptr, "no pixels to encode as PNG");
+  std::vector<uint8_t> bytes;
+  PngWriteState state;
+  state.memory = &bytes;
+  state.data = data;
+  state.width = width;
+  state.height = height;
+  state.channels = channels;
+  if (!encode_png_into(&state)) throw Error(std::string("cannot encode PNG: ") + state.message);
+  return bytes;
 }
 
 void save_png_gray(const std::string& path, const uint8_t* data, int width, int height) {

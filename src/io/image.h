@@ -28,6 +28,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name_for
 
 // Writes an 8-bit PNG: one channel (masks) or RGB (overlays). Throws sa2va::Error naming the path on failure.
 void save_png_gray(const std::string& path, const uint8_t* data, int width, int height);
+// The same PNG bytes in memory (channels 1 or 3).
+std::vector<uint8_t> encode_png(const uint8_t* data, int width, int height, int channels);
 void save_png_rgb(const std::string& path, const Image& image);
 
 }  // namespace sa2va

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <utility>
 
 #include "core/error.h"
 
@@ -124,6 +125,74 @@ int64_t mask_area(const MaskView& mask) {
   check_mask(mask, "mask_area");
   const size_t n = static_cast<size_t>(mask.height) * mask.width;
   return std::count_if(mask.data, mask.data + n, [](uint8_t v) { return v != 0; });
+}
+
+namespace {
+
+// Headings along pixel edges, clockwise on screen (y grows downwards): east, south, west, north.
+constexpr int kStepX[4] = {1, 0, -1, 0};
+constexpr int kStepY[4] = {0, 1, 0, -1};
+constexpr int kEast = 0;
+
+// Marks every pixel of the 8-connected region of the inside pixel (x, y) in `marked`.
+void mark_region(const MaskView& mask, int x, int y, std::vector<uint8_t>& marked) {
+  const auto index = [&](int px, int py) { return static_cast<size_t>(py) * mask.width + px; };
+  std::vector<std::pair<int, int>> pending = {{x, y}};
+  marked[index(x, y)] = 1;
+  while (!pending.empty()) {
+    const auto [px, py] = pending.back();
+    pending.pop_back();
+    for (int ny = std::max(py - 1, 0); ny <= std::min(py + 1, mask.height - 1); ++ny) {
+      for (int nx = std::max(px - 1, 0); nx <= std::min(px + 1, mask.width - 1); ++nx) {
+        if (!mask.at(ny, nx) || marked[index(nx, ny)]) continue;
+        marked[index(nx, ny)] = 1;
+        pending.emplace_back(nx, ny);
+      }
+    }
+  }
+}
+
+// The outer boundary of the region whose first pixel in raster order is (x0, y0): walks the pixel
+// edges with the region on the right, starting along the top edge of that pixel (nothing above or
+// left of it is inside, so this edge faces the outside and the walk never enters a hole).
+std::vector<int32_t> trace_outline(const MaskView& mask, int x0, int y0) {
+  const auto inside = [&](int x, int y) {
+    return x >= 0 && y >= 0 && x < mask.width && y < mask.height && mask.at(y, x);
+  };
+  // Is the pixel that has corner (x, y) and lies ahead of heading `dir`, on side `side`, inside?
+  const auto inside_ahead = [&](int x, int y, int dir, int side) {
+    const int qx = kStepX[dir] + kStepX[side], qy = kStepY[dir] + kStepY[side];  // each -1 or 1
+    return inside(x + (qx - 1) / 2, y + (qy - 1) / 2);
+  };
+  std::vector<int32_t> polygon = {x0, y0};  // the first pixel's top-left corner is always a corner
+  int x = x0, y = y0, dir = kEast;
+  while (true) {
+    x += kStepX[dir], y += kStepY[dir];
+    if (x == x0 && y == y0) break;
+    const int left = (dir + 3) % 4, right = (dir + 1) % 4;
+    // Turning left whenever possible carries the walk across a corner where two pixels touch
+    // diagonally, so that a region connected only there stays one outline.
+    const int next = inside_ahead(x, y, dir, left) ? left : inside_ahead(x, y, dir, right) ? dir : right;
+    if (next != dir) polygon.insert(polygon.end(), {x, y});  // straight on: a collinear point
+    dir = next;
+  }
+  return polygon;
+}
+
+}  // namespace
+
+std::vector<std::vector<int32_t>> mask_polygons(const MaskView& mask) {
+  check_mask(mask, "mask_polygons");
+  std::vector<std::vector<int32_t>> polygons;
+  std::vector<uint8_t> outlined(static_cast<size_t>(mask.height) * mask.width, 0);  // regions done
+  for (int y = 0; y < mask.height; ++y) {
+    for (int x = 0; x < mask.width; ++x) {
+      if (!mask.at(y, x) || outlined[static_cast<size_t>(y) * mask.width + x]) continue;
+      polygons.push_back(trace_outline(mask, x, y));
+      mark_region(mask, x, y, outlined);
+    }
+  }
+  return polygons;
 }
 
 void save_mask_png(const std::string& path, const MaskView& mask) {

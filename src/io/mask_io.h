@@ -46,6 +46,17 @@ std::array<int, 4> mask_bbox(const MaskView& mask);
 // Number of inside pixels.
 int64_t mask_area(const MaskView& mask);
 
+// Outlines of the mask as polygons, COCO "segmentation" style: one flat list [x0, y0, x1, y1, ...]
+// per 8-connected region, in image coordinates (x = column, y = row) of pixel corners, so a single
+// pixel at (x, y) is the square (x, y) (x + 1, y) (x + 1, y + 1) (x, y + 1). Each polygon follows
+// the region's outer boundary along pixel edges, clockwise on screen, with only the corners kept
+// (no collinear points); holes are not outlined, the polygon covers them. Regions that touch only
+// at a corner are one region, so their polygon passes through that corner twice. Filled by the
+// even-odd rule at pixel centres, a polygon gives its region with the holes filled (islands in them
+// included). Regions are listed in raster order of their first pixel; an empty mask gives none.
+// Linear time: each region is walked once along its outline and marked once.
+std::vector<std::vector<int32_t>> mask_polygons(const MaskView& mask);
+
 // 8-bit grayscale PNG: 255 inside, 0 outside. Throws sa2va::Error naming the path on failure.
 void save_mask_png(const std::string& path, const MaskView& mask);
 

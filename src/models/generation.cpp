@@ -139,7 +139,8 @@ void StepLogits::record(StageRecorder& recorder) const {
 }
 
 GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
-                          const StopRules& stop, const ExecContext& ctx, const LogitsObserver& observer) {
+                          const StopRules& stop, const ExecContext& ctx, const LogitsObserver& observer,
+                          const TokenObserver& on_token) {
   check_options(options, stop);
   check(prompt_embeds.defined() && prompt_embeds.dim() == 2 && prompt_embeds.size(0) >= 1,
         "generation: the prompt is empty");
@@ -163,6 +164,7 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
     if (observer) observer(step, logits, vocab);
     const int32_t token = choose_token(logits, vocab, options, rng_state);
     result.ids.push_back(token);
+    if (on_token) on_token(result.ids);
     if (const std::optional<StopReason> reason = stop_after(result.ids, stop)) {
       result.stop_reason = *reason;
       break;

@@ -50,6 +50,9 @@ struct GenerationResult {
 
 // Called with the logits [V] from which generated token `step` is chosen (before sampling).
 using LogitsObserver = std::function<void(int step, const float* logits, int64_t vocab)>;
+// Called with every id generated so far, the newest last, as soon as it is chosen (streaming,
+// cancellation: it may throw to end the generation).
+using TokenObserver = std::function<void(const std::vector<int32_t>& generated)>;
 
 // Summaries of the logits of every generation step, for the stage dump: step_max_logit [G],
 // step_top2_gap [G] (largest minus second largest), step_top5_ids [G, 5] and step_top5_logits
@@ -71,7 +74,7 @@ class StepLogits {
 // `rec` records the prefill stages (llm.inputs_embeds, llm.hidden_states, llm.last_hidden_state).
 GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, const SamplingOptions& options,
                           const StopRules& stop, const ExecContext& ctx = {},
-                          const LogitsObserver& observer = nullptr);
+                          const LogitsObserver& observer = nullptr, const TokenObserver& on_token = nullptr);
 
 // Recorded logits of every position or step (llm.logits, step_logits) are kept only up to this many
 // floats (256 MiB); larger runs record the per-position summaries only.

@@ -72,7 +72,51 @@ Tensor stack(const std::vector<Tensor>& frames, DType dtype) {
   return out;
 }
 
+// Throws Cancelled when the request's should_stop says so.
+void stop_if_asked(const Request& request) {
+  if (request.should_stop && request.should_stop()) throw Cancelled();
+}
+
+// Bytes of `text` up to its last complete UTF-8 character: a character whose bytes have not all
+// been generated yet (or its stand-in U+FFFD at the very end) waits for the next token.
+size_t complete_utf8_length(const std::string& text) {
+  static const std::string kReplacement = "\xEF\xBF\xBD";
+  size_t end = text.size();
+  if (end >= 3 && text.compare(end - 3, 3, kReplacement) == 0) return end - 3;
+  for (size_t back = 1; back <= 3 && back <= end; ++back) {
+    const auto byte = static_cast<unsigned char>(text[end - back]);
+    if ((byte & 0xC0u) == 0x80u) continue;  // continuation byte: look further back for the lead
+    const size_t need = byte >= 0xF0u ? 4 : byte >= 0xE0u ? 3 : byte >= 0xC0u ? 2 : 1;
+    return need > back ? end - back : end;
+  }
+  return end;
+}
+
+// The answer without what ends a turn: the template's stop words and the eos token's text, at its end.
+std::string without_end_of_turn(std::string text, const std::vector<std::string>& markers) {
+  for (bool removed = true; removed;) {
+    removed = false;
+    text = strip(text);
+    for (const std::string& m : markers)
+      if (!m.empty() && text.size() >= m.size() && text.compare(text.size() - m.size(), m.size(), m) == 0) {
+        text.resize(text.size() - m.size());
+        removed = true;
+      }
+  }
+  return text;
+}
+
 }  // namespace
+
+size_t VisualCacheImpl::bytes() const {
+  std::lock_guard<std::mutex> lock(mutex);
+  size_t total = 0;
+  for (const auto& [key, v] : vision) total += v.vit_embeds.nbytes();
+  if (sam2_image)
+    total += sam2_image->fpn2.nbytes() + sam2_image->pos2.nbytes() + sam2_image->feat_s0.nbytes() +
+             sam2_image->feat_s1.nbytes();
+  return total;
+}
 
 void Sa2vaModel::bind_components(Weights& w, const ModelConfig& config, Sa2vaModel* into) {
   VisionEncoder vision = VisionEncoder::load(w, config);
@@ -186,11 +230,15 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   } release_idle_buffers(ctx);
   PredictState s;
   check_request(request, s);
+  stop_if_asked(request);
   encode_vision(request, s, ctx);
+  stop_if_asked(request);
   prepare_prompt(request, s, ctx);
   generate_answer(request, s, ctx);
   decode_outputs(s, ctx);
+  s.out.finish_reason = request.forced_answer.empty() && s.gen.stop_reason == StopReason::MaxTokens ? "length" : "stop";
   if (request.on_answer) request.on_answer(s.out);
+  stop_if_asked(request);
   if (s.segment) {
     if (s.has_image) segment_image(request, s, ctx);
     else track_video(request, s, ctx);
@@ -223,6 +271,41 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
     s.text = std::string(kImagePlaceholder) + "\n" + s.text;
 }
 
+// The prompt needs only the number of visual tokens, which the sizes decide: no model runs here.
+std::string Sa2vaModel::conversation_after(const Request& request, const std::string& answer) const {
+  PredictState s;
+  check_request(request, s);
+  const int tokens = config.num_image_tokens();
+  std::string visual;
+  if (s.has_image) {
+    const preprocess::TileGrid grid = preprocess::choose_tile_grid(request.image.width, request.image.height, 1,
+                                                                   request.max_tiles);
+    visual = image_token_string(grid.count() + (grid.count() > 1 ? 1 : 0), tokens);
+    if (!request.mask_prompts.empty()) {
+      const int cells = static_cast<int>(std::lround(std::sqrt(tokens)));
+      std::vector<int> counts;
+      for (const Mask& m : request.mask_prompts) {
+        check(m.width > 0 && m.height > 0 && m.data.size() == static_cast<size_t>(m.width) * m.height,
+              "a mask prompt's data does not match its size");
+        const Tensor grid_cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, cells).contiguous();
+        counts.push_back(static_cast<int>(std::count_if(grid_cells.data<uint8_t>(),
+                                                        grid_cells.data<uint8_t>() + grid_cells.numel(),
+                                                        [](uint8_t v) { return v != 0; })));
+      }
+      visual += region_prompt_string(counts);
+    }
+  } else if (s.has_video) {
+    const auto frames = llm_frame_indices(request.video->frame_count(), request.video_llm_frames,
+                                          request.video_uniform_frames);
+    visual = video_token_string(static_cast<int>(frames.size()), tokens);
+  }
+  std::string full_answer = answer;
+  if (full_answer.size() < chat->suffix.size() ||
+      full_answer.compare(full_answer.size() - chat->suffix.size(), std::string::npos, chat->suffix) != 0)
+    full_answer += chat->suffix;
+  return build_prompt(*chat, s.text, s.text_only ? "" : visual, request.past_text) + strip(full_answer);
+}
+
 // ---- vision: image tiles (and visual prompts) or video key frames -> vit_embeds, visual tokens --
 
 void Sa2vaModel::encode_vision(const Request& request, PredictState& s, const ExecContext& ctx) const {
@@ -236,12 +319,27 @@ void Sa2vaModel::encode_vision(const Request& request, PredictState& s, const Ex
 
 void Sa2vaModel::encode_image(const Request& request, PredictState& s, const ExecContext& ctx) const {
   StageRecorder* const rec = ctx.recorder;
+  auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
+  const std::string key = "image/" + std::to_string(request.max_tiles);
+  if (cache) {
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    if (const auto hit = cache->vision.find(key); hit != cache->vision.end()) {
+      s.vit_embeds = hit->second.vit_embeds;
+      s.visual_tokens = hit->second.visual_tokens;
+      s.num_tiles = hit->second.num_tiles;
+      return;
+    }
+  }
   const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
   record(rec, "tiles_u8", image_u8(tiles));
   if (rec) record(rec, "tiles_u8.sub4", image_u8_sub4(tiles));
   s.vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), ctx);
   s.visual_tokens = image_token_string(static_cast<int>(tiles.size()), config.num_image_tokens());
   s.num_tiles = tiles.size();
+  if (cache) {
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    cache->vision[key] = {s.vit_embeds, s.visual_tokens, s.num_tiles, {}};
+  }
 }
 
 void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, const ExecContext& ctx) const {
@@ -274,6 +372,18 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
   StageRecorder* const rec = ctx.recorder;
   s.num_frames = request.video->frame_count();
   check(s.num_frames > 0, "the video has no frames");
+  auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
+  const std::string cache_key =
+      "video/" + std::to_string(request.video_llm_frames) + "/" + (request.video_uniform_frames ? "uniform" : "first");
+  if (cache) {
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    if (const auto hit = cache->vision.find(cache_key); hit != cache->vision.end()) {
+      s.vit_embeds = hit->second.vit_embeds;
+      s.visual_tokens = hit->second.visual_tokens;
+      s.conditioning_frames = hit->second.conditioning_frames;
+      return;
+    }
+  }
   const std::vector<int64_t> key =
       llm_frame_indices(s.num_frames, request.video_llm_frames, request.video_uniform_frames);
   std::vector<Image> frames448;
@@ -283,6 +393,10 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
   s.vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), ctx);
   s.visual_tokens = video_token_string(static_cast<int>(key.size()), config.num_image_tokens());
   for (int64_t index : key) s.conditioning_frames.push_back(static_cast<int>(index));
+  if (cache) {
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    cache->vision[cache_key] = {s.vit_embeds, s.visual_tokens, 0, s.conditioning_frames};
+  }
 }
 
 // ---- prompt: build, tokenize, embed, splice the vision features ----------------------------
@@ -328,7 +442,17 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     StepLogits steps;
     LogitsObserver observer;
     if (rec) observer = [&steps](int, const float* logits, int64_t vocab) { steps.observe(logits, vocab); };
-    s.gen = generate(llm, s.embeds, sampling, stop_rules(), ctx, observer);
+    size_t streamed = 0;  // bytes of the decoded answer already handed to on_text
+    const TokenObserver on_token = [&](const std::vector<int32_t>& generated) {
+      stop_if_asked(request);
+      if (!request.on_text) return;
+      const std::string text = tokenizer->decode(generated, false);
+      const size_t complete = complete_utf8_length(text);
+      if (complete <= streamed) return;
+      request.on_text(text.substr(streamed, complete - streamed));
+      streamed = complete;
+    };
+    s.gen = generate(llm, s.embeds, sampling, stop_rules(), ctx, observer, on_token);
     record(rec, "generated_ids", ids_tensor(s.gen.ids));
     if (rec) steps.record(*rec);
   }
@@ -345,6 +469,9 @@ void Sa2vaModel::decode_outputs(PredictState& s, const ExecContext& ctx) const {
   out.text = strip(raw_answer);
   // The next turn continues from this prompt and the answer as returned (stripped).
   out.past_text = s.prompt + out.text;
+  std::vector<std::string> end_markers = chat->stop_words;
+  if (eos_id >= 0) end_markers.push_back(tokenizer->decode({eos_id}, false));
+  out.content = without_end_of_turn(out.text, end_markers);
   out.caption = clean_caption(out.text);
   out.phrases = extract_phrases(out.text);
 
@@ -377,11 +504,27 @@ void Sa2vaModel::decode_outputs(PredictState& s, const ExecContext& ctx) const {
 void Sa2vaModel::segment_image(const Request& request, PredictState& s, const ExecContext& ctx) const {
   StageRecorder* const rec = ctx.recorder;
   const int H = request.image.height, W = request.image.width;
-  const Image resized = preprocess::sam2_resize(request.image);
-  record(rec, "sam.input_u8", image_u8({resized}));
-  if (rec) record(rec, "sam.input_u8.sub4", image_u8_sub4({resized}).select(0, 0));
-  const sam2::FrameFeatures features = sam2.encode(preprocess::sam2_normalize(resized), ctx);
+  auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
+  std::optional<sam2::FrameFeatures> cached;
+  if (cache) {
+    std::lock_guard<std::mutex> lock(cache->mutex);
+    cached = cache->sam2_image;
+  }
+  sam2::FrameFeatures features;
+  if (cached) {
+    features = *cached;
+  } else {
+    const Image resized = preprocess::sam2_resize(request.image);
+    record(rec, "sam.input_u8", image_u8({resized}));
+    if (rec) record(rec, "sam.input_u8.sub4", image_u8_sub4({resized}).select(0, 0));
+    features = sam2.encode(preprocess::sam2_normalize(resized), ctx);
+    if (cache) {
+      std::lock_guard<std::mutex> lock(cache->mutex);
+      cache->sam2_image = features;
+    }
+  }
   for (int64_t k = 0; k < s.num_seg; ++k) {
+    stop_if_asked(request);
     const sam2::DecoderOutput d =
         sam2.decode_conditioning(features, s.seg_embeds.f32() + k * s.seg_embeds.size(1), k == 0 ? ctx : ctx.silent());
     const Tensor logits = preprocess::postprocess_mask_logits(d.low_res_mask, H, W);
@@ -409,6 +552,7 @@ void Sa2vaModel::track_video(const Request& request, PredictState& s, const Exec
   tracker.track(
       sam2, s.seg_embeds, static_cast<int>(num_frames), s.conditioning_frames,
       [&](int t) {
+        stop_if_asked(request);
         Image frame;
         {
           const profile::Scope timed("video.decode_frame");

@@ -5,7 +5,10 @@
 //   SAM2 (image: one conditioning frame; video: conditioning frames, then memory propagation)
 //   -> masks at the original size.
 #pragma once
+#include <map>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 
 #include "core/allocator.h"
@@ -26,6 +29,21 @@
 #include "text/tokenizer.h"
 
 namespace sa2va {
+
+// What a VisualCache keeps (sa2va.h): the vision encoder's output per way of reading the medium
+// (tiling limit, key frames) and, for an image, SAM2's image features.
+struct VisualCacheImpl final : VisualCache {
+  struct Vision {
+    Tensor vit_embeds;
+    std::string visual_tokens;
+    size_t num_tiles = 0;
+    std::vector<int> conditioning_frames;
+  };
+  mutable std::mutex mutex;
+  std::map<std::string, Vision> vision;  // "image/<max_tiles>", "video/<llm frames>/<uniform>"
+  std::optional<sam2::FrameFeatures> sam2_image;
+  size_t bytes() const override;
+};
 
 struct Sa2vaModel {
   // Declared first, so destroyed last: once the weights are gone, their large blocks are returned
@@ -59,6 +77,8 @@ struct Sa2vaModel {
 
   // Runs one request. `rec` collects every stage tensor (sa2va dump).
   Prediction predict(const Request& request, StageRecorder* rec = nullptr) const;
+  // The past_text a next turn would get had the model answered `answer` to `request` (Model::conversation_after).
+  std::string conversation_after(const Request& request, const std::string& answer) const;
   // When generation stops (docs/tokenizer-template.md §6): the tokenizer's eos id and the chat
   // template's stop words, matched on the tokenizer's decoding of the generated ids.
   StopRules stop_rules() const;

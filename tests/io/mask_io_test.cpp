@@ -5,6 +5,7 @@
 
 #include <random>
 #include <set>
+#include <utility>
 
 #include "core/error.h"
 #include "test_util.h"
@@ -168,6 +169,187 @@ TEST(MaskOverlay, TintsInsideAndOutlinesTheBorder) {
   std::vector<uint8_t> small(4, 1);
   EXPECT_THROW(render_overlay(image, {{small.data(), 2, 2}}), Error);
   EXPECT_THROW(render_overlay(image, {view}, 1.5f), Error);
+}
+
+using Polygons = std::vector<std::vector<int32_t>>;
+
+// Even-odd fill at pixel centres, OR-ed over the polygons (each region is filled on its own).
+std::vector<uint8_t> fill_polygons(const Polygons& polygons, int height, int width) {
+  std::vector<uint8_t> filled(static_cast<size_t>(height) * width, 0);
+  for (const std::vector<int32_t>& polygon : polygons) {
+    const size_t n = polygon.size() / 2;
+    for (int y = 0; y < height; ++y) {
+      for (int x = 0; x < width; ++x) {
+        const double cx = x + 0.5, cy = y + 0.5;
+        bool inside = false;  // crossings of a ray from the centre towards +x
+        for (size_t i = 0, j = n - 1; i < n; j = i++) {
+          const double xi = polygon[2 * i], yi = polygon[2 * i + 1], xj = polygon[2 * j], yj = polygon[2 * j + 1];
+          if ((yi > cy) != (yj > cy) && cx < xj + (cy - yj) * (xi - xj) / (yi - yj)) inside = !inside;
+        }
+        if (inside) filled[static_cast<size_t>(y) * width + x] = 1;
+      }
+    }
+  }
+  return filled;
+}
+
+// The mask (as 0/1) with its holes filled: every pixel that outside pixels do not connect
+// (4-connected) to the image border.
+std::vector<uint8_t> fill_holes(const MaskView& mask) {
+  const int h = mask.height, w = mask.width;
+  std::vector<uint8_t> outer(static_cast<size_t>(h) * w, 0);  // outside pixels reached from the border
+  std::vector<std::pair<int, int>> pending;
+  auto visit = [&](int x, int y) {
+    if (x < 0 || y < 0 || x >= w || y >= h || mask.at(y, x) || outer[static_cast<size_t>(y) * w + x]) return;
+    outer[static_cast<size_t>(y) * w + x] = 1;
+    pending.emplace_back(x, y);
+  };
+  for (int x = 0; x < w; ++x) visit(x, 0), visit(x, h - 1);
+  for (int y = 0; y < h; ++y) visit(0, y), visit(w - 1, y);
+  while (!pending.empty()) {
+    const auto [x, y] = pending.back();
+    pending.pop_back();
+    visit(x + 1, y), visit(x - 1, y), visit(x, y + 1), visit(x, y - 1);
+  }
+  for (uint8_t& pixel : outer) pixel = !pixel;
+  return outer;
+}
+
+// Number of 8-connected regions of inside pixels.
+int count_regions(const MaskView& mask) {
+  const int h = mask.height, w = mask.width;
+  std::vector<uint8_t> seen(static_cast<size_t>(h) * w, 0);
+  int regions = 0;
+  for (int start = 0; start < h * w; ++start) {
+    if (!mask.data[start] || seen[start]) continue;
+    ++regions;
+    std::vector<int> pending = {start};
+    seen[start] = 1;
+    while (!pending.empty()) {
+      const int x = pending.back() % w, y = pending.back() / w;
+      pending.pop_back();
+      for (int ny = y - 1; ny <= y + 1; ++ny)
+        for (int nx = x - 1; nx <= x + 1; ++nx)
+          if (nx >= 0 && ny >= 0 && nx < w && ny < h && mask.at(ny, nx) && !seen[ny * w + nx])
+            seen[ny * w + nx] = 1, pending.push_back(ny * w + nx);
+    }
+  }
+  return regions;
+}
+
+// The outlines of `mask`: one per 8-connected region, corners within [0, W] x [0, H], axis-aligned
+// edges turning at every corner (no collinear consecutive points, also across the wrap-around), and
+// together they fill back the mask with its holes filled.
+void expect_outlines_fill_back(const MaskView& mask, const std::string& name) {
+  SCOPED_TRACE(name);
+  const Polygons polygons = mask_polygons(mask);
+  EXPECT_EQ(static_cast<int>(polygons.size()), count_regions(mask));
+  for (const std::vector<int32_t>& polygon : polygons) {
+    ASSERT_EQ(polygon.size() % 2, 0u);
+    const size_t n = polygon.size() / 2;
+    ASSERT_GE(n, 4u);
+    for (size_t i = 0; i < n; ++i) {
+      const int32_t x = polygon[2 * i], y = polygon[2 * i + 1];
+      EXPECT_TRUE(x >= 0 && x <= mask.width && y >= 0 && y <= mask.height) << x << "," << y;
+      const size_t next = (i + 1) % n, after = (i + 2) % n;
+      const int64_t ax = polygon[2 * next] - x, ay = polygon[2 * next + 1] - y;
+      const int64_t bx = polygon[2 * after] - polygon[2 * next], by = polygon[2 * after + 1] - polygon[2 * next + 1];
+      EXPECT_TRUE((ax == 0) != (ay == 0)) << "edge " << i << " is not along a pixel edge";
+      EXPECT_NE(ax * by - ay * bx, 0) << "corner " << next << " is collinear with its neighbours";
+    }
+  }
+  EXPECT_EQ(fill_polygons(polygons, mask.height, mask.width), fill_holes(mask));
+}
+
+TEST(MaskPolygons, EmptyMaskHasNoPolygons) {
+  EXPECT_TRUE(mask_polygons(MaskView{}).empty());
+  EXPECT_TRUE(mask_polygons(TextMask({"000", "000"}).view()).empty());
+}
+
+TEST(MaskPolygons, FullMaskAndSinglePixelAreRectangles) {
+  TextMask full({"111", "111"});
+  EXPECT_EQ(mask_polygons(full.view()), (Polygons{{0, 0, 3, 0, 3, 2, 0, 2}}));
+  TextMask pixel({"0000", "0010", "0000"});
+  EXPECT_EQ(mask_polygons(pixel.view()), (Polygons{{2, 1, 3, 1, 3, 2, 2, 2}}));
+  EXPECT_EQ(mask_polygons(TextMask({"1"}).view()), (Polygons{{0, 0, 1, 0, 1, 1, 0, 1}}));
+  expect_outlines_fill_back(full.view(), "full");
+  expect_outlines_fill_back(pixel.view(), "pixel");
+}
+
+TEST(MaskPolygons, LinesAndAnLShapeInImageCoordinates) {
+  // x is the column, y the row (not RLE's column-major order); clockwise on screen.
+  TextMask row({"0000000", "0111100"});
+  EXPECT_EQ(mask_polygons(row.view()), (Polygons{{1, 1, 5, 1, 5, 2, 1, 2}}));
+  TextMask column({"000", "001", "001", "001"});
+  EXPECT_EQ(mask_polygons(column.view()), (Polygons{{2, 1, 3, 1, 3, 4, 2, 4}}));
+  TextMask l_shape({"100", "100", "111"});
+  EXPECT_EQ(mask_polygons(l_shape.view()), (Polygons{{0, 0, 1, 0, 1, 2, 3, 2, 3, 3, 0, 3}}));
+  expect_outlines_fill_back(row.view(), "row");
+  expect_outlines_fill_back(column.view(), "column");
+  expect_outlines_fill_back(l_shape.view(), "L");
+}
+
+TEST(MaskPolygons, SeparateBlobsInRasterOrderOfTheirFirstPixel) {
+  // The right blob starts on row 0, the left one on row 1.
+  TextMask blobs({"00011", "10000", "11000"});
+  EXPECT_EQ(mask_polygons(blobs.view()), (Polygons{{3, 0, 5, 0, 5, 1, 3, 1}, {0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 0, 3}}));
+  expect_outlines_fill_back(blobs.view(), "blobs");
+}
+
+TEST(MaskPolygons, DiagonalStaircaseIsOneRegion) {
+  // Pixels touching only at corners are 8-connected: one outline through each shared corner twice.
+  TextMask down({"100", "010", "001"});
+  EXPECT_EQ(mask_polygons(down.view()),
+            (Polygons{{0, 0, 1, 0, 1, 1, 2, 1, 2, 2, 3, 2, 3, 3, 2, 3, 2, 2, 1, 2, 1, 1, 0, 1}}));
+  TextMask up({"001", "010", "100"});
+  EXPECT_EQ(mask_polygons(up.view()),
+            (Polygons{{2, 0, 3, 0, 3, 1, 2, 1, 2, 2, 1, 2, 1, 3, 0, 3, 0, 2, 1, 2, 1, 1, 2, 1}}));
+  TextMask stairs({"1100000", "0111000", "0001110", "0000011"});
+  expect_outlines_fill_back(down.view(), "down");
+  expect_outlines_fill_back(up.view(), "up");
+  expect_outlines_fill_back(stairs.view(), "stairs");
+  EXPECT_EQ(mask_polygons(stairs.view()).size(), 1u);
+}
+
+TEST(MaskPolygons, RingIsOutlinedWithoutItsHole) {
+  TextMask ring({"1111", "1001", "1111"});
+  EXPECT_EQ(mask_polygons(ring.view()), (Polygons{{0, 0, 4, 0, 4, 3, 0, 3}}));
+  expect_outlines_fill_back(ring.view(), "ring");
+  // An island in the hole is a region of its own, listed after the ring.
+  TextMask island({"11111", "10001", "10101", "10001", "11111"});
+  EXPECT_EQ(mask_polygons(island.view()), (Polygons{{0, 0, 5, 0, 5, 5, 0, 5}, {2, 2, 3, 2, 3, 3, 2, 3}}));
+  expect_outlines_fill_back(island.view(), "island");
+  // A ring closed only through corners still encloses its hole.
+  TextMask diamond({"0110", "1001", "0110"});
+  ASSERT_EQ(mask_polygons(diamond.view()).size(), 1u);
+  EXPECT_EQ(fill_polygons(mask_polygons(diamond.view()), 3, 4), TextMask({"0110", "1111", "0110"}).data);
+  expect_outlines_fill_back(diamond.view(), "diamond");
+}
+
+TEST(MaskPolygons, RandomRectanglesAndDiscsFillBack) {
+  std::mt19937 rng(2024);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int width = 1 + static_cast<int>(rng() % 64), height = 1 + static_cast<int>(rng() % 48);
+    std::vector<uint8_t> mask(static_cast<size_t>(height) * width, 0);
+    // Up to 24 shapes: rectangles (thin ones make frames and holes) and discs (small ones make
+    // pixels touching at corners).
+    const int shapes = static_cast<int>(rng() % 25);
+    for (int s = 0; s < shapes; ++s) {
+      std::uniform_real_distribution<double> along_x(-2, width + 2), along_y(-2, height + 2), size(0.3, 16);
+      const double ax = along_x(rng), ay = along_y(rng), sx = size(rng), sy = size(rng);
+      const bool disc = rng() % 2;  // of diameter sx centred at a, else sx x sy with its top-left at a
+      for (int y = 0; y < height; ++y) {
+        for (int x = 0; x < width; ++x) {
+          const double dx = x + 0.5 - ax, dy = y + 0.5 - ay;
+          const bool in = disc ? dx * dx + dy * dy <= sx * sx / 4 : dx >= 0 && dx <= sx && dy >= 0 && dy <= sy;
+          if (in) mask[static_cast<size_t>(y) * width + x] = 1;
+        }
+      }
+    }
+    const std::string name = "trial " + std::to_string(trial) + ": " + std::to_string(width) + "x" +
+                             std::to_string(height);
+    expect_outlines_fill_back({mask.data(), height, width}, name);
+  }
 }
 
 }  // namespace

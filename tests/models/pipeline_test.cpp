@@ -12,6 +12,7 @@
 #include "io/image.h"
 #include "io/video.h"
 #include "models/preprocess.h"
+#include "core/profile.h"
 #include "models/sa2va_model.h"
 #include "test_util.h"
 
@@ -508,6 +509,134 @@ TEST(Pipeline, GcgHelpers) {
   EXPECT_EQ(clean_caption("caf\u00e9 \u00e0"), "caf\u00e9 \u00e0");  // non-space multi-byte text is kept
   EXPECT_EQ(clean_caption(""), "");
   EXPECT_EQ(clean_caption("''"), "");
+}
+
+}  // namespace
+}  // namespace sa2va
+
+namespace sa2va {
+namespace {
+
+int64_t profiled_calls(const std::string& stage) {
+  for (const auto& e : profile::entries())
+    if (e.stage == stage) return e.calls;
+  return 0;
+}
+
+TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["generate"];
+  Request r = image_request(dir, c);
+  r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
+  std::vector<std::string> pieces;
+  r.on_text = [&](const std::string& piece) { pieces.push_back(piece); };
+  const Prediction p = fixture_model(dir, Precision::F32).predict(r);
+  EXPECT_EQ(pieces.size(), p.generated_ids.size());
+  std::string streamed;
+  for (const auto& piece : pieces) streamed += piece;
+  EXPECT_EQ(streamed, p.text);
+  EXPECT_EQ(p.finish_reason, "length");
+  EXPECT_EQ(p.content, p.text);  // no end-of-turn marker: the limit ended it
+
+  const json forced = meta_of(dir)["cases"]["image"];
+  Request f = image_request(dir, forced);
+  f.on_text = [&](const std::string&) { ADD_FAILURE() << "a forced answer is not streamed"; };
+  const Prediction q = fixture_model(dir, Precision::F32).predict(f);
+  EXPECT_EQ(q.text, "Sure, [SEG].<|im_end|>");
+  EXPECT_EQ(q.content, "Sure, [SEG].");
+  EXPECT_EQ(q.finish_reason, "stop");
+}
+
+TEST(Pipeline, ShouldStopCancelsTheRequest) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["generate"];
+  Request r = image_request(dir, c);
+  r.generation.max_new_tokens = 64;
+  int polls = 0, tokens = 0;
+  r.on_text = [&](const std::string&) { ++tokens; };
+  r.should_stop = [&] { return ++polls > 4; };  // stops after a few tokens
+  EXPECT_THROW(fixture_model(dir, Precision::F32).predict(r), Cancelled);
+  EXPECT_GT(tokens, 0);
+  EXPECT_LT(tokens, 64);
+  r.should_stop = [] { return false; };
+  r.generation.max_new_tokens = 2;
+  EXPECT_EQ(fixture_model(dir, Precision::F32).predict(r).generated_ids.size(), 2u);
+}
+
+// A conversation about one image with a cache: the encoders run on the first turn only, and every
+// turn's answer and masks are those of a request without a cache.
+TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["image"];
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  Request first = image_request(dir, c);
+  const Prediction plain1 = m.predict(first);
+  Request second = image_request(dir, c);
+  second.text = "And the blue box?";
+  second.past_text = plain1.past_text;
+  const Prediction plain2 = m.predict(second);
+
+  const std::shared_ptr<VisualCache> cache = VisualCache::create();
+  first.cache = second.cache = cache;
+  set_profiling(true);
+  profile::reset();
+  const Prediction cached1 = m.predict(first);
+  EXPECT_GT(cache->bytes(), 0u);
+  const Prediction cached2 = m.predict(second);
+  EXPECT_EQ(profiled_calls("vision.internvit"), 1);
+  EXPECT_EQ(profiled_calls("sam2.image_encoder"), 1);
+  set_profiling(false);
+  for (const auto& [a, b] : {std::pair{&plain1, &cached1}, std::pair{&plain2, &cached2}}) {
+    EXPECT_EQ(a->text, b->text);
+    EXPECT_EQ(a->past_text, b->past_text);
+    ASSERT_EQ(a->masks.size(), 1u);
+    ASSERT_EQ(b->masks.size(), 1u);
+    EXPECT_EQ(a->masks[0][0].data, b->masks[0][0].data);
+  }
+}
+
+// conversation_after rebuilds past_text without running the model: the same text as a prediction
+// with that answer forced, for images (with and without visual prompts), videos, later turns and text.
+TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json meta = meta_of(dir)["cases"];
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  const std::string answer = "Sure, [SEG].";
+  const auto expect_same = [&](Request r, const std::string& what) {
+    const std::string rebuilt = m.conversation_after(r, answer);
+    r.forced_answer = answer;
+    EXPECT_EQ(rebuilt, m.predict(r).past_text) << what;
+    return rebuilt;
+  };
+  Request image = image_request(dir, meta["image"]);
+  image.forced_answer.clear();
+  const std::string after_first = expect_same(image, "image");
+  image.text = "And the blue box?";
+  image.past_text = after_first;
+  expect_same(image, "later turn");
+
+  Request vp = image_request(dir, meta["vp"]);
+  vp.forced_answer.clear();
+  const Tensor regions = test::load_golden(dir + "/goldens/vp.safetensors", "mask_prompts_u8");
+  for (int64_t k = 0; k < regions.size(0); ++k) {
+    Mask mask;
+    mask.height = static_cast<int>(regions.size(1));
+    mask.width = static_cast<int>(regions.size(2));
+    const uint8_t* src = regions.data<uint8_t>() + k * mask.height * mask.width;
+    mask.data.assign(src, src + static_cast<size_t>(mask.height) * mask.width);
+    vp.mask_prompts.push_back(mask);
+  }
+  expect_same(vp, "visual prompts");
+
+  auto video = Video::open(fixture_frames_folder(dir, meta["video"], "conversation-video"));
+  Request v;
+  v.video = video.get();
+  v.text = meta["video"]["prompt"].get<std::string>();
+  expect_same(v, "video");
+
+  Request text;
+  text.text = "Hello there";
+  expect_same(text, "text only");
 }
 
 }  // namespace
