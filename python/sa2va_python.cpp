@@ -98,25 +98,6 @@ sa2va::Image image_argument(py::handle obj, const std::string& arg) {
   return image_from_array(py::array(py::module_::import("numpy").attr("asarray")(array_source)), arg);
 }
 
-// A video given as frames in memory.
-class FrameListVideo final : public sa2va::Video {
- public:
-  explicit FrameListVideo(std::vector<sa2va::Image> frames) : frames_(std::move(frames)) {}
-  int width() const override { return frames_.front().width; }
-  int height() const override { return frames_.front().height; }
-  int64_t frame_count() const override { return static_cast<int64_t>(frames_.size()); }
-  double fps() const override { return 0.0; }
-  sa2va::Image frame(int64_t index) override {
-    if (index < 0 || index >= frame_count())
-      throw sa2va::Error("video: frame " + std::to_string(index) + " is out of range (" +
-                         std::to_string(frame_count()) + " frames)");
-    return frames_[static_cast<size_t>(index)];
-  }
-
- private:
-  std::vector<sa2va::Image> frames_;
-};
-
 // video=: a video file or a folder of frames (path), a list of frames (each as image=), or a
 // TxHxWx3 uint8 array.
 std::unique_ptr<sa2va::Video> video_argument(py::handle obj) {
@@ -139,7 +120,7 @@ std::unique_ptr<sa2va::Video> video_argument(py::handle obj) {
     wrong_type("video", "a list of frames, a TxHxWx3 uint8 array, or the path of a video file or frame folder", obj);
   }
   if (frames.empty()) throw sa2va::Error("video: no frames");
-  return std::make_unique<FrameListVideo>(std::move(frames));
+  return sa2va::Video::from_frames(std::move(frames));
 }
 
 void append_masks(const py::array& array, const std::string& arg, std::vector<sa2va::Mask>& out) {

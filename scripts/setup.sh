@@ -14,16 +14,24 @@ packages=(
   libgtest-dev libbenchmark-dev
   python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest python3-pil python3-venv python3-pip
   python3-setuptools python3-wheel
+  chromium
 )
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# Node.js with npm runs the browser test; a machine that has them (from any source) keeps its own.
+command -v npm > /dev/null || missing+=(nodejs npm)
 if [ ${#missing[@]} -gt 0 ]; then
   sudo_cmd=()
   [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
   "${sudo_cmd[@]}" apt-get update
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+
+# playwright-core for the browser test of `sa2va serve` (the lock file pins it).
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+  (cd tests/browser && npm ci --no-audit --no-fund)
 fi
 
 jobs=$(nproc)

@@ -72,6 +72,8 @@ Image load_image(const std::string& path, int64_t max_pixels = 100'000'000);
 class Video {
  public:
   static std::unique_ptr<Video> open(const std::string& path_or_folder);
+  // A video of frames already in memory (any sizes, as above). Throws Error when `frames` is empty.
+  static std::unique_ptr<Video> from_frames(std::vector<Image> frames);
   virtual ~Video() = default;
   virtual int width() const = 0;
   virtual int height() const = 0;

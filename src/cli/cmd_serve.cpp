@@ -1,0 +1,79 @@
+// sa2va serve: the HTTP server (src/server/server.h) around one model loaded once.
+#include <signal.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "cli/command.h"
+#include "server/server.h"
+
+namespace sa2va::cli {
+namespace {
+
+struct ServeArgs {
+  std::string model_dir, precision = "bf16", weights = "bf16", device = "cpu";
+  server::ServerOptions options;
+  double max_body_mb = 64;
+  double max_session_mb = 1024;
+};
+
+SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, sessions, a web page", [](CLI::App& app) {
+  auto a = std::make_shared<ServeArgs>();
+  server::ServerOptions& o = a->options;
+  app.add_option("--model", a->model_dir, "Model folder (Hugging Face layout)")->required();
+  app.add_option("--host", o.host, "Address to listen on")->capture_default_str();
+  app.add_option("--port", o.port, "Port (0 = any free port)")->check(CLI::Range(0, 65535))->capture_default_str();
+  app.add_option("--parallel", o.parallel, "Predictions running at once")->check(CLI::Range(1, 256))->capture_default_str();
+  app.add_option("--queue", o.queue, "Requests that may wait beyond those (then 429)")->check(CLI::Range(0, 4096))->capture_default_str();
+  app.add_option("--api-key", o.api_key, "Require \"Authorization: Bearer KEY\" on the API");
+  app.add_option("--max-body-mb", a->max_body_mb, "Largest request body")->check(CLI::Range(0.001, 4096.0))->capture_default_str();
+  app.add_option("--max-frames", o.limits.max_frames, "Most frames of a video")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--max-pixels", o.limits.max_pixels, "Most pixels of an image or frame")->check(CLI::Range(int64_t{1}, int64_t{1} << 31))->capture_default_str();
+  app.add_option("--max-tokens", o.limits.max_tokens, "Most answer tokens a request may ask for")->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  app.add_option("--timeout", o.timeout_s, "Seconds a request may take, waiting included")->check(CLI::Range(0.1, 1e6))->capture_default_str();
+  app.add_option("--allow-files", o.limits.files_dir, "Folder whose files requests may name by path (default: none)")->check(CLI::ExistingDirectory);
+  app.add_option("--max-sessions", o.max_sessions, "Sessions held at once")->check(CLI::Range(1, 100000))->capture_default_str();
+  app.add_option("--session-idle", o.session_idle_s, "Seconds after which an unused session ends")->check(CLI::Range(1.0, 1e7))->capture_default_str();
+  app.add_option("--max-session-mb", a->max_session_mb, "Memory per session (decoded media, cached vision work)")->check(CLI::Range(1.0, 1e6))->capture_default_str();
+  app.add_option("--precision", a->precision, "bf16 or f32")->check(CLI::IsMember({"bf16", "f32"}))->capture_default_str();
+  app.add_option("--weights", a->weights, "bf16, q8_0 or q4_0")->check(CLI::IsMember({"bf16", "q8_0", "q4_0"}))->capture_default_str();
+  app.add_option("--device", a->device, "cpu")->capture_default_str();
+  return [a]() -> int {
+    server::ServerOptions& o = a->options;
+    o.max_body_bytes = static_cast<size_t>(a->max_body_mb * (1 << 20));
+    o.max_session_bytes = static_cast<size_t>(a->max_session_mb * (1 << 20));
+    o.model_name = std::filesystem::path(a->model_dir).lexically_normal().filename().string();
+    if (o.model_name.empty()) o.model_name = std::filesystem::path(a->model_dir).lexically_normal().parent_path().filename().string();
+    ModelOptions mo;
+    mo.precision = a->precision == "f32" ? Precision::F32 : Precision::BF16;
+    mo.weights = a->weights == "q8_0" ? WeightFormat::Q8_0 : a->weights == "q4_0" ? WeightFormat::Q4_0 : WeightFormat::BF16;
+    mo.device = a->device;
+    // SIGINT / SIGTERM end the server cleanly: a thread waits for them while the others serve.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    signal(SIGPIPE, SIG_IGN);  // a client that went away is noticed by the failed write
+    std::shared_ptr<const Model> model = Model::load(a->model_dir, mo);
+    server::Server server(model, o);
+    const int port = server.bind();
+    std::thread waiter([&] {
+      int received = 0;
+      sigwait(&stop_signals, &received);
+      server.stop();
+    });
+    std::fprintf(stderr, "sa2va serve: %s on http://%s:%d/ (%d parallel, queue %d%s)\n", o.model_name.c_str(),
+                 o.host.c_str(), port, o.parallel, o.queue, o.api_key.empty() ? "" : ", API key required");
+    server.run();
+    pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter when stopped otherwise
+    waiter.join();
+    return 0;
+  };
+});
+
+}  // namespace
+}  // namespace sa2va::cli

@@ -1,0 +1,695 @@
+#include "server/server.h"
+
+#include <httplib.h>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "core/error.h"
+#include "core/profile.h"
+#include "io/image.h"
+#include "server/web_assets.h"
+
+namespace sa2va::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+// ---- admission: `parallel` running, `queue` waiting, the rest refused ---------------------------------
+
+class Admission {
+ public:
+  Admission(int parallel, int queue) : parallel_(parallel), capacity_(parallel + queue) {}
+
+  // A place in line; run() waits for a turn. Leaving the line (destruction) frees the place.
+  class Ticket {
+   public:
+    explicit Ticket(Admission& a) : a_(a) {}
+    ~Ticket() {
+      std::lock_guard<std::mutex> lock(a_.mutex_);
+      --(running_ ? a_.running_ : a_.waiting_);
+      a_.changed_.notify_all();
+    }
+    // Waits for a turn; false when `give_up` said so first.
+    bool run(const std::function<bool()>& give_up) {
+      std::unique_lock<std::mutex> lock(a_.mutex_);
+      while (a_.running_ >= a_.parallel_) {
+        if (give_up()) return false;
+        a_.changed_.wait_for(lock, std::chrono::milliseconds(50));
+      }
+      --a_.waiting_;
+      ++a_.running_;
+      running_ = true;
+      return true;
+    }
+
+   private:
+    Admission& a_;
+    bool running_ = false;
+  };
+
+  // None when the line is full.
+  std::shared_ptr<Ticket> enter() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (running_ + waiting_ >= capacity_) return nullptr;
+    ++waiting_;
+    return std::make_shared<Ticket>(*this);
+  }
+  int waiting() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return waiting_;
+  }
+  int running() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return running_;
+  }
+
+ private:
+  const int parallel_, capacity_;
+  mutable std::mutex mutex_;
+  std::condition_variable changed_;
+  int running_ = 0, waiting_ = 0;
+};
+
+// ---- sessions ------------------------------------------------------------------------------------
+
+struct Session {
+  std::string id;
+  std::unique_ptr<Media> media;
+  std::shared_ptr<VisualCache> cache = VisualCache::create();
+  std::mutex mutex;  // one turn (or frame read) at a time
+  std::string past_text;
+  int turns = 0;
+  Clock::time_point last_used = Clock::now();
+};
+
+std::string new_session_id() {
+  static std::mutex mutex;
+  static std::mt19937_64 random{std::random_device{}()};
+  std::lock_guard<std::mutex> lock(mutex);
+  char id[40];
+  std::snprintf(id, sizeof id, "s-%016llx%08llx", static_cast<unsigned long long>(random()),
+                static_cast<unsigned long long>(random() & 0xffffffffu));
+  return id;
+}
+
+class Sessions {
+ public:
+  Sessions(int max_sessions, double idle_s) : max_(max_sessions), idle_s_(idle_s) {}
+
+  std::shared_ptr<Session> create(std::unique_ptr<Media> media) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expire_locked();
+    if (static_cast<int>(sessions_.size()) >= max_)
+      throw HttpError(429, "the server holds its limit of " + std::to_string(max_) + " sessions; delete one or retry later");
+    auto s = std::make_shared<Session>();
+    s->id = new_session_id();
+    s->media = std::move(media);
+    sessions_[s->id] = s;
+    return s;
+  }
+  std::shared_ptr<Session> get(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expire_locked();
+    const auto it = sessions_.find(id);
+    if (it == sessions_.end()) throw HttpError(404, "no session " + id + " (it ended or expired)");
+    it->second->last_used = Clock::now();
+    return it->second;
+  }
+  bool erase(const std::string& id) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return sessions_.erase(id) > 0;
+  }
+  void expire() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    expire_locked();
+  }
+  size_t count() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return sessions_.size();
+  }
+
+ private:
+  // A session in use (its mutex held by a turn) is never idle.
+  void expire_locked() {
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      Session& s = *it->second;
+      std::unique_lock<std::mutex> busy(s.mutex, std::try_to_lock);
+      const bool idle = busy.owns_lock() && seconds_since(s.last_used) > idle_s_;
+      it = idle ? sessions_.erase(it) : std::next(it);
+    }
+  }
+  const int max_;
+  const double idle_s_;
+  std::mutex mutex_;
+  std::map<std::string, std::shared_ptr<Session>> sessions_;
+};
+
+// ---- metrics -------------------------------------------------------------------------------------
+
+class Metrics {
+ public:
+  void count(const std::string& endpoint, int status) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++requests_[{endpoint, status}];
+  }
+  void generated(size_t tokens, double seconds) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    tokens_ += tokens;
+    predict_seconds_ += seconds;
+    ++predictions_;
+  }
+  std::string text(int waiting, int running, size_t sessions) const {
+    std::ostringstream out;
+    std::lock_guard<std::mutex> lock(mutex_);
+    out << "# HELP sa2va_requests_total Requests answered, by endpoint and HTTP status.\n"
+        << "# TYPE sa2va_requests_total counter\n";
+    for (const auto& [key, n] : requests_)
+      out << "sa2va_requests_total{endpoint=\"" << key.first << "\",status=\"" << key.second << "\"} " << n << "\n";
+    out << "# HELP sa2va_queue_waiting Requests waiting for a turn.\n# TYPE sa2va_queue_waiting gauge\n"
+        << "sa2va_queue_waiting " << waiting << "\n"
+        << "# HELP sa2va_running Predictions running.\n# TYPE sa2va_running gauge\n"
+        << "sa2va_running " << running << "\n"
+        << "# HELP sa2va_sessions Open sessions.\n# TYPE sa2va_sessions gauge\n"
+        << "sa2va_sessions " << sessions << "\n"
+        << "# HELP sa2va_predictions_total Predictions completed.\n# TYPE sa2va_predictions_total counter\n"
+        << "sa2va_predictions_total " << predictions_ << "\n"
+        << "# HELP sa2va_generated_tokens_total Answer tokens produced.\n# TYPE sa2va_generated_tokens_total counter\n"
+        << "sa2va_generated_tokens_total " << tokens_ << "\n"
+        << "# HELP sa2va_predict_seconds_total Time spent in predictions.\n# TYPE sa2va_predict_seconds_total counter\n"
+        << "sa2va_predict_seconds_total " << predict_seconds_ << "\n";
+    double decode_s = 0;
+    int64_t decode_calls = 0;
+    out << "# HELP sa2va_stage_seconds_total Time per pipeline stage.\n# TYPE sa2va_stage_seconds_total counter\n";
+    const std::vector<profile::Entry> stages = profile::entries();
+    for (const auto& e : stages) {
+      out << "sa2va_stage_seconds_total{stage=\"" << e.stage << "\"} " << e.seconds << "\n";
+      if (e.stage == "llm.decode_step") {
+        decode_s = e.seconds;
+        decode_calls = e.calls;
+      }
+    }
+    out << "# HELP sa2va_stage_calls_total Calls per pipeline stage.\n# TYPE sa2va_stage_calls_total counter\n";
+    for (const auto& e : stages) out << "sa2va_stage_calls_total{stage=\"" << e.stage << "\"} " << e.calls << "\n";
+    out << "# HELP sa2va_decode_tokens_per_second Decoding speed over all requests.\n"
+        << "# TYPE sa2va_decode_tokens_per_second gauge\n"
+        << "sa2va_decode_tokens_per_second " << (decode_s > 0 ? static_cast<double>(decode_calls) / decode_s : 0.0) << "\n";
+    return out.str();
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::map<std::pair<std::string, int>, uint64_t> requests_;
+  uint64_t tokens_ = 0, predictions_ = 0;
+  double predict_seconds_ = 0;
+};
+
+// ---- streaming helpers ---------------------------------------------------------------------------
+
+// Text pieces as they are generated, minus what ends the turn: the newest piece is held back until
+// the next one (the end-of-turn marker comes as a piece of its own), and leading whitespace is
+// dropped, so that the pieces sent add up to Prediction::content.
+class ContentStream {
+ public:
+  explicit ContentStream(std::function<void(const std::string&)> send) : send_(std::move(send)) {}
+  void piece(const std::string& p) {
+    if (!held_.empty()) emit(held_);
+    held_ = p;
+    streaming_ = true;
+  }
+  // The rest of the final content, once it is known (nothing when no text was streamed: a forced answer).
+  void finish(const std::string& content) {
+    if (streaming_ && content.size() > sent_.size() && content.compare(0, sent_.size(), sent_) == 0)
+      send_(content.substr(sent_.size()));
+  }
+
+ private:
+  void emit(const std::string& p) {
+    std::string text = p;
+    if (sent_.empty()) text.erase(0, text.find_first_not_of(" \t\r\n"));
+    if (text.empty()) return;
+    sent_ += text;
+    send_(text);
+  }
+  std::function<void(const std::string&)> send_;
+  std::string held_, sent_;
+  bool streaming_ = false;
+};
+
+// The masks of one frame, gathered as the tracker hands them over (on_mask per [SEG], then
+// on_progress once the frame is complete).
+struct FrameMasks {
+  int64_t frame = 0;
+  std::vector<Mask> masks;
+};
+
+}  // namespace
+
+// ---- the server ------------------------------------------------------------------------------------
+
+struct Server::Impl {
+  std::shared_ptr<const Model> model;
+  ServerOptions options;
+  httplib::Server http;
+  Admission admission;
+  Sessions sessions;
+  Metrics metrics;
+  std::atomic<bool> stopping{false};
+  std::thread janitor;
+  std::mutex janitor_mutex;
+  std::condition_variable janitor_wake;
+  int port = -1;
+
+  Impl(std::shared_ptr<const Model> m, ServerOptions o)
+      : model(std::move(m)),
+        options(std::move(o)),
+        admission(options.parallel, options.queue),
+        sessions(options.max_sessions, options.session_idle_s) {
+    routes();
+  }
+
+  // -- plumbing --
+
+  static void send_json(httplib::Response& res, int status, const json& body) {
+    res.status = status;
+    res.set_content(body.dump(), "application/json");
+  }
+
+  static json parse_body(const httplib::Request& req) {
+    json body = json::parse(req.body, nullptr, false);
+    if (body.is_discarded()) throw HttpError(400, "the body is not valid JSON");
+    if (!body.is_object()) throw HttpError(400, "the body must be a JSON object");
+    return body;
+  }
+
+  // Runs a handler: errors become JSON error answers; every answer is counted.
+  void guarded(const std::string& endpoint, httplib::Response& res, const std::function<void()>& handler) {
+    try {
+      handler();
+    } catch (const HttpError& e) {
+      send_json(res, e.status, error_body(e.status, e.what()));
+    } catch (const Cancelled&) {
+      send_json(res, 504, error_body(504, "the request took longer than this server's limit"));
+    } catch (const Error& e) {
+      send_json(res, 400, error_body(400, e.what()));
+    } catch (const std::exception& e) {
+      send_json(res, 500, error_body(500, std::string("internal error: ") + e.what()));
+    }
+    if (res.status > 0) metrics.count(endpoint, res.status);  // streams count themselves when done
+  }
+
+  std::shared_ptr<Admission::Ticket> enter_line() {
+    auto ticket = admission.enter();
+    if (!ticket)
+      throw HttpError(429, "the server is busy (" + std::to_string(options.parallel) + " running, " +
+                               std::to_string(options.queue) + " waiting); retry later");
+    return ticket;
+  }
+
+  Clock::time_point deadline() const {
+    return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
+  }
+
+  // Waits for a turn, then predicts; `give_up` (client gone, time up) stops either.
+  Prediction predict(Request& request, Admission::Ticket& ticket, const std::function<bool()>& give_up) {
+    if (!ticket.run(give_up)) throw Cancelled();
+    request.should_stop = give_up;
+    const auto start = Clock::now();
+    Prediction p = model->predict(request);
+    metrics.generated(p.generated_ids.size(), seconds_since(start));
+    return p;
+  }
+
+  json completion_json(const Prediction& p, const std::string& format, const std::string& id, int64_t created) const {
+    return {{"id", id},
+            {"object", "chat.completion"},
+            {"created", created},
+            {"model", options.model_name},
+            {"choices", {{{"index", 0},
+                          {"message", {{"role", "assistant"}, {"content", p.content}}},
+                          {"finish_reason", p.finish_reason}}}},
+            {"usage", {{"prompt_tokens", 0},
+                       {"completion_tokens", p.generated_ids.size()},
+                       {"total_tokens", p.generated_ids.size()}}},
+            {"sa2va", sa2va_object(p, format)}};
+  }
+
+  // -- routes --
+
+  void routes() {
+    http.set_payload_max_length(options.max_body_bytes);
+    http.new_task_queue = [threads = options.parallel + options.queue + 8] {
+      return new httplib::ThreadPool(static_cast<size_t>(threads));
+    };
+    http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      if (options.api_key.empty() || !is_api(req.path)) return httplib::Server::HandlerResponse::Unhandled;
+      if (req.get_header_value("Authorization") == "Bearer " + options.api_key)
+        return httplib::Server::HandlerResponse::Unhandled;
+      send_json(res, 401, error_body(401, "missing or wrong API key (send Authorization: Bearer <key>)"));
+      metrics.count(req.path, 401);
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+      if (!res.body.empty()) return;
+      const std::string message = res.status == 413   ? "the body is too large (JSON bodies must be sent as Content-Type: application/json and within --max-body-mb)"
+                                  : res.status == 404 ? "no such endpoint"
+                                                      : "request failed";
+      send_json(res, res.status, error_body(res.status, message));
+    });
+
+    for (size_t i = 0; i < kWebAssetCount; ++i) {
+      const WebAsset& asset = kWebAssets[i];
+      http.Get(asset.path, [&asset](const httplib::Request&, httplib::Response& res) {
+        res.set_content(reinterpret_cast<const char*>(asset.data), asset.size, asset.content_type);
+      });
+    }
+    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
+      send_json(res, 200, {{"status", "ok"}, {"model", options.model_name}});
+    });
+    http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
+      guarded("/v1/models", res, [&] { send_json(res, 200, models_json()); });
+    });
+    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      res.set_content(metrics.text(admission.waiting(), admission.running(), sessions.count()),
+                      "text/plain; version=0.0.4");
+    });
+    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/chat/completions", res, [&] { chat_completions(req, res); });
+    });
+    http.Post("/v1/segment", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/segment", res, [&] { segment(req, res); });
+    });
+    http.Post("/v1/sessions", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/sessions", res, [&] { create_session(req, res); });
+    });
+    http.Get(R"(/v1/sessions/([A-Za-z0-9-]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/sessions/{id}", res, [&] { send_json(res, 200, session_json(*sessions.get(req.matches[1]))); });
+    });
+    http.Delete(R"(/v1/sessions/([A-Za-z0-9-]+))", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/sessions/{id}", res, [&] {
+        if (!sessions.erase(req.matches[1])) throw HttpError(404, "no session " + std::string(req.matches[1]));
+        send_json(res, 200, {{"id", std::string(req.matches[1])}, {"deleted", true}});
+      });
+    });
+    http.Get(R"(/v1/sessions/([A-Za-z0-9-]+)/frames/(\d+))", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/sessions/{id}/frames", res, [&] { session_frame(req, res); });
+    });
+    http.Post(R"(/v1/sessions/([A-Za-z0-9-]+)/chat)", [this](const httplib::Request& req, httplib::Response& res) {
+      guarded("/v1/sessions/{id}/chat", res, [&] { session_chat(req, res); });
+    });
+  }
+
+  static bool is_api(const std::string& path) { return path.rfind("/v1/", 0) == 0 || path == "/metrics"; }
+
+  json models_json() const {
+    return {{"object", "list"},
+            {"data", {{{"id", options.model_name},
+                       {"object", "model"},
+                       {"owned_by", "sa2va.cpp"},
+                       {"sa2va", {{"template", model->template_name()},
+                                  {"capabilities", {"chat", "segmentation", "video", "gcg", "visual_prompts"}},
+                                  {"limits", {{"max_tokens", options.limits.max_tokens},
+                                              {"max_frames", options.limits.max_frames},
+                                              {"max_pixels", options.limits.max_pixels}}}}}}}}};
+  }
+
+  // -- /v1/chat/completions --
+
+  void chat_completions(const httplib::Request& req, httplib::Response& res) {
+    auto ticket = enter_line();
+    const json body = parse_body(req);
+    auto call = std::make_shared<ChatCall>(chat_call_from_body(body, *model, options.limits));
+    const std::string id = "chatcmpl-" + new_session_id().substr(2);
+    const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
+                                std::chrono::system_clock::now().time_since_epoch()).count();
+    const auto until = deadline();
+    if (!call->stream) {
+      const Prediction p = predict(call->request, *ticket, [until] { return Clock::now() > until; });
+      send_json(res, 200, completion_json(p, call->mask_format, id, created));
+      return;
+    }
+    // Server-sent events: a chunk per piece of text, then one with the finish reason and the masks.
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider("text/event-stream", [this, call, ticket, id, created, until](size_t, httplib::DataSink& sink) {
+      auto gone = std::make_shared<std::atomic<bool>>(false);
+      const auto send = [&](const json& chunk) {
+        const std::string line = "data: " + chunk.dump() + "\n\n";
+        if (!gone->load() && !sink.write(line.data(), line.size())) gone->store(true);
+      };
+      const auto chunk = [&](const json& delta, const json& finish) {
+        return json{{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", options.model_name},
+                    {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}};
+      };
+      send(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
+      ContentStream content([&](const std::string& text) { send(chunk({{"content", text}}, nullptr)); });
+      call->request.on_text = [&](const std::string& piece) { content.piece(piece); };
+      try {
+        const Prediction p = predict(call->request, *ticket, [gone, until] { return gone->load() || Clock::now() > until; });
+        content.finish(p.content);
+        json last = chunk(json::object(), p.finish_reason);
+        last["sa2va"] = sa2va_object(p, call->mask_format);
+        send(last);
+        metrics.count("/v1/chat/completions (stream)", 200);
+      } catch (const Cancelled&) {
+        send(error_body(504, gone->load() ? "the client went away" : "the request took longer than this server's limit"));
+        metrics.count("/v1/chat/completions (stream)", 504);
+      } catch (const std::exception& e) {
+        send(error_body(400, e.what()));
+        metrics.count("/v1/chat/completions (stream)", 400);
+      }
+      const std::string done = "data: [DONE]\n\n";
+      if (!gone->load()) sink.write(done.data(), done.size());
+      sink.done();
+      return true;
+    });
+  }
+
+  // -- /v1/segment --
+
+  void segment(const httplib::Request& req, httplib::Response& res) {
+    auto ticket = enter_line();
+    const json body = parse_body(req);
+    const json& expressions = body.value("expressions", json());
+    if (!expressions.is_array() || expressions.empty())
+      throw HttpError(400, "expressions: expected a non-empty array of strings");
+    for (const auto& e : expressions)
+      if (!e.is_string() || e.get<std::string>().find_first_not_of(" \t\n") == std::string::npos)
+        throw HttpError(400, "expressions: every expression must be a non-empty string");
+    const std::string format = body.value("format", "rle");
+    check_mask_format(format);
+    std::string prompt = body.value("prompt", "Please segment {expression}.");
+    if (prompt.find("{expression}") == std::string::npos)
+      throw HttpError(400, "prompt: must contain {expression}");
+    const std::unique_ptr<Media> media = media_from_body(body, options.limits);
+    const auto until = deadline();
+    if (!ticket->run([until] { return Clock::now() > until; })) throw Cancelled();
+    // One cache for all expressions: the image is encoded once.
+    const std::shared_ptr<VisualCache> cache = VisualCache::create();
+    json results = json::array();
+    for (const auto& expression : expressions) {
+      Request r;
+      std::string text = prompt;
+      text.replace(text.find("{expression}"), 12, expression.get<std::string>());
+      r.text = "<image>" + text;
+      if (media->is_video()) r.video = media->video.get();
+      else r.image = media->image;
+      r.cache = cache;
+      apply_generation(body, options.limits, r);
+      r.should_stop = [until] { return Clock::now() > until; };
+      const auto start = Clock::now();
+      const Prediction p = model->predict(r);
+      metrics.generated(p.generated_ids.size(), seconds_since(start));
+      results.push_back({{"expression", expression}, {"text", p.text}, {"content", p.content},
+                         {"masks", masks_json(p, format)}});
+    }
+    send_json(res, 200, {{"width", media->width()}, {"height", media->height()}, {"frames", media->frames()},
+                         {"results", results}});
+  }
+
+  // -- sessions --
+
+  json session_json(const Session& s) const {
+    return {{"id", s.id},
+            {"kind", s.media->is_video() ? "video" : "image"},
+            {"width", s.media->width()},
+            {"height", s.media->height()},
+            {"frames", s.media->frames()},
+            {"fps", s.media->is_video() ? s.media->video->fps() : 0.0},
+            {"turns", s.turns},
+            {"expires_in", options.session_idle_s}};
+  }
+
+  void create_session(const httplib::Request& req, httplib::Response& res) {
+    const json body = parse_body(req);
+    std::unique_ptr<Media> media = media_from_body(body, options.limits);
+    if (media->bytes() > options.max_session_bytes)
+      throw HttpError(413, "the decoded media take " + std::to_string(media->bytes() >> 20) +
+                               " MiB, over this server's limit of " + std::to_string(options.max_session_bytes >> 20) +
+                               " MiB per session");
+    const std::shared_ptr<Session> s = sessions.create(std::move(media));
+    send_json(res, 200, session_json(*s));
+  }
+
+  void session_frame(const httplib::Request& req, httplib::Response& res) {
+    const std::shared_ptr<Session> s = sessions.get(req.matches[1]);
+    Image frame;
+    {
+      std::lock_guard<std::mutex> lock(s->mutex);
+      frame = s->media->frame(std::stoll(req.matches[2]));
+    }
+    const std::vector<uint8_t> png = encode_png(frame.rgb.data(), frame.width, frame.height, 3);
+    res.set_content(reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
+  }
+
+  // One turn of a session, answered as NDJSON: "delta" lines while the text is generated, the
+  // "answer", one "frame" line per frame with its masks, then "done" (or "error").
+  void session_chat(const httplib::Request& req, httplib::Response& res) {
+    auto ticket = enter_line();
+    const std::shared_ptr<Session> session = sessions.get(req.matches[1]);
+    const json body = parse_body(req);
+    auto request = std::make_shared<Request>();
+    if (!body.contains("text") || !body["text"].is_string()) throw HttpError(400, "text: expected a string");
+    request->text = body["text"].get<std::string>();
+    apply_generation(body, options.limits, *request);
+    const std::string format = body.value("format", "rle");
+    check_mask_format(format);
+    if (body.contains("mask_prompts") && !body["mask_prompts"].empty()) {
+      if (session->media->is_video()) throw HttpError(400, "mask_prompts: visual prompts need an image session");
+      request->mask_prompts = mask_prompts_from_json(body["mask_prompts"], session->media->width(),
+                                                     session->media->height(), options.limits);
+    }
+    const auto until = deadline();
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider("application/x-ndjson", [this, session, request, ticket, format, until](
+                                                                 size_t, httplib::DataSink& sink) {
+      auto gone = std::make_shared<std::atomic<bool>>(false);
+      const auto send = [&](const json& line) {
+        const std::string text = line.dump() + "\n";
+        if (!gone->load() && !sink.write(text.data(), text.size())) gone->store(true);
+      };
+      const auto give_up = [gone, until] { return gone->load() || Clock::now() > until; };
+      try {
+        if (!ticket->run(give_up)) throw Cancelled();
+        std::unique_lock<std::mutex> turn(session->mutex);
+        session->last_used = Clock::now();
+        Request& r = *request;
+        if (!r.mask_prompts.empty() && session->turns > 0)
+          throw HttpError(400, "mask_prompts: visual prompts go with a session's first turn");
+        r.past_text = session->past_text;
+        if (session->media->is_video()) r.video = session->media->video.get();
+        else r.image = session->media->image;
+        r.cache = session->cache;
+        r.should_stop = give_up;
+        ContentStream content([&](const std::string& text) { send({{"type", "delta"}, {"content", text}}); });
+        r.on_text = [&](const std::string& piece) { content.piece(piece); };
+        r.on_answer = [&](const Prediction& p) {
+          content.finish(p.content);
+          send({{"type", "answer"}, {"content", p.content}, {"text", p.text}, {"phrases", p.phrases},
+                {"caption", p.caption}, {"finish_reason", p.finish_reason}});
+        };
+        FrameMasks pending;
+        r.on_mask = [&](int seg, int64_t frame, const Mask& m) {
+          if (pending.masks.size() <= static_cast<size_t>(seg)) pending.masks.resize(static_cast<size_t>(seg) + 1);
+          pending.masks[static_cast<size_t>(seg)] = m;
+          pending.frame = frame;
+        };
+        const auto send_frame = [&](int64_t frame, const std::vector<Mask>& masks) {
+          json list = json::array();
+          for (size_t k = 0; k < masks.size(); ++k) {
+            json m = mask_json(masks[k], format);
+            m["index"] = k;
+            list.push_back(std::move(m));
+          }
+          send({{"type", "frame"}, {"frame", frame}, {"masks", list}});
+        };
+        r.on_progress = [&](int64_t, int64_t) {
+          send_frame(pending.frame, pending.masks);
+          pending = {};
+        };
+        const auto start = Clock::now();
+        const Prediction p = model->predict(r);
+        metrics.generated(p.generated_ids.size(), seconds_since(start));
+        if (!session->media->is_video() && !p.masks.empty()) {
+          std::vector<Mask> masks;
+          for (const auto& per_seg : p.masks) masks.push_back(per_seg.front());
+          send_frame(0, masks);
+        }
+        session->past_text = p.past_text;
+        ++session->turns;
+        // Bounded memory: vision work beyond the session's budget is not kept.
+        if (session->media->bytes() + session->cache->bytes() > options.max_session_bytes)
+          session->cache = VisualCache::create();
+        send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns}});
+        metrics.count("/v1/sessions/{id}/chat (stream)", 200);
+      } catch (const Cancelled&) {
+        send({{"type", "error"}, {"error", error_body(504, gone->load() ? "the client went away"
+                                                                        : "the request took longer than this server's limit")["error"]}});
+        metrics.count("/v1/sessions/{id}/chat (stream)", 504);
+      } catch (const HttpError& e) {
+        send({{"type", "error"}, {"error", error_body(e.status, e.what())["error"]}});
+        metrics.count("/v1/sessions/{id}/chat (stream)", e.status);
+      } catch (const std::exception& e) {
+        send({{"type", "error"}, {"error", error_body(400, e.what())["error"]}});
+        metrics.count("/v1/sessions/{id}/chat (stream)", 400);
+      }
+      sink.done();
+      return true;
+    });
+  }
+
+  void janitor_loop() {
+    std::unique_lock<std::mutex> lock(janitor_mutex);
+    while (!stopping) {
+      janitor_wake.wait_for(lock, std::chrono::seconds(5));
+      sessions.expire();
+    }
+  }
+};
+
+Server::Server(std::shared_ptr<const Model> model, ServerOptions options)
+    : impl_(std::make_unique<Impl>(std::move(model), std::move(options))) {
+  check(impl_->options.parallel >= 1, "serve: --parallel must be at least 1");
+  check(impl_->options.queue >= 0, "serve: --queue must not be negative");
+  profile::set_enabled(true);  // stage times for /metrics
+}
+
+Server::~Server() {
+  stop();
+  if (impl_->janitor.joinable()) impl_->janitor.join();
+}
+
+int Server::bind() {
+  Impl& s = *impl_;
+  s.port = s.options.port == 0 ? s.http.bind_to_any_port(s.options.host)
+                               : (s.http.bind_to_port(s.options.host, s.options.port) ? s.options.port : -1);
+  check(s.port > 0, "serve: cannot listen on " + s.options.host + ":" + std::to_string(s.options.port) +
+                        " (in use, or not an address of this machine)");
+  return s.port;
+}
+
+void Server::run() {
+  Impl& s = *impl_;
+  if (s.port < 0) bind();
+  s.janitor = std::thread([&s] { s.janitor_loop(); });
+  s.http.listen_after_bind();
+}
+
+void Server::stop() {
+  Impl& s = *impl_;
+  s.stopping = true;
+  s.janitor_wake.notify_all();
+  s.http.stop();
+}
+
+}  // namespace sa2va::server

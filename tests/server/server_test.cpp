@@ -1,0 +1,402 @@
+// sa2va serve, in process on a free port, against the tiny fixture model: every endpoint, streams,
+// sessions, limits and bad requests, compared with the library's own answers.
+#include <gtest/gtest.h>
+#include <httplib.h>
+
+#include <atomic>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "io/image.h"
+#include "io/mask_io.h"
+#include "server/api.h"
+#include "server/server.h"
+#include "test_util.h"
+
+namespace sa2va::server {
+namespace {
+
+std::string file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::string data_uri(const std::string& path) {
+  const std::string bytes = file_bytes(path);
+  return "data:image/png;base64," + base64_encode(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size());
+}
+
+std::shared_ptr<const Model> tiny_model(const std::string& dir) {
+  static std::shared_ptr<const Model> model;
+  if (!model) {
+    ModelOptions o;
+    o.precision = Precision::F32;
+    model = Model::load(dir, o);
+  }
+  return model;
+}
+
+// A server on a free port, serving until destroyed.
+struct RunningServer {
+  RunningServer(const std::string& dir, ServerOptions options) {
+    options.port = 0;
+    options.model_name = "sa2va-tiny";
+    server = std::make_unique<Server>(tiny_model(dir), options);
+    port = server->bind();
+    thread = std::thread([this] { server->run(); });
+  }
+  ~RunningServer() {
+    server->stop();
+    thread.join();
+  }
+  httplib::Client client() const {
+    httplib::Client c("127.0.0.1", port);
+    c.set_read_timeout(120, 0);
+    return c;
+  }
+  std::unique_ptr<Server> server;
+  std::thread thread;
+  int port = 0;
+};
+
+json post(const RunningServer& s, const std::string& path, const json& body, int* status = nullptr,
+          const httplib::Headers& headers = {}) {
+  auto res = s.client().Post(path, headers, body.dump(), "application/json");
+  if (!res) {
+    ADD_FAILURE() << "no response from " << path;
+    return json();
+  }
+  if (status) *status = res->status;
+  return json::parse(res->body, nullptr, false);
+}
+
+std::vector<uint8_t> decode_rle(const json& rle) {
+  CocoRle coco;
+  coco.height = rle["size"][0].get<int>();
+  coco.width = rle["size"][1].get<int>();
+  coco.counts = rle_counts_from_string(rle["counts"].get<std::string>());
+  return rle_decode(coco);
+}
+
+std::vector<json> ndjson_lines(const std::string& body) {
+  std::vector<json> lines;
+  size_t start = 0;
+  for (size_t end; (end = body.find('\n', start)) != std::string::npos; start = end + 1)
+    lines.push_back(json::parse(body.substr(start, end - start)));
+  return lines;
+}
+
+json image_message(const std::string& image_uri, const std::string& text) {
+  return {{"role", "user"},
+          {"content", {{{"type", "image_url"}, {"image_url", {{"url", image_uri}}}}, {{"type", "text"}, {"text", text}}}}};
+}
+
+struct Tiny {
+  std::string dir, image, image_uri;
+};
+
+#define TINY_OR_SKIP(t)                              \
+  SA2VA_REQUIRE_FIXTURE(tiny_dir__, "sa2va-tiny");   \
+  const Tiny t{tiny_dir__, tiny_dir__ + "/inputs/image.png", data_uri(tiny_dir__ + "/inputs/image.png")}
+
+Prediction predict_directly(const Tiny& t, const std::string& text, const std::string& past_text = "") {
+  Request r;
+  r.image = load_image(t.image, 100'000'000);
+  r.text = text;
+  r.past_text = past_text;
+  r.forced_answer = "Sure, [SEG].";
+  return tiny_model(t.dir)->predict(r);
+}
+
+TEST(Server, HealthModelsAndMetrics) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  auto c = s.client();
+  auto health = c.Get("/health");
+  ASSERT_TRUE(health);
+  EXPECT_EQ(health->status, 200);
+  const json models = json::parse(c.Get("/v1/models")->body);
+  EXPECT_EQ(models["data"][0]["id"], "sa2va-tiny");
+  EXPECT_EQ(models["data"][0]["sa2va"]["template"], "qwen_chat");
+  const json caps = models["data"][0]["sa2va"]["capabilities"];
+  for (const char* cap : {"segmentation", "video", "gcg", "visual_prompts"})
+    EXPECT_NE(std::find(caps.begin(), caps.end(), cap), caps.end()) << cap;
+  auto page = c.Get("/");
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->status, 200);
+  EXPECT_NE(page->get_header_value("Content-Type").find("text/html"), std::string::npos);
+  EXPECT_NE(c.Get("/app.js")->get_header_value("Content-Type").find("javascript"), std::string::npos);
+  EXPECT_NE(c.Get("/style.css")->get_header_value("Content-Type").find("text/css"), std::string::npos);
+  const std::string metrics = c.Get("/metrics")->body;
+  EXPECT_NE(metrics.find("sa2va_requests_total{endpoint=\"/v1/models\",status=\"200\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sa2va_queue_waiting 0"), std::string::npos);
+}
+
+TEST(Server, ChatCompletionWithMasksMatchesTheLibrary) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  const json body = {{"model", "sa2va-tiny"},
+                     {"messages", {image_message(t.image_uri, "Please segment the red circle.")}},
+                     {"sa2va", {{"answer", "Sure, [SEG]."}}}};
+  int status = 0;
+  const json reply = post(s, "/v1/chat/completions", body, &status);
+  ASSERT_EQ(status, 200) << reply.dump();
+  EXPECT_EQ(reply["object"], "chat.completion");
+  EXPECT_EQ(reply["choices"][0]["message"]["content"], "Sure, [SEG].");
+  EXPECT_EQ(reply["choices"][0]["finish_reason"], "stop");
+  // The first turn's text has no <image>: the model puts it first, as it does for the server.
+  const Prediction want = predict_directly(t, "Please segment the red circle.");
+  ASSERT_EQ(reply["sa2va"]["masks"].size(), 1u);
+  const json& mask = reply["sa2va"]["masks"][0];
+  EXPECT_EQ(decode_rle(mask["rle"]), want.masks[0][0].data);
+  EXPECT_EQ(mask["frames"].size(), 1u);
+  EXPECT_EQ(mask["area"], std::count(want.masks[0][0].data.begin(), want.masks[0][0].data.end(), 1));
+  EXPECT_NEAR(mask["score"].get<double>(), want.scores[0], 1e-6);
+
+  // A later turn from the messages list: past_text rebuilt from the first turn and its answer.
+  const json later = {{"messages", {image_message(t.image_uri, "Please segment the red circle."),
+                                    {{"role", "assistant"}, {"content", "Sure, [SEG]."}},
+                                    {{"role", "user"}, {"content", "And the blue box?"}}}},
+                      {"sa2va", {{"answer", "Sure, [SEG]."}}}};
+  const json second = post(s, "/v1/chat/completions", later, &status);
+  ASSERT_EQ(status, 200) << second.dump();
+  const Prediction want2 = predict_directly(t, "And the blue box?", want.past_text);
+  EXPECT_EQ(decode_rle(second["sa2va"]["masks"][0]["rle"]), want2.masks[0][0].data);
+}
+
+TEST(Server, StreamedChatAddsUpToTheWholeAnswer) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  const json body = {{"messages", {image_message(t.image_uri, "Describe it.")}}, {"max_tokens", 12}};
+  const json whole = post(s, "/v1/chat/completions", body);
+  json streaming = body;
+  streaming["stream"] = true;
+  auto res = s.client().Post("/v1/chat/completions", streaming.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->get_header_value("Content-Type"), "text/event-stream");
+  std::string content, finish;
+  json last;
+  bool done = false;
+  size_t start = 0;
+  for (size_t end; (end = res->body.find("\n\n", start)) != std::string::npos; start = end + 2) {
+    const std::string event = res->body.substr(start, end - start);
+    ASSERT_EQ(event.rfind("data: ", 0), 0u) << event;
+    if (event == "data: [DONE]") {
+      done = true;
+      continue;
+    }
+    const json chunk = json::parse(event.substr(6));
+    const json& delta = chunk["choices"][0]["delta"];
+    if (delta.contains("content")) content += delta["content"].get<std::string>();
+    if (!chunk["choices"][0]["finish_reason"].is_null()) last = chunk;
+  }
+  EXPECT_TRUE(done);
+  EXPECT_EQ(content, whole["choices"][0]["message"]["content"].get<std::string>());
+  EXPECT_EQ(last["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
+  EXPECT_EQ(last["sa2va"]["text"], whole["sa2va"]["text"]);
+}
+
+TEST(Server, VideoFramesAndSegmentInEveryFormat) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  json frames = json::array();
+  for (int i = 0; i < 6; ++i) frames.push_back(data_uri(t.dir + "/inputs/video_frame" + std::to_string(i) + ".png"));
+  json content = json::array();
+  for (const auto& f : frames) content.push_back({{"type", "image_url"}, {"image_url", {{"url", f}}}});
+  content.push_back({{"type", "text"}, {"text", "Please segment the moving red ball."}});
+  int status = 0;
+  const json video = post(s, "/v1/chat/completions",
+                          {{"messages", {{{"role", "user"}, {"content", content}}}}, {"sa2va", {{"answer", "Sure, [SEG]."}}}},
+                          &status);
+  ASSERT_EQ(status, 200) << video.dump();
+  ASSERT_EQ(video["sa2va"]["masks"].size(), 1u);
+  EXPECT_EQ(video["sa2va"]["masks"][0]["frames"].size(), 6u);
+  EXPECT_EQ(video["sa2va"]["masks"][0]["frames"][5]["rle"]["size"], json({240, 320}));
+
+  std::vector<uint8_t> rle_mask;
+  for (const std::string format : {"rle", "png", "polygon"}) {
+    const json reply = post(s, "/v1/segment",
+                            {{"image", t.image_uri}, {"expressions", {"the red circle", "the blue box"}},
+                             {"format", format}, {"answer", "Sure, [SEG]."}},
+                            &status);
+    ASSERT_EQ(status, 200) << reply.dump();
+    ASSERT_EQ(reply["results"].size(), 2u);
+    EXPECT_EQ(reply["results"][1]["expression"], "the blue box");
+    const json& mask = reply["results"][0]["masks"][0];
+    ASSERT_TRUE(mask.contains(format)) << mask.dump();
+    if (format == "rle") rle_mask = decode_rle(mask["rle"]);
+    if (format == "png") {
+      const std::vector<uint8_t> png = base64_decode(mask["png"].get<std::string>(), "png");
+      const Image image = decode_image(png.data(), png.size(), "mask.png", 1'000'000);
+      ASSERT_EQ(image.width, 600);
+      for (size_t i = 0; i < rle_mask.size(); ++i) ASSERT_EQ(image.rgb[3 * i] > 127, rle_mask[i] != 0) << i;
+    }
+    if (format == "polygon") {
+      EXPECT_FALSE(mask["polygon"].empty());
+    }
+  }
+}
+
+TEST(Server, SessionsKeepTheMediaAndTheConversation) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  int status = 0;
+  const json session = post(s, "/v1/sessions", {{"image", t.image_uri}}, &status);
+  ASSERT_EQ(status, 200) << session.dump();
+  EXPECT_EQ(session["kind"], "image");
+  EXPECT_EQ(session["width"], 600);
+  const std::string id = session["id"];
+  auto c = s.client();
+  std::string past;
+  for (const std::string text : {"Please segment the red circle.", "And the blue box?"}) {
+    auto res = c.Post("/v1/sessions/" + id + "/chat", json{{"text", text}, {"answer", "Sure, [SEG]."}}.dump(),
+                      "application/json");
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->get_header_value("Content-Type"), "application/x-ndjson");
+    const std::vector<json> lines = ndjson_lines(res->body);
+    ASSERT_EQ(lines.size(), 3u) << res->body;
+    EXPECT_EQ(lines[0]["type"], "answer");
+    EXPECT_EQ(lines[0]["content"], "Sure, [SEG].");
+    EXPECT_EQ(lines[1]["type"], "frame");
+    EXPECT_EQ(lines[2]["type"], "done");
+    const Prediction want = predict_directly(t, text, past);
+    EXPECT_EQ(decode_rle(lines[1]["masks"][0]["rle"]), want.masks[0][0].data) << text;
+    past = want.past_text;
+  }
+  auto frame = c.Get("/v1/sessions/" + id + "/frames/0");
+  ASSERT_TRUE(frame);
+  EXPECT_EQ(frame->get_header_value("Content-Type"), "image/png");
+  const Image shown = decode_image(reinterpret_cast<const uint8_t*>(frame->body.data()), frame->body.size(), "frame", 1 << 24);
+  EXPECT_EQ(shown.rgb, load_image(t.image, 1 << 24).rgb);
+  EXPECT_EQ(c.Get("/v1/sessions/" + id + "/frames/1")->status, 404);
+  EXPECT_EQ(json::parse(c.Get("/v1/sessions/" + id)->body)["turns"], 2);
+  EXPECT_EQ(c.Delete("/v1/sessions/" + id)->status, 200);
+  EXPECT_EQ(c.Get("/v1/sessions/" + id)->status, 404);
+
+  // A video session streams one line per frame, in order.
+  json frames = json::array();
+  for (int i = 0; i < 6; ++i) frames.push_back(data_uri(t.dir + "/inputs/video_frame" + std::to_string(i) + ".png"));
+  const std::string vid = post(s, "/v1/sessions", {{"frames", frames}})["id"];
+  auto res = c.Post("/v1/sessions/" + vid + "/chat",
+                    json{{"text", "Please segment the moving red ball."}, {"answer", "Sure, [SEG]."}}.dump(),
+                    "application/json");
+  const std::vector<json> lines = ndjson_lines(res->body);
+  ASSERT_EQ(lines.size(), 8u) << res->body;
+  for (int f = 0; f < 6; ++f) EXPECT_EQ(lines[static_cast<size_t>(f) + 1]["frame"], f);
+}
+
+TEST(Server, BadRequestsGetJsonErrors) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.api_key = "secret";
+  o.max_body_bytes = 4 << 20;
+  o.limits.max_frames = 3;
+  o.limits.max_tokens = 64;
+  RunningServer s(t.dir, o);
+  const httplib::Headers auth = {{"Authorization", "Bearer secret"}};
+  int status = 0;
+  const json chat = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}};
+  post(s, "/v1/chat/completions", chat, &status);
+  EXPECT_EQ(status, 401);
+  post(s, "/v1/chat/completions", chat, &status, {{"Authorization", "Bearer wrong"}});
+  EXPECT_EQ(status, 401);
+  EXPECT_EQ(s.client().Get("/health")->status, 200);  // no key needed
+  post(s, "/v1/chat/completions", chat, &status, auth);
+  EXPECT_EQ(status, 200);
+
+  const auto expect_error = [&](const std::string& path, const std::string& body, int want, const std::string& words) {
+    auto res = s.client().Post(path, auth, body, "application/json");
+    ASSERT_TRUE(res) << path;
+    EXPECT_EQ(res->status, want) << body.substr(0, 200) << " -> " << res->body;
+    const json error = json::parse(res->body, nullptr, false);
+    ASSERT_TRUE(error.contains("error")) << res->body;
+    EXPECT_NE(error["error"]["message"].get<std::string>().find(words), std::string::npos) << res->body;
+  };
+  const auto chat_with = [](const json& content, const json& extra = json::object()) {
+    json body = {{"messages", {{{"role", "user"}, {"content", content}}}}};
+    body.update(extra);
+    return body.dump();
+  };
+  const auto image_part = [](const std::string& url) { return json{{"type", "image_url"}, {"image_url", {{"url", url}}}}; };
+  expect_error("/v1/chat/completions", "{not json", 400, "not valid JSON");
+  expect_error("/v1/chat/completions", json{{"messages", json::array()}}.dump(), 400, "messages");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"max_tokens", 1000}}), 400, "limit of 64");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"temperature", "hot"}}), 400, "temperature");
+  expect_error("/v1/chat/completions", chat_with(json::array({image_part("data:image/png;base64,@@@@")})), 400, "base64");
+  expect_error("/v1/chat/completions", chat_with(json::array({image_part("data:image/png;base64,aGVsbG8=")})), 400,
+               "image");
+  expect_error("/v1/chat/completions", chat_with(json::array({image_part("https://example.com/a.png")})), 400, "remote");
+  expect_error("/v1/chat/completions", chat_with(json::array({image_part(t.image)})), 403, "--allow-files");
+  json frames = json::array();
+  for (int i = 0; i < 4; ++i) frames.push_back(t.image_uri);
+  expect_error("/v1/sessions", json{{"frames", frames}}.dump(), 400, "limit of 3");
+  expect_error("/v1/sessions", json{{"image", t.image_uri}, {"video", t.image_uri}}.dump(), 400, "exactly one");
+  expect_error("/v1/sessions/s-nope/chat", json{{"text", "hi"}}.dump(), 404, "no session");
+  expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", json::array()}}.dump(), 400, "expressions");
+  expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", {"x"}}, {"format", "svg"}}.dump(), 400, "svg");
+  expect_error("/v1/chat/completions", std::string(5 << 20, ' '), 413, "too large");
+  expect_error("/v1/chat/completions",
+               json{{"messages", {{{"role", "assistant"}, {"content", "Hi"}}}}}.dump(), 400, "alternate");
+}
+
+TEST(Server, FullQueueGets429AndDisconnectCancels) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.parallel = 1;
+  o.queue = 0;
+  RunningServer s(t.dir, o);
+  // A long stream holds the only place; the client reads a little, then goes away.
+  std::atomic<int> chunks{0};
+  std::thread reader([&] {
+    httplib::Client c("127.0.0.1", s.port);
+    const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}},
+                       {"max_tokens", 2048}, {"stream", true}};
+    httplib::Request req;
+    req.method = "POST";
+    req.path = "/v1/chat/completions";
+    req.body = body.dump();
+    req.set_header("Content-Type", "application/json");
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 4; };
+    c.send(req);
+  });
+  while (chunks.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  int status = 0;
+  const json busy = post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, &status);
+  EXPECT_EQ(status, 429) << busy.dump();
+  reader.join();
+  // The abandoned stream stops well before its 2048 tokens and frees the place.
+  std::string metrics;
+  for (int i = 0; i < 400; ++i) {
+    metrics = s.client().Get("/metrics")->body;
+    if (metrics.find("(stream)\",status=\"504\"} 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_NE(metrics.find("(stream)\",status=\"504\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
+  post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
+  EXPECT_EQ(status, 200);
+}
+
+TEST(Server, ConcurrentClientsGetTheAnswersTheyWouldGetAlone) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.parallel = 2;
+  RunningServer s(t.dir, o);
+  const int kClients = 12;
+  const auto body = [&](int i) {
+    return json{{"messages", {{{"role", "user"}, {"content", "Question number " + std::to_string(i)}}}},
+                {"max_tokens", 6 + i % 5}};
+  };
+  std::vector<json> alone(kClients), together(kClients);
+  for (int i = 0; i < kClients; ++i) alone[static_cast<size_t>(i)] = post(s, "/v1/chat/completions", body(i));
+  std::vector<std::thread> clients;
+  for (int i = 0; i < kClients; ++i)
+    clients.emplace_back([&, i] { together[static_cast<size_t>(i)] = post(s, "/v1/chat/completions", body(i)); });
+  for (auto& c : clients) c.join();
+  for (int i = 0; i < kClients; ++i)
+    EXPECT_EQ(together[static_cast<size_t>(i)]["sa2va"]["text"], alone[static_cast<size_t>(i)]["sa2va"]["text"]) << i;
+}
+
+}  // namespace
+}  // namespace sa2va::server
