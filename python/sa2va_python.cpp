@@ -242,6 +242,8 @@ py::dict answer_dict(const sa2va::Prediction& p) {
   d["caption"] = p.caption;
   d["past_text"] = p.past_text;
   d["generated_ids"] = p.generated_ids;
+  d["content"] = p.content;
+  d["finish_reason"] = p.finish_reason;
   return d;
 }
 
@@ -528,6 +530,8 @@ Returns a dict:
   scores            per [SEG], SAM2's predicted IoU of the chosen mask (0 for videos)
   past_text         pass as past_text for the next turn
   generated_ids     token ids of the answer
+  content           the answer without its end-of-turn marker ("Sure, [SEG].")
+  finish_reason     "stop" (end of turn, or a forced answer) or "length" (max_new_tokens reached)
 )doc";
 
 constexpr const char* kPredictStreamDoc = R"doc(predict_stream(image=None, video=None, text=None, past_text="", mask_prompts=None, **generation) -> MaskStream

@@ -23,6 +23,8 @@ class Answer(TypedDict, total=False):
     caption: str
     past_text: str
     generated_ids: list[int]
+    content: str
+    finish_reason: str
     scores: list[float]
 
 class Prediction(TypedDict):
@@ -33,6 +35,8 @@ class Prediction(TypedDict):
     scores: list[float]
     past_text: str
     generated_ids: list[int]
+    content: str
+    finish_reason: str
 
 class MaskStream:
     def __iter__(self) -> Iterator[tuple[int, list[npt.NDArray[np.bool_]]]]: ...

@@ -47,6 +47,8 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
     o.max_session_bytes = static_cast<size_t>(a->max_session_mb * (1 << 20));
     o.model_name = std::filesystem::path(a->model_dir).lexically_normal().filename().string();
     if (o.model_name.empty()) o.model_name = std::filesystem::path(a->model_dir).lexically_normal().parent_path().filename().string();
+    for (const auto& entry : std::filesystem::directory_iterator(a->model_dir))
+      if (entry.path().extension() == ".safetensors") o.model_bytes += entry.file_size();
     ModelOptions mo;
     mo.precision = a->precision == "f32" ? Precision::F32 : Precision::BF16;
     mo.weights = a->weights == "q8_0" ? WeightFormat::Q8_0 : a->weights == "q4_0" ? WeightFormat::Q4_0 : WeightFormat::BF16;

@@ -418,6 +418,7 @@ struct Server::Impl {
                        {"object", "model"},
                        {"owned_by", "sa2va.cpp"},
                        {"sa2va", {{"template", model->template_name()},
+                                  {"weights_bytes", options.model_bytes},
                                   {"capabilities", {"chat", "segmentation", "video", "gcg", "visual_prompts"}},
                                   {"limits", {{"max_tokens", options.limits.max_tokens},
                                               {"max_frames", options.limits.max_frames},

@@ -4,6 +4,7 @@
 // predictions run at once and `queue` more wait; beyond that requests get 429.
 #pragma once
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -25,6 +26,7 @@ struct ServerOptions {
   double session_idle_s = 900;  // a session unused this long ends
   size_t max_session_bytes = size_t{1} << 30;  // decoded media + cached vision work per session
   std::string model_name;       // the id in /v1/models
+  uint64_t model_bytes = 0;     // size of its weight files, reported by /v1/models
 };
 
 class Server {

@@ -48,6 +48,7 @@ def test_image_masks_match_the_upstream_goldens(tiny_model, tiny_dir, tiny_meta)
     assert iou(masks[0], golden(tiny_dir, "image")["seg0.mask"]) >= MIN_IOU
     assert len(out["scores"]) == 1 and 0.0 <= out["scores"][0] <= 1.0
     assert out["phrases"] == [""]
+    assert out["content"] == "Sure, [SEG]." and out["finish_reason"] == "stop"
 
 
 def test_an_image_is_the_same_as_a_path_a_pil_image_or_an_array(tiny_model, tiny_dir, tiny_meta):

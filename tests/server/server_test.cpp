@@ -336,8 +336,30 @@ TEST(Server, BadRequestsGetJsonErrors) {
   expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", json::array()}}.dump(), 400, "expressions");
   expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", {"x"}}, {"format", "svg"}}.dump(), 400, "svg");
   expect_error("/v1/chat/completions", std::string(5 << 20, ' '), 413, "too large");
+  expect_error("/v1/sessions", json{{"video", "data:video/mp4;base64,aGVsbG8gd29ybGQ="}}.dump(), 400, "video");
+  expect_error("/v1/chat/completions",
+               chat_with(json::array({{{"type", "video_url"}, {"video_url", {{"url", "data:video/mp4;base64,AAAA"}}}}})),
+               400, "video");
   expect_error("/v1/chat/completions",
                json{{"messages", {{{"role", "assistant"}, {"content", "Hi"}}}}}.dump(), 400, "alternate");
+}
+
+TEST(Server, SessionsAreBoundedInNumberAndTime) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.max_sessions = 2;
+  o.session_idle_s = 1;
+  RunningServer s(t.dir, o);
+  int status = 0;
+  const std::string first = post(s, "/v1/sessions", {{"image", t.image_uri}}, &status)["id"];
+  post(s, "/v1/sessions", {{"image", t.image_uri}}, &status);
+  EXPECT_EQ(status, 200);
+  post(s, "/v1/sessions", {{"image", t.image_uri}}, &status);
+  EXPECT_EQ(status, 429);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1300));
+  EXPECT_EQ(s.client().Get("/v1/sessions/" + first)->status, 404);  // idle too long: ended
+  post(s, "/v1/sessions", {{"image", t.image_uri}}, &status);
+  EXPECT_EQ(status, 200);
 }
 
 TEST(Server, FullQueueGets429AndDisconnectCancels) {
