@@ -59,6 +59,7 @@ struct Image {
 struct Mask {
   int width = 0, height = 0;
   std::vector<uint8_t> data;
+  bool operator==(const Mask&) const = default;
 };
 
 // Decodes a JPEG or PNG file to RGB exactly as PIL's Image.open(path).convert('RGB') does.
@@ -117,11 +118,12 @@ struct Prediction;
 
 // Vision work on one image or video, kept across the turns of a conversation about it (a chat
 // session): give every turn's Request the same cache together with the same image or video, and
-// the vision encoder runs once (and, for an image, SAM2's image encoder too). A cache belongs to one
-// medium: using it with another gives the first one's features. Thread-safe.
+// the vision encoder and SAM2's image encoder run on the first turn only (for a video, SAM2's
+// features of as many frames as fit in max_bytes; the others are computed again). A cache belongs
+// to one medium: using it with another gives the first one's features. Thread-safe.
 class VisualCache {
  public:
-  static std::shared_ptr<VisualCache> create();
+  static std::shared_ptr<VisualCache> create(size_t max_bytes = size_t{1} << 30);
   virtual ~VisualCache() = default;
   virtual size_t bytes() const = 0;  // memory held
 };

@@ -69,7 +69,7 @@ std::unique_ptr<Video> Video::from_frames(std::vector<Image> frames) {
   return std::make_unique<FramesVideo>(std::move(frames));
 }
 
-std::shared_ptr<VisualCache> VisualCache::create() { return std::make_shared<VisualCacheImpl>(); }
+std::shared_ptr<VisualCache> VisualCache::create(size_t max_bytes) { return std::make_shared<VisualCacheImpl>(max_bytes); }
 
 std::unique_ptr<Model> Model::load(const std::string& model_dir, const ModelOptions& options) {
   return std::make_unique<ModelImpl>(Sa2vaModel::load(model_dir, options));

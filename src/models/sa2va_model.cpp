@@ -108,13 +108,20 @@ std::string without_end_of_turn(std::string text, const std::vector<std::string>
 
 }  // namespace
 
+static size_t feature_bytes(const sam2::FrameFeatures& f) {
+  return f.fpn2.nbytes() + f.pos2.nbytes() + f.feat_s0.nbytes() + f.feat_s1.nbytes();
+}
+
 size_t VisualCacheImpl::bytes() const {
   std::lock_guard<std::mutex> lock(mutex);
+  return bytes_locked();
+}
+
+size_t VisualCacheImpl::bytes_locked() const {
   size_t total = 0;
   for (const auto& [key, v] : vision) total += v.vit_embeds.nbytes();
-  if (sam2_image)
-    total += sam2_image->fpn2.nbytes() + sam2_image->pos2.nbytes() + sam2_image->feat_s0.nbytes() +
-             sam2_image->feat_s1.nbytes();
+  if (sam2_image) total += feature_bytes(*sam2_image);
+  for (const auto& [frame, f] : sam2_frames) total += feature_bytes(f);
   return total;
 }
 
@@ -338,7 +345,8 @@ void Sa2vaModel::encode_image(const Request& request, PredictState& s, const Exe
   s.num_tiles = tiles.size();
   if (cache) {
     std::lock_guard<std::mutex> lock(cache->mutex);
-    cache->vision[key] = {s.vit_embeds, s.visual_tokens, s.num_tiles, {}};
+    if (cache->bytes_locked() + s.vit_embeds.nbytes() <= cache->max_bytes)
+      cache->vision[key] = {s.vit_embeds, s.visual_tokens, s.num_tiles, {}};
   }
 }
 
@@ -395,7 +403,8 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
   for (int64_t index : key) s.conditioning_frames.push_back(static_cast<int>(index));
   if (cache) {
     std::lock_guard<std::mutex> lock(cache->mutex);
-    cache->vision[cache_key] = {s.vit_embeds, s.visual_tokens, 0, s.conditioning_frames};
+    if (cache->bytes_locked() + s.vit_embeds.nbytes() <= cache->max_bytes)
+      cache->vision[cache_key] = {s.vit_embeds, s.visual_tokens, 0, s.conditioning_frames};
   }
 }
 
@@ -520,7 +529,7 @@ void Sa2vaModel::segment_image(const Request& request, PredictState& s, const Ex
     features = sam2.encode(preprocess::sam2_normalize(resized), ctx);
     if (cache) {
       std::lock_guard<std::mutex> lock(cache->mutex);
-      cache->sam2_image = features;
+      if (cache->bytes_locked() + feature_bytes(features) <= cache->max_bytes) cache->sam2_image = features;
     }
   }
   for (int64_t k = 0; k < s.num_seg; ++k) {
@@ -549,6 +558,21 @@ void Sa2vaModel::track_video(const Request& request, PredictState& s, const Exec
   Video* video = request.video;
   Prediction& out = s.out;
   int64_t done = 0;
+  // Frame features kept in the request's cache while they fit its budget (a video session's later turns).
+  auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
+  sam2::VideoTracker::FeatureCache feature_cache;
+  if (cache) {
+    feature_cache.lookup = [cache](int t) -> std::optional<sam2::FrameFeatures> {
+      std::lock_guard<std::mutex> lock(cache->mutex);
+      const auto hit = cache->sam2_frames.find(t);
+      if (hit == cache->sam2_frames.end()) return std::nullopt;
+      return hit->second;
+    };
+    feature_cache.store = [cache](int t, const sam2::FrameFeatures& f) {
+      std::lock_guard<std::mutex> lock(cache->mutex);
+      if (cache->bytes_locked() + feature_bytes(f) <= cache->max_bytes) cache->sam2_frames[t] = f;
+    };
+  }
   tracker.track(
       sam2, s.seg_embeds, static_cast<int>(num_frames), s.conditioning_frames,
       [&](int t) {
@@ -574,7 +598,7 @@ void Sa2vaModel::track_video(const Request& request, PredictState& s, const Exec
         else out.masks[static_cast<size_t>(k)].push_back(to_mask(mask));
         if (k == num_seg - 1 && request.on_progress) request.on_progress(++done, num_frames);
       },
-      ctx);
+      ctx, cache ? &feature_cache : nullptr);
   if (rec) {
     for (int64_t k = 0; k < num_seg; ++k) {
       const std::string name = "seg" + std::to_string(k);

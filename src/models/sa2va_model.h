@@ -39,10 +39,14 @@ struct VisualCacheImpl final : VisualCache {
     size_t num_tiles = 0;
     std::vector<int> conditioning_frames;
   };
+  explicit VisualCacheImpl(size_t max_bytes) : max_bytes(max_bytes) {}
   mutable std::mutex mutex;
+  const size_t max_bytes;
   std::map<std::string, Vision> vision;  // "image/<max_tiles>", "video/<llm frames>/<uniform>"
   std::optional<sam2::FrameFeatures> sam2_image;
+  std::map<int, sam2::FrameFeatures> sam2_frames;  // video: per frame, while within max_bytes
   size_t bytes() const override;
+  size_t bytes_locked() const;
 };
 
 struct Sa2vaModel {

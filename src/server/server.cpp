@@ -87,7 +87,7 @@ class Admission {
 struct Session {
   std::string id;
   std::unique_ptr<Media> media;
-  std::shared_ptr<VisualCache> cache = VisualCache::create();
+  std::shared_ptr<VisualCache> cache;
   std::mutex mutex;  // one turn (or frame read) at a time
   std::string past_text;
   int turns = 0;
@@ -108,13 +108,15 @@ class Sessions {
  public:
   Sessions(int max_sessions, double idle_s) : max_(max_sessions), idle_s_(idle_s) {}
 
-  std::shared_ptr<Session> create(std::unique_ptr<Media> media) {
+  // `cache_bytes`: what the session's vision work may keep.
+  std::shared_ptr<Session> create(std::unique_ptr<Media> media, size_t cache_bytes) {
     std::lock_guard<std::mutex> lock(mutex_);
     expire_locked();
     if (static_cast<int>(sessions_.size()) >= max_)
       throw HttpError(429, "the server holds its limit of " + std::to_string(max_) + " sessions; delete one or retry later");
     auto s = std::make_shared<Session>();
     s->id = new_session_id();
+    s->cache = VisualCache::create(cache_bytes);
     s->media = std::move(media);
     sessions_[s->id] = s;
     return s;
@@ -538,7 +540,8 @@ struct Server::Impl {
       throw HttpError(413, "the decoded media take " + std::to_string(media->bytes() >> 20) +
                                " MiB, over this server's limit of " + std::to_string(options.max_session_bytes >> 20) +
                                " MiB per session");
-    const std::shared_ptr<Session> s = sessions.create(std::move(media));
+    const size_t media_bytes = media->bytes();
+    const std::shared_ptr<Session> s = sessions.create(std::move(media), options.max_session_bytes - media_bytes);
     send_json(res, 200, session_json(*s));
   }
 
@@ -628,9 +631,7 @@ struct Server::Impl {
         }
         session->past_text = p.past_text;
         ++session->turns;
-        // Bounded memory: vision work beyond the session's budget is not kept.
-        if (session->media->bytes() + session->cache->bytes() > options.max_session_bytes)
-          session->cache = VisualCache::create();
+
         send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns}});
         metrics.count("/v1/sessions/{id}/chat (stream)", 200);
       } catch (const Cancelled&) {

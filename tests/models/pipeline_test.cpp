@@ -595,6 +595,37 @@ TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
   }
 }
 
+// A video conversation with a cache: SAM2 encodes every frame once over two turns; with a budget
+// too small for any frame it encodes them again, and the masks are the same either way.
+TEST(Pipeline, VisualCacheKeepsVideoFrameFeaturesWithinItsBudget) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = meta_of(dir)["cases"]["video"];
+  const Sa2vaModel& m = fixture_model(dir, Precision::F32);
+  auto video = Video::open(fixture_frames_folder(dir, c, "cached-video"));
+  Request first;
+  first.video = video.get();
+  first.text = c["prompt"].get<std::string>();
+  first.forced_answer = c["answer_text"].get<std::string>();
+  const Prediction plain = m.predict(first);
+  Request second = first;
+  second.text = "And now?";
+  second.past_text = plain.past_text;
+  const Prediction plain2 = m.predict(second);
+  for (const size_t budget : {size_t{1} << 30, size_t{1}}) {
+    first.cache = second.cache = VisualCache::create(budget);
+    set_profiling(true);
+    profile::reset();
+    const Prediction a = m.predict(first);
+    const Prediction b = m.predict(second);
+    const int64_t encodes = profiled_calls("sam2.image_encoder");
+    set_profiling(false);
+    EXPECT_EQ(encodes, budget > 1 ? 6 : 12) << "budget " << budget;
+    EXPECT_EQ(a.masks, plain.masks);
+    EXPECT_EQ(b.masks, plain2.masks);
+    EXPECT_LE(first.cache->bytes(), budget);
+  }
+}
+
 // conversation_after rebuilds past_text without running the model: the same text as a prediction
 // with that answer forced, for images (with and without visual prompts), videos, later turns and text.
 TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {

@@ -243,15 +243,20 @@ TrackerState VideoTracker::new_state(const Tensor& language_embeddings, int num_
 }
 
 void VideoTracker::step(TrackerState& s, const Sam2Image& sam, const FrameSource& frames, const MaskSink& masks,
-                        const ExecContext& ctx) const {
+                        const ExecContext& ctx, const FeatureCache* cache) const {
   check(!s.done(), "video tracking: every frame of the video has been tracked");
   const int t = s.next_frame();
   const int64_t S = grid * 16;
-  const Tensor image = frames(t);
-  check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
-        "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
-            std::to_string(S) + "]");
-  const FrameFeatures f = sam.encode(image, ctx.silent());
+  std::optional<FrameFeatures> known = cache && cache->lookup ? cache->lookup(t) : std::nullopt;
+  if (!known) {
+    const Tensor image = frames(t);
+    check(image.defined() && image.dtype() == DType::F32 && image.shape() == Shape{3, S, S},
+          "video tracking: frame " + std::to_string(t) + " must be F32 [3, " + std::to_string(S) + ", " +
+              std::to_string(S) + "]");
+    known = sam.encode(image, ctx.silent());
+    if (cache && cache->store) cache->store(t, *known);
+  }
+  const FrameFeatures& f = *known;
   if (s.is_conditioning[static_cast<size_t>(t)]) {
     // Conditioning frames come first in the schedule: step `next` is conditioning frame `next`.
     std::vector<Tensor>& held = s.held[s.next];
@@ -276,10 +281,10 @@ void VideoTracker::step(TrackerState& s, const Sam2Image& sam, const FrameSource
 
 void VideoTracker::track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
                          const std::vector<int>& conditioning_frames, const FrameSource& frames,
-                         const MaskSink& masks, const ExecContext& ctx) const {
+                         const MaskSink& masks, const ExecContext& ctx, const FeatureCache* cache) const {
   TrackerState state = new_state(language_embeddings, num_frames, conditioning_frames);
   while (!state.done()) {
-    step(state, sam, frames, masks, ctx);
+    step(state, sam, frames, masks, ctx, cache);
     ctx.end_of_period();  // one frame: buffers not reused by the next one are returned
   }
 }

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <optional>
 #include <vector>
 
 #include "core/context.h"
@@ -138,6 +139,13 @@ struct VideoTracker {
   // Receives frame t's low-resolution mask logits F32 [4g, 4g] for object k (frames in order,
   // objects in order within a frame), frame t = 0 … num_frames−1. The tensor is the caller's to keep.
   using MaskSink = std::function<void(int frame, int object, const Tensor& low_res_logits)>;
+  // Optional, for work kept across requests on the same video: `lookup` returns frame t's image
+  // features when they are already known (then FrameSource is not called for it); features that
+  // are computed go to `store`.
+  struct FeatureCache {
+    std::function<std::optional<FrameFeatures>(int frame)> lookup;
+    std::function<void(int frame, const FrameFeatures& features)> store;
+  };
 
   // ---- whole video ------------------------------------------------------------------------
   // language_embeddings: F32 [objects, hidden] ([SEG] prompts, one per object, each tracked
@@ -150,7 +158,7 @@ struct VideoTracker {
   // ctx.recorder.
   void track(const Sam2Image& sam, const Tensor& language_embeddings, int num_frames,
              const std::vector<int>& conditioning_frames, const FrameSource& frames, const MaskSink& masks,
-             const ExecContext& ctx = {}) const;
+             const ExecContext& ctx = {}, const FeatureCache* cache = nullptr) const;
 
   // ---- one request, frame by frame --------------------------------------------------------
   // Checks the arguments (as track() takes them) and creates the request's state.
@@ -160,7 +168,7 @@ struct VideoTracker {
   // decode with the language prompt; any other: memory attention, decode without prompt; then, when
   // a later frame is tracked, encode its memory), and hands out the masks now due, in frame order.
   void step(TrackerState& state, const Sam2Image& sam, const FrameSource& frames, const MaskSink& masks,
-            const ExecContext& ctx = {}) const;
+            const ExecContext& ctx = {}, const FeatureCache* cache = nullptr) const;
 
  private:
   // One frame, one object: return the low-res logits and store the frame's memory (when
