@@ -1,6 +1,11 @@
 #include "server/server.h"
 
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <httplib.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -216,6 +221,43 @@ class Metrics {
   uint64_t tokens_ = 0, predictions_ = 0;
   double predict_seconds_ = 0;
 };
+
+// ---- a plain request's client going away ----------------------------------------------------------
+
+// The connection of a request, found among this process's sockets by its two ends (the HTTP
+// library does not hand handlers the socket). -1 when not found.
+int connection_socket(const httplib::Request& req) {
+  DIR* fds = opendir("/proc/self/fd");
+  if (fds == nullptr) return -1;
+  int found = -1;
+  while (const dirent* entry = readdir(fds)) {
+    const int fd = std::atoi(entry->d_name);
+    if (fd <= 2) continue;
+    sockaddr_storage peer{}, local{};
+    socklen_t peer_len = sizeof peer, local_len = sizeof local;
+    if (getpeername(fd, reinterpret_cast<sockaddr*>(&peer), &peer_len) != 0 ||
+        getsockname(fd, reinterpret_cast<sockaddr*>(&local), &local_len) != 0)
+      continue;
+    const auto port_of = [](const sockaddr_storage& a) {
+      return a.ss_family == AF_INET ? ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port)
+             : a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port)
+                                       : 0;
+    };
+    if (port_of(peer) == req.remote_port && port_of(local) == req.local_port) {
+      found = fd;
+      break;
+    }
+  }
+  closedir(fds);
+  return found;
+}
+
+// Whether the client hung up (checked between tokens and frames; no data is read).
+bool client_hung_up(int fd) {
+  if (fd < 0) return false;
+  pollfd p{fd, POLLRDHUP, 0};
+  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
 
 // ---- streaming helpers ---------------------------------------------------------------------------
 
@@ -438,8 +480,18 @@ struct Server::Impl {
                                 std::chrono::system_clock::now().time_since_epoch()).count();
     const auto until = deadline();
     if (!call->stream) {
-      const Prediction p = predict(call->request, *ticket, [until] { return Clock::now() > until; });
-      send_json(res, 200, completion_json(p, call->mask_format, id, created));
+      const int client = connection_socket(req);
+      bool hung_up = false;
+      try {
+        const Prediction p = predict(call->request, *ticket, [&] {
+          hung_up = hung_up || client_hung_up(client);
+          return hung_up || Clock::now() > until;
+        });
+        send_json(res, 200, completion_json(p, call->mask_format, id, created));
+      } catch (const Cancelled&) {
+        if (!hung_up) throw;
+        send_json(res, 499, error_body(499, "the client went away"));  // nobody reads it; counted in /metrics
+      }
       return;
     }
     // Server-sent events: a chunk per piece of text, then one with the finish reason and the masks.

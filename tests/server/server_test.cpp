@@ -398,6 +398,21 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
   EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
   post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
   EXPECT_EQ(status, 200);
+
+  // A plain request whose client stops waiting is cancelled too.
+  {
+    httplib::Client impatient("127.0.0.1", s.port);
+    impatient.set_read_timeout(0, 300'000);  // 0.3 s
+    const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 2048}};
+    EXPECT_FALSE(impatient.Post("/v1/chat/completions", body.dump(), "application/json"));
+  }
+  for (int i = 0; i < 400; ++i) {
+    metrics = s.client().Get("/metrics")->body;
+    if (metrics.find("completions\",status=\"499\"} 1") != std::string::npos) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(25));
+  }
+  EXPECT_NE(metrics.find("completions\",status=\"499\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
 }
 
 TEST(Server, ConcurrentClientsGetTheAnswersTheyWouldGetAlone) {
