@@ -117,6 +117,18 @@ size_t VisualCacheImpl::bytes() const {
   return bytes_locked();
 }
 
+std::optional<VisualCacheImpl::Vision> VisualCacheImpl::find_vision(const std::string& key) const {
+  std::lock_guard<std::mutex> lock(mutex);
+  const auto hit = vision.find(key);
+  if (hit == vision.end()) return std::nullopt;
+  return hit->second;
+}
+
+void VisualCacheImpl::keep_vision(const std::string& key, Vision v) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (bytes_locked() + v.vit_embeds.nbytes() <= max_bytes) vision[key] = std::move(v);
+}
+
 size_t VisualCacheImpl::bytes_locked() const {
   size_t total = 0;
   for (const auto& [key, v] : vision) total += v.vit_embeds.nbytes();
@@ -328,14 +340,11 @@ void Sa2vaModel::encode_image(const Request& request, PredictState& s, const Exe
   StageRecorder* const rec = ctx.recorder;
   auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
   const std::string key = "image/" + std::to_string(request.max_tiles);
-  if (cache) {
-    std::lock_guard<std::mutex> lock(cache->mutex);
-    if (const auto hit = cache->vision.find(key); hit != cache->vision.end()) {
-      s.vit_embeds = hit->second.vit_embeds;
-      s.visual_tokens = hit->second.visual_tokens;
-      s.num_tiles = hit->second.num_tiles;
-      return;
-    }
+  if (const auto known = cache ? cache->find_vision(key) : std::nullopt) {
+    s.vit_embeds = known->vit_embeds;
+    s.visual_tokens = known->visual_tokens;
+    s.num_tiles = known->num_tiles;
+    return;
   }
   const std::vector<Image> tiles = preprocess::dynamic_tiles(request.image, 1, request.max_tiles);
   record(rec, "tiles_u8", image_u8(tiles));
@@ -343,11 +352,7 @@ void Sa2vaModel::encode_image(const Request& request, PredictState& s, const Exe
   s.vit_embeds = vision.forward(preprocess::normalize_for_vit(tiles), ctx);
   s.visual_tokens = image_token_string(static_cast<int>(tiles.size()), config.num_image_tokens());
   s.num_tiles = tiles.size();
-  if (cache) {
-    std::lock_guard<std::mutex> lock(cache->mutex);
-    if (cache->bytes_locked() + s.vit_embeds.nbytes() <= cache->max_bytes)
-      cache->vision[key] = {s.vit_embeds, s.visual_tokens, s.num_tiles, {}};
-  }
+  if (cache) cache->keep_vision(key, {s.vit_embeds, s.visual_tokens, s.num_tiles, {}});
 }
 
 void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, const ExecContext& ctx) const {
@@ -383,14 +388,11 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
   auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
   const std::string cache_key =
       "video/" + std::to_string(request.video_llm_frames) + "/" + (request.video_uniform_frames ? "uniform" : "first");
-  if (cache) {
-    std::lock_guard<std::mutex> lock(cache->mutex);
-    if (const auto hit = cache->vision.find(cache_key); hit != cache->vision.end()) {
-      s.vit_embeds = hit->second.vit_embeds;
-      s.visual_tokens = hit->second.visual_tokens;
-      s.conditioning_frames = hit->second.conditioning_frames;
-      return;
-    }
+  if (const auto known = cache ? cache->find_vision(cache_key) : std::nullopt) {
+    s.vit_embeds = known->vit_embeds;
+    s.visual_tokens = known->visual_tokens;
+    s.conditioning_frames = known->conditioning_frames;
+    return;
   }
   const std::vector<int64_t> key =
       llm_frame_indices(s.num_frames, request.video_llm_frames, request.video_uniform_frames);
@@ -401,11 +403,7 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
   s.vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), ctx);
   s.visual_tokens = video_token_string(static_cast<int>(key.size()), config.num_image_tokens());
   for (int64_t index : key) s.conditioning_frames.push_back(static_cast<int>(index));
-  if (cache) {
-    std::lock_guard<std::mutex> lock(cache->mutex);
-    if (cache->bytes_locked() + s.vit_embeds.nbytes() <= cache->max_bytes)
-      cache->vision[cache_key] = {s.vit_embeds, s.visual_tokens, 0, s.conditioning_frames};
-  }
+  if (cache) cache->keep_vision(cache_key, {s.vit_embeds, s.visual_tokens, 0, s.conditioning_frames});
 }
 
 // ---- prompt: build, tokenize, embed, splice the vision features ----------------------------

@@ -47,6 +47,8 @@ struct VisualCacheImpl final : VisualCache {
   std::map<int, sam2::FrameFeatures> sam2_frames;  // video: per frame, while within max_bytes
   size_t bytes() const override;
   size_t bytes_locked() const;
+  std::optional<Vision> find_vision(const std::string& key) const;
+  void keep_vision(const std::string& key, Vision v);  // when it fits max_bytes
 };
 
 struct Sa2vaModel {

@@ -388,12 +388,15 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
   EXPECT_EQ(status, 429) << busy.dump();
   reader.join();
   // The abandoned stream stops well before its 2048 tokens and frees the place.
-  std::string metrics;
-  for (int i = 0; i < 400; ++i) {
-    metrics = s.client().Get("/metrics")->body;
-    if (metrics.find("(stream)\",status=\"504\"} 1") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
+  const auto metrics_once_counted = [&](const std::string& line) {
+    std::string metrics;
+    for (int i = 0; i < 400 && metrics.find(line) == std::string::npos; ++i) {
+      if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+      metrics = s.client().Get("/metrics")->body;
+    }
+    return metrics;
+  };
+  std::string metrics = metrics_once_counted("(stream)\",status=\"504\"} 1");
   EXPECT_NE(metrics.find("(stream)\",status=\"504\"} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
   post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
@@ -406,11 +409,7 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
     const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 2048}};
     EXPECT_FALSE(impatient.Post("/v1/chat/completions", body.dump(), "application/json"));
   }
-  for (int i = 0; i < 400; ++i) {
-    metrics = s.client().Get("/metrics")->body;
-    if (metrics.find("completions\",status=\"499\"} 1") != std::string::npos) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(25));
-  }
+  metrics = metrics_once_counted("completions\",status=\"499\"} 1");
   EXPECT_NE(metrics.find("completions\",status=\"499\"} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
 }
