@@ -6,6 +6,7 @@
 #include <pybind11/stl.h>
 #include <sa2va/sa2va.h>
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -299,10 +300,12 @@ class MaskStream {
       pending_frame_ = frame;
     };
     r.on_progress = [this](int64_t, int64_t) { push_frame(pending_frame_, std::exchange(pending_, {})); };
+    r.should_stop = [this] { return stop_requested_.load(); };
     worker_ = std::thread([this] { run(); });
   }
 
   ~MaskStream() {
+    stop_requested_ = true;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       cancelled_ = true;
@@ -388,6 +391,7 @@ class MaskStream {
       }
       result = std::move(p);
     } catch (const Cancelled&) {
+    } catch (const sa2va::Cancelled&) {
     } catch (...) {
       error = std::current_exception();
     }
@@ -408,6 +412,7 @@ class MaskStream {
   std::optional<sa2va::Prediction> answer_, result_;
   std::exception_ptr error_;
   bool finished_ = false, cancelled_ = false;
+  std::atomic<bool> stop_requested_{false};  // the model polls it between tokens and frames
   std::thread worker_;
 };
 
@@ -540,7 +545,7 @@ predict_forward that hands the masks over frame by frame while a video is being 
 keeping them all: iterate over the result for (frame_index, [HxW bool mask per [SEG]]) in frame
 order; .answer() returns the answer fields (prediction, phrases, caption, past_text, generated_ids)
 as soon as the text is known. An image yields one frame. Same arguments as predict_forward. The
-prediction runs on its own thread; dropping the stream stops it at the next frame.
+prediction runs on its own thread; dropping the stream stops it at the next token or frame.
 )doc";
 
 }  // namespace

@@ -53,26 +53,28 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
     mo.precision = a->precision == "f32" ? Precision::F32 : Precision::BF16;
     mo.weights = a->weights == "q8_0" ? WeightFormat::Q8_0 : a->weights == "q4_0" ? WeightFormat::Q4_0 : WeightFormat::BF16;
     mo.device = a->device;
-    // SIGINT / SIGTERM end the server cleanly: a thread waits for them while the others serve.
+    signal(SIGPIPE, SIG_IGN);  // a client that went away is noticed by the failed write
+    std::shared_ptr<const Model> model = Model::load(a->model_dir, mo);
+    // SIGINT / SIGTERM end the server cleanly (running requests are cancelled): blocked in every
+    // thread from here on, a thread of its own waits for them. A second one ends the process.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-    signal(SIGPIPE, SIG_IGN);  // a client that went away is noticed by the failed write
-    std::shared_ptr<const Model> model = Model::load(a->model_dir, mo);
     server::Server server(model, o);
     const int port = server.bind();
-    std::thread waiter([&] {
+    std::thread waiter([&server, stop_signals] {
       int received = 0;
       sigwait(&stop_signals, &received);
       server.stop();
+      sigwait(&stop_signals, &received);
+      if (received != 0) std::_Exit(130);
     });
     std::fprintf(stderr, "sa2va serve: %s on http://%s:%d/ (%d parallel, queue %d%s)\n", o.model_name.c_str(),
                  o.host.c_str(), port, o.parallel, o.queue, o.api_key.empty() ? "" : ", API key required");
     server.run();
-    pthread_kill(waiter.native_handle(), SIGTERM);  // wakes the waiter when stopped otherwise
-    waiter.join();
+    waiter.detach();  // a second signal may still end the process while it winds down
     return 0;
   };
 });

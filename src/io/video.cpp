@@ -219,7 +219,17 @@ class FileVideoSource final : public VideoSource {
  private:
   void open_decoder() {
     quiet_ffmpeg_logs();
-    int rc = avformat_open_input(&format_, path_.c_str(), nullptr, nullptr);
+    // Only the container formats of video files, read from this one file: playlists, concat lists
+    // and image-sequence patterns (which open further files or URLs named inside) are refused, so
+    // a video sent to a service cannot make it read anything else.
+    AVDictionary* options = nullptr;
+    av_dict_set(&options, "protocol_whitelist", "file", 0);
+    av_dict_set(&options, "format_whitelist",
+                "mov,mp4,m4a,3gp,3g2,mj2,matroska,webm,avi,mpegts,mpeg,flv,ogg,asf,gif,h264,hevc,mjpeg,ivf,"
+                "yuv4mpegpipe,m4v",
+                0);
+    int rc = avformat_open_input(&format_, path_.c_str(), nullptr, &options);
+    av_dict_free(&options);
     if (rc < 0) throw Error(path_ + ": cannot open as a video (" + av_error_text(rc) + ")");
     rc = avformat_find_stream_info(format_, nullptr);
     if (rc < 0) throw Error(path_ + ": cannot read the stream information (" + av_error_text(rc) + ")");

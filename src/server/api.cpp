@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -103,14 +104,23 @@ std::unique_ptr<Media> frames_media(const std::vector<std::string>& references, 
     bad_request("frames: " + std::to_string(references.size()) + " frames exceed this server's limit of " +
                 std::to_string(limits.max_frames));
   std::vector<Image> frames;
-  for (size_t i = 0; i < references.size(); ++i)
+  size_t decoded = 0;
+  for (size_t i = 0; i < references.size(); ++i) {
     frames.push_back(decode_image_reference(references[i], limits, "frames[" + std::to_string(i) + "]"));
-  return video_media(Video::from_frames(std::move(frames)), "", limits);
+    decoded += frames.back().rgb.size();
+    if (decoded > limits.max_media_bytes)
+      bad_request("frames: the decoded frames exceed this server's limit of " +
+                  std::to_string(limits.max_media_bytes >> 20) + " MiB");
+  }
+  auto media = video_media(Video::from_frames(std::move(frames)), "", limits);
+  media->decoded_bytes = decoded;
+  return media;
 }
 
 std::unique_ptr<Media> image_media(const std::string& reference, const Limits& limits) {
   auto media = std::make_unique<Media>();
   media->image = decode_image_reference(reference, limits, "image");
+  media->decoded_bytes = media->image.rgb.size();
   return media;
 }
 
@@ -124,6 +134,24 @@ json error_body(int status, const std::string& message) {
                      : status < 500  ? "invalid_request_error"
                                      : "server_error";
   return {{"error", {{"message", message}, {"type", type}, {"code", status}}}};
+}
+
+void check_nesting(const std::string& text, int max_depth) {
+  int depth = 0;
+  bool in_string = false, escaped = false;
+  for (const char c : text) {
+    if (in_string) {
+      if (escaped) escaped = false;
+      else if (c == '\\') escaped = true;
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > max_depth) bad_request("the body nests deeper than " + std::to_string(max_depth) + " levels");
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
 }
 
 // ---- media ------------------------------------------------------------------------------------------
@@ -189,12 +217,18 @@ std::vector<uint8_t> media_bytes(const std::string& reference, const Limits& lim
   if (reference.rfind("data:", 0) == 0) {
     const size_t comma = reference.find(',');
     if (comma == std::string::npos) bad_request(what + ": a data URI without ','");
-    if (reference.compare(comma - 7, 7, ";base64") != 0) bad_request(what + ": only base64 data URIs are accepted");
+    if (comma < 12 || reference.compare(comma - 7, 7, ";base64") != 0)
+      bad_request(what + ": only base64 data URIs are accepted");
     return base64_decode(reference.substr(comma + 1), what);
   }
   if (reference.rfind("http://", 0) == 0 || reference.rfind("https://", 0) == 0)
     bad_request(what + ": remote URLs are not fetched; send the bytes as a data URI");
-  const bool looks_like_path = reference.rfind("file://", 0) == 0 || reference[0] == '/' || reference[0] == '.';
+  // A path names a file (it has a '.' or a second '/'... that base64 lacks or rarely has): base64 of
+  // a JPEG starts with "/9j/", so a leading '/' alone does not make a path.
+  const bool base64_alphabet_only = reference.find_first_not_of(
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\r\n") == std::string::npos;
+  const bool looks_like_path = reference.rfind("file://", 0) == 0 ||
+                               ((reference[0] == '/' || reference[0] == '.') && !base64_alphabet_only);
   if (!looks_like_path) return base64_decode(reference, what);
   if (limits.files_dir.empty())
     throw HttpError(403, what + ": local files are not readable through this server (start it with --allow-files DIR)");
@@ -217,11 +251,7 @@ Image Media::frame(int64_t t) const {
   return is_video() ? video->frame(t) : image;
 }
 
-size_t Media::bytes() const {
-  if (!is_video()) return image.rgb.size();
-  // Uploaded files are decoded on demand; frames sent one by one are held decoded.
-  return video_file.empty() ? static_cast<size_t>(video->frame_count()) * video->width() * video->height() * 3 : 0;
-}
+size_t Media::bytes() const { return decoded_bytes; }
 
 std::unique_ptr<Media> media_from_body(const json& body, const Limits& limits) {
   const int given = (body.contains("image") ? 1 : 0) + (body.contains("video") ? 1 : 0) + (body.contains("frames") ? 1 : 0);
@@ -239,6 +269,9 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
   std::vector<Mask> masks;
   if (list.is_null()) return masks;
   if (!list.is_array()) bad_request("mask_prompts: expected an array");
+  if (list.size() > static_cast<size_t>(limits.max_mask_prompts))
+    bad_request("mask_prompts: " + std::to_string(list.size()) + " regions exceed this server's limit of " +
+                std::to_string(limits.max_mask_prompts));
   for (size_t k = 0; k < list.size(); ++k) {
     const std::string what = "mask_prompts[" + std::to_string(k) + "]";
     const json& item = list[k];
@@ -247,13 +280,14 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
       if (!box.is_array() || box.size() != 4) bad_request(what + ".box: expected [x, y, w, h]");
       const double x = number_field(box[0], what), y = number_field(box[1], what);
       const double w = number_field(box[2], what), h = number_field(box[3], what);
+      if (!std::isfinite(x + w) || !std::isfinite(y + h) || w < 0 || h < 0)
+        bad_request(what + ".box: expected finite [x, y, w, h] with w, h >= 0");
       m.width = width;
       m.height = height;
       m.data.assign(static_cast<size_t>(width) * height, 0);
-      const int x0 = std::clamp(static_cast<int>(std::floor(x)), 0, width);
-      const int y0 = std::clamp(static_cast<int>(std::floor(y)), 0, height);
-      const int x1 = std::clamp(static_cast<int>(std::ceil(x + w)), 0, width);
-      const int y1 = std::clamp(static_cast<int>(std::ceil(y + h)), 0, height);
+      const auto clamped = [](double v, int hi) { return static_cast<int>(std::clamp(v, 0.0, static_cast<double>(hi))); };
+      const int x0 = clamped(std::floor(x), width), y0 = clamped(std::floor(y), height);
+      const int x1 = clamped(std::ceil(x + w), width), y1 = clamped(std::ceil(y + h), height);
       for (int r = y0; r < y1; ++r) std::fill_n(m.data.begin() + static_cast<std::ptrdiff_t>(r) * width + x0, x1 - x0, 1);
     } else if (const json& rle = field(item, "rle"); !rle.is_null()) {
       const json& size = field(rle, "size");
@@ -291,8 +325,12 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
 }
 
 void apply_generation(const json& body, const Limits& limits, Request& request) {
+  request.generation.max_new_tokens = limits.max_tokens;
+  apply_generation_overrides(body, limits, request);
+}
+
+void apply_generation_overrides(const json& body, const Limits& limits, Request& request) {
   GenerationOptions& g = request.generation;
-  g.max_new_tokens = limits.max_tokens;
   for (const char* key : {"max_tokens", "max_completion_tokens", "max_new_tokens"}) {
     const json& v = field(body, key);
     if (v.is_null()) continue;
@@ -431,11 +469,8 @@ ChatCall chat_call_from_body(const json& body, const Model& model, const Limits&
   r.past_text = past;
   attach(r, call.media.get());
   if (turns.size() == 1) r.mask_prompts = std::move(mask_prompts);
-  json generation = body;
-  if (extension.is_object())
-    for (const auto& [key, value] : extension.items())
-      if (key != "mask_prompts" && key != "mask_format") generation[key] = value;
-  apply_generation(generation, limits, r);
+  apply_generation(body, limits, r);
+  if (extension.is_object()) apply_generation_overrides(extension, limits, r);
   return call;
 }
 

@@ -27,6 +27,8 @@ struct Limits {
   int64_t max_pixels = 40'000'000;  // per image or frame
   int max_frames = 256;             // frames of a video
   int max_tokens = 2048;            // max_tokens is capped to this
+  int max_mask_prompts = 64;        // visual prompts of a request
+  size_t max_media_bytes = size_t{2} << 30;  // decoded frames sent one by one
   std::string files_dir;            // local media paths are read only under this folder ("" = never)
 };
 
@@ -43,6 +45,7 @@ struct Media {
   Image image;                   // width > 0 for an image
   std::unique_ptr<Video> video;  // or a video
   std::string video_file;        // the private copy of an uploaded video, removed with the Media
+  size_t decoded_bytes = 0;      // pixels held in memory (an uploaded video file is decoded on demand)
   ~Media();
   bool is_video() const { return video != nullptr; }
   int width() const { return is_video() ? video->width() : image.width; }
@@ -62,6 +65,11 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
 // Generation settings of a body: max_tokens (or max_completion_tokens), temperature, top_p,
 // top_k, seed; answer (teacher forcing).
 void apply_generation(const json& body, const Limits& limits, Request& request);
+// The same keys where present, over what the request has (no defaults).
+void apply_generation_overrides(const json& body, const Limits& limits, Request& request);
+// Rejects bodies nested deeper than `max_depth` (copying or destroying such a document would
+// recurse that deep).
+void check_nesting(const std::string& text, int max_depth = 64);
 
 // An OpenAI chat completions body made into a request: the media of the first user message
 // (one image_url = an image; several = video frames; a video_url = a video), earlier turns

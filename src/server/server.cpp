@@ -5,9 +5,11 @@
 #include <httplib.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -93,19 +95,28 @@ struct Session {
   std::string id;
   std::unique_ptr<Media> media;
   std::shared_ptr<VisualCache> cache;
-  std::mutex mutex;  // one turn (or frame read) at a time
+  std::timed_mutex mutex;  // one turn (or frame read) at a time; guards past_text
   std::string past_text;
-  int turns = 0;
-  Clock::time_point last_used = Clock::now();
+  std::atomic<int> turns{0};
+  std::atomic<Clock::rep> last_used{Clock::now().time_since_epoch().count()};
+  void touch() { last_used = Clock::now().time_since_epoch().count(); }
+  double idle_s() const {
+    return std::chrono::duration<double>(Clock::now().time_since_epoch() - Clock::duration(last_used.load())).count();
+  }
 };
 
-std::string new_session_id() {
-  static std::mutex mutex;
-  static std::mt19937_64 random{std::random_device{}()};
-  std::lock_guard<std::mutex> lock(mutex);
-  char id[40];
-  std::snprintf(id, sizeof id, "s-%016llx%08llx", static_cast<unsigned long long>(random()),
-                static_cast<unsigned long long>(random() & 0xffffffffu));
+// 128 bits from the kernel: a session id is the only key to its media and conversation.
+std::string random_id(const char* prefix) {
+  uint64_t words[2] = {0, 0};
+  size_t got = 0;
+  while (got < sizeof words) {
+    const ssize_t n = getrandom(reinterpret_cast<char*>(words) + got, sizeof words - got, 0);
+    if (n > 0) got += static_cast<size_t>(n);
+    else if (errno != EINTR) throw HttpError(500, "no random numbers for an id");
+  }
+  char id[48];
+  std::snprintf(id, sizeof id, "%s%016llx%016llx", prefix, static_cast<unsigned long long>(words[0]),
+                static_cast<unsigned long long>(words[1]));
   return id;
 }
 
@@ -120,7 +131,7 @@ class Sessions {
     if (static_cast<int>(sessions_.size()) >= max_)
       throw HttpError(429, "the server holds its limit of " + std::to_string(max_) + " sessions; delete one or retry later");
     auto s = std::make_shared<Session>();
-    s->id = new_session_id();
+    s->id = random_id("s-");
     s->cache = VisualCache::create(cache_bytes);
     s->media = std::move(media);
     sessions_[s->id] = s;
@@ -131,12 +142,17 @@ class Sessions {
     expire_locked();
     const auto it = sessions_.find(id);
     if (it == sessions_.end()) throw HttpError(404, "no session " + id + " (it ended or expired)");
-    it->second->last_used = Clock::now();
+    it->second->touch();
     return it->second;
   }
   bool erase(const std::string& id) {
+    std::shared_ptr<Session> ended;  // destroyed after the lock is released
     std::lock_guard<std::mutex> lock(mutex_);
-    return sessions_.erase(id) > 0;
+    const auto it = sessions_.find(id);
+    if (it == sessions_.end()) return false;
+    ended = std::move(it->second);
+    sessions_.erase(it);
+    return true;
   }
   void expire() {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -148,12 +164,16 @@ class Sessions {
   }
 
  private:
-  // A session in use (its mutex held by a turn) is never idle.
+  // A session in use (its mutex held by a turn) is never idle. Ended sessions are destroyed by the
+  // last holder of their pointer, never while their mutex is locked here.
   void expire_locked() {
     for (auto it = sessions_.begin(); it != sessions_.end();) {
       Session& s = *it->second;
-      std::unique_lock<std::mutex> busy(s.mutex, std::try_to_lock);
-      const bool idle = busy.owns_lock() && seconds_since(s.last_used) > idle_s_;
+      bool idle = false;
+      if (s.idle_s() > idle_s_ && s.mutex.try_lock()) {
+        s.mutex.unlock();
+        idle = true;
+      }
       it = idle ? sessions_.erase(it) : std::next(it);
     }
   }
@@ -243,7 +263,15 @@ int connection_socket(const httplib::Request& req) {
              : a.ss_family == AF_INET6 ? ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port)
                                        : 0;
     };
-    if (port_of(peer) == req.remote_port && port_of(local) == req.local_port) {
+    const auto address_of = [](const sockaddr_storage& a) {
+      char text[INET6_ADDRSTRLEN] = "";
+      if (a.ss_family == AF_INET) inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in&>(a).sin_addr, text, sizeof text);
+      if (a.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6&>(a).sin6_addr, text, sizeof text);
+      return std::string(text);
+    };
+    if (port_of(peer) == req.remote_port && port_of(local) == req.local_port &&
+        address_of(peer) == req.remote_addr && address_of(local) == req.local_addr) {
       found = fd;
       break;
     }
@@ -252,11 +280,16 @@ int connection_socket(const httplib::Request& req) {
   return found;
 }
 
-// Whether the client hung up (checked between tokens and frames; no data is read).
+// Whether the client closed its connection (checked between tokens and frames; nothing is
+// consumed: a peek that finds the end of the stream, or an error).
 bool client_hung_up(int fd) {
   if (fd < 0) return false;
-  pollfd p{fd, POLLRDHUP, 0};
-  return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+  pollfd p{fd, POLLIN | POLLRDHUP, 0};
+  if (poll(&p, 1, 0) <= 0) return false;
+  if (p.revents & (POLLHUP | POLLERR)) return true;
+  char byte;
+  const ssize_t n = recv(fd, &byte, 1, MSG_PEEK | MSG_DONTWAIT);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR);
 }
 
 // ---- streaming helpers ---------------------------------------------------------------------------
@@ -327,14 +360,25 @@ struct Server::Impl {
 
   static void send_json(httplib::Response& res, int status, const json& body) {
     res.status = status;
-    res.set_content(body.dump(), "application/json");
+    res.set_content(text_of(body), "application/json");
   }
 
+  // Invalid UTF-8 (say, from a client's bytes echoed in an error) is replaced, never thrown.
+  static std::string text_of(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
   static json parse_body(const httplib::Request& req) {
+    check_nesting(req.body);
     json body = json::parse(req.body, nullptr, false);
     if (body.is_discarded()) throw HttpError(400, "the body is not valid JSON");
     if (!body.is_object()) throw HttpError(400, "the body must be a JSON object");
     return body;
+  }
+
+  static std::string string_or(const json& body, const char* key, const std::string& fallback) {
+    const auto it = body.find(key);
+    if (it == body.end() || it->is_null()) return fallback;
+    if (!it->is_string()) throw HttpError(400, std::string(key) + ": expected a string");
+    return it->get<std::string>();
   }
 
   // Runs a handler: errors become JSON error answers; every answer is counted.
@@ -347,6 +391,10 @@ struct Server::Impl {
       send_json(res, 504, error_body(504, "the request took longer than this server's limit"));
     } catch (const Error& e) {
       send_json(res, 400, error_body(400, e.what()));
+    } catch (const json::exception& e) {
+      send_json(res, 400, error_body(400, e.what()));
+    } catch (const std::out_of_range& e) {
+      send_json(res, 400, error_body(400, std::string("a value is out of range: ") + e.what()));
     } catch (const std::exception& e) {
       send_json(res, 500, error_body(500, std::string("internal error: ") + e.what()));
     }
@@ -401,7 +449,7 @@ struct Server::Impl {
       if (req.get_header_value("Authorization") == "Bearer " + options.api_key)
         return httplib::Server::HandlerResponse::Unhandled;
       send_json(res, 401, error_body(401, "missing or wrong API key (send Authorization: Bearer <key>)"));
-      metrics.count(req.path, 401);
+      metrics.count("unauthorized", 401);
       return httplib::Server::HandlerResponse::Handled;
     });
     http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
@@ -475,17 +523,19 @@ struct Server::Impl {
     auto ticket = enter_line();
     const json body = parse_body(req);
     auto call = std::make_shared<ChatCall>(chat_call_from_body(body, *model, options.limits));
-    const std::string id = "chatcmpl-" + new_session_id().substr(2);
+    const std::string id = random_id("chatcmpl-");
     const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::system_clock::now().time_since_epoch()).count();
     const auto until = deadline();
+    // What the model would refuse is refused now, while the status can still say so.
+    model->conversation_after(call->request, "");
     if (!call->stream) {
       const int client = connection_socket(req);
       bool hung_up = false;
       try {
         const Prediction p = predict(call->request, *ticket, [&] {
           hung_up = hung_up || client_hung_up(client);
-          return hung_up || Clock::now() > until;
+          return hung_up || stopping || Clock::now() > until;
         });
         send_json(res, 200, completion_json(p, call->mask_format, id, created));
       } catch (const Cancelled&) {
@@ -499,7 +549,7 @@ struct Server::Impl {
     res.set_chunked_content_provider("text/event-stream", [this, call, ticket, id, created, until](size_t, httplib::DataSink& sink) {
       auto gone = std::make_shared<std::atomic<bool>>(false);
       const auto send = [&](const json& chunk) {
-        const std::string line = "data: " + chunk.dump() + "\n\n";
+        const std::string line = "data: " + text_of(chunk) + "\n\n";
         if (!gone->load() && !sink.write(line.data(), line.size())) gone->store(true);
       };
       const auto chunk = [&](const json& delta, const json& finish) {
@@ -510,7 +560,8 @@ struct Server::Impl {
       ContentStream content([&](const std::string& text) { send(chunk({{"content", text}}, nullptr)); });
       call->request.on_text = [&](const std::string& piece) { content.piece(piece); };
       try {
-        const Prediction p = predict(call->request, *ticket, [gone, until] { return gone->load() || Clock::now() > until; });
+        const Prediction p =
+            predict(call->request, *ticket, [this, gone, until] { return gone->load() || stopping || Clock::now() > until; });
         content.finish(p.content);
         json last = chunk(json::object(), p.finish_reason);
         last["sa2va"] = sa2va_object(p, call->mask_format);
@@ -535,15 +586,17 @@ struct Server::Impl {
   void segment(const httplib::Request& req, httplib::Response& res) {
     auto ticket = enter_line();
     const json body = parse_body(req);
-    const json& expressions = body.value("expressions", json());
+    static const json kNone;
+    const auto found = body.find("expressions");
+    const json& expressions = found == body.end() ? kNone : *found;
     if (!expressions.is_array() || expressions.empty())
       throw HttpError(400, "expressions: expected a non-empty array of strings");
     for (const auto& e : expressions)
       if (!e.is_string() || e.get<std::string>().find_first_not_of(" \t\n") == std::string::npos)
         throw HttpError(400, "expressions: every expression must be a non-empty string");
-    const std::string format = body.value("format", "rle");
+    const std::string format = string_or(body, "format", "rle");
     check_mask_format(format);
-    std::string prompt = body.value("prompt", "Please segment {expression}.");
+    std::string prompt = string_or(body, "prompt", "Please segment {expression}.");
     if (prompt.find("{expression}") == std::string::npos)
       throw HttpError(400, "prompt: must contain {expression}");
     const std::unique_ptr<Media> media = media_from_body(body, options.limits);
@@ -581,7 +634,7 @@ struct Server::Impl {
             {"height", s.media->height()},
             {"frames", s.media->frames()},
             {"fps", s.media->is_video() ? s.media->video->fps() : 0.0},
-            {"turns", s.turns},
+            {"turns", s.turns.load()},
             {"expires_in", options.session_idle_s}};
   }
 
@@ -601,8 +654,10 @@ struct Server::Impl {
     const std::shared_ptr<Session> s = sessions.get(req.matches[1]);
     Image frame;
     {
-      std::lock_guard<std::mutex> lock(s->mutex);
-      frame = s->media->frame(std::stoll(req.matches[2]));
+      std::lock_guard<std::timed_mutex> lock(s->mutex);
+      const std::string index = req.matches[2];
+      if (index.size() > 12) throw HttpError(404, "frame " + index + " does not exist");
+      frame = s->media->frame(std::stoll(index));
     }
     const std::vector<uint8_t> png = encode_png(frame.rgb.data(), frame.width, frame.height, 3);
     res.set_content(reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
@@ -618,12 +673,21 @@ struct Server::Impl {
     if (!body.contains("text") || !body["text"].is_string()) throw HttpError(400, "text: expected a string");
     request->text = body["text"].get<std::string>();
     apply_generation(body, options.limits, *request);
-    const std::string format = body.value("format", "rle");
+    const std::string format = string_or(body, "format", "rle");
     check_mask_format(format);
     if (body.contains("mask_prompts") && !body["mask_prompts"].empty()) {
       if (session->media->is_video()) throw HttpError(400, "mask_prompts: visual prompts need an image session");
       request->mask_prompts = mask_prompts_from_json(body["mask_prompts"], session->media->width(),
                                                      session->media->height(), options.limits);
+    }
+    if (!request->mask_prompts.empty() && session->turns > 0)
+      throw HttpError(400, "mask_prompts: visual prompts go with a session's first turn");
+    {
+      Request check = *request;  // the model's own checks, on this turn as it will run
+      if (session->media->is_video()) check.video = session->media->video.get();
+      else check.image = session->media->image;
+      check.past_text = session->turns > 0 ? "<image>" : "";  // a later turn of a conversation with media
+      model->conversation_after(check, "");
     }
     const auto until = deadline();
     res.set_header("Cache-Control", "no-cache");
@@ -631,14 +695,16 @@ struct Server::Impl {
                                                                  size_t, httplib::DataSink& sink) {
       auto gone = std::make_shared<std::atomic<bool>>(false);
       const auto send = [&](const json& line) {
-        const std::string text = line.dump() + "\n";
+        const std::string text = text_of(line) + "\n";
         if (!gone->load() && !sink.write(text.data(), text.size())) gone->store(true);
       };
-      const auto give_up = [gone, until] { return gone->load() || Clock::now() > until; };
+      const auto give_up = [this, gone, until] { return gone->load() || stopping || Clock::now() > until; };
       try {
         if (!ticket->run(give_up)) throw Cancelled();
-        std::unique_lock<std::mutex> turn(session->mutex);
-        session->last_used = Clock::now();
+        std::unique_lock<std::timed_mutex> turn(session->mutex, std::defer_lock);
+        while (!turn.try_lock_for(std::chrono::milliseconds(50)))
+          if (give_up()) throw Cancelled();
+        session->touch();
         Request& r = *request;
         if (!r.mask_prompts.empty() && session->turns > 0)
           throw HttpError(400, "mask_prompts: visual prompts go with a session's first turn");
@@ -684,7 +750,7 @@ struct Server::Impl {
         session->past_text = p.past_text;
         ++session->turns;
 
-        send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns}});
+        send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns.load()}});
         metrics.count("/v1/sessions/{id}/chat (stream)", 200);
       } catch (const Cancelled&) {
         send({{"type", "error"}, {"error", error_body(504, gone->load() ? "the client went away"

@@ -270,6 +270,7 @@ TEST(Server, SessionsKeepTheMediaAndTheConversation) {
   const Image shown = decode_image(reinterpret_cast<const uint8_t*>(frame->body.data()), frame->body.size(), "frame", 1 << 24);
   EXPECT_EQ(shown.rgb, load_image(t.image, 1 << 24).rgb);
   EXPECT_EQ(c.Get("/v1/sessions/" + id + "/frames/1")->status, 404);
+  EXPECT_EQ(c.Get("/v1/sessions/" + id + "/frames/99999999999999999999999")->status, 404);
   EXPECT_EQ(json::parse(c.Get("/v1/sessions/" + id)->body)["turns"], 2);
   EXPECT_EQ(c.Delete("/v1/sessions/" + id)->status, 200);
   EXPECT_EQ(c.Get("/v1/sessions/" + id)->status, 404);
@@ -284,6 +285,19 @@ TEST(Server, SessionsKeepTheMediaAndTheConversation) {
   const std::vector<json> lines = ndjson_lines(res->body);
   ASSERT_EQ(lines.size(), 8u) << res->body;
   for (int f = 0; f < 6; ++f) EXPECT_EQ(lines[static_cast<size_t>(f) + 1]["frame"], f);
+}
+
+// Bare base64 is taken as it comes; a JPEG's starts with "/9j/", which is not a path.
+TEST(Server, BareBase64JpegIsAnImage) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  const std::string jpeg = file_bytes(std::string(SA2VA_TEST_DATA_DIR) + "/images/baseline.jpg");
+  const std::string bare = base64_encode(reinterpret_cast<const uint8_t*>(jpeg.data()), jpeg.size());
+  ASSERT_EQ(bare.rfind("/9j/", 0), 0u);
+  int status = 0;
+  const json session = post(s, "/v1/sessions", {{"image", bare}}, &status);
+  EXPECT_EQ(status, 200) << session.dump();
+  EXPECT_EQ(session["kind"], "image");
 }
 
 TEST(Server, BadRequestsGetJsonErrors) {
@@ -337,6 +351,26 @@ TEST(Server, BadRequestsGetJsonErrors) {
   expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", {"x"}}, {"format", "svg"}}.dump(), 400, "svg");
   expect_error("/v1/chat/completions", std::string(5 << 20, ' '), 413, "too large");
   expect_error("/v1/sessions", json{{"video", "data:video/mp4;base64,aGVsbG8gd29ybGQ="}}.dump(), 400, "video");
+  // A playlist naming a local file is not a video this server opens.
+  const std::string playlist = "#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n" + t.image + "\n#EXT-X-ENDLIST\n";
+  expect_error("/v1/sessions",
+               json{{"video", "data:application/vnd.apple.mpegurl;base64," +
+                                  base64_encode(reinterpret_cast<const uint8_t*>(playlist.data()), playlist.size())}}
+                   .dump(),
+               400, "video");
+  expect_error("/v1/chat/completions", std::string(100, '[') + std::string(100, ']'), 400, "nests deeper");
+  expect_error("/v1/chat/completions", chat_with(json::array({image_part("data:,x")})), 400, "base64");
+  expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", {"x"}}, {"format", 3}}.dump(), 400, "format");
+  json many_regions = json::array();
+  for (int i = 0; i < 65; ++i) many_regions.push_back({{"box", {0, 0, 1, 1}}});
+  expect_error("/v1/chat/completions",
+               chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
+                         {{"sa2va", {{"mask_prompts", many_regions}}}}),
+               400, "limit of 64");
+  expect_error("/v1/chat/completions",
+               chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
+                         {{"sa2va", {{"mask_prompts", {{{"box", {1e308, 0, 1e308, 1}}}}}}}}),
+               400, "finite");
   expect_error("/v1/chat/completions",
                chat_with(json::array({{{"type", "video_url"}, {"video_url", {{"url", "data:video/mp4;base64,AAAA"}}}}})),
                400, "video");
