@@ -245,6 +245,7 @@ py::dict answer_dict(const sa2va::Prediction& p) {
   d["generated_ids"] = p.generated_ids;
   d["content"] = p.content;
   d["finish_reason"] = p.finish_reason;
+  d["prompt_tokens"] = p.prompt_tokens;
   return d;
 }
 
@@ -537,6 +538,7 @@ Returns a dict:
   generated_ids     token ids of the answer
   content           the answer without its end-of-turn marker ("Sure, [SEG].")
   finish_reason     "stop" (end of turn, or a forced answer) or "length" (max_new_tokens reached)
+  prompt_tokens     tokens the model read before answering (past_text and visual tokens included)
 )doc";
 
 constexpr const char* kPredictStreamDoc = R"doc(predict_stream(image=None, video=None, text=None, past_text="", mask_prompts=None, **generation) -> MaskStream

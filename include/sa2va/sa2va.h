@@ -172,6 +172,7 @@ struct Prediction {
   std::vector<int32_t> generated_ids;       // token ids of the answer
   std::string content;                      // text without the end-of-turn marker at its end ("Sure, [SEG].")
   std::string finish_reason;                // "stop" (end of turn, or a forced answer) or "length" (max_new_tokens)
+  int64_t prompt_tokens = 0;                // tokens the model read before answering (past_text and visual tokens included)
 };
 
 class Model {

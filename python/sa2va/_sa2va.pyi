@@ -25,6 +25,7 @@ class Answer(TypedDict, total=False):
     generated_ids: list[int]
     content: str
     finish_reason: str
+    prompt_tokens: int
     scores: list[float]
 
 class Prediction(TypedDict):
@@ -37,6 +38,7 @@ class Prediction(TypedDict):
     generated_ids: list[int]
     content: str
     finish_reason: str
+    prompt_tokens: int
 
 class MaskStream:
     def __iter__(self) -> Iterator[tuple[int, list[npt.NDArray[np.bool_]]]]: ...

@@ -472,6 +472,7 @@ void Sa2vaModel::decode_outputs(PredictState& s, const ExecContext& ctx) const {
   Prediction& out = s.out;
   const GenerationResult& gen = s.gen;
   out.generated_ids = gen.ids;
+  out.prompt_tokens = static_cast<int64_t>(s.prompt_ids.size());
   const std::string raw_answer = tokenizer->decode(gen.ids, false);
   out.text = strip(raw_answer);
   // The next turn continues from this prompt and the answer as returned (stripped).

@@ -299,13 +299,15 @@ bool client_hung_up(int fd) {
 // dropped, so that the pieces sent add up to Prediction::content.
 class ContentStream {
  public:
-  explicit ContentStream(std::function<void(const std::string&)> send) : send_(std::move(send)) {}
+  // `whole_when_not_streamed`: a forced answer (no pieces) is sent whole by finish().
+  ContentStream(std::function<void(const std::string&)> send, bool whole_when_not_streamed)
+      : send_(std::move(send)), streaming_(whole_when_not_streamed) {}
   void piece(const std::string& p) {
     if (!held_.empty()) emit(held_);
     held_ = p;
     streaming_ = true;
   }
-  // The rest of the final content, once it is known (nothing when no text was streamed: a forced answer).
+  // The rest of the final content, once it is known.
   void finish(const std::string& content) {
     if (streaming_ && content.size() > sent_.size() && content.compare(0, sent_.size(), sent_) == 0)
       send_(content.substr(sent_.size()));
@@ -431,9 +433,9 @@ struct Server::Impl {
             {"choices", {{{"index", 0},
                           {"message", {{"role", "assistant"}, {"content", p.content}}},
                           {"finish_reason", p.finish_reason}}}},
-            {"usage", {{"prompt_tokens", 0},
+            {"usage", {{"prompt_tokens", p.prompt_tokens},
                        {"completion_tokens", p.generated_ids.size()},
-                       {"total_tokens", p.generated_ids.size()}}},
+                       {"total_tokens", p.prompt_tokens + static_cast<int64_t>(p.generated_ids.size())}}},
             {"sa2va", sa2va_object(p, format)}};
   }
 
@@ -557,7 +559,7 @@ struct Server::Impl {
                     {"choices", {{{"index", 0}, {"delta", delta}, {"finish_reason", finish}}}}};
       };
       send(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
-      ContentStream content([&](const std::string& text) { send(chunk({{"content", text}}, nullptr)); });
+      ContentStream content([&](const std::string& text) { send(chunk({{"content", text}}, nullptr)); }, true);
       call->request.on_text = [&](const std::string& piece) { content.piece(piece); };
       try {
         const Prediction p =
@@ -713,7 +715,8 @@ struct Server::Impl {
         else r.image = session->media->image;
         r.cache = session->cache;
         r.should_stop = give_up;
-        ContentStream content([&](const std::string& text) { send({{"type", "delta"}, {"content", text}}); });
+        // A forced answer needs no deltas: the "answer" line has it whole.
+        ContentStream content([&](const std::string& text) { send({{"type", "delta"}, {"content", text}}); }, false);
         r.on_text = [&](const std::string& piece) { content.piece(piece); };
         r.on_answer = [&](const Prediction& p) {
           content.finish(p.content);

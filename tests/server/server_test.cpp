@@ -193,8 +193,17 @@ TEST(Server, StreamedChatAddsUpToTheWholeAnswer) {
   }
   EXPECT_TRUE(done);
   EXPECT_EQ(content, whole["choices"][0]["message"]["content"].get<std::string>());
+  EXPECT_GT(whole["usage"]["prompt_tokens"].get<int>(), 256);  // the image's tokens at least
+  EXPECT_EQ(whole["usage"]["completion_tokens"], 12);
   EXPECT_EQ(last["choices"][0]["finish_reason"], whole["choices"][0]["finish_reason"]);
   EXPECT_EQ(last["sa2va"]["text"], whole["sa2va"]["text"]);
+
+  // A forced answer streams as one piece of content.
+  json forced = streaming;
+  forced["sa2va"] = {{"answer", "Sure, [SEG]."}};
+  auto forced_res = s.client().Post("/v1/chat/completions", forced.dump(), "application/json");
+  ASSERT_TRUE(forced_res);
+  EXPECT_NE(forced_res->body.find("\"delta\":{\"content\":\"Sure, [SEG].\"}"), std::string::npos) << forced_res->body;
 }
 
 TEST(Server, VideoFramesAndSegmentInEveryFormat) {
