@@ -62,6 +62,13 @@ void expect_ids_equal(const Tensor& a, const Tensor& b) {
   for (int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a.data<int64_t>()[i], b.data<int64_t>()[i]) << "at " << i;
 }
 
+// The video case's first `n` frames as a video in memory.
+std::unique_ptr<Video> first_frames(const std::string& dir, const json& video_case, int n) {
+  std::vector<Image> frames;
+  for (int i = 0; i < n; ++i) frames.push_back(load_image(dir + "/" + video_case["frames"][i].get<std::string>()));
+  return Video::from_frames(std::move(frames));
+}
+
 Request image_request(const std::string& dir, const json& c) {
   Request r;
   r.image = load_image(dir + "/" + c["image"].get<std::string>());
@@ -188,9 +195,7 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
 TEST(Pipeline, AnswerIsHandedOverBeforeTheMasks) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["video"];
-  std::vector<Image> frames;
-  for (int i = 0; i < 3; ++i) frames.push_back(load_image(dir + "/" + c["frames"][i].get<std::string>()));
-  auto video = Video::from_frames(std::move(frames));
+  auto video = first_frames(dir, c, 3);
   Request r;
   r.video = video.get();
   r.text = c["prompt"].get<std::string>();
@@ -602,9 +607,7 @@ TEST(Pipeline, VisualCacheKeepsVideoFrameFeaturesWithinItsBudget) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["video"];
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
-  std::vector<Image> frames;  // three frames are enough to see what is encoded when
-  for (int i = 0; i < 3; ++i) frames.push_back(load_image(dir + "/" + c["frames"][i].get<std::string>()));
-  auto video = Video::from_frames(std::move(frames));
+  auto video = first_frames(dir, c, 3);  // three frames are enough to see what is encoded when
   Request first;
   first.video = video.get();
   first.text = c["prompt"].get<std::string>();
@@ -662,9 +665,7 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
   }
   expect_same(vp, "visual prompts");
 
-  std::vector<Image> frames;
-  for (int i = 0; i < 2; ++i) frames.push_back(load_image(dir + "/" + meta["video"]["frames"][i].get<std::string>()));
-  auto video = Video::from_frames(std::move(frames));
+  auto video = first_frames(dir, meta["video"], 2);
   Request v;
   v.video = video.get();
   v.text = meta["video"]["prompt"].get<std::string>();
