@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sa2va.cpp needs and builds everything:
-#   build/       release build (library, `sa2va` program, Python module, tests, benchmarks)
+#   build/       release build (library, `sa2va` program, Python module, tests; benchmarks on request:
+#                cmake --build build --target benchmarks)
 #   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
 set -euo pipefail
 cd "$(dirname "$0")/.."
