@@ -72,6 +72,13 @@ Tensor stack(const std::vector<Tensor>& frames, DType dtype) {
   return out;
 }
 
+// A given answer as the model would have ended it: the template's end-of-turn suffix appended when missing.
+std::string with_turn_suffix(const std::string& answer, const ChatTemplate& chat) {
+  const bool ends_with_suffix = answer.size() >= chat.suffix.size() &&
+                                answer.compare(answer.size() - chat.suffix.size(), std::string::npos, chat.suffix) == 0;
+  return ends_with_suffix ? answer : answer + chat.suffix;
+}
+
 // Throws Cancelled when the request's should_stop says so.
 void stop_if_asked(const Request& request) {
   if (request.should_stop && request.should_stop()) throw Cancelled();
@@ -318,11 +325,8 @@ std::string Sa2vaModel::conversation_after(const Request& request, const std::st
                                           request.video_uniform_frames);
     visual = video_token_string(static_cast<int>(frames.size()), tokens);
   }
-  std::string full_answer = answer;
-  if (full_answer.size() < chat->suffix.size() ||
-      full_answer.compare(full_answer.size() - chat->suffix.size(), std::string::npos, chat->suffix) != 0)
-    full_answer += chat->suffix;
-  return build_prompt(*chat, s.text, s.text_only ? "" : visual, request.past_text) + strip(full_answer);
+  return build_prompt(*chat, s.text, s.text_only ? "" : visual, request.past_text) +
+         strip(with_turn_suffix(answer, *chat));
 }
 
 // ---- vision: image tiles (and visual prompts) or video key frames -> vit_embeds, visual tokens --
@@ -425,10 +429,7 @@ void Sa2vaModel::prepare_prompt(const Request& request, PredictState& s, const E
 void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const ExecContext& ctx) const {
   StageRecorder* const rec = ctx.recorder;
   if (!request.forced_answer.empty()) {
-    std::string answer = request.forced_answer;
-    if (answer.size() < chat->suffix.size() || answer.compare(answer.size() - chat->suffix.size(), std::string::npos,
-                                                              chat->suffix) != 0)
-      answer += chat->suffix;
+    const std::string answer = with_turn_suffix(request.forced_answer, *chat);
     std::vector<int32_t> answer_ids = tokenizer->encode(answer);
     if (tokenizer->adds_bos() && !answer_ids.empty() && answer_ids.front() == tokenizer->bos_id())
       answer_ids.erase(answer_ids.begin());
