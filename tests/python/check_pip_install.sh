@@ -14,4 +14,6 @@ case "$location" in
   "$work/venv/"*) ;;
   *) echo "sa2va imported from $location, not from the virtual environment"; exit 1 ;;
 esac
-"$work/venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/python" -k "manual or example or image_masks_match"
+"$work/venv/bin/python" -m pytest -q -p no:cacheprovider "$repo/tests/python" -k "manual or example or image_masks_match or seg2bmap"
+# The benchmark commands are installed with the package.
+"$work/venv/bin/python" -m sa2va.eval refcoco -h | grep -q "cIoU"

@@ -19,7 +19,9 @@
 #include "core/threadpool.h"
 #include "ops/cpu/simd.h"
 
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 
 namespace sa2va::ops::simd {

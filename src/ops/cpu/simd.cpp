@@ -8,10 +8,13 @@
 
 // GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on masked loads (_mm512_undefined_* placeholders),
 // and capture-less lambdas returning vectors get a -Wpsabi note for a function-pointer ABI never used here.
+#if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wpsabi"
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -25,13 +28,23 @@
 namespace sa2va::ops::simd {
 namespace {
 
+// Read from CPUID directly: not every compiler's __builtin_cpu_supports knows "avx512bf16" or "f16c".
+bool cpu_has_avx512_bf16() {  // leaf 7 sub-leaf 1, EAX bit 5
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid_count(7, 1, &eax, &ebx, &ecx, &edx) && ((eax >> 5) & 1u) != 0;
+}
+bool cpu_has_f16c() {  // leaf 1, ECX bit 29
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && ((ecx >> 29) & 1u) != 0;
+}
+
 Isa detect_isa() {
   __builtin_cpu_init();
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bf16") &&
+      __builtin_cpu_supports("avx512vl") && cpu_has_avx512_bf16() &&
       __builtin_cpu_supports("avx512vnni"))
     return Isa::Avx512;
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c())
     return Isa::Avx2;
   return Isa::Scalar;
 }

@@ -1,0 +1,30 @@
+"""python -m sa2va.eval refcoco|refvos|gcg --data DIR --model M [options]"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from . import gcg, refcoco, refvos
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sa2va.eval", description=__doc__)
+    commands = parser.add_subparsers(dest="benchmark", required=True)
+    for name, module, summary in (("refcoco", refcoco, "RefCOCO / RefCOCO+ / RefCOCOg: cIoU, gIoU"),
+                                  ("refvos", refvos, "MeViS, Ref-YouTube-VOS, ReVOS, Ref-DAVIS17: J, F, J&F"),
+                                  ("gcg", gcg, "grounded captions (GranD-f): mask AP, mIoU, recall")):
+        sub = commands.add_parser(name, help=summary, description=module.__doc__,
+                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(sub)
+        sub.set_defaults(run=module.run)
+    args = parser.parse_args(argv)
+    result = args.run(args)
+    json.dump(result, sys.stdout, indent=1)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

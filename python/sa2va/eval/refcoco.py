@@ -1,0 +1,141 @@
+"""RefCOCO, RefCOCO+ and RefCOCOg referring segmentation: cIoU and gIoU.
+
+Layout (Sa2VA's data preparation):
+  DATA/ref_seg/refcoco/refs(unc).p, instances.json      (refcoco+ : refs(unc).p; refcocog: refs(umd).p)
+  DATA/glamm_data/images/coco2014/train2014/COCO_train2014_*.jpg
+Each expression (every sentence of every ref of the split) is one sample; the prompt is upstream's
+"<image>\\n Please segment {sentence} in this image." and the first [SEG] mask is scored. The ground
+truth of a ref is its annotation's polygons rasterised as pycocotools does and summed (then through a
+COCO RLE round trip, as upstream: where polygons overlap the runs flip, see masks.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+
+from . import masks, metrics, runner
+
+SPLIT_BY = {"refcoco": "unc", "refcoco+": "unc", "refcocog": "umd"}
+PROMPT = "<image>\n Please segment {} in this image."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    runner.add_common_arguments(parser)
+    parser.add_argument("--dataset", required=True, choices=["refcoco", "refcoco+", "refcocog"])
+    parser.add_argument("--split", required=True, choices=["val", "testA", "testB", "test"])
+    parser.add_argument("--images", help="folder of the COCO train2014 images "
+                        "(default: DATA/glamm_data/images/coco2014/train2014)")
+
+
+def dataset_dir(data: str, dataset: str) -> str:
+    for candidate in (os.path.join(data, "ref_seg", dataset), os.path.join(data, dataset), data):
+        if os.path.exists(os.path.join(candidate, f"refs({SPLIT_BY[dataset]}).p")):
+            return candidate
+    raise SystemExit(f"{data}: no ref_seg/{dataset}/refs({SPLIT_BY[dataset]}).p found")
+
+
+def split_refs(refs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+    """The refs of a split, as the REFER API selects them."""
+    if split in ("testA", "testB", "testC"):
+        return [r for r in refs if split[-1] in r["split"]]
+    if split == "test":
+        return [r for r in refs if "test" in r["split"]]
+    return [r for r in refs if r["split"] == split]
+
+
+def load_pickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        try:
+            return pickle.load(f)
+        except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+            f.seek(0)
+            return pickle.load(f, encoding="latin1")
+
+
+class RefCoco:
+    def __init__(self, data: str, dataset: str, split: str, images: str | None) -> None:
+        root = dataset_dir(data, dataset)
+        refs_path = os.path.join(root, f"refs({SPLIT_BY[dataset]}).p")
+        self.refs = split_refs(load_pickle(refs_path), split)
+        if not self.refs:
+            raise SystemExit(f"{refs_path}: no refs in split {split!r}")
+        with open(os.path.join(root, "instances.json"), encoding="utf-8") as f:
+            instances = json.load(f)
+        self.images = {img["id"]: img for img in instances["images"]}
+        self.annotations = {ann["id"]: ann for ann in instances["annotations"]}
+        self.image_dir = images or os.path.join(data, "glamm_data", "images", "coco2014", "train2014")
+        # Expressions grouped by image, images in order of their first ref, refs and sentences in order.
+        self.by_image: dict[Any, list[dict[str, Any]]] = {}
+        for ref in self.refs:
+            for index, sentence in enumerate(ref["sentences"]):
+                self.by_image.setdefault(ref["image_id"], []).append(
+                    {"key": f"{ref['image_id']}/{ref['ref_id']}/{index}", "image_id": ref["image_id"],
+                     "ann_id": ref["ann_id"], "sentence": sentence["sent"]})
+        self.samples = [s for group in self.by_image.values() for s in group]
+
+    def image_path(self, image_id: Any) -> str:
+        return os.path.join(self.image_dir, self.images[image_id]["file_name"])
+
+    def ground_truth(self, ann_id: Any) -> np.ndarray:
+        ann = self.annotations[ann_id]
+        img = self.images[ann["image_id"]]
+        h, w = img["height"], img["width"]
+        segmentation = ann["segmentation"]
+        if isinstance(segmentation, dict):
+            return masks.decode(masks.segmentation_to_rle(segmentation, h, w))
+        total = np.zeros((h, w), np.uint8)
+        for rle in masks.polygons_to_rles(segmentation, h, w) if segmentation else []:
+            total += masks.decode(rle)
+        return masks.decode_counts(masks.encode_counts(total), h, w)  # upstream's RLE round trip
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = RefCoco(args.data, args.dataset, args.split, args.images)
+    out = args.out or f"eval-refcoco-{args.dataset}-{args.split}"
+    samples = runner.select_samples(data.samples, args)
+    if not args.score_only:
+        model = runner.load_model(args)
+        options = runner.generation_options(args)
+        log = runner.PredictionLog(out, args.shard)
+
+        def predict(sample: dict[str, Any]) -> dict[str, Any]:
+            result = model.predict_forward(image=data.image_path(sample["image_id"]),
+                                           text=PROMPT.format(sample["sentence"]), **options)
+            mask = result["prediction_masks"][0][0] if result["prediction_masks"] else None
+            return {"image_id": sample["image_id"], "sentence": sample["sentence"], "prompt": PROMPT.format(sample["sentence"]),
+                    "prediction": result["prediction"], "mask": masks.encode(mask) if mask is not None else None}
+
+        try:
+            runner.run_missing(samples, lambda s: s["key"], log.done, predict, log.append,
+                               f"{args.dataset} {args.split}", args.quiet)
+        finally:
+            log.close()
+    return score(data, out, args)
+
+
+def score(data: RefCoco, out: str, args: argparse.Namespace) -> dict[str, Any]:
+    predictions = runner.all_predictions(out)
+    wanted = {s["key"] for s in runner.select_samples(data.samples, argparse.Namespace(limit=args.limit, shard="0/1"))}
+    meter = metrics.ReferringImageScore()
+    scored = 0
+    for group in data.by_image.values():
+        group = [s for s in group if s["key"] in wanted and s["key"] in predictions]
+        if not group:
+            continue
+        preds, targets = [], []
+        for sample in group:
+            record = predictions[sample["key"]]
+            preds.append(masks.decode(record["mask"]) if record["mask"] is not None else None)
+            targets.append(data.ground_truth(sample["ann_id"]))
+        meter.add_image(preds, targets)
+        scored += len(group)
+    result = {"benchmark": "refcoco", "dataset": args.dataset, "split": args.split, "samples": scored,
+              "of": len(wanted), "cIoU": meter.ciou, "gIoU": meter.giou}
+    runner.write_json(os.path.join(out, "metrics.json"), result)
+    return result

@@ -1,0 +1,221 @@
+"""Referring video object segmentation: MeViS, Ref-YouTube-VOS, ReVOS, Ref-DAVIS17 (J, F, J&F).
+
+Layouts (Sa2VA's data preparation), under DATA/video_datas/:
+  mevis     mevis/<split>/JPEGImages/<video>/<frame>.jpg, meta_expressions.json, mask_dict.json
+            (split valid_u has ground truth; valid is scored by the online server: --submit)
+  refytvos  rvos/valid/JPEGImages/<video>/..., rvos/meta_expressions/valid/meta_expressions.json
+            (no ground truth: --submit)
+  revos     revos/<video>/<frame>.jpg (or revos/JPEGImages/<video>/), revos/meta_expressions_valid_.json,
+            revos/mask_dict.json, revos/mask_dict_foreground.json
+  davis     davis17/valid/JPEGImages/<video>/..., davis17/meta_expressions/valid/meta_expressions.json,
+            davis17/valid/mask_dict.pkl (or mask_dict.json)
+Every expression of every video is one sample (videos in file order, expression ids sorted as
+strings); the model sees all frames (sorted by name) with upstream's "<image>\\nPlease segment {exp}."
+(an expression holding '?' is passed as it is, as upstream does; the model then puts the video first,
+as on any first turn). The first [SEG]'s masks are kept, all-empty frames when there is none.
+mask_dict maps an annotation id to one COCO RLE (or null: absent) per frame; an expression's ground
+truth is the sum of its annotations' masks. For Ref-DAVIS17 the annotation ids are numbered over the
+sorted videos and their sorted expression ids, as upstream's scorer does.
+Outputs: OUT/results.json in upstream's layout {video: {exp_id: {index, video_id, exp_id,
+text_prediction, frames, exp, prediction_masks: [RLE per frame]}}}; with --submit also
+OUT/Annotations/<video>/<exp_id>/<frame>.png (0/255) for the online servers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+from typing import Any
+
+import numpy as np
+
+from . import masks, metrics, runner
+
+PROMPT = "<image>\nPlease segment {}."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    runner.add_common_arguments(parser)
+    parser.add_argument("--dataset", required=True, choices=["mevis", "refytvos", "revos", "davis"])
+    parser.add_argument("--split", default=None, help="mevis: valid_u (default, scored here) or valid")
+    parser.add_argument("--submit", action="store_true", help="also write Annotations/ PNGs for the online server")
+
+
+def _load(path: str) -> Any:
+    if path.endswith(".pkl"):
+        with open(path, "rb") as f:
+            return pickle.load(f)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _first(*paths: str) -> str | None:
+    return next((p for p in paths if os.path.exists(p)), None)
+
+
+class RefVos:
+    def __init__(self, data: str, dataset: str, split: str | None) -> None:
+        root = os.path.join(data, "video_datas") if os.path.isdir(os.path.join(data, "video_datas")) else data
+        self.dataset = dataset
+        self.mask_dict = None
+        self.foreground = None
+        if dataset == "mevis":
+            split = split or "valid_u"
+            base = os.path.join(root, "mevis", split)
+            self.frames_dir = os.path.join(base, "JPEGImages")
+            meta = os.path.join(base, "meta_expressions.json")
+            mask_path = _first(os.path.join(base, "mask_dict.json"))
+        elif dataset == "refytvos":
+            split = split or "valid"
+            self.frames_dir = os.path.join(root, "rvos", split, "JPEGImages")
+            meta = os.path.join(root, "rvos", "meta_expressions", split, "meta_expressions.json")
+            mask_path = None
+        elif dataset == "revos":
+            split = split or "valid"
+            base = os.path.join(root, "revos")
+            self.frames_dir = base if not os.path.isdir(os.path.join(base, "JPEGImages")) else os.path.join(base, "JPEGImages")
+            meta = os.path.join(base, f"meta_expressions_{split}_.json")
+            mask_path = _first(os.path.join(base, "mask_dict.json"))
+            fg = os.path.join(base, "mask_dict_foreground.json")
+            if mask_path and not os.path.exists(fg):
+                raise SystemExit(f"{fg}: missing (ReVOS' robustness score needs it)")
+            self.foreground = _load(fg) if mask_path else None
+        else:
+            split = split or "valid"
+            base = os.path.join(root, "davis17")
+            self.frames_dir = os.path.join(base, split, "JPEGImages")
+            meta = os.path.join(base, "meta_expressions", split, "meta_expressions.json")
+            mask_path = _first(os.path.join(base, split, "mask_dict.pkl"), os.path.join(base, split, "mask_dict.json"))
+        if not os.path.exists(meta):
+            raise SystemExit(f"{meta}: missing ({dataset} expressions)")
+        self.split = split
+        self.videos = _load(meta)["videos"]
+        if mask_path:
+            self.mask_dict = _load(mask_path)
+        if dataset == "davis":  # annotation ids numbered as upstream's scorer numbers them
+            count = 0
+            for video in sorted(self.videos):
+                for exp_id in sorted(self.videos[video]["expressions"]):
+                    self.videos[video]["expressions"][exp_id]["anno_id"] = [count]
+                    count += 1
+        self.samples = []
+        for video, info in self.videos.items():
+            for exp_id in sorted(info["expressions"]):
+                exp = info["expressions"][exp_id]["exp"]
+                self.samples.append({"key": f"{video}/{exp_id}", "video": video, "exp_id": exp_id, "exp": exp,
+                                     "frames": sorted(info["frames"])})
+
+    def frame_path(self, video: str, frame: str) -> str:
+        return os.path.join(self.frames_dir, video, frame + ".jpg")
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return self.mask_dict is not None
+
+
+def prompt_for(exp: str) -> str:
+    return PROMPT.format(exp) if "?" not in exp else exp
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = RefVos(args.data, args.dataset, args.split)
+    out = args.out or f"eval-refvos-{args.dataset}-{data.split}"
+    samples = runner.select_samples(data.samples, args)
+    if not args.score_only:
+        model = runner.load_model(args)
+        options = runner.generation_options(args)
+        log = runner.PredictionLog(out, args.shard)
+
+        def predict(sample: dict[str, Any]) -> dict[str, Any]:
+            paths = [data.frame_path(sample["video"], f) for f in sample["frames"]]
+            prompt = prompt_for(sample["exp"])
+            stream = model.predict_stream(video=paths, text=prompt, **options)
+            answer = stream.answer()
+            rles: list[dict[str, Any]] = []
+            for _, frame_masks in stream:
+                rles.append(masks.encode(frame_masks[0]))  # the first [SEG]
+            if not rles:  # no [SEG]: empty masks at the video's size
+                from PIL import Image
+                with Image.open(paths[0]) as first:
+                    w, h = first.size
+                rles = [masks.encode(np.zeros((h, w), np.uint8)) for _ in paths]
+            if args.submit:
+                save_annotations(out, sample, rles)
+            return {"video_id": sample["video"], "exp_id": sample["exp_id"], "text_prediction": answer["prediction"],
+                    "frames": sample["frames"], "exp": prompt, "prediction_masks": rles}
+
+        try:
+            runner.run_missing(samples, lambda s: s["key"], log.done, predict, log.append,
+                               f"{args.dataset} {data.split}", args.quiet)
+        finally:
+            log.close()
+    return score(data, out, args)
+
+
+def save_annotations(out: str, sample: dict[str, Any], rles: list[dict[str, Any]]) -> None:
+    from PIL import Image
+    folder = os.path.join(out, "Annotations", sample["video"], sample["exp_id"])
+    os.makedirs(folder, exist_ok=True)
+    for frame, rle in zip(sample["frames"], rles):
+        Image.fromarray(masks.decode(rle) * np.uint8(255), mode="L").save(os.path.join(folder, frame + ".png"))
+
+
+def results_json(data: RefVos, predictions: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for index, sample in enumerate(data.samples):
+        record = predictions.get(sample["key"])
+        if record is None:
+            continue
+        item = {k: v for k, v in record.items() if k != "key"}
+        item["index"] = index
+        results.setdefault(sample["video"], {})[sample["exp_id"]] = item
+    return results
+
+
+def expression_scores(data: RefVos, sample: dict[str, Any], record: dict[str, Any]) -> tuple:
+    video = data.videos[sample["video"]]
+    frames = video["frames"]  # upstream indexes ground truth and predictions by this list's order
+    if data.dataset == "revos":
+        h, w = video["height"], video["width"]
+    else:
+        h, w = record["prediction_masks"][0]["size"]
+    gt = np.zeros((len(frames), h, w), np.uint8)
+    pred = np.zeros((len(frames), h, w), np.uint8)
+    anno_ids = video["expressions"][sample["exp_id"]]["anno_id"]
+    for k in range(len(frames)):
+        for anno_id in anno_ids:
+            rle = data.mask_dict[str(anno_id)][k]
+            if rle:
+                gt[k] += masks.decode(rle)
+        pred[k] += masks.decode(record["prediction_masks"][k])
+    j = float(metrics.frame_j(gt, pred).mean())
+    f = float(metrics.frame_f(gt, pred).mean())
+    if data.dataset != "revos":
+        return j, f
+    fg = np.zeros_like(gt)
+    for k in range(len(frames)):
+        fg[k] = masks.decode(data.foreground[sample["video"]]["masks_rle"][k])
+    a = float(metrics.frame_accuracy(gt, pred).mean())
+    r = float(metrics.frame_robustness(gt, pred, fg).mean())
+    return j, f, a, r, video["expressions"][sample["exp_id"]].get("type_id", 0)
+
+
+def score(data: RefVos, out: str, args: argparse.Namespace) -> dict[str, Any]:
+    predictions = runner.all_predictions(out)
+    runner.write_json(os.path.join(out, "results.json"), results_json(data, predictions))
+    wanted = runner.select_samples(data.samples, argparse.Namespace(limit=args.limit, shard="0/1"))
+    done = [s for s in wanted if s["key"] in predictions]
+    result: dict[str, Any] = {"benchmark": "refvos", "dataset": data.dataset, "split": data.split,
+                              "samples": len(done), "of": len(wanted)}
+    if not data.has_ground_truth:
+        result["note"] = "no ground truth in this split: submit OUT/Annotations (--submit) to the online server"
+    else:
+        per_expression = [expression_scores(data, s, predictions[s["key"]]) for s in done]
+        if data.dataset == "revos":
+            result.update(metrics.summarize_revos(per_expression))
+        else:
+            result.update(metrics.summarize_jf(per_expression))
+    runner.write_json(os.path.join(out, "metrics.json"), result)
+    return result

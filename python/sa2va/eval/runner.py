@@ -1,0 +1,171 @@
+"""What every benchmark shares: samples split into shards, predictions kept one JSON line per
+sample (so an interrupted run resumes and a finished one can be re-scored without the model), a
+progress line with an ETA, and the model loaded from the command line's options."""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+from typing import Any, Iterable, Sequence
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", required=True, help="the data folder of Sa2VA's data preparation (see README)")
+    parser.add_argument("--model", help="model folder (Hugging Face layout); not needed with --score-only")
+    parser.add_argument("--out", help="where predictions and results go (default: eval-<benchmark>-<dataset>-<split>)")
+    parser.add_argument("--shard", default="0/1", help="i/N: run the i-th of N interleaved parts (0-based)")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N samples (0: all)")
+    parser.add_argument("--score-only", action="store_true", help="score the kept predictions; do not run the model")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="bf16", choices=["bf16", "f32"])
+    parser.add_argument("--weights", default="bf16", choices=["bf16", "q8_0", "q4_0"])
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--max-new-tokens", type=int, default=2048)
+    parser.add_argument("--forced-answer", help="teacher-force this answer instead of generating one "
+                        "(scores the masks alone; tests)")
+    parser.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise SystemExit(f"--shard {text!r}: expected i/N, e.g. 0/4") from None
+    if count < 1 or not 0 <= index < count:
+        raise SystemExit(f"--shard {text!r}: need 0 <= i < N")
+    return index, count
+
+
+def select_samples(samples: Sequence[Any], args: argparse.Namespace) -> list[Any]:
+    """The samples this run is for: --limit first, then this shard's interleaved part."""
+    if args.limit and args.limit > 0:
+        samples = samples[: args.limit]
+    index, count = parse_shard(args.shard)
+    return [s for i, s in enumerate(samples) if i % count == index]
+
+
+class PredictionLog:
+    """predictions.<i>-of-<N>.jsonl in the output folder: one line per finished sample, flushed as
+    it is written; a torn last line (the run was killed mid-write) is ignored on reading."""
+
+    def __init__(self, out_dir: str, shard: str) -> None:
+        index, count = parse_shard(shard)
+        os.makedirs(out_dir, exist_ok=True)
+        self.path = os.path.join(out_dir, f"predictions.{index}-of-{count}.jsonl")
+        if os.path.exists(self.path):  # cut a torn last line so that appending starts a fresh one
+            with open(self.path, "rb+") as f:
+                content = f.read()
+                if content and not content.endswith(b"\n"):
+                    f.truncate(content.rfind(b"\n") + 1)
+        self.done = {record["key"] for record in read_jsonl(self.path)}
+        self._file = None
+
+    def append(self, record: dict[str, Any]) -> None:
+        if self._file is None:
+            self._file = open(self.path, "a", encoding="utf-8")
+        self._file.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._file.flush()
+        self.done.add(record["key"])
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    records = []
+    if not os.path.exists(path):
+        return records
+    with open(path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    for number, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if number == len(lines) - 1:  # torn last line: the sample runs again
+                continue
+            raise SystemExit(f"{path}:{number + 1}: not a JSON line") from None
+    return records
+
+
+def all_predictions(out_dir: str) -> dict[str, dict[str, Any]]:
+    """Every kept prediction of every shard, by sample key."""
+    records: dict[str, dict[str, Any]] = {}
+    for path in sorted(glob.glob(os.path.join(out_dir, "predictions.*.jsonl"))):
+        for record in read_jsonl(path):
+            records[record["key"]] = record
+    return records
+
+
+class Progress:
+    """A one-line progress bar on stderr: done/total, rate and the time left."""
+
+    def __init__(self, total: int, label: str, quiet: bool = False) -> None:
+        self.total, self.label, self.quiet = total, label, quiet
+        self.done = 0
+        self.start = time.monotonic()
+
+    def step(self, n: int = 1) -> None:
+        self.done += n
+        if self.quiet:
+            return
+        elapsed = time.monotonic() - self.start
+        rate = elapsed / self.done if self.done else 0.0
+        left = rate * (self.total - self.done)
+        width = 30
+        filled = int(width * self.done / self.total) if self.total else width
+        sys.stderr.write(f"\r{self.label} [{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total} "
+                         f"{rate:.2f} s/sample ETA {format_seconds(left)} ")
+        if self.done >= self.total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
+
+
+def load_model(args: argparse.Namespace):
+    if not args.model:
+        raise SystemExit("--model is needed to run the model (or pass --score-only)")
+    import sa2va
+    try:
+        return sa2va.Model(args.model, device=args.device, precision=args.precision, weights=args.weights,
+                           threads=args.threads)
+    except sa2va.Error as e:
+        raise SystemExit(f"cannot load the model: {e}") from None
+
+
+def generation_options(args: argparse.Namespace) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_new_tokens": args.max_new_tokens}
+    if args.forced_answer:
+        options["answer"] = args.forced_answer
+    return options
+
+
+def run_missing(samples: Iterable[Any], key_of, done: set, predict, save, label: str, quiet: bool) -> None:
+    """Runs `predict(sample) -> record` and `save(record)` for every sample whose key is not done."""
+    todo = [s for s in samples if key_of(s) not in done]
+    progress = Progress(len(todo), label, quiet)
+    for sample in todo:
+        record = predict(sample)
+        record["key"] = key_of(sample)
+        save(record)
+        progress.step()
+
+
+def write_json(path: str, value: Any) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(value, f, indent=1, ensure_ascii=False)
+    os.replace(tmp, path)
