@@ -2,12 +2,13 @@
 # Installs the Debian packages sa2va.cpp needs and builds everything:
 #   build/       release build (library, `sa2va` program, Python module, tests; benchmarks on request:
 #                cmake --build build --target benchmarks)
-#   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer
+#   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang,
+#                and the libFuzzer targets (tests/fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(
-  build-essential cmake ninja-build pkg-config git
+  build-essential cmake ninja-build pkg-config git clang libclang-rt-dev llvm
   libopenblas-dev nlohmann-json3-dev libcli11-dev libcpp-httplib-dev
   libjpeg62-turbo-dev libpng-dev
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
@@ -39,6 +40,11 @@ jobs=$(nproc)
 # The Python module is built for Debian's interpreter, the one apt installs numpy, PIL and pytest for.
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=/usr/bin/python3
 cmake --build build -j "$jobs"
-cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF
-cmake --build build-asan -j "$jobs" --target sa2va_tests
+# clang for the sanitizer build: libFuzzer comes with it, and it compiles this code faster than GCC.
+if [ -f build-asan/CMakeCache.txt ] && ! grep -q "^CMAKE_CXX_COMPILER:.*clang" build-asan/CMakeCache.txt; then
+  rm -rf build-asan  # configured with another compiler before
+fi
+CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON \
+  -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF
+cmake --build build-asan -j "$jobs" --target sa2va_tests fuzz_targets
 echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"

@@ -18,4 +18,10 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # The server's request parsing, limits, sessions and cancellation stay under the sanitizers.
 ./build-asan/tests/sa2va_tests --gtest_brief=1 \
   --gtest_filter='-Sam2ImageTest.*:Sam2VideoConformance.*:Sam2VideoTracker.*:PipelineConformance.*:Phi3Conformance.*:InternLM2Conformance.*:DumpConformance.*:QuantizedWeights.AccuracyOfEvery*:EndToEnd*:TokenizeCli.*:QuantizeCli.*:Pipeline.VisualCache*:Pipeline.AnswerIsHanded*:Pipeline.ConversationAfter*:Pipeline.TextStreams*:Pipeline.ShouldStop*:Server.ChatCompletion*:Server.Streamed*:Server.VideoFrames*:Server.SessionsKeep*:Server.Concurrent*'
+
+echo "== sanitizer build: each fuzz target for 20 s from its seed corpus (tests/fuzz)"
+fixtures=${SA2VA_FIXTURES:-../shared/fixtures}
+# The prompt target loads the tiny fixture model when there is one, else writes a random one.
+[ -d "$fixtures/sa2va-tiny" ] && export SA2VA_FUZZ_MODEL="$(cd "$fixtures/sa2va-tiny" && pwd)"
+ctest --test-dir build-asan -R '^Fuzz\.' -j "$jobs" --output-on-failure
 echo "all tests passed"

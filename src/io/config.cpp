@@ -257,7 +257,7 @@ ModelConfig load_config(const std::string& model_dir) {
   json j;
   try {
     j = json::parse(in);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax errors, and numbers out of range
     throw Error(path + ": malformed JSON (" + e.what() + ")");
   }
   return parse_config(j, path);

@@ -59,7 +59,7 @@ std::shared_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   json j;
   try {
     j = json::parse(header, header + header_len);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // syntax errors, and numbers out of range
     throw Error(path + ": malformed safetensors header JSON (" + e.what() + ")");
   }
   if (!j.is_object()) throw Error(path + ": safetensors header is not a JSON object");
@@ -144,7 +144,7 @@ Checkpoint Checkpoint::open(const std::string& model_dir) {
     std::ifstream in(index);
     try {
       j = json::parse(in);
-    } catch (const json::parse_error& e) {
+    } catch (const json::exception& e) {  // syntax errors, and numbers out of range
       throw Error(index.string() + ": malformed JSON (" + e.what() + ")");
     }
     if (!j.contains("weight_map") || !j["weight_map"].is_object())

@@ -120,6 +120,9 @@ TEST(Config, MissingOrMalformedFile) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("malformed JSON"), std::string::npos) << e.what();
   }
+  // A number too large for any type is refused as malformed, not thrown past the caller (found by fuzzing).
+  std::ofstream(dir + "/config.json") << "{\"llm_config\": {\"hidden_size\": 3E333333}}";
+  EXPECT_THROW(load_config(dir), Error);
 }
 
 TEST(Config, RealCheckpointsDefaultToHieraL) {

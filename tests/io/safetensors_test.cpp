@@ -80,6 +80,7 @@ TEST(Safetensors, RejectsBadFiles) {
     expect_open_error(path, "header length");
   }
   expect_open_error(write_raw(dir, "json.safetensors", "{\"a\": [", 0), "malformed");
+  expect_open_error(write_raw(dir, "number.safetensors", "{\"a\": 1e999999}", 0), "malformed");
   expect_open_error(write_raw(dir, "dtype.safetensors", R"({"a":{"dtype":"Q7","shape":[2],"data_offsets":[0,8]}})", 8),
                     "unknown dtype");
   expect_open_error(write_raw(dir, "size.safetensors", R"({"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}})", 8),

@@ -1,0 +1,151 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora of the fuzz targets into tests/fuzz/corpus/<target>/.
+
+Usage: make_seeds.py SA2VA_PROGRAM   (the built `sa2va`, used to write a tiny model's config.json)
+The seeds are committed; rerun this only to change them.
+"""
+import io
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+
+from PIL import Image
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+CORPUS = os.path.join(HERE, "corpus")
+IMAGES = os.path.join(HERE, "..", "data", "images")
+SEP = b"\n--part--\n"
+
+
+def put(target, name, data):
+    os.makedirs(os.path.join(CORPUS, target), exist_ok=True)
+    with open(os.path.join(CORPUS, target, name), "wb") as f:
+        f.write(data if isinstance(data, bytes) else data.encode())
+
+
+def safetensors_bytes(tensors, metadata=None):
+    header, blobs, offset = {}, [], 0
+    for name, (dtype, shape, data) in tensors.items():
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, offset + len(data)]}
+        blobs.append(data)
+        offset += len(data)
+    if metadata is not None:
+        header["__metadata__"] = metadata
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text + b"".join(blobs)
+
+
+def png(image):
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def main():
+    program = sys.argv[1]
+    shutil.rmtree(CORPUS, ignore_errors=True)
+
+    put("safetensors", "f32", safetensors_bytes({"w": ("F32", [2, 2], struct.pack("<4f", 1, 2, 3, 4))}, {"format": "pt"}))
+    put("safetensors", "mixed", safetensors_bytes({
+        "a.weight": ("BF16", [3], b"\x80\x3f" * 3), "b.bias": ("I64", [1], struct.pack("<q", 7)),
+        "c": ("F16", [0, 4], b""), "d": ("U8", [], b"\x01"), "e": ("I32", [2], struct.pack("<2i", -1, 5))}))
+    put("safetensors", "empty", safetensors_bytes({}))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([program, "make-model", "--preset", "tiny", "--out", tmp], check=True, capture_output=True)
+        with open(os.path.join(tmp, "config.json")) as f:
+            config = json.load(f)
+    put("config", "tiny_qwen2", json.dumps(config, indent=1))
+    internlm2 = json.loads(json.dumps(config))
+    internlm2["template"] = "internlm2_chat"
+    internlm2["llm_config"]["architectures"] = ["InternLM2ForCausalLM"]
+    internlm2["llm_config"]["bias"] = False
+    internlm2["llm_config"]["rope_scaling"] = {"type": "dynamic", "factor": 2.0}
+    put("config", "tiny_internlm2", json.dumps(internlm2))
+    phi3 = json.loads(json.dumps(config))
+    phi3["template"] = "phi3_chat"
+    phi3["llm_config"]["tie_word_embeddings"] = True
+    put("config", "tiny_phi3", json.dumps(phi3))
+    # Regression: a number too large for any type (once thrown past load_config).
+    put("config", "regress_number_overflow", '{"llm_config": {"hidden_size": 3E333333}, "template": "qwen_chat"}')
+
+    # A byte-level BPE tokenizer.json: the 256 single-character tokens of the project's Qwen2
+    # tokenizer, a few merges and added tokens with every flag.
+    with open(os.path.join(HERE, "..", "..", "data", "qwen2-sa2va-tokenizer.json")) as f:
+        qwen = json.load(f)
+    vocab = {}
+    for text in qwen["model"]["vocab"]:
+        if len(text) == 1:
+            vocab[text] = len(vocab)
+    for merged in ["ab", "Ġa", "Ġab", "he", "ll", "hell", "hello"]:
+        vocab[merged] = len(vocab)
+    small = dict(qwen)
+    small["model"] = dict(qwen["model"], vocab=vocab,
+                          merges=[["a", "b"], ["Ġ", "a"], ["Ġa", "b"], ["h", "e"], ["l", "l"], ["he", "ll"],
+                                  ["hell", "o"]])
+    added = []
+    for i, (content, flags) in enumerate([("<|im_end|>", {"special": True}), ("[SEG]", {}),
+                                          ("<p>", {"lstrip": True}), ("</p>", {"rstrip": True}),
+                                          ("<IMG_CONTEXT>", {"special": True, "normalized": True}),
+                                          ("word", {"single_word": True})]):
+        entry = {"id": len(vocab) + i, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+                 "normalized": False, "special": False}
+        entry.update(flags)
+        added.append(entry)
+    small["added_tokens"] = added
+    text = json.dumps(small).encode()
+    put("tokenizer_json", "small_bpe", text + SEP + "hello <p> ab</p> [SEG]<|im_end|> word wordy 2024 'll \u00e9\u4e2d".encode())
+    put("tokenizer_json", "small_bpe_no_text", text)
+
+    model_dir = os.path.join(HERE, "assets")
+    del model_dir  # the SentencePiece model itself is fixed by the target; seeds are the added-token files
+    added_tokens = json.dumps({"[SEG]": 92544, "<p>": 92545, "</p>": 92546, "<vp>": 92547, "</vp>": 92548,
+                               "<IMG_CONTEXT>": 92549, "<img>": 92550, "</img>": 92551})
+    tokenizer_config = json.dumps({
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>",
+        "pad_token": "</s>", "clean_up_tokenization_spaces": False,
+        "added_tokens_decoder": {"0": {"content": "<unk>", "special": True}, "1": {"content": "<s>", "special": True},
+                                 "2": {"content": "</s>", "special": True},
+                                 "92544": {"content": "[SEG]", "special": False, "lstrip": False}},
+        "additional_special_tokens": ["<|im_start|>", "<|im_end|>"]})
+    special_map = json.dumps({"bos_token": "<s>", "eos_token": "</s>", "additional_special_tokens": ["<|im_end|>"]})
+    put("added_tokens", "all_files", SEP.join([added_tokens.encode(), tokenizer_config.encode(), special_map.encode(),
+                                               "<s>Please segment <p> the cat </p> [SEG].</s>\u2581x".encode()]))
+    put("added_tokens", "added_only", added_tokens)
+    put("added_tokens", "config_only", b"" + SEP + tokenizer_config.encode())
+
+    put("prompt", "image_first_turn", SEP.join([b"<image>\nPlease segment the cat.", b"", b"It is [SEG].", b"\x01\x20\x10\x0c\x02\x10\x10\x01\x05\x07\x02"]))
+    put("prompt", "later_turn", SEP.join([b"And the dog?", b"<|im_start|>user\n<image>\nWhat is it?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n",
+                                          b"<p> A dog </p> [SEG] and <p>a ball</p>[SEG].", b"\x00"]))
+    put("prompt", "video", SEP.join([b"Please segment the person.", b"", b"Sure, [SEG].", b"\x02\x07\x05\x09\x05\x01"]))
+    put("prompt", "odd_text", SEP.join(["<IMG_CONTEXT><img></img> <image><image> \u00e9\r\n".encode(), b"<image>", b"'  <p>x</p>  \n", b"\x00"]))
+
+    for name in sorted(os.listdir(IMAGES)):
+        if name.endswith((".png", ".jpg")):
+            with open(os.path.join(IMAGES, name), "rb") as f:
+                put("image", name, f.read())
+
+    mask = Image.new("L", (9, 7))
+    mask.paste(255, (2, 1, 6, 5))
+    mask_uri = "data:image/png;base64," + __import__("base64").b64encode(png(mask)).decode()
+    put("mask_prompt", "box", json.dumps([{"box": [1.5, 2, 10, 4.25]}]) + SEP.decode() + "\x20\x18")
+    put("mask_prompt", "rle_string", json.dumps([{"rle": {"size": [4, 5], "counts": "52203"}}]))
+    put("mask_prompt", "rle_list", json.dumps([{"rle": {"size": [3, 3], "counts": [1, 3, 2, 3]}}, {"box": [0, 0, 0, 0]}]))
+    put("mask_prompt", "png", json.dumps([{"png": mask_uri}]) + SEP.decode() + "\x08\x06")
+
+    frame_a = png(Image.new("RGB", (6, 4), (200, 10, 30)))
+    frame_b = png(Image.new("RGB", (5, 3), (0, 90, 250)))
+    with open(os.path.join(IMAGES, "baseline.jpg"), "rb") as f:
+        jpeg = f.read()
+    put("frame_folder", "three_frames", SEP.join([b"00000.png", frame_a, b"00001.jpg", jpeg, b"00002.PNG", frame_b,
+                                                  b"notes.txt", b"ignored"]))
+    put("frame_folder", "one_frame", SEP.join([b"a.jpeg", jpeg]))
+
+
+if __name__ == "__main__":
+    main()
