@@ -9,7 +9,7 @@ size_t dtype_size(DType t) {
     case DType::F32: case DType::I32: return 4;
     case DType::BF16: case DType::F16: return 2;
     case DType::U8: case DType::BOOL: return 1;
-    case DType::I64: return 8;
+    case DType::I64: case DType::F64: return 8;
   }
   return 0;
 }
@@ -23,6 +23,7 @@ const char* dtype_name(DType t) {
     case DType::I32: return "I32";
     case DType::I64: return "I64";
     case DType::BOOL: return "BOOL";
+    case DType::F64: return "F64";
   }
   return "?";
 }
@@ -30,7 +31,7 @@ const char* dtype_name(DType t) {
 bool dtype_from_name(const std::string& name, DType* out) {
   static const struct { const char* name; DType type; } kTable[] = {
       {"F32", DType::F32}, {"BF16", DType::BF16}, {"F16", DType::F16}, {"U8", DType::U8},
-      {"I32", DType::I32}, {"I64", DType::I64},   {"BOOL", DType::BOOL}};
+      {"I32", DType::I32}, {"I64", DType::I64},   {"BOOL", DType::BOOL}, {"F64", DType::F64}};
   for (const auto& e : kTable) {
     if (name == e.name) { *out = e.type; return true; }
   }

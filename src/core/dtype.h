@@ -6,7 +6,7 @@
 
 namespace sa2va {
 
-enum class DType : uint8_t { F32, BF16, F16, U8, I32, I64, BOOL };
+enum class DType : uint8_t { F32, BF16, F16, U8, I32, I64, BOOL, F64 };  // F64: statistics in training files
 
 size_t dtype_size(DType t);
 const char* dtype_name(DType t);               // safetensors spelling: "F32", "BF16", ...

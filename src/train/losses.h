@@ -1,0 +1,45 @@
+// The training losses of Sa2VA, forward and backward, as upstream computes them (docs/training.md §2):
+// the shifted token cross-entropy of the language model and the point-sampled BCE and dice losses
+// on SAM2's 256 x 256 low-resolution mask logits.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace sa2va::train {
+
+// Ground-truth masks [M, H, W] (0/1 bytes) to [M, out, out] floats by legacy nearest resizing
+// (source index floor(dst · in/out) in f32, clamped), as the mask targets are made.
+Tensor resize_masks_nearest(const uint8_t* masks, int64_t m, int64_t h, int64_t w, int64_t out);
+
+// Values of maps [M, H, W] at points [M, P, 2] (x, y in [0, 1]) by bilinear sampling with
+// align_corners = false and zero padding (mmcv point_sample = grid_sample at 2p - 1): [M, P].
+Tensor point_sample(const Tensor& maps, const Tensor& points);
+// Adds the gradient of point_sample's output `grad_out` [M, P] to `grad_maps` [M, H, W].
+void point_sample_backward(const Tensor& grad_out, const Tensor& points, Tensor& grad_maps);
+
+struct MaskLosses {
+  float mask = 0;                   // weight · Σ BCE(x, t) / (M·P)   (upstream's denominators)
+  float dice = 0;                   // weight · Σ_m dice_m / M
+  std::vector<float> dice_per_mask; // 1 − (2 Σ s·t + 1) / (Σ s + Σ t + 1), s = sigmoid(x)
+  Tensor grad_logits;               // d(mask + dice) / d logits [M, P]
+};
+struct MaskLossWeights {
+  float mask = 2.0f, dice = 0.5f;
+};
+// The point losses of logits and targets [M, P] (targets may be fractional).
+MaskLosses point_mask_losses(const Tensor& logits, const Tensor& targets, MaskLossWeights weights = {});
+
+struct TokenLoss {
+  float loss = 0;               // mean over the supervised positions
+  std::vector<float> per_token; // cross entropy at each supervised position, in order
+  int64_t count = 0;            // supervised positions
+};
+// Cross entropy of logits [N, V] where row t predicts labels[t + 1] (labels of -100 are ignored);
+// `grad_logits` [N, V] (when given) receives d(mean loss · loss_scale)/d logits, with the mean taken
+// over `total_count` positions (0: this call's own count; pass the batch's count to share one mean).
+TokenLoss shifted_cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels, Tensor* grad_logits = nullptr,
+                                int64_t total_count = 0);
+
+}  // namespace sa2va::train
