@@ -113,6 +113,26 @@ std::string without_end_of_turn(std::string text, const std::vector<std::string>
   return text;
 }
 
+// Each region mask sampled to the grid x grid token cells (any mask size: upstream samples it straight to
+// the token grid, whatever the image's size) and how many cells it covers; a region that covers no cell
+// gets no tokens ("region1<vp></vp>"), as upstream. `cells` (when given) receives them as U8 [K, grid²].
+std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Tensor* cells) {
+  const int64_t K = static_cast<int64_t>(masks.size()), area = static_cast<int64_t>(grid) * grid;
+  if (cells) *cells = Tensor::empty({K, area}, DType::U8);
+  std::vector<int> counts;
+  for (int64_t k = 0; k < K; ++k) {
+    const Mask& m = masks[static_cast<size_t>(k)];
+    check(m.width > 0 && m.height > 0 && m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
+          "mask prompt " + std::to_string(k + 1) + ": its data holds " + std::to_string(m.data.size()) +
+              " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
+    const Tensor grid_cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
+    const uint8_t* c = grid_cells.data<uint8_t>();
+    if (cells) std::memcpy(cells->data<uint8_t>() + k * area, c, static_cast<size_t>(area));
+    counts.push_back(static_cast<int>(std::count_if(c, c + area, [](uint8_t v) { return v != 0; })));
+  }
+  return counts;
+}
+
 }  // namespace
 
 static size_t feature_bytes(const sam2::FrameFeatures& f) {
@@ -308,17 +328,8 @@ std::string Sa2vaModel::conversation_after(const Request& request, const std::st
                                                                    request.max_tiles);
     visual = image_token_string(grid.count() + (grid.count() > 1 ? 1 : 0), tokens);
     if (!request.mask_prompts.empty()) {
-      const int cells = static_cast<int>(std::lround(std::sqrt(tokens)));
-      std::vector<int> counts;
-      for (const Mask& m : request.mask_prompts) {
-        check(m.width > 0 && m.height > 0 && m.data.size() == static_cast<size_t>(m.width) * m.height,
-              "a mask prompt's data does not match its size");
-        const Tensor grid_cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, cells).contiguous();
-        counts.push_back(static_cast<int>(std::count_if(grid_cells.data<uint8_t>(),
-                                                        grid_cells.data<uint8_t>() + grid_cells.numel(),
-                                                        [](uint8_t v) { return v != 0; })));
-      }
-      visual += region_prompt_string(counts);
+      const int grid = static_cast<int>(std::lround(std::sqrt(tokens)));
+      visual += region_prompt_string(region_cell_counts(request.mask_prompts, grid, nullptr));
     }
   } else if (s.has_video) {
     const auto frames = llm_frame_indices(request.video->frame_count(), request.video_llm_frames,
@@ -363,22 +374,7 @@ void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, co
   StageRecorder* const rec = ctx.recorder;
   const int64_t K = static_cast<int64_t>(request.mask_prompts.size());
   const int grid = static_cast<int>(std::lround(std::sqrt(config.num_image_tokens())));
-  s.region_cells = Tensor::empty({K, static_cast<int64_t>(grid) * grid}, DType::U8);
-  std::vector<int> counts;
-  for (int64_t k = 0; k < K; ++k) {
-    const Mask& m = request.mask_prompts[static_cast<size_t>(k)];
-    // Any size: upstream samples each region mask straight to the token grid, whatever the image's size.
-    check(m.width > 0 && m.height > 0 &&
-              m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
-          "mask prompt " + std::to_string(k + 1) + ": its data holds " + std::to_string(m.data.size()) +
-              " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
-    const Tensor cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
-    std::memcpy(s.region_cells.data<uint8_t>() + k * grid * grid, cells.data<uint8_t>(), grid * grid);
-    // A region that covers no cell gets no tokens ("region1<vp></vp>"), as upstream.
-    const int n = static_cast<int>(std::count_if(cells.data<uint8_t>(), cells.data<uint8_t>() + grid * grid,
-                                                 [](uint8_t v) { return v != 0; }));
-    counts.push_back(n);
-  }
+  const std::vector<int> counts = region_cell_counts(request.mask_prompts, grid, &s.region_cells);
   record(rec, "mask_prompts_16x16", s.region_cells.view({K, grid, grid}));
   s.vp_tiles.assign(s.num_tiles, 0);
   s.vp_tiles.back() = 1;  // regions read the thumbnail (or the single tile)
