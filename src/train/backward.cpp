@@ -1,0 +1,143 @@
+#include "train/backward.h"
+
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace sa2va::train {
+namespace {
+
+void check_rows(const Tensor& t, int64_t cols, const char* what) {
+  check(t.defined() && t.dim() == 2 && t.dtype() == DType::F32 && t.size(1) == cols && t.is_contiguous(),
+        std::string(what) + " must be a contiguous F32 [N, " + std::to_string(cols) + "] tensor");
+}
+
+void check_same(const Tensor& a, const Tensor& b, const char* what) {
+  check(a.defined() && b.defined() && a.dtype() == DType::F32 && b.dtype() == DType::F32 && a.shape() == b.shape() &&
+            a.is_contiguous() && b.is_contiguous(),
+        std::string(what) + ": input and gradient must be contiguous F32 tensors of one shape");
+}
+
+}  // namespace
+
+LinearGrads linear_backward(const Tensor& x, const Tensor& weight, bool has_bias, const Tensor& dy) {
+  check(weight.defined() && weight.dim() == 2 && weight.dtype() == DType::F32 && weight.is_contiguous(),
+        "linear backward: the weight must be a contiguous F32 [out, in] tensor");
+  const int64_t out = weight.size(0), in = weight.size(1);
+  check_rows(x, in, "linear backward: x");
+  check_rows(dy, out, "linear backward: dy");
+  const int64_t n = x.size(0);
+  check(dy.size(0) == n, "linear backward: x and dy differ in rows");
+  LinearGrads g;
+  g.dx = Tensor::empty({n, in});
+  ops::gemm(dy.f32(), out, weight.f32(), in, g.dx.f32(), in, n, in, out, /*transpose_b=*/false);
+  const Tensor dyt = ops::transpose_2d(dy);  // [out, N]
+  g.dw = Tensor::empty({out, in});
+  ops::gemm(dyt.f32(), n, x.f32(), in, g.dw.f32(), in, out, in, n, /*transpose_b=*/false);
+  if (has_bias) {
+    g.db = Tensor::zeros({out});
+    for (int64_t r = 0; r < n; ++r) ops::add(g.db.f32(), dy.f32() + r * out, g.db.f32(), out);
+  }
+  return g;
+}
+
+NormGrads layer_norm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& dy) {
+  const int64_t d = weight.numel();
+  check_rows(x, d, "layer_norm backward: x");
+  check_rows(dy, d, "layer_norm backward: dy");
+  const int64_t n = x.size(0);
+  NormGrads g{Tensor::empty({n, d}), Tensor::zeros({d}), Tensor::zeros({d})};
+  const Tensor wc = weight.contiguous();
+  const float* w = wc.f32();
+  for (int64_t r = 0; r < n; ++r) {
+    const float* xr = x.f32() + r * d;
+    const float* gr = dy.f32() + r * d;
+    double mean = 0, var = 0;
+    for (int64_t i = 0; i < d; ++i) mean += xr[i];
+    mean /= static_cast<double>(d);
+    for (int64_t i = 0; i < d; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= static_cast<double>(d);
+    const double inv = 1.0 / std::sqrt(var + eps);
+    // With x̂ = (x − mean)·inv and g = dy·w: dx = inv·(g − mean(g) − x̂·mean(g·x̂)).
+    double mean_g = 0, mean_gx = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      const double xhat = (xr[i] - mean) * inv, gi = static_cast<double>(gr[i]) * w[i];
+      mean_g += gi;
+      mean_gx += gi * xhat;
+      g.dw.f32()[i] += static_cast<float>(gr[i] * xhat);
+      g.db.f32()[i] += gr[i];
+    }
+    mean_g /= static_cast<double>(d);
+    mean_gx /= static_cast<double>(d);
+    for (int64_t i = 0; i < d; ++i) {
+      const double xhat = (xr[i] - mean) * inv;
+      g.dx.f32()[r * d + i] = static_cast<float>(inv * (static_cast<double>(gr[i]) * w[i] - mean_g - xhat * mean_gx));
+    }
+  }
+  return g;
+}
+
+NormGrads rms_norm_backward(const Tensor& x, const Tensor& weight, float eps, const Tensor& dy) {
+  const int64_t d = weight.numel();
+  check_rows(x, d, "rms_norm backward: x");
+  check_rows(dy, d, "rms_norm backward: dy");
+  const int64_t n = x.size(0);
+  NormGrads g{Tensor::empty({n, d}), Tensor::zeros({d}), Tensor()};
+  const Tensor wc = weight.contiguous();
+  const float* w = wc.f32();
+  for (int64_t r = 0; r < n; ++r) {
+    const float* xr = x.f32() + r * d;
+    const float* gr = dy.f32() + r * d;
+    double ms = 0;
+    for (int64_t i = 0; i < d; ++i) ms += static_cast<double>(xr[i]) * xr[i];
+    ms /= static_cast<double>(d);
+    const double inv = 1.0 / std::sqrt(ms + eps);
+    // dx = inv·(g − x̂·mean(g·x̂)) with x̂ = x·inv, g = dy·w.
+    double mean_gx = 0;
+    for (int64_t i = 0; i < d; ++i) {
+      const double xhat = xr[i] * inv;
+      mean_gx += static_cast<double>(gr[i]) * w[i] * xhat;
+      g.dw.f32()[i] += static_cast<float>(gr[i] * xhat);
+    }
+    mean_gx /= static_cast<double>(d);
+    for (int64_t i = 0; i < d; ++i)
+      g.dx.f32()[r * d + i] = static_cast<float>(inv * (static_cast<double>(gr[i]) * w[i] - xr[i] * inv * mean_gx));
+  }
+  return g;
+}
+
+Tensor gelu_erf_backward(const Tensor& x, const Tensor& dy) {
+  check_same(x, dy, "gelu backward");
+  Tensor dx = Tensor::empty(x.shape());
+  constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
+  for (int64_t i = 0; i < x.numel(); ++i) {
+    const double v = x.f32()[i];
+    const double grad = 0.5 * (1 + std::erf(v * kInvSqrt2)) + v * kInvSqrt2Pi * std::exp(-0.5 * v * v);
+    dx.f32()[i] = static_cast<float>(grad * dy.f32()[i]);
+  }
+  return dx;
+}
+
+Tensor relu_backward(const Tensor& x, const Tensor& dy) {
+  check_same(x, dy, "relu backward");
+  Tensor dx = Tensor::empty(x.shape());
+  for (int64_t i = 0; i < x.numel(); ++i) dx.f32()[i] = x.f32()[i] > 0 ? dy.f32()[i] : 0.0f;
+  return dx;
+}
+
+void silu_mul_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor& dgate, Tensor& dup) {
+  check_same(gate, dy, "silu_mul backward");
+  check_same(up, dy, "silu_mul backward");
+  dgate = Tensor::empty(gate.shape());
+  dup = Tensor::empty(up.shape());
+  for (int64_t i = 0; i < gate.numel(); ++i) {
+    const double a = gate.f32()[i];
+    const double s = 1 / (1 + std::exp(-a));
+    const double silu = a * s;
+    dup.f32()[i] = static_cast<float>(silu * dy.f32()[i]);
+    dgate.f32()[i] = static_cast<float>(dy.f32()[i] * up.f32()[i] * s * (1 + a * (1 - s)));
+  }
+}
+
+}  // namespace sa2va::train

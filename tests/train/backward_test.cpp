@@ -1,0 +1,111 @@
+// Every backward pass against central finite differences of the inference op it inverts
+// (ops/ops.h), on odd shapes: the loss is <op(x), dy> for a random dy.
+#include "train/backward.h"
+
+#include <cmath>
+#include <functional>
+#include <random>
+
+#include "core/error.h"
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+
+Tensor random_tensor(const Shape& shape, uint32_t seed, float stddev = 1.0f) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> dist(0.0f, stddev);
+  Tensor t = Tensor::empty(shape);
+  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(rng);
+  return t;
+}
+
+double dot(const Tensor& a, const Tensor& b) {
+  double s = 0;
+  for (int64_t i = 0; i < a.numel(); ++i) s += static_cast<double>(a.f32()[i]) * b.f32()[i];
+  return s;
+}
+
+// Compares `grad` with the central difference of `loss` in every element of `param`.
+void expect_gradient(Tensor& param, const Tensor& grad, const std::function<double()>& loss, const char* what,
+                     float h = 1e-2f, double tol = 2e-3) {
+  ASSERT_EQ(param.numel(), grad.numel()) << what;
+  for (int64_t i = 0; i < param.numel(); ++i) {
+    const float keep = param.f32()[i];
+    param.f32()[i] = keep + h;
+    const double plus = loss();
+    param.f32()[i] = keep - h;
+    const double minus = loss();
+    param.f32()[i] = keep;
+    const double numeric = (plus - minus) / (2 * h);
+    EXPECT_NEAR(grad.f32()[i], numeric, tol * std::max(1.0, std::fabs(numeric))) << what << " element " << i;
+  }
+}
+
+TEST(TrainBackward, Linear) {
+  Tensor x = random_tensor({5, 7}, 1), w = random_tensor({3, 7}, 2), b = random_tensor({3}, 3);
+  const Tensor dy = random_tensor({5, 3}, 4);
+  const auto loss = [&] {
+    Tensor y = Tensor::empty({5, 3});
+    ops::gemm(x.f32(), 7, w.f32(), 7, y.f32(), 3, 5, 3, 7, /*transpose_b=*/true);
+    ops::add_rows(y.f32(), b.f32(), 5, 3);
+    return dot(y, dy);
+  };
+  const train::LinearGrads g = train::linear_backward(x, w, true, dy);
+  expect_gradient(x, g.dx, loss, "dx");
+  expect_gradient(w, g.dw, loss, "dW");
+  expect_gradient(b, g.db, loss, "db");
+  EXPECT_FALSE(train::linear_backward(x, w, false, dy).db.defined());
+  EXPECT_THROW(train::linear_backward(x, w, true, random_tensor({4, 3}, 5)), Error);
+}
+
+TEST(TrainBackward, LayerNormAndRmsNorm) {
+  Tensor x = random_tensor({3, 9}, 6, 2.0f), w = random_tensor({9}, 7), b = random_tensor({9}, 8);
+  const Tensor dy = random_tensor({3, 9}, 9);
+  const auto ln = [&] {
+    Tensor y = Tensor::empty({3, 9});
+    ops::layer_norm(x.f32(), w.f32(), b.f32(), y.f32(), 3, 9, 1e-6f);
+    return dot(y, dy);
+  };
+  const train::NormGrads g = train::layer_norm_backward(x, w, 1e-6f, dy);
+  expect_gradient(x, g.dx, ln, "layer_norm dx", 1e-2f, 5e-3);
+  expect_gradient(w, g.dw, ln, "layer_norm dw");
+  expect_gradient(b, g.db, ln, "layer_norm db");
+  const auto rms = [&] {
+    Tensor y = Tensor::empty({3, 9});
+    ops::rms_norm(x.f32(), w.f32(), y.f32(), 3, 9, 1e-6f);
+    return dot(y, dy);
+  };
+  const train::NormGrads r = train::rms_norm_backward(x, w, 1e-6f, dy);
+  expect_gradient(x, r.dx, rms, "rms_norm dx", 1e-2f, 5e-3);
+  expect_gradient(w, r.dw, rms, "rms_norm dw");
+}
+
+TEST(TrainBackward, Activations) {
+  Tensor x = random_tensor({4, 5}, 10, 2.0f);
+  x.f32()[0] = 0.3f;  // keep clear of relu's kink at 0 for the difference quotient
+  const Tensor dy = random_tensor({4, 5}, 11);
+  const auto apply = [&](void (*op)(float*, int64_t)) {
+    Tensor y = x.clone();
+    op(y.f32(), y.numel());
+    return dot(y, dy);
+  };
+  expect_gradient(x, train::gelu_erf_backward(x, dy), [&] { return apply(ops::gelu_erf); }, "gelu", 1e-3f);
+  for (int64_t i = 0; i < x.numel(); ++i)
+    if (std::fabs(x.f32()[i]) < 0.05f) x.f32()[i] = 0.5f;
+  expect_gradient(x, train::relu_backward(x, dy), [&] { return apply(ops::relu); }, "relu", 1e-3f);
+  Tensor up = random_tensor({4, 5}, 12);
+  Tensor dgate, dup;
+  train::silu_mul_backward(x, up, dy, dgate, dup);
+  const auto swiglu = [&] {
+    Tensor gate = x.clone();
+    ops::silu_mul(gate.f32(), up.f32(), gate.numel());
+    return dot(gate, dy);
+  };
+  expect_gradient(x, dgate, swiglu, "silu_mul gate", 1e-3f);
+  expect_gradient(up, dup, swiglu, "silu_mul up", 1e-3f);
+}
+
+}  // namespace
+}  // namespace sa2va
