@@ -1,6 +1,8 @@
 #include "train/backward.h"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "core/error.h"
 #include "ops/ops.h"
@@ -138,6 +140,59 @@ void silu_mul_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, T
     dup.f32()[i] = static_cast<float>(silu * dy.f32()[i]);
     dgate.f32()[i] = static_cast<float>(dy.f32()[i] * up.f32()[i] * s * (1 + a * (1 - s)));
   }
+}
+
+void attention_backward(const ops::AttentionArgs& a, const float* dout, int64_t dout_stride, const AttentionGrads& grads) {
+  check(a.mask == nullptr, "attention backward: additive masks are not supported");
+  check(a.q_heads % a.kv_heads == 0, "attention backward: query heads must be a multiple of key/value heads");
+  const int64_t sq = a.q_len, sk = a.kv_len, d = a.head_dim, dv = a.v_head_dim ? a.v_head_dim : a.head_dim;
+  const int64_t n_rep = a.q_heads / a.kv_heads;
+  for (int64_t j = 0; j < sk; ++j) {
+    std::fill_n(grads.dk + j * a.k_stride, a.kv_heads * d, 0.0f);
+    std::fill_n(grads.dv + j * a.v_stride, a.kv_heads * dv, 0.0f);
+  }
+  Tensor qh = Tensor::empty({sq, d}), kh = Tensor::empty({sk, d}), vh = Tensor::empty({sk, dv});
+  Tensor doh = Tensor::empty({sq, dv}), p = Tensor::empty({sq, sk}), dp = Tensor::empty({sq, sk});
+  Tensor dqh = Tensor::empty({sq, d}), dkh = Tensor::empty({sk, d}), dvh = Tensor::empty({sk, dv});
+  for (int64_t h = 0; h < a.q_heads; ++h) {
+    const int64_t g = h / n_rep;
+    ops::copy_rows(a.q + h * d, a.q_stride, qh.f32(), d, sq, d);
+    ops::copy_rows(a.k + g * d, a.k_stride, kh.f32(), d, sk, d);
+    ops::copy_rows(a.v + g * dv, a.v_stride, vh.f32(), dv, sk, dv);
+    ops::copy_rows(dout + h * dv, dout_stride, doh.f32(), dv, sq, dv);
+    // P = softmax(scale·q·kᵀ) with the causal mask, recomputed.
+    ops::gemm(qh.f32(), d, kh.f32(), d, p.f32(), sk, sq, sk, d, /*transpose_b=*/true, a.scale);
+    if (a.causal)
+      for (int64_t i = 0; i < sq; ++i)
+        for (int64_t j = a.q_offset + i + 1; j < sk; ++j) p.f32()[i * sk + j] = -INFINITY;
+    ops::softmax_rows(p.f32(), sq, sk);
+    // dP = dO·vᵀ; dS = P ⊙ (dP − rowsum(dP ⊙ P)).
+    ops::gemm(doh.f32(), dv, vh.f32(), dv, dp.f32(), sk, sq, sk, dv, /*transpose_b=*/true);
+    for (int64_t i = 0; i < sq; ++i) {
+      float* pr = p.f32() + i * sk;
+      float* dr = dp.f32() + i * sk;
+      double row = 0;
+      for (int64_t j = 0; j < sk; ++j) row += static_cast<double>(pr[j]) * dr[j];
+      for (int64_t j = 0; j < sk; ++j) dr[j] = pr[j] * (dr[j] - static_cast<float>(row));
+    }
+    // dq = scale·dS·k; dk += scale·dSᵀ·q; dv += Pᵀ·dO.
+    ops::gemm(dp.f32(), sk, kh.f32(), d, dqh.f32(), d, sq, d, sk, /*transpose_b=*/false, a.scale);
+    ops::copy_rows(dqh.f32(), d, grads.dq + h * d, a.q_stride, sq, d);
+    const Tensor dst = ops::transpose_2d(dp), pt = ops::transpose_2d(p);
+    ops::gemm(dst.f32(), sq, qh.f32(), d, dkh.f32(), d, sk, d, sq, /*transpose_b=*/false, a.scale);
+    ops::gemm(pt.f32(), sq, doh.f32(), dv, dvh.f32(), dv, sk, dv, sq, /*transpose_b=*/false);
+    for (int64_t j = 0; j < sk; ++j) {
+      ops::add(grads.dk + j * a.k_stride + g * d, dkh.f32() + j * d, grads.dk + j * a.k_stride + g * d, d);
+      ops::add(grads.dv + j * a.v_stride + g * dv, dvh.f32() + j * dv, grads.dv + j * a.v_stride + g * dv, dv);
+    }
+  }
+}
+
+void rope_rotate_half_backward(float* dx, int64_t tokens, int64_t heads, int64_t head_dim, int64_t stride,
+                               const int64_t* positions, float theta) {
+  std::vector<int64_t> back(positions, positions + tokens);
+  for (int64_t& p : back) p = -p;  // the rotation by the opposite angle
+  ops::rope_rotate_half(dx, tokens, heads, head_dim, stride, back.data(), theta);
 }
 
 }  // namespace sa2va::train

@@ -4,6 +4,7 @@
 #include <cstdint>
 
 #include "core/tensor.h"
+#include "ops/ops.h"
 
 namespace sa2va::train {
 
@@ -28,5 +29,21 @@ Tensor gelu_erf_backward(const Tensor& x, const Tensor& dy);  // 0.5·x·(1 + er
 Tensor relu_backward(const Tensor& x, const Tensor& dy);      // 0 at and below 0
 // y = silu(gate)·up (the SwiGLU of Qwen2 and InternLM2): gradients of gate and up.
 void silu_mul_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, Tensor& dgate, Tensor& dup);
+
+// Softmax attention (ops::attention's arguments: q [Sq, Hq, D], k [Sk, Hkv, D], v [Sk, Hkv, Dv], GQA,
+// causal with q_offset, scale; no additive mask) given the output gradient dout [Sq, Hq, Dv]: the
+// probabilities are recomputed head by head instead of kept, so the forward pass stores nothing.
+// dq, dk, dv are written with the strides of q, k, v (dk and dv are overwritten, summed over the
+// query heads sharing a key/value head).
+struct AttentionGrads {
+  float* dq = nullptr;
+  float* dk = nullptr;
+  float* dv = nullptr;
+};
+void attention_backward(const ops::AttentionArgs& args, const float* dout, int64_t dout_stride, const AttentionGrads& grads);
+
+// Rotate-half RoPE is a rotation per pair: its adjoint rotates back, in place on dx [tokens, heads, head_dim].
+void rope_rotate_half_backward(float* dx, int64_t tokens, int64_t heads, int64_t head_dim, int64_t stride,
+                               const int64_t* positions, float theta);
 
 }  // namespace sa2va::train

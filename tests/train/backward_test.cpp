@@ -107,5 +107,56 @@ TEST(TrainBackward, Activations) {
   expect_gradient(up, dup, swiglu, "silu_mul up", 1e-3f);
 }
 
+TEST(TrainBackward, CausalGroupedAttentionAndRope) {
+  // 5 queries after 2 cached keys (q_offset 2), 4 query heads over 2 key/value heads, head size 3,
+  // value size 2, rows with padding between tokens.
+  const int64_t sq = 5, sk = 7, hq = 4, hkv = 2, d = 3, dv = 2;
+  Tensor q = random_tensor({sq, hq * d + 1}, 20), k = random_tensor({sk, hkv * d + 2}, 21), v = random_tensor({sk, hkv * dv}, 22);
+  const Tensor dout = random_tensor({sq, hq * dv}, 23);
+  ops::AttentionArgs args;
+  args.q_len = sq;
+  args.kv_len = sk;
+  args.q_heads = hq;
+  args.kv_heads = hkv;
+  args.head_dim = d;
+  args.v_head_dim = dv;
+  args.scale = 0.7f;
+  args.causal = true;
+  args.q_offset = 2;
+  const auto loss = [&] {
+    ops::AttentionArgs a = args;
+    Tensor out = Tensor::empty({sq, hq * dv});
+    a.q = q.f32(), a.q_stride = hq * d + 1;
+    a.k = k.f32(), a.k_stride = hkv * d + 2;
+    a.v = v.f32(), a.v_stride = hkv * dv;
+    a.out = out.f32(), a.out_stride = hq * dv;
+    ops::attention(a);
+    return dot(out, dout);
+  };
+  Tensor dq = Tensor::zeros(q.shape()), dk = Tensor::zeros(k.shape()), dvv = Tensor::zeros(v.shape());
+  ops::AttentionArgs a = args;
+  a.q = q.f32(), a.q_stride = hq * d + 1;
+  a.k = k.f32(), a.k_stride = hkv * d + 2;
+  a.v = v.f32(), a.v_stride = hkv * dv;
+  train::attention_backward(a, dout.f32(), hq * dv, {dq.f32(), dk.f32(), dvv.f32()});
+  // The padding columns get no gradient, as the difference quotient finds.
+  expect_gradient(q, dq, loss, "dq", 1e-2f, 3e-3);
+  expect_gradient(k, dk, loss, "dk", 1e-2f, 3e-3);
+  expect_gradient(v, dvv, loss, "dv", 1e-2f, 3e-3);
+
+  // RoPE: <rope(x), dy> differentiated in x.
+  Tensor x = random_tensor({3, 2 * 4}, 24);
+  const Tensor dy = random_tensor({3, 2 * 4}, 25);
+  const std::vector<int64_t> positions = {0, 5, 11};
+  const auto rope = [&] {
+    Tensor y = x.clone();
+    ops::rope_rotate_half(y.f32(), 3, 2, 4, 8, positions.data(), 10000.0f);
+    return dot(y, dy);
+  };
+  Tensor dx = dy.clone();
+  train::rope_rotate_half_backward(dx.f32(), 3, 2, 4, 8, positions.data(), 10000.0f);
+  expect_gradient(x, dx, rope, "rope", 1e-2f);
+}
+
 }  // namespace
 }  // namespace sa2va
