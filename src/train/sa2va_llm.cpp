@@ -1,0 +1,237 @@
+#include "train/sa2va_llm.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/error.h"
+#include "ops/ops.h"
+#include "train/backward.h"
+
+namespace sa2va::train {
+namespace {
+
+constexpr float kMlp1NormEps = 1e-5f;  // torch LayerNorm's default, as InternVL builds mlp1
+
+Tensor f32(const Checkpoint& c, const std::string& name) { return c.get(name).to(DType::F32); }
+
+// y = x·Wᵀ + b.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
+  Tensor y = Tensor::empty({n, out});
+  ops::gemm(x.f32(), in, w.f32(), in, y.f32(), out, n, out, in, /*transpose_b=*/true);
+  if (b.defined()) ops::add_rows(y.f32(), b.f32(), n, out);
+  return y;
+}
+
+void accumulate(std::map<std::string, Tensor>& into, const std::string& name, const Tensor& g) {
+  auto it = into.find(name);
+  if (it == into.end()) {
+    into[name] = g.clone();
+  } else {
+    ops::add(it->second.f32(), g.f32(), it->second.f32(), g.numel());
+  }
+}
+
+void accumulate(Tensor& into, const Tensor& g) { ops::add(into.f32(), g.f32(), into.f32(), g.numel()); }
+
+}  // namespace
+
+TrainableLanguageModel TrainableLanguageModel::load(const Checkpoint& c, const ModelConfig& config,
+                                                    const std::map<std::string, std::pair<Tensor, Tensor>>& lora,
+                                                    float lora_scale) {
+  check(config.llm.arch == LlmArch::Qwen2, "training: only Qwen2 language models are supported so far");
+  check(config.llm.tie_word_embeddings, "training: only tied embeddings are supported so far");
+  TrainableLanguageModel m;
+  m.embedding_ = f32(c, "language_model.model.embed_tokens.weight");
+  m.final_norm_ = f32(c, "language_model.model.norm.weight");
+  m.rms_eps_ = config.llm.rms_norm_eps;
+  const auto lora_linear = [&](const std::string& path, bool bias) {
+    LoraLinear l;
+    l.weight = f32(c, path + ".weight");
+    if (bias) l.bias = f32(c, path + ".bias");
+    const auto it = lora.find(path);
+    check(it != lora.end(), "training: no LoRA tensors for " + path);
+    l.a = it->second.first.to(DType::F32);
+    l.b = it->second.second.to(DType::F32);
+    l.scale = lora_scale;
+    return l;
+  };
+  for (int i = 0; i < config.llm.num_layers; ++i) {
+    const std::string p = "language_model.model.layers." + std::to_string(i);
+    DecoderLayerWeights w;
+    w.input_norm = f32(c, p + ".input_layernorm.weight");
+    w.post_norm = f32(c, p + ".post_attention_layernorm.weight");
+    w.q = lora_linear(p + ".self_attn.q_proj", true);
+    w.k = lora_linear(p + ".self_attn.k_proj", true);
+    w.v = lora_linear(p + ".self_attn.v_proj", true);
+    w.o = lora_linear(p + ".self_attn.o_proj", false);
+    w.gate = lora_linear(p + ".mlp.gate_proj", false);
+    w.up = lora_linear(p + ".mlp.up_proj", false);
+    w.down = lora_linear(p + ".mlp.down_proj", false);
+    w.heads = config.llm.num_heads;
+    w.kv_heads = config.llm.num_kv_heads;
+    w.head_dim = config.llm.head_dim;
+    w.rms_eps = config.llm.rms_norm_eps;
+    w.rope_theta = config.llm.rope_theta;
+    m.layers_.push_back(std::move(w));
+    m.layer_paths_.push_back(p);
+  }
+  m.mlp1_ = {f32(c, "mlp1.0.weight"), f32(c, "mlp1.0.bias"), f32(c, "mlp1.1.weight"),
+             f32(c, "mlp1.1.bias"),   f32(c, "mlp1.3.weight"), f32(c, "mlp1.3.bias")};
+  m.fcs_ = {f32(c, "text_hidden_fcs.0.weight"), f32(c, "text_hidden_fcs.0.bias"), f32(c, "text_hidden_fcs.2.weight"),
+            f32(c, "text_hidden_fcs.2.bias")};
+  return m;
+}
+
+TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s) const {
+  check(img_context_id >= 0 && seg_id >= 0, "training: set the <IMG_CONTEXT> and [SEG] token ids");
+  const int64_t n = static_cast<int64_t>(s.input_ids.size()), d = embedding_.size(1);
+  check(static_cast<int64_t>(s.labels.size()) == n, "training: one label per token is needed");
+  Forward f;
+  // mlp1 on the frozen vision features.
+  const int64_t rows = s.vision.size(0) * s.vision.size(1), width = s.vision.size(2);
+  f.mlp1_in = s.vision.contiguous().view({rows, width});
+  f.mlp1_norm = Tensor::empty({rows, width});
+  ops::layer_norm(f.mlp1_in.f32(), mlp1_.norm_w.f32(), mlp1_.norm_b.f32(), f.mlp1_norm.f32(), rows, width, kMlp1NormEps);
+  f.mlp1_h = linear(f.mlp1_norm, mlp1_.w1, mlp1_.b1);
+  f.mlp1_act = f.mlp1_h.clone();
+  ops::gelu_erf(f.mlp1_act.f32(), f.mlp1_act.numel());
+  f.vit_embeds = linear(f.mlp1_act, mlp1_.w2, mlp1_.b2);
+  // Token embeddings with the image rows spliced in.
+  Tensor x = Tensor::empty({n, d});
+  int64_t next = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t id = s.input_ids[static_cast<size_t>(t)];
+    const float* src;
+    if (id == img_context_id) {
+      check(next < rows, "training: more <IMG_CONTEXT> tokens than image features");
+      src = f.vit_embeds.f32() + (next++) * d;
+    } else {
+      check(id >= 0 && id < embedding_.size(0), "training: token id " + std::to_string(id) + " outside the vocabulary");
+      src = embedding_.f32() + id * d;
+    }
+    std::copy_n(src, d, x.f32() + t * d);
+  }
+  check(next == rows, "training: " + std::to_string(next) + " <IMG_CONTEXT> tokens for " + std::to_string(rows) +
+                          " image features");
+  std::vector<int64_t> positions(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = t;
+  f.layers.resize(layers_.size());
+  for (size_t i = 0; i < layers_.size(); ++i) x = decoder_layer_forward(layers_[i], x, positions, &f.layers[i]);
+  f.pre_norm = x;
+  f.last_hidden = Tensor::empty({n, d});
+  ops::rms_norm(x.f32(), final_norm_.f32(), f.last_hidden.f32(), n, d, rms_eps_);
+  // Token loss at the supervised positions (row t predicts label t + 1) through the tied head.
+  const int64_t v = embedding_.size(0);
+  Tensor logits = Tensor::empty({1, v});
+  for (int64_t t = 0; t + 1 < n; ++t) {
+    const int64_t label = s.labels[static_cast<size_t>(t + 1)];
+    if (label == -100) continue;
+    ops::gemm(f.last_hidden.f32() + t * d, d, embedding_.f32(), d, logits.f32(), v, 1, v, d, /*transpose_b=*/true);
+    const float* row = logits.f32();
+    const float peak = *std::max_element(row, row + v);
+    double z = 0;
+    for (int64_t j = 0; j < v; ++j) z += std::exp(static_cast<double>(row[j]) - peak);
+    f.token_ce.push_back(static_cast<float>(std::log(z) + peak - row[label]));
+  }
+  // text_hidden_fcs at the [SEG] positions.
+  for (int64_t t = 0; t < n; ++t)
+    if (s.input_ids[static_cast<size_t>(t)] == seg_id) f.seg_rows.push_back(t);
+  f.seg_hidden = ops::gather_rows(f.last_hidden, f.seg_rows);
+  f.seg_h1 = linear(f.seg_hidden, fcs_.w1, fcs_.b1);
+  Tensor r = f.seg_h1.clone();
+  ops::relu(r.f32(), r.numel());
+  f.seg_embeds = linear(r, fcs_.w2, fcs_.b2);
+  return f;
+}
+
+TrainableLanguageModel::Grads TrainableLanguageModel::zero_grads() const {
+  Grads g;
+  g.embedding = Tensor::zeros(embedding_.shape());
+  g.embedding_lookup = Tensor::zeros(embedding_.shape());
+  return g;
+}
+
+void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float ce_scale, const Tensor& d_seg_embeds,
+                                      Grads& g) const {
+  const int64_t n = static_cast<int64_t>(s.input_ids.size()), d = embedding_.size(1), v = embedding_.size(0);
+  Tensor d_last = Tensor::zeros({n, d});
+  // Token loss: d logits = (softmax − onehot)·ce_scale, into the hidden state and the tied head.
+  Tensor logits = Tensor::empty({1, v});
+  for (int64_t t = 0; t + 1 < n; ++t) {
+    const int64_t label = s.labels[static_cast<size_t>(t + 1)];
+    if (label == -100) continue;
+    const float* h = f.last_hidden.f32() + t * d;
+    ops::gemm(h, d, embedding_.f32(), d, logits.f32(), v, 1, v, d, /*transpose_b=*/true);
+    float* row = logits.f32();
+    ops::softmax_rows(row, 1, v);
+    ops::scale(row, ce_scale, v);
+    row[label] -= ce_scale;
+    ops::gemm(row, v, embedding_.f32(), d, d_last.f32() + t * d, d, 1, d, v, /*transpose_b=*/false, 1.0f, 1.0f);
+    for (int64_t j = 0; j < v; ++j) ops::add_scaled(g.embedding.f32() + j * d, h, row[j], d);
+  }
+  // text_hidden_fcs.
+  if (!f.seg_rows.empty()) {
+    check(d_seg_embeds.defined() && d_seg_embeds.shape() == f.seg_embeds.shape(),
+          "training: the [SEG] embedding gradient must be " + shape_str(f.seg_embeds.shape()));
+    Tensor r = f.seg_h1.clone();
+    ops::relu(r.f32(), r.numel());
+    const LinearGrads l2 = linear_backward(r, fcs_.w2, true, d_seg_embeds.contiguous());
+    const LinearGrads l1 = linear_backward(f.seg_hidden, fcs_.w1, true, relu_backward(f.seg_h1, l2.dx));
+    accumulate(g.tensors, "text_hidden_fcs.2.weight", l2.dw);
+    accumulate(g.tensors, "text_hidden_fcs.2.bias", l2.db);
+    accumulate(g.tensors, "text_hidden_fcs.0.weight", l1.dw);
+    accumulate(g.tensors, "text_hidden_fcs.0.bias", l1.db);
+    for (size_t i = 0; i < f.seg_rows.size(); ++i)
+      ops::add(d_last.f32() + f.seg_rows[i] * d, l1.dx.f32() + static_cast<int64_t>(i) * d,
+               d_last.f32() + f.seg_rows[i] * d, d);
+  }
+  // Final norm, then the layers in reverse.
+  Tensor dx = rms_norm_backward(f.pre_norm, final_norm_, rms_eps_, d_last).dx;
+  std::vector<int64_t> positions(static_cast<size_t>(n));
+  for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = t;
+  for (size_t i = layers_.size(); i-- > 0;) {
+    DecoderLayerGrads lg = decoder_layer_backward(layers_[i], f.layers[i], positions, dx);
+    dx = lg.dx;
+    for (auto& [module, grads] : lg.lora) {
+      const std::string path = layer_paths_[i] + (module.rfind("gate", 0) == 0 || module.rfind("up", 0) == 0 ||
+                                                          module.rfind("down", 0) == 0
+                                                      ? ".mlp."
+                                                      : ".self_attn.") +
+                               module;
+      auto it = g.lora.find(path);
+      if (it == g.lora.end()) {
+        g.lora[path] = {Tensor(), grads.da, grads.db};
+      } else {
+        accumulate(it->second.da, grads.da);
+        accumulate(it->second.db, grads.db);
+      }
+    }
+  }
+  // Input rows: the lookup's rows, or the image features they replaced.
+  const int64_t rows = f.vit_embeds.size(0);
+  Tensor d_vit = Tensor::empty({rows, d});
+  int64_t next = 0;
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t id = s.input_ids[static_cast<size_t>(t)];
+    const float* src = dx.f32() + t * d;
+    if (id == img_context_id) {
+      std::copy_n(src, d, d_vit.f32() + (next++) * d);
+    } else {
+      ops::add(g.embedding.f32() + id * d, src, g.embedding.f32() + id * d, d);
+      ops::add(g.embedding_lookup.f32() + id * d, src, g.embedding_lookup.f32() + id * d, d);
+    }
+  }
+  // mlp1.
+  const LinearGrads l2 = linear_backward(f.mlp1_act, mlp1_.w2, true, d_vit);
+  const LinearGrads l1 = linear_backward(f.mlp1_norm, mlp1_.w1, true, gelu_erf_backward(f.mlp1_h, l2.dx));
+  const NormGrads ln = layer_norm_backward(f.mlp1_in, mlp1_.norm_w, kMlp1NormEps, l1.dx);
+  accumulate(g.tensors, "mlp1.3.weight", l2.dw);
+  accumulate(g.tensors, "mlp1.3.bias", l2.db);
+  accumulate(g.tensors, "mlp1.1.weight", l1.dw);
+  accumulate(g.tensors, "mlp1.1.bias", l1.db);
+  accumulate(g.tensors, "mlp1.0.weight", ln.dw);
+  accumulate(g.tensors, "mlp1.0.bias", ln.db);
+}
+
+}  // namespace sa2va::train

@@ -1,0 +1,68 @@
+// The language side of Sa2VA training (docs/training.md §6): the mlp1 projector on the frozen vision
+// features, the language model with LoRA on every linear layer and its tied embedding/head, the
+// shifted token loss, and text_hidden_fcs on the [SEG] hidden states, forward and backward.
+#pragma once
+#include <map>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "train/decoder_layer.h"
+
+namespace sa2va::train {
+
+struct Mlp1 {  // LayerNorm(4C) -> Linear(4C, D) -> GELU -> Linear(D, D)
+  Tensor norm_w, norm_b, w1, b1, w2, b2;
+};
+struct TextHiddenFcs {  // Linear(D, D) -> ReLU -> Linear(D, 256)
+  Tensor w1, b1, w2, b2;
+};
+
+class TrainableLanguageModel {
+ public:
+  // Frozen weights from the checkpoint (as f32), LoRA pairs by module path
+  // ("language_model.model.layers.0.self_attn.q_proj" -> {A, B}) with scale alpha/r. Qwen2 only.
+  static TrainableLanguageModel load(const Checkpoint& checkpoint, const ModelConfig& config,
+                                     const std::map<std::string, std::pair<Tensor, Tensor>>& lora, float lora_scale);
+
+  struct Sample {
+    std::vector<int64_t> input_ids, labels;  // one sequence, labels -100 where not supervised
+    Tensor vision;                           // frozen mlp1 input [tiles, tokens, 4C]
+  };
+  struct Forward {
+    Tensor vit_embeds;                 // mlp1 output [tiles·tokens, D]
+    Tensor last_hidden;                // final-norm hidden states [N, D]
+    std::vector<float> token_ce;       // at the supervised positions, in order
+    std::vector<int64_t> seg_rows;     // positions of [SEG]
+    Tensor seg_hidden, seg_embeds;     // [S, D], text_hidden_fcs output [S, 256]
+    // kept for the backward pass
+    Tensor mlp1_in, mlp1_norm, mlp1_h, mlp1_act, pre_norm, seg_h1;
+    std::vector<DecoderLayerSaved> layers;
+  };
+  Forward forward(const Sample& sample) const;
+
+  struct Grads {
+    std::map<std::string, LoraGrads> lora;              // by module path
+    std::map<std::string, Tensor> tensors;              // mlp1.*, text_hidden_fcs.* by checkpoint name
+    Tensor embedding;                                   // [V, D]: lookup + head (tied)
+    Tensor embedding_lookup;                            // [V, D]: the lookup's part alone
+  };
+  // Adds to `grads` the gradient of ce_scale·Σ token_ce + <seg_embeds, d_seg_embeds>.
+  void backward(const Sample& sample, const Forward& f, float ce_scale, const Tensor& d_seg_embeds, Grads& grads) const;
+  Grads zero_grads() const;
+
+  int32_t img_context_id = -1, seg_id = -1;
+
+ private:
+  Tensor embedding_;  // tied embedding / head, f32 [V, D]
+  std::vector<DecoderLayerWeights> layers_;
+  std::vector<std::string> layer_paths_;
+  Tensor final_norm_;
+  float rms_eps_ = 1e-6f;
+  Mlp1 mlp1_;
+  TextHiddenFcs fcs_;
+};
+
+}  // namespace sa2va::train

@@ -1,0 +1,131 @@
+// The language side of the upstream training step (fixture sa2va-tiny-train): mlp1, the Qwen2 model
+// with LoRA, the token loss and text_hidden_fcs forward; backward to every LoRA tensor, mlp1,
+// text_hidden_fcs and the tied embedding. The gradient that reaches the [SEG] embeddings from SAM2's
+// mask losses is recovered exactly from the stored gradient of text_hidden_fcs.2.weight (which is
+// Σ_seg d(embedding)·relu(h1)ᵀ, with three independent relu(h1) here).
+#include "train/sa2va_llm.h"
+
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "ops/ops.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+
+// ||a − e|| / ||e|| over all elements.
+double rel_l2(const Tensor& a, const Tensor& e) {
+  const std::vector<float> x = a.to_vector(), y = e.to_vector();
+  EXPECT_EQ(x.size(), y.size());
+  double num = 0, den = 0;
+  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+    num += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
+    den += static_cast<double>(y[i]) * y[i];
+  }
+  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
+}
+
+std::vector<int64_t> ids(const Tensor& t) {
+  return std::vector<int64_t>(t.data<int64_t>(), t.data<int64_t>() + t.numel());
+}
+
+TEST(TrainLanguageModel, ForwardAndBackwardMatchTheUpstreamStep) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model_dir, "sa2va-tiny");
+  const auto inputs = SafetensorsFile::open(dir + "/inputs.safetensors");
+  const auto forward = SafetensorsFile::open(dir + "/forward.safetensors");
+  const auto grads = SafetensorsFile::open(dir + "/grads.safetensors");
+  const auto meta = nlohmann::json::parse(std::ifstream(dir + "/meta.json"));
+  std::map<std::string, std::pair<Tensor, Tensor>> lora;
+  for (const auto& [name, info] : inputs->tensors())
+    if (name.rfind("lora.", 0) == 0 && name.size() > 2 && name.compare(name.size() - 2, 2, ".A") == 0) {
+      const std::string path = name.substr(5, name.size() - 7);
+      lora[path] = {inputs->get(name), inputs->get("lora." + path + ".B")};
+    }
+  ASSERT_EQ(lora.size(), 14u);
+  train::TrainableLanguageModel m = train::TrainableLanguageModel::load(
+      Checkpoint::open(model_dir), load_config(model_dir), lora, meta["hyper"]["lora_scale"].get<float>());
+  m.img_context_id = 151667;
+  m.seg_id = 151674;
+
+  std::vector<train::TrainableLanguageModel::Sample> samples;
+  std::vector<train::TrainableLanguageModel::Forward> outs;
+  int64_t supervised = 0;
+  for (const std::string s : {"s0", "s1"}) {
+    train::TrainableLanguageModel::Sample sample{ids(inputs->get(s + ".input_ids")), ids(inputs->get(s + ".labels")),
+                                                 inputs->get(s + ".mlp1_input")};
+    const auto f = m.forward(sample);
+    EXPECT_LE(rel_l2(f.vit_embeds, forward->get(s + ".vit_embeds")), 1e-5) << s;
+    EXPECT_LE(rel_l2(f.last_hidden, forward->get(s + ".llm.last_hidden")), 1e-4) << s;
+    EXPECT_LE(rel_l2(Tensor::from_vector(f.token_ce, {static_cast<int64_t>(f.token_ce.size())}),
+                     forward->get(s + ".token_ce")), 1e-5) << s;
+    EXPECT_LE(rel_l2(f.seg_hidden, forward->get(s + ".seg.hidden")), 1e-4) << s;
+    EXPECT_LE(rel_l2(f.seg_embeds, forward->get(s + ".seg.embeds")), 1e-4) << s;
+    supervised += static_cast<int64_t>(f.token_ce.size());
+    samples.push_back(std::move(sample));
+    outs.push_back(f);
+  }
+  ASSERT_EQ(supervised, 24);
+
+  // The mask losses' gradient at the three [SEG] embeddings: solve G = DE·Aᵀ for DE with A = relu(h1).
+  std::vector<std::vector<double>> a;  // per [SEG]: relu(h1) [64]
+  for (const auto& f : outs)
+    for (int64_t i = 0; i < f.seg_h1.size(0); ++i) {
+      std::vector<double> row;
+      for (int64_t j = 0; j < f.seg_h1.size(1); ++j) row.push_back(std::max(0.0f, f.seg_h1.f32()[i * f.seg_h1.size(1) + j]));
+      a.push_back(row);
+    }
+  ASSERT_EQ(a.size(), 3u);
+  double gram[3][3];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      gram[i][j] = 0;
+      for (size_t k = 0; k < a[0].size(); ++k) gram[i][j] += a[i][k] * a[j][k];
+    }
+  // Inverse of the 3x3 Gram matrix by cofactors.
+  const double det = gram[0][0] * (gram[1][1] * gram[2][2] - gram[1][2] * gram[2][1]) -
+                     gram[0][1] * (gram[1][0] * gram[2][2] - gram[1][2] * gram[2][0]) +
+                     gram[0][2] * (gram[1][0] * gram[2][1] - gram[1][1] * gram[2][0]);
+  ASSERT_GT(std::fabs(det), 1e-12);
+  double inv[3][3];
+  for (int i = 0; i < 3; ++i)
+    for (int j = 0; j < 3; ++j) {
+      const int r0 = (j + 1) % 3, r1 = (j + 2) % 3, c0 = (i + 1) % 3, c1 = (i + 2) % 3;
+      inv[i][j] = (gram[r0][c0] * gram[r1][c1] - gram[r0][c1] * gram[r1][c0]) / det;
+    }
+  const Tensor gw2 = grads->get("grad.text_hidden_fcs.2.weight");  // [256, 64]
+  const int64_t e = gw2.size(0), h = gw2.size(1);
+  std::vector<Tensor> d_seg = {Tensor::empty({1, e}), Tensor::empty({2, e})};
+  for (int64_t r = 0; r < e; ++r) {
+    double ga[3] = {0, 0, 0};  // (G·A)[r, s]
+    for (int s = 0; s < 3; ++s)
+      for (int64_t k = 0; k < h; ++k) ga[s] += gw2.f32()[r * h + k] * a[static_cast<size_t>(s)][static_cast<size_t>(k)];
+    for (int s = 0; s < 3; ++s) {
+      double v = 0;
+      for (int t = 0; t < 3; ++t) v += ga[t] * inv[t][s];
+      (s == 0 ? d_seg[0].f32()[r] : d_seg[1].f32()[(s - 1) * e + r]) = static_cast<float>(v);
+    }
+  }
+
+  train::TrainableLanguageModel::Grads g = m.zero_grads();
+  for (size_t i = 0; i < samples.size(); ++i)
+    m.backward(samples[i], outs[i], 1.0f / static_cast<float>(supervised), d_seg[i], g);
+
+  for (const auto& [name, grad] : g.tensors)
+    EXPECT_LE(rel_l2(grad, grads->get("grad." + name)), 1e-4) << name;
+  EXPECT_EQ(g.tensors.size(), 10u);  // mlp1 x 6, text_hidden_fcs x 4
+  for (const auto& [path, lg] : g.lora) {
+    EXPECT_LE(rel_l2(lg.da, grads->get("grad.lora." + path + ".A")), 1e-4) << path;
+    EXPECT_LE(rel_l2(lg.db, grads->get("grad.lora." + path + ".B")), 1e-4) << path;
+  }
+  EXPECT_EQ(g.lora.size(), 14u);
+  const std::string embed = "language_model.model.embed_tokens.weight";
+  const std::vector<int64_t> rows = ids(grads->get("rows." + embed));
+  EXPECT_LE(rel_l2(ops::gather_rows(g.embedding, rows), grads->get("grad." + embed)), 1e-4);
+  EXPECT_LE(rel_l2(ops::gather_rows(g.embedding_lookup, rows), grads->get("grad_lookup." + embed)), 1e-4);
+}
+
+}  // namespace
+}  // namespace sa2va
