@@ -207,12 +207,15 @@ Tensor normalize_for_vit(const std::vector<Image>& tiles) {
 
 Image sam2_resize(const Image& image) { return resize_bicubic(image, kSamImageSize, kSamImageSize); }
 
-Tensor sam2_normalize(const Image& resized) {
-  // Upstream builds mean/std as bfloat16 tensors; these are the rounded values, used in float32.
+Tensor sam2_normalize(const Image& resized, Sam2Constants constants) {
+  // Upstream's inference builds mean/std as bfloat16 tensors; these are the rounded values, used in float32.
   static const float kMean[3] = {round_to_bf16(0.485f), round_to_bf16(0.456f), round_to_bf16(0.406f)};
   static const float kStd[3] = {round_to_bf16(0.229f), round_to_bf16(0.224f), round_to_bf16(0.225f)};
+  static const float kMean32[3] = {0.485f, 0.456f, 0.406f};
+  static const float kStd32[3] = {0.229f, 0.224f, 0.225f};
+  const bool rounded = constants == Sam2Constants::Bf16Rounded;
   Tensor out = Tensor::empty({3, resized.height, resized.width});
-  normalize_chw(resized, kMean, kStd, out.f32());
+  normalize_chw(resized, rounded ? kMean : kMean32, rounded ? kStd : kStd32, out.f32());
   return out;
 }
 

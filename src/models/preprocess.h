@@ -42,7 +42,9 @@ Tensor normalize_for_vit(const std::vector<Image>& tiles);
 // SAM2 input for one image or frame: DirectResize to 1024x1024 (PIL bicubic), then
 // (u8/255 - mean)/std in float32 with the bf16-rounded constants -> F32 [3, 1024, 1024].
 Image sam2_resize(const Image& image);
-Tensor sam2_normalize(const Image& resized_1024);
+// Inference (the released model code) rounds mean/std to bf16; training keeps them in float32.
+enum class Sam2Constants { Bf16Rounded, Float32 };
+Tensor sam2_normalize(const Image& resized_1024, Sam2Constants constants = Sam2Constants::Bf16Rounded);
 Tensor sam2_input(const Image& image);
 
 // A visual-prompt region mask (h x w, nonzero = inside) sampled to grid x grid with PyTorch's legacy
