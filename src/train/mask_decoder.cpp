@@ -472,9 +472,7 @@ void TrainableMaskDecoder::backward(const Output& out, int64_t mask_index, const
   accumulate(g.tensors, "obj_score_token.weight", d_pe.slice(0, 0, 1));
   accumulate(g.tensors, "iou_token.weight", d_pe.slice(0, 1, 2));
   accumulate(g.tensors, "mask_tokens.weight", d_pe.slice(0, 2, 2 + num_mask_tokens_));
-  const Tensor d_sparse = d_pe.slice(0, 2 + num_mask_tokens_, d_pe.size(0)).contiguous();
-  if (!g.sparse.defined()) g.sparse = d_sparse.clone();
-  else add_into(g.sparse, d_sparse);
+  g.sparse = d_pe.slice(0, 2 + num_mask_tokens_, d_pe.size(0)).contiguous().clone();
 }
 
 }  // namespace sa2va::train

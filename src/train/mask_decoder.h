@@ -32,12 +32,14 @@ class TrainableMaskDecoder {
   };
   Output forward(const Inputs& in) const;
 
-  // Gradients by checkpoint name (without the prefix) and of the sparse prompt tokens.
+  // Gradients by checkpoint name (without the prefix), summed over calls, and of the sparse prompt
+  // tokens of the last call.
   struct Grads {
     std::map<std::string, Tensor> tensors;
-    Tensor sparse;  // [S, C]
+    Tensor sparse;  // [S, C]: this call's
   };
-  // Adds the gradient of <masks[mask_index], d_mask> (d_mask [4g, 4g]) to `grads`.
+  // Adds the gradient of <masks[mask_index], d_mask> (d_mask [4g, 4g]) to `grads.tensors` and sets
+  // grads.sparse.
   void backward(const Output& out, int64_t mask_index, const Tensor& d_mask, Grads& grads) const;
 
   // Every trainable tensor name (without the prefix), in checkpoint order of the decoder.
