@@ -9,38 +9,18 @@
 #include "core/error.h"
 #include "ops/ops.h"
 #include "test_util.h"
+#include "train/gradient_check.h"
 
 namespace sa2va {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint32_t seed, float stddev = 1.0f) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, stddev);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(rng);
-  return t;
-}
+using test::expect_gradient;
+Tensor random_tensor(const Shape& shape, uint32_t seed, float stddev = 1.0f) { return test::random_normal(shape, seed, stddev); }
 
 double dot(const Tensor& a, const Tensor& b) {
   double s = 0;
   for (int64_t i = 0; i < a.numel(); ++i) s += static_cast<double>(a.f32()[i]) * b.f32()[i];
   return s;
-}
-
-// Compares `grad` with the central difference of `loss` in every element of `param`.
-void expect_gradient(Tensor& param, const Tensor& grad, const std::function<double()>& loss, const char* what,
-                     float h = 1e-2f, double tol = 2e-3) {
-  ASSERT_EQ(param.numel(), grad.numel()) << what;
-  for (int64_t i = 0; i < param.numel(); ++i) {
-    const float keep = param.f32()[i];
-    param.f32()[i] = keep + h;
-    const double plus = loss();
-    param.f32()[i] = keep - h;
-    const double minus = loss();
-    param.f32()[i] = keep;
-    const double numeric = (plus - minus) / (2 * h);
-    EXPECT_NEAR(grad.f32()[i], numeric, tol * std::max(1.0, std::fabs(numeric))) << what << " element " << i;
-  }
 }
 
 TEST(TrainBackward, Linear) {

@@ -6,17 +6,12 @@
 #include <random>
 
 #include "test_util.h"
+#include "train/gradient_check.h"
 
 namespace sa2va {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint32_t seed, float stddev) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, stddev);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(rng);
-  return t;
-}
+Tensor random_tensor(const Shape& shape, uint32_t seed, float stddev) { return test::random_normal(shape, seed, stddev); }
 
 train::LoraLinear lora(int64_t out, int64_t in, bool bias, uint32_t seed) {
   train::LoraLinear l;
@@ -59,18 +54,7 @@ TEST(TrainDecoderLayer, BackwardMatchesFiniteDifferences) {
   (void)train::decoder_layer_forward(w, x, positions, &saved);
   const train::DecoderLayerGrads g = train::decoder_layer_backward(w, saved, positions, dy);
   const auto expect_gradient = [&](Tensor& param, const Tensor& grad, const std::string& what) {
-    ASSERT_EQ(param.numel(), grad.numel()) << what;
-    const float h = 5e-3f;
-    for (int64_t i = 0; i < param.numel(); ++i) {
-      const float keep = param.f32()[i];
-      param.f32()[i] = keep + h;
-      const double plus = loss();
-      param.f32()[i] = keep - h;
-      const double minus = loss();
-      param.f32()[i] = keep;
-      const double numeric = (plus - minus) / (2 * h);
-      EXPECT_NEAR(grad.f32()[i], numeric, 5e-3 * std::max(1.0, std::fabs(numeric))) << what << " element " << i;
-    }
+    test::expect_gradient(param, grad, loss, what, 5e-3f, 5e-3);
   };
   expect_gradient(x, g.dx, "dx");
   train::LoraLinear* layers[] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};

@@ -8,17 +8,12 @@
 #include "core/threadpool.h"
 #include "core/error.h"
 #include "test_util.h"
+#include "train/gradient_check.h"
 
 namespace sa2va {
 namespace {
 
-Tensor random_tensor(const Shape& shape, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  Tensor t = Tensor::empty(shape);
-  for (int64_t i = 0; i < t.numel(); ++i) t.f32()[i] = dist(rng);
-  return t;
-}
+Tensor random_tensor(const Shape& shape, uint32_t seed) { return test::random_normal(shape, seed); }
 
 train::LoraLinear random_layer(int64_t out, int64_t in, int64_t r) {
   train::LoraLinear layer;
@@ -59,18 +54,8 @@ TEST(TrainLora, BackwardMatchesFiniteDifferences) {
       for (int64_t i = 0; i < y.numel(); ++i) s += static_cast<double>(y.f32()[i]) * dy.f32()[i];
       return s;
     };
-    const float h = 1e-2f;
     const auto check_grad = [&](Tensor& param, const Tensor& grad, const char* what, auto&& eval) {
-      for (int64_t i = 0; i < param.numel(); ++i) {
-        const float keep = param.f32()[i];
-        param.f32()[i] = keep + h;
-        const double plus = eval();
-        param.f32()[i] = keep - h;
-        const double minus = eval();
-        param.f32()[i] = keep;
-        const double numeric = (plus - minus) / (2 * h);
-        EXPECT_NEAR(grad.f32()[i], numeric, 1e-2 * std::max(1.0, std::fabs(numeric))) << what << " " << i;
-      }
+      test::expect_gradient(param, grad, eval, what, 1e-2f, 1e-2);
     };
     Tensor xc = x.clone();
     check_grad(xc, g.dx, "dx", [&] { return loss(layer, xc); });

@@ -14,21 +14,13 @@
 #include "models/sam2/sam2_image.h"
 #include "ops/ops.h"
 #include "test_util.h"
+#include "train/gradient_check.h"
 #include "train/losses.h"
 
 namespace sa2va {
 namespace {
 
-double rel_l2(const Tensor& a, const Tensor& e) {
-  const std::vector<float> x = a.to_vector(), y = e.to_vector();
-  EXPECT_EQ(x.size(), y.size());
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-    num += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
-    den += static_cast<double>(y[i]) * y[i];
-  }
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using test::rel_l2;
 
 TEST(TrainMaskDecoder, ForwardAndBackwardMatchTheUpstreamStep) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");

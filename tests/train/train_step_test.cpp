@@ -7,19 +7,12 @@
 
 #include "io/safetensors.h"
 #include "test_util.h"
+#include "train/gradient_check.h"
 
 namespace sa2va {
 namespace {
 
-double rel_l2(const std::vector<float>& x, const std::vector<float>& y) {
-  double num = 0, den = 0;
-  for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
-    num += (static_cast<double>(x[i]) - y[i]) * (static_cast<double>(x[i]) - y[i]);
-    den += static_cast<double>(y[i]) * y[i];
-  }
-  EXPECT_EQ(x.size(), y.size());
-  return den > 0 ? std::sqrt(num / den) : std::sqrt(num);
-}
+using test::rel_l2;
 
 // The stored part of a tensor: all of it, the entries at idx.<name>, or the rows at rows.<name>.
 std::vector<float> stored_part(const Tensor& full, const std::string& name, const SafetensorsFile& grads) {

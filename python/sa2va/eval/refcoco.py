@@ -102,7 +102,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.score_only:
         model = runner.load_model(args)
         options = runner.generation_options(args)
-        log = runner.PredictionLog(out, args.shard)
 
         def predict(sample: dict[str, Any]) -> dict[str, Any]:
             result = model.predict_forward(image=data.image_path(sample["image_id"]),
@@ -111,11 +110,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"image_id": sample["image_id"], "sentence": sample["sentence"], "prompt": PROMPT.format(sample["sentence"]),
                     "prediction": result["prediction"], "mask": masks.encode(mask) if mask is not None else None}
 
-        try:
-            runner.run_missing(samples, lambda s: s["key"], log.done, predict, log.append,
-                               f"{args.dataset} {args.split}", args.quiet)
-        finally:
-            log.close()
+        runner.run_logged(samples, out, args, predict, f"{args.dataset} {args.split}")
     return score(data, out, args)
 
 

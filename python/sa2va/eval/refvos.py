@@ -126,7 +126,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not args.score_only:
         model = runner.load_model(args)
         options = runner.generation_options(args)
-        log = runner.PredictionLog(out, args.shard)
 
         def predict(sample: dict[str, Any]) -> dict[str, Any]:
             paths = [data.frame_path(sample["video"], f) for f in sample["frames"]]
@@ -146,11 +145,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             return {"video_id": sample["video"], "exp_id": sample["exp_id"], "text_prediction": answer["prediction"],
                     "frames": sample["frames"], "exp": prompt, "prediction_masks": rles}
 
-        try:
-            runner.run_missing(samples, lambda s: s["key"], log.done, predict, log.append,
-                               f"{args.dataset} {data.split}", args.quiet)
-        finally:
-            log.close()
+        runner.run_logged(samples, out, args, predict, f"{args.dataset} {data.split}")
     return score(data, out, args)
 
 

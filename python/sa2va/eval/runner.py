@@ -164,6 +164,16 @@ def run_missing(samples: Iterable[Any], key_of, done: set, predict, save, label:
         progress.step()
 
 
+def run_logged(samples: Sequence[Any], out_dir: str, args: argparse.Namespace, predict, label: str) -> None:
+    """Runs `predict` for this shard's samples that predictions.<i>-of-<N>.jsonl does not hold yet,
+    keeping each result there as it finishes (samples are dicts with a "key")."""
+    log = PredictionLog(out_dir, args.shard)
+    try:
+        run_missing(samples, lambda s: s["key"], log.done, predict, log.append, label, args.quiet)
+    finally:
+        log.close()
+
+
 def write_json(path: str, value: Any) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
