@@ -1,5 +1,9 @@
 #include "io/config.h"
 
+#include <limits>
+
+#include "io/json_number.h"
+
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -28,8 +32,9 @@ struct Reader {
       if (fallback) return *fallback;
       fail(path + key, "missing required field");
     }
-    if (!v->is_number_integer()) fail(path + key, "must be an integer, got " + v->dump());
-    return v->get<int>();
+    const auto i = json_integer(*v, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
+    if (!i) fail(path + key, "must be an integer that fits an int, got " + v->dump());
+    return static_cast<int>(*i);
   }
   float get_float(const json& obj, const std::string& key, const std::string& path, const float* fallback = nullptr) const {
     const json* v = find(obj, key);
@@ -37,14 +42,15 @@ struct Reader {
       if (fallback) return *fallback;
       fail(path + key, "missing required field");
     }
-    if (!v->is_number()) fail(path + key, "must be a number, got " + v->dump());
-    return v->get<float>();
+    const auto f = json_float(*v);
+    if (!f) fail(path + key, "must be a finite number a float can hold, got " + v->dump());
+    return *f;
   }
   bool get_bool(const json& obj, const std::string& key, const std::string& path, bool fallback) const {
     const json* v = find(obj, key);
     if (!v) return fallback;
     if (v->is_boolean()) return v->get<bool>();
-    if (v->is_number_integer()) return v->get<int>() != 0;
+    if (v->is_number_integer()) return !(v->is_number_unsigned() ? v->get<uint64_t>() == 0 : v->get<int64_t>() == 0);
     fail(path + key, "must be a boolean, got " + v->dump());
   }
   std::string get_string(const json& obj, const std::string& key, const std::string& path,
@@ -64,8 +70,9 @@ struct Reader {
     if (!v->is_array()) fail(path + key, "must be an array of integers");
     std::vector<int> out;
     for (const json& e : *v) {
-      if (!e.is_number_integer()) fail(path + key, "must be an array of integers");
-      out.push_back(e.get<int>());
+      const auto i = json_integer(e, std::numeric_limits<int>::min(), std::numeric_limits<int>::max());
+      if (!i) fail(path + key, "must be an array of integers that fit an int");
+      out.push_back(static_cast<int>(*i));
     }
     return out;
   }

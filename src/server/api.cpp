@@ -1,5 +1,9 @@
 #include "server/api.h"
 
+#include <limits>
+
+#include "io/json_number.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -31,12 +35,13 @@ std::string string_field(const json& value, const std::string& name) {
 }
 
 int64_t integer_field(const json& value, const std::string& name) {
-  if (!value.is_number_integer()) bad_request(name + ": expected an integer");
-  return value.get<int64_t>();
+  const auto i = json_integer(value);
+  if (!i) bad_request(name + ": expected a 64-bit integer");
+  return *i;
 }
 
 double number_field(const json& value, const std::string& name) {
-  if (!value.is_number()) bad_request(name + ": expected a number");
+  if (!value.is_number() || !std::isfinite(value.get<double>())) bad_request(name + ": expected a finite number");
   return value.get<double>();
 }
 
@@ -293,14 +298,23 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
       const json& size = field(rle, "size");
       if (!size.is_array() || size.size() != 2) bad_request(what + ".rle.size: expected [height, width]");
       CocoRle coco;
-      coco.height = static_cast<int>(integer_field(size[0], what + ".rle.size"));
-      coco.width = static_cast<int>(integer_field(size[1], what + ".rle.size"));
-      if (coco.height <= 0 || coco.width <= 0 || int64_t{coco.height} * coco.width > limits.max_pixels)
+      const int64_t height = integer_field(size[0], what + ".rle.size");
+      const int64_t width = integer_field(size[1], what + ".rle.size");
+      if (height <= 0 || width <= 0 || height > limits.max_pixels || width > limits.max_pixels ||
+          height * width > limits.max_pixels)
         bad_request(what + ".rle.size: out of range");
+      coco.height = static_cast<int>(height);
+      coco.width = static_cast<int>(width);
       const json& counts = field(rle, "counts");
       try {
         if (counts.is_string()) coco.counts = rle_counts_from_string(counts.get<std::string>());
-        else if (counts.is_array()) coco.counts = counts.get<std::vector<uint32_t>>();
+        else if (counts.is_array()) {
+          for (const json& c : counts) {
+            const auto run = json_integer(c, 0, std::numeric_limits<uint32_t>::max());
+            if (!run) bad_request(what + ".rle.counts: runs must be integers in 0..2^32-1");
+            coco.counts.push_back(static_cast<uint32_t>(*run));
+          }
+        }
         else bad_request(what + ".rle.counts: expected a string or an array");
         m.data = rle_decode(coco);
       } catch (const HttpError&) {
@@ -342,12 +356,14 @@ void apply_generation_overrides(const json& body, const Limits& limits, Request&
     g.max_new_tokens = static_cast<int>(n);
   }
   if (const json& v = field(body, "temperature"); !v.is_null()) {
-    g.temperature = static_cast<float>(number_field(v, "temperature"));
-    if (g.temperature < 0 || g.temperature > 2) bad_request("temperature: must be in [0, 2]");
+    const double t = number_field(v, "temperature");
+    if (t < 0 || t > 2) bad_request("temperature: must be in [0, 2]");
+    g.temperature = static_cast<float>(t);
   }
   if (const json& v = field(body, "top_p"); !v.is_null()) {
-    g.top_p = static_cast<float>(number_field(v, "top_p"));
-    if (!(g.top_p > 0 && g.top_p <= 1)) bad_request("top_p: must be in (0, 1]");
+    const double p = number_field(v, "top_p");
+    if (!(p > 0 && p <= 1)) bad_request("top_p: must be in (0, 1]");
+    g.top_p = static_cast<float>(p);
   }
   if (const json& v = field(body, "top_k"); !v.is_null()) {
     const int64_t k = integer_field(v, "top_k");

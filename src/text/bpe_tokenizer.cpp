@@ -1,5 +1,9 @@
 #include "text/bpe_tokenizer.h"
 
+#include <limits>
+
+#include "io/json_number.h"
+
 #include <filesystem>
 #include <fstream>
 #include <queue>
@@ -169,16 +173,18 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
   try {
     int32_t max_id = -1;
     for (const auto& [text, id] : model["vocab"].items()) {
-      const int32_t value = id.get<int32_t>();
-      check(value >= 0, path_ + ": negative token id for " + text);
+      const auto parsed = json_integer(id, 0, std::numeric_limits<int32_t>::max());
+      check(parsed.has_value(), path_ + ": the id of " + text + " is not a token id (" + id.dump() + ")");
+      const int32_t value = static_cast<int32_t>(*parsed);
       vocab_.emplace(text, value);
       max_id = std::max(max_id, value);
     }
     std::vector<AddedToken> added;
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const auto& entry : j["added_tokens"]) {
-        AddedToken token = added_token_from_json(entry.at("id").get<int32_t>(), entry);
-        check(token.id >= 0, path_ + ": negative added token id");
+        const auto id = json_integer(entry.at("id"), 0, std::numeric_limits<int32_t>::max());
+        check(id.has_value(), path_ + ": an added token's id is not a token id (" + entry.at("id").dump() + ")");
+        AddedToken token = added_token_from_json(static_cast<int32_t>(*id), entry);
         max_id = std::max(max_id, token.id);
         added.push_back(std::move(token));
       }

@@ -1,5 +1,9 @@
 #include "text/sentencepiece_tokenizer.h"
 
+#include <limits>
+
+#include "io/json_number.h"
+
 #include <sentencepiece_processor.h>
 
 #include <filesystem>
@@ -36,8 +40,9 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_dir)
         if (added_.find(content)) continue;
         AddedToken token;
         token.content = content;
-        token.id = id.get<int32_t>();
-        check(token.id >= 0, added_path + ": negative id for " + content);
+        const auto parsed = json_integer(id, 0, std::numeric_limits<int32_t>::max());
+        check(parsed.has_value(), added_path + ": the id of " + content + " is not a token id (" + id.dump() + ")");
+        token.id = static_cast<int32_t>(*parsed);
         token.special = true;  // Sa2VA/InternVL add theirs with special_tokens=True
         added_.add(std::move(token));
       }

@@ -120,6 +120,8 @@ def main():
                                                "<s>Please segment <p> the cat </p> [SEG].</s>\u2581x".encode()]))
     put("added_tokens", "added_only", added_tokens)
     put("added_tokens", "config_only", b"" + SEP + tokenizer_config.encode())
+    # Regression: an id too large for any integer type (once undefined behaviour when converted).
+    put("added_tokens", "regress_float_id", '{"[SEG]": 92544, "</p>/": 923333333333333333333333333333333333333333333333333333333333546}')
 
     put("prompt", "image_first_turn", SEP.join([b"<image>\nPlease segment the cat.", b"", b"It is [SEG].", b"\x01\x20\x10\x0c\x02\x10\x10\x01\x05\x07\x02"]))
     put("prompt", "later_turn", SEP.join([b"And the dog?", b"<|im_start|>user\n<image>\nWhat is it?<|im_end|>\n<|im_start|>assistant\nA cat.<|im_end|>\n",
@@ -139,6 +141,8 @@ def main():
     put("mask_prompt", "rle_string", json.dumps([{"rle": {"size": [4, 5], "counts": "52203"}}]))
     put("mask_prompt", "rle_list", json.dumps([{"rle": {"size": [3, 3], "counts": [1, 3, 2, 3]}}, {"box": [0, 0, 0, 0]}]))
     put("mask_prompt", "png", json.dumps([{"png": mask_uri}]) + SEP.decode() + "\x08\x06")
+    # Regression: a run length too large for any integer type (once undefined behaviour when converted).
+    put("mask_prompt", "regress_float_run", '[{"rle": {"size": [6, 3], "counts": [1, 38, 5555555555555555555555555555555555555555555555555555555555555555555555553]}}]')
 
     frame_a = png(Image.new("RGB", (6, 4), (200, 10, 30)))
     frame_b = png(Image.new("RGB", (5, 3), (0, 90, 250)))

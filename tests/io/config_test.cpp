@@ -82,6 +82,15 @@ TEST(Config, ReportsBadFieldsByPath) {
   j["sam2_config"]["hiera"]["stages"] = {1, 2};
   EXPECT_NE(error_of(j).find("sam2_config.hiera.stages"), std::string::npos);
 
+  // Numbers out of the target type's range (found by fuzzing: undefined behaviour when converted).
+  j = good;
+  j["llm_config"]["rms_norm_eps"] = 1e300;
+  EXPECT_NE(error_of(j).find("llm_config.rms_norm_eps: must be a finite number a float can hold"), std::string::npos)
+      << error_of(j);
+  j = good;
+  j["llm_config"]["hidden_size"] = int64_t{1} << 40;
+  EXPECT_NE(error_of(j).find("llm_config.hidden_size: must be an integer that fits an int"), std::string::npos);
+
   j = good;
   j["template"] = 3;
   EXPECT_NE(error_of(j).find("template: must be a string"), std::string::npos);

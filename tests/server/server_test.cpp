@@ -380,6 +380,18 @@ TEST(Server, BadRequestsGetJsonErrors) {
                chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
                          {{"sa2va", {{"mask_prompts", {{{"box", {1e308, 0, 1e308, 1}}}}}}}}),
                400, "finite");
+  // RLE runs and sizes beyond their types (found by fuzzing: undefined behaviour when converted).
+  expect_error("/v1/chat/completions",
+               chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
+                         {{"sa2va", {{"mask_prompts", {{{"rle", {{"size", {6, 3}}, {"counts", {1, 5.5e72}}}}}}}}}}),
+               400, "runs must be integers");
+  expect_error("/v1/chat/completions",
+               chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
+                         {{"sa2va", {{"mask_prompts", {{{"rle", {{"size", {int64_t{1} << 32, 1}}, {"counts", {1}}}}}}}}}}),
+               400, "out of range");
+  expect_error("/v1/chat/completions",
+               chat_with(json::array({{{"type", "text"}, {"text", "Hi"}}}), {{"temperature", 1e300}}), 400,
+               "temperature");
   expect_error("/v1/chat/completions",
                chat_with(json::array({{{"type", "video_url"}, {"video_url", {{"url", "data:video/mp4;base64,AAAA"}}}}})),
                400, "video");

@@ -199,6 +199,19 @@ TEST(SentencePieceTokenizer, MissingOrCorruptModelIsAnError) {
   std::ofstream(dir2 + "/tokenizer.model", std::ios::binary) << model.rdbuf();
   std::ofstream(dir2 + "/tokenizer_config.json") << "{\"added_tokens_decoder\": {\"x\": {\"content\": \"a\"}}}";
   EXPECT_THROW(Tokenizer::load(dir2), Error);
+  // An added token's id that is a float, or larger than any token id (found by fuzzing).
+  for (const char* ids : {"{\"[SEG]\": 9.2e62}", "{\"[SEG]\": 92544.5}", "{\"[SEG]\": 4294967296}"}) {
+    const std::string dir3 = test::temp_dir("spm-bad-added");
+    std::ifstream again(model_dir() + "/tokenizer.model", std::ios::binary);
+    std::ofstream(dir3 + "/tokenizer.model", std::ios::binary) << again.rdbuf();
+    std::ofstream(dir3 + "/added_tokens.json") << ids;
+    try {
+      Tokenizer::load(dir3);
+      ADD_FAILURE() << ids << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("is not a token id"), std::string::npos) << e.what();
+    }
+  }
 }
 
 }  // namespace
