@@ -17,8 +17,25 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # the program-level suites and the server tests that mostly run the model (video, masks, concurrency)
 # run in the release build only; under sanitizers they would repeat the same code paths far slower.
 # The server's request parsing, limits, sessions and cancellation stay under the sanitizers.
-./build-asan/tests/sa2va_tests --gtest_brief=1 \
-  --gtest_filter='-Sam2ImageTest.*:TrainMaskDecoder.*:Sam2VideoConformance.*:Sam2VideoTracker.*:PipelineConformance.*:Phi3Conformance.*:InternLM2Conformance.*:DumpConformance.*:QuantizedWeights.AccuracyOfEvery*:EndToEnd*:TokenizeCli.*:QuantizeCli.*:Pipeline.VisualCache*:Pipeline.AnswerIsHanded*:Pipeline.ConversationAfter*:Pipeline.TextStreams*:Pipeline.ShouldStop*:Server.ChatCompletion*:Server.Streamed*:Server.VideoFrames*:Server.SessionsKeep*:Server.Concurrent*'
+filter='-Sam2ImageTest.*:TrainMaskDecoder.*:Sam2VideoConformance.*:Sam2VideoTracker.*:PipelineConformance.*:Phi3Conformance.*:InternLM2Conformance.*:DumpConformance.*:QuantizedWeights.AccuracyOfEvery*:EndToEnd*:TokenizeCli.*:QuantizeCli.*:Pipeline.VisualCache*:Pipeline.AnswerIsHanded*:Pipeline.ConversationAfter*:Pipeline.TextStreams*:Pipeline.ShouldStop*:Server.ChatCompletion*:Server.Streamed*:Server.VideoFrames*:Server.SessionsKeep*:Server.Concurrent*'
+# One process per core, each running its share of the tests (gtest sharding).
+pids=()
+for shard in $(seq 0 $((jobs - 1))); do
+  GTEST_TOTAL_SHARDS=$jobs GTEST_SHARD_INDEX=$shard ./build-asan/tests/sa2va_tests --gtest_brief=1 \
+    --gtest_filter="$filter" > "build-asan/sanitizer-shard-$shard.log" 2>&1 &
+  pids+=($!)
+done
+failed=0
+for shard in "${!pids[@]}"; do
+  if wait "${pids[$shard]}"; then
+    grep -a -E "^\[  (PASSED|FAILED)" "build-asan/sanitizer-shard-$shard.log" || true
+  else
+    failed=1
+    echo "== sanitizer shard $shard failed:"
+    cat "build-asan/sanitizer-shard-$shard.log"
+  fi
+done
+[ "$failed" -eq 0 ]
 
 echo "== sanitizer build: each fuzz target for 20 s from its seed corpus (tests/fuzz)"
 fixtures=${SA2VA_FIXTURES:-../shared/fixtures}
