@@ -23,6 +23,28 @@ void check_same(const Tensor& a, const Tensor& b, const char* what) {
 
 }  // namespace
 
+Tensor linear_forward(const Tensor& x, const Tensor& w, const Tensor& b) {
+  const Tensor xc = x.contiguous();
+  const int64_t n = xc.size(0), in = xc.size(1), out = w.size(0);
+  check(w.dim() == 2 && w.size(1) == in, "linear: input " + shape_str(x.shape()) + " for weight " + shape_str(w.shape()));
+  Tensor y = Tensor::empty({n, out});
+  ops::gemm(xc.f32(), in, w.f32(), in, y.f32(), out, n, out, in, /*transpose_b=*/true);
+  if (b.defined()) ops::add_rows(y.f32(), b.f32(), n, out);
+  return y;
+}
+
+void accumulate(std::map<std::string, Tensor>& into, const std::string& name, const Tensor& g) {
+  auto it = into.find(name);
+  if (it == into.end()) into[name] = g.contiguous().clone();
+  else accumulate(it->second, g);
+}
+
+void accumulate(Tensor& into, const Tensor& g) {
+  check(into.numel() == g.numel(), "gradient sum: sizes differ");
+  const Tensor gc = g.contiguous();
+  ops::add(into.f32(), gc.f32(), into.f32(), gc.numel());
+}
+
 LinearGrads linear_backward(const Tensor& x, const Tensor& weight, bool has_bias, const Tensor& dy) {
   check(weight.defined() && weight.dim() == 2 && weight.dtype() == DType::F32 && weight.is_contiguous(),
         "linear backward: the weight must be a contiguous F32 [out, in] tensor");

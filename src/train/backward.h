@@ -2,11 +2,20 @@
 // adjoint of the inference op of the same name in ops/ops.h, on contiguous F32 rows.
 #pragma once
 #include <cstdint>
+#include <map>
+#include <string>
 
 #include "core/tensor.h"
 #include "ops/ops.h"
 
 namespace sa2va::train {
+
+// y = x·Wᵀ + b on F32 rows x [N, in] (b may be undefined): the forward pass linear_backward inverts.
+Tensor linear_forward(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// Gradient sums: into[name] += g (the first one copied in), and into += g (same sizes).
+void accumulate(std::map<std::string, Tensor>& into, const std::string& name, const Tensor& g);
+void accumulate(Tensor& into, const Tensor& g);
 
 struct LinearGrads {
   Tensor dx;      // [N, in]

@@ -133,39 +133,45 @@ MaskLosses point_mask_losses(const Tensor& logits, const Tensor& targets, MaskLo
   return out;
 }
 
-TokenLoss shifted_cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels, Tensor* grad_logits,
-                                int64_t total_count) {
-  check(logits.defined() && logits.dim() == 2 && logits.dtype() == DType::F32, "cross entropy: logits must be F32 [N, V]");
+SupervisedTokens supervised_tokens(const std::vector<int64_t>& labels) {
+  SupervisedTokens out;
+  for (size_t t = 0; t + 1 < labels.size(); ++t)
+    if (labels[t + 1] != -100) {
+      out.rows.push_back(static_cast<int64_t>(t));
+      out.targets.push_back(labels[t + 1]);
+    }
+  return out;
+}
+
+TokenLoss cross_entropy(const Tensor& logits, const std::vector<int64_t>& targets, Tensor* grad_logits,
+                        float grad_scale) {
+  check(logits.defined() && logits.dim() == 2 && logits.dtype() == DType::F32, "cross entropy: logits must be F32 [R, V]");
   const int64_t n = logits.size(0), v = logits.size(1);
-  check(static_cast<int64_t>(labels.size()) == n, "cross entropy: " + std::to_string(labels.size()) +
-                                                      " labels for " + std::to_string(n) + " logit rows");
+  check(static_cast<int64_t>(targets.size()) == n, "cross entropy: " + std::to_string(targets.size()) +
+                                                       " targets for " + std::to_string(n) + " logit rows");
   const Tensor lc = logits.contiguous();
   TokenLoss out;
-  for (int64_t t = 0; t + 1 < n; ++t)
-    if (labels[static_cast<size_t>(t + 1)] != -100) ++out.count;
-  const int64_t denominator = total_count > 0 ? total_count : out.count;
-  if (grad_logits) *grad_logits = Tensor::zeros({n, v});
+  if (grad_logits) *grad_logits = Tensor::empty({n, v});
   double sum = 0;
-  for (int64_t t = 0; t + 1 < n; ++t) {
-    const int64_t label = labels[static_cast<size_t>(t + 1)];
-    if (label == -100) continue;
-    check(label >= 0 && label < v, "cross entropy: label " + std::to_string(label) + " outside the vocabulary of " +
-                                       std::to_string(v));
+  for (int64_t t = 0; t < n; ++t) {
+    const int64_t target = targets[static_cast<size_t>(t)];
+    check(target >= 0 && target < v, "cross entropy: label " + std::to_string(target) + " outside the vocabulary of " +
+                                         std::to_string(v));
     const float* row = lc.f32() + t * v;
     const float peak = *std::max_element(row, row + v);
     double z = 0;
     for (int64_t j = 0; j < v; ++j) z += std::exp(static_cast<double>(row[j]) - peak);
     const double log_z = std::log(z) + peak;
-    const double ce = log_z - row[label];
+    const double ce = log_z - row[target];
     out.per_token.push_back(static_cast<float>(ce));
     sum += ce;
     if (grad_logits) {
       float* g = grad_logits->f32() + t * v;
-      for (int64_t j = 0; j < v; ++j) g[j] = static_cast<float>(std::exp(row[j] - log_z) / static_cast<double>(denominator));
-      g[label] -= 1.0f / static_cast<float>(denominator);
+      for (int64_t j = 0; j < v; ++j) g[j] = static_cast<float>(std::exp(row[j] - log_z) * grad_scale);
+      g[target] -= grad_scale;
     }
   }
-  out.loss = out.count ? static_cast<float>(sum / static_cast<double>(out.count)) : 0.0f;
+  out.loss = n ? static_cast<float>(sum / static_cast<double>(n)) : 0.0f;
   return out;
 }
 

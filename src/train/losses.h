@@ -31,15 +31,22 @@ struct MaskLossWeights {
 // The point losses of logits and targets [M, P] (targets may be fractional).
 MaskLosses point_mask_losses(const Tensor& logits, const Tensor& targets, MaskLossWeights weights = {});
 
-struct TokenLoss {
-  float loss = 0;               // mean over the supervised positions
-  std::vector<float> per_token; // cross entropy at each supervised position, in order
-  int64_t count = 0;            // supervised positions
+// The positions a shifted label sequence supervises: row t (its hidden state) predicts labels[t + 1]
+// wherever that is not -100.
+struct SupervisedTokens {
+  std::vector<int64_t> rows, targets;
 };
-// Cross entropy of logits [N, V] where row t predicts labels[t + 1] (labels of -100 are ignored);
-// `grad_logits` [N, V] (when given) receives d(mean loss · loss_scale)/d logits, with the mean taken
-// over `total_count` positions (0: this call's own count; pass the batch's count to share one mean).
-TokenLoss shifted_cross_entropy(const Tensor& logits, const std::vector<int64_t>& labels, Tensor* grad_logits = nullptr,
-                                int64_t total_count = 0);
+SupervisedTokens supervised_tokens(const std::vector<int64_t>& labels);
+
+struct TokenLoss {
+  float loss = 0;               // mean over the rows
+  std::vector<float> per_token; // cross entropy of each row
+};
+// Cross entropy of logit rows [R, V] against targets[r] (in [0, V)); `grad_logits` [R, V] (when
+// given) receives d(grad_scale · Σ_r ce_r)/d logits = (softmax − onehot)·grad_scale, so that a batch
+// sharing one mean over its T tokens passes grad_scale = 1/T. Logits of only the supervised rows are
+// needed: a whole sequence's [N, V] matrix is never formed.
+TokenLoss cross_entropy(const Tensor& logits, const std::vector<int64_t>& targets, Tensor* grad_logits = nullptr,
+                        float grad_scale = 1.0f);
 
 }  // namespace sa2va::train

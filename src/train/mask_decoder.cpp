@@ -13,32 +13,16 @@ namespace {
 constexpr float kTokenNormEps = 1e-5f;    // nn.LayerNorm default in the two-way transformer
 constexpr float kLayerNorm2dEps = 1e-6f;  // SAM2 LayerNorm2d
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
-  Tensor y = Tensor::empty({n, out});
-  ops::gemm(x.contiguous().f32(), in, w.f32(), in, y.f32(), out, n, out, in, /*transpose_b=*/true);
-  if (b.defined()) ops::add_rows(y.f32(), b.f32(), n, out);
-  return y;
-}
-
 Tensor add(const Tensor& a, const Tensor& b) {
   Tensor y = Tensor::empty(a.shape());
   ops::add(a.f32(), b.f32(), y.f32(), a.numel());
   return y;
 }
 
-void add_into(Tensor& into, const Tensor& g) { ops::add(into.f32(), g.f32(), into.f32(), g.numel()); }
-
 Tensor layer_norm(const Tensor& x, const Tensor& w, const Tensor& b, float eps) {
   Tensor y = Tensor::empty(x.shape());
   ops::layer_norm(x.f32(), w.f32(), b.f32(), y.f32(), x.size(0), x.size(1), eps);
   return y;
-}
-
-void accumulate(std::map<std::string, Tensor>& into, const std::string& name, const Tensor& g) {
-  auto it = into.find(name);
-  if (it == into.end()) into[name] = g.contiguous().clone();
-  else add_into(it->second, g.contiguous());
 }
 
 // ---- attention ----------------------------------------------------------------------------
@@ -60,14 +44,14 @@ ops::AttentionArgs attention_args(const TrainableMaskDecoder::Attention& a, int6
 Tensor attention_forward(const TrainableMaskDecoder::Attention& a, const Tensor& q, const Tensor& k, const Tensor& v,
                          AttentionSaved& s) {
   s.q_in = q, s.k_in = k, s.v_in = v;
-  s.qp = linear(q, a.q_w, a.q_b);
-  s.kp = linear(k, a.k_w, a.k_b);
-  s.vp = linear(v, a.v_w, a.v_b);
+  s.qp = linear_forward(q, a.q_w, a.q_b);
+  s.kp = linear_forward(k, a.k_w, a.k_b);
+  s.vp = linear_forward(v, a.v_w, a.v_b);
   s.o = Tensor::empty({q.size(0), a.internal});
   ops::AttentionArgs args = attention_args(a, q.size(0), k.size(0));
   args.q = s.qp.f32(), args.k = s.kp.f32(), args.v = s.vp.f32(), args.out = s.o.f32();
   ops::attention(args);
-  return linear(s.o, a.out_w, a.out_b);
+  return linear_forward(s.o, a.out_w, a.out_b);
 }
 
 struct AttentionInputGrads {
@@ -267,10 +251,10 @@ TrainableMaskDecoder::Output TrainableMaskDecoder::forward(const Inputs& in) con
     const Tensor k = add(keys, f->key_pe);
     bs.pre_norm[1] = add(bs.q1, attention_forward(b.to_image, add(bs.q1, f->point_embedding), k, keys, bs.to_image));
     bs.q2 = layer_norm(bs.pre_norm[1], b.norm_w[1], b.norm_b[1], kTokenNormEps);
-    bs.mlp_h = linear(bs.q2, b.mlp_w1, b.mlp_b1);
+    bs.mlp_h = linear_forward(bs.q2, b.mlp_w1, b.mlp_b1);
     Tensor r = bs.mlp_h.clone();
     ops::relu(r.f32(), r.numel());
-    bs.pre_norm[2] = add(bs.q2, linear(r, b.mlp_w2, b.mlp_b2));
+    bs.pre_norm[2] = add(bs.q2, linear_forward(r, b.mlp_w2, b.mlp_b2));
     bs.q3 = layer_norm(bs.pre_norm[2], b.norm_w[2], b.norm_b[2], kTokenNormEps);
     bs.pre_norm[3] = add(keys, attention_forward(b.to_token, k, add(bs.q3, f->point_embedding), bs.q3, bs.to_token));
     bs.keys_out = layer_norm(bs.pre_norm[3], b.norm_w[3], b.norm_b[3], kTokenNormEps);
@@ -289,8 +273,8 @@ TrainableMaskDecoder::Output TrainableMaskDecoder::forward(const Inputs& in) con
   const int64_t g_h = f->g_h, g_w = f->g_w;
   const Tensor src = tokens_to_chw(keys, g_h, g_w);
   f->u1_pre_norm = conv_transpose(src, up1_w_, up1_b_);
-  const Tensor s1 = tokens_to_chw(linear(f->fpn1, conv_s1_w_.view({conv_s1_w_.size(0), d}), conv_s1_b_), 2 * g_h, 2 * g_w);
-  add_into(f->u1_pre_norm, s1);
+  const Tensor s1 = tokens_to_chw(linear_forward(f->fpn1, conv_s1_w_.view({conv_s1_w_.size(0), d}), conv_s1_b_), 2 * g_h, 2 * g_w);
+  accumulate(f->u1_pre_norm, s1);
   const int64_t c1 = f->u1_pre_norm.size(0);
   f->u1_norm = Tensor::empty(f->u1_pre_norm.shape());
   ops::layer_norm_2d(f->u1_pre_norm.f32(), up_norm_w_.f32(), up_norm_b_.f32(), f->u1_norm.f32(), c1,
@@ -298,8 +282,8 @@ TrainableMaskDecoder::Output TrainableMaskDecoder::forward(const Inputs& in) con
   f->u1_act = f->u1_norm.clone();
   ops::gelu_erf(f->u1_act.f32(), f->u1_act.numel());
   f->u2_pre_act = conv_transpose(f->u1_act, up2_w_, up2_b_);
-  const Tensor s0 = tokens_to_chw(linear(f->fpn0, conv_s0_w_.view({conv_s0_w_.size(0), d}), conv_s0_b_), 4 * g_h, 4 * g_w);
-  add_into(f->u2_pre_act, s0);
+  const Tensor s0 = tokens_to_chw(linear_forward(f->fpn0, conv_s0_w_.view({conv_s0_w_.size(0), d}), conv_s0_b_), 4 * g_h, 4 * g_w);
+  accumulate(f->u2_pre_act, s0);
   f->u2_act = f->u2_pre_act.clone();
   ops::gelu_erf(f->u2_act.f32(), f->u2_act.numel());
 
@@ -312,7 +296,7 @@ TrainableMaskDecoder::Output TrainableMaskDecoder::forward(const Inputs& in) con
     const Mlp& mlp = hyper_[static_cast<size_t>(m)];
     for (size_t l = 0; l < mlp.w.size(); ++l) {
       f->hyper_acts[static_cast<size_t>(m)].push_back(h);
-      h = linear(h, mlp.w[l], mlp.b[l]);
+      h = linear_forward(h, mlp.w[l], mlp.b[l]);
       if (l + 1 < mlp.w.size()) ops::relu(h.f32(), h.numel());
     }
     std::memcpy(f->hyper.f32() + m * up_c, h.f32(), up_c * sizeof(float));
@@ -323,7 +307,7 @@ TrainableMaskDecoder::Output TrainableMaskDecoder::forward(const Inputs& in) con
             /*transpose_b=*/false);
   Tensor iou = f->queries_out.slice(0, 1, 2).contiguous();
   for (size_t l = 0; l < iou_head_.w.size(); ++l) {
-    iou = linear(iou, iou_head_.w[l], iou_head_.b[l]);
+    iou = linear_forward(iou, iou_head_.w[l], iou_head_.b[l]);
     if (l + 1 < iou_head_.w.size()) ops::relu(iou.f32(), iou.numel());
   }
   ops::sigmoid(iou.f32(), iou.numel());
@@ -395,10 +379,10 @@ void TrainableMaskDecoder::backward(const Output& out, int64_t mask_index, const
   {
     const AttentionInputGrads ag =
         attention_backward_all(final_attn_, f.final_attn, fn.dx, "transformer.final_attn_token_to_image.", g.tensors);
-    add_into(d_queries, ag.dq);
-    add_into(d_pe, ag.dq);
-    add_into(d_keys, ag.dk);
-    add_into(d_keys, ag.dv);
+    accumulate(d_queries, ag.dq);
+    accumulate(d_pe, ag.dq);
+    accumulate(d_keys, ag.dk);
+    accumulate(d_keys, ag.dv);
   }
   // The two-way blocks in reverse.
   for (size_t i = blocks_.size(); i-- > 0;) {
@@ -417,10 +401,10 @@ void TrainableMaskDecoder::backward(const Output& out, int64_t mask_index, const
     Tensor d_q3 = d_queries.clone();
     {
       const AttentionInputGrads ag = attention_backward_all(b.to_token, bs.to_token, d_pre3, p + "cross_attn_image_to_token.", g.tensors);
-      add_into(d_keys_in, ag.dq);  // the image side queries: keys_in + kpe
-      add_into(d_q3, ag.dk);
-      add_into(d_pe, ag.dk);
-      add_into(d_q3, ag.dv);
+      accumulate(d_keys_in, ag.dq);  // the image side queries: keys_in + kpe
+      accumulate(d_q3, ag.dk);
+      accumulate(d_pe, ag.dk);
+      accumulate(d_q3, ag.dv);
     }
     // q3 = LN3(q2 + mlp(q2)).
     const Tensor d_pre2 = norm_backward(2, d_q3);
@@ -434,17 +418,17 @@ void TrainableMaskDecoder::backward(const Output& out, int64_t mask_index, const
       accumulate(g.tensors, p + "mlp.layers.1.bias", l2.db);
       accumulate(g.tensors, p + "mlp.layers.0.weight", l1.dw);
       accumulate(g.tensors, p + "mlp.layers.0.bias", l1.db);
-      add_into(d_q2, l1.dx);
+      accumulate(d_q2, l1.dx);
     }
     // q2 = LN2(q1 + to_image(q1 + pe, keys_in + kpe, keys_in)).
     const Tensor d_pre1 = norm_backward(1, d_q2);
     Tensor d_q1 = d_pre1.clone();
     {
       const AttentionInputGrads ag = attention_backward_all(b.to_image, bs.to_image, d_pre1, p + "cross_attn_token_to_image.", g.tensors);
-      add_into(d_q1, ag.dq);
-      add_into(d_pe, ag.dq);
-      add_into(d_keys_in, ag.dk);
-      add_into(d_keys_in, ag.dv);
+      accumulate(d_q1, ag.dq);
+      accumulate(d_pe, ag.dq);
+      accumulate(d_keys_in, ag.dk);
+      accumulate(d_keys_in, ag.dv);
     }
     // q1 = LN1(self_attn(...)) (+ residual after the first layer).
     const Tensor d_pre0 = norm_backward(0, d_q1);
@@ -452,22 +436,22 @@ void TrainableMaskDecoder::backward(const Output& out, int64_t mask_index, const
     {
       const AttentionInputGrads ag = attention_backward_all(b.self_attn, bs.self_attn, d_pre0, p + "self_attn.", g.tensors);
       if (i == 0) {
-        add_into(d_queries_in, ag.dq);
-        add_into(d_queries_in, ag.dk);
-        add_into(d_queries_in, ag.dv);
+        accumulate(d_queries_in, ag.dq);
+        accumulate(d_queries_in, ag.dk);
+        accumulate(d_queries_in, ag.dv);
       } else {
-        add_into(d_queries_in, d_pre0);
-        add_into(d_queries_in, ag.dq);
-        add_into(d_queries_in, ag.dk);
-        add_into(d_pe, ag.dq);
-        add_into(d_pe, ag.dk);
-        add_into(d_queries_in, ag.dv);
+        accumulate(d_queries_in, d_pre0);
+        accumulate(d_queries_in, ag.dq);
+        accumulate(d_queries_in, ag.dk);
+        accumulate(d_pe, ag.dq);
+        accumulate(d_pe, ag.dk);
+        accumulate(d_queries_in, ag.dv);
       }
     }
     d_queries = d_queries_in;
     d_keys = d_keys_in;
   }
-  add_into(d_pe, d_queries);  // the first queries are the tokens themselves
+  accumulate(d_pe, d_queries);  // the first queries are the tokens themselves
   // The tokens: obj_score, iou, mask tokens (trained) and the sparse prompts.
   accumulate(g.tensors, "obj_score_token.weight", d_pe.slice(0, 0, 1));
   accumulate(g.tensors, "iou_token.weight", d_pe.slice(0, 1, 2));

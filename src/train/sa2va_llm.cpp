@@ -6,6 +6,7 @@
 #include "core/error.h"
 #include "ops/ops.h"
 #include "train/backward.h"
+#include "train/losses.h"
 
 namespace sa2va::train {
 namespace {
@@ -14,25 +15,9 @@ constexpr float kMlp1NormEps = 1e-5f;  // torch LayerNorm's default, as InternVL
 
 Tensor f32(const Checkpoint& c, const std::string& name) { return c.get(name).to(DType::F32); }
 
-// y = x·Wᵀ + b.
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
-  const int64_t n = x.size(0), in = x.size(1), out = w.size(0);
-  Tensor y = Tensor::empty({n, out});
-  ops::gemm(x.f32(), in, w.f32(), in, y.f32(), out, n, out, in, /*transpose_b=*/true);
-  if (b.defined()) ops::add_rows(y.f32(), b.f32(), n, out);
-  return y;
-}
-
-void accumulate(std::map<std::string, Tensor>& into, const std::string& name, const Tensor& g) {
-  auto it = into.find(name);
-  if (it == into.end()) {
-    into[name] = g.clone();
-  } else {
-    ops::add(it->second.f32(), g.f32(), it->second.f32(), g.numel());
-  }
-}
-
-void accumulate(Tensor& into, const Tensor& g) { ops::add(into.f32(), g.f32(), into.f32(), g.numel()); }
+// Supervised rows go through the tied head this many at a time, so that the logits held at once
+// stay [kHeadChunk, V] however long the answer.
+constexpr int64_t kHeadChunk = 64;
 
 }  // namespace
 
@@ -93,10 +78,10 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
   f.mlp1_in = s.vision.contiguous().view({rows, width});
   f.mlp1_norm = Tensor::empty({rows, width});
   ops::layer_norm(f.mlp1_in.f32(), mlp1_.norm_w.f32(), mlp1_.norm_b.f32(), f.mlp1_norm.f32(), rows, width, kMlp1NormEps);
-  f.mlp1_h = linear(f.mlp1_norm, mlp1_.w1, mlp1_.b1);
+  f.mlp1_h = linear_forward(f.mlp1_norm, mlp1_.w1, mlp1_.b1);
   f.mlp1_act = f.mlp1_h.clone();
   ops::gelu_erf(f.mlp1_act.f32(), f.mlp1_act.numel());
-  f.vit_embeds = linear(f.mlp1_act, mlp1_.w2, mlp1_.b2);
+  f.vit_embeds = linear_forward(f.mlp1_act, mlp1_.w2, mlp1_.b2);
   // Token embeddings with the image rows spliced in.
   Tensor x = Tensor::empty({n, d});
   int64_t next = 0;
@@ -122,27 +107,30 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
   f.last_hidden = Tensor::empty({n, d});
   ops::rms_norm(x.f32(), final_norm_.f32(), f.last_hidden.f32(), n, d, rms_eps_);
   // Token loss at the supervised positions (row t predicts label t + 1) through the tied head.
-  const int64_t v = embedding_.size(0);
-  Tensor logits = Tensor::empty({1, v});
-  for (int64_t t = 0; t + 1 < n; ++t) {
-    const int64_t label = s.labels[static_cast<size_t>(t + 1)];
-    if (label == -100) continue;
-    ops::gemm(f.last_hidden.f32() + t * d, d, embedding_.f32(), d, logits.f32(), v, 1, v, d, /*transpose_b=*/true);
-    const float* row = logits.f32();
-    const float peak = *std::max_element(row, row + v);
-    double z = 0;
-    for (int64_t j = 0; j < v; ++j) z += std::exp(static_cast<double>(row[j]) - peak);
-    f.token_ce.push_back(static_cast<float>(std::log(z) + peak - row[label]));
+  const SupervisedTokens sup = supervised_tokens(s.labels);
+  for (size_t first = 0; first < sup.rows.size(); first += kHeadChunk) {
+    const size_t last = std::min(sup.rows.size(), first + kHeadChunk);
+    const Tensor logits = head_logits(f.last_hidden, {sup.rows.begin() + first, sup.rows.begin() + last});
+    const TokenLoss ce = cross_entropy(logits, {sup.targets.begin() + first, sup.targets.begin() + last});
+    f.token_ce.insert(f.token_ce.end(), ce.per_token.begin(), ce.per_token.end());
   }
   // text_hidden_fcs at the [SEG] positions.
   for (int64_t t = 0; t < n; ++t)
     if (s.input_ids[static_cast<size_t>(t)] == seg_id) f.seg_rows.push_back(t);
   f.seg_hidden = ops::gather_rows(f.last_hidden, f.seg_rows);
-  f.seg_h1 = linear(f.seg_hidden, fcs_.w1, fcs_.b1);
+  f.seg_h1 = linear_forward(f.seg_hidden, fcs_.w1, fcs_.b1);
   Tensor r = f.seg_h1.clone();
   ops::relu(r.f32(), r.numel());
-  f.seg_embeds = linear(r, fcs_.w2, fcs_.b2);
+  f.seg_embeds = linear_forward(r, fcs_.w2, fcs_.b2);
   return f;
+}
+
+Tensor TrainableLanguageModel::head_logits(const Tensor& hidden, const std::vector<int64_t>& rows) const {
+  const Tensor h = ops::gather_rows(hidden, rows);
+  const int64_t r = h.size(0), d = h.size(1), v = embedding_.size(0);
+  Tensor logits = Tensor::empty({r, v});
+  ops::gemm(h.f32(), d, embedding_.f32(), d, logits.f32(), v, r, v, d, /*transpose_b=*/true);
+  return logits;
 }
 
 TrainableLanguageModel::Grads TrainableLanguageModel::zero_grads() const {
@@ -156,19 +144,25 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
                                       Grads& g) const {
   const int64_t n = static_cast<int64_t>(s.input_ids.size()), d = embedding_.size(1), v = embedding_.size(0);
   Tensor d_last = Tensor::zeros({n, d});
-  // Token loss: d logits = (softmax − onehot)·ce_scale, into the hidden state and the tied head.
-  Tensor logits = Tensor::empty({1, v});
-  for (int64_t t = 0; t + 1 < n; ++t) {
-    const int64_t label = s.labels[static_cast<size_t>(t + 1)];
-    if (label == -100) continue;
-    const float* h = f.last_hidden.f32() + t * d;
-    ops::gemm(h, d, embedding_.f32(), d, logits.f32(), v, 1, v, d, /*transpose_b=*/true);
-    float* row = logits.f32();
-    ops::softmax_rows(row, 1, v);
-    ops::scale(row, ce_scale, v);
-    row[label] -= ce_scale;
-    ops::gemm(row, v, embedding_.f32(), d, d_last.f32() + t * d, d, 1, d, v, /*transpose_b=*/false, 1.0f, 1.0f);
-    for (int64_t j = 0; j < v; ++j) ops::add_scaled(g.embedding.f32() + j * d, h, row[j], d);
+  // Token loss: d logits = (softmax − onehot)·ce_scale (logits recomputed, a chunk at a time), into
+  // the hidden states (dlogits·E) and the tied head (dlogitsᵀ·H).
+  const SupervisedTokens sup = supervised_tokens(s.labels);
+  for (size_t first = 0; first < sup.rows.size(); first += kHeadChunk) {
+    const size_t last = std::min(sup.rows.size(), first + kHeadChunk);
+    const std::vector<int64_t> rows(sup.rows.begin() + first, sup.rows.begin() + last);
+    const int64_t r = static_cast<int64_t>(rows.size());
+    Tensor dlogits;
+    cross_entropy(head_logits(f.last_hidden, rows), {sup.targets.begin() + first, sup.targets.begin() + last},
+                  &dlogits, ce_scale);
+    Tensor dh = Tensor::empty({r, d});
+    ops::gemm(dlogits.f32(), v, embedding_.f32(), d, dh.f32(), d, r, d, v, /*transpose_b=*/false);
+    for (int64_t k = 0; k < r; ++k)
+      ops::add(d_last.f32() + rows[static_cast<size_t>(k)] * d, dh.f32() + k * d,
+               d_last.f32() + rows[static_cast<size_t>(k)] * d, d);
+    Tensor dlogits_t = Tensor::empty({v, r});
+    ops::transpose_2d(dlogits.f32(), r, v, dlogits_t.f32());
+    const Tensor h = ops::gather_rows(f.last_hidden, rows);
+    ops::gemm(dlogits_t.f32(), r, h.f32(), d, g.embedding.f32(), d, v, d, r, /*transpose_b=*/false, 1.0f, 1.0f);
   }
   // text_hidden_fcs.
   if (!f.seg_rows.empty()) {

@@ -56,6 +56,8 @@ class TrainableLanguageModel {
   int32_t img_context_id = -1, seg_id = -1;
 
  private:
+  Tensor head_logits(const Tensor& hidden, const std::vector<int64_t>& rows) const;  // [rows, V] through the tied head
+
   Tensor embedding_;  // tied embedding / head, f32 [V, D]
   std::vector<DecoderLayerWeights> layers_;
   std::vector<std::string> layer_paths_;

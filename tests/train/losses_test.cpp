@@ -125,27 +125,37 @@ TEST(TrainLosses, MaskLossGradientMatchesFiniteDifferences) {
   }
 }
 
-TEST(TrainLosses, CrossEntropyShiftsIgnoresAndDifferentiates) {
+TEST(TrainLosses, CrossEntropyOfTheSupervisedRowsShiftsIgnoresAndDifferentiates) {
   const Tensor logits = random_tensor({5, 7}, 6, -2, 2);
   const std::vector<int64_t> labels = {-100, -100, 3, 6, -100};  // rows 1 and 2 predict 3 and 6
+  const train::SupervisedTokens sup = train::supervised_tokens(labels);
+  ASSERT_EQ(sup.rows, (std::vector<int64_t>{1, 2}));
+  ASSERT_EQ(sup.targets, (std::vector<int64_t>{3, 6}));
+  const Tensor rows = logits.slice(0, 1, 3).contiguous();
   Tensor grad;
-  const train::TokenLoss loss = train::shifted_cross_entropy(logits, labels, &grad);
-  ASSERT_EQ(loss.count, 2);
+  const float scale = 0.25f;  // e.g. one mean over a batch of 4 supervised tokens
+  const train::TokenLoss loss = train::cross_entropy(rows, sup.targets, &grad, scale);
   const auto ce = [&](int64_t row, int64_t label) {
     double z = 0;
     for (int64_t j = 0; j < 7; ++j) z += std::exp(static_cast<double>(logits.f32()[row * 7 + j]));
     return std::log(z) - logits.f32()[row * 7 + label];
   };
+  ASSERT_EQ(loss.per_token.size(), 2u);
   EXPECT_NEAR(loss.per_token[0], ce(1, 3), 1e-6);
   EXPECT_NEAR(loss.loss, (ce(1, 3) + ce(2, 6)) / 2, 1e-6);
-  for (int64_t i = 0; i < logits.numel(); ++i) {
-    Tensor plus = logits.clone(), minus = logits.clone();
+  const auto summed = [&](const Tensor& l) {
+    const train::TokenLoss r = train::cross_entropy(l, sup.targets);
+    return (static_cast<double>(r.per_token[0]) + r.per_token[1]) * scale;
+  };
+  for (int64_t i = 0; i < rows.numel(); ++i) {
+    Tensor plus = rows.clone(), minus = rows.clone();
     plus.f32()[i] += 1e-3f;
     minus.f32()[i] -= 1e-3f;
-    const double numeric = (train::shifted_cross_entropy(plus, labels).loss - train::shifted_cross_entropy(minus, labels).loss) / 2e-3;
-    EXPECT_NEAR(grad.f32()[i], numeric, 2e-3) << "element " << i;
+    const double numeric = (summed(plus) - summed(minus)) / 2e-3;
+    EXPECT_NEAR(grad.f32()[i], numeric, 1e-3) << "element " << i;
   }
-  EXPECT_THROW(train::shifted_cross_entropy(logits, {0, 9, -100, -100, -100}), Error);  // label outside V
+  EXPECT_THROW(train::cross_entropy(rows, {0, 9}), Error);  // label outside V
+  EXPECT_THROW(train::cross_entropy(rows, {0}), Error);     // one target per row
 }
 
 }  // namespace
