@@ -163,8 +163,8 @@ struct TrainableMaskDecoder::Forward {
 TrainableMaskDecoder TrainableMaskDecoder::load(const Checkpoint& c, const std::string& prefix) {
   TrainableMaskDecoder m;
   const auto get = [&](const std::string& name) {
-    m.names_.push_back(name);
-    return c.get(prefix + name).to(DType::F32);
+    m.params_.emplace_back(name, c.get(prefix + name).to(DType::F32));
+    return m.params_.back().second;
   };
   m.obj_score_token_ = get("obj_score_token.weight");
   m.iou_token_ = get("iou_token.weight");
@@ -217,7 +217,11 @@ TrainableMaskDecoder TrainableMaskDecoder::load(const Checkpoint& c, const std::
   return m;
 }
 
-std::vector<std::string> TrainableMaskDecoder::tensor_names() const { return names_; }
+std::vector<std::string> TrainableMaskDecoder::tensor_names() const {
+  std::vector<std::string> names;
+  for (const auto& [name, tensor] : params_) names.push_back(name);
+  return names;
+}
 
 TrainableMaskDecoder::Output TrainableMaskDecoder::forward(const Inputs& in) const {
   const int64_t d = dim_;

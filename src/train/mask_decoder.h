@@ -44,6 +44,8 @@ class TrainableMaskDecoder {
 
   // Every trainable tensor name (without the prefix), in checkpoint order of the decoder.
   std::vector<std::string> tensor_names() const;
+  // Those tensors, sharing storage with the decoder (an optimiser step on them changes the decoder).
+  const std::vector<std::pair<std::string, Tensor>>& parameters() const { return params_; }
 
   struct Attention {  // SAM's attention: projections to an internal width, heads, output projection
     Tensor q_w, q_b, k_w, k_b, v_w, v_b, out_w, out_b;
@@ -68,7 +70,7 @@ class TrainableMaskDecoder {
   Tensor conv_s0_w_, conv_s0_b_, conv_s1_w_, conv_s1_b_;         // [out, in, 1, 1]
   std::vector<Mlp> hyper_;
   Mlp iou_head_, obj_head_;
-  std::vector<std::string> names_;
+  std::vector<std::pair<std::string, Tensor>> params_;
 };
 
 }  // namespace sa2va::train

@@ -133,6 +133,53 @@ Tensor TrainableLanguageModel::head_logits(const Tensor& hidden, const std::vect
   return logits;
 }
 
+std::vector<std::pair<std::string, const LoraLinear*>> TrainableLanguageModel::lora_layers() const {
+  std::vector<std::pair<std::string, const LoraLinear*>> out;
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayerWeights& w = layers_[i];
+    const std::string& p = layer_paths_[i];
+    out.emplace_back(p + ".self_attn.q_proj", &w.q);
+    out.emplace_back(p + ".self_attn.k_proj", &w.k);
+    out.emplace_back(p + ".self_attn.v_proj", &w.v);
+    out.emplace_back(p + ".self_attn.o_proj", &w.o);
+    out.emplace_back(p + ".mlp.gate_proj", &w.gate);
+    out.emplace_back(p + ".mlp.up_proj", &w.up);
+    out.emplace_back(p + ".mlp.down_proj", &w.down);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> TrainableLanguageModel::parameters() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.emplace_back("mlp1.0.weight", mlp1_.norm_w);
+  out.emplace_back("mlp1.0.bias", mlp1_.norm_b);
+  out.emplace_back("mlp1.1.weight", mlp1_.w1);
+  out.emplace_back("mlp1.1.bias", mlp1_.b1);
+  out.emplace_back("mlp1.3.weight", mlp1_.w2);
+  out.emplace_back("mlp1.3.bias", mlp1_.b2);
+  out.emplace_back("language_model.model.embed_tokens.weight", embedding_);
+  for (const auto& [path, layer] : lora_layers()) {
+    out.emplace_back("lora." + path + ".A", layer->a);
+    out.emplace_back("lora." + path + ".B", layer->b);
+  }
+  out.emplace_back("text_hidden_fcs.0.weight", fcs_.w1);
+  out.emplace_back("text_hidden_fcs.0.bias", fcs_.b1);
+  out.emplace_back("text_hidden_fcs.2.weight", fcs_.w2);
+  out.emplace_back("text_hidden_fcs.2.bias", fcs_.b2);
+  return out;
+}
+
+Tensor TrainableLanguageModel::gradient(const Grads& g, const std::string& name) const {
+  if (name == "language_model.model.embed_tokens.weight") return g.embedding;
+  if (name.rfind("lora.", 0) == 0 && name.size() > 7) {
+    const auto it = g.lora.find(name.substr(5, name.size() - 7));
+    if (it == g.lora.end()) return Tensor();
+    return name.back() == 'A' ? it->second.da : it->second.db;
+  }
+  const auto it = g.tensors.find(name);
+  return it == g.tensors.end() ? Tensor() : it->second;
+}
+
 TrainableLanguageModel::Grads TrainableLanguageModel::zero_grads() const {
   Grads g;
   g.embedding = Tensor::zeros(embedding_.shape());

@@ -53,6 +53,15 @@ class TrainableLanguageModel {
   void backward(const Sample& sample, const Forward& f, float ce_scale, const Tensor& d_seg_embeds, Grads& grads) const;
   Grads zero_grads() const;
 
+  // Every trainable tensor, sharing storage with the model (an optimiser step on them changes it):
+  // "lora.<module>.A" / ".B", mlp1.*, text_hidden_fcs.* and the embedding under checkpoint names.
+  std::vector<std::pair<std::string, Tensor>> parameters() const;
+  // The gradient in `grads` of a parameters() name (the embedding's: lookup + head); undefined where
+  // the batch gave it none (no [SEG] in it: text_hidden_fcs).
+  Tensor gradient(const Grads& grads, const std::string& name) const;
+  // The LoRA modules (module path -> the layer), for merging at export.
+  std::vector<std::pair<std::string, const LoraLinear*>> lora_layers() const;
+
   int32_t img_context_id = -1, seg_id = -1;
 
  private:
