@@ -6,6 +6,7 @@
 
 #include "core/error.h"
 #include "io/config.h"
+#include "io/model_folder.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/llm.h"
@@ -25,24 +26,13 @@ struct Output {
   Kind kind = Copy;
 };
 
-void prepare_output_dir(const fs::path& out, const fs::path& in) {
-  std::error_code ec;
-  if (fs::exists(out)) {
-    check(fs::is_directory(out), out.string() + ": exists and is not a folder");
-    check(!fs::equivalent(out, in, ec), out.string() + ": the output folder must differ from the model folder");
-    check(fs::is_empty(out), out.string() + ": the output folder is not empty");
-  }
-  fs::create_directories(out, ec);
-  check(!ec && fs::is_directory(out), out.string() + ": cannot create the output folder");
-}
-
 }  // namespace
 
 QuantizeReport quantize_model(const QuantizeOptions& options) {
   check(is_quantized(options.format), std::string("quantize: the format must be q8_0 or q4_0, not ") +
                                           weight_format_name(options.format));
   check(!options.model_dir.empty() && !options.out_dir.empty(), "quantize: --model and --out are required");
-  const fs::path in(options.model_dir), out(options.out_dir);
+  const fs::path in(options.model_dir);
   check(fs::is_directory(in), options.model_dir + ": not a model folder");
 
   const ModelConfig config = load_config(options.model_dir);
@@ -86,55 +76,29 @@ QuantizeReport quantize_model(const QuantizeOptions& options) {
     add_quantized(head, embedding, checkpoint.info(embedding).shape);
   }
 
-  const bool created = !fs::exists(out);
-  prepare_output_dir(out, in);
-  // Written under a temporary name and renamed last, so that a failure (disk full, interruption)
-  // never leaves a folder that looks complete; a folder this run created is removed on failure.
-  const fs::path partial = out / "model.safetensors.partial";
-  try {
-    std::vector<SafetensorsWriter::Entry> entries;
-    for (const Output& o : outputs) entries.push_back(o.entry);
-    const std::map<std::string, std::string> metadata{{"format", "pt"},
-                                                      {kWeightFormatKey, weight_format_name(options.format)},
-                                                      {kQuantLayoutKey, kQuantLayout}};
-    SafetensorsWriter writer(partial.string(), entries, metadata);
-    WeightMatrix matrix;  // the one being written (values, then scales)
-    for (const Output& o : outputs) {
-      switch (o.kind) {
-        case Output::Copy: writer.write_next(checkpoint.get(o.source)); break;
-        case Output::Values:
-          matrix = WeightMatrix::prepare(checkpoint.get(o.source), options.format);
-          writer.write_next(matrix.values());
-          break;
-        case Output::Scales:
-          writer.write_next(matrix.scales());
-          matrix = WeightMatrix();
-          break;
+  std::vector<SafetensorsWriter::Entry> entries;
+  for (const Output& o : outputs) entries.push_back(o.entry);
+  const std::map<std::string, std::string> metadata{{"format", "pt"},
+                                                    {kWeightFormatKey, weight_format_name(options.format)},
+                                                    {kQuantLayoutKey, kQuantLayout}};
+  WeightMatrix matrix;  // the one being written (values, then scales)
+  write_model_folder(options.model_dir, options.out_dir, entries, [&](size_t i) {
+    const Output& o = outputs[i];
+    report.bytes_out += static_cast<uint64_t>(shape_numel(o.entry.shape)) * dtype_size(o.entry.dtype);
+    ++report.tensors_written;
+    switch (o.kind) {
+      case Output::Values:
+        matrix = WeightMatrix::prepare(checkpoint.get(o.source), options.format);
+        return matrix.values();
+      case Output::Scales: {
+        const Tensor scales = matrix.scales();
+        matrix = WeightMatrix();
+        return scales;
       }
-      report.bytes_out += static_cast<uint64_t>(shape_numel(o.entry.shape)) * dtype_size(o.entry.dtype);
-      ++report.tensors_written;
+      case Output::Copy: break;
     }
-    writer.close();
-
-    // Everything else of the folder (config, tokenizer, generation settings) unchanged.
-    for (const auto& file : fs::directory_iterator(in)) {
-      const std::string fname = file.path().filename().string();
-      if (!file.is_regular_file() || file.path().extension() == ".safetensors" ||
-          fname == "model.safetensors.index.json")
-        continue;
-      std::error_code ec;
-      fs::copy_file(file.path(), out / fname, ec);
-      check(!ec, (out / fname).string() + ": cannot copy " + file.path().string() + ": " + ec.message());
-    }
-    std::error_code ec;
-    fs::rename(partial, out / "model.safetensors", ec);
-    check(!ec, (out / "model.safetensors").string() + ": cannot write: " + ec.message());
-  } catch (...) {
-    std::error_code ec;
-    if (created) fs::remove_all(out, ec);
-    else fs::remove(partial, ec);
-    throw;
-  }
+    return checkpoint.get(o.source);
+  }, metadata);
   return report;
 }
 

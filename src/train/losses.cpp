@@ -133,6 +133,42 @@ MaskLosses point_mask_losses(const Tensor& logits, const Tensor& targets, MaskLo
   return out;
 }
 
+Tensor sample_uncertain_points(const Tensor& logits, int64_t num_points, float oversample, float importance,
+                               SplitMix64& rng) {
+  check(logits.defined() && logits.dim() == 3 && logits.dtype() == DType::F32, "point choice: logits must be F32 [M, H, W]");
+  check(num_points > 0 && oversample >= 1.0f && importance >= 0.0f && importance <= 1.0f,
+        "point choice: needs points > 0, oversample >= 1 and importance in [0, 1]");
+  const int64_t m = logits.size(0);
+  const int64_t candidates = static_cast<int64_t>(static_cast<double>(num_points) * oversample);
+  const int64_t uncertain = static_cast<int64_t>(static_cast<double>(num_points) * importance);
+  Tensor coords = Tensor::empty({m, candidates, 2});
+  for (int64_t i = 0; i < coords.numel(); ++i) coords.f32()[i] = rng.uniform();
+  const Tensor values = point_sample(logits, coords);  // [M, candidates]
+  Tensor out = Tensor::empty({m, num_points, 2});
+  std::vector<int64_t> order(static_cast<size_t>(candidates));
+  for (int64_t k = 0; k < m; ++k) {
+    const float* v = values.f32() + k * candidates;
+    for (int64_t c = 0; c < candidates; ++c) order[static_cast<size_t>(c)] = c;
+    std::partial_sort(order.begin(), order.begin() + uncertain, order.end(), [v](int64_t a, int64_t b) {
+      const float ua = std::fabs(v[a]), ub = std::fabs(v[b]);
+      return ua < ub || (ua == ub && a < b);
+    });
+    float* dst = out.f32() + k * num_points * 2;
+    for (int64_t p = 0; p < uncertain; ++p) {
+      const float* src = coords.f32() + (k * candidates + order[static_cast<size_t>(p)]) * 2;
+      dst[2 * p] = src[0];
+      dst[2 * p + 1] = src[1];
+    }
+  }
+  for (int64_t k = 0; k < m; ++k)
+    for (int64_t p = uncertain; p < num_points; ++p) {
+      float* dst = out.f32() + (k * num_points + p) * 2;
+      dst[0] = rng.uniform();
+      dst[1] = rng.uniform();
+    }
+  return out;
+}
+
 SupervisedTokens supervised_tokens(const std::vector<int64_t>& labels) {
   SupervisedTokens out;
   for (size_t t = 0; t + 1 < labels.size(); ++t)

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "core/random.h"
 #include "core/tensor.h"
 
 namespace sa2va::train {
@@ -18,6 +19,13 @@ Tensor resize_masks_nearest(const uint8_t* masks, int64_t m, int64_t h, int64_t 
 Tensor point_sample(const Tensor& maps, const Tensor& points);
 // Adds the gradient of point_sample's output `grad_out` [M, P] to `grad_maps` [M, H, W].
 void point_sample_backward(const Tensor& grad_out, const Tensor& points, Tensor& grad_maps);
+
+// Upstream's choice of the mask-loss points (mmdet get_uncertain_point_coords_with_randomness):
+// oversample·P uniform candidates per map, the ⌊importance·P⌋ whose sampled logit is nearest 0
+// (uncertainty −|logit|, ties to the earlier candidate), then fresh uniform points up to P:
+// [M, P, 2] for logits [M, H, W]. Deterministic for a given generator state.
+Tensor sample_uncertain_points(const Tensor& logits, int64_t num_points, float oversample, float importance,
+                               SplitMix64& rng);
 
 struct MaskLosses {
   float mask = 0;                   // weight · Σ BCE(x, t) / (M·P)   (upstream's denominators)

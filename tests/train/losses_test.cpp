@@ -5,6 +5,7 @@
 #include "core/error.h"
 
 #include <cmath>
+#include <cstring>
 #include <random>
 
 #include "io/safetensors.h"
@@ -156,6 +157,37 @@ TEST(TrainLosses, CrossEntropyOfTheSupervisedRowsShiftsIgnoresAndDifferentiates)
   }
   EXPECT_THROW(train::cross_entropy(rows, {0, 9}), Error);  // label outside V
   EXPECT_THROW(train::cross_entropy(rows, {0}), Error);     // one target per row
+}
+
+TEST(TrainLosses, UncertainPointsAreTheCandidatesNearestTheBoundaryPlusUniformOnes) {
+  // A logit map that is 0 on the vertical line x = 0.5 and grows away from it.
+  const int64_t h = 32, w = 32;
+  Tensor logits = Tensor::empty({2, h, w});
+  for (int64_t k = 0; k < 2; ++k)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) logits.f32()[(k * h + y) * w + x] = std::fabs((x + 0.5f) / w - 0.5f) * 20.0f;
+  SplitMix64 rng{7};
+  const Tensor points = train::sample_uncertain_points(logits, 100, 3.0f, 0.75f, rng);
+  ASSERT_EQ(points.shape(), (Shape{2, 100, 2}));
+  const Tensor values = train::point_sample(logits, points);
+  // The 75 chosen points lie nearer the zero line than the 225 candidates' 75th smallest |logit| allows,
+  // so their mean |logit| is far below that of uniform points (mean 5 on this map).
+  for (int64_t k = 0; k < 2; ++k) {
+    double chosen = 0;
+    for (int64_t p = 0; p < 75; ++p) chosen += std::fabs(values.f32()[k * 100 + p]);
+    EXPECT_LT(chosen / 75, 2.0) << "map " << k;
+    for (int64_t p = 0; p < 100; ++p)
+      for (int c = 0; c < 2; ++c) {
+        const float v = points.f32()[(k * 100 + p) * 2 + c];
+        EXPECT_TRUE(v >= 0.0f && v < 1.0f);
+      }
+  }
+  // Same generator state, same points; another state, other points.
+  SplitMix64 again{7}, other{8};
+  const Tensor repeat = train::sample_uncertain_points(logits, 100, 3.0f, 0.75f, again);
+  const Tensor different = train::sample_uncertain_points(logits, 100, 3.0f, 0.75f, other);
+  EXPECT_EQ(0, std::memcmp(repeat.f32(), points.f32(), points.numel() * sizeof(float)));
+  EXPECT_NE(0, std::memcmp(different.f32(), points.f32(), points.numel() * sizeof(float)));
 }
 
 }  // namespace
