@@ -58,7 +58,7 @@ class CMakeBuild(build_ext):
 
 setup(
     version=project_version(),
-    packages=["sa2va", "sa2va.eval"],
+    packages=["sa2va", "sa2va.eval", "sa2va.data"],
     package_dir={"": "python"},
     package_data={"sa2va": ["py.typed", "*.pyi"]},
     ext_modules=[Extension("sa2va._sa2va", sources=[])],

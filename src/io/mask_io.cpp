@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <utility>
 
 #include "core/error.h"
@@ -105,6 +106,75 @@ std::vector<uint32_t> rle_counts_from_string(const std::string& text) {
     counts.push_back(static_cast<uint32_t>(value));
   }
   return counts;
+}
+
+CocoRle rle_from_polygon(const std::vector<double>& xy, int height, int width) {
+  CocoRle rle{height, width, {}};
+  const size_t k = xy.size() / 2;
+  if (k < 3 || height <= 0 || width <= 0) {
+    rle.counts = {static_cast<uint32_t>(std::max(0, height) * std::max(0, width))};
+    return rle;
+  }
+  constexpr double kScale = 5.0;
+  std::vector<int64_t> x(k + 1), y(k + 1);
+  for (size_t j = 0; j < k; ++j) {  // C's (int) conversion truncates toward zero
+    x[j] = static_cast<int64_t>(kScale * xy[2 * j] + 0.5);
+    y[j] = static_cast<int64_t>(kScale * xy[2 * j + 1] + 0.5);
+  }
+  x[k] = x[0];
+  y[k] = y[0];
+  // Dense outline points at 5x resolution, edge by edge.
+  std::vector<int64_t> u, v;
+  for (size_t j = 0; j < k; ++j) {
+    int64_t xs = x[j], xe = x[j + 1], ys = y[j], ye = y[j + 1];
+    const int64_t dx = std::llabs(xe - xs), dy = std::llabs(ys - ye);
+    const bool flip = (dx >= dy && xs > xe) || (dx < dy && ys > ye);
+    if (flip) {
+      std::swap(xs, xe);
+      std::swap(ys, ye);
+    }
+    if (dx >= dy) {
+      const double s = dx ? static_cast<double>(ye - ys) / static_cast<double>(dx) : 0.0;
+      for (int64_t d = 0; d <= dx; ++d) {
+        const int64_t t = flip ? dx - d : d;
+        u.push_back(t + xs);
+        v.push_back(static_cast<int64_t>(static_cast<double>(ys) + s * static_cast<double>(t) + 0.5));
+      }
+    } else {
+      const double s = static_cast<double>(xe - xs) / static_cast<double>(dy);
+      for (int64_t d = 0; d <= dy; ++d) {
+        const int64_t t = flip ? dy - d : d;
+        v.push_back(t + ys);
+        u.push_back(static_cast<int64_t>(static_cast<double>(xs) + s * static_cast<double>(t) + 0.5));
+      }
+    }
+  }
+  // Where the outline crosses a column's centre, back in pixel coordinates: a toggle, column-major.
+  std::vector<int64_t> toggles;
+  for (size_t j = 1; j < u.size(); ++j) {
+    if (u[j] == u[j - 1]) continue;
+    double xd = static_cast<double>(u[j] < u[j - 1] ? u[j] : u[j] - 1);
+    xd = (xd + 0.5) / kScale - 0.5;
+    if (std::floor(xd) != xd || xd < 0 || xd > width - 1) continue;
+    double yd = static_cast<double>(v[j] < v[j - 1] ? v[j] : v[j - 1]);
+    yd = (yd + 0.5) / kScale - 0.5;
+    yd = yd < 0 ? 0.0 : (yd > height ? static_cast<double>(height) : yd);
+    toggles.push_back(static_cast<int64_t>(xd) * height + static_cast<int64_t>(std::ceil(yd)));
+  }
+  toggles.push_back(static_cast<int64_t>(height) * width);
+  std::sort(toggles.begin(), toggles.end());
+  std::vector<int64_t> runs{toggles[0]};
+  for (size_t j = 1; j < toggles.size(); ++j) runs.push_back(toggles[j] - toggles[j - 1]);
+  // Two toggles at one place cancel: the runs around them merge.
+  rle.counts.push_back(static_cast<uint32_t>(runs[0]));
+  for (size_t j = 1; j < runs.size();) {
+    if (runs[j] > 0) {
+      rle.counts.push_back(static_cast<uint32_t>(runs[j++]));
+    } else if (++j < runs.size()) {
+      rle.counts.back() += static_cast<uint32_t>(runs[j++]);
+    }
+  }
+  return rle;
 }
 
 std::array<int, 4> mask_bbox(const MaskView& mask) {

@@ -40,6 +40,11 @@ std::vector<uint8_t> rle_decode(const CocoRle& rle);
 std::string rle_counts_to_string(const std::vector<uint32_t>& counts);
 std::vector<uint32_t> rle_counts_from_string(const std::string& text);
 
+// pycocotools' rasterisation of one polygon [x0, y0, x1, y1, ...] (rleFrPoly): the outline is
+// traced at 5x resolution and a pixel is inside where its centre column crossing count is odd.
+// Fewer than 3 points give an empty mask.
+CocoRle rle_from_polygon(const std::vector<double>& xy, int height, int width);
+
 // COCO box [x, y, w, h] of the inside pixels (w = last column - first column + 1); all zero for an
 // empty mask, as pycocotools' toBbox.
 std::array<int, 4> mask_bbox(const MaskView& mask);

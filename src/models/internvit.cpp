@@ -137,6 +137,14 @@ Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {
 }
 
 Tensor VisionEncoder::forward(const Tensor& pixel_values, const ExecContext& ctx) const {
+  return encode(pixel_values, ctx, /*through_mlp1=*/true);
+}
+
+Tensor VisionEncoder::shuffled_features(const Tensor& pixel_values) const {
+  return encode(pixel_values, {}, /*through_mlp1=*/false);
+}
+
+Tensor VisionEncoder::encode(const Tensor& pixel_values, const ExecContext& ctx, bool through_mlp1) const {
   const profile::Scope timed("vision.internvit");
   check(pixel_values.defined() && pixel_values.dtype() == DType::F32 && pixel_values.dim() == 4 &&
             pixel_values.size(1) == 3,
@@ -148,7 +156,7 @@ Tensor VisionEncoder::forward(const Tensor& pixel_values, const ExecContext& ctx
             " must hold at least one square image whose side is a multiple of " + std::to_string(2 * patch_size));
   const Tensor pixels = pixel_values.contiguous();
   const int64_t C = hidden_size, grid = H / patch_size, N = 1 + grid * grid;
-  const int64_t tokens_out = (grid / 2) * (grid / 2), D = output_size;
+  const int64_t tokens_out = (grid / 2) * (grid / 2), D = through_mlp1 ? output_size : 4 * C;
 
   const Tensor positions = position_table(grid);
   ops::Conv2dArgs patchify;
@@ -167,7 +175,8 @@ Tensor VisionEncoder::forward(const Tensor& pixel_values, const ExecContext& ctx
 
     for (int i = 0; i < layers_to_run; ++i) run_layer(layers[i], x, N, scratch);
 
-    const Tensor embeds = project(hidden.select(0, t).slice(0, 1, N), grid);
+    const Tensor embeds = through_mlp1 ? project(hidden.select(0, t).slice(0, 1, N), grid)
+                                       : ops::pixel_shuffle_v2(hidden.select(0, t).slice(0, 1, N), grid);
     std::memcpy(out.f32() + t * tokens_out * D, embeds.f32(), static_cast<size_t>(tokens_out * D) * sizeof(float));
   }
   ctx.record("vit.last_hidden_state", hidden);

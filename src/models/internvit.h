@@ -50,8 +50,12 @@ struct VisionEncoder {
   // Returns vit_embeds F32 [n,(H/(2·patch))²,D]. Records "vit.last_hidden_state" [n,1+(H/patch)²,C]
   // and "vit_embeds".
   Tensor forward(const Tensor& pixel_values, const ExecContext& ctx = {}) const;
+  // The same up to the pixel shuffle, without mlp1: F32 [n,(H/(2·patch))²,4C], what training feeds
+  // its own (trained) mlp1.
+  Tensor shuffled_features(const Tensor& pixel_values) const;
 
  private:
+  Tensor encode(const Tensor& pixel_values, const ExecContext& ctx, bool through_mlp1) const;
   Tensor position_table(int64_t grid) const;  // [1 + grid², C], resampled when grid != checkpoint_grid
   struct LayerScratch;
   void run_layer(const VisionEncoderLayer& layer, float* x, int64_t tokens, LayerScratch& scratch) const;

@@ -117,6 +117,7 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
   // text_hidden_fcs at the [SEG] positions.
   for (int64_t t = 0; t < n; ++t)
     if (s.input_ids[static_cast<size_t>(t)] == seg_id) f.seg_rows.push_back(t);
+  if (f.seg_rows.empty()) return f;
   f.seg_hidden = ops::gather_rows(f.last_hidden, f.seg_rows);
   f.seg_h1 = linear_forward(f.seg_hidden, fcs_.w1, fcs_.b1);
   Tensor r = f.seg_h1.clone();

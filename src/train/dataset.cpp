@@ -1,0 +1,152 @@
+#include "train/dataset.h"
+
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.h"
+#include "io/json_number.h"
+#include "io/mask_io.h"
+
+namespace sa2va::train {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+int count_seg(const std::string& text) {
+  int n = 0;
+  for (size_t at = text.find("[SEG]"); at != std::string::npos; at = text.find("[SEG]", at + 5)) ++n;
+  return n;
+}
+
+std::string resolve(const fs::path& folder, const json& v, const std::string& where, const char* field) {
+  check(v.is_string() && !v.get<std::string>().empty(), where + ": \"" + field + "\" must hold file paths (strings)");
+  const fs::path p(v.get<std::string>());
+  return (p.is_absolute() ? p : folder / p).lexically_normal().string();
+}
+
+TrainingSample parse_sample(const json& j, const fs::path& folder, const std::string& where) {
+  check(j.is_object(), where + ": a sample must be a JSON object");
+  TrainingSample s;
+  s.where = where;
+  check(j.contains("image") != j.contains("frames"), where + ": give either \"image\" or \"frames\"");
+  if (j.contains("image")) {
+    s.images.push_back(resolve(folder, j["image"], where, "image"));
+  } else {
+    const json& frames = j["frames"];
+    check(frames.is_array() && !frames.empty(), where + ": \"frames\" must be a non-empty list of paths");
+    for (const json& f : frames) s.images.push_back(resolve(folder, f, where, "frames"));
+    s.video = true;
+  }
+  check(j.contains("conversations") && j["conversations"].is_array() && !j["conversations"].empty(),
+        where + ": \"conversations\" must be a non-empty list of turns");
+  const json& turns = j["conversations"];
+  check(turns.size() % 2 == 0, where + ": turns must alternate human, gpt (an even number of them)");
+  for (size_t t = 0; t < turns.size(); t += 2) {
+    const auto text = [&](size_t i, const char* role) {
+      const json& turn = turns[i];
+      check(turn.is_object() && turn.contains("from") && turn["from"] == role && turn.contains("value") &&
+                turn["value"].is_string(),
+            where + ": turn " + std::to_string(i) + " must be {\"from\": \"" + role + "\", \"value\": text}");
+      return turn["value"].get<std::string>();
+    };
+    TrainingTurn turn{text(t, "human"), text(t + 1, "gpt")};
+    check(!turn.gpt.empty(), where + ": answer " + std::to_string(t / 2) + " is empty");
+    check(turn.human.find("[SEG]") == std::string::npos, where + ": [SEG] belongs in answers, not in questions");
+    check(t == 0 || turn.human.find("<image>") == std::string::npos,
+          where + ": \"<image>\" may appear only in the first question");
+    s.seg_count += count_seg(turn.gpt);
+    s.turns.push_back(std::move(turn));
+  }
+  const size_t first = s.turns[0].human.find("<image>");
+  if (first == std::string::npos) s.turns[0].human = "<image>\n" + s.turns[0].human;
+  else check(s.turns[0].human.find("<image>", first + 7) == std::string::npos, where + ": \"<image>\" appears twice");
+
+  const json masks = j.value("masks", json::array());
+  check(masks.is_array(), where + ": \"masks\" must be a list (one entry per [SEG])");
+  check(static_cast<int>(masks.size()) == s.seg_count, where + ": " + std::to_string(s.seg_count) +
+                                                           " [SEG] in the answers but " +
+                                                           std::to_string(masks.size()) + " masks");
+  for (size_t k = 0; k < masks.size(); ++k) {
+    if (s.video) {
+      check(masks[k].is_array() && masks[k].size() == s.images.size(),
+            where + ": mask " + std::to_string(k) + " must be a list of one mask per frame (" +
+                std::to_string(s.images.size()) + ")");
+      s.masks.emplace_back(masks[k].begin(), masks[k].end());
+    } else {
+      s.masks.push_back({masks[k]});
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+std::vector<TrainingSample> read_training_data(const std::string& path) {
+  std::ifstream in(path);
+  check(in.good(), path + ": cannot open the training data");
+  const fs::path folder = fs::path(path).parent_path();
+  std::vector<TrainingSample> samples;
+  std::string line;
+  for (int number = 1; std::getline(in, line); ++number) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(number);
+    json j;
+    try {
+      j = json::parse(line);
+    } catch (const json::exception& e) {
+      throw Error(where + ": not valid JSON (" + e.what() + ")");
+    }
+    try {
+      samples.push_back(parse_sample(j, folder, where));
+    } catch (const json::exception& e) {
+      throw Error(where + ": " + e.what());
+    }
+  }
+  check(!samples.empty(), path + ": no training samples");
+  return samples;
+}
+
+std::vector<uint8_t> decode_training_mask(const json& mask, int height, int width, const std::string& where) {
+  const std::string size_text = std::to_string(height) + "x" + std::to_string(width);
+  if (mask.is_object()) {
+    check(mask.contains("size") && mask["size"].is_array() && mask["size"].size() == 2 && mask.contains("counts"),
+          where + ": a COCO RLE mask needs \"size\": [h, w] and \"counts\"");
+    const auto h = json_integer(mask["size"][0], 0, 1 << 20), w = json_integer(mask["size"][1], 0, 1 << 20);
+    check(h && w && *h == height && *w == width,
+          where + ": mask size " + mask["size"].dump() + " differs from the image's " + size_text);
+    CocoRle rle{height, width, {}};
+    const json& counts = mask["counts"];
+    if (counts.is_string()) {
+      rle.counts = rle_counts_from_string(counts.get<std::string>());
+    } else {
+      check(counts.is_array(), where + ": RLE \"counts\" must be a string or a list of runs");
+      for (const json& c : counts) {
+        const auto run = json_integer(c, 0, static_cast<int64_t>(height) * width);
+        check(run.has_value(), where + ": RLE runs must be integers within the image");
+        rle.counts.push_back(static_cast<uint32_t>(*run));
+      }
+    }
+    try {
+      return rle_decode(rle);
+    } catch (const Error& e) {
+      throw Error(where + ": " + e.what());
+    }
+  }
+  check(mask.is_array(), where + ": a mask must be a COCO RLE object or a list of polygons");
+  std::vector<uint8_t> out(static_cast<size_t>(height) * width, 0);
+  for (const json& polygon : mask) {
+    check(polygon.is_array() && polygon.size() % 2 == 0, where + ": a polygon is a list [x0, y0, x1, y1, ...]");
+    std::vector<double> xy;
+    for (const json& v : polygon) {
+      const auto f = json_float(v);
+      check(f.has_value(), where + ": polygon coordinates must be numbers");
+      xy.push_back(v.get<double>());
+    }
+    const std::vector<uint8_t> part = rle_decode(rle_from_polygon(xy, height, width));
+    for (size_t i = 0; i < out.size(); ++i) out[i] |= part[i];
+  }
+  return out;
+}
+
+}  // namespace sa2va::train

@@ -1,0 +1,44 @@
+// The training data format of `sa2va train` (docs/training.md §9): JSON Lines, one sample per line.
+//
+//   {"image": "images/0001.jpg",
+//    "conversations": [{"from": "human", "value": "<image>\nPlease segment the red circle in this image."},
+//                      {"from": "gpt", "value": "Sure, [SEG]."}],
+//    "masks": [MASK, ...]}                         one per [SEG] of the answers, in order
+//   {"frames": ["v/00000.jpg", ...], "conversations": [...],
+//    "masks": [[MASK per frame], ...]}             a video: per [SEG], one mask per frame
+//
+// MASK: COCO RLE {"size": [h, w], "counts": "compressed string" | [run, ...]} or COCO polygons
+// [[x0, y0, x1, y1, ...], ...] (their union), at the image's size. Paths are relative to the JSONL
+// file's folder (or absolute). The first human turn holds "<image>" where the picture goes (it is put
+// in front, followed by a newline, when missing); turns alternate human, gpt.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace sa2va::train {
+
+struct TrainingTurn {
+  std::string human, gpt;
+};
+
+struct TrainingSample {
+  std::string where;                // "FILE:LINE", for messages
+  std::vector<std::string> images;  // the image, or the video's frames (resolved paths)
+  bool video = false;
+  std::vector<TrainingTurn> turns;
+  std::vector<std::vector<nlohmann::json>> masks;  // [SEG] k, frame f: as written, decoded by decode_training_mask
+  int seg_count = 0;                                // [SEG] in the answers
+};
+
+// Reads and checks every line (kinds of the fields, turn order, one mask per [SEG] and frame);
+// throws Error naming the file and line of the first problem. Blank lines are skipped.
+std::vector<TrainingSample> read_training_data(const std::string& path);
+
+// The 0/1 mask (row-major [height, width]) of a MASK entry; throws Error naming `where` when it is
+// malformed or its size is not height x width.
+std::vector<uint8_t> decode_training_mask(const nlohmann::json& mask, int height, int width, const std::string& where);
+
+}  // namespace sa2va::train

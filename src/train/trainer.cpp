@@ -1,0 +1,472 @@
+#include "train/trainer.h"
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <numeric>
+
+#include "core/error.h"
+#include "core/random.h"
+#include "core/threadpool.h"
+#include "io/config.h"
+#include "io/image.h"
+#include "io/model_folder.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "models/internvit.h"
+#include "models/llm.h"
+#include "models/preprocess.h"
+#include "models/sam2/sam2_image.h"
+#include "ops/ops.h"
+#include "text/template.h"
+#include "text/tokenizer.h"
+#include "train/losses.h"
+#include "train/lora.h"
+#include "train/optimizer.h"
+
+namespace sa2va::train {
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+constexpr float kWarmupStartFactor = 1e-5f;  // upstream's LinearLR start_factor
+constexpr float kOversample = 3.0f, kImportance = 0.75f;
+constexpr const char* kStateFile = "trainer_state.safetensors";
+
+// A generator for one purpose at one point of the run, so that resuming anywhere redraws the same
+// numbers without saving generator states.
+SplitMix64 stream(uint64_t seed, uint64_t purpose, uint64_t index) {
+  SplitMix64 mix{seed ^ (purpose * 0x9e3779b97f4a7c15ull)};
+  mix.state ^= mix.next() + index * 0xd1b54a32d192ed03ull;
+  mix.next();
+  return mix;
+}
+enum Purpose : uint64_t { kOrder = 1, kLora = 2, kObjects = 3, kPoints = 4 };
+
+// The options a run's trajectory depends on: a resumed run must agree on all of them.
+json trajectory(const TrainOptions& o, size_t samples) {
+  return {{"samples", samples},          {"lora_r", o.lora_r},       {"lora_alpha", o.lora_alpha},
+          {"lr", o.lr},                  {"weight_decay", o.weight_decay},
+          {"max_grad_norm", o.max_grad_norm}, {"warmup_ratio", o.warmup_ratio}, {"epochs", o.epochs},
+          {"batch", o.batch},            {"grad_accum", o.grad_accum}, {"max_length", o.max_length},
+          {"max_tiles", o.max_tiles},    {"objects_per_frame", o.objects_per_frame},
+          {"mask_points", o.mask_points}, {"loss_mask_weight", o.loss_mask_weight},
+          {"loss_dice_weight", o.loss_dice_weight}, {"seed", o.seed}};
+}
+
+int64_t bytes_of(const BatchSample& s) {
+  int64_t n = s.text.vision.numel();
+  for (const FrameFeatures& f : s.frames) n += f.embedding.numel() + f.fpn0.numel() + f.fpn1.numel();
+  for (const Tensor& t : s.targets) n += t.numel();
+  return n * 4;
+}
+
+std::string duration(double seconds) {
+  const int64_t s = static_cast<int64_t>(std::max(0.0, seconds) + 0.5);
+  char text[32];
+  if (s >= 3600) std::snprintf(text, sizeof text, "%lldh%02lldm", static_cast<long long>(s / 3600), static_cast<long long>(s / 60 % 60));
+  else std::snprintf(text, sizeof text, "%lldm%02llds", static_cast<long long>(s / 60), static_cast<long long>(s % 60));
+  return text;
+}
+
+}  // namespace
+
+float scheduled_lr(int64_t iteration, int64_t total, float lr, float warmup_ratio) {
+  const int64_t warmup = static_cast<int64_t>(static_cast<double>(warmup_ratio) * static_cast<double>(total));
+  if (iteration < warmup)
+    return lr * (kWarmupStartFactor + (1.0f - kWarmupStartFactor) * static_cast<float>(iteration) / static_cast<float>(warmup));
+  const double span = static_cast<double>(std::max<int64_t>(1, total - warmup));
+  const double progress = std::min(1.0, static_cast<double>(iteration - warmup) / span);
+  return static_cast<float>(lr * 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
+struct Trainer::Impl {
+  TrainOptions options;
+  ModelConfig config;
+  Checkpoint checkpoint;
+  std::unique_ptr<Tokenizer> tokenizer;
+  const ChatTemplate* chat = nullptr;
+  std::unique_ptr<ThreadPool> pool;
+  std::unique_ptr<ThreadPool::Use> use_pool;
+  VisionEncoder vision;  // frozen
+  sam2::Sam2Image sam;   // frozen image side, prompt encoder
+  std::unique_ptr<Sa2vaTrainable> model;
+  float lora_scale = 2.0f;
+
+  explicit Impl(const TrainOptions& o) : options(o), config(load_config(o.model_dir)), checkpoint(Checkpoint::open(o.model_dir)) {
+    check(o.lora_r >= 1 && o.lora_alpha > 0, "train: --lora-r must be >= 1 and --lora-alpha > 0");
+    if (o.threads > 0) {
+      pool = std::make_unique<ThreadPool>(o.threads);
+      use_pool = std::make_unique<ThreadPool::Use>(*pool);
+    }
+    tokenizer = Tokenizer::load(o.model_dir);
+    chat = &chat_template(config.template_name);
+    Weights weights(checkpoint, Precision::F32);
+    vision = VisionEncoder::load(weights, config);
+    sam = sam2::Sam2Image::load(weights, config);
+    weights.finish();
+    lora_scale = o.lora_alpha / static_cast<float>(o.lora_r);
+    // LoRA as peft initialises it: A kaiming-uniform (bound 1/sqrt(in)), B zero, so the model starts
+    // as the checkpoint.
+    std::map<std::string, std::pair<Tensor, Tensor>> lora;
+    SplitMix64 rng = stream(o.seed, kLora, 0);
+    for (int i = 0; i < config.llm.num_layers; ++i)
+      for (const char* module : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
+                                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
+        const std::string path = "language_model.model.layers." + std::to_string(i) + "." + module;
+        check(checkpoint.has(path + ".weight"), o.model_dir + ": no '" + path + ".weight' (training supports Qwen2 language models)");
+        const Shape& shape = checkpoint.info(path + ".weight").shape;
+        Tensor a = Tensor::empty({o.lora_r, shape[1]});
+        const float bound = 1.0f / std::sqrt(static_cast<float>(shape[1]));
+        for (int64_t k = 0; k < a.numel(); ++k) a.f32()[k] = (2.0f * rng.uniform() - 1.0f) * bound;
+        lora[path] = {a, Tensor::zeros({shape[0], o.lora_r})};
+      }
+    model = std::make_unique<Sa2vaTrainable>(Sa2vaTrainable{
+        TrainableLanguageModel::load(checkpoint, config, lora, lora_scale),
+        TrainableMaskDecoder::load(checkpoint, kMaskDecoderPrefix), &sam});
+    model->llm.img_context_id = tokenizer->token_id(kImageContext);
+    model->llm.seg_id = tokenizer->token_id(kSegToken);
+    check(model->llm.img_context_id >= 0 && model->llm.seg_id >= 0,
+          o.model_dir + ": the tokenizer lacks <IMG_CONTEXT> or [SEG]");
+  }
+
+  std::vector<int32_t> encode_piece(const std::string& text, bool first) const {
+    std::vector<int32_t> ids = tokenizer->encode(text);
+    if (!first && tokenizer->adds_bos() && !ids.empty() && ids.front() == tokenizer->bos_id()) ids.erase(ids.begin());
+    return ids;
+  }
+};
+
+Trainer::Trainer(const TrainOptions& options) : impl_(std::make_unique<Impl>(options)) {}
+Trainer::~Trainer() = default;
+const Sa2vaTrainable& Trainer::model() const { return *impl_->model; }
+
+BatchSample Trainer::prepare(const TrainingSample& sample) const {
+  const Impl& m = *impl_;
+  std::vector<Image> images;
+  for (const std::string& path : sample.images) images.push_back(load_image(path, kDefaultMaxPixels));
+  // Frozen vision features and the visual tokens of the prompt, as inference reads the medium.
+  std::vector<Image> tiles;
+  std::string visual_tokens;
+  if (sample.video) {
+    for (const Image& frame : images)
+      tiles.push_back(preprocess::resize_bicubic(frame, preprocess::kVitImageSize, preprocess::kVitImageSize));
+    visual_tokens = video_token_string(static_cast<int>(tiles.size()), m.config.num_image_tokens());
+  } else {
+    tiles = preprocess::dynamic_tiles(images[0], 1, m.options.max_tiles);
+    visual_tokens = image_token_string(static_cast<int>(tiles.size()), m.config.num_image_tokens());
+  }
+  BatchSample out;
+  out.text.vision = m.vision.shuffled_features(preprocess::normalize_for_vit(tiles));
+  // Token ids and labels: each question through the template (not supervised), each answer with
+  // the turn suffix (supervised), then the separator (not supervised).
+  std::vector<int64_t>& ids = out.text.input_ids;
+  std::vector<int64_t>& labels = out.text.labels;
+  for (size_t t = 0; t < sample.turns.size(); ++t) {
+    const TrainingTurn& turn = sample.turns[t];
+    const std::vector<int32_t> prompt =
+        m.encode_piece(build_prompt(*m.chat, turn.human, t == 0 ? visual_tokens : std::string()), t == 0);
+    const std::vector<int32_t> answer = m.encode_piece(turn.gpt + m.chat->suffix, false);
+    const std::vector<int32_t> separator = m.encode_piece("\n", false);
+    ids.insert(ids.end(), prompt.begin(), prompt.end());
+    labels.insert(labels.end(), prompt.size(), -100);
+    ids.insert(ids.end(), answer.begin(), answer.end());
+    labels.insert(labels.end(), answer.begin(), answer.end());
+    ids.insert(ids.end(), separator.begin(), separator.end());
+    labels.insert(labels.end(), separator.size(), -100);
+  }
+  int64_t image_tokens = 0;
+  for (int64_t id : ids) image_tokens += id == m.model->llm.img_context_id;
+  check(image_tokens == out.text.vision.size(0) * out.text.vision.size(1),
+        sample.where + ": the prompt holds " + std::to_string(image_tokens) + " image tokens for " +
+            std::to_string(out.text.vision.size(0) * out.text.vision.size(1)) + " features (\"<IMG_CONTEXT>\" in the text?)");
+  // Truncation to max_length, as upstream; the masks of [SEG] cut off go with them.
+  int segs = sample.seg_count;
+  if (static_cast<int64_t>(ids.size()) > m.options.max_length) {
+    int64_t last_image = 0;
+    for (size_t i = 0; i < ids.size(); ++i)
+      if (ids[i] == m.model->llm.img_context_id) last_image = static_cast<int64_t>(i);
+    check(last_image < m.options.max_length, sample.where + ": the image tokens alone exceed --max-length " +
+                                                 std::to_string(m.options.max_length));
+    ids.resize(static_cast<size_t>(m.options.max_length));
+    labels.resize(static_cast<size_t>(m.options.max_length));
+    segs = static_cast<int>(std::count(ids.begin(), ids.end(), static_cast<int64_t>(m.model->llm.seg_id)));
+  }
+  int64_t seg_ids = std::count(ids.begin(), ids.end(), static_cast<int64_t>(m.model->llm.seg_id));
+  check(seg_ids == segs, sample.where + ": the answers tokenise to " + std::to_string(seg_ids) + " [SEG] tokens for " +
+                             std::to_string(segs) + " masks");
+  if (segs == 0) return out;
+  // SAM2's frozen frame features and the 256² targets of each frame.
+  for (size_t f = 0; f < images.size(); ++f) {
+    const Image& image = images[f];
+    out.frames.push_back(frozen_frame_features(m.sam, image));
+    std::vector<uint8_t> stacked;
+    for (int k = 0; k < segs; ++k) {
+      const std::vector<uint8_t> mask =
+          decode_training_mask(sample.masks[static_cast<size_t>(k)][f], image.height, image.width,
+                               sample.where + " mask " + std::to_string(k) + (sample.video ? " frame " + std::to_string(f) : ""));
+      stacked.insert(stacked.end(), mask.begin(), mask.end());
+    }
+    out.targets.push_back(resize_masks_nearest(stacked.data(), segs, image.height, image.width, kLowResMask));
+  }
+  return out;
+}
+
+void Trainer::export_merged(const std::string& out_dir) const {
+  const Impl& m = *impl_;
+  std::map<std::string, Tensor> replaced;
+  for (const auto& [name, value] : m.model->parameters())
+    if (name.rfind("lora.", 0) != 0) replaced[name] = value;
+  std::map<std::string, const LoraLinear*> lora;
+  for (const auto& [path, layer] : m.model->llm.lora_layers()) lora[path + ".weight"] = layer;
+  const std::string embedding = LanguageModel::embedding_name(m.config.llm.arch);
+  const std::string head = LanguageModel::head_name(m.config.llm.arch);
+  if (m.config.llm.tie_word_embeddings && m.checkpoint.has(head)) replaced[head] = replaced.at(embedding);
+
+  std::vector<SafetensorsWriter::Entry> entries;
+  const std::vector<std::string> names = m.checkpoint.names();
+  for (const std::string& name : names) {
+    const TensorInfo& info = m.checkpoint.info(name);
+    const bool floating = info.dtype == DType::F32 || info.dtype == DType::BF16 || info.dtype == DType::F16;
+    check(info.dtype != DType::U8, m.options.model_dir + ": '" + name + "' is quantized: train from the original checkpoint");
+    entries.push_back({name, floating && m.options.export_f32 ? DType::F32 : info.dtype, info.shape});
+  }
+  write_model_folder(m.options.model_dir, out_dir, entries, [&](size_t i) {
+    const std::string& name = names[i];
+    Tensor t;
+    if (const auto l = lora.find(name); l != lora.end()) {
+      t = merge_lora(m.checkpoint.get(name), l->second->a, l->second->b, l->second->scale);
+    } else if (const auto r = replaced.find(name); r != replaced.end()) {
+      t = r->second.view(entries[i].shape);
+    } else {
+      t = m.checkpoint.get(name);
+    }
+    return t.dtype() == entries[i].dtype ? t : t.to(entries[i].dtype);
+  }, {{"format", "pt"}});
+}
+
+// ---- the training loop ------------------------------------------------------------------------
+
+namespace {
+
+struct Parameter {
+  std::string name;
+  Tensor value;
+  AdamWState state;
+};
+
+void save_checkpoint(const std::string& dir, const std::vector<Parameter>& params, int64_t step, int64_t iteration,
+                     const json& traj) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  check(!ec, dir + ": cannot create the checkpoint folder");
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  for (const Parameter& p : params) {
+    tensors.emplace_back("param." + p.name, p.value);
+    const int64_t n = p.value.numel();
+    Tensor m = Tensor::zeros({n}), v = Tensor::zeros({n});
+    if (!p.state.exp_avg.empty()) {
+      std::copy(p.state.exp_avg.begin(), p.state.exp_avg.end(), m.f32());
+      std::copy(p.state.exp_avg_sq.begin(), p.state.exp_avg_sq.end(), v.f32());
+    }
+    tensors.emplace_back("adam.m." + p.name, m);
+    tensors.emplace_back("adam.v." + p.name, v);
+  }
+  const std::string partial = dir + "/" + kStateFile + ".partial";
+  write_safetensors(partial, tensors,
+                    {{"format", "sa2va-trainer"}, {"step", std::to_string(step)},
+                     {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()}});
+  fs::rename(partial, dir + "/" + kStateFile, ec);
+  check(!ec, dir + "/" + kStateFile + ": cannot write: " + ec.message());
+}
+
+}  // namespace
+
+TrainResult train(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_step) {
+  check(!o.model_dir.empty() && !o.data_path.empty() && !o.out_dir.empty(), "train: --model, --data and --out are required");
+  check(o.epochs >= 1 && o.batch >= 1 && o.grad_accum >= 1 && o.max_length >= 16 && o.max_tiles >= 1 &&
+            o.objects_per_frame >= 1 && o.mask_points >= 1 && o.save_every >= 0,
+        "train: --epochs, --batch, --grad-accum, --max-tiles, objects and points must be >= 1, --max-length >= 16");
+  check(o.lr > 0 && o.weight_decay >= 0 && o.max_grad_norm > 0 && o.warmup_ratio >= 0 && o.warmup_ratio < 1,
+        "train: needs --lr > 0, weight decay >= 0, max grad norm > 0 and warm-up ratio in [0, 1)");
+  const std::vector<TrainingSample> data = read_training_data(o.data_path);
+  Trainer trainer(o);
+  Trainer::Impl& m = *trainer.impl_;
+  const Sa2vaTrainable& model = *m.model;
+  const json traj = trajectory(o, data.size());
+
+  std::vector<Parameter> params;
+  for (auto& [name, value] : model.parameters()) params.push_back({name, value, {}});
+  const int64_t per_epoch = (static_cast<int64_t>(data.size()) + o.batch - 1) / o.batch;
+  const int64_t total_iterations = per_epoch * o.epochs;
+  const int64_t total_steps = (total_iterations + o.grad_accum - 1) / o.grad_accum;
+
+  int64_t step = 0, iteration = 0;
+  if (!o.resume_dir.empty()) {
+    const std::string path = o.resume_dir + "/" + kStateFile;
+    check(fs::exists(path), o.resume_dir + ": not a training checkpoint (no " + kStateFile + ")");
+    const auto state = SafetensorsFile::open(path);
+    const auto meta = [&](const std::string& key) {
+      const auto it = state->metadata().find(key);
+      return it == state->metadata().end() ? std::string() : it->second;
+    };
+    check(meta("format") == "sa2va-trainer", path + ": not a training checkpoint");
+    json saved;
+    try {
+      saved = json::parse(meta("trajectory"));
+    } catch (const json::exception&) {
+      throw Error(path + ": damaged trajectory metadata");
+    }
+    for (const auto& [key, value] : traj.items())
+      check(saved.contains(key) && saved[key] == value,
+            path + ": saved with " + key + " = " + (saved.contains(key) ? saved[key].dump() : "nothing") +
+                ", this run has " + value.dump() + " (resume with the same data and options)");
+    step = std::stoll(meta("step"));
+    iteration = std::stoll(meta("iteration"));
+    for (Parameter& p : params) {
+      const Tensor value = state->get("param." + p.name);
+      check(value.numel() == p.value.numel(), path + ": '" + p.name + "' has the wrong size");
+      std::copy_n(value.to(DType::F32).f32(), value.numel(), p.value.f32());
+      const Tensor mm = state->get("adam.m." + p.name).to(DType::F32), vv = state->get("adam.v." + p.name).to(DType::F32);
+      if (step > 0) {
+        p.state.exp_avg.assign(mm.f32(), mm.f32() + mm.numel());
+        p.state.exp_avg_sq.assign(vv.f32(), vv.f32() + vv.numel());
+      }
+    }
+  }
+  std::error_code ec;
+  fs::create_directories(o.out_dir, ec);
+  check(!ec, o.out_dir + ": cannot create the output folder");
+  std::ofstream log(o.out_dir + "/train_log.jsonl", std::ios::app);
+  check(log.good(), o.out_dir + "/train_log.jsonl: cannot write");
+
+  // Frozen features of each sample, kept while they fit the cache budget.
+  std::map<size_t, BatchSample> cache;
+  int64_t cached_bytes = 0;
+  const auto sample_at = [&](size_t index) -> BatchSample {
+    if (const auto it = cache.find(index); it != cache.end()) return it->second;
+    BatchSample s = trainer.prepare(data[index]);
+    const int64_t bytes = bytes_of(s);
+    if (cached_bytes + bytes <= o.cache_mb * (int64_t{1} << 20)) {
+      cache[index] = s;
+      cached_bytes += bytes;
+    }
+    return s;
+  };
+  const auto order_of = [&](int64_t epoch) {
+    std::vector<size_t> order(data.size());
+    std::iota(order.begin(), order.end(), size_t{0});
+    SplitMix64 rng = stream(o.seed, kOrder, static_cast<uint64_t>(epoch));
+    for (size_t i = order.size(); i > 1; --i) std::swap(order[i - 1], order[rng.next() % i]);
+    return order;
+  };
+
+  BatchGrads grads = model.zero_grads();
+  TrainProgress progress;
+  progress.total_steps = total_steps;
+  progress.total_iterations = total_iterations;
+  double loss_sum = 0, llm_sum = 0, mask_sum = 0, dice_sum = 0;
+  int micro = 0;
+  int64_t tokens = 0;
+  const auto started = std::chrono::steady_clock::now();
+  const int64_t first_iteration = iteration;
+  std::string last_checkpoint;
+  int64_t order_epoch = -1;
+  std::vector<size_t> order;
+  for (; iteration < total_iterations; ++iteration) {
+    const int64_t epoch = iteration / per_epoch, in_epoch = iteration % per_epoch;
+    if (epoch != order_epoch) order = order_of(order_epoch = epoch);
+    std::vector<BatchSample> batch;
+    for (int64_t i = in_epoch * o.batch; i < std::min<int64_t>((in_epoch + 1) * o.batch, static_cast<int64_t>(data.size())); ++i)
+      batch.push_back(sample_at(order[static_cast<size_t>(i)]));
+    // The accumulation group this iteration belongs to, and its size (the last one may be short).
+    const int64_t group_start = (iteration / o.grad_accum) * o.grad_accum;
+    const int64_t group = std::min<int64_t>(o.grad_accum, total_iterations - group_start);
+    BatchChoices choices;
+    SplitMix64 object_rng = stream(o.seed, kObjects, static_cast<uint64_t>(iteration));
+    SplitMix64 point_rng = stream(o.seed, kPoints, static_cast<uint64_t>(iteration));
+    choices.objects = [&](int64_t segs) {
+      if (segs <= o.objects_per_frame) return cycle_objects(segs, o.objects_per_frame);
+      std::vector<int64_t> all(static_cast<size_t>(segs));  // more than fit: a random subset, as upstream
+      std::iota(all.begin(), all.end(), int64_t{0});
+      for (size_t i = all.size(); i > 1; --i) std::swap(all[i - 1], all[object_rng.next() % i]);
+      all.resize(static_cast<size_t>(o.objects_per_frame));
+      return all;
+    };
+    choices.points = [&](const Tensor& logits) {
+      return sample_uncertain_points(logits, o.mask_points, kOversample, kImportance, point_rng);
+    };
+    const BatchLosses losses = model.forward_backward(batch, choices, o.loss_mask_weight, o.loss_dice_weight,
+                                                      1.0f / static_cast<float>(group), grads);
+    loss_sum += losses.total, llm_sum += losses.llm, mask_sum += losses.mask, dice_sum += losses.dice;
+    tokens += losses.tokens;
+    ++micro;
+    if (iteration + 1 != group_start + group) continue;
+
+    // One optimiser step: clip all gradients together, AdamW at this iteration's learning rate.
+    std::vector<Tensor> g(params.size());
+    std::vector<std::pair<const float*, int64_t>> all;
+    for (size_t i = 0; i < params.size(); ++i) {
+      g[i] = model.gradient(grads, params[i].name);
+      if (!g[i].defined()) g[i] = Tensor::zeros(params[i].value.shape());
+      all.emplace_back(g[i].f32(), g[i].numel());
+    }
+    const double norm = global_grad_norm(all);
+    check(std::isfinite(norm), "train: the gradient norm is not finite at step " + std::to_string(step + 1));
+    const float coef = clip_coefficient(norm, o.max_grad_norm);
+    AdamWOptions adam;
+    adam.lr = scheduled_lr(iteration, total_iterations, o.lr, o.warmup_ratio);
+    adam.weight_decay = o.weight_decay;
+    ++step;
+    for (size_t i = 0; i < params.size(); ++i)
+      adamw_step(params[i].value.f32(), g[i].f32(), coef, params[i].value.numel(), params[i].state, step, adam);
+    grads = model.zero_grads();
+
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+    progress.step = step;
+    progress.iteration = iteration + 1;
+    progress.lr = adam.lr;
+    progress.loss = static_cast<float>(loss_sum / micro);
+    progress.llm = static_cast<float>(llm_sum / micro);
+    progress.mask = static_cast<float>(mask_sum / micro);
+    progress.dice = static_cast<float>(dice_sum / micro);
+    progress.tokens_per_s = elapsed > 0 ? static_cast<double>(tokens) / elapsed : 0;
+    progress.eta_s = elapsed / static_cast<double>(iteration + 1 - first_iteration) *
+                     static_cast<double>(total_iterations - iteration - 1);
+    log << json{{"step", step},         {"iteration", iteration + 1}, {"lr", progress.lr},
+                {"loss", progress.loss}, {"llm", progress.llm},      {"mask", progress.mask},
+                {"dice", progress.dice}, {"grad_norm", norm},        {"tokens_per_s", progress.tokens_per_s}}
+               .dump()
+        << "\n";
+    log.flush();
+    if (on_step) on_step(progress);
+    loss_sum = llm_sum = mask_sum = dice_sum = 0;
+    micro = 0;
+    if ((o.save_every > 0 && step % o.save_every == 0) || step == total_steps) {
+      last_checkpoint = o.out_dir + "/checkpoint-" + std::to_string(step);
+      save_checkpoint(last_checkpoint, params, step, iteration + 1, traj);
+    }
+  }
+  TrainResult result;
+  result.steps = step;
+  result.last_checkpoint = last_checkpoint;
+  result.merged_dir = o.out_dir + "/model";
+  if (fs::exists(result.merged_dir)) fs::remove_all(result.merged_dir, ec);
+  trainer.export_merged(result.merged_dir);
+  return result;
+}
+
+std::string format_progress(const TrainProgress& p) {
+  char text[256];
+  std::snprintf(text, sizeof text, "step %lld/%lld | lr %.3g | loss %.4f (llm %.4f, mask %.4f, dice %.4f) | %.0f tok/s | ETA %s",
+                static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.lr, p.loss, p.llm, p.mask,
+                p.dice, p.tokens_per_s, duration(p.eta_s).c_str());
+  return text;
+}
+
+}  // namespace sa2va::train
