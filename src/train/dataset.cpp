@@ -118,7 +118,11 @@ std::vector<uint8_t> decode_training_mask(const json& mask, int height, int widt
     CocoRle rle{height, width, {}};
     const json& counts = mask["counts"];
     if (counts.is_string()) {
-      rle.counts = rle_counts_from_string(counts.get<std::string>());
+      try {
+        rle.counts = rle_counts_from_string(counts.get<std::string>());
+      } catch (const Error& e) {
+        throw Error(where + ": " + e.what());
+      }
     } else {
       check(counts.is_array(), where + ": RLE \"counts\" must be a string or a list of runs");
       for (const json& c : counts) {

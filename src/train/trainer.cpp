@@ -260,6 +260,27 @@ struct Parameter {
   AdamWState state;
 };
 
+std::shared_ptr<SafetensorsFile> open_state(const std::string& dir) {
+  const std::string path = dir + "/" + kStateFile;
+  check(fs::exists(path), dir + ": not a training checkpoint (no " + kStateFile + ")");
+  auto state = SafetensorsFile::open(path);
+  const auto it = state->metadata().find("format");
+  check(it != state->metadata().end() && it->second == "sa2va-trainer", path + ": not a training checkpoint");
+  return state;
+}
+
+std::string metadata_of(const SafetensorsFile& state, const std::string& key) {
+  const auto it = state.metadata().find(key);
+  return it == state.metadata().end() ? std::string() : it->second;
+}
+
+int64_t counter_of(const SafetensorsFile& state, const std::string& key) {
+  const std::string text = metadata_of(state, key);
+  check(!text.empty() && text.find_first_not_of("0123456789") == std::string::npos && text.size() < 18,
+        "training checkpoint: damaged \"" + key + "\" counter");
+  return std::stoll(text);
+}
+
 void save_checkpoint(const std::string& dir, const std::vector<Parameter>& params, int64_t step, int64_t iteration,
                      const json& traj) {
   std::error_code ec;
@@ -287,6 +308,18 @@ void save_checkpoint(const std::string& dir, const std::vector<Parameter>& param
 
 }  // namespace
 
+void Trainer::load_parameters(const std::string& checkpoint_dir) {
+  const auto state = open_state(checkpoint_dir);
+  for (auto& [name, value] : impl_->model->parameters()) {
+    const std::string key = "param." + name;
+    check(state->has(key), checkpoint_dir + ": the checkpoint lacks '" + name + "' (another model or LoRA rank?)");
+    const Tensor saved = state->get(key).to(DType::F32);
+    check(saved.numel() == value.numel(), checkpoint_dir + ": '" + name + "' has " + std::to_string(saved.numel()) +
+                                              " values, the model " + std::to_string(value.numel()));
+    std::copy_n(saved.f32(), saved.numel(), value.f32());
+  }
+}
+
 TrainResult train(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_step) {
   check(!o.model_dir.empty() && !o.data_path.empty() && !o.out_dir.empty(), "train: --model, --data and --out are required");
   check(o.epochs >= 1 && o.batch >= 1 && o.grad_accum >= 1 && o.max_length >= 16 && o.max_tiles >= 1 &&
@@ -309,16 +342,10 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   int64_t step = 0, iteration = 0;
   if (!o.resume_dir.empty()) {
     const std::string path = o.resume_dir + "/" + kStateFile;
-    check(fs::exists(path), o.resume_dir + ": not a training checkpoint (no " + kStateFile + ")");
-    const auto state = SafetensorsFile::open(path);
-    const auto meta = [&](const std::string& key) {
-      const auto it = state->metadata().find(key);
-      return it == state->metadata().end() ? std::string() : it->second;
-    };
-    check(meta("format") == "sa2va-trainer", path + ": not a training checkpoint");
+    const auto state = open_state(o.resume_dir);
     json saved;
     try {
-      saved = json::parse(meta("trajectory"));
+      saved = json::parse(metadata_of(*state, "trajectory"));
     } catch (const json::exception&) {
       throw Error(path + ": damaged trajectory metadata");
     }
@@ -326,13 +353,12 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
       check(saved.contains(key) && saved[key] == value,
             path + ": saved with " + key + " = " + (saved.contains(key) ? saved[key].dump() : "nothing") +
                 ", this run has " + value.dump() + " (resume with the same data and options)");
-    step = std::stoll(meta("step"));
-    iteration = std::stoll(meta("iteration"));
+    step = counter_of(*state, "step");
+    iteration = counter_of(*state, "iteration");
+    trainer.load_parameters(o.resume_dir);
     for (Parameter& p : params) {
-      const Tensor value = state->get("param." + p.name);
-      check(value.numel() == p.value.numel(), path + ": '" + p.name + "' has the wrong size");
-      std::copy_n(value.to(DType::F32).f32(), value.numel(), p.value.f32());
       const Tensor mm = state->get("adam.m." + p.name).to(DType::F32), vv = state->get("adam.v." + p.name).to(DType::F32);
+      check(mm.numel() == p.value.numel() && vv.numel() == p.value.numel(), path + ": moments of '" + p.name + "' have the wrong size");
       if (step > 0) {
         p.state.exp_avg.assign(mm.f32(), mm.f32() + mm.numel());
         p.state.exp_avg_sq.assign(vv.f32(), vv.f32() + vv.numel());

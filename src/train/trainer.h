@@ -68,6 +68,8 @@ class Trainer {
   // features, SAM2's frozen frame features and the 256² mask targets.
   BatchSample prepare(const TrainingSample& sample) const;
   const Sa2vaTrainable& model() const;
+  // The trained tensors of a checkpoint folder (<out>/checkpoint-<step>) into the model.
+  void load_parameters(const std::string& checkpoint_dir);
   // Writes the merged model folder: the checkpoint's tensors in its order, LoRA folded into the
   // weights, the trained tensors replaced (a stored lm_head beside tied embeddings gets the trained
   // embedding), dtypes as stored unless export_f32.

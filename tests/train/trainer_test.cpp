@@ -1,0 +1,183 @@
+// `sa2va train` pieces on the public fixtures: a data sample becomes exactly the token ids, labels and
+// frozen features upstream trains on; the schedule; a short run that resumes bit for bit from its
+// checkpoint; and the merged model folder, loaded by the inference pipeline, gives the trained
+// model's outputs.
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "io/image.h"
+#include "io/mask_io.h"
+#include "io/safetensors.h"
+#include "models/sa2va_model.h"
+#include "test_util.h"
+#include "train/losses.h"
+#include "train/trainer.h"
+
+namespace sa2va {
+namespace {
+
+using nlohmann::json;
+
+// A fixture mask PNG (255 = object) as the RLE the training format takes.
+json rle_of_png(const std::string& path) {
+  const Image png = load_image(path, kDefaultMaxPixels);
+  std::vector<uint8_t> mask(static_cast<size_t>(png.width) * png.height);
+  for (size_t i = 0; i < mask.size(); ++i) mask[i] = png.rgb[3 * i] > 127;
+  const CocoRle rle = rle_encode({mask.data(), png.height, png.width});
+  return {{"size", {png.height, png.width}}, {"counts", rle_counts_to_string(rle.counts)}};
+}
+
+const char* kGcgQuestion =
+    "<image>\nCould you please give me a brief description of the image? Please respond with interleaved "
+    "segmentation masks for the corresponding parts of the answer.";
+
+train::TrainOptions tiny_options(const std::string& model, const std::string& data, const std::string& out) {
+  train::TrainOptions o;
+  o.model_dir = model;
+  o.data_path = data;
+  o.out_dir = out;
+  o.lora_r = 4;
+  o.lora_alpha = 8;
+  o.lr = 1e-3f;
+  o.batch = 1;
+  o.grad_accum = 2;
+  o.mask_points = 300;
+  o.threads = 1;
+  o.seed = 5;
+  return o;
+}
+
+TEST(Trainer, ASampleBecomesTheTokensLabelsAndFeaturesUpstreamTrainsOn) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  // The grounded-caption sample of the fixture, whose prompt is the model's own template.
+  train::TrainingSample sample;
+  sample.where = "gcg";
+  sample.images = {dir + "/inputs/gcg.png"};
+  sample.turns = {{kGcgQuestion, "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}};
+  sample.seg_count = 2;
+  sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png")}, {rle_of_png(dir + "/inputs/gcg_mask1.png")}};
+  const train::Trainer trainer(tiny_options(model, "", ""));
+  const train::BatchSample prepared = trainer.prepare(sample);
+  const auto inputs = SafetensorsFile::open(dir + "/inputs.safetensors");
+  const Tensor ids = inputs->get("s1.input_ids"), labels = inputs->get("s1.labels");
+  EXPECT_EQ(prepared.text.input_ids, std::vector<int64_t>(ids.data<int64_t>(), ids.data<int64_t>() + ids.numel()));
+  EXPECT_EQ(prepared.text.labels, std::vector<int64_t>(labels.data<int64_t>(), labels.data<int64_t>() + labels.numel()));
+  const test::Diff vision = test::compare(prepared.text.vision, inputs->get("s1.mlp1_input"));
+  EXPECT_LE(vision.rel(), 1e-4) << "frozen InternViT features";
+  // The targets: the ground truth resized to 256² as the fixture's step does.
+  const Tensor gt = inputs->get("s1.gt_masks");
+  const Tensor expected = train::resize_masks_nearest(gt.data<uint8_t>(), gt.size(0), gt.size(1), gt.size(2), 256);
+  ASSERT_EQ(prepared.targets.size(), 1u);
+  EXPECT_EQ(test::compare(prepared.targets[0], expected).max_abs, 0.0);
+  ASSERT_EQ(prepared.frames.size(), 1u);
+  EXPECT_EQ(prepared.frames[0].embedding.dim(), 3);
+}
+
+TEST(Trainer, ScheduleWarmsUpLinearlyThenFollowsTheCosineToZero) {
+  const float lr = 4e-5f;
+  EXPECT_FLOAT_EQ(train::scheduled_lr(0, 100, lr, 0.05f), lr * 1e-5f);  // 5 warm-up iterations
+  EXPECT_NEAR(train::scheduled_lr(2, 100, lr, 0.05f), lr * (1e-5f + (1 - 1e-5f) * 0.4f), 1e-12);
+  EXPECT_FLOAT_EQ(train::scheduled_lr(5, 100, lr, 0.05f), lr);  // the cosine starts at the peak
+  EXPECT_NEAR(train::scheduled_lr(52, 100, lr, 0.05f), lr * 0.5f * (1 + std::cos(M_PI * 47 / 95)), 1e-12);
+  EXPECT_NEAR(train::scheduled_lr(99, 100, lr, 0.05f), lr * 0.5f * (1 + std::cos(M_PI * 94 / 95)), 1e-12);
+  EXPECT_FLOAT_EQ(train::scheduled_lr(0, 10, lr, 0.05f), lr);  // under one warm-up iteration: none
+}
+
+TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  const std::string work = test::temp_dir("trainer-run");
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
+  // Four samples: the two fixture images, RLE and polygon masks, one and two [SEG].
+  {
+    std::ofstream data(work + "/data.jsonl");
+    const json res = {{"image", dir + "/inputs/res.png"},
+                      {"conversations", {{{"from", "human"}, {"value", "<image>\nPlease segment the red circle in this image."}},
+                                         {{"from", "gpt"}, {"value", "Sure, [SEG]."}}}},
+                      {"masks", {rle_of_png(dir + "/inputs/res_mask0.png")}}};
+    const json gcg = {{"image", dir + "/inputs/gcg.png"},
+                      {"conversations", {{{"from", "human"}, {"value", kGcgQuestion}},
+                                         {{"from", "gpt"}, {"value", "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}}}},
+                      {"masks", {rle_of_png(dir + "/inputs/gcg_mask0.png"), json::array({json::array({100, 100, 200, 100, 200, 220, 100, 220})})}}};
+    data << res.dump() << "\n" << gcg.dump() << "\n" << gcg.dump() << "\n" << res.dump() << "\n";
+  }
+  train::TrainOptions o = tiny_options(model, work + "/data.jsonl", work + "/a");
+  o.save_every = 1;  // 4 iterations, 2 micro-batches per step: checkpoints 1 and 2
+  o.export_f32 = true;
+  std::vector<float> losses;
+  const train::TrainResult a = train::train(o, [&](const train::TrainProgress& p) { losses.push_back(p.loss); });
+  ASSERT_EQ(a.steps, 2);
+  ASSERT_EQ(losses.size(), 2u);
+  ASSERT_TRUE(std::filesystem::exists(work + "/a/checkpoint-1/trainer_state.safetensors"));
+  EXPECT_EQ(a.last_checkpoint, work + "/a/checkpoint-2");
+
+  // Resumed from step 1 in another folder: the same final state, bit for bit.
+  train::TrainOptions resumed = o;
+  resumed.out_dir = work + "/b";
+  resumed.resume_dir = work + "/a/checkpoint-1";
+  const train::TrainResult b = train::train(resumed);
+  EXPECT_EQ(b.steps, 2);
+  const auto sa = SafetensorsFile::open(work + "/a/checkpoint-2/trainer_state.safetensors");
+  const auto sb = SafetensorsFile::open(work + "/b/checkpoint-2/trainer_state.safetensors");
+  size_t compared = 0;
+  for (const auto& [name, info] : sa->tensors()) {
+    ASSERT_TRUE(sb->has(name)) << name;
+    EXPECT_EQ(test::compare(sa->get(name), sb->get(name)).max_abs, 0.0) << name;
+    ++compared;
+  }
+  EXPECT_GT(compared, 100u);
+  // A resume with other options is refused with the option named.
+  resumed.out_dir = work + "/c";
+  resumed.lr = 2e-3f;
+  try {
+    train::train(resumed);
+    ADD_FAILURE() << "a resume with another learning rate was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("lr"), std::string::npos) << e.what();
+  }
+
+  // The merged folder through the inference pipeline (f32) gives the trained model's [SEG] embedding
+  // and the same answer tokens; its tensors keep the checkpoint's names.
+  train::Trainer trained(o);
+  trained.load_parameters(a.last_checkpoint);
+  train::TrainingSample sample;
+  sample.where = "res";
+  sample.images = {dir + "/inputs/res.png"};
+  sample.turns = {{"<image>\nPlease segment the red circle in this image.", "Sure, [SEG]."}};
+  sample.seg_count = 1;
+  sample.masks = {{rle_of_png(dir + "/inputs/res_mask0.png")}};
+  const train::BatchSample prepared = trained.prepare(sample);
+  const train::TrainableLanguageModel::Forward f = trained.model().llm.forward(prepared.text);
+
+  const auto merged = Sa2vaModel::load(a.merged_dir, Precision::F32);
+  Request request;
+  request.image = load_image(dir + "/inputs/res.png", kDefaultMaxPixels);
+  request.text = "Please segment the red circle in this image.";
+  request.forced_answer = "Sure, [SEG].";
+  StageRecorder rec;
+  merged->predict(request, &rec);
+  Tensor seg_embeds;
+  for (const auto& [name, t] : rec.stages())
+    if (name == "seg.embeds") seg_embeds = t;
+  ASSERT_TRUE(seg_embeds.defined());
+  const test::Diff seg = test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds);
+  EXPECT_LE(seg.rel(), 1e-4) << "[SEG] embedding of the merged model vs the trained one";
+  const Checkpoint source = Checkpoint::open(model), exported = Checkpoint::open(a.merged_dir);
+  EXPECT_EQ(exported.names(), source.names());
+
+  EXPECT_EQ(exported.info("mlp1.1.weight").dtype, DType::F32);
+
+  // By default the merged model keeps the checkpoint's dtypes.
+  train::Trainer plain(tiny_options(model, "", ""));
+  plain.export_merged(work + "/merged-as-stored");
+  const Checkpoint as_stored = Checkpoint::open(work + "/merged-as-stored");
+  for (const std::string& name : {std::string("mlp1.1.weight"), std::string("language_model.model.layers.0.self_attn.q_proj.weight")})
+    EXPECT_EQ(as_stored.info(name).dtype, source.info(name).dtype) << name;
+}
+
+}  // namespace
+}  // namespace sa2va
