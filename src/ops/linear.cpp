@@ -33,6 +33,14 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   cpu::gemm(A, lda, B, ldb, C, ldc, M, N, K, transpose_b, alpha, beta);
 }
 
+void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K, float alpha, float beta) {
+  if (M <= 0 || N <= 0) return;
+  check(lda >= std::max<int64_t>(M, 1) && ldb >= std::max<int64_t>(N, 1) && ldc >= N,
+        "gemm_at: leading dimension smaller than the matrix");
+  cpu::gemm_at(A, lda, B, ldb, C, ldc, M, N, K, alpha, beta);
+}
+
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
   check_linear_weight(weight, K, Device::cpu());
   const int64_t N = weight.rows();

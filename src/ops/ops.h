@@ -32,6 +32,10 @@ Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = 
 // op(B) = B [K,N] (ldb >= N) or, when transpose_b, Bᵀ with B stored [N,K] (ldb >= K).
 void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
           int64_t M, int64_t N, int64_t K, bool transpose_b, float alpha = 1.f, float beta = 0.f);
+// C[M,N] = alpha · Aᵀ · B + beta · C with A stored [K,M] (lda >= M) and B [K,N] (ldb >= N): the
+// weight gradients of training (dW = dyᵀ·x) without transposing dy.
+void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc,
+             int64_t M, int64_t N, int64_t K, float alpha = 1.f, float beta = 0.f);
 
 // ---- normalisation -------------------------------------------------------------------------
 // Per row of `dim` elements: (x - mean) / sqrt(var + eps) * w + b   (w, b may be null).

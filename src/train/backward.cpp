@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/threadpool.h"
 #include "ops/ops.h"
 
 namespace sa2va::train {
@@ -56,12 +57,14 @@ LinearGrads linear_backward(const Tensor& x, const Tensor& weight, bool has_bias
   LinearGrads g;
   g.dx = Tensor::empty({n, in});
   ops::gemm(dy.f32(), out, weight.f32(), in, g.dx.f32(), in, n, in, out, /*transpose_b=*/false);
-  const Tensor dyt = ops::transpose_2d(dy);  // [out, N]
   g.dw = Tensor::empty({out, in});
-  ops::gemm(dyt.f32(), n, x.f32(), in, g.dw.f32(), in, out, in, n, /*transpose_b=*/false);
+  ops::gemm_at(dy.f32(), out, x.f32(), in, g.dw.f32(), in, out, in, n);
   if (has_bias) {
     g.db = Tensor::zeros({out});
-    for (int64_t r = 0; r < n; ++r) ops::add(g.db.f32(), dy.f32() + r * out, g.db.f32(), out);
+    float* db = g.db.f32();
+    const float* rows = dy.f32();
+    for (int64_t r = 0; r < n; ++r)
+      for (int64_t o = 0; o < out; ++o) db[o] += rows[r * out + o];
   }
   return g;
 }
@@ -74,6 +77,9 @@ NormGrads layer_norm_backward(const Tensor& x, const Tensor& weight, float eps, 
   NormGrads g{Tensor::empty({n, d}), Tensor::zeros({d}), Tensor::zeros({d})};
   const Tensor wc = weight.contiguous();
   const float* w = wc.f32();
+  float* dw = g.dw.f32();
+  float* db = g.db.f32();
+  float* dx = g.dx.f32();
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x.f32() + r * d;
     const float* gr = dy.f32() + r * d;
@@ -89,14 +95,14 @@ NormGrads layer_norm_backward(const Tensor& x, const Tensor& weight, float eps, 
       const double xhat = (xr[i] - mean) * inv, gi = static_cast<double>(gr[i]) * w[i];
       mean_g += gi;
       mean_gx += gi * xhat;
-      g.dw.f32()[i] += static_cast<float>(gr[i] * xhat);
-      g.db.f32()[i] += gr[i];
+      dw[i] += static_cast<float>(gr[i] * xhat);
+      db[i] += gr[i];
     }
     mean_g /= static_cast<double>(d);
     mean_gx /= static_cast<double>(d);
     for (int64_t i = 0; i < d; ++i) {
       const double xhat = (xr[i] - mean) * inv;
-      g.dx.f32()[r * d + i] = static_cast<float>(inv * (static_cast<double>(gr[i]) * w[i] - mean_g - xhat * mean_gx));
+      dx[r * d + i] = static_cast<float>(inv * (static_cast<double>(gr[i]) * w[i] - mean_g - xhat * mean_gx));
     }
   }
   return g;
@@ -110,6 +116,8 @@ NormGrads rms_norm_backward(const Tensor& x, const Tensor& weight, float eps, co
   NormGrads g{Tensor::empty({n, d}), Tensor::zeros({d}), Tensor()};
   const Tensor wc = weight.contiguous();
   const float* w = wc.f32();
+  float* dw = g.dw.f32();
+  float* dx = g.dx.f32();
   for (int64_t r = 0; r < n; ++r) {
     const float* xr = x.f32() + r * d;
     const float* gr = dy.f32() + r * d;
@@ -122,11 +130,11 @@ NormGrads rms_norm_backward(const Tensor& x, const Tensor& weight, float eps, co
     for (int64_t i = 0; i < d; ++i) {
       const double xhat = xr[i] * inv;
       mean_gx += static_cast<double>(gr[i]) * w[i] * xhat;
-      g.dw.f32()[i] += static_cast<float>(gr[i] * xhat);
+      dw[i] += static_cast<float>(gr[i] * xhat);
     }
     mean_gx /= static_cast<double>(d);
     for (int64_t i = 0; i < d; ++i)
-      g.dx.f32()[r * d + i] = static_cast<float>(inv * (static_cast<double>(gr[i]) * w[i] - xr[i] * inv * mean_gx));
+      dx[r * d + i] = static_cast<float>(inv * (static_cast<double>(gr[i]) * w[i] - xr[i] * inv * mean_gx));
   }
   return g;
 }
@@ -135,18 +143,26 @@ Tensor gelu_erf_backward(const Tensor& x, const Tensor& dy) {
   check_same(x, dy, "gelu backward");
   Tensor dx = Tensor::empty(x.shape());
   constexpr double kInvSqrt2 = 0.70710678118654752440, kInvSqrt2Pi = 0.39894228040143267794;
-  for (int64_t i = 0; i < x.numel(); ++i) {
-    const double v = x.f32()[i];
-    const double grad = 0.5 * (1 + std::erf(v * kInvSqrt2)) + v * kInvSqrt2Pi * std::exp(-0.5 * v * v);
-    dx.f32()[i] = static_cast<float>(grad * dy.f32()[i]);
-  }
+  const float* xs = x.f32();
+  const float* dys = dy.f32();
+  float* out = dx.f32();
+  parallel_for(x.numel(), [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const double v = xs[i];
+      const double grad = 0.5 * (1 + std::erf(v * kInvSqrt2)) + v * kInvSqrt2Pi * std::exp(-0.5 * v * v);
+      out[i] = static_cast<float>(grad * dys[i]);
+    }
+  }, 4096);
   return dx;
 }
 
 Tensor relu_backward(const Tensor& x, const Tensor& dy) {
   check_same(x, dy, "relu backward");
   Tensor dx = Tensor::empty(x.shape());
-  for (int64_t i = 0; i < x.numel(); ++i) dx.f32()[i] = x.f32()[i] > 0 ? dy.f32()[i] : 0.0f;
+  const float* xs = x.f32();
+  const float* dys = dy.f32();
+  float* out = dx.f32();
+  for (int64_t i = 0; i < x.numel(); ++i) out[i] = xs[i] > 0 ? dys[i] : 0.0f;
   return dx;
 }
 
@@ -155,12 +171,17 @@ void silu_mul_backward(const Tensor& gate, const Tensor& up, const Tensor& dy, T
   check_same(up, dy, "silu_mul backward");
   dgate = Tensor::empty(gate.shape());
   dup = Tensor::empty(up.shape());
+  const float* gs = gate.f32();
+  const float* us = up.f32();
+  const float* dys = dy.f32();
+  float* dg = dgate.f32();
+  float* du = dup.f32();
   for (int64_t i = 0; i < gate.numel(); ++i) {
-    const double a = gate.f32()[i];
+    const double a = gs[i];
     const double s = 1 / (1 + std::exp(-a));
     const double silu = a * s;
-    dup.f32()[i] = static_cast<float>(silu * dy.f32()[i]);
-    dgate.f32()[i] = static_cast<float>(dy.f32()[i] * up.f32()[i] * s * (1 + a * (1 - s)));
+    du[i] = static_cast<float>(silu * dys[i]);
+    dg[i] = static_cast<float>(dys[i] * us[i] * s * (1 + a * (1 - s)));
   }
 }
 

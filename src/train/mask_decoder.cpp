@@ -5,6 +5,7 @@
 
 #include "core/error.h"
 #include "ops/ops.h"
+#include "ops/weight_matrix.h"
 #include "train/backward.h"
 
 namespace sa2va::train {
@@ -84,25 +85,16 @@ AttentionInputGrads attention_backward_all(const TrainableMaskDecoder::Attention
 Tensor weight_tap(const Tensor& w, int64_t a, int64_t b) {  // W[:, :, a, b] as [Cin, Cout]
   const int64_t cin = w.size(0), cout = w.size(1);
   Tensor t = Tensor::empty({cin, cout});
+  const float* src = w.f32();
+  float* dst = t.f32();
   for (int64_t i = 0; i < cin; ++i)
-    for (int64_t o = 0; o < cout; ++o) t.f32()[i * cout + o] = w.f32()[((i * cout + o) * 2 + a) * 2 + b];
+    for (int64_t o = 0; o < cout; ++o) dst[i * cout + o] = src[((i * cout + o) * 2 + a) * 2 + b];
   return t;
 }
 
+// The inference op, on the weight as it stands (it changes with every optimiser step).
 Tensor conv_transpose(const Tensor& x, const Tensor& w, const Tensor& bias) {
-  const int64_t cin = x.size(0), h = x.size(1), wd = x.size(2), cout = w.size(1);
-  Tensor out = Tensor::empty({cout, 2 * h, 2 * wd});
-  Tensor tap_out = Tensor::empty({cout, h * wd});
-  for (int64_t a = 0; a < 2; ++a)
-    for (int64_t b = 0; b < 2; ++b) {
-      const Tensor wt = ops::transpose_2d(weight_tap(w, a, b));  // [Cout, Cin]
-      ops::gemm(wt.f32(), cin, x.f32(), h * wd, tap_out.f32(), h * wd, cout, h * wd, cin, /*transpose_b=*/false);
-      for (int64_t o = 0; o < cout; ++o)
-        for (int64_t i = 0; i < h; ++i)
-          for (int64_t j = 0; j < wd; ++j)
-            out.f32()[(o * 2 * h + 2 * i + a) * 2 * wd + 2 * j + b] = tap_out.f32()[(o * h + i) * wd + j] + bias.f32()[o];
-    }
-  return out;
+  return ops::conv_transpose_2x2(x.contiguous(), ConvWeight::prepare_transposed_2x2(w), bias);
 }
 
 struct ConvGrads {
@@ -115,20 +107,25 @@ ConvGrads conv_transpose_backward(const Tensor& x, const Tensor& w, const Tensor
   Tensor dw_tap = Tensor::empty({cin, cout});
   for (int64_t a = 0; a < 2; ++a)
     for (int64_t b = 0; b < 2; ++b) {
+      const float* src = dy.f32();
+      float* dst = dtap.f32();
+      float* db = g.db.f32();
       for (int64_t o = 0; o < cout; ++o)
         for (int64_t i = 0; i < h; ++i)
           for (int64_t j = 0; j < wd; ++j) {
-            const float v = dy.f32()[(o * 2 * h + 2 * i + a) * 2 * wd + 2 * j + b];
-            dtap.f32()[(o * h + i) * wd + j] = v;
-            g.db.f32()[o] += v;
+            const float v = src[(o * 2 * h + 2 * i + a) * 2 * wd + 2 * j + b];
+            dst[(o * h + i) * wd + j] = v;
+            db[o] += v;
           }
       // dx += W_ab·dtap ([Cin, Cout]·[Cout, HW]); dW_ab = x·dtapᵀ ([Cin, HW]·[HW, Cout]).
       const Tensor tap = weight_tap(w, a, b);
       ops::gemm(tap.f32(), cout, dtap.f32(), h * wd, g.dx.f32(), h * wd, cin, h * wd, cout, /*transpose_b=*/false, 1.0f,
                 1.0f);
-      ops::gemm(x.f32(), h * wd, dtap.f32(), h * wd, dw_tap.f32(), cout, cin, cout, h * wd, /*transpose_b=*/true);
+      ops::gemm(x.f32(), h * wd, dtap.f32(), h * wd, dw_tap.f32(), cout, cin, cout, h * wd, /*transpose_b=*/true);  // x·dtapᵀ
+      float* dw = g.dw.f32();
+      const float* tap_grad = dw_tap.f32();
       for (int64_t i = 0; i < cin; ++i)
-        for (int64_t o = 0; o < cout; ++o) g.dw.f32()[((i * cout + o) * 2 + a) * 2 + b] = dw_tap.f32()[i * cout + o];
+        for (int64_t o = 0; o < cout; ++o) dw[((i * cout + o) * 2 + a) * 2 + b] = tap_grad[i * cout + o];
     }
   return g;
 }

@@ -207,10 +207,8 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
     for (int64_t k = 0; k < r; ++k)
       ops::add(d_last.f32() + rows[static_cast<size_t>(k)] * d, dh.f32() + k * d,
                d_last.f32() + rows[static_cast<size_t>(k)] * d, d);
-    Tensor dlogits_t = Tensor::empty({v, r});
-    ops::transpose_2d(dlogits.f32(), r, v, dlogits_t.f32());
     const Tensor h = ops::gather_rows(f.last_hidden, rows);
-    ops::gemm(dlogits_t.f32(), r, h.f32(), d, g.embedding.f32(), d, v, d, r, /*transpose_b=*/false, 1.0f, 1.0f);
+    ops::gemm_at(dlogits.f32(), v, h.f32(), d, g.embedding.f32(), d, v, d, r, 1.0f, 1.0f);
   }
   // text_hidden_fcs.
   if (!f.seg_rows.empty()) {

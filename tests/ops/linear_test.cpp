@@ -162,6 +162,26 @@ TEST_P(OpsLinearTest, GemmStridesTransposeAlphaBeta) {
   }
 }
 
+TEST_P(OpsLinearTest, GemmWithTransposedAStridesAlphaBeta) {
+  // Shapes on both sides of the threading threshold: small, and long in M or in N.
+  for (const auto& [M, N, K] : {std::tuple<int64_t, int64_t, int64_t>{13, 9, 21}, {301, 7, 250}, {5, 333, 260}}) {
+    const int64_t lda = M + 3, ldb = N + 4, ldc = N + 2;
+    std::vector<float> A = random_vector(K * lda, 17), B = random_vector(K * ldb, 18), C = random_vector(M * ldc, 19);
+    std::vector<double> ref(C.begin(), C.end());
+    const float alpha = 1.25f, beta = 0.5f;
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) {
+        double s = 0;
+        for (int64_t k = 0; k < K; ++k) s += static_cast<double>(A[k * lda + m]) * B[k * ldb + n];
+        ref[m * ldc + n] = alpha * s + beta * C[m * ldc + n];
+      }
+    ops::gemm_at(A.data(), lda, B.data(), ldb, C.data(), ldc, M, N, K, alpha, beta);
+    EXPECT_LT(max_abs_diff(C, ref), 1e-4) << M << "x" << N << "x" << K;
+  }
+  std::vector<float> x(4);
+  EXPECT_THROW(ops::gemm_at(x.data(), 1, x.data(), 2, x.data(), 2, 2, 2, 1), Error);  // lda < M
+}
+
 INSTANTIATE_TEST_SUITE_P(Ops, OpsLinearTest, ::testing::Values(1, 2));
 
 }  // namespace

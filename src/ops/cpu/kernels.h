@@ -18,6 +18,9 @@ namespace sa2va::ops::cpu {
 // products (M or N <= 0) return at once. The building block of the other kernels' products.
 void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
           int64_t K, bool transpose_b, float alpha, float beta);
+// C = alpha·Aᵀ·B + beta·C, A stored [K, M], the same way.
+void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K, float alpha, float beta);
 // y[M, N] = x[M, K]·Wᵀ (+ bias) for any weight format (M, N >= 1; K = 0 gives zeros); picks the
 // rows kernel, the bf16 GEMM or dequantized panels + sgemm by format, M and instruction set.
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y);

@@ -123,6 +123,25 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   }
 }
 
+void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+             int64_t K, float alpha, float beta) {
+  if (M <= 0 || N <= 0) return;
+  auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(m1 - m0), static_cast<int>(n1 - n0),
+                static_cast<int>(K), alpha, A + m0, static_cast<int>(lda), B + n0, static_cast<int>(ldb), beta,
+                C + m0 * ldc + n0, static_cast<int>(ldc));
+  };
+  constexpr double kMinFlopsPerThread = 4e6;
+  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
+  if (num_threads() == 1 || flops < 2 * kMinFlopsPerThread) {
+    block(0, M, 0, N);
+  } else if (M >= N) {
+    parallel_for(M, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); }, 16);
+  } else {
+    parallel_for(N, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); }, 16);
+  }
+}
+
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
   const int64_t N = weight.rows();
   if (K == 0) {

@@ -1,0 +1,73 @@
+"""python -m sa2va.data refcoco|refvos|shapes|shapes-demo ... : training data for `sa2va train`."""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+
+from . import convert, demo, shapes
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m sa2va.data", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    p = commands.add_parser("refcoco", help="RefCOCO / RefCOCO+ / RefCOCOg to JSONL", description=convert.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data root (holding ref_seg/ and glamm_data/)")
+    p.add_argument("--dataset", required=True, choices=["refcoco", "refcoco+", "refcocog"])
+    p.add_argument("--split", default="train")
+    p.add_argument("--images", default=None, help="COCO train2014 folder (default: DATA/glamm_data/images/coco2014/train2014)")
+    p.add_argument("--per-image", type=int, default=5, help="expressions per image (upstream: 5)")
+    p.add_argument("--repeats", type=int, default=1, help="independent draws per image")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("refvos", help="MeViS / ReVOS / Ref-YouTube-VOS to JSONL", description=convert.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data root (holding video_datas/)")
+    p.add_argument("--dataset", required=True, choices=["mevis", "revos", "refytvos"])
+    p.add_argument("--frames", type=int, default=5, help="frames per sample (upstream: 5)")
+    p.add_argument("--per-video", type=int, default=5, help="expressions per sample (upstream: 5)")
+    p.add_argument("--repeats", type=int, default=1, help="independent draws per video")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("shapes", help="a generated coloured-shapes dataset")
+    p.add_argument("--out", required=True, help="output folder (images/ and data.jsonl)")
+    p.add_argument("--count", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p = commands.add_parser("shapes-demo", help="fine-tune on generated shapes; loss and held-out IoU before/after",
+                            description=demo.__doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--cli", default=None, help="the sa2va program (default: $SA2VA_CLI or sa2va on PATH)")
+    p.add_argument("--train-images", type=int, default=24)
+    p.add_argument("--held-out", type=int, default=12)
+    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--check", action="store_true", help="exit 1 unless the loss fell and the held-out IoU rose")
+    args = parser.parse_args(argv)
+
+    if args.command == "refcoco":
+        n = convert.write_jsonl(args.out, convert.refcoco_samples(args.data, args.dataset, args.split, args.images,
+                                                                  args.per_image, args.repeats, random.Random(args.seed)))
+    elif args.command == "refvos":
+        n = convert.write_jsonl(args.out, convert.refvos_samples(args.data, args.dataset, args.frames, args.per_video,
+                                                                 args.repeats, random.Random(args.seed)))
+    elif args.command == "shapes":
+        path = shapes.write_dataset(args.out, args.count, args.seed)
+        print(path)
+        return 0
+    else:
+        result = demo.run(args.model, args.out, demo.find_cli(args.cli), args.train_images, args.held_out,
+                          args.epochs, args.threads, args.seed)
+        problems = demo.check(result) if args.check else []
+        for problem in problems:
+            print(f"shapes-demo: {problem}", file=sys.stderr)
+        return 1 if problems else 0
+    print(f"{args.out}: {n} samples")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
