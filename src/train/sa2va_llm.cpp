@@ -101,8 +101,12 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
                           " image features");
   std::vector<int64_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = t;
-  f.layers.resize(layers_.size());
-  for (size_t i = 0; i < layers_.size(); ++i) x = decoder_layer_forward(layers_[i], x, positions, &f.layers[i]);
+  // Only each layer's input is kept: the backward pass recomputes the layer's activations from it,
+  // so the memory held per token is one hidden state per layer instead of about a dozen.
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    f.layer_inputs.push_back(x);
+    x = decoder_layer_forward(layers_[i], x, positions, nullptr);
+  }
   f.pre_norm = x;
   f.last_hidden = Tensor::empty({n, d});
   ops::rms_norm(x.f32(), final_norm_.f32(), f.last_hidden.f32(), n, d, rms_eps_);
@@ -231,7 +235,9 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
   std::vector<int64_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = t;
   for (size_t i = layers_.size(); i-- > 0;) {
-    DecoderLayerGrads lg = decoder_layer_backward(layers_[i], f.layers[i], positions, dx);
+    DecoderLayerSaved saved;
+    decoder_layer_forward(layers_[i], f.layer_inputs[i], positions, &saved);
+    DecoderLayerGrads lg = decoder_layer_backward(layers_[i], saved, positions, dx);
     dx = lg.dx;
     for (auto& [module, grads] : lg.lora) {
       const std::string path = layer_paths_[i] + (module.rfind("gate", 0) == 0 || module.rfind("up", 0) == 0 ||

@@ -39,7 +39,7 @@ class TrainableLanguageModel {
     Tensor seg_hidden, seg_embeds;     // [S, D], text_hidden_fcs output [S, 256]
     // kept for the backward pass
     Tensor mlp1_in, mlp1_norm, mlp1_h, mlp1_act, pre_norm, seg_h1;
-    std::vector<DecoderLayerSaved> layers;
+    std::vector<Tensor> layer_inputs;  // each decoder layer's input (its activations are recomputed)
   };
   Forward forward(const Sample& sample) const;
 
