@@ -182,7 +182,7 @@ const float* LanguageModel::last_logits(LlmState& state) const {
 
 // ---- decoder -------------------------------------------------------------------------------
 
-float LanguageModel::rope_theta(int64_t total_length) const {
+float dynamic_rope_theta(const LlmConfig& config, int64_t total_length) {
   // Dynamic NTK only changes the base past the trained context (docs/llm.md §2).
   if (config.rope_scaling_type != "dynamic" || total_length <= config.max_position_embeddings) return config.rope_theta;
   const double f = config.rope_scaling_factor, hd = config.head_dim;

@@ -55,6 +55,10 @@ class LlmState {
   int64_t last_rows_ = 0;  // rows of the latest forward step (its last one gives the logits)
 };
 
+// The RoPE base for a sequence of total_length positions: the configured one, or with dynamic NTK
+// scaling (InternLM2) a larger one past the trained context (docs/llm.md §2).
+float dynamic_rope_theta(const LlmConfig& config, int64_t total_length);
+
 struct LanguageModel {
   struct Layer {
     Tensor attention_norm, mlp_norm;  // F32 [D]
@@ -111,7 +115,7 @@ struct LanguageModel {
   void check_step(int64_t n, const LlmState& state) const;
   Tensor run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const;
   void attention_block(const Layer& layer, int layer_index, int64_t n, LlmState& state) const;
-  float rope_theta(int64_t total_length) const;
+  float rope_theta(int64_t total_length) const { return dynamic_rope_theta(config, total_length); }
 };
 
 // Overwrites, in position order, every row of `inputs_embeds` [N, D] whose id is `img_context_id`

@@ -1,5 +1,6 @@
 #include "train/decoder_layer.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "core/error.h"
@@ -46,9 +47,17 @@ Tensor decoder_layer_forward(const DecoderLayerWeights& w, const Tensor& x_in, c
   DecoderLayerSaved s;
   s.x = x;
   s.n1 = rms_norm(x, w.input_norm, w.rms_eps);
-  s.q_rot = lora_forward(w.q, s.n1, &s.q);
-  s.k_rot = lora_forward(w.k, s.n1, &s.k);
-  s.v = lora_forward(w.v, s.n1, &s.v_in);
+  const int64_t q_dim = w.heads * w.head_dim, kv_dim = w.kv_heads * w.head_dim;
+  if (w.fused_qkv) {
+    const Tensor qkv = lora_forward(w.qkv, s.n1, &s.qkv);
+    s.q_rot = qkv.slice(1, 0, q_dim).contiguous();
+    s.k_rot = qkv.slice(1, q_dim, q_dim + kv_dim).contiguous();
+    s.v = qkv.slice(1, q_dim + kv_dim, q_dim + 2 * kv_dim).contiguous();
+  } else {
+    s.q_rot = lora_forward(w.q, s.n1, &s.q);
+    s.k_rot = lora_forward(w.k, s.n1, &s.k);
+    s.v = lora_forward(w.v, s.n1, &s.v_in);
+  }
   ops::rope_rotate_half(s.q_rot.f32(), n, w.heads, w.head_dim, w.heads * w.head_dim, positions.data(), w.rope_theta);
   ops::rope_rotate_half(s.k_rot.f32(), n, w.kv_heads, w.head_dim, w.kv_heads * w.head_dim, positions.data(),
                         w.rope_theta);
@@ -94,18 +103,33 @@ DecoderLayerGrads decoder_layer_backward(const DecoderLayerWeights& w, const Dec
   rope_rotate_half_backward(dq.f32(), n, w.heads, w.head_dim, w.heads * w.head_dim, positions.data(), w.rope_theta);
   rope_rotate_half_backward(dk.f32(), n, w.kv_heads, w.head_dim, w.kv_heads * w.head_dim, positions.data(),
                             w.rope_theta);
-  LoraGrads q = lora_backward(w.q, s.q, dq);
-  LoraGrads k = lora_backward(w.k, s.k, dk);
-  LoraGrads v = lora_backward(w.v, s.v_in, dv);
-  const Tensor dn1 = sum(sum(q.dx, k.dx), v.dx);
+  Tensor dn1;
+  if (w.fused_qkv) {
+    const int64_t q_dim = dq.size(1), kv_dim = dk.size(1), width = q_dim + 2 * kv_dim;
+    Tensor dqkv = Tensor::empty({n, width});
+    for (int64_t t = 0; t < n; ++t) {
+      float* row = dqkv.f32() + t * width;
+      std::copy_n(dq.f32() + t * q_dim, q_dim, row);
+      std::copy_n(dk.f32() + t * kv_dim, kv_dim, row + q_dim);
+      std::copy_n(dv.f32() + t * kv_dim, kv_dim, row + q_dim + kv_dim);
+    }
+    LoraGrads qkv = lora_backward(w.qkv, s.qkv, dqkv);
+    dn1 = qkv.dx;
+    g.lora[w.names.qkv] = std::move(qkv);
+  } else {
+    LoraGrads q = lora_backward(w.q, s.q, dq);
+    LoraGrads k = lora_backward(w.k, s.k, dk);
+    LoraGrads v = lora_backward(w.v, s.v_in, dv);
+    dn1 = sum(sum(q.dx, k.dx), v.dx);
+    g.lora[w.names.q] = std::move(q);
+    g.lora[w.names.k] = std::move(k);
+    g.lora[w.names.v] = std::move(v);
+  }
   g.dx = sum(dh, rms_norm_backward(s.x, w.input_norm, w.rms_eps, dn1).dx);
-  g.lora["q_proj"] = std::move(q);
-  g.lora["k_proj"] = std::move(k);
-  g.lora["v_proj"] = std::move(v);
-  g.lora["o_proj"] = std::move(o);
-  g.lora["gate_proj"] = std::move(gate);
-  g.lora["up_proj"] = std::move(up);
-  g.lora["down_proj"] = std::move(down);
+  g.lora[w.names.o] = std::move(o);
+  g.lora[w.names.gate] = std::move(gate);
+  g.lora[w.names.up] = std::move(up);
+  g.lora[w.names.down] = std::move(down);
   return g;
 }
 

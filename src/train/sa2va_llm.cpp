@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "models/llm.h"
 #include "ops/ops.h"
 #include "train/backward.h"
 #include "train/losses.h"
@@ -21,16 +22,52 @@ constexpr int64_t kHeadChunk = 64;
 
 }  // namespace
 
+std::vector<int64_t> grouped_qkv_rows(int64_t heads, int64_t kv_heads, int64_t head_dim) {
+  const int64_t n_rep = heads / kv_heads, group = (n_rep + 2) * head_dim;
+  std::vector<int64_t> rows;
+  for (int64_t g = 0; g < kv_heads; ++g)  // query heads of every group
+    for (int64_t r = 0; r < n_rep * head_dim; ++r) rows.push_back(g * group + r);
+  for (int64_t g = 0; g < kv_heads; ++g)  // keys
+    for (int64_t r = 0; r < head_dim; ++r) rows.push_back(g * group + n_rep * head_dim + r);
+  for (int64_t g = 0; g < kv_heads; ++g)  // values
+    for (int64_t r = 0; r < head_dim; ++r) rows.push_back(g * group + (n_rep + 1) * head_dim + r);
+  return rows;
+}
+
+std::vector<std::string> TrainableLanguageModel::lora_module_paths(const ModelConfig& config) {
+  const bool internlm2 = config.llm.arch == LlmArch::InternLM2;
+  const LayerModuleNames names = internlm2 ? internlm2_module_names() : LayerModuleNames();
+  std::vector<std::string> paths;
+  for (int i = 0; i < config.llm.num_layers; ++i) {
+    const std::string p = "language_model.model.layers." + std::to_string(i) + ".";
+    if (internlm2) {
+      paths.push_back(p + names.qkv);
+    } else {
+      for (const std::string* n : {&names.q, &names.k, &names.v}) paths.push_back(p + *n);
+    }
+    for (const std::string* n : {&names.o, &names.gate, &names.up, &names.down}) paths.push_back(p + *n);
+  }
+  return paths;
+}
+
 TrainableLanguageModel TrainableLanguageModel::load(const Checkpoint& c, const ModelConfig& config,
                                                     const std::map<std::string, std::pair<Tensor, Tensor>>& lora,
                                                     float lora_scale) {
-  check(config.llm.arch == LlmArch::Qwen2, "training: only Qwen2 language models are supported so far");
-  check(config.llm.tie_word_embeddings, "training: only tied embeddings are supported so far");
+  const bool internlm2 = config.llm.arch == LlmArch::InternLM2;
+  check(config.llm.arch == LlmArch::Qwen2 || internlm2, "training: the language model must be Qwen2 or InternLM2");
   TrainableLanguageModel m;
-  m.embedding_ = f32(c, "language_model.model.embed_tokens.weight");
+  m.embedding_name_ = LanguageModel::embedding_name(config.llm.arch);
+  m.embedding_ = f32(c, m.embedding_name_);
+  // A stored head beside tied embeddings is the embedding's copy (the export writes it so); an
+  // untied model trains its own head.
+  if (!config.llm.tie_word_embeddings) {
+    m.head_name_ = LanguageModel::head_name(config.llm.arch);
+    m.head_ = c.has(m.head_name_) ? f32(c, m.head_name_) : m.embedding_.clone();
+  }
   m.final_norm_ = f32(c, "language_model.model.norm.weight");
   m.rms_eps_ = config.llm.rms_norm_eps;
-  const auto lora_linear = [&](const std::string& path, bool bias) {
+  m.llm_config_ = config.llm;
+  const auto lora_linear = [&](const std::string& path, bool bias, const std::vector<int64_t>* rows = nullptr) {
     LoraLinear l;
     l.weight = f32(c, path + ".weight");
     if (bias) l.bias = f32(c, path + ".bias");
@@ -38,21 +75,36 @@ TrainableLanguageModel TrainableLanguageModel::load(const Checkpoint& c, const M
     check(it != lora.end(), "training: no LoRA tensors for " + path);
     l.a = it->second.first.to(DType::F32);
     l.b = it->second.second.to(DType::F32);
+    if (rows) {  // the output rows in the layer's internal order
+      l.weight = ops::gather_rows(l.weight, *rows);
+      l.b = ops::gather_rows(l.b, *rows);
+      if (bias) l.bias = ops::gather_rows(l.bias.view({l.bias.numel(), 1}), *rows).view({l.bias.numel()});
+    }
     l.scale = lora_scale;
     return l;
   };
+  if (internlm2) m.qkv_rows_ = grouped_qkv_rows(config.llm.num_heads, config.llm.num_kv_heads, config.llm.head_dim);
   for (int i = 0; i < config.llm.num_layers; ++i) {
     const std::string p = "language_model.model.layers." + std::to_string(i);
     DecoderLayerWeights w;
-    w.input_norm = f32(c, p + ".input_layernorm.weight");
-    w.post_norm = f32(c, p + ".post_attention_layernorm.weight");
-    w.q = lora_linear(p + ".self_attn.q_proj", true);
-    w.k = lora_linear(p + ".self_attn.k_proj", true);
-    w.v = lora_linear(p + ".self_attn.v_proj", true);
-    w.o = lora_linear(p + ".self_attn.o_proj", false);
-    w.gate = lora_linear(p + ".mlp.gate_proj", false);
-    w.up = lora_linear(p + ".mlp.up_proj", false);
-    w.down = lora_linear(p + ".mlp.down_proj", false);
+    if (internlm2) {
+      w.names = internlm2_module_names();
+      w.fused_qkv = true;
+      w.input_norm = f32(c, p + ".attention_norm.weight");
+      w.post_norm = f32(c, p + ".ffn_norm.weight");
+      w.qkv = lora_linear(p + "." + w.names.qkv, config.llm.attention_bias, &m.qkv_rows_);
+      check(!config.llm.attention_bias, "training: InternLM2 with attention biases is not supported");
+    } else {
+      w.input_norm = f32(c, p + ".input_layernorm.weight");
+      w.post_norm = f32(c, p + ".post_attention_layernorm.weight");
+      w.q = lora_linear(p + "." + w.names.q, true);
+      w.k = lora_linear(p + "." + w.names.k, true);
+      w.v = lora_linear(p + "." + w.names.v, true);
+    }
+    w.o = lora_linear(p + "." + w.names.o, false);
+    w.gate = lora_linear(p + "." + w.names.gate, false);
+    w.up = lora_linear(p + "." + w.names.up, false);
+    w.down = lora_linear(p + "." + w.names.down, false);
     w.heads = config.llm.num_heads;
     w.kv_heads = config.llm.num_kv_heads;
     w.head_dim = config.llm.head_dim;
@@ -105,7 +157,7 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
   // so the memory held per token is one hidden state per layer instead of about a dozen.
   for (size_t i = 0; i < layers_.size(); ++i) {
     f.layer_inputs.push_back(x);
-    x = decoder_layer_forward(layers_[i], x, positions, nullptr);
+    x = decoder_layer_forward(layer_for(i, n), x, positions, nullptr);
   }
   f.pre_norm = x;
   f.last_hidden = Tensor::empty({n, d});
@@ -130,11 +182,18 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
   return f;
 }
 
+DecoderLayerWeights TrainableLanguageModel::layer_for(size_t i, int64_t tokens) const {
+  DecoderLayerWeights w = layers_[i];  // tensors shared
+  w.rope_theta = dynamic_rope_theta(llm_config_, tokens);
+  return w;
+}
+
 Tensor TrainableLanguageModel::head_logits(const Tensor& hidden, const std::vector<int64_t>& rows) const {
   const Tensor h = ops::gather_rows(hidden, rows);
-  const int64_t r = h.size(0), d = h.size(1), v = embedding_.size(0);
+  const Tensor& head = head_.defined() ? head_ : embedding_;
+  const int64_t r = h.size(0), d = h.size(1), v = head.size(0);
   Tensor logits = Tensor::empty({r, v});
-  ops::gemm(h.f32(), d, embedding_.f32(), d, logits.f32(), v, r, v, d, /*transpose_b=*/true);
+  ops::gemm(h.f32(), d, head.f32(), d, logits.f32(), v, r, v, d, /*transpose_b=*/true);
   return logits;
 }
 
@@ -142,16 +201,37 @@ std::vector<std::pair<std::string, const LoraLinear*>> TrainableLanguageModel::l
   std::vector<std::pair<std::string, const LoraLinear*>> out;
   for (size_t i = 0; i < layers_.size(); ++i) {
     const DecoderLayerWeights& w = layers_[i];
-    const std::string& p = layer_paths_[i];
-    out.emplace_back(p + ".self_attn.q_proj", &w.q);
-    out.emplace_back(p + ".self_attn.k_proj", &w.k);
-    out.emplace_back(p + ".self_attn.v_proj", &w.v);
-    out.emplace_back(p + ".self_attn.o_proj", &w.o);
-    out.emplace_back(p + ".mlp.gate_proj", &w.gate);
-    out.emplace_back(p + ".mlp.up_proj", &w.up);
-    out.emplace_back(p + ".mlp.down_proj", &w.down);
+    const std::string p = layer_paths_[i] + ".";
+    if (w.fused_qkv) {
+      out.emplace_back(p + w.names.qkv, &w.qkv);
+    } else {
+      out.emplace_back(p + w.names.q, &w.q);
+      out.emplace_back(p + w.names.k, &w.k);
+      out.emplace_back(p + w.names.v, &w.v);
+    }
+    out.emplace_back(p + w.names.o, &w.o);
+    out.emplace_back(p + w.names.gate, &w.gate);
+    out.emplace_back(p + w.names.up, &w.up);
+    out.emplace_back(p + w.names.down, &w.down);
   }
   return out;
+}
+
+Tensor TrainableLanguageModel::merged_weight(const std::string& module_path) const {
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const DecoderLayerWeights& w = layers_[i];
+    if (w.fused_qkv && module_path == layer_paths_[i] + "." + w.names.qkv) {
+      const Tensor internal = merge_lora(w.qkv.weight, w.qkv.a, w.qkv.b, w.qkv.scale);
+      Tensor stored = Tensor::empty(internal.shape());
+      const int64_t cols = internal.size(1);
+      for (size_t r = 0; r < qkv_rows_.size(); ++r)
+        std::copy_n(internal.f32() + static_cast<int64_t>(r) * cols, cols, stored.f32() + qkv_rows_[r] * cols);
+      return stored;
+    }
+  }
+  for (const auto& [path, layer] : lora_layers())
+    if (path == module_path) return merge_lora(layer->weight, layer->a, layer->b, layer->scale);
+  throw Error("training: no LoRA module " + module_path);
 }
 
 std::vector<std::pair<std::string, Tensor>> TrainableLanguageModel::parameters() const {
@@ -162,7 +242,8 @@ std::vector<std::pair<std::string, Tensor>> TrainableLanguageModel::parameters()
   out.emplace_back("mlp1.1.bias", mlp1_.b1);
   out.emplace_back("mlp1.3.weight", mlp1_.w2);
   out.emplace_back("mlp1.3.bias", mlp1_.b2);
-  out.emplace_back("language_model.model.embed_tokens.weight", embedding_);
+  out.emplace_back(embedding_name_, embedding_);
+  if (head_.defined()) out.emplace_back(head_name_, head_);
   for (const auto& [path, layer] : lora_layers()) {
     out.emplace_back("lora." + path + ".A", layer->a);
     out.emplace_back("lora." + path + ".B", layer->b);
@@ -175,7 +256,8 @@ std::vector<std::pair<std::string, Tensor>> TrainableLanguageModel::parameters()
 }
 
 Tensor TrainableLanguageModel::gradient(const Grads& g, const std::string& name) const {
-  if (name == "language_model.model.embed_tokens.weight") return g.embedding;
+  if (name == embedding_name_) return g.embedding;
+  if (head_.defined() && name == head_name_) return g.head;
   if (name.rfind("lora.", 0) == 0 && name.size() > 7) {
     const auto it = g.lora.find(name.substr(5, name.size() - 7));
     if (it == g.lora.end()) return Tensor();
@@ -189,6 +271,7 @@ TrainableLanguageModel::Grads TrainableLanguageModel::zero_grads() const {
   Grads g;
   g.embedding = Tensor::zeros(embedding_.shape());
   g.embedding_lookup = Tensor::zeros(embedding_.shape());
+  if (head_.defined()) g.head = Tensor::zeros(head_.shape());
   return g;
 }
 
@@ -206,13 +289,15 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
     Tensor dlogits;
     cross_entropy(head_logits(f.last_hidden, rows), {sup.targets.begin() + first, sup.targets.begin() + last},
                   &dlogits, ce_scale);
+    const Tensor& head = head_.defined() ? head_ : embedding_;
+    Tensor& head_grad = head_.defined() ? g.head : g.embedding;
     Tensor dh = Tensor::empty({r, d});
-    ops::gemm(dlogits.f32(), v, embedding_.f32(), d, dh.f32(), d, r, d, v, /*transpose_b=*/false);
+    ops::gemm(dlogits.f32(), v, head.f32(), d, dh.f32(), d, r, d, v, /*transpose_b=*/false);
     for (int64_t k = 0; k < r; ++k)
       ops::add(d_last.f32() + rows[static_cast<size_t>(k)] * d, dh.f32() + k * d,
                d_last.f32() + rows[static_cast<size_t>(k)] * d, d);
     const Tensor h = ops::gather_rows(f.last_hidden, rows);
-    ops::gemm_at(dlogits.f32(), v, h.f32(), d, g.embedding.f32(), d, v, d, r, 1.0f, 1.0f);
+    ops::gemm_at(dlogits.f32(), v, h.f32(), d, head_grad.f32(), d, v, d, r, 1.0f, 1.0f);
   }
   // text_hidden_fcs.
   if (!f.seg_rows.empty()) {
@@ -236,15 +321,12 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
   for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = t;
   for (size_t i = layers_.size(); i-- > 0;) {
     DecoderLayerSaved saved;
-    decoder_layer_forward(layers_[i], f.layer_inputs[i], positions, &saved);
-    DecoderLayerGrads lg = decoder_layer_backward(layers_[i], saved, positions, dx);
+    const DecoderLayerWeights layer = layer_for(i, n);
+    decoder_layer_forward(layer, f.layer_inputs[i], positions, &saved);
+    DecoderLayerGrads lg = decoder_layer_backward(layer, saved, positions, dx);
     dx = lg.dx;
     for (auto& [module, grads] : lg.lora) {
-      const std::string path = layer_paths_[i] + (module.rfind("gate", 0) == 0 || module.rfind("up", 0) == 0 ||
-                                                          module.rfind("down", 0) == 0
-                                                      ? ".mlp."
-                                                      : ".self_attn.") +
-                               module;
+      const std::string path = layer_paths_[i] + "." + module;
       auto it = g.lora.find(path);
       if (it == g.lora.end()) {
         g.lora[path] = {Tensor(), grads.da, grads.db};

@@ -23,9 +23,14 @@ struct TextHiddenFcs {  // Linear(D, D) -> ReLU -> Linear(D, 256)
 class TrainableLanguageModel {
  public:
   // Frozen weights from the checkpoint (as f32), LoRA pairs by module path
-  // ("language_model.model.layers.0.self_attn.q_proj" -> {A, B}) with scale alpha/r. Qwen2 only.
+  // ("language_model.model.layers.0.self_attn.q_proj" -> {A, B}) with scale alpha/r. Qwen2 (q, k, v,
+  // o, gate, up, down) or InternLM2 (wqkv, wo, w1, w3, w2; wqkv's B given in the checkpoint's row
+  // order); a tied head is the embedding, an untied one is trained as its own tensor.
   static TrainableLanguageModel load(const Checkpoint& checkpoint, const ModelConfig& config,
                                      const std::map<std::string, std::pair<Tensor, Tensor>>& lora, float lora_scale);
+
+  // The module paths that get LoRA pairs for this configuration, in checkpoint order per layer.
+  static std::vector<std::string> lora_module_paths(const ModelConfig& config);
 
   struct Sample {
     std::vector<int64_t> input_ids, labels;  // one sequence, labels -100 where not supervised
@@ -46,8 +51,9 @@ class TrainableLanguageModel {
   struct Grads {
     std::map<std::string, LoraGrads> lora;              // by module path
     std::map<std::string, Tensor> tensors;              // mlp1.*, text_hidden_fcs.* by checkpoint name
-    Tensor embedding;                                   // [V, D]: lookup + head (tied)
+    Tensor embedding;                                   // [V, D]: lookup (+ head when tied)
     Tensor embedding_lookup;                            // [V, D]: the lookup's part alone
+    Tensor head;                                        // [V, D]: an untied head's
   };
   // Adds to `grads` the gradient of ce_scale·Σ token_ce + <seg_embeds, d_seg_embeds>.
   void backward(const Sample& sample, const Forward& f, float ce_scale, const Tensor& d_seg_embeds, Grads& grads) const;
@@ -59,15 +65,23 @@ class TrainableLanguageModel {
   // The gradient in `grads` of a parameters() name (the embedding's: lookup + head); undefined where
   // the batch gave it none (no [SEG] in it: text_hidden_fcs).
   Tensor gradient(const Grads& grads, const std::string& name) const;
-  // The LoRA modules (module path -> the layer), for merging at export.
+  // The LoRA modules (module path -> the layer).
   std::vector<std::pair<std::string, const LoraLinear*>> lora_layers() const;
+  // A LoRA module's weight with the pair merged (W + B·A·alpha/r), in the checkpoint's row order.
+  Tensor merged_weight(const std::string& module_path) const;
 
   int32_t img_context_id = -1, seg_id = -1;
 
  private:
+  // Layer i as it runs on a sequence of `tokens` (the RoPE base may depend on the length).
+  DecoderLayerWeights layer_for(size_t i, int64_t tokens) const;
   Tensor head_logits(const Tensor& hidden, const std::vector<int64_t>& rows) const;  // [rows, V] through the tied head
 
-  Tensor embedding_;  // tied embedding / head, f32 [V, D]
+  std::string embedding_name_, head_name_;  // head_name_ empty when tied
+  Tensor embedding_;  // f32 [V, D] (also the head when tied)
+  Tensor head_;       // an untied head, f32 [V, D]
+  std::vector<int64_t> qkv_rows_;  // InternLM2: checkpoint row of each internal wqkv row
+  LlmConfig llm_config_;
   std::vector<DecoderLayerWeights> layers_;
   std::vector<std::string> layer_paths_;
   Tensor final_norm_;

@@ -115,17 +115,14 @@ struct Trainer::Impl {
     // as the checkpoint.
     std::map<std::string, std::pair<Tensor, Tensor>> lora;
     SplitMix64 rng = stream(o.seed, kLora, 0);
-    for (int i = 0; i < config.llm.num_layers; ++i)
-      for (const char* module : {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                                 "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"}) {
-        const std::string path = "language_model.model.layers." + std::to_string(i) + "." + module;
-        check(checkpoint.has(path + ".weight"), o.model_dir + ": no '" + path + ".weight' (training supports Qwen2 language models)");
-        const Shape& shape = checkpoint.info(path + ".weight").shape;
-        Tensor a = Tensor::empty({o.lora_r, shape[1]});
-        const float bound = 1.0f / std::sqrt(static_cast<float>(shape[1]));
-        for (int64_t k = 0; k < a.numel(); ++k) a.f32()[k] = (2.0f * rng.uniform() - 1.0f) * bound;
-        lora[path] = {a, Tensor::zeros({shape[0], o.lora_r})};
-      }
+    for (const std::string& path : TrainableLanguageModel::lora_module_paths(config)) {
+      check(checkpoint.has(path + ".weight"), o.model_dir + ": no '" + path + ".weight'");
+      const Shape& shape = checkpoint.info(path + ".weight").shape;
+      Tensor a = Tensor::empty({o.lora_r, shape[1]});
+      const float bound = 1.0f / std::sqrt(static_cast<float>(shape[1]));
+      for (int64_t k = 0; k < a.numel(); ++k) a.f32()[k] = (2.0f * rng.uniform() - 1.0f) * bound;
+      lora[path] = {a, Tensor::zeros({shape[0], o.lora_r})};
+    }
     model = std::make_unique<Sa2vaTrainable>(Sa2vaTrainable{
         TrainableLanguageModel::load(checkpoint, config, lora, lora_scale),
         TrainableMaskDecoder::load(checkpoint, kMaskDecoderPrefix), &sam});
@@ -222,8 +219,8 @@ void Trainer::export_merged(const std::string& out_dir) const {
   std::map<std::string, Tensor> replaced;
   for (const auto& [name, value] : m.model->parameters())
     if (name.rfind("lora.", 0) != 0) replaced[name] = value;
-  std::map<std::string, const LoraLinear*> lora;
-  for (const auto& [path, layer] : m.model->llm.lora_layers()) lora[path + ".weight"] = layer;
+  std::map<std::string, std::string> lora;  // weight name -> module path
+  for (const auto& [path, layer] : m.model->llm.lora_layers()) lora[path + ".weight"] = path;
   const std::string embedding = LanguageModel::embedding_name(m.config.llm.arch);
   const std::string head = LanguageModel::head_name(m.config.llm.arch);
   if (m.config.llm.tie_word_embeddings && m.checkpoint.has(head)) replaced[head] = replaced.at(embedding);
@@ -240,7 +237,7 @@ void Trainer::export_merged(const std::string& out_dir) const {
     const std::string& name = names[i];
     Tensor t;
     if (const auto l = lora.find(name); l != lora.end()) {
-      t = merge_lora(m.checkpoint.get(name), l->second->a, l->second->b, l->second->scale);
+      t = m.model->llm.merged_weight(l->second);
     } else if (const auto r = replaced.find(name); r != replaced.end()) {
       t = r->second.view(entries[i].shape);
     } else {

@@ -2,6 +2,7 @@
 // frozen features upstream trains on; the schedule; a short run that resumes bit for bit from its
 // checkpoint; and the merged model folder, loaded by the inference pipeline, gives the trained
 // model's outputs.
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -177,6 +178,69 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
   const Checkpoint as_stored = Checkpoint::open(work + "/merged-as-stored");
   for (const std::string& name : {std::string("mlp1.1.weight"), std::string("language_model.model.layers.0.self_attn.q_proj.weight")})
     EXPECT_EQ(as_stored.info(name).dtype, source.info(name).dtype) << name;
+}
+
+// Sa2VA-8B's layout: InternLM2 (fused grouped wqkv, its own output head, SentencePiece with BOS).
+// Training follows that layout: the merged folder through inference gives the trained model's [SEG]
+// embedding, so the fused projection's rows went back to the checkpoint's grouped order.
+TEST(Trainer, TrainsTheInternLM2LayoutAndItsUntiedHead) {
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny-internlm2");
+  SA2VA_REQUIRE_FIXTURE(train_fixture, "sa2va-tiny-train");
+  const std::string work = test::temp_dir("trainer-internlm2");
+  std::filesystem::remove_all(work);
+  std::filesystem::create_directories(work);
+  const json sample = {{"image", model + "/inputs/image.png"},
+                       {"conversations", {{{"from", "human"}, {"value", "<image>\nPlease segment the object."}},
+                                          {{"from", "gpt"}, {"value", "Sure, [SEG]."}}}},
+                       {"masks", {json::array({json::array({2, 2, 40, 2, 40, 30, 2, 30})})}}};
+  std::ofstream(work + "/data.jsonl") << sample.dump() << "\n" << sample.dump() << "\n";
+  train::TrainOptions o = tiny_options(model, work + "/data.jsonl", work + "/run");
+  o.export_f32 = true;
+  o.lr = 5e-3f;
+  const train::TrainResult result = train::train(o);
+  ASSERT_EQ(result.steps, 1);
+
+  train::Trainer trained(o);
+  const auto names = trained.model().parameters();
+  const auto has = [&](const std::string& n) {
+    return std::any_of(names.begin(), names.end(), [&](const auto& p) { return p.first == n; });
+  };
+  EXPECT_TRUE(has("language_model.output.weight"));
+  EXPECT_TRUE(has("language_model.model.tok_embeddings.weight"));
+  EXPECT_TRUE(has("lora.language_model.model.layers.0.attention.wqkv.A"));
+  EXPECT_TRUE(has("lora.language_model.model.layers.1.feed_forward.w2.B"));
+  trained.load_parameters(result.last_checkpoint);
+  train::TrainingSample s;
+  s.where = "internlm2";
+  s.images = {model + "/inputs/image.png"};
+  s.turns = {{"<image>\nPlease segment the object.", "Sure, [SEG]."}};
+  s.seg_count = 1;
+  s.masks = {{sample["masks"][0]}};
+  const train::BatchSample prepared = trained.prepare(s);
+  const train::TrainableLanguageModel::Forward f = trained.model().llm.forward(prepared.text);
+
+  const auto merged = Sa2vaModel::load(result.merged_dir, Precision::F32);
+  Request request;
+  request.image = load_image(model + "/inputs/image.png", kDefaultMaxPixels);
+  request.text = "Please segment the object.";
+  request.forced_answer = "Sure, [SEG].";
+  StageRecorder rec;
+  merged->predict(request, &rec);
+  Tensor seg_embeds, input_ids;
+  for (const auto& [name, t] : rec.stages()) {
+    if (name == "seg.embeds") seg_embeds = t;
+    if (name == "input_ids") input_ids = t;
+  }
+  ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
+  // The same tokens (BOS once, the template), up to the separator training adds after the answer.
+  ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
+  for (int64_t i = 0; i < input_ids.numel(); ++i)
+    ASSERT_EQ(input_ids.to(DType::I64).data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << i;
+  EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4);
+  // The step moved the head and the fused projection away from the checkpoint.
+  const Checkpoint source = Checkpoint::open(model), exported = Checkpoint::open(result.merged_dir);
+  for (const char* name : {"language_model.output.weight", "language_model.model.layers.0.attention.wqkv.weight"})
+    EXPECT_GT(test::compare(exported.get(name), source.get(name)).max_abs, 0.0) << name;
 }
 
 }  // namespace
