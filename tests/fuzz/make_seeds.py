@@ -152,6 +152,16 @@ def main():
                                                   b"notes.txt", b"ignored"]))
     put("frame_folder", "one_frame", SEP.join([b"a.jpeg", jpeg]))
 
+    human = {"from": "human", "value": "<image>\nPlease segment the cat."}
+    put("training_data", "image_rle_and_polygon", json.dumps({
+        "image": "a.png", "conversations": [human, {"from": "gpt", "value": "[SEG] and [SEG]."}],
+        "masks": [{"size": [7, 9], "counts": "52203"}, [[1, 1, 6, 1, 6, 5, 1, 5]]]}) + "\n")
+    put("training_data", "video_runs", json.dumps({
+        "frames": ["0.jpg", "1.jpg"], "conversations": [human, {"from": "gpt", "value": "Sure, [SEG]."},
+                                                        {"from": "human", "value": "And?"}, {"from": "gpt", "value": "No."}],
+        "masks": [[{"size": [7, 9], "counts": [10, 53]}, {"size": [7, 9], "counts": [63]}]]}) + "\n\n" +
+        json.dumps({"image": "b.png", "conversations": [human, {"from": "gpt", "value": "A cat."}]}) + "\n")
+
 
 if __name__ == "__main__":
     main()

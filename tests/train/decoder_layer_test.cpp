@@ -23,8 +23,31 @@ train::LoraLinear lora(int64_t out, int64_t in, bool bias, uint32_t seed) {
   return l;
 }
 
+// The layer's backward pass against finite differences of <forward(x), dy>: dx and dA, dB of every
+// LoRA pair (by module name).
+void check_layer_gradients(train::DecoderLayerWeights& w, int64_t n, const std::vector<int64_t>& positions,
+                           const std::vector<std::pair<std::string, train::LoraLinear*>>& modules) {
+  Tensor x = random_tensor({n, w.input_norm.numel()}, 80, 1.0f);
+  const Tensor dy = random_tensor({n, w.input_norm.numel()}, 81, 1.0f);
+  const auto loss = [&] {
+    const Tensor y = train::decoder_layer_forward(w, x, positions, nullptr);
+    double s = 0;
+    for (int64_t i = 0; i < y.numel(); ++i) s += static_cast<double>(y.f32()[i]) * dy.f32()[i];
+    return s;
+  };
+  train::DecoderLayerSaved saved;
+  (void)train::decoder_layer_forward(w, x, positions, &saved);
+  const train::DecoderLayerGrads g = train::decoder_layer_backward(w, saved, positions, dy);
+  EXPECT_EQ(g.lora.size(), modules.size());
+  test::expect_gradient(x, g.dx, loss, "dx", 5e-3f, 5e-3);
+  for (const auto& [name, layer] : modules) {
+    test::expect_gradient(layer->a, g.lora.at(name).da, loss, name + ".A", 5e-3f, 5e-3);
+    test::expect_gradient(layer->b, g.lora.at(name).db, loss, name + ".B", 5e-3f, 5e-3);
+  }
+}
+
 TEST(TrainDecoderLayer, BackwardMatchesFiniteDifferences) {
-  const int64_t d = 8, heads = 2, kv_heads = 1, head_dim = 4, inter = 12, n = 5;
+  const int64_t d = 8, heads = 2, kv_heads = 1, head_dim = 4, inter = 12;
   train::DecoderLayerWeights w;
   w.input_norm = random_tensor({d}, 1, 0.3f);
   w.post_norm = random_tensor({d}, 2, 0.3f);
@@ -40,35 +63,15 @@ TEST(TrainDecoderLayer, BackwardMatchesFiniteDifferences) {
   w.kv_heads = kv_heads;
   w.head_dim = head_dim;
   w.rope_theta = 10000.0f;
-  const std::vector<int64_t> positions = {0, 1, 2, 3, 4};
-  Tensor x = random_tensor({n, d}, 80, 1.0f);
-  const Tensor dy = random_tensor({n, d}, 81, 1.0f);
-
-  const auto loss = [&] {
-    const Tensor y = train::decoder_layer_forward(w, x, positions, nullptr);
-    double s = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) s += static_cast<double>(y.f32()[i]) * dy.f32()[i];
-    return s;
-  };
-  train::DecoderLayerSaved saved;
-  (void)train::decoder_layer_forward(w, x, positions, &saved);
-  const train::DecoderLayerGrads g = train::decoder_layer_backward(w, saved, positions, dy);
-  const auto expect_gradient = [&](Tensor& param, const Tensor& grad, const std::string& what) {
-    test::expect_gradient(param, grad, loss, what, 5e-3f, 5e-3);
-  };
-  expect_gradient(x, g.dx, "dx");
-  train::LoraLinear* layers[] = {&w.q, &w.k, &w.v, &w.o, &w.gate, &w.up, &w.down};
-  const char* names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                         "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
-  for (int i = 0; i < 7; ++i) {
-    expect_gradient(layers[i]->a, g.lora.at(names[i]).da, std::string(names[i]) + ".A");
-    expect_gradient(layers[i]->b, g.lora.at(names[i]).db, std::string(names[i]) + ".B");
-  }
+  check_layer_gradients(w, 5, {0, 1, 2, 3, 4},
+                        {{"self_attn.q_proj", &w.q}, {"self_attn.k_proj", &w.k}, {"self_attn.v_proj", &w.v},
+                         {"self_attn.o_proj", &w.o}, {"mlp.gate_proj", &w.gate}, {"mlp.up_proj", &w.up},
+                         {"mlp.down_proj", &w.down}});
 }
 
 // InternLM2's layout: one LoRA layer on the fused q/k/v projection (no biases).
 TEST(TrainDecoderLayer, FusedQkvBackwardMatchesFiniteDifferences) {
-  const int64_t d = 8, heads = 4, kv_heads = 2, head_dim = 2, inter = 10, n = 4;
+  const int64_t d = 8, heads = 4, kv_heads = 2, head_dim = 2, inter = 10;
   train::DecoderLayerWeights w;
   w.input_norm = random_tensor({d}, 3, 0.3f);
   w.post_norm = random_tensor({d}, 4, 0.3f);
@@ -84,26 +87,9 @@ TEST(TrainDecoderLayer, FusedQkvBackwardMatchesFiniteDifferences) {
   w.kv_heads = kv_heads;
   w.head_dim = head_dim;
   w.rope_theta = 10000.0f;
-  const std::vector<int64_t> positions = {3, 4, 5, 6};
-  Tensor x = random_tensor({n, d}, 180, 1.0f);
-  const Tensor dy = random_tensor({n, d}, 181, 1.0f);
-  const auto loss = [&] {
-    const Tensor y = train::decoder_layer_forward(w, x, positions, nullptr);
-    double s = 0;
-    for (int64_t i = 0; i < y.numel(); ++i) s += static_cast<double>(y.f32()[i]) * dy.f32()[i];
-    return s;
-  };
-  train::DecoderLayerSaved saved;
-  (void)train::decoder_layer_forward(w, x, positions, &saved);
-  const train::DecoderLayerGrads g = train::decoder_layer_backward(w, saved, positions, dy);
-  EXPECT_EQ(g.lora.size(), 5u);
-  test::expect_gradient(x, g.dx, loss, "dx", 5e-3f, 5e-3);
-  train::LoraLinear* layers[] = {&w.qkv, &w.o, &w.gate, &w.up, &w.down};
-  for (int i = 0; i < 5; ++i) {
-    const std::string name = i == 0 ? w.names.qkv : i == 1 ? w.names.o : i == 2 ? w.names.gate : i == 3 ? w.names.up : w.names.down;
-    test::expect_gradient(layers[i]->a, g.lora.at(name).da, loss, name + ".A", 5e-3f, 5e-3);
-    test::expect_gradient(layers[i]->b, g.lora.at(name).db, loss, name + ".B", 5e-3f, 5e-3);
-  }
+  check_layer_gradients(w, 4, {3, 4, 5, 6},
+                        {{w.names.qkv, &w.qkv}, {w.names.o, &w.o}, {w.names.gate, &w.gate}, {w.names.up, &w.up},
+                         {w.names.down, &w.down}});
 }
 
 }  // namespace

@@ -34,6 +34,43 @@ const char* kGcgQuestion =
     "<image>\nCould you please give me a brief description of the image? Please respond with interleaved "
     "segmentation masks for the corresponding parts of the answer.";
 
+// The trained model (a checkpoint's tensors) and the merged folder it exported, given one image and
+// question with the answer "Sure, [SEG].": inference on the merged folder (f32) must give the trained
+// model's [SEG] embedding and the token ids training prepared (up to the separator after the answer).
+void expect_merged_model_matches_trained(const train::TrainOptions& options, const std::string& checkpoint,
+                                         const std::string& merged_dir, const std::string& image,
+                                         const std::string& question) {
+  train::Trainer trained(options);
+  trained.load_parameters(checkpoint);
+  train::TrainingSample sample;
+  sample.where = "check";
+  sample.images = {image};
+  sample.turns = {{"<image>\n" + question, "Sure, [SEG]."}};
+  sample.seg_count = 1;
+  sample.masks = {{json::array({json::array({1, 1, 9, 1, 9, 9})})}};
+  const train::BatchSample prepared = trained.prepare(sample);
+  const train::TrainableLanguageModel::Forward f = trained.model().llm.forward(prepared.text);
+
+  const auto merged = Sa2vaModel::load(merged_dir, Precision::F32);
+  Request request;
+  request.image = load_image(image, kDefaultMaxPixels);
+  request.text = question;
+  request.forced_answer = "Sure, [SEG].";
+  StageRecorder rec;
+  merged->predict(request, &rec);
+  Tensor seg_embeds, input_ids;
+  for (const auto& [name, t] : rec.stages()) {
+    if (name == "seg.embeds") seg_embeds = t;
+    if (name == "input_ids") input_ids = t.to(DType::I64);
+  }
+  ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
+  ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
+  for (int64_t i = 0; i < input_ids.numel(); ++i)
+    ASSERT_EQ(input_ids.data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << "token " << i;
+  EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4)
+      << "[SEG] embedding of the merged model vs the trained one";
+}
+
 train::TrainOptions tiny_options(const std::string& model, const std::string& data, const std::string& out) {
   train::TrainOptions o;
   o.model_dir = model;
@@ -141,32 +178,10 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
     EXPECT_NE(std::string(e.what()).find("lr"), std::string::npos) << e.what();
   }
 
-  // The merged folder through the inference pipeline (f32) gives the trained model's [SEG] embedding
-  // and the same answer tokens; its tensors keep the checkpoint's names.
-  train::Trainer trained(o);
-  trained.load_parameters(a.last_checkpoint);
-  train::TrainingSample sample;
-  sample.where = "res";
-  sample.images = {dir + "/inputs/res.png"};
-  sample.turns = {{"<image>\nPlease segment the red circle in this image.", "Sure, [SEG]."}};
-  sample.seg_count = 1;
-  sample.masks = {{rle_of_png(dir + "/inputs/res_mask0.png")}};
-  const train::BatchSample prepared = trained.prepare(sample);
-  const train::TrainableLanguageModel::Forward f = trained.model().llm.forward(prepared.text);
-
-  const auto merged = Sa2vaModel::load(a.merged_dir, Precision::F32);
-  Request request;
-  request.image = load_image(dir + "/inputs/res.png", kDefaultMaxPixels);
-  request.text = "Please segment the red circle in this image.";
-  request.forced_answer = "Sure, [SEG].";
-  StageRecorder rec;
-  merged->predict(request, &rec);
-  Tensor seg_embeds;
-  for (const auto& [name, t] : rec.stages())
-    if (name == "seg.embeds") seg_embeds = t;
-  ASSERT_TRUE(seg_embeds.defined());
-  const test::Diff seg = test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds);
-  EXPECT_LE(seg.rel(), 1e-4) << "[SEG] embedding of the merged model vs the trained one";
+  // The merged folder through the inference pipeline gives the trained model's outputs; its tensors
+  // keep the checkpoint's names.
+  expect_merged_model_matches_trained(o, a.last_checkpoint, a.merged_dir, dir + "/inputs/res.png",
+                                      "Please segment the red circle in this image.");
   const Checkpoint source = Checkpoint::open(model), exported = Checkpoint::open(a.merged_dir);
   EXPECT_EQ(exported.names(), source.names());
 
@@ -209,34 +224,8 @@ TEST(Trainer, TrainsTheInternLM2LayoutAndItsUntiedHead) {
   EXPECT_TRUE(has("language_model.model.tok_embeddings.weight"));
   EXPECT_TRUE(has("lora.language_model.model.layers.0.attention.wqkv.A"));
   EXPECT_TRUE(has("lora.language_model.model.layers.1.feed_forward.w2.B"));
-  trained.load_parameters(result.last_checkpoint);
-  train::TrainingSample s;
-  s.where = "internlm2";
-  s.images = {model + "/inputs/image.png"};
-  s.turns = {{"<image>\nPlease segment the object.", "Sure, [SEG]."}};
-  s.seg_count = 1;
-  s.masks = {{sample["masks"][0]}};
-  const train::BatchSample prepared = trained.prepare(s);
-  const train::TrainableLanguageModel::Forward f = trained.model().llm.forward(prepared.text);
-
-  const auto merged = Sa2vaModel::load(result.merged_dir, Precision::F32);
-  Request request;
-  request.image = load_image(model + "/inputs/image.png", kDefaultMaxPixels);
-  request.text = "Please segment the object.";
-  request.forced_answer = "Sure, [SEG].";
-  StageRecorder rec;
-  merged->predict(request, &rec);
-  Tensor seg_embeds, input_ids;
-  for (const auto& [name, t] : rec.stages()) {
-    if (name == "seg.embeds") seg_embeds = t;
-    if (name == "input_ids") input_ids = t;
-  }
-  ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
-  // The same tokens (BOS once, the template), up to the separator training adds after the answer.
-  ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
-  for (int64_t i = 0; i < input_ids.numel(); ++i)
-    ASSERT_EQ(input_ids.to(DType::I64).data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << i;
-  EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4);
+  expect_merged_model_matches_trained(o, result.last_checkpoint, result.merged_dir, model + "/inputs/image.png",
+                                      "Please segment the object.");
   // The step moved the head and the fused projection away from the checkpoint.
   const Checkpoint source = Checkpoint::open(model), exported = Checkpoint::open(result.merged_dir);
   for (const char* name : {"language_model.output.weight", "language_model.model.layers.0.attention.wqkv.weight"})

@@ -28,6 +28,7 @@ import numpy as np
 
 from ..eval import masks
 from ..eval.refcoco import SPLIT_BY, dataset_dir, load_pickle, split_refs
+from ..eval.refvos import load_annotations
 from . import templates
 
 
@@ -62,16 +63,6 @@ def refcoco_samples(data: str, dataset: str, split: str, images: str | None, per
                 sample_masks.append(segmentation)
             yield {"image": os.path.abspath(os.path.join(image_dir, image_info[image_id]["file_name"])),
                    "conversations": conversation, "masks": sample_masks}
-
-
-def _load(path: str) -> Any:
-    if path.endswith(".pkl"):
-        import pickle
-
-        with open(path, "rb") as f:
-            return pickle.load(f)
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
 
 
 def refvos_layout(data: str, dataset: str) -> tuple[str, str, str]:
@@ -109,8 +100,8 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
     for path in (meta_path, mask_path):
         if not os.path.exists(path):
             raise SystemExit(f"{path}: missing ({dataset} training data)")
-    videos = _load(meta_path)["videos"]
-    mask_dict = _load(mask_path)
+    videos = load_annotations(meta_path)["videos"]
+    mask_dict = load_annotations(mask_path)
     for _ in range(repeats):
         for video, info in videos.items():
             names = sorted(info["frames"])

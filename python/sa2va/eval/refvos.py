@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--submit", action="store_true", help="also write Annotations/ PNGs for the online server")
 
 
-def _load(path: str) -> Any:
+def load_annotations(path: str) -> Any:
+    """A JSON or (by its .pkl suffix) pickle annotation file."""
     if path.endswith(".pkl"):
         with open(path, "rb") as f:
             return pickle.load(f)
@@ -81,7 +82,7 @@ class RefVos:
             fg = os.path.join(base, "mask_dict_foreground.json")
             if mask_path and not os.path.exists(fg):
                 raise SystemExit(f"{fg}: missing (ReVOS' robustness score needs it)")
-            self.foreground = _load(fg) if mask_path else None
+            self.foreground = load_annotations(fg) if mask_path else None
         else:
             split = split or "valid"
             base = os.path.join(root, "davis17")
@@ -91,9 +92,9 @@ class RefVos:
         if not os.path.exists(meta):
             raise SystemExit(f"{meta}: missing ({dataset} expressions)")
         self.split = split
-        self.videos = _load(meta)["videos"]
+        self.videos = load_annotations(meta)["videos"]
         if mask_path:
-            self.mask_dict = _load(mask_path)
+            self.mask_dict = load_annotations(mask_path)
         if dataset == "davis":  # annotation ids numbered as upstream's scorer numbers them
             count = 0
             for video in sorted(self.videos):

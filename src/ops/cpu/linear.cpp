@@ -95,23 +95,14 @@ bool linear_quantized_bf16_gemm(const float* x, int64_t M, int64_t K, const Weig
   return simd::bf16_gemm(x, M, K, source, w.rows(), y);
 }
 
-}  // namespace
-
-void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
-          int64_t K, bool transpose_b, float alpha, float beta) {
-  if (M <= 0 || N <= 0) return;
+// Runs block(m0, m1, n0, n1) over C [M, N]: whole when small or single-threaded, else split over
+// the pool along the longer side. OpenBLAS runs single-threaded in the calling thread (set once): each pool thread multiplies its
+// own block of C, rows when M is the long side, columns otherwise. One pool for the whole process
+// means no BLAS threads spinning beside ours, and calls from inside a parallel_for simply run inline.
+template <typename Block>
+void split_product(int64_t M, int64_t N, int64_t K, const Block& block) {
   static const bool blas_single_threaded = (openblas_set_num_threads(1), true);
   (void)blas_single_threaded;
-  // OpenBLAS runs single-threaded in the calling thread (set once, above): each pool thread
-  // multiplies its own block of C, rows when M is the long side, columns otherwise. One pool for
-  // the whole process means no BLAS threads spinning beside ours, and calls from inside a
-  // parallel_for simply run inline.
-  auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
-    const float* b = transpose_b ? B + n0 * ldb : B + n0;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, static_cast<int>(m1 - m0),
-                static_cast<int>(n1 - n0), static_cast<int>(K), alpha, A + m0 * lda, static_cast<int>(lda), b,
-                static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
-  };
   constexpr double kMinFlopsPerThread = 4e6;
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   if (num_threads() == 1 || flops < 2 * kMinFlopsPerThread) {
@@ -123,6 +114,20 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   }
 }
 
+}  // namespace
+
+void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
+          int64_t K, bool transpose_b, float alpha, float beta) {
+  if (M <= 0 || N <= 0) return;
+  auto block = [&](int64_t m0, int64_t m1, int64_t n0, int64_t n1) {
+    const float* b = transpose_b ? B + n0 * ldb : B + n0;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, transpose_b ? CblasTrans : CblasNoTrans, static_cast<int>(m1 - m0),
+                static_cast<int>(n1 - n0), static_cast<int>(K), alpha, A + m0 * lda, static_cast<int>(lda), b,
+                static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
+  };
+  split_product(M, N, K, block);
+}
+
 void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
              int64_t K, float alpha, float beta) {
   if (M <= 0 || N <= 0) return;
@@ -131,15 +136,7 @@ void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                 static_cast<int>(K), alpha, A + m0, static_cast<int>(lda), B + n0, static_cast<int>(ldb), beta,
                 C + m0 * ldc + n0, static_cast<int>(ldc));
   };
-  constexpr double kMinFlopsPerThread = 4e6;
-  const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
-  if (num_threads() == 1 || flops < 2 * kMinFlopsPerThread) {
-    block(0, M, 0, N);
-  } else if (M >= N) {
-    parallel_for(M, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); }, 16);
-  } else {
-    parallel_for(N, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); }, 16);
-  }
+  split_product(M, N, K, block);
 }
 
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
