@@ -37,7 +37,7 @@ for shard in "${!pids[@]}"; do
 done
 [ "$failed" -eq 0 ]
 
-echo "== sanitizer build: each fuzz target for 20 s from its seed corpus (tests/fuzz)"
+echo "== sanitizer build: each fuzz target for 12 s from its seed corpus (tests/fuzz)"
 fixtures=${SA2VA_FIXTURES:-../shared/fixtures}
 # The prompt target loads the tiny fixture model when there is one, else writes a random one.
 [ -d "$fixtures/sa2va-tiny" ] && export SA2VA_FUZZ_MODEL="$(cd "$fixtures/sa2va-tiny" && pwd)"

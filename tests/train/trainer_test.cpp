@@ -130,7 +130,7 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
   const std::string work = test::temp_dir("trainer-run");
   std::filesystem::remove_all(work);
   std::filesystem::create_directories(work);
-  // Four samples: the two fixture images, RLE and polygon masks, one and two [SEG].
+  // Two samples: the two fixture images, RLE and polygon masks, one and two [SEG].
   {
     std::ofstream data(work + "/data.jsonl");
     const json res = {{"image", dir + "/inputs/res.png"},
@@ -141,10 +141,11 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
                       {"conversations", {{{"from", "human"}, {"value", kGcgQuestion}},
                                          {{"from", "gpt"}, {"value", "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}}}},
                       {"masks", {rle_of_png(dir + "/inputs/gcg_mask0.png"), json::array({json::array({100, 100, 200, 100, 200, 220, 100, 220})})}}};
-    data << res.dump() << "\n" << gcg.dump() << "\n" << gcg.dump() << "\n" << res.dump() << "\n";
+    data << res.dump() << "\n" << gcg.dump() << "\n";
   }
   train::TrainOptions o = tiny_options(model, work + "/data.jsonl", work + "/a");
-  o.save_every = 1;  // 4 iterations, 2 micro-batches per step: checkpoints 1 and 2
+  o.save_every = 1;  // 2 iterations of one sample, one step each: checkpoints 1 and 2
+  o.grad_accum = 1;
   o.export_f32 = true;
   std::vector<float> losses;
   const train::TrainResult a = train::train(o, [&](const train::TrainProgress& p) { losses.push_back(p.loss); });

@@ -51,7 +51,7 @@ def held_out_iou(model_dir: str, data: str, threads: int) -> float:
     return float(np.mean(ious))
 
 
-def run(model: str, out: str, cli: str, train_images: int = 24, held_out: int = 12, epochs: int = 2,
+def run(model: str, out: str, cli: str, train_images: int = 16, held_out: int = 8, epochs: int = 2,
         threads: int = 2, seed: int = 0, extra: list[str] | None = None) -> dict[str, Any]:
     if os.path.exists(out):
         shutil.rmtree(out)
