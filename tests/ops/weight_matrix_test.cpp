@@ -112,7 +112,7 @@ TEST_P(WeightMatrixTest, QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstruct
     for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0})
       for (int64_t K : {1, 31, 32, 33, 95, 96, 520, 1000})
         for (int64_t M : {1, 2, 5, 8})
-          for (int64_t N : {1, 7, 37}) {
+          for (int64_t N : {1, 7, 37, 133}) {
             const Tensor w = random_tensor({N, K}, ++seed, -3.f, 3.f);
             std::vector<float> x = random_vector(M * K, ++seed, -2.f, 2.f);
             if (K > 40) std::fill(x.begin() + 32, x.begin() + 64 < x.begin() + K ? x.begin() + 64 : x.begin() + K, 0.f);  // an all-zero block

@@ -147,37 +147,105 @@ SA2VA_AVX2 inline __m256 block_product_q4_avx2(const uint8_t* w, const int8_t* x
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), _mm256_set1_epi16(1)));
 }
 
-template <bool kQ4>
-SA2VA_AVX2 float row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd,
-                              const float* offset, int64_t blocks) {
-  constexpr int64_t kBytes = kQ4 ? kBlock / 2 : kBlock;
+SA2VA_AVX2 float q8_row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd,
+                                 int64_t blocks) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
-  float correction = 0.f;
   alignas(32) float scale[8];
   for (int64_t b0 = 0; b0 < blocks; b0 += 8) {
     const int64_t count = std::min<int64_t>(8, blocks - b0);
     block_scales_avx2(ws + b0, xd + b0, count, scale);
-    if constexpr (kQ4) {  // Q8_0 codes were recentred in block_product_q8_avx2
-      for (int64_t i = 0; i < count; ++i) correction += 8.f * _cvtsh_ss(ws[b0 + i]) * offset[b0 + i];
-    }
     int64_t i = 0;
     for (; i + 2 <= count; i += 2) {
       const int64_t b = b0 + i;
-      const __m256 p0 = kQ4 ? block_product_q4_avx2(w + b * kBytes, x + b * kBlock)
-                            : block_product_q8_avx2(w + b * kBytes, x + b * kBlock);
-      const __m256 p1 = kQ4 ? block_product_q4_avx2(w + (b + 1) * kBytes, x + (b + 1) * kBlock)
-                            : block_product_q8_avx2(w + (b + 1) * kBytes, x + (b + 1) * kBlock);
-      acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i), p0, acc0);
-      acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i + 1), p1, acc1);
+      acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i), block_product_q8_avx2(w + b * kBlock, x + b * kBlock), acc0);
+      acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i + 1),
+                             block_product_q8_avx2(w + (b + 1) * kBlock, x + (b + 1) * kBlock), acc1);
     }
     if (i < count) {
       const int64_t b = b0 + i;
-      const __m256 p = kQ4 ? block_product_q4_avx2(w + b * kBytes, x + b * kBlock)
-                           : block_product_q8_avx2(w + b * kBytes, x + b * kBlock);
-      acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i), p, acc0);
+      acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i), block_product_q8_avx2(w + b * kBlock, x + b * kBlock), acc0);
     }
   }
-  return hsum256(_mm256_add_ps(acc0, acc1)) - correction;
+  return hsum256(_mm256_add_ps(acc0, acc1));
+}
+
+// Interleaves the halves of each pair of blocks (QuantizedActivations::pair_codes).
+SA2VA_AVX2 void interleave_block_pairs_avx2(const int8_t* codes, int64_t blocks, int8_t* pairs) {
+  for (int64_t b = 0; b < blocks; b += 2) {
+    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b * kBlock));
+    const __m256i x1 = b + 1 < blocks ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (b + 1) * kBlock))
+                                      : _mm256_setzero_si256();
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * kBlock), _mm256_permute2x128_si256(x0, x1, 0x20));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * kBlock + 32), _mm256_permute2x128_si256(x0, x1, 0x31));
+  }
+}
+
+// R Q4_0 weight rows against one activation row, two blocks per step: one 32-byte load holds both
+// blocks' nibbles; the low nibbles meet the pair's first halves and the high ones its second halves
+// (x in pair_codes order), so lanes 0-3 sum block b and lanes 4-7 block b + 1. The codes' offset of 8
+// is removed per 8 blocks as 8·d_w·(d_x·Σx) in the same accumulator (only the lanes' total matters).
+template <int R>
+SA2VA_AVX2 void q4_rows_dot_avx2(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, const int8_t* xp,
+                                 const float* xd, const float* sum, int64_t blocks, float* out, bool prefetch) {
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256 minus_offset = _mm256_set1_ps(-8.f);
+  __m256 acc[R];
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+  alignas(32) float xd_pad[8], sum_pad[8];
+  alignas(16) uint16_t ws_pad[R][8];
+  for (int64_t b0 = 0; b0 < blocks; b0 += 8) {
+    const int64_t count = std::min<int64_t>(8, blocks - b0);
+    __m256 xs, xsum, wscale[R];
+    if (count == 8) {
+      xs = _mm256_loadu_ps(xd + b0);
+      xsum = _mm256_mul_ps(minus_offset, _mm256_loadu_ps(sum + b0));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r)
+        wscale[r] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + r * ldws + b0)));
+    } else {  // the last blocks: zero scales past the row (a lone block's partner lanes must stay finite)
+      for (int64_t i = 0; i < 8; ++i) {
+        xd_pad[i] = i < count ? xd[b0 + i] : 0.f;
+        sum_pad[i] = i < count ? sum[b0 + i] : 0.f;
+        for (int r = 0; r < R; ++r) ws_pad[r][i] = i < count ? ws[r * ldws + b0 + i] : uint16_t{0};
+      }
+      xs = _mm256_load_ps(xd_pad);
+      xsum = _mm256_mul_ps(minus_offset, _mm256_load_ps(sum_pad));
+      for (int r = 0; r < R; ++r) wscale[r] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(ws_pad[r])));
+    }
+    __m256 scale[R];
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) {
+      scale[r] = _mm256_mul_ps(wscale[r], xs);
+      acc[r] = _mm256_fmadd_ps(wscale[r], xsum, acc[r]);
+    }
+    // A pair of blocks; `lone` when block b is the row's last one (its upper half stays zero).
+    auto pair = [&](int64_t i, __m256i lanes, bool lone) SA2VA_AVX2 {
+      const int64_t b = b0 + i;
+      const __m256i x_first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock));
+      const __m256i x_second = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock + 32));
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* wr = w + r * ldw + b * (kBlock / 2);
+        // Two row groups ahead, once per 64-byte line: decode's rows are a few hundred bytes.
+        if (prefetch && (i & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
+        const __m256i packed = lone ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)))
+                                    : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr));
+        const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(packed, low), x_first),
+                                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(packed, 4), low), x_second));
+        const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
+        acc[r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[r], lanes), dot, acc[r]);
+      }
+    };
+    __m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i next = _mm256_set1_epi32(2);
+    int64_t i = 0;
+    for (; i + 2 <= count; i += 2, lanes = _mm256_add_epi32(lanes, next)) pair(i, lanes, false);
+    if (i < count) pair(i, lanes, true);
+  }
+#pragma GCC unroll 4
+  for (int r = 0; r < R; ++r) out[r] = hsum256(acc[r]);
 }
 
 // ---------------------------------------------------------------------------- AVX-512 VNNI
@@ -268,13 +336,19 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
   if (codes.size() < nb * kBlock) codes.resize(nb * kBlock);
   if (scales.size() < nb) scales.resize(nb);
   if (sums.size() < nb) sums.resize(nb);
+  const int64_t pair_bytes = (blocks + 1) / 2 * 2 * kBlock;
+  if (isa() == Isa::Avx2 && pair_codes.size() < static_cast<size_t>(rows * pair_bytes))
+    pair_codes.resize(static_cast<size_t>(rows * pair_bytes));
   for (int64_t r = 0; r < rows; ++r) {
     int8_t* q = codes.data() + r * blocks * kBlock;
     float* d = scales.data() + r * blocks;
     float* o = sums.data() + r * blocks;
     switch (isa()) {
       case Isa::Avx512: quantize_row_avx512(x + r * ldx, k, q, d, o); break;
-      case Isa::Avx2: quantize_row_avx2(x + r * ldx, k, q, d, o); break;
+      case Isa::Avx2:
+        quantize_row_avx2(x + r * ldx, k, q, d, o);
+        interleave_block_pairs_avx2(q, blocks, pair_codes.data() + r * pair_bytes);
+        break;
       case Isa::Scalar: quantize_row_scalar(x + r * ldx, k, q, d, o); break;
     }
   }
@@ -282,36 +356,41 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
 
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy) {
-  const int64_t nb = x.blocks;
+  const int64_t nb = x.blocks, pair_bytes = (nb + 1) / 2 * 2 * kBlock;
   const Isa level = isa();
-  constexpr int64_t kRows = 4;  // weight rows per AVX-512 step
-  for (int64_t r = 0; r < rows; r += (level == Isa::Avx512 ? kRows : 1)) {
+  // Weight rows per step of the multi-row kernels (AVX-512 both formats, AVX2 Q4_0): they share the
+  // activation loads, and a group's rows are one contiguous stretch of memory.
+  constexpr int64_t kRows = 4;
+  const bool grouped = level == Isa::Avx512 || (level == Isa::Avx2 && q4);
+  for (int64_t r = 0; r < rows; r += grouped ? kRows : 1) {
     const uint8_t* wr = w + r * ldw;
     const uint16_t* sr = ws + r * ldws;
     for (int64_t i = 0; i < x.rows; ++i) {
       const int8_t* xq = x.codes.data() + i * nb * kBlock;
       const float* xd = x.scales.data() + i * nb;
       const float* xo = x.sums.data() + i * nb;
-      if (level == Isa::Avx512) {
+      if (grouped) {
+        auto group = [&]<int R>(std::integral_constant<int, R>, int64_t j, float* out, bool prefetch) {
+          if (level == Isa::Avx2)
+            q4_rows_dot_avx2<R>(wr + j * ldw, ldw, sr + j * ldws, ldws, x.pair_codes.data() + i * pair_bytes, xd, xo,
+                                nb, out, prefetch);
+          else if (q4)
+            rows_dot_avx512<true, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
+          else
+            rows_dot_avx512<false, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
+        };
         float out[kRows];
         if (rows - r >= kRows) {
-          const bool prefetch = r + 3 * kRows <= rows;
-          if (q4) rows_dot_avx512<true, kRows>(wr, ldw, sr, ldws, xq, xd, xo, nb, out, prefetch);
-          else rows_dot_avx512<false, kRows>(wr, ldw, sr, ldws, xq, xd, xo, nb, out, prefetch);
+          group(std::integral_constant<int, kRows>{}, 0, out, r + 3 * kRows <= rows);
         } else {
-          for (int64_t j = 0; j < rows - r; ++j) {
-            if (q4) rows_dot_avx512<true, 1>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out + j, false);
-            else rows_dot_avx512<false, 1>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out + j, false);
-          }
+          for (int64_t j = 0; j < rows - r; ++j) group(std::integral_constant<int, 1>{}, j, out + j, false);
         }
         for (int64_t j = 0; j < std::min(kRows, rows - r); ++j) y[i * ldy + r + j] = out[j];
         continue;
       }
       float v;
-      if (level == Isa::Avx2)
-        v = q4 ? row_dot_avx2<true>(wr, sr, xq, xd, xo, nb) : row_dot_avx2<false>(wr, sr, xq, xd, xo, nb);
-      else
-        v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
+      if (level == Isa::Avx2) v = q8_row_dot_avx2(wr, sr, xq, xd, nb);
+      else v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
       y[i * ldy + r] = v;
     }
   }

@@ -72,6 +72,9 @@ struct QuantizedActivations {
   std::vector<int8_t> codes;   // [rows, blocks·32], zero beyond k
   std::vector<float> scales;   // [rows, blocks]
   std::vector<float> sums;     // [rows, blocks]: scale·Σcodes (removes the weight codes' offset)
+  // AVX2 only: codes with the halves of each pair of blocks interleaved, [b0 0-15 | b1 0-15 | b0 16-31 |
+  // b1 16-31], the order in which one 32-byte load of Q4_0 values unpacks (a lone last block pairs with zeros).
+  std::vector<int8_t> pair_codes;  // [rows, pairs·64]
   static int64_t blocks_for(int64_t k);
   // Quantizes x[rows, k] (row stride ldx); the buffers grow once and are reused.
   void quantize(const float* x, int64_t rows, int64_t k, int64_t ldx);
