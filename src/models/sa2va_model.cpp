@@ -278,9 +278,13 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   check_request(request, s);
   stop_if_asked(request);
   encode_vision(request, s, ctx);
+  // The stages' large buffers differ in size: what one stage leaves idle would sit beside the
+  // next one's instead of serving it, so each hands its buffers back (a few page faults each).
+  ctx.allocator().release_idle();
   stop_if_asked(request);
   prepare_prompt(request, s, ctx);
   generate_answer(request, s, ctx);
+  ctx.allocator().release_idle();
   decode_outputs(s, ctx);
   s.out.finish_reason = request.forced_answer.empty() && s.gen.stop_reason == StopReason::MaxTokens ? "length" : "stop";
   if (request.on_answer) request.on_answer(s.out);

@@ -13,6 +13,10 @@ namespace sa2va::sam2 {
 namespace {
 
 constexpr float kLayerNormEps = 1e-6f;
+// The block's widest intermediates (q|k|v, the MLP's hidden layer, the widened shortcut) are made
+// this many tokens at a time: at 1024x1024 the first stages have 65,536 tokens, and whole-map
+// buffers of them would take ~500 MB, while products of 8,192 rows run as fast as whole ones.
+constexpr int64_t kTokensPerChunk = 8192;
 
 }  // namespace
 
@@ -45,58 +49,63 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   Tensor xn = scratch.get(S::kNorm, {hw, dim_in});
   ops::layer_norm(x.tokens.f32(), norm1_w.f32(), norm1_b.f32(), xn.f32(), hw, dim_in, kLayerNormEps);
 
-  // Shortcut: projected (and pooled with the queries) when the width changes.
+  // Shortcut: projected (and pooled with the queries) when the width changes, a band of rows at a
+  // time (whole multiples of the pooling stride).
   Tensor shortcut = x.tokens;
   if (dim_in != dim_out) {
-    Tensor projected = scratch.get(S::kShortcutProj, {hw, dim_out});
-    ops::linear(xn.f32(), hw, dim_in, proj_w, proj_b.f32(), projected.f32());
-    if (s > 1) {
-      shortcut = scratch.get(S::kShortcut, {Ho * Wo, dim_out});
-      ops::max_pool_tokens(projected.f32(), dim_out, 1, H, W, dim_out, s, shortcut.f32());
-    } else {
-      shortcut = projected;
+    const int64_t band = std::max<int64_t>(s, kTokensPerChunk / std::max<int64_t>(W, 1) / s * s);
+    Tensor projected = scratch.get(S::kShortcutProj, {std::min(H, band) * W, dim_out});
+    if (s > 1) shortcut = scratch.get(S::kShortcut, {Ho * Wo, dim_out});
+    else shortcut = scratch.get(S::kShortcut, {hw, dim_out});
+    for (int64_t y0 = 0; y0 < H; y0 += band) {
+      const int64_t rows = std::min(band, H - y0);
+      float* dst = s > 1 ? projected.f32() : shortcut.f32() + y0 * W * dim_out;
+      ops::linear(xn.f32() + y0 * W * dim_in, rows * W, dim_in, proj_w, proj_b.f32(), dst);
+      if (s > 1) ops::max_pool_tokens(dst, dim_out, 1, rows, W, dim_out, s, shortcut.f32() + (y0 / s) * Wo * dim_out);
     }
   }
 
-  // Windows (a global block is one window covering the whole map).
+  // Windows (a global block is one window covering the whole map), attended a band of window rows
+  // at a time: partition, q|k|v and the pooled queries exist for that band only.
   const bool windowed = window > 0;
   const int64_t win_h = windowed ? window : H, win_w = windowed ? window : W;
   const int64_t n_rows = (H + win_h - 1) / win_h, n_cols = (W + win_w - 1) / win_w;
   const int64_t n_win = n_rows * n_cols, win_tokens = win_h * win_w;
   const bool identity_partition = n_win == 1 && win_h == H && win_w == W;
-  Tensor xw = xn;
-  if (!identity_partition) {
-    xw = scratch.get(S::kWindows, {n_win * win_tokens, dim_in});
-    ops::window_partition(xn.f32(), H, W, dim_in, win_h, win_w, xw.f32());
-  }
-
   const int64_t qkv_dim = 3 * dim_out;
-  Tensor qkv = scratch.get(S::kQkv, {n_win * win_tokens, qkv_dim});
-  ops::linear(xw.f32(), n_win * win_tokens, dim_in, qkv_w, qkv_b.f32(), qkv.f32());
-
-  // Query pooling inside each window.
   const int64_t qh = win_h / s, qw = win_w / s, q_tokens = qh * qw;
-  const float* q = qkv.f32();
-  int64_t q_row = qkv_dim;
-  if (s > 1) {
-    Tensor pooled_q = scratch.get(S::kPooledQ, {n_win * q_tokens, dim_out});
-    ops::max_pool_tokens(qkv.f32(), qkv_dim, n_win, win_h, win_w, dim_out, s, pooled_q.f32());
-    q = pooled_q.f32();
-    q_row = dim_out;
-  }
   // Unpartition assumes the pooled windows tile the pooled map as upstream recomputes it.
   check((Ho + qh - 1) / std::max<int64_t>(qh, 1) == n_rows && (Wo + qw - 1) / std::max<int64_t>(qw, 1) == n_cols,
         "Hiera: a " + std::to_string(H) + "x" + std::to_string(W) + " map cannot be pooled in windows of " +
             std::to_string(win_h));
-
+  const int64_t band_rows = std::max<int64_t>(1, kTokensPerChunk / (n_cols * win_tokens));
+  const int64_t band_windows = std::min(band_rows, n_rows) * n_cols;
   Tensor attn = scratch.get(S::kAttn, {n_win * q_tokens, dim_out});
-  {
-    // Window 0; window wi is offset by wi times the batch strides.
+  Tensor xw = identity_partition ? xn : scratch.get(S::kWindows, {band_windows * win_tokens, dim_in});
+  Tensor qkv = scratch.get(S::kQkv, {band_windows * win_tokens, qkv_dim});
+  Tensor pooled_q = s > 1 ? scratch.get(S::kPooledQ, {band_windows * q_tokens, dim_out}) : Tensor();
+  for (int64_t r0 = 0; r0 < n_rows; r0 += band_rows) {
+    const int64_t count = std::min(band_rows, n_rows - r0) * n_cols, tokens = count * win_tokens;
+    if (!identity_partition)
+      ops::window_partition(xn.f32() + r0 * win_h * W * dim_in, std::min(H - r0 * win_h, count / n_cols * win_h), W,
+                            dim_in, win_h, win_w, xw.f32());
+    ops::linear(xw.f32(), tokens, dim_in, qkv_w, qkv_b.f32(), qkv.f32());
+
+    // Query pooling inside each window.
+    const float* q = qkv.f32();
+    int64_t q_row = qkv_dim;
+    if (s > 1) {
+      ops::max_pool_tokens(qkv.f32(), qkv_dim, count, win_h, win_w, dim_out, s, pooled_q.f32());
+      q = pooled_q.f32();
+      q_row = dim_out;
+    }
+    // The band's first window; window wi is offset by wi times the batch strides.
     const ops::AttentionArgs a = attention.args({q, q_row}, {qkv.f32() + dim_out, qkv_dim},
-                                                {qkv.f32() + 2 * dim_out, qkv_dim}, attn.f32(), dim_out, q_tokens,
+                                                {qkv.f32() + 2 * dim_out, qkv_dim},
+                                                attn.f32() + r0 * n_cols * q_tokens * dim_out, dim_out, q_tokens,
                                                 win_tokens);
     ops::AttentionBatch windows;
-    windows.count = n_win;
+    windows.count = count;
     windows.q = q_tokens * q_row;
     windows.k = windows.v = win_tokens * qkv_dim;
     windows.out = q_tokens * dim_out;
@@ -113,14 +122,18 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   out.tokens = scratch.get(out_slot, {Ho * Wo, dim_out});
   ops::window_unpartition(projected_attn.f32(), qh, qw, Ho, Wo, dim_out, out.tokens.f32(), shortcut.f32());
 
-  // MLP with residual.
-  const int64_t n = Ho * Wo;
-  Tensor yn = scratch.get(S::kNorm, {n, dim_out});
-  ops::layer_norm(out.tokens.f32(), norm2_w.f32(), norm2_b.f32(), yn.f32(), n, dim_out, kLayerNormEps);
-  Tensor h = scratch.get(S::kHidden, {n, mlp.hidden_features()});
-  Tensor mlp_out = scratch.get(S::kProjected, {n, dim_out});
-  mlp.forward(yn.f32(), n, h.f32(), mlp_out.f32());
-  ops::add(out.tokens.f32(), mlp_out.f32(), out.tokens.f32(), n * dim_out);
+  // MLP with residual, a chunk of tokens at a time.
+  const int64_t n = Ho * Wo, chunk = std::min(n, kTokensPerChunk);
+  Tensor yn = scratch.get(S::kNorm, {chunk, dim_out});
+  Tensor h = scratch.get(S::kHidden, {chunk, mlp.hidden_features()});
+  Tensor mlp_out = scratch.get(S::kProjected, {chunk, dim_out});
+  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+    const int64_t rows = std::min(chunk, n - t0);
+    float* const tokens = out.tokens.f32() + t0 * dim_out;
+    ops::layer_norm(tokens, norm2_w.f32(), norm2_b.f32(), yn.f32(), rows, dim_out, kLayerNormEps);
+    mlp.forward(yn.f32(), rows, h.f32(), mlp_out.f32());
+    ops::add(tokens, mlp_out.f32(), tokens, rows * dim_out);
+  }
   return out;
 }
 
