@@ -175,6 +175,24 @@ Checkpoint Checkpoint::open(const std::string& model_dir) {
   return c;
 }
 
+bool SafetensorsFile::release(const void* data, size_t bytes) const {
+  const auto* begin = static_cast<const char*>(data);
+  const auto* map = static_cast<const char*>(map_);
+  if (begin < map || bytes > map_size_ || begin > map + (map_size_ - bytes)) return false;
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t first = (reinterpret_cast<uintptr_t>(begin) + page - 1) & ~(page - 1);
+  const uintptr_t last = (reinterpret_cast<uintptr_t>(begin) + bytes) & ~(page - 1);
+  // A private read-only file map never written: the pages come back from the file unchanged.
+  if (first < last) madvise(reinterpret_cast<void*>(first), last - first, MADV_DONTNEED);
+  return true;
+}
+
+void Checkpoint::release(const Tensor& t) const {
+  if (!t.defined() || !t.device().is_cpu() || t.nbytes() == 0) return;
+  for (const auto& file : files_)
+    if (file->release(t.raw(), t.nbytes())) return;
+}
+
 Tensor Checkpoint::get(const std::string& name) const {
   auto it = where_.find(name);
   if (it == where_.end()) throw Error(dir_ + ": checkpoint has no tensor named '" + name + "'");

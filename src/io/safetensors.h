@@ -31,6 +31,9 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
   Tensor get(const std::string& name) const;  // throws if absent
+  // Drops from the process the mapped pages lying wholly inside [data, data + bytes) when that
+  // range is in this file's map (they are read again from the file if touched); false otherwise.
+  bool release(const void* data, size_t bytes) const;
 
  private:
   SafetensorsFile() = default;
@@ -55,6 +58,10 @@ class Checkpoint {
   std::string file_metadata(const std::string& name, const std::string& key) const;
   std::vector<std::string> names() const;
   const std::string& dir() const { return dir_; }
+  // For a tensor viewing this checkpoint's files whose contents were copied (converted, fused,
+  // quantized): drops its resident pages, so that the process keeps only the copy in memory. A
+  // no-op for any other tensor.
+  void release(const Tensor& t) const;
 
  private:
   std::string dir_;

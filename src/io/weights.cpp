@@ -92,14 +92,33 @@ WeightMatrix Weights::quantized(const std::string& name, const Shape& shape, Mat
   }
 }
 
+void Weights::release(const Tensor& stored_tensor) const {
+  if (checkpoint_) checkpoint_->release(stored_tensor);
+}
+
+namespace {
+
+// The prepared form is a copy (another format): the stored bytes are no longer needed in memory.
+void release_if_copied(const Weights& w, const Tensor& stored, const Tensor& prepared) {
+  if (stored.defined() && prepared.defined() && prepared.raw() != stored.raw()) w.release(stored);
+}
+
+}  // namespace
+
 WeightMatrix Weights::matrix(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
   if (stored_quantized(name)) return quantized(name, shape, use);
-  return prepare(fetch(name, shape, init, false, use), use);
+  const Tensor stored = fetch(name, shape, init, false, use);
+  WeightMatrix m = prepare(stored, use);
+  if (m.defined()) release_if_copied(*this, stored, m.values());
+  return m;
 }
 
 WeightMatrix Weights::optional_matrix(const std::string& name, const Shape& shape, Init init, MatrixUse use) {
   if (stored_quantized(name)) return quantized(name, shape, use);
-  return prepare(fetch(name, shape, init, true, use), use);
+  const Tensor stored = fetch(name, shape, init, true, use);
+  WeightMatrix m = prepare(stored, use);
+  if (m.defined()) release_if_copied(*this, stored, m.values());
+  return m;
 }
 
 Tensor Weights::stored(const std::string& name, const Shape& shape, Init init) {
@@ -107,7 +126,10 @@ Tensor Weights::stored(const std::string& name, const Shape& shape, Init init) {
 }
 
 ConvWeight Weights::conv(const std::string& name, const Shape& shape, Init init) {
-  return ConvWeight::prepare(fetch(name, shape, init, false));
+  const Tensor stored = fetch(name, shape, init, false);
+  ConvWeight c = ConvWeight::prepare(stored);
+  if (c.matrix.defined()) release_if_copied(*this, stored, c.matrix.values());
+  return c;
 }
 
 ConvWeight Weights::conv_transposed_2x2(const std::string& name, const Shape& shape, Init init) {
@@ -116,7 +138,10 @@ ConvWeight Weights::conv_transposed_2x2(const std::string& name, const Shape& sh
 
 Tensor Weights::f32(const std::string& name, const Shape& shape, Init init) {
   const Tensor t = fetch(name, shape, init, false);
-  return !t.defined() || t.dtype() == DType::F32 ? t : t.to(DType::F32);
+  if (!t.defined() || t.dtype() == DType::F32) return t;
+  Tensor converted = t.to(DType::F32);
+  release(t);
+  return converted;
 }
 
 void Weights::finish() const {

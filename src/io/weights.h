@@ -93,6 +93,10 @@ class Weights {
   // Any tensor needed as F32 in both modes (norms, biases, embeddings added element-wise).
   Tensor f32(const std::string& name, const Shape& shape, Init init);
   bool has(const std::string& name) const;
+  // Drops the resident pages of a stored tensor once a copy has replaced it (Checkpoint::release):
+  // loaders call it for what they fuse or reorder; matrix(), conv() and f32() do it themselves for
+  // what they convert.
+  void release(const Tensor& stored_tensor) const;
 
   // Throws one Error listing every missing or mis-shaped tensor (no-op when all were found).
   void finish() const;

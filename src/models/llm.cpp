@@ -106,6 +106,7 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
       const WeightMatrix wk = w.matrix(p + "self_attn.k_proj.weight", {kv_dim, D}, Init::Linear, kLlm);
       const WeightMatrix wv = w.matrix(p + "self_attn.v_proj.weight", {kv_dim, D}, Init::Linear, kLlm);
       L.wqkv = stack_rows(std::vector<MatrixRowBlock>{{wq, 0, q_dim}, {wk, 0, kv_dim}, {wv, 0, kv_dim}});
+      for (const WeightMatrix* part : {&wq, &wk, &wv}) w.release(part->values());  // only the fused copy stays
       if (lc.attention_bias) {
         const Tensor bq = w.f32(p + "self_attn.q_proj.bias", {q_dim}, Init::Bias);
         const Tensor bk = w.f32(p + "self_attn.k_proj.bias", {kv_dim}, Init::Bias);
@@ -122,6 +123,7 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
       const int64_t n_rep = lc.num_heads / lc.num_kv_heads;
       const WeightMatrix packed = w.matrix(p + "attention.wqkv.weight", {q_dim + 2 * kv_dim, D}, Init::Linear, kLlm);
       L.wqkv = reorder_grouped_qkv<WeightMatrix, MatrixRowBlock>(packed, lc.num_kv_heads, n_rep, lc.head_dim);
+      w.release(packed.values());
       L.wo = w.matrix(p + "attention.wo.weight", {D, q_dim}, Init::Linear, kLlm);
       if (lc.attention_bias) {
         const Tensor bqkv = w.f32(p + "attention.wqkv.bias", {q_dim + 2 * kv_dim}, Init::Bias);
@@ -148,6 +150,8 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
     // (`sa2va quantize` stores that copy under the head's name, so a quantized folder loads it as is.)
     const bool quantized_head = is_quantized(w.policy().llm_format) && m.embedding.defined();
     m.lm_head = quantized_head ? w.prepare(m.embedding.values(), kLlm) : m.embedding;
+    // The lookup reads a few rows per token: they come back from the file as needed.
+    if (quantized_head) w.release(m.embedding.values());
   }
   return m;
 }

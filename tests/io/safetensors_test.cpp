@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -96,6 +99,42 @@ TEST(Safetensors, RejectsBadFiles) {
                     "shape");
   expect_open_error(write_raw(dir, "offs.safetensors", R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4]}})", 4),
                     "data_offsets");
+}
+
+// Resident file-backed pages of the process (/proc/self/statm, third field), in bytes.
+size_t resident_file_bytes() {
+  std::ifstream statm("/proc/self/statm");
+  size_t size = 0, resident = 0, shared = 0;
+  statm >> size >> resident >> shared;
+  return shared * static_cast<size_t>(sysconf(_SC_PAGESIZE));
+}
+
+double sum_of(const Tensor& t) {
+  double s = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) s += t.f32()[i];
+  return s;
+}
+
+// A converted tensor's stored pages leave the process; its contents stay readable from the file.
+TEST(Safetensors, ReleasedTensorsLeaveMemoryAndReadBackUnchanged) {
+  const std::string dir = test::temp_dir("st-release");
+  const int64_t n = int64_t{4} << 20;  // 16 MiB of F32
+  std::vector<float> values(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) values[static_cast<size_t>(i)] = static_cast<float>(i % 1000) * 0.5f;
+  write_safetensors(dir + "/model.safetensors", {{"big", Tensor::from_vector(values, {n})}});
+  const Checkpoint c = Checkpoint::open(dir);
+  const Tensor big = c.get("big");
+  const double expected = sum_of(big);  // touches every page
+  const size_t before = resident_file_bytes();
+  c.release(big);
+  const size_t after = resident_file_bytes();
+  EXPECT_GE(before - std::min(before, after), size_t{15} << 20) << "resident file pages " << before << " -> " << after;
+  EXPECT_EQ(sum_of(big), expected);
+  // Tensors that do not view the checkpoint's files are left alone.
+  const Tensor copy = big.clone();
+  c.release(copy);
+  EXPECT_EQ(sum_of(copy), expected);
+  c.release(Tensor());
 }
 
 TEST(Safetensors, ShardedCheckpoint) {
