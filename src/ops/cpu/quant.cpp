@@ -139,14 +139,6 @@ SA2VA_AVX2 inline __m256 block_product_q8_avx2(const uint8_t* w, const int8_t* x
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
-SA2VA_AVX2 inline __m256 block_product_q4_avx2(const uint8_t* w, const int8_t* x) {
-  const __m128i packed = _mm_loadu_si128(reinterpret_cast<const __m128i*>(w));
-  const __m128i low = _mm_set1_epi8(0x0f);
-  const __m256i codes = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(packed, 4), low), _mm_and_si128(packed, low));
-  const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x));
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(_mm256_maddubs_epi16(codes, xv), _mm256_set1_epi16(1)));
-}
-
 SA2VA_AVX2 float q8_row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd,
                                  int64_t blocks) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
