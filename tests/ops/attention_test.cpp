@@ -1,5 +1,5 @@
 // ops::attention against a double-precision softmax(QKᵀ·scale + mask)·V, for every code path
-// (short decode queries, blocked long queries, the fused bf16 kernel), causal with offsets, GQA,
+// (short decode queries, blocked long queries, the fused f32 and bf16 kernels), causal with offsets, GQA,
 // masks and strides. The bf16 reference rounds q, k, v to bf16 as the kernel does; the remaining
 // difference is the bf16 rounding of the probabilities.
 #include <gtest/gtest.h>
@@ -102,6 +102,27 @@ TEST_P(OpsAttentionTest, FullAndCausalGqaMaskOffset) {
       {9, 4, 2, 1, 3, 0, true, 0, false, 0},      // causal with fewer keys than queries
   };
   for (const auto& c : cases) run_case(c);
+}
+
+// The fused f32 kernel (AVX2, value width a multiple of 8; run with the instruction set capped at
+// AVX2 so that AVX-512 machines test it too): several query and key blocks, ragged tails, causal
+// with offsets, GQA, masks, Dv != D with a 16 + 8 column tail, strides.
+TEST_P(OpsAttentionTest, FusedF32MatchesReference) {
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx2);
+  if (ops::simd::isa() != ops::simd::Isa::Avx2) {
+    ops::simd::set_max_isa(saved);
+    GTEST_SKIP() << "this CPU lacks AVX2";
+  }
+  const Case cases[] = {
+      {70, 200, 4, 2, 64, 0, true, 130, true, 1},
+      {50, 300, 2, 2, 72, 16, false, 0, true, 0},
+      {13, 9, 1, 1, 8, 0, false, 0, false, 0},
+      {100, 100, 3, 1, 20, 24, true, 0, false, 2},
+      {49, 5, 2, 2, 8, 8, true, 0, true, 0},
+      {7, 1, 1, 1, 5, 8, false, 0, false, 0},
+  };
+  for (const auto& c : cases) run_case(c);
+  ops::simd::set_max_isa(saved);
 }
 
 // The fused bf16 kernel: several query and key blocks, ragged tails, causal blocks skipped, rows

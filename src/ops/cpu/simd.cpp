@@ -183,6 +183,89 @@ SA2VA_AVX2 void bf16_rows_avx2_block(const uint16_t* w, int64_t ldw, int64_t row
   }
 }
 
+template <int R, int P>
+SA2VA_AVX2 void f32_scores_tile_avx2(const float* q, int64_t ldq, const float* panels, int64_t dim, float* s,
+                                     int64_t lds) {
+  __m256 acc[R][P];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) acc[r][p] = _mm256_setzero_ps();
+  for (int64_t e = 0; e < dim; ++e) {
+    __m256 k[P];
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) k[p] = _mm256_loadu_ps(panels + (p * dim + e) * 8);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 b = _mm256_broadcast_ss(q + r * ldq + e);
+#pragma GCC unroll 2
+      for (int p = 0; p < P; ++p) acc[r][p] = _mm256_fmadd_ps(b, k[p], acc[r][p]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int p = 0; p < P; ++p) _mm256_storeu_ps(s + r * lds + 8 * p, acc[r][p]);
+}
+
+template <int R, int C>
+SA2VA_AVX2 void f32_values_tile_avx2(const float* p, int64_t ldp, const float* v, int64_t ldv, int64_t keys, float* o,
+                                     int64_t ldo) {
+  __m256 acc[R][C];
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) acc[r][c] = _mm256_loadu_ps(o + r * ldo + 8 * c);
+  for (int64_t j = 0; j < keys; ++j) {
+    __m256 vv[C];
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) vv[c] = _mm256_loadu_ps(v + j * ldv + 8 * c);
+#pragma GCC unroll 6
+    for (int r = 0; r < R; ++r) {
+      const __m256 b = _mm256_broadcast_ss(p + r * ldp + j);
+#pragma GCC unroll 2
+      for (int c = 0; c < C; ++c) acc[r][c] = _mm256_fmadd_ps(b, vv[c], acc[r][c]);
+    }
+  }
+#pragma GCC unroll 6
+  for (int r = 0; r < R; ++r)
+#pragma GCC unroll 2
+    for (int c = 0; c < C; ++c) _mm256_storeu_ps(o + r * ldo + 8 * c, acc[r][c]);
+}
+
+SA2VA_AVX2 float scale_mask_max_avx2(float* s, int64_t n, float scale, const float* mask) {
+  const __m256 sc = _mm256_set1_ps(scale);
+  __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + i), sc);
+    if (mask) v = _mm256_add_ps(v, _mm256_loadu_ps(mask + i));
+    _mm256_storeu_ps(s + i, v);
+    m = _mm256_max_ps(m, v);
+  }
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  float r = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+  for (; i < n; ++i) {
+    s[i] = s[i] * scale + (mask ? mask[i] : 0.f);
+    r = std::max(r, s[i]);
+  }
+  return r;
+}
+
+// Calls f.template operator()<R>() for R = rows in 1..6.
+template <typename F>
+void with_rows(int64_t rows, F f) {
+  switch (rows) {
+    case 1: return f(std::integral_constant<int, 1>{});
+    case 2: return f(std::integral_constant<int, 2>{});
+    case 3: return f(std::integral_constant<int, 3>{});
+    case 4: return f(std::integral_constant<int, 4>{});
+    case 5: return f(std::integral_constant<int, 5>{});
+    default: return f(std::integral_constant<int, 6>{});
+  }
+}
+
 // exp(x) for 8 lanes: range reduction by ln2, degree-6 polynomial, exponent by integer add.
 SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
@@ -612,12 +695,29 @@ float exp_shifted_sum(float* x, int64_t n, float shift) {
 
 float scale_mask_max(float* s, int64_t n, float scale, const float* mask) {
   if (isa() == Isa::Avx512) return scale_mask_max_avx512(s, n, scale, mask);
+  if (isa() == Isa::Avx2) return scale_mask_max_avx2(s, n, scale, mask);
   float m = -std::numeric_limits<float>::infinity();
   for (int64_t i = 0; i < n; ++i) {
     s[i] = s[i] * scale + (mask ? mask[i] : 0.f);
     m = std::max(m, s[i]);
   }
   return m;
+}
+
+void f32_scores_tile(const float* q, int64_t ldq, int64_t rows, const float* panels, int64_t dim, int64_t panel_count,
+                     float* s, int64_t lds) {
+  with_rows(rows, [&](auto r) {
+    if (panel_count == 2) f32_scores_tile_avx2<decltype(r)::value, 2>(q, ldq, panels, dim, s, lds);
+    else f32_scores_tile_avx2<decltype(r)::value, 1>(q, ldq, panels, dim, s, lds);
+  });
+}
+
+void f32_values_tile(const float* p, int64_t ldp, int64_t rows, const float* v, int64_t ldv, int64_t keys, float* o,
+                     int64_t ldo, int64_t cols) {
+  with_rows(rows, [&](auto r) {
+    if (cols == 16) f32_values_tile_avx2<decltype(r)::value, 2>(p, ldp, v, ldv, keys, o, ldo);
+    else f32_values_tile_avx2<decltype(r)::value, 1>(p, ldp, v, ldv, keys, o, ldo);
+  });
 }
 
 float exp_to_bf16(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out) {

@@ -58,6 +58,19 @@ void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride,
 // out[i] = bf16(exp(s[i] - shift)) for i < n and 0 up to n_padded, returning Σ exp (in f32).
 float scale_mask_max(float* s, int64_t n, float scale, const float* mask);
 float exp_to_bf16(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out);
+
+// The pieces of the fused f32 attention (AVX2). Keys are packed in panels of kF32PanelKeys keys,
+// key-minor: panel[e·kF32PanelKeys + lane] = k(lane, e). Tiles have up to kF32TileRows query rows.
+constexpr int64_t kF32PanelKeys = 8;
+constexpr int64_t kF32TileRows = 6;
+// s[r·lds + j] = Σ_e q[r·ldq + e]·panel(j / 8)[e·8 + j mod 8] for r < rows, j < 8·panels (panels 1
+// or 2, consecutive, each `dim` rows long). Requires isa() >= Avx2.
+void f32_scores_tile(const float* q, int64_t ldq, int64_t rows, const float* panels, int64_t dim, int64_t panel_count,
+                     float* s, int64_t lds);
+// o[r·ldo + c] += Σ_j p[r·ldp + j]·v[j·ldv + c] for r < rows, j < keys, c < cols (8 or 16).
+// Requires isa() >= Avx2.
+void f32_values_tile(const float* p, int64_t ldp, int64_t rows, const float* v, int64_t ldv, int64_t keys, float* o,
+                     int64_t ldo, int64_t cols);
 // c[r·ldc + j] (+)= Σ_kp a[r·lda + kp] · panel[kp][j] over pairs of bf16, for r < rows (<= kBf16TileRows),
 // j < cols (<= kBf16PanelCols). Requires isa() == Avx512.
 void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,
