@@ -105,8 +105,8 @@ TEST_P(OpsAttentionTest, FullAndCausalGqaMaskOffset) {
 }
 
 // The fused f32 kernel (AVX2, value width a multiple of 8; run with the instruction set capped at
-// AVX2 so that AVX-512 machines test it too): several query and key blocks, ragged tails, causal
-// with offsets, GQA, masks, Dv != D with a 16 + 8 column tail, strides.
+// AVX2 so that AVX-512 machines test it too): several query and key blocks and key chunks, ragged
+// tails, causal with offsets, GQA, masks, Dv != D with a 16 + 8 column tail, strides.
 TEST_P(OpsAttentionTest, FusedF32MatchesReference) {
   const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx2);
   if (ops::simd::isa() != ops::simd::Isa::Avx2) {
@@ -120,6 +120,9 @@ TEST_P(OpsAttentionTest, FusedF32MatchesReference) {
       {100, 100, 3, 1, 20, 24, true, 0, false, 2},
       {49, 5, 2, 2, 8, 8, true, 0, true, 0},
       {7, 1, 1, 1, 5, 8, false, 0, false, 0},
+      // more keys than one packed chunk (8192): the running max and sum carry over chunks
+      {13, 16500, 2, 1, 16, 8, false, 0, false, 0},
+      {30, 8200, 1, 1, 8, 8, true, 8180, true, 1},  // the first rows end inside the first chunk
   };
   for (const auto& c : cases) run_case(c);
   ops::simd::set_max_isa(saved);

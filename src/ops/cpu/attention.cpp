@@ -218,12 +218,16 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
 }
 
 // ---- fused f32 attention (AVX2) -------------------------------------------------------------
-// The same online softmax over key blocks as the bf16 kernel, in f32 with FMA tiles: keys packed
-// once per call into panels of 8 (key-minor), values into contiguous rows per head; a task takes one head and
-// kF32QueryBlock query rows, so a key block (kF32KeyBlock keys) is loaded into cache once for all of
-// them, and the scores never exceed kF32QueryBlock x kF32KeyBlock floats.
+// The same online softmax over key blocks as the bf16 kernel, in f32 with FMA tiles. Keys are taken
+// kF32ChunkKeys at a time: a chunk is packed once (keys in panels of 8, key-minor; values copied
+// per head into contiguous rows, because in place a head's rows lie a whole token row apart, often
+// a multiple of 1-4 KiB, and a tile's column of loads would fall in a few cache sets), then every
+// task (one head, kF32QueryBlock query rows) runs its rows over the chunk's blocks of kF32KeyBlock
+// keys, accumulating in the output rows; the running max and sum of each row carry over chunks.
+// Memory: one packed chunk and a block of scores per thread, whatever the number of keys.
 constexpr int64_t kF32QueryBlock = 8 * simd::kF32TileRows;
 constexpr int64_t kF32KeyBlock = 128;
+constexpr int64_t kF32ChunkKeys = 64 * kF32KeyBlock;
 
 bool fused_f32_applies(const AttentionArgs& a, int64_t Dv) {
   return simd::isa() == simd::Isa::Avx2 && Dv % 8 == 0 && a.head_dim <= 1024;
@@ -231,87 +235,99 @@ bool fused_f32_applies(const AttentionArgs& a, int64_t Dv) {
 
 void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
   constexpr int64_t kLanes = simd::kF32PanelKeys;
-  const int64_t d = a.head_dim, n_rep = a.q_heads / a.kv_heads;
-  const int64_t panels = ((a.kv_len + kLanes - 1) / kLanes + 1) & ~int64_t{1};  // even: tiles take two
-  const Tensor packed_t = Tensor::empty({a.kv_heads * panels * d * kLanes});
-  float* const packed = packed_t.f32();
-  // Values copied per head into rows of Dv: in place, a head's rows lie a whole token row apart
-  // (often a multiple of 4 KiB), and the tile's column of loads would fall in one cache set.
-  const Tensor values_t = Tensor::empty({a.kv_heads * a.kv_len * Dv});
-  float* const values = values_t.f32();
-  parallel_for(a.kv_heads * panels, [&](int64_t t0, int64_t t1) {
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t hk = t / panels, j0 = (t % panels) * kLanes;
-      float* panel = packed + t * d * kLanes;
-      for (int64_t l = 0; l < kLanes; ++l) {
-        const bool real = j0 + l < a.kv_len;
-        const float* key = real ? a.k + (j0 + l) * a.k_stride + hk * d : nullptr;
-        for (int64_t e = 0; e < d; ++e) panel[e * kLanes + l] = key ? key[e] : 0.f;
-        if (real)
-          std::copy(a.v + (j0 + l) * a.v_stride + hk * Dv, a.v + (j0 + l) * a.v_stride + hk * Dv + Dv,
-                    values + (hk * a.kv_len + j0 + l) * Dv);
-      }
-    }
-  }, 16);
-  const int64_t q_blocks = (a.q_len + kF32QueryBlock - 1) / kF32QueryBlock;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-  parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
-    thread_local std::vector<float> scratch;
-    const size_t need = static_cast<size_t>(kF32QueryBlock * (kF32KeyBlock + Dv + 2));
-    if (scratch.size() < need) scratch.resize(need);
-    float* const scores = scratch.data();
-    float* const acc = scores + kF32QueryBlock * kF32KeyBlock;
-    float* const row_max = acc + kF32QueryBlock * Dv;
-    float* const row_sum = row_max + kF32QueryBlock;
-    for (int64_t t = t0; t < t1; ++t) {
-      const int64_t h = t / q_blocks, hk = h / n_rep;
-      const int64_t nth = t % q_blocks, block = nth % 2 == 0 ? nth / 2 : q_blocks - 1 - nth / 2;
-      const int64_t i0 = block * kF32QueryBlock, rows = std::min(kF32QueryBlock, a.q_len - i0);
-      const float* const q = a.q + i0 * a.q_stride + h * d;
-      const float* const head_panels = packed + hk * panels * d * kLanes;
-      std::fill(acc, acc + rows * Dv, 0.f);
-      std::fill(row_max, row_max + rows, kNegInf);
-      std::fill(row_sum, row_sum + rows, 0.f);
-      auto visible_keys = [&](int64_t i) {
-        return a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
-      };
-      const int64_t keys = visible_keys(i0 + rows - 1);
-      for (int64_t j0 = 0; j0 < keys; j0 += kF32KeyBlock) {
-        const int64_t block_keys = std::min(kF32KeyBlock, keys - j0);
-        for (int64_t r0 = 0; r0 < rows; r0 += simd::kF32TileRows)
-          for (int64_t j = 0; j < block_keys; j += 2 * kLanes)
-            simd::f32_scores_tile(q + r0 * a.q_stride, a.q_stride, std::min(simd::kF32TileRows, rows - r0),
-                                  head_panels + (j0 + j) / kLanes * d * kLanes, d, block_keys - j > kLanes ? 2 : 1,
-                                  scores + r0 * kF32KeyBlock + j, kF32KeyBlock);
-        for (int64_t r = 0; r < rows; ++r) {
-          float* s = scores + r * kF32KeyBlock;
-          const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
-          const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
-          const float new_max = std::max(row_max[r], simd::scale_mask_max(s, n, a.scale, mask));
-          if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
-            std::fill(s, s + block_keys, 0.f);
-            continue;
+  const int64_t d = a.head_dim, n_rep = a.q_heads / a.kv_heads;
+  const int64_t chunk = std::min(kF32ChunkKeys, a.kv_len);
+  const int64_t chunk_panels = (chunk + 2 * kLanes - 1) / (2 * kLanes) * 2;  // even: tiles take two
+  const Tensor keys_t = Tensor::empty({a.kv_heads * chunk_panels * d * kLanes});
+  const Tensor values_t = Tensor::empty({a.kv_heads * chunk * Dv});
+  const Tensor stats_t = Tensor::empty({2 * a.q_heads * a.q_len});
+  float* const packed_keys = keys_t.f32();
+  float* const packed_values = values_t.f32();
+  float* const row_max = stats_t.f32();                  // [head, query]
+  float* const row_sum = row_max + a.q_heads * a.q_len;  // [head, query]
+  const int64_t q_blocks = (a.q_len + kF32QueryBlock - 1) / kF32QueryBlock;
+  auto visible_keys = [&](int64_t i) {
+    return a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
+  };
+
+  for (int64_t c0 = 0; c0 < a.kv_len; c0 += chunk) {
+    const int64_t chunk_keys = std::min(chunk, a.kv_len - c0);
+    parallel_for(a.kv_heads * chunk_panels, [&](int64_t t0, int64_t t1) {
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t hk = t / chunk_panels, j0 = (t % chunk_panels) * kLanes;
+        float* panel = packed_keys + t * d * kLanes;
+        for (int64_t l = 0; l < kLanes; ++l) {
+          const bool real = j0 + l < chunk_keys;
+          const float* key = real ? a.k + (c0 + j0 + l) * a.k_stride + hk * d : nullptr;
+          for (int64_t e = 0; e < d; ++e) panel[e * kLanes + l] = real ? key[e] : 0.f;
+          if (real) {
+            const float* value = a.v + (c0 + j0 + l) * a.v_stride + hk * Dv;
+            std::copy(value, value + Dv, packed_values + (hk * chunk + j0 + l) * Dv);
           }
-          const float correction = std::exp(row_max[r] - new_max);
-          row_sum[r] = row_sum[r] * correction + simd::exp_shifted_sum(s, n, new_max);
-          std::fill(s + n, s + block_keys, 0.f);
-          row_max[r] = new_max;
-          if (correction != 1.f)
-            for (int64_t e = 0; e < Dv; ++e) acc[r * Dv + e] *= correction;
         }
-        const float* v = values + (hk * a.kv_len + j0) * Dv;
-        for (int64_t r0 = 0; r0 < rows; r0 += simd::kF32TileRows)
-          for (int64_t c = 0; c < Dv; c += 16)
-            simd::f32_values_tile(scores + r0 * kF32KeyBlock, kF32KeyBlock, std::min(simd::kF32TileRows, rows - r0),
-                                  v + c, Dv, block_keys, acc + r0 * Dv + c, Dv, std::min<int64_t>(16, Dv - c));
       }
-      for (int64_t r = 0; r < rows; ++r) {
-        float* out = a.out + (i0 + r) * a.out_stride + h * Dv;
-        const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
-        for (int64_t e = 0; e < Dv; ++e) out[e] = acc[r * Dv + e] * inv;
+    }, 16);
+    parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
+      thread_local std::vector<float> scratch;  // the scores of one block
+      if (scratch.size() < static_cast<size_t>(kF32QueryBlock * kF32KeyBlock))
+        scratch.resize(static_cast<size_t>(kF32QueryBlock * kF32KeyBlock));
+      float* const scores = scratch.data();
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t h = t / q_blocks, hk = h / n_rep;
+        // Causal blocks grow with the block index: alternate ends so contiguous chunks balance.
+        const int64_t nth = t % q_blocks, block = nth % 2 == 0 ? nth / 2 : q_blocks - 1 - nth / 2;
+        const int64_t i0 = block * kF32QueryBlock, rows = std::min(kF32QueryBlock, a.q_len - i0);
+        const float* const q = a.q + i0 * a.q_stride + h * d;
+        float* const out = a.out + i0 * a.out_stride + h * Dv;
+        float* const m = row_max + h * a.q_len + i0;
+        float* const l = row_sum + h * a.q_len + i0;
+        if (c0 == 0) {
+          for (int64_t r = 0; r < rows; ++r) std::fill(out + r * a.out_stride, out + r * a.out_stride + Dv, 0.f);
+          std::fill(m, m + rows, kNegInf);
+          std::fill(l, l + rows, 0.f);
+        }
+        const int64_t keys = std::min(visible_keys(i0 + rows - 1), c0 + chunk_keys);  // the most any row sees
+        const float* const head_keys = packed_keys + hk * chunk_panels * d * kLanes;
+        const float* const head_values = packed_values + hk * chunk * Dv;
+        for (int64_t j0 = c0; j0 < keys; j0 += kF32KeyBlock) {
+          const int64_t block_keys = std::min(kF32KeyBlock, keys - j0), p0 = (j0 - c0) / kLanes;
+          for (int64_t r0 = 0; r0 < rows; r0 += simd::kF32TileRows)
+            for (int64_t j = 0; j < block_keys; j += 2 * kLanes)
+              simd::f32_scores_tile(q + r0 * a.q_stride, a.q_stride, std::min(simd::kF32TileRows, rows - r0),
+                                    head_keys + (p0 + j / kLanes) * d * kLanes, d, block_keys - j > kLanes ? 2 : 1,
+                                    scores + r0 * kF32KeyBlock + j, kF32KeyBlock);
+          for (int64_t r = 0; r < rows; ++r) {
+            float* s = scores + r * kF32KeyBlock;
+            const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
+            const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
+            const float new_max = std::max(m[r], simd::scale_mask_max(s, n, a.scale, mask));
+            if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
+              std::fill(s, s + block_keys, 0.f);
+              continue;
+            }
+            const float correction = std::exp(m[r] - new_max);
+            l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, new_max);
+            std::fill(s + n, s + block_keys, 0.f);
+            m[r] = new_max;
+            if (correction != 1.f)
+              for (int64_t e = 0; e < Dv; ++e) out[r * a.out_stride + e] *= correction;
+          }
+          for (int64_t r0 = 0; r0 < rows; r0 += simd::kF32TileRows)
+            for (int64_t c = 0; c < Dv; c += 16)
+              simd::f32_values_tile(scores + r0 * kF32KeyBlock, kF32KeyBlock, std::min(simd::kF32TileRows, rows - r0),
+                                    head_values + (j0 - c0) * Dv + c, Dv, block_keys, out + r0 * a.out_stride + c,
+                                    a.out_stride, std::min<int64_t>(16, Dv - c));
+        }
+        if (c0 + chunk_keys >= a.kv_len) {  // the last chunk: normalise
+          for (int64_t r = 0; r < rows; ++r) {
+            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
+            for (int64_t e = 0; e < Dv; ++e) out[r * a.out_stride + e] *= inv;
+          }
+        }
       }
-    }
-  });
+    });
+  }
 }
 
 }  // namespace
