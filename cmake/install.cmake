@@ -32,6 +32,11 @@ else()
   set(SA2VA_PC_REQUIRES "${SA2VA_PC_DEPENDENCIES}")
   set(SA2VA_PC_REQUIRES_PRIVATE "")
 endif()
+# A static libsa2va of a CUDA build needs the static CUDA runtime on its consumers' link line too.
+set(SA2VA_PC_CUDA_LIBS "")
+if(SA2VA_WITH_CUDA AND NOT BUILD_SHARED_LIBS)
+  set(SA2VA_PC_CUDA_LIBS " -L${CUDAToolkit_LIBRARY_DIR} -lcudart_static -ldl -lrt")
+endif()
 # Relocatable: the prefix is found from where the .pc file lies (cmake --install --prefix anywhere).
 file(RELATIVE_PATH SA2VA_PC_PREFIX_FROM_PCFILE "${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_LIBDIR}/pkgconfig"
      "${CMAKE_INSTALL_PREFIX}")

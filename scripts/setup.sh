@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages sa2va.cpp needs and builds everything:
 #   build/       release build (library, `sa2va` program, Python module, tests; benchmarks on request:
-#                cmake --build build --target benchmarks)
+#                cmake --build build --target benchmarks), with the CUDA backend when nvcc is found
+#                (on PATH or at the toolkit's usual place)
 #   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang,
 #                and the libFuzzer targets (tests/fuzz)
 set -euo pipefail
@@ -44,7 +45,8 @@ cmake --build build -j "$jobs"
 if [ -f build-asan/CMakeCache.txt ] && ! grep -q "^CMAKE_CXX_COMPILER:.*clang" build-asan/CMakeCache.txt; then
   rm -rf build-asan  # configured with another compiler before
 fi
+# It is also the CPU-only build (SA2VA_CUDA=OFF); build/ has the CUDA backend wherever nvcc is found.
 CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON \
-  -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF
+  -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF -DSA2VA_CUDA=OFF
 cmake --build build-asan -j "$jobs" --target sa2va_tests fuzz_targets
 echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <string>
 
@@ -39,9 +40,46 @@ class CpuAllocator final : public Allocator {
 };
 
 std::mutex registry_mutex;
-Allocator* cuda_allocator = nullptr;
+Allocator* cuda_stand_in = nullptr;
+thread_local Device thread_device;
 
 }  // namespace
+
+#if SA2VA_WITH_CUDA
+namespace cuda {
+Allocator& builtin_allocator(int index);  // ops/cuda/runtime.cpp
+}
+bool cuda_built() { return true; }
+#else
+bool cuda_built() { return false; }
+#endif
+
+void Allocator::copy_from_host(void* device_dst, const void* host_src, size_t bytes) {
+  if (bytes) std::memcpy(device_dst, host_src, bytes);
+}
+void Allocator::copy_to_host(void* host_dst, const void* device_src, size_t bytes) {
+  if (bytes) std::memcpy(host_dst, device_src, bytes);
+}
+void Allocator::copy_within(void* device_dst, const void* device_src, size_t bytes) {
+  if (bytes) std::memcpy(device_dst, device_src, bytes);
+}
+
+Device current_device() { return thread_device; }
+
+DeviceScope::DeviceScope(Device device) : previous_(thread_device) {
+  if (!device.is_cpu()) allocator_for(device).make_current(device);
+  thread_device = device;
+}
+
+DeviceScope::~DeviceScope() {
+  thread_device = previous_;
+  if (!previous_.is_cpu()) {
+    try {
+      allocator_for(previous_).make_current(previous_);
+    } catch (...) {  // entered successfully before: nothing new can be reported from a destructor
+    }
+  }
+}
 
 std::string Device::name() const {
   return is_cpu() ? std::string("cpu") : "cuda:" + std::to_string(index);
@@ -59,16 +97,22 @@ Device parse_device(const std::string& text) {
 Allocator& allocator_for(Device device) {
   static CpuAllocator* cpu = new CpuAllocator;  // never destroyed: tensors may die during static destruction
   if (device.is_cpu()) return *cpu;
-  std::lock_guard<std::mutex> lock(registry_mutex);
-  if (!cuda_allocator)
-    throw Error("device " + device.name() + " is not available: this build of sa2va has no CUDA backend");
-  return *cuda_allocator;
+  {
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    if (cuda_stand_in) return *cuda_stand_in;
+  }
+#if SA2VA_WITH_CUDA
+  return cuda::builtin_allocator(device.index);
+#else
+  throw Error("device " + device.name() + " is not available: this build of sa2va has no CUDA backend "
+              "(configure with -DSA2VA_CUDA=ON)");
+#endif
 }
 
 void register_allocator(DeviceType type, Allocator* allocator) {
   check(type != DeviceType::CPU, "the CPU allocator is built in and cannot be replaced");
   std::lock_guard<std::mutex> lock(registry_mutex);
-  cuda_allocator = allocator;
+  cuda_stand_in = allocator;
 }
 
 }  // namespace sa2va

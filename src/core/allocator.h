@@ -2,8 +2,9 @@
 //
 // CPU: small buffers from the aligned heap; large ones (block_pool::kMinBytes and more) from the
 // block pool (core/block_pool.h), which recycles mapped blocks across video frames.
-// Other devices register their allocator when their backend is built in; asking for a device
-// that has none is an Error naming it.
+// CUDA (built in with SA2VA_CUDA): a stream-ordered pool per GPU (src/ops/cuda/runtime.h). Tests may
+// stand in another allocator for a device type (register_allocator). Asking for a device this build
+// has no backend for is an Error naming it.
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -27,13 +28,22 @@ class Allocator {
   virtual void release_idle() {}
   // Number of allocate() calls so far (tests check that a decode step allocates no tensor).
   virtual uint64_t allocations() const = 0;
+
+  // Copies between this device's memory and the host, and within the device. They are ordered
+  // after the calling thread's earlier kernels on the device; the ones into host memory return
+  // when the bytes are there. The defaults are memcpy (host-addressable memory).
+  virtual void copy_from_host(void* device_dst, const void* host_src, size_t bytes);
+  virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes);
+  virtual void copy_within(void* device_dst, const void* device_src, size_t bytes);
+  // Makes `device` (of this allocator's type) the calling thread's device for the backend (DeviceScope).
+  virtual void make_current(Device /*device*/) {}
 };
 
 // The allocator of `device`; throws Error when this build has no backend for it.
 Allocator& allocator_for(Device device);
 
-// Installs (or, with nullptr, removes) the allocator of a non-CPU device type. Backends call it
-// once at start-up; tests use it to stand in a device. The allocator must outlive its use.
+// Stands `allocator` in for a non-CPU device type (tests), or, with nullptr, goes back to the
+// built-in backend (or to none). The allocator must outlive its use.
 void register_allocator(DeviceType type, Allocator* allocator);
 
 }  // namespace sa2va

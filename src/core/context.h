@@ -1,6 +1,6 @@
 // The execution context of one request: where and how its kernels run. Created by the model for
 // each predict() and passed down to the components, in place of process-wide settings:
-//   device     where tensors are allocated and kernels run (today the CPU)
+//   device     where tensors are allocated and kernels run (the CPU or a GPU)
 //   precision  the compute precision the model was loaded for (f32 reference or bf16)
 //   pool       the model's thread pool (installed as the current pool while the request runs)
 //   recorder   named intermediate tensors for `sa2va dump` (null: nothing is recorded)
@@ -41,12 +41,15 @@ struct ExecContext {
   void record(const std::string& name, const Tensor& t) const { sa2va::record(recorder, name, t); }
 };
 
-// Makes a context current on the calling thread for its lifetime: its pool runs the kernels.
+// Makes a context current on the calling thread for its lifetime: its device runs the kernels
+// (its pool, on the CPU).
 class ContextScope {
  public:
-  explicit ContextScope(const ExecContext& ctx) : use_(ctx.pool ? *ctx.pool : current_thread_pool()) {}
+  explicit ContextScope(const ExecContext& ctx)
+      : device_(ctx.device), use_(ctx.pool ? *ctx.pool : current_thread_pool()) {}
 
  private:
+  DeviceScope device_;
   ThreadPool::Use use_;
 };
 

@@ -1,6 +1,7 @@
 // Devices: where a tensor's memory lives and where the kernels that read it run.
-// Today every kernel runs on the CPU; the CUDA type exists so that tensors, weights and the
-// execution context can already say where they are, and code that needs host memory can check.
+// A thread runs kernels on one device at a time: the CPU unless a DeviceScope (entered by the
+// request's ContextScope) says otherwise. The op fronts that take raw pointers dispatch on that
+// device, so on a GPU every pointer handed to an op is that GPU's memory.
 #pragma once
 #include <string>
 
@@ -21,5 +22,25 @@ struct Device {
 
 // "cpu", "cuda" or "cuda:N"; throws Error naming the text otherwise.
 Device parse_device(const std::string& text);
+
+// True when this build has the CUDA backend (src/ops/cuda/), whether or not a GPU is present.
+bool cuda_built();
+
+// The device whose kernels the calling thread runs.
+Device current_device();
+
+// Makes `device` the calling thread's device for the scope's lifetime (and the GPU's own notion of
+// the current device, for CUDA); the previous one comes back at the end. Entering a GPU that is
+// missing or unusable throws Error saying why.
+class DeviceScope {
+ public:
+  explicit DeviceScope(Device device);
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  Device previous_;
+};
 
 }  // namespace sa2va

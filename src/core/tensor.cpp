@@ -207,8 +207,25 @@ Tensor Tensor::to(DType target) const {
   return out;
 }
 
+Tensor Tensor::to(Device target) const {
+  if (target == device_ && (is_contiguous() || target.is_cpu())) return contiguous();
+  if (!device_.is_cpu() && !is_contiguous())
+    throw Error("copying a strided " + shape_str(shape_) + " view off " + device_.name() +
+                ": make it contiguous there first");
+  if (!device_.is_cpu() && !target.is_cpu()) return to(Device::cpu()).to(target);
+  Tensor out = empty(shape_, dtype_, target);
+  if (device_.is_cpu()) {
+    const Tensor src = contiguous();
+    allocator_for(target).copy_from_host(out.base_, src.raw(), nbytes());
+  } else {
+    const void* src = static_cast<const char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+    allocator_for(device_).copy_to_host(out.raw(), src, nbytes());
+  }
+  return out;
+}
+
 std::vector<float> Tensor::to_vector() const {
-  Tensor f = to(DType::F32);
+  Tensor f = (device_.is_cpu() ? *this : to(Device::cpu())).to(DType::F32);
   const float* p = f.data<float>();
   return std::vector<float>(p, p + f.numel());
 }

@@ -50,6 +50,11 @@ class Tensor {
     return static_cast<char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
   }
   template <typename T> T* data() const { return static_cast<T*>(raw()); }
+  // Pointer to the first element in the memory of the tensor's own device, whichever it is: for
+  // the kernels of that device (op fronts), never dereferenced on the host unless on the CPU.
+  void* device_data() const {
+    return static_cast<char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
+  }
   float* f32() const;        // also checks dtype F32
   uint16_t* bf16() const;    // also checks dtype BF16
 
@@ -63,6 +68,9 @@ class Tensor {
   Tensor contiguous() const;                          // self if already contiguous
   Tensor clone() const;                               // always a new contiguous copy
   Tensor to(DType dtype) const;                       // F32/BF16/F16 conversions; contiguous result
+  // A contiguous copy on `device` (self when already there and contiguous). A device tensor must be
+  // contiguous to leave its device (views of device memory are copied by kernels, not here).
+  Tensor to(Device device) const;
   std::vector<float> to_vector() const;               // any float dtype, as f32
 
  private:

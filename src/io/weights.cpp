@@ -10,7 +10,13 @@ WeightFormat LoadPolicy::format_for(MatrixUse use) const {
 }
 
 Weights::Weights(const Checkpoint& checkpoint, const LoadPolicy& policy) : checkpoint_(&checkpoint), policy_(policy) {
-  check(policy.device.is_cpu(), "device " + policy.device.name() + ": this build of sa2va runs on the CPU only");
+  if (!policy.device.is_cpu()) {
+    // A GPU that cannot be used says why (no driver, no such device, too old) before anything else.
+    { const DeviceScope probe(policy.device); }
+    throw Error("device " + policy.device.name() +
+                ": the model does not run on a GPU in this version (the CUDA build has GPU kernels for the "
+                "operators, not yet for the whole pipeline); use --device cpu");
+  }
   check(!is_quantized(policy.llm_format) || policy.llm_format == WeightFormat::Q8_0 ||
             policy.llm_format == WeightFormat::Q4_0,
         "unsupported language-model weight format");

@@ -1,7 +1,9 @@
-// Scaled dot-product attention front: checks the sizes and strides, picks the kernel (today
-// ops/cpu/attention.cpp, which chooses between its per-row, blocked sgemm and fused bf16 paths).
+// Scaled dot-product attention front: checks the sizes and strides, picks the kernel for the calling
+// thread's device (ops/cpu/attention.cpp chooses between its per-row, blocked and fused paths;
+// ops/cuda/attention.cu).
 #include "core/error.h"
 #include "ops/cpu/kernels.h"
+#include "ops/device_check.h"
 #include "ops/ops.h"
 
 namespace sa2va::ops {
@@ -16,7 +18,7 @@ void attention(const AttentionArgs& a) {
             a.v_stride >= a.kv_heads * Dv && a.out_stride >= a.q_heads * Dv,
         "attention: a row stride is smaller than heads x head_dim");
   if (a.q_len == 0) return;
-  cpu::attention(a);
+  SA2VA_KERNEL(attention, a);
 }
 
 }  // namespace sa2va::ops

@@ -3,6 +3,7 @@
 
 #include "core/error.h"
 #include "ops/cpu/kernels.h"
+#include "ops/device_check.h"
 #include "ops/ops.h"
 
 namespace sa2va::ops {
@@ -26,7 +27,7 @@ void attention_batched(const AttentionArgs& args, const AttentionBatch& batch) {
   check(batch.count == 1 || batch.out >= out_rows,
         "attention_batched: output batch stride " + std::to_string(batch.out) + " is smaller than one problem's " +
             std::to_string(out_rows) + " output elements");
-  cpu::attention_batched(args, batch);
+  SA2VA_KERNEL(attention_batched, args, batch);
 }
 
 }  // namespace sa2va::ops

@@ -16,7 +16,7 @@ Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t.contiguous()
 void check_image(const Tensor& x, const char* op) {
   check(x.defined() && x.dim() == 3 && x.dtype() == DType::F32,
         std::string(op) + ": input must be an F32 tensor [C, H, W]");
-  check_kernel_device(op, "input", x.device());
+  check_cpu_only_kernel(op, "input", x.device());
 }
 
 // The weight and the bias must live with the input (checked to be on a device with kernels).

@@ -1,10 +1,10 @@
-// Layout and data movement fronts: check shapes, pick the kernel (today every tensor lives on
-// the CPU, so ops/cpu/layout.cpp).
+// Layout and data movement fronts: check shapes, pick the kernel for the device the data lives on
+// (ops/cpu/layout.cpp; ops/cuda/layout.cu for the transposes, gathers and Hiera's windows).
 #include <initializer_list>
 #include <string>
 
 #include "core/error.h"
-#include "ops/cpu/kernels.h"
+#include "ops/device_check.h"
 #include "ops/ops.h"
 
 namespace sa2va::ops {
@@ -20,28 +20,37 @@ void check_f32(const Tensor& x, int64_t rank, const char* op, const char* name, 
 
 void check_buffers(bool ok, const char* op) { check(ok, std::string(op) + ": null buffer"); }
 
+float* data_of(const Tensor& t) { return static_cast<float*>(t.device_data()); }
+
+// The input's device runs the kernel: it must be the calling thread's (or the CPU).
+Tensor input_on_kernel_device(const Tensor& x, const char* op) {
+  check_kernel_device(op, "input", x.device());
+  check(x.device().is_cpu() || x.is_contiguous(), std::string(op) + ": an input on a GPU must be contiguous");
+  return x.contiguous();
+}
+
 }  // namespace
 
 void transpose_2d(const float* src, int64_t rows, int64_t cols, float* dst) {
   check(rows >= 0 && cols >= 0, "transpose_2d: negative size " + dims({rows, cols}));
   if (rows * cols == 0) return;
   check_buffers(src && dst, "transpose_2d");
-  cpu::transpose(src, rows, cols, 1, dst);
+  SA2VA_KERNEL(transpose, src, rows, cols, 1, dst);
 }
 
 Tensor transpose_2d(const Tensor& x) {
   check_f32(x, 2, "transpose_2d", "input", "[R, C]");
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({x.size(1), x.size(0)});
-  if (y.numel() > 0) cpu::transpose(xc.f32(), x.size(0), x.size(1), 1, y.f32());
+  const Tensor xc = input_on_kernel_device(x, "transpose_2d");
+  Tensor y = Tensor::empty({x.size(1), x.size(0)}, DType::F32, x.device());
+  if (y.numel() > 0) SA2VA_KERNEL(transpose, data_of(xc), x.size(0), x.size(1), 1, data_of(y));
   return y;
 }
 
 Tensor transpose_01(const Tensor& x) {
   check_f32(x, 3, "transpose_01", "input", "[A, B, D]");
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({x.size(1), x.size(0), x.size(2)});
-  if (y.numel() > 0) cpu::transpose(xc.f32(), x.size(0), x.size(1), x.size(2), y.f32());
+  const Tensor xc = input_on_kernel_device(x, "transpose_01");
+  Tensor y = Tensor::empty({x.size(1), x.size(0), x.size(2)}, DType::F32, x.device());
+  if (y.numel() > 0) SA2VA_KERNEL(transpose, data_of(xc), x.size(0), x.size(1), x.size(2), data_of(y));
   return y;
 }
 
@@ -53,11 +62,17 @@ Tensor gather_rows(const Tensor& src, const std::vector<int64_t>& rows) {
   for (int64_t i = 0; i < n; ++i)
     check(rows[i] >= 0 && rows[i] < R, "gather_rows: row index " + std::to_string(rows[i]) + " (entry " +
                                            std::to_string(i) + ") is outside [0, " + std::to_string(R) + ")");
-  Tensor out = Tensor::empty({n, D});
+  Tensor out = Tensor::empty({n, D}, DType::F32, src.device());
   if (out.numel() == 0) return out;
-  const Tensor s = src.contiguous();
-  if (s.dtype() == DType::F32) cpu::gather_rows_f32(s.f32(), D, rows.data(), n, out.f32());
-  else cpu::gather_rows_bf16(s.bf16(), D, rows.data(), n, out.f32());
+  const Tensor s = input_on_kernel_device(src, "gather_rows");
+  const int64_t* row_data = rows.data();
+  Tensor device_rows;
+  if (!src.device().is_cpu()) {  // the indices go where the kernel reads them
+    device_rows = Tensor::borrow(const_cast<int64_t*>(rows.data()), {n}, DType::I64, nullptr).to(src.device());
+    row_data = static_cast<const int64_t*>(device_rows.device_data());
+  }
+  if (s.dtype() == DType::F32) SA2VA_KERNEL(gather_rows_f32, data_of(s), D, row_data, n, data_of(out));
+  else SA2VA_KERNEL(gather_rows_bf16, static_cast<const uint16_t*>(s.device_data()), D, row_data, n, data_of(out));
   return out;
 }
 
@@ -68,6 +83,7 @@ void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, 
             std::to_string(s) + ", token stride " + std::to_string(x_stride) + ")");
   if (maps * (h / s) * (w / s) == 0) return;
   check_buffers(x && y, "max_pool_tokens");
+  require_cpu_kernel("max_pool_tokens");
   cpu::max_pool_tokens(x, x_stride, maps, h, w, c, s, y);
 }
 
@@ -76,7 +92,7 @@ void window_partition(const float* x, int64_t h, int64_t w, int64_t c, int64_t w
         "window_partition: invalid map " + dims({h, w, c}) + " or window " + dims({win_h, win_w}));
   if (h * w * c == 0) return;
   check_buffers(x && y, "window_partition");
-  cpu::window_partition(x, h, w, c, win_h, win_w, y);
+  SA2VA_KERNEL(window_partition, x, h, w, c, win_h, win_w, y);
 }
 
 void window_unpartition(const float* windows, int64_t win_h, int64_t win_w, int64_t h, int64_t w, int64_t c,
@@ -85,7 +101,7 @@ void window_unpartition(const float* windows, int64_t win_h, int64_t win_w, int6
         "window_unpartition: invalid map " + dims({h, w, c}) + " or window " + dims({win_h, win_w}));
   if (h * w * c == 0) return;
   check_buffers(windows && y, "window_unpartition");
-  cpu::window_unpartition(windows, win_h, win_w, h, w, c, y, residual);
+  SA2VA_KERNEL(window_unpartition, windows, win_h, win_w, h, w, c, y, residual);
 }
 
 void add_upsampled_nearest_2x(const Tensor& x, const Tensor& src) {

@@ -1,11 +1,10 @@
-// Matrix product fronts: check the weight, the shapes and the devices, pick the kernel (today
-// ops/cpu/linear.cpp: OpenBLAS for f32, our own kernels for BF16, reference kernels for the
-// quantized formats).
+// Matrix product fronts: check the weight, the shapes and the devices, pick the kernel for the
+// calling thread's device (ops/cpu/linear.cpp: OpenBLAS for f32, our own kernels for BF16 and the
+// quantized formats; ops/cuda/linear.cu: cuBLASLt and a rows kernel for decode).
 #include <algorithm>
 #include <string>
 
 #include "core/error.h"
-#include "ops/cpu/kernels.h"
 #include "ops/device_check.h"
 #include "ops/ops.h"
 
@@ -30,7 +29,7 @@ void gemm(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, in
   if (M <= 0 || N <= 0) return;
   check(lda >= std::max<int64_t>(K, 1) && ldc >= N && ldb >= std::max<int64_t>(transpose_b ? K : N, 1),
         "gemm: leading dimension smaller than the matrix");
-  cpu::gemm(A, lda, B, ldb, C, ldc, M, N, K, transpose_b, alpha, beta);
+  SA2VA_KERNEL(gemm, A, lda, B, ldb, C, ldc, M, N, K, transpose_b, alpha, beta);
 }
 
 void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C, int64_t ldc, int64_t M, int64_t N,
@@ -38,14 +37,14 @@ void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
   if (M <= 0 || N <= 0) return;
   check(lda >= std::max<int64_t>(M, 1) && ldb >= std::max<int64_t>(N, 1) && ldc >= N,
         "gemm_at: leading dimension smaller than the matrix");
-  cpu::gemm_at(A, lda, B, ldb, C, ldc, M, N, K, alpha, beta);
+  SA2VA_KERNEL(gemm_at, A, lda, B, ldb, C, ldc, M, N, K, alpha, beta);
 }
 
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
-  check_linear_weight(weight, K, Device::cpu());
+  check_linear_weight(weight, K, current_device());
   const int64_t N = weight.rows();
   if (M <= 0 || N <= 0) return;
-  cpu::linear(x, M, K, weight, bias, y);
+  SA2VA_KERNEL(linear, x, M, K, weight, bias, y);
 }
 
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
@@ -55,17 +54,22 @@ Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
   const int64_t N = weight.rows();
   Shape out_shape = x.shape();
   out_shape.back() = N;
-  Tensor y = Tensor::empty(out_shape);
+  Tensor y = Tensor::empty(out_shape, DType::F32, x.device());
   Tensor b;
   if (bias.defined()) {
     check(bias.numel() == N, "linear: bias " + shape_str(bias.shape()) + " does not match " + std::to_string(N) +
                                  " outputs");
     check_same_device("linear", "bias", bias.device(), "input", x.device());
+    check(bias.dtype() == DType::F32 || bias.device().is_cpu(), "linear: a bias on a GPU must be F32");
     b = bias.dtype() == DType::F32 ? bias.contiguous() : bias.to(DType::F32);
   }
+  check(x.is_contiguous() || x.device().is_cpu(), "linear: an input on a GPU must be contiguous");
   const Tensor xc = x.contiguous();
   const int64_t M = shape_numel(Shape(x.shape().begin(), x.shape().end() - 1));
-  if (M > 0 && N > 0) cpu::linear(xc.f32(), M, K, weight, b.defined() ? b.f32() : nullptr, y.f32());
+  const float* bias_data = b.defined() ? static_cast<const float*>(b.device_data()) : nullptr;
+  if (M > 0 && N > 0)
+    SA2VA_KERNEL(linear, static_cast<const float*>(xc.device_data()), M, K, weight, bias_data,
+                 static_cast<float*>(y.device_data()));
   return y;
 }
 

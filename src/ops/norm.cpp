@@ -1,9 +1,10 @@
 // Normalisation fronts (LayerNorm, RMSNorm, SAM2's LayerNorm2d): check sizes and buffers, pick
-// the kernel (today ops/cpu/norm.cpp). Weights and biases are optional (null).
+// the kernel for the calling thread's device. Weights and biases are optional (null).
 #include <string>
 
 #include "core/error.h"
 #include "ops/cpu/kernels.h"
+#include "ops/device_check.h"
 #include "ops/ops.h"
 
 namespace sa2va::ops {
@@ -23,17 +24,17 @@ bool ready(int64_t rows, int64_t dim, bool buffers, const char* op, const char* 
 }  // namespace
 
 void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps) {
-  if (ready(rows, dim, x && y, "layer_norm", "rows", "dim")) cpu::layer_norm(x, w, b, y, rows, dim, eps);
+  if (ready(rows, dim, x && y, "layer_norm", "rows", "dim")) SA2VA_KERNEL(layer_norm, x, w, b, y, rows, dim, eps);
 }
 
 void rms_norm(const float* x, const float* w, float* y, int64_t rows, int64_t dim, float eps) {
-  if (ready(rows, dim, x && y, "rms_norm", "rows", "dim")) cpu::rms_norm(x, w, y, rows, dim, eps);
+  if (ready(rows, dim, x && y, "rms_norm", "rows", "dim")) SA2VA_KERNEL(rms_norm, x, w, y, rows, dim, eps);
 }
 
 void layer_norm_2d(const float* x, const float* w, const float* b, float* y, int64_t channels, int64_t pixels,
                    float eps) {
   if (ready(channels, pixels, x && y, "layer_norm_2d", "channels", "pixels"))
-    cpu::layer_norm_2d(x, w, b, y, channels, pixels, eps);
+    SA2VA_KERNEL(layer_norm_2d, x, w, b, y, channels, pixels, eps);
 }
 
 }  // namespace sa2va::ops

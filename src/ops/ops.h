@@ -23,7 +23,9 @@ namespace sa2va::ops {
 // y[M,N] = x[M,K] · Wᵀ (+ bias[N]). W is a PyTorch Linear weight [N, K] prepared at load
 // (ops/weight_matrix.h) in any format. BF16 weights: f32 accumulation; large M goes through a
 // bf16 GEMM (activations rounded to bf16), small M (decode) through a bandwidth-bound kernel that
-// reads the bf16 weights directly. Q8_0/Q4_0: f32 activations times the dequantized weights.
+// reads the bf16 weights directly. Q8_0/Q4_0: activations times the dequantized weights (the CPU
+// quantizes the activations to 8 bits per block; a GPU takes them in f32 for a few rows and, for
+// more, multiplies bf16 activations with the weights dequantized to bf16).
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());

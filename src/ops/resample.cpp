@@ -1,5 +1,5 @@
 // Resampling fronts (PyTorch's F.interpolate bilinear / bicubic / nearest, InternVL's pixel
-// shuffle): check the input and the output size, pick the kernel (today ops/cpu/resample.cpp).
+// shuffle): check the input and the output size, pick the kernel (ops/cpu/resample.cpp; pixel shuffle also on CUDA).
 #include <string>
 
 #include "core/error.h"
@@ -15,7 +15,7 @@ void check_resample(const Tensor& x, int64_t out_h, int64_t out_w, const char* o
         std::string(op) + ": input must be an F32 tensor [C, H, W]");
   check(x.size(1) > 0 && x.size(2) > 0 && out_h > 0 && out_w > 0,
         std::string(op) + ": empty input or output size for " + shape_str(x.shape()));
-  check_kernel_device(op, "input", x.device());
+  check_cpu_only_kernel(op, "input", x.device());
 }
 
 }  // namespace
@@ -51,9 +51,11 @@ Tensor pixel_shuffle_v2(const Tensor& x, int64_t side) {
             " is not F32 [side², C] with an even side " + std::to_string(side));
   check_kernel_device("pixel_shuffle_v2", "input", x.device());
   const int64_t c = x.size(1), half = side / 2;
+  check(x.device().is_cpu() || x.is_contiguous(), "pixel_shuffle_v2: an input on a GPU must be contiguous");
   const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({half * half, 4 * c});
-  cpu::pixel_shuffle_v2(xc.f32(), side, c, y.f32());
+  Tensor y = Tensor::empty({half * half, 4 * c}, DType::F32, x.device());
+  SA2VA_KERNEL(pixel_shuffle_v2, static_cast<const float*>(xc.device_data()), side, c,
+               static_cast<float*>(y.device_data()));
   return y;
 }
 

@@ -140,6 +140,13 @@ WeightMatrix WeightMatrix::from_parts(WeightFormat format, int64_t rows, int64_t
   return m;
 }
 
+WeightMatrix WeightMatrix::to(Device device) const {
+  WeightMatrix m = *this;
+  if (values_.defined()) m.values_ = values_.to(device);
+  if (scales_.defined()) m.scales_ = scales_.to(device);
+  return m;
+}
+
 void WeightMatrix::dequantize_rows(int64_t first, int64_t count, float* out) const {
   dequantize_block(first, count, 0, cols_, out, cols_);
 }

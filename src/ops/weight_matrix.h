@@ -60,6 +60,8 @@ class WeightMatrix {
   // Quantized formats: F16 [N, blocks_per_row]; undefined otherwise.
   const Tensor& scales() const { return scales_; }
   size_t nbytes() const { return values_.nbytes() + (scales_.defined() ? scales_.nbytes() : 0); }
+  // The same matrix in the memory of `device` (values and scales copied as they are).
+  WeightMatrix to(Device device) const;
 
   // Rows [first, first + count) as f32 into out [count, K] (the exact values the kernels use).
   void dequantize_rows(int64_t first, int64_t count, float* out) const;

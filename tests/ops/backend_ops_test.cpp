@@ -1,0 +1,329 @@
+// One harness for every op that has a GPU kernel, after ggml's test-backend-ops: each case builds
+// its inputs on the host (odd shapes, strides, every weight format), runs the op on the CPU, which
+// is the reference, then on the GPU with copies of the same inputs, and compares what the op wrote.
+// Without a GPU (or in a CPU-only build) the cases skip, saying why.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/device.h"
+#include "core/dtype.h"
+#include "core/error.h"
+#include "ops/ops.h"
+#include "ops_test_util.h"
+
+namespace sa2va {
+namespace {
+
+using ops_test::random_vector;
+
+// The tensors of one case live on one device; `f` and `w` hand out their memory to the op.
+struct Args {
+  std::vector<Tensor> tensors;
+  std::vector<WeightMatrix> weights;
+  float* f(size_t i) const { return static_cast<float*>(tensors.at(i).device_data()); }
+  const int64_t* i64(size_t i) const { return static_cast<const int64_t*>(tensors.at(i).device_data()); }
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<Tensor> tensors;        // host tensors: inputs, and the outputs' initial contents
+  std::vector<WeightMatrix> weights;  // host weight matrices
+  std::vector<size_t> outputs;        // tensors the op writes
+  std::function<void(const Args&)> run;
+  double tolerance = 1e-5;            // max |gpu − cpu| / max(1, max |cpu|)
+};
+
+Tensor host(const std::vector<float>& v) { return Tensor::from_vector(v, {static_cast<int64_t>(v.size())}); }
+Tensor host_random(int64_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) { return host(random_vector(n, seed, lo, hi)); }
+Tensor host_i64(const std::vector<int64_t>& v) {
+  Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, DType::I64);
+  std::copy(v.begin(), v.end(), t.data<int64_t>());
+  return t;
+}
+
+std::vector<OpCase> elementwise_cases() {
+  std::vector<OpCase> cases;
+  const int64_t n = 1031;
+  using Unary = void (*)(float*, int64_t);
+  const std::vector<std::pair<const char*, Unary>> unary = {
+      {"gelu_erf", ops::gelu_erf}, {"gelu_tanh", ops::gelu_tanh}, {"silu", ops::silu}, {"relu", ops::relu},
+      {"sigmoid", ops::sigmoid},   {"round_bf16", ops::round_bf16}};
+  for (const auto& [name, fn] : unary)
+    cases.push_back({name, {host_random(n, 1, -6.f, 6.f)}, {}, {0}, [fn = fn, n](const Args& a) { fn(a.f(0), n); }});
+  cases.push_back({"softmax_rows 3x1031", {host_random(3 * n, 2, -20.f, 20.f)}, {}, {0},
+                   [n](const Args& a) { ops::softmax_rows(a.f(0), 3, n); }});
+  std::vector<float> masked = random_vector(2 * 40, 2);
+  std::fill(masked.begin() + 40, masked.end(), -INFINITY);  // a row with nothing finite
+  cases.push_back({"softmax_rows fully masked row", {host(masked)}, {}, {0},
+                   [](const Args& a) { ops::softmax_rows(a.f(0), 2, 40); }});
+  cases.push_back({"add", {host_random(n, 3), host_random(n, 4), host_random(n, 5)}, {}, {2},
+                   [n](const Args& a) { ops::add(a.f(0), a.f(1), a.f(2), n); }});
+  cases.push_back({"add into the second operand", {host_random(n, 3), host_random(n, 4)}, {}, {1},
+                   [n](const Args& a) { ops::add(a.f(0), a.f(1), a.f(1), n); }});
+  cases.push_back({"add_rows 5x37", {host_random(5 * 37, 6), host_random(37, 7)}, {}, {0},
+                   [](const Args& a) { ops::add_rows(a.f(0), a.f(1), 5, 37); }});
+  cases.push_back({"mul_rows 5x37", {host_random(5 * 37, 8), host_random(37, 9)}, {}, {0},
+                   [](const Args& a) { ops::mul_rows(a.f(0), a.f(1), 5, 37); }});
+  cases.push_back({"add_per_row 5x37", {host_random(5 * 37, 10), host_random(5, 11)}, {}, {0},
+                   [](const Args& a) { ops::add_per_row(a.f(0), a.f(1), 5, 37); }});
+  cases.push_back({"scale", {host_random(n, 12)}, {}, {0}, [n](const Args& a) { ops::scale(a.f(0), -1.7f, n); }});
+  cases.push_back({"scale_shift", {host_random(n, 13)}, {}, {0},
+                   [n](const Args& a) { ops::scale_shift(a.f(0), 0.3f, -2.f, n); }});
+  cases.push_back({"add_scaled", {host_random(n, 14), host_random(n, 15)}, {}, {0},
+                   [n](const Args& a) { ops::add_scaled(a.f(0), a.f(1), 0.25f, n); }});
+  cases.push_back({"silu_mul", {host_random(n, 16, -5.f, 5.f), host_random(n, 17)}, {}, {0},
+                   [n](const Args& a) { ops::silu_mul(a.f(0), a.f(1), n); }});
+  cases.push_back({"copy_rows strided", {host_random(7 * 40, 18), host_random(7 * 33, 19)}, {}, {1},
+                   [](const Args& a) { ops::copy_rows(a.f(0) + 3, 40, a.f(1), 33, 7, 31); }});
+  return cases;
+}
+
+std::vector<OpCase> norm_and_rope_cases() {
+  std::vector<OpCase> cases;
+  cases.push_back({"layer_norm 7x129", {host_random(7 * 129, 20, -3.f, 5.f), host_random(129, 21), host_random(129, 22),
+                                        host_random(7 * 129, 23)}, {}, {3},
+                   [](const Args& a) { ops::layer_norm(a.f(0), a.f(1), a.f(2), a.f(3), 7, 129, 1e-6f); }});
+  cases.push_back({"layer_norm no affine", {host_random(4 * 1000, 24), host_random(4 * 1000, 25)}, {}, {1},
+                   [](const Args& a) { ops::layer_norm(a.f(0), nullptr, nullptr, a.f(1), 4, 1000, 1e-5f); }});
+  cases.push_back({"rms_norm 5x896", {host_random(5 * 896, 26), host_random(896, 27), host_random(5 * 896, 28)}, {}, {2},
+                   [](const Args& a) { ops::rms_norm(a.f(0), a.f(1), a.f(2), 5, 896, 1e-6f); }});
+  cases.push_back({"layer_norm_2d 33x77", {host_random(33 * 77, 29), host_random(33, 30), host_random(33, 31),
+                                           host_random(33 * 77, 32)}, {}, {3},
+                   [](const Args& a) { ops::layer_norm_2d(a.f(0), a.f(1), a.f(2), a.f(3), 33, 77, 1e-6f); }});
+  std::vector<int64_t> positions;
+  for (int64_t t = 0; t < 9; ++t) positions.push_back(t * 211 + 5);
+  cases.push_back({"rope_rotate_half", {host_random(9 * 200, 33), host_i64(positions)}, {}, {0},
+                   [](const Args& a) { ops::rope_rotate_half(a.f(0), 9, 3, 64, 200, a.i64(1), 1e6f); },
+                   2e-5});
+  cases.push_back({"rope_axial_2d", {host_random(70 * 32, 34)}, {}, {0},
+                   [](const Args& a) { ops::rope_axial_2d(a.f(0), 70, 32, 8, 8, 10000.f, 66); }});
+  return cases;
+}
+
+std::vector<OpCase> matrix_cases() {
+  std::vector<OpCase> cases;
+  for (bool transpose_b : {false, true}) {
+    const int64_t M = 37, N = 45, K = 29;
+    cases.push_back({std::string("gemm") + (transpose_b ? " Bᵀ" : ""),
+                     {host_random(M * 31, 40), host_random((transpose_b ? N * 33 : K * 50), 41), host_random(M * 47, 42)},
+                     {}, {2},
+                     [=](const Args& a) {
+                       ops::gemm(a.f(0), 31, a.f(1), transpose_b ? 33 : 50, a.f(2), 47, M, N, K, transpose_b, 0.5f, 2.f);
+                     },
+                     1e-5});
+  }
+  // Operands starting mid-buffer (4-byte aligned only): the product must not assume more.
+  cases.push_back({"gemm at unaligned offsets", {host_random(40 * 33, 60), host_random(29 * 50, 61), host_random(40 * 47, 62)},
+                   {}, {2},
+                   [](const Args& a) { ops::gemm(a.f(0) + 1, 33, a.f(1) + 3, 50, a.f(2) + 5, 47, 37, 45, 29, false, 1.f, 0.f); },
+                   1e-5});
+  cases.push_back({"gemm with K = 0 zeroes C", {host_random(4, 63), host_random(4, 64), host_random(5 * 7, 65)}, {}, {2},
+                   [](const Args& a) { ops::gemm(a.f(0), 1, a.f(1), 7, a.f(2), 7, 5, 7, 0, false, 1.f, 0.f); }});
+  cases.push_back({"gemm_at", {host_random(29 * 40, 43), host_random(29 * 45, 44), host_random(37 * 45, 45)}, {}, {2},
+                   [](const Args& a) { ops::gemm_at(a.f(0), 40, a.f(1), 45, a.f(2), 45, 37, 45, 29, 1.f, 1.f); },
+                   1e-5});
+  const int64_t K = 100, N = 133;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    const WeightMatrix w = WeightMatrix::prepare(ops_test::random_tensor({N, K}, 46), format);
+    for (int64_t M : {1, 3, 8, 9, 70}) {
+      // The two sides round the activations differently except with F32 weights: the GPU keeps them in
+      // f32 for small M and takes bf16 for larger M; the CPU quantizes them to 8 bits in its Q8_0 / Q4_0
+      // kernels and rounds them to bf16 in its bf16 kernels (for small M too on AVX-512 BF16).
+      const bool coarse = format != WeightFormat::F32;
+      cases.push_back({std::string("linear ") + weight_format_name(format) + " M=" + std::to_string(M),
+                       {host_random(M * K, 47), host_random(N, 48), host_random(M * N, 49)}, {w}, {2},
+                       [M, K](const Args& a) { ops::linear(a.f(0), M, K, a.weights[0], a.f(1), a.f(2)); },
+                       coarse ? 2e-2 : 1e-5});
+    }
+  }
+  // A quantized matrix larger than one dequantized panel (64 MiB of bf16): several panels.
+  {
+    const int64_t big_k = 4096, big_n = 8256, M = 9;
+    const WeightMatrix big = WeightMatrix::prepare(ops_test::random_tensor({big_n, big_k}, 66), WeightFormat::Q4_0);
+    cases.push_back({"linear q4_0 in several panels", {host_random(M * big_k, 67), host_random(big_n, 68),
+                                                       host_random(M * big_n, 69)},
+                     {big}, {2},
+                     [=](const Args& a) { ops::linear(a.f(0), M, big_k, a.weights[0], a.f(1), a.f(2)); }, 2e-2});
+  }
+  return cases;
+}
+
+std::vector<OpCase> attention_cases() {
+  std::vector<OpCase> cases;
+  struct Shape_ {
+    const char* name;
+    int64_t sq, sk, hq, hkv, d, dv, offset;
+    bool causal, mask;
+  };
+  for (const Shape_& s : {Shape_{"causal GQA offset", 5, 37, 4, 2, 64, 64, 32, true, false},
+                          Shape_{"masked", 7, 300, 2, 2, 32, 32, 0, false, true},
+                          Shape_{"Dv != D", 6, 129, 3, 1, 32, 48, 0, false, false},
+                          Shape_{"prefill causal", 260, 260, 2, 1, 64, 64, 0, true, false},
+                          Shape_{"one query, long keys", 1, 1500, 2, 2, 128, 128, 1499, true, false},
+                          Shape_{"SAM2 head 256", 3, 70, 1, 1, 256, 256, 0, false, false}}) {
+    const int64_t qs = s.hq * s.d + 3, ks = s.hkv * s.d + 5, vs = s.hkv * s.dv + 1, os = s.hq * s.dv + 2;
+    std::vector<float> mask = random_vector(s.sq * s.sk, 53, -2.f, 0.f);
+    if (s.mask)
+      for (int64_t i = 0; i < s.sq; ++i) mask[static_cast<size_t>(i * s.sk + (i * 7) % s.sk)] = -INFINITY;
+    cases.push_back({std::string("attention ") + s.name,
+                     {host_random(s.sq * qs, 50), host_random(s.sk * ks, 51), host_random(s.sk * vs, 52),
+                      host_random(s.sq * os, 54), host(mask)},
+                     {}, {3},
+                     [s, qs, ks, vs, os](const Args& a) {
+                       ops::AttentionArgs args;
+                       args.q = a.f(0); args.q_stride = qs;
+                       args.k = a.f(1); args.k_stride = ks;
+                       args.v = a.f(2); args.v_stride = vs;
+                       args.out = a.f(3); args.out_stride = os;
+                       args.q_len = s.sq; args.kv_len = s.sk; args.q_heads = s.hq; args.kv_heads = s.hkv;
+                       args.head_dim = s.d; args.v_head_dim = s.dv; args.scale = 1.f / std::sqrt(float(s.d));
+                       args.causal = s.causal; args.q_offset = s.offset;
+                       args.mask = s.mask ? a.f(4) : nullptr;
+                       ops::attention(args);
+                     },
+                     1e-5});
+  }
+  // Hiera-like windows: 3 problems of 16 tokens, 2 heads of 24.
+  cases.push_back({"attention_batched windows",
+                   {host_random(3 * 16 * 48, 55), host_random(3 * 16 * 48, 56), host_random(3 * 16 * 48, 57),
+                    host_random(3 * 16 * 48, 58)},
+                   {}, {3},
+                   [](const Args& a) {
+                     ops::AttentionArgs args;
+                     args.q = a.f(0); args.k = a.f(1); args.v = a.f(2); args.out = a.f(3);
+                     args.q_stride = args.k_stride = args.v_stride = args.out_stride = 48;
+                     args.q_len = args.kv_len = 16; args.q_heads = args.kv_heads = 2; args.head_dim = 24;
+                     args.scale = 0.2f;
+                     ops::attention_batched(args, ops::AttentionBatch{3, 16 * 48, 16 * 48, 16 * 48, 16 * 48});
+                   },
+                   1e-5});
+  return cases;
+}
+
+std::vector<OpCase> layout_cases() {
+  std::vector<OpCase> cases;
+  cases.push_back({"transpose_2d 37x45", {host_random(37 * 45, 60), host_random(37 * 45, 61)}, {}, {1},
+                   [](const Args& a) { ops::transpose_2d(a.f(0), 37, 45, a.f(1)); }});
+  cases.push_back({"window_partition 13x11x3 win 4x4", {host_random(13 * 11 * 3, 62), host_random(4 * 3 * 16 * 3, 63)},
+                   {}, {1}, [](const Args& a) { ops::window_partition(a.f(0), 13, 11, 3, 4, 4, a.f(1)); }});
+  cases.push_back({"window_unpartition + residual",
+                   {host_random(4 * 3 * 16 * 3, 64), host_random(13 * 11 * 3, 65), host_random(13 * 11 * 3, 66)}, {},
+                   {1}, [](const Args& a) { ops::window_unpartition(a.f(0), 4, 4, 13, 11, 3, a.f(1), a.f(2)); }});
+  return cases;
+}
+
+std::vector<OpCase> all_cases() {
+  std::vector<OpCase> all;
+  for (auto part : {elementwise_cases(), norm_and_rope_cases(), matrix_cases(), attention_cases(), layout_cases()})
+    for (auto& c : part) all.push_back(std::move(c));
+  return all;
+}
+
+// The GPU the harness runs on, or the reason there is none.
+bool gpu_available(std::string* why) {
+  if (!cuda_built()) {
+    *why = "this build has no CUDA backend (configure with -DSA2VA_CUDA=ON)";
+    return false;
+  }
+  try {
+    DeviceScope probe(Device::cuda(0));
+  } catch (const Error& e) {
+    *why = e.what();
+    return false;
+  }
+  return true;
+}
+
+double compare(const Tensor& expected, const Tensor& got) {
+  const std::vector<float> e = expected.to_vector(), g = got.to_vector();
+  double scale = 1, worst = 0;
+  for (float v : e)
+    if (std::isfinite(v)) scale = std::max(scale, static_cast<double>(std::fabs(v)));
+  for (size_t i = 0; i < e.size(); ++i) {
+    const double d = e[i] == g[i] ? 0.0 : std::fabs(static_cast<double>(e[i]) - g[i]);  // equal infinities agree
+    if (!(d <= worst)) worst = d;  // NaN counts as the worst
+  }
+  return worst / scale;
+}
+
+TEST(BackendOps, EveryGpuKernelMatchesTheCpu) {
+  std::string why;
+  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU to compare with the CPU: " << why;
+  for (const OpCase& c : all_cases()) {
+    SCOPED_TRACE(c.name);
+    Args cpu_args;
+    for (const Tensor& t : c.tensors) cpu_args.tensors.push_back(t.clone());
+    cpu_args.weights = c.weights;
+    c.run(cpu_args);
+    Args gpu_args;
+    {
+      DeviceScope on_gpu(Device::cuda(0));
+      for (const Tensor& t : c.tensors) gpu_args.tensors.push_back(t.to(Device::cuda(0)));
+      for (const WeightMatrix& w : c.weights) gpu_args.weights.push_back(w.to(Device::cuda(0)));
+      c.run(gpu_args);
+      for (size_t o : c.outputs) {
+        const Tensor back = gpu_args.tensors[o].to(Device::cpu());
+        const double err = compare(cpu_args.tensors[o], back);
+        EXPECT_LE(err, c.tolerance) << c.name << ": output " << o << " differs from the CPU by " << err;
+      }
+    }
+  }
+}
+
+// The harness's cases are well formed: on the CPU every case runs, writes its outputs, and a
+// second run on fresh copies gives the same numbers (what the GPU run is compared with).
+TEST(BackendOps, CasesRunOnTheCpu) {
+  for (const OpCase& c : all_cases()) {
+    SCOPED_TRACE(c.name);
+    Args first, second;
+    for (const Tensor& t : c.tensors) {
+      first.tensors.push_back(t.clone());
+      second.tensors.push_back(t.clone());
+    }
+    first.weights = second.weights = c.weights;
+    c.run(first);
+    c.run(second);
+    for (size_t o : c.outputs) {
+      EXPECT_EQ(compare(first.tensors[o], second.tensors[o]), 0.0);
+      EXPECT_GT(compare(c.tensors[o], first.tensors[o]), 0.0) << "the op did not write output " << o;
+    }
+  }
+}
+
+TEST(BackendOps, TensorFrontsKeepDataOnTheGpu) {
+  std::string why;
+  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  DeviceScope on_gpu(Device::cuda(0));
+  const Tensor x = ops_test::random_tensor({6, 7, 5}, 70);
+  const Tensor t = ops::transpose_01(x.to(Device::cuda(0)));
+  EXPECT_EQ(t.device(), Device::cuda(0));
+  const std::vector<float> a = t.to_vector(), b = [&] {
+    DeviceScope on_cpu(Device::cpu());
+    return ops::transpose_01(x).to_vector();
+  }();
+  EXPECT_EQ(a, b);
+  const Tensor table = ops_test::random_tensor({11, 9}, 71).to(DType::BF16);
+  const std::vector<int64_t> rows = {3, 0, 10, 3};
+  const Tensor g = ops::gather_rows(table.to(Device::cuda(0)), rows);
+  EXPECT_EQ(g.device(), Device::cuda(0));
+  const std::vector<float> gathered = g.to_vector();
+  const std::vector<float> expected = [&] {
+    DeviceScope on_cpu(Device::cpu());
+    return ops::gather_rows(table, rows).to_vector();
+  }();
+  EXPECT_EQ(gathered, expected);
+  const Tensor shuffled = ops::pixel_shuffle_v2(ops_test::random_tensor({36, 5}, 72).to(Device::cuda(0)), 6);
+  EXPECT_EQ(shuffled.device(), Device::cuda(0));
+  const WeightMatrix w = WeightMatrix::prepare(ops_test::random_tensor({13, 7}, 73), WeightFormat::BF16);
+  const Tensor y = ops::linear(ops_test::random_tensor({2, 7}, 74).to(Device::cuda(0)), w.to(Device::cuda(0)));
+  EXPECT_EQ(y.device(), Device::cuda(0));
+  EXPECT_EQ(y.shape(), (Shape{2, 13}));
+}
+
+}  // namespace
+}  // namespace sa2va
