@@ -11,12 +11,16 @@
 namespace sa2va::ops {
 namespace {
 
-Tensor as_f32(const Tensor& t) { return t.dtype() == DType::F32 ? t.contiguous() : t.to(DType::F32); }
+// Biases as F32 (a GPU's must already be: conversions are made at load).
+Tensor as_f32(const Tensor& t) {
+  check(t.dtype() == DType::F32 || t.device().is_cpu(), "conv: a bias on " + t.device().name() + " must be F32");
+  return t.dtype() == DType::F32 ? t.contiguous() : t.to(DType::F32);
+}
 
 void check_image(const Tensor& x, const char* op) {
   check(x.defined() && x.dim() == 3 && x.dtype() == DType::F32,
         std::string(op) + ": input must be an F32 tensor [C, H, W]");
-  check_cpu_only_kernel(op, "input", x.device());
+  check_kernel_device(op, "input", x.device());
 }
 
 // The weight and the bias must live with the input (checked to be on a device with kernels).
@@ -35,7 +39,7 @@ Tensor conv2d(const Tensor& x, const ConvWeight& weight, const Tensor& bias, con
   check(args.groups >= 1 && args.stride_h >= 1 && args.stride_w >= 1 && args.dilation_h >= 1 &&
             args.dilation_w >= 1 && args.pad_h >= 0 && args.pad_w >= 0,
         "conv2d: invalid stride/padding/dilation/groups");
-  cpu::ConvGeometry g{x.size(0), x.size(1), x.size(2), weight.out_channels, weight.kernel_h, weight.kernel_w, 0, 0,
+  ConvGeometry g{x.size(0), x.size(1), x.size(2), weight.out_channels, weight.kernel_h, weight.kernel_w, 0, 0,
                       args};
   check(g.cin % args.groups == 0 && g.cout % args.groups == 0 && weight.in_channels == g.cin / args.groups,
         "conv2d: weight [" + std::to_string(g.cout) + ", " + std::to_string(weight.in_channels) + ", " +
@@ -51,9 +55,10 @@ Tensor conv2d(const Tensor& x, const ConvWeight& weight, const Tensor& bias, con
     check(bias.numel() == g.cout, "conv2d: bias size does not match output channels");
     b = as_f32(bias);
   }
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({g.cout, g.ho, g.wo});
-  cpu::conv2d(xc.f32(), weight.matrix.values().f32(), b.defined() ? b.f32() : nullptr, y.f32(), g);
+  const Tensor xc = kernel_input(x, "conv2d");
+  Tensor y = Tensor::empty({g.cout, g.ho, g.wo}, DType::F32, x.device());
+  SA2VA_KERNEL(conv2d, float_data(xc), float_data(weight.matrix.values()), b.defined() ? float_data(b) : nullptr,
+               float_data(y), g);
   return y;
 }
 
@@ -72,10 +77,10 @@ Tensor conv_transpose_2x2(const Tensor& x, const ConvWeight& weight, const Tenso
     check(bias.numel() == cout, "conv_transpose_2x2: bias size does not match output channels");
     b = as_f32(bias);
   }
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({cout, 2 * h, 2 * w});
-  cpu::conv_transpose_2x2(xc.f32(), cin, h, w, weight.matrix.values().f32(), cout, b.defined() ? b.f32() : nullptr,
-                          y.f32());
+  const Tensor xc = kernel_input(x, "conv_transpose_2x2");
+  Tensor y = Tensor::empty({cout, 2 * h, 2 * w}, DType::F32, x.device());
+  SA2VA_KERNEL(conv_transpose_2x2, float_data(xc), cin, h, w, float_data(weight.matrix.values()), cout,
+               b.defined() ? float_data(b) : nullptr, float_data(y));
   return y;
 }
 
@@ -85,9 +90,9 @@ Tensor max_pool2d(const Tensor& x, int64_t kernel, int64_t stride) {
         "max_pool2d: kernel " + std::to_string(kernel) + " does not fit input " + shape_str(x.shape()));
   const int64_t c = x.size(0), h = x.size(1), w = x.size(2);
   const int64_t ho = (h - kernel) / stride + 1, wo = (w - kernel) / stride + 1;
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({c, ho, wo});
-  cpu::max_pool2d(xc.f32(), c, h, w, kernel, stride, y.f32());
+  const Tensor xc = kernel_input(x, "max_pool2d");
+  Tensor y = Tensor::empty({c, ho, wo}, DType::F32, x.device());
+  SA2VA_KERNEL(max_pool2d, float_data(xc), c, h, w, kernel, stride, float_data(y));
   return y;
 }
 

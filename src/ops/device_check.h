@@ -35,14 +35,20 @@ inline void check_kernel_device(const char* op, const char* what, Device where) 
                 " (enter a DeviceScope for it)");
 }
 
-// Tensor fronts of ops that have CPU kernels only: data elsewhere is "<op>: no cuda:N kernel (...)".
-inline void check_cpu_only_kernel(const char* op, const char* what, Device where) {
-  if (!where.is_cpu())
-    throw Error(std::string(op) + ": no " + where.name() + " kernel (the " + what + " lives on " + where.name() +
-                (cuda_built() ? "; this op has no CUDA kernel yet)" : "; this build has CPU kernels only)"));
+// The input of a Tensor front, contiguous, on a device whose kernels the calling thread runs (a GPU
+// tensor must already be contiguous: strided copies on a GPU are the model's to ask for).
+inline Tensor kernel_input(const Tensor& x, const char* op, const char* what = "input") {
+  check_kernel_device(op, what, x.device());
+  if (!x.device().is_cpu() && !x.is_contiguous())
+    throw Error(std::string(op) + ": the " + what + " on " + x.device().name() + " must be contiguous");
+  return x.contiguous();
 }
 
-// Raw-pointer fronts of ops that have no GPU kernel yet: "<op>: no CUDA kernel yet (the calling thread runs on cuda:N)".
+// A tensor's memory as floats, for the kernels of its device.
+inline float* float_data(const Tensor& t) { return static_cast<float*>(t.device_data()); }
+
+// In a CPU-only build, the kernels of a thread that runs on another device (a stand-in allocator
+// of the tests): "<op>: no CUDA kernel yet (the calling thread runs on cuda:N)".
 inline void require_cpu_kernel(const char* op) {
   if (!current_device().is_cpu())
     throw Error(std::string(op) + ": no CUDA kernel yet (the calling thread runs on " + current_device().name() + ")");

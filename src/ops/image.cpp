@@ -1,4 +1,5 @@
-// 8-bit image fronts: validate the taps against the buffers, pick the kernel (ops/cpu/image.cpp).
+// 8-bit image fronts: validate the taps against the buffers, pick the kernel for the calling thread's
+// device (the taps and the mean/stdev stay host tables on every device).
 #include <string>
 
 #include "core/error.h"
@@ -33,8 +34,7 @@ void resample_rgb8_horizontal(const uint8_t* src, int64_t in_w, int64_t rows, co
   check_taps(taps, 0, in_w, "resample_rgb8_horizontal");
   if (rows == 0 || taps.size() == 0) return;
   check(src && dst, "resample_rgb8_horizontal: null buffer");
-  require_cpu_kernel("resample_rgb8_horizontal");
-  cpu::resample_rgb8_horizontal(src, in_w, rows, taps, dst);
+  SA2VA_KERNEL(resample_rgb8_horizontal, src, in_w, rows, taps, dst);
 }
 
 void resample_u8_vertical(const uint8_t* src, int64_t in_rows, int64_t row_len, int64_t row0,
@@ -46,8 +46,7 @@ void resample_u8_vertical(const uint8_t* src, int64_t in_rows, int64_t row_len, 
   check_taps(taps, row0, row0 + in_rows, "resample_u8_vertical");
   if (row_len == 0 || taps.size() == 0) return;
   check(src && dst, "resample_u8_vertical: null buffer");
-  require_cpu_kernel("resample_u8_vertical");
-  cpu::resample_u8_vertical(src, row_len, row0, taps, dst);
+  SA2VA_KERNEL(resample_u8_vertical, src, row_len, row0, taps, dst);
 }
 
 void normalize_rgb8_chw(const uint8_t* src, int64_t h, int64_t w, const float mean[3], const float stdev[3],
@@ -56,8 +55,7 @@ void normalize_rgb8_chw(const uint8_t* src, int64_t h, int64_t w, const float me
   check(mean && stdev, "normalize_rgb8_chw: null mean or stdev");
   if (h * w == 0) return;
   check(src && dst, "normalize_rgb8_chw: null buffer");
-  require_cpu_kernel("normalize_rgb8_chw");
-  cpu::normalize_rgb8_chw(src, h, w, mean, stdev, dst);
+  SA2VA_KERNEL(normalize_rgb8_chw, src, h, w, mean, stdev, dst);
 }
 
 }  // namespace sa2va::ops

@@ -20,14 +20,6 @@ void check_f32(const Tensor& x, int64_t rank, const char* op, const char* name, 
 
 void check_buffers(bool ok, const char* op) { check(ok, std::string(op) + ": null buffer"); }
 
-float* data_of(const Tensor& t) { return static_cast<float*>(t.device_data()); }
-
-// The input's device runs the kernel: it must be the calling thread's (or the CPU).
-Tensor input_on_kernel_device(const Tensor& x, const char* op) {
-  check_kernel_device(op, "input", x.device());
-  check(x.device().is_cpu() || x.is_contiguous(), std::string(op) + ": an input on a GPU must be contiguous");
-  return x.contiguous();
-}
 
 }  // namespace
 
@@ -40,17 +32,17 @@ void transpose_2d(const float* src, int64_t rows, int64_t cols, float* dst) {
 
 Tensor transpose_2d(const Tensor& x) {
   check_f32(x, 2, "transpose_2d", "input", "[R, C]");
-  const Tensor xc = input_on_kernel_device(x, "transpose_2d");
+  const Tensor xc = kernel_input(x, "transpose_2d");
   Tensor y = Tensor::empty({x.size(1), x.size(0)}, DType::F32, x.device());
-  if (y.numel() > 0) SA2VA_KERNEL(transpose, data_of(xc), x.size(0), x.size(1), 1, data_of(y));
+  if (y.numel() > 0) SA2VA_KERNEL(transpose, float_data(xc), x.size(0), x.size(1), 1, float_data(y));
   return y;
 }
 
 Tensor transpose_01(const Tensor& x) {
   check_f32(x, 3, "transpose_01", "input", "[A, B, D]");
-  const Tensor xc = input_on_kernel_device(x, "transpose_01");
+  const Tensor xc = kernel_input(x, "transpose_01");
   Tensor y = Tensor::empty({x.size(1), x.size(0), x.size(2)}, DType::F32, x.device());
-  if (y.numel() > 0) SA2VA_KERNEL(transpose, data_of(xc), x.size(0), x.size(1), x.size(2), data_of(y));
+  if (y.numel() > 0) SA2VA_KERNEL(transpose, float_data(xc), x.size(0), x.size(1), x.size(2), float_data(y));
   return y;
 }
 
@@ -64,15 +56,15 @@ Tensor gather_rows(const Tensor& src, const std::vector<int64_t>& rows) {
                                            std::to_string(i) + ") is outside [0, " + std::to_string(R) + ")");
   Tensor out = Tensor::empty({n, D}, DType::F32, src.device());
   if (out.numel() == 0) return out;
-  const Tensor s = input_on_kernel_device(src, "gather_rows");
+  const Tensor s = kernel_input(src, "gather_rows");
   const int64_t* row_data = rows.data();
   Tensor device_rows;
   if (!src.device().is_cpu()) {  // the indices go where the kernel reads them
     device_rows = Tensor::borrow(const_cast<int64_t*>(rows.data()), {n}, DType::I64, nullptr).to(src.device());
     row_data = static_cast<const int64_t*>(device_rows.device_data());
   }
-  if (s.dtype() == DType::F32) SA2VA_KERNEL(gather_rows_f32, data_of(s), D, row_data, n, data_of(out));
-  else SA2VA_KERNEL(gather_rows_bf16, static_cast<const uint16_t*>(s.device_data()), D, row_data, n, data_of(out));
+  if (s.dtype() == DType::F32) SA2VA_KERNEL(gather_rows_f32, float_data(s), D, row_data, n, float_data(out));
+  else SA2VA_KERNEL(gather_rows_bf16, static_cast<const uint16_t*>(s.device_data()), D, row_data, n, float_data(out));
   return out;
 }
 
@@ -83,8 +75,7 @@ void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, 
             std::to_string(s) + ", token stride " + std::to_string(x_stride) + ")");
   if (maps * (h / s) * (w / s) == 0) return;
   check_buffers(x && y, "max_pool_tokens");
-  require_cpu_kernel("max_pool_tokens");
-  cpu::max_pool_tokens(x, x_stride, maps, h, w, c, s, y);
+  SA2VA_KERNEL(max_pool_tokens, x, x_stride, maps, h, w, c, s, y);
 }
 
 void window_partition(const float* x, int64_t h, int64_t w, int64_t c, int64_t win_h, int64_t win_w, float* y) {
@@ -108,22 +99,26 @@ void add_upsampled_nearest_2x(const Tensor& x, const Tensor& src) {
   check_f32(x, 3, "add_upsampled_nearest_2x", "x", "[H, W, C]");
   check_f32(src, 3, "add_upsampled_nearest_2x", "src", "[H/2, W/2, C]");
   check(x.is_contiguous() && src.is_contiguous(), "add_upsampled_nearest_2x: x and src must be contiguous");
+  check_kernel_device("add_upsampled_nearest_2x", "x", x.device());
+  check_same_device("add_upsampled_nearest_2x", "src", src.device(), "x", x.device());
   const int64_t H = x.size(0), W = x.size(1), C = x.size(2);
   check(src.size(0) * 2 == H && src.size(1) * 2 == W && src.size(2) == C,
         "add_upsampled_nearest_2x: src " + shape_str(src.shape()) + " is not half of x " + shape_str(x.shape()));
   if (x.numel() == 0) return;
-  cpu::add_upsampled_nearest_2x(x.f32(), H, W, C, src.f32());
+  SA2VA_KERNEL(add_upsampled_nearest_2x, float_data(x), H, W, C, float_data(src));
 }
 
 void add_tiled(const Tensor& x, const Tensor& tile) {
   check_f32(x, 3, "add_tiled", "x", "[C, H, W]");
   check_f32(tile, 3, "add_tiled", "tile", "[C, th, tw]");
   check(x.is_contiguous(), "add_tiled: x must be contiguous");
+  check_kernel_device("add_tiled", "x", x.device());
+  check_same_device("add_tiled", "tile", tile.device(), "x", x.device());
   check(tile.size(0) == x.size(0) && tile.size(1) > 0 && tile.size(2) > 0,
         "add_tiled: tile " + shape_str(tile.shape()) + " does not fit x " + shape_str(x.shape()));
   if (x.numel() == 0) return;
-  const Tensor t = tile.contiguous();
-  cpu::add_tiled(x.f32(), x.size(0), x.size(1), x.size(2), t.f32(), tile.size(1), tile.size(2));
+  const Tensor t = kernel_input(tile, "add_tiled", "tile");
+  SA2VA_KERNEL(add_tiled, float_data(x), x.size(0), x.size(1), x.size(2), float_data(t), tile.size(1), tile.size(2));
 }
 
 }  // namespace sa2va::ops

@@ -1,5 +1,5 @@
 // Resampling fronts (PyTorch's F.interpolate bilinear / bicubic / nearest, InternVL's pixel
-// shuffle): check the input and the output size, pick the kernel (ops/cpu/resample.cpp; pixel shuffle also on CUDA).
+// shuffle): check the input and the output size, pick the kernel for the input's device.
 #include <string>
 
 #include "core/error.h"
@@ -15,32 +15,33 @@ void check_resample(const Tensor& x, int64_t out_h, int64_t out_w, const char* o
         std::string(op) + ": input must be an F32 tensor [C, H, W]");
   check(x.size(1) > 0 && x.size(2) > 0 && out_h > 0 && out_w > 0,
         std::string(op) + ": empty input or output size for " + shape_str(x.shape()));
-  check_cpu_only_kernel(op, "input", x.device());
+  check_kernel_device(op, "input", x.device());
 }
 
 }  // namespace
 
 Tensor interpolate_bilinear(const Tensor& x, int64_t out_h, int64_t out_w, bool align_corners) {
   check_resample(x, out_h, out_w, "interpolate_bilinear");
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({x.size(0), out_h, out_w});
-  cpu::interpolate_bilinear(xc.f32(), x.size(0), x.size(1), x.size(2), out_h, out_w, align_corners, y.f32());
+  const Tensor xc = kernel_input(x, "interpolate_bilinear");
+  Tensor y = Tensor::empty({x.size(0), out_h, out_w}, DType::F32, x.device());
+  SA2VA_KERNEL(interpolate_bilinear, float_data(xc), x.size(0), x.size(1), x.size(2), out_h, out_w, align_corners,
+               float_data(y));
   return y;
 }
 
 Tensor interpolate_bicubic(const Tensor& x, int64_t out_h, int64_t out_w) {
   check_resample(x, out_h, out_w, "interpolate_bicubic");
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({x.size(0), out_h, out_w});
-  cpu::interpolate_bicubic(xc.f32(), x.size(0), x.size(1), x.size(2), out_h, out_w, y.f32());
+  const Tensor xc = kernel_input(x, "interpolate_bicubic");
+  Tensor y = Tensor::empty({x.size(0), out_h, out_w}, DType::F32, x.device());
+  SA2VA_KERNEL(interpolate_bicubic, float_data(xc), x.size(0), x.size(1), x.size(2), out_h, out_w, float_data(y));
   return y;
 }
 
 Tensor interpolate_nearest(const Tensor& x, int64_t out_h, int64_t out_w) {
   check_resample(x, out_h, out_w, "interpolate_nearest");
-  const Tensor xc = x.contiguous();
-  Tensor y = Tensor::empty({x.size(0), out_h, out_w});
-  cpu::interpolate_nearest(xc.f32(), x.size(0), x.size(1), x.size(2), out_h, out_w, y.f32());
+  const Tensor xc = kernel_input(x, "interpolate_nearest");
+  Tensor y = Tensor::empty({x.size(0), out_h, out_w}, DType::F32, x.device());
+  SA2VA_KERNEL(interpolate_nearest, float_data(xc), x.size(0), x.size(1), x.size(2), out_h, out_w, float_data(y));
   return y;
 }
 

@@ -26,6 +26,15 @@ struct Args {
   std::vector<Tensor> tensors;
   std::vector<WeightMatrix> weights;
   float* f(size_t i) const { return static_cast<float*>(tensors.at(i).device_data()); }
+  uint8_t* u8(size_t i) const { return static_cast<uint8_t*>(tensors.at(i).device_data()); }
+  const Tensor& t(size_t i) const { return tensors.at(i); }
+  // Writes a Tensor front's result into tensor i (same number of elements), on the current device.
+  void store(size_t i, const Tensor& result) const {
+    ASSERT_EQ(result.numel(), tensors.at(i).numel());
+    ASSERT_EQ(result.device(), tensors.at(i).device());
+    ops::copy_rows(static_cast<const float*>(result.device_data()), result.numel(), f(i), result.numel(), 1,
+                   result.numel());
+  }
   const int64_t* i64(size_t i) const { return static_cast<const int64_t*>(tensors.at(i).device_data()); }
 };
 
@@ -40,6 +49,12 @@ struct OpCase {
 
 Tensor host(const std::vector<float>& v) { return Tensor::from_vector(v, {static_cast<int64_t>(v.size())}); }
 Tensor host_random(int64_t n, uint32_t seed, float lo = -1.f, float hi = 1.f) { return host(random_vector(n, seed, lo, hi)); }
+Tensor host_u8(int64_t n, uint32_t seed) {
+  Tensor t = Tensor::empty({n}, DType::U8);
+  const std::vector<float> v = random_vector(n, seed, 0.f, 255.99f);
+  for (int64_t i = 0; i < n; ++i) t.data<uint8_t>()[i] = static_cast<uint8_t>(v[static_cast<size_t>(i)]);
+  return t;
+}
 Tensor host_i64(const std::vector<int64_t>& v) {
   Tensor t = Tensor::empty({static_cast<int64_t>(v.size())}, DType::I64);
   std::copy(v.begin(), v.end(), t.data<int64_t>());
@@ -217,9 +232,98 @@ std::vector<OpCase> layout_cases() {
   return cases;
 }
 
+std::vector<OpCase> image_cases() {
+  std::vector<OpCase> cases;
+  struct Conv {
+    const char* name;
+    int64_t cin, cout, h, w, kh, kw;
+    ops::Conv2dArgs args;
+  };
+  for (const Conv& c : {Conv{"conv2d 3x3 stride 2 pad 1", 5, 7, 13, 11, 3, 3, {2, 2, 1, 1, 1, 1, 1}},
+                        Conv{"conv2d 7x7 stride 4 pad 3 (patch embed)", 3, 8, 29, 31, 7, 7, {4, 4, 3, 3, 1, 1, 1}},
+                        Conv{"conv2d dilated, 2 groups", 4, 6, 12, 10, 3, 3, {1, 1, 2, 2, 2, 2, 2}},
+                        Conv{"conv2d depthwise 7x7", 6, 6, 15, 14, 7, 7, {1, 1, 3, 3, 1, 1, 6}},
+                        Conv{"conv2d pointwise", 9, 5, 8, 7, 1, 1, {}}}) {
+    const ConvWeight w = ConvWeight::prepare(
+        ops_test::random_tensor({c.cout, c.cin / c.args.groups, c.kh, c.kw}, 80));
+    const int64_t ho = (c.h + 2 * c.args.pad_h - c.args.dilation_h * (c.kh - 1) - 1) / c.args.stride_h + 1;
+    const int64_t wo = (c.w + 2 * c.args.pad_w - c.args.dilation_w * (c.kw - 1) - 1) / c.args.stride_w + 1;
+    cases.push_back({c.name, {host_random(c.cin * c.h * c.w, 81), host_random(c.cout, 82), host_random(c.cout * ho * wo, 83)},
+                     {w.matrix}, {2},
+                     [c, w](const Args& a) {
+                       ConvWeight wd = w;
+                       wd.matrix = a.weights[0];
+                       a.store(2, ops::conv2d(a.t(0).view({c.cin, c.h, c.w}), wd, a.t(1), c.args));
+                     }});
+  }
+  {
+    const ConvWeight w = ConvWeight::prepare_transposed_2x2(ops_test::random_tensor({6, 4, 2, 2}, 84));
+    cases.push_back({"conv_transpose_2x2", {host_random(6 * 5 * 7, 85), host_random(4, 86), host_random(4 * 10 * 14, 87)},
+                     {w.matrix}, {2},
+                     [w](const Args& a) {
+                       ConvWeight wd = w;
+                       wd.matrix = a.weights[0];
+                       a.store(2, ops::conv_transpose_2x2(a.t(0).view({6, 5, 7}), wd, a.t(1)));
+                     }});
+  }
+  cases.push_back({"max_pool2d 3 stride 2", {host_random(4 * 11 * 9, 88), host_random(4 * 5 * 4, 89)}, {}, {1},
+                   [](const Args& a) { a.store(1, ops::max_pool2d(a.t(0).view({4, 11, 9}), 3, 2)); }});
+  struct Resize {
+    const char* name;
+    int64_t h, w, oh, ow;
+    int kind;  // 0 bilinear, 1 bilinear align_corners, 2 bicubic, 3 nearest
+  };
+  for (const Resize& r : {Resize{"bilinear up", 7, 9, 16, 21, 0}, Resize{"bilinear down", 33, 31, 10, 12, 0},
+                          Resize{"bilinear align_corners", 7, 9, 16, 21, 1}, Resize{"bicubic", 13, 11, 28, 9, 2},
+                          Resize{"nearest odd", 7, 9, 10, 4, 3}, Resize{"nearest 2x", 5, 6, 10, 12, 3}}) {
+    cases.push_back({std::string("interpolate ") + r.name, {host_random(3 * r.h * r.w, 90), host_random(3 * r.oh * r.ow, 91)},
+                     {}, {1},
+                     [r](const Args& a) {
+                       const Tensor x = a.t(0).view({3, r.h, r.w});
+                       a.store(1, r.kind == 2   ? ops::interpolate_bicubic(x, r.oh, r.ow)
+                                  : r.kind == 3 ? ops::interpolate_nearest(x, r.oh, r.ow)
+                                                : ops::interpolate_bilinear(x, r.oh, r.ow, r.kind == 1));
+                     }});
+  }
+  cases.push_back({"max_pool_tokens strided", {host_random(2 * 9 * 8 * 10, 92), host_random(2 * 3 * 2 * 7, 93)}, {}, {1},
+                   [](const Args& a) { ops::max_pool_tokens(a.f(0), 10, 2, 9, 8, 7, 3, a.f(1)); }});
+  cases.push_back({"add_upsampled_nearest_2x", {host_random(10 * 8 * 3, 94), host_random(5 * 4 * 3, 95)}, {}, {0},
+                   [](const Args& a) { ops::add_upsampled_nearest_2x(a.t(0).view({10, 8, 3}), a.t(1).view({5, 4, 3})); }});
+  cases.push_back({"add_tiled", {host_random(3 * 10 * 9, 96), host_random(3 * 4 * 4, 97)}, {}, {0},
+                   [](const Args& a) { ops::add_tiled(a.t(0).view({3, 10, 9}), a.t(1).view({3, 4, 4})); }});
+  cases.push_back({"position_embedding_sine", {host_random(16 * 5 * 7, 98)}, {}, {0},
+                   [](const Args& a) { a.store(0, ops::position_embedding_sine(16, 5, 7)); }});
+  cases.push_back({"position_embedding_random", {host_random(2 * 8, 99), host_random(16 * 6 * 6, 100)}, {}, {1},
+                   [](const Args& a) { a.store(1, ops::position_embedding_random(a.t(0).view({2, 8}), 6)); }});
+  cases.push_back({"fill_random_normal", {host_random(70000, 101)}, {}, {0},
+                   [](const Args& a) { ops::fill_random_normal(a.t(0), 0.5f, 2.f, 7); }});
+  // Pillow-style fixed-point taps: three taps per output, weights summing past one (clipping).
+  ops::FixedPointTaps taps;
+  taps.ksize = 3;
+  for (int i = 0; i < 9; ++i) {
+    taps.first.push_back(std::min(2 * i, 14));
+    taps.count.push_back(i % 4 == 3 ? 2 : 3);
+    for (int32_t k : {1 << 20, 3 << 20, 1 << 19}) taps.weights.push_back(k);
+  }
+  cases.push_back({"resample_rgb8_horizontal", {host_u8(4 * 17 * 3, 102), host_u8(4 * 9 * 3, 103)}, {}, {1},
+                   [taps](const Args& a) { ops::resample_rgb8_horizontal(a.u8(0), 17, 4, taps, a.u8(1)); }, 0.0});
+  ops::FixedPointTaps rows = taps;
+  for (auto& f : rows.first) f += 3;  // source rows 3..19
+  cases.push_back({"resample_u8_vertical", {host_u8(17 * 20, 104), host_u8(9 * 20, 105)}, {}, {1},
+                   [rows](const Args& a) { ops::resample_u8_vertical(a.u8(0), 17, 20, 3, rows, a.u8(1)); }, 0.0});
+  cases.push_back({"normalize_rgb8_chw", {host_u8(6 * 7 * 3, 106), host_random(3 * 6 * 7, 107)}, {}, {1},
+                   [](const Args& a) {
+                     const float mean[3] = {0.485f, 0.456f, 0.406f}, stdev[3] = {0.229f, 0.224f, 0.225f};
+                     ops::normalize_rgb8_chw(a.u8(0), 6, 7, mean, stdev, a.f(1));
+                   },
+                   0.0});
+  return cases;
+}
+
 std::vector<OpCase> all_cases() {
   std::vector<OpCase> all;
-  for (auto part : {elementwise_cases(), norm_and_rope_cases(), matrix_cases(), attention_cases(), layout_cases()})
+  for (auto part : {elementwise_cases(), norm_and_rope_cases(), matrix_cases(), attention_cases(), layout_cases(),
+                    image_cases()})
     for (auto& c : part) all.push_back(std::move(c));
   return all;
 }

@@ -68,11 +68,8 @@ void resample_u8_vertical(const uint8_t* in, int64_t row_len, int64_t row0, cons
 
 void normalize_rgb8_chw(const uint8_t* src, int64_t h, int64_t w, const float mean[3], const float stdev[3],
                         float* out) {
-  // The value depends only on (u8, c), so a 256-entry table per channel holds the exact float32 results.
   float table[3][256];
-  for (int c = 0; c < 3; ++c) {
-    for (int v = 0; v < 256; ++v) table[c][v] = (static_cast<float>(v) / 255.f - mean[c]) / stdev[c];
-  }
+  rgb8_normalize_table(mean, stdev, table);
   const int64_t plane = w * h;
   parallel_for(
       h,

@@ -4,7 +4,11 @@
 
 #include <cstdint>
 
+#include <vector>
+
+#include "core/device.h"
 #include "core/error.h"
+#include "core/tensor.h"
 #include "ops/cuda/runtime.h"
 
 namespace sa2va::ops::cuda {
@@ -18,6 +22,17 @@ inline unsigned grid_for(int64_t n) {
 }
 
 inline cudaStream_t stream() { return sa2va::cuda::stream(); }
+
+// A host table copied to the calling thread's GPU for one kernel (indices, weights); the tensor keeps
+// the memory until the caller drops it, after queueing the kernel (frees are stream-ordered).
+template <typename T>
+Tensor to_gpu(const std::vector<T>& host, DType dtype) {
+  return Tensor::borrow(const_cast<T*>(host.data()), {static_cast<int64_t>(host.size())}, dtype, nullptr)
+      .to(current_device());
+}
+
+#define SA2VA_GRID_LOOP(i, n) \
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
 __device__ __forceinline__ float warp_sum(float v) {
   for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);

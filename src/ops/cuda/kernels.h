@@ -18,13 +18,14 @@
 #pragma once
 #include <cstdint>
 
+#include "ops/kernel_types.h"
 #include "ops/ops.h"
 
 namespace sa2va::ops::cuda {
 
 constexpr int64_t kRowsKernelMaxM = 8;
 
-// The kernels every backend has.
+// The kernels (one declaration list for every backend).
 #include "ops/device_kernels.inc"
 
 }  // namespace sa2va::ops::cuda

@@ -5,9 +5,6 @@
 namespace sa2va::ops::cuda {
 namespace {
 
-#define SA2VA_GRID_LOOP(i, n) \
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
-
 __global__ void transpose_kernel(const float* src, int64_t rows, int64_t cols, int64_t inner, float* dst) {
   SA2VA_GRID_LOOP(i, rows * cols * inner) {  // i indexes dst [cols, rows, inner]
     const int64_t e = i % inner, cr = i / inner, r = cr % rows, c = cr / rows;
@@ -58,9 +55,57 @@ __global__ void window_unpartition_kernel(const float* windows, int64_t win_h, i
   }
 }
 
-#undef SA2VA_GRID_LOOP
+__global__ void max_pool_tokens_kernel(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c,
+                                       int64_t s, float* y) {
+  const int64_t ho = h / s, wo = w / s;
+  SA2VA_GRID_LOOP(o, maps * ho * wo * c) {  // o indexes y [maps, ho, wo, c]
+    const int64_t k = o % c, ox = (o / c) % wo, oy = (o / (c * wo)) % ho, m = o / (c * wo * ho);
+    float best = x[(m * h * w + oy * s * w + ox * s) * x_stride + k];
+    for (int64_t dy = 0; dy < s; ++dy)
+      for (int64_t dx = 0; dx < s; ++dx) {
+        const float v = x[(m * h * w + (oy * s + dy) * w + ox * s + dx) * x_stride + k];
+        best = best < v ? v : best;  // std::max's rule: a NaN in v is ignored
+      }
+    y[o] = best;
+  }
+}
+
+__global__ void add_upsampled_kernel(float* x, int64_t h, int64_t w, int64_t c, const float* src) {
+  SA2VA_GRID_LOOP(o, h * w * c) {
+    const int64_t k = o % c, col = (o / c) % w, row = o / (c * w);
+    x[o] = x[o] + src[((row / 2) * (w / 2) + col / 2) * c + k];
+  }
+}
+
+__global__ void add_tiled_kernel(float* x, int64_t channels, int64_t h, int64_t w, const float* tile, int64_t th,
+                                 int64_t tw) {
+  SA2VA_GRID_LOOP(o, channels * h * w) {
+    const int64_t col = o % w, row = (o / w) % h, ch = o / (w * h);
+    x[o] += tile[(ch * th + row % th) * tw + col % tw];
+  }
+}
 
 }  // namespace
+
+void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c, int64_t s,
+                     float* y) {
+  const int64_t n = maps * (h / s) * (w / s) * c;
+  if (n <= 0) return;
+  max_pool_tokens_kernel<<<grid_for(n), kThreads, 0, stream()>>>(x, x_stride, maps, h, w, c, s, y);
+  sa2va::cuda::check_launch("max_pool_tokens");
+}
+
+void add_upsampled_nearest_2x(float* x, int64_t h, int64_t w, int64_t c, const float* src) {
+  if (h * w * c <= 0) return;
+  add_upsampled_kernel<<<grid_for(h * w * c), kThreads, 0, stream()>>>(x, h, w, c, src);
+  sa2va::cuda::check_launch("add_upsampled_nearest_2x");
+}
+
+void add_tiled(float* x, int64_t channels, int64_t h, int64_t w, const float* tile, int64_t th, int64_t tw) {
+  if (channels * h * w <= 0) return;
+  add_tiled_kernel<<<grid_for(channels * h * w), kThreads, 0, stream()>>>(x, channels, h, w, tile, th, tw);
+  sa2va::cuda::check_launch("add_tiled");
+}
 
 void transpose(const float* src, int64_t rows, int64_t cols, int64_t inner, float* dst) {
   const int64_t n = rows * cols * inner;
