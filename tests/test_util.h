@@ -13,11 +13,13 @@
 
 namespace sa2va::test {
 
-// Stands in for a GPU allocator in tests of device checks: host memory, but the tensors it
-// backs are labelled cuda:0 (their storage frees itself).
+// A stand-in for cuda:0 whose memory is host memory (its storage frees itself): tensors on it are
+// labelled cuda:0, so host access to them throws as on a real GPU, while the CPU kernels work on them
+// (kernels_run_on_host) inside a DeviceScope for cuda:0.
 class FakeDeviceAllocator final : public Allocator {
  public:
   Device device() const override { return Device::cuda(0); }
+  bool host_addressable() const override { return true; }
   std::shared_ptr<void> allocate(size_t bytes) override {
     ++count_;
     return std::shared_ptr<void>(std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64), std::free);

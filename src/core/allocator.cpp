@@ -34,6 +34,7 @@ class CpuAllocator final : public Allocator {
   void end_of_period() override { block_pool::end_of_period(); }
   void release_idle() override { block_pool::release_idle(); }
   uint64_t allocations() const override { return allocations_.load(std::memory_order_relaxed); }
+  bool host_addressable() const override { return true; }
 
  private:
   std::atomic<uint64_t> allocations_{0};
@@ -42,6 +43,7 @@ class CpuAllocator final : public Allocator {
 std::mutex registry_mutex;
 Allocator* cuda_stand_in = nullptr;
 thread_local Device thread_device;
+thread_local bool thread_kernels_on_host = true;
 
 }  // namespace
 
@@ -65,14 +67,22 @@ void Allocator::copy_within(void* device_dst, const void* device_src, size_t byt
 }
 
 Device current_device() { return thread_device; }
+bool kernels_run_on_host() { return thread_kernels_on_host; }
 
-DeviceScope::DeviceScope(Device device) : previous_(thread_device) {
-  if (!device.is_cpu()) allocator_for(device).make_current(device);
+DeviceScope::DeviceScope(Device device) : previous_(thread_device), previous_on_host_(thread_kernels_on_host) {
+  bool on_host = true;
+  if (!device.is_cpu()) {
+    Allocator& a = allocator_for(device);
+    a.make_current(device);
+    on_host = a.host_addressable();
+  }
   thread_device = device;
+  thread_kernels_on_host = on_host;
 }
 
 DeviceScope::~DeviceScope() {
   thread_device = previous_;
+  thread_kernels_on_host = previous_on_host_;
   if (!previous_.is_cpu()) {
     try {
       allocator_for(previous_).make_current(previous_);

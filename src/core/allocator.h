@@ -37,6 +37,10 @@ class Allocator {
   virtual void copy_within(void* device_dst, const void* device_src, size_t bytes);
   // Makes `device` (of this allocator's type) the calling thread's device for the backend (DeviceScope).
   virtual void make_current(Device /*device*/) {}
+  // True when this memory is host memory that the CPU kernels can work on: the CPU, and a stand-in
+  // device of the tests that runs the CPU kernels on memory marked as another device's (so that
+  // any host access to it by model code is caught as on a real GPU).
+  virtual bool host_addressable() const { return false; }
 };
 
 // The allocator of `device`; throws Error when this build has no backend for it.

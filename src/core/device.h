@@ -28,6 +28,9 @@ bool cuda_built();
 
 // The device whose kernels the calling thread runs.
 Device current_device();
+// True when that device's data is worked on by the CPU kernels: the CPU itself, or a test's
+// host-memory stand-in for a GPU (core/allocator.h).
+bool kernels_run_on_host();
 
 // Makes `device` the calling thread's device for the scope's lifetime (and the GPU's own notion of
 // the current device, for CUDA); the previous one comes back at the end. Entering a GPU that is
@@ -41,6 +44,7 @@ class DeviceScope {
 
  private:
   Device previous_;
+  bool previous_on_host_;
 };
 
 }  // namespace sa2va

@@ -22,17 +22,16 @@ inline void check_same_device(const char* op, const char* what, Device where, co
                 other_where.name());
 }
 
-// Data on `where` can be worked on by this thread: the CPU always; a GPU when this build has CUDA
-// kernels and the thread runs on that GPU.
+// Data on `where` can be worked on by this thread: it must live on the thread's device, which must
+// have kernels (the CPU; a GPU in a CUDA build; a test's host-memory stand-in).
 inline void check_kernel_device(const char* op, const char* what, Device where) {
-  if (where.is_cpu()) return;
-  if (!cuda_built())
+  const Device here = current_device();
+  if (where == here && (where.is_cpu() || cuda_built() || kernels_run_on_host())) return;
+  if (where != here && !where.is_cpu() && !cuda_built() && here.is_cpu())
     throw Error(std::string(op) + ": no " + where.name() + " kernel (the " + what + " lives on " + where.name() +
                 "; this build has CPU kernels only)");
-  if (where != current_device())
-    throw Error(std::string(op) + ": the " + what + " lives on " + where.name() +
-                " but the calling thread runs kernels on " + current_device().name() +
-                " (enter a DeviceScope for it)");
+  throw Error(std::string(op) + ": the " + what + " lives on " + where.name() + " but the calling thread runs kernels on " +
+              here.name() + (where.is_cpu() ? "" : " (enter a DeviceScope for it)"));
 }
 
 // The input of a Tensor front, contiguous, on a device whose kernels the calling thread runs (a GPU
@@ -47,21 +46,20 @@ inline Tensor kernel_input(const Tensor& x, const char* op, const char* what = "
 // A tensor's memory as floats, for the kernels of its device.
 inline float* float_data(const Tensor& t) { return static_cast<float*>(t.device_data()); }
 
-// In a CPU-only build, the kernels of a thread that runs on another device (a stand-in allocator
-// of the tests): "<op>: no CUDA kernel yet (the calling thread runs on cuda:N)".
+// In a CPU-only build, the thread's device must be worked on by the CPU kernels.
 inline void require_cpu_kernel(const char* op) {
-  if (!current_device().is_cpu())
-    throw Error(std::string(op) + ": no CUDA kernel yet (the calling thread runs on " + current_device().name() + ")");
+  if (!kernels_run_on_host())
+    throw Error(std::string(op) + ": no " + current_device().name() + " kernel (this build has CPU kernels only)");
 }
 
 }  // namespace sa2va::ops
 
 // SA2VA_KERNEL(name, args...): ops::cpu::name(args...) or ops::cuda::name(args...) by the calling
-// thread's device.
+// thread's device (the CPU kernels for the CPU and for a test's host-memory stand-in).
 #if SA2VA_WITH_CUDA
 #define SA2VA_KERNEL(name, ...)                                                          \
-  (::sa2va::current_device().is_cpu() ? ::sa2va::ops::cpu::name(__VA_ARGS__)            \
-                                      : ::sa2va::ops::cuda::name(__VA_ARGS__))
+  (::sa2va::kernels_run_on_host() ? ::sa2va::ops::cpu::name(__VA_ARGS__)                 \
+                                  : ::sa2va::ops::cuda::name(__VA_ARGS__))
 #else
 #define SA2VA_KERNEL(name, ...) (::sa2va::ops::require_cpu_kernel(#name), ::sa2va::ops::cpu::name(__VA_ARGS__))
 #endif

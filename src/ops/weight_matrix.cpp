@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "core/threadpool.h"
 
@@ -140,6 +141,13 @@ WeightMatrix WeightMatrix::from_parts(WeightFormat format, int64_t rows, int64_t
   return m;
 }
 
+const void* WeightMatrix::host_memory(const Tensor& t) {
+  if (!t.defined()) return nullptr;
+  check(t.device().is_cpu() || allocator_for(t.device()).host_addressable(),
+        "weight matrix: host access to a matrix that lives on " + t.device().name());
+  return t.device_data();
+}
+
 WeightMatrix WeightMatrix::to(Device device) const {
   WeightMatrix m = *this;
   if (values_.defined()) m.values_ = values_.to(device);
@@ -158,20 +166,20 @@ void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, in
   const int64_t K = cols_;
   if (format_ == WeightFormat::F32) {
     for (int64_t r = 0; r < rows; ++r)
-      std::memcpy(out + r * ldo, values_.data<float>() + (row0 + r) * K + col0, static_cast<size_t>(cols) * sizeof(float));
+      std::memcpy(out + r * ldo, host_values<float>() + (row0 + r) * K + col0, static_cast<size_t>(cols) * sizeof(float));
     return;
   }
   if (format_ == WeightFormat::BF16) {
     for (int64_t r = 0; r < rows; ++r)
-      convert_bf16_to_f32(values_.data<uint16_t>() + (row0 + r) * K + col0, out + r * ldo, static_cast<size_t>(cols));
+      convert_bf16_to_f32(host_values<uint16_t>() + (row0 + r) * K + col0, out + r * ldo, static_cast<size_t>(cols));
     return;
   }
   check(col0 % kQuantBlock == 0, "weight matrix: a quantized block starts at a multiple of 32 columns");
   const int64_t nb = blocks_per_row();
   const bool q8 = format_ == WeightFormat::Q8_0;
   const int64_t row_bytes = values_.size(1);
-  const uint8_t* values = values_.data<uint8_t>();
-  const uint16_t* scales = scales_.data<uint16_t>();
+  const uint8_t* values = host_values<uint8_t>();
+  const uint16_t* scales = host_scales();
   for (int64_t r = row0; r < row0 + rows; ++r) {
     float* dst = out + (r - row0) * ldo - col0;
     for (int64_t b = col0 / kQuantBlock; b * kQuantBlock < col0 + cols; ++b) {

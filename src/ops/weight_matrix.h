@@ -63,6 +63,11 @@ class WeightMatrix {
   // The same matrix in the memory of `device` (values and scales copied as they are).
   WeightMatrix to(Device device) const;
 
+  // The packed values and the scales in host memory, for the CPU kernels: a matrix on the CPU, or on
+  // a test's host-memory stand-in device; a matrix in GPU memory is an Error.
+  template <typename T> const T* host_values() const { return static_cast<const T*>(host_memory(values_)); }
+  const uint16_t* host_scales() const { return static_cast<const uint16_t*>(host_memory(scales_)); }
+
   // Rows [first, first + count) as f32 into out [count, K] (the exact values the kernels use).
   void dequantize_rows(int64_t first, int64_t count, float* out) const;
   // Rows [row0, row0 + rows) × columns [col0, col0 + cols) into out (row stride ldo); for the
@@ -71,6 +76,8 @@ class WeightMatrix {
   Tensor dequantize() const;  // F32 [N, K]
 
  private:
+  static const void* host_memory(const Tensor& t);
+
   WeightFormat format_ = WeightFormat::F32;
   int64_t rows_ = 0, cols_ = 0;
   Tensor values_, scales_;

@@ -15,6 +15,7 @@
 #include "core/error.h"
 #include "ops/ops.h"
 #include "ops_test_util.h"
+#include "test_util.h"
 
 namespace sa2va {
 namespace {
@@ -355,26 +356,61 @@ double compare(const Tensor& expected, const Tensor& got) {
   return worst / scale;
 }
 
-TEST(BackendOps, EveryGpuKernelMatchesTheCpu) {
-  std::string why;
-  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU to compare with the CPU: " << why;
+// Every case on `device` (inside a DeviceScope for it) against the CPU; returns nothing, the
+// comparisons are the test's expectations.
+void run_against_cpu(Device device) {
   for (const OpCase& c : all_cases()) {
     SCOPED_TRACE(c.name);
     Args cpu_args;
     for (const Tensor& t : c.tensors) cpu_args.tensors.push_back(t.clone());
     cpu_args.weights = c.weights;
     c.run(cpu_args);
-    Args gpu_args;
+    Args device_args;
     {
-      DeviceScope on_gpu(Device::cuda(0));
-      for (const Tensor& t : c.tensors) gpu_args.tensors.push_back(t.to(Device::cuda(0)));
-      for (const WeightMatrix& w : c.weights) gpu_args.weights.push_back(w.to(Device::cuda(0)));
-      c.run(gpu_args);
+      DeviceScope on_device(device);
+      for (const Tensor& t : c.tensors) device_args.tensors.push_back(t.to(device));
+      for (const WeightMatrix& w : c.weights) device_args.weights.push_back(w.to(device));
+      c.run(device_args);
       for (size_t o : c.outputs) {
-        const Tensor back = gpu_args.tensors[o].to(Device::cpu());
+        const Tensor back = device_args.tensors[o].to(Device::cpu());
         const double err = compare(cpu_args.tensors[o], back);
         EXPECT_LE(err, c.tolerance) << c.name << ": output " << o << " differs from the CPU by " << err;
       }
+    }
+  }
+}
+
+TEST(BackendOps, EveryGpuKernelMatchesTheCpu) {
+  std::string why;
+  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU to compare with the CPU: " << why;
+  run_against_cpu(Device::cuda(0));
+}
+
+// The fronts' device plumbing on every machine: a host-memory stand-in for cuda:0 runs the CPU
+// kernels on tensors labelled cuda:0, so outputs must come back bit for bit, and any front that
+// allocated on the wrong device or read device memory on the host would throw.
+TEST(BackendOps, FrontsKeepEveryOpOnItsDevice) {
+  test::FakeDeviceAllocator stand_in;
+  register_allocator(DeviceType::CUDA, &stand_in);
+  struct Restore {
+    ~Restore() { register_allocator(DeviceType::CUDA, nullptr); }
+  } restore;
+  std::vector<OpCase> cases = all_cases();
+  for (OpCase& c : cases) c.tolerance = 0.0;
+  for (const OpCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    Args cpu_args;
+    for (const Tensor& t : c.tensors) cpu_args.tensors.push_back(t.clone());
+    cpu_args.weights = c.weights;
+    c.run(cpu_args);
+    DeviceScope on_device(Device::cuda(0));
+    Args device_args;
+    for (const Tensor& t : c.tensors) device_args.tensors.push_back(t.to(Device::cuda(0)));
+    for (const WeightMatrix& w : c.weights) device_args.weights.push_back(w.to(Device::cuda(0)));
+    c.run(device_args);
+    for (size_t o : c.outputs) {
+      ASSERT_EQ(device_args.tensors[o].device(), Device::cuda(0));
+      EXPECT_EQ(compare(cpu_args.tensors[o], device_args.tensors[o].to(Device::cpu())), 0.0) << c.name;
     }
   }
 }

@@ -68,8 +68,8 @@ void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMat
   const simd::QuantizedActivations& activations = buffer;  // the caller's buffer, seen by every thread
   buffer.quantize(x, M, K, K);
   const bool q4 = w.format() == WeightFormat::Q4_0;
-  const uint8_t* values = w.values().data<uint8_t>();
-  const uint16_t* scales = w.scales().data<uint16_t>();
+  const uint8_t* values = w.host_values<uint8_t>();
+  const uint16_t* scales = w.host_scales();
   const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
   parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {
     simd::quantized_rows_times_q8(q4, values + n0 * ldw, ldw, scales + n0 * nb, nb, n1 - n0, activations, y + n0, w.rows());
@@ -144,10 +144,10 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   if (K == 0) {
     std::fill(y, y + M * N, 0.f);
   } else if (weight.format() == WeightFormat::F32) {
-    gemm(x, K, weight.values().f32(), K, y, N, M, N, K, /*transpose_b=*/true, 1.f, 0.f);
+    gemm(x, K, weight.host_values<float>(), K, y, N, M, N, K, /*transpose_b=*/true, 1.f, 0.f);
   } else if (weight.format() == WeightFormat::BF16) {
-    if (M <= kSmallM) linear_bf16_small(x, M, K, weight.values().bf16(), N, y);
-    else if (!simd::bf16_gemm(x, M, K, weight.values().bf16(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
+    if (M <= kSmallM) linear_bf16_small(x, M, K, weight.host_values<uint16_t>(), N, y);
+    else if (!simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
   } else if (M <= (simd::isa() == simd::Isa::Avx512 ? kQuantizedRowsMaxM : kSmallM)) {
     linear_quantized_rows(x, M, K, weight, y);
   } else if (!linear_quantized_bf16_gemm(x, M, K, weight, y)) {
