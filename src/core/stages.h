@@ -13,7 +13,10 @@ namespace sa2va {
 class StageRecorder {
  public:
   // Stores a contiguous copy (the caller may reuse its buffer afterwards).
-  void record(const std::string& name, const Tensor& t) { stages_.emplace_back(name, t.clone()); }
+  // Keeps a host copy (from any device).
+  void record(const std::string& name, const Tensor& t) {
+    stages_.emplace_back(name, t.device().is_cpu() ? t.clone() : t.to(Device::cpu()));
+  }
   const std::vector<std::pair<std::string, Tensor>>& stages() const { return stages_; }
 
  private:

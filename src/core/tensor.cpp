@@ -91,6 +91,28 @@ float* Tensor::f32() const {
   return data<float>();
 }
 
+float* Tensor::kernel_f32() const {
+  if (dtype_ != DType::F32) throw Error(std::string("expected an F32 tensor, got ") + dtype_name(dtype_));
+  return static_cast<float*>(device_data());
+}
+
+void Tensor::copy_from(const Tensor& src) const {
+  check(src.numel() == numel() && src.dtype() == dtype_ && is_contiguous() && src.is_contiguous(),
+        "tensor copy: " + shape_str(src.shape()) + " " + dtype_name(src.dtype()) + " into " + shape_str(shape_) + " " +
+            dtype_name(dtype_) + " (both contiguous, same size and dtype)");
+  if (nbytes() == 0) return;
+  if (src.device() == device_) {
+    if (device_.is_cpu()) std::memcpy(device_data(), src.device_data(), nbytes());
+    else allocator_for(device_).copy_within(device_data(), src.device_data(), nbytes());
+  } else if (src.device().is_cpu()) {
+    allocator_for(device_).copy_from_host(device_data(), src.device_data(), nbytes());
+  } else if (device_.is_cpu()) {
+    allocator_for(src.device()).copy_to_host(device_data(), src.device_data(), nbytes());
+  } else {
+    copy_from(src.to(Device::cpu()));
+  }
+}
+
 uint16_t* Tensor::bf16() const {
   if (dtype_ != DType::BF16) throw Error(std::string("expected a BF16 tensor, got ") + dtype_name(dtype_));
   return data<uint16_t>();

@@ -55,6 +55,8 @@ class Tensor {
   void* device_data() const {
     return static_cast<char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
   }
+  // The same for an F32 tensor (dtype checked): what model code hands to the ops, on any device.
+  float* kernel_f32() const;
   float* f32() const;        // also checks dtype F32
   uint16_t* bf16() const;    // also checks dtype BF16
 
@@ -71,6 +73,9 @@ class Tensor {
   // A contiguous copy on `device` (self when already there and contiguous). A device tensor must be
   // contiguous to leave its device (views of device memory are copied by kernels, not here).
   Tensor to(Device device) const;
+  // Copies all of src (same number of elements and dtype, contiguous) into this contiguous tensor,
+  // across devices as needed.
+  void copy_from(const Tensor& src) const;
   std::vector<float> to_vector() const;               // any float dtype, as f32
 
  private:

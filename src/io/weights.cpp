@@ -10,13 +10,8 @@ WeightFormat LoadPolicy::format_for(MatrixUse use) const {
 }
 
 Weights::Weights(const Checkpoint& checkpoint, const LoadPolicy& policy) : checkpoint_(&checkpoint), policy_(policy) {
-  if (!policy.device.is_cpu()) {
-    // A GPU that cannot be used says why (no driver, no such device, too old) before anything else.
-    { const DeviceScope probe(policy.device); }
-    throw Error("device " + policy.device.name() +
-                ": the model does not run on a GPU in this version (the CUDA build has GPU kernels for the "
-                "operators, not yet for the whole pipeline); use --device cpu");
-  }
+  // A GPU that cannot be used says why (no driver, no such device, too old) before anything loads.
+  if (!policy.device.is_cpu()) const DeviceScope probe(policy.device);
   check(!is_quantized(policy.llm_format) || policy.llm_format == WeightFormat::Q8_0 ||
             policy.llm_format == WeightFormat::Q4_0,
         "unsupported language-model weight format");
@@ -53,11 +48,26 @@ Tensor Weights::fetch(const std::string& name, const Shape& shape, Init init, bo
   return checkpoint_->get(name);
 }
 
-WeightMatrix Weights::prepare(const Tensor& matrix, MatrixUse use) const {
+WeightMatrix Weights::prepare(const Tensor& stored, MatrixUse use) const {
+  // Conversions and quantization run on the host; the result goes to the policy's device.
+  const Tensor matrix = stored.defined() && !stored.device().is_cpu() ? stored.to(Device::cpu()) : stored;
   // A 1×1 convolution [N, K, 1, 1] is a Linear layer.
   if (matrix.defined() && matrix.dim() == 4 && matrix.size(2) == 1 && matrix.size(3) == 1)
-    return WeightMatrix::prepare(matrix.view({matrix.size(0), matrix.size(1)}), policy_.format_for(use));
-  return WeightMatrix::prepare(matrix, policy_.format_for(use));
+    return place(WeightMatrix::prepare(matrix.view({matrix.size(0), matrix.size(1)}), policy_.format_for(use)));
+  return place(WeightMatrix::prepare(matrix, policy_.format_for(use)));
+}
+
+WeightMatrix Weights::place(const WeightMatrix& m) const {
+  return policy_.device.is_cpu() || !m.defined() ? m : m.to(policy_.device);
+}
+
+Tensor Weights::place(const Tensor& t) const {
+  return policy_.device.is_cpu() || !t.defined() ? t : t.to(policy_.device);
+}
+
+ConvWeight Weights::place(ConvWeight c) const {
+  c.matrix = place(c.matrix);
+  return c;
 }
 
 bool Weights::stored_quantized(const std::string& name) const {
@@ -91,7 +101,7 @@ WeightMatrix Weights::quantized(const std::string& name, const Shape& shape, Mat
     return WeightMatrix();
   }
   try {
-    return WeightMatrix::from_parts(format, rows, cols, checkpoint_->get(name), checkpoint_->get(scales));
+    return place(WeightMatrix::from_parts(format, rows, cols, checkpoint_->get(name), checkpoint_->get(scales)));
   } catch (const Error& e) {
     problems_.push_back("'" + name + "': " + e.what());
     return WeightMatrix();
@@ -106,7 +116,7 @@ namespace {
 
 // The prepared form is a copy (another format): the stored bytes are no longer needed in memory.
 void release_if_copied(const Weights& w, const Tensor& stored, const Tensor& prepared) {
-  if (stored.defined() && prepared.defined() && prepared.raw() != stored.raw()) w.release(stored);
+  if (stored.defined() && prepared.defined() && prepared.device_data() != stored.device_data()) w.release(stored);
 }
 
 }  // namespace
@@ -135,19 +145,19 @@ ConvWeight Weights::conv(const std::string& name, const Shape& shape, Init init)
   const Tensor stored = fetch(name, shape, init, false);
   ConvWeight c = ConvWeight::prepare(stored);
   if (c.matrix.defined()) release_if_copied(*this, stored, c.matrix.values());
-  return c;
+  return place(c);
 }
 
 ConvWeight Weights::conv_transposed_2x2(const std::string& name, const Shape& shape, Init init) {
-  return ConvWeight::prepare_transposed_2x2(fetch(name, shape, init, false));
+  return place(ConvWeight::prepare_transposed_2x2(fetch(name, shape, init, false)));
 }
 
 Tensor Weights::f32(const std::string& name, const Shape& shape, Init init) {
   const Tensor t = fetch(name, shape, init, false);
-  if (!t.defined() || t.dtype() == DType::F32) return t;
+  if (!t.defined() || t.dtype() == DType::F32) return place(t);
   Tensor converted = t.to(DType::F32);
   release(t);
-  return converted;
+  return place(converted);
 }
 
 void Weights::finish() const {

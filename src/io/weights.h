@@ -83,10 +83,16 @@ class Weights {
   // Like matrix(), but absent tensors are not an error (returns an undefined matrix).
   WeightMatrix optional_matrix(const std::string& name, const Shape& shape, Init init = Init::Linear,
                                MatrixUse use = MatrixUse::General);
-  // A tensor as stored (F32, BF16 or F16), for matrices that are fused or reordered before
-  // prepare(); undefined in declaring mode or when it is missing or mis-shaped (recorded).
+  // A tensor as stored (F32, BF16 or F16), on the host, for what is derived from it at load;
+  // undefined in declaring mode or when it is missing or mis-shaped (recorded).
   Tensor stored(const std::string& name, const Shape& shape, Init init = Init::Linear);
+  // A matrix prepared on the host from any tensor (a GPU one is copied back first), then placed.
   WeightMatrix prepare(const Tensor& matrix, MatrixUse use = MatrixUse::General) const;
+  // Prepared weights go to the policy's device (a copy for a GPU; as they are for the CPU). Every
+  // accessor above places what it returns, except stored(); loaders place what they derive.
+  WeightMatrix place(const WeightMatrix& m) const;
+  Tensor place(const Tensor& t) const;
+  ConvWeight place(ConvWeight c) const;
   // Conv weights in GEMM layout: conv2d [Cout, Cin/groups, kh, kw]; transposed 2x2 [Cin, Cout, 2, 2].
   ConvWeight conv(const std::string& name, const Shape& shape, Init init = Init::Linear);
   ConvWeight conv_transposed_2x2(const std::string& name, const Shape& shape, Init init = Init::Linear);

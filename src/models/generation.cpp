@@ -152,10 +152,10 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
   GenerationResult result;
   result.prompt_length = n;
   result.ids.reserve(static_cast<size_t>(options.max_new_tokens));
-  Tensor hidden = Tensor::empty({n + options.max_new_tokens - 1, D});
+  Tensor hidden = Tensor::empty({n + options.max_new_tokens - 1, D}, DType::F32, lm.device());
   int64_t rows = n;
   const Tensor prefill = lm.forward(prompt_embeds, state, ctx);
-  std::memcpy(hidden.f32(), prefill.f32(), prefill.nbytes());
+  hidden.slice(0, 0, n).copy_from(prefill);
   const float* logits = lm.last_logits(state);
   const int64_t vocab = lm.vocab_size();
 
@@ -174,7 +174,7 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
       break;
     }
     const Tensor h = lm.forward_token(token, state);
-    std::memcpy(hidden.f32() + rows * D, h.f32(), h.nbytes());
+    hidden.slice(0, rows, rows + 1).copy_from(h);
     ++rows;
     logits = lm.last_logits(state);
   }
@@ -191,11 +191,10 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
   const int64_t n = prompt_embeds.size(0), g = static_cast<int64_t>(answer_ids.size()), D = lm.hidden_size();
   const int64_t total = n + g;
 
-  Tensor inputs = Tensor::empty({total, D});
+  Tensor inputs = Tensor::empty({total, D}, DType::F32, lm.device());
   const Tensor prompt = prompt_embeds.dtype() == DType::F32 ? prompt_embeds.contiguous() : prompt_embeds.to(DType::F32);
-  std::memcpy(inputs.f32(), prompt.f32(), prompt.nbytes());
-  const Tensor answer = lm.embed(answer_ids);
-  std::memcpy(inputs.f32() + n * D, answer.f32(), answer.nbytes());
+  inputs.slice(0, 0, n).copy_from(prompt);
+  inputs.slice(0, n, total).copy_from(lm.embed(answer_ids));
 
   LlmState state = lm.new_state(static_cast<int>(total));
   const Tensor hidden = lm.forward(inputs, state, ctx);
@@ -212,7 +211,7 @@ GenerationResult teacher_forced(const LanguageModel& lm, const Tensor& prompt_em
     constexpr int64_t kBlock = 64;
     for (int64_t r0 = 0; r0 < total; r0 += kBlock) {
       const int64_t r1 = std::min(total, r0 + kBlock);
-      const Tensor block = lm.logits(hidden.slice(0, r0, r1));
+      const Tensor block = lm.logits(hidden.slice(0, r0, r1)).to(Device::cpu());
       for (int64_t r = r0; r < r1; ++r) ids.data<int64_t>()[r] = argmax(block.f32() + (r - r0) * V, V);
       if (all.defined()) std::memcpy(all.f32() + r0 * V, block.f32(), block.nbytes());
     }

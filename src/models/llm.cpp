@@ -46,24 +46,30 @@ LlmState LanguageModel::new_state(int capacity, int max_step) const {
   if (max_step <= 0 || max_step > capacity) max_step = capacity;
   const int64_t D = config.hidden_size, I = config.intermediate_size, n = max_step;
   const int64_t q_dim = int64_t{config.num_heads} * config.head_dim;
+  const Device dev = device();
+  auto buffer = [dev](const Shape& shape) { return Tensor::empty(shape, DType::F32, dev); };
   LlmState s;
   s.kv_dim_ = config.num_kv_heads * config.head_dim;
   s.capacity_ = capacity;
   s.max_step_ = max_step;
   for (int l = 0; l < config.num_layers; ++l) {
-    s.keys_.push_back(Tensor::empty({capacity, s.kv_dim_}));
-    s.values_.push_back(Tensor::empty({capacity, s.kv_dim_}));
+    s.keys_.push_back(buffer({capacity, s.kv_dim_}));
+    s.values_.push_back(buffer({capacity, s.kv_dim_}));
   }
-  s.x_ = Tensor::empty({n, D});
-  s.normed_ = Tensor::empty({n, D});
-  s.branch_ = Tensor::empty({n, D});
-  s.qkv_ = Tensor::empty({n, q_dim + 2 * s.kv_dim_});
-  s.heads_ = Tensor::empty({n, q_dim});
-  s.gate_ = Tensor::empty({n, I});
-  s.up_ = Tensor::empty({n, I});
-  s.out_ = Tensor::empty({n, D});
-  s.logits_ = Tensor::empty({config.vocab_size});
+  s.x_ = buffer({n, D});
+  s.normed_ = buffer({n, D});
+  s.branch_ = buffer({n, D});
+  s.qkv_ = buffer({n, q_dim + 2 * s.kv_dim_});
+  s.heads_ = buffer({n, q_dim});
+  s.gate_ = buffer({n, I});
+  s.up_ = buffer({n, I});
+  s.out_ = buffer({n, D});
+  s.logits_ = buffer({config.vocab_size});
   s.positions_.resize(static_cast<size_t>(n));
+  if (!dev.is_cpu()) {
+    s.device_positions_ = Tensor::empty({n}, DType::I64, dev);
+    s.host_logits_ = Tensor::empty({config.vocab_size});
+  }
   return s;
 }
 
@@ -160,13 +166,16 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
 
 Tensor LanguageModel::embed(const std::vector<int32_t>& ids) const {
   const int64_t D = config.hidden_size, V = embedding.rows();
-  Tensor out = Tensor::empty({static_cast<int64_t>(ids.size()), D});
-  for (size_t t = 0; t < ids.size(); ++t) {
-    const int32_t id = ids[t];
-    check(id >= 0 && id < V, "token id " + std::to_string(id) + " at position " + std::to_string(t) +
-                                 " is outside the vocabulary [0, " + std::to_string(V) + ")");
-    embedding.dequantize_rows(id, 1, out.f32() + static_cast<int64_t>(t) * D);
+  for (size_t t = 0; t < ids.size(); ++t)
+    check(ids[t] >= 0 && ids[t] < V, "token id " + std::to_string(ids[t]) + " at position " + std::to_string(t) +
+                                         " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  if (!device().is_cpu()) {
+    // The lookup reads the stored rows (F32 or BF16, converted exactly) where they live.
+    check(!is_quantized(embedding.format()), "token embedding: a quantized embedding has no GPU lookup");
+    return ops::gather_rows(embedding.values(), std::vector<int64_t>(ids.begin(), ids.end()));
   }
+  Tensor out = Tensor::empty({static_cast<int64_t>(ids.size()), D});
+  for (size_t t = 0; t < ids.size(); ++t) embedding.dequantize_rows(ids[t], 1, out.f32() + static_cast<int64_t>(t) * D);
   return out;
 }
 
@@ -180,8 +189,10 @@ Tensor LanguageModel::logits(const Tensor& hidden) const {
 const float* LanguageModel::last_logits(LlmState& state) const {
   check(state.last_rows_ > 0, "language model: no forward step to take logits from");
   const int64_t D = config.hidden_size;
-  ops::linear(state.out_.f32() + (state.last_rows_ - 1) * D, 1, D, lm_head, nullptr, state.logits_.f32());
-  return state.logits_.f32();
+  ops::linear(state.out_.kernel_f32() + (state.last_rows_ - 1) * D, 1, D, lm_head, nullptr, state.logits_.kernel_f32());
+  if (state.logits_.device().is_cpu()) return state.logits_.f32();
+  state.host_logits_.copy_from(state.logits_);
+  return state.host_logits_.f32();
 }
 
 // ---- decoder -------------------------------------------------------------------------------
@@ -199,65 +210,71 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, int64_t
   const int64_t q_dim = H * hd, kv_dim = KV * hd, qkv_dim = q_dim + 2 * kv_dim, pos0 = state.length_;
   float* const keys = state.keys(layer_index);
   float* const values = state.values(layer_index);
-  float* const qkv = state.qkv_.f32();
+  float* const qkv = state.qkv_.kernel_f32();
 
   // One product gives q | k | v per token; q stays in place, k and v go to the state.
-  ops::linear(state.normed_.f32(), n, D, layer.wqkv, layer.bqkv.defined() ? layer.bqkv.f32() : nullptr, qkv);
+  ops::linear(state.normed_.kernel_f32(), n, D, layer.wqkv, layer.bqkv.defined() ? layer.bqkv.kernel_f32() : nullptr,
+              qkv);
   ops::copy_rows(qkv + q_dim, qkv_dim, keys + pos0 * kv_dim, kv_dim, n, kv_dim);
   ops::copy_rows(qkv + q_dim + kv_dim, qkv_dim, values + pos0 * kv_dim, kv_dim, n, kv_dim);
 
   int64_t* positions = state.positions_.data();
   for (int64_t t = 0; t < n; ++t) positions[t] = pos0 + t;
+  if (state.device_positions_.defined()) {  // RoPE reads them where it runs
+    const Tensor used = state.device_positions_.slice(0, 0, n);
+    used.copy_from(Tensor::borrow(positions, {n}, DType::I64, nullptr));
+    positions = static_cast<int64_t*>(used.device_data());
+  }
   const float theta = rope_theta(pos0 + n);
   ops::rope_rotate_half(qkv, n, H, hd, qkv_dim, positions, theta);
   ops::rope_rotate_half(keys + pos0 * kv_dim, n, KV, hd, kv_dim, positions, theta);
 
   // Causal grouped-query attention over every position so far (the state's keys and values).
-  ops::AttentionArgs a = attention.args({qkv, qkv_dim}, {keys, kv_dim}, {values, kv_dim}, state.heads_.f32(), q_dim,
-                                        n, pos0 + n);
+  ops::AttentionArgs a = attention.args({qkv, qkv_dim}, {keys, kv_dim}, {values, kv_dim}, state.heads_.kernel_f32(),
+                                        q_dim, n, pos0 + n);
   a.causal = true;
   a.q_offset = pos0;
   ops::attention(a);
-  ops::linear(state.heads_.f32(), n, q_dim, layer.wo, layer.bo.defined() ? layer.bo.f32() : nullptr,
-              state.branch_.f32());
+  ops::linear(state.heads_.kernel_f32(), n, q_dim, layer.wo, layer.bo.defined() ? layer.bo.kernel_f32() : nullptr,
+              state.branch_.kernel_f32());
 }
 
 Tensor LanguageModel::run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const {
   const int64_t D = config.hidden_size, I = config.intermediate_size, L = config.num_layers;
   const int64_t pos0 = state.length_;
-  float* const x = state.x_.f32();
-  float* const normed = state.normed_.f32();
-  float* const branch = state.branch_.f32();
-  Tensor all_hidden;
+  float* const x = state.x_.kernel_f32();
+  float* const normed = state.normed_.kernel_f32();
+  float* const branch = state.branch_.kernel_f32();
+  Tensor all_hidden;  // on the host, for the recorder
   if (ctx.recorder) {
-    ctx.recorder->record("llm.inputs_embeds", state.x_.slice(0, 0, n));
+    ctx.record("llm.inputs_embeds", state.x_.slice(0, 0, n));
     all_hidden = Tensor::empty({L + 1, n, D});
-    std::memcpy(all_hidden.f32(), x, static_cast<size_t>(n * D) * sizeof(float));
+    all_hidden.select(0, 0).copy_from(state.x_.slice(0, 0, n));
   }
   const float eps = config.rms_norm_eps;
   for (int64_t l = 0; l < L; ++l) {
     const Layer& layer = layers[static_cast<size_t>(l)];
-    ops::rms_norm(x, layer.attention_norm.f32(), normed, n, D, eps);
+    ops::rms_norm(x, layer.attention_norm.kernel_f32(), normed, n, D, eps);
     attention_block(layer, static_cast<int>(l), n, state);
     ops::add(x, branch, x, n * D);
 
-    ops::rms_norm(x, layer.mlp_norm.f32(), normed, n, D, eps);
-    ops::linear(normed, n, D, layer.w_gate, nullptr, state.gate_.f32());
-    ops::linear(normed, n, D, layer.w_up, nullptr, state.up_.f32());
-    ops::silu_mul(state.gate_.f32(), state.up_.f32(), n * I);
-    ops::linear(state.gate_.f32(), n, I, layer.w_down, nullptr, branch);
+    ops::rms_norm(x, layer.mlp_norm.kernel_f32(), normed, n, D, eps);
+    ops::linear(normed, n, D, layer.w_gate, nullptr, state.gate_.kernel_f32());
+    ops::linear(normed, n, D, layer.w_up, nullptr, state.up_.kernel_f32());
+    ops::silu_mul(state.gate_.kernel_f32(), state.up_.kernel_f32(), n * I);
+    ops::linear(state.gate_.kernel_f32(), n, I, layer.w_down, nullptr, branch);
     ops::add(x, branch, x, n * D);
-    if (ctx.recorder && l + 1 < L) std::memcpy(all_hidden.f32() + (l + 1) * n * D, x, static_cast<size_t>(n * D) * sizeof(float));
+    if (ctx.recorder && l + 1 < L) all_hidden.select(0, l + 1).copy_from(state.x_.slice(0, 0, n));
   }
   state.length_ = static_cast<int>(pos0 + n);
   state.last_rows_ = n;
 
-  ops::rms_norm(x, final_norm.f32(), state.out_.f32(), n, D, eps);
+  ops::rms_norm(x, final_norm.kernel_f32(), state.out_.kernel_f32(), n, D, eps);
   const Tensor out = state.out_.slice(0, 0, n);
   if (ctx.recorder) {
-    std::memcpy(all_hidden.f32() + L * n * D, out.f32(), out.nbytes());
-    ctx.recorder->record("llm.hidden_states", all_hidden);
-    ctx.recorder->record("llm.last_hidden_state", out);
+    all_hidden.select(0, L).copy_from(out);
+    ctx.record("llm.hidden_states", all_hidden);
+    ctx.record("llm.last_hidden_state", out);
   }
   return out;
 }
@@ -283,7 +300,7 @@ Tensor LanguageModel::forward(const Tensor& inputs_embeds, LlmState& state, cons
   const int64_t n = inputs_embeds.size(0);
   check_step(n, state);
   const Tensor src = inputs_embeds.dtype() == DType::F32 ? inputs_embeds.contiguous() : inputs_embeds.to(DType::F32);
-  std::memcpy(state.x_.f32(), src.f32(), src.nbytes());
+  state.x_.slice(0, 0, n).copy_from(src);
   return run_layers(n, state, ctx);
 }
 
@@ -292,7 +309,8 @@ Tensor LanguageModel::forward_token(int32_t id, LlmState& state) const {
   check(id >= 0 && id < embedding.rows(), "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                                               std::to_string(embedding.rows()) + ")");
   check_step(1, state);
-  embedding.dequantize_rows(id, 1, state.x_.f32());
+  if (state.x_.device().is_cpu()) embedding.dequantize_rows(id, 1, state.x_.f32());
+  else state.x_.slice(0, 0, 1).copy_from(embed({id}));
   return run_layers(1, state, ExecContext{});
 }
 
@@ -313,14 +331,24 @@ Tensor splice_image_embeddings(Tensor inputs_embeds, const std::vector<int32_t>&
   const int64_t rows = replacement_rows.size(0);
   check(slots == rows, "image splice: the prompt has " + std::to_string(slots) + " image-context tokens but " +
                            std::to_string(rows) + " image feature rows were given");
+  check(replacement_rows.device() == inputs_embeds.device(), "image splice: the image features live on " +
+                                                                 replacement_rows.device().name() + ", the prompt on " +
+                                                                 inputs_embeds.device().name());
   inputs_embeds = inputs_embeds.contiguous();
   const Tensor src = replacement_rows.dtype() == DType::F32 ? replacement_rows.contiguous()
                                                              : replacement_rows.to(DType::F32);
+  // Each run of consecutive image-context tokens takes the next rows in one copy.
   int64_t next = 0;
-  for (int64_t t = 0; t < n; ++t) {
-    if (ids[static_cast<size_t>(t)] != img_context_id) continue;
-    std::memcpy(inputs_embeds.f32() + t * D, src.f32() + next * D, static_cast<size_t>(D) * sizeof(float));
-    ++next;
+  for (int64_t t = 0; t < n;) {
+    if (ids[static_cast<size_t>(t)] != img_context_id) {
+      ++t;
+      continue;
+    }
+    int64_t run = 1;
+    while (t + run < n && ids[static_cast<size_t>(t + run)] == img_context_id) ++run;
+    ops::copy_rows(src.kernel_f32() + next * D, D, inputs_embeds.kernel_f32() + t * D, D, run, D);
+    next += run;
+    t += run;
   }
   return inputs_embeds;
 }
@@ -348,16 +376,15 @@ Tensor image_replacement_rows(const Tensor& vit_embeds, const std::vector<uint8_
       if (m[k * P + t]) selected.push_back(t);
   const int64_t vp_count = std::count_if(vp_tiles.begin(), vp_tiles.end(), [](uint8_t v) { return v != 0; });
 
-  Tensor out = Tensor::empty({T * P + vp_count * static_cast<int64_t>(selected.size()), D});
-  float* dst = out.f32();
-  const size_t row_bytes = static_cast<size_t>(D) * sizeof(float);
+  Tensor out = Tensor::empty({T * P + vp_count * static_cast<int64_t>(selected.size()), D}, DType::F32, vit.device());
+  float* dst = out.kernel_f32();
   for (int64_t i = 0; i < T; ++i) {
-    const float* tile = vit.f32() + i * P * D;
-    std::memcpy(dst, tile, static_cast<size_t>(P) * row_bytes);
+    const float* tile = vit.kernel_f32() + i * P * D;
+    ops::copy_rows(tile, D, dst, D, P, D);
     dst += P * D;
     if (!vp_tiles[static_cast<size_t>(i)]) continue;
     for (int64_t t : selected) {
-      std::memcpy(dst, tile + t * D, row_bytes);
+      ops::copy_rows(tile + t * D, D, dst, D, 1, D);
       dst += D;
     }
   }

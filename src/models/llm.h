@@ -39,9 +39,10 @@ class LlmState {
   // Forgets everything after the first `length` positions (e.g. to re-run a turn).
   void truncate(int length);
 
-  // Rows [0, capacity) × kv_dim of layer `layer`; rows < length() are valid.
-  float* keys(int layer) { return keys_[static_cast<size_t>(layer)].f32(); }
-  float* values(int layer) { return values_[static_cast<size_t>(layer)].f32(); }
+  // Rows [0, capacity) × kv_dim of layer `layer`; rows < length() are valid. In the memory of the
+  // model's device (for the ops).
+  float* keys(int layer) { return keys_[static_cast<size_t>(layer)].kernel_f32(); }
+  float* values(int layer) { return values_[static_cast<size_t>(layer)].kernel_f32(); }
 
  private:
   friend struct LanguageModel;
@@ -52,6 +53,8 @@ class LlmState {
   // attention heads, MLP gate and up, final-norm output; token positions; one row of logits.
   Tensor x_, normed_, branch_, qkv_, heads_, gate_, up_, out_, logits_;
   std::vector<int64_t> positions_;
+  // On a GPU: the positions where RoPE reads them, and the host copy of the logits for sampling.
+  Tensor device_positions_, host_logits_;
   int64_t last_rows_ = 0;  // rows of the latest forward step (its last one gives the logits)
 };
 
@@ -88,12 +91,15 @@ struct LanguageModel {
 
   int hidden_size() const { return config.hidden_size; }
   int vocab_size() const { return config.vocab_size; }
+  // Where the weights live (the load policy's device); states, embeddings and hidden states too.
+  Device device() const { return final_norm.device(); }
 
   // A state for `capacity` positions in all whose forward steps take at most `max_step` tokens
-  // (0 = capacity). Everything it needs is allocated here.
+  // (0 = capacity), on the model's device. Everything it needs is allocated here.
   LlmState new_state(int capacity, int max_step = 0) const;
 
-  // Embedding rows of `ids` → [N, D] F32. Throws Error for an id outside the vocabulary.
+  // Embedding rows of `ids` → [N, D] F32 on the model's device. Throws Error for an id outside the
+  // vocabulary.
   Tensor embed(const std::vector<int32_t>& ids) const;
 
   // Runs the decoder on `inputs_embeds` [N, D] at positions state.length() … + N − 1, appending
@@ -108,7 +114,8 @@ struct LanguageModel {
 
   // lm_head: hidden [M, D] → logits [M, V].
   Tensor logits(const Tensor& hidden) const;
-  // Logits [V] of the last row of the state's latest forward step, in the state's workspace.
+  // Logits [V] of the last row of the state's latest forward step, in host memory (the state's
+  // workspace, or its host copy for a model on a GPU).
   const float* last_logits(LlmState& state) const;
 
  private:

@@ -201,6 +201,13 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   auto m = std::make_unique<Sa2vaModel>();
   m->dir = model_dir;
   m->policy.device = parse_device(options.device);
+  if (!m->policy.device.is_cpu()) {
+    // A GPU that cannot be used says why (no driver, no such device, too old) first.
+    { const DeviceScope probe(m->policy.device); }
+    throw Error("device " + m->policy.device.name() +
+                ": the model does not run on a GPU in this version (the CUDA build runs every operator and the "
+                "language model there, not yet the whole pipeline); use --device cpu");
+  }
   m->policy.precision = options.precision;
   m->policy.llm_format = options.weights;
   m->pool = std::make_unique<ThreadPool>(options.threads > 0 ? options.threads : default_num_threads());

@@ -218,14 +218,13 @@ Tensor stack_rows(const std::vector<RowBlock>& blocks) {
     rows += b.count;
   }
   const int64_t K = blocks[0].matrix.size(1);
-  const size_t row_bytes = static_cast<size_t>(K) * dtype_size(blocks[0].matrix.dtype());
-  Tensor out = Tensor::empty({rows, K}, blocks[0].matrix.dtype());
-  char* dst = static_cast<char*>(out.raw());
+  const Device device = blocks[0].matrix.device();
+  Tensor out = Tensor::empty({rows, K}, blocks[0].matrix.dtype(), device);
+  int64_t row = 0;
   for (const RowBlock& b : blocks) {
-    const Tensor src = b.matrix.contiguous();
-    std::memcpy(dst, static_cast<const char*>(src.raw()) + static_cast<size_t>(b.first) * row_bytes,
-                static_cast<size_t>(b.count) * row_bytes);
-    dst += static_cast<size_t>(b.count) * row_bytes;
+    check(b.matrix.device() == device, "stack_rows: blocks on different devices");
+    if (b.count > 0) out.slice(0, row, row + b.count).copy_from(b.matrix.contiguous().slice(0, b.first, b.first + b.count));
+    row += b.count;
   }
   return out;
 }

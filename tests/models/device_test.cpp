@@ -1,0 +1,90 @@
+// The model's components on a device other than the CPU, checked on any machine: a host-memory
+// stand-in for cuda:0 (test::FakeDeviceAllocator) holds the weights and every buffer, labelled
+// cuda:0, while the CPU kernels compute. Any host access by model code to that memory throws, as it
+// would on a real GPU, and the results must equal the CPU run's bit for bit. (On a GPU, the same code
+// runs the CUDA kernels, which BackendOps.* compares with the CPU op by op.)
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "core/allocator.h"
+#include "core/context.h"
+#include "core/device.h"
+#include "core/stages.h"
+#include "io/config.h"
+#include "io/safetensors.h"
+#include "io/weights.h"
+#include "models/generation.h"
+#include "models/llm.h"
+#include "test_util.h"
+
+namespace sa2va {
+namespace {
+
+// Installs the stand-in for cuda:0 for the test's lifetime.
+struct StandInGpu {
+  test::FakeDeviceAllocator allocator;
+  StandInGpu() { register_allocator(DeviceType::CUDA, &allocator); }
+  ~StandInGpu() { register_allocator(DeviceType::CUDA, nullptr); }
+};
+
+std::string golden(const std::string& dir, const std::string& name) { return dir + "/goldens/" + name + ".safetensors"; }
+
+void expect_same(const Tensor& cpu, const Tensor& device, const std::string& what) {
+  ASSERT_TRUE(cpu.defined() && device.defined()) << what;
+  EXPECT_EQ(cpu.shape(), device.shape()) << what;
+  EXPECT_EQ(cpu.to_vector(), device.to_vector()) << what << " differs between the CPU and the stand-in device";
+}
+
+TEST(StandInDevice, LanguageModelGeneratesAndRecordsAsOnTheCpu) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const ModelConfig config = load_config(dir);
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  const Tensor prompt = test::load_golden(golden(dir, "image"), "llm.inputs_embeds").slice(0, 700, 760).contiguous();
+  StandInGpu stand_in;
+  for (Precision precision : {Precision::F32, Precision::BF16}) {
+    SCOPED_TRACE(precision == Precision::F32 ? "f32" : "bf16");
+    LoadPolicy on_cpu(precision), on_device(precision);
+    on_device.device = Device::cuda(0);
+    Weights cpu_weights(checkpoint, on_cpu), device_weights(checkpoint, on_device);
+    const LanguageModel cpu_lm = LanguageModel::load(cpu_weights, config);
+    const LanguageModel device_lm = LanguageModel::load(device_weights, config);
+    device_weights.finish();
+    ASSERT_EQ(device_lm.device(), Device::cuda(0));
+    ASSERT_EQ(device_lm.layers[0].wqkv.device(), Device::cuda(0));  // fused on the device
+
+    SamplingOptions greedy;
+    greedy.max_new_tokens = 6;
+    StageRecorder cpu_stages, device_stages;
+    const GenerationResult want = generate(cpu_lm, prompt, greedy, StopRules{}, ExecContext::recording(&cpu_stages));
+    GenerationResult got;
+    {
+      ExecContext ctx = ExecContext::recording(&device_stages);
+      ctx.device = Device::cuda(0);
+      const ContextScope scope(ctx);
+      got = generate(device_lm, prompt.to(Device::cuda(0)), greedy, StopRules{}, ctx);
+      EXPECT_EQ(got.hidden.device(), Device::cuda(0));
+    }
+    EXPECT_EQ(got.ids, want.ids);
+    expect_same(want.hidden, got.hidden, "generated hidden states");
+    ASSERT_EQ(cpu_stages.stages().size(), device_stages.stages().size());
+    for (size_t i = 0; i < cpu_stages.stages().size(); ++i)
+      expect_same(cpu_stages.stages()[i].second, device_stages.stages()[i].second, cpu_stages.stages()[i].first);
+
+    // Teacher forcing embeds the answer on the device.
+    const std::vector<int32_t> answer = {want.ids[0], 11, 42, want.ids[1]};
+    const GenerationResult forced_cpu = teacher_forced(cpu_lm, prompt, answer);
+    GenerationResult forced_device;
+    {
+      ExecContext ctx;
+      ctx.device = Device::cuda(0);
+      const ContextScope scope(ctx);
+      forced_device = teacher_forced(device_lm, prompt.to(Device::cuda(0)), answer, -1, ctx);
+    }
+    expect_same(forced_cpu.hidden, forced_device.hidden, "teacher-forced hidden states");
+  }
+}
+
+}  // namespace
+}  // namespace sa2va
