@@ -13,7 +13,7 @@ namespace {
 
 constexpr float kProjectorNormEps = 1e-5f;  // mlp1.0 is a default nn.LayerNorm
 
-const float* data_or_null(const Tensor& t) { return t.defined() ? t.f32() : nullptr; }
+const float* data_or_null(const Tensor& t) { return t.defined() ? t.kernel_f32() : nullptr; }
 
 }  // namespace
 
@@ -21,11 +21,11 @@ const float* data_or_null(const Tensor& t) { return t.defined() ? t.f32() : null
 // concurrent forwards on one shared encoder do not interfere).
 struct VisionEncoder::LayerScratch {
   Tensor normed, qkv, attention, mlp;
-  LayerScratch(int64_t tokens, int64_t hidden, int64_t mlp_size)
-      : normed(Tensor::empty({tokens, hidden})),
-        qkv(Tensor::empty({tokens, 3 * hidden})),
-        attention(Tensor::empty({tokens, hidden})),
-        mlp(Tensor::empty({tokens, mlp_size})) {}
+  LayerScratch(int64_t tokens, int64_t hidden, int64_t mlp_size, Device device)
+      : normed(Tensor::empty({tokens, hidden}, DType::F32, device)),
+        qkv(Tensor::empty({tokens, 3 * hidden}, DType::F32, device)),
+        attention(Tensor::empty({tokens, hidden}, DType::F32, device)),
+        mlp(Tensor::empty({tokens, mlp_size}, DType::F32, device)) {}
 };
 
 VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
@@ -95,35 +95,36 @@ Tensor VisionEncoder::position_table(int64_t grid) const {
   if (grid == G) return position_embedding.view({1 + G * G, C});
   // PyTorch resamples the patch part as an image [C, G, G] (bicubic, align_corners=False);
   // the CLS entry is kept as is.
-  const float* table = position_embedding.f32();
-  Tensor image = Tensor::empty({C, G, G});
-  ops::transpose_2d(table + C, G * G, C, image.f32());  // patch rows [G·G, C] -> [C, G, G]
+  const float* table = position_embedding.kernel_f32();
+  const Device device = position_embedding.device();
+  Tensor image = Tensor::empty({C, G, G}, DType::F32, device);
+  ops::transpose_2d(table + C, G * G, C, image.kernel_f32());  // patch rows [G·G, C] -> [C, G, G]
   const Tensor resized = ops::interpolate_bicubic(image, grid, grid);
-  Tensor out = Tensor::empty({1 + grid * grid, C});
-  std::memcpy(out.f32(), table, static_cast<size_t>(C) * sizeof(float));
-  ops::transpose_2d(resized.f32(), C, grid * grid, out.f32() + C);
+  Tensor out = Tensor::empty({1 + grid * grid, C}, DType::F32, device);
+  ops::copy_rows(table, C, out.kernel_f32(), C, 1, C);
+  ops::transpose_2d(resized.kernel_f32(), C, grid * grid, out.kernel_f32() + C);
   return out;
 }
 
 void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tokens, LayerScratch& s) const {
   const int64_t C = hidden_size;
-  float* y = s.normed.f32();
-  float* qkv = s.qkv.f32();
-  float* attn = s.attention.f32();
-  float* mlp = s.mlp.f32();
+  float* y = s.normed.kernel_f32();
+  float* qkv = s.qkv.kernel_f32();
+  float* attn = s.attention.kernel_f32();
+  float* mlp = s.mlp.kernel_f32();
 
   // x = x + ls1 ⊙ proj(Attention(LN1(x)))
-  ops::layer_norm(x, L.norm1_weight.f32(), L.norm1_bias.f32(), y, tokens, C, layer_norm_eps);
+  ops::layer_norm(x, L.norm1_weight.kernel_f32(), L.norm1_bias.kernel_f32(), y, tokens, C, layer_norm_eps);
   ops::linear(y, tokens, C, L.qkv_weight, data_or_null(L.qkv_bias), qkv);
   attention.run({qkv, 3 * C}, {qkv + C, 3 * C}, {qkv + 2 * C, 3 * C}, attn, C, tokens, tokens);
-  ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.f32(), y);
-  ops::mul_rows(y, L.ls1.f32(), tokens, C);
+  ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.kernel_f32(), y);
+  ops::mul_rows(y, L.ls1.kernel_f32(), tokens, C);
   ops::add(x, y, x, tokens * C);
 
   // x = x + ls2 ⊙ fc2(GELU(fc1(LN2(x))))
-  ops::layer_norm(x, L.norm2_weight.f32(), L.norm2_bias.f32(), y, tokens, C, layer_norm_eps);
+  ops::layer_norm(x, L.norm2_weight.kernel_f32(), L.norm2_bias.kernel_f32(), y, tokens, C, layer_norm_eps);
   L.mlp.forward(y, tokens, mlp, y);
-  ops::mul_rows(y, L.ls2.f32(), tokens, C);
+  ops::mul_rows(y, L.ls2.kernel_f32(), tokens, C);
   ops::add(x, y, x, tokens * C);
 }
 
@@ -131,8 +132,8 @@ Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {
   // pixel shuffle (0.5, v2): each 2x2 block of patches becomes one 4C token
   Tensor shuffled = ops::pixel_shuffle_v2(patch_tokens, grid);
   const int64_t T = shuffled.size(0), K = shuffled.size(1);
-  ops::layer_norm(shuffled.f32(), mlp_norm_weight.f32(), mlp_norm_bias.f32(), shuffled.f32(), T, K,
-                  kProjectorNormEps);
+  ops::layer_norm(shuffled.kernel_f32(), mlp_norm_weight.kernel_f32(), mlp_norm_bias.kernel_f32(),
+                  shuffled.kernel_f32(), T, K, kProjectorNormEps);
   return projector.forward(shuffled);
 }
 
@@ -154,7 +155,8 @@ Tensor VisionEncoder::encode(const Tensor& pixel_values, const ExecContext& ctx,
   check(n > 0 && H == W && H % (2 * patch_size) == 0,
         "vision encoder: pixel_values " + shape_str(pixel_values.shape()) +
             " must hold at least one square image whose side is a multiple of " + std::to_string(2 * patch_size));
-  const Tensor pixels = pixel_values.contiguous();
+  const Device device = position_embedding.device();
+  const Tensor pixels = pixel_values.to(device);  // preprocessing ran on the host (a copy for a GPU)
   const int64_t C = hidden_size, grid = H / patch_size, N = 1 + grid * grid;
   const int64_t tokens_out = (grid / 2) * (grid / 2), D = through_mlp1 ? output_size : 4 * C;
 
@@ -162,22 +164,22 @@ Tensor VisionEncoder::encode(const Tensor& pixel_values, const ExecContext& ctx,
   ops::Conv2dArgs patchify;
   patchify.stride_h = patchify.stride_w = patch_size;
 
-  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].mlp.hidden_features());
-  Tensor hidden = Tensor::empty({n, N, C});
-  Tensor out = Tensor::empty({n, tokens_out, D});
+  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].mlp.hidden_features(), device);
+  Tensor hidden = Tensor::empty({n, N, C}, DType::F32, device);
+  Tensor out = Tensor::empty({n, tokens_out, D}, DType::F32, device);
   for (int64_t t = 0; t < n; ++t) {
-    float* x = hidden.f32() + t * N * C;
+    float* x = hidden.kernel_f32() + t * N * C;
     // embeddings: [CLS, patches in row-major order] + position embedding
     const Tensor patches = ops::conv2d(pixels.select(0, t), patch_weight, patch_bias, patchify);  // [C, g, g]
-    std::memcpy(x, class_embedding.f32(), static_cast<size_t>(C) * sizeof(float));
-    ops::transpose_2d(patches.f32(), C, grid * grid, x + C);
-    ops::add(x, positions.f32(), x, N * C);
+    ops::copy_rows(class_embedding.kernel_f32(), C, x, C, 1, C);
+    ops::transpose_2d(patches.kernel_f32(), C, grid * grid, x + C);
+    ops::add(x, positions.kernel_f32(), x, N * C);
 
     for (int i = 0; i < layers_to_run; ++i) run_layer(layers[i], x, N, scratch);
 
     const Tensor embeds = through_mlp1 ? project(hidden.select(0, t).slice(0, 1, N), grid)
                                        : ops::pixel_shuffle_v2(hidden.select(0, t).slice(0, 1, N), grid);
-    std::memcpy(out.f32() + t * tokens_out * D, embeds.f32(), static_cast<size_t>(tokens_out * D) * sizeof(float));
+    out.select(0, t).copy_from(embeds);
   }
   ctx.record("vit.last_hidden_state", hidden);
   ctx.record("vit_embeds", out);

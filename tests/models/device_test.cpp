@@ -16,7 +16,10 @@
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/generation.h"
+#include "models/internvit.h"
 #include "models/llm.h"
+#include "ops/ops.h"
+#include "ops/ops_test_util.h"
 #include "test_util.h"
 
 namespace sa2va {
@@ -83,6 +86,49 @@ TEST(StandInDevice, LanguageModelGeneratesAndRecordsAsOnTheCpu) {
       forced_device = teacher_forced(device_lm, prompt.to(Device::cuda(0)), answer, -1, ctx);
     }
     expect_same(forced_cpu.hidden, forced_device.hidden, "teacher-forced hidden states");
+  }
+}
+
+// Both encoders loaded from the tiny checkpoint: one on the CPU, one on the stand-in.
+template <typename Component>
+struct OnBoth {
+  Component cpu, device;
+};
+
+template <typename Component>
+OnBoth<Component> load_on_both(const std::string& dir, Precision precision) {
+  const Checkpoint checkpoint = Checkpoint::open(dir);
+  LoadPolicy on_cpu(precision), on_device(precision);
+  on_device.device = Device::cuda(0);
+  Weights cpu_weights(checkpoint, on_cpu), device_weights(checkpoint, on_device);
+  OnBoth<Component> both{Component::load(cpu_weights, load_config(dir)), Component::load(device_weights, load_config(dir))};
+  cpu_weights.finish();
+  device_weights.finish();
+  return both;
+}
+
+TEST(StandInDevice, VisionEncoderAsOnTheCpu) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  StandInGpu stand_in;
+  for (Precision precision : {Precision::F32, Precision::BF16}) {
+    SCOPED_TRACE(precision == Precision::F32 ? "f32" : "bf16");
+    const OnBoth<VisionEncoder> vit = load_on_both<VisionEncoder>(dir, precision);
+    // The checkpoint's grid, and a smaller image (the position table resized by bicubic interpolation).
+    for (const Tensor& pixels : {ops_test::random_tensor({2, 3, 448, 448}, 1), ops_test::random_tensor({1, 3, 224, 224}, 2)}) {
+      StageRecorder cpu_stages, device_stages;
+      const Tensor want = vit.cpu.forward(pixels, ExecContext::recording(&cpu_stages));
+      const Tensor want_shuffled = vit.cpu.shuffled_features(pixels);
+      ExecContext ctx = ExecContext::recording(&device_stages);
+      ctx.device = Device::cuda(0);
+      const ContextScope scope(ctx);
+      const Tensor got = vit.device.forward(pixels, ctx);
+      EXPECT_EQ(got.device(), Device::cuda(0));
+      expect_same(want, got, "vit_embeds");
+      ASSERT_EQ(cpu_stages.stages().size(), device_stages.stages().size());
+      for (size_t i = 0; i < cpu_stages.stages().size(); ++i)
+        expect_same(cpu_stages.stages()[i].second, device_stages.stages()[i].second, cpu_stages.stages()[i].first);
+      expect_same(want_shuffled, vit.device.shuffled_features(pixels), "shuffled features");
+    }
   }
 }
 

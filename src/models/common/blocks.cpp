@@ -25,14 +25,14 @@ FeedForward FeedForward::load(Weights& w, const std::string& fc1, const std::str
 }
 
 void FeedForward::forward(const float* x, int64_t rows, float* hidden, float* y) const {
-  ops::linear(x, rows, in_features(), fc1, fc1_bias.f32(), hidden);
+  ops::linear(x, rows, in_features(), fc1, fc1_bias.kernel_f32(), hidden);
   activate(activation, hidden, rows * hidden_features());
-  ops::linear(hidden, rows, hidden_features(), fc2, fc2_bias.f32(), y);
+  ops::linear(hidden, rows, hidden_features(), fc2, fc2_bias.kernel_f32(), y);
 }
 
 Tensor FeedForward::forward(const Tensor& x) const {
   Tensor hidden = ops::linear(x, fc1, fc1_bias);
-  activate(activation, hidden.f32(), hidden.numel());
+  activate(activation, hidden.kernel_f32(), hidden.numel());
   return ops::linear(hidden, fc2, fc2_bias);
 }
 
