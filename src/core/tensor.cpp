@@ -174,6 +174,12 @@ Tensor Tensor::transpose(int64_t a, int64_t b) const {
 Tensor Tensor::contiguous() const { return is_contiguous() ? *this : clone(); }
 
 Tensor Tensor::clone() const {
+  if (!device_.is_cpu()) {  // contiguous device memory: one copy on the device
+    if (!is_contiguous()) throw Error("clone of a strided " + shape_str(shape_) + " view on " + device_.name());
+    Tensor out = empty(shape_, dtype_, device_);
+    out.copy_from(*this);
+    return out;
+  }
   Tensor out = empty(shape_, dtype_);
   const size_t esz = dtype_size(dtype_);
   const int64_t n = numel();

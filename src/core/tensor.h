@@ -68,7 +68,7 @@ class Tensor {
   Tensor transpose(int64_t a, int64_t b) const;
 
   Tensor contiguous() const;                          // self if already contiguous
-  Tensor clone() const;                               // always a new contiguous copy
+  Tensor clone() const;  // always a new contiguous copy, on the same device (a device view must be contiguous)
   Tensor to(DType dtype) const;                       // F32/BF16/F16 conversions; contiguous result
   // A contiguous copy on `device` (self when already there and contiguous). A device tensor must be
   // contiguous to leave its device (views of device memory are copied by kernels, not here).

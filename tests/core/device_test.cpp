@@ -45,14 +45,15 @@ TEST(Device, HostAccessToADeviceTensorIsChecked) {
   FakeDeviceAllocator fake;
   register_allocator(DeviceType::CUDA, &fake);
   Tensor t = Tensor::empty({4, 4}, DType::F32, Device::cuda(0));
-  register_allocator(DeviceType::CUDA, nullptr);
   EXPECT_EQ(fake.allocations(), 1u);
   EXPECT_EQ(t.device(), Device::cuda(0));
   EXPECT_EQ(t.view({16}).device(), Device::cuda(0));
   EXPECT_THROW(t.f32(), Error);
   EXPECT_THROW(t.raw(), Error);
   EXPECT_THROW(t.data<uint8_t>(), Error);
-  EXPECT_THROW(t.clone(), Error);
+  EXPECT_EQ(t.clone().device(), Device::cuda(0));               // copies stay on the device
+  EXPECT_THROW(t.slice(1, 0, 2).clone(), Error);                 // but only whole rows (contiguous)
+  register_allocator(DeviceType::CUDA, nullptr);
   EXPECT_THROW(register_allocator(DeviceType::CPU, &fake), Error);
 }
 

@@ -18,6 +18,7 @@
 #include "models/generation.h"
 #include "models/internvit.h"
 #include "models/llm.h"
+#include "models/sam2/sam2_image.h"
 #include "ops/ops.h"
 #include "ops/ops_test_util.h"
 #include "test_util.h"
@@ -130,6 +131,45 @@ TEST(StandInDevice, VisionEncoderAsOnTheCpu) {
       expect_same(want_shuffled, vit.device.shuffled_features(pixels), "shuffled features");
     }
   }
+}
+
+// Records on both devices and compares every stage (the host copies the recorder keeps).
+void expect_same_stages(const StageRecorder& cpu, const StageRecorder& device) {
+  ASSERT_EQ(cpu.stages().size(), device.stages().size());
+  for (size_t i = 0; i < cpu.stages().size(); ++i) {
+    EXPECT_EQ(cpu.stages()[i].first, device.stages()[i].first);
+    expect_same(cpu.stages()[i].second, device.stages()[i].second, cpu.stages()[i].first);
+  }
+}
+
+TEST(StandInDevice, Sam2ImageEncoderAndDecoderAsOnTheCpu) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  StandInGpu stand_in;
+  const OnBoth<sam2::Sam2Image> sam = load_on_both<sam2::Sam2Image>(dir, Precision::BF16);
+  const int64_t S = sam.cpu.config.image_size;
+  const Tensor image = ops_test::random_tensor({3, S, S}, 3, -2.f, 2.f);
+  const Tensor language = ops_test::random_tensor({256}, 4);
+
+  StageRecorder cpu_stages, device_stages;
+  const sam2::FrameFeatures cpu_features = sam.cpu.encode(image, ExecContext::recording(&cpu_stages));
+  const sam2::DecoderOutput want = sam.cpu.decode_conditioning(cpu_features, language.f32(),
+                                                               ExecContext::recording(&cpu_stages));
+  const sam2::DecoderOutput tracking = sam.cpu.decode(cpu_features.fpn2, cpu_features, nullptr);
+
+  ExecContext ctx = ExecContext::recording(&device_stages);
+  ctx.device = Device::cuda(0);
+  const ContextScope scope(ctx);
+  const sam2::FrameFeatures features = sam.device.encode(image, ctx);
+  EXPECT_EQ(features.fpn2.device(), Device::cuda(0));
+  const Tensor device_language = language.to(Device::cuda(0));
+  const sam2::DecoderOutput got = sam.device.decode_conditioning(features, device_language.kernel_f32(), ctx);
+  expect_same_stages(cpu_stages, device_stages);
+  expect_same(want.low_res_mask, got.low_res_mask, "low-res mask");
+  expect_same(want.sam_token, got.sam_token, "SAM token");
+  EXPECT_EQ(want.iou, got.iou);
+  EXPECT_EQ(want.object_score_logit, got.object_score_logit);
+  const sam2::DecoderOutput got_tracking = sam.device.decode(features.fpn2, features, nullptr);
+  expect_same(tracking.low_res_mask, got_tracking.low_res_mask, "tracking mask");
 }
 
 }  // namespace

@@ -44,9 +44,9 @@ std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, const
     TokenMap lat;
     lat.h = x.h;
     lat.w = x.w;
-    lat.tokens = Tensor::empty({x.h * x.w, d_model});
-    ops::linear(x.tokens.f32(), x.h * x.w, x.channels(), wt,
-                conv_b[levels - 1 - i].f32(), lat.tokens.f32());
+    lat.tokens = Tensor::empty({x.h * x.w, d_model}, DType::F32, x.tokens.device());
+    ops::linear(x.tokens.kernel_f32(), x.h * x.w, x.channels(), wt, conv_b[levels - 1 - i].kernel_f32(),
+                lat.tokens.kernel_f32());
     const bool top_down = std::find(top_down_levels.begin(), top_down_levels.end(), i) != top_down_levels.end();
     if (top_down && prev) {
       check(prev->h * 2 == lat.h && prev->w * 2 == lat.w, "FPN: level sizes do not halve");

@@ -37,7 +37,7 @@ TokenMap TokenMap::from_chw(const Tensor& chw) {
 Tensor HieraScratch::get(Slot slot, const Shape& shape) {
   const int64_t n = shape_numel(shape);
   Tensor& buf = slots_[slot];
-  if (!buf.defined() || buf.numel() < n) buf = Tensor::empty({n});
+  if (!buf.defined() || buf.numel() < n) buf = Tensor::empty({n}, DType::F32, device_);
   return buf.slice(0, 0, n).view(shape);
 }
 
@@ -47,7 +47,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   const int64_t s = q_stride, Ho = H / s, Wo = W / s;
 
   Tensor xn = scratch.get(S::kNorm, {hw, dim_in});
-  ops::layer_norm(x.tokens.f32(), norm1_w.f32(), norm1_b.f32(), xn.f32(), hw, dim_in, kLayerNormEps);
+  ops::layer_norm(x.tokens.kernel_f32(), norm1_w.kernel_f32(), norm1_b.kernel_f32(), xn.kernel_f32(), hw, dim_in, kLayerNormEps);
 
   // Shortcut: projected (and pooled with the queries) when the width changes, a band of rows at a
   // time (whole multiples of the pooling stride).
@@ -59,9 +59,9 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
     else shortcut = scratch.get(S::kShortcut, {hw, dim_out});
     for (int64_t y0 = 0; y0 < H; y0 += band) {
       const int64_t rows = std::min(band, H - y0);
-      float* dst = s > 1 ? projected.f32() : shortcut.f32() + y0 * W * dim_out;
-      ops::linear(xn.f32() + y0 * W * dim_in, rows * W, dim_in, proj_w, proj_b.f32(), dst);
-      if (s > 1) ops::max_pool_tokens(dst, dim_out, 1, rows, W, dim_out, s, shortcut.f32() + (y0 / s) * Wo * dim_out);
+      float* dst = s > 1 ? projected.kernel_f32() : shortcut.kernel_f32() + y0 * W * dim_out;
+      ops::linear(xn.kernel_f32() + y0 * W * dim_in, rows * W, dim_in, proj_w, proj_b.kernel_f32(), dst);
+      if (s > 1) ops::max_pool_tokens(dst, dim_out, 1, rows, W, dim_out, s, shortcut.kernel_f32() + (y0 / s) * Wo * dim_out);
     }
   }
 
@@ -87,22 +87,22 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   for (int64_t r0 = 0; r0 < n_rows; r0 += band_rows) {
     const int64_t count = std::min(band_rows, n_rows - r0) * n_cols, tokens = count * win_tokens;
     if (!identity_partition)
-      ops::window_partition(xn.f32() + r0 * win_h * W * dim_in, std::min(H - r0 * win_h, count / n_cols * win_h), W,
-                            dim_in, win_h, win_w, xw.f32());
-    ops::linear(xw.f32(), tokens, dim_in, qkv_w, qkv_b.f32(), qkv.f32());
+      ops::window_partition(xn.kernel_f32() + r0 * win_h * W * dim_in, std::min(H - r0 * win_h, count / n_cols * win_h), W,
+                            dim_in, win_h, win_w, xw.kernel_f32());
+    ops::linear(xw.kernel_f32(), tokens, dim_in, qkv_w, qkv_b.kernel_f32(), qkv.kernel_f32());
 
     // Query pooling inside each window.
-    const float* q = qkv.f32();
+    const float* q = qkv.kernel_f32();
     int64_t q_row = qkv_dim;
     if (s > 1) {
-      ops::max_pool_tokens(qkv.f32(), qkv_dim, count, win_h, win_w, dim_out, s, pooled_q.f32());
-      q = pooled_q.f32();
+      ops::max_pool_tokens(qkv.kernel_f32(), qkv_dim, count, win_h, win_w, dim_out, s, pooled_q.kernel_f32());
+      q = pooled_q.kernel_f32();
       q_row = dim_out;
     }
     // The band's first window; window wi is offset by wi times the batch strides.
-    const ops::AttentionArgs a = attention.args({q, q_row}, {qkv.f32() + dim_out, qkv_dim},
-                                                {qkv.f32() + 2 * dim_out, qkv_dim},
-                                                attn.f32() + r0 * n_cols * q_tokens * dim_out, dim_out, q_tokens,
+    const ops::AttentionArgs a = attention.args({q, q_row}, {qkv.kernel_f32() + dim_out, qkv_dim},
+                                                {qkv.kernel_f32() + 2 * dim_out, qkv_dim},
+                                                attn.kernel_f32() + r0 * n_cols * q_tokens * dim_out, dim_out, q_tokens,
                                                 win_tokens);
     ops::AttentionBatch windows;
     windows.count = count;
@@ -113,14 +113,14 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   }
 
   Tensor projected_attn = scratch.get(S::kProjected, {n_win * q_tokens, dim_out});
-  ops::linear(attn.f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.f32(), projected_attn.f32());
+  ops::linear(attn.kernel_f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.kernel_f32(), projected_attn.kernel_f32());
 
   // Window un-partition (cropping the padding) fused with the residual add.
   TokenMap out;
   out.h = Ho;
   out.w = Wo;
   out.tokens = scratch.get(out_slot, {Ho * Wo, dim_out});
-  ops::window_unpartition(projected_attn.f32(), qh, qw, Ho, Wo, dim_out, out.tokens.f32(), shortcut.f32());
+  ops::window_unpartition(projected_attn.kernel_f32(), qh, qw, Ho, Wo, dim_out, out.tokens.kernel_f32(), shortcut.kernel_f32());
 
   // MLP with residual, a chunk of tokens at a time.
   const int64_t n = Ho * Wo, chunk = std::min(n, kTokensPerChunk);
@@ -129,10 +129,10 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   Tensor mlp_out = scratch.get(S::kProjected, {chunk, dim_out});
   for (int64_t t0 = 0; t0 < n; t0 += chunk) {
     const int64_t rows = std::min(chunk, n - t0);
-    float* const tokens = out.tokens.f32() + t0 * dim_out;
-    ops::layer_norm(tokens, norm2_w.f32(), norm2_b.f32(), yn.f32(), rows, dim_out, kLayerNormEps);
-    mlp.forward(yn.f32(), rows, h.f32(), mlp_out.f32());
-    ops::add(tokens, mlp_out.f32(), tokens, rows * dim_out);
+    float* const tokens = out.tokens.kernel_f32() + t0 * dim_out;
+    ops::layer_norm(tokens, norm2_w.kernel_f32(), norm2_b.kernel_f32(), yn.kernel_f32(), rows, dim_out, kLayerNormEps);
+    mlp.forward(yn.kernel_f32(), rows, h.kernel_f32(), mlp_out.kernel_f32());
+    ops::add(tokens, mlp_out.kernel_f32(), tokens, rows * dim_out);
   }
   return out;
 }
@@ -219,7 +219,8 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, const ExecContext
   ops::Conv2dArgs conv;
   conv.stride_h = conv.stride_w = 4;
   conv.pad_h = conv.pad_w = 3;
-  Tensor x = ops::conv2d(image.contiguous(), patch_w, patch_b, conv);  // [C, H, W]
+  const Device device = patch_w.matrix.device();
+  Tensor x = ops::conv2d(image.to(device), patch_w, patch_b, conv);  // [C, H, W]; a host image is copied
   const int64_t C = x.size(0), H = x.size(1), W = x.size(2);
   const int64_t win_h = pos_embed_window.size(2), win_w = pos_embed_window.size(3);
   check(H % win_h == 0 && W % win_w == 0, "Hiera: the " + std::to_string(H) + "x" + std::to_string(W) +
@@ -234,11 +235,11 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, const ExecContext
   std::call_once(position_cache->once, [&] { position_cache->embedding = position_embedding(); });
   const Tensor& cached = position_cache->embedding;
   const Tensor pe = cached.size(1) == H && cached.size(2) == W ? cached : position_embedding();
-  ops::add(x.f32(), pe.f32(), x.f32(), C * H * W);
+  ops::add(x.kernel_f32(), pe.kernel_f32(), x.kernel_f32(), C * H * W);
 
   TokenMap cur = TokenMap::from_chw(x);
   x = Tensor();
-  HieraScratch scratch;
+  HieraScratch scratch(device);
   std::vector<TokenMap> outputs;
   for (size_t i = 0; i < blocks.size(); ++i) {
     cur = blocks[i].forward(cur, scratch, i % 2 ? HieraScratch::kOutB : HieraScratch::kOutA);

@@ -38,11 +38,13 @@ struct TokenMap {
 // 4 KiB on first touch, which at 1024² input is a third of the trunk's time.
 class HieraScratch {
  public:
+  explicit HieraScratch(Device device = Device::cpu()) : device_(device) {}
   enum Slot { kNorm, kShortcutProj, kShortcut, kWindows, kQkv, kPooledQ, kAttn, kProjected, kHidden, kOutA, kOutB, kCount };
   // A contiguous F32 view of `shape` on the slot's buffer (grown when too small).
   Tensor get(Slot slot, const Shape& shape);
 
  private:
+  Device device_;
   Tensor slots_[kCount];
 };
 

@@ -13,15 +13,15 @@ constexpr float kTokenNormEps = 1e-5f;    // nn.LayerNorm default in the two-way
 constexpr float kLayerNorm2dEps = 1e-6f;  // SAM2 LayerNorm2d
 
 Tensor add_tensors(const Tensor& a, const Tensor& b) {
-  Tensor out = Tensor::empty(a.shape());
-  ops::add(a.f32(), b.f32(), out.f32(), a.numel());
+  Tensor out = Tensor::empty(a.shape(), DType::F32, a.device());
+  ops::add(a.kernel_f32(), b.kernel_f32(), out.kernel_f32(), a.numel());
   return out;
 }
 
 // x = LayerNorm(x + y) over rows of x.size(1), in place on x.
 void add_norm(Tensor& x, const Tensor& y, const Tensor& w, const Tensor& b) {
-  ops::add(x.f32(), y.f32(), x.f32(), x.numel());
-  ops::layer_norm(x.f32(), w.f32(), b.f32(), x.f32(), x.size(0), x.size(1), kTokenNormEps);
+  ops::add(x.kernel_f32(), y.kernel_f32(), x.kernel_f32(), x.numel());
+  ops::layer_norm(x.kernel_f32(), w.kernel_f32(), b.kernel_f32(), x.kernel_f32(), x.size(0), x.size(1), kTokenNormEps);
 }
 
 }  // namespace
@@ -40,7 +40,7 @@ Tensor SamMlp::forward(const Tensor& x) const {
   Tensor h = x;
   for (size_t i = 0; i < w.size(); ++i) {
     h = ops::linear(h, w[i], b[i]);
-    if (i + 1 < w.size()) ops::relu(h.f32(), h.numel());
+    if (i + 1 < w.size()) ops::relu(h.kernel_f32(), h.numel());
   }
   return h;
 }
@@ -67,8 +67,8 @@ SamAttention SamAttention::load(Weights& w, const std::string& prefix, int64_t e
 
 Tensor SamAttention::forward(const Tensor& q, const Tensor& k, const Tensor& v) const {
   const Tensor qp = ops::linear(q, q_w, q_b), kp = ops::linear(k, k_w, k_b), vp = ops::linear(v, v_w, v_b);
-  Tensor o = Tensor::empty({q.size(0), internal_dim});
-  attention.run({qp.f32(), internal_dim}, {kp.f32(), internal_dim}, {vp.f32(), internal_dim}, o.f32(), internal_dim,
+  Tensor o = Tensor::empty({q.size(0), internal_dim}, DType::F32, q.device());
+  attention.run({qp.kernel_f32(), internal_dim}, {kp.kernel_f32(), internal_dim}, {vp.kernel_f32(), internal_dim}, o.kernel_f32(), internal_dim,
                 q.size(0), k.size(0));
   return ops::linear(o, out_w, out_b);
 }
@@ -122,13 +122,13 @@ MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string
 
 Tensor MaskDecoder::feat_s0(const TokenMap& fpn0) const {
   TokenMap f{ops::linear(fpn0.tokens, conv_s0_w), fpn0.h, fpn0.w};
-  ops::add_rows(f.tokens.f32(), conv_s0_b.f32(), f.tokens.size(0), f.tokens.size(1));
+  ops::add_rows(f.tokens.kernel_f32(), conv_s0_b.kernel_f32(), f.tokens.size(0), f.tokens.size(1));
   return f.to_chw();
 }
 
 Tensor MaskDecoder::feat_s1(const TokenMap& fpn1) const {
   TokenMap f{ops::linear(fpn1.tokens, conv_s1_w), fpn1.h, fpn1.w};
-  ops::add_rows(f.tokens.f32(), conv_s1_b.f32(), f.tokens.size(0), f.tokens.size(1));
+  ops::add_rows(f.tokens.kernel_f32(), conv_s1_b.kernel_f32(), f.tokens.size(0), f.tokens.size(1));
   return f.to_chw();
 }
 
@@ -142,18 +142,17 @@ MaskDecoder::Output MaskDecoder::predict(const Tensor& image_embedding, const Te
 
   // tokens = [obj_score, iou, mask tokens…, sparse prompts…]
   const int64_t n_tokens = 2 + num_mask_tokens + sparse.size(0);
-  Tensor point_embedding = Tensor::empty({n_tokens, dim});
+  Tensor point_embedding = Tensor::empty({n_tokens, dim}, DType::F32, image_embedding.device());
   {
-    float* p = point_embedding.f32();
-    const size_t row = static_cast<size_t>(dim) * sizeof(float);
-    std::memcpy(p, obj_score_token.f32(), row);
-    std::memcpy(p + dim, iou_token.f32(), row);
-    std::memcpy(p + 2 * dim, mask_tokens.f32(), row * num_mask_tokens);
-    std::memcpy(p + (2 + num_mask_tokens) * dim, sparse.contiguous().f32(), row * sparse.size(0));
+    float* p = point_embedding.kernel_f32();
+    ops::copy_rows(obj_score_token.kernel_f32(), dim, p, dim, 1, dim);
+    ops::copy_rows(iou_token.kernel_f32(), dim, p + dim, dim, 1, dim);
+    ops::copy_rows(mask_tokens.kernel_f32(), dim, p + 2 * dim, dim, num_mask_tokens, dim);
+    ops::copy_rows(sparse.contiguous().kernel_f32(), dim, p + (2 + num_mask_tokens) * dim, dim, sparse.size(0), dim);
   }
   // Image side: src = image_embedding + dense, as tokens.
   Tensor keys = TokenMap::from_chw(image_embedding).tokens;
-  ops::add_rows(keys.f32(), dense, keys.size(0), dim);
+  ops::add_rows(keys.kernel_f32(), dense, keys.size(0), dim);
   const Tensor key_pe = TokenMap::from_chw(image_pe).tokens;
 
   // Two-way transformer.
@@ -161,7 +160,7 @@ MaskDecoder::Output MaskDecoder::predict(const Tensor& image_embedding, const Te
   for (const TwoWayBlock& b : blocks) {
     if (b.skip_first_layer_pe) {
       queries = b.self_attn.forward(queries, queries, queries);
-      ops::layer_norm(queries.f32(), b.norm_w[0].f32(), b.norm_b[0].f32(), queries.f32(), n_tokens, dim,
+      ops::layer_norm(queries.kernel_f32(), b.norm_w[0].kernel_f32(), b.norm_b[0].kernel_f32(), queries.kernel_f32(), n_tokens, dim,
                       kTokenNormEps);
     } else {
       const Tensor q = add_tensors(queries, point_embedding);
@@ -190,30 +189,30 @@ MaskDecoder::Output MaskDecoder::predict(const Tensor& image_embedding, const Te
   Tensor u = ops::conv_transpose_2x2(src, up1_w, up1_b);
   check(u.shape() == feat_s1.shape(), "sam2 mask decoder: feat_s1 " + shape_str(feat_s1.shape()) +
                                           " does not match the upscaled embedding " + shape_str(u.shape()));
-  ops::add(u.f32(), feat_s1.contiguous().f32(), u.f32(), u.numel());
-  ops::layer_norm_2d(u.f32(), up_norm_w.f32(), up_norm_b.f32(), u.f32(), u.size(0), u.size(1) * u.size(2),
+  ops::add(u.kernel_f32(), feat_s1.contiguous().kernel_f32(), u.kernel_f32(), u.numel());
+  ops::layer_norm_2d(u.kernel_f32(), up_norm_w.kernel_f32(), up_norm_b.kernel_f32(), u.kernel_f32(), u.size(0), u.size(1) * u.size(2),
                      kLayerNorm2dEps);
-  ops::gelu_erf(u.f32(), u.numel());
+  ops::gelu_erf(u.kernel_f32(), u.numel());
   u = ops::conv_transpose_2x2(u, up2_w, up2_b);
   check(u.shape() == feat_s0.shape(), "sam2 mask decoder: feat_s0 " + shape_str(feat_s0.shape()) +
                                           " does not match the upscaled embedding " + shape_str(u.shape()));
-  ops::add(u.f32(), feat_s0.contiguous().f32(), u.f32(), u.numel());
-  ops::gelu_erf(u.f32(), u.numel());
+  ops::add(u.kernel_f32(), feat_s0.contiguous().kernel_f32(), u.kernel_f32(), u.numel());
+  ops::gelu_erf(u.kernel_f32(), u.numel());
 
   // Hypernetworks: masks[m] = MLP_m(mask token m) · u.
   const int64_t up_c = u.size(0), up_h = u.size(1), up_w = u.size(2);
-  Tensor hyper = Tensor::empty({num_mask_tokens, up_c});
+  Tensor hyper = Tensor::empty({num_mask_tokens, up_c}, DType::F32, u.device());
   for (int64_t m = 0; m < num_mask_tokens; ++m) {
     const Tensor h = hypernetworks[m].forward(out.mask_tokens_out.slice(0, m, m + 1));
-    std::memcpy(hyper.f32() + m * up_c, h.f32(), static_cast<size_t>(up_c) * sizeof(float));
+    ops::copy_rows(h.kernel_f32(), up_c, hyper.kernel_f32() + m * up_c, up_c, 1, up_c);
   }
-  out.masks = Tensor::empty({num_mask_tokens, up_h, up_w});
-  ops::gemm(hyper.f32(), up_c, u.f32(), up_h * up_w, out.masks.f32(), up_h * up_w, num_mask_tokens, up_h * up_w,
+  out.masks = Tensor::empty({num_mask_tokens, up_h, up_w}, DType::F32, u.device());
+  ops::gemm(hyper.kernel_f32(), up_c, u.kernel_f32(), up_h * up_w, out.masks.kernel_f32(), up_h * up_w, num_mask_tokens, up_h * up_w,
             up_c, /*transpose_b=*/false);
 
   out.iou = iou_head.forward(iou_token_out.clone()).view({num_mask_tokens});
-  ops::sigmoid(out.iou.f32(), num_mask_tokens);
-  out.object_score_logit = obj_score_head.forward(queries.slice(0, 0, 1).clone()).f32()[0];
+  ops::sigmoid(out.iou.kernel_f32(), num_mask_tokens);
+  out.object_score_logit = obj_score_head.forward(queries.slice(0, 0, 1).clone()).to(Device::cpu()).f32()[0];
   return out;
 }
 

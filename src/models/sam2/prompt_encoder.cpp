@@ -45,12 +45,12 @@ Tensor PromptEncoder::dense_pe() const {
 
 Tensor PromptEncoder::sparse_embeddings(const float* language_embedding) const {
   const int64_t tokens = language_embedding ? 3 : 2;
-  Tensor out = Tensor::empty({tokens, embed_dim});
-  float* o = out.f32();
-  const size_t bytes = static_cast<size_t>(embed_dim) * sizeof(float);
-  std::memcpy(o, not_a_point.f32(), bytes);
-  std::memcpy(o + embed_dim, not_a_point.f32(), bytes);
-  if (language_embedding) std::memcpy(o + 2 * embed_dim, language_embedding, bytes);
+  Tensor out = Tensor::empty({tokens, embed_dim}, DType::F32, not_a_point.device());
+  float* o = out.kernel_f32();
+  const int64_t d = embed_dim;
+  ops::copy_rows(not_a_point.kernel_f32(), d, o, d, 1, d);
+  ops::copy_rows(not_a_point.kernel_f32(), d, o + d, d, 1, d);
+  if (language_embedding) ops::copy_rows(language_embedding, d, o + 2 * d, d, 1, d);
   return out;
 }
 

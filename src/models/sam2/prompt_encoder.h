@@ -29,7 +29,7 @@ struct PromptEncoder {
   // F32 [2, embed_dim] = [NAP, NAP], or [3, embed_dim] = [NAP, NAP, language] when given.
   Tensor sparse_embeddings(const float* language_embedding) const;
   // The dense prompt at every pixel: no_mask_embed [embed_dim].
-  const float* dense_embedding() const { return no_mask.f32(); }
+  const float* dense_embedding() const { return no_mask.kernel_f32(); }  // for the ops, on the model's device
 };
 
 }  // namespace sa2va::sam2

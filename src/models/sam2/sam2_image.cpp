@@ -59,7 +59,7 @@ FrameFeatures Sam2Image::encode(const Tensor& image, const ExecContext& ctx) con
 Tensor Sam2Image::conditioning_embedding(const FrameFeatures& f) const {
   const int64_t c = f.fpn2.size(0), hw = f.fpn2.size(1) * f.fpn2.size(2);
   Tensor out = f.fpn2.clone();
-  ops::add_per_row(out.f32(), no_mem_embed.f32(), c, hw);  // channel c gets no_mem_embed[c]
+  ops::add_per_row(out.kernel_f32(), no_mem_embed.kernel_f32(), c, hw);  // channel c gets no_mem_embed[c]
   return out;
 }
 
@@ -80,7 +80,8 @@ DecoderOutput Sam2Image::decode(const Tensor& image_embedding, const FrameFeatur
 
   // Multimask output: candidates are mask tokens 1..n-1; pick the highest predicted IoU.
   const int64_t n = mask_decoder.num_mask_tokens;
-  const float* iou = m.iou.f32();
+  const Tensor host_iou = m.iou.to(Device::cpu());  // the choice is made on the host
+  const float* iou = host_iou.f32();
   int64_t best = 1;
   for (int64_t i = 2; i < n; ++i)
     if (iou[i] > iou[best]) best = i;

@@ -59,7 +59,7 @@ struct Sam2Image {
   Tensor conditioning_embedding(const FrameFeatures& f) const;
 
   // image_embedding: [256, g, g] (conditioning embedding or memory-conditioned features);
-  // language_embedding: 256 floats ([SEG] prompt) or nullptr (tracking: two padding points only).
+  // language_embedding: 256 floats in the model's device memory ([SEG] prompt) or nullptr (tracking: two padding points only).
   // Records sam.image_pe, sam.decoder.{image_embeddings, dense_prompt_embeddings.0_0,
   // sparse_prompt_embeddings, low_res_multimasks, iou_pred, object_score_logits, sam_tokens_out}.
   DecoderOutput decode(const Tensor& image_embedding, const FrameFeatures& f, const float* language_embedding,
