@@ -38,7 +38,7 @@ case "$step" in
     log=${OUT:-/tmp}/gpu-tests.log
     start=$(date +%s)
     set +e
-    LD_LIBRARY_PATH="$PWD/gpu-bundle/lib" gpu-bundle/sa2va_gpu_tests 2>&1 | tee "$log"
+    SA2VA_DATA_DIR="$PWD/data" LD_LIBRARY_PATH="$PWD/gpu-bundle/lib" gpu-bundle/sa2va_gpu_tests 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
     set -e
     # One line per test ends in its time: "[       OK ] Suite.Name (12 ms)".

@@ -50,7 +50,12 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
   return t;
 }
 
-Tensor Tensor::zeros(const Shape& shape, DType dtype) {
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
+  if (!device.is_cpu()) {  // zeros made on the host and copied (off the hot path)
+    Tensor t = empty(shape, dtype, device);
+    t.copy_from(zeros(shape, dtype));
+    return t;
+  }
   Tensor t = empty(shape, dtype);
   std::memset(t.base_, 0, t.nbytes());
   return t;

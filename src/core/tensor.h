@@ -24,8 +24,8 @@ class Tensor {
  public:
   Tensor() = default;
 
-  // New contiguous tensor; contents zeroed (CPU only).
-  static Tensor zeros(const Shape& shape, DType dtype = DType::F32);
+  // New contiguous tensor; contents zeroed.
+  static Tensor zeros(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());
   // New contiguous tensor from the device's allocator; contents uninitialised (for outputs
   // that are fully written).
   static Tensor empty(const Shape& shape, DType dtype = DType::F32, Device device = Device::cpu());

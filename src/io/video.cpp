@@ -396,14 +396,6 @@ std::unique_ptr<VideoSource> VideoSource::open(const std::string& path_or_dir, i
   return std::make_unique<FileVideoSource>(path_or_dir, max_pixels);
 }
 
-std::vector<int64_t> llm_frame_indices(int64_t total, int count, bool uniform) {
-  check(total >= 0 && count >= 0, "llm_frame_indices: negative frame count");
-  const int64_t n = std::min<int64_t>(count, total);
-  std::vector<int64_t> indices(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) indices[i] = uniform ? (2 * i + 1) * total / (2 * n) : i;
-  return indices;
-}
-
 // ---- Video writer --------------------------------------------------------------------------
 
 struct VideoWriter::Impl {

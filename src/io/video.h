@@ -58,12 +58,6 @@ class VideoSource {
 // folder cannot be read.
 std::vector<std::string> list_frame_files(const std::string& dir);
 
-// Which frames the LLM sees.
-// uniform = false (upstream Sa2VA): the first min(count, total) frames, 0, 1, 2, ...
-// uniform = true: n = min(count, total) frames evenly spread, frame i = floor((i + 0.5) * total / n)
-//   (the middle of each of n equal segments), computed exactly in integers as
-//   (2i + 1) * total / (2n). Indices are strictly increasing; n == total gives 0, 1, 2, ...
-std::vector<int64_t> llm_frame_indices(int64_t total, int count = 5, bool uniform = false);
 
 // Writes RGB frames to a video file: H.264 (libx264, yuv420p, CRF 18) when that encoder is
 // present, otherwise MPEG-4 part 2 at high quality; the container follows the file extension

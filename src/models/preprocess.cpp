@@ -250,13 +250,21 @@ Tensor postprocess_mask_logits(const Tensor& lowres_logits, int out_h, int out_w
 }
 
 Tensor threshold_mask(const Tensor& logits) {
-  const Tensor x = logits.contiguous();
+  const Tensor x = logits.device().is_cpu() ? logits.contiguous() : logits.to(Device::cpu());  // masks are host data
   Tensor out = Tensor::empty(x.shape(), DType::U8);
   const float* src = x.f32();
   uint8_t* dst = out.data<uint8_t>();
   const int64_t n = x.numel();
   for (int64_t i = 0; i < n; ++i) dst[i] = (1.f / (1.f + std::exp(-src[i]))) > 0.5f ? 1 : 0;
   return out;
+}
+
+std::vector<int64_t> llm_frame_indices(int64_t total, int count, bool uniform) {
+  check(total >= 0 && count >= 0, "llm_frame_indices: negative frame count");
+  const int64_t n = std::min<int64_t>(count, total);
+  std::vector<int64_t> indices(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) indices[i] = uniform ? (2 * i + 1) * total / (2 * n) : i;
+  return indices;
 }
 
 }  // namespace sa2va::preprocess

@@ -58,4 +58,11 @@ Tensor postprocess_mask_logits(const Tensor& lowres_logits, int out_h, int out_w
 // sigmoid(logit) > 0.5 evaluated in float32 (so logits within ~1e-7 of 0 are false) -> U8 [..] of 0/1.
 Tensor threshold_mask(const Tensor& logits);
 
+// Which frames the LLM sees.
+// uniform = false (upstream Sa2VA): the first min(count, total) frames, 0, 1, 2, ...
+// uniform = true: n = min(count, total) frames evenly spread, frame i = floor((i + 0.5) * total / n)
+//   (the middle of each of n equal segments), computed exactly in integers as
+//   (2i + 1) * total / (2n). Indices are strictly increasing; n == total gives 0, 1, 2, ...
+std::vector<int64_t> llm_frame_indices(int64_t total, int count = 5, bool uniform = false);
+
 }  // namespace sa2va::preprocess

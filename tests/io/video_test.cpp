@@ -1,6 +1,7 @@
 // Video input: frame folders and video files (generated here with the ffmpeg program), checked
 // against ffmpeg's own RGB24 output; key-frame selection; the overlay video writer.
 #include "io/video.h"
+#include "models/preprocess.h"
 
 #include <gtest/gtest.h>
 
@@ -418,20 +419,20 @@ TEST(VideoFileSizes, SizeChangeMidStream) {
 }
 
 TEST(LlmFrameIndices, FirstFramesByDefault) {
-  EXPECT_EQ(llm_frame_indices(100), (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  EXPECT_EQ(llm_frame_indices(3), (std::vector<int64_t>{0, 1, 2}));
-  EXPECT_EQ(llm_frame_indices(6, 5), (std::vector<int64_t>{0, 1, 2, 3, 4}));
-  EXPECT_TRUE(llm_frame_indices(0).empty());
-  EXPECT_EQ(llm_frame_indices(10, 2), (std::vector<int64_t>{0, 1}));
+  EXPECT_EQ(preprocess::llm_frame_indices(100), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_EQ(preprocess::llm_frame_indices(3), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(preprocess::llm_frame_indices(6, 5), (std::vector<int64_t>{0, 1, 2, 3, 4}));
+  EXPECT_TRUE(preprocess::llm_frame_indices(0).empty());
+  EXPECT_EQ(preprocess::llm_frame_indices(10, 2), (std::vector<int64_t>{0, 1}));
 }
 
 TEST(LlmFrameIndices, UniformTakesSegmentMiddles) {
-  EXPECT_EQ(llm_frame_indices(100, 5, true), (std::vector<int64_t>{10, 30, 50, 70, 90}));
-  EXPECT_EQ(llm_frame_indices(7, 5, true), (std::vector<int64_t>{0, 2, 3, 4, 6}));
-  EXPECT_EQ(llm_frame_indices(3, 5, true), (std::vector<int64_t>{0, 1, 2}));
-  EXPECT_EQ(llm_frame_indices(1, 5, true), (std::vector<int64_t>{0}));
+  EXPECT_EQ(preprocess::llm_frame_indices(100, 5, true), (std::vector<int64_t>{10, 30, 50, 70, 90}));
+  EXPECT_EQ(preprocess::llm_frame_indices(7, 5, true), (std::vector<int64_t>{0, 2, 3, 4, 6}));
+  EXPECT_EQ(preprocess::llm_frame_indices(3, 5, true), (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_EQ(preprocess::llm_frame_indices(1, 5, true), (std::vector<int64_t>{0}));
   for (int64_t total = 1; total < 200; ++total) {
-    std::vector<int64_t> indices = llm_frame_indices(total, 5, true);
+    std::vector<int64_t> indices = preprocess::llm_frame_indices(total, 5, true);
     ASSERT_EQ(static_cast<int64_t>(indices.size()), std::min<int64_t>(total, 5));
     for (size_t i = 0; i < indices.size(); ++i) {
       EXPECT_GE(indices[i], 0);

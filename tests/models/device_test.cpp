@@ -5,6 +5,8 @@
 // runs the CUDA kernels, which BackendOps.* compares with the CPU op by op.)
 #include <gtest/gtest.h>
 
+#include <fstream>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -13,11 +15,14 @@
 #include "core/device.h"
 #include "core/stages.h"
 #include "io/config.h"
+#include "io/image.h"
+#include "io/video.h"
 #include "io/safetensors.h"
 #include "io/weights.h"
 #include "models/generation.h"
 #include "models/internvit.h"
 #include "models/llm.h"
+#include "models/sa2va_model.h"
 #include "models/sam2/sam2_image.h"
 #include "ops/ops.h"
 #include "ops/ops_test_util.h"
@@ -170,6 +175,72 @@ TEST(StandInDevice, Sam2ImageEncoderAndDecoderAsOnTheCpu) {
   EXPECT_EQ(want.object_score_logit, got.object_score_logit);
   const sam2::DecoderOutput got_tracking = sam.device.decode(features.fpn2, features, nullptr);
   expect_same(tracking.low_res_mask, got_tracking.low_res_mask, "tracking mask");
+}
+
+void expect_same_prediction(const Prediction& cpu, const Prediction& device, const std::string& what) {
+  SCOPED_TRACE(what);
+  EXPECT_EQ(cpu.text, device.text);
+  EXPECT_EQ(cpu.generated_ids, device.generated_ids);
+  EXPECT_EQ(cpu.phrases, device.phrases);
+  EXPECT_EQ(cpu.scores, device.scores);
+  ASSERT_EQ(cpu.masks.size(), device.masks.size());
+  for (size_t k = 0; k < cpu.masks.size(); ++k) {
+    ASSERT_EQ(cpu.masks[k].size(), device.masks[k].size());
+    for (size_t t = 0; t < cpu.masks[k].size(); ++t) EXPECT_TRUE(cpu.masks[k][t] == device.masks[k][t]) << k << "/" << t;
+  }
+}
+
+// The whole pipeline, loaded with --device cuda:0 onto the stand-in: image segmentation (every stage
+// recorded), a visual prompt, greedy generation and a video, each equal to the CPU model's.
+TEST(StandInDevice, WholePipelineAsOnTheCpu) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  StandInGpu stand_in;
+  nlohmann::json meta;
+  std::ifstream(dir + "/meta.json") >> meta;
+  const nlohmann::json& cases = meta["cases"];
+  ModelOptions on_device;
+  on_device.precision = Precision::BF16;
+  on_device.device = "cuda:0";
+  const std::unique_ptr<Sa2vaModel> cpu = Sa2vaModel::load(dir, Precision::BF16);
+  const std::unique_ptr<Sa2vaModel> device = Sa2vaModel::load(dir, on_device);
+
+  Request image;
+  image.image = load_image(dir + "/" + cases["image"]["image"].get<std::string>());
+  image.text = cases["image"]["prompt"].get<std::string>();
+  image.forced_answer = cases["image"]["answer_text"].get<std::string>();
+  StageRecorder cpu_stages, device_stages;
+  const Prediction want = cpu->predict(image, &cpu_stages);
+  expect_same_prediction(want, device->predict(image, &device_stages), "image");
+  ASSERT_FALSE(want.masks.empty());
+  expect_same_stages(cpu_stages, device_stages);
+
+  Request regions = image;
+  Mask region;
+  region.width = image.image.width;
+  region.height = image.image.height;
+  region.data.assign(static_cast<size_t>(region.width) * region.height, 0);
+  for (int y = region.height / 4; y < region.height / 2; ++y)
+    for (int x = region.width / 4; x < region.width / 2; ++x) region.data[static_cast<size_t>(y) * region.width + x] = 1;
+  regions.mask_prompts.push_back(region);
+  expect_same_prediction(cpu->predict(regions), device->predict(regions), "visual prompt");
+
+  Request generated;
+  generated.image = image.image;
+  generated.text = cases["generate"]["prompt"].get<std::string>();
+  generated.generation.max_new_tokens = 8;
+  expect_same_prediction(cpu->predict(generated), device->predict(generated), "generation");
+
+  std::vector<Image> frames;
+  for (const auto& f : cases["video"]["frames"]) frames.push_back(load_image(dir + "/" + f.get<std::string>()));
+  auto cpu_video = Video::from_frames(frames), device_video = Video::from_frames(frames);
+  Request video;
+  video.text = cases["video"]["prompt"].get<std::string>();
+  video.forced_answer = cases["video"]["answer_text"].get<std::string>();
+  video.video = cpu_video.get();
+  const Prediction video_want = cpu->predict(video);
+  video.video = device_video.get();
+  expect_same_prediction(video_want, device->predict(video), "video");
+  EXPECT_EQ(video_want.masks.at(0).size(), frames.size());
 }
 
 }  // namespace

@@ -74,16 +74,16 @@ void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, 
   const Tensor q = head_major(ops::linear(q_in, a.q_w, a.q_b), heads);
   const Tensor k = head_major(ops::linear(k_in, a.k_w, a.k_b), heads);
   const Tensor v = head_major(ops::linear(v_in, a.v_w, a.v_b), heads);
-  Tensor attn = Tensor::empty({Sq, d});
+  Tensor attn = Tensor::empty({Sq, d}, DType::F32, q_in.device());
   for (int64_t head = 0; head < heads; ++head) {
-    float* qh = q.f32() + head * Sq * hd;
-    float* kh = k.f32() + head * Sk * hd;
+    float* qh = q.kernel_f32() + head * Sq * hd;
+    float* kh = k.kernel_f32() + head * Sk * hd;
     ops::rope_axial_2d(qh, Sq, hd, w, h, rope_theta, Sq);
     ops::rope_axial_2d(kh, Sk, hd, w, h, rope_theta, Sk - k_no_rope);
     // Heads are head-major here (RoPE rotates each head's rows): one single-head attention each.
-    attention.run({qh, hd}, {kh, hd}, {v.f32() + head * Sk * hd, hd}, attn.f32() + head * hd, d, Sq, Sk);
+    attention.run({qh, hd}, {kh, hd}, {v.kernel_f32() + head * Sk * hd, hd}, attn.kernel_f32() + head * hd, d, Sq, Sk);
   }
-  ops::linear(attn.f32(), Sq, d, a.out_w, a.out_b.f32(), out);
+  ops::linear(attn.kernel_f32(), Sq, d, a.out_w, a.out_b.kernel_f32(), out);
 }
 
 Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, const Tensor& memory,
@@ -103,33 +103,33 @@ Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, cons
   Tensor x = curr.contiguous().clone();
   {
     const Tensor pos = curr_pos.contiguous();
-    ops::add_scaled(x.f32(), pos.f32(), kInputPosScale, S * d);
+    ops::add_scaled(x.kernel_f32(), pos.kernel_f32(), kInputPosScale, S * d);
   }
   const Tensor mem = memory.contiguous();
   Tensor keys = mem.clone();
   {
     const Tensor pos = memory_pos.contiguous();
-    ops::add(keys.f32(), pos.f32(), keys.f32(), keys.numel());
+    ops::add(keys.kernel_f32(), pos.kernel_f32(), keys.kernel_f32(), keys.numel());
   }
 
-  Tensor y = Tensor::empty({S, d});
-  Tensor branch = Tensor::empty({S, d});
-  Tensor hidden = Tensor::empty({S, ffn});
+  Tensor y = Tensor::empty({S, d}, DType::F32, curr.device());
+  Tensor branch = Tensor::empty({S, d}, DType::F32, curr.device());
+  Tensor hidden = Tensor::empty({S, ffn}, DType::F32, curr.device());
   for (const MemoryAttentionLayer& L : layers) {
-    ops::layer_norm(x.f32(), L.norm1_w.f32(), L.norm1_b.f32(), y.f32(), S, d, kLayerNormEps);
-    attend(L.self_attn, y, y, y, 0, h, w, branch.f32());
-    ops::add(x.f32(), branch.f32(), x.f32(), S * d);
+    ops::layer_norm(x.kernel_f32(), L.norm1_w.kernel_f32(), L.norm1_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
+    attend(L.self_attn, y, y, y, 0, h, w, branch.kernel_f32());
+    ops::add(x.kernel_f32(), branch.kernel_f32(), x.kernel_f32(), S * d);
 
-    ops::layer_norm(x.f32(), L.norm2_w.f32(), L.norm2_b.f32(), y.f32(), S, d, kLayerNormEps);
-    attend(L.cross_attn, y, keys, mem, num_ptr_tokens, h, w, branch.f32());
-    ops::add(x.f32(), branch.f32(), x.f32(), S * d);
+    ops::layer_norm(x.kernel_f32(), L.norm2_w.kernel_f32(), L.norm2_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
+    attend(L.cross_attn, y, keys, mem, num_ptr_tokens, h, w, branch.kernel_f32());
+    ops::add(x.kernel_f32(), branch.kernel_f32(), x.kernel_f32(), S * d);
 
-    ops::layer_norm(x.f32(), L.norm3_w.f32(), L.norm3_b.f32(), y.f32(), S, d, kLayerNormEps);
-    L.ffn.forward(y.f32(), S, hidden.f32(), branch.f32());
-    ops::add(x.f32(), branch.f32(), x.f32(), S * d);
+    ops::layer_norm(x.kernel_f32(), L.norm3_w.kernel_f32(), L.norm3_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
+    L.ffn.forward(y.kernel_f32(), S, hidden.kernel_f32(), branch.kernel_f32());
+    ops::add(x.kernel_f32(), branch.kernel_f32(), x.kernel_f32(), S * d);
   }
-  Tensor out = Tensor::empty({S, d});
-  ops::layer_norm(x.f32(), norm_w.f32(), norm_b.f32(), out.f32(), S, d, kLayerNormEps);
+  Tensor out = Tensor::empty({S, d}, DType::F32, curr.device());
+  ops::layer_norm(x.kernel_f32(), norm_w.kernel_f32(), norm_b.kernel_f32(), out.kernel_f32(), S, d, kLayerNormEps);
   return out;
 }
 

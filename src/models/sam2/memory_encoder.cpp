@@ -82,8 +82,8 @@ Tensor MemoryEncoder::forward(const Tensor& pix_feat, const Tensor& mask_logits)
 
   // Mask for memory: sigmoid(logits)·scale + bias.
   Tensor m = mask_logits.contiguous().clone().view({1, H * total_stride, W * total_stride});
-  ops::sigmoid(m.f32(), m.numel());
-  ops::scale_shift(m.f32(), sigmoid_scale, sigmoid_bias, m.numel());
+  ops::sigmoid(m.kernel_f32(), m.numel());
+  ops::scale_shift(m.kernel_f32(), sigmoid_scale, sigmoid_bias, m.numel());
 
   ops::Conv2dArgs down;
   down.stride_h = down.stride_w = kDownsamplerStride;
@@ -91,29 +91,29 @@ Tensor MemoryEncoder::forward(const Tensor& pix_feat, const Tensor& mask_logits)
   for (const MaskDownsamplerStage& st : downsampler) {
     m = ops::conv2d(m, st.conv_w, st.conv_b, down);
     const int64_t ch = m.size(0), px = m.size(1) * m.size(2);
-    ops::layer_norm_2d(m.f32(), st.norm_w.f32(), st.norm_b.f32(), m.f32(), ch, px, kLayerNorm2dEps);
-    ops::gelu_erf(m.f32(), m.numel());
+    ops::layer_norm_2d(m.kernel_f32(), st.norm_w.kernel_f32(), st.norm_b.kernel_f32(), m.kernel_f32(), ch, px, kLayerNorm2dEps);
+    ops::gelu_erf(m.kernel_f32(), m.numel());
   }
   m = ops::conv2d(m, downsampler_proj_w, downsampler_proj_b, ops::Conv2dArgs{});
 
   Tensor x = ops::conv2d(pix_feat.contiguous(), pix_feat_proj_w, pix_feat_proj_b, ops::Conv2dArgs{});
-  ops::add(x.f32(), m.f32(), x.f32(), x.numel());
+  ops::add(x.kernel_f32(), m.kernel_f32(), x.kernel_f32(), x.numel());
 
   ops::Conv2dArgs depthwise;
   depthwise.pad_h = depthwise.pad_w = kernel / 2;
   depthwise.groups = C;
   for (const CXBlock& b : fuser) {
     Tensor y = ops::conv2d(x, b.dwconv_w, b.dwconv_b, depthwise);
-    ops::layer_norm_2d(y.f32(), b.norm_w.f32(), b.norm_b.f32(), y.f32(), C, P, kLayerNorm2dEps);
+    ops::layer_norm_2d(y.kernel_f32(), b.norm_w.kernel_f32(), b.norm_b.kernel_f32(), y.kernel_f32(), C, P, kLayerNorm2dEps);
     TokenMap tokens = TokenMap::from_chw(y);  // per-pixel linears run on [P, C] tokens
     Tensor hidden = ops::linear(tokens.tokens, b.pwconv1_w, b.pwconv1_b);
-    ops::gelu_erf(hidden.f32(), hidden.numel());
+    ops::gelu_erf(hidden.kernel_f32(), hidden.numel());
     tokens.tokens = ops::linear(hidden, b.pwconv2_w, b.pwconv2_b);
-    ops::mul_rows(tokens.tokens.f32(), b.g_weight.f32(), P, C);
-    ops::add(x.f32(), tokens.to_chw().f32(), x.f32(), x.numel());
+    ops::mul_rows(tokens.tokens.kernel_f32(), b.g_weight.kernel_f32(), P, C);
+    ops::add(x.kernel_f32(), tokens.to_chw().kernel_f32(), x.kernel_f32(), x.numel());
   }
   Tensor out = ops::conv2d(x, out_proj_w, out_proj_b, ops::Conv2dArgs{});
-  ops::round_bf16(out.f32(), out.numel());
+  ops::round_bf16(out.kernel_f32(), out.numel());
   return out;
 }
 

@@ -146,7 +146,10 @@ Tensor VideoTracker::encode_memory(const FrameFeatures& f, const Tensor& low_res
   const Tensor high_res = ops::interpolate_bilinear(low_res_mask.contiguous().view({1, low, low}), S, S, false);
   const Tensor features = memory_encoder.forward(f.fpn2, high_res);  // [mem_dim, g, g], bf16-rounded
   ctx.record("sam.maskmem_features_frame" + std::to_string(frame), features);
-  return TokenMap::from_chw(features).tokens.to(DType::BF16);  // exact: already bf16 values
+  const Tensor tokens = TokenMap::from_chw(features).tokens;
+  // Kept as bf16 on the host (exact: already bf16 values; half the bank's memory); a GPU keeps the
+  // same values in f32.
+  return tokens.device().is_cpu() ? tokens.to(DType::BF16) : tokens;
 }
 
 Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, int frame,
@@ -160,8 +163,9 @@ Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, 
   const int64_t HW = grid * grid, C = mem_dim, tokens_per_ptr = hidden_dim / mem_dim;
   const int64_t n_spatial = static_cast<int64_t>(sel.memories.size()) * HW;
   const int64_t n_ptr_tokens = static_cast<int64_t>(sel.pointers.size()) * tokens_per_ptr;
-  Tensor memory = Tensor::empty({n_spatial + n_ptr_tokens, C});
-  Tensor memory_pos = Tensor::zeros({n_spatial + n_ptr_tokens, C});
+  const Device device = f.fpn2.device();
+  Tensor memory = Tensor::empty({n_spatial + n_ptr_tokens, C}, DType::F32, device);
+  Tensor memory_pos = Tensor::zeros({n_spatial + n_ptr_tokens, C}, DType::F32, device);
 
   // Spatial memories: tokens + (sine PE + temporal embedding of their slot).
   const Tensor& spatial_pe = s.memory_pos_enc;  // [HW, C]
@@ -170,18 +174,18 @@ Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, 
     const MemoryRef& m = sel.memories[i];
     const Tensor mem = bank.memory(m.frame).to(DType::F32);
     check(mem.numel() == HW * C, "video tracking: stored memory has the wrong size");
-    float* rows = memory.f32() + static_cast<int64_t>(i) * HW * C;
-    float* pos = memory_pos.f32() + static_cast<int64_t>(i) * HW * C;
-    std::memcpy(rows, mem.f32(), static_cast<size_t>(HW * C) * sizeof(float));
-    std::memcpy(pos, spatial_pe.f32(), static_cast<size_t>(HW * C) * sizeof(float));
-    ops::add_rows(pos, maskmem_tpos_enc.f32() + static_cast<int64_t>(m.tpos_index) * C, HW, C);
+    float* rows = memory.kernel_f32() + static_cast<int64_t>(i) * HW * C;
+    float* pos = memory_pos.kernel_f32() + static_cast<int64_t>(i) * HW * C;
+    ops::copy_rows(mem.kernel_f32(), C, rows, C, HW, C);
+    ops::copy_rows(spatial_pe.kernel_f32(), C, pos, C, HW, C);
+    ops::add_rows(pos, maskmem_tpos_enc.kernel_f32() + static_cast<int64_t>(m.tpos_index) * C, HW, C);
   }
   // Object pointers: each [hidden] pointer becomes hidden/C consecutive tokens (channels kC..kC+C−1);
   // their position encoding is zero.
   for (size_t j = 0; j < sel.pointers.size(); ++j) {
     const Tensor ptr = bank.pointer(sel.pointers[j]).contiguous();
-    std::memcpy(memory.f32() + n_spatial * C + static_cast<int64_t>(j) * hidden_dim, ptr.f32(),
-                static_cast<size_t>(hidden_dim) * sizeof(float));
+    ops::copy_rows(ptr.kernel_f32(), hidden_dim, memory.kernel_f32() + n_spatial * C + static_cast<int64_t>(j) * hidden_dim,
+                   hidden_dim, 1, hidden_dim);
   }
 
   const TokenMap curr = TokenMap::from_chw(f.fpn2);
@@ -193,7 +197,7 @@ Tensor VideoTracker::condition_on_memory(const TrackerState& s, int64_t object, 
 
 Tensor VideoTracker::condition_frame(TrackerState& s, int64_t object, int frame, const Sam2Image& sam,
                                      const FrameFeatures& f, bool encode, const ExecContext& ctx) const {
-  const DecoderOutput d = sam.decode_conditioning(f, s.prompts.f32() + object * hidden_dim, ctx.silent());
+  const DecoderOutput d = sam.decode_conditioning(f, s.prompts.kernel_f32() + object * hidden_dim, ctx.silent());
   Tensor memory = encode ? encode_memory(f, d.low_res_mask, frame, ctx) : Tensor();
   s.banks[static_cast<size_t>(object)].add_conditioning(frame, std::move(memory), object_pointer(d));
   return d.low_res_mask;
