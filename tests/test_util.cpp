@@ -9,6 +9,8 @@
 #include <filesystem>
 #include <mutex>
 
+#include "core/device.h"
+#include "core/error.h"
 #include "io/safetensors.h"
 
 namespace sa2va::test {
@@ -140,6 +142,20 @@ int run_command(const std::string& command, std::string* output) {
   int status = pclose(pipe);
   if (output) *output = out;
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+bool gpu_available(std::string* why) {
+  if (!cuda_built()) {
+    *why = "this build has no CUDA backend (configure with -DSA2VA_CUDA=ON)";
+    return false;
+  }
+  try {
+    DeviceScope probe(Device::cuda(0));
+  } catch (const Error& e) {
+    *why = e.what();
+    return false;
+  }
+  return true;
 }
 
 }  // namespace sa2va::test

@@ -30,6 +30,10 @@ class FakeDeviceAllocator final : public Allocator {
   uint64_t count_ = 0;
 };
 
+// True when cuda:0 can be used; otherwise false with the reason (no CUDA backend in this build, no
+// driver, no GPU, ...) in *why.
+bool gpu_available(std::string* why);
+
 // $SA2VA_FIXTURES, else the shared fixtures folder next to the project.
 std::string fixtures_dir();
 // Path of a fixture file/folder; when it is missing: FAIL when CI=true, otherwise skip with a message.

@@ -7,6 +7,7 @@
 #include "core/device.h"
 #include "core/error.h"
 #include "core/tensor.h"
+#include "test_util.h"
 
 namespace sa2va {
 namespace {
@@ -21,12 +22,8 @@ std::string error_of(void (*f)()) {
 }
 
 bool has_gpu() {
-  try {
-    DeviceScope probe(Device::cuda(0));
-    return true;
-  } catch (const Error&) {
-    return false;
-  }
+  std::string why;
+  return test::gpu_available(&why);
 }
 
 TEST(CudaRuntime, AnUnusableGpuIsAClearError) {

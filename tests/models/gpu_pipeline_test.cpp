@@ -18,20 +18,6 @@
 namespace sa2va {
 namespace {
 
-bool gpu_available(std::string* why) {
-  if (!cuda_built()) {
-    *why = "this build has no CUDA backend";
-    return false;
-  }
-  try {
-    DeviceScope probe(Device::cuda(0));
-  } catch (const Error& e) {
-    *why = e.what();
-    return false;
-  }
-  return true;
-}
-
 // A picture with a bright disc on a gradient, and a few shifted copies as video frames.
 Image picture(int shift) {
   Image im(320, 240);
@@ -84,7 +70,7 @@ void expect_masks_agree(const Prediction& cpu, const Prediction& gpu, double min
 
 TEST(GpuPipeline, TinyModelMatchesTheCpu) {
   std::string why;
-  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!test::gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
   const std::string dir = test::temp_dir("gpu-tiny");
   MakeModelOptions make;
   make.out_dir = dir;

@@ -329,21 +329,6 @@ std::vector<OpCase> all_cases() {
   return all;
 }
 
-// The GPU the harness runs on, or the reason there is none.
-bool gpu_available(std::string* why) {
-  if (!cuda_built()) {
-    *why = "this build has no CUDA backend (configure with -DSA2VA_CUDA=ON)";
-    return false;
-  }
-  try {
-    DeviceScope probe(Device::cuda(0));
-  } catch (const Error& e) {
-    *why = e.what();
-    return false;
-  }
-  return true;
-}
-
 double compare(const Tensor& expected, const Tensor& got) {
   const std::vector<float> e = expected.to_vector(), g = got.to_vector();
   double scale = 1, worst = 0;
@@ -382,7 +367,7 @@ void run_against_cpu(Device device) {
 
 TEST(BackendOps, EveryGpuKernelMatchesTheCpu) {
   std::string why;
-  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU to compare with the CPU: " << why;
+  if (!test::gpu_available(&why)) GTEST_SKIP() << "no GPU to compare with the CPU: " << why;
   run_against_cpu(Device::cuda(0));
 }
 
@@ -437,7 +422,7 @@ TEST(BackendOps, CasesRunOnTheCpu) {
 
 TEST(BackendOps, TensorFrontsKeepDataOnTheGpu) {
   std::string why;
-  if (!gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  if (!test::gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
   DeviceScope on_gpu(Device::cuda(0));
   const Tensor x = ops_test::random_tensor({6, 7, 5}, 70);
   const Tensor t = ops::transpose_01(x.to(Device::cuda(0)));
