@@ -38,8 +38,13 @@ if [ ! -d tests/browser/node_modules/playwright-core ]; then
 fi
 
 jobs=$(nproc)
+# The CUDA backend is built when a CUDA compiler is found: on PATH, or in the toolkit's default place.
+cuda_args=()
+if ! command -v nvcc > /dev/null && [ -x /usr/local/cuda/bin/nvcc ]; then
+  cuda_args=(-DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc)
+fi
 # The Python module is built for Debian's interpreter, the one apt installs numpy, PIL and pytest for.
-cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=/usr/bin/python3
+cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DPython_EXECUTABLE=/usr/bin/python3 "${cuda_args[@]}"
 cmake --build build -j "$jobs"
 # clang for the sanitizer build: libFuzzer comes with it, and it compiles this code faster than GCC.
 if [ -f build-asan/CMakeCache.txt ] && ! grep -q "^CMAKE_CXX_COMPILER:.*clang" build-asan/CMakeCache.txt; then

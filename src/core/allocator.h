@@ -35,6 +35,9 @@ class Allocator {
   virtual void copy_from_host(void* device_dst, const void* host_src, size_t bytes);
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes);
   virtual void copy_within(void* device_dst, const void* device_src, size_t bytes);
+  // Waits until the calling thread's queued work on this device is done (results made on one
+  // request's stream and read by others: weights at load, shared caches).
+  virtual void synchronize() {}
   // Makes `device` (of this allocator's type) the calling thread's device for the backend (DeviceScope).
   virtual void make_current(Device /*device*/) {}
   // True when this memory is host memory that the CPU kernels can work on: the CPU, and a stand-in

@@ -143,9 +143,9 @@ Tensor Weights::stored(const std::string& name, const Shape& shape, Init init) {
 
 ConvWeight Weights::conv(const std::string& name, const Shape& shape, Init init) {
   const Tensor stored = fetch(name, shape, init, false);
-  ConvWeight c = ConvWeight::prepare(stored);
+  const ConvWeight c = place(ConvWeight::prepare(stored));
   if (c.matrix.defined()) release_if_copied(*this, stored, c.matrix.values());
-  return place(c);
+  return c;
 }
 
 ConvWeight Weights::conv_transposed_2x2(const std::string& name, const Shape& shape, Init init) {
@@ -154,10 +154,11 @@ ConvWeight Weights::conv_transposed_2x2(const std::string& name, const Shape& sh
 
 Tensor Weights::f32(const std::string& name, const Shape& shape, Init init) {
   const Tensor t = fetch(name, shape, init, false);
-  if (!t.defined() || t.dtype() == DType::F32) return place(t);
-  Tensor converted = t.to(DType::F32);
-  release(t);
-  return place(converted);
+  if (!t.defined()) return t;
+  const Tensor converted = t.dtype() == DType::F32 ? t : t.to(DType::F32);
+  const Tensor placed = place(converted);
+  if (placed.device_data() != t.device_data()) release(t);
+  return placed;
 }
 
 void Weights::finish() const {

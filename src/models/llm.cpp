@@ -68,6 +68,7 @@ LlmState LanguageModel::new_state(int capacity, int max_step) const {
   s.positions_.resize(static_cast<size_t>(n));
   if (!dev.is_cpu()) {
     s.device_positions_ = Tensor::empty({n}, DType::I64, dev);
+    s.device_token_ = Tensor::empty({1}, DType::I64, dev);
     s.host_logits_ = Tensor::empty({config.vocab_size});
   }
   return s;
@@ -218,13 +219,7 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, int64_t
   ops::copy_rows(qkv + q_dim, qkv_dim, keys + pos0 * kv_dim, kv_dim, n, kv_dim);
   ops::copy_rows(qkv + q_dim + kv_dim, qkv_dim, values + pos0 * kv_dim, kv_dim, n, kv_dim);
 
-  int64_t* positions = state.positions_.data();
-  for (int64_t t = 0; t < n; ++t) positions[t] = pos0 + t;
-  if (state.device_positions_.defined()) {  // RoPE reads them where it runs
-    const Tensor used = state.device_positions_.slice(0, 0, n);
-    used.copy_from(Tensor::borrow(positions, {n}, DType::I64, nullptr));
-    positions = static_cast<int64_t*>(used.device_data());
-  }
+  const int64_t* positions = state.step_positions_;
   const float theta = rope_theta(pos0 + n);
   ops::rope_rotate_half(qkv, n, H, hd, qkv_dim, positions, theta);
   ops::rope_rotate_half(keys + pos0 * kv_dim, n, KV, hd, kv_dim, positions, theta);
@@ -239,9 +234,21 @@ void LanguageModel::attention_block(const Layer& layer, int layer_index, int64_t
               state.branch_.kernel_f32());
 }
 
+void LanguageModel::set_step_positions(int64_t n, LlmState& state) const {
+  int64_t* positions = state.positions_.data();
+  for (int64_t t = 0; t < n; ++t) positions[t] = state.length_ + t;
+  state.step_positions_ = positions;
+  if (state.device_positions_.defined()) {  // RoPE reads them where it runs
+    const Tensor used = state.device_positions_.slice(0, 0, n);
+    used.copy_from(Tensor::borrow(positions, {n}, DType::I64, nullptr));
+    state.step_positions_ = static_cast<const int64_t*>(used.device_data());
+  }
+}
+
 Tensor LanguageModel::run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const {
   const int64_t D = config.hidden_size, I = config.intermediate_size, L = config.num_layers;
   const int64_t pos0 = state.length_;
+  set_step_positions(n, state);
   float* const x = state.x_.kernel_f32();
   float* const normed = state.normed_.kernel_f32();
   float* const branch = state.branch_.kernel_f32();
@@ -309,8 +316,14 @@ Tensor LanguageModel::forward_token(int32_t id, LlmState& state) const {
   check(id >= 0 && id < embedding.rows(), "token id " + std::to_string(id) + " is outside the vocabulary [0, " +
                                               std::to_string(embedding.rows()) + ")");
   check_step(1, state);
-  if (state.x_.device().is_cpu()) embedding.dequantize_rows(id, 1, state.x_.f32());
-  else state.x_.slice(0, 0, 1).copy_from(embed({id}));
+  if (state.x_.device().is_cpu()) {
+    embedding.dequantize_rows(id, 1, state.x_.f32());
+  } else {  // the id goes where the lookup reads it; nothing is allocated
+    int64_t host_id = id;
+    state.device_token_.copy_from(Tensor::borrow(&host_id, {1}, DType::I64, nullptr));
+    ops::gather_rows(embedding.values(), static_cast<const int64_t*>(state.device_token_.device_data()), 1,
+                     state.x_.kernel_f32());
+  }
   return run_layers(1, state, ExecContext{});
 }
 

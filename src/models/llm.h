@@ -53,8 +53,10 @@ class LlmState {
   // attention heads, MLP gate and up, final-norm output; token positions; one row of logits.
   Tensor x_, normed_, branch_, qkv_, heads_, gate_, up_, out_, logits_;
   std::vector<int64_t> positions_;
-  // On a GPU: the positions where RoPE reads them, and the host copy of the logits for sampling.
-  Tensor device_positions_, host_logits_;
+  // On a GPU: the positions where RoPE reads them, the decoded token where the embedding lookup reads
+  // it, and the host copy of the logits for sampling.
+  Tensor device_positions_, device_token_, host_logits_;
+  const int64_t* step_positions_ = nullptr;  // this step's positions, in the memory the kernels read
   int64_t last_rows_ = 0;  // rows of the latest forward step (its last one gives the logits)
 };
 
@@ -122,6 +124,8 @@ struct LanguageModel {
   void check_step(int64_t n, const LlmState& state) const;
   Tensor run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const;
   void attention_block(const Layer& layer, int layer_index, int64_t n, LlmState& state) const;
+  // Positions pos0 … pos0 + n − 1 of this step, where RoPE reads them (uploaded once per step on a GPU).
+  void set_step_positions(int64_t n, LlmState& state) const;
   float rope_theta(int64_t total_length) const { return dynamic_rope_theta(config, total_length); }
 };
 

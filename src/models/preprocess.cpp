@@ -67,12 +67,14 @@ AxisTaps compute_taps(int in_size, int out_size) {
 // Rows [row0, row0 + out.height) of `in`, resampled along x to out.width.
 void resample_horizontal(const Image& in, int row0, const AxisTaps& axis, Image& out) {
   check(axis.size() == out.width && row0 + out.height <= in.height, "resize: horizontal pass out of range");
+  const DeviceScope on_host(Device::cpu());  // Images are host memory, whatever device the request runs on
   ops::resample_rgb8_horizontal(in.row(row0), in.width, out.height, axis, out.row(0));
 }
 
 // Resampled along y; source row of output row y starts at axis.first[y] - row0.
 void resample_vertical(const Image& in, int row0, const AxisTaps& axis, Image& out) {
   check(axis.size() == out.height && in.width == out.width, "resize: vertical pass out of range");
+  const DeviceScope on_host(Device::cpu());
   ops::resample_u8_vertical(in.row(0), in.height, static_cast<int64_t>(out.width) * 3, row0, axis, out.row(0));
 }
 
@@ -187,6 +189,7 @@ namespace {
 
 // (u8/255 - mean[c]) / std[c] in float32, HWC -> CHW into `out` (3*H*W floats).
 void normalize_chw(const Image& image, const float mean[3], const float stdev[3], float* out) {
+  const DeviceScope on_host(Device::cpu());  // into a host tensor; the encoders copy it to their device
   ops::normalize_rgb8_chw(image.rgb.data(), image.height, image.width, mean, stdev, out);
 }
 

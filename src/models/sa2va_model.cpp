@@ -229,6 +229,8 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   Weights w(*m->checkpoint, m->policy);
   bind_components(w, m->config, m.get());
   w.finish();
+  // Fused weights were copied on the loading thread's stream; requests read them from theirs.
+  if (!m->policy.device.is_cpu()) allocator_for(m->policy.device).synchronize();
 
   m->img_context_id = m->tokenizer->token_id(kImageContext);
   m->seg_id = m->tokenizer->token_id(kSegToken);

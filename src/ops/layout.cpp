@@ -68,6 +68,17 @@ Tensor gather_rows(const Tensor& src, const std::vector<int64_t>& rows) {
   return out;
 }
 
+void gather_rows(const Tensor& src, const int64_t* rows, int64_t n, float* out) {
+  check(src.defined() && src.dim() == 2 && (src.dtype() == DType::F32 || src.dtype() == DType::BF16),
+        "gather_rows: source must be an F32 or BF16 tensor [R, D]");
+  check(n >= 0, "gather_rows: negative row count");
+  if (n == 0 || src.size(1) == 0) return;
+  check_buffers(rows && out, "gather_rows");
+  const Tensor s = kernel_input(src, "gather_rows");
+  if (s.dtype() == DType::F32) SA2VA_KERNEL(gather_rows_f32, float_data(s), s.size(1), rows, n, out);
+  else SA2VA_KERNEL(gather_rows_bf16, static_cast<const uint16_t*>(s.device_data()), s.size(1), rows, n, out);
+}
+
 void max_pool_tokens(const float* x, int64_t x_stride, int64_t maps, int64_t h, int64_t w, int64_t c, int64_t s,
                      float* y) {
   check(maps >= 0 && h >= 0 && w >= 0 && c >= 1 && s >= 1 && x_stride >= c,

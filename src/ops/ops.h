@@ -135,6 +135,9 @@ Tensor transpose_01(const Tensor& x);
 
 // out[i, :] = src[rows[i], :] for src [R, D] (F32, or BF16 converted exactly to f32) -> F32 [rows.size(), D].
 Tensor gather_rows(const Tensor& src, const std::vector<int64_t>& rows);
+// The same into out [n, D], with the n row indices already in the memory of src's device (the caller
+// has checked them: a decode step's token, uploaded once), so nothing is allocated.
+void gather_rows(const Tensor& src, const int64_t* rows, int64_t n, float* out);
 
 // Max pooling, kernel = stride = s (floor), of `maps` channels-last maps [h, w, c] whose tokens lie
 // x_stride floats apart (x_stride >= c: the first c channels of wider rows) -> y [maps, h/s, w/s, c].

@@ -46,15 +46,27 @@ void expect_same(const Tensor& cpu, const Tensor& device, const std::string& wha
   EXPECT_EQ(cpu.to_vector(), device.to_vector()) << what << " differs between the CPU and the stand-in device";
 }
 
+// Qwen2 in f32, bf16 and with 4-bit weights (a quantized copy of the tied head), and InternLM2 (its
+// grouped wqkv reordered on the device).
 TEST(StandInDevice, LanguageModelGeneratesAndRecordsAsOnTheCpu) {
-  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const ModelConfig config = load_config(dir);
-  const Checkpoint checkpoint = Checkpoint::open(dir);
-  const Tensor prompt = test::load_golden(golden(dir, "image"), "llm.inputs_embeds").slice(0, 700, 760).contiguous();
+  SA2VA_REQUIRE_FIXTURE(tiny, "sa2va-tiny");
+  SA2VA_REQUIRE_FIXTURE(internlm2, "sa2va-tiny-internlm2");
+  struct Case {
+    std::string dir;
+    Precision precision;
+    WeightFormat format;
+  };
   StandInGpu stand_in;
-  for (Precision precision : {Precision::F32, Precision::BF16}) {
-    SCOPED_TRACE(precision == Precision::F32 ? "f32" : "bf16");
+  for (const Case& c : {Case{tiny, Precision::F32, WeightFormat::F32}, Case{tiny, Precision::BF16, WeightFormat::BF16},
+                        Case{tiny, Precision::BF16, WeightFormat::Q4_0}, Case{internlm2, Precision::BF16, WeightFormat::BF16}}) {
+    SCOPED_TRACE(c.dir + " " + weight_format_name(c.format));
+    const std::string& dir = c.dir;
+    const Precision precision = c.precision;
+    const ModelConfig config = load_config(dir);
+    const Checkpoint checkpoint = Checkpoint::open(dir);
+    const Tensor prompt = ops_test::random_tensor({60, config.llm.hidden_size}, 5);
     LoadPolicy on_cpu(precision), on_device(precision);
+    on_cpu.llm_format = on_device.llm_format = c.format;
     on_device.device = Device::cuda(0);
     Weights cpu_weights(checkpoint, on_cpu), device_weights(checkpoint, on_device);
     const LanguageModel cpu_lm = LanguageModel::load(cpu_weights, config);

@@ -6,6 +6,7 @@
 #include <numeric>
 #include <string>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "ops/ops.h"
 
@@ -232,7 +233,11 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, const ExecContext
     ops::add_tiled(pe, pos_embed_window.view({C, win_h, win_w}));
     return pe;
   };
-  std::call_once(position_cache->once, [&] { position_cache->embedding = position_embedding(); });
+  std::call_once(position_cache->once, [&] {
+    const DeviceScope on_model_device(device);
+    position_cache->embedding = position_embedding();
+    allocator_for(device).synchronize();  // other requests read it from their own streams
+  });
   const Tensor& cached = position_cache->embedding;
   const Tensor pe = cached.size(1) == H && cached.size(2) == W ? cached : position_embedding();
   ops::add(x.kernel_f32(), pe.kernel_f32(), x.kernel_f32(), C * H * W);

@@ -100,15 +100,10 @@ class CudaAllocator final : public Allocator {
     return std::shared_ptr<void>(p, [s](void* q) { cudaFreeAsync(q, s); });
   }
 
-  void release_idle() override {
-    cudaMemPool_t pool = nullptr;
-    if (device_count() <= index_ || cudaDeviceGetDefaultMemPool(&pool, index_) != cudaSuccess) return;
-    const int previous = current_index();
-    cudaSetDevice(index_);
-    cudaDeviceSynchronize();
-    cudaMemPoolTrimTo(pool, 0);
-    cudaSetDevice(previous);
-  }
+  // GPU memory stays in the pool for the next request, as PyTorch's caching allocator keeps it: the
+  // CPU's reason to hand buffers back between stages (resident memory) does not apply, and trimming
+  // would cost every request fresh allocations.
+  void release_idle() override {}
 
   uint64_t allocations() const override { return allocations_.load(std::memory_order_relaxed); }
 
@@ -129,6 +124,12 @@ class CudaAllocator final : public Allocator {
     if (bytes) check(cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, stream()), "copying on the GPU");
   }
   void make_current(Device device) override { use_device(device.index); }
+  void synchronize() override {
+    const int previous = current_index();
+    if (previous != index_) check(cudaSetDevice(index_), "selecting the device");
+    check(cudaStreamSynchronize(stream()), "running kernels");
+    if (previous != index_) cudaSetDevice(previous);
+  }
 
  private:
   // Freed memory stays in the device's pool for the next request (a cache, as PyTorch's), until
