@@ -423,8 +423,10 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
   o.parallel = 1;
   o.queue = 0;
   RunningServer s(t.dir, o);
-  // A long stream holds the only place; the client reads a little, then goes away.
+  // A long stream holds the only place; the client reads until the second request has been turned
+  // away (not a fixed number of chunks: on a busy machine the stream could end first), then goes away.
   std::atomic<int> chunks{0};
+  std::atomic<bool> go_away{false};
   std::thread reader([&] {
     httplib::Client c("127.0.0.1", s.port);
     const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}},
@@ -434,13 +436,17 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
     req.path = "/v1/chat/completions";
     req.body = body.dump();
     req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) { return ++chunks < 4; };
+    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
+      ++chunks;
+      return !go_away.load();
+    };
     c.send(req);
   });
   while (chunks.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
   int status = 0;
   const json busy = post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, &status);
   EXPECT_EQ(status, 429) << busy.dump();
+  go_away = true;
   reader.join();
   // The abandoned stream stops well before its 2048 tokens and frees the place.
   const auto metrics_once_counted = [&](const std::string& line) {
