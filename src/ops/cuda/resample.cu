@@ -1,6 +1,8 @@
 // CUDA resampling, as the CPU kernels: the taps of each axis come from ops/resample_taps.h (computed
 // on the host, copied to the GPU), and each output sums them in the CPU's order (width inside,
-// height outside), so both devices give the same float32 results.
+// height outside) with every product and sum rounded on its own (__fmul_rn / __fadd_rn: nvcc would
+// otherwise fuse them into FMAs, which the CPU build does not), so both devices give the same float32
+// results.
 #include "ops/cuda/common.cuh"
 #include "ops/cuda/kernels.h"
 #include "ops/resample_taps.h"
@@ -19,11 +21,11 @@ __global__ void separable_kernel(const float* x, int64_t c, int64_t h, int64_t w
       const float* row = plane + iy[oy * Taps + a] * w;
       float t = 0.f;
       for (int b = 0; b < Taps; ++b) {
-        const float v = row[ix[ox * Taps + b]] * wx[ox * Taps + b];
-        t = b == 0 ? v : t + v;
+        const float v = __fmul_rn(row[ix[ox * Taps + b]], wx[ox * Taps + b]);
+        t = b == 0 ? v : __fadd_rn(t, v);
       }
-      const float v = t * wy[oy * Taps + a];
-      acc = a == 0 ? v : acc + v;
+      const float v = __fmul_rn(t, wy[oy * Taps + a]);
+      acc = a == 0 ? v : __fadd_rn(acc, v);
     }
     y[o] = acc;
   }

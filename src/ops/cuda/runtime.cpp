@@ -132,8 +132,8 @@ class CudaAllocator final : public Allocator {
   }
 
  private:
-  // Freed memory stays in the device's pool for the next request (a cache, as PyTorch's), until
-  // release_idle() trims it. Memory freed on one stream is not handed to another stream before the
+  // Freed memory stays in the device's pool for the next request (a cache, as PyTorch's); a scratch
+  // buffer that cannot be allocated outside the pool trims it. Memory freed on one stream is not handed to another stream before the
   // free has run (no opportunistic reuse): a tensor is made, used and dropped by one request's thread,
   // and weights, made at load, are synchronised before any request reads them.
   void ensure_pool() {
@@ -235,7 +235,17 @@ void* scratch(size_t bytes, int slot) {
     s.ptr = nullptr;
   }
   const size_t rounded = (bytes + (1u << 20) - 1) & ~size_t((1u << 20) - 1);
-  const cudaError_t status = cudaMalloc(&s.ptr, rounded);
+  cudaError_t status = cudaMalloc(&s.ptr, rounded);
+  if (status == cudaErrorMemoryAllocation) {
+    // Memory freed into the stream-ordered pool stays reserved there: hand it back and try again.
+    cudaGetLastError();
+    cudaMemPool_t pool = nullptr;
+    if (cudaDeviceGetDefaultMemPool(&pool, device) == cudaSuccess) {
+      cudaDeviceSynchronize();
+      cudaMemPoolTrimTo(pool, 0);
+    }
+    status = cudaMalloc(&s.ptr, rounded);
+  }
   if (status == cudaErrorMemoryAllocation) {
     cudaGetLastError();
     s.ptr = nullptr;
