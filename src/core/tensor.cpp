@@ -245,15 +245,8 @@ Tensor Tensor::to(Device target) const {
   if (!device_.is_cpu() && !is_contiguous())
     throw Error("copying a strided " + shape_str(shape_) + " view off " + device_.name() +
                 ": make it contiguous there first");
-  if (!device_.is_cpu() && !target.is_cpu()) return to(Device::cpu()).to(target);
   Tensor out = empty(shape_, dtype_, target);
-  if (device_.is_cpu()) {
-    const Tensor src = contiguous();
-    allocator_for(target).copy_from_host(out.base_, src.raw(), nbytes());
-  } else {
-    const void* src = static_cast<const char*>(base_) + offset_ * static_cast<int64_t>(dtype_size(dtype_));
-    allocator_for(device_).copy_to_host(out.raw(), src, nbytes());
-  }
+  out.copy_from(contiguous());
   return out;
 }
 
