@@ -38,8 +38,6 @@ struct StandInGpu {
   ~StandInGpu() { register_allocator(DeviceType::CUDA, nullptr); }
 };
 
-std::string golden(const std::string& dir, const std::string& name) { return dir + "/goldens/" + name + ".safetensors"; }
-
 void expect_same(const Tensor& cpu, const Tensor& device, const std::string& what) {
   ASSERT_TRUE(cpu.defined() && device.defined()) << what;
   EXPECT_EQ(cpu.shape(), device.shape()) << what;

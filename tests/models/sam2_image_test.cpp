@@ -113,6 +113,21 @@ TEST_F(Sam2ImageTest, EncoderMatchesGoldensF32) {
   EXPECT_EQ(r.features.pos2.shape(), (Shape{256, 64, 64}));
 }
 
+// Without a recorder, FPN levels 0 and 1 are never made whole: the lateral convs and conv_s0/conv_s1
+// run a chunk of tokens at a time. The features must be the recorded (whole-map) run's.
+TEST_F(Sam2ImageTest, UnrecordedEncodeGivesTheSameFeatures) {
+  SA2VA_REQUIRE_FIXTURE(d, "sa2va-tiny");
+  for (Precision p : {Precision::F32, Precision::BF16}) {
+    const EncodedFrame& r = run(p);
+    const FrameFeatures plain = r.sam.encode(preprocess::sam2_normalize(r.resized));
+    // Products of other row counts may round differently in the last bit.
+    const char* mode = p == Precision::F32 ? "f32" : "bf16";
+    EXPECT_TRUE(test::close_rel(plain.feat_s0, r.features.feat_s0, 1e-5)) << mode;
+    EXPECT_TRUE(test::close_rel(plain.feat_s1, r.features.feat_s1, 1e-5)) << mode;
+    EXPECT_TRUE(test::close_rel(plain.fpn2, r.features.fpn2, 1e-5)) << mode;
+  }
+}
+
 TEST_F(Sam2ImageTest, DecoderMatchesGoldensF32) {
   SA2VA_REQUIRE_FIXTURE(d, "sa2va-tiny");
   const EncodedFrame& r = run(Precision::F32);

@@ -30,13 +30,25 @@ FpnNeck FpnNeck::load(Weights& w, const Sam2Config& c, const std::string& prefix
   return n;
 }
 
-std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, const ExecContext& ctx) const {
+bool FpnNeck::takes_top_down(int64_t level) const {
+  return std::find(top_down_levels.begin(), top_down_levels.end(), level) != top_down_levels.end();
+}
+
+void FpnNeck::lateral(int64_t level, const float* x, int64_t rows, float* out) const {
+  const int64_t levels = static_cast<int64_t>(conv_w.size());
+  check(level >= 0 && level < levels, "FPN: no level " + std::to_string(level));
+  const WeightMatrix& wt = conv_w[levels - 1 - level];
+  ops::linear(x, rows, wt.cols(), wt, conv_b[levels - 1 - level].kernel_f32(), out);
+}
+
+std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, const ExecContext& ctx,
+                                       int64_t first_level) const {
   const int64_t levels = static_cast<int64_t>(conv_w.size());
   check(static_cast<int64_t>(trunk.size()) == levels, "FPN: expected " + std::to_string(levels) +
                                                           " trunk stages, got " + std::to_string(trunk.size()));
   std::vector<TokenMap> out(static_cast<size_t>(levels));
   const TokenMap* prev = nullptr;
-  for (int64_t i = levels - 1; i >= 0; --i) {
+  for (int64_t i = levels - 1; i >= first_level; --i) {
     const TokenMap& x = trunk[i];
     const WeightMatrix& wt = conv_w[levels - 1 - i];
     check(x.channels() == wt.cols(), "FPN: stage " + std::to_string(i) + " has " + std::to_string(x.channels()) +
@@ -45,10 +57,8 @@ std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, const
     lat.h = x.h;
     lat.w = x.w;
     lat.tokens = Tensor::empty({x.h * x.w, d_model}, DType::F32, x.tokens.device());
-    ops::linear(x.tokens.kernel_f32(), x.h * x.w, x.channels(), wt, conv_b[levels - 1 - i].kernel_f32(),
-                lat.tokens.kernel_f32());
-    const bool top_down = std::find(top_down_levels.begin(), top_down_levels.end(), i) != top_down_levels.end();
-    if (top_down && prev) {
+    lateral(i, x.tokens.kernel_f32(), x.h * x.w, lat.tokens.kernel_f32());
+    if (takes_top_down(i) && prev) {
       check(prev->h * 2 == lat.h && prev->w * 2 == lat.w, "FPN: level sizes do not halve");
       ops::add_upsampled_nearest_2x(lat.tokens.view({lat.h, lat.w, d_model}),
                                     prev->tokens.view({prev->h, prev->w, d_model}));
@@ -58,7 +68,7 @@ std::vector<TokenMap> FpnNeck::forward(const std::vector<TokenMap>& trunk, const
   }
   out.resize(static_cast<size_t>(levels - scalp));
   if (ctx.recorder)
-    for (size_t i = 0; i < out.size(); ++i) ctx.record("sam.fpn." + std::to_string(i), out[i].to_chw());
+    for (size_t i = static_cast<size_t>(first_level); i < out.size(); ++i) ctx.record("sam.fpn." + std::to_string(i), out[i].to_chw());
   return out;
 }
 

@@ -34,8 +34,15 @@ struct FpnNeck {
   static FpnNeck load(Weights& w, const Sam2Config& c, const std::string& prefix);
 
   // trunk: stage outputs, high to low resolution. Returns levels 0 .. levels-1-scalp
-  // ([h·w, d_model] each); records "sam.fpn.{i}" ([d_model, h, w]).
-  std::vector<TokenMap> forward(const std::vector<TokenMap>& trunk, const ExecContext& ctx = {}) const;
+  // ([h·w, d_model] each); records "sam.fpn.{i}" ([d_model, h, w]). Levels below `first_level`
+  // are left empty (their callers make them a chunk at a time with lateral()).
+  std::vector<TokenMap> forward(const std::vector<TokenMap>& trunk, const ExecContext& ctx = {},
+                                int64_t first_level = 0) const;
+
+  // Whether level i adds the upsampled coarser level (else it is its lateral conv alone).
+  bool takes_top_down(int64_t level) const;
+  // The lateral conv of `level` over `rows` tokens of its trunk stage -> out [rows, d_model].
+  void lateral(int64_t level, const float* x, int64_t rows, float* out) const;
 
   // FLOPs of the lateral convs; level_pixels[i] = h·w of trunk stage i.
   double flops(const std::vector<int64_t>& level_pixels) const;

@@ -42,54 +42,67 @@ Tensor HieraScratch::get(Slot slot, const Shape& shape) {
   return buf.slice(0, 0, n).view(shape);
 }
 
+void HieraScratch::release(Slot slot) { slots_[slot] = Tensor(); }
+
 TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScratch::Slot out_slot) const {
   using S = HieraScratch;
-  const int64_t H = x.h, W = x.w, hw = H * W;
+  const int64_t H = x.h, W = x.w;
   const int64_t s = q_stride, Ho = H / s, Wo = W / s;
 
-  Tensor xn = scratch.get(S::kNorm, {hw, dim_in});
-  ops::layer_norm(x.tokens.kernel_f32(), norm1_w.kernel_f32(), norm1_b.kernel_f32(), xn.kernel_f32(), hw, dim_in, kLayerNormEps);
-
-  // Shortcut: projected (and pooled with the queries) when the width changes, a band of rows at a
-  // time (whole multiples of the pooling stride).
-  Tensor shortcut = x.tokens;
-  if (dim_in != dim_out) {
-    const int64_t band = std::max<int64_t>(s, kTokensPerChunk / std::max<int64_t>(W, 1) / s * s);
-    Tensor projected = scratch.get(S::kShortcutProj, {std::min(H, band) * W, dim_out});
-    if (s > 1) shortcut = scratch.get(S::kShortcut, {Ho * Wo, dim_out});
-    else shortcut = scratch.get(S::kShortcut, {hw, dim_out});
-    for (int64_t y0 = 0; y0 < H; y0 += band) {
-      const int64_t rows = std::min(band, H - y0);
-      float* dst = s > 1 ? projected.kernel_f32() : shortcut.kernel_f32() + y0 * W * dim_out;
-      ops::linear(xn.kernel_f32() + y0 * W * dim_in, rows * W, dim_in, proj_w, proj_b.kernel_f32(), dst);
-      if (s > 1) ops::max_pool_tokens(dst, dim_out, 1, rows, W, dim_out, s, shortcut.kernel_f32() + (y0 / s) * Wo * dim_out);
-    }
-  }
-
-  // Windows (a global block is one window covering the whole map), attended a band of window rows
-  // at a time: partition, q|k|v and the pooled queries exist for that band only.
+  // Windows (a global block is one window covering the whole map) are attended a band of window
+  // rows at a time, and every step from the LayerNorm to the residual add runs on that band only:
+  // only the block's output is a whole-map buffer.
   const bool windowed = window > 0;
   const int64_t win_h = windowed ? window : H, win_w = windowed ? window : W;
   const int64_t n_rows = (H + win_h - 1) / win_h, n_cols = (W + win_w - 1) / win_w;
-  const int64_t n_win = n_rows * n_cols, win_tokens = win_h * win_w;
-  const bool identity_partition = n_win == 1 && win_h == H && win_w == W;
+  const int64_t win_tokens = win_h * win_w;
+  const bool identity_partition = n_rows == 1 && n_cols == 1 && win_h == H && win_w == W;
   const int64_t qkv_dim = 3 * dim_out;
   const int64_t qh = win_h / s, qw = win_w / s, q_tokens = qh * qw;
   // Unpartition assumes the pooled windows tile the pooled map as upstream recomputes it.
   check((Ho + qh - 1) / std::max<int64_t>(qh, 1) == n_rows && (Wo + qw - 1) / std::max<int64_t>(qw, 1) == n_cols,
         "Hiera: a " + std::to_string(H) + "x" + std::to_string(W) + " map cannot be pooled in windows of " +
             std::to_string(win_h));
+  // A band's input rows are whole windows, so a multiple of the pooling stride but for the last band.
   const int64_t band_rows = std::max<int64_t>(1, kTokensPerChunk / (n_cols * win_tokens));
   const int64_t band_windows = std::min(band_rows, n_rows) * n_cols;
-  Tensor attn = scratch.get(S::kAttn, {n_win * q_tokens, dim_out});
+  const int64_t band_map_rows = std::min(H, band_rows * win_h);
+  Tensor xn = scratch.get(S::kNorm, {band_map_rows * W, dim_in});
   Tensor xw = identity_partition ? xn : scratch.get(S::kWindows, {band_windows * win_tokens, dim_in});
   Tensor qkv = scratch.get(S::kQkv, {band_windows * win_tokens, qkv_dim});
   Tensor pooled_q = s > 1 ? scratch.get(S::kPooledQ, {band_windows * q_tokens, dim_out}) : Tensor();
+  Tensor attn = scratch.get(S::kAttn, {band_windows * q_tokens, dim_out});
+  Tensor projected_attn = scratch.get(S::kProjected, {band_windows * q_tokens, dim_out});
+  // Shortcut: projected (and pooled with the queries) when the width changes.
+  const bool project_shortcut = dim_in != dim_out;
+  Tensor shortcut_proj, shortcut_pooled;
+  if (project_shortcut) {
+    shortcut_proj = scratch.get(S::kShortcutProj, {band_map_rows * W, dim_out});
+    if (s > 1) shortcut_pooled = scratch.get(S::kShortcut, {band_map_rows / s * Wo, dim_out});
+  }
+
+  TokenMap out;
+  out.h = Ho;
+  out.w = Wo;
+  out.tokens = scratch.get(out_slot, {Ho * Wo, dim_out});
   for (int64_t r0 = 0; r0 < n_rows; r0 += band_rows) {
     const int64_t count = std::min(band_rows, n_rows - r0) * n_cols, tokens = count * win_tokens;
-    if (!identity_partition)
-      ops::window_partition(xn.kernel_f32() + r0 * win_h * W * dim_in, std::min(H - r0 * win_h, count / n_cols * win_h), W,
-                            dim_in, win_h, win_w, xw.kernel_f32());
+    const int64_t y0 = r0 * win_h, rows = std::min(H - y0, count / n_cols * win_h);
+    const int64_t out_y0 = r0 * qh, out_rows = std::min(Ho - out_y0, count / n_cols * qh);
+    ops::layer_norm(x.tokens.kernel_f32() + y0 * W * dim_in, norm1_w.kernel_f32(), norm1_b.kernel_f32(),
+                    xn.kernel_f32(), rows * W, dim_in, kLayerNormEps);
+
+    const float* shortcut = x.tokens.kernel_f32() + out_y0 * Wo * dim_out;
+    if (project_shortcut) {
+      ops::linear(xn.kernel_f32(), rows * W, dim_in, proj_w, proj_b.kernel_f32(), shortcut_proj.kernel_f32());
+      shortcut = shortcut_proj.kernel_f32();
+      if (s > 1) {
+        ops::max_pool_tokens(shortcut_proj.kernel_f32(), dim_out, 1, rows, W, dim_out, s, shortcut_pooled.kernel_f32());
+        shortcut = shortcut_pooled.kernel_f32();
+      }
+    }
+
+    if (!identity_partition) ops::window_partition(xn.kernel_f32(), rows, W, dim_in, win_h, win_w, xw.kernel_f32());
     ops::linear(xw.kernel_f32(), tokens, dim_in, qkv_w, qkv_b.kernel_f32(), qkv.kernel_f32());
 
     // Query pooling inside each window.
@@ -102,26 +115,21 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
     }
     // The band's first window; window wi is offset by wi times the batch strides.
     const ops::AttentionArgs a = attention.args({q, q_row}, {qkv.kernel_f32() + dim_out, qkv_dim},
-                                                {qkv.kernel_f32() + 2 * dim_out, qkv_dim},
-                                                attn.kernel_f32() + r0 * n_cols * q_tokens * dim_out, dim_out, q_tokens,
-                                                win_tokens);
+                                                {qkv.kernel_f32() + 2 * dim_out, qkv_dim}, attn.kernel_f32(), dim_out,
+                                                q_tokens, win_tokens);
     ops::AttentionBatch windows;
     windows.count = count;
     windows.q = q_tokens * q_row;
     windows.k = windows.v = win_tokens * qkv_dim;
     windows.out = q_tokens * dim_out;
     ops::attention_batched(a, windows);
+
+    ops::linear(attn.kernel_f32(), count * q_tokens, dim_out, attn_proj_w, attn_proj_b.kernel_f32(),
+                projected_attn.kernel_f32());
+    // Window un-partition (cropping the padding) fused with the residual add.
+    ops::window_unpartition(projected_attn.kernel_f32(), qh, qw, out_rows, Wo, dim_out,
+                            out.tokens.kernel_f32() + out_y0 * Wo * dim_out, shortcut);
   }
-
-  Tensor projected_attn = scratch.get(S::kProjected, {n_win * q_tokens, dim_out});
-  ops::linear(attn.kernel_f32(), n_win * q_tokens, dim_out, attn_proj_w, attn_proj_b.kernel_f32(), projected_attn.kernel_f32());
-
-  // Window un-partition (cropping the padding) fused with the residual add.
-  TokenMap out;
-  out.h = Ho;
-  out.w = Wo;
-  out.tokens = scratch.get(out_slot, {Ho * Wo, dim_out});
-  ops::window_unpartition(projected_attn.kernel_f32(), qh, qw, Ho, Wo, dim_out, out.tokens.kernel_f32(), shortcut.kernel_f32());
 
   // MLP with residual, a chunk of tokens at a time.
   const int64_t n = Ho * Wo, chunk = std::min(n, kTokensPerChunk);
@@ -247,10 +255,13 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, const ExecContext
   HieraScratch scratch(device);
   std::vector<TokenMap> outputs;
   for (size_t i = 0; i < blocks.size(); ++i) {
-    cur = blocks[i].forward(cur, scratch, i % 2 ? HieraScratch::kOutB : HieraScratch::kOutA);
+    const HieraScratch::Slot out_slot = i % 2 ? HieraScratch::kOutB : HieraScratch::kOutA;
+    cur = blocks[i].forward(cur, scratch, out_slot);
     if (std::find(stage_ends.begin(), stage_ends.end(), static_cast<int>(i)) != stage_ends.end()) {
       ctx.record("sam.trunk." + std::to_string(outputs.size()), cur.to_chw());
-      outputs.push_back(TokenMap{cur.tokens.clone(), cur.h, cur.w});
+      // The stage's output keeps its buffer; the next stage's smaller maps get a new one.
+      scratch.release(out_slot);
+      outputs.push_back(cur);
     }
   }
   return outputs;

@@ -42,6 +42,8 @@ class HieraScratch {
   enum Slot { kNorm, kShortcutProj, kShortcut, kWindows, kQkv, kPooledQ, kAttn, kProjected, kHidden, kOutA, kOutB, kCount };
   // A contiguous F32 view of `shape` on the slot's buffer (grown when too small).
   Tensor get(Slot slot, const Shape& shape);
+  // Lets the slot's buffer go (views of it keep it alive); the next get() allocates afresh.
+  void release(Slot slot);
 
  private:
   Device device_;

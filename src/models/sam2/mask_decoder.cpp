@@ -120,15 +120,22 @@ MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string
   return m;
 }
 
+void MaskDecoder::high_res_conv(int level, const float* fpn_rows, int64_t rows, float* out) const {
+  check(level == 0 || level == 1, "mask decoder: high-resolution features come from FPN levels 0 and 1");
+  const WeightMatrix& w = level == 0 ? conv_s0_w : conv_s1_w;
+  ops::linear(fpn_rows, rows, w.cols(), w, nullptr, out);
+  ops::add_rows(out, (level == 0 ? conv_s0_b : conv_s1_b).kernel_f32(), rows, w.rows());
+}
+
 Tensor MaskDecoder::feat_s0(const TokenMap& fpn0) const {
-  TokenMap f{ops::linear(fpn0.tokens, conv_s0_w), fpn0.h, fpn0.w};
-  ops::add_rows(f.tokens.kernel_f32(), conv_s0_b.kernel_f32(), f.tokens.size(0), f.tokens.size(1));
+  TokenMap f{Tensor::empty({fpn0.h * fpn0.w, conv_s0_w.rows()}, DType::F32, fpn0.tokens.device()), fpn0.h, fpn0.w};
+  high_res_conv(0, fpn0.tokens.kernel_f32(), fpn0.h * fpn0.w, f.tokens.kernel_f32());
   return f.to_chw();
 }
 
 Tensor MaskDecoder::feat_s1(const TokenMap& fpn1) const {
-  TokenMap f{ops::linear(fpn1.tokens, conv_s1_w), fpn1.h, fpn1.w};
-  ops::add_rows(f.tokens.kernel_f32(), conv_s1_b.kernel_f32(), f.tokens.size(0), f.tokens.size(1));
+  TokenMap f{Tensor::empty({fpn1.h * fpn1.w, conv_s1_w.rows()}, DType::F32, fpn1.tokens.device()), fpn1.h, fpn1.w};
+  high_res_conv(1, fpn1.tokens.kernel_f32(), fpn1.h * fpn1.w, f.tokens.kernel_f32());
   return f.to_chw();
 }
 

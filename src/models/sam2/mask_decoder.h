@@ -62,6 +62,8 @@ struct MaskDecoder {
   // conv_s0(fpn level 0) [32, 4g, 4g] and conv_s1(fpn level 1) [64, 2g, 2g] (g = embedding grid).
   Tensor feat_s0(const TokenMap& fpn0) const;
   Tensor feat_s1(const TokenMap& fpn1) const;
+  // The same over `rows` tokens of level `level` (0 or 1): out [rows, dim/8 or dim/4], bias added.
+  void high_res_conv(int level, const float* fpn_rows, int64_t rows, float* out) const;
 
   struct Output {
     Tensor masks;        // [num_mask_tokens, 4g, 4g] low-resolution logits of every mask token

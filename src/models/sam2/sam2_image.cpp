@@ -37,18 +37,29 @@ FrameFeatures Sam2Image::encode(const Tensor& image, const ExecContext& ctx) con
     const profile::Scope timed_trunk("sam2.hiera");
     trunk_levels = trunk.forward(image, ctx);
   }
+  // FPN levels 0 and 1 feed only conv_s0/conv_s1: when they are lateral convs alone, both 1×1 convs
+  // run a chunk of tokens at a time, so their 256-channel maps (85 MB at 1024x1024) never exist
+  // whole. A recorded run makes them whole, to record them.
+  const bool chunk_high_res = !ctx.recorder && !neck.takes_top_down(0) && !neck.takes_top_down(1);
   std::vector<TokenMap> levels;
+  FrameFeatures f;
   {
     const profile::Scope timed_neck("sam2.fpn_neck");
-    levels = neck.forward(trunk_levels, ctx);
+    levels = neck.forward(trunk_levels, ctx, chunk_high_res ? 2 : 0);
+    if (chunk_high_res) {
+      f.feat_s0 = high_res_features(trunk_levels[0], 0);
+      trunk_levels[0] = TokenMap();
+      f.feat_s1 = high_res_features(trunk_levels[1], 1);
+    }
   }
   check(levels.size() >= 3, "sam2: the FPN must keep at least 3 levels");
   const TokenMap& l2 = levels[2];
   check(l2.h == prompt_encoder.grid && l2.w == prompt_encoder.grid,
         "sam2: FPN level 2 is not the " + std::to_string(prompt_encoder.grid) + "² embedding grid");
-  FrameFeatures f;
-  f.feat_s0 = mask_decoder.feat_s0(levels[0]);
-  f.feat_s1 = mask_decoder.feat_s1(levels[1]);
+  if (!chunk_high_res) {
+    f.feat_s0 = mask_decoder.feat_s0(levels[0]);
+    f.feat_s1 = mask_decoder.feat_s1(levels[1]);
+  }
   f.fpn2 = l2.to_chw();
   f.pos2 = position_embedding_sine(neck.d_model, l2.h, l2.w);
   ctx.record("sam.feat_s0", f.feat_s0);
@@ -61,6 +72,21 @@ Tensor Sam2Image::conditioning_embedding(const FrameFeatures& f) const {
   Tensor out = f.fpn2.clone();
   ops::add_per_row(out.kernel_f32(), no_mem_embed.kernel_f32(), c, hw);  // channel c gets no_mem_embed[c]
   return out;
+}
+
+Tensor Sam2Image::high_res_features(const TokenMap& stage, int level) const {
+  constexpr int64_t kTokensPerChunk = 8192;
+  const int64_t n = stage.h * stage.w, chunk = std::min(n, kTokensPerChunk);
+  const int64_t channels = (level == 0 ? mask_decoder.conv_s0_w : mask_decoder.conv_s1_w).rows();
+  const Device device = stage.tokens.device();
+  const Tensor lateral = Tensor::empty({chunk, neck.d_model}, DType::F32, device);
+  TokenMap out{Tensor::empty({n, channels}, DType::F32, device), stage.h, stage.w};
+  for (int64_t t0 = 0; t0 < n; t0 += chunk) {
+    const int64_t rows = std::min(chunk, n - t0);
+    neck.lateral(level, stage.tokens.kernel_f32() + t0 * stage.channels(), rows, lateral.kernel_f32());
+    mask_decoder.high_res_conv(level, lateral.kernel_f32(), rows, out.tokens.kernel_f32() + t0 * channels);
+  }
+  return out.to_chw();
 }
 
 DecoderOutput Sam2Image::decode(const Tensor& image_embedding, const FrameFeatures& f, const float* language_embedding,

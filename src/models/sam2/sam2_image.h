@@ -55,6 +55,10 @@ struct Sam2Image {
   // sam.feat_s0, sam.feat_s1 (full tensors).
   FrameFeatures encode(const Tensor& image, const ExecContext& ctx = {}) const;
 
+  // conv_s0/conv_s1 (level 0/1) of the FPN level made from trunk `stage`, a chunk of tokens at a time:
+  // F32 [channels, h, w].
+  Tensor high_res_features(const TokenMap& stage, int level) const;
+
   // fpn2 + no_mem_embed: the mask-decoder input of a conditioning frame (no memory).
   Tensor conditioning_embedding(const FrameFeatures& f) const;
 
