@@ -175,69 +175,118 @@ SA2VA_AVX2 void interleave_block_pairs_avx2(const int8_t* codes, int64_t blocks,
 // R Q4_0 weight rows against one activation row, two blocks per step: one 32-byte load holds both
 // blocks' nibbles; the low nibbles meet the pair's first halves and the high ones its second halves
 // (x in pair_codes order), so lanes 0-3 sum block b and lanes 4-7 block b + 1. The codes' offset of 8
-// is removed per 8 blocks as 8·d_w·(d_x·Σx) in the same accumulator (only the lanes' total matters).
-template <int R>
-SA2VA_AVX2 void q4_rows_dot_avx2(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, const int8_t* xp,
-                                 const float* xd, const float* sum, int64_t blocks, float* out, bool prefetch) {
-  const __m256i low = _mm256_set1_epi8(0x0f);
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256 minus_offset = _mm256_set1_ps(-8.f);
+// is removed per group of blocks as 8·d_w·(d_x·Σx) in the same accumulator (only the lanes' total
+// matters). Blocks go 8 at a time, then 4, then one by one: a group's combined scales d_w·d_x are
+// held even blocks in the low 128-bit lane and odd ones in the high lane, so pair p takes its two
+// scales with one in-lane shuffle by a constant.
+template <int R, bool Prefetch>
+struct Q4RowsAvx2 {
+  const uint8_t* w;
+  int64_t ldw;
+  const uint16_t* ws;
+  int64_t ldws;
+  const int8_t* xp;
+  const float* xd;
+  const float* sum;
   __m256 acc[R];
-#pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-  alignas(32) float xd_pad[8], sum_pad[8];
-  alignas(16) uint16_t ws_pad[R][8];
-  for (int64_t b0 = 0; b0 < blocks; b0 += 8) {
-    const int64_t count = std::min<int64_t>(8, blocks - b0);
-    __m256 xs, xsum, wscale[R];
-    if (count == 8) {
+
+  // Blocks [b0, b0 + N) for N = 8 or 4 (even blocks of the group in lanes 0-3, odd ones in 4-7).
+  template <int N>
+  SA2VA_AVX2 void group(int64_t b0) {
+    const __m256i even_odd = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    __m256 xs, xsum;
+    if constexpr (N == 8) {
       xs = _mm256_loadu_ps(xd + b0);
-      xsum = _mm256_mul_ps(minus_offset, _mm256_loadu_ps(sum + b0));
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r)
-        wscale[r] = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + r * ldws + b0)));
-    } else {  // the last blocks: zero scales past the row (a lone block's partner lanes must stay finite)
-      for (int64_t i = 0; i < 8; ++i) {
-        xd_pad[i] = i < count ? xd[b0 + i] : 0.f;
-        sum_pad[i] = i < count ? sum[b0 + i] : 0.f;
-        for (int r = 0; r < R; ++r) ws_pad[r][i] = i < count ? ws[r * ldws + b0 + i] : uint16_t{0};
-      }
-      xs = _mm256_load_ps(xd_pad);
-      xsum = _mm256_mul_ps(minus_offset, _mm256_load_ps(sum_pad));
-      for (int r = 0; r < R; ++r) wscale[r] = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(ws_pad[r])));
+      xsum = _mm256_mul_ps(_mm256_set1_ps(-8.f), _mm256_loadu_ps(sum + b0));
+    } else {
+      xs = _mm256_zextps128_ps256(_mm_loadu_ps(xd + b0));
+      xsum = _mm256_zextps128_ps256(_mm_mul_ps(_mm_set1_ps(-8.f), _mm_loadu_ps(sum + b0)));
     }
+    xs = _mm256_permutevar8x32_ps(xs, even_odd);
     __m256 scale[R];
 #pragma GCC unroll 4
     for (int r = 0; r < R; ++r) {
-      scale[r] = _mm256_mul_ps(wscale[r], xs);
-      acc[r] = _mm256_fmadd_ps(wscale[r], xsum, acc[r]);
+      const __m256 wscale =
+          N == 8 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + r * ldws + b0)))
+                 : _mm256_zextps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * ldws + b0))));
+      acc[r] = _mm256_fmadd_ps(wscale, xsum, acc[r]);
+      scale[r] = _mm256_mul_ps(_mm256_permutevar8x32_ps(wscale, even_odd), xs);
     }
-    // A pair of blocks; `lone` when block b is the row's last one (its upper half stays zero).
-    auto pair = [&](int64_t i, __m256i lanes, bool lone) SA2VA_AVX2 {
-      const int64_t b = b0 + i;
-      const __m256i x_first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock));
-      const __m256i x_second = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock + 32));
-#pragma GCC unroll 4
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* wr = w + r * ldw + b * (kBlock / 2);
-        // Two row groups ahead, once per 64-byte line: decode's rows are a few hundred bytes.
-        if (prefetch && (i & 3) == 0) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
-        const __m256i packed = lone ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)))
-                                    : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr));
-        const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(packed, low), x_first),
-                                             _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(packed, 4), low), x_second));
-        const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, ones));
-        acc[r] = _mm256_fmadd_ps(_mm256_permutevar8x32_ps(scale[r], lanes), dot, acc[r]);
-      }
-    };
-    __m256i lanes = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
-    const __m256i next = _mm256_set1_epi32(2);
-    int64_t i = 0;
-    for (; i + 2 <= count; i += 2, lanes = _mm256_add_epi32(lanes, next)) pair(i, lanes, false);
-    if (i < count) pair(i, lanes, true);
+    pair<0>(b0, scale, false);
+    pair<1>(b0, scale, false);
+    if constexpr (N == 8) {
+      pair<2>(b0, scale, false);
+      pair<3>(b0, scale, false);
+    }
   }
+
+  // Pair P of the group at b0 (blocks b0 + 2P, b0 + 2P + 1); `lone`: block b0 + 2P is the row's last.
+  template <int P>
+  SA2VA_AVX2 void pair(int64_t b0, const __m256* scale, bool lone) {
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    const int64_t b = b0 + 2 * P;
+    const __m256i x_first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock));
+    const __m256i x_second = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock + 32));
 #pragma GCC unroll 4
-  for (int r = 0; r < R; ++r) out[r] = hsum256(acc[r]);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* wr = w + r * ldw + b * (kBlock / 2);
+      // Two row groups ahead, once per 64-byte line: decode's rows are a few hundred bytes.
+      if (Prefetch && P % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(wr + 8 * R * ldw), _MM_HINT_T0);
+      const __m256i packed = lone ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)))
+                                  : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr));
+      const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(packed, low), x_first),
+                                           _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(packed, 4), low), x_second));
+      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
+      acc[r] = _mm256_fmadd_ps(_mm256_permute_ps(scale[r], P * 0x55), dot, acc[r]);
+    }
+  }
+
+  // The last 1-3 blocks, from zero-padded copies of their scales.
+  SA2VA_AVX2 void tail(int64_t b0, int64_t count) {
+    alignas(32) float xd_pad[8] = {}, sum_pad[8] = {};
+    alignas(16) uint16_t ws_pad[8] = {};
+    for (int64_t i = 0; i < count; ++i) {
+      xd_pad[i] = xd[b0 + i];
+      sum_pad[i] = -8.f * sum[b0 + i];
+    }
+    const __m256i even_odd = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
+    const __m256 xs = _mm256_permutevar8x32_ps(_mm256_load_ps(xd_pad), even_odd), xsum = _mm256_load_ps(sum_pad);
+    __m256 scale[R];
+    for (int r = 0; r < R; ++r) {
+      for (int64_t i = 0; i < count; ++i) ws_pad[i] = ws[r * ldws + b0 + i];
+      const __m256 wscale = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(ws_pad)));
+      acc[r] = _mm256_fmadd_ps(wscale, xsum, acc[r]);
+      scale[r] = _mm256_mul_ps(_mm256_permutevar8x32_ps(wscale, even_odd), xs);
+    }
+    pair<0>(b0, scale, count == 1);
+    if (count > 2) pair<1>(b0, scale, true);
+  }
+
+  SA2VA_AVX2 void run(int64_t blocks, float* out) {
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
+    int64_t b0 = 0;
+    for (; b0 + 8 <= blocks; b0 += 8) group<8>(b0);
+    if (b0 + 4 <= blocks) {
+      group<4>(b0);
+      b0 += 4;
+    }
+    if (b0 < blocks) tail(b0, blocks - b0);
+#pragma GCC unroll 4
+    for (int r = 0; r < R; ++r) out[r] = hsum256(acc[r]);
+  }
+};
+
+template <int R>
+SA2VA_AVX2 void q4_rows_dot_avx2(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, const int8_t* xp,
+                                 const float* xd, const float* sum, int64_t blocks, float* out, bool prefetch) {
+  if (prefetch) {
+    Q4RowsAvx2<R, true> k{w, ldw, ws, ldws, xp, xd, sum, {}};
+    k.run(blocks, out);
+  } else {
+    Q4RowsAvx2<R, false> k{w, ldw, ws, ldws, xp, xd, sum, {}};
+    k.run(blocks, out);
+  }
 }
 
 // ---------------------------------------------------------------------------- AVX-512 VNNI
