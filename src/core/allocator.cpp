@@ -65,6 +65,9 @@ void Allocator::copy_to_host(void* host_dst, const void* device_src, size_t byte
 void Allocator::copy_within(void* device_dst, const void* device_src, size_t bytes) {
   if (bytes) std::memcpy(device_dst, device_src, bytes);
 }
+void Allocator::fill_zero(void* device_dst, size_t bytes) {
+  if (bytes) std::memset(device_dst, 0, bytes);
+}
 
 Device current_device() { return thread_device; }
 bool kernels_run_on_host() { return thread_kernels_on_host; }

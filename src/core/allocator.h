@@ -35,6 +35,8 @@ class Allocator {
   virtual void copy_from_host(void* device_dst, const void* host_src, size_t bytes);
   virtual void copy_to_host(void* host_dst, const void* device_src, size_t bytes);
   virtual void copy_within(void* device_dst, const void* device_src, size_t bytes);
+  // Sets `bytes` bytes of this device's memory to zero, ordered as the copies (memset by default).
+  virtual void fill_zero(void* device_dst, size_t bytes);
   // Waits until the calling thread's queued work on this device is done (results made on one
   // request's stream and read by others: weights at load, shared caches).
   virtual void synchronize() {}

@@ -51,13 +51,8 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Device device) {
 }
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Device device) {
-  if (!device.is_cpu()) {  // zeros made on the host and copied (off the hot path)
-    Tensor t = empty(shape, dtype, device);
-    t.copy_from(zeros(shape, dtype));
-    return t;
-  }
-  Tensor t = empty(shape, dtype);
-  std::memset(t.base_, 0, t.nbytes());
+  Tensor t = empty(shape, dtype, device);
+  allocator_for(device).fill_zero(t.base_, t.nbytes());
   return t;
 }
 

@@ -2,6 +2,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #include "core/allocator.h"
 #include "core/error.h"
@@ -55,6 +56,36 @@ TEST(Device, HostAccessToADeviceTensorIsChecked) {
   EXPECT_THROW(t.slice(1, 0, 2).clone(), Error);                 // but only whole rows (contiguous)
   register_allocator(DeviceType::CUDA, nullptr);
   EXPECT_THROW(register_allocator(DeviceType::CPU, &fake), Error);
+}
+
+// Zeros on a device are cleared there (a GPU memset), not uploaded from a host buffer of zeros.
+TEST(Device, ZerosAreClearedOnTheirDevice) {
+  struct Dirty final : public Allocator {
+    Device device() const override { return Device::cuda(0); }
+    bool host_addressable() const override { return true; }
+    std::shared_ptr<void> allocate(size_t bytes) override {
+      void* p = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+      std::memset(p, 0xab, bytes);
+      return std::shared_ptr<void>(p, std::free);
+    }
+    uint64_t allocations() const override { return 0; }
+    void copy_from_host(void* dst, const void* src, size_t bytes) override {
+      ++uploads;
+      Allocator::copy_from_host(dst, src, bytes);
+    }
+    void fill_zero(void* dst, size_t bytes) override {
+      ++fills;
+      Allocator::fill_zero(dst, bytes);
+    }
+    int uploads = 0, fills = 0;
+  } dirty;
+  register_allocator(DeviceType::CUDA, &dirty);
+  const Tensor t = Tensor::zeros({3, 7}, DType::F32, Device::cuda(0));
+  EXPECT_EQ(dirty.fills, 1);
+  EXPECT_EQ(dirty.uploads, 0);
+  register_allocator(DeviceType::CUDA, nullptr);
+  EXPECT_EQ(t.device(), Device::cuda(0));
+  for (int i = 0; i < 21; ++i) EXPECT_EQ(static_cast<const float*>(t.device_data())[i], 0.f) << i;
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 #include "models/sam2/sam2_image.h"
 
+#include <algorithm>
 #include <cstring>
+#include <string>
 
 #include "core/error.h"
 #include "core/profile.h"
@@ -77,6 +79,10 @@ Tensor Sam2Image::conditioning_embedding(const FrameFeatures& f) const {
 Tensor Sam2Image::high_res_features(const TokenMap& stage, int level) const {
   constexpr int64_t kTokensPerChunk = 8192;
   const int64_t n = stage.h * stage.w, chunk = std::min(n, kTokensPerChunk);
+  const int64_t levels = static_cast<int64_t>(neck.in_channels.size());
+  check(level < levels && stage.channels() == neck.in_channels[static_cast<size_t>(levels - 1 - level)],
+        "FPN: stage " + std::to_string(level) + " has " + std::to_string(stage.channels()) +
+            " channels, not what its lateral conv takes");
   const int64_t channels = (level == 0 ? mask_decoder.conv_s0_w : mask_decoder.conv_s1_w).rows();
   const Device device = stage.tokens.device();
   const Tensor lateral = Tensor::empty({chunk, neck.d_model}, DType::F32, device);

@@ -123,6 +123,9 @@ class CudaAllocator final : public Allocator {
   void copy_within(void* device_dst, const void* device_src, size_t bytes) override {
     if (bytes) check(cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, stream()), "copying on the GPU");
   }
+  void fill_zero(void* device_dst, size_t bytes) override {
+    if (bytes) check(cudaMemsetAsync(device_dst, 0, bytes, stream()), "clearing GPU memory");
+  }
   void make_current(Device device) override { use_device(device.index); }
   void synchronize() override {
     const int previous = current_index();
