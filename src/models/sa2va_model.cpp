@@ -5,6 +5,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/profile.h"
@@ -231,6 +235,12 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   w.finish();
   // Fused weights were copied on the loading thread's stream; requests read them from theirs.
   if (!m->policy.device.is_cpu()) allocator_for(m->policy.device).synchronize();
+#if defined(__GLIBC__)
+  // Loading parsed tokenizer.json (~7 MB of JSON for Qwen2) into a temporary tree and prepared
+  // weights through temporary buffers: the heap keeps such freed pages resident (~70 MB) unless
+  // asked to give them back.
+  malloc_trim(0);
+#endif
 
   m->img_context_id = m->tokenizer->token_id(kImageContext);
   m->seg_id = m->tokenizer->token_id(kSegToken);
