@@ -231,7 +231,7 @@ struct Q4RowsAvx2 {
     for (int r = 0; r < R; ++r) {
       const uint8_t* wr = w + r * ldw + b * (kBlock / 2);
       // Two row groups ahead, once per 64-byte line: decode's rows are a few hundred bytes.
-      if (Prefetch && P % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(wr + 8 * R * ldw), _MM_HINT_T0);
+      if (Prefetch && P % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
       const __m256i packed = lone ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)))
                                   : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr));
       const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(packed, low), x_first),
