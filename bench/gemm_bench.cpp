@@ -18,8 +18,9 @@ void BM_Linear(benchmark::State& state, int64_t M, int64_t K, int64_t N, sa2va::
   std::vector<float> x(static_cast<size_t>(M * K)), w(static_cast<size_t>(N * K)), y(static_cast<size_t>(M * N));
   for (auto& v : x) v = dist(gen);
   for (auto& v : w) v = dist(gen);
-  const sa2va::WeightMatrix weight = sa2va::WeightMatrix::prepare(
-      sa2va::Tensor::from_vector(w, {N, K}), format);
+  // In the arrangement a model load gives the kernels (ops::kernel_layout).
+  const sa2va::WeightMatrix weight =
+      sa2va::ops::kernel_layout(sa2va::WeightMatrix::prepare(sa2va::Tensor::from_vector(w, {N, K}), format));
   for (auto _ : state) {
     sa2va::ops::linear(x.data(), M, K, weight, nullptr, y.data());
     benchmark::DoNotOptimize(y.data());
@@ -41,7 +42,8 @@ void BM_LinearFromMemory(benchmark::State& state, int64_t K, int64_t N, sa2va::W
   std::vector<sa2va::WeightMatrix> weights;
   for (int c = 0; c < copies; ++c) {
     for (auto& v : w) v = dist(gen);
-    weights.push_back(sa2va::WeightMatrix::prepare(sa2va::Tensor::from_vector(w, {N, K}), format));
+    weights.push_back(
+        sa2va::ops::kernel_layout(sa2va::WeightMatrix::prepare(sa2va::Tensor::from_vector(w, {N, K}), format)));
   }
   size_t next = 0;
   for (auto _ : state) {

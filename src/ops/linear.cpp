@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <string>
 
+#include "core/allocator.h"
 #include "core/error.h"
 #include "ops/device_check.h"
 #include "ops/ops.h"
@@ -71,6 +72,13 @@ Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
     SA2VA_KERNEL(linear, static_cast<const float*>(xc.device_data()), M, K, weight, bias_data,
                  static_cast<float*>(y.device_data()));
   return y;
+}
+
+WeightMatrix kernel_layout(const WeightMatrix& weight, const std::function<void(int64_t, int64_t)>& consumed) {
+  // The CPU's rule wherever the CPU kernels run: the CPU and a test's host-memory stand-in device.
+  if (!weight.defined() || weight.interleaved()) return weight;
+  if (!weight.device().is_cpu() && !allocator_for(weight.device()).host_addressable()) return weight;
+  return cpu::prefers_interleaved_rows(weight) ? weight.interleaved_rows(consumed) : weight;
 }
 
 }  // namespace sa2va::ops

@@ -148,7 +148,50 @@ const void* WeightMatrix::host_memory(const Tensor& t) {
   return t.device_data();
 }
 
+WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, int64_t)>& consumed) const {
+  check(defined() && format_ == WeightFormat::Q4_0 && !interleaved_,
+        "weight matrix: only a plain Q4_0 matrix can be interleaved by rows");
+  const int64_t nb = blocks_per_row(), groups = (rows_ + kInterleavedRows - 1) / kInterleavedRows;
+  const int64_t row_bytes = values_.size(1), group_bytes = nb * kInterleavedBlockBytes;
+  const uint8_t* values = host_values<uint8_t>();
+  const uint16_t* scales = host_scales();
+  WeightMatrix m;
+  m.format_ = format_;
+  m.interleaved_ = true;
+  m.rows_ = rows_;
+  m.cols_ = cols_;
+  m.values_ = Tensor::zeros({groups, group_bytes}, DType::U8, values_.device());  // host memory (checked above)
+  uint8_t* out = static_cast<uint8_t*>(m.values_.device_data());
+  auto copy_groups = [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t rows = std::min(kInterleavedRows, rows_ - g * kInterleavedRows);
+      for (int64_t b = 0; b < nb; ++b) {
+        uint8_t* block = out + g * group_bytes + b * kInterleavedBlockBytes;
+        for (int64_t r = 0; r < rows; ++r) {
+          const int64_t row = g * kInterleavedRows + r;
+          std::memcpy(block + 2 * r, scales + row * nb + b, 2);
+          for (int64_t j = 0; j < 4; ++j)
+            std::memcpy(block + 2 * kInterleavedRows + 32 * j + 4 * r, values + row * row_bytes + b * 16 + 4 * j, 4);
+        }
+      }
+    }
+  };
+  constexpr int64_t kSliceGroups = 512;  // ~4 MB of a 896-wide matrix
+  for (int64_t s0 = 0; s0 < groups; s0 += kSliceGroups) {
+    const int64_t s1 = std::min(groups, s0 + kSliceGroups);
+    parallel_for(s1 - s0, [&](int64_t g0, int64_t g1) { copy_groups(s0 + g0, s0 + g1); }, 16);
+    if (consumed) {
+      const int64_t first = s0 * kInterleavedRows;
+      consumed(first, std::min(rows_, s1 * kInterleavedRows) - first);
+    }
+  }
+  return m;
+}
+
 WeightMatrix WeightMatrix::to(Device device) const {
+  check(!interleaved_ || device.is_cpu() || allocator_for(device).host_addressable(),
+        "weight matrix: rows interleaved for the CPU kernels cannot move to " + device.name() +
+            " (move the plain matrix)");
   WeightMatrix m = *this;
   if (values_.defined()) m.values_ = values_.to(device);
   if (scales_.defined()) m.scales_ = scales_.to(device);
@@ -183,9 +226,24 @@ void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, in
   for (int64_t r = row0; r < row0 + rows; ++r) {
     float* dst = out + (r - row0) * ldo - col0;
     for (int64_t b = col0 / kQuantBlock; b * kQuantBlock < col0 + cols; ++b) {
-      const float d = f16_to_f32(scales[r * nb + b]);
       const int64_t n = std::min(kQuantBlock, col0 + cols - b * kQuantBlock);
       float* o = dst + b * kQuantBlock;
+      if (interleaved_) {
+        // Byte i of the row's block is byte i % 4 of the row's slot in chunk i / 4.
+        const int64_t lane = r % kInterleavedRows;
+        const uint8_t* block = values + (r / kInterleavedRows) * row_bytes + b * kInterleavedBlockBytes;
+        uint16_t d16;
+        std::memcpy(&d16, block + 2 * lane, 2);
+        const float d = f16_to_f32(d16);
+        const uint8_t* chunks = block + 2 * kInterleavedRows + 4 * lane;
+        for (int64_t i = 0; i < n; ++i) {
+          const int64_t byte = i % (kQuantBlock / 2);
+          const uint8_t q = chunks[32 * (byte / 4) + byte % 4];
+          o[i] = d * static_cast<float>((i < kQuantBlock / 2 ? (q & 0x0f) : (q >> 4)) - 8);
+        }
+        continue;
+      }
+      const float d = f16_to_f32(scales[r * nb + b]);
       if (q8) {
         const uint8_t* q = values + r * row_bytes + b * kQuantBlock;
         for (int64_t i = 0; i < n; ++i) o[i] = d * static_cast<float>(q[i] - 128);
@@ -235,6 +293,7 @@ WeightMatrix stack_rows(const std::vector<MatrixRowBlock>& blocks) {
   int64_t rows = 0;
   for (const MatrixRowBlock& b : blocks) {
     if (!b.matrix.defined()) return WeightMatrix();
+    check(!b.matrix.interleaved(), "stack_rows: rows interleaved for the CPU kernels (stack the plain matrices)");
     check(b.matrix.format() == blocks[0].matrix.format() && b.matrix.cols() == blocks[0].matrix.cols(),
           "stack_rows: matrices of different formats or widths");
     values.push_back({b.matrix.values(), b.first, b.count});

@@ -13,9 +13,17 @@
 // A row whose K is not a multiple of 32 ends in a zero-padded block. Quantized values and scales
 // are kept apart (values [N, blocks·32] or [N, blocks·16] U8, scales [N, blocks] F16), so that a
 // quantized model folder stores them as two plain tensors and kernels stream each with wide loads.
+// Q4_0 has a second, CPU-only arrangement of the same bytes, rows interleaved by eight
+// (interleaved_rows(); ops::kernel_layout picks it at load where the AVX2 decode kernel reads it):
+//   values U8 [ceil(N/8), blocks·144], no separate scales; per group of 8 rows and per block, the 8
+//   rows' f16 scales (16 bytes), then 4 chunks of 32 bytes, chunk j holding bytes 4j..4j+3 of each
+//   row's 16 packed bytes, row after row. Rows past N in the last group are zero (scale 0).
+// A group is one contiguous stream, and one 32-byte load gives the kernel 4 bytes of 8 rows, so
+// their block sums land in the lanes of one vector and are scaled once per 8 rows, not per row.
 // Conv weights (ConvWeight) are kept as F32 matrices in GEMM layout.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -49,15 +57,24 @@ class WeightMatrix {
   // Bytes of one row's packed values in a quantized format.
   static int64_t quantized_row_bytes(WeightFormat format, int64_t cols);
 
+  // Q4_0 rows interleaved by eight (layout above), from the plain layout in host memory. An
+  // interleaved matrix stays on the CPU: to() a GPU and stack_rows refuse it.
+  static constexpr int64_t kInterleavedRows = 8;
+  static constexpr int64_t kInterleavedBlockBytes = kInterleavedRows * (2 + kQuantBlock / 2);
+  // `consumed(first_row, rows)` is called after each slice of rows has been copied, in order, so that
+  // a loader can drop the pages of the stored rows as it goes (no second copy of a large matrix).
+  WeightMatrix interleaved_rows(const std::function<void(int64_t first_row, int64_t rows)>& consumed = {}) const;
+  bool interleaved() const { return interleaved_; }
+
   bool defined() const { return values_.defined(); }
   WeightFormat format() const { return format_; }
   int64_t rows() const { return rows_; }  // N: outputs
   int64_t cols() const { return cols_; }  // K: inputs
   Device device() const { return values_.device(); }
   int64_t blocks_per_row() const { return (cols_ + kQuantBlock - 1) / kQuantBlock; }
-  // F32 / BF16: the [N, K] matrix; quantized: the packed values (layout above).
+  // F32 / BF16: the [N, K] matrix; quantized: the packed values (layout above; interleaved: the groups).
   const Tensor& values() const { return values_; }
-  // Quantized formats: F16 [N, blocks_per_row]; undefined otherwise.
+  // Quantized formats: F16 [N, blocks_per_row]; undefined otherwise and when interleaved.
   const Tensor& scales() const { return scales_; }
   size_t nbytes() const { return values_.nbytes() + (scales_.defined() ? scales_.nbytes() : 0); }
   // The same matrix in the memory of `device` (values and scales copied as they are).
@@ -79,6 +96,7 @@ class WeightMatrix {
   static const void* host_memory(const Tensor& t);
 
   WeightFormat format_ = WeightFormat::F32;
+  bool interleaved_ = false;
   int64_t rows_ = 0, cols_ = 0;
   Tensor values_, scales_;
 };

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 #include <vector>
 
@@ -117,17 +118,23 @@ TEST_P(WeightMatrixTest, QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstruct
             std::vector<float> x = random_vector(M * K, ++seed, -2.f, 2.f);
             if (K > 40) std::fill(x.begin() + 32, x.begin() + 64 < x.begin() + K ? x.begin() + 64 : x.begin() + K, 0.f);  // an all-zero block
             const WeightMatrix m = WeightMatrix::prepare(w, format);
-            std::vector<float> y(static_cast<size_t>(M * N));
-            ops::linear(x.data(), M, K, m, nullptr, y.data());
-            for (int64_t i = 0; i < M; ++i)
-              for (int64_t n = 0; n < N; ++n) {
-                const double want = quantized_reference(m, x.data() + i * K, K, n);
-                double scale = 0;
-                for (int64_t k = 0; k < K; ++k) scale += std::fabs(decode(m, n, k) * x[i * K + k]);
-                ASSERT_NEAR(y[i * N + n], want, 1e-6 * scale + 1e-6)
-                    << ops::simd::isa_name(level) << " " << weight_format_name(format) << " M " << M << " K " << K
-                    << " N " << N << " at " << i << "," << n;
-              }
+            // Q4_0 also with its rows interleaved by eight (the AVX2 kernel; scalar when capped there).
+            std::vector<WeightMatrix> layouts{m};
+            if (format == WeightFormat::Q4_0) layouts.push_back(m.interleaved_rows());
+            for (const WeightMatrix& arranged : layouts) {
+              std::vector<float> y(static_cast<size_t>(M * N));
+              ops::linear(x.data(), M, K, arranged, nullptr, y.data());
+              for (int64_t i = 0; i < M; ++i)
+                for (int64_t n = 0; n < N; ++n) {
+                  const double want = quantized_reference(m, x.data() + i * K, K, n);
+                  double scale = 0;
+                  for (int64_t k = 0; k < K; ++k) scale += std::fabs(decode(m, n, k) * x[i * K + k]);
+                  ASSERT_NEAR(y[i * N + n], want, 1e-6 * scale + 1e-6)
+                      << ops::simd::isa_name(level) << " " << weight_format_name(format)
+                      << (arranged.interleaved() ? " interleaved" : "") << " M " << M << " K " << K << " N " << N
+                      << " at " << i << "," << n;
+                }
+            }
           }
   }
   ops::simd::set_max_isa(saved);
@@ -141,7 +148,8 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
         for (int64_t N : {1, 33, 130}) {
           const Tensor w = random_tensor({N, K}, ++seed);
           const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
-          const WeightMatrix m = WeightMatrix::prepare(w, format);
+          // kernel_layout: what a model load gives the kernels (Q4_0 interleaved on AVX2).
+          const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
           const std::vector<float> wd = m.dequantize().to_vector();
           std::vector<float> y(static_cast<size_t>(M * N));
           ops::linear(x.data(), M, K, m, bias.data(), y.data());
@@ -161,6 +169,55 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
                                                    << " N " << N << " at " << i << "," << n;
             }
         }
+}
+
+// The interleaved Q4_0 layout, element by element as documented in ops/weight_matrix.h: the same
+// codes and scales as the plain layout, zero rows padding the last group.
+TEST(WeightMatrix, Q4RowsInterleaveAsDocumented) {
+  for (int64_t N : {1, 8, 13}) {
+    const int64_t K = 70, nb = 3;
+    const WeightMatrix plain = WeightMatrix::prepare(random_tensor({N, K}, static_cast<uint32_t>(N), -2.f, 2.f), WeightFormat::Q4_0);
+    const WeightMatrix m = plain.interleaved_rows();
+    ASSERT_TRUE(m.interleaved());
+    EXPECT_FALSE(m.scales().defined());
+    const int64_t groups = (N + 7) / 8;
+    ASSERT_EQ(m.values().shape(), (Shape{groups, nb * 144}));
+    EXPECT_EQ(m.nbytes(), static_cast<size_t>(groups * nb * 144));
+    for (int64_t r = 0; r < groups * 8; ++r)
+      for (int64_t b = 0; b < nb; ++b) {
+        const uint8_t* block = m.values().data<uint8_t>() + (r / 8) * nb * 144 + b * 144;
+        uint16_t scale;
+        std::memcpy(&scale, block + 2 * (r % 8), 2);
+        for (int64_t j = 0; j < 16; ++j) {
+          const uint8_t byte = block[16 + 32 * (j / 4) + 4 * (r % 8) + j % 4];
+          if (r >= N) {
+            ASSERT_EQ(scale, 0);
+            ASSERT_EQ(byte, 0);
+            continue;
+          }
+          ASSERT_EQ(scale, plain.scales().data<uint16_t>()[r * nb + b]);
+          ASSERT_EQ(byte, plain.values().data<uint8_t>()[r * nb * 16 + b * 16 + j]) << "r " << r << " b " << b;
+        }
+      }
+    EXPECT_EQ(m.dequantize().to_vector(), plain.dequantize().to_vector());
+    std::vector<float> rows(static_cast<size_t>(2 * 32));
+    if (N > 2) {  // a block of rows and columns, as the prefill panels take it
+      std::vector<float> want(rows.size());
+      m.dequantize_block(1, 2, 32, 32, rows.data(), 32);
+      plain.dequantize_block(1, 2, 32, 32, want.data(), 32);
+      EXPECT_EQ(rows, want);
+    }
+    // Interleaved rows stay on the CPU and are not stacked again.
+    EXPECT_THROW(stack_rows(std::vector<MatrixRowBlock>{{m, 0, N}}), Error);
+    EXPECT_THROW(plain.interleaved_rows().interleaved_rows(), Error);
+  }
+  // Which layout the kernels get: interleaved Q4_0 exactly where the AVX2 kernel runs.
+  const Tensor w = random_tensor({16, 64}, 7);
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    const WeightMatrix m = WeightMatrix::prepare(w, format), arranged = ops::kernel_layout(m);
+    EXPECT_EQ(arranged.interleaved(), format == WeightFormat::Q4_0 && ops::simd::isa() == ops::simd::Isa::Avx2);
+    EXPECT_EQ(arranged.dequantize().to_vector(), m.dequantize().to_vector());
+  }
 }
 
 TEST(WeightMatrix, UnquantizedFormatsUseMatchingStorageInPlace) {

@@ -24,4 +24,7 @@ namespace sa2va::ops::cpu {
 // The kernels (one declaration list for every backend).
 #include "ops/device_kernels.inc"
 
+// ops::kernel_layout's CPU rule: whether linear() reads `weight` faster with its rows interleaved.
+bool prefers_interleaved_rows(const WeightMatrix& weight);
+
 }  // namespace sa2va::ops::cpu

@@ -28,12 +28,13 @@ constexpr int64_t kQuantizedRowsMaxM = 256;
 
 // Weight rows [0, n) in chunks that the pool's threads take in turn: decode streams every matrix
 // from memory, and on a shared machine one core is often slower than the other; fixed halves would
-// leave the faster one waiting. Chunks are multiples of 4 rows (the rows kernels' step).
+// leave the faster one waiting. Chunks are multiples of 8 rows (a group of interleaved Q4_0 rows;
+// the other rows kernels step by 4).
 template <typename Rows>
 void parallel_rows(int64_t n, Rows rows) {
   const int64_t threads = num_threads();
   if (threads == 1 || n < 64) return rows(int64_t{0}, n);
-  const int64_t chunk = std::max<int64_t>(16, n / (threads * 16)) & ~int64_t{3};
+  const int64_t chunk = std::max<int64_t>(16, n / (threads * 16)) & ~int64_t{7};
   std::atomic<int64_t> next{0};
   parallel_for(threads, [&](int64_t, int64_t) {
     for (int64_t r0 = next.fetch_add(chunk); r0 < n; r0 = next.fetch_add(chunk)) rows(r0, std::min(n, r0 + chunk));
@@ -69,8 +70,16 @@ void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMat
   buffer.quantize(x, M, K, K);
   const bool q4 = w.format() == WeightFormat::Q4_0;
   const uint8_t* values = w.host_values<uint8_t>();
-  const uint16_t* scales = w.host_scales();
   const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
+  if (w.interleaved()) {
+    constexpr int64_t kGroup = WeightMatrix::kInterleavedRows;
+    parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {  // n0 is a multiple of kGroup
+      simd::q4_interleaved_times_q8(values + n0 / kGroup * ldw, ldw, (n1 - n0 + kGroup - 1) / kGroup, n1 - n0,
+                                    activations, y + n0, w.rows());
+    });
+    return;
+  }
+  const uint16_t* scales = w.host_scales();
   parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {
     simd::quantized_rows_times_q8(q4, values + n0 * ldw, ldw, scales + n0 * nb, nb, n1 - n0, activations, y + n0, w.rows());
   });
@@ -137,6 +146,11 @@ void gemm_at(const float* A, int64_t lda, const float* B, int64_t ldb, float* C,
                 C + m0 * ldc + n0, static_cast<int>(ldc));
   };
   split_product(M, N, K, block);
+}
+
+// The interleaved Q4_0 kernel is AVX2's (measured there); AVX-512 keeps its VNNI rows kernel.
+bool prefers_interleaved_rows(const WeightMatrix& weight) {
+  return weight.format() == WeightFormat::Q4_0 && simd::isa() == simd::Isa::Avx2;
 }
 
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {

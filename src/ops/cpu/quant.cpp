@@ -2,9 +2,10 @@
 // (cpu/simd.h, "Quantized weights"). Per 32-value block the products are summed in int32 and
 // scaled once by d_w·d_x, so the weight bytes are streamed once with wide loads and never widened
 // to floats: decode is bound by memory bandwidth, not by conversions.
-//   AVX-512 VNNI: two blocks per zmm, vpdpbusd (u8 × s8 → s32)
-//   AVX2:         one block per ymm, vpmaddubsw + vpmaddwd
-//   scalar:       the reference the tests compare both against
+//   AVX-512 VNNI: two blocks per zmm, vpdpbusd (u8 × s8 → s32), four weight rows per step
+//   AVX2:         Q8_0 one block per ymm, vpmaddubsw + vpmaddwd; Q4_0 on rows interleaved by eight
+//                 (ops/weight_matrix.h), one block of 8 rows per step
+//   scalar:       the reference the tests compare both against (either Q4_0 layout)
 // vpdpbusd and vpmaddubsw multiply an unsigned byte by a signed one. The weight codes are unsigned
 // (Q8_0: q + 128, Q4_0: q + 8), so AVX-512 multiplies them as stored and subtracts the offset once
 // per block as offset·d_w·(d_x·Σx_q). vpmaddubsw's int16 pair sums would overflow on 8-bit codes, so
@@ -76,6 +77,26 @@ float q4_row_dot_scalar(const uint8_t* w, const uint16_t* ws, const int8_t* x, c
     s += f16_to_f32(ws[b]) * xd[b] * static_cast<float>(acc);
   }
   return s;
+}
+
+// Eight interleaved Q4_0 rows (ops/weight_matrix.h) against one activation row: out[0, 8).
+constexpr int64_t kGroupRows = 8, kGroupBlockBytes = kGroupRows * (2 + kBlock / 2);
+void q4_group_dot_scalar(const uint8_t* g, const int8_t* x, const float* xd, int64_t blocks, float* out) {
+  for (int64_t r = 0; r < kGroupRows; ++r) {
+    float s = 0.f;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const uint8_t* block = g + b * kGroupBlockBytes;
+      int32_t acc = 0;
+      for (int64_t j = 0; j < kBlock / 2; ++j) {
+        const uint8_t q = block[2 * kGroupRows + 32 * (j / 4) + 4 * r + j % 4];
+        acc += ((q & 0x0f) - 8) * x[b * kBlock + j] + ((q >> 4) - 8) * x[b * kBlock + j + kBlock / 2];
+      }
+      uint16_t d;
+      std::memcpy(&d, block + 2 * r, 2);
+      s += f16_to_f32(d) * xd[b] * static_cast<float>(acc);
+    }
+    out[r] = s;
+  }
 }
 
 // ---------------------------------------------------------------------------- AVX2
@@ -161,132 +182,44 @@ SA2VA_AVX2 float q8_row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int
   return hsum256(_mm256_add_ps(acc0, acc1));
 }
 
-// Interleaves the halves of each pair of blocks (QuantizedActivations::pair_codes).
-SA2VA_AVX2 void interleave_block_pairs_avx2(const int8_t* codes, int64_t blocks, int8_t* pairs) {
-  for (int64_t b = 0; b < blocks; b += 2) {
-    const __m256i x0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + b * kBlock));
-    const __m256i x1 = b + 1 < blocks ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(codes + (b + 1) * kBlock))
-                                      : _mm256_setzero_si256();
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * kBlock), _mm256_permute2x128_si256(x0, x1, 0x20));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(pairs + b * kBlock + 32), _mm256_permute2x128_si256(x0, x1, 0x31));
-  }
+// Eight interleaved Q4_0 rows against one activation row (x in plain block order), one block per
+// step: chunk j's low nibbles are elements 4j..4j+3 of the 8 rows and meet those 4 activation bytes
+// broadcast to every lane; its high nibbles meet elements 16 + 4j... The 8 int16 partial sums of a
+// block fit in int16 (|code| <= 15, |x| <= 127: 8·2·15·127 < 2^15), so one vpmaddwd turns them into
+// the 8 rows' int32 block sums, and the convert, the scale and the codes' offset (8·d_w·d_x·Σx) are
+// paid once per block for all 8 rows. Prefetch runs a fixed distance ahead in the group's stream.
+constexpr int64_t kGroupPrefetchBytes = 2048;
+// Chunk j of a block: its int16 sums, low nibbles times activation word j, high ones times word j + 4.
+SA2VA_AVX2 inline __m256i q4_chunk_sum_avx2(const uint8_t* chunk, int32_t x_low, int32_t x_high) {
+  const __m256i low = _mm256_set1_epi8(0x0f);
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(chunk));
+  return _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(v, low), _mm256_set1_epi32(x_low)),
+                          _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(v, 4), low), _mm256_set1_epi32(x_high)));
 }
 
-// R Q4_0 weight rows against one activation row, two blocks per step: one 32-byte load holds both
-// blocks' nibbles; the low nibbles meet the pair's first halves and the high ones its second halves
-// (x in pair_codes order), so lanes 0-3 sum block b and lanes 4-7 block b + 1. The codes' offset of 8
-// is removed per group of blocks as 8·d_w·(d_x·Σx) in the same accumulator (only the lanes' total
-// matters). Blocks go 8 at a time, then 4, then one by one: a group's combined scales d_w·d_x are
-// held even blocks in the low 128-bit lane and odd ones in the high lane, so pair p takes its two
-// scales with one in-lane shuffle by a constant.
-template <int R, bool Prefetch>
-struct Q4RowsAvx2 {
-  const uint8_t* w;
-  int64_t ldw;
-  const uint16_t* ws;
-  int64_t ldws;
-  const int8_t* xp;
-  const float* xd;
-  const float* sum;
-  __m256 acc[R];
-
-  // Blocks [b0, b0 + N) for N = 8 or 4 (even blocks of the group in lanes 0-3, odd ones in 4-7).
-  template <int N>
-  SA2VA_AVX2 void group(int64_t b0) {
-    const __m256i even_odd = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    __m256 xs, xsum;
-    if constexpr (N == 8) {
-      xs = _mm256_loadu_ps(xd + b0);
-      xsum = _mm256_mul_ps(_mm256_set1_ps(-8.f), _mm256_loadu_ps(sum + b0));
-    } else {
-      xs = _mm256_zextps128_ps256(_mm_loadu_ps(xd + b0));
-      xsum = _mm256_zextps128_ps256(_mm_mul_ps(_mm_set1_ps(-8.f), _mm_loadu_ps(sum + b0)));
-    }
-    xs = _mm256_permutevar8x32_ps(xs, even_odd);
-    __m256 scale[R];
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const __m256 wscale =
-          N == 8 ? _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(ws + r * ldws + b0)))
-                 : _mm256_zextps128_ps256(_mm_cvtph_ps(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(ws + r * ldws + b0))));
-      acc[r] = _mm256_fmadd_ps(wscale, xsum, acc[r]);
-      scale[r] = _mm256_mul_ps(_mm256_permutevar8x32_ps(wscale, even_odd), xs);
-    }
-    pair<0>(b0, scale, false);
-    pair<1>(b0, scale, false);
-    if constexpr (N == 8) {
-      pair<2>(b0, scale, false);
-      pair<3>(b0, scale, false);
-    }
+SA2VA_AVX2 void q4_group_dot_avx2(const uint8_t* g, const int8_t* x, const float* xd, const float* sum,
+                                  int64_t blocks, float* out) {
+  __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
+  for (int64_t b = 0; b < blocks; ++b) {
+    const uint8_t* block = g + b * kGroupBlockBytes;
+    const char* ahead = reinterpret_cast<const char*>(block) + kGroupPrefetchBytes;
+    _mm_prefetch(ahead, _MM_HINT_T0);
+    _mm_prefetch(ahead + 64, _MM_HINT_T0);
+    _mm_prefetch(ahead + 128, _MM_HINT_T0);
+    int32_t xw[8];  // the block's activations as 8 words of 4 bytes
+    std::memcpy(xw, x + b * kBlock, sizeof(xw));
+    const uint8_t* chunks = block + 2 * kGroupRows;
+    const __m256i s16 = _mm256_add_epi16(
+        _mm256_add_epi16(q4_chunk_sum_avx2(chunks, xw[0], xw[4]), q4_chunk_sum_avx2(chunks + 32, xw[1], xw[5])),
+        _mm256_add_epi16(q4_chunk_sum_avx2(chunks + 64, xw[2], xw[6]), q4_chunk_sum_avx2(chunks + 96, xw[3], xw[7])));
+    const __m256 dots = _mm256_cvtepi32_ps(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+    const __m256 wscale = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block)));
+    // d_x·Σ(code·x) − 8·d_x·Σx, then · d_w; two accumulators for two independent chains.
+    const __m256 t = _mm256_fmadd_ps(dots, _mm256_set1_ps(xd[b]), _mm256_set1_ps(-8.f * sum[b]));
+    if (b & 1) acc1 = _mm256_fmadd_ps(wscale, t, acc1);
+    else acc0 = _mm256_fmadd_ps(wscale, t, acc0);
   }
-
-  // Pair P of the group at b0 (blocks b0 + 2P, b0 + 2P + 1); `lone`: block b0 + 2P is the row's last.
-  template <int P>
-  SA2VA_AVX2 void pair(int64_t b0, const __m256* scale, bool lone) {
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    const int64_t b = b0 + 2 * P;
-    const __m256i x_first = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock));
-    const __m256i x_second = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(xp + b * kBlock + 32));
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) {
-      const uint8_t* wr = w + r * ldw + b * (kBlock / 2);
-      // Two row groups ahead, once per 64-byte line: decode's rows are a few hundred bytes.
-      if (Prefetch && P % 2 == 0) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
-      const __m256i packed = lone ? _mm256_zextsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wr)))
-                                  : _mm256_loadu_si256(reinterpret_cast<const __m256i*>(wr));
-      const __m256i p16 = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(packed, low), x_first),
-                                           _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(packed, 4), low), x_second));
-      const __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-      acc[r] = _mm256_fmadd_ps(_mm256_permute_ps(scale[r], P * 0x55), dot, acc[r]);
-    }
-  }
-
-  // The last 1-3 blocks, from zero-padded copies of their scales.
-  SA2VA_AVX2 void tail(int64_t b0, int64_t count) {
-    alignas(32) float xd_pad[8] = {}, sum_pad[8] = {};
-    alignas(16) uint16_t ws_pad[8] = {};
-    for (int64_t i = 0; i < count; ++i) {
-      xd_pad[i] = xd[b0 + i];
-      sum_pad[i] = -8.f * sum[b0 + i];
-    }
-    const __m256i even_odd = _mm256_setr_epi32(0, 2, 4, 6, 1, 3, 5, 7);
-    const __m256 xs = _mm256_permutevar8x32_ps(_mm256_load_ps(xd_pad), even_odd), xsum = _mm256_load_ps(sum_pad);
-    __m256 scale[R];
-    for (int r = 0; r < R; ++r) {
-      for (int64_t i = 0; i < count; ++i) ws_pad[i] = ws[r * ldws + b0 + i];
-      const __m256 wscale = _mm256_cvtph_ps(_mm_load_si128(reinterpret_cast<const __m128i*>(ws_pad)));
-      acc[r] = _mm256_fmadd_ps(wscale, xsum, acc[r]);
-      scale[r] = _mm256_mul_ps(_mm256_permutevar8x32_ps(wscale, even_odd), xs);
-    }
-    pair<0>(b0, scale, count == 1);
-    if (count > 2) pair<1>(b0, scale, true);
-  }
-
-  SA2VA_AVX2 void run(int64_t blocks, float* out) {
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) acc[r] = _mm256_setzero_ps();
-    int64_t b0 = 0;
-    for (; b0 + 8 <= blocks; b0 += 8) group<8>(b0);
-    if (b0 + 4 <= blocks) {
-      group<4>(b0);
-      b0 += 4;
-    }
-    if (b0 < blocks) tail(b0, blocks - b0);
-#pragma GCC unroll 4
-    for (int r = 0; r < R; ++r) out[r] = hsum256(acc[r]);
-  }
-};
-
-template <int R>
-SA2VA_AVX2 void q4_rows_dot_avx2(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, const int8_t* xp,
-                                 const float* xd, const float* sum, int64_t blocks, float* out, bool prefetch) {
-  if (prefetch) {
-    Q4RowsAvx2<R, true> k{w, ldw, ws, ldws, xp, xd, sum, {}};
-    k.run(blocks, out);
-  } else {
-    Q4RowsAvx2<R, false> k{w, ldw, ws, ldws, xp, xd, sum, {}};
-    k.run(blocks, out);
-  }
+  _mm256_storeu_ps(out, _mm256_add_ps(acc0, acc1));
 }
 
 // ---------------------------------------------------------------------------- AVX-512 VNNI
@@ -377,19 +310,13 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
   if (codes.size() < nb * kBlock) codes.resize(nb * kBlock);
   if (scales.size() < nb) scales.resize(nb);
   if (sums.size() < nb) sums.resize(nb);
-  const int64_t pair_bytes = (blocks + 1) / 2 * 2 * kBlock;
-  if (isa() == Isa::Avx2 && pair_codes.size() < static_cast<size_t>(rows * pair_bytes))
-    pair_codes.resize(static_cast<size_t>(rows * pair_bytes));
   for (int64_t r = 0; r < rows; ++r) {
     int8_t* q = codes.data() + r * blocks * kBlock;
     float* d = scales.data() + r * blocks;
     float* o = sums.data() + r * blocks;
     switch (isa()) {
       case Isa::Avx512: quantize_row_avx512(x + r * ldx, k, q, d, o); break;
-      case Isa::Avx2:
-        quantize_row_avx2(x + r * ldx, k, q, d, o);
-        interleave_block_pairs_avx2(q, blocks, pair_codes.data() + r * pair_bytes);
-        break;
+      case Isa::Avx2: quantize_row_avx2(x + r * ldx, k, q, d, o); break;
       case Isa::Scalar: quantize_row_scalar(x + r * ldx, k, q, d, o); break;
     }
   }
@@ -397,12 +324,12 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
 
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy) {
-  const int64_t nb = x.blocks, pair_bytes = (nb + 1) / 2 * 2 * kBlock;
+  const int64_t nb = x.blocks;
   const Isa level = isa();
-  // Weight rows per step of the multi-row kernels (AVX-512 both formats, AVX2 Q4_0): they share the
-  // activation loads, and a group's rows are one contiguous stretch of memory.
+  // AVX-512: kRows weight rows per step share the activation loads, and a group's rows are one
+  // contiguous stretch of memory.
   constexpr int64_t kRows = 4;
-  const bool grouped = level == Isa::Avx512 || (level == Isa::Avx2 && q4);
+  const bool grouped = level == Isa::Avx512;
   for (int64_t r = 0; r < rows; r += grouped ? kRows : 1) {
     const uint8_t* wr = w + r * ldw;
     const uint16_t* sr = ws + r * ldws;
@@ -412,13 +339,8 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
       const float* xo = x.sums.data() + i * nb;
       if (grouped) {
         auto group = [&]<int R>(std::integral_constant<int, R>, int64_t j, float* out, bool prefetch) {
-          if (level == Isa::Avx2)
-            q4_rows_dot_avx2<R>(wr + j * ldw, ldw, sr + j * ldws, ldws, x.pair_codes.data() + i * pair_bytes, xd, xo,
-                                nb, out, prefetch);
-          else if (q4)
-            rows_dot_avx512<true, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
-          else
-            rows_dot_avx512<false, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
+          if (q4) rows_dot_avx512<true, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
+          else rows_dot_avx512<false, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
         };
         float out[kRows];
         if (rows - r >= kRows) {
@@ -429,10 +351,30 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
         for (int64_t j = 0; j < std::min(kRows, rows - r); ++j) y[i * ldy + r + j] = out[j];
         continue;
       }
+      // AVX2 Q4_0 runs on rows interleaved by eight (q4_interleaved_times_q8); plain Q4_0 rows here
+      // take the reference.
       float v;
-      if (level == Isa::Avx2) v = q8_row_dot_avx2(wr, sr, xq, xd, nb);
+      if (level == Isa::Avx2 && !q4) v = q8_row_dot_avx2(wr, sr, xq, xd, nb);
       else v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
       y[i * ldy + r] = v;
+    }
+  }
+}
+
+void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t groups, int64_t rows,
+                             const QuantizedActivations& x, float* y, int64_t ldy) {
+  const int64_t nb = x.blocks;
+  const bool avx2 = isa() != Isa::Scalar;
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* group = w + g * group_bytes;
+    const int64_t valid = std::min(kGroupRows, rows - g * kGroupRows);
+    for (int64_t i = 0; i < x.rows; ++i) {
+      const int8_t* xq = x.codes.data() + i * nb * kBlock;
+      const float* xd = x.scales.data() + i * nb;
+      alignas(32) float out[kGroupRows];
+      if (avx2) q4_group_dot_avx2(group, xq, xd, x.sums.data() + i * nb, nb, out);
+      else q4_group_dot_scalar(group, xq, xd, nb, out);
+      std::memcpy(y + i * ldy + g * kGroupRows, out, sizeof(float) * static_cast<size_t>(valid));
     }
   }
 }

@@ -85,9 +85,6 @@ struct QuantizedActivations {
   std::vector<int8_t> codes;   // [rows, blocks·32], zero beyond k
   std::vector<float> scales;   // [rows, blocks]
   std::vector<float> sums;     // [rows, blocks]: scale·Σcodes (removes the weight codes' offset)
-  // AVX2 only: codes with the halves of each pair of blocks interleaved, [b0 0-15 | b1 0-15 | b0 16-31 |
-  // b1 16-31], the order in which one 32-byte load of Q4_0 values unpacks (a lone last block pairs with zeros).
-  std::vector<int8_t> pair_codes;  // [rows, pairs·64]
   static int64_t blocks_for(int64_t k);
   // Quantizes x[rows, k] (row stride ldx); the buffers grow once and are reused.
   void quantize(const float* x, int64_t rows, int64_t k, int64_t ldx);
@@ -95,6 +92,11 @@ struct QuantizedActivations {
 // y[i·ldy + r] = Σ_b ws[r·ldws + b] · x.scale[i][b] · Σ_j (code(w, r, b, j) − offset) · x.code[i][b][j]
 // for r < rows, i < x.rows; w holds rows of Q8_0 (q4 false) or Q4_0 (q4 true) values, row stride ldw bytes.
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
+                             const QuantizedActivations& x, float* y, int64_t ldy);
+// The same for Q4_0 rows interleaved by eight (ops/weight_matrix.h): `groups` groups of 8 rows from w
+// (group stride group_bytes), of which the first `rows` are written (the last group may be partial).
+// Kernels: AVX2 (also on AVX-512 machines) and the scalar reference.
+void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t groups, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy);
 
 // Element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
