@@ -311,9 +311,12 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   ctx.allocator().release_idle();
   stop_if_asked(request);
   prepare_prompt(request, s, ctx);
+  s.vit_embeds = Tensor();  // spliced into the prompt (a visual cache keeps its own reference)
   generate_answer(request, s, ctx);
+  s.embeds = Tensor();
   ctx.allocator().release_idle();
   decode_outputs(s, ctx);
+  s.gen.hidden = Tensor();  // the [SEG] rows are in seg_embeds: SAM2 runs without the rest
   s.out.finish_reason = request.forced_answer.empty() && s.gen.stop_reason == StopReason::MaxTokens ? "length" : "stop";
   if (request.on_answer) request.on_answer(s.out);
   stop_if_asked(request);

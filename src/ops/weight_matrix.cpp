@@ -228,32 +228,31 @@ void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, in
     for (int64_t b = col0 / kQuantBlock; b * kQuantBlock < col0 + cols; ++b) {
       const int64_t n = std::min(kQuantBlock, col0 + cols - b * kQuantBlock);
       float* o = dst + b * kQuantBlock;
-      if (interleaved_) {
-        // Byte i of the row's block is byte i % 4 of the row's slot in chunk i / 4.
-        const int64_t lane = r % kInterleavedRows;
-        const uint8_t* block = values + (r / kInterleavedRows) * row_bytes + b * kInterleavedBlockBytes;
-        uint16_t d16;
-        std::memcpy(&d16, block + 2 * lane, 2);
-        const float d = f16_to_f32(d16);
-        const uint8_t* chunks = block + 2 * kInterleavedRows + 4 * lane;
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t byte = i % (kQuantBlock / 2);
-          const uint8_t q = chunks[32 * (byte / 4) + byte % 4];
-          o[i] = d * static_cast<float>((i < kQuantBlock / 2 ? (q & 0x0f) : (q >> 4)) - 8);
-        }
-        continue;
-      }
-      const float d = f16_to_f32(scales[r * nb + b]);
       if (q8) {
+        const float d = f16_to_f32(scales[r * nb + b]);
         const uint8_t* q = values + r * row_bytes + b * kQuantBlock;
         for (int64_t i = 0; i < n; ++i) o[i] = d * static_cast<float>(q[i] - 128);
-      } else {
-        const uint8_t* q = values + r * row_bytes + b * kQuantBlock / 2;
-        for (int64_t i = 0; i < n; ++i) {
-          const int code = i < kQuantBlock / 2 ? (q[i] & 0x0f) : (q[i - kQuantBlock / 2] >> 4);
-          o[i] = d * static_cast<float>(code - 8);
-        }
+        continue;
       }
+      // Q4_0: the block's 16 packed bytes and scale, from either layout.
+      const uint8_t* q;
+      uint8_t gathered[kQuantBlock / 2];
+      uint16_t d16;
+      if (interleaved_) {
+        // Bytes 4j..4j+3 of the row's block are its slot in chunk j.
+        const int64_t lane = r % kInterleavedRows;
+        const uint8_t* block = values + (r / kInterleavedRows) * row_bytes + b * kInterleavedBlockBytes;
+        std::memcpy(&d16, block + 2 * lane, 2);
+        for (int64_t j = 0; j < 4; ++j) std::memcpy(gathered + 4 * j, block + 2 * kInterleavedRows + 32 * j + 4 * lane, 4);
+        q = gathered;
+      } else {
+        d16 = scales[r * nb + b];
+        q = values + r * row_bytes + b * kQuantBlock / 2;
+      }
+      const float d = f16_to_f32(d16);
+      const int64_t low = std::min<int64_t>(n, kQuantBlock / 2);
+      for (int64_t i = 0; i < low; ++i) o[i] = d * static_cast<float>((q[i] & 0x0f) - 8);
+      for (int64_t i = kQuantBlock / 2; i < n; ++i) o[i] = d * static_cast<float>((q[i - kQuantBlock / 2] >> 4) - 8);
     }
   }
 }

@@ -24,6 +24,16 @@ constexpr std::string_view kQwen2Pattern =
 
 constexpr size_t kCacheLimit = 1 << 16;
 
+// A merge key's slot: every bit of (left id, right id) reaches the low bits the table's mask keeps
+// (splitmix64's finalizer).
+size_t mix_bits(uint64_t x) {
+  x ^= x >> 30;
+  x *= 0xbf58476d1ce4e5b9ull;
+  x ^= x >> 27;
+  x *= 0x94d049bb133111ebull;
+  return static_cast<size_t>(x ^ (x >> 31));
+}
+
 // GPT-2 byte <-> unicode map: printable Latin-1 bytes map to themselves, the other 68 bytes to
 // U+0100.. in increasing byte order.
 const std::array<char32_t, 256>& byte_to_unicode() {
@@ -41,18 +51,18 @@ const std::array<char32_t, 256>& byte_to_unicode() {
 
 // Inverse of the byte map as the ByteLevel decoder applies it: a token whose every character is in
 // the map becomes those bytes; any other token is emitted as its own UTF-8.
-std::string token_to_bytes(const std::string& token) {
+std::string token_to_bytes(std::string_view token) {
   static const std::unordered_map<char32_t, uint8_t> inverse = [] {
     std::unordered_map<char32_t, uint8_t> m;
     for (int b = 0; b < 256; ++b) m[byte_to_unicode()[b]] = static_cast<uint8_t>(b);
     return m;
   }();
   std::vector<char32_t> cps;
-  if (!unicode::decode_utf8(token, cps)) return token;
+  if (!unicode::decode_utf8(token, cps)) return std::string(token);
   std::string bytes;
   for (char32_t cp : cps) {
     const auto it = inverse.find(cp);
-    if (it == inverse.end()) return token;
+    if (it == inverse.end()) return std::string(token);
     bytes.push_back(static_cast<char>(it->second));
   }
   return bytes;
@@ -171,13 +181,17 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
   check(is_byte_level(j.value("decoder", json())), path_ + ": unsupported decoder (expected ByteLevel)");
 
   try {
+    const json& vocab = model["vocab"];
     int32_t max_id = -1;
-    for (const auto& [text, id] : model["vocab"].items()) {
+    entries_.reserve(vocab.size());
+    size_t slots = 1;
+    while (slots < vocab.size() + vocab.size() / 2 + 1) slots *= 2;
+    vocab_slots_.assign(slots, -1);
+    for (const auto& [text, id] : vocab.items()) {
       const auto parsed = json_integer(id, 0, std::numeric_limits<int32_t>::max());
       check(parsed.has_value(), path_ + ": the id of " + text + " is not a token id (" + id.dump() + ")");
-      const int32_t value = static_cast<int32_t>(*parsed);
-      vocab_.emplace(text, value);
-      max_id = std::max(max_id, value);
+      add_vocab(text, static_cast<int32_t>(*parsed));
+      max_id = std::max(max_id, static_cast<int32_t>(*parsed));
     }
     std::vector<AddedToken> added;
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
@@ -189,34 +203,40 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
         added.push_back(std::move(token));
       }
     }
-    id_to_token_.assign(size_t(max_id + 1), "");
-    has_token_.assign(size_t(max_id + 1), false);
-    for (const auto& [text, id] : vocab_) {
-      id_to_token_[id] = text;
-      has_token_[id] = true;
-    }
-    for (auto& token : added) {
-      id_to_token_[token.id] = token.content;
-      has_token_[token.id] = true;
+    id_entry_.assign(size_t(max_id + 1), -1);
+    for (size_t e = 0; e < entries_.size(); ++e) id_entry_[entries_[e].id] = static_cast<int32_t>(e);
+    for (auto& token : added) {  // an added token's text wins for token(id); lookups check added_ first
+      id_entry_[token.id] = static_cast<int32_t>(entries_.size());
+      entries_.push_back({static_cast<uint32_t>(texts_.size()), static_cast<uint32_t>(token.content.size()), token.id});
+      texts_ += token.content;
       added_.add(std::move(token));
     }
-    token_bytes_.resize(id_to_token_.size());
-    for (size_t id = 0; id < id_to_token_.size(); ++id) token_bytes_[id] = token_to_bytes(id_to_token_[id]);
+    decoded_start_.reserve(id_entry_.size() + 1);
+    for (size_t id = 0; id < id_entry_.size(); ++id) {
+      decoded_start_.push_back(static_cast<uint32_t>(decoded_.size()));
+      if (id_entry_[id] >= 0) decoded_ += token_to_bytes(entry_text(id_entry_[id]));
+    }
+    decoded_start_.push_back(static_cast<uint32_t>(decoded_.size()));
+    check(texts_.size() < std::numeric_limits<uint32_t>::max() && decoded_.size() < std::numeric_limits<uint32_t>::max(),
+          path_ + ": vocabulary too large");
+    texts_.shrink_to_fit();
+    decoded_.shrink_to_fit();
 
     for (int b = 0; b < 256; ++b) {
       std::string text;
       unicode::append_utf8(text, byte_to_unicode()[b]);
-      const auto it = vocab_.find(text);
-      byte_token_[b] = it == vocab_.end() ? -1 : it->second;
+      byte_token_[b] = find_vocab(text);
     }
 
     const auto& merges = model["merges"];
-    merges_.reserve(merges.size());
+    slots = 1;
+    while (slots < merges.size() + merges.size() / 2 + 1) slots *= 2;
+    merge_slots_.assign(slots, MergeSlot{kNoMerge, {}});
     int32_t rank = 0;
+    std::string left, right;
     for (const auto& entry : merges) {
-      std::string left, right;
       if (entry.is_string()) {  // old format: "left right"
-        const std::string s = entry.get<std::string>();
+        const std::string& s = entry.get_ref<const std::string&>();
         const size_t space = s.find(' ', 1);
         check(space != std::string::npos, path_ + ": malformed merge \"" + s + "\"");
         left = s.substr(0, space);
@@ -226,10 +246,14 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
         left = entry[0].get<std::string>();
         right = entry[1].get<std::string>();
       }
-      const auto l = vocab_.find(left), r = vocab_.find(right), m = vocab_.find(left + right);
-      check(l != vocab_.end() && r != vocab_.end() && m != vocab_.end(),
+      const int32_t l = find_vocab(left), r = find_vocab(right), m = find_vocab(left + right);
+      check(l >= 0 && r >= 0 && m >= 0,
             path_ + ": merge \"" + left + " " + right + "\" uses a token missing from the vocab");
-      merges_.emplace((uint64_t(uint32_t(l->second)) << 32) | uint32_t(r->second), Merge{rank++, m->second});
+      const uint64_t key = (uint64_t(uint32_t(l)) << 32) | uint32_t(r);
+      size_t slot = mix_bits(key) & (merge_slots_.size() - 1);
+      while (merge_slots_[slot].key != kNoMerge && merge_slots_[slot].key != key) slot = (slot + 1) & (merge_slots_.size() - 1);
+      if (merge_slots_[slot].key == kNoMerge) merge_slots_[slot] = {key, Merge{rank, m}};  // the first rank wins
+      ++rank;
     }
   } catch (const json::exception& e) {
     throw Error(path_ + ": malformed tokenizer.json: " + e.what());
@@ -244,15 +268,49 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
   clean_up_spaces_ = config.clean_up_tokenization_spaces == 1;
 }
 
+std::string_view BpeTokenizer::entry_text(int32_t entry) const {
+  const VocabEntry& e = entries_[static_cast<size_t>(entry)];
+  return std::string_view(texts_).substr(e.start, e.length);
+}
+
+int32_t BpeTokenizer::find_vocab(std::string_view text) const {
+  const size_t mask = vocab_slots_.size() - 1;
+  for (size_t slot = std::hash<std::string_view>{}(text) & mask;; slot = (slot + 1) & mask) {
+    const int32_t entry = vocab_slots_[slot];
+    if (entry < 0) return -1;
+    if (entry_text(entry) == text) return entries_[static_cast<size_t>(entry)].id;
+  }
+}
+
+// A text already present keeps its id (the parsed JSON object holds each text once anyway).
+void BpeTokenizer::add_vocab(std::string_view text, int32_t id) {
+  const size_t mask = vocab_slots_.size() - 1;
+  size_t slot = std::hash<std::string_view>{}(text) & mask;
+  for (; vocab_slots_[slot] >= 0; slot = (slot + 1) & mask)
+    if (entry_text(vocab_slots_[slot]) == text) return;
+  vocab_slots_[slot] = static_cast<int32_t>(entries_.size());
+  entries_.push_back({static_cast<uint32_t>(texts_.size()), static_cast<uint32_t>(text.size()), id});
+  texts_ += text;
+}
+
+const BpeTokenizer::Merge* BpeTokenizer::find_merge(int32_t left, int32_t right) const {
+  const uint64_t key = (uint64_t(uint32_t(left)) << 32) | uint32_t(right);
+  const size_t mask = merge_slots_.size() - 1;
+  for (size_t slot = mix_bits(key) & mask;; slot = (slot + 1) & mask) {
+    if (merge_slots_[slot].key == key) return &merge_slots_[slot].merge;
+    if (merge_slots_[slot].key == kNoMerge) return nullptr;
+  }
+}
+
 int32_t BpeTokenizer::token_id(std::string_view token) const {
   if (token.empty()) return -1;
   if (const AddedToken* added = added_.find(token)) return added->id;
-  const auto it = vocab_.find(std::string(token));
-  return it == vocab_.end() ? -1 : it->second;
+  return find_vocab(token);
 }
 
 std::string BpeTokenizer::token(int32_t id) const {
-  return id >= 0 && size_t(id) < id_to_token_.size() ? id_to_token_[id] : std::string();
+  return id >= 0 && size_t(id) < id_entry_.size() && id_entry_[id] >= 0 ? std::string(entry_text(id_entry_[id]))
+                                                                         : std::string();
 }
 
 std::vector<std::string_view> BpeTokenizer::pre_tokenize(std::string_view text) {
@@ -323,7 +381,7 @@ void BpeTokenizer::encode_piece(std::string_view piece, std::vector<int32_t>& ou
   if (ignore_merges_) {
     std::string mapped;
     for (char b : piece) unicode::append_utf8(mapped, byte_to_unicode()[static_cast<uint8_t>(b)]);
-    if (const auto it = vocab_.find(mapped); it != vocab_.end()) symbols.push_back(it->second), whole = true;
+    if (const int32_t id = find_vocab(mapped); id >= 0) symbols.push_back(id), whole = true;
   }
   if (!whole) {
     symbols.reserve(piece.size());
@@ -352,8 +410,7 @@ void BpeTokenizer::apply_merges(std::vector<int32_t>& symbols) const {
   std::priority_queue<Candidate, std::vector<Candidate>, std::greater<>> queue;
   const auto push_pair = [&](int32_t left) {
     if (left < 0 || next[left] < 0) return;
-    const auto it = merges_.find((uint64_t(uint32_t(symbols[left])) << 32) | uint32_t(symbols[next[left]]));
-    if (it != merges_.end()) queue.push({it->second.rank, left, it->second.merged_id});
+    if (const Merge* merge = find_merge(symbols[left], symbols[next[left]])) queue.push({merge->rank, left, merge->merged_id});
   };
   for (size_t i = 0; i + 1 < n; ++i) push_pair(int32_t(i));
   std::vector<bool> alive(n, true);
@@ -363,8 +420,8 @@ void BpeTokenizer::apply_merges(std::vector<int32_t>& symbols) const {
     const int32_t left = top.pos, right = next[left];
     if (!alive[left] || right < 0) continue;
     // Stale entry: the pair at `left` changed since it was queued.
-    const auto it = merges_.find((uint64_t(uint32_t(symbols[left])) << 32) | uint32_t(symbols[right]));
-    if (it == merges_.end() || it->second.merged_id != top.merged_id) continue;
+    const Merge* merge = find_merge(symbols[left], symbols[right]);
+    if (!merge || merge->merged_id != top.merged_id) continue;
     symbols[left] = top.merged_id;
     alive[right] = false;
     next[left] = next[right];
@@ -380,12 +437,12 @@ void BpeTokenizer::apply_merges(std::vector<int32_t>& symbols) const {
 std::string BpeTokenizer::decode(const std::vector<int32_t>& ids, bool skip_special) const {
   std::string bytes;
   for (int32_t id : ids) {
-    if (id < 0 || size_t(id) >= token_bytes_.size() || !has_token_[id]) continue;  // HF skips unknown ids
+    if (id < 0 || size_t(id) >= id_entry_.size() || id_entry_[id] < 0) continue;  // HF skips unknown ids
     if (skip_special) {
       const AddedToken* added = added_.find(id);
       if (added && added->special) continue;
     }
-    bytes += token_bytes_[id];
+    bytes.append(decoded_, decoded_start_[id], decoded_start_[id + 1] - decoded_start_[id]);
   }
   return clean_up_spaces_ ? clean_up_tokenization(unicode::utf8_lossy(bytes)) : unicode::utf8_lossy(bytes);
 }
