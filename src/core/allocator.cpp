@@ -1,5 +1,9 @@
 #include "core/allocator.h"
 
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include <atomic>
 #include <cstdlib>
 #include <cstring>
@@ -32,7 +36,14 @@ class CpuAllocator final : public Allocator {
   }
 
   void end_of_period() override { block_pool::end_of_period(); }
-  void release_idle() override { block_pool::release_idle(); }
+  // Idle pooled blocks are unmapped; the heap's freed small allocations go back as well (glibc keeps
+  // them resident otherwise).
+  void release_idle() override {
+    block_pool::release_idle();
+#if defined(__GLIBC__)
+    malloc_trim(0);
+#endif
+  }
   uint64_t allocations() const override { return allocations_.load(std::memory_order_relaxed); }
   bool host_addressable() const override { return true; }
 
