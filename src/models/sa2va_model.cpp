@@ -558,6 +558,7 @@ void Sa2vaModel::segment_image(const Request& request, PredictState& s, const Ex
     record(rec, "sam.input_u8", image_u8({resized}));
     if (rec) record(rec, "sam.input_u8.sub4", image_u8_sub4({resized}).select(0, 0));
     features = sam2.encode(preprocess::sam2_normalize(resized), ctx);
+    ctx.allocator().release_idle();  // the encoder's scratch, sized for Hiera, serves no decoder buffer
     if (cache) {
       std::lock_guard<std::mutex> lock(cache->mutex);
       if (cache->bytes_locked() + feature_bytes(features) <= cache->max_bytes) cache->sam2_image = features;
