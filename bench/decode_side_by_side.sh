@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Decode and prefill speed of the Sa2VA-1B language model beside llama.cpp, in one run, format by
 # format, alternating so both see the same machine:
-#   decode:  ours `sa2va --profile run`, text-only prompt, 128 new tokens (ms per decode step)
+#   decode:  ours `sa2va --profile run`, text-only prompt, 128 new tokens (ms per generated token:
+#            the layers and the output head, as llama-bench counts it)
 #            beside llama-bench tg128;
 #   prefill: ours a 509-token text prompt (ms of the prefill stage) beside llama-bench pp512;
 # same architecture and thread count. Prints tokens/s and the ratio per format and round, and the
@@ -21,7 +22,7 @@ done
 sync; sleep 5  # let the written folders reach the disk before timing anything
 ours() {  # tokens/s of decode
   "$sa2va" --threads "$threads" --profile run --model "$1" --prompt "Tell me a story about a cat." \
-    --max-new-tokens 128 2>&1 >/dev/null | awk '/^llm.decode_step/ {printf "%.2f", 1000 / $4}'
+    --max-new-tokens 128 2>&1 >/dev/null | awk '/^llm.decode_token/ {printf "%.2f", 1000 / $4}'
 }
 long_prompt=$(for i in $(seq 50); do printf 'The quick brown fox jumps over the lazy dog. '; done)
 prompt_tokens=509  # 500 text tokens + 9 of the chat template (sa2va tokenize / dump prompt_ids)

@@ -6,6 +6,7 @@
 #include <cstring>
 
 #include "core/error.h"
+#include "core/profile.h"
 #include "ops/ops.h"
 
 namespace sa2va {
@@ -173,6 +174,8 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
       result.stop_reason = StopReason::MaxTokens;
       break;
     }
+    // One generated token, what a decoding speed counts: the layers and the output head.
+    const profile::Scope timed("llm.decode_token");
     const Tensor h = lm.forward_token(token, state);
     hidden.slice(0, rows, rows + 1).copy_from(h);
     ++rows;

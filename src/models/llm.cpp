@@ -199,6 +199,7 @@ Tensor LanguageModel::logits(const Tensor& hidden) const {
 }
 
 const float* LanguageModel::last_logits(LlmState& state) const {
+  const profile::Scope timed("llm.head");
   check(state.last_rows_ > 0, "language model: no forward step to take logits from");
   const int64_t D = config.hidden_size;
   ops::linear(state.out_.kernel_f32() + (state.last_rows_ - 1) * D, 1, D, lm_head, nullptr, state.logits_.kernel_f32());

@@ -30,8 +30,8 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 // The same matrix in the arrangement linear() reads fastest where it lives, for loaders to call once
-// per matrix: on a CPU with AVX2 and no AVX-512, Q4_0 rows interleaved by eight (a copy; the AVX-512
-// kernels and the GPU read the plain layout); otherwise `weight` itself.
+// per matrix: on a CPU with AVX2 or AVX-512, Q4_0 rows interleaved by eight (a copy; the GPU reads
+// the plain layout); otherwise `weight` itself.
 // `consumed` as WeightMatrix::interleaved_rows (called only when a copy is made).
 WeightMatrix kernel_layout(const WeightMatrix& weight,
                            const std::function<void(int64_t first_row, int64_t rows)>& consumed = {});

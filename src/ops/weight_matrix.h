@@ -14,7 +14,7 @@
 // are kept apart (values [N, blocks·32] or [N, blocks·16] U8, scales [N, blocks] F16), so that a
 // quantized model folder stores them as two plain tensors and kernels stream each with wide loads.
 // Q4_0 has a second, CPU-only arrangement of the same bytes, rows interleaved by eight
-// (interleaved_rows(); ops::kernel_layout picks it at load where the AVX2 decode kernel reads it):
+// (interleaved_rows(); ops::kernel_layout picks it at load where the AVX2 / AVX-512 decode kernels read it):
 //   values U8 [ceil(N/8), blocks·144], no separate scales; per group of 8 rows and per block, the 8
 //   rows' f16 scales (16 bytes), then 4 chunks of 32 bytes, chunk j holding bytes 4j..4j+3 of each
 //   row's 16 packed bytes, row after row. Rows past N in the last group are zero (scale 0).

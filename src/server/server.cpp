@@ -222,7 +222,7 @@ class Metrics {
     const std::vector<profile::Entry> stages = profile::entries();
     for (const auto& e : stages) {
       out << "sa2va_stage_seconds_total{stage=\"" << e.stage << "\"} " << e.seconds << "\n";
-      if (e.stage == "llm.decode_step") {
+      if (e.stage == "llm.decode_token") {
         decode_s = e.seconds;
         decode_calls = e.calls;
       }

@@ -536,7 +536,15 @@ TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
   std::vector<std::string> pieces;
   r.on_text = [&](const std::string& piece) { pieces.push_back(piece); };
+  set_profiling(true);
+  profile::reset();
   const Prediction p = fixture_model(dir, Precision::F32).predict(r);
+  set_profiling(false);
+  // A decoding speed counts whole tokens: every token after the first is one decode_token (layers
+  // and output head); the head also runs once after the prefill.
+  EXPECT_EQ(profiled_calls("llm.decode_token"), static_cast<int64_t>(p.generated_ids.size()) - 1);
+  EXPECT_EQ(profiled_calls("llm.decode_step"), static_cast<int64_t>(p.generated_ids.size()) - 1);
+  EXPECT_EQ(profiled_calls("llm.head"), static_cast<int64_t>(p.generated_ids.size()));
   EXPECT_EQ(pieces.size(), p.generated_ids.size());
   std::string streamed;
   for (const auto& piece : pieces) streamed += piece;

@@ -95,7 +95,7 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
                              const QuantizedActivations& x, float* y, int64_t ldy);
 // The same for Q4_0 rows interleaved by eight (ops/weight_matrix.h): `groups` groups of 8 rows from w
 // (group stride group_bytes), of which the first `rows` are written (the last group may be partial).
-// Kernels: AVX2 (also on AVX-512 machines) and the scalar reference.
+// Kernels: AVX-512 VNNI, AVX2 and the scalar reference.
 void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t groups, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy);
 
