@@ -95,26 +95,39 @@ TEST_P(OpsLinearTest, Bf16DecodeShapesExact) {
 
 TEST_P(OpsLinearTest, Bf16LargeMAcrossBlocks) {
   // Several K slices, column blocks and row tiles, odd K. With AVX-512 BF16 the activations are
-  // rounded to bf16 and products accumulate in f32; the fallback widens the weights for sgemm.
-  const int64_t M = 29, K = 1101, N = 300;
-  const std::vector<float> x = random_vector(M * K, 21);
-  std::vector<float> w = random_vector(N * K, 22), b = random_vector(N, 23);
-  const Tensor weight = Tensor::from_vector(w, {N, K}).to(DType::BF16);
-  for (auto& v : w) v = round_to_bf16(v);
-  std::vector<float> x_rounded = x;
-  for (auto& v : x_rounded) v = round_to_bf16(v);
-  const ops::simd::Isa saved = ops::simd::isa();
-  for (auto level : {ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
-    ops::simd::set_max_isa(level);
-    const bool rounds = ops::simd::isa() == ops::simd::Isa::Avx512;
-    std::vector<double> bound;
-    const auto ref = reference_linear(rounds ? x_rounded : x, w, b.data(), M, K, N, &bound);
-    std::vector<float> y(static_cast<size_t>(M * N));
-    ops::linear(x.data(), M, K, WeightMatrix::prepare(weight, WeightFormat::BF16), b.data(), y.data());
-    for (size_t i = 0; i < y.size(); ++i)
-      ASSERT_NEAR(y[i], ref[i], 1e-6 * bound[i] + 1e-6) << ops::simd::isa_name(level) << " at " << i;
+  // rounded to bf16 and products accumulate in f32 (on AMX tiles where the CPU has them, and on
+  // vdpbf16ps with them switched off); the fallback widens the weights for sgemm. The second shape
+  // has few columns and many rows: tasks split the rows (row blocks overhanging M, odd N).
+  struct Shape3 {
+    int64_t M, K, N;
+  };
+  for (const Shape3 shape : {Shape3{29, 1101, 300}, Shape3{197, 613, 70}}) {
+    const int64_t M = shape.M, K = shape.K, N = shape.N;
+    const std::vector<float> x = random_vector(M * K, 21);
+    std::vector<float> w = random_vector(N * K, 22), b = random_vector(N, 23);
+    const Tensor weight = Tensor::from_vector(w, {N, K}).to(DType::BF16);
+    for (auto& v : w) v = round_to_bf16(v);
+    std::vector<float> x_rounded = x;
+    for (auto& v : x_rounded) v = round_to_bf16(v);
+    const ops::simd::Isa saved = ops::simd::isa();
+    const bool saved_amx = ops::simd::set_amx_enabled(true);
+    for (auto level : {ops::simd::Isa::Avx2, ops::simd::Isa::Avx512})
+      for (bool tiles : {false, true}) {
+        ops::simd::set_max_isa(level);
+        ops::simd::set_amx_enabled(tiles);
+        if (tiles && !ops::simd::amx()) continue;  // this CPU has no AMX (or no AVX-512)
+        const bool rounds = ops::simd::isa() == ops::simd::Isa::Avx512;
+        std::vector<double> bound;
+        const auto ref = reference_linear(rounds ? x_rounded : x, w, b.data(), M, K, N, &bound);
+        std::vector<float> y(static_cast<size_t>(M * N));
+        ops::linear(x.data(), M, K, WeightMatrix::prepare(weight, WeightFormat::BF16), b.data(), y.data());
+        for (size_t i = 0; i < y.size(); ++i)
+          ASSERT_NEAR(y[i], ref[i], 1e-6 * bound[i] + 1e-6)
+              << ops::simd::isa_name(level) << (tiles ? " amx" : "") << " M " << M << " at " << i;
+      }
+    ops::simd::set_max_isa(saved);
+    ops::simd::set_amx_enabled(saved_amx);
   }
-  ops::simd::set_max_isa(saved);
 }
 
 TEST_P(OpsLinearTest, TensorFormBatchedWithBias) {

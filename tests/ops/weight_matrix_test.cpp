@@ -141,34 +141,42 @@ TEST_P(WeightMatrixTest, QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstruct
 }
 
 TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
-  uint32_t seed = 100;
-  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
-    for (int64_t M : {1, 3, 8, 9, 40, 300})  // 300: quantized weights through the GEMM path
-      for (int64_t K : {17, 64, 70})
-        for (int64_t N : {1, 33, 130}) {
-          const Tensor w = random_tensor({N, K}, ++seed);
-          const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
-          // kernel_layout: what a model load gives the kernels (Q4_0 interleaved on AVX2).
-          const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
-          const std::vector<float> wd = m.dequantize().to_vector();
-          std::vector<float> y(static_cast<size_t>(M * N));
-          ops::linear(x.data(), M, K, m, bias.data(), y.data());
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t n = 0; n < N; ++n) {
-              double want = bias[n], scale = 0;
-              for (int64_t k = 0; k < K; ++k) {
-                want += static_cast<double>(x[i * K + k]) * wd[n * K + k];
-                scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
+  // Where the CPU has AMX, the large products run on its tiles and again on vdpbf16ps.
+  const bool saved_amx = ops::simd::set_amx_enabled(true);
+  const bool has_amx = ops::simd::amx();
+  for (bool tiles : {true, false}) {
+    if (!tiles && !has_amx) break;  // nothing to switch off
+    ops::simd::set_amx_enabled(tiles);
+    uint32_t seed = 100;
+    for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+      for (int64_t M : {1, 3, 8, 9, 40, 300})  // 300: quantized weights through the GEMM path
+        for (int64_t K : {17, 64, 70})
+          for (int64_t N : {1, 33, 130}) {
+            const Tensor w = random_tensor({N, K}, ++seed);
+            const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
+            // kernel_layout: what a model load gives the kernels (Q4_0 interleaved on AVX2).
+            const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
+            const std::vector<float> wd = m.dequantize().to_vector();
+            std::vector<float> y(static_cast<size_t>(M * N));
+            ops::linear(x.data(), M, K, m, bias.data(), y.data());
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t n = 0; n < N; ++n) {
+                double want = bias[n], scale = 0;
+                for (int64_t k = 0; k < K; ++k) {
+                  want += static_cast<double>(x[i * K + k]) * wd[n * K + k];
+                  scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
+                }
+                // Activations may be rounded to bf16 (AVX-512 BF16 dot products; with many rows also
+                // dequantized weights); quantized weights with up to 256 rows take activations quantized to 8 bits per block.
+                const bool bf16_dots = format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512;
+                double tol = (format != WeightFormat::F32 && (M > 8 || bf16_dots) ? 4e-3 : 2e-6) * scale + 1e-5;
+                if (is_quantized(format) && M <= 256) tol = 2e-6 * scale + 1e-5 + activation_bound(x, i, K, wd, n);
+                ASSERT_NEAR(y[i * N + n], want, tol) << weight_format_name(format) << (tiles ? "" : " no amx") << " M " << M
+                                                     << " K " << K << " N " << N << " at " << i << "," << n;
               }
-              // Activations may be rounded to bf16 (AVX-512 BF16 dot products; with many rows also
-              // dequantized weights); quantized weights with up to 256 rows take activations quantized to 8 bits per block.
-              const bool bf16_dots = format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512;
-              double tol = (format != WeightFormat::F32 && (M > 8 || bf16_dots) ? 4e-3 : 2e-6) * scale + 1e-5;
-              if (is_quantized(format) && M <= 256) tol = 2e-6 * scale + 1e-5 + activation_bound(x, i, K, wd, n);
-              ASSERT_NEAR(y[i * N + n], want, tol) << weight_format_name(format) << " M " << M << " K " << K
-                                                   << " N " << N << " at " << i << "," << n;
-            }
-        }
+          }
+  }
+  ops::simd::set_amx_enabled(saved_amx);
 }
 
 // The interleaved Q4_0 layout, element by element as documented in ops/weight_matrix.h: the same

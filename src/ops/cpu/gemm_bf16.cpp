@@ -1,11 +1,15 @@
-// Large-M product y[M,N] = x[M,K] · Wᵀ with BF16 weights W[N,K] on AVX-512 BF16 (vdpbf16ps).
-// x is rounded to bf16 once; each instruction multiplies bf16 pairs and accumulates in f32.
+// Large-M product y[M,N] = x[M,K] · Wᵀ with BF16 weights W[N,K] on AVX-512 BF16 (vdpbf16ps) or,
+// where the CPU has them, AMX tiles (TDPBF16PS). x is rounded to bf16 once; each instruction
+// multiplies bf16 pairs and accumulates in f32.
 //
-// Blocking (per thread, over its own range of output columns):
+// Blocking (per task: a range of output columns, or of rows when W has few columns):
 //   for each NC-column block, for each KC-pair slice of K:
 //     pack W into 32-column panels, word-interleaved: panel[kp][lane] = (W[n][2kp], W[n][2kp+1])
-//     for each MR-row block of x: for each panel: MR×32 register tile += x pairs · panel
-// A packed block (NC·KC·4 bytes = 256 KiB) stays in L2; one x micro-panel (MR·KC·4 bytes) in L1.
+//     for each row block of x: for each panel: a rows×32 tile += x pairs · panel
+// A packed block (NC·KC·4 bytes = 256 KiB) stays in L2; one x micro-panel in L1.
+// Row blocks: 12 rows in zmm accumulators (AVX-512), or 32 rows in four AMX accumulator tiles
+// (rows 0-15 | 16-31 × columns 0-15 | 16-31), whose operands are two 16-row tiles of x pairs and the
+// panel's two 16-column halves read in place (a panel row of 16 pairs is one 64-byte tile row).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -34,8 +38,22 @@ constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zm
 constexpr int64_t kKC = kBf16SlicePairs;  // k pairs per slice
 constexpr int64_t kNC = 256;  // columns per packed block
 
+// A whole panel (32 rows of W, pairs inside the rows): pair kp of the 32 rows by two gathers.
+SA2VA_AVX512BF16 void pack_panel_avx512(const uint16_t* w, int64_t K, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
+  const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(2 * K)));  // byte offsets of 16 rows
+  const char* base0 = reinterpret_cast<const char*>(w + n0 * K + 2 * kp0);
+  const char* base1 = base0 + 16 * 2 * K;
+  for (int64_t kp = 0; kp < kpn; ++kp) {
+    _mm512_storeu_si512(dst + kp * kNR, _mm512_i32gather_epi32(lanes, base0 + 4 * kp, 1));
+    _mm512_storeu_si512(dst + kp * kNR + 16, _mm512_i32gather_epi32(lanes, base1 + 4 * kp, 1));
+  }
+}
+
 // Packs columns [n0, n0 + kNR) (zero beyond N) and pairs [kp0, kp0 + kpn) of W.
 void pack_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
+  if (n0 + kNR <= N && 2 * (kp0 + kpn) <= K && 32 * 2 * K < (int64_t{1} << 31))
+    return pack_panel_avx512(w, K, n0, kp0, kpn, dst);
   for (int64_t lane = 0; lane < kNR; ++lane) {
     const int64_t n = n0 + lane;
     if (n >= N) {
@@ -103,6 +121,138 @@ SA2VA_AVX512BF16 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_
   }
 }
 
+// ---------------------------------------------------------------------------- AMX
+#define SA2VA_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+
+constexpr int64_t kAmxRows = 32;   // rows of x per AMX block (two tiles of 16)
+constexpr int64_t kAmxPairs = 16;  // pairs per tile step (one 64-byte tile row)
+constexpr int64_t kAmxPackedWords = int64_t{1} << 18;  // 1 MiB of packed panels per column block (L2)
+
+struct alignas(64) TileConfig {  // the layout ldtilecfg reads (palette 1)
+  uint8_t palette = 1, start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t bytes_per_row[16] = {};
+  uint8_t rows[16] = {};
+};
+
+// Tiles 0-3 accumulate, 4-5 hold x, 6-7 the panel's halves: all 16 rows of 64 bytes.
+SA2VA_AMX void amx_begin() {
+  TileConfig config;
+  for (int t = 0; t < 8; ++t) {
+    config.bytes_per_row[t] = 64;
+    config.rows[t] = 16;
+  }
+  // ldtilecfg reads the bytes through an asm the compiler cannot see into: make them land first
+  __asm__ volatile("" : : "r"(&config) : "memory");
+  _tile_loadconfig(&config);
+}
+SA2VA_AMX void amx_end() { _tile_release(); }
+
+// c[32][32] (+)= Σ_kp a(r, kp) · panel[kp][:], kpn a multiple of 16; all of c in bounds (row stride
+// ldc). a: the row block's tile steps from the first one, [step][32 rows][16 pairs].
+SA2VA_AMX void amx_block(const uint32_t* a, const uint32_t* panel, int64_t kpn, float* c, int64_t ldc, bool accumulate) {
+  constexpr int64_t a_stride = kAmxPairs * 4, b_stride = kNR * 4;
+  const int64_t c_stride = ldc * 4;
+  if (accumulate) {
+    _tile_loadd(0, c, c_stride);
+    _tile_loadd(1, c + 16, c_stride);
+    _tile_loadd(2, c + 16 * ldc, c_stride);
+    _tile_loadd(3, c + 16 * ldc + 16, c_stride);
+  } else {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+  }
+  for (int64_t kp = 0; kp < kpn; kp += kAmxPairs, a += kAmxRows * kAmxPairs) {
+    _tile_loadd(4, a, a_stride);
+    _tile_loadd(5, a + 16 * kAmxPairs, a_stride);
+    _tile_loadd(6, panel + kp * kNR, b_stride);
+    _tile_loadd(7, panel + kp * kNR + 16, b_stride);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  _tile_stored(0, c, c_stride);
+  _tile_stored(1, c + 16, c_stride);
+  _tile_stored(2, c + 16 * ldc, c_stride);
+  _tile_stored(3, c + 16 * ldc + 16, c_stride);
+}
+
+// Where tile step `step` of row block `block` starts in the AMX arrangement of x (in pairs).
+inline int64_t amx_step_offset(int64_t block, int64_t step, int64_t lda) {
+  return block * kAmxRows * lda + step * kAmxRows * kAmxPairs;
+}
+
+// ---------------------------------------------------------------------------- blocking
+struct GemmOperands {
+  const uint32_t* a;  // x as bf16 pairs, rows padded to kAmxRows: row stride lda, or AMX's arrangement
+  int64_t lda, M, pairs;
+  const Bf16PanelSource* w;
+  int64_t N;
+  float* y;
+  bool amx;
+};
+
+// Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.
+void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t p_begin, int64_t p_end) {
+  const int64_t N = op.N;
+  // AMX keeps a block of C in its tiles over the whole of K (one store, no reload), so its slice is
+  // all of K and its column block as wide as fits kAmxPackedWords.
+  const int64_t slice = op.amx ? op.lda : kKC;
+  const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : kNC;
+  std::vector<uint32_t> packed(static_cast<size_t>(nc * slice));
+  alignas(64) float edge[kAmxRows * kNR];  // an AMX block that overhangs M or N
+  if (op.amx) amx_begin();
+  for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += nc) {
+    const int64_t nb_end = std::min({nb + nc, p_end * kNR, N});
+    const int64_t block_panels = (nb_end - nb + kNR - 1) / kNR;
+    for (int64_t kp0 = 0; kp0 < op.pairs; kp0 += slice) {
+      const int64_t kpn = std::min(slice, op.pairs - kp0);
+      // AMX steps 16 pairs at a time: the panel's rows beyond kpn are zeros
+      const int64_t panel_pairs = op.amx ? (kpn + kAmxPairs - 1) / kAmxPairs * kAmxPairs : kpn;
+      for (int64_t p = 0; p < block_panels; ++p) {
+        uint32_t* panel = packed.data() + p * panel_pairs * kNR;
+        for (int64_t j = 0; j < kpn; j += kKC)  // the source packs at most kKC pairs at a time
+          op.w->pack(op.w->self, nb + p * kNR, kp0 + j, std::min(kKC, kpn - j), panel + j * kNR);
+        std::memset(panel + kpn * kNR, 0, static_cast<size_t>((panel_pairs - kpn) * kNR) * 4);
+      }
+      const bool accumulate = kp0 > 0;
+      if (op.amx) {
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += kAmxRows) {
+          const int64_t rows = std::min(kAmxRows, m_end - m0);
+          for (int64_t p = 0; p < block_panels; ++p) {
+            const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
+            const uint32_t* panel = packed.data() + p * panel_pairs * kNR;
+            float* c = op.y + m0 * N + n0;
+            const uint32_t* a = op.a + amx_step_offset(m0 / kAmxRows, kp0 / kAmxPairs, op.lda);
+            if (rows == kAmxRows && cols == kNR) {
+              amx_block(a, panel, panel_pairs, c, N, accumulate);
+              continue;
+            }
+            if (accumulate)
+              for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * kNR, c + r * N, static_cast<size_t>(cols) * 4);
+            amx_block(a, panel, panel_pairs, edge, kNR, accumulate);
+            for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * N, edge + r * kNR, static_cast<size_t>(cols) * 4);
+          }
+        }
+        continue;
+      }
+      for (int64_t m0 = m_begin; m0 < m_end; m0 += kMR) {
+        const int64_t rows = std::min(kMR, m_end - m0);
+        const TileFn tile = kTiles[rows - 1];
+        for (int64_t p = 0; p < block_panels; ++p) {
+          const int64_t n0 = nb + p * kNR;
+          tile(op.a + m0 * op.lda + kp0, op.lda, packed.data() + p * panel_pairs * kNR, kpn, op.y + m0 * N + n0, N,
+               std::min(kNR, nb_end - n0), accumulate);
+        }
+      }
+    }
+  }
+  if (op.amx) amx_end();
+}
+
 }  // namespace
 
 void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
@@ -146,33 +296,39 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
 
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y) {
   if (isa() != Isa::Avx512) return false;
-  const int64_t Kp = (K + 1) & ~int64_t{1}, pairs = Kp / 2;
-  const Tensor xb = Tensor::empty({M * Kp}, DType::BF16);  // every element is written
-  parallel_for(M, [&](int64_t m0, int64_t m1) {
-    for (int64_t m = m0; m < m1; ++m) round_to_bf16_avx512(x + m * K, K, Kp, xb.data<uint16_t>() + m * Kp);
-  }, 16);
-  const uint32_t* a = reinterpret_cast<const uint32_t*>(xb.data<uint16_t>());
-  const int64_t panels = (N + kNR - 1) / kNR;
-  parallel_for(panels, [&](int64_t p_begin, int64_t p_end) {
-    std::vector<uint32_t> packed(static_cast<size_t>(kNC * kKC));
-    for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += kNC) {
-      const int64_t nb_end = std::min({nb + kNC, p_end * kNR, N});
-      const int64_t block_panels = (nb_end - nb + kNR - 1) / kNR;
-      for (int64_t kp0 = 0; kp0 < pairs; kp0 += kKC) {
-        const int64_t kpn = std::min(kKC, pairs - kp0);
-        for (int64_t p = 0; p < block_panels; ++p) w.pack(w.self, nb + p * kNR, kp0, kpn, packed.data() + p * kpn * kNR);
-        for (int64_t m0 = 0; m0 < M; m0 += kMR) {
-          const int64_t rows = std::min(kMR, M - m0);
-          const TileFn tile = kTiles[rows - 1];
-          for (int64_t p = 0; p < block_panels; ++p) {
-            const int64_t n0 = nb + p * kNR;
-            tile(a + m0 * pairs + kp0, pairs, packed.data() + p * kpn * kNR, kpn, y + m0 * N + n0, N,
-                 std::min(kNR, nb_end - n0), kp0 > 0);
-          }
-        }
+  const bool tiles = amx();
+  // x rounded to bf16, rows padded to a whole AMX row block and pairs to a whole tile step (zeros)
+  const int64_t pairs = (K + 1) / 2, lda = (pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs;
+  const int64_t padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
+  const Tensor xb = Tensor::empty({padded_rows * lda * 2}, DType::BF16);
+  uint16_t* xbp = xb.data<uint16_t>();
+  parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
+    std::vector<uint16_t> row(static_cast<size_t>(2 * lda));
+    for (int64_t m = b0 * kAmxRows; m < b1 * kAmxRows; ++m) {
+      if (m < M) round_to_bf16_avx512(x + m * K, K, 2 * lda, row.data());
+      else std::fill(row.begin(), row.end(), uint16_t{0});
+      if (!tiles) {
+        std::memcpy(xbp + m * 2 * lda, row.data(), static_cast<size_t>(lda) * 4);
+        continue;
       }
+      // AMX: each row block's tile steps contiguous ([step][32 rows][16 pairs]), so a tile is 1 KB
+      // read at a 64-byte stride (rows a whole row apart would share a few cache sets).
+      for (int64_t step = 0; step < lda / kAmxPairs; ++step)
+        std::memcpy(xbp + 2 * (amx_step_offset(m / kAmxRows, step, lda) + (m % kAmxRows) * kAmxPairs),
+                    row.data() + 2 * step * kAmxPairs, kAmxPairs * 4);
     }
-  }, kNC / kNR);
+  });
+  const GemmOperands op{reinterpret_cast<const uint32_t*>(xbp), lda, M, pairs, &w, N, y, tiles};
+  const int64_t panels = (N + kNR - 1) / kNR;
+  // Columns per task where there are enough of them; else rows (in whole AMX row blocks), every
+  // task packing all of W (small: few columns).
+  if (panels >= 4 * kNC / kNR * num_threads() || M < 2 * kAmxRows) {
+    parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_blocks(op, 0, M, p0, p1); }, kNC / kNR);
+  } else {
+    parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
+      gemm_blocks(op, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panels);
+    });
+  }
   return true;
 }
 

@@ -16,6 +16,8 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -51,6 +53,26 @@ Isa detect_isa() {
 
 const Isa g_detected = detect_isa();
 std::atomic<int> g_cap{static_cast<int>(Isa::Avx512)};
+
+// AMX with bf16 (CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE), the OS saving the tile state
+// (XCR0 bits 17 and 18), and the process granted that state (Linux asks for it once per process).
+bool detect_amx() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || ((edx >> 22) & 1u) == 0 || ((edx >> 24) & 1u) == 0)
+    return false;
+  if (!__get_cpuid(1, &eax, &ebx, &ecx, &edx) || ((ecx >> 27) & 1u) == 0) return false;  // OSXSAVE
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if (((xcr0_lo >> 17) & 3u) != 3u) return false;
+#if defined(__linux__)
+  constexpr long kArchReqXcompPerm = 0x1023, kXfeatureXtiledata = 18;
+  return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+#else
+  return false;
+#endif
+}
+const bool g_amx_detected = detect_isa() == Isa::Avx512 && detect_amx();
+std::atomic<bool> g_amx_enabled{true};
 
 inline float bf16_bits_to_f32(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
@@ -567,6 +589,10 @@ SA2VA_AVX512 void gelu_erf_avx512_n(float* x, int64_t n) {
 Isa isa() { return static_cast<Isa>(std::min(static_cast<int>(g_detected), g_cap.load(std::memory_order_relaxed))); }
 
 Isa set_max_isa(Isa cap) { return static_cast<Isa>(g_cap.exchange(static_cast<int>(cap))); }
+
+bool amx() { return g_amx_detected && g_amx_enabled.load(std::memory_order_relaxed) && isa() == Isa::Avx512; }
+
+bool set_amx_enabled(bool on) { return g_amx_enabled.exchange(on); }
 
 const char* isa_name(Isa level) {
   switch (level) {

@@ -15,6 +15,11 @@ Isa isa();
 // Caps the instruction set (tests use it to exercise the fallbacks); returns the previous cap.
 Isa set_max_isa(Isa cap);
 const char* isa_name(Isa isa);
+// AMX tiles with bf16 (Intel Xeon since Sapphire Rapids), granted by the OS, under an AVX-512 level:
+// the bf16 GEMM then multiplies on tiles (TDPBF16PS) instead of vdpbf16ps. Tests switch it off to
+// exercise the AVX-512 tile kernel; set_amx_enabled returns the previous setting.
+bool amx();
+bool set_amx_enabled(bool on);
 
 // Σ a[i]·b[i]
 float dot(const float* a, const float* b, int64_t n);
