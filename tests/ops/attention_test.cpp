@@ -138,8 +138,17 @@ TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
       {50, 600, 2, 2, 64, 40, true, 550, true, 1},   // causal after cached keys, mask
       {5, 3, 1, 1, 8, 0, false, 0, true, 0},         // fewer keys than a panel
       {60, 300, 1, 1, 256, 0, false, 0, false, 0},   // SAM2 memory attention head size
+      {64, 64, 2, 2, 72, 0, false, 0, false, 0},     // a Hiera window (head size 72: pairs padded for AMX)
   };
-  for (const auto& c : cases) run_case(c, true);
+  // On AMX tiles where the CPU has them, and on vdpbf16ps.
+  const bool saved_amx = ops::simd::set_amx_enabled(true);
+  const bool has_amx = ops::simd::amx();
+  for (bool tiles : {true, false}) {
+    if (!tiles && !has_amx) break;
+    ops::simd::set_amx_enabled(tiles);
+    for (const auto& c : cases) run_case(c, true);
+  }
+  ops::simd::set_amx_enabled(saved_amx);
 }
 
 // A query whose whole first key block is masked out (-inf) still gets the right mix of the rest.

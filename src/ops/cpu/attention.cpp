@@ -79,7 +79,7 @@ void attention_blocked(const AttentionArgs& a, int64_t Dv) {
 // kernel; each task takes one head and kQueryBlock query rows and streams over blocks of
 // kKeyBlock keys with an online softmax (running max m, running sum l, output rescaled when m
 // grows), so the scores never exceed kQueryBlock x kKeyBlock floats.
-constexpr int64_t kQueryBlock = 4 * simd::kBf16TileRows;
+constexpr int64_t kQueryBlock = simd::kBf16BlockRows;
 constexpr int64_t kKeyBlock = 8 * simd::kBf16PanelCols;
 constexpr int64_t kPanel = simd::kBf16PanelCols;
 
@@ -118,7 +118,7 @@ struct PackedKv {
 
 PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   PackedKv p;
-  p.key_pairs_per_panel = (a.head_dim + 1) / 2;
+  p.key_pairs_per_panel = simd::bf16_tile_pairs((a.head_dim + 1) / 2);
   p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
   p.value_panels = (Dv + kPanel - 1) / kPanel;
   p.key_blocks = (a.kv_len + kKeyBlock - 1) / kKeyBlock;
@@ -161,6 +161,7 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
     float* const acc = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
     float* const row_max = acc + kQueryBlock * Dv;
     float* const row_sum = row_max + kQueryBlock;
+    const simd::Bf16TileScope tiles;  // AMX, where the CPU has it
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / q_blocks, hk = h / n_rep;
       // Causal blocks grow with the block index: alternate ends so contiguous chunks balance.
@@ -179,12 +180,9 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
       for (int64_t kb = 0; kb * kKeyBlock < keys; ++kb) {
         const int64_t j0 = kb * kKeyBlock, block_keys = std::min(kKeyBlock, keys - j0);
         const int64_t block_panels = (block_keys + kPanel - 1) / kPanel;
-        for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
-          for (int64_t p = 0; p < block_panels; ++p)
-            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), q_packed + r0 * q_pairs, q_pairs,
-                            kv.key_panel(hk, kb * (kKeyBlock / kPanel) + p), q_pairs,
-                            scores + r0 * kKeyBlock + p * kPanel, kKeyBlock,
-                            std::min(kPanel, block_keys - p * kPanel), false);
+        for (int64_t p = 0; p < block_panels; ++p)
+          simd::bf16_tile(rows, q_packed, q_pairs, kv.key_panel(hk, kb * (kKeyBlock / kPanel) + p), q_pairs,
+                          scores + p * kPanel, kKeyBlock, std::min(kPanel, block_keys - p * kPanel), false);
         for (int64_t r = 0; r < rows; ++r) {
           float* s = scores + r * kKeyBlock;
           uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs + r * (kKeyBlock / 2));
@@ -201,12 +199,10 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
           if (correction != 1.f)
             for (int64_t e = 0; e < Dv; ++e) acc[r * Dv + e] *= correction;
         }
-        const int64_t pairs = (block_keys + 1) / 2;
-        for (int64_t r0 = 0; r0 < rows; r0 += simd::kBf16TileRows)
-          for (int64_t p = 0; p < kv.value_panels; ++p)
-            simd::bf16_tile(std::min(simd::kBf16TileRows, rows - r0), probs + r0 * (kKeyBlock / 2),
-                            kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc + r0 * Dv + p * kPanel, Dv,
-                            std::min(kPanel, Dv - p * kPanel), true);
+        const int64_t pairs = simd::bf16_tile_pairs((block_keys + 1) / 2);  // zeros beyond the keys
+        for (int64_t p = 0; p < kv.value_panels; ++p)
+          simd::bf16_tile(rows, probs, kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc + p * kPanel, Dv,
+                          std::min(kPanel, Dv - p * kPanel), true);
       }
       for (int64_t r = 0; r < rows; ++r) {
         float* out = a.out + (i0 + r) * a.out_stride + h * Dv;

@@ -204,7 +204,7 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
   const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : kNC;
   std::vector<uint32_t> packed(static_cast<size_t>(nc * slice));
   alignas(64) float edge[kAmxRows * kNR];  // an AMX block that overhangs M or N
-  if (op.amx) amx_begin();
+  const Bf16TileScope tiles;  // AMX tiles configured (already, inside a scope of the caller's)
   for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += nc) {
     const int64_t nb_end = std::min({nb + nc, p_end * kNR, N});
     const int64_t block_panels = (nb_end - nb + kNR - 1) / kNR;
@@ -250,7 +250,6 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
       }
     }
   }
-  if (op.amx) amx_end();
 }
 
 }  // namespace
@@ -278,9 +277,62 @@ void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride,
   }
 }
 
+namespace {
+thread_local bool t_tiles_configured = false;
+
+// bf16_tile on AMX: 16 rows at a time, both halves of the panel (C in tiles 0-1, a in 4, the
+// halves in 6-7); C goes through `edge` where it overhangs rows or cols.
+SA2VA_AMX void bf16_tile_amx(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs,
+                             float* c, int64_t ldc, int64_t cols, bool accumulate) {
+  alignas(64) float edge[16 * kNR];
+  for (int64_t r0 = 0; r0 < rows; r0 += 16) {
+    const int64_t n = std::min<int64_t>(16, rows - r0);
+    const bool whole = n == 16 && cols == kNR;
+    float* out = whole ? c + r0 * ldc : edge;
+    const int64_t out_stride = whole ? ldc * 4 : kNR * 4;
+    if (accumulate) {
+      if (!whole)
+        for (int64_t r = 0; r < n; ++r) std::memcpy(edge + r * kNR, c + (r0 + r) * ldc, static_cast<size_t>(cols) * 4);
+      _tile_loadd(0, out, out_stride);
+      _tile_loadd(1, out + 16, out_stride);
+    } else {
+      _tile_zero(0);
+      _tile_zero(1);
+    }
+    for (int64_t kp = 0; kp < pairs; kp += kAmxPairs) {
+      _tile_loadd(4, a + r0 * lda + kp, lda * 4);
+      _tile_loadd(6, panel + kp * kNR, kNR * 4);
+      _tile_loadd(7, panel + kp * kNR + 16, kNR * 4);
+      _tile_dpbf16ps(0, 4, 6);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    _tile_stored(0, out, out_stride);
+    _tile_stored(1, out + 16, out_stride);
+    if (!whole)
+      for (int64_t r = 0; r < n; ++r) std::memcpy(c + (r0 + r) * ldc, edge + r * kNR, static_cast<size_t>(cols) * 4);
+  }
+}
+}  // namespace
+
 void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,
                int64_t ldc, int64_t cols, bool accumulate) {
-  kTiles[rows - 1](a, lda, panel, pairs, c, ldc, cols, accumulate);
+  if (t_tiles_configured) return bf16_tile_amx(rows, a, lda, panel, pairs, c, ldc, cols, accumulate);
+  for (int64_t r0 = 0; r0 < rows; r0 += kMR)
+    kTiles[std::min(kMR, rows - r0) - 1](a + r0 * lda, lda, panel, pairs, c + r0 * ldc, ldc, cols, accumulate);
+}
+
+int64_t bf16_tile_pairs(int64_t pairs) { return amx() ? (pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs : pairs; }
+
+Bf16TileScope::Bf16TileScope() : on_(amx() && !t_tiles_configured) {
+  if (!on_) return;
+  amx_begin();
+  t_tiles_configured = true;
+}
+
+Bf16TileScope::~Bf16TileScope() {
+  if (!on_) return;
+  amx_end();
+  t_tiles_configured = false;
 }
 
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {

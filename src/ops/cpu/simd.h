@@ -76,10 +76,26 @@ void f32_scores_tile(const float* q, int64_t ldq, int64_t rows, const float* pan
 // Requires isa() >= Avx2.
 void f32_values_tile(const float* p, int64_t ldp, int64_t rows, const float* v, int64_t ldv, int64_t keys, float* o,
                      int64_t ldo, int64_t cols);
-// c[r·ldc + j] (+)= Σ_kp a[r·lda + kp] · panel[kp][j] over pairs of bf16, for r < rows (<= kBf16TileRows),
-// j < cols (<= kBf16PanelCols). Requires isa() == Avx512.
+// c[r·ldc + j] (+)= Σ_kp a[r·lda + kp] · panel[kp][j] over pairs of bf16, for r < rows (<= kBf16BlockRows),
+// j < cols (<= kBf16PanelCols). Requires isa() == Avx512. Inside a Bf16TileScope it runs on AMX tiles,
+// 16 rows at a time: a's rows up to the next multiple of 16 must be readable, and `pairs` a multiple
+// of bf16_tile_pairs' step (zero padded: bf16_tile_pairs gives the padded count).
+constexpr int64_t kBf16BlockRows = 48;
 void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t pairs, float* c,
                int64_t ldc, int64_t cols, bool accumulate);
+// The pairs count bf16_tile wants for `pairs` pairs of data: rounded up to 16 where AMX is in use.
+int64_t bf16_tile_pairs(int64_t pairs);
+// Configures the calling thread's AMX tiles for bf16_tile for its lifetime (nothing without amx()).
+class Bf16TileScope {
+ public:
+  Bf16TileScope();
+  ~Bf16TileScope();
+  Bf16TileScope(const Bf16TileScope&) = delete;
+  Bf16TileScope& operator=(const Bf16TileScope&) = delete;
+
+ private:
+  bool on_;
+};
 
 // Quantized weights (Q8_0, Q4_0: 32-value blocks with f16 scales, layout in ops/weight_matrix.h)
 // times activations quantized to 8 bits per block (scale amax/127, codes rounded to nearest even).
