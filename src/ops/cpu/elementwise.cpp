@@ -61,8 +61,7 @@ void add(const float* a, const float* b, float* y, int64_t n) {
 void add_rows(float* x, const float* row, int64_t rows, int64_t dim) {
   parallel_for(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
-      float* xr = x + r * dim;
-      for (int64_t i = 0; i < dim; ++i) xr[i] += row[i];
+      simd::axpy(1.f, row, x + r * dim, dim);  // vectorised (x and row might alias for the compiler)
     }
   }, row_grain(dim));
 }

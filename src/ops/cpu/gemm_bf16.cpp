@@ -192,8 +192,20 @@ struct GemmOperands {
   const Bf16PanelSource* w;
   int64_t N;
   float* y;
+  const float* bias;  // added to the block of C that the last slice of K completes (still in cache)
   bool amx;
 };
+
+SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  const __m512 b0 = _mm512_maskz_loadu_ps(m0, bias), b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
+  for (int64_t r = 0; r < rows; ++r) {
+    float* cr = c + r * ldc;
+    _mm512_mask_storeu_ps(cr, m0, _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), b0));
+    _mm512_mask_storeu_ps(cr + 16, m1, _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), b1));
+  }
+}
 
 // Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.
 void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t p_begin, int64_t p_end) {
@@ -218,8 +230,8 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
           op.w->pack(op.w->self, nb + p * kNR, kp0 + j, std::min(kKC, kpn - j), panel + j * kNR);
         std::memset(panel + kpn * kNR, 0, static_cast<size_t>((panel_pairs - kpn) * kNR) * 4);
       }
-      const bool accumulate = kp0 > 0;
-      if (op.amx) {
+      const bool accumulate = kp0 > 0, last = kp0 + kpn >= op.pairs;
+      if (op.amx) {  // (one slice: the last)
         for (int64_t m0 = m_begin; m0 < m_end; m0 += kAmxRows) {
           const int64_t rows = std::min(kAmxRows, m_end - m0);
           for (int64_t p = 0; p < block_panels; ++p) {
@@ -229,12 +241,13 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
             const uint32_t* a = op.a + amx_step_offset(m0 / kAmxRows, kp0 / kAmxPairs, op.lda);
             if (rows == kAmxRows && cols == kNR) {
               amx_block(a, panel, panel_pairs, c, N, accumulate);
-              continue;
+            } else {
+              if (accumulate)
+                for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * kNR, c + r * N, static_cast<size_t>(cols) * 4);
+              amx_block(a, panel, panel_pairs, edge, kNR, accumulate);
+              for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * N, edge + r * kNR, static_cast<size_t>(cols) * 4);
             }
-            if (accumulate)
-              for (int64_t r = 0; r < rows; ++r) std::memcpy(edge + r * kNR, c + r * N, static_cast<size_t>(cols) * 4);
-            amx_block(a, panel, panel_pairs, edge, kNR, accumulate);
-            for (int64_t r = 0; r < rows; ++r) std::memcpy(c + r * N, edge + r * kNR, static_cast<size_t>(cols) * 4);
+            if (op.bias) add_bias(c, N, rows, op.bias + n0, cols);
           }
         }
         continue;
@@ -243,9 +256,10 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
         const int64_t rows = std::min(kMR, m_end - m0);
         const TileFn tile = kTiles[rows - 1];
         for (int64_t p = 0; p < block_panels; ++p) {
-          const int64_t n0 = nb + p * kNR;
+          const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
           tile(op.a + m0 * op.lda + kp0, op.lda, packed.data() + p * panel_pairs * kNR, kpn, op.y + m0 * N + n0, N,
-               std::min(kNR, nb_end - n0), accumulate);
+               cols, accumulate);
+          if (op.bias && last) add_bias(op.y + m0 * N + n0, N, rows, op.bias + n0, cols);
         }
       }
     }
@@ -335,7 +349,7 @@ Bf16TileScope::~Bf16TileScope() {
   t_tiles_configured = false;
 }
 
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias) {
   struct Source {
     const uint16_t* w;
     int64_t K, N;
@@ -343,10 +357,11 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
   return bf16_gemm(x, M, K, Bf16PanelSource{[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
                      const auto* s = static_cast<const Source*>(self);
                      pack_panel(s->w, s->K, s->N, n0, kp0, kpn, panel);
-                   }, &source}, N, y);
+                   }, &source}, N, y, bias);
 }
 
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y) {
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y,
+               const float* bias) {
   if (isa() != Isa::Avx512) return false;
   const bool tiles = amx();
   // x rounded to bf16, rows padded to a whole AMX row block and pairs to a whole tile step (zeros)
@@ -370,7 +385,7 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, i
                     row.data() + 2 * step * kAmxPairs, kAmxPairs * 4);
     }
   });
-  const GemmOperands op{reinterpret_cast<const uint32_t*>(xbp), lda, M, pairs, &w, N, y, tiles};
+  const GemmOperands op{reinterpret_cast<const uint32_t*>(xbp), lda, M, pairs, &w, N, y, bias, tiles};
   const int64_t panels = (N + kNR - 1) / kNR;
   // Columns per task where there are enough of them; else rows (in whole AMX row blocks), every
   // task packing all of W (small: few columns).

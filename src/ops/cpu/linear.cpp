@@ -87,7 +87,8 @@ void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMat
 
 // Larger M with quantized weights on AVX-512 BF16: the bf16 GEMM packs panels of dequantized rows
 // (each weight is dequantized once per call and reused by every row of x).
-bool linear_quantized_bf16_gemm(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
+bool linear_quantized_bf16_gemm(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y,
+                                const float* bias) {
   const simd::Bf16PanelSource source{
       [](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
         const auto& m = *static_cast<const WeightMatrix*>(self);
@@ -101,7 +102,7 @@ bool linear_quantized_bf16_gemm(const float* x, int64_t M, int64_t K, const Weig
       },
       &w};
   static_assert(2 * simd::kBf16SlicePairs % kQuantBlock == 0, "slices start on block boundaries");
-  return simd::bf16_gemm(x, M, K, source, w.rows(), y);
+  return simd::bf16_gemm(x, M, K, source, w.rows(), y, bias);
 }
 
 // Runs block(m0, m1, n0, n1) over C [M, N]: whole when small or single-threaded, else split over
@@ -160,11 +161,14 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   } else if (weight.format() == WeightFormat::F32) {
     gemm(x, K, weight.host_values<float>(), K, y, N, M, N, K, /*transpose_b=*/true, 1.f, 0.f);
   } else if (weight.format() == WeightFormat::BF16) {
+    if (M > kSmallM && simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), N, y, bias)) return;  // bias added
     if (M <= kSmallM) linear_bf16_small(x, M, K, weight.host_values<uint16_t>(), N, y);
-    else if (!simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), N, y)) linear_by_f32_panels(x, M, K, weight, y);
+    else linear_by_f32_panels(x, M, K, weight, y);
   } else if (M <= (simd::isa() == simd::Isa::Avx512 ? kQuantizedRowsMaxM : kSmallM)) {
     linear_quantized_rows(x, M, K, weight, y);
-  } else if (!linear_quantized_bf16_gemm(x, M, K, weight, y)) {
+  } else if (linear_quantized_bf16_gemm(x, M, K, weight, y, bias)) {
+    return;  // bias added by the GEMM
+  } else {
     linear_by_f32_panels(x, M, K, weight, y);
   }
   if (bias) add_rows(y, bias, M, N);

@@ -33,9 +33,10 @@ void axpy(float alpha, const float* x, float* y, int64_t n);
 void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x,
                          int64_t ldx, int64_t m, float* y, int64_t ldy);
 
-// Large-M product y[M,N] = x[M,K] · Wᵀ with BF16 weights W[N,K] using AVX-512 BF16 dot products:
-// x is rounded to bf16, accumulation is f32. Returns false (doing nothing) without AVX-512 BF16.
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y);
+// Large-M product y[M,N] = x[M,K] · Wᵀ (+ bias[N] on every row, when given) with BF16 weights W[N,K]
+// using AVX-512 BF16 dot products or AMX tiles: x is rounded to bf16, accumulation is f32. Returns
+// false (doing nothing) without AVX-512 BF16.
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias = nullptr);
 // The same product with W given by how to pack its panels: pack(self, n0, kp0, kpn, panel) writes
 // panel[kp·kBf16PanelCols + lane] = bf16 pair kp0 + kp of row n0 + lane (zero beyond N or K), for
 // kp < kpn. kp0 is a multiple of kBf16SlicePairs. Quantized weights are dequantized while packing.
@@ -44,7 +45,8 @@ struct Bf16PanelSource {
   const void* self;
 };
 constexpr int64_t kBf16SlicePairs = 256;
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y);
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y,
+               const float* bias = nullptr);
 
 // The pieces of bf16_gemm, shared with the fused bf16 attention (AVX-512 BF16 only).
 // A "pair" is two bf16 values in one 32-bit word (the lower index in the low half), the unit
