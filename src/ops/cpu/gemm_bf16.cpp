@@ -273,8 +273,53 @@ void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
   for (int64_t i = 0; i < n_padded; ++i) out[i] = i < n ? f32_to_bf16(x[i]) : 0;
 }
 
+namespace {
+// pack_bf16_panel where each lane's values are contiguous (pair_stride 1: weight rows, keys): every
+// lane rounded into a row of pairs, then the rows transposed by gathers.
+SA2VA_AVX512BF16 void pack_lanes_contiguous(const float* src, int64_t lane_stride, int64_t lanes, int64_t length,
+                                            int64_t pairs, uint32_t* panel) {
+  thread_local std::vector<uint32_t> rows;
+  if (rows.size() < static_cast<size_t>(kNR * pairs)) rows.resize(static_cast<size_t>(kNR * pairs));
+  for (int64_t l = 0; l < kNR; ++l) {
+    uint16_t* row = reinterpret_cast<uint16_t*>(rows.data() + l * pairs);
+    if (l < lanes) round_to_bf16_avx512(src + l * lane_stride, std::min(length, 2 * pairs), 2 * pairs, row);
+    else std::memset(row, 0, static_cast<size_t>(pairs) * 4);
+  }
+  const __m512i index = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                           _mm512_set1_epi32(static_cast<int>(pairs)));
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    _mm512_storeu_si512(panel + kp * kNR, _mm512_i32gather_epi32(index, rows.data() + kp, 4));
+    _mm512_storeu_si512(panel + kp * kNR + 16, _mm512_i32gather_epi32(index, rows.data() + 16 * pairs + kp, 4));
+  }
+}
+
+// pack_bf16_panel where the lanes are contiguous (lane_stride 1: values): per pair, the two rows'
+// 32 lanes rounded and interleaved.
+SA2VA_AVX512BF16 void pack_pairs_of_rows(const float* src, int64_t pair_stride, int64_t lanes, int64_t length,
+                                         int64_t pairs, uint32_t* panel) {
+  // cvtne2ps_pbh(b, a) puts bf16(a) in elements 0-15 and bf16(b) in 16-31; word 2l takes a[l], 2l+1 b[l]
+  const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
+                                              22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);
+  for (int64_t kp = 0; kp < pairs; ++kp) {
+    const int64_t r = 2 * kp;
+    for (int64_t half = 0; half < 2; ++half) {
+      const int64_t valid = std::clamp<int64_t>(lanes - 16 * half, 0, 16);
+      const __mmask16 m = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
+      const __mmask16 m0 = r < length ? m : __mmask16(0), m1 = r + 1 < length ? m : __mmask16(0);
+      const float* p = src + r * pair_stride + 16 * half;
+      const __m512 lo = _mm512_maskz_loadu_ps(m0, p), hi = _mm512_maskz_loadu_ps(m1, m1 ? p + pair_stride : p);
+      const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+      _mm512_storeu_si512(panel + kp * kNR + 16 * half, _mm512_permutexvar_epi16(interleave, both));
+    }
+  }
+}
+}  // namespace
+
 void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride, int64_t lanes, int64_t length,
                      int64_t pairs, uint32_t* panel) {
+  if (isa() == Isa::Avx512 && pair_stride == 1 && int64_t{4} * kNR * pairs < (int64_t{1} << 31))
+    return pack_lanes_contiguous(src, lane_stride, lanes, length, pairs, panel);
+  if (isa() == Isa::Avx512 && lane_stride == 1) return pack_pairs_of_rows(src, pair_stride, lanes, length, pairs, panel);
   for (int64_t kp = 0; kp < pairs; ++kp) {
     const int64_t r = 2 * kp;
     uint32_t* dst = panel + kp * kNR;
