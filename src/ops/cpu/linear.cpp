@@ -72,6 +72,7 @@ void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMat
   const uint8_t* values = w.host_values<uint8_t>();
   const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
   if (w.interleaved()) {
+    buffer.expand_for_interleaved_q4();
     constexpr int64_t kGroup = WeightMatrix::kInterleavedRows;
     parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {  // n0 is a multiple of kGroup
       simd::q4_interleaved_times_q8(values + n0 / kGroup * ldw, ldw, (n1 - n0 + kGroup - 1) / kGroup, n1 - n0,

@@ -305,6 +305,7 @@ SA2VA_AVX512VNNI void rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint1
 // halves (expanded once per call: xe). Both halves carry partial sums of the same 8 rows; they are
 // added once at the end, so the scales go in twice (each half subtracts half the codes' offset).
 constexpr int64_t kExpandedBlockBytes = 4 * 64;
+constexpr int64_t kExpandTileRows = 16;
 SA2VA_AVX512VNNI void expand_activations_avx512(const int8_t* x, int64_t blocks, int8_t* xe) {
   // per block: words (0|1), (4|5), (2|3), (6|7), each word repeated over 8 lanes
   const __m512i low01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
@@ -354,6 +355,7 @@ SA2VA_AVX512VNNI void q4_group_dot_avx512(const uint8_t* g, const int8_t* xe, co
 int64_t QuantizedActivations::blocks_for(int64_t k) { return (k + kBlock - 1) / kBlock; }
 
 void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int64_t ldx) {
+  has_expanded = false;
   this->rows = rows;
   this->k = k;
   blocks = blocks_for(k);
@@ -371,6 +373,15 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
       case Isa::Scalar: quantize_row_scalar(x + r * ldx, k, q, d, o); break;
     }
   }
+}
+
+void QuantizedActivations::expand_for_interleaved_q4() {
+  if (isa() != Isa::Avx512 || rows > kExpandTileRows) return;
+  if (expanded.size() < static_cast<size_t>(rows * blocks * kExpandedBlockBytes))
+    expanded.resize(static_cast<size_t>(rows * blocks * kExpandedBlockBytes));
+  for (int64_t i = 0; i < rows; ++i)
+    expand_activations_avx512(codes.data() + i * blocks * kBlock, blocks, expanded.data() + i * blocks * kExpandedBlockBytes);
+  has_expanded = true;
 }
 
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
@@ -416,17 +427,20 @@ void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t grou
                              const QuantizedActivations& x, float* y, int64_t ldy) {
   const int64_t nb = x.blocks;
   const Isa level = isa();
-  // Activation rows in tiles: AVX-512 expands a tile's rows once (a few KB per row, read from cache
-  // by every group); the groups of this call are re-read per tile from cache.
-  constexpr int64_t kTileRows = 16;
-  thread_local std::vector<int8_t> expanded;
+  // Activation rows in tiles: AVX-512 reads a tile's rows expanded (a few KB per row, read from
+  // cache by every group: made once per product for up to a tile of rows, else here per tile); the
+  // groups of this call are re-read per tile from cache.
+  constexpr int64_t kTileRows = kExpandTileRows;
+  thread_local std::vector<int8_t> tile_expanded;
   for (int64_t i0 = 0; i0 < x.rows; i0 += kTileRows) {
     const int64_t i1 = std::min(x.rows, i0 + kTileRows);
-    if (level == Isa::Avx512) {
-      if (expanded.size() < static_cast<size_t>(kTileRows * nb * kExpandedBlockBytes))
-        expanded.resize(static_cast<size_t>(kTileRows * nb * kExpandedBlockBytes));
+    const int8_t* expanded = x.has_expanded ? x.expanded.data() : tile_expanded.data();
+    if (level == Isa::Avx512 && !x.has_expanded) {
+      if (tile_expanded.size() < static_cast<size_t>(kTileRows * nb * kExpandedBlockBytes))
+        tile_expanded.resize(static_cast<size_t>(kTileRows * nb * kExpandedBlockBytes));
       for (int64_t i = i0; i < i1; ++i)
-        expand_activations_avx512(x.codes.data() + i * nb * kBlock, nb, expanded.data() + (i - i0) * nb * kExpandedBlockBytes);
+        expand_activations_avx512(x.codes.data() + i * nb * kBlock, nb, tile_expanded.data() + (i - i0) * nb * kExpandedBlockBytes);
+      expanded = tile_expanded.data();
     }
     for (int64_t g = 0; g < groups; ++g) {
       const uint8_t* group = w + g * group_bytes;
@@ -437,7 +451,7 @@ void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t grou
         const float* sum = x.sums.data() + i * nb;
         alignas(32) float out[kGroupRows];
         if (level == Isa::Avx512)
-          q4_group_dot_avx512(group, expanded.data() + (i - i0) * nb * kExpandedBlockBytes, xd, sum, nb, out);
+          q4_group_dot_avx512(group, expanded + (i - i0) * nb * kExpandedBlockBytes, xd, sum, nb, out);
         else if (level == Isa::Avx2) q4_group_dot_avx2(group, xq, xd, sum, nb, out);
         else q4_group_dot_scalar(group, xq, xd, nb, out);
         std::memcpy(y + i * ldy + g * kGroupRows, out, sizeof(float) * static_cast<size_t>(valid));
