@@ -160,11 +160,13 @@ WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, in
   m.interleaved_ = true;
   m.rows_ = rows_;
   m.cols_ = cols_;
-  m.values_ = Tensor::zeros({groups, group_bytes}, DType::U8, values_.device());  // host memory (checked above)
+  // Every byte is written below (the padding rows of a last partial group as zeros): no memset pass.
+  m.values_ = Tensor::empty({groups, group_bytes}, DType::U8, values_.device());  // host memory (checked above)
   uint8_t* out = static_cast<uint8_t*>(m.values_.device_data());
   auto copy_groups = [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
       const int64_t rows = std::min(kInterleavedRows, rows_ - g * kInterleavedRows);
+      if (rows < kInterleavedRows) std::memset(out + g * group_bytes, 0, static_cast<size_t>(group_bytes));
       for (int64_t b = 0; b < nb; ++b) {
         uint8_t* block = out + g * group_bytes + b * kInterleavedBlockBytes;
         for (int64_t r = 0; r < rows; ++r) {
