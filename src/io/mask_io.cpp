@@ -116,6 +116,10 @@ CocoRle rle_from_polygon(const std::vector<double>& xy, int height, int width) {
     return rle;
   }
   constexpr double kScale = 5.0;
+  for (const double c : xy)
+    check(std::isfinite(c) && std::fabs(c) <= kMaxPolygonCoordinate,
+          "polygon: coordinate " + std::to_string(c) + " is not a finite value within " +
+              std::to_string(static_cast<int64_t>(kMaxPolygonCoordinate)) + " of the origin");
   std::vector<int64_t> x(k + 1), y(k + 1);
   for (size_t j = 0; j < k; ++j) {  // C's (int) conversion truncates toward zero
     x[j] = static_cast<int64_t>(kScale * xy[2 * j] + 0.5);

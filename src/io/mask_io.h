@@ -42,7 +42,9 @@ std::vector<uint32_t> rle_counts_from_string(const std::string& text);
 
 // pycocotools' rasterisation of one polygon [x0, y0, x1, y1, ...] (rleFrPoly): the outline is
 // traced at 5x resolution and a pixel is inside where its centre column crossing count is odd.
-// Fewer than 3 points give an empty mask.
+// Fewer than 3 points give an empty mask; a coordinate that is not finite or lies more than
+// kMaxPolygonCoordinate from the origin is an Error (its outline could not be traced).
+constexpr double kMaxPolygonCoordinate = 1e6;
 CocoRle rle_from_polygon(const std::vector<double>& xy, int height, int width);
 
 // COCO box [x, y, w, h] of the inside pixels (w = last column - first column + 1); all zero for an

@@ -78,21 +78,28 @@ json read_json(const std::string& path) {
   }
 }
 
-bool is_byte_level(const json& j) { return j.is_object() && j.value("type", "") == "ByteLevel"; }
+bool is_byte_level(const json& j) {
+  return j.is_object() && j.contains("type") && j["type"].is_string() && j["type"].get<std::string>() == "ByteLevel";
+}
 
 // Checks that the pre-tokenizer is Split(Qwen2 regex, Isolated) followed by ByteLevel(no regex).
 void check_pre_tokenizer(const json& pre, const std::string& path) {
   const std::string message = path + ": unsupported pre_tokenizer (expected the Qwen2 split regex + ByteLevel)";
-  check(pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers"), message);
-  const auto& steps = pre["pretokenizers"];
-  check(steps.is_array() && steps.size() == 2, message);
-  const auto& split = steps[0];
-  check(split.value("type", "") == "Split" && split.value("behavior", "") == "Isolated" &&
-            !split.value("invert", false) && split.contains("pattern") && split["pattern"].contains("Regex") &&
-            split["pattern"]["Regex"].get<std::string>() == kQwen2Pattern,
-        message);
-  check(is_byte_level(steps[1]) && !steps[1].value("use_regex", true) && !steps[1].value("add_prefix_space", false),
-        message);
+  try {  // a field of another JSON type than expected is the same unsupported pre_tokenizer
+    check(pre.is_object() && pre.value("type", "") == "Sequence" && pre.contains("pretokenizers"), message);
+    const auto& steps = pre["pretokenizers"];
+    check(steps.is_array() && steps.size() == 2 && steps[0].is_object() && steps[1].is_object(), message);
+    const auto& split = steps[0];
+    check(split.value("type", "") == "Split" && split.value("behavior", "") == "Isolated" &&
+              !split.value("invert", false) && split.contains("pattern") && split["pattern"].is_object() &&
+              split["pattern"].contains("Regex") && split["pattern"]["Regex"].is_string() &&
+              split["pattern"]["Regex"].get<std::string>() == kQwen2Pattern,
+          message);
+    check(is_byte_level(steps[1]) && !steps[1].value("use_regex", true) && !steps[1].value("add_prefix_space", false),
+          message);
+  } catch (const json::exception&) {
+    throw Error(message);
+  }
 }
 
 bool is_newline(char32_t c) { return c == U'\r' || c == U'\n'; }
@@ -153,34 +160,36 @@ size_t match_piece(const std::vector<char32_t>& c, size_t i) {
 
 bool BpeTokenizer::is_byte_level_bpe(const std::string& json_path) {
   const json j = read_json(json_path);
-  return j.contains("model") && j["model"].value("type", "BPE") == "BPE" && j.contains("decoder") &&
-         is_byte_level(j["decoder"]);
+  if (!j.is_object() || !j.contains("model") || !j["model"].is_object() || !j.contains("decoder")) return false;
+  const json& model = j["model"];
+  const bool bpe = !model.contains("type") || (model["type"].is_string() && model["type"].get<std::string>() == "BPE");
+  return bpe && is_byte_level(j["decoder"]);
 }
 
 BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
   const json j = read_json(json_path);
-  check(j.is_object() && j.contains("model") && j["model"].is_object(), path_ + ": no \"model\" in tokenizer.json");
-  const json& model = j["model"];
-  const std::string type = model.value("type", "BPE");  // older files omit the type
-  check(type == "BPE", path_ + ": unknown tokenizer type \"" + type + "\" (only byte-level BPE is supported)");
-  check(model.contains("vocab") && model["vocab"].is_object(), path_ + ": model has no vocab");
-  check(model.contains("merges") && model["merges"].is_array(), path_ + ": model has no merges");
-  check(model.value("continuing_subword_prefix", json()).is_null() ||
-            model.value("continuing_subword_prefix", "") == "",
-        path_ + ": continuing_subword_prefix is not supported");
-  check(model.value("end_of_word_suffix", json()).is_null() || model.value("end_of_word_suffix", "") == "",
-        path_ + ": end_of_word_suffix is not supported");
-  check(!model.value("byte_fallback", false), path_ + ": byte_fallback BPE is not supported");
-  ignore_merges_ = model.value("ignore_merges", false);
+  try {  // a field of an unexpected JSON type is a malformed file, not a crash
+    check(j.is_object() && j.contains("model") && j["model"].is_object(), path_ + ": no \"model\" in tokenizer.json");
+    const json& model = j["model"];
+    const std::string type = model.value("type", "BPE");  // older files omit the type
+    check(type == "BPE", path_ + ": unknown tokenizer type \"" + type + "\" (only byte-level BPE is supported)");
+    check(model.contains("vocab") && model["vocab"].is_object(), path_ + ": model has no vocab");
+    check(model.contains("merges") && model["merges"].is_array(), path_ + ": model has no merges");
+    check(model.value("continuing_subword_prefix", json()).is_null() ||
+              model.value("continuing_subword_prefix", "") == "",
+          path_ + ": continuing_subword_prefix is not supported");
+    check(model.value("end_of_word_suffix", json()).is_null() || model.value("end_of_word_suffix", "") == "",
+          path_ + ": end_of_word_suffix is not supported");
+    check(!model.value("byte_fallback", false), path_ + ": byte_fallback BPE is not supported");
+    ignore_merges_ = model.value("ignore_merges", false);
 
-  const json normalizer = j.value("normalizer", json());
-  if (normalizer.is_null()) nfc_ = false;
-  else if (normalizer.value("type", "") == "NFC") nfc_ = true;
-  else throw Error(path_ + ": unsupported normalizer " + normalizer.dump());
-  check_pre_tokenizer(j.value("pre_tokenizer", json()), path_);
-  check(is_byte_level(j.value("decoder", json())), path_ + ": unsupported decoder (expected ByteLevel)");
+    const json normalizer = j.value("normalizer", json());
+    if (normalizer.is_null()) nfc_ = false;
+    else if (normalizer.value("type", "") == "NFC") nfc_ = true;
+    else throw Error(path_ + ": unsupported normalizer " + normalizer.dump());
+    check_pre_tokenizer(j.value("pre_tokenizer", json()), path_);
+    check(is_byte_level(j.value("decoder", json())), path_ + ": unsupported decoder (expected ByteLevel)");
 
-  try {
     const json& vocab = model["vocab"];
     int32_t max_id = -1;
     entries_.reserve(vocab.size());

@@ -1,5 +1,6 @@
 #include "train/dataset.h"
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -145,7 +146,10 @@ std::vector<uint8_t> decode_training_mask(const json& mask, int height, int widt
     for (const json& v : polygon) {
       const auto f = json_float(v);
       check(f.has_value(), where + ": polygon coordinates must be numbers");
-      xy.push_back(v.get<double>());
+      const double c = v.get<double>();
+      check(std::isfinite(c) && std::fabs(c) <= kMaxPolygonCoordinate,
+            where + ": polygon coordinate " + v.dump() + " is out of range");
+      xy.push_back(c);
     }
     const std::vector<uint8_t> part = rle_decode(rle_from_polygon(xy, height, width));
     for (size_t i = 0; i < out.size(); ++i) out[i] |= part[i];

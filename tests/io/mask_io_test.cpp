@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <random>
 #include <set>
 #include <utility>
@@ -374,6 +375,10 @@ TEST(MaskIo, PolygonsRasteriseAsPycocotools) {
     EXPECT_EQ(rle_decode(rle).size(), static_cast<size_t>(c.h) * c.w);  // the runs cover the image
   }
   EXPECT_EQ(rle_from_polygon({1, 1, 2, 2}, 3, 3).counts, (std::vector<uint32_t>{9}));  // under 3 points: empty
+  // Coordinates whose outline could not be traced are refused (no out-of-range conversion).
+  EXPECT_THROW(rle_from_polygon({0, 0, 3e35, 0, 2, 2}, 4, 4), Error);
+  EXPECT_THROW(rle_from_polygon({0, 0, 1, 0, 2, std::nan("")}, 4, 4), Error);
+  EXPECT_THROW(rle_from_polygon({0, 0, -1e7, 0, 2, 2}, 4, 4), Error);
 }
 
 }  // namespace

@@ -180,6 +180,18 @@ TEST(BpeTokenizer, BadFilesGiveClearErrors) {
             std::string::npos);
   EXPECT_NE(message(write("broken.json", R"({"model": )")).find("invalid JSON"), std::string::npos);
   EXPECT_NE(message(dir + "/missing.json").find("cannot open"), std::string::npos);
+  // Fields of an unexpected JSON type are refused with an Error, not an escaped JSON exception.
+  const std::string model = R"("model": {"type": "BPE", "vocab": {"a": 0}, "merges": []})";
+  const std::string byte_level = R"({"type": "ByteLevel", "use_regex": false})";
+  EXPECT_NE(message(write("numeric_regex.json", "{" + model + R"(, "decoder": )" + byte_level +
+                                                    R"(, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [)" +
+                                                    R"({"type": "Split", "behavior": "Isolated", "pattern": {"Regex": 5}}, )" +
+                                                    byte_level + "]}}"))
+                .find("unsupported pre_tokenizer"),
+            std::string::npos);
+  EXPECT_FALSE(message(write("numeric_type.json", R"({"model": {"type": 7, "vocab": {}, "merges": []}})")).empty());
+  EXPECT_FALSE(message(write("numeric_decoder.json", "{" + model + R"(, "decoder": {"type": 3}})")).empty());
+  EXPECT_FALSE(BpeTokenizer::is_byte_level_bpe(write("numeric_type_2.json", R"({"model": {"type": 7}, "decoder": 1})")));
   EXPECT_THROW(Tokenizer::load(dir + "/no-such-folder"), Error);
   EXPECT_THROW(Tokenizer::load(test::temp_dir("bpe-empty")), Error);
 }
