@@ -4,6 +4,7 @@
 // to floats: decode is bound by memory bandwidth, not by conversions.
 //   AVX-512 VNNI: Q8_0 two blocks per zmm, vpdpbusd (u8 × s8 → s32), four weight rows per step;
 //                 Q4_0 on rows interleaved by eight, two 32-byte chunks of a block per zmm
+//   (Q4_0 kernels read only the interleaved layout: plain Q4_0 rows take the reference)
 //   AVX2:         Q8_0 one block per ymm, vpmaddubsw + vpmaddwd; Q4_0 on rows interleaved by eight
 //                 (ops/weight_matrix.h), one block of 8 rows per step
 //   scalar:       the reference the tests compare both against (either Q4_0 layout)
@@ -242,18 +243,15 @@ SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, 
   }
 }
 
-// R weight rows against one activation row, two blocks per step: lanes 0-7 hold block b's int32
-// partial sums, lanes 8-15 block b + 1's. The rows share the activation loads and the loop; each
-// has its own accumulator (independent chains). out[r] = row r's dot product.
-template <bool kQ4, int R>
-SA2VA_AVX512VNNI void rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws,
-                                      const int8_t* x, const float* xd, const float* sum, int64_t blocks,
-                                      float* out, bool prefetch) {
-  constexpr int64_t kBytes = kQ4 ? kBlock / 2 : kBlock;
+// R Q8_0 weight rows against one activation row, two blocks per step: lanes 0-7 hold block b's
+// int32 partial sums, lanes 8-15 block b + 1's. The rows share the activation loads and the loop;
+// each has its own accumulator (independent chains). out[r] = row r's dot product.
+template <int R>
+SA2VA_AVX512VNNI void q8_rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws,
+                                         const int8_t* x, const float* xd, const float* sum, int64_t blocks,
+                                         float* out, bool prefetch) {
   const __m512i zero = _mm512_setzero_si512();
-  const __m512i low = _mm512_set1_epi8(0x0f);
-  const __m512i spread = _mm512_setr_epi64(0, 1, 0, 1, 2, 3, 2, 3);  // each block's 16 bytes twice
-  const __m512 code_offset = _mm512_set1_ps(kQ4 ? 8.f : 128.f);
+  const __m512 code_offset = _mm512_set1_ps(128.f);
   __m512 acc[R], correction[R];
 #pragma GCC unroll 8
   for (int r = 0; r < R; ++r) acc[r] = correction[r] = _mm512_setzero_ps();
@@ -277,20 +275,11 @@ SA2VA_AVX512VNNI void rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint1
       const __m512i xv = _mm512_maskz_loadu_epi8(xm, x + b * kBlock);
 #pragma GCC unroll 8
       for (int r = 0; r < R; ++r) {
-        const uint8_t* wr = w + r * ldw + b * kBytes;
+        const uint8_t* wr = w + r * ldw + b * kBlock;
         // Two row groups ahead: rows are short (a few KB), which the hardware prefetcher barely
         // starts on before they end, and decode streams its weights from DRAM.
-        if (prefetch && (!kQ4 || (i & 3) == 0)) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
-        __m512i codes;
-        if constexpr (kQ4) {
-          const __m256i packed = _mm256_maskz_loadu_epi8(both ? __mmask32(0xffffffff) : __mmask32(0xffff), wr);
-          const __m512i twice = _mm512_permutexvar_epi64(spread, _mm512_castsi256_si512(packed));
-          // 128-bit lanes 0 and 2 keep the low nibbles (elements 0-15), lanes 1 and 3 take the high ones
-          codes = _mm512_and_si512(_mm512_mask_blend_epi64(0xcc, twice, _mm512_srli_epi16(twice, 4)), low);
-        } else {
-          codes = _mm512_maskz_loadu_epi8(xm, wr);
-        }
-        const __m512i dot = _mm512_dpbusd_epi32(zero, codes, xv);
+        if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(wr + 2 * R * ldw), _MM_HINT_T0);
+        const __m512i dot = _mm512_dpbusd_epi32(zero, _mm512_maskz_loadu_epi8(xm, wr), xv);
         acc[r] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_permutexvar_ps(pair, scale[r]), acc[r]);
       }
     }
@@ -388,10 +377,11 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
                              const QuantizedActivations& x, float* y, int64_t ldy) {
   const int64_t nb = x.blocks;
   const Isa level = isa();
-  // AVX-512: kRows weight rows per step share the activation loads, and a group's rows are one
-  // contiguous stretch of memory.
+  // AVX-512 Q8_0: kRows weight rows per step share the activation loads, and a group's rows are one
+  // contiguous stretch of memory. Q4_0 runs on rows interleaved by eight (q4_interleaved_times_q8,
+  // the layout loaders arrange through ops::kernel_layout); plain Q4_0 rows here take the reference.
   constexpr int64_t kRows = 4;
-  const bool grouped = level == Isa::Avx512;
+  const bool grouped = level == Isa::Avx512 && !q4;
   for (int64_t r = 0; r < rows; r += grouped ? kRows : 1) {
     const uint8_t* wr = w + r * ldw;
     const uint16_t* sr = ws + r * ldws;
@@ -401,8 +391,7 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
       const float* xo = x.sums.data() + i * nb;
       if (grouped) {
         auto group = [&]<int R>(std::integral_constant<int, R>, int64_t j, float* out, bool prefetch) {
-          if (q4) rows_dot_avx512<true, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
-          else rows_dot_avx512<false, R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
+          q8_rows_dot_avx512<R>(wr + j * ldw, ldw, sr + j * ldws, ldws, xq, xd, xo, nb, out, prefetch);
         };
         float out[kRows];
         if (rows - r >= kRows) {
@@ -413,10 +402,8 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
         for (int64_t j = 0; j < std::min(kRows, rows - r); ++j) y[i * ldy + r + j] = out[j];
         continue;
       }
-      // AVX2 Q4_0 runs on rows interleaved by eight (q4_interleaved_times_q8); plain Q4_0 rows here
-      // take the reference.
       float v;
-      if (level == Isa::Avx2 && !q4) v = q8_row_dot_avx2(wr, sr, xq, xd, nb);
+      if (level != Isa::Scalar && !q4) v = q8_row_dot_avx2(wr, sr, xq, xd, nb);
       else v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
       y[i * ldy + r] = v;
     }

@@ -71,7 +71,7 @@ bool detect_amx() {
   return false;
 #endif
 }
-const bool g_amx_detected = detect_isa() == Isa::Avx512 && detect_amx();
+const bool g_amx_detected = g_detected == Isa::Avx512 && detect_amx();
 std::atomic<bool> g_amx_enabled{true};
 
 inline float bf16_bits_to_f32(uint16_t v) {
@@ -471,6 +471,10 @@ SA2VA_AVX512 void bf16_rows_dp_avx512_block(const uint16_t* w, int64_t ldw, int6
 }
 
 
+// exp(x) = 2^n · e^r with n = round(x / ln2), |r| <= ln2/2; e^r from a polynomial. kForBf16: values
+// about to be rounded to bf16 (8-bit mantissa) take a degree-4 polynomial (relative error < 5e-5,
+// far below bf16's 2^-9, two FMAs fewer), the others a degree-7 one (~1e-7).
+template <bool kForBf16 = false>
 SA2VA_AVX512 inline __m512 exp_avx512(__m512 x) {
   // Clamp keeps NaN out of the reduction; scalef handles overflow to inf and underflow to 0.
   x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.f)), _mm512_set1_ps(89.f));
@@ -478,6 +482,14 @@ SA2VA_AVX512 inline __m512 exp_avx512(__m512 x) {
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  if constexpr (kForBf16) {
+    __m512 p = _mm512_set1_ps(1.f / 24.f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
+    return _mm512_scalef_ps(p, n);
+  }
   __m512 p = _mm512_set1_ps(1.9875691500E-4f);
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507E-3f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073E-3f));
@@ -536,29 +548,13 @@ SA2VA_AVX512 float scale_mask_max_avx512(float* s, int64_t n, float scale, const
   }
   return _mm512_reduce_max_ps(m);
 }
-// exp for values about to be rounded to bf16 (8-bit mantissa): a degree-4 polynomial on
-// |r| <= ln2/2 (relative error < 5e-5, far below bf16's 2^-9), two FMAs fewer than exp_avx512.
-// Arguments are <= 0 here (scores minus their running max).
-SA2VA_AVX512 inline __m512 exp_for_bf16_avx512(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-104.f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.f / 24.f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f / 6.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.f));
-  return _mm512_scalef_ps(p, n);
-}
 SA2VA_AVX512 float exp_to_bf16_avx512(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out) {
   const __m512 sh = _mm512_set1_ps(shift);
   __m512 sum = _mm512_setzero_ps();
   for (int64_t i = 0; i < n_padded; i += 16) {
     const int64_t valid = n - i;
     const __mmask16 k = valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
-    const __m512 e = _mm512_maskz_mov_ps(k, exp_for_bf16_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), sh)));
+    const __m512 e = _mm512_maskz_mov_ps(k, exp_avx512<true>(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), sh)));
     sum = _mm512_add_ps(sum, e);
     const int64_t store = std::min<int64_t>(16, n_padded - i);
     _mm256_mask_storeu_epi16(out + i, static_cast<__mmask16>((1u << store) - 1), (__m256i)_mm512_cvtneps_pbh(e));

@@ -120,6 +120,8 @@ struct QuantizedActivations {
 };
 // y[i·ldy + r] = Σ_b ws[r·ldws + b] · x.scale[i][b] · Σ_j (code(w, r, b, j) − offset) · x.code[i][b][j]
 // for r < rows, i < x.rows; w holds rows of Q8_0 (q4 false) or Q4_0 (q4 true) values, row stride ldw bytes.
+// Q8_0: AVX-512 VNNI, AVX2, scalar; plain Q4_0 rows: the scalar reference (the SIMD Q4_0 kernels read
+// the interleaved layout below, which loaders arrange through ops::kernel_layout).
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy);
 // The same for Q4_0 rows interleaved by eight (ops/weight_matrix.h): `groups` groups of 8 rows from w
