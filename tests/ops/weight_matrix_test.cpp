@@ -179,6 +179,35 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
   ops::simd::set_amx_enabled(saved_amx);
 }
 
+// Decode products split their weight rows over the pool: each thread owns a segment and threads
+// that finish take chunks from the back of the others'. More threads than cores (the spare ones
+// sleep and wake late, so segments are taken over) must give every row exactly once, bit for bit as
+// one thread computes it.
+TEST(WeightMatrix, DecodeRowsSplitOverManyThreadsGiveTheOneThreadResult) {
+  const int64_t N = 1003, K = 96;  // N not a multiple of the 8-row unit
+  const Tensor w = random_tensor({N, K}, 41);
+  const std::vector<float> x = random_vector(K, 42);
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
+    std::vector<float> want(static_cast<size_t>(N));
+    {
+      ThreadPool one(1);
+      const ThreadPool::Use use(one);
+      ops::linear(x.data(), 1, K, m, nullptr, want.data());
+    }
+    for (int threads : {2, 3, 7}) {
+      ThreadPool pool(threads);
+      const ThreadPool::Use use(pool);
+      for (int round = 0; round < 20; ++round) {
+        std::vector<float> y(static_cast<size_t>(N), std::numeric_limits<float>::quiet_NaN());
+        ops::linear(x.data(), 1, K, m, nullptr, y.data());
+        ASSERT_EQ(std::memcmp(y.data(), want.data(), sizeof(float) * y.size()), 0)
+            << weight_format_name(format) << " with " << threads << " threads, round " << round;
+      }
+    }
+  }
+}
+
 // The interleaved Q4_0 layout, element by element as documented in ops/weight_matrix.h: the same
 // codes and scales as the plain layout, zero rows padding the last group.
 TEST(WeightMatrix, Q4RowsInterleaveAsDocumented) {

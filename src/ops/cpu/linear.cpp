@@ -23,21 +23,56 @@ namespace {
 constexpr int64_t kSmallM = 8;
 // With AVX-512, up to this many rows quantized weights stay in the integer kernels: a larger product
 // goes through the bf16 GEMM, whose dequantizing packers cost about as much as a few hundred rows of
-// integer dots. Without it, dequantized panels and sgemm beat one-row integer dots past kSmallM.
-constexpr int64_t kQuantizedRowsMaxM = 256;
+// integer dots on vdpbf16ps, and as about 64 rows where the GEMM multiplies on AMX tiles (measured:
+// Q4_0 4864x896, 64 rows 178 ms integer vs 202 ms GEMM, 256 rows 696 vs 256). Without AVX-512,
+// dequantized panels and sgemm beat one-row integer dots past kSmallM.
+constexpr int64_t kQuantizedRowsMaxM = 256, kQuantizedRowsMaxMWithAmx = 64;
 
-// Weight rows [0, n) in chunks that the pool's threads take in turn: decode streams every matrix
-// from memory, and on a shared machine one core is often slower than the other; fixed halves would
-// leave the faster one waiting. Chunks are multiples of 8 rows (a group of interleaved Q4_0 rows;
-// the other rows kernels step by 4).
+// Weight rows [0, n) over the pool's threads for streaming kernels (decode reads every matrix from
+// memory once). Each thread owns one contiguous segment and walks it front to back, claiming half of
+// what is left of it at a time, so it reads one unbroken stream: with small chunks dealt out in
+// turn, every chunk boundary restarted a stream and the prefetchers ran on past each chunk's end
+// into rows another thread reads (about a tenth of decode's bandwidth lost). On a shared machine one
+// core is often slower than the other, so a thread that finishes its segment takes small chunks
+// from the back of the others' (fixed halves would leave it waiting). Rows go in units of 8 (a group
+// of interleaved Q4_0 rows; the other rows kernels step by 4).
 template <typename Rows>
 void parallel_rows(int64_t n, Rows rows) {
   const int64_t threads = num_threads();
   if (threads == 1 || n < 64) return rows(int64_t{0}, n);
-  const int64_t chunk = std::max<int64_t>(16, n / (threads * 16)) & ~int64_t{7};
-  std::atomic<int64_t> next{0};
-  parallel_for(threads, [&](int64_t, int64_t) {
-    for (int64_t r0 = next.fetch_add(chunk); r0 < n; r0 = next.fetch_add(chunk)) rows(r0, std::min(n, r0 + chunk));
+  constexpr int64_t kUnit = 8;
+  const int64_t units = (n + kUnit - 1) / kUnit;
+  const int64_t chunk_units = std::clamp<int64_t>(units / (threads * 16), 2, 64);
+  // A segment's unclaimed units [front, back), packed in one word so that its owner (taking from the
+  // front) and a thief (taking from the back) claim with one compare-and-swap.
+  struct alignas(64) Segment {
+    std::atomic<uint64_t> range;
+  };
+  std::vector<Segment> segments(static_cast<size_t>(threads));
+  auto pack = [](uint64_t front, uint64_t back) { return front << 32 | back; };
+  for (int64_t t = 0; t < threads; ++t)
+    segments[static_cast<size_t>(t)].range.store(pack(units * t / threads, units * (t + 1) / threads));
+  // Claims up to chunk_units from the front (owner) or back (thief); false when the segment is empty.
+  auto claim = [&](Segment& s, bool from_front, int64_t& u0, int64_t& u1) {
+    uint64_t r = s.range.load(std::memory_order_relaxed);
+    for (;;) {
+      const int64_t front = static_cast<int64_t>(r >> 32), back = static_cast<int64_t>(r & 0xffffffffu);
+      if (front >= back) return false;
+      const int64_t take = std::min(back - front, from_front ? std::max(chunk_units, (back - front) / 2) : chunk_units);
+      u0 = from_front ? front : back - take;
+      u1 = u0 + take;
+      const uint64_t next = from_front ? pack(static_cast<uint64_t>(u1), static_cast<uint64_t>(back))
+                                       : pack(static_cast<uint64_t>(front), static_cast<uint64_t>(u0));
+      if (s.range.compare_exchange_weak(r, next, std::memory_order_relaxed)) return true;
+    }
+  };
+  parallel_for(threads, [&](int64_t self, int64_t) {
+    int64_t u0 = 0, u1 = 0;
+    while (claim(segments[static_cast<size_t>(self)], true, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
+    for (int64_t k = 1; k < threads; ++k) {
+      Segment& other = segments[static_cast<size_t>((self + k) % threads)];
+      while (claim(other, false, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
+    }
   });
 }
 
@@ -72,7 +107,6 @@ void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMat
   const uint8_t* values = w.host_values<uint8_t>();
   const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
   if (w.interleaved()) {
-    buffer.expand_for_interleaved_q4();
     constexpr int64_t kGroup = WeightMatrix::kInterleavedRows;
     parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {  // n0 is a multiple of kGroup
       simd::q4_interleaved_times_q8(values + n0 / kGroup * ldw, ldw, (n1 - n0 + kGroup - 1) / kGroup, n1 - n0,
@@ -165,7 +199,9 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
     if (M > kSmallM && simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), N, y, bias)) return;  // bias added
     if (M <= kSmallM) linear_bf16_small(x, M, K, weight.host_values<uint16_t>(), N, y);
     else linear_by_f32_panels(x, M, K, weight, y);
-  } else if (M <= (simd::isa() == simd::Isa::Avx512 ? kQuantizedRowsMaxM : kSmallM)) {
+  } else if (M <= (simd::isa() != simd::Isa::Avx512 ? kSmallM
+                    : simd::amx()                  ? kQuantizedRowsMaxMWithAmx
+                                                   : kQuantizedRowsMaxM)) {
     linear_quantized_rows(x, M, K, weight, y);
   } else if (linear_quantized_bf16_gemm(x, M, K, weight, y, bias)) {
     return;  // bias added by the GEMM

@@ -291,38 +291,32 @@ SA2VA_AVX512VNNI void q8_rows_dot_avx512(const uint8_t* w, int64_t ldw, const ui
 // Eight interleaved Q4_0 rows against one activation row on VNNI, two chunks per zmm: lanes 0-7 are
 // the 8 rows' bytes of chunk j, lanes 8-15 those of chunk j + 1, so one vpdpbusd sums 4 products per
 // row and chunk in int32 (no int16 bound) against activation words j | j + 1 spread over the two
-// halves (expanded once per call: xe). Both halves carry partial sums of the same 8 rows; they are
-// added once at the end, so the scales go in twice (each half subtracts half the codes' offset).
-constexpr int64_t kExpandedBlockBytes = 4 * 64;
-constexpr int64_t kExpandTileRows = 16;
-SA2VA_AVX512VNNI void expand_activations_avx512(const int8_t* x, int64_t blocks, int8_t* xe) {
-  // per block: words (0|1), (4|5), (2|3), (6|7), each word repeated over 8 lanes
-  const __m512i low01 = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
-  const __m512i two = _mm512_set1_epi32(2), four = _mm512_set1_epi32(4);
-  for (int64_t b = 0; b < blocks; ++b) {
-    const __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x + b * kBlock)));
-    int8_t* out = xe + b * kExpandedBlockBytes;
-    _mm512_storeu_si512(out, _mm512_permutexvar_epi32(low01, words));
-    _mm512_storeu_si512(out + 64, _mm512_permutexvar_epi32(_mm512_add_epi32(low01, four), words));
-    _mm512_storeu_si512(out + 128, _mm512_permutexvar_epi32(_mm512_add_epi32(low01, two), words));
-    _mm512_storeu_si512(out + 192, _mm512_permutexvar_epi32(_mm512_add_epi32(low01, _mm512_add_epi32(two, four)), words));
-  }
+// halves by a permute of the block's 32 activation bytes (held in a register; a copy expanded in
+// memory was re-read from L2 for every group once K passed a few thousand). Both halves carry
+// partial sums of the same 8 rows; they are added once at the end, so the scales go in twice (each
+// half subtracts half the codes' offset).
+// Activation words first | first + 1 of a block's 8, each over 8 lanes.
+SA2VA_AVX512VNNI inline __m512i spread_word_pair(__m512i words, int first) {
+  const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  return _mm512_permutexvar_epi32(_mm512_add_epi32(pair, _mm512_set1_epi32(first)), words);
 }
 
-SA2VA_AVX512VNNI inline __m512 q4_group_block_avx512(const uint8_t* block, const int8_t* xe, float xd, float sum) {
+SA2VA_AVX512VNNI inline __m512 q4_group_block_avx512(const uint8_t* block, const int8_t* x, float xd, float sum) {
   const __m512i low = _mm512_set1_epi8(0x0f);
+  const __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
   const __m512i c01 = _mm512_loadu_si512(block + 2 * kGroupRows), c23 = _mm512_loadu_si512(block + 2 * kGroupRows + 64);
-  __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(c01, low), _mm512_loadu_si512(xe));
-  dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(c01, 4), low), _mm512_loadu_si512(xe + 64));
-  dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(c23, low), _mm512_loadu_si512(xe + 128));
-  dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(c23, 4), low), _mm512_loadu_si512(xe + 192));
+  // chunks 0|1 low nibbles meet words 0|1, their high nibbles words 4|5; chunks 2|3: words 2|3, 6|7
+  __m512i dot = _mm512_dpbusd_epi32(_mm512_setzero_si512(), _mm512_and_si512(c01, low), spread_word_pair(words, 0));
+  dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(c01, 4), low), spread_word_pair(words, 4));
+  dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(c23, low), spread_word_pair(words, 2));
+  dot = _mm512_dpbusd_epi32(dot, _mm512_and_si512(_mm512_srli_epi16(c23, 4), low), spread_word_pair(words, 6));
   // the 8 scales in both halves
   const __m512 wscale = _mm512_cvtph_ps(_mm256_broadcastsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(block))));
   // d_x·Σ(code·x) − 8·d_x·Σx, half the offset per half, then · d_w
   return _mm512_mul_ps(wscale, _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xd), _mm512_set1_ps(-4.f * sum)));
 }
 
-SA2VA_AVX512VNNI void q4_group_dot_avx512(const uint8_t* g, const int8_t* xe, const float* xd, const float* sum,
+SA2VA_AVX512VNNI void q4_group_dot_avx512(const uint8_t* g, const int8_t* x, const float* xd, const float* sum,
                                           int64_t blocks, float* out) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t b = 0;
@@ -330,11 +324,10 @@ SA2VA_AVX512VNNI void q4_group_dot_avx512(const uint8_t* g, const int8_t* xe, co
     const uint8_t* block = g + b * kGroupBlockBytes;
     const char* ahead = reinterpret_cast<const char*>(block) + kGroupPrefetchBytes;
     for (int line = 0; line < 5; ++line) _mm_prefetch(ahead + 64 * line, _MM_HINT_T0);
-    acc0 = _mm512_add_ps(acc0, q4_group_block_avx512(block, xe + b * kExpandedBlockBytes, xd[b], sum[b]));
-    acc1 = _mm512_add_ps(acc1, q4_group_block_avx512(block + kGroupBlockBytes, xe + (b + 1) * kExpandedBlockBytes,
-                                                     xd[b + 1], sum[b + 1]));
+    acc0 = _mm512_add_ps(acc0, q4_group_block_avx512(block, x + b * kBlock, xd[b], sum[b]));
+    acc1 = _mm512_add_ps(acc1, q4_group_block_avx512(block + kGroupBlockBytes, x + (b + 1) * kBlock, xd[b + 1], sum[b + 1]));
   }
-  if (b < blocks) acc0 = _mm512_add_ps(acc0, q4_group_block_avx512(g + b * kGroupBlockBytes, xe + b * kExpandedBlockBytes, xd[b], sum[b]));
+  if (b < blocks) acc0 = _mm512_add_ps(acc0, q4_group_block_avx512(g + b * kGroupBlockBytes, x + b * kBlock, xd[b], sum[b]));
   const __m512 acc = _mm512_add_ps(acc0, acc1);
   _mm256_storeu_ps(out, _mm256_add_ps(_mm512_castps512_ps256(acc), _mm512_extractf32x8_ps(acc, 1)));
 }
@@ -344,7 +337,6 @@ SA2VA_AVX512VNNI void q4_group_dot_avx512(const uint8_t* g, const int8_t* xe, co
 int64_t QuantizedActivations::blocks_for(int64_t k) { return (k + kBlock - 1) / kBlock; }
 
 void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int64_t ldx) {
-  has_expanded = false;
   this->rows = rows;
   this->k = k;
   blocks = blocks_for(k);
@@ -362,15 +354,6 @@ void QuantizedActivations::quantize(const float* x, int64_t rows, int64_t k, int
       case Isa::Scalar: quantize_row_scalar(x + r * ldx, k, q, d, o); break;
     }
   }
-}
-
-void QuantizedActivations::expand_for_interleaved_q4() {
-  if (isa() != Isa::Avx512 || rows > kExpandTileRows) return;
-  if (expanded.size() < static_cast<size_t>(rows * blocks * kExpandedBlockBytes))
-    expanded.resize(static_cast<size_t>(rows * blocks * kExpandedBlockBytes));
-  for (int64_t i = 0; i < rows; ++i)
-    expand_activations_avx512(codes.data() + i * blocks * kBlock, blocks, expanded.data() + i * blocks * kExpandedBlockBytes);
-  has_expanded = true;
 }
 
 void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws, int64_t rows,
@@ -414,35 +397,19 @@ void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t grou
                              const QuantizedActivations& x, float* y, int64_t ldy) {
   const int64_t nb = x.blocks;
   const Isa level = isa();
-  // Activation rows in tiles: AVX-512 reads a tile's rows expanded (a few KB per row, read from
-  // cache by every group: made once per product for up to a tile of rows, else here per tile); the
-  // groups of this call are re-read per tile from cache.
-  constexpr int64_t kTileRows = kExpandTileRows;
-  thread_local std::vector<int8_t> tile_expanded;
-  for (int64_t i0 = 0; i0 < x.rows; i0 += kTileRows) {
-    const int64_t i1 = std::min(x.rows, i0 + kTileRows);
-    const int8_t* expanded = x.has_expanded ? x.expanded.data() : tile_expanded.data();
-    if (level == Isa::Avx512 && !x.has_expanded) {
-      if (tile_expanded.size() < static_cast<size_t>(kTileRows * nb * kExpandedBlockBytes))
-        tile_expanded.resize(static_cast<size_t>(kTileRows * nb * kExpandedBlockBytes));
-      for (int64_t i = i0; i < i1; ++i)
-        expand_activations_avx512(x.codes.data() + i * nb * kBlock, nb, tile_expanded.data() + (i - i0) * nb * kExpandedBlockBytes);
-      expanded = tile_expanded.data();
-    }
-    for (int64_t g = 0; g < groups; ++g) {
-      const uint8_t* group = w + g * group_bytes;
-      const int64_t valid = std::min(kGroupRows, rows - g * kGroupRows);
-      for (int64_t i = i0; i < i1; ++i) {
-        const int8_t* xq = x.codes.data() + i * nb * kBlock;
-        const float* xd = x.scales.data() + i * nb;
-        const float* sum = x.sums.data() + i * nb;
-        alignas(32) float out[kGroupRows];
-        if (level == Isa::Avx512)
-          q4_group_dot_avx512(group, expanded + (i - i0) * nb * kExpandedBlockBytes, xd, sum, nb, out);
-        else if (level == Isa::Avx2) q4_group_dot_avx2(group, xq, xd, sum, nb, out);
-        else q4_group_dot_scalar(group, xq, xd, nb, out);
-        std::memcpy(y + i * ldy + g * kGroupRows, out, sizeof(float) * static_cast<size_t>(valid));
-      }
+  // Group by group, every activation row against the group (re-read from L1 for the second row on).
+  for (int64_t g = 0; g < groups; ++g) {
+    const uint8_t* group = w + g * group_bytes;
+    const int64_t valid = std::min(kGroupRows, rows - g * kGroupRows);
+    for (int64_t i = 0; i < x.rows; ++i) {
+      const int8_t* xq = x.codes.data() + i * nb * kBlock;
+      const float* xd = x.scales.data() + i * nb;
+      const float* sum = x.sums.data() + i * nb;
+      alignas(32) float out[kGroupRows];
+      if (level == Isa::Avx512) q4_group_dot_avx512(group, xq, xd, sum, nb, out);
+      else if (level == Isa::Avx2) q4_group_dot_avx2(group, xq, xd, sum, nb, out);
+      else q4_group_dot_scalar(group, xq, xd, nb, out);
+      std::memcpy(y + i * ldy + g * kGroupRows, out, sizeof(float) * static_cast<size_t>(valid));
     }
   }
 }

@@ -108,15 +108,9 @@ struct QuantizedActivations {
   std::vector<int8_t> codes;   // [rows, blocks·32], zero beyond k
   std::vector<float> scales;   // [rows, blocks]
   std::vector<float> sums;     // [rows, blocks]: scale·Σcodes (removes the weight codes' offset)
-  // The codes as the AVX-512 interleaved Q4_0 kernel reads them (256 bytes per block), when
-  // expand_for_interleaved_q4 made them; else the kernel expands them itself, a tile at a time.
-  std::vector<int8_t> expanded;
-  bool has_expanded = false;
   static int64_t blocks_for(int64_t k);
   // Quantizes x[rows, k] (row stride ldx); the buffers grow once and are reused.
   void quantize(const float* x, int64_t rows, int64_t k, int64_t ldx);
-  // Once per product, before the threads share it (AVX-512, up to 16 rows; else nothing).
-  void expand_for_interleaved_q4();
 };
 // y[i·ldy + r] = Σ_b ws[r·ldws + b] · x.scale[i][b] · Σ_j (code(w, r, b, j) − offset) · x.code[i][b][j]
 // for r < rows, i < x.rows; w holds rows of Q8_0 (q4 false) or Q4_0 (q4 true) values, row stride ldw bytes.
