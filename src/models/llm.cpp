@@ -104,12 +104,15 @@ LanguageModel LanguageModel::load(Weights& w, const ModelConfig& c) {
   m.embedding = w.matrix(embedding_name(lc.arch), {V, D}, Init::Embedding);
   // Each matrix, once fused, in the arrangement the device's kernels stream fastest (a copy where it
   // differs: the stored pages are dropped as they are copied, a fused copy is freed at once).
-  auto relayout = [&w](WeightMatrix& matrix) {
+  // On the CPU they are packed into huge pages (core/weight_arena.h): decode streams every one of
+  // them per token.
+  WeightArena arena;
+  auto relayout = [&w, &arena](WeightMatrix& matrix) {
     const Tensor values = matrix.values(), scales = matrix.scales();
     matrix = ops::kernel_layout(matrix, [&](int64_t first, int64_t rows) {
       w.release(values.slice(0, first, first + rows));
-      w.release(scales.slice(0, first, first + rows));
-    });
+      if (scales.defined()) w.release(scales.slice(0, first, first + rows));
+    }, &arena);
   };
   m.layers.resize(static_cast<size_t>(lc.num_layers));
   for (int i = 0; i < lc.num_layers; ++i) {

@@ -74,11 +74,17 @@ Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
   return y;
 }
 
-WeightMatrix kernel_layout(const WeightMatrix& weight, const std::function<void(int64_t, int64_t)>& consumed) {
+WeightMatrix kernel_layout(const WeightMatrix& weight, const std::function<void(int64_t, int64_t)>& consumed,
+                           WeightArena* arena) {
   // The CPU's rule wherever the CPU kernels run: the CPU and a test's host-memory stand-in device.
   if (!weight.defined() || weight.interleaved()) return weight;
   if (!weight.device().is_cpu() && !allocator_for(weight.device()).host_addressable()) return weight;
-  return cpu::prefers_interleaved_rows(weight) ? weight.interleaved_rows(consumed) : weight;
+  // The arena is CPU memory: on a host-memory stand-in device the matrices stay in its memory.
+  // Unquantized matrices stay where they are (in place in the checkpoint's mapping): copying the
+  // 1 GB of Sa2VA-1B's bf16 language model took about a second at load for 3% faster bf16 decode.
+  WeightArena* cpu_arena = weight.device().is_cpu() && is_quantized(weight.format()) ? arena : nullptr;
+  if (cpu::prefers_interleaved_rows(weight)) return weight.interleaved_rows(consumed, cpu_arena);
+  return cpu_arena ? weight.copied_into(*cpu_arena, consumed) : weight;
 }
 
 }  // namespace sa2va::ops

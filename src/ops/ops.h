@@ -31,10 +31,12 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 // The same matrix in the arrangement linear() reads fastest where it lives, for loaders to call once
 // per matrix: on a CPU with AVX2 or AVX-512, Q4_0 rows interleaved by eight (a copy; the GPU reads
-// the plain layout); otherwise `weight` itself.
+// the plain layout); otherwise `weight` itself. With an arena, a quantized matrix for the CPU kernels
+// is always copied into it (huge pages for the matrices decode streams: core/weight_arena.h).
 // `consumed` as WeightMatrix::interleaved_rows (called only when a copy is made).
 WeightMatrix kernel_layout(const WeightMatrix& weight,
-                           const std::function<void(int64_t first_row, int64_t rows)>& consumed = {});
+                           const std::function<void(int64_t first_row, int64_t rows)>& consumed = {},
+                           WeightArena* arena = nullptr);
 
 // C[M,N] = alpha · A[M,K] · op(B) + beta · C, all f32, with leading dimensions (row strides).
 // op(B) = B [K,N] (ldb >= N) or, when transpose_b, Bᵀ with B stored [N,K] (ldb >= K).

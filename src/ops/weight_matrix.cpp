@@ -148,7 +148,8 @@ const void* WeightMatrix::host_memory(const Tensor& t) {
   return t.device_data();
 }
 
-WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, int64_t)>& consumed) const {
+WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, int64_t)>& consumed,
+                                           WeightArena* arena) const {
   check(defined() && format_ == WeightFormat::Q4_0 && !interleaved_,
         "weight matrix: only a plain Q4_0 matrix can be interleaved by rows");
   const int64_t nb = blocks_per_row(), groups = (rows_ + kInterleavedRows - 1) / kInterleavedRows;
@@ -161,7 +162,8 @@ WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, in
   m.rows_ = rows_;
   m.cols_ = cols_;
   // Every byte is written below (the padding rows of a last partial group as zeros): no memset pass.
-  m.values_ = Tensor::empty({groups, group_bytes}, DType::U8, values_.device());  // host memory (checked above)
+  m.values_ = arena ? arena->empty({groups, group_bytes}, DType::U8)
+                    : Tensor::empty({groups, group_bytes}, DType::U8, values_.device());  // host memory (checked above)
   uint8_t* out = static_cast<uint8_t*>(m.values_.device_data());
   auto copy_groups = [&](int64_t g0, int64_t g1) {
     for (int64_t g = g0; g < g1; ++g) {
@@ -186,6 +188,31 @@ WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, in
       const int64_t first = s0 * kInterleavedRows;
       consumed(first, std::min(rows_, s1 * kInterleavedRows) - first);
     }
+  }
+  return m;
+}
+
+WeightMatrix WeightMatrix::copied_into(WeightArena& arena, const std::function<void(int64_t, int64_t)>& consumed) const {
+  check(defined() && !interleaved_ && values_.is_contiguous() && (!scales_.defined() || scales_.is_contiguous()),
+        "weight matrix: only a plain matrix in contiguous host memory can be copied into the weight arena");
+  const auto* values = static_cast<const uint8_t*>(host_memory(values_));
+  const auto* scales = scales_.defined() ? static_cast<const uint8_t*>(host_memory(scales_)) : nullptr;
+  WeightMatrix m = *this;
+  m.values_ = arena.empty(values_.shape(), values_.dtype());
+  if (scales) m.scales_ = arena.empty(scales_.shape(), scales_.dtype());
+  const size_t value_row = values_.nbytes() / static_cast<size_t>(std::max<int64_t>(rows_, 1));
+  const size_t scale_row = scales ? scales_.nbytes() / static_cast<size_t>(std::max<int64_t>(rows_, 1)) : 0;
+  auto* value_out = static_cast<uint8_t*>(m.values_.raw());
+  auto* scale_out = scales ? static_cast<uint8_t*>(m.scales_.raw()) : nullptr;
+  const int64_t slice_rows = std::max<int64_t>(1, static_cast<int64_t>((size_t{4} << 20) / std::max<size_t>(value_row, 1)));
+  for (int64_t r0 = 0; r0 < rows_; r0 += slice_rows) {
+    const int64_t r1 = std::min(rows_, r0 + slice_rows);
+    parallel_for(r1 - r0, [&](int64_t a, int64_t b) {
+      const size_t first = static_cast<size_t>(r0 + a), count = static_cast<size_t>(b - a);
+      std::memcpy(value_out + first * value_row, values + first * value_row, count * value_row);
+      if (scales) std::memcpy(scale_out + first * scale_row, scales + first * scale_row, count * scale_row);
+    }, 64);
+    if (consumed) consumed(r0, r1 - r0);
   }
   return m;
 }

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/tensor.h"
+#include "core/weight_arena.h"
 #include "sa2va/sa2va.h"
 
 namespace sa2va {
@@ -63,7 +64,13 @@ class WeightMatrix {
   static constexpr int64_t kInterleavedBlockBytes = kInterleavedRows * (2 + kQuantBlock / 2);
   // `consumed(first_row, rows)` is called after each slice of rows has been copied, in order, so that
   // a loader can drop the pages of the stored rows as it goes (no second copy of a large matrix).
-  WeightMatrix interleaved_rows(const std::function<void(int64_t first_row, int64_t rows)>& consumed = {}) const;
+  // The copy goes into `arena` when one is given (else the block pool).
+  WeightMatrix interleaved_rows(const std::function<void(int64_t first_row, int64_t rows)>& consumed = {},
+                                WeightArena* arena = nullptr) const;
+  // The same matrix (not interleaved, in host memory) copied into `arena`, slice by slice with
+  // `consumed` as above.
+  WeightMatrix copied_into(WeightArena& arena,
+                           const std::function<void(int64_t first_row, int64_t rows)>& consumed = {}) const;
   bool interleaved() const { return interleaved_; }
 
   bool defined() const { return values_.defined(); }

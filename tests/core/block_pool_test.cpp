@@ -1,11 +1,14 @@
 // The large-block pool: reuse of idle blocks of about the requested size, eviction of blocks that
-// stay unused, release at the end of a request, and a flat footprint for a repeating pattern.
+// stay unused, release at the end of a request, and a flat footprint for a repeating pattern. The
+// weight arena beside it: tensors packed back to back in 2 MiB-aligned chunks.
 #include <gtest/gtest.h>
 
+#include <cstdint>
 #include <cstring>
 #include <vector>
 
 #include "core/block_pool.h"
+#include "core/weight_arena.h"
 #include "core/tensor.h"
 
 namespace sa2va {
@@ -86,6 +89,30 @@ TEST(BlockPool, LargeTensorsUseThePool) {
   block_pool::release_idle();
 }
 #endif
+
+TEST(WeightArena, PacksTensorsBackToBackInHugePageAlignedChunksThatOutliveIt) {
+  std::vector<Tensor> kept;
+  {
+    WeightArena arena;
+    kept.push_back(arena.empty({3, 100}, DType::U8));   // 300 bytes
+    kept.push_back(arena.empty({1000}, DType::F32));    // next, at the following 64-byte boundary
+    kept.push_back(arena.empty({70 * kMiB}, DType::U8));  // more than a chunk holds: one of its own
+    kept.push_back(arena.empty({2, 5}, DType::F16));    // back in the first chunk
+  }
+  const auto address = [](const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw()); };
+  EXPECT_EQ(address(kept[0]) % (2 * kMiB), 0u);  // a chunk starts on a huge page
+  EXPECT_EQ(address(kept[1]), address(kept[0]) + 320);
+  EXPECT_EQ(address(kept[2]) % (2 * kMiB), 0u);
+  EXPECT_EQ(address(kept[3]), address(kept[1]) + 4032);  // 4000 bytes rounded up to 64
+  for (const Tensor& t : kept) {
+    EXPECT_TRUE(t.device().is_cpu());
+    EXPECT_EQ(address(t) % 64, 0u);
+    std::memset(t.raw(), 0x5a, t.nbytes());  // the memory stays usable after the arena is gone
+  }
+  EXPECT_EQ(kept[2].data<uint8_t>()[70 * kMiB - 1], 0x5a);
+  EXPECT_EQ(kept[0].shape(), (Shape{3, 100}));
+  EXPECT_EQ(kept[3].dtype(), DType::F16);
+}
 
 }  // namespace
 }  // namespace sa2va

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -254,6 +255,35 @@ TEST(WeightMatrix, Q4RowsInterleaveAsDocumented) {
     const WeightMatrix m = WeightMatrix::prepare(w, format), arranged = ops::kernel_layout(m);
     EXPECT_EQ(arranged.interleaved(), format == WeightFormat::Q4_0 && ops::simd::isa() != ops::simd::Isa::Scalar);
     EXPECT_EQ(arranged.dequantize().to_vector(), m.dequantize().to_vector());
+  }
+}
+
+// With a weight arena (a CPU model load), every quantized matrix for the CPU kernels is copied into
+// it, slice by slice with `consumed` covering the stored rows in order, and reads as before;
+// unquantized ones stay in place.
+TEST(WeightMatrix, KernelLayoutCopiesIntoTheWeightArena) {
+  const Tensor w = random_tensor({1500, 96}, 9);
+  const std::vector<float> x = random_vector(96, 10);
+  WeightArena arena;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16}) {
+    const WeightMatrix m = WeightMatrix::prepare(w, format);
+    EXPECT_EQ(ops::kernel_layout(m, {}, &arena).values().raw(), m.values().raw());
+  }
+  for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
+    const WeightMatrix m = WeightMatrix::prepare(w, format);
+    int64_t next_row = 0;
+    const WeightMatrix arranged = ops::kernel_layout(m, [&](int64_t first, int64_t rows) {
+      EXPECT_EQ(first, next_row);
+      next_row = first + rows;
+    }, &arena);
+    EXPECT_EQ(next_row, m.rows()) << weight_format_name(format);
+    EXPECT_NE(arranged.values().raw(), m.values().raw()) << weight_format_name(format);
+    EXPECT_EQ(reinterpret_cast<uintptr_t>(arranged.values().raw()) % 64, 0u);
+    EXPECT_EQ(arranged.dequantize().to_vector(), m.dequantize().to_vector()) << weight_format_name(format);
+    std::vector<float> want(1500), got(1500);
+    ops::linear(x.data(), 1, 96, ops::kernel_layout(m), nullptr, want.data());
+    ops::linear(x.data(), 1, 96, arranged, nullptr, got.data());
+    EXPECT_EQ(got, want) << weight_format_name(format);
   }
 }
 
