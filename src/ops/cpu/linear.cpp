@@ -16,8 +16,6 @@ extern "C" void openblas_set_num_threads(int);
 #include "ops/cpu/kernels.h"
 #include "ops/cpu/simd.h"
 
-#include <x86intrin.h>
-extern "C" { uint64_t g_stat[3][3]; }
 namespace sa2va::ops::cpu {
 namespace {
 
@@ -68,18 +66,14 @@ void parallel_rows(int64_t n, Rows rows) {
       if (s.range.compare_exchange_weak(r, next, std::memory_order_relaxed)) return true;
     }
   };
-  const uint64_t t0 = __rdtsc();
   parallel_for(threads, [&](int64_t self, int64_t) {
-    const uint64_t ts = __rdtsc();
-    struct Fin { int64_t self; uint64_t t0, ts; ~Fin() { g_stat[self][0] += ts - t0; g_stat[self][1] += __rdtsc() - ts; } } fin{self, t0, ts};
     int64_t u0 = 0, u1 = 0;
     while (claim(segments[static_cast<size_t>(self)], true, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
     for (int64_t k = 1; k < threads; ++k) {
       Segment& other = segments[static_cast<size_t>((self + k) % threads)];
-      while (claim(other, false, u0, u1)) { rows(u0 * kUnit, std::min(n, u1 * kUnit)); g_stat[self][2] += 1; }
+      while (claim(other, false, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
     }
   });
-  g_stat[2][0] += __rdtsc() - t0; g_stat[2][1] += 1;
 }
 
 void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
