@@ -281,8 +281,7 @@ Tensor LanguageModel::run_layers(int64_t n, LlmState& state, const ExecContext& 
     ops::add(x, branch, x, n * D);
 
     ops::rms_norm(x, layer.mlp_norm.kernel_f32(), normed, n, D, eps);
-    ops::linear(normed, n, D, layer.w_gate, nullptr, state.gate_.kernel_f32());
-    ops::linear(normed, n, D, layer.w_up, nullptr, state.up_.kernel_f32());
+    ops::linear_pair(normed, n, D, layer.w_gate, state.gate_.kernel_f32(), layer.w_up, state.up_.kernel_f32());
     ops::silu_mul(state.gate_.kernel_f32(), state.up_.kernel_f32(), n * I);
     ops::linear(state.gate_.kernel_f32(), n, I, layer.w_down, nullptr, branch);
     ops::add(x, branch, x, n * D);

@@ -48,6 +48,19 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   SA2VA_KERNEL(linear, x, M, K, weight, bias, y);
 }
 
+void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
+                 float* y2) {
+  check_linear_weight(w1, K, current_device());
+  check_linear_weight(w2, K, current_device());
+  if (M <= 0) return;
+  if (w1.rows() <= 0 || w2.rows() <= 0) {  // nothing to pair
+    if (w1.rows() > 0) SA2VA_KERNEL(linear, x, M, K, w1, nullptr, y1);
+    if (w2.rows() > 0) SA2VA_KERNEL(linear, x, M, K, w2, nullptr, y2);
+    return;
+  }
+  SA2VA_KERNEL(linear_pair, x, M, K, w1, y1, w2, y2);
+}
+
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias) {
   check(x.defined() && x.dtype() == DType::F32 && x.dim() >= 1, "linear: input must be an F32 tensor [..., K]");
   const int64_t K = x.size(-1);

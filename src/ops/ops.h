@@ -27,6 +27,11 @@ namespace sa2va::ops {
 // quantizes the activations to 8 bits per block; a GPU takes them in f32 for a few rows and, for
 // more, multiplies bf16 activations with the weights dequantized to bf16).
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y);
+// y1 [M, N1] = x·W1ᵀ and y2 [M, N2] = x·W2ᵀ, two products of one input (a gated MLP's gate and up
+// projections): for decode the CPU streams both matrices in one pass, one parallel region and one
+// quantization of x; elsewhere, or when the shapes do not allow it, two linear() calls.
+void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
+                 float* y2);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 // The same matrix in the arrangement linear() reads fastest where it lives, for loaders to call once

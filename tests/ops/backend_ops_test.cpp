@@ -157,6 +157,14 @@ std::vector<OpCase> matrix_cases() {
                        coarse ? 2e-2 : 1e-5});
     }
   }
+  {  // the gate and up projections of a gated MLP as one call
+    const WeightMatrix up = WeightMatrix::prepare(ops_test::random_tensor({72, K}, 70), WeightFormat::Q4_0);
+    const WeightMatrix gate = WeightMatrix::prepare(ops_test::random_tensor({136, K}, 71), WeightFormat::Q4_0);
+    cases.push_back({"linear_pair q4_0", {host_random(K, 72), host_random(136, 73), host_random(72, 74)}, {gate, up},
+                     {1, 2},
+                     [K](const Args& a) { ops::linear_pair(a.f(0), 1, K, a.weights[0], a.f(1), a.weights[1], a.f(2)); },
+                     2e-2});
+  }
   // A quantized matrix larger than one dequantized panel (64 MiB of bf16): several panels.
   {
     const int64_t big_k = 4096, big_n = 8256, M = 9;

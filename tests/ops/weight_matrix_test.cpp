@@ -180,6 +180,32 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
   ops::simd::set_amx_enabled(saved_amx);
 }
 
+// Two products of one input in one call (a gated MLP's gate and up projections): the same numbers as
+// two linear() calls, for every format and row count, with the first matrix a multiple of 8 rows
+// (one streamed pass on the CPU) or not (two calls).
+TEST_P(WeightMatrixTest, LinearPairEqualsTwoProducts) {
+  const int64_t K = 70;
+  uint32_t seed = 300;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    for (int64_t N1 : {64, 136, 37})
+      for (int64_t M : {1, 3, 9, 80}) {
+        const int64_t N2 = 51;
+        const WeightMatrix w1 = ops::kernel_layout(WeightMatrix::prepare(random_tensor({N1, K}, ++seed), format));
+        const WeightMatrix w2 = ops::kernel_layout(WeightMatrix::prepare(random_tensor({N2, K}, ++seed), format));
+        const std::vector<float> x = random_vector(M * K, ++seed);
+        std::vector<float> want1(static_cast<size_t>(M * N1)), want2(static_cast<size_t>(M * N2));
+        ops::linear(x.data(), M, K, w1, nullptr, want1.data());
+        ops::linear(x.data(), M, K, w2, nullptr, want2.data());
+        std::vector<float> y1(want1.size(), std::numeric_limits<float>::quiet_NaN()), y2(want2.size(), y1[0]);
+        ops::linear_pair(x.data(), M, K, w1, y1.data(), w2, y2.data());
+        EXPECT_EQ(y1, want1) << weight_format_name(format) << " N1 " << N1 << " M " << M;
+        EXPECT_EQ(y2, want2) << weight_format_name(format) << " N1 " << N1 << " M " << M;
+      }
+  EXPECT_THROW(ops::linear_pair(nullptr, 1, K + 1, WeightMatrix::prepare(random_tensor({8, K}, 1), WeightFormat::BF16),
+                                nullptr, WeightMatrix::prepare(random_tensor({8, K}, 2), WeightFormat::BF16), nullptr),
+               Error);
+}
+
 // Decode products split their weight rows over the pool: each thread owns a segment and threads
 // that finish take chunks from the back of the others'. More threads than cores (the spare ones
 // sleep and wake late, so segments are taken over) must give every row exactly once, bit for bit as

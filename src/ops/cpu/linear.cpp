@@ -76,12 +76,6 @@ void parallel_rows(int64_t n, Rows rows) {
   });
 }
 
-void linear_bf16_small(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y) {
-  parallel_rows(N, [&](int64_t n0, int64_t n1) {
-    simd::bf16_rows_times_f32(w + n0 * K, K, n1 - n0, K, x, K, M, y + n0, N);
-  });
-}
-
 // Any format through f32 sgemm: panels of weight rows widened (dequantized) to f32 as the kernels
 // see them. The BF16 path without AVX-512 BF16, and the reference path of the quantized formats.
 void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
@@ -95,28 +89,67 @@ void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatr
   }
 }
 
-// Quantized weights through the integer kernels (decode, and up to kQuantizedRowsMaxM rows): x
-// quantized to 8 bits per block once (on the calling thread, into a buffer kept between calls), then
-// the threads take chunks of weight rows in turn.
-void linear_quantized_rows(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
+// Whether a product of M activation rows with `w` streams the weights through the rows kernels
+// (decode-sized M): BF16 up to kSmallM rows; quantized formats up to kQuantizedRowsMaxM with AVX-512
+// (kQuantizedRowsMaxMWithAmx with AMX), kSmallM without.
+bool streams_rows(const WeightMatrix& w, int64_t M) {
+  if (w.format() == WeightFormat::F32) return false;
+  if (w.format() == WeightFormat::BF16 || simd::isa() != simd::Isa::Avx512) return M <= kSmallM;
+  return M <= (simd::amx() ? kQuantizedRowsMaxMWithAmx : kQuantizedRowsMaxM);
+}
+
+// One product of a streamed set: y [M, w.rows()] = x·wᵀ.
+struct StreamedProduct {
+  const WeightMatrix* w;
+  float* y;
+};
+
+// Rows [n0, n1) of one streamed product: bf16 rows with f32 (or bf16-rounded) activations, quantized
+// rows against the activations quantized once per call (`activations`); interleaved Q4_0 from a
+// group boundary (n0 a multiple of 8).
+void stream_rows(const StreamedProduct& p, const float* x, int64_t M, int64_t K,
+                 const simd::QuantizedActivations& activations, int64_t n0, int64_t n1) {
+  const WeightMatrix& w = *p.w;
+  const int64_t N = w.rows();
+  if (w.format() == WeightFormat::BF16) {
+    simd::bf16_rows_times_f32(w.host_values<uint16_t>() + n0 * K, K, n1 - n0, K, x, K, M, p.y + n0, N);
+    return;
+  }
+  const uint8_t* values = w.host_values<uint8_t>();
+  const int64_t ldw = w.values().size(1);
+  if (w.interleaved()) {
+    constexpr int64_t kGroup = WeightMatrix::kInterleavedRows;
+    simd::q4_interleaved_times_q8(values + n0 / kGroup * ldw, ldw, (n1 - n0 + kGroup - 1) / kGroup, n1 - n0,
+                                  activations, p.y + n0, N);
+    return;
+  }
+  const int64_t nb = w.blocks_per_row();
+  simd::quantized_rows_times_q8(w.format() == WeightFormat::Q4_0, values + n0 * ldw, ldw, w.host_scales() + n0 * nb,
+                                nb, n1 - n0, activations, p.y + n0, N);
+}
+
+// Products of one input with one or more matrices (each streams_rows) as one pass over their rows:
+// x quantized to 8 bits per block once (on the calling thread, into a buffer kept between calls)
+// when any matrix is quantized, then the pool's threads stream the matrices' rows one after the
+// other as if they were one matrix (decode's gate and up projections: one region, one stream).
+// A matrix after the first must start on a multiple of 8 rows (the row unit of parallel_rows).
+void linear_streamed(const float* x, int64_t M, int64_t K, const StreamedProduct* products, int count) {
   static_assert(simd::kQ8Block == kQuantBlock);
   thread_local simd::QuantizedActivations buffer;
   const simd::QuantizedActivations& activations = buffer;  // the caller's buffer, seen by every thread
-  buffer.quantize(x, M, K, K);
-  const bool q4 = w.format() == WeightFormat::Q4_0;
-  const uint8_t* values = w.host_values<uint8_t>();
-  const int64_t ldw = w.values().size(1), nb = w.blocks_per_row();
-  if (w.interleaved()) {
-    constexpr int64_t kGroup = WeightMatrix::kInterleavedRows;
-    parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {  // n0 is a multiple of kGroup
-      simd::q4_interleaved_times_q8(values + n0 / kGroup * ldw, ldw, (n1 - n0 + kGroup - 1) / kGroup, n1 - n0,
-                                    activations, y + n0, w.rows());
-    });
-    return;
+  int64_t total = 0;
+  bool quantized = false;
+  for (int i = 0; i < count; ++i) {
+    total += products[i].w->rows();
+    quantized = quantized || is_quantized(products[i].w->format());
   }
-  const uint16_t* scales = w.host_scales();
-  parallel_rows(w.rows(), [&](int64_t n0, int64_t n1) {
-    simd::quantized_rows_times_q8(q4, values + n0 * ldw, ldw, scales + n0 * nb, nb, n1 - n0, activations, y + n0, w.rows());
+  if (quantized) buffer.quantize(x, M, K, K);
+  parallel_rows(total, [&](int64_t r0, int64_t r1) {
+    int64_t first = 0;  // of the current matrix, in the joint row numbering
+    for (int i = 0; i < count && first < r1; first += products[i].w->rows(), ++i) {
+      const int64_t a = std::max(r0, first), b = std::min(r1, first + products[i].w->rows());
+      if (a < b) stream_rows(products[i], x, M, K, activations, a - first, b - first);
+    }
   });
 }
 
@@ -195,20 +228,29 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
     std::fill(y, y + M * N, 0.f);
   } else if (weight.format() == WeightFormat::F32) {
     gemm(x, K, weight.host_values<float>(), K, y, N, M, N, K, /*transpose_b=*/true, 1.f, 0.f);
+  } else if (streams_rows(weight, M)) {
+    const StreamedProduct product{&weight, y};
+    linear_streamed(x, M, K, &product, 1);
   } else if (weight.format() == WeightFormat::BF16) {
-    if (M > kSmallM && simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), N, y, bias)) return;  // bias added
-    if (M <= kSmallM) linear_bf16_small(x, M, K, weight.host_values<uint16_t>(), N, y);
-    else linear_by_f32_panels(x, M, K, weight, y);
-  } else if (M <= (simd::isa() != simd::Isa::Avx512 ? kSmallM
-                    : simd::amx()                  ? kQuantizedRowsMaxMWithAmx
-                                                   : kQuantizedRowsMaxM)) {
-    linear_quantized_rows(x, M, K, weight, y);
+    if (simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), N, y, bias)) return;  // bias added
+    linear_by_f32_panels(x, M, K, weight, y);
   } else if (linear_quantized_bf16_gemm(x, M, K, weight, y, bias)) {
     return;  // bias added by the GEMM
   } else {
     linear_by_f32_panels(x, M, K, weight, y);
   }
   if (bias) add_rows(y, bias, M, N);
+}
+
+void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
+                 float* y2) {
+  if (K > 0 && streams_rows(w1, M) && streams_rows(w2, M) && w1.rows() % 8 == 0) {
+    const StreamedProduct products[] = {{&w1, y1}, {&w2, y2}};
+    linear_streamed(x, M, K, products, 2);
+    return;
+  }
+  linear(x, M, K, w1, nullptr, y1);
+  linear(x, M, K, w2, nullptr, y2);
 }
 
 }  // namespace sa2va::ops::cpu

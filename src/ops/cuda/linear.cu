@@ -153,4 +153,11 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   if (bias) add_rows(y, bias, M, N);
 }
 
+// Two launches: the rows kernel already reads each weight once per token.
+void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
+                 float* y2) {
+  linear(x, M, K, w1, nullptr, y1);
+  linear(x, M, K, w2, nullptr, y2);
+}
+
 }  // namespace sa2va::ops::cuda
