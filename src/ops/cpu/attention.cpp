@@ -33,12 +33,10 @@ void attention_short(const AttentionArgs& a, int64_t Dv) {
       const int64_t i = t / a.q_heads, h = t % a.q_heads, hk = h / n_rep;
       const int64_t visible = a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
       const float* q = a.q + i * a.q_stride + h * a.head_dim;
-      for (int64_t j = 0; j < visible; ++j)
-        scores[j] = a.scale * simd::dot(q, a.k + j * a.k_stride + hk * a.head_dim, a.head_dim);
+      simd::dot_rows(q, a.k + hk * a.head_dim, a.k_stride, visible, a.head_dim, a.scale, scores.data());
       softmax_row(scores.data(), a.mask ? a.mask + i * a.kv_len : nullptr, visible, visible);
-      float* out = a.out + i * a.out_stride + h * Dv;
-      std::fill(out, out + Dv, 0.f);
-      for (int64_t j = 0; j < visible; ++j) simd::axpy(scores[j], a.v + j * a.v_stride + hk * Dv, out, Dv);
+      simd::weighted_sum_rows(scores.data(), a.v + hk * Dv, a.v_stride, visible, Dv,
+                              a.out + i * a.out_stride + h * Dv);
     }
   });
 }

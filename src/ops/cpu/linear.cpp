@@ -42,7 +42,7 @@ void parallel_rows(int64_t n, Rows rows) {
   if (threads == 1 || n < 64) return rows(int64_t{0}, n);
   constexpr int64_t kUnit = 8;
   const int64_t units = (n + kUnit - 1) / kUnit;
-  const int64_t chunk_units = std::clamp<int64_t>(units / (threads * 16), 2, 64);
+  const int64_t chunk_units = std::clamp<int64_t>(units / (threads * 64), 1, 16);
   // A segment's unclaimed units [front, back), packed in one word so that its owner (taking from the
   // front) and a thief (taking from the back) claim with one compare-and-swap.
   struct alignas(64) Segment {

@@ -99,6 +99,11 @@ void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+void weighted_sum_rows_scalar(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n, float* out) {
+  std::fill(out, out + n, 0.f);
+  for (int64_t j = 0; j < count; ++j) axpy_scalar(w[j], rows + j * ld, out, n);
+}
+
 void bf16_rows_scalar(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, const float* x, int64_t ldx,
                       int64_t m, float* y, int64_t ldy) {
   for (int64_t r = 0; r < rows; ++r) {
@@ -153,6 +158,29 @@ SA2VA_AVX2 void axpy_avx2(float alpha, const float* x, float* y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+// 32 columns at a time summed over all rows in four registers (the output is stored once, not
+// loaded and stored per row as repeated axpys would); the last columns one at a time.
+SA2VA_AVX2 void weighted_sum_rows_avx2(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n,
+                                       float* out) {
+  int64_t c = 0;
+  while (c + 8 <= n) {
+    const int64_t vectors = std::min<int64_t>(4, (n - c) / 8);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t j = 0; j < count; ++j) {
+      const __m256 wj = _mm256_set1_ps(w[j]);
+      const float* r = rows + j * ld + c;
+      for (int64_t v = 0; v < vectors; ++v) acc[v] = _mm256_fmadd_ps(wj, _mm256_loadu_ps(r + 8 * v), acc[v]);
+    }
+    for (int64_t v = 0; v < vectors; ++v) _mm256_storeu_ps(out + c + 8 * v, acc[v]);
+    c += 8 * vectors;
+  }
+  for (; c < n; ++c) {
+    float sum = 0.f;
+    for (int64_t j = 0; j < count; ++j) sum += w[j] * rows[j * ld + c];
+    out[c] = sum;
+  }
 }
 
 SA2VA_AVX2 inline __m256 widen_bf16_avx2(const uint16_t* p) {
@@ -426,6 +454,37 @@ SA2VA_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) 
   }
 }
 
+SA2VA_AVX512 void dot_rows_avx512(const float* q, const float* rows, int64_t ld, int64_t count, int64_t n, float scale,
+                                  float* out) {
+  for (int64_t j = 0; j < count; ++j) out[j] = scale * dot_avx512(q, rows + j * ld, n);
+}
+
+// 64 columns at a time summed over all rows in four registers (masked at the end).
+SA2VA_AVX512 void weighted_sum_rows_avx512(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n,
+                                           float* out) {
+  for (int64_t c = 0; c < n; c += 64) {
+    __mmask16 m[4];
+    for (int v = 0; v < 4; ++v) {
+      const int64_t left = std::clamp<int64_t>(n - c - 16 * v, 0, 16);
+      m[v] = left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+    }
+    __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps(), acc2 = _mm512_setzero_ps(),
+           acc3 = _mm512_setzero_ps();
+    for (int64_t j = 0; j < count; ++j) {
+      const __m512 wj = _mm512_set1_ps(w[j]);
+      const float* r = rows + j * ld + c;
+      acc0 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(m[0], r), acc0);
+      acc1 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(m[1], r + 16), acc1);
+      acc2 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(m[2], r + 32), acc2);
+      acc3 = _mm512_fmadd_ps(wj, _mm512_maskz_loadu_ps(m[3], r + 48), acc3);
+    }
+    _mm512_mask_storeu_ps(out + c, m[0], acc0);
+    _mm512_mask_storeu_ps(out + c + 16, m[1], acc1);
+    _mm512_mask_storeu_ps(out + c + 32, m[2], acc2);
+    _mm512_mask_storeu_ps(out + c + 48, m[3], acc3);
+  }
+}
+
 
 // Four weight rows × MB activation rows per step; the K tail uses masked loads.
 // Decode-sized product on bf16 dot products: x rows already rounded to bf16 (xb, zero-padded to a
@@ -628,6 +687,25 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
     case Isa::Avx512: return axpy_avx512(alpha, x, y, n);
     case Isa::Avx2: return axpy_avx2(alpha, x, y, n);
     default: return axpy_scalar(alpha, x, y, n);
+  }
+}
+
+void dot_rows(const float* q, const float* rows, int64_t ld, int64_t count, int64_t n, float scale, float* out) {
+  switch (isa()) {
+    case Isa::Avx512: return dot_rows_avx512(q, rows, ld, count, n, scale, out);
+    case Isa::Avx2:
+      for (int64_t j = 0; j < count; ++j) out[j] = scale * dot_avx2(q, rows + j * ld, n);
+      return;
+    default:
+      for (int64_t j = 0; j < count; ++j) out[j] = scale * dot_scalar(q, rows + j * ld, n);
+  }
+}
+
+void weighted_sum_rows(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n, float* out) {
+  switch (isa()) {
+    case Isa::Avx512: return weighted_sum_rows_avx512(w, rows, ld, count, n, out);
+    case Isa::Avx2: return weighted_sum_rows_avx2(w, rows, ld, count, n, out);
+    default: return weighted_sum_rows_scalar(w, rows, ld, count, n, out);
   }
 }
 

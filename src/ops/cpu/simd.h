@@ -25,6 +25,10 @@ bool set_amx_enabled(bool on);
 float dot(const float* a, const float* b, int64_t n);
 // y[i] += alpha · x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);
+// out[j] = scale · Σ_i q[i]·rows[j·ld + i] for j < count (a query against `count` keys)
+void dot_rows(const float* q, const float* rows, int64_t ld, int64_t count, int64_t n, float scale, float* out);
+// out[i] = Σ_j w[j]·rows[j·ld + i] for i < n (attention weights times values; zeros when count is 0)
+void weighted_sum_rows(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n, float* out);
 
 // Small-M product with BF16 weight rows and f32 accumulation:
 // y[i·ldy + r] = Σ_k w[r·ldw + k] · x[i·ldx + k]   for r < rows, i < m.
