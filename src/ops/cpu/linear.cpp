@@ -24,7 +24,7 @@ constexpr int64_t kSmallM = 8;
 // With AVX-512, up to this many rows quantized weights stay in the integer kernels: a larger product
 // goes through the bf16 GEMM, whose dequantizing packers cost about as much as a few hundred rows of
 // integer dots on vdpbf16ps, and as about 64 rows where the GEMM multiplies on AMX tiles (measured:
-// Q4_0 4864x896, 64 rows 178 ms integer vs 202 ms GEMM, 256 rows 696 vs 256). Without AVX-512,
+// 72 Q4_0 matrices of 4864x896, 64 rows 178 ms integer vs 202 ms GEMM, 256 rows 696 vs 256). Without AVX-512,
 // dequantized panels and sgemm beat one-row integer dots past kSmallM.
 constexpr int64_t kQuantizedRowsMaxM = 256, kQuantizedRowsMaxMWithAmx = 64;
 
@@ -52,7 +52,8 @@ void parallel_rows(int64_t n, Rows rows) {
   auto pack = [](uint64_t front, uint64_t back) { return front << 32 | back; };
   for (int64_t t = 0; t < threads; ++t)
     segments[static_cast<size_t>(t)].range.store(pack(units * t / threads, units * (t + 1) / threads));
-  // Claims up to chunk_units from the front (owner) or back (thief); false when the segment is empty.
+  // Claims rows from the front (the owner: half of what is left, at least chunk_units) or from the
+  // back (a thief: chunk_units); false when the segment is empty.
   auto claim = [&](Segment& s, bool from_front, int64_t& u0, int64_t& u1) {
     uint64_t r = s.range.load(std::memory_order_relaxed);
     for (;;) {
