@@ -13,7 +13,6 @@ namespace sa2va::block_pool {
 namespace {
 
 constexpr size_t kGranule = size_t{64} << 10;  // block sizes are multiples of this
-constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 struct IdleBlock {
   void* data;
@@ -68,9 +67,11 @@ std::shared_ptr<void> acquire(size_t bytes) {
     data = mmap(nullptr, need, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (data == MAP_FAILED)
       throw Error("out of memory: cannot map a buffer of " + std::to_string(need >> 20) + " MiB");
-    // Transparent huge pages where the system grants them on request: a block streamed from memory
-    // (decode reads every weight matrix once per token) walks 512x fewer pages, and a new block
-    // faults in 2 MiB at a time. Nothing changes where THP is off.
+    // Transparent huge pages where the system grants them on request: a new block faults in 2 MiB at
+    // a time and a large buffer read end to end walks fewer pages (the weight matrices decode
+    // streams are packed into huge pages by the weight arena instead: core/weight_arena.h, as a
+    // block holds a whole huge page only where its arbitrary 4 KiB start happens to allow one).
+    // Nothing changes where THP is off.
     if (need >= kHugePageBytes) madvise(data, need, MADV_HUGEPAGE);
     std::lock_guard<std::mutex> lock(p.mutex);
     p.mapped_bytes += need;

@@ -17,6 +17,9 @@
 namespace sa2va::block_pool {
 
 constexpr size_t kMinBytes = size_t{256} << 10;
+// The size of a transparent huge page on x86-64: blocks this large are marked for huge pages (and the
+// weight arena, core/weight_arena.h, aligns its chunks to it).
+constexpr size_t kHugePageBytes = size_t{2} << 20;
 
 // A 64-byte aligned block of at least `bytes` (>= kMinBytes) bytes, returned to the pool when the
 // last owner lets go. Throws Error when the system has no memory left.

@@ -6,12 +6,13 @@
 #include <cstdint>
 #include <string>
 
+#include "core/block_pool.h"
 #include "core/error.h"
 
 namespace sa2va {
 namespace {
 
-constexpr size_t kHugePageBytes = size_t{2} << 20;
+using block_pool::kHugePageBytes;
 constexpr size_t kChunkBytes = size_t{64} << 20;
 constexpr size_t kAlignment = 64;
 

@@ -52,10 +52,9 @@ void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, f
                  float* y2) {
   check_linear_weight(w1, K, current_device());
   check_linear_weight(w2, K, current_device());
-  if (M <= 0) return;
-  if (w1.rows() <= 0 || w2.rows() <= 0) {  // nothing to pair
-    if (w1.rows() > 0) SA2VA_KERNEL(linear, x, M, K, w1, nullptr, y1);
-    if (w2.rows() > 0) SA2VA_KERNEL(linear, x, M, K, w2, nullptr, y2);
+  if (M <= 0 || w1.rows() <= 0 || w2.rows() <= 0) {  // nothing to pair: linear() skips an empty product
+    linear(x, M, K, w1, nullptr, y1);
+    linear(x, M, K, w2, nullptr, y2);
     return;
   }
   SA2VA_KERNEL(linear_pair, x, M, K, w1, y1, w2, y2);

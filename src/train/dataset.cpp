@@ -1,6 +1,5 @@
 #include "train/dataset.h"
 
-#include <cmath>
 #include <filesystem>
 #include <fstream>
 
@@ -146,13 +145,14 @@ std::vector<uint8_t> decode_training_mask(const json& mask, int height, int widt
     for (const json& v : polygon) {
       const auto f = json_float(v);
       check(f.has_value(), where + ": polygon coordinates must be numbers");
-      const double c = v.get<double>();
-      check(std::isfinite(c) && std::fabs(c) <= kMaxPolygonCoordinate,
-            where + ": polygon coordinate " + v.dump() + " is out of range");
-      xy.push_back(c);
+      xy.push_back(v.get<double>());
     }
-    const std::vector<uint8_t> part = rle_decode(rle_from_polygon(xy, height, width));
-    for (size_t i = 0; i < out.size(); ++i) out[i] |= part[i];
+    try {  // rle_from_polygon refuses coordinates it cannot trace; name the line
+      const std::vector<uint8_t> part = rle_decode(rle_from_polygon(xy, height, width));
+      for (size_t i = 0; i < out.size(); ++i) out[i] |= part[i];
+    } catch (const Error& e) {
+      throw Error(where + ": " + e.what());
+    }
   }
   return out;
 }

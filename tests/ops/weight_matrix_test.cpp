@@ -222,7 +222,7 @@ TEST(WeightMatrix, DecodeRowsSplitOverManyThreadsGiveTheOneThreadResult) {
       const ThreadPool::Use use(one);
       ops::linear(x.data(), 1, K, m, nullptr, want.data());
     }
-    for (int threads : {2, 3, 7}) {
+    for (int threads : {2, 3, 7, 11}) {  // 11: more segments than fit on the stack
       ThreadPool pool(threads);
       const ThreadPool::Use use(pool);
       for (int round = 0; round < 20; ++round) {

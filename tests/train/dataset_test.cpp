@@ -91,7 +91,7 @@ TEST(TrainingData, MalformedLinesAreNamedWithTheirProblem) {
   EXPECT_NE(mask_error(R"({"size": [2, 3], "counts": [1.5, 4.5]})").find("integers"), std::string::npos);
   EXPECT_NE(mask_error(R"({"size": [2, 3], "counts": "!!"})").find("here:"), std::string::npos);  // not RLE text
   EXPECT_NE(mask_error(R"([[0, 0, 1]])").find("polygon is a list"), std::string::npos);
-  EXPECT_NE(mask_error(R"([[0, 0, 3e35, 0, 2, 2]])").find("here: polygon coordinate 3e+35 is out of range"),
+  EXPECT_NE(mask_error(R"([[0, 0, 3e35, 0, 2, 2]])").find("here: polygon: coordinate"),
             std::string::npos);
   EXPECT_NE(mask_error(R"("x")").find("COCO RLE object or a list of polygons"), std::string::npos);
 }

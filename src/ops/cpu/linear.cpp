@@ -10,6 +10,7 @@ extern "C" void openblas_set_num_threads(int);
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <vector>
 
 #include "core/threadpool.h"
@@ -48,10 +49,14 @@ void parallel_rows(int64_t n, Rows rows) {
   struct alignas(64) Segment {
     std::atomic<uint64_t> range;
   };
-  std::vector<Segment> segments(static_cast<size_t>(threads));
+  // On the stack for up to 8 threads (this runs for every matrix of every decoded token).
+  Segment on_stack[8];
+  std::unique_ptr<Segment[]> on_heap;
+  if (threads > 8) on_heap.reset(new Segment[static_cast<size_t>(threads)]);
+  Segment* const segments = on_heap ? on_heap.get() : on_stack;
   auto pack = [](uint64_t front, uint64_t back) { return front << 32 | back; };
   for (int64_t t = 0; t < threads; ++t)
-    segments[static_cast<size_t>(t)].range.store(pack(units * t / threads, units * (t + 1) / threads));
+    segments[t].range.store(pack(units * t / threads, units * (t + 1) / threads));
   // Claims rows from the front (the owner: half of what is left, at least chunk_units) or from the
   // back (a thief: chunk_units); false when the segment is empty.
   auto claim = [&](Segment& s, bool from_front, int64_t& u0, int64_t& u1) {
@@ -69,9 +74,9 @@ void parallel_rows(int64_t n, Rows rows) {
   };
   parallel_for(threads, [&](int64_t self, int64_t) {
     int64_t u0 = 0, u1 = 0;
-    while (claim(segments[static_cast<size_t>(self)], true, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
+    while (claim(segments[self], true, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
     for (int64_t k = 1; k < threads; ++k) {
-      Segment& other = segments[static_cast<size_t>((self + k) % threads)];
+      Segment& other = segments[(self + k) % threads];
       while (claim(other, false, u0, u1)) rows(u0 * kUnit, std::min(n, u1 * kUnit));
     }
   });

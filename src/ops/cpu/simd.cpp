@@ -454,11 +454,6 @@ SA2VA_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) 
   }
 }
 
-SA2VA_AVX512 void dot_rows_avx512(const float* q, const float* rows, int64_t ld, int64_t count, int64_t n, float scale,
-                                  float* out) {
-  for (int64_t j = 0; j < count; ++j) out[j] = scale * dot_avx512(q, rows + j * ld, n);
-}
-
 // 64 columns at a time summed over all rows in four registers (masked at the end).
 SA2VA_AVX512 void weighted_sum_rows_avx512(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n,
                                            float* out) {
@@ -674,14 +669,6 @@ const char* isa_name(Isa level) {
   return "?";
 }
 
-float dot(const float* a, const float* b, int64_t n) {
-  switch (isa()) {
-    case Isa::Avx512: return dot_avx512(a, b, n);
-    case Isa::Avx2: return dot_avx2(a, b, n);
-    default: return dot_scalar(a, b, n);
-  }
-}
-
 void axpy(float alpha, const float* x, float* y, int64_t n) {
   switch (isa()) {
     case Isa::Avx512: return axpy_avx512(alpha, x, y, n);
@@ -691,14 +678,10 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
 }
 
 void dot_rows(const float* q, const float* rows, int64_t ld, int64_t count, int64_t n, float scale, float* out) {
-  switch (isa()) {
-    case Isa::Avx512: return dot_rows_avx512(q, rows, ld, count, n, scale, out);
-    case Isa::Avx2:
-      for (int64_t j = 0; j < count; ++j) out[j] = scale * dot_avx2(q, rows + j * ld, n);
-      return;
-    default:
-      for (int64_t j = 0; j < count; ++j) out[j] = scale * dot_scalar(q, rows + j * ld, n);
-  }
+  const Isa level = isa();
+  float (*const dot)(const float*, const float*, int64_t) =
+      level == Isa::Avx512 ? dot_avx512 : level == Isa::Avx2 ? dot_avx2 : dot_scalar;
+  for (int64_t j = 0; j < count; ++j) out[j] = scale * dot(q, rows + j * ld, n);
 }
 
 void weighted_sum_rows(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n, float* out) {

@@ -21,8 +21,6 @@ const char* isa_name(Isa isa);
 bool amx();
 bool set_amx_enabled(bool on);
 
-// Σ a[i]·b[i]
-float dot(const float* a, const float* b, int64_t n);
 // y[i] += alpha · x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);
 // out[j] = scale · Σ_i q[i]·rows[j·ld + i] for j < count (a query against `count` keys)
