@@ -23,6 +23,10 @@ constexpr std::string_view kQwen2Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 constexpr size_t kCacheLimit = 1 << 16;
+// Token ids index dense per-id tables (two 4-byte entries per id up to the largest), so an id is
+// bounded well above any real vocabulary (Qwen2's ~152k, InternLM2's ~93k) but far below what a
+// corrupt file could make those tables cost (an id near 2^31 would ask for 16 GB).
+constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;
 
 // A merge key's slot: every bit of (left id, right id) reaches the low bits the table's mask keeps
 // (splitmix64's finalizer).
@@ -197,16 +201,18 @@ BpeTokenizer::BpeTokenizer(const std::string& json_path) : path_(json_path) {
     while (slots < vocab.size() + vocab.size() / 2 + 1) slots *= 2;
     vocab_slots_.assign(slots, -1);
     for (const auto& [text, id] : vocab.items()) {
-      const auto parsed = json_integer(id, 0, std::numeric_limits<int32_t>::max());
-      check(parsed.has_value(), path_ + ": the id of " + text + " is not a token id (" + id.dump() + ")");
+      const auto parsed = json_integer(id, 0, kMaxTokenId);
+      check(parsed.has_value(), path_ + ": the id of " + text + " is not a token id from 0 to " +
+                                    std::to_string(kMaxTokenId) + " (" + id.dump() + ")");
       add_vocab(text, static_cast<int32_t>(*parsed));
       max_id = std::max(max_id, static_cast<int32_t>(*parsed));
     }
     std::vector<AddedToken> added;
     if (j.contains("added_tokens") && j["added_tokens"].is_array()) {
       for (const auto& entry : j["added_tokens"]) {
-        const auto id = json_integer(entry.at("id"), 0, std::numeric_limits<int32_t>::max());
-        check(id.has_value(), path_ + ": an added token's id is not a token id (" + entry.at("id").dump() + ")");
+        const auto id = json_integer(entry.at("id"), 0, kMaxTokenId);
+        check(id.has_value(), path_ + ": an added token's id is not a token id from 0 to " +
+                                  std::to_string(kMaxTokenId) + " (" + entry.at("id").dump() + ")");
         AddedToken token = added_token_from_json(static_cast<int32_t>(*id), entry);
         max_id = std::max(max_id, token.id);
         added.push_back(std::move(token));

@@ -195,6 +195,14 @@ TEST(BpeTokenizer, BadFilesGiveClearErrors) {
   EXPECT_NE(message(write("numeric_decoder.json", "{" + model + R"(, "decoder": {"type": 3}})")).find("decoder"),
             std::string::npos);
   EXPECT_FALSE(BpeTokenizer::is_byte_level_bpe(write("numeric_type_2.json", R"({"model": {"type": 7}, "decoder": 1})")));
+  // An id far beyond any vocabulary is refused before the per-id tables are sized by it.
+  const json huge_id = json::array({json{{"id", 2000000000}, {"content", "<X>"}, {"special", true}}});
+  const std::string huge = message(write_small_tokenizer(test::temp_dir("bpe-huge-id"), huge_id));
+  EXPECT_NE(huge.find("tokenizer.json: an added token's id is not a token id"), std::string::npos) << huge;
+  json small = json::parse(std::ifstream(write_small_tokenizer(test::temp_dir("bpe-huge-vocab-id"), json::array())));
+  small["model"]["vocab"]["ab"] = 20000000;
+  const std::string huge_vocab = message(write("huge_vocab_id.json", small.dump()));
+  EXPECT_NE(huge_vocab.find("huge_vocab_id.json: the id of ab is not a token id"), std::string::npos) << huge_vocab;
   EXPECT_THROW(Tokenizer::load(dir + "/no-such-folder"), Error);
   EXPECT_THROW(Tokenizer::load(test::temp_dir("bpe-empty")), Error);
 }

@@ -14,10 +14,6 @@ namespace sa2va::sam2 {
 namespace {
 
 constexpr float kLayerNormEps = 1e-6f;
-// The block's widest intermediates (q|k|v, the MLP's hidden layer, the widened shortcut) are made
-// this many tokens at a time: at 1024x1024 the first stages have 65,536 tokens, and whole-map
-// buffers of them would take ~500 MB, while products of 8,192 rows run as fast as whole ones.
-constexpr int64_t kTokensPerChunk = 8192;
 
 }  // namespace
 

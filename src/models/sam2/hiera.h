@@ -22,6 +22,11 @@
 
 namespace sa2va::sam2 {
 
+// Wide per-token intermediates (the block's q|k|v, MLP hidden layer and widened shortcut; the FPN's
+// lateral maps) are made this many tokens at a time: at 1024x1024 the first stage has 65,536 tokens,
+// whole-map buffers of them would take ~500 MB, and products of 8,192 rows run as fast as whole ones.
+constexpr int64_t kTokensPerChunk = 8192;
+
 // A feature map in channels-last layout: tokens [h·w, C], token index y·w + x.
 struct TokenMap {
   Tensor tokens;

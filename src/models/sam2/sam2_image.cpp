@@ -77,7 +77,6 @@ Tensor Sam2Image::conditioning_embedding(const FrameFeatures& f) const {
 }
 
 Tensor Sam2Image::high_res_features(const TokenMap& stage, int level) const {
-  constexpr int64_t kTokensPerChunk = 8192;
   const int64_t n = stage.h * stage.w, chunk = std::min(n, kTokensPerChunk);
   const int64_t levels = static_cast<int64_t>(neck.in_channels.size());
   check(level < levels && stage.channels() == neck.in_channels[static_cast<size_t>(levels - 1 - level)],

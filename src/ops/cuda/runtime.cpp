@@ -121,7 +121,9 @@ class CudaAllocator final : public Allocator {
     check(cudaStreamSynchronize(s), "copying from the GPU");
   }
   void copy_within(void* device_dst, const void* device_src, size_t bytes) override {
-    if (bytes) check(cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, stream()), "copying on the GPU");
+    if (bytes) {
+      check(cudaMemcpyAsync(device_dst, device_src, bytes, cudaMemcpyDeviceToDevice, stream()), "copying on the GPU");
+    }
   }
   void fill_zero(void* device_dst, size_t bytes) override {
     if (bytes) check(cudaMemsetAsync(device_dst, 0, bytes, stream()), "clearing GPU memory");
@@ -136,9 +138,10 @@ class CudaAllocator final : public Allocator {
 
  private:
   // Freed memory stays in the device's pool for the next request (a cache, as PyTorch's); a scratch
-  // buffer that cannot be allocated outside the pool trims it. Memory freed on one stream is not handed to another stream before the
-  // free has run (no opportunistic reuse): a tensor is made, used and dropped by one request's thread,
-  // and weights, made at load, are synchronised before any request reads them.
+  // buffer that cannot be allocated outside the pool trims it. Memory freed on one stream is not
+  // handed to another stream before the free has run (no opportunistic reuse): a tensor is made,
+  // used and dropped by one request's thread, and weights, made at load, are synchronised before
+  // any request reads them.
   void ensure_pool() {
     std::call_once(pool_once_, [this] {
       use_device(index_);
@@ -195,7 +198,9 @@ void use_device(int index) {
     throw Error(name + " is not available: the driver sees " + std::to_string(a.count) + " GPU" +
                 (a.count == 1 ? "" : "s") + " (cuda:0" + (a.count > 1 ? "..cuda:" + std::to_string(a.count - 1) : "") +
                 ")");
-  if (index >= kMaxDevices) throw Error(name + ": more than " + std::to_string(kMaxDevices) + " GPUs are not supported");
+  if (index >= kMaxDevices) {
+    throw Error(name + ": more than " + std::to_string(kMaxDevices) + " GPUs are not supported");
+  }
   static std::array<std::once_flag, kMaxDevices> checked;
   static std::array<std::string, kMaxDevices> problem;
   std::call_once(checked[static_cast<size_t>(index)], [&] {
@@ -208,7 +213,8 @@ void use_device(int index) {
                                             "." + std::to_string(p.minor) + "; sa2va needs 8.0 or newer (bf16)";
     }
   });
-  if (!problem[static_cast<size_t>(index)].empty()) throw Error(name + " cannot be used: " + problem[static_cast<size_t>(index)]);
+  const std::string& why = problem[static_cast<size_t>(index)];
+  if (!why.empty()) throw Error(name + " cannot be used: " + why);
   check(cudaSetDevice(index), "selecting the device");
 }
 
