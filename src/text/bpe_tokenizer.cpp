@@ -23,10 +23,6 @@ constexpr std::string_view kQwen2Pattern =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 
 constexpr size_t kCacheLimit = 1 << 16;
-// Token ids index dense per-id tables (two 4-byte entries per id up to the largest), so an id is
-// bounded well above any real vocabulary (Qwen2's ~152k, InternLM2's ~93k) but far below what a
-// corrupt file could make those tables cost (an id near 2^31 would ask for 16 GB).
-constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;
 
 // A merge key's slot: every bit of (left id, right id) reaches the low bits the table's mask keeps
 // (splitmix64's finalizer).

@@ -40,8 +40,9 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& model_dir)
         if (added_.find(content)) continue;
         AddedToken token;
         token.content = content;
-        const auto parsed = json_integer(id, 0, std::numeric_limits<int32_t>::max());
-        check(parsed.has_value(), added_path + ": the id of " + content + " is not a token id (" + id.dump() + ")");
+        const auto parsed = json_integer(id, 0, kMaxTokenId);
+        check(parsed.has_value(), added_path + ": the id of " + content + " is not a token id from 0 to " +
+                                      std::to_string(kMaxTokenId) + " (" + id.dump() + ")");
         token.id = static_cast<int32_t>(*parsed);
         token.special = true;  // Sa2VA/InternVL add theirs with special_tokens=True
         added_.add(std::move(token));

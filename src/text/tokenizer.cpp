@@ -191,7 +191,12 @@ TokenizerConfig read_tokenizer_config(const std::string& model_dir) {
       config.additional_special_tokens = token_list(json, "additional_special_tokens");
     if (json.contains("added_tokens_decoder")) {
       for (const auto& [id, entry] : json["added_tokens_decoder"].items()) {
-        config.added_tokens_decoder.push_back(added_token_from_json(std::stoi(id), entry));
+        size_t used = 0;
+        const long long parsed = std::stoll(id, &used);
+        if (used != id.size() || parsed < 0 || parsed > kMaxTokenId)
+          throw Error(path + ": added_tokens_decoder key " + id + " is not a token id from 0 to " +
+                      std::to_string(kMaxTokenId));
+        config.added_tokens_decoder.push_back(added_token_from_json(static_cast<int32_t>(parsed), entry));
       }
     }
   } catch (const nlohmann::json::exception& e) {

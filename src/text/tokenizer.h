@@ -13,6 +13,11 @@
 
 namespace sa2va {
 
+// The largest token id a tokenizer file may use. Ids index dense per-id tables, so the bound sits
+// well above any real vocabulary (Qwen2's ~152k, InternLM2's ~93k) and far below what a corrupt id
+// would make those tables cost (an id near 2^31 would ask for gigabytes).
+constexpr int64_t kMaxTokenId = (int64_t(1) << 24) - 1;
+
 // A token added on top of the model vocabulary (HF `AddedToken`).
 struct AddedToken {
   std::string content;

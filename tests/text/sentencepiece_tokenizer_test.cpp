@@ -199,8 +199,20 @@ TEST(SentencePieceTokenizer, MissingOrCorruptModelIsAnError) {
   std::ofstream(dir2 + "/tokenizer.model", std::ios::binary) << model.rdbuf();
   std::ofstream(dir2 + "/tokenizer_config.json") << "{\"added_tokens_decoder\": {\"x\": {\"content\": \"a\"}}}";
   EXPECT_THROW(Tokenizer::load(dir2), Error);
+  // A token id key far beyond any vocabulary (or with trailing text) is refused, naming the file.
+  for (const char* key : {"2000000000", "12abc"}) {
+    std::ofstream(dir2 + "/tokenizer_config.json")
+        << "{\"added_tokens_decoder\": {\"" << key << "\": {\"content\": \"<X>\"}}}";
+    try {
+      Tokenizer::load(dir2);
+      ADD_FAILURE() << key << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("tokenizer_config.json"), std::string::npos) << e.what();
+    }
+  }
   // An added token's id that is a float, or larger than any token id (found by fuzzing).
-  for (const char* ids : {"{\"[SEG]\": 9.2e62}", "{\"[SEG]\": 92544.5}", "{\"[SEG]\": 4294967296}"}) {
+  for (const char* ids : {"{\"[SEG]\": 9.2e62}", "{\"[SEG]\": 92544.5}", "{\"[SEG]\": 4294967296}",
+                          "{\"[SEG]\": 2000000000}"}) {
     const std::string dir3 = test::temp_dir("spm-bad-added");
     std::ifstream again(model_dir() + "/tokenizer.model", std::ios::binary);
     std::ofstream(dir3 + "/tokenizer.model", std::ios::binary) << again.rdbuf();
