@@ -1,6 +1,7 @@
 #include "io/weights.h"
 
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace sa2va {
 
@@ -52,9 +53,10 @@ WeightMatrix Weights::prepare(const Tensor& stored, MatrixUse use) const {
   // Conversions and quantization run on the host; the result goes to the policy's device.
   const Tensor matrix = stored.defined() && !stored.device().is_cpu() ? stored.to(Device::cpu()) : stored;
   // A 1×1 convolution [N, K, 1, 1] is a Linear layer.
-  if (matrix.defined() && matrix.dim() == 4 && matrix.size(2) == 1 && matrix.size(3) == 1)
-    return place(WeightMatrix::prepare(matrix.view({matrix.size(0), matrix.size(1)}), policy_.format_for(use)));
-  return place(WeightMatrix::prepare(matrix, policy_.format_for(use)));
+  const bool one_by_one = matrix.defined() && matrix.dim() == 4 && matrix.size(2) == 1 && matrix.size(3) == 1;
+  const WeightMatrix m = place(WeightMatrix::prepare(
+      one_by_one ? matrix.view({matrix.size(0), matrix.size(1)}) : matrix, policy_.format_for(use)));
+  return use == MatrixUse::ImageTokens ? ops::many_rows_layout(m) : m;
 }
 
 WeightMatrix Weights::place(const WeightMatrix& m) const {

@@ -22,7 +22,10 @@ namespace sa2va {
 
 // Which matrices a weight format applies to: the language model's linear layers take the
 // policy's format (bf16, q8_0, q4_0); every other matrix follows the compute precision.
-enum class MatrixUse { General, LanguageModel };
+// ImageTokens: a matrix applied to every token or pixel of an image at once (InternViT and its
+// projector; SAM2's Hiera, FPN neck, high-resolution convs and memory encoder), so its products
+// always have many rows; it follows the compute precision and takes ops::many_rows_layout.
+enum class MatrixUse { General, LanguageModel, ImageTokens };
 
 // How weights are prepared at load.
 struct LoadPolicy {

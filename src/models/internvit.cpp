@@ -29,6 +29,7 @@ struct VisionEncoder::LayerScratch {
 };
 
 VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
+  constexpr MatrixUse kImageTokens = MatrixUse::ImageTokens;  // products over every token
   const VisionConfig& v = c.vision;
   check(v.norm_type == "layer_norm", "config.json: vision_config.norm_type '" + v.norm_type +
                                          "' is not supported (only layer_norm)");
@@ -71,14 +72,14 @@ VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
     VisionEncoderLayer L;
     L.norm1_weight = w.f32(p + "norm1.weight", {C}, Init::NormWeight);
     L.norm1_bias = w.f32(p + "norm1.bias", {C}, Init::NormBias);
-    L.qkv_weight = w.matrix(p + "attn.qkv.weight", {3 * C, C});
+    L.qkv_weight = w.matrix(p + "attn.qkv.weight", {3 * C, C}, Init::Linear, kImageTokens);
     if (v.qkv_bias) L.qkv_bias = w.f32(p + "attn.qkv.bias", {3 * C}, Init::Bias);
-    L.proj_weight = w.matrix(p + "attn.proj.weight", {C, C});
+    L.proj_weight = w.matrix(p + "attn.proj.weight", {C, C}, Init::Linear, kImageTokens);
     L.proj_bias = w.f32(p + "attn.proj.bias", {C}, Init::Bias);
     L.ls1 = w.f32(p + "ls1", {C}, Init::Small);
     L.norm2_weight = w.f32(p + "norm2.weight", {C}, Init::NormWeight);
     L.norm2_bias = w.f32(p + "norm2.bias", {C}, Init::NormBias);
-    L.mlp = FeedForward::load(w, p + "mlp.fc1.", p + "mlp.fc2.", C, F, C, Activation::GeluErf);
+    L.mlp = FeedForward::load(w, p + "mlp.fc1.", p + "mlp.fc2.", C, F, C, Activation::GeluErf, kImageTokens);
     L.ls2 = w.f32(p + "ls2", {C}, Init::Small);
     e.layers.push_back(std::move(L));
   }
@@ -86,7 +87,7 @@ VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
   const int64_t shuffled = 4 * C, D = e.output_size;
   e.mlp_norm_weight = w.f32("mlp1.0.weight", {shuffled}, Init::NormWeight);
   e.mlp_norm_bias = w.f32("mlp1.0.bias", {shuffled}, Init::NormBias);
-  e.projector = FeedForward::load(w, "mlp1.1.", "mlp1.3.", shuffled, D, D, Activation::GeluErf);
+  e.projector = FeedForward::load(w, "mlp1.1.", "mlp1.3.", shuffled, D, D, Activation::GeluErf, kImageTokens);
   return e;
 }
 

@@ -47,6 +47,14 @@ void relu(float* x, int64_t n) {
   if (ready(n, x != nullptr, "relu")) SA2VA_KERNEL(relu, x, n);
 }
 
+void activate(Activation activation, float* x, int64_t n) {
+  switch (activation) {
+    case Activation::None: return;
+    case Activation::Relu: return relu(x, n);
+    case Activation::GeluErf: return gelu_erf(x, n);
+  }
+}
+
 void sigmoid(float* x, int64_t n) {
   if (ready(n, x != nullptr, "sigmoid")) SA2VA_KERNEL(sigmoid, x, n);
 }

@@ -48,6 +48,17 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   SA2VA_KERNEL(linear, x, M, K, weight, bias, y);
 }
 
+void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
+            Activation activation) {
+  check_linear_weight(weight, K, current_device());
+  const int64_t N = weight.rows();
+  if (M <= 0 || N <= 0) return;
+  if (activation == Activation::GeluErf && kernels_run_on_host() && cpu::linear_gelu_erf(x, M, K, weight, bias, y))
+    return;
+  SA2VA_KERNEL(linear, x, M, K, weight, bias, y);
+  activate(activation, y, M * N);
+}
+
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
                  float* y2) {
   check_linear_weight(w1, K, current_device());
@@ -97,6 +108,11 @@ WeightMatrix kernel_layout(const WeightMatrix& weight, const std::function<void(
   WeightArena* cpu_arena = weight.device().is_cpu() && is_quantized(weight.format()) ? arena : nullptr;
   if (cpu::prefers_interleaved_rows(weight)) return weight.interleaved_rows(consumed, cpu_arena);
   return cpu_arena ? weight.copied_into(*cpu_arena, consumed) : weight;
+}
+
+WeightMatrix many_rows_layout(const WeightMatrix& weight) {
+  if (!weight.defined() || !weight.device().is_cpu()) return weight;
+  return cpu::prefers_bf16_panels(weight) ? weight.bf16_panels() : weight;
 }
 
 }  // namespace sa2va::ops

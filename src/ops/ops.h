@@ -32,6 +32,14 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
 // quantization of x; elsewhere, or when the shapes do not allow it, two linear() calls.
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
                  float* y2);
+// The element-wise function after a linear layer (the models' MLPs).
+enum class Activation { None, Relu, GeluErf };
+void activate(Activation activation, float* x, int64_t n);
+// y = activation(x·Wᵀ + bias). The CPU's bf16 GEMM applies GELU to each block of y as the block is
+// finished, while it is in cache (an MLP's wide hidden layer is not written and read again through
+// memory); otherwise linear() and then the activation over y.
+void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
+            Activation activation);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 // The same matrix in the arrangement linear() reads fastest where it lives, for loaders to call once
@@ -42,6 +50,11 @@ Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = 
 WeightMatrix kernel_layout(const WeightMatrix& weight,
                            const std::function<void(int64_t first_row, int64_t rows)>& consumed = {},
                            WeightArena* arena = nullptr);
+// The same for a matrix whose products always have many rows (applied to every token of a tile or
+// image at once): on a CPU with AVX-512 BF16 a BF16 matrix in the bf16 GEMM's panels (a copy,
+// WeightMatrix::bf16_panels, read in place instead of packed again by every product); otherwise
+// `weight` itself. Few-row products then go through the GEMM as well.
+WeightMatrix many_rows_layout(const WeightMatrix& weight);
 
 // C[M,N] = alpha · A[M,K] · op(B) + beta · C, all f32, with leading dimensions (row strides).
 // op(B) = B [K,N] (ldb >= N) or, when transpose_b, Bᵀ with B stored [N,K] (ldb >= K).

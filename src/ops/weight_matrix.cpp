@@ -150,7 +150,7 @@ const void* WeightMatrix::host_memory(const Tensor& t) {
 
 WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, int64_t)>& consumed,
                                            WeightArena* arena) const {
-  check(defined() && format_ == WeightFormat::Q4_0 && !interleaved_,
+  check(defined() && format_ == WeightFormat::Q4_0 && arrangement_ == Arrangement::Rows,
         "weight matrix: only a plain Q4_0 matrix can be interleaved by rows");
   const int64_t nb = blocks_per_row(), groups = (rows_ + kInterleavedRows - 1) / kInterleavedRows;
   const int64_t row_bytes = values_.size(1), group_bytes = nb * kInterleavedBlockBytes;
@@ -158,7 +158,7 @@ WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, in
   const uint16_t* scales = host_scales();
   WeightMatrix m;
   m.format_ = format_;
-  m.interleaved_ = true;
+  m.arrangement_ = Arrangement::InterleavedRows;
   m.rows_ = rows_;
   m.cols_ = cols_;
   // Every byte is written below (the padding rows of a last partial group as zeros): no memset pass.
@@ -192,8 +192,37 @@ WeightMatrix WeightMatrix::interleaved_rows(const std::function<void(int64_t, in
   return m;
 }
 
+int64_t WeightMatrix::panel_pairs() const {
+  const int64_t pairs = (cols_ + 1) / 2;
+  return (pairs + kPanelPairMultiple - 1) / kPanelPairMultiple * kPanelPairMultiple;
+}
+
+WeightMatrix WeightMatrix::bf16_panels() const {
+  check(defined() && format_ == WeightFormat::BF16 && arrangement_ == Arrangement::Rows,
+        "weight matrix: only a plain BF16 matrix can be arranged in panels");
+  const int64_t K = cols_, pairs = panel_pairs(), full_pairs = K / 2;
+  const int64_t panels = (rows_ + kPanelCols - 1) / kPanelCols, panel_words = pairs * kPanelCols;
+  const uint16_t* w = host_values<uint16_t>();
+  WeightMatrix m = *this;
+  m.arrangement_ = Arrangement::Bf16Panels;
+  m.values_ = Tensor::empty({panels, 2 * panel_words}, DType::BF16, values_.device());  // host memory (checked above)
+  auto* out = static_cast<uint32_t*>(m.values_.device_data());
+  parallel_for(panels, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      uint32_t* panel = out + p * panel_words;
+      std::memset(panel, 0, static_cast<size_t>(panel_words) * 4);
+      for (int64_t lane = 0; lane < std::min(kPanelCols, rows_ - p * kPanelCols); ++lane) {
+        const uint16_t* row = w + (p * kPanelCols + lane) * K;
+        for (int64_t kp = 0; kp < full_pairs; ++kp) std::memcpy(panel + kp * kPanelCols + lane, row + 2 * kp, 4);
+        if (K % 2) panel[full_pairs * kPanelCols + lane] = row[K - 1];  // (W[n][K-1], 0)
+      }
+    }
+  }, 4);
+  return m;
+}
+
 WeightMatrix WeightMatrix::copied_into(WeightArena& arena, const std::function<void(int64_t, int64_t)>& consumed) const {
-  check(defined() && !interleaved_ && values_.is_contiguous() && (!scales_.defined() || scales_.is_contiguous()),
+  check(defined() && arrangement_ == Arrangement::Rows && values_.is_contiguous() && (!scales_.defined() || scales_.is_contiguous()),
         "weight matrix: only a plain matrix in contiguous host memory can be copied into the weight arena");
   const auto* values = static_cast<const uint8_t*>(host_memory(values_));
   const auto* scales = scales_.defined() ? static_cast<const uint8_t*>(host_memory(scales_)) : nullptr;
@@ -218,8 +247,8 @@ WeightMatrix WeightMatrix::copied_into(WeightArena& arena, const std::function<v
 }
 
 WeightMatrix WeightMatrix::to(Device device) const {
-  check(!interleaved_ || device.is_cpu() || allocator_for(device).host_addressable(),
-        "weight matrix: rows interleaved for the CPU kernels cannot move to " + device.name() +
+  check(arrangement_ == Arrangement::Rows || device.is_cpu() || allocator_for(device).host_addressable(),
+        "weight matrix: a matrix arranged for the CPU kernels cannot move to " + device.name() +
             " (move the plain matrix)");
   WeightMatrix m = *this;
   if (values_.defined()) m.values_ = values_.to(device);
@@ -239,6 +268,17 @@ void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, in
   if (format_ == WeightFormat::F32) {
     for (int64_t r = 0; r < rows; ++r)
       std::memcpy(out + r * ldo, host_values<float>() + (row0 + r) * K + col0, static_cast<size_t>(cols) * sizeof(float));
+    return;
+  }
+  if (format_ == WeightFormat::BF16 && in_panels()) {
+    const uint16_t* values = host_values<uint16_t>();
+    const int64_t panel_values = 2 * panel_pairs() * kPanelCols;
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t n = row0 + r, k = col0 + c;
+        const uint16_t v = values[n / kPanelCols * panel_values + (k / 2 * kPanelCols + n % kPanelCols) * 2 + k % 2];
+        out[r * ldo + c] = bf16_to_f32(v);
+      }
     return;
   }
   if (format_ == WeightFormat::BF16) {
@@ -267,7 +307,7 @@ void WeightMatrix::dequantize_block(int64_t row0, int64_t rows, int64_t col0, in
       const uint8_t* q;
       uint8_t gathered[kQuantBlock / 2];
       uint16_t d16;
-      if (interleaved_) {
+      if (interleaved()) {
         // Bytes 4j..4j+3 of the row's block are its slot in chunk j.
         const int64_t lane = r % kInterleavedRows;
         const uint8_t* block = values + (r / kInterleavedRows) * row_bytes + b * kInterleavedBlockBytes;
@@ -321,7 +361,8 @@ WeightMatrix stack_rows(const std::vector<MatrixRowBlock>& blocks) {
   int64_t rows = 0;
   for (const MatrixRowBlock& b : blocks) {
     if (!b.matrix.defined()) return WeightMatrix();
-    check(!b.matrix.interleaved(), "stack_rows: rows interleaved for the CPU kernels (stack the plain matrices)");
+    check(b.matrix.arrangement() == WeightMatrix::Arrangement::Rows,
+          "stack_rows: a matrix arranged for the CPU kernels (stack the plain matrices)");
     check(b.matrix.format() == blocks[0].matrix.format() && b.matrix.cols() == blocks[0].matrix.cols(),
           "stack_rows: matrices of different formats or widths");
     values.push_back({b.matrix.values(), b.first, b.count});

@@ -20,6 +20,13 @@
 //   row's 16 packed bytes, row after row. Rows past N in the last group are zero (scale 0).
 // A group is one contiguous stream, and one 32-byte load gives the kernel 4 bytes of 8 rows, so
 // their block sums land in the lanes of one vector and are scaled once per 8 rows, not per row.
+// BF16 has a second, CPU-only arrangement too, the panels the bf16 GEMM multiplies (bf16_panels();
+// ops::many_rows_layout picks it at load for matrices applied to whole images, where AVX-512 BF16
+// runs that GEMM):
+//   values BF16 [ceil(N/32), pairs·64], pairs = ceil(K/2) rounded up to a multiple of 16; panel p
+//   holds rows 32p..32p+31 as words of two values, word (kp, lane) at kp·32 + lane holding
+//   (W[32p+lane][2kp], W[32p+lane][2kp+1]) with the lower column in the low half; zeros past N and K.
+// A product reads each panel where it lies, instead of gathering it from the rows at every call.
 // Conv weights (ConvWeight) are kept as F32 matrices in GEMM layout.
 #pragma once
 #include <cstdint>
@@ -58,8 +65,11 @@ class WeightMatrix {
   // Bytes of one row's packed values in a quantized format.
   static int64_t quantized_row_bytes(WeightFormat format, int64_t cols);
 
-  // Q4_0 rows interleaved by eight (layout above), from the plain layout in host memory. An
-  // interleaved matrix stays on the CPU: to() a GPU and stack_rows refuse it.
+  // How the values are arranged (layouts above). An arrangement other than Rows is for the CPU
+  // kernels: to() a GPU and stack_rows refuse it.
+  enum class Arrangement { Rows, InterleavedRows, Bf16Panels };
+
+  // Q4_0 rows interleaved by eight (layout above), from the plain layout in host memory.
   static constexpr int64_t kInterleavedRows = 8;
   static constexpr int64_t kInterleavedBlockBytes = kInterleavedRows * (2 + kQuantBlock / 2);
   // `consumed(first_row, rows)` is called after each slice of rows has been copied, in order, so that
@@ -71,7 +81,14 @@ class WeightMatrix {
   // `consumed` as above.
   WeightMatrix copied_into(WeightArena& arena,
                            const std::function<void(int64_t first_row, int64_t rows)>& consumed = {}) const;
-  bool interleaved() const { return interleaved_; }
+  // BF16 panels (layout above) from the plain layout in host memory.
+  static constexpr int64_t kPanelCols = 32, kPanelPairMultiple = 16;
+  WeightMatrix bf16_panels() const;
+  int64_t panel_pairs() const;  // pairs per panel (BF16 panels)
+
+  Arrangement arrangement() const { return arrangement_; }
+  bool interleaved() const { return arrangement_ == Arrangement::InterleavedRows; }
+  bool in_panels() const { return arrangement_ == Arrangement::Bf16Panels; }
 
   bool defined() const { return values_.defined(); }
   WeightFormat format() const { return format_; }
@@ -79,7 +96,8 @@ class WeightMatrix {
   int64_t cols() const { return cols_; }  // K: inputs
   Device device() const { return values_.device(); }
   int64_t blocks_per_row() const { return (cols_ + kQuantBlock - 1) / kQuantBlock; }
-  // F32 / BF16: the [N, K] matrix; quantized: the packed values (layout above; interleaved: the groups).
+  // F32 / BF16: the [N, K] matrix (in panels: the panels); quantized: the packed values (layout
+  // above; interleaved: the groups).
   const Tensor& values() const { return values_; }
   // Quantized formats: F16 [N, blocks_per_row]; undefined otherwise and when interleaved.
   const Tensor& scales() const { return scales_; }
@@ -103,7 +121,7 @@ class WeightMatrix {
   static const void* host_memory(const Tensor& t);
 
   WeightFormat format_ = WeightFormat::F32;
-  bool interleaved_ = false;
+  Arrangement arrangement_ = Arrangement::Rows;
   int64_t rows_ = 0, cols_ = 0;
   Tensor values_, scales_;
 };

@@ -111,35 +111,48 @@ TEST_P(OpsElementwiseTest, Broadcasts) {
   EXPECT_LT(max_abs_diff(y, ref), 1e-6);
 }
 
+// LayerNorm on every instruction set (vector bodies, tails, one element) and in place; RMSNorm.
 TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
-  for (int64_t dim : {1, 7, 65}) {
-    const int64_t rows = 9;
-    std::vector<float> x = random_vector(rows * dim, 31, -3.f, 5.f);
-    for (auto& v : x) v += 100.f;  // large mean: the two-pass variance must stay accurate
-    const std::vector<float> w = random_vector(dim, 32), b = random_vector(dim, 33);
-    const float eps = 1e-5f;
-    for (bool affine : {true, false}) {
-      std::vector<double> ref(x.size()), ref_rms(x.size());
-      for (int64_t r = 0; r < rows; ++r) {
-        double mean = 0, var = 0, sq = 0;
-        for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i];
-        mean /= dim;
-        for (int64_t i = 0; i < dim; ++i) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
-        for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
-        var /= dim;
-        for (int64_t i = 0; i < dim; ++i) {
-          const double n = (x[r * dim + i] - mean) / std::sqrt(var + eps);
-          ref[r * dim + i] = affine ? n * w[i] + b[i] : n;
-          ref_rms[r * dim + i] = x[r * dim + i] / std::sqrt(sq / dim + eps) * (affine ? w[i] : 1.0);
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
+  const ops::simd::Isa best = ops::simd::isa();
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+    if (static_cast<int>(level) > static_cast<int>(best)) continue;
+    ops::simd::set_max_isa(level);
+    for (int64_t dim : {1, 7, 17, 33, 65, 1027}) {
+      const int64_t rows = 9;
+      std::vector<float> x = random_vector(rows * dim, 31, -3.f, 5.f);
+      for (auto& v : x) v += 100.f;  // large mean: the two-pass variance must stay accurate
+      const std::vector<float> w = random_vector(dim, 32), b = random_vector(dim, 33);
+      const float eps = 1e-5f;
+      for (bool affine : {true, false}) {
+        std::vector<double> ref(x.size()), ref_rms(x.size());
+        for (int64_t r = 0; r < rows; ++r) {
+          double mean = 0, var = 0, sq = 0;
+          for (int64_t i = 0; i < dim; ++i) mean += x[r * dim + i];
+          mean /= dim;
+          for (int64_t i = 0; i < dim; ++i) var += (x[r * dim + i] - mean) * (x[r * dim + i] - mean);
+          for (int64_t i = 0; i < dim; ++i) sq += static_cast<double>(x[r * dim + i]) * x[r * dim + i];
+          var /= dim;
+          for (int64_t i = 0; i < dim; ++i) {
+            const double n = (x[r * dim + i] - mean) / std::sqrt(var + eps);
+            ref[r * dim + i] = affine ? n * w[i] + b[i] : n;
+            ref_rms[r * dim + i] = x[r * dim + i] / std::sqrt(sq / dim + eps) * (affine ? w[i] : 1.0);
+          }
         }
+        const char* isa = ops::simd::isa_name(level);
+        std::vector<float> y(x.size());
+        ops::layer_norm(x.data(), affine ? w.data() : nullptr, affine ? b.data() : nullptr, y.data(), rows, dim, eps);
+        EXPECT_LT(max_abs_diff(y, ref), 2e-4) << isa << " layer_norm dim=" << dim;  // inputs ~100: f32 centring error
+        std::vector<float> in_place = x;
+        ops::layer_norm(in_place.data(), affine ? w.data() : nullptr, affine ? b.data() : nullptr, in_place.data(),
+                        rows, dim, eps);
+        EXPECT_EQ(in_place, y) << isa << " layer_norm in place, dim=" << dim;
+        ops::rms_norm(x.data(), affine ? w.data() : nullptr, y.data(), rows, dim, 1e-6f);
+        EXPECT_LT(max_abs_diff(y, ref_rms), 1e-5) << isa << " rms_norm dim=" << dim;
       }
-      std::vector<float> y(x.size());
-      ops::layer_norm(x.data(), affine ? w.data() : nullptr, affine ? b.data() : nullptr, y.data(), rows, dim, eps);
-      EXPECT_LT(max_abs_diff(y, ref), 2e-4) << "layer_norm dim=" << dim;  // inputs ~100: f32 centring error
-      ops::rms_norm(x.data(), affine ? w.data() : nullptr, y.data(), rows, dim, 1e-6f);
-      EXPECT_LT(max_abs_diff(y, ref_rms), 1e-5) << "rms_norm dim=" << dim;
     }
   }
+  ops::simd::set_max_isa(saved);
 }
 
 TEST_P(OpsElementwiseTest, LayerNorm2dNormalisesOverChannels) {

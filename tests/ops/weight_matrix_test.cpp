@@ -284,6 +284,115 @@ TEST(WeightMatrix, Q4RowsInterleaveAsDocumented) {
   }
 }
 
+// linear() with an activation equals linear() and then the activation, bit for bit, for every format
+// and arrangement (the bf16 GEMM applies GELU to each finished block of y; the rest take a second pass).
+TEST_P(WeightMatrixTest, LinearWithAnActivationEqualsTheActivationOfTheProduct) {
+  uint32_t seed = 700;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    for (int64_t M : {1, 9, 77})
+      for (int64_t N : {33, 300}) {
+        const int64_t K = 70;
+        const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, ++seed), format);
+        std::vector<WeightMatrix> arranged{rows, ops::kernel_layout(rows)};
+        if (format == WeightFormat::BF16) arranged.push_back(rows.bf16_panels());
+        const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
+        for (const WeightMatrix& m : arranged)
+          for (ops::Activation activation : {ops::Activation::None, ops::Activation::Relu, ops::Activation::GeluErf}) {
+            std::vector<float> want(static_cast<size_t>(M * N)), got(want.size());
+            ops::linear(x.data(), M, K, m, bias.data(), want.data());
+            ops::activate(activation, want.data(), M * N);
+            ops::linear(x.data(), M, K, m, bias.data(), got.data(), activation);
+            ASSERT_EQ(got, want) << weight_format_name(format) << (m.in_panels() ? " panels" : "") << " activation "
+                                 << static_cast<int>(activation) << " M " << M << " N " << N;
+          }
+      }
+}
+
+// The BF16 panel layout, word by word as documented in ops/weight_matrix.h: the same values as
+// the rows, zeros past N and K, pairs padded to a multiple of 16.
+TEST(WeightMatrix, Bf16PanelsArrangeAsDocumented) {
+  for (int64_t N : {1, 32, 45})
+    for (int64_t K : {1, 2, 33, 70}) {
+      const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, static_cast<uint32_t>(N * 100 + K)),
+                                                      WeightFormat::BF16);
+      const WeightMatrix m = rows.bf16_panels();
+      ASSERT_TRUE(m.in_panels());
+      ASSERT_EQ(m.rows(), N);
+      ASSERT_EQ(m.cols(), K);
+      const int64_t panels = (N + 31) / 32, pairs = ((K + 1) / 2 + 15) / 16 * 16;
+      ASSERT_EQ(m.panel_pairs(), pairs);
+      ASSERT_EQ(m.values().shape(), (Shape{panels, pairs * 64}));
+      const uint16_t* v = m.values().data<uint16_t>();
+      const uint16_t* w = rows.values().data<uint16_t>();
+      for (int64_t p = 0; p < panels; ++p)
+        for (int64_t kp = 0; kp < pairs; ++kp)
+          for (int64_t lane = 0; lane < 32; ++lane)
+            for (int64_t half = 0; half < 2; ++half) {
+              const int64_t n = 32 * p + lane, k = 2 * kp + half;
+              const uint16_t want = n < N && k < K ? w[n * K + k] : uint16_t{0};
+              ASSERT_EQ(v[p * pairs * 64 + (kp * 32 + lane) * 2 + half], want)
+                  << "N " << N << " K " << K << " row " << n << " col " << k;
+            }
+      EXPECT_EQ(m.dequantize().to_vector(), rows.dequantize().to_vector());
+      if (N > 2 && K > 3) {
+        std::vector<float> got(6), want(6);
+        m.dequantize_block(1, 2, 1, 3, got.data(), 3);
+        rows.dequantize_block(1, 2, 1, 3, want.data(), 3);
+        EXPECT_EQ(got, want);
+      }
+      // Panels stay on the CPU, are not stacked, and are made from plain BF16 rows only.
+      EXPECT_THROW(stack_rows(std::vector<MatrixRowBlock>{{m, 0, N}}), Error);
+      EXPECT_THROW(m.bf16_panels(), Error);
+      EXPECT_THROW(WeightMatrix::prepare(random_tensor({N, K}, 3), WeightFormat::F32).bf16_panels(), Error);
+    }
+  // Which layout an encoder's matrices get: panels where the AVX-512 BF16 GEMM reads them.
+  const Tensor w = random_tensor({40, 64}, 8);
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0}) {
+    const WeightMatrix m = WeightMatrix::prepare(w, format), arranged = ops::many_rows_layout(m);
+    EXPECT_EQ(arranged.in_panels(), format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512);
+    EXPECT_EQ(arranged.dequantize().to_vector(), m.dequantize().to_vector());
+  }
+}
+
+// A product with the weights in panels equals the product with the same weights in rows: bit for
+// bit where both take the GEMM (more than 8 rows: the same panels, packed at load instead of per
+// call), and within the bf16 error of the exact product for every row count. Odd shapes: partial
+// panels, odd K, K over one 256-pair slice; AMX on and off where the CPU has it.
+TEST_P(WeightMatrixTest, Bf16PanelsGiveTheProductOfTheRows) {
+  const bool saved_amx = ops::simd::set_amx_enabled(true);
+  const bool has_amx = ops::simd::amx();
+  uint32_t seed = 900;
+  for (bool tiles : {true, false}) {
+    if (!tiles && !has_amx) break;
+    ops::simd::set_amx_enabled(tiles);
+    for (int64_t M : {1, 5, 13, 77, 300})
+      for (int64_t K : {17, 64, 521})
+        for (int64_t N : {1, 33, 130}) {
+          const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, ++seed), WeightFormat::BF16);
+          const WeightMatrix panels = rows.bf16_panels();
+          const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
+          const std::vector<float> wd = rows.dequantize().to_vector();
+          std::vector<float> got(static_cast<size_t>(M * N)), by_rows(got.size());
+          ops::linear(x.data(), M, K, panels, bias.data(), got.data());
+          ops::linear(x.data(), M, K, rows, bias.data(), by_rows.data());
+          if (M > 8) {
+            ASSERT_EQ(got, by_rows) << (tiles ? "" : "no amx ") << "M " << M << " K " << K << " N " << N;
+          }
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t n = 0; n < N; ++n) {
+              double want = bias[n], scale = 0;
+              for (int64_t k = 0; k < K; ++k) {
+                want += static_cast<double>(x[i * K + k]) * wd[n * K + k];
+                scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
+              }
+              ASSERT_NEAR(got[i * N + n], want, 4e-3 * scale + 1e-5)
+                  << (tiles ? "" : "no amx ") << "M " << M << " K " << K << " N " << N << " at " << i << "," << n;
+            }
+        }
+  }
+  ops::simd::set_amx_enabled(saved_amx);
+}
+
 // With a weight arena (a CPU model load), every quantized matrix for the CPU kernels is copied into
 // it, slice by slice with `consumed` covering the stored rows in order, and reads as before;
 // unquantized ones stay in place.

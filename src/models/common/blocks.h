@@ -12,8 +12,7 @@
 
 namespace sa2va {
 
-enum class Activation { Relu, GeluErf };
-void activate(Activation activation, float* x, int64_t n);
+using ops::Activation;  // Relu or GeluErf after fc1
 
 // Linear -> activation -> Linear: the MLPs of InternViT layers, mlp1, Hiera blocks, SAM2's
 // two-way transformer and memory attention, and text_hidden_fcs.

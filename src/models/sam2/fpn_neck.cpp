@@ -24,7 +24,8 @@ FpnNeck FpnNeck::load(Weights& w, const Sam2Config& c, const std::string& prefix
   for (size_t k = 0; k < c.backbone_channel_list.size(); ++k) {
     const std::string p = prefix + "convs." + std::to_string(k) + ".conv.";
     n.in_channels.push_back(c.backbone_channel_list[k]);
-    n.conv_w.push_back(w.matrix(p + "weight", {n.d_model, c.backbone_channel_list[k], 1, 1}));
+    n.conv_w.push_back(
+        w.matrix(p + "weight", {n.d_model, c.backbone_channel_list[k], 1, 1}, Init::Linear, MatrixUse::ImageTokens));
     n.conv_b.push_back(w.f32(p + "bias", {n.d_model}, Init::Bias));
   }
   return n;

@@ -145,6 +145,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
 // ---- trunk ------------------------------------------------------------------------------------
 
 HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& prefix) {
+  constexpr MatrixUse kImageTokens = MatrixUse::ImageTokens;  // products over every token
   const std::string cfg = "sam2_config.hiera: ";
   check(!c.stages.empty() && c.window_spec.size() == c.stages.size(),
         cfg + "window_spec must have one entry per stage");
@@ -198,18 +199,18 @@ HieraTrunk HieraTrunk::load(Weights& w, const Sam2Config& c, const std::string& 
     const int64_t hidden = static_cast<int64_t>(static_cast<double>(b.dim_out) * c.mlp_ratio);
     b.norm1_w = w.f32(p + "norm1.weight", {b.dim_in}, Init::NormWeight);
     b.norm1_b = w.f32(p + "norm1.bias", {b.dim_in}, Init::NormBias);
-    b.qkv_w = w.matrix(p + "attn.qkv.weight", {3 * b.dim_out, b.dim_in});
+    b.qkv_w = w.matrix(p + "attn.qkv.weight", {3 * b.dim_out, b.dim_in}, Init::Linear, kImageTokens);
     b.mlp_hidden = hidden;
     b.attention = MultiHeadAttention::configure(w, b.heads, b.dim_out / b.heads);
     b.qkv_b = w.f32(p + "attn.qkv.bias", {3 * b.dim_out}, Init::Bias);
-    b.attn_proj_w = w.matrix(p + "attn.proj.weight", {b.dim_out, b.dim_out});
+    b.attn_proj_w = w.matrix(p + "attn.proj.weight", {b.dim_out, b.dim_out}, Init::Linear, kImageTokens);
     b.attn_proj_b = w.f32(p + "attn.proj.bias", {b.dim_out}, Init::Bias);
     b.norm2_w = w.f32(p + "norm2.weight", {b.dim_out}, Init::NormWeight);
     b.norm2_b = w.f32(p + "norm2.bias", {b.dim_out}, Init::NormBias);
     b.mlp = FeedForward::load(w, p + "mlp.layers.0.", p + "mlp.layers.1.", b.dim_out, hidden, b.dim_out,
-                              Activation::GeluErf);
+                              Activation::GeluErf, kImageTokens);
     if (b.dim_in != b.dim_out) {
-      b.proj_w = w.matrix(p + "proj.weight", {b.dim_out, b.dim_in});
+      b.proj_w = w.matrix(p + "proj.weight", {b.dim_out, b.dim_in}, Init::Linear, kImageTokens);
       b.proj_b = w.f32(p + "proj.bias", {b.dim_out}, Init::Bias);
     }
     t.blocks.push_back(std::move(b));
@@ -254,7 +255,7 @@ std::vector<TokenMap> HieraTrunk::forward(const Tensor& image, const ExecContext
     const HieraScratch::Slot out_slot = i % 2 ? HieraScratch::kOutB : HieraScratch::kOutA;
     cur = blocks[i].forward(cur, scratch, out_slot);
     if (std::find(stage_ends.begin(), stage_ends.end(), static_cast<int>(i)) != stage_ends.end()) {
-      ctx.record("sam.trunk." + std::to_string(outputs.size()), cur.to_chw());
+      if (ctx.recorder) ctx.record("sam.trunk." + std::to_string(outputs.size()), cur.to_chw());  // a transpose
       // The stage's output keeps its buffer; the next stage's smaller maps get a new one.
       scratch.release(out_slot);
       outputs.push_back(cur);

@@ -107,9 +107,9 @@ MaskDecoder MaskDecoder::load(Weights& w, const Sam2Config& c, const std::string
   m.up_norm_b = w.f32(prefix + "output_upscaling.1.bias", {d / 4}, Init::NormBias);
   m.up2_w = w.conv_transposed_2x2(prefix + "output_upscaling.3.weight", {d / 4, d / 8, 2, 2});
   m.up2_b = w.f32(prefix + "output_upscaling.3.bias", {d / 8}, Init::Bias);
-  m.conv_s0_w = w.matrix(prefix + "conv_s0.weight", {d / 8, d, 1, 1});
+  m.conv_s0_w = w.matrix(prefix + "conv_s0.weight", {d / 8, d, 1, 1}, Init::Linear, MatrixUse::ImageTokens);
   m.conv_s0_b = w.f32(prefix + "conv_s0.bias", {d / 8}, Init::Bias);
-  m.conv_s1_w = w.matrix(prefix + "conv_s1.weight", {d / 4, d, 1, 1});
+  m.conv_s1_w = w.matrix(prefix + "conv_s1.weight", {d / 4, d, 1, 1}, Init::Linear, MatrixUse::ImageTokens);
   m.conv_s1_b = w.f32(prefix + "conv_s1.bias", {d / 4}, Init::Bias);
 
   for (int64_t i = 0; i < m.num_mask_tokens; ++i)

@@ -54,9 +54,9 @@ MemoryEncoder MemoryEncoder::load(Weights& w, const Sam2Config& c, const std::st
     b.dwconv_b = w.f32(q + "dwconv.bias", {C}, Init::Bias);
     b.norm_w = w.f32(q + "norm.weight", {C}, Init::NormWeight);
     b.norm_b = w.f32(q + "norm.bias", {C}, Init::NormBias);
-    b.pwconv1_w = w.matrix(q + "pwconv1.weight", {4 * C, C});
+    b.pwconv1_w = w.matrix(q + "pwconv1.weight", {4 * C, C}, Init::Linear, MatrixUse::ImageTokens);
     b.pwconv1_b = w.f32(q + "pwconv1.bias", {4 * C}, Init::Bias);
-    b.pwconv2_w = w.matrix(q + "pwconv2.weight", {C, 4 * C});
+    b.pwconv2_w = w.matrix(q + "pwconv2.weight", {C, 4 * C}, Init::Linear, MatrixUse::ImageTokens);
     b.pwconv2_b = w.f32(q + "pwconv2.bias", {C}, Init::Bias);
     b.g_weight = w.f32(q + "g_weight", {C}, Init::Small);
     e.fuser.push_back(std::move(b));

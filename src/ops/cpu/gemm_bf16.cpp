@@ -72,13 +72,21 @@ void pack_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t kp0
   }
 }
 
-// c[r][:] (+)= Σ_kp a[r][kp] · panel[kp][:] for r < rows (rows <= kMR), columns < cols.
+// c[r][:] (+)= Σ_kp a[r][kp] · panel[kp][:] for r < rows (rows <= kMR), columns < cols; where c is
+// not accumulated, the sums start from bias[:] when given (saving a pass over c to add it).
 template <int MR>
 SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kpn, float* c,
-                                  int64_t ldc, int64_t cols, bool accumulate) {
+                                  int64_t ldc, int64_t cols, bool accumulate, const float* bias) {
+  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
+  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
+  const __m512 start0 = bias && !accumulate ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
+  const __m512 start1 = bias && !accumulate ? _mm512_maskz_loadu_ps(m1, bias + 16) : _mm512_setzero_ps();
   __m512 acc0[MR], acc1[MR];
 #pragma GCC unroll 16
-  for (int r = 0; r < MR; ++r) acc0[r] = acc1[r] = _mm512_setzero_ps();
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = start0;
+    acc1[r] = start1;
+  }
   for (int64_t kp = 0; kp < kpn; ++kp) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + kp * kNR);
     const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + kp * kNR + 16);
@@ -89,8 +97,6 @@ SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t
       acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
     }
   }
-  const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
-  const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
 #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
     float* cr = c + r * ldc;
@@ -103,7 +109,8 @@ SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t
   }
 }
 
-using TileFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool);
+using TileFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool,
+                       const float*);
 template <int... R>
 constexpr std::array<TileFn, sizeof...(R)> make_tiles(std::integer_sequence<int, R...>) {
   return {tile_kernel<R + 1>...};
@@ -189,10 +196,13 @@ inline int64_t amx_step_offset(int64_t block, int64_t step, int64_t lda) {
 struct GemmOperands {
   const uint32_t* a;  // x as bf16 pairs, rows padded to kAmxRows: row stride lda, or AMX's arrangement
   int64_t lda, M, pairs;
-  const Bf16PanelSource* w;
+  const Bf16PanelSource* w;  // packs W's panels; or
+  const uint32_t* panels;    // W already in panels of panel_pairs pairs (read in place)
+  int64_t panel_pairs;
   int64_t N;
   float* y;
-  const float* bias;  // added to the block of C that the last slice of K completes (still in cache)
+  const float* bias;  // where the first slice of K starts a block of C (AMX: added once the block is complete)
+  GemmOutput output;  // GeluErf: applied to a block of rows x columns once its last slice is done
   bool amx;
 };
 
@@ -207,6 +217,12 @@ SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float*
   }
 }
 
+// The output function over rows [m0, m0 + rows) x columns [n0, n1) of y, just completed (in L1/L2).
+void finish_rows(const GemmOperands& op, int64_t m0, int64_t rows, int64_t n0, int64_t n1) {
+  if (op.output != GemmOutput::GeluErf) return;
+  for (int64_t r = m0; r < m0 + rows; ++r) gelu_erf_inplace(op.y + r * op.N + n0, n1 - n0);
+}
+
 // Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.
 void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t p_begin, int64_t p_end) {
   const int64_t N = op.N;
@@ -214,7 +230,7 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
   // all of K and its column block as wide as fits kAmxPackedWords.
   const int64_t slice = op.amx ? op.lda : kKC;
   const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : kNC;
-  std::vector<uint32_t> packed(static_cast<size_t>(nc * slice));
+  std::vector<uint32_t> packed(op.panels ? 0 : static_cast<size_t>(nc * slice));
   alignas(64) float edge[kAmxRows * kNR];  // an AMX block that overhangs M or N
   const Bf16TileScope tiles;  // AMX tiles configured (already, inside a scope of the caller's)
   for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += nc) {
@@ -224,19 +240,22 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
       const int64_t kpn = std::min(slice, op.pairs - kp0);
       // AMX steps 16 pairs at a time: the panel's rows beyond kpn are zeros
       const int64_t panel_pairs = op.amx ? (kpn + kAmxPairs - 1) / kAmxPairs * kAmxPairs : kpn;
-      for (int64_t p = 0; p < block_panels; ++p) {
-        uint32_t* panel = packed.data() + p * panel_pairs * kNR;
+      // Panel p of the block for this slice: packed here, or where W's panels lie.
+      const uint32_t* base = op.panels ? op.panels + (nb / kNR * op.panel_pairs + kp0) * kNR : packed.data();
+      const int64_t panel_stride = (op.panels ? op.panel_pairs : panel_pairs) * kNR;
+      for (int64_t p = 0; !op.panels && p < block_panels; ++p) {
+        uint32_t* panel = packed.data() + p * panel_stride;
         for (int64_t j = 0; j < kpn; j += kKC)  // the source packs at most kKC pairs at a time
           op.w->pack(op.w->self, nb + p * kNR, kp0 + j, std::min(kKC, kpn - j), panel + j * kNR);
         std::memset(panel + kpn * kNR, 0, static_cast<size_t>((panel_pairs - kpn) * kNR) * 4);
       }
-      const bool accumulate = kp0 > 0, last = kp0 + kpn >= op.pairs;
+      const bool accumulate = kp0 > 0;
       if (op.amx) {  // (one slice: the last)
         for (int64_t m0 = m_begin; m0 < m_end; m0 += kAmxRows) {
           const int64_t rows = std::min(kAmxRows, m_end - m0);
           for (int64_t p = 0; p < block_panels; ++p) {
             const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
-            const uint32_t* panel = packed.data() + p * panel_pairs * kNR;
+            const uint32_t* panel = base + p * panel_stride;
             float* c = op.y + m0 * N + n0;
             const uint32_t* a = op.a + amx_step_offset(m0 / kAmxRows, kp0 / kAmxPairs, op.lda);
             if (rows == kAmxRows && cols == kNR) {
@@ -249,6 +268,7 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
             }
             if (op.bias) add_bias(c, N, rows, op.bias + n0, cols);
           }
+          finish_rows(op, m0, rows, nb, nb_end);
         }
         continue;
       }
@@ -257,10 +277,10 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
         const TileFn tile = kTiles[rows - 1];
         for (int64_t p = 0; p < block_panels; ++p) {
           const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
-          tile(op.a + m0 * op.lda + kp0, op.lda, packed.data() + p * panel_pairs * kNR, kpn, op.y + m0 * N + n0, N,
-               cols, accumulate);
-          if (op.bias && last) add_bias(op.y + m0 * N + n0, N, rows, op.bias + n0, cols);
+          tile(op.a + m0 * op.lda + kp0, op.lda, base + p * panel_stride, kpn, op.y + m0 * N + n0, N, cols,
+               accumulate, op.bias ? op.bias + n0 : nullptr);
         }
+        if (kp0 + kpn >= op.pairs) finish_rows(op, m0, rows, nb, nb_end);
       }
     }
   }
@@ -377,7 +397,8 @@ void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* pan
                int64_t ldc, int64_t cols, bool accumulate) {
   if (t_tiles_configured) return bf16_tile_amx(rows, a, lda, panel, pairs, c, ldc, cols, accumulate);
   for (int64_t r0 = 0; r0 < rows; r0 += kMR)
-    kTiles[std::min(kMR, rows - r0) - 1](a + r0 * lda, lda, panel, pairs, c + r0 * ldc, ldc, cols, accumulate);
+    kTiles[std::min(kMR, rows - r0) - 1](a + r0 * lda, lda, panel, pairs, c + r0 * ldc, ldc, cols, accumulate,
+                                         nullptr);
 }
 
 int64_t bf16_tile_pairs(int64_t pairs) { return amx() ? (pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs : pairs; }
@@ -394,7 +415,8 @@ Bf16TileScope::~Bf16TileScope() {
   t_tiles_configured = false;
 }
 
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias) {
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias,
+               GemmOutput output) {
   struct Source {
     const uint16_t* w;
     int64_t K, N;
@@ -402,11 +424,13 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
   return bf16_gemm(x, M, K, Bf16PanelSource{[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
                      const auto* s = static_cast<const Source*>(self);
                      pack_panel(s->w, s->K, s->N, n0, kp0, kpn, panel);
-                   }, &source}, N, y, bias);
+                   }, &source}, N, y, bias, output);
 }
 
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y,
-               const float* bias) {
+namespace {
+// The product with W from a panel source or in panels already (GemmOperands::w / panels).
+bool gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, const uint32_t* panels,
+          int64_t panel_pairs, int64_t N, float* y, const float* bias, GemmOutput output) {
   if (isa() != Isa::Avx512) return false;
   const bool tiles = amx();
   // x rounded to bf16, rows padded to a whole AMX row block and pairs to a whole tile step (zeros)
@@ -430,18 +454,30 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, i
                     row.data() + 2 * step * kAmxPairs, kAmxPairs * 4);
     }
   });
-  const GemmOperands op{reinterpret_cast<const uint32_t*>(xbp), lda, M, pairs, &w, N, y, bias, tiles};
-  const int64_t panels = (N + kNR - 1) / kNR;
+  const GemmOperands op{reinterpret_cast<const uint32_t*>(xbp), lda, M, pairs, source, panels, panel_pairs, N, y, bias,
+                       output, tiles};
+  const int64_t panel_count = (N + kNR - 1) / kNR;
   // Columns per task where there are enough of them; else rows (in whole AMX row blocks), every
-  // task packing all of W (small: few columns).
-  if (panels >= 4 * kNC / kNR * num_threads() || M < 2 * kAmxRows) {
-    parallel_for(panels, [&](int64_t p0, int64_t p1) { gemm_blocks(op, 0, M, p0, p1); }, kNC / kNR);
+  // task packing all of W (small: few columns) unless W is in panels already.
+  if (panel_count >= 4 * kNC / kNR * num_threads() || M < 2 * kAmxRows) {
+    parallel_for(panel_count, [&](int64_t p0, int64_t p1) { gemm_blocks(op, 0, M, p0, p1); }, kNC / kNR);
   } else {
     parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
-      gemm_blocks(op, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panels);
+      gemm_blocks(op, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panel_count);
     });
   }
   return true;
+}
+}  // namespace
+
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y,
+               const float* bias, GemmOutput output) {
+  return gemm(x, M, K, &w, nullptr, 0, N, y, bias, output);
+}
+
+bool bf16_gemm_panels(const float* x, int64_t M, int64_t K, const uint32_t* panels, int64_t panel_pairs, int64_t N,
+                      float* y, const float* bias, GemmOutput output) {
+  return gemm(x, M, K, nullptr, panels, panel_pairs, N, y, bias, output);
 }
 
 }  // namespace sa2va::ops::simd

@@ -99,7 +99,7 @@ void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatr
 // (decode-sized M): BF16 up to kSmallM rows; quantized formats up to kQuantizedRowsMaxM with AVX-512
 // (kQuantizedRowsMaxMWithAmx with AMX), kSmallM without.
 bool streams_rows(const WeightMatrix& w, int64_t M) {
-  if (w.format() == WeightFormat::F32) return false;
+  if (w.format() == WeightFormat::F32 || w.in_panels()) return false;
   if (w.format() == WeightFormat::BF16 || simd::isa() != simd::Isa::Avx512) return M <= kSmallM;
   return M <= (simd::amx() ? kQuantizedRowsMaxMWithAmx : kQuantizedRowsMaxM);
 }
@@ -228,12 +228,23 @@ bool prefers_interleaved_rows(const WeightMatrix& weight) {
   return weight.format() == WeightFormat::Q4_0 && simd::isa() != simd::Isa::Scalar;
 }
 
+static_assert(WeightMatrix::kPanelCols == simd::kBf16PanelCols, "the panels the bf16 GEMM multiplies");
+
+// Only the AVX-512 BF16 GEMM reads panels in place (elsewhere they would be widened like rows).
+bool prefers_bf16_panels(const WeightMatrix& weight) {
+  return weight.format() == WeightFormat::BF16 && weight.arrangement() == WeightMatrix::Arrangement::Rows &&
+         simd::isa() == simd::Isa::Avx512;
+}
+
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
   const int64_t N = weight.rows();
   if (K == 0) {
     std::fill(y, y + M * N, 0.f);
   } else if (weight.format() == WeightFormat::F32) {
     gemm(x, K, weight.host_values<float>(), K, y, N, M, N, K, /*transpose_b=*/true, 1.f, 0.f);
+  } else if (weight.in_panels()) {
+    if (simd::bf16_gemm_panels(x, M, K, weight.host_values<uint32_t>(), weight.panel_pairs(), N, y, bias)) return;
+    linear_by_f32_panels(x, M, K, weight, y);
   } else if (streams_rows(weight, M)) {
     const StreamedProduct product{&weight, y};
     linear_streamed(x, M, K, &product, 1);
@@ -246,6 +257,15 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
     linear_by_f32_panels(x, M, K, weight, y);
   }
   if (bias) add_rows(y, bias, M, N);
+}
+
+bool linear_gelu_erf(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
+  constexpr auto gelu = simd::GemmOutput::GeluErf;
+  if (K == 0 || weight.format() != WeightFormat::BF16) return false;
+  if (weight.in_panels())
+    return simd::bf16_gemm_panels(x, M, K, weight.host_values<uint32_t>(), weight.panel_pairs(), weight.rows(), y, bias,
+                                  gelu);
+  return !streams_rows(weight, M) && simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), weight.rows(), y, bias, gelu);
 }
 
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,

@@ -7,6 +7,7 @@
 
 #include "core/threadpool.h"
 #include "ops/cpu/kernels.h"
+#include "ops/cpu/simd.h"
 
 namespace sa2va::ops::cpu {
 namespace {
@@ -15,25 +16,7 @@ int64_t row_grain(int64_t dim) { return std::max<int64_t>(1, (1 << 14) / std::ma
 
 void layer_norm(const float* x, const float* w, const float* b, float* y, int64_t rows, int64_t dim, float eps) {
   parallel_for(rows, [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      const float* xr = x + r * dim;
-      float* yr = y + r * dim;
-      float sum = 0.f;
-      for (int64_t i = 0; i < dim; ++i) sum += xr[i];
-      const float mean = sum / static_cast<float>(dim);
-      float var = 0.f;
-      for (int64_t i = 0; i < dim; ++i) {
-        const float d = xr[i] - mean;
-        var += d * d;
-      }
-      const float inv = 1.f / std::sqrt(var / static_cast<float>(dim) + eps);
-      for (int64_t i = 0; i < dim; ++i) {
-        float v = (xr[i] - mean) * inv;
-        if (w) v *= w[i];
-        if (b) v += b[i];
-        yr[i] = v;
-      }
-    }
+    for (int64_t r = r0; r < r1; ++r) simd::layer_norm_row(x + r * dim, dim, w, b, eps, y + r * dim);
   }, row_grain(dim));
 }
 

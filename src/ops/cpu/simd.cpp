@@ -95,6 +95,21 @@ float dot_scalar(const float* a, const float* b, int64_t n) {
   return (s0 + s1) + (s2 + s3);
 }
 
+void layer_norm_row_scalar(const float* x, int64_t n, const float* w, const float* b, float eps, float* y) {
+  float sum = 0.f;
+  for (int64_t i = 0; i < n; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(n);
+  float centred = 0.f;
+  for (int64_t i = 0; i < n; ++i) centred += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.f / std::sqrt(centred / static_cast<float>(n) + eps);
+  for (int64_t i = 0; i < n; ++i) {
+    float v = (x[i] - mean) * inv;
+    if (w) v *= w[i];
+    if (b) v += b[i];
+    y[i] = v;
+  }
+}
+
 void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
@@ -151,6 +166,41 @@ SA2VA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
   float s = hsum256(_mm256_add_ps(s0, s1));
   for (; i < n; ++i) s += a[i] * b[i];
   return s;
+}
+
+SA2VA_AVX2 void layer_norm_row_avx2(const float* x, int64_t n, const float* w, const float* b, float eps, float* y) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 16 <= n; i += 16) {
+    s0 = _mm256_add_ps(s0, _mm256_loadu_ps(x + i));
+    s1 = _mm256_add_ps(s1, _mm256_loadu_ps(x + i + 8));
+  }
+  float sum = hsum256(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) sum += x[i];
+  const float mean = sum / static_cast<float>(n);
+  const __m256 m = _mm256_set1_ps(mean);
+  s0 = s1 = _mm256_setzero_ps();
+  for (i = 0; i + 16 <= n; i += 16) {
+    const __m256 d0 = _mm256_sub_ps(_mm256_loadu_ps(x + i), m), d1 = _mm256_sub_ps(_mm256_loadu_ps(x + i + 8), m);
+    s0 = _mm256_fmadd_ps(d0, d0, s0);
+    s1 = _mm256_fmadd_ps(d1, d1, s1);
+  }
+  float centred = hsum256(_mm256_add_ps(s0, s1));
+  for (; i < n; ++i) centred += (x[i] - mean) * (x[i] - mean);
+  const float inv = 1.f / std::sqrt(centred / static_cast<float>(n) + eps);
+  const __m256 s = _mm256_set1_ps(inv);
+  for (i = 0; i + 8 <= n; i += 8) {
+    __m256 v = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + i), m), s);
+    if (w) v = _mm256_mul_ps(v, _mm256_loadu_ps(w + i));
+    if (b) v = _mm256_add_ps(v, _mm256_loadu_ps(b + i));
+    _mm256_storeu_ps(y + i, v);
+  }
+  for (; i < n; ++i) {
+    float v = (x[i] - mean) * inv;
+    if (w) v *= w[i];
+    if (b) v += b[i];
+    y[i] = v;
+  }
 }
 
 SA2VA_AVX2 void axpy_avx2(float alpha, const float* x, float* y, int64_t n) {
@@ -446,6 +496,42 @@ SA2VA_AVX512 float dot_avx512(const float* a, const float* b, int64_t n) {
   return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
 }
 
+SA2VA_AVX512 void layer_norm_row_avx512(const float* x, int64_t n, const float* w, const float* b, float eps,
+                                        float* y) {
+  __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    s0 = _mm512_add_ps(s0, _mm512_loadu_ps(x + i));
+    s1 = _mm512_add_ps(s1, _mm512_loadu_ps(x + i + 16));
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    s0 = _mm512_add_ps(s0, _mm512_maskz_loadu_ps(k, x + i));
+  }
+  const float mean = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1)) / static_cast<float>(n);
+  const __m512 m = _mm512_set1_ps(mean);
+  s0 = s1 = _mm512_setzero_ps();
+  for (i = 0; i + 32 <= n; i += 32) {
+    const __m512 d0 = _mm512_sub_ps(_mm512_loadu_ps(x + i), m), d1 = _mm512_sub_ps(_mm512_loadu_ps(x + i + 16), m);
+    s0 = _mm512_fmadd_ps(d0, d0, s0);
+    s1 = _mm512_fmadd_ps(d1, d1, s1);
+  }
+  for (; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 d = _mm512_maskz_sub_ps(k, _mm512_maskz_loadu_ps(k, x + i), m);
+    s0 = _mm512_fmadd_ps(d, d, s0);
+  }
+  const float centred = _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+  const __m512 s = _mm512_set1_ps(1.f / std::sqrt(centred / static_cast<float>(n) + eps));
+  for (i = 0; i < n; i += 16) {
+    const __mmask16 k = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    __m512 v = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + i), m), s);
+    if (w) v = _mm512_mul_ps(v, _mm512_maskz_loadu_ps(k, w + i));
+    if (b) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(k, b + i));
+    _mm512_mask_storeu_ps(y + i, k, v);
+  }
+}
+
 SA2VA_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) {
   const __m512 a = _mm512_set1_ps(alpha);
   for (int64_t i = 0; i < n; i += 16) {
@@ -667,6 +753,14 @@ const char* isa_name(Isa level) {
     case Isa::Scalar: return "scalar";
   }
   return "?";
+}
+
+void layer_norm_row(const float* x, int64_t n, const float* w, const float* b, float eps, float* y) {
+  switch (isa()) {
+    case Isa::Avx512: return layer_norm_row_avx512(x, n, w, b, eps, y);
+    case Isa::Avx2: return layer_norm_row_avx2(x, n, w, b, eps, y);
+    default: return layer_norm_row_scalar(x, n, w, b, eps, y);
+  }
 }
 
 void axpy(float alpha, const float* x, float* y, int64_t n) {

@@ -21,6 +21,9 @@ const char* isa_name(Isa isa);
 bool amx();
 bool set_amx_enabled(bool on);
 
+// One row of LayerNorm: y = (x - mean) / sqrt(var + eps) · w + b (w, b may be null), the mean
+// first and then the centred variance (accurate for rows with a large mean). y may be x.
+void layer_norm_row(const float* x, int64_t n, const float* w, const float* b, float eps, float* y);
 // y[i] += alpha · x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);
 // out[j] = scale · Σ_i q[i]·rows[j·ld + i] for j < count (a query against `count` keys)
@@ -38,7 +41,10 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
 // Large-M product y[M,N] = x[M,K] · Wᵀ (+ bias[N] on every row, when given) with BF16 weights W[N,K]
 // using AVX-512 BF16 dot products or AMX tiles: x is rounded to bf16, accumulation is f32. Returns
 // false (doing nothing) without AVX-512 BF16.
-bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias = nullptr);
+// GemmOutput::GeluErf: GELU (gelu_erf_inplace) applied to each block of y once it is complete.
+enum class GemmOutput { Plain, GeluErf };
+bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias = nullptr,
+               GemmOutput output = GemmOutput::Plain);
 // The same product with W given by how to pack its panels: pack(self, n0, kp0, kpn, panel) writes
 // panel[kp·kBf16PanelCols + lane] = bf16 pair kp0 + kp of row n0 + lane (zero beyond N or K), for
 // kp < kpn. kp0 is a multiple of kBf16SlicePairs. Quantized weights are dequantized while packing.
@@ -48,7 +54,11 @@ struct Bf16PanelSource {
 };
 constexpr int64_t kBf16SlicePairs = 256;
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, int64_t N, float* y,
-               const float* bias = nullptr);
+               const float* bias = nullptr, GemmOutput output = GemmOutput::Plain);
+// The same product with W already in panels (WeightMatrix::bf16_panels): panel p at
+// panels + p·panel_pairs·kBf16PanelCols, panel_pairs a multiple of 16 and >= ceil(K/2).
+bool bf16_gemm_panels(const float* x, int64_t M, int64_t K, const uint32_t* panels, int64_t panel_pairs, int64_t N,
+                      float* y, const float* bias = nullptr, GemmOutput output = GemmOutput::Plain);
 
 // The pieces of bf16_gemm, shared with the fused bf16 attention (AVX-512 BF16 only).
 // A "pair" is two bf16 values in one 32-bit word (the lower index in the low half), the unit
