@@ -56,7 +56,7 @@ WeightMatrix Weights::prepare(const Tensor& stored, MatrixUse use) const {
   const bool one_by_one = matrix.defined() && matrix.dim() == 4 && matrix.size(2) == 1 && matrix.size(3) == 1;
   const WeightMatrix m = place(WeightMatrix::prepare(
       one_by_one ? matrix.view({matrix.size(0), matrix.size(1)}) : matrix, policy_.format_for(use)));
-  return use == MatrixUse::ImageTokens ? ops::many_rows_layout(m) : m;
+  return use == MatrixUse::ImageTokens ? ops::many_rows_layout(m, arena_.get()) : m;
 }
 
 WeightMatrix Weights::place(const WeightMatrix& m) const {

@@ -8,11 +8,13 @@
 // so that `make-model` can write a complete checkpoint from the same single source of names and
 // shapes; every prepared weight is then undefined.
 #pragma once
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/tensor.h"
 #include "io/safetensors.h"
+#include "core/weight_arena.h"
 #include "ops/weight_matrix.h"
 #include "sa2va/sa2va.h"
 
@@ -124,6 +126,8 @@ class Weights {
   LoadPolicy policy_;
   std::vector<DeclaredTensor> declared_;
   std::vector<std::string> problems_;
+  // Where image matrices rearranged for the CPU go (ops::many_rows_layout); shared by copies.
+  std::shared_ptr<WeightArena> arena_ = std::make_shared<WeightArena>();
 };
 
 }  // namespace sa2va

@@ -110,9 +110,9 @@ WeightMatrix kernel_layout(const WeightMatrix& weight, const std::function<void(
   return cpu_arena ? weight.copied_into(*cpu_arena, consumed) : weight;
 }
 
-WeightMatrix many_rows_layout(const WeightMatrix& weight) {
+WeightMatrix many_rows_layout(const WeightMatrix& weight, WeightArena* arena) {
   if (!weight.defined() || !weight.device().is_cpu()) return weight;
-  return cpu::prefers_bf16_panels(weight) ? weight.bf16_panels() : weight;
+  return cpu::prefers_bf16_panels(weight) ? weight.bf16_panels(arena) : weight;
 }
 
 }  // namespace sa2va::ops

@@ -7,6 +7,7 @@
 #include "core/allocator.h"
 #include "core/error.h"
 #include "core/threadpool.h"
+#include "ops/cpu/simd.h"
 
 namespace sa2va {
 namespace {
@@ -197,26 +198,20 @@ int64_t WeightMatrix::panel_pairs() const {
   return (pairs + kPanelPairMultiple - 1) / kPanelPairMultiple * kPanelPairMultiple;
 }
 
-WeightMatrix WeightMatrix::bf16_panels() const {
+WeightMatrix WeightMatrix::bf16_panels(WeightArena* arena) const {
   check(defined() && format_ == WeightFormat::BF16 && arrangement_ == Arrangement::Rows,
         "weight matrix: only a plain BF16 matrix can be arranged in panels");
-  const int64_t K = cols_, pairs = panel_pairs(), full_pairs = K / 2;
+  const int64_t K = cols_, pairs = panel_pairs();
   const int64_t panels = (rows_ + kPanelCols - 1) / kPanelCols, panel_words = pairs * kPanelCols;
   const uint16_t* w = host_values<uint16_t>();
   WeightMatrix m = *this;
   m.arrangement_ = Arrangement::Bf16Panels;
-  m.values_ = Tensor::empty({panels, 2 * panel_words}, DType::BF16, values_.device());  // host memory (checked above)
+  m.values_ = arena ? arena->empty({panels, 2 * panel_words}, DType::BF16)
+                    : Tensor::empty({panels, 2 * panel_words}, DType::BF16, values_.device());  // host memory (checked above)
   auto* out = static_cast<uint32_t*>(m.values_.device_data());
   parallel_for(panels, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      uint32_t* panel = out + p * panel_words;
-      std::memset(panel, 0, static_cast<size_t>(panel_words) * 4);
-      for (int64_t lane = 0; lane < std::min(kPanelCols, rows_ - p * kPanelCols); ++lane) {
-        const uint16_t* row = w + (p * kPanelCols + lane) * K;
-        for (int64_t kp = 0; kp < full_pairs; ++kp) std::memcpy(panel + kp * kPanelCols + lane, row + 2 * kp, 4);
-        if (K % 2) panel[full_pairs * kPanelCols + lane] = row[K - 1];  // (W[n][K-1], 0)
-      }
-    }
+    for (int64_t p = p0; p < p1; ++p)
+      ops::simd::pack_bf16_weight_panel(w, K, rows_, p * kPanelCols, pairs, out + p * panel_words);
   }, 4);
   return m;
 }

@@ -81,9 +81,9 @@ class WeightMatrix {
   // `consumed` as above.
   WeightMatrix copied_into(WeightArena& arena,
                            const std::function<void(int64_t first_row, int64_t rows)>& consumed = {}) const;
-  // BF16 panels (layout above) from the plain layout in host memory.
+  // BF16 panels (layout above) from the plain layout in host memory, in `arena` when one is given.
   static constexpr int64_t kPanelCols = 32, kPanelPairMultiple = 16;
-  WeightMatrix bf16_panels() const;
+  WeightMatrix bf16_panels(WeightArena* arena = nullptr) const;
   int64_t panel_pairs() const;  // pairs per panel (BF16 panels)
 
   Arrangement arrangement() const { return arrangement_; }

@@ -311,41 +311,46 @@ TEST_P(WeightMatrixTest, LinearWithAnActivationEqualsTheActivationOfTheProduct) 
 // The BF16 panel layout, word by word as documented in ops/weight_matrix.h: the same values as
 // the rows, zeros past N and K, pairs padded to a multiple of 16.
 TEST(WeightMatrix, Bf16PanelsArrangeAsDocumented) {
-  for (int64_t N : {1, 32, 45})
-    for (int64_t K : {1, 2, 33, 70}) {
-      const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, static_cast<uint32_t>(N * 100 + K)),
-                                                      WeightFormat::BF16);
-      const WeightMatrix m = rows.bf16_panels();
-      ASSERT_TRUE(m.in_panels());
-      ASSERT_EQ(m.rows(), N);
-      ASSERT_EQ(m.cols(), K);
-      const int64_t panels = (N + 31) / 32, pairs = ((K + 1) / 2 + 15) / 16 * 16;
-      ASSERT_EQ(m.panel_pairs(), pairs);
-      ASSERT_EQ(m.values().shape(), (Shape{panels, pairs * 64}));
-      const uint16_t* v = m.values().data<uint16_t>();
-      const uint16_t* w = rows.values().data<uint16_t>();
-      for (int64_t p = 0; p < panels; ++p)
-        for (int64_t kp = 0; kp < pairs; ++kp)
-          for (int64_t lane = 0; lane < 32; ++lane)
-            for (int64_t half = 0; half < 2; ++half) {
-              const int64_t n = 32 * p + lane, k = 2 * kp + half;
-              const uint16_t want = n < N && k < K ? w[n * K + k] : uint16_t{0};
-              ASSERT_EQ(v[p * pairs * 64 + (kp * 32 + lane) * 2 + half], want)
-                  << "N " << N << " K " << K << " row " << n << " col " << k;
-            }
-      EXPECT_EQ(m.dequantize().to_vector(), rows.dequantize().to_vector());
-      if (N > 2 && K > 3) {
-        std::vector<float> got(6), want(6);
-        m.dequantize_block(1, 2, 1, 3, got.data(), 3);
-        rows.dequantize_block(1, 2, 1, 3, want.data(), 3);
-        EXPECT_EQ(got, want);
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx512})  // packed by gathers or words
+    for (int64_t N : {1, 32, 45})
+      for (int64_t K : {1, 2, 33, 70}) {
+        ops::simd::set_max_isa(level);
+        const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, static_cast<uint32_t>(N * 100 + K)),
+                                                        WeightFormat::BF16);
+        const WeightMatrix m = rows.bf16_panels();
+        ops::simd::set_max_isa(saved);
+        ASSERT_TRUE(m.in_panels());
+        ASSERT_EQ(m.rows(), N);
+        ASSERT_EQ(m.cols(), K);
+        const int64_t panels = (N + 31) / 32, pairs = ((K + 1) / 2 + 15) / 16 * 16;
+        ASSERT_EQ(m.panel_pairs(), pairs);
+        ASSERT_EQ(m.values().shape(), (Shape{panels, pairs * 64}));
+        const uint16_t* v = m.values().data<uint16_t>();
+        const uint16_t* w = rows.values().data<uint16_t>();
+        for (int64_t p = 0; p < panels; ++p)
+          for (int64_t kp = 0; kp < pairs; ++kp)
+            for (int64_t lane = 0; lane < 32; ++lane)
+              for (int64_t half = 0; half < 2; ++half) {
+                const int64_t n = 32 * p + lane, k = 2 * kp + half;
+                const uint16_t want = n < N && k < K ? w[n * K + k] : uint16_t{0};
+                ASSERT_EQ(v[p * pairs * 64 + (kp * 32 + lane) * 2 + half], want)
+                    << "N " << N << " K " << K << " row " << n << " col " << k;
+              }
+        EXPECT_EQ(m.dequantize().to_vector(), rows.dequantize().to_vector());
+        if (N > 2 && K > 3) {
+          std::vector<float> got(6), want(6);
+          m.dequantize_block(1, 2, 1, 3, got.data(), 3);
+          rows.dequantize_block(1, 2, 1, 3, want.data(), 3);
+          EXPECT_EQ(got, want);
+        }
+        // Panels stay on the CPU, are not stacked, and are made from plain BF16 rows only.
+        EXPECT_THROW(stack_rows(std::vector<MatrixRowBlock>{{m, 0, N}}), Error);
+        EXPECT_THROW(m.bf16_panels(), Error);
+        EXPECT_THROW(WeightMatrix::prepare(random_tensor({N, K}, 3), WeightFormat::F32).bf16_panels(), Error);
       }
-      // Panels stay on the CPU, are not stacked, and are made from plain BF16 rows only.
-      EXPECT_THROW(stack_rows(std::vector<MatrixRowBlock>{{m, 0, N}}), Error);
-      EXPECT_THROW(m.bf16_panels(), Error);
-      EXPECT_THROW(WeightMatrix::prepare(random_tensor({N, K}, 3), WeightFormat::F32).bf16_panels(), Error);
-    }
-  // Which layout an encoder's matrices get: panels where the AVX-512 BF16 GEMM reads them.
+  ops::simd::set_max_isa(saved);
+  // Which layout a matrix applied to whole images gets: panels where the AVX-512 BF16 GEMM reads them.
   const Tensor w = random_tensor({40, 64}, 8);
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0}) {
     const WeightMatrix m = WeightMatrix::prepare(w, format), arranged = ops::many_rows_layout(m);

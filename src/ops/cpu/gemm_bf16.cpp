@@ -52,7 +52,7 @@ SA2VA_AVX512BF16 void pack_panel_avx512(const uint16_t* w, int64_t K, int64_t n0
 
 // Packs columns [n0, n0 + kNR) (zero beyond N) and pairs [kp0, kp0 + kpn) of W.
 void pack_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
-  if (n0 + kNR <= N && 2 * (kp0 + kpn) <= K && 32 * 2 * K < (int64_t{1} << 31))
+  if (isa() == Isa::Avx512 && n0 + kNR <= N && 2 * (kp0 + kpn) <= K && 32 * 2 * K < (int64_t{1} << 31))
     return pack_panel_avx512(w, K, n0, kp0, kpn, dst);
   for (int64_t lane = 0; lane < kNR; ++lane) {
     const int64_t n = n0 + lane;
@@ -413,6 +413,12 @@ Bf16TileScope::~Bf16TileScope() {
   if (!on_) return;
   amx_end();
   t_tiles_configured = false;
+}
+
+void pack_bf16_weight_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t pairs, uint32_t* panel) {
+  const int64_t whole = std::min(pairs, K / 2);  // pairs with both values inside K: the gathers where they fit
+  pack_panel(w, K, N, n0, 0, whole, panel);
+  if (pairs > whole) pack_panel(w, K, N, n0, whole, pairs - whole, panel + whole * kNR);
 }
 
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias,

@@ -60,6 +60,10 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, i
 bool bf16_gemm_panels(const float* x, int64_t M, int64_t K, const uint32_t* panels, int64_t panel_pairs, int64_t N,
                       float* y, const float* bias = nullptr, GemmOutput output = GemmOutput::Plain);
 
+// One panel of a BF16 matrix W [N, K] for WeightMatrix::bf16_panels: columns [n0, n0 + 32) (zero
+// beyond N), pairs [0, pairs) (zero beyond K), on any instruction set.
+void pack_bf16_weight_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t pairs, uint32_t* panel);
+
 // The pieces of bf16_gemm, shared with the fused bf16 attention (AVX-512 BF16 only).
 // A "pair" is two bf16 values in one 32-bit word (the lower index in the low half), the unit
 // vdpbf16ps multiplies. A panel holds kBf16PanelCols columns of a product's right operand,
