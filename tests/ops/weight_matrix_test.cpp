@@ -33,6 +33,21 @@ double decode(const WeightMatrix& m, int64_t r, int64_t k) {
   return d * (code - 8);
 }
 
+// Row i of x [M, K] times row n of wd [N, K] plus bias, in double, and Σ|x·w| (the scale a rounding
+// error is relative to).
+struct ExactProduct {
+  double value = 0, scale = 0;
+};
+ExactProduct exact_product(const std::vector<float>& x, int64_t i, const std::vector<float>& wd, int64_t n,
+                           int64_t K, float bias) {
+  ExactProduct p{bias, 0};
+  for (int64_t k = 0; k < K; ++k) {
+    p.value += static_cast<double>(x[i * K + k]) * wd[n * K + k];
+    p.scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
+  }
+  return p;
+}
+
 TEST_P(WeightMatrixTest, QuantizedFormatsPackAsDocumentedWithinTheirError) {
   for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0}) {
     for (int64_t K : {1, 7, 32, 33, 70, 96}) {
@@ -162,11 +177,7 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
             ops::linear(x.data(), M, K, m, bias.data(), y.data());
             for (int64_t i = 0; i < M; ++i)
               for (int64_t n = 0; n < N; ++n) {
-                double want = bias[n], scale = 0;
-                for (int64_t k = 0; k < K; ++k) {
-                  want += static_cast<double>(x[i * K + k]) * wd[n * K + k];
-                  scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
-                }
+                const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
                 // Activations may be rounded to bf16 (AVX-512 BF16 dot products; with many rows also
                 // dequantized weights); quantized weights with up to 256 rows take activations quantized to 8 bits per block.
                 const bool bf16_dots = format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512;
@@ -385,11 +396,7 @@ TEST_P(WeightMatrixTest, Bf16PanelsGiveTheProductOfTheRows) {
           }
           for (int64_t i = 0; i < M; ++i)
             for (int64_t n = 0; n < N; ++n) {
-              double want = bias[n], scale = 0;
-              for (int64_t k = 0; k < K; ++k) {
-                want += static_cast<double>(x[i * K + k]) * wd[n * K + k];
-                scale += std::fabs(static_cast<double>(x[i * K + k]) * wd[n * K + k]);
-              }
+              const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
               ASSERT_NEAR(got[i * N + n], want, 4e-3 * scale + 1e-5)
                   << (tiles ? "" : "no amx ") << "M " << M << " K " << K << " N " << N << " at " << i << "," << n;
             }
