@@ -13,8 +13,8 @@
 #include <vector>
 
 #include "core/tensor.h"
-#include "io/safetensors.h"
 #include "core/weight_arena.h"
+#include "io/safetensors.h"
 #include "ops/weight_matrix.h"
 #include "sa2va/sa2va.h"
 

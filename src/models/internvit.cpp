@@ -21,11 +21,11 @@ const float* data_or_null(const Tensor& t) { return t.defined() ? t.kernel_f32()
 // concurrent forwards on one shared encoder do not interfere).
 struct VisionEncoder::LayerScratch {
   Tensor normed, qkv, attention, mlp;
-  LayerScratch(int64_t tokens, int64_t hidden, int64_t mlp_size, Device device)
+  LayerScratch(int64_t tokens, int64_t hidden, int64_t mlp_rows, int64_t mlp_size, Device device)
       : normed(Tensor::empty({tokens, hidden}, DType::F32, device)),
         qkv(Tensor::empty({tokens, 3 * hidden}, DType::F32, device)),
         attention(Tensor::empty({tokens, hidden}, DType::F32, device)),
-        mlp(Tensor::empty({tokens, mlp_size}, DType::F32, device)) {}
+        mlp(Tensor::empty({mlp_rows, mlp_size}, DType::F32, device)) {}
 };
 
 VisionEncoder VisionEncoder::load(Weights& w, const ModelConfig& c) {
@@ -165,7 +165,8 @@ Tensor VisionEncoder::encode(const Tensor& pixel_values, const ExecContext& ctx,
   ops::Conv2dArgs patchify;
   patchify.stride_h = patchify.stride_w = patch_size;
 
-  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].mlp.hidden_features(), device);
+  LayerScratch scratch(N, C, layers.empty() ? 0 : layers[0].mlp.scratch_rows(N),
+                       layers.empty() ? 0 : layers[0].mlp.hidden_features(), device);
   Tensor hidden = Tensor::empty({n, N, C}, DType::F32, device);
   Tensor out = Tensor::empty({n, tokens_out, D}, DType::F32, device);
   for (int64_t t = 0; t < n; ++t) {

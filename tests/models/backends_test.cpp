@@ -12,7 +12,9 @@
 #include "core/error.h"
 #include "core/stages.h"
 #include "io/image.h"
+#include "models/internvit.h"
 #include "models/sa2va_model.h"
+#include "ops/cpu/simd.h"
 #include "test_util.h"
 #include "tiny_llm.h"
 
@@ -61,6 +63,26 @@ TEST(QuantizedWeights, LanguageModelLayersArePreparedAtLoadAndStayClose) {
       EXPECT_LT(err, bound) << weight_format_name(format);
       EXPECT_GT(err, 0.0) << "quantized weights gave exactly the f32 result";
     }
+  }
+}
+
+// A load gives the image encoder's matrices the bf16 GEMM's panels where AVX-512 BF16 reads them
+// (bf16 mode only), and leaves the language model's rows for decode.
+TEST(ImageMatrices, AreInGemmPanelsAfterABf16LoadOnAvx512) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const bool panels = ops::simd::isa() == ops::simd::Isa::Avx512;
+  for (Precision precision : {Precision::F32, Precision::BF16}) {
+    const Checkpoint ck = Checkpoint::open(dir);
+    Weights w(ck, precision);
+    const ModelConfig config = load_config(dir);
+    const VisionEncoder vit = VisionEncoder::load(w, config);
+    const LanguageModel lm = LanguageModel::load(w, config);
+    w.finish();
+    const bool want = panels && precision == Precision::BF16;
+    EXPECT_EQ(vit.layers[0].qkv_weight.in_panels(), want);
+    EXPECT_EQ(vit.layers[0].mlp.fc2.in_panels(), want);
+    EXPECT_EQ(vit.projector.fc1.in_panels(), want);
+    EXPECT_FALSE(lm.layers[0].w_down.in_panels());
   }
 }
 

@@ -18,12 +18,14 @@ FeedForward FeedForward::load(Weights& w, const std::string& fc1, const std::str
   return f;
 }
 
-void FeedForward::forward(const float* x, int64_t rows, float* hidden, float* y) const {
-  // Rows in chunks whose hidden layer (4x wider than the input) stays in cache from fc1 to fc2,
-  // instead of going out to memory and back: about 4 MB, at least 256 rows.
+int64_t FeedForward::scratch_rows(int64_t rows) const {
   constexpr int64_t kHiddenChunkFloats = int64_t{1} << 20, kMinChunkRows = 256;
+  return std::min(rows, std::max(kMinChunkRows, kHiddenChunkFloats / std::max<int64_t>(hidden_features(), 1)));
+}
+
+void FeedForward::forward(const float* x, int64_t rows, float* hidden, float* y) const {
   const int64_t in = in_features(), out = out_features();
-  const int64_t chunk = std::max(kMinChunkRows, kHiddenChunkFloats / std::max<int64_t>(hidden_features(), 1));
+  const int64_t chunk = std::max<int64_t>(scratch_rows(rows), 1);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {  // y may be x: a chunk reads its own rows before writing them
     const int64_t n = std::min(chunk, rows - r0);
     ops::linear(x + r0 * in, n, in, fc1, fc1_bias.kernel_f32(), hidden, activation);

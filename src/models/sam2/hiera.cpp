@@ -130,7 +130,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
   // MLP with residual, a chunk of tokens at a time.
   const int64_t n = Ho * Wo, chunk = std::min(n, kTokensPerChunk);
   Tensor yn = scratch.get(S::kNorm, {chunk, dim_out});
-  Tensor h = scratch.get(S::kHidden, {chunk, mlp.hidden_features()});
+  Tensor h = scratch.get(S::kHidden, {mlp.scratch_rows(chunk), mlp.hidden_features()});
   Tensor mlp_out = scratch.get(S::kProjected, {chunk, dim_out});
   for (int64_t t0 = 0; t0 < n; t0 += chunk) {
     const int64_t rows = std::min(chunk, n - t0);

@@ -114,7 +114,8 @@ Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, cons
 
   Tensor y = Tensor::empty({S, d}, DType::F32, curr.device());
   Tensor branch = Tensor::empty({S, d}, DType::F32, curr.device());
-  Tensor hidden = Tensor::empty({S, ffn}, DType::F32, curr.device());
+  const int64_t ffn_rows = layers.empty() ? 0 : layers[0].ffn.scratch_rows(S);
+  Tensor hidden = Tensor::empty({ffn_rows, ffn}, DType::F32, curr.device());
   for (const MemoryAttentionLayer& L : layers) {
     ops::layer_norm(x.kernel_f32(), L.norm1_w.kernel_f32(), L.norm1_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
     attend(L.self_attn, y, y, y, 0, h, w, branch.kernel_f32());
