@@ -15,6 +15,7 @@ namespace {
 struct Shape {
   int64_t q_len, kv_len, q_heads, kv_heads, head_dim;
   bool causal;
+  int64_t v_head_dim = 0;  // 0 = head_dim
 };
 
 void BM_Attention(benchmark::State& state, Shape s, bool bf16) {
@@ -25,14 +26,16 @@ void BM_Attention(benchmark::State& state, Shape s, bool bf16) {
     for (auto& x : v) x = dist(gen);
     return v;
   };
+  const int64_t dv = s.v_head_dim > 0 ? s.v_head_dim : s.head_dim;
   const std::vector<float> q = random(s.q_len * s.q_heads * s.head_dim), k = random(s.kv_len * s.kv_heads * s.head_dim),
-                           v = random(s.kv_len * s.kv_heads * s.head_dim);
-  std::vector<float> out(static_cast<size_t>(s.q_len * s.q_heads * s.head_dim));
+                           v = random(s.kv_len * s.kv_heads * dv);
+  std::vector<float> out(static_cast<size_t>(s.q_len * s.q_heads * dv));
   sa2va::ops::AttentionArgs a;
   a.q = q.data(), a.q_stride = s.q_heads * s.head_dim;
   a.k = k.data(), a.k_stride = s.kv_heads * s.head_dim;
-  a.v = v.data(), a.v_stride = s.kv_heads * s.head_dim;
-  a.out = out.data(), a.out_stride = s.q_heads * s.head_dim;
+  a.v = v.data(), a.v_stride = s.kv_heads * dv;
+  a.out = out.data(), a.out_stride = s.q_heads * dv;
+  a.v_head_dim = dv;
   a.q_len = s.q_len, a.kv_len = s.kv_len, a.q_heads = s.q_heads, a.kv_heads = s.kv_heads, a.head_dim = s.head_dim;
   a.scale = 1.f / std::sqrt(static_cast<float>(s.head_dim));
   a.causal = s.causal;
@@ -43,7 +46,7 @@ void BM_Attention(benchmark::State& state, Shape s, bool bf16) {
     benchmark::ClobberMemory();
   }
   const double pairs = s.causal ? 0.5 * s.q_len * s.kv_len : 1.0 * s.q_len * s.kv_len;
-  state.counters["GFLOP/s"] = benchmark::Counter(4.0 * pairs * s.head_dim * s.q_heads * 1e-9,
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * pairs * static_cast<double>(s.head_dim + dv) * s.q_heads * 1e-9,
                                                  benchmark::Counter::kIsIterationInvariantRate);
 }
 
@@ -54,8 +57,10 @@ void BM_Attention(benchmark::State& state, Shape s, bool bf16) {
       ->Unit(benchmark::kMillisecond)->UseRealTime()->MeasureProcessCPUTime()
 
 // SAM2 memory attention on a 64x64 map: cross-attention to 5 conditioning + 6 tracked memories,
-// and self-attention. InternViT (1025 tokens, 16 heads of 64) and a Qwen2-0.5B causal prefill.
+// and self-attention; the cross-attention again with its values in the memory's own 64 channels
+// (projected after the weighted sum). InternViT (1025 tokens, 16 heads of 64) and a Qwen2-0.5B causal prefill.
 SA2VA_ATTENTION_SHAPE(sam2_memory_cross_4096x45056x256, 4096, 11 * 4096, 1, 1, 256, false);
+SA2VA_ATTENTION_SHAPE(sam2_memory_cross_4096x45056x256_v64, 4096, 11 * 4096, 1, 1, 256, false, 64);
 SA2VA_ATTENTION_SHAPE(sam2_memory_self_4096x4096x256, 4096, 4096, 1, 1, 256, false);
 SA2VA_ATTENTION_SHAPE(vit_1025x1025_16x64, 1025, 1025, 16, 16, 64, false);
 SA2VA_ATTENTION_SHAPE(llm_prefill_causal_2048_14x64_gqa2, 2048, 2048, 14, 2, 64, true);

@@ -53,8 +53,7 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   check_linear_weight(weight, K, current_device());
   const int64_t N = weight.rows();
   if (M <= 0 || N <= 0) return;
-  if (activation == Activation::GeluErf && kernels_run_on_host() && cpu::linear_gelu_erf(x, M, K, weight, bias, y))
-    return;
+  if (kernels_run_on_host() && cpu::linear_activated(x, M, K, weight, bias, y, activation)) return;
   SA2VA_KERNEL(linear, x, M, K, weight, bias, y);
   activate(activation, y, M * N);
 }

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/simd.h"
 #include "ops/ops.h"
 #include "ops_test_util.h"
 
@@ -41,30 +42,46 @@ TEST_P(OpsRopeTest, RotateHalfMatchesDefinition) {
   EXPECT_EQ(y, x);  // position 0 is the identity
 }
 
+// Every instruction set the CPU has (the pairs are rotated by simd::rotate_pairs), two geometries:
+// dim 12 (a partial vector only) and dim 40 on a 7x6 grid (whole vectors and a tail). Calls alternate
+// between the geometries, so the cached angle tables are looked up, not only built.
 TEST_P(OpsRopeTest, Axial2dInterleavedPairsColumnThenRow) {
-  const int64_t gw = 5, gh = 3, dim = 12, cells = gw * gh;
-  const int64_t tokens = 2 * cells + 4, rope_tokens = 2 * cells;  // keys repeat the grid; last 4 not rotated
-  const float theta = 10000.f;
-  const std::vector<float> x = random_vector(tokens * dim, 17);
-  std::vector<double> ref(x.begin(), x.end());
-  for (int64_t n = 0; n < rope_tokens; ++n) {
-    const int64_t p = n % cells, col = p % gw, row = p / gw;
-    for (int64_t j = 0; j < dim / 2; ++j) {
-      const int64_t fj = j % (dim / 4);
-      const float freq = 1.f / std::pow(theta, static_cast<float>(4 * fj) / dim);
-      const double ang = static_cast<float>(j < dim / 4 ? col : row) * freq;
-      const double re = x[n * dim + 2 * j], im = x[n * dim + 2 * j + 1];
-      ref[n * dim + 2 * j] = re * std::cos(ang) - im * std::sin(ang);
-      ref[n * dim + 2 * j + 1] = re * std::sin(ang) + im * std::cos(ang);
+  struct Geometry {
+    int64_t gw, gh, dim;
+  };
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
+  const ops::simd::Isa best = ops::simd::isa();
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+    if (level > best) continue;
+    ops::simd::set_max_isa(level);
+    for (const Geometry g : {Geometry{5, 3, 12}, Geometry{7, 6, 40}, Geometry{5, 3, 12}}) {
+      SCOPED_TRACE("isa level " + std::to_string(static_cast<int>(level)) + ", dim " + std::to_string(g.dim));
+      const int64_t gw = g.gw, gh = g.gh, dim = g.dim, cells = gw * gh;
+      const int64_t tokens = 2 * cells + 4, rope_tokens = 2 * cells;  // keys repeat the grid; last 4 not rotated
+      const float theta = 10000.f;
+      const std::vector<float> x = random_vector(tokens * dim, 17);
+      std::vector<double> ref(x.begin(), x.end());
+      for (int64_t n = 0; n < rope_tokens; ++n) {
+        const int64_t p = n % cells, col = p % gw, row = p / gw;
+        for (int64_t j = 0; j < dim / 2; ++j) {
+          const int64_t fj = j % (dim / 4);
+          const float freq = 1.f / std::pow(theta, static_cast<float>(4 * fj) / dim);
+          const double ang = static_cast<float>(j < dim / 4 ? col : row) * freq;
+          const double re = x[n * dim + 2 * j], im = x[n * dim + 2 * j + 1];
+          ref[n * dim + 2 * j] = re * std::cos(ang) - im * std::sin(ang);
+          ref[n * dim + 2 * j + 1] = re * std::sin(ang) + im * std::cos(ang);
+        }
+      }
+      std::vector<float> y = x;
+      ops::rope_axial_2d(y.data(), tokens, dim, gw, gh, theta, rope_tokens);
+      EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+      for (int64_t i = rope_tokens * dim; i < tokens * dim; ++i) ASSERT_EQ(y[i], x[i]);
+      // Token 0 (grid cell 0,0) is unchanged; token 1 (column 1) rotates only its first quarter of pairs.
+      for (int64_t i = 0; i < dim; ++i) EXPECT_EQ(y[i], x[i]);
+      for (int64_t i = dim + dim / 2; i < 2 * dim; ++i) EXPECT_EQ(y[i], x[i]);
     }
   }
-  std::vector<float> y = x;
-  ops::rope_axial_2d(y.data(), tokens, dim, gw, gh, theta, rope_tokens);
-  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
-  for (int64_t i = rope_tokens * dim; i < tokens * dim; ++i) ASSERT_EQ(y[i], x[i]);
-  // Token 0 (grid cell 0,0) is unchanged; token 1 (column 1) rotates only its first quarter of pairs.
-  for (int64_t i = 0; i < dim; ++i) EXPECT_EQ(y[i], x[i]);
-  for (int64_t i = dim + dim / 2; i < 2 * dim; ++i) EXPECT_EQ(y[i], x[i]);
+  ops::simd::set_max_isa(saved);
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, OpsRopeTest, ::testing::Values(1, 2));

@@ -70,19 +70,28 @@ MemoryAttention MemoryAttention::load(Weights& w, const Sam2Config& c, const std
 
 void MemoryAttention::attend(const RoPEAttentionWeights& a, const Tensor& q_in, const Tensor& k_in,
                              const Tensor& v_in, int64_t k_no_rope, int64_t h, int64_t w, float* out) const {
-  const int64_t Sq = q_in.size(0), Sk = k_in.size(0), d = d_model, hd = d / heads;
+  const int64_t Sq = q_in.size(0), Sk = k_in.size(0), d = d_model, hd = d / heads, v_dim = v_in.size(1);
   const Tensor q = head_major(ops::linear(q_in, a.q_w, a.q_b), heads);
   const Tensor k = head_major(ops::linear(k_in, a.k_w, a.k_b), heads);
-  const Tensor v = head_major(ops::linear(v_in, a.v_w, a.v_b), heads);
-  Tensor attn = Tensor::empty({Sq, d}, DType::F32, q_in.device());
+  // Each row of softmax weights sums to one, so with one head  Σ_j p_j (W_v v_j + b_v) = W_v (Σ_j p_j v_j) + b_v:
+  // when the values come in fewer channels than the head (the memory's 64 against 256), the weighted
+  // sum runs over the raw values and W_v is applied once per query instead of once per memory token.
+  const bool project_after_sum = heads == 1 && v_dim < hd;
+  const Tensor v = project_after_sum ? v_in.contiguous() : head_major(ops::linear(v_in, a.v_w, a.v_b), heads);
+  const int64_t dv = project_after_sum ? v_dim : hd;
+  Tensor attn = Tensor::empty({Sq, heads * dv}, DType::F32, q_in.device());
   for (int64_t head = 0; head < heads; ++head) {
     float* qh = q.kernel_f32() + head * Sq * hd;
     float* kh = k.kernel_f32() + head * Sk * hd;
     ops::rope_axial_2d(qh, Sq, hd, w, h, rope_theta, Sq);
     ops::rope_axial_2d(kh, Sk, hd, w, h, rope_theta, Sk - k_no_rope);
     // Heads are head-major here (RoPE rotates each head's rows): one single-head attention each.
-    attention.run({qh, hd}, {kh, hd}, {v.kernel_f32() + head * Sk * hd, hd}, attn.kernel_f32() + head * hd, d, Sq, Sk);
+    ops::AttentionArgs args = attention.args({qh, hd}, {kh, hd}, {v.kernel_f32() + head * Sk * dv, dv},
+                                             attn.kernel_f32() + head * dv, heads * dv, Sq, Sk);
+    args.v_head_dim = dv;
+    ops::attention(args);
   }
+  if (project_after_sum) attn = ops::linear(attn, a.v_w, a.v_b);
   ops::linear(attn.kernel_f32(), Sq, d, a.out_w, a.out_b.kernel_f32(), out);
 }
 
@@ -118,15 +127,24 @@ Tensor MemoryAttention::forward(const Tensor& curr, const Tensor& curr_pos, cons
   Tensor hidden = Tensor::empty({ffn_rows, ffn}, DType::F32, curr.device());
   for (const MemoryAttentionLayer& L : layers) {
     ops::layer_norm(x.kernel_f32(), L.norm1_w.kernel_f32(), L.norm1_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
-    attend(L.self_attn, y, y, y, 0, h, w, branch.kernel_f32());
+    {
+      const profile::Scope timed_self("sam2.memory_attention.self");
+      attend(L.self_attn, y, y, y, 0, h, w, branch.kernel_f32());
+    }
     ops::add(x.kernel_f32(), branch.kernel_f32(), x.kernel_f32(), S * d);
 
     ops::layer_norm(x.kernel_f32(), L.norm2_w.kernel_f32(), L.norm2_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
-    attend(L.cross_attn, y, keys, mem, num_ptr_tokens, h, w, branch.kernel_f32());
+    {
+      const profile::Scope timed_cross("sam2.memory_attention.cross");
+      attend(L.cross_attn, y, keys, mem, num_ptr_tokens, h, w, branch.kernel_f32());
+    }
     ops::add(x.kernel_f32(), branch.kernel_f32(), x.kernel_f32(), S * d);
 
     ops::layer_norm(x.kernel_f32(), L.norm3_w.kernel_f32(), L.norm3_b.kernel_f32(), y.kernel_f32(), S, d, kLayerNormEps);
-    L.ffn.forward(y.kernel_f32(), S, hidden.kernel_f32(), branch.kernel_f32());
+    {
+      const profile::Scope timed_ffn("sam2.memory_attention.ffn");
+      L.ffn.forward(y.kernel_f32(), S, hidden.kernel_f32(), branch.kernel_f32());
+    }
     ops::add(x.kernel_f32(), branch.kernel_f32(), x.kernel_f32(), S * d);
   }
   Tensor out = Tensor::empty({S, d}, DType::F32, curr.device());

@@ -49,7 +49,8 @@ struct MemoryAttention {
 
  private:
   // softmax(rope(q Wq) rope(k Wk)ᵀ / sqrt(head_dim)) (v Wv) Wo for q [Sq, d_model], k/v [Sk, in];
-  // the last `k_no_rope` keys are not rotated. Writes [Sq, d_model] into out.
+  // the last `k_no_rope` keys are not rotated. Writes [Sq, d_model] into out. With one head and
+  // values narrower than it (cross-attention), Wv is applied after the weighted sum.
   void attend(const RoPEAttentionWeights& a, const Tensor& q, const Tensor& k, const Tensor& v, int64_t k_no_rope,
               int64_t h, int64_t w, float* out) const;
 };

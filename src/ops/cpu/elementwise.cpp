@@ -39,9 +39,7 @@ void sigmoid(float* x, int64_t n) {
 }
 
 void relu(float* x, int64_t n) {
-  split_elements(n, [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
-  });
+  split_elements(n, [&](int64_t b, int64_t e) { simd::relu_inplace(x + b, e - b); });
 }
 
 void softmax_rows(float* x, int64_t rows, int64_t n) {

@@ -202,7 +202,7 @@ struct GemmOperands {
   int64_t N;
   float* y;
   const float* bias;  // where the first slice of K starts a block of C (AMX: added once the block is complete)
-  GemmOutput output;  // GeluErf: applied to a block of rows x columns once its last slice is done
+  GemmOutput output;  // Relu, GeluErf: applied to a block of rows x columns once its last slice is done
   bool amx;
 };
 
@@ -219,8 +219,9 @@ SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float*
 
 // The output function over rows [m0, m0 + rows) x columns [n0, n1) of y, just completed (in L1/L2).
 void finish_rows(const GemmOperands& op, int64_t m0, int64_t rows, int64_t n0, int64_t n1) {
-  if (op.output != GemmOutput::GeluErf) return;
-  for (int64_t r = m0; r < m0 + rows; ++r) gelu_erf_inplace(op.y + r * op.N + n0, n1 - n0);
+  if (op.output == GemmOutput::Plain) return;
+  const auto apply = op.output == GemmOutput::Relu ? relu_inplace : gelu_erf_inplace;
+  for (int64_t r = m0; r < m0 + rows; ++r) apply(op.y + r * op.N + n0, n1 - n0);
 }
 
 // Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.

@@ -26,9 +26,11 @@ namespace sa2va::ops::cpu {
 
 // ops::kernel_layout's CPU rule: whether linear() reads `weight` faster with its rows interleaved.
 bool prefers_interleaved_rows(const WeightMatrix& weight);
-// linear() then GELU (erf) where the bf16 GEMM runs it (BF16 weights in panels, or rows and more than
-// decode's rows), applying GELU to each finished block of y; false (nothing done) elsewhere.
-bool linear_gelu_erf(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y);
+// linear() then the activation (ReLU or GELU-erf) where the bf16 GEMM runs it (BF16 weights in panels,
+// or rows and more than decode's rows), applied to each finished block of y; false (nothing done)
+// elsewhere and for Activation::None.
+bool linear_activated(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
+                      Activation activation);
 // ops::many_rows_layout's CPU rule: whether linear() reads `weight` faster in the bf16 GEMM's panels.
 bool prefers_bf16_panels(const WeightMatrix& weight);
 

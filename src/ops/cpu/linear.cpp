@@ -259,13 +259,15 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   if (bias) add_rows(y, bias, M, N);
 }
 
-bool linear_gelu_erf(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {
-  constexpr auto gelu = simd::GemmOutput::GeluErf;
-  if (K == 0 || weight.format() != WeightFormat::BF16) return false;
+bool linear_activated(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
+                      Activation activation) {
+  if (activation == Activation::None || K == 0 || weight.format() != WeightFormat::BF16) return false;
+  const auto output = activation == Activation::Relu ? simd::GemmOutput::Relu : simd::GemmOutput::GeluErf;
   if (weight.in_panels())
     return simd::bf16_gemm_panels(x, M, K, weight.host_values<uint32_t>(), weight.panel_pairs(), weight.rows(), y, bias,
-                                  gelu);
-  return !streams_rows(weight, M) && simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), weight.rows(), y, bias, gelu);
+                                  output);
+  return !streams_rows(weight, M) &&
+         simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), weight.rows(), y, bias, output);
 }
 
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,

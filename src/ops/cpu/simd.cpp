@@ -468,6 +468,22 @@ SA2VA_AVX2 void gelu_tanh_avx2_n(float* x, int64_t n) {
     return _mm256_mul_ps(v, sigmoid_avx2(u2));
   });
 }
+SA2VA_AVX2 void relu_avx2_n(float* x, int64_t n) {
+  // max(v, 0) returns its second operand for NaN: 0, as the scalar form below.
+  map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return _mm256_max_ps(v, _mm256_setzero_ps()); });
+}
+SA2VA_AVX2 void rotate_pairs_avx2(float* v, const float* c, const float* s, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 x = _mm256_loadu_ps(v + i), swapped = _mm256_permute_ps(x, 0xB1);  // (im, re) per pair
+    _mm256_storeu_ps(v + i, _mm256_fmadd_ps(x, _mm256_loadu_ps(c + i), _mm256_mul_ps(swapped, _mm256_loadu_ps(s + i))));
+  }
+  for (; i < n; i += 2) {
+    const float re = v[i], im = v[i + 1];
+    v[i] = re * c[i] + im * s[i];
+    v[i + 1] = im * c[i + 1] + re * s[i + 1];
+  }
+}
 SA2VA_AVX2 void gelu_erf_avx2_n(float* x, int64_t n) {
   // 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2): for x >= 0 use 2 - erfc(|z|), else erfc(|z|).
   map_avx2(x, n, [](__m256 v) SA2VA_AVX2 {
@@ -726,6 +742,17 @@ SA2VA_AVX512 void gelu_tanh_avx512_n(float* x, int64_t n) {
     return _mm512_mul_ps(v, sigmoid_avx512(u2));
   });
 }
+SA2VA_AVX512 void relu_avx512_n(float* x, int64_t n) {
+  map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return _mm512_max_ps(v, _mm512_setzero_ps()); });
+}
+SA2VA_AVX512 void rotate_pairs_avx512(float* v, const float* c, const float* s, int64_t n) {
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    const __m512 x = _mm512_maskz_loadu_ps(m, v + i), swapped = _mm512_permute_ps(x, 0xB1);  // (im, re) per pair
+    _mm512_mask_storeu_ps(v + i, m, _mm512_fmadd_ps(x, _mm512_maskz_loadu_ps(m, c + i),
+                                                    _mm512_mul_ps(swapped, _mm512_maskz_loadu_ps(m, s + i))));
+  }
+}
 SA2VA_AVX512 void gelu_erf_avx512_n(float* x, int64_t n) {
   map_avx512(x, n, [](__m512 v) SA2VA_AVX512 {
     const __m512 z = _mm512_mul_ps(_mm512_abs_ps(v), _mm512_set1_ps(0.70710678118654752f));
@@ -844,6 +871,28 @@ void silu_inplace(float* x, int64_t n) {
     case Isa::Avx2: return silu_avx2_n(x, n);
     default:
       for (int64_t i = 0; i < n; ++i) x[i] = x[i] / (1.f + std::exp(-x[i]));
+  }
+}
+
+void rotate_pairs(float* v, const float* cos_pairs, const float* sin_pairs, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return rotate_pairs_avx512(v, cos_pairs, sin_pairs, n);
+    case Isa::Avx2: return rotate_pairs_avx2(v, cos_pairs, sin_pairs, n);
+    default:
+      for (int64_t i = 0; i < n; i += 2) {
+        const float re = v[i], im = v[i + 1];
+        v[i] = re * cos_pairs[i] + im * sin_pairs[i];
+        v[i + 1] = im * cos_pairs[i + 1] + re * sin_pairs[i + 1];
+      }
+  }
+}
+
+void relu_inplace(float* x, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return relu_avx512_n(x, n);
+    case Isa::Avx2: return relu_avx2_n(x, n);
+    default:
+      for (int64_t i = 0; i < n; ++i) x[i] = x[i] > 0.f ? x[i] : 0.f;
   }
 }
 

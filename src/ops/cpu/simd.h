@@ -41,8 +41,9 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
 // Large-M product y[M,N] = x[M,K] · Wᵀ (+ bias[N] on every row, when given) with BF16 weights W[N,K]
 // using AVX-512 BF16 dot products or AMX tiles: x is rounded to bf16, accumulation is f32. Returns
 // false (doing nothing) without AVX-512 BF16.
-// GemmOutput::GeluErf: GELU (gelu_erf_inplace) applied to each block of y once it is complete.
-enum class GemmOutput { Plain, GeluErf };
+// GemmOutput::Relu / GeluErf: relu_inplace / gelu_erf_inplace applied to each block of y once it
+// is complete (while it is in cache).
+enum class GemmOutput { Plain, Relu, GeluErf };
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias = nullptr,
                GemmOutput output = GemmOutput::Plain);
 // The same product with W given by how to pack its panels: pack(self, n0, kp0, kpn, panel) writes
@@ -150,6 +151,10 @@ float exp_shifted_sum(float* x, int64_t n, float shift);
 void softmax_inplace(float* x, int64_t visible, int64_t total);
 void silu_inplace(float* x, int64_t n);
 void sigmoid_inplace(float* x, int64_t n);
+void relu_inplace(float* x, int64_t n);
+// Rotates the interleaved complex pairs (v[2j], v[2j+1]) of v[0, n) (n even): with the tables
+// holding cos(a_j) twice and (−sin(a_j), +sin(a_j)),  v[i] = v[i]·cos_pairs[i] + v[i^1]·sin_pairs[i].
+void rotate_pairs(float* v, const float* cos_pairs, const float* sin_pairs, int64_t n);  // max(x, 0); NaN becomes 0
 void gelu_erf_inplace(float* x, int64_t n);
 void gelu_tanh_inplace(float* x, int64_t n);
 
