@@ -111,6 +111,31 @@ TEST_P(OpsElementwiseTest, Broadcasts) {
   EXPECT_LT(max_abs_diff(y, ref), 1e-6);
 }
 
+// The scaling kernel (attention's rescale and normalisation) and ReLU on every instruction set:
+// vector bodies, tails, one element, in place and out of place.
+TEST(OpsSimdKernels, ScaleAndReluOnEveryInstructionSet) {
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
+  const ops::simd::Isa best = ops::simd::isa();
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+    if (static_cast<int>(level) > static_cast<int>(best)) continue;
+    ops::simd::set_max_isa(level);
+    const char* isa = ops::simd::isa_name(level);
+    for (int64_t n : {1, 7, 16, 17, 64, 65}) {
+      const std::vector<float> x = random_vector(n, 41, -2.f, 2.f);
+      std::vector<float> y(x.size(), 7.f), in_place = x, relu = x;
+      ops::simd::scale(-0.375f, x.data(), y.data(), n);
+      ops::simd::scale(-0.375f, in_place.data(), in_place.data(), n);
+      ops::simd::relu_inplace(relu.data(), n);
+      for (int64_t i = 0; i < n; ++i) {
+        EXPECT_EQ(y[i], -0.375f * x[i]) << isa << " n=" << n << " i=" << i;  // exact: one rounding either way
+        EXPECT_EQ(relu[i], x[i] > 0.f ? x[i] : 0.f) << isa << " n=" << n << " i=" << i;
+      }
+      EXPECT_EQ(in_place, y) << isa << " n=" << n;
+    }
+  }
+  ops::simd::set_max_isa(saved);
+}
+
 // LayerNorm on every instruction set (vector bodies, tails, one element) and in place; RMSNorm.
 TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
   const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);

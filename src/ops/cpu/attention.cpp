@@ -194,8 +194,7 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
           const float correction = std::exp(row_max[r] - new_max);
           row_sum[r] = row_sum[r] * correction + simd::exp_to_bf16(s, n, new_max, kKeyBlock, prob_row);
           row_max[r] = new_max;
-          if (correction != 1.f)
-            for (int64_t e = 0; e < Dv; ++e) acc[r * Dv + e] *= correction;
+          if (correction != 1.f) simd::scale(correction, acc + r * Dv, acc + r * Dv, Dv);
         }
         const int64_t pairs = simd::bf16_tile_pairs((block_keys + 1) / 2);  // zeros beyond the keys
         for (int64_t p = 0; p < kv.value_panels; ++p)
@@ -204,8 +203,7 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
       }
       for (int64_t r = 0; r < rows; ++r) {
         float* out = a.out + (i0 + r) * a.out_stride + h * Dv;
-        const float inv = row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f;
-        for (int64_t e = 0; e < Dv; ++e) out[e] = acc[r * Dv + e] * inv;
+        simd::scale(row_sum[r] > 0.f ? 1.f / row_sum[r] : 0.f, acc + r * Dv, out, Dv);
       }
     }
   });
@@ -304,8 +302,7 @@ void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
             l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, new_max);
             std::fill(s + n, s + block_keys, 0.f);
             m[r] = new_max;
-            if (correction != 1.f)
-              for (int64_t e = 0; e < Dv; ++e) out[r * a.out_stride + e] *= correction;
+            if (correction != 1.f) simd::scale(correction, out + r * a.out_stride, out + r * a.out_stride, Dv);
           }
           for (int64_t r0 = 0; r0 < rows; r0 += simd::kF32TileRows)
             for (int64_t c = 0; c < Dv; c += 16)
@@ -315,8 +312,8 @@ void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
         }
         if (c0 + chunk_keys >= a.kv_len) {  // the last chunk: normalise
           for (int64_t r = 0; r < rows; ++r) {
-            const float inv = l[r] > 0.f ? 1.f / l[r] : 0.f;
-            for (int64_t e = 0; e < Dv; ++e) out[r * a.out_stride + e] *= inv;
+            float* row = out + r * a.out_stride;
+            simd::scale(l[r] > 0.f ? 1.f / l[r] : 0.f, row, row, Dv);
           }
         }
       }

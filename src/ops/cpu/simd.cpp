@@ -114,6 +114,10 @@ void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] += alpha * x[i];
 }
 
+void scale_scalar(float alpha, const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i];
+}
+
 void weighted_sum_rows_scalar(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n, float* out) {
   std::fill(out, out + n, 0.f);
   for (int64_t j = 0; j < count; ++j) axpy_scalar(w[j], rows + j * ld, out, n);
@@ -208,6 +212,13 @@ SA2VA_AVX2 void axpy_avx2(float alpha, const float* x, float* y, int64_t n) {
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(a, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
   for (; i < n; ++i) y[i] += alpha * x[i];
+}
+
+SA2VA_AVX2 void scale_avx2(float alpha, const float* x, float* y, int64_t n) {
+  const __m256 a = _mm256_set1_ps(alpha);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_mul_ps(a, _mm256_loadu_ps(x + i)));
+  for (; i < n; ++i) y[i] = alpha * x[i];
 }
 
 // 32 columns at a time summed over all rows in four registers (the output is stored once, not
@@ -556,6 +567,14 @@ SA2VA_AVX512 void axpy_avx512(float alpha, const float* x, float* y, int64_t n) 
   }
 }
 
+SA2VA_AVX512 void scale_avx512(float alpha, const float* x, float* y, int64_t n) {
+  const __m512 a = _mm512_set1_ps(alpha);
+  for (int64_t i = 0; i < n; i += 16) {
+    const __mmask16 m = n - i >= 16 ? __mmask16(0xffff) : __mmask16((1u << (n - i)) - 1);
+    _mm512_mask_storeu_ps(y + i, m, _mm512_mul_ps(a, _mm512_maskz_loadu_ps(m, x + i)));
+  }
+}
+
 // 64 columns at a time summed over all rows in four registers (masked at the end).
 SA2VA_AVX512 void weighted_sum_rows_avx512(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n,
                                            float* out) {
@@ -795,6 +814,14 @@ void axpy(float alpha, const float* x, float* y, int64_t n) {
     case Isa::Avx512: return axpy_avx512(alpha, x, y, n);
     case Isa::Avx2: return axpy_avx2(alpha, x, y, n);
     default: return axpy_scalar(alpha, x, y, n);
+  }
+}
+
+void scale(float alpha, const float* x, float* y, int64_t n) {
+  switch (isa()) {
+    case Isa::Avx512: return scale_avx512(alpha, x, y, n);
+    case Isa::Avx2: return scale_avx2(alpha, x, y, n);
+    default: return scale_scalar(alpha, x, y, n);
   }
 }
 

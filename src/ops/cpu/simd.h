@@ -26,6 +26,8 @@ bool set_amx_enabled(bool on);
 void layer_norm_row(const float* x, int64_t n, const float* w, const float* b, float eps, float* y);
 // y[i] += alpha · x[i]
 void axpy(float alpha, const float* x, float* y, int64_t n);
+// y[i] = alpha · x[i] (y may be x)
+void scale(float alpha, const float* x, float* y, int64_t n);
 // out[j] = scale · Σ_i q[i]·rows[j·ld + i] for j < count (a query against `count` keys)
 void dot_rows(const float* q, const float* rows, int64_t ld, int64_t count, int64_t n, float scale, float* out);
 // out[i] = Σ_j w[j]·rows[j·ld + i] for i < n (attention weights times values; zeros when count is 0)
