@@ -154,7 +154,7 @@ TEST_P(OpsAttentionTest, FusedF32MatchesReference) {
 TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
   if (ops::simd::isa() != ops::simd::Isa::Avx512) GTEST_SKIP() << "no AVX-512 BF16 here; bf16 attention runs in f32";
   const Case cases[] = {
-      {100, 700, 2, 1, 32, 0, false, 0, false, 0},   // 3 key blocks, ragged last block and query block
+      {100, 1300, 2, 1, 32, 0, false, 0, false, 0},  // 3 key blocks of 512, ragged last block and query block
       {130, 130, 4, 2, 17, 9, true, 0, false, 3},    // causal prefill, odd D, Dv != D, strides
       {50, 600, 2, 2, 64, 40, true, 550, true, 1},   // causal after cached keys, mask
       {5, 3, 1, 1, 8, 0, false, 0, true, 0},         // fewer keys than a panel
@@ -172,14 +172,14 @@ TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
   ops::simd::set_amx_enabled(saved_amx);
 }
 
-// A query whose whole first key block is masked out (-inf) still gets the right mix of the rest.
+// A query whose whole first key block (512 keys) is masked out (-inf) still gets the right mix of the rest.
 TEST_P(OpsAttentionTest, FusedBf16FullyMaskedLeadingBlock) {
   if (ops::simd::isa() != ops::simd::Isa::Avx512) GTEST_SKIP() << "no AVX-512 BF16 here";
-  const int64_t Sq = 8, Sk = 600, D = 16;
+  const int64_t Sq = 8, Sk = 1300, D = 16, masked = 700;
   const std::vector<float> q = random_vector(Sq * D, 5), k = random_vector(Sk * D, 6), v = random_vector(Sk * D, 7);
   std::vector<float> mask(static_cast<size_t>(Sq * Sk), 0.f);
   for (int64_t i = 0; i < Sq; ++i)
-    for (int64_t j = 0; j < 300; ++j) mask[i * Sk + j] = -std::numeric_limits<float>::infinity();
+    for (int64_t j = 0; j < masked; ++j) mask[i * Sk + j] = -std::numeric_limits<float>::infinity();
   std::vector<float> fused(static_cast<size_t>(Sq * D)), reference(static_cast<size_t>(Sq * D));
   ops::AttentionArgs a;
   a.q = q.data(), a.k = k.data(), a.v = v.data(), a.q_stride = a.k_stride = a.v_stride = a.out_stride = D;
