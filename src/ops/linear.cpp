@@ -58,6 +58,16 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   activate(activation, y, M * N);
 }
 
+void feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
+                  float* hidden, const WeightMatrix& fc2, const float* b2, float* y) {
+  check_linear_weight(fc1, fc1.cols(), current_device());
+  check_linear_weight(fc2, fc1.rows(), current_device());
+  if (M <= 0 || fc1.rows() <= 0 || fc2.rows() <= 0) return;
+  if (kernels_run_on_host() && cpu::feed_forward(x, M, fc1, b1, activation, hidden, fc2, b2, y)) return;
+  linear(x, M, fc1.cols(), fc1, b1, hidden, activation);
+  linear(hidden, M, fc1.rows(), fc2, b2, y);
+}
+
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
                  float* y2) {
   check_linear_weight(w1, K, current_device());

@@ -35,11 +35,17 @@ void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, f
 // The element-wise function after a linear layer (the models' MLPs).
 enum class Activation { None, Relu, GeluErf };
 void activate(Activation activation, float* x, int64_t n);
-// y = activation(x·Wᵀ + bias). The CPU's bf16 GEMM applies GELU to each block of y as the block is
-// finished, while it is in cache (an MLP's wide hidden layer is not written and read again through
-// memory); otherwise linear() and then the activation over y.
+// y = activation(x·Wᵀ + bias). The CPU's bf16 GEMM applies the activation to each block of y as the
+// block is finished, while it is in cache (an MLP's wide hidden layer is not written and read again
+// through memory); otherwise linear() and then the activation over y.
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
             Activation activation);
+// An MLP: hidden [M, fc1.rows()] = activation(x·fc1ᵀ + b1), then y [M, fc2.rows()] = hidden·fc2ᵀ + b2
+// (biases may be null). With both matrices in the bf16 GEMM's panels the CPU also rounds each
+// finished block of the hidden layer into fc2's bf16 operand while it is in cache (no separate
+// rounding pass over it; same result bit for bit); otherwise the two linear() calls.
+void feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
+                  float* hidden, const WeightMatrix& fc2, const float* b2, float* y);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 // The same matrix in the arrangement linear() reads fastest where it lives, for loaders to call once

@@ -319,6 +319,45 @@ TEST_P(WeightMatrixTest, LinearWithAnActivationEqualsTheActivationOfTheProduct) 
       }
 }
 
+// ops::feed_forward equals linear() with the activation and then linear(), bit for bit, the hidden
+// layer included, for every format and arrangement. With both matrices in panels (AVX-512 BF16, AMX
+// not in use) the CPU rounds each finished block of the hidden layer into fc2's operand instead of
+// a pass of its own: odd widths (fc1's last panel partial, the hidden layer's last pair half padding)
+// and more rows than one block of the GEMM check its offsets.
+TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
+  uint32_t seed = 900;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    for (int64_t M : {1, 13, 100})
+      for (int64_t hidden : {77, 320}) {
+        const int64_t K = 70, N = 45;
+        const WeightMatrix fc1 = WeightMatrix::prepare(random_tensor({hidden, K}, ++seed), format);
+        const WeightMatrix fc2 = WeightMatrix::prepare(random_tensor({N, hidden}, ++seed), format);
+        std::vector<std::pair<WeightMatrix, WeightMatrix>> arranged{{fc1, fc2},
+                                                                    {ops::kernel_layout(fc1), ops::kernel_layout(fc2)}};
+        if (format == WeightFormat::BF16) {
+          arranged.emplace_back(fc1.bf16_panels(), fc2.bf16_panels());
+          arranged.emplace_back(fc1.bf16_panels(), fc2);  // one in panels: the two linear() calls
+        }
+        const std::vector<float> x = random_vector(M * K, ++seed), b1 = random_vector(hidden, ++seed),
+                                 b2 = random_vector(N, ++seed);
+        for (const auto& [first, second] : arranged)
+          for (ops::Activation activation : {ops::Activation::None, ops::Activation::Relu, ops::Activation::GeluErf}) {
+            std::vector<float> want_hidden(static_cast<size_t>(M * hidden)), want(static_cast<size_t>(M * N));
+            ops::linear(x.data(), M, K, first, b1.data(), want_hidden.data(), activation);
+            ops::linear(want_hidden.data(), M, hidden, second, b2.data(), want.data());
+            std::vector<float> got_hidden(want_hidden.size()), got(want.size());
+            ops::feed_forward(x.data(), M, first, b1.data(), activation, got_hidden.data(), second, b2.data(),
+                              got.data());
+            const std::string what = std::string(weight_format_name(format)) + (first.in_panels() ? " panels" : "") +
+                                     (second.in_panels() ? "+panels" : "") + " activation " +
+                                     std::to_string(static_cast<int>(activation)) + " M " + std::to_string(M) +
+                                     " hidden " + std::to_string(hidden);
+            ASSERT_EQ(got_hidden, want_hidden) << what;
+            ASSERT_EQ(got, want) << what;
+          }
+      }
+}
+
 // The BF16 panel layout, word by word as documented in ops/weight_matrix.h: the same values as
 // the rows, zeros past N and K, pairs padded to a multiple of 16.
 TEST(WeightMatrix, Bf16PanelsArrangeAsDocumented) {

@@ -28,8 +28,8 @@ void FeedForward::forward(const float* x, int64_t rows, float* hidden, float* y)
   const int64_t chunk = std::max<int64_t>(scratch_rows(rows), 1);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {  // y may be x: a chunk reads its own rows before writing them
     const int64_t n = std::min(chunk, rows - r0);
-    ops::linear(x + r0 * in, n, in, fc1, fc1_bias.kernel_f32(), hidden, activation);
-    ops::linear(hidden, n, hidden_features(), fc2, fc2_bias.kernel_f32(), y + r0 * out);
+    ops::feed_forward(x + r0 * in, n, fc1, fc1_bias.kernel_f32(), activation, hidden, fc2, fc2_bias.kernel_f32(),
+                      y + r0 * out);
   }
 }
 

@@ -204,6 +204,10 @@ struct GemmOperands {
   const float* bias;  // where the first slice of K starts a block of C (AMX: added once the block is complete)
   GemmOutput output;  // Relu, GeluErf: applied to a block of rows x columns once its last slice is done
   bool amx;
+  // When set (not with AMX): each finished block of y is also rounded to bf16 into these rows
+  // (rounded_ld elements apart), the x operand of a following product.
+  uint16_t* rounded = nullptr;
+  int64_t rounded_ld = 0;
 };
 
 SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
@@ -219,9 +223,13 @@ SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float*
 
 // The output function over rows [m0, m0 + rows) x columns [n0, n1) of y, just completed (in L1/L2).
 void finish_rows(const GemmOperands& op, int64_t m0, int64_t rows, int64_t n0, int64_t n1) {
-  if (op.output == GemmOutput::Plain) return;
-  const auto apply = op.output == GemmOutput::Relu ? relu_inplace : gelu_erf_inplace;
-  for (int64_t r = m0; r < m0 + rows; ++r) apply(op.y + r * op.N + n0, n1 - n0);
+  if (op.output != GemmOutput::Plain) {
+    const auto apply = op.output == GemmOutput::Relu ? relu_inplace : gelu_erf_inplace;
+    for (int64_t r = m0; r < m0 + rows; ++r) apply(op.y + r * op.N + n0, n1 - n0);
+  }
+  if (op.rounded)  // n0 is a multiple of 32: whole pairs
+    for (int64_t r = m0; r < m0 + rows; ++r)
+      round_to_bf16_avx512(op.y + r * op.N + n0, n1 - n0, n1 - n0, op.rounded + r * op.rounded_ld + n0);
 }
 
 // Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.
@@ -435,34 +443,34 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t 
 }
 
 namespace {
-// The product with W from a panel source or in panels already (GemmOperands::w / panels).
-bool gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, const uint32_t* panels,
-          int64_t panel_pairs, int64_t N, float* y, const float* bias, GemmOutput output) {
-  if (isa() != Isa::Avx512) return false;
-  const bool tiles = amx();
-  // x rounded to bf16, rows padded to a whole AMX row block and pairs to a whole tile step (zeros)
-  const int64_t pairs = (K + 1) / 2, lda = (pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs;
-  const int64_t padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
-  const Tensor xb = Tensor::empty({padded_rows * lda * 2}, DType::BF16);
+// The pairs a row of x holds in the GEMM's bf16 copy: ceil(K/2) rounded up to a whole AMX tile step.
+int64_t rounded_row_pairs(int64_t K) { return ((K + 1) / 2 + kAmxPairs - 1) / kAmxPairs * kAmxPairs; }
+
+// x rounded to bf16, rows padded to a whole AMX row block and pairs to a whole tile step (zeros);
+// on AMX each row block's tile steps contiguous ([step][32 rows][16 pairs]), so a tile is 1 KB read
+// at a 64-byte stride (rows a whole row apart would share a few cache sets).
+Tensor round_rows(const float* x, int64_t M, int64_t K, bool tiles) {
+  const int64_t lda = rounded_row_pairs(K), padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
+  Tensor xb = Tensor::empty({padded_rows * lda * 2}, DType::BF16);
   uint16_t* xbp = xb.data<uint16_t>();
   parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
-    std::vector<uint16_t> row(static_cast<size_t>(2 * lda));
+    std::vector<uint16_t> row(tiles ? static_cast<size_t>(2 * lda) : 0);
     for (int64_t m = b0 * kAmxRows; m < b1 * kAmxRows; ++m) {
-      if (m < M) round_to_bf16_avx512(x + m * K, K, 2 * lda, row.data());
-      else std::fill(row.begin(), row.end(), uint16_t{0});
-      if (!tiles) {
-        std::memcpy(xbp + m * 2 * lda, row.data(), static_cast<size_t>(lda) * 4);
-        continue;
-      }
-      // AMX: each row block's tile steps contiguous ([step][32 rows][16 pairs]), so a tile is 1 KB
-      // read at a 64-byte stride (rows a whole row apart would share a few cache sets).
+      uint16_t* out = tiles ? row.data() : xbp + m * 2 * lda;
+      if (m < M) round_to_bf16_avx512(x + m * K, K, 2 * lda, out);
+      else std::fill(out, out + 2 * lda, uint16_t{0});
+      if (!tiles) continue;
       for (int64_t step = 0; step < lda / kAmxPairs; ++step)
         std::memcpy(xbp + 2 * (amx_step_offset(m / kAmxRows, step, lda) + (m % kAmxRows) * kAmxPairs),
                     row.data() + 2 * step * kAmxPairs, kAmxPairs * 4);
     }
   });
-  const GemmOperands op{reinterpret_cast<const uint32_t*>(xbp), lda, M, pairs, source, panels, panel_pairs, N, y, bias,
-                       output, tiles};
+  return xb;
+}
+
+// Runs the product described by op (x already rounded into op.a).
+void run(const GemmOperands& op) {
+  const int64_t M = op.M, N = op.N, padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
   const int64_t panel_count = (N + kNR - 1) / kNR;
   // Columns per task where there are enough of them; else rows (in whole AMX row blocks), every
   // task packing all of W (small: few columns) unless W is in panels already.
@@ -473,6 +481,16 @@ bool gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, c
       gemm_blocks(op, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panel_count);
     });
   }
+}
+
+// The product with W from a panel source or in panels already (GemmOperands::w / panels).
+bool gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, const uint32_t* panels,
+          int64_t panel_pairs, int64_t N, float* y, const float* bias, GemmOutput output) {
+  if (isa() != Isa::Avx512) return false;
+  const bool tiles = amx();
+  const Tensor xb = round_rows(x, M, K, tiles);
+  run(GemmOperands{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), rounded_row_pairs(K), M, (K + 1) / 2,
+                   source, panels, panel_pairs, N, y, bias, output, tiles});
   return true;
 }
 }  // namespace
@@ -485,6 +503,26 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, i
 bool bf16_gemm_panels(const float* x, int64_t M, int64_t K, const uint32_t* panels, int64_t panel_pairs, int64_t N,
                       float* y, const float* bias, GemmOutput output) {
   return gemm(x, M, K, nullptr, panels, panel_pairs, N, y, bias, output);
+}
+
+bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, int64_t w1_pairs, int64_t hidden_width,
+                     const float* b1, GemmOutput activation, float* hidden, const uint32_t* w2, int64_t w2_pairs,
+                     int64_t N, const float* b2, float* y) {
+  if (isa() != Isa::Avx512 || amx() || M <= 0) return false;
+  const int64_t ld = 2 * rounded_row_pairs(hidden_width);  // elements per row of the rounded hidden layer
+  Tensor rounded_t = Tensor::empty({M * ld}, DType::BF16);
+  uint16_t* rounded = rounded_t.data<uint16_t>();
+  for (int64_t m = 0; m < M; ++m)  // the padding past the hidden width (the blocks write the rest)
+    std::fill(rounded + m * ld + hidden_width, rounded + (m + 1) * ld, uint16_t{0});
+  const Tensor xb = round_rows(x, M, K, false);
+  GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), rounded_row_pairs(K), M, (K + 1) / 2,
+                     nullptr, w1, w1_pairs, hidden_width, hidden, b1, activation, false};
+  first.rounded = rounded;
+  first.rounded_ld = ld;
+  run(first);
+  run(GemmOperands{reinterpret_cast<const uint32_t*>(rounded), ld / 2, M, (hidden_width + 1) / 2, nullptr, w2,
+                   w2_pairs, N, y, b2, GemmOutput::Plain, false});
+  return true;
 }
 
 }  // namespace sa2va::ops::simd

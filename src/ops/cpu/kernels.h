@@ -31,6 +31,10 @@ bool prefers_interleaved_rows(const WeightMatrix& weight);
 // elsewhere and for Activation::None.
 bool linear_activated(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
                       Activation activation);
+// ops::feed_forward where both matrices are in the bf16 GEMM's panels (simd::bf16_mlp_panels); false
+// (nothing done) elsewhere.
+bool feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
+                  float* hidden, const WeightMatrix& fc2, const float* b2, float* y);
 // ops::many_rows_layout's CPU rule: whether linear() reads `weight` faster in the bf16 GEMM's panels.
 bool prefers_bf16_panels(const WeightMatrix& weight);
 

@@ -259,10 +259,28 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   if (bias) add_rows(y, bias, M, N);
 }
 
+namespace {
+simd::GemmOutput gemm_output(Activation activation) {
+  switch (activation) {
+    case Activation::Relu: return simd::GemmOutput::Relu;
+    case Activation::GeluErf: return simd::GemmOutput::GeluErf;
+    default: return simd::GemmOutput::Plain;
+  }
+}
+}  // namespace
+
+bool feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
+                  float* hidden, const WeightMatrix& fc2, const float* b2, float* y) {
+  if (!fc1.in_panels() || !fc2.in_panels() || fc1.cols() == 0) return false;
+  return simd::bf16_mlp_panels(x, M, fc1.cols(), fc1.host_values<uint32_t>(), fc1.panel_pairs(), fc1.rows(), b1,
+                               gemm_output(activation), hidden, fc2.host_values<uint32_t>(), fc2.panel_pairs(),
+                               fc2.rows(), b2, y);
+}
+
 bool linear_activated(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
                       Activation activation) {
   if (activation == Activation::None || K == 0 || weight.format() != WeightFormat::BF16) return false;
-  const auto output = activation == Activation::Relu ? simd::GemmOutput::Relu : simd::GemmOutput::GeluErf;
+  const simd::GemmOutput output = gemm_output(activation);
   if (weight.in_panels())
     return simd::bf16_gemm_panels(x, M, K, weight.host_values<uint32_t>(), weight.panel_pairs(), weight.rows(), y, bias,
                                   output);
