@@ -108,21 +108,15 @@ TEST_P(OpsAttentionTest, FullAndCausalGqaMaskOffset) {
 // then the probabilities times the values summed in registers) on every instruction set, with the
 // language models' head sizes (64, 128), a value width with a tail (72 = 64 + 8, 100) and long caches.
 TEST_P(OpsAttentionTest, DecodePathOnEveryInstructionSet) {
-  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
-  const ops::simd::Isa best = ops::simd::isa();
   const Case cases[] = {
       {1, 300, 14, 2, 64, 0, true, 299, false, 0},   // Sa2VA-1B's LLM after 300 tokens
       {1, 129, 8, 8, 128, 0, true, 128, false, 4},  // 128-wide heads, strided rows
       {2, 90, 6, 3, 40, 72, true, 88, true, 0},     // Dv 72, mask
       {3, 65, 2, 1, 33, 100, false, 0, false, 1},   // Dv 100, odd head size
   };
-  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
-    if (static_cast<int>(level) > static_cast<int>(best)) continue;
-    ops::simd::set_max_isa(level);
-    SCOPED_TRACE(ops::simd::isa_name(level));
+  ops_test::for_each_isa([&](ops::simd::Isa) {
     for (const auto& c : cases) run_case(c);
-  }
-  ops::simd::set_max_isa(saved);
+  });
 }
 
 // The fused f32 kernel (AVX2, value width a multiple of 8; run with the instruction set capped at

@@ -114,12 +114,7 @@ TEST_P(OpsElementwiseTest, Broadcasts) {
 // The scaling kernel (attention's rescale and normalisation) and ReLU on every instruction set:
 // vector bodies, tails, one element, in place and out of place.
 TEST(OpsSimdKernels, ScaleAndReluOnEveryInstructionSet) {
-  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
-  const ops::simd::Isa best = ops::simd::isa();
-  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
-    if (static_cast<int>(level) > static_cast<int>(best)) continue;
-    ops::simd::set_max_isa(level);
-    const char* isa = ops::simd::isa_name(level);
+  ops_test::for_each_isa([](ops::simd::Isa) {
     for (int64_t n : {1, 7, 16, 17, 64, 65}) {
       const std::vector<float> x = random_vector(n, 41, -2.f, 2.f);
       std::vector<float> y(x.size(), 7.f), in_place = x, relu = x;
@@ -127,22 +122,17 @@ TEST(OpsSimdKernels, ScaleAndReluOnEveryInstructionSet) {
       ops::simd::scale(-0.375f, in_place.data(), in_place.data(), n);
       ops::simd::relu_inplace(relu.data(), n);
       for (int64_t i = 0; i < n; ++i) {
-        EXPECT_EQ(y[i], -0.375f * x[i]) << isa << " n=" << n << " i=" << i;  // exact: one rounding either way
-        EXPECT_EQ(relu[i], x[i] > 0.f ? x[i] : 0.f) << isa << " n=" << n << " i=" << i;
+        EXPECT_EQ(y[i], -0.375f * x[i]) << "n=" << n << " i=" << i;  // exact: one rounding either way
+        EXPECT_EQ(relu[i], x[i] > 0.f ? x[i] : 0.f) << "n=" << n << " i=" << i;
       }
-      EXPECT_EQ(in_place, y) << isa << " n=" << n;
+      EXPECT_EQ(in_place, y) << "n=" << n;
     }
-  }
-  ops::simd::set_max_isa(saved);
+  });
 }
 
 // LayerNorm on every instruction set (vector bodies, tails, one element) and in place; RMSNorm.
 TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
-  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
-  const ops::simd::Isa best = ops::simd::isa();
-  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
-    if (static_cast<int>(level) > static_cast<int>(best)) continue;
-    ops::simd::set_max_isa(level);
+  ops_test::for_each_isa([](ops::simd::Isa level) {
     for (int64_t dim : {1, 7, 17, 33, 65, 1027}) {
       const int64_t rows = 9;
       std::vector<float> x = random_vector(rows * dim, 31, -3.f, 5.f);
@@ -176,8 +166,7 @@ TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
         EXPECT_LT(max_abs_diff(y, ref_rms), 1e-5) << isa << " rms_norm dim=" << dim;
       }
     }
-  }
-  ops::simd::set_max_isa(saved);
+  });
 }
 
 TEST_P(OpsElementwiseTest, LayerNorm2dNormalisesOverChannels) {

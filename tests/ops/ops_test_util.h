@@ -11,6 +11,7 @@
 #include "core/dtype.h"
 #include "core/tensor.h"
 #include "core/threadpool.h"
+#include "ops/cpu/simd.h"
 
 namespace sa2va::ops_test {
 
@@ -38,6 +39,21 @@ inline double max_abs_diff(const float* a, const std::vector<double>& b) {
 inline double max_abs_diff(const std::vector<float>& a, const std::vector<double>& b) {
   EXPECT_EQ(a.size(), b.size());
   return max_abs_diff(a.data(), b);
+}
+
+// Runs body(level) with the CPU kernels capped at each instruction set this CPU has (scalar, AVX2,
+// AVX-512), each under a trace naming it, and restores the previous cap afterwards.
+template <typename Body>
+void for_each_isa(Body&& body) {
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
+  const ops::simd::Isa best = ops::simd::isa();
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+    if (static_cast<int>(level) > static_cast<int>(best)) continue;
+    ops::simd::set_max_isa(level);
+    SCOPED_TRACE(ops::simd::isa_name(level));
+    body(level);
+  }
+  ops::simd::set_max_isa(saved);
 }
 
 // Parameter = number of threads; restores the previous setting afterwards.

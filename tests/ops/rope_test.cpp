@@ -4,7 +4,6 @@
 #include <cmath>
 #include <vector>
 
-#include "ops/cpu/simd.h"
 #include "ops/ops.h"
 #include "ops_test_util.h"
 
@@ -49,13 +48,9 @@ TEST_P(OpsRopeTest, Axial2dInterleavedPairsColumnThenRow) {
   struct Geometry {
     int64_t gw, gh, dim;
   };
-  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
-  const ops::simd::Isa best = ops::simd::isa();
-  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
-    if (level > best) continue;
-    ops::simd::set_max_isa(level);
+  ops_test::for_each_isa([](ops::simd::Isa) {
     for (const Geometry g : {Geometry{5, 3, 12}, Geometry{7, 6, 40}, Geometry{5, 3, 12}}) {
-      SCOPED_TRACE("isa level " + std::to_string(static_cast<int>(level)) + ", dim " + std::to_string(g.dim));
+      SCOPED_TRACE("dim " + std::to_string(g.dim));
       const int64_t gw = g.gw, gh = g.gh, dim = g.dim, cells = gw * gh;
       const int64_t tokens = 2 * cells + 4, rope_tokens = 2 * cells;  // keys repeat the grid; last 4 not rotated
       const float theta = 10000.f;
@@ -80,8 +75,7 @@ TEST_P(OpsRopeTest, Axial2dInterleavedPairsColumnThenRow) {
       for (int64_t i = 0; i < dim; ++i) EXPECT_EQ(y[i], x[i]);
       for (int64_t i = dim + dim / 2; i < 2 * dim; ++i) EXPECT_EQ(y[i], x[i]);
     }
-  }
-  ops::simd::set_max_isa(saved);
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(Ops, OpsRopeTest, ::testing::Values(1, 2));

@@ -118,6 +118,14 @@ void scale_scalar(float alpha, const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = alpha * x[i];
 }
 
+void rotate_pairs_scalar(float* v, const float* c, const float* s, int64_t n) {
+  for (int64_t i = 0; i < n; i += 2) {
+    const float re = v[i], im = v[i + 1];
+    v[i] = re * c[i] + im * s[i];
+    v[i + 1] = im * c[i + 1] + re * s[i + 1];
+  }
+}
+
 void weighted_sum_rows_scalar(const float* w, const float* rows, int64_t ld, int64_t count, int64_t n, float* out) {
   std::fill(out, out + n, 0.f);
   for (int64_t j = 0; j < count; ++j) axpy_scalar(w[j], rows + j * ld, out, n);
@@ -489,11 +497,7 @@ SA2VA_AVX2 void rotate_pairs_avx2(float* v, const float* c, const float* s, int6
     const __m256 x = _mm256_loadu_ps(v + i), swapped = _mm256_permute_ps(x, 0xB1);  // (im, re) per pair
     _mm256_storeu_ps(v + i, _mm256_fmadd_ps(x, _mm256_loadu_ps(c + i), _mm256_mul_ps(swapped, _mm256_loadu_ps(s + i))));
   }
-  for (; i < n; i += 2) {
-    const float re = v[i], im = v[i + 1];
-    v[i] = re * c[i] + im * s[i];
-    v[i + 1] = im * c[i + 1] + re * s[i + 1];
-  }
+  rotate_pairs_scalar(v + i, c + i, s + i, n - i);
 }
 SA2VA_AVX2 void gelu_erf_avx2_n(float* x, int64_t n) {
   // 0.5·x·(1 + erf(x/√2)) = 0.5·x·erfc(-x/√2): for x >= 0 use 2 - erfc(|z|), else erfc(|z|).
@@ -905,12 +909,7 @@ void rotate_pairs(float* v, const float* cos_pairs, const float* sin_pairs, int6
   switch (isa()) {
     case Isa::Avx512: return rotate_pairs_avx512(v, cos_pairs, sin_pairs, n);
     case Isa::Avx2: return rotate_pairs_avx2(v, cos_pairs, sin_pairs, n);
-    default:
-      for (int64_t i = 0; i < n; i += 2) {
-        const float re = v[i], im = v[i + 1];
-        v[i] = re * cos_pairs[i] + im * sin_pairs[i];
-        v[i + 1] = im * cos_pairs[i + 1] + re * sin_pairs[i + 1];
-      }
+    default: return rotate_pairs_scalar(v, cos_pairs, sin_pairs, n);
   }
 }
 
