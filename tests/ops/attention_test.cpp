@@ -154,6 +154,7 @@ TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
       {5, 3, 1, 1, 8, 0, false, 0, true, 0},         // fewer keys than a panel
       {60, 300, 1, 1, 256, 0, false, 0, false, 0},   // SAM2 memory attention head size
       {64, 64, 2, 2, 72, 0, false, 0, false, 0},     // a Hiera window (head size 72: pairs padded for AMX)
+      {16, 16, 2, 2, 144, 0, false, 0, true, 0},     // a 4x4 Hiera window: one 32-key block, half padding
   };
   // On AMX tiles where the CPU has them, and on vdpbf16ps.
   const bool saved_amx = ops::simd::set_amx_enabled(true);

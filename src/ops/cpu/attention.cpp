@@ -99,6 +99,7 @@ struct PackedKv {
   int64_t key_panels = 0;           // per head
   int64_t value_panels = 0;         // Dv panels per key block
   int64_t key_blocks = 0;
+  int64_t key_block = 0;            // keys per block: kKeyBlock, or all of a short key sequence
   Tensor key_storage, value_storage;  // large ones come from the buffer pool, reused frame after frame
   uint32_t* keys = nullptr;           // every word is written by pack_kv (padding as zeros)
   uint32_t* values = nullptr;
@@ -106,7 +107,7 @@ struct PackedKv {
     return static_cast<size_t>((head * key_panels + panel) * key_pairs_per_panel * kPanel);
   }
   size_t value_offset(int64_t head, int64_t block, int64_t panel) const {
-    return static_cast<size_t>(((head * key_blocks + block) * value_panels + panel) * (kKeyBlock / 2) * kPanel);
+    return static_cast<size_t>(((head * key_blocks + block) * value_panels + panel) * (key_block / 2) * kPanel);
   }
   const uint32_t* key_panel(int64_t head, int64_t panel) const { return keys + key_offset(head, panel); }
   const uint32_t* value_panel(int64_t head, int64_t block, int64_t panel) const {
@@ -119,9 +120,12 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   p.key_pairs_per_panel = simd::bf16_tile_pairs((a.head_dim + 1) / 2);
   p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
   p.value_panels = (Dv + kPanel - 1) / kPanel;
-  p.key_blocks = (a.kv_len + kKeyBlock - 1) / kKeyBlock;
+  // A short sequence (a Hiera window: 16-256 keys) is one block of its own length in whole panels,
+  // not a 512-key block mostly of padding that would be packed, exponentiated and zeroed.
+  p.key_block = std::min(kKeyBlock, p.key_panels * kPanel);
+  p.key_blocks = (a.kv_len + p.key_block - 1) / p.key_block;
   p.key_storage = Tensor::empty({a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel}, DType::I32);
-  p.value_storage = Tensor::empty({a.kv_heads * p.key_blocks * p.value_panels * (kKeyBlock / 2) * kPanel}, DType::I32);
+  p.value_storage = Tensor::empty({a.kv_heads * p.key_blocks * p.value_panels * (p.key_block / 2) * kPanel}, DType::I32);
   p.keys = reinterpret_cast<uint32_t*>(p.key_storage.data<int32_t>());
   p.values = reinterpret_cast<uint32_t*>(p.value_storage.data<int32_t>());
   parallel_for(a.kv_heads * p.key_panels, [&](int64_t t0, int64_t t1) {
@@ -136,9 +140,9 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
     for (int64_t t = t0; t < t1; ++t) {
       const int64_t h = t / (p.key_blocks * p.value_panels), rest = t % (p.key_blocks * p.value_panels);
       const int64_t block = rest / p.value_panels, panel = rest % p.value_panels;
-      const int64_t j0 = block * kKeyBlock, d0 = panel * kPanel;
+      const int64_t j0 = block * p.key_block, d0 = panel * kPanel;
       simd::pack_bf16_panel(a.v + j0 * a.v_stride + h * Dv + d0, 1, a.v_stride, std::min(kPanel, Dv - d0),
-                            std::min(kKeyBlock, a.kv_len - j0), kKeyBlock / 2,
+                            std::min(p.key_block, a.kv_len - j0), p.key_block / 2,
                             p.values + p.value_offset(h, block, panel));
     }
   }, 4);
@@ -148,7 +152,7 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
 void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
   const PackedKv kv = pack_kv(a, Dv);
   const int64_t n_rep = a.q_heads / a.kv_heads, q_pairs = kv.key_pairs_per_panel;
-  const int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock;
+  const int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock, key_block = kv.key_block;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
     // Task buffers, one set per thread: packed queries, scores, bf16 probabilities, the output
@@ -175,30 +179,30 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
         return a.causal ? std::clamp<int64_t>(a.q_offset + i + 1, 0, a.kv_len) : a.kv_len;
       };
       const int64_t keys = visible_keys(i0 + rows - 1);  // the most any row of the block sees
-      for (int64_t kb = 0; kb * kKeyBlock < keys; ++kb) {
-        const int64_t j0 = kb * kKeyBlock, block_keys = std::min(kKeyBlock, keys - j0);
+      for (int64_t kb = 0; kb * key_block < keys; ++kb) {
+        const int64_t j0 = kb * key_block, block_keys = std::min(key_block, keys - j0);
         const int64_t block_panels = (block_keys + kPanel - 1) / kPanel;
         for (int64_t p = 0; p < block_panels; ++p)
-          simd::bf16_tile(rows, q_packed, q_pairs, kv.key_panel(hk, kb * (kKeyBlock / kPanel) + p), q_pairs,
-                          scores + p * kPanel, kKeyBlock, std::min(kPanel, block_keys - p * kPanel), false);
+          simd::bf16_tile(rows, q_packed, q_pairs, kv.key_panel(hk, kb * (key_block / kPanel) + p), q_pairs,
+                          scores + p * kPanel, key_block, std::min(kPanel, block_keys - p * kPanel), false);
         for (int64_t r = 0; r < rows; ++r) {
-          float* s = scores + r * kKeyBlock;
-          uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs + r * (kKeyBlock / 2));
+          float* s = scores + r * key_block;
+          uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs + r * (key_block / 2));
           const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
           const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
           const float new_max = std::max(row_max[r], simd::scale_mask_max(s, n, a.scale, mask));
           if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
-            std::fill(prob_row, prob_row + kKeyBlock, uint16_t{0});
+            std::fill(prob_row, prob_row + key_block, uint16_t{0});
             continue;
           }
           const float correction = std::exp(row_max[r] - new_max);
-          row_sum[r] = row_sum[r] * correction + simd::exp_to_bf16(s, n, new_max, kKeyBlock, prob_row);
+          row_sum[r] = row_sum[r] * correction + simd::exp_to_bf16(s, n, new_max, key_block, prob_row);
           row_max[r] = new_max;
           if (correction != 1.f) simd::scale(correction, acc + r * Dv, acc + r * Dv, Dv);
         }
         const int64_t pairs = simd::bf16_tile_pairs((block_keys + 1) / 2);  // zeros beyond the keys
         for (int64_t p = 0; p < kv.value_panels; ++p)
-          simd::bf16_tile(rows, probs, kKeyBlock / 2, kv.value_panel(hk, kb, p), pairs, acc + p * kPanel, Dv,
+          simd::bf16_tile(rows, probs, key_block / 2, kv.value_panel(hk, kb, p), pairs, acc + p * kPanel, Dv,
                           std::min(kPanel, Dv - p * kPanel), true);
       }
       for (int64_t r = 0; r < rows; ++r) {
