@@ -115,6 +115,10 @@ struct PackedKv {
   }
 };
 
+// Rows of q, k and v are a whole token apart (often inside one fused qkv row of several KiB), so a
+// walk down one head's column of rows touches a new page at every row and outruns the prefetchers.
+// Every pack below therefore walks the rows in order, a few at a time, and serves all heads from
+// the rows it has just read (they stay in L1/L2 across the heads).
 PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   PackedKv p;
   p.key_pairs_per_panel = simd::bf16_tile_pairs((a.head_dim + 1) / 2);
@@ -128,36 +132,57 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   p.value_storage = Tensor::empty({a.kv_heads * p.key_blocks * p.value_panels * (p.key_block / 2) * kPanel}, DType::I32);
   p.keys = reinterpret_cast<uint32_t*>(p.key_storage.data<int32_t>());
   p.values = reinterpret_cast<uint32_t*>(p.value_storage.data<int32_t>());
-  parallel_for(a.kv_heads * p.key_panels, [&](int64_t t0, int64_t t1) {
+  // Keys: a panel of 32 key rows, every head of it.
+  parallel_for(p.key_panels * a.kv_heads, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t h = t / p.key_panels, panel = t % p.key_panels, j0 = panel * kPanel;
+      const int64_t panel = t / a.kv_heads, h = t % a.kv_heads, j0 = panel * kPanel;
       simd::pack_bf16_panel(a.k + j0 * a.k_stride + h * a.head_dim, a.k_stride, 1,
                             std::min(kPanel, a.kv_len - j0), a.head_dim, p.key_pairs_per_panel,
                             p.keys + p.key_offset(h, panel));
     }
   }, 8);
-  parallel_for(a.kv_heads * p.key_blocks * p.value_panels, [&](int64_t t0, int64_t t1) {
+  // Values: kValueRows rows (padding rows of the last block as zeros), every head and panel of them.
+  constexpr int64_t kValueRows = 32;
+  const int64_t chunks_per_block = p.key_block / kValueRows, columns = a.kv_heads * p.value_panels;
+  parallel_for(p.key_blocks * chunks_per_block * columns, [&](int64_t t0, int64_t t1) {
     for (int64_t t = t0; t < t1; ++t) {
-      const int64_t h = t / (p.key_blocks * p.value_panels), rest = t % (p.key_blocks * p.value_panels);
-      const int64_t block = rest / p.value_panels, panel = rest % p.value_panels;
-      const int64_t j0 = block * p.key_block, d0 = panel * kPanel;
-      simd::pack_bf16_panel(a.v + j0 * a.v_stride + h * Dv + d0, 1, a.v_stride, std::min(kPanel, Dv - d0),
-                            std::min(p.key_block, a.kv_len - j0), p.key_block / 2,
-                            p.values + p.value_offset(h, block, panel));
+      const int64_t chunk = t / columns, column = t % columns, h = column / p.value_panels;
+      const int64_t panel = column % p.value_panels, block = chunk / chunks_per_block;
+      const int64_t row0 = (chunk % chunks_per_block) * kValueRows, j0 = block * p.key_block + row0, d0 = panel * kPanel;
+      simd::pack_bf16_panel(a.v + std::min(j0, a.kv_len - 1) * a.v_stride + h * Dv + d0, 1, a.v_stride,
+                            std::min(kPanel, Dv - d0), std::clamp<int64_t>(a.kv_len - j0, 0, kValueRows),
+                            kValueRows / 2, p.values + p.value_offset(h, block, panel) + row0 / 2 * kPanel);
     }
-  }, 4);
+  }, 4 * columns);
   return p;
+}
+
+// The queries rounded to bf16, head-major: row i of head h at (h·q_len + i)·q_pairs pairs (zeros
+// past the head size up to q_pairs), and 16 rows of zeros after the last (AMX loads 16 rows).
+Tensor round_queries(const AttentionArgs& a, int64_t q_pairs) {
+  const int64_t rows = a.q_heads * a.q_len;
+  Tensor rounded = Tensor::empty({(rows + 16) * q_pairs}, DType::I32);
+  uint16_t* out = reinterpret_cast<uint16_t*>(rounded.data<int32_t>());
+  std::fill(out + 2 * rows * q_pairs, out + 2 * (rows + 16) * q_pairs, uint16_t{0});
+  parallel_for(a.q_len, [&](int64_t i0, int64_t i1) {
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t h = 0; h < a.q_heads; ++h)
+        simd::round_to_bf16(a.q + i * a.q_stride + h * a.head_dim, a.head_dim, 2 * q_pairs,
+                            out + 2 * (h * a.q_len + i) * q_pairs);
+  }, 16);
+  return rounded;
 }
 
 void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
   const PackedKv kv = pack_kv(a, Dv);
   const int64_t n_rep = a.q_heads / a.kv_heads, q_pairs = kv.key_pairs_per_panel;
+  const Tensor queries_t = round_queries(a, q_pairs);
+  const uint32_t* const queries = reinterpret_cast<const uint32_t*>(queries_t.data<int32_t>());
   const int64_t q_blocks = (a.q_len + kQueryBlock - 1) / kQueryBlock, key_block = kv.key_block;
   constexpr float kNegInf = -std::numeric_limits<float>::infinity();
   parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
-    // Task buffers, one set per thread: packed queries, scores, bf16 probabilities, the output
-    // accumulator and the running max and sum of each row.
-    uint32_t* const q_packed = thread_scratch<0>(static_cast<size_t>(kQueryBlock * q_pairs));
+    // Task buffers, one set per thread: scores, bf16 probabilities, the output accumulator and the
+    // running max and sum of each row.
     float* const scores = reinterpret_cast<float*>(thread_scratch<1>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
     uint32_t* const probs = thread_scratch<2>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
     float* const acc = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
@@ -169,9 +194,7 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
       // Causal blocks grow with the block index: alternate ends so contiguous chunks balance.
       const int64_t nth = t % q_blocks, block = nth % 2 == 0 ? nth / 2 : q_blocks - 1 - nth / 2;
       const int64_t i0 = block * kQueryBlock, rows = std::min(kQueryBlock, a.q_len - i0);
-      for (int64_t r = 0; r < rows; ++r)
-        simd::round_to_bf16(a.q + (i0 + r) * a.q_stride + h * a.head_dim, a.head_dim, 2 * q_pairs,
-                            reinterpret_cast<uint16_t*>(q_packed + r * q_pairs));
+      const uint32_t* const q_packed = queries + (h * a.q_len + i0) * q_pairs;
       std::fill(acc, acc + kQueryBlock * Dv, 0.f);
       std::fill(row_max, row_max + kQueryBlock, kNegInf);
       std::fill(row_sum, row_sum + kQueryBlock, 0.f);

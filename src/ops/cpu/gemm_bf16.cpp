@@ -118,11 +118,13 @@ constexpr std::array<TileFn, sizeof...(R)> make_tiles(std::integer_sequence<int,
 // kTiles[rows - 1] handles a block of `rows` rows.
 constexpr auto kTiles = make_tiles(std::make_integer_sequence<int, kMR>{});
 
+// Masked loads are issued only where some lane is inside x: a fully masked load whose address lies
+// past the buffer (on a page that may not be mapped) costs a microcode assist on some cores.
 SA2VA_AVX512BF16 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
   for (int64_t k = 0; k < n_padded; k += 16) {
     const int64_t valid = std::min<int64_t>(16, n - k);
     const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
-    const __m256bh v = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(mask, x + k));
+    const __m256bh v = _mm512_cvtneps_pbh(mask ? _mm512_maskz_loadu_ps(mask, x + k) : _mm512_setzero_ps());
     const int64_t store = std::min<int64_t>(16, n_padded - k);
     _mm256_mask_storeu_epi16(out + k, static_cast<__mmask16>((1u << store) - 1), (__m256i)v);
   }
@@ -335,8 +337,9 @@ SA2VA_AVX512BF16 void pack_pairs_of_rows(const float* src, int64_t pair_stride, 
       const int64_t valid = std::clamp<int64_t>(lanes - 16 * half, 0, 16);
       const __mmask16 m = valid >= 16 ? __mmask16(0xffff) : __mmask16((1u << valid) - 1);
       const __mmask16 m0 = r < length ? m : __mmask16(0), m1 = r + 1 < length ? m : __mmask16(0);
-      const float* p = src + r * pair_stride + 16 * half;
-      const __m512 lo = _mm512_maskz_loadu_ps(m0, p), hi = _mm512_maskz_loadu_ps(m1, m1 ? p + pair_stride : p);
+      const float* p = src + r * pair_stride + 16 * half;  // rows past `length`: no load (see round_to_bf16_avx512)
+      const __m512 lo = m0 ? _mm512_maskz_loadu_ps(m0, p) : _mm512_setzero_ps();
+      const __m512 hi = m1 ? _mm512_maskz_loadu_ps(m1, p + pair_stride) : _mm512_setzero_ps();
       const __m512i both = (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
       _mm512_storeu_si512(panel + kp * kNR + 16 * half, _mm512_permutexvar_epi16(interleave, both));
     }
