@@ -213,13 +213,19 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
           uint16_t* prob_row = reinterpret_cast<uint16_t*>(probs + r * (key_block / 2));
           const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
           const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
-          const float new_max = std::max(row_max[r], simd::scale_mask_max(s, n, a.scale, mask));
+          // Without a mask the scale is applied inside the exponential (max(scale·s) = scale·max(s)
+          // for scale > 0): the scores are only read, not rewritten, before it.
+          const bool scale_in_exp = !mask && a.scale > 0.f;
+          const float block_max = scale_in_exp ? a.scale * simd::max_value(s, n)
+                                               : simd::scale_mask_max(s, n, a.scale, mask);
+          const float new_max = std::max(row_max[r], block_max);
           if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
             std::fill(prob_row, prob_row + key_block, uint16_t{0});
             continue;
           }
           const float correction = std::exp(row_max[r] - new_max);
-          row_sum[r] = row_sum[r] * correction + simd::exp_to_bf16(s, n, new_max, key_block, prob_row);
+          row_sum[r] = row_sum[r] * correction +
+                       simd::exp_to_bf16(s, n, scale_in_exp ? a.scale : 1.f, new_max, key_block, prob_row);
           row_max[r] = new_max;
           if (correction != 1.f) simd::scale(correction, acc + r * Dv, acc + r * Dv, Dv);
         }

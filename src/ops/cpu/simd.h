@@ -88,10 +88,12 @@ void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out);
 void pack_bf16_panel(const float* src, int64_t lane_stride, int64_t pair_stride, int64_t lanes, int64_t length,
                      int64_t pairs, uint32_t* panel);
 // The two passes of an online-softmax step over one row of a score block:
-// s[i] = s[i]·scale (+ mask[i]) in place, returning the max (mask may be null);
-// out[i] = bf16(exp(s[i] - shift)) for i < n and 0 up to n_padded, returning Σ exp (in f32).
+// s[i] = s[i]·scale (+ mask[i]) in place, returning the max (mask may be null) — or, without a mask,
+// max_value(s, n) and the scale applied inside the exponential;
+// out[i] = bf16(exp(scale·s[i] - shift)) for i < n and 0 up to n_padded, returning Σ exp (in f32,
+// of the values before rounding; about 6e-5 relative error on AVX-512, where bf16 keeps 2^-9).
 float scale_mask_max(float* s, int64_t n, float scale, const float* mask);
-float exp_to_bf16(const float* s, int64_t n, float shift, int64_t n_padded, uint16_t* out);
+float exp_to_bf16(const float* s, int64_t n, float scale, float shift, int64_t n_padded, uint16_t* out);
 
 // The pieces of the fused f32 attention (AVX2). Keys are packed in panels of kF32PanelKeys keys,
 // key-minor: panel[e·kF32PanelKeys + lane] = k(lane, e). Tiles have up to kF32TileRows query rows.
