@@ -68,6 +68,7 @@ void BM_LinearFromMemory(benchmark::State& state, int64_t K, int64_t N, sa2va::W
 
 SA2VA_GEMM_SHAPE(vit_mlp_1025x1024x4096, 1025, 1024, 4096);
 SA2VA_GEMM_SHAPE(llm_prefill_2048x896x4864, 2048, 896, 4864);
+SA2VA_GEMM_SHAPE(llm_prefill_down_2048x4864x896, 2048, 4864, 896);  // few columns: tasks split the rows
 SA2VA_GEMM_DECODE_SHAPE(llm_decode_1x896x4864, 1, 896, 4864);
 SA2VA_GEMM_DECODE_SHAPE(llm_decode_1x4864x896, 1, 4864, 896);
 

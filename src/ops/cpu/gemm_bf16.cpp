@@ -471,19 +471,47 @@ Tensor round_rows(const float* x, int64_t M, int64_t K, bool tiles) {
   return xb;
 }
 
+// W from its source packed whole into panels of `panel_pairs` pairs (zeros past K), in parallel.
+Tensor pack_all_panels(const Bf16PanelSource& w, int64_t pairs, int64_t panel_pairs, int64_t N) {
+  const int64_t panel_count = (N + kNR - 1) / kNR;
+  Tensor packed = Tensor::empty({panel_count * panel_pairs * kNR}, DType::I32);
+  uint32_t* const base = reinterpret_cast<uint32_t*>(packed.data<int32_t>());
+  parallel_for(panel_count, [&](int64_t p0, int64_t p1) {
+    for (int64_t p = p0; p < p1; ++p) {
+      uint32_t* panel = base + p * panel_pairs * kNR;
+      for (int64_t j = 0; j < pairs; j += kKC)  // the source packs at most kKC pairs at a time
+        w.pack(w.self, p * kNR, j, std::min(kKC, pairs - j), panel + j * kNR);
+      std::memset(panel + pairs * kNR, 0, static_cast<size_t>((panel_pairs - pairs) * kNR) * 4);
+    }
+  });
+  return packed;
+}
+
 // Runs the product described by op (x already rounded into op.a).
 void run(const GemmOperands& op) {
   const int64_t M = op.M, N = op.N, padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
   const int64_t panel_count = (N + kNR - 1) / kNR;
-  // Columns per task where there are enough of them; else rows (in whole AMX row blocks), every
-  // task packing all of W (small: few columns) unless W is in panels already.
+  // Columns per task where there are enough of them (each task packs its own columns of W once);
+  // else rows, in whole AMX row blocks, every task running over all of W.
   if (panel_count >= 4 * kNC / kNR * num_threads() || M < 2 * kAmxRows) {
     parallel_for(panel_count, [&](int64_t p0, int64_t p1) { gemm_blocks(op, 0, M, p0, p1); }, kNC / kNR);
-  } else {
-    parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
-      gemm_blocks(op, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panel_count);
-    });
+    return;
   }
+  auto by_rows = [&](const GemmOperands& o) {
+    parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
+      gemm_blocks(o, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panel_count);
+    });
+  };
+  if (op.panels || num_threads() == 1) return by_rows(op);
+  // Split by rows, every task would pack all of W for itself: pack it once, together, and let the
+  // tasks read the panels in place.
+  const int64_t panel_pairs = (op.pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs;
+  const Tensor packed = pack_all_panels(*op.w, op.pairs, panel_pairs, N);
+  GemmOperands in_place = op;
+  in_place.w = nullptr;
+  in_place.panels = reinterpret_cast<const uint32_t*>(packed.data<int32_t>());
+  in_place.panel_pairs = panel_pairs;
+  by_rows(in_place);
 }
 
 // The product with W from a panel source or in panels already (GemmOperands::w / panels).
