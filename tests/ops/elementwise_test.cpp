@@ -132,6 +132,22 @@ TEST(OpsSimdKernels, ScaleAndReluOnEveryInstructionSet) {
   });
 }
 
+// The row maximum (softmax, the fused attention's blocks) on every instruction set: the maximum in
+// each of the four vector lanes' streams, in the tail, and at either end.
+TEST(OpsSimdKernels, MaxValueOnEveryInstructionSet) {
+  ops_test::for_each_isa([](ops::simd::Isa) {
+    for (int64_t n : {1, 15, 16, 64, 65, 130, 1000}) {
+      const std::vector<float> base = random_vector(n, 44, -5.f, 5.f);
+      for (int64_t at : {int64_t{0}, n / 3, n / 2 + 17, n - 1}) {
+        if (at >= n) continue;
+        std::vector<float> x = base;
+        x[at] = 6.f + static_cast<float>(at);
+        EXPECT_EQ(ops::simd::max_value(x.data(), n), x[at]) << "n=" << n << " at=" << at;
+      }
+    }
+  });
+}
+
 // The softmax step of the fused bf16 attention: bf16(exp(scale·s - shift)) with zeros past n up to the
 // padded length, and the sum of the exponentials; -inf scores (masked keys) give 0; on every
 // instruction set, against double precision (bf16 keeps 8 bits: 2^-8 relative per value).
