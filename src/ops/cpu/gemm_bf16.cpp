@@ -38,13 +38,52 @@ constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zm
 constexpr int64_t kKC = kBf16SlicePairs;  // k pairs per slice
 constexpr int64_t kNC = 256;  // columns per packed block
 
-// A whole panel (32 rows of W, pairs inside the rows): pair kp of the 32 rows by two gathers.
+// 16 rows x 16 pairs of W (rows row_bytes apart from `rows`) transposed into 16 panel rows of 16 lanes
+// (dst[j·kNR + i] = pair j of row i): 16 loads, 64 register shuffles, 16 stores.
+SA2VA_AVX512BF16 void transpose_16_pairs(const char* rows, int64_t row_bytes, uint32_t* dst) {
+  __m512i a[16], b[16], c[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_si512(rows + i * row_bytes);
+  // Within each 128-bit lane L: b[2i], b[2i+1] interleave rows 2i and 2i+1; c[4i+k] holds pair 4L+k
+  // of rows 4i..4i+3.
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) {
+    b[2 * i] = _mm512_unpacklo_epi32(a[2 * i], a[2 * i + 1]);
+    b[2 * i + 1] = _mm512_unpackhi_epi32(a[2 * i], a[2 * i + 1]);
+  }
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    c[4 * i] = _mm512_unpacklo_epi64(b[4 * i], b[4 * i + 2]);
+    c[4 * i + 1] = _mm512_unpackhi_epi64(b[4 * i], b[4 * i + 2]);
+    c[4 * i + 2] = _mm512_unpacklo_epi64(b[4 * i + 1], b[4 * i + 3]);
+    c[4 * i + 3] = _mm512_unpackhi_epi64(b[4 * i + 1], b[4 * i + 3]);
+  }
+  // A 4x4 transpose of 128-bit lanes gathers pair 4L+k of all 16 rows.
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    const __m512i d0 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0x44), d1 = _mm512_shuffle_i32x4(c[k], c[4 + k], 0xEE);
+    const __m512i d2 = _mm512_shuffle_i32x4(c[8 + k], c[12 + k], 0x44);
+    const __m512i d3 = _mm512_shuffle_i32x4(c[8 + k], c[12 + k], 0xEE);
+    _mm512_storeu_si512(dst + k * kNR, _mm512_shuffle_i32x4(d0, d2, 0x88));
+    _mm512_storeu_si512(dst + (4 + k) * kNR, _mm512_shuffle_i32x4(d0, d2, 0xDD));
+    _mm512_storeu_si512(dst + (8 + k) * kNR, _mm512_shuffle_i32x4(d1, d3, 0x88));
+    _mm512_storeu_si512(dst + (12 + k) * kNR, _mm512_shuffle_i32x4(d1, d3, 0xDD));
+  }
+}
+
+// A whole panel (32 rows of W, pairs inside the rows): 16 pairs at a time by register transposes of
+// each half's rows, the last few pairs by two 16-lane gathers each.
 SA2VA_AVX512BF16 void pack_panel_avx512(const uint16_t* w, int64_t K, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
   const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(static_cast<int>(2 * K)));  // byte offsets of 16 rows
   const char* base0 = reinterpret_cast<const char*>(w + n0 * K + 2 * kp0);
   const char* base1 = base0 + 16 * 2 * K;
-  for (int64_t kp = 0; kp < kpn; ++kp) {
+  int64_t kp = 0;
+  for (; kp + 16 <= kpn; kp += 16) {
+    transpose_16_pairs(base0 + 4 * kp, 2 * K, dst + kp * kNR);
+    transpose_16_pairs(base1 + 4 * kp, 2 * K, dst + kp * kNR + 16);
+  }
+  for (; kp < kpn; ++kp) {
     _mm512_storeu_si512(dst + kp * kNR, _mm512_i32gather_epi32(lanes, base0 + 4 * kp, 1));
     _mm512_storeu_si512(dst + kp * kNR + 16, _mm512_i32gather_epi32(lanes, base1 + 4 * kp, 1));
   }
