@@ -119,14 +119,12 @@ void VisionEncoder::run_layer(const VisionEncoderLayer& L, float* x, int64_t tok
   ops::linear(y, tokens, C, L.qkv_weight, data_or_null(L.qkv_bias), qkv);
   attention.run({qkv, 3 * C}, {qkv + C, 3 * C}, {qkv + 2 * C, 3 * C}, attn, C, tokens, tokens);
   ops::linear(attn, tokens, C, L.proj_weight, L.proj_bias.kernel_f32(), y);
-  ops::mul_rows(y, L.ls1.kernel_f32(), tokens, C);
-  ops::add(x, y, x, tokens * C);
+  ops::add_scaled_rows(x, y, L.ls1.kernel_f32(), tokens, C);
 
   // x = x + ls2 ⊙ fc2(GELU(fc1(LN2(x))))
   ops::layer_norm(x, L.norm2_weight.kernel_f32(), L.norm2_bias.kernel_f32(), y, tokens, C, layer_norm_eps);
   L.mlp.forward(y, tokens, mlp, y);
-  ops::mul_rows(y, L.ls2.kernel_f32(), tokens, C);
-  ops::add(x, y, x, tokens * C);
+  ops::add_scaled_rows(x, y, L.ls2.kernel_f32(), tokens, C);
 }
 
 Tensor VisionEncoder::project(const Tensor& patch_tokens, int64_t grid) const {

@@ -75,6 +75,10 @@ void mul_rows(float* x, const float* row, int64_t rows, int64_t dim) {
   if (ready_rows(rows, dim, x && row, "mul_rows")) SA2VA_KERNEL(mul_rows, x, row, rows, dim);
 }
 
+void add_scaled_rows(float* x, const float* y, const float* row, int64_t rows, int64_t dim) {
+  if (ready_rows(rows, dim, x && y && row, "add_scaled_rows")) SA2VA_KERNEL(add_scaled_rows, x, y, row, rows, dim);
+}
+
 void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim) {
   if (ready_rows(rows, dim, x && per_row, "add_per_row")) SA2VA_KERNEL(add_per_row, x, per_row, rows, dim);
 }

@@ -92,6 +92,8 @@ void softmax_rows(float* x, int64_t rows, int64_t n);   // numerically stable, p
 void add(const float* a, const float* b, float* y, int64_t n);               // same size
 void add_rows(float* x, const float* row, int64_t rows, int64_t dim);        // x[r, :] += row
 void mul_rows(float* x, const float* row, int64_t rows, int64_t dim);        // x[r, :] *= row
+// x[r, :] += y[r, :] ⊙ row: a residual add with a per-channel scale (InternViT's layer scale), one pass.
+void add_scaled_rows(float* x, const float* y, const float* row, int64_t rows, int64_t dim);
 void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim); // x[r, :] += per_row[r]
 void scale(float* x, float s, int64_t n);
 // dst[r·dst_stride + c] = src[r·src_stride + c] for r < rows, c < cols (strided row blocks).

@@ -85,6 +85,8 @@ std::vector<OpCase> elementwise_cases() {
                    [](const Args& a) { ops::add_rows(a.f(0), a.f(1), 5, 37); }});
   cases.push_back({"mul_rows 5x37", {host_random(5 * 37, 8), host_random(37, 9)}, {}, {0},
                    [](const Args& a) { ops::mul_rows(a.f(0), a.f(1), 5, 37); }});
+  cases.push_back({"add_scaled_rows 5x37", {host_random(5 * 37, 20), host_random(5 * 37, 21), host_random(37, 22)},
+                   {}, {0}, [](const Args& a) { ops::add_scaled_rows(a.f(0), a.f(1), a.f(2), 5, 37); }});
   cases.push_back({"add_per_row 5x37", {host_random(5 * 37, 10), host_random(5, 11)}, {}, {0},
                    [](const Args& a) { ops::add_per_row(a.f(0), a.f(1), 5, 37); }});
   cases.push_back({"scale", {host_random(n, 12)}, {}, {0}, [n](const Args& a) { ops::scale(a.f(0), -1.7f, n); }});

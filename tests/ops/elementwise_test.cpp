@@ -98,6 +98,11 @@ TEST_P(OpsElementwiseTest, Broadcasts) {
   EXPECT_LT(max_abs_diff(y, ref), 1e-6);
 
   y = a;
+  ops::add_scaled_rows(y.data(), b.data(), row.data(), rows, dim);
+  for (size_t i = 0; i < a.size(); ++i) ref[i] = a[i] + static_cast<double>(b[i]) * row[i % dim];
+  EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  y = a;
   ops::add_per_row(y.data(), per_row.data(), rows, dim);
   for (size_t i = 0; i < a.size(); ++i) ref[i] = static_cast<double>(a[i]) + per_row[i / dim];
   EXPECT_LT(max_abs_diff(y, ref), 1e-6);

@@ -64,6 +64,16 @@ void add_rows(float* x, const float* row, int64_t rows, int64_t dim) {
   }, row_grain(dim));
 }
 
+void add_scaled_rows(float* x, const float* y, const float* row, int64_t rows, int64_t dim) {
+  parallel_for(rows, [&](int64_t r0, int64_t r1) {
+    for (int64_t r = r0; r < r1; ++r) {
+      float* xr = x + r * dim;
+      const float* yr = y + r * dim;
+      for (int64_t i = 0; i < dim; ++i) xr[i] += yr[i] * row[i];
+    }
+  }, row_grain(dim));
+}
+
 void mul_rows(float* x, const float* row, int64_t rows, int64_t dim) {
   parallel_for(rows, [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {

@@ -89,6 +89,10 @@ void add_rows(float* x, const float* row, int64_t rows, int64_t dim) {
 void mul_rows(float* x, const float* row, int64_t rows, int64_t dim) {
   map(x, rows * dim, [row, dim] __device__(float v, int64_t i) { return v * row[i % dim]; }, "mul_rows");
 }
+void add_scaled_rows(float* x, const float* y, const float* row, int64_t rows, int64_t dim) {
+  map(x, rows * dim, [y, row, dim] __device__(float v, int64_t i) { return v + y[i] * row[i % dim]; },
+      "add_scaled_rows");
+}
 void add_per_row(float* x, const float* per_row, int64_t rows, int64_t dim) {
   map(x, rows * dim, [per_row, dim] __device__(float v, int64_t i) { return v + per_row[i / dim]; }, "add_per_row");
 }
