@@ -116,6 +116,15 @@ TEST_P(OpsElementwiseTest, Broadcasts) {
   ops::silu_mul(y.data(), b.data(), rows * dim);
   for (size_t i = 0; i < a.size(); ++i) ref[i] = a[i] / (1 + std::exp(-static_cast<double>(a[i]))) * b[i];
   EXPECT_LT(max_abs_diff(y, ref), 1e-6);
+
+  // Long enough for every thread's share to run in several L1-sized pieces and a ragged last one.
+  const int64_t n = 3 * 16384 + 4096 * 5 + 77;
+  const std::vector<float> gate = random_vector(n, 5, -6.f, 6.f), up = random_vector(n, 6);
+  std::vector<float> out = gate;
+  std::vector<double> expected(static_cast<size_t>(n));
+  ops::silu_mul(out.data(), up.data(), n);
+  for (int64_t i = 0; i < n; ++i) expected[i] = gate[i] / (1 + std::exp(-static_cast<double>(gate[i]))) * up[i];
+  EXPECT_LT(max_abs_diff(out, expected), 1e-5);
 }
 
 // The scaling kernel (attention's rescale and normalisation) and ReLU on every instruction set:

@@ -101,8 +101,12 @@ void scale(float* x, float s, int64_t n) {
 
 void silu_mul(float* gate, const float* up, int64_t n) {
   split_elements(n, [&](int64_t b, int64_t e) {
-    simd::silu_inplace(gate + b, e - b);
-    for (int64_t i = b; i < e; ++i) gate[i] *= up[i];
+    constexpr int64_t kPiece = 4096;  // 16 KiB: the product reads the activations back from L1
+    for (int64_t p = b; p < e; p += kPiece) {
+      const int64_t q = std::min(e, p + kPiece);
+      simd::silu_inplace(gate + p, q - p);
+      for (int64_t i = p; i < q; ++i) gate[i] *= up[i];
+    }
   });
 }
 
