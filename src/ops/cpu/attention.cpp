@@ -183,9 +183,9 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
   parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
     // Task buffers, one set per thread: scores, bf16 probabilities, the output accumulator and the
     // running max and sum of each row.
-    float* const scores = reinterpret_cast<float*>(thread_scratch<1>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
-    uint32_t* const probs = thread_scratch<2>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
-    float* const acc = reinterpret_cast<float*>(thread_scratch<3>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
+    float* const scores = reinterpret_cast<float*>(thread_scratch<0>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
+    uint32_t* const probs = thread_scratch<1>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
+    float* const acc = reinterpret_cast<float*>(thread_scratch<2>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
     float* const row_max = acc + kQueryBlock * Dv;
     float* const row_sum = row_max + kQueryBlock;
     const simd::Bf16TileScope tiles;  // AMX, where the CPU has it

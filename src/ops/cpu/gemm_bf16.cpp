@@ -273,6 +273,15 @@ void finish_rows(const GemmOperands& op, int64_t m0, int64_t rows, int64_t n0, i
       round_to_bf16_avx512(op.y + r * op.N + n0, n1 - n0, n1 - n0, op.rounded + r * op.rounded_ld + n0);
 }
 
+// Pairs [kp0, kp0 + kpn) of columns [n0, n0 + kNR) of W from its source, zeros after them up to
+// padded_pairs (the AMX steps' whole 16 pairs).
+void pack_from_source(const Bf16PanelSource& w, int64_t n0, int64_t kp0, int64_t kpn, int64_t padded_pairs,
+                      uint32_t* panel) {
+  for (int64_t j = 0; j < kpn; j += kKC)  // the source packs at most kKC pairs at a time
+    w.pack(w.self, n0, kp0 + j, std::min(kKC, kpn - j), panel + j * kNR);
+  std::memset(panel + kpn * kNR, 0, static_cast<size_t>((padded_pairs - kpn) * kNR) * 4);
+}
+
 // Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.
 void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t p_begin, int64_t p_end) {
   const int64_t N = op.N;
@@ -293,12 +302,8 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
       // Panel p of the block for this slice: packed here, or where W's panels lie.
       const uint32_t* base = op.panels ? op.panels + (nb / kNR * op.panel_pairs + kp0) * kNR : packed.data();
       const int64_t panel_stride = (op.panels ? op.panel_pairs : panel_pairs) * kNR;
-      for (int64_t p = 0; !op.panels && p < block_panels; ++p) {
-        uint32_t* panel = packed.data() + p * panel_stride;
-        for (int64_t j = 0; j < kpn; j += kKC)  // the source packs at most kKC pairs at a time
-          op.w->pack(op.w->self, nb + p * kNR, kp0 + j, std::min(kKC, kpn - j), panel + j * kNR);
-        std::memset(panel + kpn * kNR, 0, static_cast<size_t>((panel_pairs - kpn) * kNR) * 4);
-      }
+      for (int64_t p = 0; !op.panels && p < block_panels; ++p)
+        pack_from_source(*op.w, nb + p * kNR, kp0, kpn, panel_pairs, packed.data() + p * panel_stride);
       const bool accumulate = kp0 > 0;
       if (op.amx) {  // (one slice: the last)
         for (int64_t m0 = m_begin; m0 < m_end; m0 += kAmxRows) {
@@ -516,12 +521,7 @@ Tensor pack_all_panels(const Bf16PanelSource& w, int64_t pairs, int64_t panel_pa
   Tensor packed = Tensor::empty({panel_count * panel_pairs * kNR}, DType::I32);
   uint32_t* const base = reinterpret_cast<uint32_t*>(packed.data<int32_t>());
   parallel_for(panel_count, [&](int64_t p0, int64_t p1) {
-    for (int64_t p = p0; p < p1; ++p) {
-      uint32_t* panel = base + p * panel_pairs * kNR;
-      for (int64_t j = 0; j < pairs; j += kKC)  // the source packs at most kKC pairs at a time
-        w.pack(w.self, p * kNR, j, std::min(kKC, pairs - j), panel + j * kNR);
-      std::memset(panel + pairs * kNR, 0, static_cast<size_t>((panel_pairs - pairs) * kNR) * 4);
-    }
+    for (int64_t p = p0; p < p1; ++p) pack_from_source(w, p * kNR, 0, pairs, panel_pairs, base + p * panel_pairs * kNR);
   });
   return packed;
 }
