@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "models/common/blocks.h"
 #include "ops/cpu/simd.h"
 #include "ops/ops.h"
 #include "ops/weight_matrix.h"
@@ -191,6 +192,28 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
   ops::simd::set_amx_enabled(saved_amx);
 }
 
+// Many rows with K over several of the GEMM's slices (512 pairs each): weights packed slice by
+// slice from every format (quantized blocks dequantized from the slice's first column on).
+TEST_P(WeightMatrixTest, LargeProductsOverSeveralSlicesOfK) {
+  uint32_t seed = 500;
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
+    for (int64_t K : {1100, 2100}) {
+      const int64_t M = 300, N = 70;
+      const Tensor w = random_tensor({N, K}, ++seed);
+      const std::vector<float> x = random_vector(M * K, ++seed);
+      const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
+      const std::vector<float> wd = m.dequantize().to_vector();
+      std::vector<float> y(static_cast<size_t>(M * N));
+      ops::linear(x.data(), M, K, m, nullptr, y.data());
+      for (int64_t i = 0; i < M; ++i)
+        for (int64_t n = 0; n < N; ++n) {
+          const auto [want, scale] = exact_product(x, i, wd, n, K, 0.f);
+          ASSERT_NEAR(y[i * N + n], want, 4e-3 * scale + 1e-5)
+              << weight_format_name(format) << " K " << K << " at " << i << "," << n;
+        }
+    }
+}
+
 // Two products of one input in one call (a gated MLP's gate and up projections): the same numbers as
 // two linear() calls, for every format and row count, with the first matrix a multiple of 8 rows
 // (one streamed pass on the CPU) or not (two calls).
@@ -356,6 +379,23 @@ TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
             ASSERT_EQ(got, want) << what;
           }
       }
+}
+
+// A feed-forward block over more rows than its scratch holds goes in equal chunks (513 rows of a
+// hidden layer of 8192: three of 171); every row comes out as from the whole product.
+TEST_P(WeightMatrixTest, FeedForwardBlockInChunksEqualsTheWholeProduct) {
+  FeedForward f;
+  f.fc1 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({8192, 24}, 61), WeightFormat::BF16));
+  f.fc2 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({9, 8192}, 62), WeightFormat::BF16));
+  f.fc1_bias = random_tensor({8192}, 63);
+  f.fc2_bias = random_tensor({9}, 64);
+  const int64_t rows = 513;
+  ASSERT_LT(f.scratch_rows(rows), rows);
+  const Tensor x = random_tensor({rows, 24}, 65);
+  const std::vector<float> want = f.forward(x).to_vector();
+  std::vector<float> hidden(static_cast<size_t>(f.scratch_rows(rows) * 8192)), got(static_cast<size_t>(rows * 9));
+  f.forward(x.kernel_f32(), rows, hidden.data(), got.data());
+  for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 * (std::fabs(want[i]) + 1)) << "at " << i;
 }
 
 // The BF16 panel layout, word by word as documented in ops/weight_matrix.h: the same values as

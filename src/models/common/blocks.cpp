@@ -25,7 +25,10 @@ int64_t FeedForward::scratch_rows(int64_t rows) const {
 
 void FeedForward::forward(const float* x, int64_t rows, float* hidden, float* y) const {
   const int64_t in = in_features(), out = out_features();
-  const int64_t chunk = std::max<int64_t>(scratch_rows(rows), 1);
+  // Equal chunks of at most scratch_rows: 1025 rows as 5 x 205, not 4 x 256 and a 1-row product
+  // that would read all of both matrices for one row.
+  const int64_t most = std::max<int64_t>(scratch_rows(rows), 1), chunks = (rows + most - 1) / most;
+  const int64_t chunk = std::max<int64_t>((rows + chunks - 1) / std::max<int64_t>(chunks, 1), 1);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {  // y may be x: a chunk reads its own rows before writing them
     const int64_t n = std::min(chunk, rows - r0);
     ops::feed_forward(x + r0 * in, n, fc1, fc1_bias.kernel_f32(), activation, hidden, fc2, fc2_bias.kernel_f32(),

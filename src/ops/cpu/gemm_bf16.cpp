@@ -3,10 +3,12 @@
 // multiplies bf16 pairs and accumulates in f32.
 //
 // Blocking (per task: a range of output columns, or of rows when W has few columns):
-//   for each NC-column block, for each KC-pair slice of K:
+//   for each NC-column block, for each slice of K (512 pairs; all of K up to 512):
 //     pack W into 32-column panels, word-interleaved: panel[kp][lane] = (W[n][2kp], W[n][2kp+1])
 //     for each row block of x: for each panel: a rows×32 tile += x pairs · panel
-// A packed block (NC·KC·4 bytes = 256 KiB) stays in L2; one x micro-panel in L1.
+// A packed block (at most NC·512·4 bytes = 512 KiB) stays in L2; one x micro-panel in L1. Each slice
+// after the first reloads the block of C, so K = 1024 as one slice rather than two of 256 pairs made
+// the 1025x1024x4096 product 1.08-1.10x faster (bench/README.md).
 // Row blocks: 12 rows in zmm accumulators (AVX-512), or 32 rows in four AMX accumulator tiles
 // (rows 0-15 | 16-31 × columns 0-15 | 16-31), whose operands are two 16-row tiles of x pairs and the
 // panel's two 16-column halves read in place (a panel row of 16 pairs is one 64-byte tile row).
@@ -35,8 +37,10 @@ namespace {
 
 constexpr int64_t kMR = kBf16TileRows;   // rows of the register tile
 constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zmm of f32)
-constexpr int64_t kKC = kBf16SlicePairs;  // k pairs per slice
+constexpr int64_t kKC = kBf16SlicePairs;  // k pairs a panel source packs at a time
 constexpr int64_t kNC = 256;  // columns per packed block
+// k pairs per slice of the GEMM's blocking (a packed block of kNC columns: 512 KiB).
+constexpr int64_t kMaxSlicePairs = 2 * kKC;
 
 // 16 rows x 16 pairs of W (rows row_bytes apart from `rows`) transposed into 16 panel rows of 16 lanes
 // (dst[j·kNR + i] = pair j of row i): 16 loads, 64 register shuffles, 16 stores.
@@ -287,9 +291,13 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
   const int64_t N = op.N;
   // AMX keeps a block of C in its tiles over the whole of K (one store, no reload), so its slice is
   // all of K and its column block as wide as fits kAmxPackedWords.
-  const int64_t slice = op.amx ? op.lda : kKC;
+  // Otherwise slices of kMaxSlicePairs (each slice after the first reloads the block of C), which
+  // start on whole source slices (kKC).
+  const int64_t slice = op.amx ? op.lda : std::min(op.pairs, kMaxSlicePairs);
   const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : kNC;
-  std::vector<uint32_t> packed(op.panels ? 0 : static_cast<size_t>(nc * slice));
+  // The thread's packing buffer, kept between calls: no allocation, zeroing or page faults per call.
+  thread_local std::vector<uint32_t> packed;
+  if (!op.panels && packed.size() < static_cast<size_t>(nc * slice)) packed.resize(static_cast<size_t>(nc * slice));
   alignas(64) float edge[kAmxRows * kNR];  // an AMX block that overhangs M or N
   const Bf16TileScope tiles;  // AMX tiles configured (already, inside a scope of the caller's)
   for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += nc) {
