@@ -381,8 +381,8 @@ TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
       }
 }
 
-// A feed-forward block over more rows than its scratch holds goes in equal chunks (513 rows of a
-// hidden layer of 8192: three of 171); every row comes out as from the whole product.
+// A feed-forward block over more rows than its scratch holds goes in chunks (513 rows of a hidden
+// layer of 8192: 288 and 225); every row comes out as from the whole product.
 TEST_P(WeightMatrixTest, FeedForwardBlockInChunksEqualsTheWholeProduct) {
   FeedForward f;
   f.fc1 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({8192, 24}, 61), WeightFormat::BF16));

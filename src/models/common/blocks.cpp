@@ -18,17 +18,24 @@ FeedForward FeedForward::load(Weights& w, const std::string& fc1, const std::str
   return f;
 }
 
+namespace {
+// Chunks of rows are whole multiples of this (the CPU GEMM's row tiles of 12, AMX's 16), so that only
+// the last chunk may end in a partial tile: 1025 rows go as 288 + 288 + 288 + 161, not in chunks
+// whose every end is a tile of one or a few rows that costs as much as a whole one.
+constexpr int64_t kChunkRowUnit = 48;
+}  // namespace
+
 int64_t FeedForward::scratch_rows(int64_t rows) const {
-  constexpr int64_t kHiddenChunkFloats = int64_t{1} << 20, kMinChunkRows = 256;
-  return std::min(rows, std::max(kMinChunkRows, kHiddenChunkFloats / std::max<int64_t>(hidden_features(), 1)));
+  constexpr int64_t kHiddenChunkFloats = int64_t{1} << 20, kMinChunkRows = 6 * kChunkRowUnit;
+  const int64_t most = std::max(kMinChunkRows, kHiddenChunkFloats / std::max<int64_t>(hidden_features(), 1));
+  return std::min(rows, most / kChunkRowUnit * kChunkRowUnit);
 }
 
 void FeedForward::forward(const float* x, int64_t rows, float* hidden, float* y) const {
   const int64_t in = in_features(), out = out_features();
-  // Equal chunks of at most scratch_rows: 1025 rows as 5 x 205, not 4 x 256 and a 1-row product
-  // that would read all of both matrices for one row.
   const int64_t most = std::max<int64_t>(scratch_rows(rows), 1), chunks = (rows + most - 1) / most;
-  const int64_t chunk = std::max<int64_t>((rows + chunks - 1) / std::max<int64_t>(chunks, 1), 1);
+  const int64_t even = (rows + chunks - 1) / std::max<int64_t>(chunks, 1);
+  const int64_t chunk = std::min(most, (even + kChunkRowUnit - 1) / kChunkRowUnit * kChunkRowUnit);
   for (int64_t r0 = 0; r0 < rows; r0 += chunk) {  // y may be x: a chunk reads its own rows before writing them
     const int64_t n = std::min(chunk, rows - r0);
     ops::feed_forward(x + r0 * in, n, fc1, fc1_bias.kernel_f32(), activation, hidden, fc2, fc2_bias.kernel_f32(),
