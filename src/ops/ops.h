@@ -40,10 +40,11 @@ void activate(Activation activation, float* x, int64_t n);
 // through memory); otherwise linear() and then the activation over y.
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y,
             Activation activation);
-// An MLP: hidden [M, fc1.rows()] = activation(x·fc1ᵀ + b1), then y [M, fc2.rows()] = hidden·fc2ᵀ + b2
-// (biases may be null). With both matrices in the bf16 GEMM's panels the CPU also rounds each
-// finished block of the hidden layer into fc2's bf16 operand while it is in cache (no separate
-// rounding pass over it; same result bit for bit); otherwise the two linear() calls.
+// An MLP: y [M, fc2.rows()] = activation(x·fc1ᵀ + b1)·fc2ᵀ + b2 (biases may be null), with `hidden`
+// [M, fc1.rows()] as scratch for the hidden layer (its contents afterwards unspecified). With both
+// matrices in the bf16 GEMM's panels the CPU rounds each finished block of the hidden layer into
+// fc2's bf16 operand while it is in cache (no separate rounding pass, and for K up to 1024 no f32
+// hidden layer written at all; same result bit for bit); otherwise the two linear() calls.
 void feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
                   float* hidden, const WeightMatrix& fc2, const float* b2, float* y);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.

@@ -253,6 +253,9 @@ struct GemmOperands {
   // (rounded_ld elements apart), the x operand of a following product.
   uint16_t* rounded = nullptr;
   int64_t rounded_ld = 0;
+  // With `rounded`, where K is one slice: y is not written; each block of C lives in a per-thread
+  // buffer from its tile to its rounding (the f32 hidden layer of an MLP never goes out to memory).
+  bool rounded_only = false;
 };
 
 SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
@@ -266,15 +269,16 @@ SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float*
   }
 }
 
-// The output function over rows [m0, m0 + rows) x columns [n0, n1) of y, just completed (in L1/L2).
-void finish_rows(const GemmOperands& op, int64_t m0, int64_t rows, int64_t n0, int64_t n1) {
+// The output function over rows [m0, m0 + rows) x columns [n0, n1) of y, just completed (in L1/L2):
+// c is where row m0, column n0 of the block lies, ldc apart (y itself, or the per-thread block).
+void finish_rows(const GemmOperands& op, float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, int64_t n1) {
   if (op.output != GemmOutput::Plain) {
     const auto apply = op.output == GemmOutput::Relu ? relu_inplace : gelu_erf_inplace;
-    for (int64_t r = m0; r < m0 + rows; ++r) apply(op.y + r * op.N + n0, n1 - n0);
+    for (int64_t r = 0; r < rows; ++r) apply(c + r * ldc, n1 - n0);
   }
   if (op.rounded)  // n0 is a multiple of 32: whole pairs
-    for (int64_t r = m0; r < m0 + rows; ++r)
-      round_to_bf16_avx512(op.y + r * op.N + n0, n1 - n0, n1 - n0, op.rounded + r * op.rounded_ld + n0);
+    for (int64_t r = 0; r < rows; ++r)
+      round_to_bf16_avx512(c + r * ldc, n1 - n0, n1 - n0, op.rounded + (m0 + r) * op.rounded_ld + n0);
 }
 
 // Pairs [kp0, kp0 + kpn) of columns [n0, n0 + kNR) of W from its source, zeros after them up to
@@ -299,6 +303,8 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
   thread_local std::vector<uint32_t> packed;
   if (!op.panels && packed.size() < static_cast<size_t>(nc * slice)) packed.resize(static_cast<size_t>(nc * slice));
   alignas(64) float edge[kAmxRows * kNR];  // an AMX block that overhangs M or N
+  const bool through_block = op.rounded_only && !op.amx && slice >= op.pairs;
+  alignas(64) float block_c[kMR * kNC];
   const Bf16TileScope tiles;  // AMX tiles configured (already, inside a scope of the caller's)
   for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += nc) {
     const int64_t nb_end = std::min({nb + nc, p_end * kNR, N});
@@ -331,19 +337,21 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
             }
             if (op.bias) add_bias(c, N, rows, op.bias + n0, cols);
           }
-          finish_rows(op, m0, rows, nb, nb_end);
+          finish_rows(op, op.y + m0 * N + nb, N, m0, rows, nb, nb_end);
         }
         continue;
       }
       for (int64_t m0 = m_begin; m0 < m_end; m0 += kMR) {
         const int64_t rows = std::min(kMR, m_end - m0);
         const TileFn tile = kTiles[rows - 1];
+        float* const c = through_block ? block_c : op.y + m0 * N + nb;
+        const int64_t ldc = through_block ? kNC : N;
         for (int64_t p = 0; p < block_panels; ++p) {
           const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
-          tile(op.a + m0 * op.lda + kp0, op.lda, base + p * panel_stride, kpn, op.y + m0 * N + n0, N, cols,
-               accumulate, op.bias ? op.bias + n0 : nullptr);
+          tile(op.a + m0 * op.lda + kp0, op.lda, base + p * panel_stride, kpn, c + p * kNR, ldc, cols, accumulate,
+               op.bias ? op.bias + n0 : nullptr);
         }
-        if (kp0 + kpn >= op.pairs) finish_rows(op, m0, rows, nb, nb_end);
+        if (kp0 + kpn >= op.pairs) finish_rows(op, c, ldc, m0, rows, nb, nb_end);
       }
     }
   }
@@ -597,6 +605,7 @@ bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, i
                      nullptr, w1, w1_pairs, hidden_width, hidden, b1, activation, false};
   first.rounded = rounded;
   first.rounded_ld = ld;
+  first.rounded_only = true;  // `hidden` is only needed as C across slices of K
   run(first);
   run(GemmOperands{reinterpret_cast<const uint32_t*>(rounded), ld / 2, M, (hidden_width + 1) / 2, nullptr, w2,
                    w2_pairs, N, y, b2, GemmOutput::Plain, false});

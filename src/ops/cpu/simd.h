@@ -62,11 +62,13 @@ bool bf16_gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource& w, i
 // panels + p·panel_pairs·kBf16PanelCols, panel_pairs a multiple of 16 and >= ceil(K/2).
 bool bf16_gemm_panels(const float* x, int64_t M, int64_t K, const uint32_t* panels, int64_t panel_pairs, int64_t N,
                       float* y, const float* bias = nullptr, GemmOutput output = GemmOutput::Plain);
-// An MLP on two matrices in panels: hidden = activation(x·W1ᵀ + b1) [M, hidden_width] (written, f32),
-// then y = hidden·W2ᵀ + b2 [M, N]. Each finished block of the hidden layer is also rounded to bf16,
-// while in cache, into the rows the second product reads, instead of a pass of its own over the
-// whole hidden layer; the result is bit for bit that of the two bf16_gemm_panels calls. Returns
-// false (nothing done) without AVX-512 BF16 or where AMX is in use (its x arrangement differs).
+// An MLP on two matrices in panels: hidden = activation(x·W1ᵀ + b1) [M, hidden_width], then
+// y = hidden·W2ᵀ + b2 [M, N]. Each finished block of the hidden layer is rounded to bf16, while in
+// cache, into the rows the second product reads, instead of a pass of its own over the whole hidden
+// layer; the result is bit for bit that of the two bf16_gemm_panels calls. `hidden` is scratch (its
+// contents afterwards unspecified): where K is one slice of the blocking, each block of the hidden
+// layer stays in a per-thread buffer and the f32 layer is never written. Returns false (nothing
+// done) without AVX-512 BF16 or where AMX is in use (its x arrangement differs).
 bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, int64_t w1_pairs, int64_t hidden_width,
                      const float* b1, GemmOutput activation, float* hidden, const uint32_t* w2, int64_t w2_pairs,
                      int64_t N, const float* b2, float* y);
