@@ -290,7 +290,7 @@ void pack_from_source(const Bf16PanelSource& w, int64_t n0, int64_t kp0, int64_t
   std::memset(panel + kpn * kNR, 0, static_cast<size_t>((padded_pairs - kpn) * kNR) * 4);
 }
 
-// Rows [m_begin, m_end) (m_begin a multiple of kAmxRows) times panels [p_begin, p_end) of W.
+// Rows [m_begin, m_end) (m_begin a multiple of kAmxRows with AMX) times panels [p_begin, p_end) of W.
 void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t p_begin, int64_t p_end) {
   const int64_t N = op.N;
   // AMX keeps a block of C in its tiles over the whole of K (one store, no reload), so its slice is
@@ -544,17 +544,20 @@ Tensor pack_all_panels(const Bf16PanelSource& w, int64_t pairs, int64_t panel_pa
 
 // Runs the product described by op (x already rounded into op.a).
 void run(const GemmOperands& op) {
-  const int64_t M = op.M, N = op.N, padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
+  const int64_t M = op.M, N = op.N;
   const int64_t panel_count = (N + kNR - 1) / kNR;
   // Columns per task where there are enough of them (each task packs its own columns of W once);
-  // else rows, in whole AMX row blocks, every task running over all of W.
+  // else rows, every task running over all of W.
   if (panel_count >= 4 * kNC / kNR * num_threads() || M < 2 * kAmxRows) {
     parallel_for(panel_count, [&](int64_t p0, int64_t p1) { gemm_blocks(op, 0, M, p0, p1); }, kNC / kNR);
     return;
   }
+  // Rows go in units of the row block (AMX's 32 rows in their arrangement of x; else the tile's 12):
+  // 288 rows split 144/144, where whole units of 32 would split them 128/160.
+  const int64_t unit = op.amx ? kAmxRows : kMR;
   auto by_rows = [&](const GemmOperands& o) {
-    parallel_for(padded_rows / kAmxRows, [&](int64_t b0, int64_t b1) {
-      gemm_blocks(o, b0 * kAmxRows, std::min(M, b1 * kAmxRows), 0, panel_count);
+    parallel_for((M + unit - 1) / unit, [&](int64_t b0, int64_t b1) {
+      gemm_blocks(o, b0 * unit, std::min(M, b1 * unit), 0, panel_count);
     });
   };
   if (op.panels || num_threads() == 1) return by_rows(op);
