@@ -261,7 +261,7 @@ void LanguageModel::set_step_positions(int64_t n, LlmState& state) const {
 }
 
 Tensor LanguageModel::run_layers(int64_t n, LlmState& state, const ExecContext& ctx) const {
-  const int64_t D = config.hidden_size, I = config.intermediate_size, L = config.num_layers;
+  const int64_t D = config.hidden_size, L = config.num_layers;
   const int64_t pos0 = state.length_;
   set_step_positions(n, state);
   float* const x = state.x_.kernel_f32();
@@ -281,9 +281,8 @@ Tensor LanguageModel::run_layers(int64_t n, LlmState& state, const ExecContext& 
     ops::add(x, branch, x, n * D);
 
     ops::rms_norm(x, layer.mlp_norm.kernel_f32(), normed, n, D, eps);
-    ops::linear_pair(normed, n, D, layer.w_gate, state.gate_.kernel_f32(), layer.w_up, state.up_.kernel_f32());
-    ops::silu_mul(state.gate_.kernel_f32(), state.up_.kernel_f32(), n * I);
-    ops::linear(state.gate_.kernel_f32(), n, I, layer.w_down, nullptr, branch);
+    ops::gated_feed_forward(normed, n, D, layer.w_gate, layer.w_up, state.gate_.kernel_f32(), state.up_.kernel_f32(),
+                            layer.w_down, branch);
     ops::add(x, branch, x, n * D);
     if (ctx.recorder && l + 1 < L) all_hidden.select(0, l + 1).copy_from(state.x_.slice(0, 0, n));
   }

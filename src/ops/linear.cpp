@@ -68,6 +68,21 @@ void feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const floa
   linear(hidden, M, fc1.rows(), fc2, b2, y);
 }
 
+void gated_feed_forward(const float* x, int64_t M, int64_t K, const WeightMatrix& w_gate, const WeightMatrix& w_up,
+                        float* gate, float* up, const WeightMatrix& w_down, float* y) {
+  check_linear_weight(w_gate, K, current_device());
+  check_linear_weight(w_up, K, current_device());
+  check(w_up.rows() == w_gate.rows(), "gated_feed_forward: gate has " + std::to_string(w_gate.rows()) +
+                                          " rows, up " + std::to_string(w_up.rows()));
+  check_linear_weight(w_down, w_gate.rows(), current_device());
+  const int64_t I = w_gate.rows();
+  if (M <= 0 || I <= 0 || w_down.rows() <= 0) return;
+  if (kernels_run_on_host() && cpu::gated_feed_forward(x, M, K, w_gate, w_up, gate, w_down, y)) return;
+  linear_pair(x, M, K, w_gate, gate, w_up, up);
+  silu_mul(gate, up, M * I);
+  linear(gate, M, I, w_down, nullptr, y);
+}
+
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
                  float* y2) {
   check_linear_weight(w1, K, current_device());

@@ -47,6 +47,14 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
 // hidden layer written at all; same result bit for bit); otherwise the two linear() calls.
 void feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
                   float* hidden, const WeightMatrix& fc2, const float* b2, float* y);
+// A gated MLP (Qwen2's, InternLM2's): y [M, w_down.rows()] = (SiLU(x·w_gateᵀ) ⊙ x·w_upᵀ)·w_downᵀ, with
+// `gate` and `up` [M, w_gate.rows()] as scratch (contents afterwards unspecified). With BF16 weight
+// rows and more rows than decode's, the CPU multiplies gate and up block by block and rounds each
+// finished block of the product straight into the down projection's bf16 operand (kept in `gate`;
+// no f32 gate or up written, no separate SiLU or rounding pass; same result bit for bit);
+// otherwise linear_pair, silu_mul and linear().
+void gated_feed_forward(const float* x, int64_t M, int64_t K, const WeightMatrix& w_gate, const WeightMatrix& w_up,
+                        float* gate, float* up, const WeightMatrix& w_down, float* y);
 // Tensor form: x [..., K] F32 contiguous -> [..., N]. bias may be an undefined Tensor.
 Tensor linear(const Tensor& x, const WeightMatrix& weight, const Tensor& bias = Tensor());
 // The same matrix in the arrangement linear() reads fastest where it lives, for loaders to call once

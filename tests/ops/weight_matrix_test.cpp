@@ -382,6 +382,36 @@ TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
       }
 }
 
+// ops::gated_feed_forward equals linear_pair, silu_mul and linear(), bit for bit, for every format.
+// With BF16 rows and more than decode's rows the CPU multiplies gate and up side by side and rounds
+// SiLU(gate) ⊙ up block by block into the down product's operand: partial panels (I = 77), several
+// column blocks and both threads' shares (I = 600), row tiles overhanging M, K of one slice (70,
+// 1000) and of two (1100: the separate products).
+TEST_P(WeightMatrixTest, GatedFeedForwardEqualsItsParts) {
+  uint32_t seed = 1300;
+  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0})
+    for (int64_t M : {1, 13, 100})
+      for (int64_t I : {77, 600})
+        for (int64_t K : {70, 1000, 1100}) {
+          if (format != WeightFormat::BF16 && K != 70) continue;
+          const int64_t N = 45;
+          const WeightMatrix gate_w = ops::kernel_layout(WeightMatrix::prepare(random_tensor({I, K}, ++seed), format));
+          const WeightMatrix up_w = ops::kernel_layout(WeightMatrix::prepare(random_tensor({I, K}, ++seed), format));
+          const WeightMatrix down_w = ops::kernel_layout(WeightMatrix::prepare(random_tensor({N, I}, ++seed), format));
+          const std::vector<float> x = random_vector(M * K, ++seed);
+          std::vector<float> gate(static_cast<size_t>(M * I)), up(gate.size()), want(static_cast<size_t>(M * N));
+          ops::linear_pair(x.data(), M, K, gate_w, gate.data(), up_w, up.data());
+          ops::silu_mul(gate.data(), up.data(), M * I);
+          ops::linear(gate.data(), M, I, down_w, nullptr, want.data());
+          std::vector<float> got(want.size());
+          ops::gated_feed_forward(x.data(), M, K, gate_w, up_w, gate.data(), up.data(), down_w, got.data());
+          ASSERT_EQ(got, want) << weight_format_name(format) << " M " << M << " I " << I << " K " << K;
+        }
+  const WeightMatrix w = WeightMatrix::prepare(random_tensor({40, 16}, 1), WeightFormat::BF16);
+  const WeightMatrix narrower = WeightMatrix::prepare(random_tensor({32, 16}, 2), WeightFormat::BF16);
+  EXPECT_THROW(ops::gated_feed_forward(nullptr, 1, 16, w, narrower, nullptr, nullptr, w, nullptr), Error);
+}
+
 // A feed-forward block over more rows than its scratch holds goes in chunks (513 rows of a hidden
 // layer of 8192: 288 and 225); every row comes out as from the whole product.
 TEST_P(WeightMatrixTest, FeedForwardBlockInChunksEqualsTheWholeProduct) {

@@ -256,6 +256,9 @@ struct GemmOperands {
   // With `rounded`, where K is one slice: y is not written; each block of C lives in a per-thread
   // buffer from its tile to its rounding (the f32 hidden layer of an MLP never goes out to memory).
   bool rounded_only = false;
+  // A gated MLP's first half (with rounded_only, K one slice): W is the gate, `up` the up projection
+  // of the same shape; the block rounded into `rounded` is SiLU(x·Wᵀ) ⊙ x·upᵀ.
+  const Bf16PanelSource* up = nullptr;
 };
 
 SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
@@ -271,7 +274,15 @@ SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float*
 
 // The output function over rows [m0, m0 + rows) x columns [n0, n1) of y, just completed (in L1/L2):
 // c is where row m0, column n0 of the block lies, ldc apart (y itself, or the per-thread block).
-void finish_rows(const GemmOperands& op, float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, int64_t n1) {
+void finish_rows(const GemmOperands& op, float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, int64_t n1,
+                 const float* up = nullptr) {
+  if (up)  // the gated MLP: c = SiLU(c) ⊙ up, row by row (the block of up laid out as c)
+    for (int64_t r = 0; r < rows; ++r) {
+      float* cr = c + r * ldc;
+      const float* ur = up + r * ldc;
+      silu_inplace(cr, n1 - n0);
+      for (int64_t j = 0; j < n1 - n0; ++j) cr[j] *= ur[j];
+    }
   if (op.output != GemmOutput::Plain) {
     const auto apply = op.output == GemmOutput::Relu ? relu_inplace : gelu_erf_inplace;
     for (int64_t r = 0; r < rows; ++r) apply(c + r * ldc, n1 - n0);
@@ -298,13 +309,16 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
   // Otherwise slices of kMaxSlicePairs (each slice after the first reloads the block of C), which
   // start on whole source slices (kKC).
   const int64_t slice = op.amx ? op.lda : std::min(op.pairs, kMaxSlicePairs);
-  const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : kNC;
+  // A gated MLP packs two blocks (gate and up) of half the width: together as large as one.
+  const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : op.up ? kNC / 2 : kNC;
+  const int64_t packed_words = (op.up ? 2 : 1) * nc * slice;
   // The thread's packing buffer, kept between calls: no allocation, zeroing or page faults per call.
   thread_local std::vector<uint32_t> packed;
-  if (!op.panels && packed.size() < static_cast<size_t>(nc * slice)) packed.resize(static_cast<size_t>(nc * slice));
+  if (!op.panels && packed.size() < static_cast<size_t>(packed_words)) packed.resize(static_cast<size_t>(packed_words));
   alignas(64) float edge[kAmxRows * kNR];  // an AMX block that overhangs M or N
   const bool through_block = op.rounded_only && !op.amx && slice >= op.pairs;
   alignas(64) float block_c[kMR * kNC];
+  alignas(64) float block_up[kMR * kNC];  // the gated MLP's up block, laid out as block_c
   const Bf16TileScope tiles;  // AMX tiles configured (already, inside a scope of the caller's)
   for (int64_t nb = p_begin * kNR; nb < std::min(p_end * kNR, N); nb += nc) {
     const int64_t nb_end = std::min({nb + nc, p_end * kNR, N});
@@ -318,6 +332,9 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
       const int64_t panel_stride = (op.panels ? op.panel_pairs : panel_pairs) * kNR;
       for (int64_t p = 0; !op.panels && p < block_panels; ++p)
         pack_from_source(*op.w, nb + p * kNR, kp0, kpn, panel_pairs, packed.data() + p * panel_stride);
+      const uint32_t* const up_base = packed.data() + nc * slice;
+      for (int64_t p = 0; op.up && p < block_panels; ++p)
+        pack_from_source(*op.up, nb + p * kNR, kp0, kpn, panel_pairs, packed.data() + nc * slice + p * panel_stride);
       const bool accumulate = kp0 > 0;
       if (op.amx) {  // (one slice: the last)
         for (int64_t m0 = m_begin; m0 < m_end; m0 += kAmxRows) {
@@ -350,8 +367,11 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
           const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
           tile(op.a + m0 * op.lda + kp0, op.lda, base + p * panel_stride, kpn, c + p * kNR, ldc, cols, accumulate,
                op.bias ? op.bias + n0 : nullptr);
+          if (op.up)  // (through_block: one slice, no bias)
+            tile(op.a + m0 * op.lda + kp0, op.lda, up_base + p * panel_stride, kpn, block_up + p * kNR, ldc, cols,
+                 false, nullptr);
         }
-        if (kp0 + kpn >= op.pairs) finish_rows(op, c, ldc, m0, rows, nb, nb_end);
+        if (kp0 + kpn >= op.pairs) finish_rows(op, c, ldc, m0, rows, nb, nb_end, op.up ? block_up : nullptr);
       }
     }
   }
@@ -612,6 +632,39 @@ bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, i
   run(first);
   run(GemmOperands{reinterpret_cast<const uint32_t*>(rounded), ld / 2, M, (hidden_width + 1) / 2, nullptr, w2,
                    w2_pairs, N, y, b2, GemmOutput::Plain, false});
+  return true;
+}
+
+bool bf16_gated_mlp(const float* x, int64_t M, int64_t K, const uint16_t* w_gate, const uint16_t* w_up,
+                    int64_t hidden_width, uint16_t* hidden, const uint16_t* w_down, int64_t N, float* y) {
+  const int64_t pairs = (K + 1) / 2;
+  if (isa() != Isa::Avx512 || amx() || M <= 0 || pairs > kMaxSlicePairs) return false;
+  struct Rows {
+    const uint16_t* w;
+    int64_t K, N;
+  } gate_rows{w_gate, K, hidden_width}, up_rows{w_up, K, hidden_width}, down_rows{w_down, hidden_width, N};
+  auto source = [](const Rows& rows) {
+    return Bf16PanelSource{[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
+                             const auto* r = static_cast<const Rows*>(self);
+                             pack_panel(r->w, r->K, r->N, n0, kp0, kpn, panel);
+                           }, &rows};
+  };
+  const Bf16PanelSource gate = source(gate_rows), up = source(up_rows), down = source(down_rows);
+  const int64_t ld = 2 * rounded_row_pairs(hidden_width);  // elements per row of the rounded hidden layer
+  for (int64_t m = 0; m < M; ++m)  // the padding past the hidden width (the blocks write the rest)
+    std::fill(hidden + m * ld + hidden_width, hidden + (m + 1) * ld, uint16_t{0});
+  const Tensor xb = round_rows(x, M, K, false);
+  GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), rounded_row_pairs(K), M, pairs, &gate,
+                     nullptr, 0, hidden_width, nullptr, nullptr, GemmOutput::Plain, false};
+  first.rounded = hidden;
+  first.rounded_ld = ld;
+  first.rounded_only = true;
+  first.up = &up;
+  // Columns per task always: each task packs its own columns of both matrices.
+  const int64_t panel_count = (hidden_width + kNR - 1) / kNR;
+  parallel_for(panel_count, [&](int64_t p0, int64_t p1) { gemm_blocks(first, 0, M, p0, p1); }, kNC / 2 / kNR);
+  run(GemmOperands{reinterpret_cast<const uint32_t*>(hidden), ld / 2, M, (hidden_width + 1) / 2, &down, nullptr, 0, N,
+                   y, nullptr, GemmOutput::Plain, false});
   return true;
 }
 

@@ -35,6 +35,10 @@ bool linear_activated(const float* x, int64_t M, int64_t K, const WeightMatrix& 
 // (nothing done) elsewhere.
 bool feed_forward(const float* x, int64_t M, const WeightMatrix& fc1, const float* b1, Activation activation,
                   float* hidden, const WeightMatrix& fc2, const float* b2, float* y);
+// ops::gated_feed_forward with BF16 weight rows and more than decode's rows (simd::bf16_gated_mlp,
+// the bf16 hidden layer kept in `gate`); false (nothing done) elsewhere.
+bool gated_feed_forward(const float* x, int64_t M, int64_t K, const WeightMatrix& w_gate, const WeightMatrix& w_up,
+                        float* gate, const WeightMatrix& w_down, float* y);
 // ops::many_rows_layout's CPU rule: whether linear() reads `weight` faster in the bf16 GEMM's panels.
 bool prefers_bf16_panels(const WeightMatrix& weight);
 

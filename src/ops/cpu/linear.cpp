@@ -288,6 +288,18 @@ bool linear_activated(const float* x, int64_t M, int64_t K, const WeightMatrix& 
          simd::bf16_gemm(x, M, K, weight.host_values<uint16_t>(), weight.rows(), y, bias, output);
 }
 
+bool gated_feed_forward(const float* x, int64_t M, int64_t K, const WeightMatrix& w_gate, const WeightMatrix& w_up,
+                        float* gate, const WeightMatrix& w_down, float* y) {
+  const int64_t I = w_gate.rows();
+  for (const WeightMatrix* w : {&w_gate, &w_up, &w_down})
+    if (w->format() != WeightFormat::BF16 || w->in_panels()) return false;
+  // Decode-sized M streams the weights instead; `gate` holds the bf16 hidden layer (I rounded up to
+  // 32 bf16 per row fit in its I floats from I = 32 on).
+  if (K == 0 || I < 32 || streams_rows(w_gate, M)) return false;
+  return simd::bf16_gated_mlp(x, M, K, w_gate.host_values<uint16_t>(), w_up.host_values<uint16_t>(), I,
+                              reinterpret_cast<uint16_t*>(gate), w_down.host_values<uint16_t>(), w_down.rows(), y);
+}
+
 void linear_pair(const float* x, int64_t M, int64_t K, const WeightMatrix& w1, float* y1, const WeightMatrix& w2,
                  float* y2) {
   if (K > 0 && streams_rows(w1, M) && streams_rows(w2, M) && w1.rows() % 8 == 0) {

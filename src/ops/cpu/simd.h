@@ -73,6 +73,17 @@ bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, i
                      const float* b1, GemmOutput activation, float* hidden, const uint32_t* w2, int64_t w2_pairs,
                      int64_t N, const float* b2, float* y);
 
+// A gated MLP (Qwen2's, InternLM2's) on BF16 weight rows: y [M, N] = (SiLU(x·Wgᵀ) ⊙ x·Wuᵀ)·Wdᵀ, with
+// Wg, Wu [hidden_width, K] and Wd [N, hidden_width]. Gate and up are multiplied together, block by
+// block (their panels packed side by side), and each finished block of SiLU(gate) ⊙ up is rounded
+// straight into the down product's bf16 operand `hidden` (M rows of hidden_width rounded up to a
+// multiple of 32): neither product's f32 output nor the separate activation and rounding passes exist. Bit
+// for bit the result of the two products, silu_inplace, the product with up and the bf16 GEMM of the
+// down projection. Returns false (nothing done) without AVX-512 BF16, with AMX in use, or where K
+// exceeds one slice of the blocking (1024).
+bool bf16_gated_mlp(const float* x, int64_t M, int64_t K, const uint16_t* w_gate, const uint16_t* w_up,
+                    int64_t hidden_width, uint16_t* hidden, const uint16_t* w_down, int64_t N, float* y);
+
 // One panel of a BF16 matrix W [N, K] for WeightMatrix::bf16_panels: columns [n0, n0 + 32) (zero
 // beyond N), pairs [0, pairs) (zero beyond K), on any instruction set.
 void pack_bf16_weight_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t pairs, uint32_t* panel);
