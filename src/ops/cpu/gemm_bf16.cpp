@@ -332,9 +332,9 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
       const int64_t panel_stride = (op.panels ? op.panel_pairs : panel_pairs) * kNR;
       for (int64_t p = 0; !op.panels && p < block_panels; ++p)
         pack_from_source(*op.w, nb + p * kNR, kp0, kpn, panel_pairs, packed.data() + p * panel_stride);
-      const uint32_t* const up_base = packed.data() + nc * slice;
+      uint32_t* const up_base = op.up ? packed.data() + nc * slice : nullptr;  // the up block after the gate's
       for (int64_t p = 0; op.up && p < block_panels; ++p)
-        pack_from_source(*op.up, nb + p * kNR, kp0, kpn, panel_pairs, packed.data() + nc * slice + p * panel_stride);
+        pack_from_source(*op.up, nb + p * kNR, kp0, kpn, panel_pairs, up_base + p * panel_stride);
       const bool accumulate = kp0 > 0;
       if (op.amx) {  // (one slice: the last)
         for (int64_t m0 = m_begin; m0 < m_end; m0 += kAmxRows) {
