@@ -3,12 +3,12 @@
 // multiplies bf16 pairs and accumulates in f32.
 //
 // Blocking (per task: a range of output columns, or of rows when W has few columns):
-//   for each NC-column block, for each slice of K (512 pairs; all of K up to 512):
+//   for each NC-column block, for each slice of K (512 pairs: K up to 1024 in one slice):
 //     pack W into 32-column panels, word-interleaved: panel[kp][lane] = (W[n][2kp], W[n][2kp+1])
 //     for each row block of x: for each panel: a rows×32 tile += x pairs · panel
 // A packed block (at most NC·512·4 bytes = 512 KiB) stays in L2; one x micro-panel in L1. Each slice
 // after the first reloads the block of C, so K = 1024 as one slice rather than two of 256 pairs made
-// the 1025x1024x4096 product 1.08-1.10x faster (bench/README.md).
+// the 1025x1024x4096 product 1.04-1.11x faster (bench/README.md).
 // Row blocks: 12 rows in zmm accumulators (AVX-512), or 32 rows in four AMX accumulator tiles
 // (rows 0-15 | 16-31 × columns 0-15 | 16-31), whose operands are two 16-row tiles of x pairs and the
 // panel's two 16-column halves read in place (a panel row of 16 pairs is one 64-byte tile row).
