@@ -104,8 +104,7 @@ void silu_mul(float* gate, const float* up, int64_t n) {
     constexpr int64_t kPiece = 4096;  // 16 KiB: the product reads the activations back from L1
     for (int64_t p = b; p < e; p += kPiece) {
       const int64_t q = std::min(e, p + kPiece);
-      simd::silu_inplace(gate + p, q - p);
-      for (int64_t i = p; i < q; ++i) gate[i] *= up[i];
+      simd::silu_mul_inplace(gate + p, up + p, q - p);
     }
   });
 }

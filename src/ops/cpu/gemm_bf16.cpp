@@ -276,13 +276,8 @@ SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float*
 // c is where row m0, column n0 of the block lies, ldc apart (y itself, or the per-thread block).
 void finish_rows(const GemmOperands& op, float* c, int64_t ldc, int64_t m0, int64_t rows, int64_t n0, int64_t n1,
                  const float* up = nullptr) {
-  if (up)  // the gated MLP: c = SiLU(c) ⊙ up, row by row (the block of up laid out as c)
-    for (int64_t r = 0; r < rows; ++r) {
-      float* cr = c + r * ldc;
-      const float* ur = up + r * ldc;
-      silu_inplace(cr, n1 - n0);
-      for (int64_t j = 0; j < n1 - n0; ++j) cr[j] *= ur[j];
-    }
+  if (up)  // the gated MLP: c = SiLU(c) ⊙ up (the block of up laid out as c)
+    for (int64_t r = 0; r < rows; ++r) silu_mul_inplace(c + r * ldc, up + r * ldc, n1 - n0);
   if (op.output != GemmOutput::Plain) {
     const auto apply = op.output == GemmOutput::Relu ? relu_inplace : gelu_erf_inplace;
     for (int64_t r = 0; r < rows; ++r) apply(c + r * ldc, n1 - n0);
@@ -513,21 +508,37 @@ void pack_bf16_weight_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0,
   if (pairs > whole) pack_panel(w, K, N, n0, whole, pairs - whole, panel + whole * kNR);
 }
 
+namespace {
+// BF16 weight rows W [N, K] as a panel source (the source refers to this object: keep it alive).
+struct Bf16Rows {
+  const uint16_t* w;
+  int64_t K, N;
+  Bf16PanelSource source() const {
+    return {[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
+              const auto* r = static_cast<const Bf16Rows*>(self);
+              pack_panel(r->w, r->K, r->N, n0, kp0, kpn, panel);
+            }, this};
+  }
+};
+}  // namespace
+
 bool bf16_gemm(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N, float* y, const float* bias,
                GemmOutput output) {
-  struct Source {
-    const uint16_t* w;
-    int64_t K, N;
-  } source{w, K, N};
-  return bf16_gemm(x, M, K, Bf16PanelSource{[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
-                     const auto* s = static_cast<const Source*>(self);
-                     pack_panel(s->w, s->K, s->N, n0, kp0, kpn, panel);
-                   }, &source}, N, y, bias, output);
+  const Bf16Rows rows{w, K, N};
+  return bf16_gemm(x, M, K, rows.source(), N, y, bias, output);
 }
 
 namespace {
 // The pairs a row of x holds in the GEMM's bf16 copy: ceil(K/2) rounded up to a whole AMX tile step.
 int64_t rounded_row_pairs(int64_t K) { return ((K + 1) / 2 + kAmxPairs - 1) / kAmxPairs * kAmxPairs; }
+
+// A hidden layer of `width` about to be rounded block by block into M rows of the next product's
+// operand: zeros past the width (the blocks write the rest). Returns the row length in elements.
+int64_t zero_row_padding(uint16_t* rows, int64_t M, int64_t width) {
+  const int64_t ld = 2 * rounded_row_pairs(width);
+  for (int64_t m = 0; m < M; ++m) std::fill(rows + m * ld + width, rows + (m + 1) * ld, uint16_t{0});
+  return ld;
+}
 
 // x rounded to bf16, rows padded to a whole AMX row block and pairs to a whole tile step (zeros);
 // on AMX each row block's tile steps contiguous ([step][32 rows][16 pairs]), so a tile is 1 KB read
@@ -618,11 +629,9 @@ bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, i
                      const float* b1, GemmOutput activation, float* hidden, const uint32_t* w2, int64_t w2_pairs,
                      int64_t N, const float* b2, float* y) {
   if (isa() != Isa::Avx512 || amx() || M <= 0) return false;
-  const int64_t ld = 2 * rounded_row_pairs(hidden_width);  // elements per row of the rounded hidden layer
-  Tensor rounded_t = Tensor::empty({M * ld}, DType::BF16);
+  Tensor rounded_t = Tensor::empty({M * 2 * rounded_row_pairs(hidden_width)}, DType::BF16);
   uint16_t* rounded = rounded_t.data<uint16_t>();
-  for (int64_t m = 0; m < M; ++m)  // the padding past the hidden width (the blocks write the rest)
-    std::fill(rounded + m * ld + hidden_width, rounded + (m + 1) * ld, uint16_t{0});
+  const int64_t ld = zero_row_padding(rounded, M, hidden_width);
   const Tensor xb = round_rows(x, M, K, false);
   GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), rounded_row_pairs(K), M, (K + 1) / 2,
                      nullptr, w1, w1_pairs, hidden_width, hidden, b1, activation, false};
@@ -639,20 +648,9 @@ bool bf16_gated_mlp(const float* x, int64_t M, int64_t K, const uint16_t* w_gate
                     int64_t hidden_width, uint16_t* hidden, const uint16_t* w_down, int64_t N, float* y) {
   const int64_t pairs = (K + 1) / 2;
   if (isa() != Isa::Avx512 || amx() || M <= 0 || pairs > kMaxSlicePairs) return false;
-  struct Rows {
-    const uint16_t* w;
-    int64_t K, N;
-  } gate_rows{w_gate, K, hidden_width}, up_rows{w_up, K, hidden_width}, down_rows{w_down, hidden_width, N};
-  auto source = [](const Rows& rows) {
-    return Bf16PanelSource{[](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
-                             const auto* r = static_cast<const Rows*>(self);
-                             pack_panel(r->w, r->K, r->N, n0, kp0, kpn, panel);
-                           }, &rows};
-  };
-  const Bf16PanelSource gate = source(gate_rows), up = source(up_rows), down = source(down_rows);
-  const int64_t ld = 2 * rounded_row_pairs(hidden_width);  // elements per row of the rounded hidden layer
-  for (int64_t m = 0; m < M; ++m)  // the padding past the hidden width (the blocks write the rest)
-    std::fill(hidden + m * ld + hidden_width, hidden + (m + 1) * ld, uint16_t{0});
+  const Bf16Rows gate_rows{w_gate, K, hidden_width}, up_rows{w_up, K, hidden_width}, down_rows{w_down, hidden_width, N};
+  const Bf16PanelSource gate = gate_rows.source(), up = up_rows.source(), down = down_rows.source();
+  const int64_t ld = zero_row_padding(hidden, M, hidden_width);
   const Tensor xb = round_rows(x, M, K, false);
   GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), rounded_row_pairs(K), M, pairs, &gate,
                      nullptr, 0, hidden_width, nullptr, nullptr, GemmOutput::Plain, false};

@@ -921,6 +921,11 @@ void silu_inplace(float* x, int64_t n) {
   }
 }
 
+void silu_mul_inplace(float* gate, const float* up, int64_t n) {
+  silu_inplace(gate, n);
+  for (int64_t i = 0; i < n; ++i) gate[i] *= up[i];
+}
+
 void rotate_pairs(float* v, const float* cos_pairs, const float* sin_pairs, int64_t n) {
   switch (isa()) {
     case Isa::Avx512: return rotate_pairs_avx512(v, cos_pairs, sin_pairs, n);

@@ -175,6 +175,8 @@ float exp_shifted_sum(float* x, int64_t n, float shift);
 // become 0. Shared by softmax_rows and attention.
 void softmax_inplace(float* x, int64_t visible, int64_t total);
 void silu_inplace(float* x, int64_t n);
+// gate[i] = SiLU(gate[i])·up[i] (a gated MLP's hidden layer; ops::silu_mul and the fused GEMM share it).
+void silu_mul_inplace(float* gate, const float* up, int64_t n);
 void sigmoid_inplace(float* x, int64_t n);
 void relu_inplace(float* x, int64_t n);
 // Rotates the interleaved complex pairs (v[2j], v[2j+1]) of v[0, n) (n even): with the tables
