@@ -35,10 +35,18 @@ case "$step" in
   run)
     [ -x gpu-bundle/sa2va_gpu_tests ] || { echo "gpu-bundle/ is missing: run scripts/gpu-check.sh prepare first"; exit 1; }
     command -v nvidia-smi > /dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+    # cuBLASLt is opened at run time (src/ops/cuda/blas.cpp); too large to carry, it comes from the GPU
+    # machine's CUDA toolkit or a Python wheel of it when the loader's own paths lack it.
+    libs="$PWD/gpu-bundle/lib"
+    if ! ldconfig -p | grep -q 'libcublasLt\.so\.13'; then
+      found=$(find /usr/local/cuda*/ /usr/lib /opt -name 'libcublasLt.so.13*' 2> /dev/null | head -1 || true)
+      [ -n "$found" ] && libs="$libs:$(dirname "$found")"
+    fi
+    echo "libraries: $libs"
     log=${OUT:-/tmp}/gpu-tests.log
     start=$(date +%s)
     set +e
-    SA2VA_DATA_DIR="$PWD/data" LD_LIBRARY_PATH="$PWD/gpu-bundle/lib" gpu-bundle/sa2va_gpu_tests 2>&1 | tee "$log"
+    SA2VA_DATA_DIR="$PWD/data" LD_LIBRARY_PATH="$libs" timeout "${SA2VA_GPU_TEST_TIMEOUT:-300}" gpu-bundle/sa2va_gpu_tests 2>&1 | tee "$log"
     status=${PIPESTATUS[0]}
     set -e
     # One line per test ends in its time: "[       OK ] Suite.Name (12 ms)".

@@ -8,6 +8,9 @@
 #include "core/error.h"
 #include "core/tensor.h"
 #include "test_util.h"
+#if SA2VA_WITH_CUDA
+#include "ops/cuda/blas.h"
+#endif
 
 namespace sa2va {
 namespace {
@@ -42,6 +45,21 @@ TEST(CudaRuntime, AnUnusableGpuIsAClearError) {
   EXPECT_NE(far.find("cuda:15"), std::string::npos) << far;
   const std::string beyond = error_of([] { Tensor::empty({2}, DType::F32, Device::cuda(40)); });
   EXPECT_NE(beyond.find("cuda:40"), std::string::npos) << beyond;
+}
+
+// cuBLASLt is opened at run time; its entry points bind and answer a host-only call on any machine
+// with the toolkit, GPU or not (a binding that silently stays null would crash the first product).
+TEST(CudaRuntime, CublasLtOpensAndAnswersWithoutAGpu) {
+#if SA2VA_WITH_CUDA
+  // A CUDA build is made where the toolkit is, and the loader falls back on the toolkit's folder.
+  try {
+    cuda::check_library();
+  } catch (const Error& e) {
+    FAIL() << e.what();
+  }
+#else
+  GTEST_SKIP() << "this build has no CUDA backend";
+#endif
 }
 
 TEST(CudaRuntime, TensorsGoToTheGpuAndBackIntact) {

@@ -30,8 +30,10 @@ struct CublasLt {
   decltype(&cublasLtMatmul) matmul = nullptr;
 };
 
+// Not called bind: with a std::string argument, argument-dependent lookup prefers std::bind, which
+// would return a discarded binder and leave every entry point null.
 template <typename F>
-void bind(void* lib, const char* name, F* f, const std::string& file) {
+void bind_symbol(void* lib, const char* name, F* f, const std::string& file) {
   *f = reinterpret_cast<F>(dlsym(lib, name));
   if (!*f) throw Error("cuBLASLt (" + file + ") has no " + name + ": a different CUDA version than this build's");
 }
@@ -57,18 +59,18 @@ const CublasLt& library() {
       return;
     }
     try {
-      bind(lib, "cublasLtCreate", &lt.create, file);
-      bind(lib, "cublasLtGetStatusString", &lt.status_string, file);
-      bind(lib, "cublasLtMatmulDescCreate", &lt.desc_create, file);
-      bind(lib, "cublasLtMatmulDescDestroy", &lt.desc_destroy, file);
-      bind(lib, "cublasLtMatmulDescSetAttribute", &lt.desc_set, file);
-      bind(lib, "cublasLtMatrixLayoutCreate", &lt.layout_create, file);
-      bind(lib, "cublasLtMatrixLayoutDestroy", &lt.layout_destroy, file);
-      bind(lib, "cublasLtMatmulPreferenceCreate", &lt.pref_create, file);
-      bind(lib, "cublasLtMatmulPreferenceDestroy", &lt.pref_destroy, file);
-      bind(lib, "cublasLtMatmulPreferenceSetAttribute", &lt.pref_set, file);
-      bind(lib, "cublasLtMatmulAlgoGetHeuristic", &lt.heuristic, file);
-      bind(lib, "cublasLtMatmul", &lt.matmul, file);
+      bind_symbol(lib, "cublasLtCreate", &lt.create, file);
+      bind_symbol(lib, "cublasLtGetStatusString", &lt.status_string, file);
+      bind_symbol(lib, "cublasLtMatmulDescCreate", &lt.desc_create, file);
+      bind_symbol(lib, "cublasLtMatmulDescDestroy", &lt.desc_destroy, file);
+      bind_symbol(lib, "cublasLtMatmulDescSetAttribute", &lt.desc_set, file);
+      bind_symbol(lib, "cublasLtMatrixLayoutCreate", &lt.layout_create, file);
+      bind_symbol(lib, "cublasLtMatrixLayoutDestroy", &lt.layout_destroy, file);
+      bind_symbol(lib, "cublasLtMatmulPreferenceCreate", &lt.pref_create, file);
+      bind_symbol(lib, "cublasLtMatmulPreferenceDestroy", &lt.pref_destroy, file);
+      bind_symbol(lib, "cublasLtMatmulPreferenceSetAttribute", &lt.pref_set, file);
+      bind_symbol(lib, "cublasLtMatmulAlgoGetHeuristic", &lt.heuristic, file);
+      bind_symbol(lib, "cublasLtMatmul", &lt.matmul, file);
     } catch (const Error& e) {
       failure = e.what();
     }
@@ -162,6 +164,13 @@ const Plan& plan_for(const PlanKey& key, cudaDataType_t type) {
 }
 
 }  // namespace
+
+void check_library() {
+  const CublasLt& lt = library();
+  cublasLtMatrixLayout_t layout = nullptr;
+  check_lt(lt.layout_create(&layout, CUDA_R_32F, 2, 3, 2), "describing a matrix");
+  check_lt(lt.layout_destroy(layout), "releasing a matrix description");
+}
 
 void matmul(const void* A, int64_t lda, bool a_transposed, const void* B, int64_t ldb, bool b_transposed,
             cudaDataType_t operand_type, float* C, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,

@@ -15,4 +15,9 @@ void matmul(const void* A, int64_t lda, bool a_transposed, const void* B, int64_
             cudaDataType_t operand_type, float* C, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
             float beta);
 
+// Opens cuBLASLt (once per process) and makes one host-only call through it, so that a missing
+// library or an entry point that did not bind is an Error here and not a crash in the first product.
+// Needs no GPU.
+void check_library();
+
 }  // namespace sa2va::cuda
