@@ -7,10 +7,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <map>
 #include <mutex>
 
 #include "core/device.h"
 #include "core/error.h"
+#include "io/image.h"
 #include "io/safetensors.h"
 
 namespace sa2va::test {
@@ -156,6 +159,55 @@ bool gpu_available(std::string* why) {
     return false;
   }
   return true;
+}
+
+nlohmann::json fixture_case(const std::string& dir, const std::string& name) {
+  nlohmann::json meta;
+  std::ifstream(dir + "/meta.json") >> meta;
+  return meta.at("cases").at(name);
+}
+
+Request fixture_request(const std::string& dir, const nlohmann::json& c) {
+  Request r;
+  if (c.contains("image")) r.image = load_image(dir + "/" + c["image"].get<std::string>());
+  r.text = c.at("prompt").get<std::string>();
+  if (c.contains("past_text")) r.past_text = c["past_text"].get<std::string>();
+  if (c.contains("answer_text")) r.forced_answer = c["answer_text"].get<std::string>();
+  if (c.contains("max_new_tokens")) r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
+  return r;
+}
+
+Tensor strided(const Tensor& t, int64_t n) {
+  const int64_t C = t.size(-3), H = t.size(-2), W = t.size(-1);
+  Tensor r = Tensor::empty({C, n, n});
+  const Tensor c = t.to(DType::F32).contiguous();
+  for (int64_t ch = 0; ch < C; ++ch)
+    for (int64_t y = 0; y < n; ++y)
+      for (int64_t x = 0; x < n; ++x) r.f32()[(ch * n + y) * n + x] = c.f32()[(ch * H + y * (H / n)) * W + x * (W / n)];
+  return r;
+}
+
+double conformance_tolerance(const std::string& stage) {
+  return stage == "llm.hidden_states" || stage == "llm.last_hidden_state" ? 5e-4 : 1e-4;
+}
+
+void expect_stages_match_goldens(const std::string& golden_file, const StageRecorder& rec,
+                                 const std::function<double(const std::string&)>& f32_tol) {
+  std::map<std::string, Tensor> stages;
+  for (const auto& [stage, tensor] : rec.stages()) stages.emplace(stage, tensor);  // the first of a name
+  const auto golden = SafetensorsFile::open(golden_file);
+  const std::string sub16 = ".sub16";
+  for (const auto& [tensor, info] : golden->tensors()) {
+    const bool subsampled = tensor.size() > sub16.size() && tensor.ends_with(sub16);
+    const std::string stage = subsampled ? tensor.substr(0, tensor.size() - sub16.size()) : tensor;
+    const auto it = stages.find(stage);
+    if (it == stages.end()) {
+      ADD_FAILURE() << golden_file << ": stage " << stage << " was not recorded";
+      continue;
+    }
+    SCOPED_TRACE(golden_file + ": " + tensor);
+    expect_matches_golden(tensor, subsampled ? strided(it->second, 16) : it->second, golden->get(tensor), f32_tol(stage));
+  }
 }
 
 }  // namespace sa2va::test

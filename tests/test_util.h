@@ -6,10 +6,14 @@
 #include <vector>
 
 #include <cstdlib>
+#include <functional>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "core/allocator.h"
+#include "core/stages.h"
 #include "core/tensor.h"
+#include "sa2va/sa2va.h"
 
 namespace sa2va::test {
 
@@ -68,6 +72,24 @@ double mask_iou(const Tensor& a, const Tensor& b);
 // One golden tensor of a conformance case against the stage recorded under its name: token ids
 // (I64) and images (U8) exactly, boolean masks by IoU >= 0.999, floats by close_rel(f32_tol).
 void expect_matches_golden(const std::string& name, const Tensor& actual, const Tensor& golden, double f32_tol);
+
+// A case of a fixture folder's meta.json ("image", "generate", ...).
+nlohmann::json fixture_case(const std::string& dir, const std::string& name);
+// The request a case describes: image (if any), prompt, conversation so far, teacher-forced answer
+// or token limit.
+Request fixture_request(const std::string& dir, const nlohmann::json& c);
+// t[:, ::H/n, ::W/n] of a [..., C, H, W] tensor as [C, n, n] f32, as the ".subN" goldens store it.
+Tensor strided(const Tensor& t, int64_t n);
+// The tolerance of a stage against its golden in f32: 1e-4, but 5e-4 for the language model's final
+// hidden states, which in these very narrow fixture models (hidden size 8 and 64) reach a few 1e-4
+// of their RMS on rows whose own RMS is small; the language model is judged by the [SEG] hidden
+// states, the logits and the ids, which must all be within 1e-4.
+double conformance_tolerance(const std::string& stage);
+// Every tensor of a golden file against the stage recorded under its name (the first of that name),
+// with expect_matches_golden and the tolerance `f32_tol(name)`; a golden never recorded fails.
+// "<stage>.sub16" goldens are compared with strided(<stage>, 16).
+void expect_stages_match_goldens(const std::string& golden_file, const StageRecorder& rec,
+                                 const std::function<double(const std::string&)>& f32_tol);
 
 // Runs a shell command; returns exit status and captures stdout+stderr.
 int run_command(const std::string& command, std::string* output);

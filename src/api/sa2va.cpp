@@ -40,34 +40,7 @@ class VideoImpl final : public Video {
   std::unique_ptr<VideoSource> source_;
 };
 
-class FramesVideo final : public Video {
- public:
-  explicit FramesVideo(std::vector<Image> frames) : frames_(std::move(frames)) {}
-  int width() const override { return frames_.front().width; }
-  int height() const override { return frames_.front().height; }
-  int64_t frame_count() const override { return static_cast<int64_t>(frames_.size()); }
-  double fps() const override { return 0.0; }
-  Image frame(int64_t index) override {
-    if (index < 0 || index >= frame_count())
-      throw Error("frame " + std::to_string(index) + " is out of range (the video has " +
-                  std::to_string(frame_count()) + " frames)");
-    return frames_[static_cast<size_t>(index)];
-  }
-
- private:
-  std::vector<Image> frames_;
-};
-
 }  // namespace
-
-std::unique_ptr<Video> Video::from_frames(std::vector<Image> frames) {
-  if (frames.empty()) throw Error("a video needs at least one frame");
-  for (size_t i = 0; i < frames.size(); ++i)
-    if (frames[i].width <= 0 || frames[i].height <= 0 ||
-        frames[i].rgb.size() != static_cast<size_t>(frames[i].width) * static_cast<size_t>(frames[i].height) * 3)
-      throw Error("frame " + std::to_string(i) + ": its pixel buffer does not match its size");
-  return std::make_unique<FramesVideo>(std::move(frames));
-}
 
 std::shared_ptr<VisualCache> VisualCache::create(size_t max_bytes) { return std::make_shared<VisualCacheImpl>(max_bytes); }
 

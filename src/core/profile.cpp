@@ -4,6 +4,9 @@
 #include <cstdio>
 #include <mutex>
 
+#include "core/allocator.h"
+#include "core/device.h"
+
 namespace sa2va::profile {
 namespace {
 
@@ -30,6 +33,11 @@ void add(const char* stage, double seconds) {
       return;
     }
   g_entries.push_back({stage, 1, seconds});
+}
+
+void finish(const char* stage, std::chrono::steady_clock::time_point start) {
+  if (!kernels_run_on_host()) allocator_for(current_device()).synchronize();
+  add(stage, std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
 }
 
 std::vector<Entry> entries() {

@@ -212,14 +212,6 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   if (!m->policy.device.is_cpu()) {
     // A GPU that cannot be used says why (no driver, no such device, too old) first.
     { const DeviceScope probe(m->policy.device); }
-    // The pipeline runs on a GPU through the same code as on the test suite's host-memory stand-in,
-    // but this version's CUDA kernels have not yet passed their checks on a GPU (docs/cuda.md §7):
-    // running there is an explicit choice until they have.
-    const char* opt_in = std::getenv("SA2VA_CUDA_UNVERIFIED");
-    if (!allocator_for(m->policy.device).host_addressable() && !(opt_in && std::string(opt_in) == "1"))
-      throw Error("device " + m->policy.device.name() +
-                  ": the CUDA kernels of this version have not been checked on a GPU yet (scripts/gpu-check.sh "
-                  "does that); set SA2VA_CUDA_UNVERIFIED=1 to run on the GPU anyway, or use --device cpu");
   }
   m->policy.precision = options.precision;
   m->policy.llm_format = options.weights;

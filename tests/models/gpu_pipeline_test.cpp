@@ -33,21 +33,6 @@ Image picture(int shift) {
   return im;
 }
 
-// Frames in memory (the library's own video types would bring the video decoder into the small
-// program that carries this test to a GPU machine).
-class FramesInMemory final : public Video {
- public:
-  explicit FramesInMemory(std::vector<Image> frames) : frames_(std::move(frames)) {}
-  int width() const override { return frames_[0].width; }
-  int height() const override { return frames_[0].height; }
-  int64_t frame_count() const override { return static_cast<int64_t>(frames_.size()); }
-  double fps() const override { return 0; }
-  Image frame(int64_t index) override { return frames_.at(static_cast<size_t>(index)); }
-
- private:
-  std::vector<Image> frames_;
-};
-
 double iou(const Mask& a, const Mask& b) {
   int64_t inter = 0, uni = 0;
   for (size_t i = 0; i < a.data.size() && i < b.data.size(); ++i) {
@@ -76,7 +61,6 @@ TEST(GpuPipeline, TinyModelMatchesTheCpu) {
   make.out_dir = dir;
   make.seed = 7;
   make_model(make);
-  setenv("SA2VA_CUDA_UNVERIFIED", "1", 1);  // this test is the check the opt-in waits for
 
   Request request;
   request.image = picture(0);
@@ -93,18 +77,31 @@ TEST(GpuPipeline, TinyModelMatchesTheCpu) {
   std::vector<Image> frames;
   for (int i = 0; i < 4; ++i) frames.push_back(picture(8 * i));
 
+  // The CPU in f32 is the reference of both GPU modes.
+  const std::unique_ptr<Sa2vaModel> cpu = Sa2vaModel::load(dir, Precision::F32);
+  StageRecorder cpu_stages;
+  const Prediction want = cpu->predict(request, &cpu_stages);
+  const Prediction want_regions = cpu->predict(regions);
+  const std::unique_ptr<Video> cpu_video = Video::from_frames(frames);
+  Request video;
+  video.text = "<image>Please segment the red disc.";
+  video.forced_answer = "Sure, [SEG].";
+  video.video = cpu_video.get();
+  const Prediction want_video = cpu->predict(video);
+
   for (Precision precision : {Precision::F32, Precision::BF16}) {
     SCOPED_TRACE(precision == Precision::F32 ? "f32" : "bf16");
     ModelOptions on_gpu;
     on_gpu.precision = precision;
     on_gpu.device = "cuda:0";
-    const std::unique_ptr<Sa2vaModel> cpu = Sa2vaModel::load(dir, precision);
     const std::unique_ptr<Sa2vaModel> gpu = Sa2vaModel::load(dir, on_gpu);
-    // f32 with TF32 off is the reference mode: every stage within 1e-4 of the CPU's.
-    StageRecorder cpu_stages, gpu_stages;
-    const Prediction want = cpu->predict(request, &cpu_stages);
-    const Prediction got = gpu->predict(request, &gpu_stages);
-    expect_masks_agree(want, got, 0.99, "image");
+    // f32 with TF32 off is the reference mode: every stage within 1e-4 of the CPU's, masks >= 0.99.
+    // bf16 rounds activations and weights: on this model the CPU's own bf16 masks reach IoU 0.994
+    // with its f32 ones, and the GPU's bf16 path rounds in other places (tensor-core products,
+    // fused attention), so its masks are held to 0.98 against the f32 reference.
+    const double min_iou = precision == Precision::F32 ? 0.99 : 0.98;
+    StageRecorder gpu_stages;
+    expect_masks_agree(want, gpu->predict(request, &gpu_stages), min_iou, "image");
     if (precision == Precision::F32) {
       ASSERT_EQ(cpu_stages.stages().size(), gpu_stages.stages().size());
       for (size_t i = 0; i < cpu_stages.stages().size(); ++i) {
@@ -113,15 +110,10 @@ TEST(GpuPipeline, TinyModelMatchesTheCpu) {
         EXPECT_TRUE(test::close_rel(gpu_stages.stages()[i].second, a, 1e-4)) << cpu_stages.stages()[i].first;
       }
     }
-    expect_masks_agree(cpu->predict(regions), gpu->predict(regions), 0.99, "visual prompt");
-    FramesInMemory cpu_video(frames), gpu_video(frames);
-    Request video;
-    video.text = "<image>Please segment the red disc.";
-    video.forced_answer = "Sure, [SEG].";
-    video.video = &cpu_video;
-    const Prediction video_want = cpu->predict(video);
-    video.video = &gpu_video;
-    expect_masks_agree(video_want, gpu->predict(video), 0.99, "video");
+    expect_masks_agree(want_regions, gpu->predict(regions), min_iou, "visual prompt");
+    const std::unique_ptr<Video> gpu_video = Video::from_frames(frames);
+    video.video = gpu_video.get();
+    expect_masks_agree(want_video, gpu->predict(video), min_iou, "video");
   }
 }
 

@@ -45,17 +45,6 @@ Tensor stage(const StageRecorder& rec, const std::string& name) {
   return Tensor::zeros({1});
 }
 
-// Strided view t[:, ::s, ::s] of a [C, H, W] (or [H, W, C] when channels_last) tensor, as the .subN goldens.
-Tensor strided(const Tensor& t, int64_t out) {
-  const int64_t C = t.size(-3), H = t.size(-2), W = t.size(-1);
-  Tensor r = Tensor::empty({C, out, out});
-  const Tensor c = t.to(DType::F32);
-  for (int64_t ch = 0; ch < C; ++ch)
-    for (int64_t y = 0; y < out; ++y)
-      for (int64_t x = 0; x < out; ++x)
-        r.f32()[(ch * out + y) * out + x] = c.f32()[(ch * H + y * (H / out)) * W + x * (W / out)];
-  return r;
-}
 
 void expect_ids_equal(const Tensor& a, const Tensor& b) {
   ASSERT_EQ(a.numel(), b.numel());
@@ -102,7 +91,7 @@ TEST(PipelineConformance, ImageCaseEveryStage) {
   EXPECT_TRUE(test::close_rel(stage(rec, "vit_embeds"), test::load_golden(golden, "vit_embeds"), 1e-4));
   EXPECT_TRUE(test::close_rel(stage(rec, "llm.last_hidden_state"), test::load_golden(golden, "llm.last_hidden_state"), 1e-4));
   EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"), test::load_golden(golden, "seg.embeds"), 1e-4));
-  EXPECT_TRUE(test::close_rel(strided(stage(rec, "sam.fpn.2"), 16), test::load_golden(golden, "sam.fpn.2.sub16"), 1e-4));
+  EXPECT_TRUE(test::close_rel(test::strided(stage(rec, "sam.fpn.2"), 16), test::load_golden(golden, "sam.fpn.2.sub16"), 1e-4));
   EXPECT_TRUE(test::close_rel(stage(rec, "seg0.mask_logits_lowres"), test::load_golden(golden, "seg0.mask_logits_lowres"), 1e-4));
   const double iou = test::mask_iou(stage(rec, "seg0.mask"), test::load_golden(golden, "seg0.mask"));
   EXPECT_GE(iou, 0.999);

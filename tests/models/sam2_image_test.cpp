@@ -23,16 +23,6 @@ using sam2::DecoderOutput;
 using sam2::FrameFeatures;
 using sam2::Sam2Image;
 
-// t[:, ::H/n, ::W/n] of a [C, H, W] tensor, as the ".subN" goldens store it.
-Tensor strided(const Tensor& chw, int64_t n) {
-  const int64_t c = chw.size(0), h = chw.size(1), w = chw.size(2), sh = h / n, sw = w / n;
-  const Tensor src = chw.contiguous();
-  Tensor out = Tensor::empty({c, n, n});
-  for (int64_t k = 0; k < c; ++k)
-    for (int64_t y = 0; y < n; ++y)
-      for (int64_t x = 0; x < n; ++x) out.f32()[(k * n + y) * n + x] = src.f32()[(k * h + y * sh) * w + x * sw];
-  return out;
-}
 
 // close_rel with the measured error printed (the numbers reported for the f32 conformance).
 void expect_close(const std::string& name, const Tensor& actual, const Tensor& expected, double tol = 1e-4) {
@@ -104,10 +94,10 @@ TEST_F(Sam2ImageTest, EncoderMatchesGoldensF32) {
     const Tensor expected = test::load_golden(golden("image"), std::string(name) + ".sub16");
     const Tensor& full = recorded(r.rec, name);
     ASSERT_EQ(full.size(0), expected.size(0)) << name;
-    expect_close(name, strided(full, 16), expected);
+    expect_close(name, test::strided(full, 16), expected);
   }
   // The features handed to the decoder / video tracker are the same tensors.
-  EXPECT_TRUE(test::close_rel(strided(r.features.fpn2, 16), test::load_golden(golden("image"), "sam.fpn.2.sub16"), 1e-4));
+  EXPECT_TRUE(test::close_rel(test::strided(r.features.fpn2, 16), test::load_golden(golden("image"), "sam.fpn.2.sub16"), 1e-4));
   EXPECT_EQ(r.features.feat_s0.shape(), (Shape{32, 256, 256}));
   EXPECT_EQ(r.features.feat_s1.shape(), (Shape{64, 128, 128}));
   EXPECT_EQ(r.features.pos2.shape(), (Shape{256, 64, 64}));
@@ -135,8 +125,8 @@ TEST_F(Sam2ImageTest, DecoderMatchesGoldensF32) {
   StageRecorder rec;
   const DecoderOutput out = r.sam.decode_conditioning(r.features, lang.f32(), ExecContext::recording(&rec));
   auto g = [&](const std::string& n) { return test::load_golden(golden("image"), n); };
-  expect_close("sam.image_pe", strided(recorded(rec, "sam.image_pe"), 16), g("sam.image_pe.sub16"));
-  expect_close("sam.decoder.image_embeddings", strided(recorded(rec, "sam.decoder.image_embeddings"), 16),
+  expect_close("sam.image_pe", test::strided(recorded(rec, "sam.image_pe"), 16), g("sam.image_pe.sub16"));
+  expect_close("sam.decoder.image_embeddings", test::strided(recorded(rec, "sam.decoder.image_embeddings"), 16),
                g("sam.decoder.image_embeddings.sub16"));
   for (const char* name : {"sam.decoder.dense_prompt_embeddings.0_0", "sam.decoder.sparse_prompt_embeddings",
                            "sam.decoder.low_res_multimasks", "sam.decoder.iou_pred", "sam.decoder.object_score_logits",
@@ -183,8 +173,8 @@ TEST_F(Sam2ImageTest, Bf16MaskCloseToGolden) {
   auto g = [&](const std::string& n) { return test::load_golden(golden("image"), n); };
   const Tensor lang = g("seg.embeds");
   const DecoderOutput out = r.sam.decode_conditioning(r.features, lang.f32());
-  const test::Diff trunk = test::compare(strided(recorded(r.rec, "sam.trunk.3"), 16), g("sam.trunk.3.sub16"));
-  const test::Diff fpn = test::compare(strided(r.features.fpn2, 16), g("sam.fpn.2.sub16"));
+  const test::Diff trunk = test::compare(test::strided(recorded(r.rec, "sam.trunk.3"), 16), g("sam.trunk.3.sub16"));
+  const test::Diff fpn = test::compare(test::strided(r.features.fpn2, 16), g("sam.fpn.2.sub16"));
   const test::Diff low = test::compare(out.low_res_mask, g("seg0.mask_logits_lowres"));
   const double iou_mask = test::mask_iou(final_mask(out.low_res_mask, 280, 600), g("seg0.mask"));
   std::cout << "[ sam2 bf16 ] trunk.3 max|d|/rms " << trunk.rel() << ", fpn.2 " << fpn.rel() << ", low-res logits "

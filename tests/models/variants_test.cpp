@@ -29,49 +29,13 @@ const Sa2vaModel& model_of(const std::string& dir) {
   return *m;
 }
 
-json case_of(const std::string& dir, const std::string& name) {
-  json meta;
-  std::ifstream(dir + "/meta.json") >> meta;
-  return meta.at("cases").at(name);
-}
-
 std::vector<int32_t> ids_of(const json& list) { return list.get<std::vector<int32_t>>(); }
-
-// The request a case describes: image (if any), prompt, conversation so far, teacher-forced answer
-// or token limit.
-Request request_of(const std::string& dir, const json& c) {
-  Request r;
-  if (c.contains("image")) r.image = load_image(dir + "/" + c["image"].get<std::string>());
-  r.text = c.at("prompt").get<std::string>();
-  if (c.contains("past_text")) r.past_text = c["past_text"].get<std::string>();
-  if (c.contains("answer_text")) r.forced_answer = c["answer_text"].get<std::string>();
-  if (c.contains("max_new_tokens")) r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
-  return r;
-}
-
-// The final hidden states of these very narrow language models (hidden size 8 and 64) reach a few
-// 1e-4 of their RMS on rows whose own RMS is small; the language model is judged by the [SEG]
-// hidden states, the logits and the ids, which must all be within 1e-4.
-double tolerance_for(const std::string& name) {
-  return name == "llm.hidden_states" || name == "llm.last_hidden_state" ? 5e-4 : 1e-4;
-}
 
 // Runs the case and compares every tensor of its golden file; returns the prediction.
 Prediction run_case(const std::string& dir, const std::string& name, StageRecorder& rec) {
-  const json c = case_of(dir, name);
-  const Prediction p = model_of(dir).predict(request_of(dir, c), &rec);
-  std::map<std::string, Tensor> stages;
-  for (const auto& [stage, tensor] : rec.stages()) stages.emplace(stage, tensor);  // the first of a name
-  const auto golden = SafetensorsFile::open(dir + "/goldens/" + name + ".safetensors");
-  for (const auto& [tensor, info] : golden->tensors()) {
-    const auto it = stages.find(tensor);
-    if (it == stages.end()) {
-      ADD_FAILURE() << name << ": stage " << tensor << " was not recorded";
-      continue;
-    }
-    SCOPED_TRACE(name + ": " + tensor);
-    test::expect_matches_golden(tensor, it->second, golden->get(tensor), tolerance_for(tensor));
-  }
+  const json c = test::fixture_case(dir, name);
+  const Prediction p = model_of(dir).predict(test::fixture_request(dir, c), &rec);
+  test::expect_stages_match_goldens(dir + "/goldens/" + name + ".safetensors", rec, test::conformance_tolerance);
   EXPECT_EQ(p.text, c.at("prediction").get<std::string>()) << name;
   if (c.contains("generated_ids")) {
     EXPECT_EQ(p.generated_ids, ids_of(c["generated_ids"])) << name;
@@ -82,7 +46,7 @@ Prediction run_case(const std::string& dir, const std::string& name, StageRecord
 // A stop case: upstream forced `forced_ids` through generate(); generation ended after
 // `generated_ids` for the reason `stopped_by`.
 void expect_stop_case(const std::string& dir, const std::string& name) {
-  const json c = case_of(dir, name);
+  const json c = test::fixture_case(dir, name);
   const Sa2vaModel& m = model_of(dir);
   const std::string prompt = build_prompt(*m.chat, c.at("prompt").get<std::string>(), "");
   EXPECT_EQ(prompt, c.at("prompt_text").get<std::string>());
@@ -168,7 +132,7 @@ TEST(InternLM2Conformance, ImageCaseEveryStage) {
   const Prediction p = run_case(dir, "image", rec);
   ASSERT_EQ(p.masks.size(), 1u);
   // The next turn's conversation is exactly the one the image_turn2 case continues.
-  EXPECT_EQ(p.past_text, case_of(dir, "image_turn2")["past_text"].get<std::string>());
+  EXPECT_EQ(p.past_text, test::fixture_case(dir, "image_turn2")["past_text"].get<std::string>());
 }
 
 TEST(InternLM2Conformance, GcgAnswerWithTwoSegs) {
@@ -191,7 +155,7 @@ TEST(InternLM2Conformance, ChatAndItsSecondTurn) {
   const Prediction p = run_case(dir, "chat", first);
   // The answer decodes with a leading space (" I can ..."); the conversation continues with the
   // stripped answer, as the second turn's golden past_text.
-  EXPECT_EQ(p.past_text, case_of(dir, "chat_turn2")["past_text"].get<std::string>());
+  EXPECT_EQ(p.past_text, test::fixture_case(dir, "chat_turn2")["past_text"].get<std::string>());
   StageRecorder second;
   run_case(dir, "chat_turn2", second);
 }

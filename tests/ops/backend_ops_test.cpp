@@ -159,6 +159,14 @@ std::vector<OpCase> matrix_cases() {
                        coarse ? 2e-2 : 1e-5});
     }
   }
+  {  // BF16 rows read 16 bytes at a time (K a multiple of 8; 17 reads per row, not a multiple of 32 lanes)
+    const int64_t K8 = 136;
+    const WeightMatrix w = WeightMatrix::prepare(ops_test::random_tensor({N, K8}, 75), WeightFormat::BF16);
+    for (int64_t M : {1, 5, 8})
+      cases.push_back({"linear bf16 K=136 M=" + std::to_string(M),
+                       {host_random(M * K8, 76), host_random(N, 77), host_random(M * N, 78)}, {w}, {2},
+                       [M, K8](const Args& a) { ops::linear(a.f(0), M, K8, a.weights[0], a.f(1), a.f(2)); }, 2e-2});
+  }
   {  // the gate and up projections of a gated MLP as one call
     const WeightMatrix up = WeightMatrix::prepare(ops_test::random_tensor({72, K}, 70), WeightFormat::Q4_0);
     const WeightMatrix gate = WeightMatrix::prepare(ops_test::random_tensor({136, K}, 71), WeightFormat::Q4_0);
@@ -186,21 +194,28 @@ std::vector<OpCase> attention_cases() {
     int64_t sq, sk, hq, hkv, d, dv, offset;
     bool causal, mask;
   };
-  for (const Shape_& s : {Shape_{"causal GQA offset", 5, 37, 4, 2, 64, 64, 32, true, false},
-                          Shape_{"masked", 7, 300, 2, 2, 32, 32, 0, false, true},
-                          Shape_{"Dv != D", 6, 129, 3, 1, 32, 48, 0, false, false},
-                          Shape_{"prefill causal", 260, 260, 2, 1, 64, 64, 0, true, false},
-                          Shape_{"one query, long keys", 1, 1500, 2, 2, 128, 128, 1499, true, false},
-                          Shape_{"SAM2 head 256", 3, 70, 1, 1, 256, 256, 0, false, false}}) {
+  const Shape_ shapes[] = {Shape_{"causal GQA offset", 5, 37, 4, 2, 64, 64, 32, true, false},
+                           Shape_{"masked", 7, 300, 2, 2, 32, 32, 0, false, true},
+                           Shape_{"Dv != D", 6, 129, 3, 1, 32, 48, 0, false, false},
+                           Shape_{"prefill causal", 260, 260, 2, 1, 64, 64, 0, true, false},
+                           Shape_{"one query, long keys", 1, 1500, 2, 2, 128, 128, 1499, true, false},
+                           Shape_{"SAM2 head 256", 3, 70, 1, 1, 256, 256, 0, false, false},
+                           Shape_{"Hiera head 72, odd rows", 131, 131, 2, 2, 72, 72, 0, false, false},
+                           Shape_{"odd head 20, masked", 70, 90, 3, 3, 20, 6, 0, false, true},
+                           Shape_{"prefill causal offset, GQA 7", 150, 190, 14, 2, 64, 64, 40, true, false}};
+  // bf16_operands: the GPU's flash kernel rounds q, k, v and the probabilities as the CPU does, but
+  // sums in another order (and a CPU without AVX-512 BF16 computes this mode in f32): 1e-2.
+  for (bool bf16 : {false, true})
+  for (const Shape_& s : shapes) {
     const int64_t qs = s.hq * s.d + 3, ks = s.hkv * s.d + 5, vs = s.hkv * s.dv + 1, os = s.hq * s.dv + 2;
     std::vector<float> mask = random_vector(s.sq * s.sk, 53, -2.f, 0.f);
     if (s.mask)
       for (int64_t i = 0; i < s.sq; ++i) mask[static_cast<size_t>(i * s.sk + (i * 7) % s.sk)] = -INFINITY;
-    cases.push_back({std::string("attention ") + s.name,
+    cases.push_back({std::string(bf16 ? "attention bf16 " : "attention ") + s.name,
                      {host_random(s.sq * qs, 50), host_random(s.sk * ks, 51), host_random(s.sk * vs, 52),
                       host_random(s.sq * os, 54), host(mask)},
                      {}, {3},
-                     [s, qs, ks, vs, os](const Args& a) {
+                     [s, qs, ks, vs, os, bf16](const Args& a) {
                        ops::AttentionArgs args;
                        args.q = a.f(0); args.q_stride = qs;
                        args.k = a.f(1); args.k_stride = ks;
@@ -210,24 +225,27 @@ std::vector<OpCase> attention_cases() {
                        args.head_dim = s.d; args.v_head_dim = s.dv; args.scale = 1.f / std::sqrt(float(s.d));
                        args.causal = s.causal; args.q_offset = s.offset;
                        args.mask = s.mask ? a.f(4) : nullptr;
+                       args.bf16_operands = bf16;
                        ops::attention(args);
                      },
-                     1e-5});
+                     bf16 ? 1e-2 : 1e-5});
   }
   // Hiera-like windows: 3 problems of 16 tokens, 2 heads of 24.
-  cases.push_back({"attention_batched windows",
+  for (bool bf16 : {false, true})
+  cases.push_back({bf16 ? "attention_batched bf16 windows" : "attention_batched windows",
                    {host_random(3 * 16 * 48, 55), host_random(3 * 16 * 48, 56), host_random(3 * 16 * 48, 57),
                     host_random(3 * 16 * 48, 58)},
                    {}, {3},
-                   [](const Args& a) {
+                   [bf16](const Args& a) {
                      ops::AttentionArgs args;
                      args.q = a.f(0); args.k = a.f(1); args.v = a.f(2); args.out = a.f(3);
                      args.q_stride = args.k_stride = args.v_stride = args.out_stride = 48;
                      args.q_len = args.kv_len = 16; args.q_heads = args.kv_heads = 2; args.head_dim = 24;
                      args.scale = 0.2f;
+                     args.bf16_operands = bf16;
                      ops::attention_batched(args, ops::AttentionBatch{3, 16 * 48, 16 * 48, 16 * 48, 16 * 48});
                    },
-                   1e-5});
+                   bf16 ? 1e-2 : 1e-5});
   return cases;
 }
 

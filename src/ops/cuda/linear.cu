@@ -1,7 +1,8 @@
 // CUDA matrix products: the front's gemm/gemm_at through cuBLASLt in f32, and y = x·Wᵀ (+ bias) for
 // every weight format.
 //  - M <= kRowsKernelMaxM (decode): one warp per output column streams the weight row once for all
-//    M activation rows (f32 activations times the exact weight values, as the CPU's definition).
+//    M activation rows (f32 activations times the exact weight values, as the CPU's definition);
+//    BF16 rows are read 16 bytes per lane at a time where K and the pointers allow.
 //  - More rows: F32 weights through an f32 cuBLASLt product; BF16 ones through bf16 tensor cores on
 //    activations rounded to bf16 (the CPU's bf16 GEMM rounds them the same way); Q8_0 / Q4_0 are
 //    dequantized to bf16 a panel of rows at a time, then the same bf16 product.
@@ -73,6 +74,48 @@ __global__ void rows_kernel(const float* x, int64_t M, int64_t K, WeightView w, 
   }
 }
 
+// The same product for BF16 weights whose rows and activations allow 16-byte reads (K a multiple of
+// 8, aligned pointers): each lane reads 8 weights at a time, several reads in flight, so that a decode
+// step streams its weights near the memory's rate instead of at a warp's latency.
+__global__ void rows_kernel_bf16(const float* x, int64_t M, int64_t K, const uint16_t* w, int64_t N,
+                                 const float* bias, float* y) {
+  const int lane = threadIdx.x & 31;
+  const int64_t n = blockIdx.x * int64_t(kWarpsPerBlock) + (threadIdx.x >> 5);
+  if (n >= N) return;
+  const uint4* row = reinterpret_cast<const uint4*>(w + n * K);
+  const int64_t chunks = K / 8;
+  float acc[kRowsKernelMaxM];
+#pragma unroll
+  for (int m = 0; m < kRowsKernelMaxM; ++m) acc[m] = 0.f;
+#pragma unroll 4
+  for (int64_t c = lane; c < chunks; c += 32) {
+    const uint4 packed = __ldg(row + c);
+    const uint32_t words[4] = {packed.x, packed.y, packed.z, packed.w};
+    float wk[8];
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      wk[2 * e] = __uint_as_float(words[e] << 16);  // the lower half is the earlier element
+      wk[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u);
+    }
+#pragma unroll
+    for (int m = 0; m < kRowsKernelMaxM; ++m) {
+      if (m >= M) break;
+      const float4* xm = reinterpret_cast<const float4*>(x + m * K) + 2 * c;
+      const float4 a = xm[0], b = xm[1];
+      acc[m] += a.x * wk[0] + a.y * wk[1] + a.z * wk[2] + a.w * wk[3] + b.x * wk[4] + b.y * wk[5] + b.z * wk[6] +
+                b.w * wk[7];
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < kRowsKernelMaxM; ++m) {
+    if (m >= M) break;
+    const float s = warp_sum(acc[m]);
+    if (lane == 0) y[m * N + n] = s + (bias ? bias[n] : 0.f);
+  }
+}
+
+bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
 __global__ void dequantize_bf16_kernel(WeightView w, int64_t row0, int64_t rows, uint16_t* out) {
   const int64_t n = rows * w.K;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
@@ -125,7 +168,11 @@ void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, co
   const WeightView w = view_of(weight);
   if (M <= kRowsKernelMaxM) {
     const unsigned blocks = static_cast<unsigned>((N + kWarpsPerBlock - 1) / kWarpsPerBlock);
-    rows_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(x, M, K, w, N, bias, y);
+    if (weight.format() == WeightFormat::BF16 && K % 8 == 0 && aligned16(x) && aligned16(w.values))
+      rows_kernel_bf16<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(x, M, K, static_cast<const uint16_t*>(w.values),
+                                                                      N, bias, y);
+    else
+      rows_kernel<<<blocks, kWarpsPerBlock * 32, 0, stream()>>>(x, M, K, w, N, bias, y);
     sa2va::cuda::check_launch("linear (rows)");
     return;
   }
