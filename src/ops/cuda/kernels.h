@@ -13,7 +13,9 @@
 //    reads the weight row once for all of them (the decode step, bandwidth bound); more rows go
 //    through cuBLASLt (cuda/blas.cpp): F32 in f32, BF16 and the quantized formats on bf16 tensor
 //    cores with bf16 activations, quantized weights dequantized to bf16 in panels.
-//  - attention (cuda/attention.cu): one block per (query row, head, problem), online softmax.
+//  - attention (cuda/attention.cu): flash attention on the tensor cores in the bf16 mode (16 rows or
+//    more), keys split over blocks for decode steps, else one block per (query row, head, problem);
+//    an online softmax in each, no score matrix.
 //  - RoPE positions and gathered row indices are GPU memory too.
 #pragma once
 #include <cstdint>
