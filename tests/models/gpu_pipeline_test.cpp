@@ -1,11 +1,13 @@
 // The whole pipeline on a real GPU against the CPU, on a random-weight tiny model written by the
 // test itself (so that the GPU check carries no checkpoint): image segmentation with every stage
 // recorded, a visual prompt, and a short video, in f32 (stages within 1e-4 of the CPU, masks by IoU)
-// and bf16 (masks by IoU). Skips, saying why, without a GPU.
+// and bf16 (masks by IoU); and requests on four threads at once, as each gets alone. Skips, saying
+// why, without a GPU.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/device.h"
@@ -53,14 +55,23 @@ void expect_masks_agree(const Prediction& cpu, const Prediction& gpu, double min
   }
 }
 
+// The random tiny model of these tests, written once per process.
+const std::string& tiny_model() {
+  static const std::string dir = [] {
+    const std::string d = test::temp_dir("gpu-tiny");
+    MakeModelOptions make;
+    make.out_dir = d;
+    make.seed = 7;
+    make_model(make);
+    return d;
+  }();
+  return dir;
+}
+
 TEST(GpuPipeline, TinyModelMatchesTheCpu) {
   std::string why;
   if (!test::gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
-  const std::string dir = test::temp_dir("gpu-tiny");
-  MakeModelOptions make;
-  make.out_dir = dir;
-  make.seed = 7;
-  make_model(make);
+  const std::string dir = tiny_model();
 
   Request request;
   request.image = picture(0);
@@ -114,6 +125,48 @@ TEST(GpuPipeline, TinyModelMatchesTheCpu) {
     const std::unique_ptr<Video> gpu_video = Video::from_frames(frames);
     video.video = gpu_video.get();
     expect_masks_agree(want_video, gpu->predict(video), min_iou, "video");
+  }
+}
+
+// Requests on several threads at once share the model's weights and take a stream each: every answer
+// and mask is the one the same request gets alone.
+TEST(GpuPipeline, ConcurrentRequestsAsOneAtATime) {
+  std::string why;
+  if (!test::gpu_available(&why)) GTEST_SKIP() << "no GPU: " << why;
+  ModelOptions on_gpu;
+  on_gpu.device = "cuda:0";
+  const std::unique_ptr<Sa2vaModel> gpu = Sa2vaModel::load(tiny_model(), on_gpu);
+  std::vector<Request> requests(2);
+  requests[0].image = picture(0);
+  requests[0].text = "<image>Please segment the red disc.";
+  requests[0].forced_answer = "Sure, [SEG].";
+  requests[1].image = picture(24);
+  requests[1].text = "<image>What is in the picture?";
+  requests[1].generation.max_new_tokens = 6;
+  std::vector<Prediction> alone;
+  for (const Request& r : requests) alone.push_back(gpu->predict(r));
+
+  constexpr int kThreads = 4, kRounds = 3;
+  std::vector<std::vector<Prediction>> got(kThreads);
+  std::vector<std::string> errors(kThreads);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t)
+    threads.emplace_back([&, t] {
+      try {
+        for (int r = 0; r < kRounds; ++r) got[t].push_back(gpu->predict(requests[(t + r) % requests.size()]));
+      } catch (const std::exception& e) {
+        errors[t] = e.what();
+      }
+    });
+  for (std::thread& th : threads) th.join();
+  for (int t = 0; t < kThreads; ++t) {
+    ASSERT_EQ(errors[t], "") << "thread " << t;
+    ASSERT_EQ(got[t].size(), static_cast<size_t>(kRounds));
+    for (int r = 0; r < kRounds; ++r) {
+      const Prediction& want = alone[(t + r) % requests.size()];
+      EXPECT_EQ(got[t][r].generated_ids, want.generated_ids) << "thread " << t << ", round " << r;
+      expect_masks_agree(want, got[t][r], 0.999, "thread " + std::to_string(t) + ", round " + std::to_string(r));
+    }
   }
 }
 
