@@ -202,15 +202,20 @@ std::vector<OpCase> attention_cases() {
                            Shape_{"SAM2 head 256", 3, 70, 1, 1, 256, 256, 0, false, false},
                            Shape_{"Hiera head 72, odd rows", 131, 131, 2, 2, 72, 72, 0, false, false},
                            Shape_{"odd head 20, masked", 70, 90, 3, 3, 20, 6, 0, false, true},
-                           Shape_{"prefill causal offset, GQA 7", 150, 190, 14, 2, 64, 64, 40, true, false}};
+                           Shape_{"prefill causal offset, GQA 7", 150, 190, 14, 2, 64, 64, 40, true, false},
+                           Shape_{"head 256, 70 rows", 70, 90, 1, 1, 256, 256, 0, false, false},
+                           Shape_{"head 256, Dv 136 (a partial second chunk)", 20, 33, 1, 1, 256, 136, 0, false, true}};
   // bf16_operands: the GPU's flash kernel rounds q, k, v and the probabilities as the CPU does, but
   // sums in another order (and a CPU without AVX-512 BF16 computes this mode in f32): 1e-2.
   for (bool bf16 : {false, true})
   for (const Shape_& s : shapes) {
     const int64_t qs = s.hq * s.d + 3, ks = s.hkv * s.d + 5, vs = s.hkv * s.dv + 1, os = s.hq * s.dv + 2;
     std::vector<float> mask = random_vector(s.sq * s.sk, 53, -2.f, 0.f);
-    if (s.mask)
+    if (s.mask) {
       for (int64_t i = 0; i < s.sq; ++i) mask[static_cast<size_t>(i * s.sk + (i * 7) % s.sk)] = -INFINITY;
+      // Row 1 sees nothing: its output must be zeros.
+      std::fill(mask.begin() + s.sk, mask.begin() + 2 * s.sk, -INFINITY);
+    }
     cases.push_back({std::string(bf16 ? "attention bf16 " : "attention ") + s.name,
                      {host_random(s.sq * qs, 50), host_random(s.sk * ks, 51), host_random(s.sk * vs, 52),
                       host_random(s.sq * os, 54), host(mask)},
