@@ -26,7 +26,7 @@ case "$step" in
     archs=$(sed -n 's/^SA2VA_CUDA_ARCHITECTURES:STRING=//p' "$dir/CMakeCache.txt")
     stage=$(mktemp -d)
     mkdir -p "$stage/lib" "$stage/fixtures"
-    cp "$dir/tests/sa2va_gpu_tests" "$dir/bench/sa2va_gpu_bench" "$stage/"
+    cp "$dir/tests/sa2va_gpu_tests" "$dir/sa2va_gpu_bench" "$stage/"
     # Every shared library but the C library's own parts, which the GPU machine has (newer).
     for program in "$stage"/sa2va_gpu_*; do ldd "$program"; done | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | sort -u |
       grep -v -E '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*)\.so' | while read -r lib; do

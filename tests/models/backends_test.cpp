@@ -4,14 +4,11 @@
 
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/error.h"
 #include "core/stages.h"
-#include "io/image.h"
 #include "models/internvit.h"
 #include "models/sa2va_model.h"
 #include "ops/cpu/simd.h"
@@ -131,13 +128,7 @@ TEST(QuantizedWeights, AccuracyOfEveryFormatThroughThePipeline) {
       }
       loaded_fixture = c.fixture;
     }
-    nlohmann::json meta;
-    std::ifstream(dir + "/meta.json") >> meta;
-    const auto& m = meta["cases"][c.name];
-    Request request;
-    request.image = load_image(dir + "/" + m["image"].get<std::string>());
-    request.text = m["prompt"].get<std::string>();
-    request.forced_answer = m["answer_text"].get<std::string>();
+    const Request request = test::fixture_request(dir, test::fixture_case(dir, c.name));
     StageRecorder want;
     const Prediction reference = models[0]->predict(request, &want);
     ASSERT_FALSE(reference.masks.empty()) << c.fixture << " " << c.name;

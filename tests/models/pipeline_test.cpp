@@ -58,14 +58,6 @@ std::unique_ptr<Video> first_frames(const std::string& dir, const json& video_ca
   return Video::from_frames(std::move(frames));
 }
 
-Request image_request(const std::string& dir, const json& c) {
-  Request r;
-  r.image = load_image(dir + "/" + c["image"].get<std::string>());
-  r.text = c["prompt"].get<std::string>();
-  if (c.contains("answer_text")) r.forced_answer = c["answer_text"].get<std::string>();
-  return r;
-}
-
 // The video case's frames copied into a folder of frames named 00000.png, 00001.png, ...
 std::string fixture_frames_folder(const std::string& dir, const json& video_case, const std::string& tag) {
   const std::string frames = test::temp_dir(tag);
@@ -83,7 +75,7 @@ TEST(PipelineConformance, ImageCaseEveryStage) {
   const json c = meta_of(dir)["cases"]["image"];
   const std::string golden = dir + "/goldens/image.safetensors";
   StageRecorder rec;
-  const Prediction p = fixture_model(dir, Precision::F32).predict(image_request(dir, c), &rec);
+  const Prediction p = fixture_model(dir, Precision::F32).predict(test::fixture_request(dir, c), &rec);
   EXPECT_EQ(p.text, c["prediction"].get<std::string>());
   expect_ids_equal(stage(rec, "prompt_ids"), test::load_golden(golden, "prompt_ids"));
   expect_ids_equal(stage(rec, "input_ids"), test::load_golden(golden, "input_ids"));
@@ -106,7 +98,7 @@ TEST(PipelineConformance, GcgAnswerGivesOneMaskPerSegWithPhrases) {
   const json c = meta_of(dir)["cases"]["multiseg"];
   const std::string golden = dir + "/goldens/multiseg.safetensors";
   StageRecorder rec;
-  const Prediction p = fixture_model(dir, Precision::F32).predict(image_request(dir, c), &rec);
+  const Prediction p = fixture_model(dir, Precision::F32).predict(test::fixture_request(dir, c), &rec);
   ASSERT_EQ(p.masks.size(), 2u);
   EXPECT_EQ(p.phrases, (std::vector<std::string>{"a", "b"}));
   EXPECT_EQ(p.caption, "a and b .");
@@ -122,7 +114,7 @@ TEST(PipelineConformance, VisualPromptRegions) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["vp"];
   const std::string golden = dir + "/goldens/vp.safetensors";
-  Request r = image_request(dir, c);
+  Request r = test::fixture_request(dir, c);
   const Tensor regions = test::load_golden(golden, "mask_prompts_u8");
   for (int64_t k = 0; k < regions.size(0); ++k) {
     Mask m;
@@ -323,7 +315,7 @@ TEST(Pipeline, F32CheckpointsAreUsedInPlace) {
   for (Precision precision : {Precision::F32, Precision::BF16}) {
     auto model = Sa2vaModel::load(f32_dir, precision);
     StageRecorder rec;
-    model->predict(image_request(dir, c), &rec);
+    model->predict(test::fixture_request(dir, c), &rec);
     const double tol = precision == Precision::F32 ? 1e-4 : 0.2;
     EXPECT_TRUE(test::close_rel(stage(rec, "seg.embeds"),
                                 test::load_golden(dir + "/goldens/image.safetensors", "seg.embeds"), tol));
@@ -335,7 +327,7 @@ TEST(PipelineConformance, Bf16ModeMasksAgree) {
   const json c = meta_of(dir)["cases"]["image"];
   const std::string golden = dir + "/goldens/image.safetensors";
   StageRecorder rec;
-  fixture_model(dir, Precision::BF16).predict(image_request(dir, c), &rec);
+  fixture_model(dir, Precision::BF16).predict(test::fixture_request(dir, c), &rec);
   const test::Diff d = test::compare(stage(rec, "seg0.mask_logits_lowres"), test::load_golden(golden, "seg0.mask_logits_lowres"));
   const double iou = test::mask_iou(stage(rec, "seg0.mask"), test::load_golden(golden, "seg0.mask"));
   std::cout << "bf16 mode: low-res logits max|diff|/rms " << d.rel() << ", mask IoU " << iou << "\n";
@@ -403,7 +395,7 @@ TEST(Pipeline, BadRequestsAreErrors) {
   vp_without_image.text = "hi";
   vp_without_image.mask_prompts.push_back(Mask{2, 2, {1, 0, 0, 1}});
   EXPECT_THROW(m.predict(vp_without_image), Error);
-  Request short_mask = image_request(dir, meta_of(dir)["cases"]["image"]);
+  Request short_mask = test::fixture_request(dir, meta_of(dir)["cases"]["image"]);
   short_mask.mask_prompts.push_back(Mask{2, 2, {1, 0, 0}});  // 3 values for a 2x2 mask
   EXPECT_THROW(m.predict(short_mask), Error);
 }
@@ -414,7 +406,7 @@ TEST(Pipeline, BadRequestsAreErrors) {
 TEST(Pipeline, VisualPromptsOfAnySizeAndRegionsCoveringNoCell) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
-  Request r = image_request(dir, meta_of(dir)["cases"]["vp"]);  // a 600x280 image: 2 tiles + thumbnail
+  Request r = test::fixture_request(dir, meta_of(dir)["cases"]["vp"]);  // a 600x280 image: 2 tiles + thumbnail
   // Region 1: a 5x3 mask with only pixel (x 2, y 1) set. Rows read y = floor(i * 3/16): 1 for
   // i = 6..10; columns read x = floor(j * 5/16): 2 for j = 7..9. So 5 x 3 = 15 cells.
   Mask small{5, 3, std::vector<uint8_t>(15, 0)};
@@ -521,8 +513,7 @@ int64_t profiled_calls(const std::string& stage) {
 TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["generate"];
-  Request r = image_request(dir, c);
-  r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
+  Request r = test::fixture_request(dir, c);  // with the case's token limit
   std::vector<std::string> pieces;
   r.on_text = [&](const std::string& piece) { pieces.push_back(piece); };
   set_profiling(true);
@@ -542,7 +533,7 @@ TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   EXPECT_EQ(p.content, p.text);  // no end-of-turn marker: the limit ended it
 
   const json forced = meta_of(dir)["cases"]["image"];
-  Request f = image_request(dir, forced);
+  Request f = test::fixture_request(dir, forced);
   f.on_text = [&](const std::string&) { ADD_FAILURE() << "a forced answer is not streamed"; };
   const Prediction q = fixture_model(dir, Precision::F32).predict(f);
   EXPECT_EQ(q.text, "Sure, [SEG].<|im_end|>");
@@ -553,7 +544,7 @@ TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
 TEST(Pipeline, ShouldStopCancelsTheRequest) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["generate"];
-  Request r = image_request(dir, c);
+  Request r = test::fixture_request(dir, c);
   r.generation.max_new_tokens = 64;
   int polls = 0, tokens = 0;
   r.on_text = [&](const std::string&) { ++tokens; };
@@ -572,9 +563,9 @@ TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = meta_of(dir)["cases"]["image"];
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
-  Request first = image_request(dir, c);
+  Request first = test::fixture_request(dir, c);
   const Prediction plain1 = m.predict(first);
-  Request second = image_request(dir, c);
+  Request second = test::fixture_request(dir, c);
   second.text = "And the blue box?";
   second.past_text = plain1.past_text;
   const Prediction plain2 = m.predict(second);
@@ -642,14 +633,14 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
     EXPECT_EQ(rebuilt, m.predict(r).past_text) << what;
     return rebuilt;
   };
-  Request image = image_request(dir, meta["image"]);
+  Request image = test::fixture_request(dir, meta["image"]);
   image.forced_answer.clear();
   const std::string after_first = expect_same(image, "image");
   image.text = "And the blue box?";
   image.past_text = after_first;
   expect_same(image, "later turn");
 
-  Request vp = image_request(dir, meta["vp"]);
+  Request vp = test::fixture_request(dir, meta["vp"]);
   vp.forced_answer.clear();
   const Tensor regions = test::load_golden(dir + "/goldens/vp.safetensors", "mask_prompts_u8");
   for (int64_t k = 0; k < regions.size(0); ++k) {
