@@ -148,7 +148,9 @@ TEST_P(OpsAttentionTest, FusedF32MatchesReference) {
 TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
   if (ops::simd::isa() != ops::simd::Isa::Avx512) GTEST_SKIP() << "no AVX-512 BF16 here; bf16 attention runs in f32";
   const Case cases[] = {
-      {100, 1300, 2, 1, 32, 0, false, 0, false, 0},  // 3 key blocks of 512, ragged last block and query block
+      {100, 1300, 2, 1, 32, 0, false, 0, false, 0},  // 3 key blocks of 448, ragged last block and query block
+      {60, 1025, 2, 2, 64, 0, false, 0, false, 0},   // InternViT's keys: 2 blocks of 544, above the nominal 512
+      {20, 730, 1, 1, 16, 0, false, 0, true, 0},     // 23 panels: one block of 736 keys
       {130, 130, 4, 2, 17, 9, true, 0, false, 3},    // causal prefill, odd D, Dv != D, strides
       {50, 600, 2, 2, 64, 40, true, 550, true, 1},   // causal after cached keys, mask
       {5, 3, 1, 1, 8, 0, false, 0, true, 0},         // fewer keys than a panel
@@ -167,7 +169,7 @@ TEST_P(OpsAttentionTest, FusedBf16MatchesRoundedReference) {
   ops::simd::set_amx_enabled(saved_amx);
 }
 
-// A query whose whole first key block (512 keys) is masked out (-inf) still gets the right mix of the rest.
+// A query whose whole first key block (448 of 1300 keys) is masked out (-inf) still gets the right mix of the rest.
 TEST_P(OpsAttentionTest, FusedBf16FullyMaskedLeadingBlock) {
   if (ops::simd::isa() != ops::simd::Isa::Avx512) GTEST_SKIP() << "no AVX-512 BF16 here";
   const int64_t Sq = 8, Sk = 1300, D = 16, masked = 700;

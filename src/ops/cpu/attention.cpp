@@ -75,8 +75,8 @@ void attention_blocked(const AttentionArgs& a, int64_t Dv) {
 // ---- fused bf16 attention ------------------------------------------------------------------
 // Keys and values are rounded to bf16 and packed once per call into the panels of the bf16 tile
 // kernel; each task takes one head and kQueryBlock query rows and streams over blocks of
-// kKeyBlock keys with an online softmax (running max m, running sum l, output rescaled when m
-// grows), so the scores never exceed kQueryBlock x kKeyBlock floats.
+// about kKeyBlock keys with an online softmax (running max m, running sum l, output rescaled when m
+// grows), so the scores never exceed kQueryBlock x 1.5·kKeyBlock floats.
 constexpr int64_t kQueryBlock = simd::kBf16BlockRows;
 constexpr int64_t kKeyBlock = 16 * simd::kBf16PanelCols;  // 512 keys: 3-6% faster than 256 at 4k-45k keys
 constexpr int64_t kPanel = simd::kBf16PanelCols;
@@ -99,7 +99,7 @@ struct PackedKv {
   int64_t key_panels = 0;           // per head
   int64_t value_panels = 0;         // Dv panels per key block
   int64_t key_blocks = 0;
-  int64_t key_block = 0;            // keys per block: kKeyBlock, or all of a short key sequence
+  int64_t key_block = 0;            // keys per block (whole panels): near kKeyBlock, or all of a short sequence
   Tensor key_storage, value_storage;  // large ones come from the buffer pool, reused frame after frame
   uint32_t* keys = nullptr;           // every word is written by pack_kv (padding as zeros)
   uint32_t* values = nullptr;
@@ -124,9 +124,13 @@ PackedKv pack_kv(const AttentionArgs& a, int64_t Dv) {
   p.key_pairs_per_panel = simd::bf16_tile_pairs((a.head_dim + 1) / 2);
   p.key_panels = (a.kv_len + kPanel - 1) / kPanel;
   p.value_panels = (Dv + kPanel - 1) / kPanel;
-  // A short sequence (a Hiera window: 16-256 keys) is one block of its own length in whole panels,
-  // not a 512-key block mostly of padding that would be packed, exponentiated and zeroed.
-  p.key_block = std::min(kKeyBlock, p.key_panels * kPanel);
+  // Blocks of equal length, as near kKeyBlock as whole panels allow: InternViT's 1025 keys go as two
+  // blocks of 544, not 512 + 512 + 1, whose last block costs a whole pass of per-row softmax work
+  // and a rescale of the output for one key. A short sequence (a Hiera window: 16-256 keys) is one
+  // block of its own length, not a 512-key block mostly of padding.
+  constexpr int64_t kBlockPanels = kKeyBlock / kPanel;
+  const int64_t blocks = std::max<int64_t>(1, (p.key_panels + kBlockPanels / 2) / kBlockPanels);
+  p.key_block = (p.key_panels + blocks - 1) / blocks * kPanel;
   p.key_blocks = (a.kv_len + p.key_block - 1) / p.key_block;
   p.key_storage = Tensor::empty({a.kv_heads * p.key_panels * p.key_pairs_per_panel * kPanel}, DType::I32);
   p.value_storage = Tensor::empty({a.kv_heads * p.key_blocks * p.value_panels * (p.key_block / 2) * kPanel}, DType::I32);
@@ -183,8 +187,8 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
   parallel_for(a.q_heads * q_blocks, [&](int64_t t0, int64_t t1) {
     // Task buffers, one set per thread: scores, bf16 probabilities, the output accumulator and the
     // running max and sum of each row.
-    float* const scores = reinterpret_cast<float*>(thread_scratch<0>(static_cast<size_t>(kQueryBlock * kKeyBlock)));
-    uint32_t* const probs = thread_scratch<1>(static_cast<size_t>(kQueryBlock * kKeyBlock / 2));
+    float* const scores = reinterpret_cast<float*>(thread_scratch<0>(static_cast<size_t>(kQueryBlock * key_block)));
+    uint32_t* const probs = thread_scratch<1>(static_cast<size_t>(kQueryBlock * key_block / 2));
     float* const acc = reinterpret_cast<float*>(thread_scratch<2>(static_cast<size_t>(kQueryBlock * (Dv + 2))));
     float* const row_max = acc + kQueryBlock * Dv;
     float* const row_sum = row_max + kQueryBlock;
