@@ -60,7 +60,7 @@ TokenMap HieraBlock::forward(const TokenMap& x, HieraScratch& scratch, HieraScra
         "Hiera: a " + std::to_string(H) + "x" + std::to_string(W) + " map cannot be pooled in windows of " +
             std::to_string(win_h));
   // A band's input rows are whole windows, so a multiple of the pooling stride but for the last band.
-  const int64_t band_rows = std::max<int64_t>(1, kTokensPerChunk / (n_cols * win_tokens));
+  const int64_t band_rows = std::max<int64_t>(1, kWindowBandTokens / (n_cols * win_tokens));
   const int64_t band_windows = std::min(band_rows, n_rows) * n_cols;
   const int64_t band_map_rows = std::min(H, band_rows * win_h);
   Tensor xn = scratch.get(S::kNorm, {band_map_rows * W, dim_in});

@@ -26,6 +26,11 @@ namespace sa2va::sam2 {
 // lateral maps) are made this many tokens at a time: at 1024x1024 the first stage has 65,536 tokens,
 // whole-map buffers of them would take ~500 MB, and products of 8,192 rows run as fast as whole ones.
 constexpr int64_t kTokensPerChunk = 8192;
+// A block's windows are attended a band of window rows at a time, about this many tokens: the
+// band's f32 q|k|v (stage 3: 1,960 tokens x 1,728 = 13.5 MB) is still in the caches when attention
+// rounds and packs it, where 8,192-token bands (34 MB) sent it out to memory and back (Hiera-L
+// encode 1.02-1.04x, bench/README.md).
+constexpr int64_t kWindowBandTokens = 2048;
 
 // A feature map in channels-last layout: tokens [h·w, C], token index y·w + x.
 struct TokenMap {
