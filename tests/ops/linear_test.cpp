@@ -97,11 +97,12 @@ TEST_P(OpsLinearTest, Bf16LargeMAcrossBlocks) {
   // Several K slices, column blocks and row tiles, odd K. With AVX-512 BF16 the activations are
   // rounded to bf16 and products accumulate in f32 (on AMX tiles where the CPU has them, and on
   // vdpbf16ps with them switched off); the fallback widens the weights for sgemm. The second shape
-  // has few columns and many rows: tasks split the rows (row blocks overhanging M, odd N).
+  // has few columns and many rows: tasks split the rows (row blocks overhanging M, odd N). The last
+  // two have bf16 rows of x a multiple of 4 KiB, which the zmm tiles' copy pads by 64 bytes.
   struct Shape3 {
     int64_t M, K, N;
   };
-  for (const Shape3 shape : {Shape3{29, 1101, 300}, Shape3{197, 613, 70}}) {
+  for (const Shape3 shape : {Shape3{29, 1101, 300}, Shape3{197, 613, 70}, Shape3{31, 2047, 40}, Shape3{100, 4096, 70}}) {
     const int64_t M = shape.M, K = shape.K, N = shape.N;
     const std::vector<float> x = random_vector(M * K, 21);
     std::vector<float> w = random_vector(N * K, 22), b = random_vector(N, 23);

@@ -352,8 +352,10 @@ TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
   uint32_t seed = 900;
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
     for (int64_t M : {1, 13, 100})
-      for (int64_t hidden : {77, 320})
+      for (int64_t hidden : {77, 320, 2048})
         for (int64_t K : {70, 1100}) {
+        // 2048: hidden rows of 4 KiB in bf16, padded by 64 bytes in fc2's operand (one case suffices)
+        if (hidden == 2048 && (format != WeightFormat::BF16 || M != 100 || K != 70)) continue;
         const int64_t N = 45;
         const WeightMatrix fc1 = WeightMatrix::prepare(random_tensor({hidden, K}, ++seed), format);
         const WeightMatrix fc2 = WeightMatrix::prepare(random_tensor({N, hidden}, ++seed), format);
@@ -391,9 +393,11 @@ TEST_P(WeightMatrixTest, GatedFeedForwardEqualsItsParts) {
   uint32_t seed = 1300;
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0})
     for (int64_t M : {1, 13, 100})
-      for (int64_t I : {77, 600})
+      for (int64_t I : {77, 600, 2048})
         for (int64_t K : {70, 1000, 1100}) {
           if (format != WeightFormat::BF16 && K != 70) continue;
+          // 2048: bf16 hidden rows of 4 KiB, padded by 64 bytes in the down product's operand
+          if (I == 2048 && (format != WeightFormat::BF16 || M != 100 || K != 70)) continue;
           const int64_t N = 45;
           const WeightMatrix gate_w = ops::kernel_layout(WeightMatrix::prepare(random_tensor({I, K}, ++seed), format));
           const WeightMatrix up_w = ops::kernel_layout(WeightMatrix::prepare(random_tensor({I, K}, ++seed), format));

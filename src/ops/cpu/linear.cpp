@@ -294,7 +294,8 @@ bool gated_feed_forward(const float* x, int64_t M, int64_t K, const WeightMatrix
   for (const WeightMatrix* w : {&w_gate, &w_up, &w_down})
     if (w->format() != WeightFormat::BF16 || w->in_panels()) return false;
   // Decode-sized M streams the weights instead; `gate` holds the bf16 hidden layer (I rounded up to
-  // 32 bf16 per row fit in its I floats from I = 32 on).
+  // 32 bf16 per row, and 32 more where a row would be a multiple of 4 KiB, i.e. I >= 2048, fit in
+  // its I floats from I = 32 on).
   if (K == 0 || I < 32 || streams_rows(w_gate, M)) return false;
   return simd::bf16_gated_mlp(x, M, K, w_gate.host_values<uint16_t>(), w_up.host_values<uint16_t>(), I,
                               reinterpret_cast<uint16_t*>(gate), w_down.host_values<uint16_t>(), w_down.rows(), y);
