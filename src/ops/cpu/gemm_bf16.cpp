@@ -117,7 +117,9 @@ void pack_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t kp0
 
 // c[r][:] (+)= Σ_kp a[r][kp] · panel[kp][:] for r < rows (rows <= kMR), columns < cols; where c is
 // not accumulated, the sums start from bias[:] when given (saving a pass over c to add it).
-template <int MR>
+// Wide: both 16-column halves of the panel; otherwise the first only (cols <= 16: a last panel of
+// 8 or 16 columns, as Hiera's head size 72 and widths 144 and 432 leave, costs half a tile).
+template <int MR, bool Wide>
 SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kpn, float* c,
                                   int64_t ldc, int64_t cols, bool accumulate, const float* bias) {
   const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
@@ -132,12 +134,12 @@ SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t
   }
   for (int64_t kp = 0; kp < kpn; ++kp) {
     const __m512bh b0 = (__m512bh)_mm512_loadu_si512(panel + kp * kNR);
-    const __m512bh b1 = (__m512bh)_mm512_loadu_si512(panel + kp * kNR + 16);
+    const __m512bh b1 = Wide ? (__m512bh)_mm512_loadu_si512(panel + kp * kNR + 16) : b0;
   #pragma GCC unroll 16
   for (int r = 0; r < MR; ++r) {
       const __m512bh av = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * lda + kp]));
       acc0[r] = _mm512_dpbf16_ps(acc0[r], av, b0);
-      acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
+      if constexpr (Wide) acc1[r] = _mm512_dpbf16_ps(acc1[r], av, b1);
     }
   }
 #pragma GCC unroll 16
@@ -145,21 +147,23 @@ SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t
     float* cr = c + r * ldc;
     if (accumulate) {
       acc0[r] = _mm512_add_ps(acc0[r], _mm512_maskz_loadu_ps(m0, cr));
-      acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
+      if constexpr (Wide) acc1[r] = _mm512_add_ps(acc1[r], _mm512_maskz_loadu_ps(m1, cr + 16));
     }
     _mm512_mask_storeu_ps(cr, m0, acc0[r]);
-    _mm512_mask_storeu_ps(cr + 16, m1, acc1[r]);
+    if constexpr (Wide) _mm512_mask_storeu_ps(cr + 16, m1, acc1[r]);
   }
 }
 
 using TileFn = void (*)(const uint32_t*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool,
                        const float*);
-template <int... R>
+template <bool Wide, int... R>
 constexpr std::array<TileFn, sizeof...(R)> make_tiles(std::integer_sequence<int, R...>) {
-  return {tile_kernel<R + 1>...};
+  return {tile_kernel<R + 1, Wide>...};
 }
-// kTiles[rows - 1] handles a block of `rows` rows.
-constexpr auto kTiles = make_tiles(std::make_integer_sequence<int, kMR>{});
+// kTiles[rows - 1] handles a block of `rows` rows, kHalfTiles the same where cols <= 16.
+constexpr auto kTiles = make_tiles<true>(std::make_integer_sequence<int, kMR>{});
+constexpr auto kHalfTiles = make_tiles<false>(std::make_integer_sequence<int, kMR>{});
+TileFn tile_for(int64_t rows, int64_t cols) { return (cols > 16 ? kTiles : kHalfTiles)[rows - 1]; }
 
 // Masked loads are issued only where some lane is inside x: a fully masked load whose address lies
 // past the buffer (on a page that may not be mapped) costs a microcode assist on some cores.
@@ -355,11 +359,11 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
       }
       for (int64_t m0 = m_begin; m0 < m_end; m0 += kMR) {
         const int64_t rows = std::min(kMR, m_end - m0);
-        const TileFn tile = kTiles[rows - 1];
         float* const c = through_block ? block_c : op.y + m0 * N + nb;
         const int64_t ldc = through_block ? kNC : N;
         for (int64_t p = 0; p < block_panels; ++p) {
           const int64_t n0 = nb + p * kNR, cols = std::min(kNR, nb_end - n0);
+          const TileFn tile = tile_for(rows, cols);
           tile(op.a + m0 * op.lda + kp0, op.lda, base + p * panel_stride, kpn, c + p * kNR, ldc, cols, accumulate,
                op.bias ? op.bias + n0 : nullptr);
           if (op.up)  // (through_block: one slice, no bias)
@@ -484,8 +488,8 @@ void bf16_tile(int64_t rows, const uint32_t* a, int64_t lda, const uint32_t* pan
                int64_t ldc, int64_t cols, bool accumulate) {
   if (t_tiles_configured) return bf16_tile_amx(rows, a, lda, panel, pairs, c, ldc, cols, accumulate);
   for (int64_t r0 = 0; r0 < rows; r0 += kMR)
-    kTiles[std::min(kMR, rows - r0) - 1](a + r0 * lda, lda, panel, pairs, c + r0 * ldc, ldc, cols, accumulate,
-                                         nullptr);
+    tile_for(std::min(kMR, rows - r0), cols)(a + r0 * lda, lda, panel, pairs, c + r0 * ldc, ldc, cols, accumulate,
+                                             nullptr);
 }
 
 int64_t bf16_tile_pairs(int64_t pairs) { return amx() ? (pairs + kAmxPairs - 1) / kAmxPairs * kAmxPairs : pairs; }
