@@ -5,7 +5,8 @@
 //   - the language model alone: a prefill of 1810 tokens, and decode steps (ms per token, logits
 //     back on the host each step, as generation needs them);
 //   - 48 frames of 640x360 video with the same prompt: end to end, and frames per second;
-//   - the memory pool's peak per case (the CUDA context itself is not counted);
+//   - the memory pool's peak per case (the CUDA context is not counted, nor the scratch buffers
+//     allocated outside the pool: cuBLASLt's workspace, bf16 copies of operands, split partials);
 //   - the stage profile of one more image and video (sa2va --profile's table).
 // Medians of --reps runs after one warm-up. Prints one table; exits non-zero on any error.
 //
@@ -14,6 +15,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstdint>
@@ -201,9 +203,9 @@ int main(int argc, char** argv) {
       })});
       ops_us.push_back({"rope (q and k)", queued_us(200, [&] {
         ops::rope_rotate_half(qkv.kernel_f32(), 1, c.num_heads, hd, q_dim + 2 * kv_dim,
-                              static_cast<const int64_t*>(positions.device_data()), 1e6f);
+                              static_cast<const int64_t*>(positions.device_data()), dynamic_rope_theta(c, 1811));
         ops::rope_rotate_half(keys.kernel_f32(), 1, c.num_kv_heads, hd, kv_dim,
-                              static_cast<const int64_t*>(positions.device_data()), 1e6f);
+                              static_cast<const int64_t*>(positions.device_data()), dynamic_rope_theta(c, 1811));
       })});
       ops_us.push_back({"attention over 1811 keys", queued_us(200, [&] {
         ops::AttentionArgs a;
@@ -212,7 +214,7 @@ int main(int argc, char** argv) {
         a.v = values.kernel_f32(); a.v_stride = kv_dim;
         a.out = heads.kernel_f32(); a.out_stride = q_dim;
         a.q_len = 1; a.kv_len = 1811; a.q_heads = c.num_heads; a.kv_heads = c.num_kv_heads; a.head_dim = hd;
-        a.scale = 0.125f; a.causal = true; a.q_offset = 1810; a.bf16_operands = true;
+        a.scale = 1.f / std::sqrt(static_cast<float>(hd)); a.causal = true; a.q_offset = 1810; a.bf16_operands = true;
         ops::attention(a);
       })});
       ops_us.push_back({"linear out", queued_us(200, [&] {

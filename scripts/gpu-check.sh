@@ -33,8 +33,8 @@ case "$step" in
       cp -L "$lib" "$stage/lib/"
     done
     # The fixture folders the GPU conformance test runs, with the goldens of its cases only: the 4B
-    # template's and the 8B path's by default (with sa2va-tiny, 1B's shape, the bundle passes the 64 MiB
-    # a GPU machine is sent; the random-weight pipeline test covers that shape against the CPU).
+    # template's and the 8B path's by default (sa2va-tiny, 1B's shape, would more than double the
+    # bundle; the random-weight pipeline test covers that shape against the CPU).
     fixtures=${SA2VA_FIXTURES:-../shared/fixtures}
     for f in ${SA2VA_GPU_FIXTURES:-sa2va-tiny-phi3 sa2va-tiny-internlm2}; do
       [ -f "$fixtures/$f/meta.json" ] || { echo "fixture $fixtures/$f not found: the GPU conformance test will skip it"; continue; }

@@ -5,13 +5,11 @@
 // why, without a GPU.
 #include <gtest/gtest.h>
 
-#include <cstdlib>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "core/device.h"
-#include "core/error.h"
 #include "core/stages.h"
 #include "models/make_model.h"
 #include "models/sa2va_model.h"

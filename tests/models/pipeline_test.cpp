@@ -45,7 +45,6 @@ Tensor stage(const StageRecorder& rec, const std::string& name) {
   return Tensor::zeros({1});
 }
 
-
 void expect_ids_equal(const Tensor& a, const Tensor& b) {
   ASSERT_EQ(a.numel(), b.numel());
   for (int64_t i = 0; i < a.numel(); ++i) ASSERT_EQ(a.data<int64_t>()[i], b.data<int64_t>()[i]) << "at " << i;

@@ -23,7 +23,6 @@ using sam2::DecoderOutput;
 using sam2::FrameFeatures;
 using sam2::Sam2Image;
 
-
 // close_rel with the measured error printed (the numbers reported for the f32 conformance).
 void expect_close(const std::string& name, const Tensor& actual, const Tensor& expected, double tol = 1e-4) {
   const test::Diff d = test::compare(actual, expected);

@@ -12,8 +12,6 @@
 #include <nlohmann/json.hpp>
 
 #include "core/stages.h"
-#include "io/image.h"
-#include "io/safetensors.h"
 #include "models/generation.h"
 #include "models/sa2va_model.h"
 #include "test_util.h"

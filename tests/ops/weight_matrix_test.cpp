@@ -342,6 +342,12 @@ TEST_P(WeightMatrixTest, LinearWithAnActivationEqualsTheActivationOfTheProduct) 
       }
 }
 
+// AMX switched off for a scope (and back as it was, also when an assertion returns early).
+struct AmxOff {
+  bool saved = ops::simd::set_amx_enabled(false);
+  ~AmxOff() { ops::simd::set_amx_enabled(saved); }
+};
+
 // ops::feed_forward equals linear() with the activation and then linear(), bit for bit, for every
 // format and arrangement (the hidden buffer is scratch). With both matrices in panels (AVX-512 BF16,
 // AMX not in use) the CPU rounds each finished block of the hidden layer into fc2's operand instead
@@ -350,6 +356,7 @@ TEST_P(WeightMatrixTest, LinearWithAnActivationEqualsTheActivationOfTheProduct) 
 // of the GEMM check its offsets. K = 1100 takes two slices (the hidden layer written as C).
 TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
   uint32_t seed = 900;
+  const AmxOff amx_off;  // the fused path runs on zmm tiles only (with AMX: the separate products)
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0, WeightFormat::Q4_0})
     for (int64_t M : {1, 13, 100})
       for (int64_t hidden : {77, 320, 2048})
@@ -391,6 +398,7 @@ TEST_P(WeightMatrixTest, FeedForwardEqualsTwoLinears) {
 // 1000) and of two (1100: the separate products).
 TEST_P(WeightMatrixTest, GatedFeedForwardEqualsItsParts) {
   uint32_t seed = 1300;
+  const AmxOff amx_off;  // the fused path runs on zmm tiles only (with AMX: the separate products)
   for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0})
     for (int64_t M : {1, 13, 100})
       for (int64_t I : {77, 600, 2048})

@@ -536,21 +536,21 @@ namespace {
 // The pairs a row of x holds in the GEMM's bf16 copy: ceil(K/2) rounded up to a whole AMX tile step.
 int64_t rounded_row_pairs(int64_t K) { return ((K + 1) / 2 + kAmxPairs - 1) / kAmxPairs * kAmxPairs; }
 
-// The row stride, in pairs, of x's bf16 copy for the zmm tiles: rounded_row_pairs, and 64 bytes more
+// The row stride, in pairs, of x's bf16 copy: rounded_row_pairs, and for the zmm tiles 64 bytes more
 // where that is a whole multiple of 4 KiB. A tile reads 12 rows at the same column: rows 4 KiB apart
 // fall in one set of L1 (64 sets of 64 bytes), which the 12 rows fill alone, so the panel's lines
 // evict them at every step. InternViT's fc2 operand (4,096 bf16 = 8 KiB rows) is the case: its
-// MLP 1.13x with the 64 bytes (bench/README.md). AMX reads x in its own arrangement, unpadded.
-int64_t operand_row_pairs(int64_t K) {
+// MLP 1.12x with the 64 bytes (bench/README.md). AMX reads x in its own arrangement, unpadded.
+int64_t operand_row_pairs(int64_t K, bool tiles) {
   const int64_t pairs = rounded_row_pairs(K);
-  return pairs * 4 % 4096 == 0 ? pairs + kAmxPairs : pairs;
+  return !tiles && pairs * 4 % 4096 == 0 ? pairs + kAmxPairs : pairs;
 }
 
 // A hidden layer of `width` about to be rounded block by block into M rows of the next product's
 // operand (zmm tiles): zeros past the width (the blocks write the rest). Returns the row length in
 // elements.
 int64_t zero_row_padding(uint16_t* rows, int64_t M, int64_t width) {
-  const int64_t ld = 2 * operand_row_pairs(width);
+  const int64_t ld = 2 * operand_row_pairs(width, false);
   for (int64_t m = 0; m < M; ++m) std::fill(rows + m * ld + width, rows + (m + 1) * ld, uint16_t{0});
   return ld;
 }
@@ -559,7 +559,7 @@ int64_t zero_row_padding(uint16_t* rows, int64_t M, int64_t width) {
 // on AMX each row block's tile steps contiguous ([step][32 rows][16 pairs]), so a tile is 1 KB read
 // at a 64-byte stride (rows a whole row apart would share a few cache sets).
 Tensor round_rows(const float* x, int64_t M, int64_t K, bool tiles) {
-  const int64_t lda = tiles ? rounded_row_pairs(K) : operand_row_pairs(K);
+  const int64_t lda = operand_row_pairs(K, tiles);
   const int64_t padded_rows = (M + kAmxRows - 1) / kAmxRows * kAmxRows;
   Tensor xb = Tensor::empty({padded_rows * lda * 2}, DType::BF16);
   uint16_t* xbp = xb.data<uint16_t>();
@@ -625,8 +625,7 @@ bool gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, c
   if (isa() != Isa::Avx512) return false;
   const bool tiles = amx();
   const Tensor xb = round_rows(x, M, K, tiles);
-  run(GemmOperands{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()),
-                   tiles ? rounded_row_pairs(K) : operand_row_pairs(K), M, (K + 1) / 2,
+  run(GemmOperands{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), operand_row_pairs(K, tiles), M, (K + 1) / 2,
                    source, panels, panel_pairs, N, y, bias, output, tiles});
   return true;
 }
@@ -646,12 +645,12 @@ bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, i
                      const float* b1, GemmOutput activation, float* hidden, const uint32_t* w2, int64_t w2_pairs,
                      int64_t N, const float* b2, float* y) {
   if (isa() != Isa::Avx512 || amx() || M <= 0) return false;
-  Tensor rounded_t = Tensor::empty({M * 2 * operand_row_pairs(hidden_width)}, DType::BF16);
+  Tensor rounded_t = Tensor::empty({M * 2 * operand_row_pairs(hidden_width, false)}, DType::BF16);
   uint16_t* rounded = rounded_t.data<uint16_t>();
   const int64_t ld = zero_row_padding(rounded, M, hidden_width);
   const Tensor xb = round_rows(x, M, K, false);
-  GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), operand_row_pairs(K), M, (K + 1) / 2,
-                     nullptr, w1, w1_pairs, hidden_width, hidden, b1, activation, false};
+  GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), operand_row_pairs(K, false), M,
+                     (K + 1) / 2, nullptr, w1, w1_pairs, hidden_width, hidden, b1, activation, false};
   first.rounded = rounded;
   first.rounded_ld = ld;
   first.rounded_only = true;  // `hidden` is only needed as C across slices of K
@@ -669,8 +668,8 @@ bool bf16_gated_mlp(const float* x, int64_t M, int64_t K, const uint16_t* w_gate
   const Bf16PanelSource gate = gate_rows.source(), up = up_rows.source(), down = down_rows.source();
   const int64_t ld = zero_row_padding(hidden, M, hidden_width);
   const Tensor xb = round_rows(x, M, K, false);
-  GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), operand_row_pairs(K), M, pairs, &gate,
-                     nullptr, 0, hidden_width, nullptr, nullptr, GemmOutput::Plain, false};
+  GemmOperands first{reinterpret_cast<const uint32_t*>(xb.data<uint16_t>()), operand_row_pairs(K, false), M, pairs,
+                     &gate, nullptr, 0, hidden_width, nullptr, nullptr, GemmOutput::Plain, false};
   first.rounded = hidden;
   first.rounded_ld = ld;
   first.rounded_only = true;

@@ -16,7 +16,8 @@
 // of the output, and a second kernel merges the splits by their maxima and sums. In bf16 mode the
 // operands and probabilities are rounded as the CPU rounds them; the arithmetic is f32.
 //
-// Otherwise (f32 mode with more rows, head dimensions above 256, batched problems): one block of
+// Otherwise (f32 mode with more rows, head dimensions above 256, batched problems, and in bf16 mode
+// 9-15 rows or at most 64 keys, where neither kernel above fits: in f32, unrounded): one block of
 // kBlock threads per (query row, head, problem). Keys are taken kBlock at a time, one score per
 // thread; an online softmax carries over the chunks, and each thread accumulates its share of the
 // output dimensions.
@@ -213,7 +214,7 @@ bool split_eligible(const AttentionArgs& args, int64_t dv, const AttentionBatch&
 
 void launch_split(const Problem& p) {
   const int splits = static_cast<int>((p.a.kv_len + kSplitKeys - 1) / kSplitKeys);
-  check(p.a.q_heads <= 65535 && splits <= 0x7fffffff, "attention: too many heads for one CUDA launch");
+  check(p.a.q_heads <= 65535, "attention: too many heads for one CUDA launch");
   const size_t bytes = sizeof(float) * static_cast<size_t>(p.a.q_len * p.a.q_heads * splits * (p.dv + 2));
   auto* partial = static_cast<float*>(sa2va::cuda::scratch(bytes, 2));
   split_attention_kernel<<<dim3(static_cast<unsigned>(splits), static_cast<unsigned>(p.a.q_heads),
@@ -399,8 +400,8 @@ __global__ void __launch_bounds__(kFlashThreads) flash_attention_kernel(FlashPro
   }
 }
 
-// A block of the flash kernel takes 64 query rows; below 16 rows (a decode step) most of its work
-// would be padding, and the one-row-per-block kernel is used instead (in f32).
+// A block of the flash kernel takes 64 query rows; below 16 rows most of its work would be padding:
+// up to 8 rows (a decode step) take the key-split kernel, 9-15 the one-row-per-block kernel (in f32).
 bool flash_eligible(const AttentionArgs& args, int64_t dv) {
   return args.bf16_operands && args.head_dim <= kFlashMaxDim && dv > 0 && args.q_len >= 16;
 }
