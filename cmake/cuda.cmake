@@ -1,12 +1,14 @@
 # The CUDA backend (src/ops/cuda/), built in by SA2VA_CUDA:
 #   AUTO  when a CUDA compiler (nvcc) is found;  ON  required (configuring fails without one);  OFF  never.
-# Kernels are compiled for SA2VA_CUDA_ARCHITECTURES (default: A100 sm_80, RTX 30xx/A10 sm_86, L4/RTX 40xx
-# sm_89, H100/H200 sm_90). The CUDA runtime is linked statically, so a CUDA build still starts on a
+# Kernels are compiled for SA2VA_CUDA_ARCHITECTURES (default: sm_80 and sm_90). sm_80 code runs on every
+# 8.x GPU (A100; RTX 30xx and A10 at 8.6; L4 and RTX 40xx at 8.9: the kernels use nothing newer than
+# 8.0's bf16 tensor cores), so separate 86/89 builds would only double the compile time; H100/H200 get
+# their own sm_90 code. The CUDA runtime is linked statically, so a CUDA build still starts on a
 # machine without a GPU or driver; cuBLASLt is opened at run time, on first use of a GPU, so that
 # CPU-only runs neither pay its load time nor its memory.
 set(SA2VA_CUDA AUTO CACHE STRING "Build the CUDA backend: AUTO (when nvcc is found), ON or OFF")
 set_property(CACHE SA2VA_CUDA PROPERTY STRINGS AUTO ON OFF)
-set(SA2VA_CUDA_ARCHITECTURES "80;86;89;90" CACHE STRING "GPU architectures the CUDA kernels are compiled for")
+set(SA2VA_CUDA_ARCHITECTURES "80;90" CACHE STRING "GPU architectures the CUDA kernels are compiled for")
 
 set(SA2VA_WITH_CUDA OFF)
 if(SA2VA_CUDA STREQUAL "ON" OR SA2VA_CUDA STREQUAL "AUTO")

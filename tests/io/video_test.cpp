@@ -12,6 +12,7 @@
 #include <random>
 
 #include "core/error.h"
+#include "sa2va/sa2va.h"
 #include "test_util.h"
 
 namespace sa2va {
@@ -416,6 +417,48 @@ TEST(VideoFileSizes, SizeChangeMidStream) {
     EXPECT_NE(message.find("frame 3"), std::string::npos) << message;
     EXPECT_NE(message.find("96x64"), std::string::npos) << message;
   }
+}
+
+// ---- Frames in memory (Video::from_frames) -----------------------------------------------------
+
+std::string from_frames_error(std::vector<Image> frames) {
+  try {
+    Video::from_frames(std::move(frames));
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+TEST(FramesVideo, KeepsEachFrameAtItsOwnSize) {
+  auto video = Video::from_frames({gradient(8, 6, 0), gradient(5, 4, 1)});
+  EXPECT_EQ(video->frame_count(), 2);
+  EXPECT_EQ(video->width(), 8);  // the first frame's size, the size masks come out at
+  EXPECT_EQ(video->height(), 6);
+  EXPECT_EQ(video->fps(), 0.0);
+  EXPECT_EQ(video->frame(1).rgb, gradient(5, 4, 1).rgb);
+  EXPECT_EQ(video->frame(0).rgb, gradient(8, 6, 0).rgb);
+  try {
+    video->frame(2);
+    FAIL() << "no error for a frame past the end";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("frame 2 is out of range (the video has 2 frames)"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_THROW(video->frame(-1), Error);
+}
+
+TEST(FramesVideo, EmptyOrInconsistentFramesAreErrors) {
+  EXPECT_NE(from_frames_error({}).find("at least one frame"), std::string::npos);
+  Image short_buffer = gradient(8, 6, 0);
+  short_buffer.rgb.pop_back();
+  EXPECT_NE(from_frames_error({gradient(8, 6, 0), short_buffer}).find("frame 1: its pixel buffer does not match"),
+            std::string::npos);
+  Image no_pixels;  // 0 x 0
+  EXPECT_NE(from_frames_error({no_pixels}).find("frame 0: its pixel buffer does not match"), std::string::npos);
+  Image negative = gradient(4, 4, 0);
+  negative.width = -4;
+  EXPECT_NE(from_frames_error({negative}).find("frame 0"), std::string::npos);
 }
 
 TEST(LlmFrameIndices, FirstFramesByDefault) {

@@ -5,7 +5,6 @@
 // runs the CUDA kernels, which BackendOps.* compares with the CPU op by op.)
 #include <gtest/gtest.h>
 
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -205,19 +204,13 @@ void expect_same_prediction(const Prediction& cpu, const Prediction& device, con
 TEST(StandInDevice, WholePipelineAsOnTheCpu) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   StandInGpu stand_in;
-  nlohmann::json meta;
-  std::ifstream(dir + "/meta.json") >> meta;
-  const nlohmann::json& cases = meta["cases"];
   ModelOptions on_device;
   on_device.precision = Precision::BF16;
   on_device.device = "cuda:0";
   const std::unique_ptr<Sa2vaModel> cpu = Sa2vaModel::load(dir, Precision::BF16);
   const std::unique_ptr<Sa2vaModel> device = Sa2vaModel::load(dir, on_device);
 
-  Request image;
-  image.image = load_image(dir + "/" + cases["image"]["image"].get<std::string>());
-  image.text = cases["image"]["prompt"].get<std::string>();
-  image.forced_answer = cases["image"]["answer_text"].get<std::string>();
+  const Request image = test::fixture_request(dir, test::fixture_case(dir, "image"));
   StageRecorder cpu_stages, device_stages;
   const Prediction want = cpu->predict(image, &cpu_stages);
   expect_same_prediction(want, device->predict(image, &device_stages), "image");
@@ -234,18 +227,15 @@ TEST(StandInDevice, WholePipelineAsOnTheCpu) {
   regions.mask_prompts.push_back(region);
   expect_same_prediction(cpu->predict(regions), device->predict(regions), "visual prompt");
 
-  Request generated;
-  generated.image = image.image;
-  generated.text = cases["generate"]["prompt"].get<std::string>();
+  Request generated = test::fixture_request(dir, test::fixture_case(dir, "generate"));
   generated.generation.max_new_tokens = 8;
   expect_same_prediction(cpu->predict(generated), device->predict(generated), "generation");
 
+  const nlohmann::json video_case = test::fixture_case(dir, "video");
   std::vector<Image> frames;
-  for (const auto& f : cases["video"]["frames"]) frames.push_back(load_image(dir + "/" + f.get<std::string>()));
+  for (const auto& f : video_case["frames"]) frames.push_back(load_image(dir + "/" + f.get<std::string>()));
   auto cpu_video = Video::from_frames(frames), device_video = Video::from_frames(frames);
-  Request video;
-  video.text = cases["video"]["prompt"].get<std::string>();
-  video.forced_answer = cases["video"]["answer_text"].get<std::string>();
+  Request video = test::fixture_request(dir, video_case);
   video.video = cpu_video.get();
   const Prediction video_want = cpu->predict(video);
   video.video = device_video.get();

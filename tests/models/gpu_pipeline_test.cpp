@@ -5,6 +5,7 @@
 // why, without a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,15 +43,28 @@ double iou(const Mask& a, const Mask& b) {
   return uni == 0 ? 1.0 : static_cast<double>(inter) / static_cast<double>(uni);
 }
 
+// Neither empty nor full: a mask whose comparison says something (two empty masks agree at IoU 1).
+bool informative(const Mask& m) {
+  const auto set = std::count(m.data.begin(), m.data.end(), uint8_t{1});
+  return set > 0 && set < static_cast<std::ptrdiff_t>(m.data.size());
+}
+
 void expect_masks_agree(const Prediction& cpu, const Prediction& gpu, double min_iou, const std::string& what) {
   SCOPED_TRACE(what);
   EXPECT_EQ(cpu.text, gpu.text);
   ASSERT_EQ(cpu.masks.size(), gpu.masks.size());
+  int informative_references = 0;
   for (size_t k = 0; k < cpu.masks.size(); ++k) {
     ASSERT_EQ(cpu.masks[k].size(), gpu.masks[k].size());
-    for (size_t t = 0; t < cpu.masks[k].size(); ++t)
-      EXPECT_GE(iou(cpu.masks[k][t], gpu.masks[k][t]), min_iou) << "mask " << k << ", frame " << t;
+    for (size_t t = 0; t < cpu.masks[k].size(); ++t) {
+      const Mask &want = cpu.masks[k][t], &got = gpu.masks[k][t];
+      ASSERT_EQ(want.width, got.width) << "mask " << k << ", frame " << t;
+      ASSERT_EQ(want.height, got.height) << "mask " << k << ", frame " << t;
+      informative_references += informative(want);
+      EXPECT_GE(iou(want, got), min_iou) << "mask " << k << ", frame " << t;
+    }
   }
+  EXPECT_GT(informative_references, 0) << "every CPU mask is empty or full: the IoU would check nothing";
 }
 
 // The random tiny model of these tests, written once per process.

@@ -3,7 +3,6 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
-#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -20,22 +19,11 @@ namespace sa2va {
 namespace {
 using json = nlohmann::json;
 
-struct Fixture {
-  std::string dir;
-  json meta;
-};
-
 const Sa2vaModel& fixture_model(const std::string& dir, Precision precision) {
   static std::map<int, std::unique_ptr<Sa2vaModel>> models;
   auto& m = models[static_cast<int>(precision)];
   if (!m) m = Sa2vaModel::load(dir, precision);
   return *m;
-}
-
-json meta_of(const std::string& dir) {
-  json j;
-  std::ifstream(dir + "/meta.json") >> j;
-  return j;
 }
 
 Tensor stage(const StageRecorder& rec, const std::string& name) {
@@ -71,7 +59,7 @@ std::string fixture_frames_folder(const std::string& dir, const json& video_case
 
 TEST(PipelineConformance, ImageCaseEveryStage) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["image"];
+  const json c = test::fixture_case(dir, "image");
   const std::string golden = dir + "/goldens/image.safetensors";
   StageRecorder rec;
   const Prediction p = fixture_model(dir, Precision::F32).predict(test::fixture_request(dir, c), &rec);
@@ -94,7 +82,7 @@ TEST(PipelineConformance, ImageCaseEveryStage) {
 
 TEST(PipelineConformance, GcgAnswerGivesOneMaskPerSegWithPhrases) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["multiseg"];
+  const json c = test::fixture_case(dir, "multiseg");
   const std::string golden = dir + "/goldens/multiseg.safetensors";
   StageRecorder rec;
   const Prediction p = fixture_model(dir, Precision::F32).predict(test::fixture_request(dir, c), &rec);
@@ -111,7 +99,7 @@ TEST(PipelineConformance, GcgAnswerGivesOneMaskPerSegWithPhrases) {
 
 TEST(PipelineConformance, VisualPromptRegions) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["vp"];
+  const json c = test::fixture_case(dir, "vp");
   const std::string golden = dir + "/goldens/vp.safetensors";
   Request r = test::fixture_request(dir, c);
   const Tensor regions = test::load_golden(golden, "mask_prompts_u8");
@@ -133,12 +121,9 @@ TEST(PipelineConformance, VisualPromptRegions) {
 
 TEST(PipelineConformance, GreedyGenerationMatches) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["generate"];
+  const json c = test::fixture_case(dir, "generate");
   const std::string golden = dir + "/goldens/generate.safetensors";
-  Request r;
-  r.image = load_image(dir + "/" + c["image"].get<std::string>());
-  r.text = c["prompt"].get<std::string>();
-  r.generation.max_new_tokens = c["max_new_tokens"].get<int>();
+  const Request r = test::fixture_request(dir, c);
   StageRecorder rec;
   const Prediction p = fixture_model(dir, Precision::F32).predict(r, &rec);
   expect_ids_equal(stage(rec, "generated_ids"), test::load_golden(golden, "generated_ids"));
@@ -148,14 +133,12 @@ TEST(PipelineConformance, GreedyGenerationMatches) {
 
 TEST(PipelineConformance, VideoCaseAllFrames) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["video"];
+  const json c = test::fixture_case(dir, "video");
   const std::string golden = dir + "/goldens/video.safetensors";
   const std::string frames = fixture_frames_folder(dir, c, "frames");
   auto video = Video::open(frames);
-  Request r;
+  Request r = test::fixture_request(dir, c);
   r.video = video.get();
-  r.text = c["prompt"].get<std::string>();
-  r.forced_answer = c["answer_text"].get<std::string>();
   StageRecorder rec;
   const Prediction p = fixture_model(dir, Precision::F32).predict(r, &rec);
   expect_ids_equal(stage(rec, "prompt_ids"), test::load_golden(golden, "prompt_ids"));
@@ -174,12 +157,10 @@ TEST(PipelineConformance, VideoCaseAllFrames) {
 // on_mask then streams every frame of every [SEG].
 TEST(Pipeline, AnswerIsHandedOverBeforeTheMasks) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["video"];
+  const json c = test::fixture_case(dir, "video");
   auto video = first_frames(dir, c, 3);
-  Request r;
+  Request r = test::fixture_request(dir, c);
   r.video = video.get();
-  r.text = c["prompt"].get<std::string>();
-  r.forced_answer = c["answer_text"].get<std::string>();
   std::vector<std::string> events;
   Prediction answer;
   r.on_answer = [&](const Prediction& p) {
@@ -204,15 +185,13 @@ TEST(Pipeline, AnswerIsHandedOverBeforeTheMasks) {
 // frame's size.
 TEST(Pipeline, VideoFramesOfDifferentSizesGiveMasksAtTheFirstFramesSize) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["video"];
+  const json c = test::fixture_case(dir, "video");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
   const Tensor golden = test::load_golden(dir + "/goldens/video.safetensors", "seg0.mask");
   auto predict = [&](const std::string& frames, StageRecorder& rec) {
     auto video = Video::open(frames);
-    Request r;
+    Request r = test::fixture_request(dir, c);
     r.video = video.get();
-    r.text = c["prompt"].get<std::string>();
-    r.forced_answer = c["answer_text"].get<std::string>();
     return m.predict(r, &rec);
   };
   {
@@ -266,13 +245,11 @@ TEST(Pipeline, VideoFramesOfDifferentSizesGiveMasksAtTheFirstFramesSize) {
 
 TEST(Pipeline, UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["video"];
+  const json c = test::fixture_case(dir, "video");
   const std::string frames = fixture_frames_folder(dir, c, "uniform-frames");
   auto video = Video::open(frames);
-  Request r;
+  Request r = test::fixture_request(dir, c);
   r.video = video.get();
-  r.text = c["prompt"].get<std::string>();
-  r.forced_answer = c["answer_text"].get<std::string>();
   r.video_llm_frames = 2;
   r.video_uniform_frames = true;  // frames 1 and 4 of 6
   StageRecorder rec;
@@ -310,7 +287,7 @@ TEST(Pipeline, F32CheckpointsAreUsedInPlace) {
   }
   for (const char* file : {"config.json", "tokenizer.json"})
     std::filesystem::copy_file(dir + "/" + file, f32_dir + "/" + file);
-  const json c = meta_of(dir)["cases"]["image"];
+  const json c = test::fixture_case(dir, "image");
   for (Precision precision : {Precision::F32, Precision::BF16}) {
     auto model = Sa2vaModel::load(f32_dir, precision);
     StageRecorder rec;
@@ -323,7 +300,7 @@ TEST(Pipeline, F32CheckpointsAreUsedInPlace) {
 
 TEST(PipelineConformance, Bf16ModeMasksAgree) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["image"];
+  const json c = test::fixture_case(dir, "image");
   const std::string golden = dir + "/goldens/image.safetensors";
   StageRecorder rec;
   fixture_model(dir, Precision::BF16).predict(test::fixture_request(dir, c), &rec);
@@ -394,7 +371,7 @@ TEST(Pipeline, BadRequestsAreErrors) {
   vp_without_image.text = "hi";
   vp_without_image.mask_prompts.push_back(Mask{2, 2, {1, 0, 0, 1}});
   EXPECT_THROW(m.predict(vp_without_image), Error);
-  Request short_mask = test::fixture_request(dir, meta_of(dir)["cases"]["image"]);
+  Request short_mask = test::fixture_request(dir, test::fixture_case(dir, "image"));
   short_mask.mask_prompts.push_back(Mask{2, 2, {1, 0, 0}});  // 3 values for a 2x2 mask
   EXPECT_THROW(m.predict(short_mask), Error);
 }
@@ -405,7 +382,7 @@ TEST(Pipeline, BadRequestsAreErrors) {
 TEST(Pipeline, VisualPromptsOfAnySizeAndRegionsCoveringNoCell) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
-  Request r = test::fixture_request(dir, meta_of(dir)["cases"]["vp"]);  // a 600x280 image: 2 tiles + thumbnail
+  Request r = test::fixture_request(dir, test::fixture_case(dir, "vp"));  // a 600x280 image: 2 tiles + thumbnail
   // Region 1: a 5x3 mask with only pixel (x 2, y 1) set. Rows read y = floor(i * 3/16): 1 for
   // i = 6..10; columns read x = floor(j * 5/16): 2 for j = 7..9. So 5 x 3 = 15 cells.
   Mask small{5, 3, std::vector<uint8_t>(15, 0)};
@@ -511,7 +488,7 @@ int64_t profiled_calls(const std::string& stage) {
 
 TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["generate"];
+  const json c = test::fixture_case(dir, "generate");
   Request r = test::fixture_request(dir, c);  // with the case's token limit
   std::vector<std::string> pieces;
   r.on_text = [&](const std::string& piece) { pieces.push_back(piece); };
@@ -531,7 +508,7 @@ TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   EXPECT_EQ(p.finish_reason, "length");
   EXPECT_EQ(p.content, p.text);  // no end-of-turn marker: the limit ended it
 
-  const json forced = meta_of(dir)["cases"]["image"];
+  const json forced = test::fixture_case(dir, "image");
   Request f = test::fixture_request(dir, forced);
   f.on_text = [&](const std::string&) { ADD_FAILURE() << "a forced answer is not streamed"; };
   const Prediction q = fixture_model(dir, Precision::F32).predict(f);
@@ -542,7 +519,7 @@ TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
 
 TEST(Pipeline, ShouldStopCancelsTheRequest) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["generate"];
+  const json c = test::fixture_case(dir, "generate");
   Request r = test::fixture_request(dir, c);
   r.generation.max_new_tokens = 64;
   int polls = 0, tokens = 0;
@@ -560,7 +537,7 @@ TEST(Pipeline, ShouldStopCancelsTheRequest) {
 // turn's answer and masks are those of a request without a cache.
 TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["image"];
+  const json c = test::fixture_case(dir, "image");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
   Request first = test::fixture_request(dir, c);
   const Prediction plain1 = m.predict(first);
@@ -592,13 +569,11 @@ TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
 // too small for any frame it encodes them again, and the masks are the same either way.
 TEST(Pipeline, VisualCacheKeepsVideoFrameFeaturesWithinItsBudget) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json c = meta_of(dir)["cases"]["video"];
+  const json c = test::fixture_case(dir, "video");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
   auto video = first_frames(dir, c, 3);  // three frames are enough to see what is encoded when
-  Request first;
+  Request first = test::fixture_request(dir, c);
   first.video = video.get();
-  first.text = c["prompt"].get<std::string>();
-  first.forced_answer = c["answer_text"].get<std::string>();
   const Prediction plain = m.predict(first);
   Request second = first;
   second.text = "And now?";
@@ -623,7 +598,6 @@ TEST(Pipeline, VisualCacheKeepsVideoFrameFeaturesWithinItsBudget) {
 // with that answer forced, for images (with and without visual prompts), videos, later turns and text.
 TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
-  const json meta = meta_of(dir)["cases"];
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
   const std::string answer = "Sure, [SEG].";
   const auto expect_same = [&](Request r, const std::string& what) {
@@ -632,14 +606,14 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
     EXPECT_EQ(rebuilt, m.predict(r).past_text) << what;
     return rebuilt;
   };
-  Request image = test::fixture_request(dir, meta["image"]);
+  Request image = test::fixture_request(dir, test::fixture_case(dir, "image"));
   image.forced_answer.clear();
   const std::string after_first = expect_same(image, "image");
   image.text = "And the blue box?";
   image.past_text = after_first;
   expect_same(image, "later turn");
 
-  Request vp = test::fixture_request(dir, meta["vp"]);
+  Request vp = test::fixture_request(dir, test::fixture_case(dir, "vp"));
   vp.forced_answer.clear();
   const Tensor regions = test::load_golden(dir + "/goldens/vp.safetensors", "mask_prompts_u8");
   for (int64_t k = 0; k < regions.size(0); ++k) {
@@ -652,10 +626,11 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
   }
   expect_same(vp, "visual prompts");
 
-  auto video = first_frames(dir, meta["video"], 2);
-  Request v;
+  const json video_case = test::fixture_case(dir, "video");
+  auto video = first_frames(dir, video_case, 2);
+  Request v = test::fixture_request(dir, video_case);
+  v.forced_answer.clear();
   v.video = video.get();
-  v.text = meta["video"]["prompt"].get<std::string>();
   expect_same(v, "video");
 
   Request text;

@@ -196,17 +196,6 @@ TEST(Sam2VideoMemoryBank, RejectsOutOfOrderFrames) {
 
 // ---- tiny fixture --------------------------------------------------------------------------------
 
-// t[:, ::s, ::s] with s = H / 16 (the goldens' ".sub16").
-Tensor sub16(const Tensor& t) {
-  const Tensor c = t.contiguous();
-  const int64_t C = c.size(0), H = c.size(1), W = c.size(2), sy = H / 16, sx = W / 16;
-  Tensor out = Tensor::empty({C, 16, 16});
-  for (int64_t ch = 0; ch < C; ++ch)
-    for (int64_t y = 0; y < 16; ++y)
-      for (int64_t x = 0; x < 16; ++x) out.f32()[(ch * 16 + y) * 16 + x] = c.f32()[(ch * H + y * sy) * W + x * sx];
-  return out;
-}
-
 const Tensor* find_stage(const StageRecorder& rec, const std::string& name) {
   for (const auto& [n, t] : rec.stages())
     if (n == name) return &t;
@@ -263,7 +252,7 @@ TEST(Sam2VideoConformance, TinyVideoF32) {
   ASSERT_NE(maskmem, nullptr);
   // Both sides are rounded to bf16 from f32 values that agree to ~1e-5: a value near a rounding
   // boundary may land one bf16 step away, so allow |a − e| <= 1e-4·rms + one step, on few elements.
-  const Tensor got_mem = sub16(*maskmem);
+  const Tensor got_mem = test::strided(*maskmem, 16);
   const Tensor want_mem = test::load_golden(golden, "sam.maskmem_features_frame0.sub16");
   const double rms = test::compare(want_mem, want_mem).ref_rms;
   int64_t rounded_apart = 0;
@@ -283,8 +272,8 @@ TEST(Sam2VideoConformance, TinyVideoF32) {
   // Tight: the memory features' bf16 rounding flips above alone move this by ~1e-4 (a random 0.3%
   // one-step perturbation of the conditioning memories changes it by 2e-4).
   const Tensor want_with_mem = test::load_golden(golden, "sam.frame5.pix_feat_with_mem.sub16");
-  std::cout << "frame 5 pix_feat_with_mem: max|diff|/rms " << test::compare(sub16(*with_mem), want_with_mem).rel() << "\n";
-  EXPECT_TRUE(test::close_rel(sub16(*with_mem), want_with_mem, 1e-4));
+  std::cout << "frame 5 pix_feat_with_mem: max|diff|/rms " << test::compare(test::strided(*with_mem, 16), want_with_mem).rel() << "\n";
+  EXPECT_TRUE(test::close_rel(test::strided(*with_mem, 16), want_with_mem, 1e-4));
 
   ASSERT_EQ(run.low_res.size(), 6u);
   const Tensor want_low = test::load_golden(golden, "seg0.mask_logits_lowres");
