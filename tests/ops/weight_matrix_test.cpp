@@ -214,6 +214,26 @@ TEST_P(WeightMatrixTest, LargeProductsOverSeveralSlicesOfK) {
     }
 }
 
+// A matrix much larger than one widened panel of the f32 path (4 MB without AVX-512 BF16): 2050 rows
+// of 4100 in nine panels (the last shorter), every output column from the right panel row.
+TEST_P(WeightMatrixTest, ProductsOverSeveralWidenedPanels) {
+  uint32_t seed = 900;
+  const int64_t M = 12, K = 4100, N = 2050;
+  const Tensor w = random_tensor({N, K}, ++seed);
+  const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0}) {
+    const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
+    const std::vector<float> wd = m.dequantize().to_vector();
+    std::vector<float> y(static_cast<size_t>(M * N));
+    ops::linear(x.data(), M, K, m, bias.data(), y.data());
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t n = 0; n < N; ++n) {
+        const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
+        ASSERT_NEAR(y[i * N + n], want, 4e-3 * scale + 1e-5) << weight_format_name(format) << " at " << i << "," << n;
+      }
+  }
+}
+
 // Two products of one input in one call (a gated MLP's gate and up projections): the same numbers as
 // two linear() calls, for every format and row count, with the first matrix a multiple of 8 rows
 // (one streamed pass on the CPU) or not (two calls).
