@@ -162,8 +162,11 @@ SA2VA_AVX2 inline __m256 block_product_q8_avx2(const uint8_t* w, const int8_t* x
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+// One Q8_0 row against one activation row; where prefetch_w is given, the same bytes of a later row
+// are prefetched, one 64-byte line per two blocks.
+constexpr int64_t kAvx2PrefetchRows = 8;
 SA2VA_AVX2 float q8_row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd,
-                                 int64_t blocks) {
+                                 int64_t blocks, const uint8_t* prefetch_w) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
   alignas(32) float scale[8];
   for (int64_t b0 = 0; b0 < blocks; b0 += 8) {
@@ -172,6 +175,7 @@ SA2VA_AVX2 float q8_row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int
     int64_t i = 0;
     for (; i + 2 <= count; i += 2) {
       const int64_t b = b0 + i;
+      if (prefetch_w) _mm_prefetch(reinterpret_cast<const char*>(prefetch_w + b * kBlock), _MM_HINT_T0);
       acc0 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i), block_product_q8_avx2(w + b * kBlock, x + b * kBlock), acc0);
       acc1 = _mm256_fmadd_ps(_mm256_broadcast_ss(scale + i + 1),
                              block_product_q8_avx2(w + (b + 1) * kBlock, x + (b + 1) * kBlock), acc1);
@@ -386,8 +390,16 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
         continue;
       }
       float v;
-      if (level != Isa::Scalar && !q4) v = q8_row_dot_avx2(wr, sr, xq, xd, nb);
-      else v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
+      if (level != Isa::Scalar && !q4) {
+        // Rows of Sa2VA-1B are 896 bytes, too short for the hardware prefetcher to start on: the row
+        // kAvx2PrefetchRows ahead is fetched with this one (its scales too), on the first activation
+        // row only (later rows find this one in L1).
+        const bool prefetch = i == 0 && r + kAvx2PrefetchRows < rows;
+        if (prefetch) _mm_prefetch(reinterpret_cast<const char*>(sr + kAvx2PrefetchRows * ldws), _MM_HINT_T0);
+        v = q8_row_dot_avx2(wr, sr, xq, xd, nb, prefetch ? wr + kAvx2PrefetchRows * ldw : nullptr);
+      } else {
+        v = q4 ? q4_row_dot_scalar(wr, sr, xq, xd, nb) : q8_row_dot_scalar(wr, sr, xq, xd, nb);
+      }
       y[i * ldy + r] = v;
     }
   }
