@@ -446,17 +446,20 @@ TEST_P(WeightMatrixTest, GatedFeedForwardEqualsItsParts) {
 
 // A feed-forward block over more rows than its scratch holds goes in chunks (513 rows of a hidden
 // layer of 8192: 288 and 225); every row comes out as from the whole product.
+// A hidden layer wide enough that 513 rows go in chunks on every path: the fused bf16 MLP's 4 MB
+// chunks (288 rows) where the weights are in panels, the 32 MB ones (336 rows) elsewhere.
 TEST_P(WeightMatrixTest, FeedForwardBlockInChunksEqualsTheWholeProduct) {
+  constexpr int64_t kHidden = 24576;
   FeedForward f;
-  f.fc1 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({8192, 24}, 61), WeightFormat::BF16));
-  f.fc2 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({9, 8192}, 62), WeightFormat::BF16));
-  f.fc1_bias = random_tensor({8192}, 63);
+  f.fc1 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({kHidden, 24}, 61), WeightFormat::BF16));
+  f.fc2 = ops::many_rows_layout(WeightMatrix::prepare(random_tensor({9, kHidden}, 62), WeightFormat::BF16));
+  f.fc1_bias = random_tensor({kHidden}, 63);
   f.fc2_bias = random_tensor({9}, 64);
   const int64_t rows = 513;
   ASSERT_LT(f.scratch_rows(rows), rows);
   const Tensor x = random_tensor({rows, 24}, 65);
   const std::vector<float> want = f.forward(x).to_vector();
-  std::vector<float> hidden(static_cast<size_t>(f.scratch_rows(rows) * 8192)), got(static_cast<size_t>(rows * 9));
+  std::vector<float> hidden(static_cast<size_t>(f.scratch_rows(rows) * kHidden)), got(static_cast<size_t>(rows * 9));
   f.forward(x.kernel_f32(), rows, hidden.data(), got.data());
   for (size_t i = 0; i < got.size(); ++i) ASSERT_NEAR(got[i], want[i], 1e-4 * (std::fabs(want[i]) + 1)) << "at " << i;
 }
