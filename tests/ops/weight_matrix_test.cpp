@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <functional>
 #include <limits>
 #include <vector>
 
@@ -157,6 +158,28 @@ TEST_P(WeightMatrixTest, QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstruct
   ops::simd::set_max_isa(saved);
 }
 
+// ops::linear of M rows of x with w prepared in `format` and arranged as a model load arranges it
+// (kernel_layout: Q4_0 interleaved on AVX2, ...), plus bias, against the double product of the
+// matrix's dequantized values wd: element (i, n) within tolerance(i, n, Σ|x·w|, wd).
+using Tolerance = std::function<double(int64_t, int64_t, double, const std::vector<float>&)>;
+void expect_product(const Tensor& w, WeightFormat format, const std::vector<float>& x, int64_t M,
+                    const std::vector<float>& bias, const Tolerance& tolerance) {
+  const int64_t N = w.size(0), K = w.size(1);
+  const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
+  const std::vector<float> wd = m.dequantize().to_vector();
+  std::vector<float> y(static_cast<size_t>(M * N));
+  ops::linear(x.data(), M, K, m, bias.data(), y.data());
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t n = 0; n < N; ++n) {
+      const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
+      ASSERT_NEAR(y[i * N + n], want, tolerance(i, n, scale, wd))
+          << weight_format_name(format) << " M " << M << " K " << K << " N " << N << " at " << i << "," << n;
+    }
+}
+
+// Many rows: activations, and dequantized weights, may be rounded to bf16.
+double many_rows_tolerance(int64_t, int64_t, double scale, const std::vector<float>&) { return 4e-3 * scale + 1e-5; }
+
 TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
   // Where the CPU has AMX, the large products run on its tiles and again on vdpbf16ps.
   const bool saved_amx = ops::simd::set_amx_enabled(true);
@@ -171,22 +194,15 @@ TEST_P(WeightMatrixTest, LinearOverEveryFormatEqualsTheDequantizedProduct) {
           for (int64_t N : {1, 33, 130}) {
             const Tensor w = random_tensor({N, K}, ++seed);
             const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
-            // kernel_layout: what a model load gives the kernels (Q4_0 interleaved on AVX2).
-            const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
-            const std::vector<float> wd = m.dequantize().to_vector();
-            std::vector<float> y(static_cast<size_t>(M * N));
-            ops::linear(x.data(), M, K, m, bias.data(), y.data());
-            for (int64_t i = 0; i < M; ++i)
-              for (int64_t n = 0; n < N; ++n) {
-                const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
-                // Activations may be rounded to bf16 (AVX-512 BF16 dot products; with many rows also
-                // dequantized weights); quantized weights with up to 256 rows take activations quantized to 8 bits per block.
-                const bool bf16_dots = format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512;
-                double tol = (format != WeightFormat::F32 && (M > 8 || bf16_dots) ? 4e-3 : 2e-6) * scale + 1e-5;
-                if (is_quantized(format) && M <= 256) tol = 2e-6 * scale + 1e-5 + activation_bound(x, i, K, wd, n);
-                ASSERT_NEAR(y[i * N + n], want, tol) << weight_format_name(format) << (tiles ? "" : " no amx") << " M " << M
-                                                     << " K " << K << " N " << N << " at " << i << "," << n;
-              }
+            // Activations may be rounded to bf16 (AVX-512 BF16 dot products; with many rows also
+            // dequantized weights); quantized weights with up to 256 rows take activations quantized to 8 bits per block.
+            const bool bf16_dots = format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512;
+            const auto tolerance = [&](int64_t i, int64_t n, double scale, const std::vector<float>& wd) {
+              if (is_quantized(format) && M <= 256) return 2e-6 * scale + 1e-5 + activation_bound(x, i, K, wd, n);
+              return (format != WeightFormat::F32 && (M > 8 || bf16_dots) ? 4e-3 : 2e-6) * scale + 1e-5;
+            };
+            SCOPED_TRACE(tiles ? "" : "no amx");
+            expect_product(w, format, x, M, bias, tolerance);
           }
   }
   ops::simd::set_amx_enabled(saved_amx);
@@ -201,37 +217,17 @@ TEST_P(WeightMatrixTest, LargeProductsOverSeveralSlicesOfK) {
       const int64_t M = 300, N = 70;
       const Tensor w = random_tensor({N, K}, ++seed);
       const std::vector<float> x = random_vector(M * K, ++seed);
-      const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
-      const std::vector<float> wd = m.dequantize().to_vector();
-      std::vector<float> y(static_cast<size_t>(M * N));
-      ops::linear(x.data(), M, K, m, nullptr, y.data());
-      for (int64_t i = 0; i < M; ++i)
-        for (int64_t n = 0; n < N; ++n) {
-          const auto [want, scale] = exact_product(x, i, wd, n, K, 0.f);
-          ASSERT_NEAR(y[i * N + n], want, 4e-3 * scale + 1e-5)
-              << weight_format_name(format) << " K " << K << " at " << i << "," << n;
-        }
+      expect_product(w, format, x, M, std::vector<float>(N, 0.f), many_rows_tolerance);
     }
 }
 
 // A matrix much larger than one widened panel of the f32 path (4 MB without AVX-512 BF16): 2050 rows
 // of 4100 in nine panels (the last shorter), every output column from the right panel row.
 TEST_P(WeightMatrixTest, ProductsOverSeveralWidenedPanels) {
-  uint32_t seed = 900;
   const int64_t M = 12, K = 4100, N = 2050;
-  const Tensor w = random_tensor({N, K}, ++seed);
-  const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
-  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0}) {
-    const WeightMatrix m = ops::kernel_layout(WeightMatrix::prepare(w, format));
-    const std::vector<float> wd = m.dequantize().to_vector();
-    std::vector<float> y(static_cast<size_t>(M * N));
-    ops::linear(x.data(), M, K, m, bias.data(), y.data());
-    for (int64_t i = 0; i < M; ++i)
-      for (int64_t n = 0; n < N; ++n) {
-        const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
-        ASSERT_NEAR(y[i * N + n], want, 4e-3 * scale + 1e-5) << weight_format_name(format) << " at " << i << "," << n;
-      }
-  }
+  const Tensor w = random_tensor({N, K}, 901);
+  const std::vector<float> x = random_vector(M * K, 902), bias = random_vector(N, 903);
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0}) expect_product(w, format, x, M, bias, many_rows_tolerance);
 }
 
 // Two products of one input in one call (a gated MLP's gate and up projections): the same numbers as
