@@ -227,7 +227,8 @@ TEST_P(WeightMatrixTest, ProductsOverSeveralWidenedPanels) {
   const int64_t M = 12, K = 4100, N = 2050;
   const Tensor w = random_tensor({N, K}, 901);
   const std::vector<float> x = random_vector(M * K, 902), bias = random_vector(N, 903);
-  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0}) expect_product(w, format, x, M, bias, many_rows_tolerance);
+  for (WeightFormat format : {WeightFormat::BF16, WeightFormat::Q8_0})
+    expect_product(w, format, x, M, bias, many_rows_tolerance);
 }
 
 // Two products of one input in one call (a gated MLP's gate and up projections): the same numbers as
@@ -440,10 +441,9 @@ TEST_P(WeightMatrixTest, GatedFeedForwardEqualsItsParts) {
   EXPECT_THROW(ops::gated_feed_forward(nullptr, 1, 16, w, narrower, nullptr, nullptr, w, nullptr), Error);
 }
 
-// A feed-forward block over more rows than its scratch holds goes in chunks (513 rows of a hidden
-// layer of 8192: 288 and 225); every row comes out as from the whole product.
-// A hidden layer wide enough that 513 rows go in chunks on every path: the fused bf16 MLP's 4 MB
-// chunks (288 rows) where the weights are in panels, the 32 MB ones (336 rows) elsewhere.
+// A feed-forward block over more rows than its scratch holds goes in chunks; every row comes out as
+// from the whole product. The hidden layer (24576) is wide enough that 513 rows go in chunks on every
+// path (288 + 225 rows, in a scratch of 288 rows with the weights in panels, of 336 elsewhere).
 TEST_P(WeightMatrixTest, FeedForwardBlockInChunksEqualsTheWholeProduct) {
   constexpr int64_t kHidden = 24576;
   FeedForward f;

@@ -26,14 +26,15 @@ constexpr int64_t kChunkRowUnit = 48;
 }  // namespace
 
 int64_t FeedForward::scratch_rows(int64_t rows) const {
-  // The fused bf16 MLP (weights in the GEMM's panels, ops::feed_forward): chunks whose hidden layer
-  // (4 MB, at least 288 rows) stays in cache from fc1 to fc2. Elsewhere (f32 sgemm on widened
-  // panels without AVX-512 BF16, f32 mode, a GPU) fc1 and fc2 are two products of their own, which
-  // run faster on more rows and widen or read their weights once per call: whole rows, up to a 32 MB
-  // hidden layer (InternViT's MLP in chunks of 288 rows was 1.09x slower on AVX2, bench/README.md).
-  const bool fused = fc1.in_panels() && fc2.in_panels();
-  const int64_t budget_floats = fused ? int64_t{1} << 20 : int64_t{1} << 23;
-  const int64_t min_rows = fused ? 6 * kChunkRowUnit : kChunkRowUnit;
+  // Weights in the bf16 GEMM's panels (AVX-512 BF16): chunks whose hidden layer (4 MB, at least 288
+  // rows) stays in cache from fc1 to fc2 (the fused MLP of ops::feed_forward, or on AMX the two
+  // products read in place). Elsewhere (f32 sgemm on panels widened at every call without AVX-512
+  // BF16, f32 mode, a GPU) each chunk is two products of its own, which run faster on more rows and
+  // widen or read their weights once per call: whole rows, up to a 32 MB hidden layer (InternViT's
+  // MLP in chunks of 288 rows was 1.09x slower on AVX2, bench/README.md).
+  const bool in_panels = fc1.in_panels() && fc2.in_panels();
+  const int64_t budget_floats = in_panels ? int64_t{1} << 20 : int64_t{1} << 23;
+  const int64_t min_rows = in_panels ? 6 * kChunkRowUnit : kChunkRowUnit;
   const int64_t most = std::max(min_rows, budget_floats / std::max<int64_t>(hidden_features(), 1));
   return std::min(rows, most / kChunkRowUnit * kChunkRowUnit);
 }

@@ -162,9 +162,12 @@ SA2VA_AVX2 inline __m256 block_product_q8_avx2(const uint8_t* w, const int8_t* x
   return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
 }
 
+// How far ahead the AVX2 Q8_0 rows kernel prefetches: eight rows, as the other rows kernels (two
+// groups of four).
+constexpr int64_t kAvx2PrefetchRows = 8;
+
 // One Q8_0 row against one activation row; where prefetch_w is given, the same bytes of a later row
 // are prefetched, one 64-byte line per two blocks.
-constexpr int64_t kAvx2PrefetchRows = 8;
 SA2VA_AVX2 float q8_row_dot_avx2(const uint8_t* w, const uint16_t* ws, const int8_t* x, const float* xd,
                                  int64_t blocks, const uint8_t* prefetch_w) {
   __m256 acc0 = _mm256_setzero_ps(), acc1 = _mm256_setzero_ps();
