@@ -21,8 +21,8 @@
 // A group is one contiguous stream, and one 32-byte load gives the kernel 4 bytes of 8 rows, so
 // their block sums land in the lanes of one vector and are scaled once per 8 rows, not per row.
 // BF16 has a second, CPU-only arrangement too, the panels the bf16 GEMM multiplies (bf16_panels();
-// ops::many_rows_layout picks it at load for matrices applied to whole images, where AVX-512 BF16
-// runs that GEMM):
+// ops::many_rows_layout picks it at load for matrices applied to whole images, where that GEMM runs
+// on AVX-512 BF16 or AVX2):
 //   values BF16 [ceil(N/32), pairs·64], pairs = ceil(K/2) rounded up to a multiple of 16; panel p
 //   holds rows 32p..32p+31 as words of two values, word (kp, lane) at kp·32 + lane holding
 //   (W[32p+lane][2kp], W[32p+lane][2kp+1]) with the lower column in the low half; zeros past N and K.

@@ -502,47 +502,60 @@ TEST(WeightMatrix, Bf16PanelsArrangeAsDocumented) {
         EXPECT_THROW(WeightMatrix::prepare(random_tensor({N, K}, 3), WeightFormat::F32).bf16_panels(), Error);
       }
   ops::simd::set_max_isa(saved);
-  // Which layout a matrix applied to whole images gets: panels where the AVX-512 BF16 GEMM reads them.
+  // Which layout a matrix applied to whole images gets: panels where the bf16 GEMM's AVX-512 BF16 or
+  // AVX2 tiles read them, rows for the scalar fallback.
   const Tensor w = random_tensor({40, 64}, 8);
-  for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0}) {
-    const WeightMatrix m = WeightMatrix::prepare(w, format), arranged = ops::many_rows_layout(m);
-    EXPECT_EQ(arranged.in_panels(), format == WeightFormat::BF16 && ops::simd::isa() == ops::simd::Isa::Avx512);
-    EXPECT_EQ(arranged.dequantize().to_vector(), m.dequantize().to_vector());
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+    ops::simd::set_max_isa(level);
+    for (WeightFormat format : {WeightFormat::F32, WeightFormat::BF16, WeightFormat::Q8_0}) {
+      const WeightMatrix m = WeightMatrix::prepare(w, format), arranged = ops::many_rows_layout(m);
+      EXPECT_EQ(arranged.in_panels(), format == WeightFormat::BF16 && ops::simd::isa() != ops::simd::Isa::Scalar);
+      EXPECT_EQ(arranged.dequantize().to_vector(), m.dequantize().to_vector());
+    }
   }
+  ops::simd::set_max_isa(saved);
 }
 
 // A product with the weights in panels equals the product with the same weights in rows: bit for
 // bit where both take the GEMM (more than 8 rows: the same panels, packed at load instead of per
-// call), and within the bf16 error of the exact product for every row count. Odd shapes: partial
-// panels, odd K, K over one 256-pair slice; AMX on and off where the CPU has it.
+// call), and within the error of the exact product for every row count (bf16 rounding of x on
+// AVX-512 BF16, f32 sums on AVX2 and in the scalar fallback). Odd shapes: partial panels, odd K, K
+// over one 256-pair slice; every instruction set the CPU has, AMX on and off where it has it.
 TEST_P(WeightMatrixTest, Bf16PanelsGiveTheProductOfTheRows) {
   const bool saved_amx = ops::simd::set_amx_enabled(true);
   const bool has_amx = ops::simd::amx();
+  const ops::simd::Isa saved = ops::simd::isa();
   uint32_t seed = 900;
-  for (bool tiles : {true, false}) {
-    if (!tiles && !has_amx) break;
-    ops::simd::set_amx_enabled(tiles);
-    for (int64_t M : {1, 5, 13, 77, 300})
-      for (int64_t K : {17, 64, 521})
-        for (int64_t N : {1, 33, 130}) {
-          const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, ++seed), WeightFormat::BF16);
-          const WeightMatrix panels = rows.bf16_panels();
-          const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
-          const std::vector<float> wd = rows.dequantize().to_vector();
-          std::vector<float> got(static_cast<size_t>(M * N)), by_rows(got.size());
-          ops::linear(x.data(), M, K, panels, bias.data(), got.data());
-          ops::linear(x.data(), M, K, rows, bias.data(), by_rows.data());
-          if (M > 8) {
-            ASSERT_EQ(got, by_rows) << (tiles ? "" : "no amx ") << "M " << M << " K " << K << " N " << N;
-          }
-          for (int64_t i = 0; i < M; ++i)
-            for (int64_t n = 0; n < N; ++n) {
-              const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
-              ASSERT_NEAR(got[i * N + n], want, 4e-3 * scale + 1e-5)
-                  << (tiles ? "" : "no amx ") << "M " << M << " K " << K << " N " << N << " at " << i << "," << n;
+  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512})
+    for (bool tiles : {true, false}) {
+      ops::simd::set_max_isa(level);
+      if (ops::simd::isa() != level) break;  // not on this CPU
+      if (!tiles && !(has_amx && level == ops::simd::Isa::Avx512)) break;
+      ops::simd::set_amx_enabled(tiles);
+      const double tolerance = level == ops::simd::Isa::Avx512 ? 4e-3 : 1e-5;
+      const std::string where = std::string(ops::simd::isa_name(level)) + (tiles ? " " : " no amx ");
+      for (int64_t M : {1, 5, 13, 77, 300})
+        for (int64_t K : {17, 64, 521})
+          for (int64_t N : {1, 33, 130}) {
+            const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, ++seed), WeightFormat::BF16);
+            const WeightMatrix panels = rows.bf16_panels();
+            const std::vector<float> x = random_vector(M * K, ++seed), bias = random_vector(N, ++seed);
+            const std::vector<float> wd = rows.dequantize().to_vector();
+            std::vector<float> got(static_cast<size_t>(M * N)), by_rows(got.size());
+            ops::linear(x.data(), M, K, panels, bias.data(), got.data());
+            ops::linear(x.data(), M, K, rows, bias.data(), by_rows.data());
+            if (M > 8) {
+              ASSERT_EQ(got, by_rows) << where << "M " << M << " K " << K << " N " << N;
             }
-        }
-  }
+            for (int64_t i = 0; i < M; ++i)
+              for (int64_t n = 0; n < N; ++n) {
+                const auto [want, scale] = exact_product(x, i, wd, n, K, bias[n]);
+                ASSERT_NEAR(got[i * N + n], want, tolerance * scale + 1e-6)
+                    << where << "M " << M << " K " << K << " N " << N << " at " << i << "," << n;
+              }
+          }
+    }
+  ops::simd::set_max_isa(saved);
   ops::simd::set_amx_enabled(saved_amx);
 }
 

@@ -26,12 +26,12 @@ constexpr int64_t kChunkRowUnit = 48;
 }  // namespace
 
 int64_t FeedForward::scratch_rows(int64_t rows) const {
-  // Weights in the bf16 GEMM's panels (AVX-512 BF16): chunks whose hidden layer (4 MB, at least 288
-  // rows) stays in cache from fc1 to fc2 (the fused MLP of ops::feed_forward, or on AMX the two
-  // products read in place). Elsewhere (f32 sgemm on panels widened at every call without AVX-512
-  // BF16, f32 mode, a GPU) each chunk is two products of its own, which run faster on more rows and
-  // widen or read their weights once per call: whole rows, up to a 32 MB hidden layer (InternViT's
-  // MLP in chunks of 288 rows was 1.09x slower on AVX2, bench/README.md).
+  // Weights in the bf16 GEMM's panels (AVX-512 BF16 or AVX2): chunks whose hidden layer (4 MB, at
+  // least 288 rows) stays in cache from fc1 to fc2 (the fused MLP of ops::feed_forward, or the two
+  // products reading the panels in place on AMX and AVX2: 1.02-1.05x over whole rows there).
+  // Elsewhere (f32 mode, the scalar fallback's sgemm on panels widened at every call, a GPU) each
+  // chunk is two products of their own, which run faster on more rows and widen or read their weights
+  // once per call: whole rows, up to a 32 MB hidden layer (bench/README.md).
   const bool in_panels = fc1.in_panels() && fc2.in_panels();
   const int64_t budget_floats = in_panels ? int64_t{1} << 20 : int64_t{1} << 23;
   const int64_t min_rows = in_panels ? 6 * kChunkRowUnit : kChunkRowUnit;

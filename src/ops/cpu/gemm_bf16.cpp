@@ -1,6 +1,7 @@
 // Large-M product y[M,N] = x[M,K] · Wᵀ with BF16 weights W[N,K] on AVX-512 BF16 (vdpbf16ps) or,
-// where the CPU has them, AMX tiles (TDPBF16PS). x is rounded to bf16 once; each instruction
-// multiplies bf16 pairs and accumulates in f32.
+// where the CPU has them, AMX tiles (TDPBF16PS): x is rounded to bf16 once; each instruction
+// multiplies bf16 pairs and accumulates in f32. On AVX2 the same blocking and panels run with x in
+// f32, the panels widened in registers for f32 FMA (6-row tiles; see "AVX2" below).
 //
 // Blocking (per task: a range of output columns, or of rows when W has few columns):
 //   for each NC-column block, for each slice of K (512 pairs: K up to 1024 in one slice):
@@ -165,6 +166,89 @@ constexpr auto kTiles = make_tiles<true>(std::make_integer_sequence<int, kMR>{})
 constexpr auto kHalfTiles = make_tiles<false>(std::make_integer_sequence<int, kMR>{});
 TileFn tile_for(int64_t rows, int64_t cols) { return (cols > 16 ? kTiles : kHalfTiles)[rows - 1]; }
 
+// ---------------------------------------------------------------------------- AVX2
+// Without AVX-512 BF16, x stays f32 and the panels are widened in registers: the 8 words of a panel
+// row's quarter give two vectors of exact f32 weights, the low halves shifted up (column 2kp) and
+// the high halves masked (2kp + 1): 4 integer ops per 24 FMAs of a 6 x 16 tile. The sums are those of
+// f32 products of x with the bf16 weights, as sgemm on widened rows gives, in another order.
+#define SA2VA_AVX2 __attribute__((target("avx2,fma")))
+
+constexpr int64_t kAvx2MR = 6;  // rows of the register tile: 12 accumulators of 8 columns
+
+SA2VA_AVX2 inline __m256i lanes_below(int64_t n) {  // mask of the first n of 8 lanes
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// c[r][:] (+)= Σ_k a[r][k] · W[k][:] for r < MR over 16 columns (a half of a panel): as tile_kernel,
+// with x as f32 rows (a[r·lda + 2kp + half], zeros past K) and cols <= 16.
+template <int MR>
+SA2VA_AVX2 void half_panel_avx2(const float* a, int64_t lda, const uint32_t* half, int64_t kpn, float* c,
+                                int64_t ldc, int64_t cols, bool accumulate, const float* bias) {
+  const __m256i m0 = lanes_below(cols), m1 = lanes_below(cols - 8);
+  const __m256 start0 = bias && !accumulate ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
+  const __m256 start1 = bias && !accumulate ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+  __m256 acc0[MR], acc1[MR];
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    acc0[r] = start0;
+    acc1[r] = start1;
+  }
+  const __m256i high = _mm256_set1_epi32(static_cast<int>(0xffff0000u));
+  for (int64_t kp = 0; kp < kpn; ++kp) {
+    const __m256i raw0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + kp * kNR));
+    const __m256i raw1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(half + kp * kNR + 8));
+    const __m256 even0 = _mm256_castsi256_ps(_mm256_slli_epi32(raw0, 16));
+    const __m256 even1 = _mm256_castsi256_ps(_mm256_slli_epi32(raw1, 16));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r * lda + 2 * kp);
+      acc0[r] = _mm256_fmadd_ps(av, even0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(av, even1, acc1[r]);
+    }
+    const __m256 odd0 = _mm256_castsi256_ps(_mm256_and_si256(raw0, high));
+    const __m256 odd1 = _mm256_castsi256_ps(_mm256_and_si256(raw1, high));
+#pragma GCC unroll 8
+    for (int r = 0; r < MR; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + r * lda + 2 * kp + 1);
+      acc0[r] = _mm256_fmadd_ps(av, odd0, acc0[r]);
+      acc1[r] = _mm256_fmadd_ps(av, odd1, acc1[r]);
+    }
+  }
+#pragma GCC unroll 8
+  for (int r = 0; r < MR; ++r) {
+    float* cr = c + r * ldc;
+    if (cols >= 16) {
+      if (accumulate) {
+        acc0[r] = _mm256_add_ps(acc0[r], _mm256_loadu_ps(cr));
+        acc1[r] = _mm256_add_ps(acc1[r], _mm256_loadu_ps(cr + 8));
+      }
+      _mm256_storeu_ps(cr, acc0[r]);
+      _mm256_storeu_ps(cr + 8, acc1[r]);
+    } else {
+      if (accumulate) {
+        acc0[r] = _mm256_add_ps(acc0[r], _mm256_maskload_ps(cr, m0));
+        acc1[r] = _mm256_add_ps(acc1[r], _mm256_maskload_ps(cr + 8, m1));
+      }
+      _mm256_maskstore_ps(cr, m0, acc0[r]);
+      _mm256_maskstore_ps(cr + 8, m1, acc1[r]);
+    }
+  }
+}
+
+// A whole panel (cols <= 32) as its two halves, each a pass over the rows' x (in L1).
+template <int MR>
+void panel_tile_avx2(const float* a, int64_t lda, const uint32_t* panel, int64_t kpn, float* c, int64_t ldc,
+                     int64_t cols, bool accumulate, const float* bias) {
+  for (int64_t h = 0; h < 2 && 16 * h < cols; ++h)
+    half_panel_avx2<MR>(a, lda, panel + 16 * h, kpn, c + 16 * h, ldc, std::min<int64_t>(16, cols - 16 * h), accumulate,
+                        bias ? bias + 16 * h : nullptr);
+}
+
+using Avx2TileFn = void (*)(const float*, int64_t, const uint32_t*, int64_t, float*, int64_t, int64_t, bool,
+                            const float*);
+constexpr Avx2TileFn kAvx2Tiles[kAvx2MR] = {panel_tile_avx2<1>, panel_tile_avx2<2>, panel_tile_avx2<3>,
+                                            panel_tile_avx2<4>, panel_tile_avx2<5>, panel_tile_avx2<6>};
+
 // Masked loads are issued only where some lane is inside x: a fully masked load whose address lies
 // past the buffer (on a page that may not be mapped) costs a microcode assist on some cores.
 SA2VA_AVX512BF16 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
@@ -244,7 +328,7 @@ inline int64_t amx_step_offset(int64_t block, int64_t step, int64_t lda) {
 // ---------------------------------------------------------------------------- blocking
 struct GemmOperands {
   const uint32_t* a;  // x as bf16 pairs, rows padded to kAmxRows: row stride lda, or AMX's arrangement
-  int64_t lda, M, pairs;
+  int64_t lda, M, pairs;  // lda in pairs, or floats with avx2_x
   const Bf16PanelSource* w;  // packs W's panels; or
   const uint32_t* panels;    // W already in panels of panel_pairs pairs (read in place)
   int64_t panel_pairs;
@@ -263,6 +347,9 @@ struct GemmOperands {
   // A gated MLP's first half (with rounded_only, K one slice): W is the gate, `up` the up projection
   // of the same shape; the block rounded into `rounded` is SiLU(x·Wᵀ) ⊙ x·upᵀ.
   const Bf16PanelSource* up = nullptr;
+  // Instead of `a`, on AVX2: x as f32 rows lda floats apart, each readable up to 2·pairs (zeros past
+  // K), multiplied by the AVX2 tiles (no AMX, rounding or gated MLP).
+  const float* avx2_x = nullptr;
 };
 
 SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
@@ -309,7 +396,11 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
   // start on whole source slices (kKC).
   const int64_t slice = op.amx ? op.lda : std::min(op.pairs, kMaxSlicePairs);
   // A gated MLP packs two blocks (gate and up) of half the width: together as large as one.
-  const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC) : op.up ? kNC / 2 : kNC;
+  // AVX2 keeps the block at half the size (256 KiB: the L2 of the AVX2 cores it was measured on is
+  // 512 KiB, which a 512 KiB block and the tiles' C overflow).
+  const int64_t nc = op.amx ? std::clamp(kAmxPackedWords / slice / kNR * kNR, kNR, kNC)
+                     : op.up || op.avx2_x ? kNC / 2
+                                          : kNC;
   const int64_t packed_words = (op.up ? 2 : 1) * nc * slice;
   // The thread's packing buffer, kept between calls: no allocation, zeroing or page faults per call.
   thread_local std::vector<uint32_t> packed;
@@ -354,6 +445,18 @@ void gemm_blocks(const GemmOperands& op, int64_t m_begin, int64_t m_end, int64_t
             if (op.bias) add_bias(c, N, rows, op.bias + n0, cols);
           }
           finish_rows(op, op.y + m0 * N + nb, N, m0, rows, nb, nb_end);
+        }
+        continue;
+      }
+      if (op.avx2_x) {
+        for (int64_t m0 = m_begin; m0 < m_end; m0 += kAvx2MR) {
+          const Avx2TileFn tile = kAvx2Tiles[std::min(kAvx2MR, m_end - m0) - 1];
+          for (int64_t p = 0; p < block_panels; ++p) {
+            const int64_t n0 = nb + p * kNR;
+            tile(op.avx2_x + m0 * op.lda + 2 * kp0, op.lda, base + p * panel_stride, kpn, op.y + m0 * N + n0, N,
+                 std::min(kNR, nb_end - n0), accumulate, op.bias ? op.bias + n0 : nullptr);
+          }
+          if (kp0 + kpn >= op.pairs) finish_rows(op, op.y + m0 * N + nb, N, m0, std::min(kAvx2MR, m_end - m0), nb, nb_end);
         }
         continue;
       }
@@ -601,7 +704,7 @@ void run(const GemmOperands& op) {
   }
   // Rows go in units of the row block (AMX's 32 rows in their arrangement of x; else the tile's 12):
   // 288 rows split 144/144, where whole units of 32 would split them 128/160.
-  const int64_t unit = op.amx ? kAmxRows : kMR;
+  const int64_t unit = op.amx ? kAmxRows : op.avx2_x ? kAvx2MR : kMR;
   auto by_rows = [&](const GemmOperands& o) {
     parallel_for((M + unit - 1) / unit, [&](int64_t b0, int64_t b1) {
       gemm_blocks(o, b0 * unit, std::min(M, b1 * unit), 0, panel_count);
@@ -619,9 +722,42 @@ void run(const GemmOperands& op) {
   by_rows(in_place);
 }
 
+// The row stride, in floats, at which the AVX2 tiles read x: K where x can be read in place (K even,
+// rows not a multiple of 4 KiB), else a copy's: K rounded up to even (a zero after an odd K, the
+// panels' last pair being (W[n][K-1], 0)), 16 floats more where the rows would be a multiple of
+// 4 KiB (as operand_row_pairs, for the tile's 6 rows).
+int64_t avx2_row_floats(int64_t K) {
+  const int64_t even = (K + 1) / 2 * 2;
+  return even * 4 % 4096 == 0 ? even + 16 : even;
+}
+
+// The product on AVX2 (x in f32; see GemmOperands::avx2_x).
+void gemm_avx2(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, const uint32_t* panels,
+               int64_t panel_pairs, int64_t N, float* y, const float* bias, GemmOutput output) {
+  const int64_t ld = avx2_row_floats(K);
+  Tensor copy;
+  if (ld != K) {
+    copy = Tensor::empty({M, ld});
+    float* const out = copy.f32();
+    parallel_for(M, [&](int64_t m0, int64_t m1) {
+      for (int64_t m = m0; m < m1; ++m) {
+        std::memcpy(out + m * ld, x + m * K, static_cast<size_t>(K) * 4);
+        std::fill(out + m * ld + K, out + (m + 1) * ld, 0.f);
+      }
+    }, 64);
+  }
+  GemmOperands op{nullptr, ld, M, (K + 1) / 2, source, panels, panel_pairs, N, y, bias, output, false};
+  op.avx2_x = ld != K ? copy.f32() : x;
+  run(op);
+}
+
 // The product with W from a panel source or in panels already (GemmOperands::w / panels).
 bool gemm(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, const uint32_t* panels,
           int64_t panel_pairs, int64_t N, float* y, const float* bias, GemmOutput output) {
+  if (isa() == Isa::Avx2) {
+    gemm_avx2(x, M, K, source, panels, panel_pairs, N, y, bias, output);
+    return true;
+  }
   if (isa() != Isa::Avx512) return false;
   const bool tiles = amx();
   const Tensor xb = round_rows(x, M, K, tiles);

@@ -8,7 +8,7 @@
 //    depend on the number of threads.
 //  - Products (cpu/linear.cpp): gemm and gemm_at through OpenBLAS, one single-threaded call per pool
 //    thread (the building block of the other kernels' products); linear picks the rows kernel, the
-//    bf16 GEMM or dequantized panels + sgemm by format, M and instruction set.
+//    bf16 GEMM (AVX-512 BF16 or AVX2) or dequantized panels + sgemm by format, M and instruction set.
 //  - Convolutions (cpu/conv.cpp): depthwise ones by direct loops, the rest by im2col + sgemm per group.
 //  - Attention (cpu/attention.cpp): per problem, the per-row path (short queries), the fused bf16
 //    kernel (bf16_operands on AVX-512 BF16), the fused f32 kernel (AVX2) or blocked sgemm + softmax;

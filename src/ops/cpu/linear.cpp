@@ -1,6 +1,6 @@
 // CPU kernels for matrix products: f32 through OpenBLAS (one single-threaded call per pool thread),
 // BF16 weights through our own kernels (bandwidth-bound rows kernel for decode-sized M, the bf16
-// GEMM, or blocked conversion + sgemm without AVX-512 BF16). Quantized weights: decode-sized M
+// GEMM on AVX-512 BF16 or AVX2, blocked conversion + sgemm on the scalar fallback). Quantized weights: decode-sized M
 // through integer dot products with 8-bit activations (weights streamed once, never widened);
 // larger M through the bf16 GEMM with panels dequantized while packing (AVX-512 BF16), or
 // dequantized f32 panels + sgemm.
@@ -83,7 +83,8 @@ void parallel_rows(int64_t n, Rows rows) {
 }
 
 // Any format through f32 sgemm: panels of weight rows widened (dequantized) to f32 as the kernels
-// see them. The BF16 path without AVX-512 BF16, and the reference path of the quantized formats.
+// see them. The scalar fallback's BF16 path, and the quantized formats' many-row path without
+// AVX-512 BF16.
 void linear_by_f32_panels(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y) {
   const int64_t N = w.rows();
   const int64_t panel_rows = std::min<int64_t>(N, std::max<int64_t>(64, ((int64_t{1} << 20) / K) & ~int64_t{15}));
@@ -163,6 +164,8 @@ void linear_streamed(const float* x, int64_t M, int64_t K, const StreamedProduct
 // (each weight is dequantized once per call and reused by every row of x).
 bool linear_quantized_bf16_gemm(const float* x, int64_t M, int64_t K, const WeightMatrix& w, float* y,
                                 const float* bias) {
+  // Without AVX-512 BF16 the dequantized panels stay f32 for sgemm (bf16 panels would round them).
+  if (simd::isa() != simd::Isa::Avx512) return false;
   const simd::Bf16PanelSource source{
       [](const void* self, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* panel) {
         const auto& m = *static_cast<const WeightMatrix*>(self);
@@ -230,10 +233,11 @@ bool prefers_interleaved_rows(const WeightMatrix& weight) {
 
 static_assert(WeightMatrix::kPanelCols == simd::kBf16PanelCols, "the panels the bf16 GEMM multiplies");
 
-// Only the AVX-512 BF16 GEMM reads panels in place (elsewhere they would be widened like rows).
+// The bf16 GEMM reads panels in place on AVX-512 BF16 and on AVX2 (the scalar fallback widens them
+// like rows).
 bool prefers_bf16_panels(const WeightMatrix& weight) {
   return weight.format() == WeightFormat::BF16 && weight.arrangement() == WeightMatrix::Arrangement::Rows &&
-         simd::isa() == simd::Isa::Avx512;
+         simd::isa() != simd::Isa::Scalar;
 }
 
 void linear(const float* x, int64_t M, int64_t K, const WeightMatrix& weight, const float* bias, float* y) {

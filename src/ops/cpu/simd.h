@@ -41,8 +41,9 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
                          int64_t ldx, int64_t m, float* y, int64_t ldy);
 
 // Large-M product y[M,N] = x[M,K] · Wᵀ (+ bias[N] on every row, when given) with BF16 weights W[N,K]
-// using AVX-512 BF16 dot products or AMX tiles: x is rounded to bf16, accumulation is f32. Returns
-// false (doing nothing) without AVX-512 BF16.
+// using AVX-512 BF16 dot products or AMX tiles (x rounded to bf16, accumulation in f32), or on AVX2
+// f32 FMA with the panels widened in registers (x kept in f32). Returns false (doing nothing) on the
+// scalar instruction set.
 // GemmOutput::Relu / GeluErf: relu_inplace / gelu_erf_inplace applied to each block of y once it
 // is complete (while it is in cache).
 enum class GemmOutput { Plain, Relu, GeluErf };
@@ -68,7 +69,8 @@ bool bf16_gemm_panels(const float* x, int64_t M, int64_t K, const uint32_t* pane
 // layer; the result is bit for bit that of the two bf16_gemm_panels calls. `hidden` is scratch (its
 // contents afterwards unspecified): where K is one slice of the blocking, each block of the hidden
 // layer stays in a per-thread buffer and the f32 layer is never written. Returns false (nothing
-// done) without AVX-512 BF16 or where AMX is in use (its x arrangement differs).
+// done) without AVX-512 BF16 (AVX2 keeps the hidden layer in f32: two products) or where AMX is in
+// use (its x arrangement differs).
 bool bf16_mlp_panels(const float* x, int64_t M, int64_t K, const uint32_t* w1, int64_t w1_pairs, int64_t hidden_width,
                      const float* b1, GemmOutput activation, float* hidden, const uint32_t* w2, int64_t w2_pairs,
                      int64_t N, const float* b2, float* y);
