@@ -520,7 +520,8 @@ TEST(WeightMatrix, Bf16PanelsArrangeAsDocumented) {
 // bit where both take the GEMM (more than 8 rows: the same panels, packed at load instead of per
 // call), and within the error of the exact product for every row count (bf16 rounding of x on
 // AVX-512 BF16, f32 sums on AVX2 and in the scalar fallback). Odd shapes: partial panels, odd K, K
-// over one 256-pair slice; every instruction set the CPU has, AMX on and off where it has it.
+// over one 256-pair source slice and over the GEMM's 512-pair slice (C accumulated across slices);
+// every instruction set the CPU has, AMX on and off where it has it.
 TEST_P(WeightMatrixTest, Bf16PanelsGiveTheProductOfTheRows) {
   const bool saved_amx = ops::simd::set_amx_enabled(true);
   const bool has_amx = ops::simd::amx();
@@ -535,7 +536,7 @@ TEST_P(WeightMatrixTest, Bf16PanelsGiveTheProductOfTheRows) {
       const double tolerance = level == ops::simd::Isa::Avx512 ? 4e-3 : 1e-5;
       const std::string where = std::string(ops::simd::isa_name(level)) + (tiles ? " " : " no amx ");
       for (int64_t M : {1, 5, 13, 77, 300})
-        for (int64_t K : {17, 64, 521})
+        for (int64_t K : {17, 64, 521, 1101})
           for (int64_t N : {1, 33, 130}) {
             const WeightMatrix rows = WeightMatrix::prepare(random_tensor({N, K}, ++seed), WeightFormat::BF16);
             const WeightMatrix panels = rows.bf16_panels();
