@@ -66,7 +66,7 @@ WeightMatrix kernel_layout(const WeightMatrix& weight,
                            const std::function<void(int64_t first_row, int64_t rows)>& consumed = {},
                            WeightArena* arena = nullptr);
 // The same for a matrix whose products always have many rows (applied to every token of a tile or
-// image at once): on a CPU with AVX-512 BF16 a BF16 matrix in the bf16 GEMM's panels (a copy,
+// image at once): on a CPU with AVX-512 BF16 or AVX2 a BF16 matrix in the bf16 GEMM's panels (a copy,
 // WeightMatrix::bf16_panels, read in place instead of packed again by every product); otherwise
 // `weight` itself. Few-row products then go through the GEMM as well. The copy goes into `arena` when
 // one is given (huge pages: fewer faults at load, fewer TLB misses as the GEMM reads the panels).

@@ -96,7 +96,7 @@ TEST_P(OpsLinearTest, Bf16DecodeShapesExact) {
 TEST_P(OpsLinearTest, Bf16LargeMAcrossBlocks) {
   // Several K slices, column blocks and row tiles, odd K. With AVX-512 BF16 the activations are
   // rounded to bf16 and products accumulate in f32 (on AMX tiles where the CPU has them, and on
-  // vdpbf16ps with them switched off); the fallback widens the weights for sgemm. The second shape
+  // vdpbf16ps with them switched off); on AVX2 x stays f32 in the same GEMM. The second shape
   // has few columns and many rows: tasks split the rows (row blocks overhanging M, odd N). The last
   // two have bf16 rows of x a multiple of 4 KiB, which the zmm tiles' copy pads by 64 bytes.
   struct Shape3 {

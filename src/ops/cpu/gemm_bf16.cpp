@@ -12,7 +12,9 @@
 // the 1025x1024x4096 product 1.04-1.11x faster (bench/README.md).
 // Row blocks: 12 rows in zmm accumulators (AVX-512), or 32 rows in four AMX accumulator tiles
 // (rows 0-15 | 16-31 × columns 0-15 | 16-31), whose operands are two 16-row tiles of x pairs and the
-// panel's two 16-column halves read in place (a panel row of 16 pairs is one 64-byte tile row).
+// panel's two 16-column halves read in place (a panel row of 16 pairs is one 64-byte tile row), or
+// on AVX2 6 rows × 16 columns in ymm accumulators, a panel's halves one after the other, with column
+// blocks of half the width (256 KiB).
 #include <immintrin.h>
 
 #include <algorithm>
@@ -180,13 +182,16 @@ SA2VA_AVX2 inline __m256i lanes_below(int64_t n) {  // mask of the first n of 8 
 }
 
 // c[r][:] (+)= Σ_k a[r][k] · W[k][:] for r < MR over 16 columns (a half of a panel): as tile_kernel,
-// with x as f32 rows (a[r·lda + 2kp + half], zeros past K) and cols <= 16.
+// with x as f32 rows (a[r·lda + 2kp + half], zeros past K) and cols <= 16. Where cols <= 8 the upper
+// 8 columns are computed (zero weights) but neither loaded nor stored: no masked access lies wholly
+// past the end of bias or c (see round_to_bf16_avx512).
 template <int MR>
 SA2VA_AVX2 void half_panel_avx2(const float* a, int64_t lda, const uint32_t* half, int64_t kpn, float* c,
                                 int64_t ldc, int64_t cols, bool accumulate, const float* bias) {
   const __m256i m0 = lanes_below(cols), m1 = lanes_below(cols - 8);
+  const bool upper = cols > 8;
   const __m256 start0 = bias && !accumulate ? _mm256_maskload_ps(bias, m0) : _mm256_setzero_ps();
-  const __m256 start1 = bias && !accumulate ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
+  const __m256 start1 = bias && !accumulate && upper ? _mm256_maskload_ps(bias + 8, m1) : _mm256_setzero_ps();
   __m256 acc0[MR], acc1[MR];
 #pragma GCC unroll 8
   for (int r = 0; r < MR; ++r) {
@@ -225,11 +230,10 @@ SA2VA_AVX2 void half_panel_avx2(const float* a, int64_t lda, const uint32_t* hal
       _mm256_storeu_ps(cr, acc0[r]);
       _mm256_storeu_ps(cr + 8, acc1[r]);
     } else {
-      if (accumulate) {
-        acc0[r] = _mm256_add_ps(acc0[r], _mm256_maskload_ps(cr, m0));
-        acc1[r] = _mm256_add_ps(acc1[r], _mm256_maskload_ps(cr + 8, m1));
-      }
+      if (accumulate) acc0[r] = _mm256_add_ps(acc0[r], _mm256_maskload_ps(cr, m0));
       _mm256_maskstore_ps(cr, m0, acc0[r]);
+      if (!upper) continue;
+      if (accumulate) acc1[r] = _mm256_add_ps(acc1[r], _mm256_maskload_ps(cr + 8, m1));
       _mm256_maskstore_ps(cr + 8, m1, acc1[r]);
     }
   }
@@ -327,7 +331,8 @@ inline int64_t amx_step_offset(int64_t block, int64_t step, int64_t lda) {
 
 // ---------------------------------------------------------------------------- blocking
 struct GemmOperands {
-  const uint32_t* a;  // x as bf16 pairs, rows padded to kAmxRows: row stride lda, or AMX's arrangement
+  // x as bf16 pairs, rows padded to kAmxRows: row stride lda, or AMX's arrangement (null with avx2_x)
+  const uint32_t* a;
   int64_t lda, M, pairs;  // lda in pairs, or floats with avx2_x
   const Bf16PanelSource* w;  // packs W's panels; or
   const uint32_t* panels;    // W already in panels of panel_pairs pairs (read in place)
@@ -692,7 +697,7 @@ Tensor pack_all_panels(const Bf16PanelSource& w, int64_t pairs, int64_t panel_pa
   return packed;
 }
 
-// Runs the product described by op (x already rounded into op.a).
+// Runs the product described by op (x already rounded into op.a, or in op.avx2_x).
 void run(const GemmOperands& op) {
   const int64_t M = op.M, N = op.N;
   const int64_t panel_count = (N + kNR - 1) / kNR;
@@ -702,8 +707,8 @@ void run(const GemmOperands& op) {
     parallel_for(panel_count, [&](int64_t p0, int64_t p1) { gemm_blocks(op, 0, M, p0, p1); }, kNC / kNR);
     return;
   }
-  // Rows go in units of the row block (AMX's 32 rows in their arrangement of x; else the tile's 12):
-  // 288 rows split 144/144, where whole units of 32 would split them 128/160.
+  // Rows go in units of the row block (AMX's 32 rows in their arrangement of x; else the tile's 12,
+  // or 6 on AVX2): 288 rows split 144/144, where whole units of 32 would split them 128/160.
   const int64_t unit = op.amx ? kAmxRows : op.avx2_x ? kAvx2MR : kMR;
   auto by_rows = [&](const GemmOperands& o) {
     parallel_for((M + unit - 1) / unit, [&](int64_t b0, int64_t b1) {
