@@ -70,17 +70,17 @@ std::vector<OpCase> elementwise_cases() {
       {"gelu_erf", ops::gelu_erf}, {"gelu_tanh", ops::gelu_tanh}, {"silu", ops::silu}, {"relu", ops::relu},
       {"sigmoid", ops::sigmoid},   {"round_bf16", ops::round_bf16}};
   for (const auto& [name, fn] : unary)
-    cases.push_back({name, {host_random(n, 1, -6.f, 6.f)}, {}, {0}, [fn = fn, n](const Args& a) { fn(a.f(0), n); }});
+    cases.push_back({name, {host_random(n, 1, -6.f, 6.f)}, {}, {0}, [fn = fn](const Args& a) { fn(a.f(0), n); }});
   cases.push_back({"softmax_rows 3x1031", {host_random(3 * n, 2, -20.f, 20.f)}, {}, {0},
-                   [n](const Args& a) { ops::softmax_rows(a.f(0), 3, n); }});
+                   [](const Args& a) { ops::softmax_rows(a.f(0), 3, n); }});
   std::vector<float> masked = random_vector(2 * 40, 2);
   std::fill(masked.begin() + 40, masked.end(), -INFINITY);  // a row with nothing finite
   cases.push_back({"softmax_rows fully masked row", {host(masked)}, {}, {0},
                    [](const Args& a) { ops::softmax_rows(a.f(0), 2, 40); }});
   cases.push_back({"add", {host_random(n, 3), host_random(n, 4), host_random(n, 5)}, {}, {2},
-                   [n](const Args& a) { ops::add(a.f(0), a.f(1), a.f(2), n); }});
+                   [](const Args& a) { ops::add(a.f(0), a.f(1), a.f(2), n); }});
   cases.push_back({"add into the second operand", {host_random(n, 3), host_random(n, 4)}, {}, {1},
-                   [n](const Args& a) { ops::add(a.f(0), a.f(1), a.f(1), n); }});
+                   [](const Args& a) { ops::add(a.f(0), a.f(1), a.f(1), n); }});
   cases.push_back({"add_rows 5x37", {host_random(5 * 37, 6), host_random(37, 7)}, {}, {0},
                    [](const Args& a) { ops::add_rows(a.f(0), a.f(1), 5, 37); }});
   cases.push_back({"mul_rows 5x37", {host_random(5 * 37, 8), host_random(37, 9)}, {}, {0},
@@ -89,13 +89,13 @@ std::vector<OpCase> elementwise_cases() {
                    {}, {0}, [](const Args& a) { ops::add_scaled_rows(a.f(0), a.f(1), a.f(2), 5, 37); }});
   cases.push_back({"add_per_row 5x37", {host_random(5 * 37, 10), host_random(5, 11)}, {}, {0},
                    [](const Args& a) { ops::add_per_row(a.f(0), a.f(1), 5, 37); }});
-  cases.push_back({"scale", {host_random(n, 12)}, {}, {0}, [n](const Args& a) { ops::scale(a.f(0), -1.7f, n); }});
+  cases.push_back({"scale", {host_random(n, 12)}, {}, {0}, [](const Args& a) { ops::scale(a.f(0), -1.7f, n); }});
   cases.push_back({"scale_shift", {host_random(n, 13)}, {}, {0},
-                   [n](const Args& a) { ops::scale_shift(a.f(0), 0.3f, -2.f, n); }});
+                   [](const Args& a) { ops::scale_shift(a.f(0), 0.3f, -2.f, n); }});
   cases.push_back({"add_scaled", {host_random(n, 14), host_random(n, 15)}, {}, {0},
-                   [n](const Args& a) { ops::add_scaled(a.f(0), a.f(1), 0.25f, n); }});
+                   [](const Args& a) { ops::add_scaled(a.f(0), a.f(1), 0.25f, n); }});
   cases.push_back({"silu_mul", {host_random(n, 16, -5.f, 5.f), host_random(n, 17)}, {}, {0},
-                   [n](const Args& a) { ops::silu_mul(a.f(0), a.f(1), n); }});
+                   [](const Args& a) { ops::silu_mul(a.f(0), a.f(1), n); }});
   cases.push_back({"copy_rows strided", {host_random(7 * 40, 18), host_random(7 * 33, 19)}, {}, {1},
                    [](const Args& a) { ops::copy_rows(a.f(0) + 3, 40, a.f(1), 33, 7, 31); }});
   return cases;
@@ -155,7 +155,7 @@ std::vector<OpCase> matrix_cases() {
       const bool coarse = format != WeightFormat::F32;
       cases.push_back({std::string("linear ") + weight_format_name(format) + " M=" + std::to_string(M),
                        {host_random(M * K, 47), host_random(N, 48), host_random(M * N, 49)}, {w}, {2},
-                       [M, K](const Args& a) { ops::linear(a.f(0), M, K, a.weights[0], a.f(1), a.f(2)); },
+                       [M](const Args& a) { ops::linear(a.f(0), M, K, a.weights[0], a.f(1), a.f(2)); },
                        coarse ? 2e-2 : 1e-5});
     }
   }
@@ -165,14 +165,14 @@ std::vector<OpCase> matrix_cases() {
     for (int64_t M : {1, 5, 8})
       cases.push_back({"linear bf16 K=136 M=" + std::to_string(M),
                        {host_random(M * K8, 76), host_random(N, 77), host_random(M * N, 78)}, {w}, {2},
-                       [M, K8](const Args& a) { ops::linear(a.f(0), M, K8, a.weights[0], a.f(1), a.f(2)); }, 2e-2});
+                       [M](const Args& a) { ops::linear(a.f(0), M, K8, a.weights[0], a.f(1), a.f(2)); }, 2e-2});
   }
   {  // the gate and up projections of a gated MLP as one call
     const WeightMatrix up = WeightMatrix::prepare(ops_test::random_tensor({72, K}, 70), WeightFormat::Q4_0);
     const WeightMatrix gate = WeightMatrix::prepare(ops_test::random_tensor({136, K}, 71), WeightFormat::Q4_0);
     cases.push_back({"linear_pair q4_0", {host_random(K, 72), host_random(136, 73), host_random(72, 74)}, {gate, up},
                      {1, 2},
-                     [K](const Args& a) { ops::linear_pair(a.f(0), 1, K, a.weights[0], a.f(1), a.weights[1], a.f(2)); },
+                     [](const Args& a) { ops::linear_pair(a.f(0), 1, K, a.weights[0], a.f(1), a.weights[1], a.f(2)); },
                      2e-2});
   }
   // A quantized matrix larger than one dequantized panel (64 MiB of bf16): several panels.
