@@ -221,8 +221,9 @@ TEST_P(WeightMatrixTest, LargeProductsOverSeveralSlicesOfK) {
     }
 }
 
-// A matrix much larger than one widened panel of the f32 path (4 MB without AVX-512 BF16): 2050 rows
-// of 4100 in nine panels (the last shorter), every output column from the right panel row.
+// A matrix much larger than one widened panel of the f32 path (4 MB: Q8_0 without AVX-512 BF16, BF16
+// on the scalar fallback; elsewhere the bf16 GEMM over many column blocks): 2050 rows of 4100 in nine
+// panels (the last shorter), every output column from the right panel row.
 TEST_P(WeightMatrixTest, ProductsOverSeveralWidenedPanels) {
   const int64_t M = 12, K = 4100, N = 2050;
   const Tensor w = random_tensor({N, K}, 901);

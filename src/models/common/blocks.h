@@ -30,10 +30,10 @@ struct FeedForward {
   int64_t out_features() const { return fc2.rows(); }
 
   // x [rows, in] -> y [rows, out] (y may be x), using `hidden` [scratch_rows(rows), hidden_features()]
-  // as scratch. With the fused bf16 MLP (weights in panels) the rows go in chunks whose hidden layer
-  // (about 4 MB, at least 288 rows, a multiple of 48) stays in cache from fc1 to fc2, instead of
-  // going out to memory and back; otherwise in chunks of up to 32 MB of hidden layer (whole, for
-  // every model here).
+  // as scratch. With the weights in the bf16 GEMM's panels (AVX-512 BF16 or AVX2) the rows go in
+  // chunks whose hidden layer (about 4 MB, at least 288 rows, a multiple of 48) stays in cache from
+  // fc1 to fc2, instead of going out to memory and back; otherwise in chunks of up to 32 MB of hidden
+  // layer (whole, for every model here).
   void forward(const float* x, int64_t rows, float* hidden, float* y) const;
   int64_t scratch_rows(int64_t rows) const;
   Tensor forward(const Tensor& x) const;  // F32 [..., in] -> [..., out]

@@ -727,19 +727,13 @@ void run(const GemmOperands& op) {
   by_rows(in_place);
 }
 
-// The row stride, in floats, at which the AVX2 tiles read x: K where x can be read in place (K even,
-// rows not a multiple of 4 KiB), else a copy's: K rounded up to even (a zero after an odd K, the
-// panels' last pair being (W[n][K-1], 0)), 16 floats more where the rows would be a multiple of
-// 4 KiB (as operand_row_pairs, for the tile's 6 rows).
-int64_t avx2_row_floats(int64_t K) {
-  const int64_t even = (K + 1) / 2 * 2;
-  return even * 4 % 4096 == 0 ? even + 16 : even;
-}
-
-// The product on AVX2 (x in f32; see GemmOperands::avx2_x).
+// The product on AVX2 (x in f32; see GemmOperands::avx2_x). x is read in place where K is even; an
+// odd K is copied with a zero after each row (the panels' last pair is (W[n][K-1], 0), and the value
+// read beside it must be finite). Rows a multiple of 4 KiB long need no padding here: read in place
+// or padded by 16 floats, InternViT's products ran alike (0.99-1.00x, bench/README.md).
 void gemm_avx2(const float* x, int64_t M, int64_t K, const Bf16PanelSource* source, const uint32_t* panels,
                int64_t panel_pairs, int64_t N, float* y, const float* bias, GemmOutput output) {
-  const int64_t ld = avx2_row_floats(K);
+  const int64_t ld = (K + 1) / 2 * 2;
   Tensor copy;
   if (ld != K) {
     copy = Tensor::empty({M, ld});
