@@ -185,6 +185,39 @@ TEST(OpsSimdKernels, ExpToBf16OnEveryInstructionSet) {
   });
 }
 
+// The softmax step of the f32 attention and softmax: x = exp(scale·x - shift) in place and the sum,
+// against double precision on every instruction set. The exponents run from 0 down past the
+// underflow (-inf, a masked key, gives 0), with a rounding's worth above 0 (shift = scale·max
+// rounded), and with the scale 1 of softmax.
+TEST(OpsSimdKernels, ExpShiftedSumOnEveryInstructionSet) {
+  ops_test::for_each_isa([](ops::simd::Isa level) {
+    for (const float scale : {1.f, 0.125f, 0.0625f}) {
+      for (int64_t n : {0, 1, 7, 8, 9, 33, 200}) {
+        std::vector<float> x = random_vector(std::max<int64_t>(n, 1), 45, -120.f, 8.f);
+        if (n > 3) x[3] = -std::numeric_limits<float>::infinity();
+        if (n > 5) x[5] = -86.4f / scale;  // just above the vector kernels' underflow threshold
+        const float max = *std::max_element(x.begin(), x.begin() + std::max<int64_t>(n, 1));
+        const float shift = scale * max;
+        std::vector<float> y = x;
+        const float sum = ops::simd::exp_shifted_sum(y.data(), n, shift, scale);
+        double ref_sum = 0;
+        for (int64_t i = 0; i < n; ++i) {
+          // The exponent as every kernel rounds it (one fused multiply-add in f32): its rounding
+          // (~4e-6 at 60) is the argument's error, not the exponential's.
+          const double ref = std::exp(static_cast<double>(std::fma(x[i], scale, -shift)));
+          ref_sum += ref;
+          EXPECT_NEAR(y[i], ref, ref * 1e-6 + 1e-37) << ops::simd::isa_name(level) << " n=" << n << " i=" << i
+                                                     << " x=" << x[i] << " scale=" << scale;
+        }
+        EXPECT_NEAR(sum, ref_sum, ref_sum * 1e-6) << ops::simd::isa_name(level) << " n=" << n;
+        if (n > 3) {
+          EXPECT_EQ(y[3], 0.f) << ops::simd::isa_name(level);
+        }
+      }
+    }
+  });
+}
+
 // LayerNorm on every instruction set (vector bodies, tails, one element) and in place; RMSNorm.
 TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
   ops_test::for_each_isa([](ops::simd::Isa level) {

@@ -330,13 +330,17 @@ void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
             float* s = scores + r * kF32KeyBlock;
             const int64_t n = std::clamp<int64_t>(visible_keys(i0 + r) - j0, 0, block_keys);
             const float* mask = a.mask ? a.mask + (i0 + r) * a.kv_len + j0 : nullptr;
-            const float new_max = std::max(m[r], simd::scale_mask_max(s, n, a.scale, mask));
+            // Without a mask the scale goes inside the exponential, as in the bf16 kernel: one pass
+            // that only reads the scores before it.
+            const bool scale_in_exp = !mask && a.scale > 0.f;
+            const float new_max = std::max(m[r], scale_in_exp ? a.scale * simd::max_value(s, n)
+                                                              : simd::scale_mask_max(s, n, a.scale, mask));
             if (new_max == kNegInf) {  // nothing visible yet: contributes nothing
               std::fill(s, s + block_keys, 0.f);
               continue;
             }
             const float correction = std::exp(m[r] - new_max);
-            l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, new_max);
+            l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, new_max, scale_in_exp ? a.scale : 1.f);
             std::fill(s + n, s + block_keys, 0.f);
             m[r] = new_max;
             if (correction != 1.f) simd::scale(correction, out + r * a.out_stride, out + r * a.out_stride, Dv);

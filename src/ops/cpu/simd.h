@@ -170,9 +170,10 @@ void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t grou
 
 // Element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
 void exp_inplace(float* x, int64_t n);
-// max over x[0, n) (-inf when n = 0); x[i] = exp(x[i] - shift) in place, returning the sum.
+// max over x[0, n) (-inf when n = 0); x[i] = exp(scale·x[i] - shift) in place, returning the sum
+// (a softmax step: the exponents are <= 0, or a rounding above it; -inf gives 0).
 float max_value(const float* x, int64_t n);
-float exp_shifted_sum(float* x, int64_t n, float shift);
+float exp_shifted_sum(float* x, int64_t n, float shift, float scale = 1.f);
 // Stable softmax over x[0, visible); x[visible, total) and a row with nothing visible (all -inf)
 // become 0. Shared by softmax_rows and attention.
 void softmax_inplace(float* x, int64_t visible, int64_t total);
