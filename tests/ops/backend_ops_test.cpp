@@ -167,6 +167,13 @@ std::vector<OpCase> matrix_cases() {
                        {host_random(M * K8, 76), host_random(N, 77), host_random(M * N, 78)}, {w}, {2},
                        [M](const Args& a) { ops::linear(a.f(0), M, K8, a.weights[0], a.f(1), a.f(2)); }, 2e-2});
   }
+  {  // one row of activations (decode) starting and ending mid-buffer: 4-byte aligned only
+    const WeightMatrix w = WeightMatrix::prepare(ops_test::random_tensor({N, K}, 79), WeightFormat::BF16);
+    cases.push_back({"linear bf16 M=1 at unaligned offsets", {host_random(K + 1, 80), host_random(N, 81),
+                                                             host_random(N + 3, 82)},
+                     {w}, {2},
+                     [](const Args& a) { ops::linear(a.f(0) + 1, 1, K, a.weights[0], a.f(1), a.f(2) + 3); }, 2e-2});
+  }
   {  // the gate and up projections of a gated MLP as one call
     const WeightMatrix up = WeightMatrix::prepare(ops_test::random_tensor({72, K}, 70), WeightFormat::Q4_0);
     const WeightMatrix gate = WeightMatrix::prepare(ops_test::random_tensor({136, K}, 71), WeightFormat::Q4_0);
@@ -204,7 +211,10 @@ std::vector<OpCase> attention_cases() {
                            Shape_{"odd head 20, masked", 70, 90, 3, 3, 20, 6, 0, false, true},
                            Shape_{"prefill causal offset, GQA 7", 150, 190, 14, 2, 64, 64, 40, true, false},
                            Shape_{"head 256, 70 rows", 70, 90, 1, 1, 256, 256, 0, false, false},
-                           Shape_{"head 256, Dv 136 (a partial second chunk)", 20, 33, 1, 1, 256, 136, 0, false, true}};
+                           Shape_{"head 256, Dv 136 (a partial second chunk)", 20, 33, 1, 1, 256, 136, 0, false, true},
+                           // Few rows over keys split in blocks of 256, causal with a small offset: rows see
+                           // 4-11 keys, so every block after the first has nothing visible to merge.
+                           Shape_{"8 causal rows over 600 keys, offset 3", 8, 600, 4, 2, 64, 64, 3, true, false}};
   // bf16_operands: the GPU's flash kernel rounds q, k, v and the probabilities as the CPU does, but
   // sums in another order (and a CPU without AVX-512 BF16 computes this mode in f32): 1e-2.
   for (bool bf16 : {false, true})
