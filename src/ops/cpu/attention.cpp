@@ -285,15 +285,12 @@ void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
     parallel_for(a.kv_heads * chunk_panels, [&](int64_t t0, int64_t t1) {
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t hk = t / chunk_panels, j0 = (t % chunk_panels) * kLanes;
-        float* panel = packed_keys + t * d * kLanes;
-        for (int64_t l = 0; l < kLanes; ++l) {
-          const bool real = j0 + l < chunk_keys;
-          const float* key = real ? a.k + (c0 + j0 + l) * a.k_stride + hk * d : nullptr;
-          for (int64_t e = 0; e < d; ++e) panel[e * kLanes + l] = real ? key[e] : 0.f;
-          if (real) {
-            const float* value = a.v + (c0 + j0 + l) * a.v_stride + hk * Dv;
-            std::copy(value, value + Dv, packed_values + (hk * chunk + j0 + l) * Dv);
-          }
+        const int64_t real = std::clamp<int64_t>(chunk_keys - j0, 0, kLanes);  // keys in this panel
+        simd::pack_f32_key_panel(real > 0 ? a.k + (c0 + j0) * a.k_stride + hk * d : nullptr, a.k_stride, real, d,
+                                 packed_keys + t * d * kLanes);
+        for (int64_t l = 0; l < real; ++l) {
+          const float* value = a.v + (c0 + j0 + l) * a.v_stride + hk * Dv;
+          std::copy(value, value + Dv, packed_values + (hk * chunk + j0 + l) * Dv);
         }
       }
     }, 16);
@@ -339,11 +336,14 @@ void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
               std::fill(s, s + block_keys, 0.f);
               continue;
             }
-            const float correction = std::exp(m[r] - new_max);
+            // The max seldom grows after the first blocks: no exponential then. Before anything was
+            // visible (l = 0) the output row is still zeros and needs no rescale.
+            const float correction = new_max == m[r] ? 1.f : std::exp(m[r] - new_max);
+            if (correction != 1.f && l[r] > 0.f)
+              simd::scale(correction, out + r * a.out_stride, out + r * a.out_stride, Dv);
             l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, new_max, scale_in_exp ? a.scale : 1.f);
             std::fill(s + n, s + block_keys, 0.f);
             m[r] = new_max;
-            if (correction != 1.f) simd::scale(correction, out + r * a.out_stride, out + r * a.out_stride, Dv);
           }
           for (int64_t r0 = 0; r0 < rows; r0 += simd::kF32TileRows)
             for (int64_t c = 0; c < Dv; c += 16)

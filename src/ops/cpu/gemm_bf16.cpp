@@ -27,6 +27,7 @@
 #include "core/tensor.h"
 #include "core/threadpool.h"
 #include "ops/cpu/simd.h"
+#include "ops/cpu/simd_x86.h"
 
 #if !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
@@ -37,6 +38,7 @@ namespace sa2va::ops::simd {
 namespace {
 
 #define SA2VA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
+#define SA2VA_AVX2 __attribute__((target("avx2,fma")))
 
 constexpr int64_t kMR = kBf16TileRows;   // rows of the register tile
 constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zmm of f32)
@@ -96,10 +98,23 @@ SA2VA_AVX512BF16 void pack_panel_avx512(const uint16_t* w, int64_t K, int64_t n0
   }
 }
 
+// AVX2: 8 pairs x 8 rows at a time by register transposes, the last few pairs word by word.
+SA2VA_AVX2 void pack_panel_avx2(const uint16_t* w, int64_t K, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
+  const char* base = reinterpret_cast<const char*>(w + n0 * K + 2 * kp0);
+  int64_t kp = 0;
+  for (; kp + 8 <= kpn; kp += 8)
+    for (int64_t lane = 0; lane < kNR; lane += 8)
+      transpose_8x8_words(base + lane * 2 * K + 4 * kp, 2 * K, reinterpret_cast<float*>(dst + kp * kNR + lane), kNR);
+  for (; kp < kpn; ++kp)
+    for (int64_t lane = 0; lane < kNR; ++lane) std::memcpy(dst + kp * kNR + lane, base + lane * 2 * K + 4 * kp, 4);
+}
+
 // Packs columns [n0, n0 + kNR) (zero beyond N) and pairs [kp0, kp0 + kpn) of W.
 void pack_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
-  if (isa() == Isa::Avx512 && n0 + kNR <= N && 2 * (kp0 + kpn) <= K && 32 * 2 * K < (int64_t{1} << 31))
+  const bool whole = n0 + kNR <= N && 2 * (kp0 + kpn) <= K;  // every lane a row, every pair inside it
+  if (isa() == Isa::Avx512 && whole && 32 * 2 * K < (int64_t{1} << 31))
     return pack_panel_avx512(w, K, n0, kp0, kpn, dst);
+  if (isa() == Isa::Avx2 && whole) return pack_panel_avx2(w, K, n0, kp0, kpn, dst);
   for (int64_t lane = 0; lane < kNR; ++lane) {
     const int64_t n = n0 + lane;
     if (n >= N) {
@@ -173,8 +188,6 @@ TileFn tile_for(int64_t rows, int64_t cols) { return (cols > 16 ? kTiles : kHalf
 // row's quarter give two vectors of exact f32 weights, the low halves shifted up (column 2kp) and
 // the high halves masked (2kp + 1): 4 integer ops per 24 FMAs of a 6 x 16 tile. The sums are those of
 // f32 products of x with the bf16 weights, as sgemm on widened rows gives, in another order.
-#define SA2VA_AVX2 __attribute__((target("avx2,fma")))
-
 constexpr int64_t kAvx2MR = 6;  // rows of the register tile: 12 accumulators of 8 columns
 
 SA2VA_AVX2 inline __m256i lanes_below(int64_t n) {  // mask of the first n of 8 lanes

@@ -1053,6 +1053,16 @@ float scale_mask_max(float* s, int64_t n, float scale, const float* mask) {
   return m;
 }
 
+void pack_f32_key_panel(const float* keys, int64_t ld, int64_t count, int64_t dim, float* panel) {
+  int64_t e = 0;
+  if (count == kF32PanelKeys && isa() >= Isa::Avx2)  // whole panels by 8 x 8 register transposes
+    for (; e + 8 <= dim; e += 8)
+      transpose_8x8_words(reinterpret_cast<const char*>(keys + e), ld * static_cast<int64_t>(sizeof(float)),
+                          panel + e * kF32PanelKeys, kF32PanelKeys);
+  for (; e < dim; ++e)
+    for (int64_t l = 0; l < kF32PanelKeys; ++l) panel[e * kF32PanelKeys + l] = l < count ? keys[l * ld + e] : 0.f;
+}
+
 void f32_scores_tile(const float* q, int64_t ldq, int64_t rows, const float* panels, int64_t dim, int64_t panel_count,
                      float* s, int64_t lds) {
   with_rows(rows, [&](auto r) {

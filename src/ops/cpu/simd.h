@@ -114,6 +114,8 @@ float exp_to_bf16(const float* s, int64_t n, float scale, float shift, int64_t n
 // key-minor: panel[e·kF32PanelKeys + lane] = k(lane, e). Tiles have up to kF32TileRows query rows.
 constexpr int64_t kF32PanelKeys = 8;
 constexpr int64_t kF32TileRows = 6;
+// panel[e·8 + l] = keys[l·ld + e] for l < count (<= 8), 0 for the other lanes, e < dim.
+void pack_f32_key_panel(const float* keys, int64_t ld, int64_t count, int64_t dim, float* panel);
 // s[r·lds + j] = Σ_e q[r·ldq + e]·panel(j / 8)[e·8 + j mod 8] for r < rows, j < 8·panels (panels 1
 // or 2, consecutive, each `dim` rows long). Requires isa() >= Avx2.
 void f32_scores_tile(const float* q, int64_t ldq, int64_t rows, const float* panels, int64_t dim, int64_t panel_count,

@@ -1,7 +1,9 @@
-// Small x86 vector helpers shared by the SIMD kernel files (cpu/simd.cpp, cpu/quant.cpp): inline,
-// each compiled for the instruction set named in its target attribute.
+// Small x86 vector helpers shared by the SIMD kernel files (cpu/simd.cpp, cpu/quant.cpp,
+// cpu/gemm_bf16.cpp): inline, each compiled for the instruction set named in its target attribute.
 #pragma once
 #include <immintrin.h>
+
+#include <cstdint>
 
 namespace sa2va::ops::simd {
 
@@ -11,6 +13,35 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
+}
+
+// Transposes 8 rows of 8 32-bit words (row i at src + i·src_row_bytes) into dst[j·dst_stride + i] =
+// word j of row i: 8 loads, 24 shuffles, 8 stores. Packs the bf16 GEMM's pair panels and the f32
+// attention's key panels on AVX2.
+__attribute__((target("avx2,fma"))) inline void transpose_8x8_words(const char* src, int64_t src_row_bytes,
+                                                                    float* dst, int64_t dst_stride) {
+  __m256 r[8], t[8], u[8];
+#pragma GCC unroll 8
+  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + i * src_row_bytes));
+  // t: rows 2i, 2i+1 interleaved within each 128-bit half; u[4h+k]: word k (and k+4 in the high
+  // half) of rows 4h..4h+3.
+#pragma GCC unroll 4
+  for (int i = 0; i < 4; ++i) {
+    t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 2
+  for (int h = 0; h < 2; ++h) {
+    u[4 * h] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0x44);
+    u[4 * h + 1] = _mm256_shuffle_ps(t[4 * h], t[4 * h + 2], 0xEE);
+    u[4 * h + 2] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0x44);
+    u[4 * h + 3] = _mm256_shuffle_ps(t[4 * h + 1], t[4 * h + 3], 0xEE);
+  }
+#pragma GCC unroll 4
+  for (int k = 0; k < 4; ++k) {
+    _mm256_storeu_ps(dst + k * dst_stride, _mm256_permute2f128_ps(u[k], u[4 + k], 0x20));
+    _mm256_storeu_ps(dst + (4 + k) * dst_stride, _mm256_permute2f128_ps(u[k], u[4 + k], 0x31));
+  }
 }
 
 }  // namespace sa2va::ops::simd
