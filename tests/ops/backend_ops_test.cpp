@@ -167,12 +167,14 @@ std::vector<OpCase> matrix_cases() {
                        {host_random(M * K8, 76), host_random(N, 77), host_random(M * N, 78)}, {w}, {2},
                        [M](const Args& a) { ops::linear(a.f(0), M, K8, a.weights[0], a.f(1), a.f(2)); }, 2e-2});
   }
-  {  // one row of activations (decode) starting and ending mid-buffer: 4-byte aligned only
-    const WeightMatrix w = WeightMatrix::prepare(ops_test::random_tensor({N, K}, 79), WeightFormat::BF16);
-    cases.push_back({"linear bf16 M=1 at unaligned offsets", {host_random(K + 1, 80), host_random(N, 81),
+  {  // one row of activations (decode) starting and ending mid-buffer, 4-byte aligned only, with K a
+     // multiple of 8: the 16-byte reads of the one-row kernel must not be taken for this x
+    const int64_t K8 = 136;
+    const WeightMatrix w = WeightMatrix::prepare(ops_test::random_tensor({N, K8}, 79), WeightFormat::BF16);
+    cases.push_back({"linear bf16 M=1 at unaligned offsets", {host_random(K8 + 1, 80), host_random(N, 81),
                                                              host_random(N + 3, 82)},
                      {w}, {2},
-                     [](const Args& a) { ops::linear(a.f(0) + 1, 1, K, a.weights[0], a.f(1), a.f(2) + 3); }, 2e-2});
+                     [](const Args& a) { ops::linear(a.f(0) + 1, 1, K8, a.weights[0], a.f(1), a.f(2) + 3); }, 2e-2});
   }
   {  // the gate and up projections of a gated MLP as one call
     const WeightMatrix up = WeightMatrix::prepare(ops_test::random_tensor({72, K}, 70), WeightFormat::Q4_0);
