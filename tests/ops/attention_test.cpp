@@ -188,6 +188,42 @@ TEST_P(OpsAttentionTest, FusedBf16FullyMaskedLeadingBlock) {
   for (size_t i = 0; i < fused.size(); ++i) ASSERT_NEAR(fused[i], reference[i], 1e-2) << i;
 }
 
+// The same on AVX2's fused f32 kernel (blocks of 128 keys, chunks of 8192): the rows see nothing
+// in their first five blocks, then the rest, against a double-precision reference.
+TEST_P(OpsAttentionTest, FusedF32FullyMaskedLeadingBlocks) {
+  const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx2);
+  if (ops::simd::isa() != ops::simd::Isa::Avx2) {
+    ops::simd::set_max_isa(saved);
+    GTEST_SKIP() << "this CPU lacks AVX2";
+  }
+  const int64_t Sq = 8, Sk = 1300, D = 16, masked = 700;
+  const std::vector<float> q = random_vector(Sq * D, 5), k = random_vector(Sk * D, 6), v = random_vector(Sk * D, 7);
+  std::vector<float> mask(static_cast<size_t>(Sq * Sk), 0.f);
+  for (int64_t i = 0; i < Sq; ++i)
+    for (int64_t j = 0; j < masked + 37 * i; ++j) mask[i * Sk + j] = -std::numeric_limits<float>::infinity();
+  std::vector<float> out(static_cast<size_t>(Sq * D));
+  ops::AttentionArgs a;
+  a.q = q.data(), a.k = k.data(), a.v = v.data(), a.out = out.data();
+  a.q_stride = a.k_stride = a.v_stride = a.out_stride = D;
+  a.q_len = Sq, a.kv_len = Sk, a.head_dim = D, a.scale = 0.25f, a.mask = mask.data();
+  ops::attention(a);
+  ops::simd::set_max_isa(saved);
+  for (int64_t i = 0; i < Sq; ++i) {
+    std::vector<double> p(static_cast<size_t>(Sk), 0.0);
+    double top = -INFINITY, sum = 0;
+    for (int64_t j = masked + 37 * i; j < Sk; ++j) {
+      for (int64_t e = 0; e < D; ++e) p[j] += static_cast<double>(q[i * D + e]) * k[j * D + e] * 0.25;
+      top = std::max(top, p[j]);
+    }
+    for (int64_t j = masked + 37 * i; j < Sk; ++j) sum += (p[j] = std::exp(p[j] - top));
+    for (int64_t e = 0; e < D; ++e) {
+      double o = 0;
+      for (int64_t j = masked + 37 * i; j < Sk; ++j) o += p[j] / sum * v[j * D + e];
+      ASSERT_NEAR(out[i * D + e], o, 1e-5) << "row " << i << " column " << e;
+    }
+  }
+}
+
 TEST_P(OpsAttentionTest, RejectsBadHeads) {
   std::vector<float> buf(64);
   ops::AttentionArgs a;

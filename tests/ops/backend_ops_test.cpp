@@ -214,8 +214,8 @@ std::vector<OpCase> attention_cases() {
                            Shape_{"prefill causal offset, GQA 7", 150, 190, 14, 2, 64, 64, 40, true, false},
                            Shape_{"head 256, 70 rows", 70, 90, 1, 1, 256, 256, 0, false, false},
                            Shape_{"head 256, Dv 136 (a partial second chunk)", 20, 33, 1, 1, 256, 136, 0, false, true},
-                           // Few rows over keys split in blocks of 256, causal with a small offset: rows see
-                           // 4-11 keys, so every block after the first has nothing visible to merge.
+                           // Few rows over keys the GPU splits in blocks of 256, causal with a small offset:
+                           // rows see 4-11 keys, so every block after the first has nothing visible to merge.
                            Shape_{"8 causal rows over 600 keys, offset 3", 8, 600, 4, 2, 64, 64, 3, true, false}};
   // bf16_operands: the GPU's flash kernel rounds q, k, v and the probabilities as the CPU does, but
   // sums in another order (and a CPU without AVX-512 BF16 computes this mode in f32): 1e-2.

@@ -187,34 +187,51 @@ TEST(OpsSimdKernels, ExpToBf16OnEveryInstructionSet) {
 
 // The softmax step of the f32 attention and softmax: x = exp(scale·x - shift) in place and the sum,
 // against double precision on every instruction set. The exponents run from 0 down past the
-// underflow (-inf, a masked key, gives 0), with a rounding's worth above 0 (shift = scale·max
-// rounded), and with the scale 1 of softmax.
+// underflow (-inf, a masked key, gives 0; the vector kernels give 0 below -86.5), with exponents
+// just above that threshold, a rounding's worth above 0 (shift = scale·max rounded), and the scale
+// 1 of softmax; a NaN stays NaN.
 TEST(OpsSimdKernels, ExpShiftedSumOnEveryInstructionSet) {
   ops_test::for_each_isa([](ops::simd::Isa level) {
+    const char* isa = ops::simd::isa_name(level);
     for (const float scale : {1.f, 0.125f, 0.0625f}) {
       for (int64_t n : {0, 1, 7, 8, 9, 33, 200}) {
         std::vector<float> x = random_vector(std::max<int64_t>(n, 1), 45, -120.f, 8.f);
         if (n > 3) x[3] = -std::numeric_limits<float>::infinity();
-        if (n > 5) x[5] = -86.4f / scale;  // just above the vector kernels' underflow threshold
         const float max = *std::max_element(x.begin(), x.begin() + std::max<int64_t>(n, 1));
         const float shift = scale * max;
+        // Exponents -86.4 and -86.45 (below max: the max is unchanged), where a threshold set
+        // too high would give 0.
+        if (n > 6) x[5] = (shift - 86.4f) / scale, x[6] = (shift - 86.45f) / scale;
         std::vector<float> y = x;
-        const float sum = ops::simd::exp_shifted_sum(y.data(), n, shift, scale);
+        const float sum = ops::simd::exp_shifted_sum(y.data(), n, scale, shift);
         double ref_sum = 0;
         for (int64_t i = 0; i < n; ++i) {
           // The exponent as every kernel rounds it (one fused multiply-add in f32): its rounding
           // (~4e-6 at 60) is the argument's error, not the exponential's.
-          const double ref = std::exp(static_cast<double>(std::fma(x[i], scale, -shift)));
+          const float exponent = std::fma(x[i], scale, -shift);
+          const double ref = std::exp(static_cast<double>(exponent));
           ref_sum += ref;
-          EXPECT_NEAR(y[i], ref, ref * 1e-6 + 1e-37) << ops::simd::isa_name(level) << " n=" << n << " i=" << i
-                                                     << " x=" << x[i] << " scale=" << scale;
+          if (exponent < -86.5f) {
+            EXPECT_TRUE(y[i] >= 0.f && y[i] <= 2.8e-38f) << isa << " n=" << n << " i=" << i << " y=" << y[i];
+          } else {
+            EXPECT_NEAR(y[i], ref, ref * 1e-6) << isa << " n=" << n << " i=" << i << " exponent=" << exponent
+                                               << " scale=" << scale;
+          }
         }
-        EXPECT_NEAR(sum, ref_sum, ref_sum * 1e-6) << ops::simd::isa_name(level) << " n=" << n;
+        if (n > 6) {
+          EXPECT_GT(std::fma(x[6], scale, -shift), -86.5f) << "the case meant to sit above the threshold";
+        }
+        EXPECT_NEAR(sum, ref_sum, ref_sum * 1e-6) << isa << " n=" << n;
         if (n > 3) {
-          EXPECT_EQ(y[3], 0.f) << ops::simd::isa_name(level);
+          EXPECT_EQ(y[3], 0.f) << isa;
         }
       }
     }
+    std::vector<float> with_nan(17, -1.f);  // a NaN in the vector body and in the tail
+    with_nan[2] = with_nan[16] = std::numeric_limits<float>::quiet_NaN();
+    ops::simd::exp_shifted_sum(with_nan.data(), 17, 1.f, 0.f);
+    EXPECT_TRUE(std::isnan(with_nan[2]) && std::isnan(with_nan[16])) << isa;
+    EXPECT_NEAR(with_nan[0], std::exp(-1.0), 1e-7) << isa;
   });
 }
 

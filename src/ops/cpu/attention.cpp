@@ -341,7 +341,7 @@ void attention_f32_fused(const AttentionArgs& a, int64_t Dv) {
             const float correction = new_max == m[r] ? 1.f : std::exp(m[r] - new_max);
             if (correction != 1.f && l[r] > 0.f)
               simd::scale(correction, out + r * a.out_stride, out + r * a.out_stride, Dv);
-            l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, new_max, scale_in_exp ? a.scale : 1.f);
+            l[r] = l[r] * correction + simd::exp_shifted_sum(s, n, scale_in_exp ? a.scale : 1.f, new_max);
             std::fill(s + n, s + block_keys, 0.f);
             m[r] = new_max;
           }

@@ -388,6 +388,15 @@ SA2VA_AVX2 void f32_values_tile_avx2(const float* p, int64_t ldp, const float* v
     for (int c = 0; c < C; ++c) _mm256_storeu_ps(o + r * ldo + 8 * c, acc[r][c]);
 }
 
+// Whole 8-key panels, 8 dimensions at a time by register transposes; returns the dimensions done.
+SA2VA_AVX2 int64_t pack_f32_key_panel_avx2(const float* keys, int64_t ld, int64_t dim, float* panel) {
+  int64_t e = 0;
+  for (; e + 8 <= dim; e += 8)
+    transpose_8x8_words(reinterpret_cast<const char*>(keys + e), ld * static_cast<int64_t>(sizeof(float)),
+                        panel + e * kF32PanelKeys, kF32PanelKeys);
+  return e;
+}
+
 SA2VA_AVX2 float scale_mask_max_avx2(float* s, int64_t n, float scale, const float* mask) {
   const __m256 sc = _mm256_set1_ps(scale);
   __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
@@ -446,12 +455,14 @@ SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
   return _mm256_andnot_ps(underflow, _mm256_mul_ps(_mm256_mul_ps(p, f1), f2));
 }
 
-// exp(x) for 8 lanes of x <= 0 or a little above (a shifted softmax score, erfc's exponent): the
-// same reduction and polynomial, with the power of two added straight into the exponent bits (n
-// rounded by the 1.5·2^23 trick), which holds down to n = -125; below x = -86.5 (-inf included)
-// the result is 0, where exp_avx2 would give at most 2.6e-38. About 15 instructions, exp_avx2's 26.
+// exp(x) for 8 lanes of x <= 0 or a little above (a shifted softmax score, erfc's exponent; valid
+// up to x ~ 88): the same reduction and polynomial, with the power of two added straight into the
+// exponent bits (n rounded by the 1.5·2^23 trick), which holds down to n = -125; below x = -86.5
+// (-inf included) the result is 0, where exp_avx2 gives at most 2.7e-38; NaN stays NaN.
+// 18 instructions per 8 lanes, exp_avx2's 25.
 SA2VA_AVX2 inline __m256 exp_nonpositive_avx2(__m256 x) {
   const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-86.5f), _CMP_LT_OQ);
+  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
   const __m256 round_magic = _mm256_set1_ps(12582912.f);
   const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), round_magic);
   const __m256 n = _mm256_sub_ps(t, round_magic);  // round(x·log2 e), exact
@@ -466,7 +477,8 @@ SA2VA_AVX2 inline __m256 exp_nonpositive_avx2(__m256 x) {
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
   // t's low mantissa bits hold n in two's complement: shifted by 23 they are n·2^23 modulo 2^32.
   const __m256i power = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
-  return _mm256_andnot_ps(underflow, _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), power)));
+  const __m256 e = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), power));
+  return _mm256_or_ps(_mm256_andnot_ps(underflow, e), _mm256_and_ps(nan, x));  // x's NaN bits, not the sum's
 }
 
 SA2VA_AVX2 inline __m256 sigmoid_avx2(__m256 x) {
@@ -1030,7 +1042,7 @@ float max_value(const float* x, int64_t n) {
   }
 }
 
-float exp_shifted_sum(float* x, int64_t n, float shift, float scale) {
+float exp_shifted_sum(float* x, int64_t n, float scale, float shift) {
   switch (isa()) {
     case Isa::Avx512: return exp_shifted_sum_avx512(x, n, scale, shift);
     case Isa::Avx2: return exp_shifted_sum_avx2(x, n, scale, shift);
@@ -1055,10 +1067,7 @@ float scale_mask_max(float* s, int64_t n, float scale, const float* mask) {
 
 void pack_f32_key_panel(const float* keys, int64_t ld, int64_t count, int64_t dim, float* panel) {
   int64_t e = 0;
-  if (count == kF32PanelKeys && isa() >= Isa::Avx2)  // whole panels by 8 x 8 register transposes
-    for (; e + 8 <= dim; e += 8)
-      transpose_8x8_words(reinterpret_cast<const char*>(keys + e), ld * static_cast<int64_t>(sizeof(float)),
-                          panel + e * kF32PanelKeys, kF32PanelKeys);
+  if (count == kF32PanelKeys && isa() >= Isa::Avx2) e = pack_f32_key_panel_avx2(keys, ld, dim, panel);
   for (; e < dim; ++e)
     for (int64_t l = 0; l < kF32PanelKeys; ++l) panel[e * kF32PanelKeys + l] = l < count ? keys[l * ld + e] : 0.f;
 }
@@ -1096,7 +1105,7 @@ void softmax_inplace(float* x, int64_t visible, int64_t total) {
     std::fill(x, x + total, 0.f);
     return;
   }
-  const float inv = 1.f / exp_shifted_sum(x, visible, max);
+  const float inv = 1.f / exp_shifted_sum(x, visible, 1.f, max);
   for (int64_t j = 0; j < visible; ++j) x[j] *= inv;
   std::fill(x + visible, x + total, 0.f);
 }

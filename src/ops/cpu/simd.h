@@ -114,7 +114,8 @@ float exp_to_bf16(const float* s, int64_t n, float scale, float shift, int64_t n
 // key-minor: panel[e·kF32PanelKeys + lane] = k(lane, e). Tiles have up to kF32TileRows query rows.
 constexpr int64_t kF32PanelKeys = 8;
 constexpr int64_t kF32TileRows = 6;
-// panel[e·8 + l] = keys[l·ld + e] for l < count (<= 8), 0 for the other lanes, e < dim.
+// panel[e·8 + l] = keys[l·ld + e] for l < count (<= 8), 0 for the other lanes, e < dim (keys may
+// be null when count is 0).
 void pack_f32_key_panel(const float* keys, int64_t ld, int64_t count, int64_t dim, float* panel);
 // s[r·lds + j] = Σ_e q[r·ldq + e]·panel(j / 8)[e·8 + j mod 8] for r < rows, j < 8·panels (panels 1
 // or 2, consecutive, each `dim` rows long). Requires isa() >= Avx2.
@@ -175,7 +176,7 @@ void exp_inplace(float* x, int64_t n);
 // max over x[0, n) (-inf when n = 0); x[i] = exp(scale·x[i] - shift) in place, returning the sum
 // (a softmax step: the exponents are <= 0, or a rounding above it; -inf gives 0).
 float max_value(const float* x, int64_t n);
-float exp_shifted_sum(float* x, int64_t n, float shift, float scale = 1.f);
+float exp_shifted_sum(float* x, int64_t n, float scale, float shift);
 // Stable softmax over x[0, visible); x[visible, total) and a row with nothing visible (all -inf)
 // become 0. Shared by softmax_rows and attention.
 void softmax_inplace(float* x, int64_t visible, int64_t total);

@@ -18,7 +18,7 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
 // Transposes 8 rows of 8 32-bit words (row i at src + i·src_row_bytes) into dst[j·dst_stride + i] =
 // word j of row i: 8 loads, 24 shuffles, 8 stores. Packs the bf16 GEMM's pair panels and the f32
 // attention's key panels on AVX2.
-__attribute__((target("avx2,fma"))) inline void transpose_8x8_words(const char* src, int64_t src_row_bytes,
+__attribute__((target("avx2,fma"), always_inline)) inline void transpose_8x8_words(const char* src, int64_t src_row_bytes,
                                                                     float* dst, int64_t dst_stride) {
   __m256 r[8], t[8], u[8];
 #pragma GCC unroll 8
