@@ -235,6 +235,18 @@ TEST(OpsSimdKernels, ExpShiftedSumOnEveryInstructionSet) {
   });
 }
 
+// GELU (erf) passes a NaN on, in the vector body and the tail, on every instruction set (its
+// exponential drops NaN handling: the product with x carries it).
+TEST(OpsSimdKernels, GeluErfKeepsNan) {
+  ops_test::for_each_isa([](ops::simd::Isa level) {
+    std::vector<float> x(19, 0.5f);
+    x[3] = x[18] = std::numeric_limits<float>::quiet_NaN();
+    ops::gelu_erf(x.data(), 19);
+    EXPECT_TRUE(std::isnan(x[3]) && std::isnan(x[18])) << ops::simd::isa_name(level);
+    EXPECT_NEAR(x[0], 0.5 * 0.5 * (1 + std::erf(0.5 / std::sqrt(2.0))), 1e-7) << ops::simd::isa_name(level);
+  });
+}
+
 // LayerNorm on every instruction set (vector bodies, tails, one element) and in place; RMSNorm.
 TEST_P(OpsElementwiseTest, LayerNormAndRmsNorm) {
   ops_test::for_each_isa([](ops::simd::Isa level) {

@@ -430,13 +430,9 @@ void with_rows(int64_t rows, F f) {
   }
 }
 
-// exp(x) for 8 lanes: range reduction by ln2, degree-6 polynomial, exponent by integer add.
-SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
-  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
-  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
-  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// exp(r) for r = x - n·ln2 in [-ln2/2, ln2/2] (ln2 in two parts, so r is exact to f32): degree-6
+// polynomial, ~1e-7 relative error. The exponentials below multiply it by 2^n.
+SA2VA_AVX2 inline __m256 exp_reduced_avx2(__m256 x, __m256 n) {
   __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
   r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
   __m256 p = _mm256_set1_ps(1.9875691500E-4f);
@@ -446,6 +442,17 @@ SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
   p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
   p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  return p;
+}
+
+// exp(x) for 8 lanes: range reduction by ln2, degree-6 polynomial, exponent by integer add.
+SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
+  const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
+  const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
+  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  const __m256 p = exp_reduced_avx2(x, n);
   // n in [-126, 128]: split the power of two in two factors so n = 128 does not overflow the exponent field.
   const __m256i ni = _mm256_cvtps_epi32(n);
   const __m256i half = _mm256_srai_epi32(ni, 1);
@@ -458,27 +465,21 @@ SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
 // exp(x) for 8 lanes of x <= 0 or a little above (a shifted softmax score, erfc's exponent; valid
 // up to x ~ 88): the same reduction and polynomial, with the power of two added straight into the
 // exponent bits (n rounded by the 1.5·2^23 trick), which holds down to n = -125; below x = -86.5
-// (-inf included) the result is 0, where exp_avx2 gives at most 2.7e-38; NaN stays NaN.
-// 18 instructions per 8 lanes, exp_avx2's 25.
+// (-inf included) the result is 0, where exp_avx2 gives at most 2.7e-38; with KeepNan a NaN stays
+// NaN (without, a NaN whose low bits are set may come out as a tiny number: for callers whose
+// result takes the NaN from elsewhere). 16 instructions per 8 lanes (18 with KeepNan), exp_avx2's 25.
+template <bool KeepNan>
 SA2VA_AVX2 inline __m256 exp_nonpositive_avx2(__m256 x) {
   const __m256 underflow = _mm256_cmp_ps(x, _mm256_set1_ps(-86.5f), _CMP_LT_OQ);
-  const __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
   const __m256 round_magic = _mm256_set1_ps(12582912.f);
   const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), round_magic);
   const __m256 n = _mm256_sub_ps(t, round_magic);  // round(x·log2 e), exact
-  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-  __m256 p = _mm256_set1_ps(1.9875691500E-4f);
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073E-3f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894E-2f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459E-1f));
-  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201E-1f));
-  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.f)));
+  const __m256 p = exp_reduced_avx2(x, n);
   // t's low mantissa bits hold n in two's complement: shifted by 23 they are n·2^23 modulo 2^32.
   const __m256i power = _mm256_slli_epi32(_mm256_castps_si256(t), 23);
   const __m256 e = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), power));
-  return _mm256_or_ps(_mm256_andnot_ps(underflow, e), _mm256_and_ps(nan, x));  // x's NaN bits, not the sum's
+  if (!KeepNan) return _mm256_andnot_ps(underflow, e);
+  return _mm256_or_ps(_mm256_andnot_ps(underflow, e), _mm256_and_ps(_mm256_cmp_ps(x, x, _CMP_UNORD_Q), x));
 }
 
 SA2VA_AVX2 inline __m256 sigmoid_avx2(__m256 x) {
@@ -497,7 +498,8 @@ SA2VA_AVX2 inline __m256 erfc_nonneg_avx2(__m256 z) {
   p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(0.37409196f));
   p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(1.00002368f));
   p = _mm256_fmadd_ps(t, p, _mm256_set1_ps(-1.26551223f));
-  return _mm256_mul_ps(t, exp_nonpositive_avx2(_mm256_fnmadd_ps(z, z, p)));  // the exponent is <= ~0
+  // The exponent is <= ~1e-7; a NaN z reaches gelu's result through its product with x.
+  return _mm256_mul_ps(t, exp_nonpositive_avx2<false>(_mm256_fnmadd_ps(z, z, p)));
 }
 
 template <typename F>
@@ -528,7 +530,7 @@ SA2VA_AVX2 float exp_shifted_sum_avx2(float* x, int64_t n, float scale, float sh
   __m256 sum = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) {
-    const __m256 e = exp_nonpositive_avx2(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), sc, s));
+    const __m256 e = exp_nonpositive_avx2<true>(_mm256_fmsub_ps(_mm256_loadu_ps(x + i), sc, s));
     _mm256_storeu_ps(x + i, e);
     sum = _mm256_add_ps(sum, e);
   }
