@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "core/dtype.h"
@@ -235,15 +236,24 @@ TEST(OpsSimdKernels, ExpShiftedSumOnEveryInstructionSet) {
   });
 }
 
-// GELU (erf) passes a NaN on, in the vector body and the tail, on every instruction set (its
-// exponential drops NaN handling: the product with x carries it).
-TEST(OpsSimdKernels, GeluErfKeepsNan) {
+// The activations but ReLU (NaN -> 0, documented) pass a NaN on, in a vector body and in the tail,
+// on every instruction set: a NaN from upstream must not come out as a number (GELU's erf skips the
+// exponential's NaN test, its product with x carries the NaN; the general exponential clamps its
+// argument with the NaN passing through).
+TEST(OpsSimdKernels, ActivationsKeepNan) {
   ops_test::for_each_isa([](ops::simd::Isa level) {
-    std::vector<float> x(19, 0.5f);
-    x[3] = x[18] = std::numeric_limits<float>::quiet_NaN();
-    ops::gelu_erf(x.data(), 19);
-    EXPECT_TRUE(std::isnan(x[3]) && std::isnan(x[18])) << ops::simd::isa_name(level);
-    EXPECT_NEAR(x[0], 0.5 * 0.5 * (1 + std::erf(0.5 / std::sqrt(2.0))), 1e-7) << ops::simd::isa_name(level);
+    for (const auto& act : kActivations) {
+      if (std::string(act.name) == "relu") continue;
+      for (int64_t n : {int64_t{5}, int64_t{37}}) {
+        std::vector<float> x(static_cast<size_t>(n), 0.5f);
+        x[3] = x[static_cast<size_t>(n - 1)] = std::numeric_limits<float>::quiet_NaN();
+        act.op(x.data(), n);
+        EXPECT_TRUE(std::isnan(x[3]) && std::isnan(x[static_cast<size_t>(n - 1)]))
+            << act.name << " " << ops::simd::isa_name(level) << " n=" << n;
+        EXPECT_NEAR(x[0], act.ref(0.5), 1e-6 * std::fabs(act.ref(0.5)) + 1e-7)
+            << act.name << " " << ops::simd::isa_name(level);
+      }
+    }
   });
 }
 

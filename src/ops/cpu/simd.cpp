@@ -449,7 +449,7 @@ SA2VA_AVX2 inline __m256 exp_reduced_avx2(__m256 x, __m256 n) {
 SA2VA_AVX2 inline __m256 exp_avx2(__m256 x) {
   const __m256 hi = _mm256_set1_ps(88.3762626647949f), lo = _mm256_set1_ps(-87.3365447504f);
   const __m256 underflow = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-  x = _mm256_min_ps(_mm256_max_ps(x, lo), hi);
+  x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));  // NaN in the second operand passes through: NaN out
   const __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   const __m256 p = exp_reduced_avx2(x, n);
@@ -716,8 +716,9 @@ SA2VA_AVX512 void bf16_rows_dp_avx512_block(const uint16_t* w, int64_t ldw, int6
 
 // exp(x) = 2^n · e^r with n = round(x / ln2), |r| <= ln2/2; e^r from a degree-7 polynomial (~1e-7).
 SA2VA_AVX512 inline __m512 exp_avx512(__m512 x) {
-  // Clamp keeps NaN out of the reduction; scalef handles overflow to inf and underflow to 0.
-  x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-104.f)), _mm512_set1_ps(89.f));
+  // The clamp bounds the reduction, NaN passing through (vmaxps/vminps return their second operand
+  // for a NaN); scalef handles overflow to inf and underflow to 0.
+  x = _mm512_min_ps(_mm512_set1_ps(89.f), _mm512_max_ps(_mm512_set1_ps(-104.f), x));
   const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
