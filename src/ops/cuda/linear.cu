@@ -94,8 +94,8 @@ __global__ void rows_kernel_bf16(const float* x, int64_t M, int64_t K, const uin
     float wk[8];
 #pragma unroll
     for (int e = 0; e < 4; ++e) {
-      wk[2 * e] = __uint_as_float(words[e] << 16);  // the lower half is the earlier element
-      wk[2 * e + 1] = __uint_as_float(words[e] & 0xffff0000u);
+      wk[2 * e] = bf16_bits_to_f32(static_cast<uint16_t>(words[e]));  // the lower half is the earlier element
+      wk[2 * e + 1] = bf16_bits_to_f32(static_cast<uint16_t>(words[e] >> 16));
     }
 #pragma unroll
     for (int m = 0; m < kRowsKernelMaxM; ++m) {
