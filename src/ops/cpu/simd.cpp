@@ -407,9 +407,7 @@ SA2VA_AVX2 float scale_mask_max_avx2(float* s, int64_t n, float scale, const flo
     _mm256_storeu_ps(s + i, v);
     m = _mm256_max_ps(m, v);
   }
-  __m128 h = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
-  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
-  float r = _mm_cvtss_f32(_mm_max_ss(h, _mm_movehdup_ps(h)));
+  float r = hmax256(m);
   for (; i < n; ++i) {
     s[i] = s[i] * scale + (mask ? mask[i] : 0.f);
     r = std::max(r, s[i]);
@@ -519,9 +517,7 @@ SA2VA_AVX2 float max_avx2(const float* x, int64_t n) {
   __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t i = 0;
   for (; i + 8 <= n; i += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(x + i));
-  float lanes[8];
-  _mm256_storeu_ps(lanes, m);
-  float r = *std::max_element(lanes, lanes + 8);
+  float r = hmax256(m);
   for (; i < n; ++i) r = std::max(r, x[i]);
   return r;
 }

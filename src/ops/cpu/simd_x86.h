@@ -15,6 +15,13 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
   return _mm_cvtss_f32(s);
 }
 
+// max of the 8 lanes.
+__attribute__((target("avx2,fma"))) inline float hmax256(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+  return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
+}
+
 // Transposes 8 rows of 8 32-bit words (row i at src + i·src_row_bytes) into dst[j·dst_stride + i] =
 // word j of row i: 8 loads, 24 shuffles, 8 stores. Packs the bf16 GEMM's pair panels and the f32
 // attention's key panels on AVX2.
