@@ -4,6 +4,7 @@
 #                cmake --build build --target benchmarks), with the CUDA backend when nvcc is found
 #                (on PATH or at the toolkit's usual place)
 #   build-asan/  the test suite under AddressSanitizer + UndefinedBehaviorSanitizer, built with clang,
+#                the operator tests again with the AVX-512 and AMX kernels emulated (sa2va_wide_x86_tests)
 #                and the libFuzzer targets (tests/fuzz)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ packages=(
   libjpeg62-turbo-dev libpng-dev
   libavformat-dev libavcodec-dev libswscale-dev libavutil-dev ffmpeg
   libsentencepiece-dev sentencepiece
-  libgtest-dev libbenchmark-dev
+  libgtest-dev libbenchmark-dev libsimde-dev
   python3-dev python3-pybind11 pybind11-dev python3-numpy python3-pytest python3-pil python3-venv python3-pip
   python3-setuptools python3-wheel
   chromium
@@ -53,5 +54,8 @@ fi
 # It is also the CPU-only build (SA2VA_CUDA=OFF); build/ has the CUDA backend wherever nvcc is found.
 CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSA2VA_SANITIZE=ON \
   -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF -DSA2VA_CUDA=OFF
-cmake --build build-asan -j "$jobs" --target sa2va_tests fuzz_targets
+targets=(sa2va_tests fuzz_targets)
+# The emulated AVX-512 operator tests, where CMake could set them up (SIMDe and a CPU with AVX2).
+cmake --build build-asan --target help | grep -q sa2va_wide_x86_tests && targets+=(sa2va_wide_x86_tests)
+cmake --build build-asan -j "$jobs" --target "${targets[@]}"
 echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"

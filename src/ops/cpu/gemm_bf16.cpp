@@ -15,8 +15,6 @@
 // panel's two 16-column halves read in place (a panel row of 16 pairs is one 64-byte tile row), or
 // on AVX2 6 rows × 16 columns in ymm accumulators, a panel's halves one after the other, with column
 // blocks of half the width (256 KiB).
-#include <immintrin.h>
-
 #include <algorithm>
 #include <array>
 #include <cstring>
@@ -37,9 +35,6 @@
 namespace sa2va::ops::simd {
 namespace {
 
-#define SA2VA_AVX512BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
-#define SA2VA_AVX2 __attribute__((target("avx2,fma")))
-
 constexpr int64_t kMR = kBf16TileRows;   // rows of the register tile
 constexpr int64_t kNR = kBf16PanelCols;  // columns of the register tile (two zmm of f32)
 constexpr int64_t kKC = kBf16SlicePairs;  // k pairs a panel source packs at a time
@@ -49,7 +44,7 @@ constexpr int64_t kMaxSlicePairs = 2 * kKC;
 
 // 16 rows x 16 pairs of W (rows row_bytes apart from `rows`) transposed into 16 panel rows of 16 lanes
 // (dst[j·kNR + i] = pair j of row i): 16 loads, 64 register shuffles, 16 stores.
-SA2VA_AVX512BF16 void transpose_16_pairs(const char* rows, int64_t row_bytes, uint32_t* dst) {
+SA2VA_AVX512 void transpose_16_pairs(const char* rows, int64_t row_bytes, uint32_t* dst) {
   __m512i a[16], b[16], c[16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; ++i) a[i] = _mm512_loadu_si512(rows + i * row_bytes);
@@ -82,7 +77,7 @@ SA2VA_AVX512BF16 void transpose_16_pairs(const char* rows, int64_t row_bytes, ui
 
 // A whole panel (32 rows of W, pairs inside the rows): 16 pairs at a time by register transposes of
 // each half's rows, the last few pairs by two 16-lane gathers each.
-SA2VA_AVX512BF16 void pack_panel_avx512(const uint16_t* w, int64_t K, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
+SA2VA_AVX512 void pack_panel_avx512(const uint16_t* w, int64_t K, int64_t n0, int64_t kp0, int64_t kpn, uint32_t* dst) {
   const __m512i lanes = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
                                            _mm512_set1_epi32(static_cast<int>(2 * K)));  // byte offsets of 16 rows
   const char* base0 = reinterpret_cast<const char*>(w + n0 * K + 2 * kp0);
@@ -138,8 +133,8 @@ void pack_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0, int64_t kp0
 // Wide: both 16-column halves of the panel; otherwise the first only (cols <= 16: a last panel of
 // 8 or 16 columns, as Hiera's head size 72 and widths 144 and 432 leave, costs half a tile).
 template <int MR, bool Wide>
-SA2VA_AVX512BF16 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kpn, float* c,
-                                  int64_t ldc, int64_t cols, bool accumulate, const float* bias) {
+SA2VA_AVX512 void tile_kernel(const uint32_t* a, int64_t lda, const uint32_t* panel, int64_t kpn, float* c,
+                              int64_t ldc, int64_t cols, bool accumulate, const float* bias) {
   const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
   const __m512 start0 = bias && !accumulate ? _mm512_maskz_loadu_ps(m0, bias) : _mm512_setzero_ps();
@@ -268,7 +263,7 @@ constexpr Avx2TileFn kAvx2Tiles[kAvx2MR] = {panel_tile_avx2<1>, panel_tile_avx2<
 
 // Masked loads are issued only where some lane is inside x: a fully masked load whose address lies
 // past the buffer (on a page that may not be mapped) costs a microcode assist on some cores.
-SA2VA_AVX512BF16 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
+SA2VA_AVX512 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
   for (int64_t k = 0; k < n_padded; k += 16) {
     const int64_t valid = std::min<int64_t>(16, n - k);
     const __mmask16 mask = valid >= 16 ? __mmask16(0xffff) : valid <= 0 ? __mmask16(0) : __mmask16((1u << valid) - 1);
@@ -279,8 +274,6 @@ SA2VA_AVX512BF16 void round_to_bf16_avx512(const float* x, int64_t n, int64_t n_
 }
 
 // ---------------------------------------------------------------------------- AMX
-#define SA2VA_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
-
 constexpr int64_t kAmxRows = 32;   // rows of x per AMX block (two tiles of 16)
 constexpr int64_t kAmxPairs = 16;  // pairs per tile step (one 64-byte tile row)
 constexpr int64_t kAmxPackedWords = int64_t{1} << 18;  // 1 MiB of packed panels per column block (L2)
@@ -370,7 +363,7 @@ struct GemmOperands {
   const float* avx2_x = nullptr;
 };
 
-SA2VA_AVX512BF16 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
+SA2VA_AVX512 void add_bias(float* c, int64_t ldc, int64_t rows, const float* bias, int64_t cols) {
   const __mmask16 m0 = cols >= 16 ? __mmask16(0xffff) : __mmask16((1u << cols) - 1);
   const __mmask16 m1 = cols >= 32 ? __mmask16(0xffff) : cols <= 16 ? __mmask16(0) : __mmask16((1u << (cols - 16)) - 1);
   const __m512 b0 = _mm512_maskz_loadu_ps(m0, bias), b1 = _mm512_maskz_loadu_ps(m1, bias + 16);
@@ -507,8 +500,8 @@ void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out) {
 namespace {
 // pack_bf16_panel where each lane's values are contiguous (pair_stride 1: weight rows, keys): every
 // lane rounded into a row of pairs, then the rows transposed by gathers.
-SA2VA_AVX512BF16 void pack_lanes_contiguous(const float* src, int64_t lane_stride, int64_t lanes, int64_t length,
-                                            int64_t pairs, uint32_t* panel) {
+SA2VA_AVX512 void pack_lanes_contiguous(const float* src, int64_t lane_stride, int64_t lanes, int64_t length,
+                                        int64_t pairs, uint32_t* panel) {
   thread_local std::vector<uint32_t> rows;
   if (rows.size() < static_cast<size_t>(kNR * pairs)) rows.resize(static_cast<size_t>(kNR * pairs));
   for (int64_t l = 0; l < kNR; ++l) {
@@ -526,8 +519,8 @@ SA2VA_AVX512BF16 void pack_lanes_contiguous(const float* src, int64_t lane_strid
 
 // pack_bf16_panel where the lanes are contiguous (lane_stride 1: values): per pair, the two rows'
 // 32 lanes rounded and interleaved.
-SA2VA_AVX512BF16 void pack_pairs_of_rows(const float* src, int64_t pair_stride, int64_t lanes, int64_t length,
-                                         int64_t pairs, uint32_t* panel) {
+SA2VA_AVX512 void pack_pairs_of_rows(const float* src, int64_t pair_stride, int64_t lanes, int64_t length,
+                                     int64_t pairs, uint32_t* panel) {
   // cvtne2ps_pbh(b, a) puts bf16(a) in elements 0-15 and bf16(b) in 16-31; word 2l takes a[l], 2l+1 b[l]
   const __m512i interleave = _mm512_set_epi16(31, 15, 30, 14, 29, 13, 28, 12, 27, 11, 26, 10, 25, 9, 24, 8, 23, 7,
                                               22, 6, 21, 5, 20, 4, 19, 3, 18, 2, 17, 1, 16, 0);

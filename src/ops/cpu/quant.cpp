@@ -12,7 +12,6 @@
 // (Q8_0: q + 128, Q4_0: q + 8), so AVX-512 multiplies them as stored and subtracts the offset once
 // per block as offset·d_w·(d_x·Σx_q). vpmaddubsw's int16 pair sums would overflow on 8-bit codes, so
 // AVX2 recentres Q8_0 codes and moves the weight's sign onto the activation (|w|·(x·sign w)).
-#include <immintrin.h>
 
 #include <algorithm>
 #include <cmath>
@@ -102,8 +101,6 @@ void q4_group_dot_scalar(const uint8_t* g, const int8_t* x, const float* xd, int
 }
 
 // ---------------------------------------------------------------------------- AVX2
-#define SA2VA_AVX2 __attribute__((target("avx2,fma,f16c")))
-
 SA2VA_AVX2 inline int32_t hsum256_epi32(__m256i v) {
   __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
   s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
@@ -232,9 +229,7 @@ SA2VA_AVX2 void q4_group_dot_avx2(const uint8_t* g, const int8_t* x, const float
 }
 
 // ---------------------------------------------------------------------------- AVX-512 VNNI
-#define SA2VA_AVX512VNNI __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512vnni,fma")))
-
-SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, float* d, float* sum) {
+SA2VA_AVX512 void quantize_row_avx512(const float* x, int64_t k, int8_t* q, float* d, float* sum) {
   for (int64_t b = 0; b * kBlock < k; ++b) {
     const int64_t n = std::min(kBlock, k - b * kBlock);
     const __mmask16 m0 = n >= 16 ? __mmask16(0xffff) : __mmask16((1u << n) - 1);
@@ -254,9 +249,9 @@ SA2VA_AVX512VNNI void quantize_row_avx512(const float* x, int64_t k, int8_t* q, 
 // int32 partial sums, lanes 8-15 block b + 1's. The rows share the activation loads and the loop;
 // each has its own accumulator (independent chains). out[r] = row r's dot product.
 template <int R>
-SA2VA_AVX512VNNI void q8_rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws,
-                                         const int8_t* x, const float* xd, const float* sum, int64_t blocks,
-                                         float* out, bool prefetch) {
+SA2VA_AVX512 void q8_rows_dot_avx512(const uint8_t* w, int64_t ldw, const uint16_t* ws, int64_t ldws,
+                                     const int8_t* x, const float* xd, const float* sum, int64_t blocks,
+                                     float* out, bool prefetch) {
   const __m512i zero = _mm512_setzero_si512();
   const __m512 code_offset = _mm512_set1_ps(128.f);
   __m512 acc[R], correction[R];
@@ -303,12 +298,12 @@ SA2VA_AVX512VNNI void q8_rows_dot_avx512(const uint8_t* w, int64_t ldw, const ui
 // partial sums of the same 8 rows; they are added once at the end, so the scales go in twice (each
 // half subtracts half the codes' offset).
 // Activation words first | first + 1 of a block's 8, each over 8 lanes.
-SA2VA_AVX512VNNI inline __m512i spread_word_pair(__m512i words, int first) {
+SA2VA_AVX512 inline __m512i spread_word_pair(__m512i words, int first) {
   const __m512i pair = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
   return _mm512_permutexvar_epi32(_mm512_add_epi32(pair, _mm512_set1_epi32(first)), words);
 }
 
-SA2VA_AVX512VNNI inline __m512 q4_group_block_avx512(const uint8_t* block, const int8_t* x, float xd, float sum) {
+SA2VA_AVX512 inline __m512 q4_group_block_avx512(const uint8_t* block, const int8_t* x, float xd, float sum) {
   const __m512i low = _mm512_set1_epi8(0x0f);
   const __m512i words = _mm512_castsi256_si512(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(x)));
   const __m512i c01 = _mm512_loadu_si512(block + 2 * kGroupRows), c23 = _mm512_loadu_si512(block + 2 * kGroupRows + 64);
@@ -323,8 +318,8 @@ SA2VA_AVX512VNNI inline __m512 q4_group_block_avx512(const uint8_t* block, const
   return _mm512_mul_ps(wscale, _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot), _mm512_set1_ps(xd), _mm512_set1_ps(-4.f * sum)));
 }
 
-SA2VA_AVX512VNNI void q4_group_dot_avx512(const uint8_t* g, const int8_t* x, const float* xd, const float* sum,
-                                          int64_t blocks, float* out) {
+SA2VA_AVX512 void q4_group_dot_avx512(const uint8_t* g, const int8_t* x, const float* xd, const float* sum,
+                                      int64_t blocks, float* out) {
   __m512 acc0 = _mm512_setzero_ps(), acc1 = _mm512_setzero_ps();
   int64_t b = 0;
   for (; b + 2 <= blocks; b += 2) {

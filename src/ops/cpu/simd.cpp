@@ -15,7 +15,6 @@
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 #include <cpuid.h>
-#include <immintrin.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -42,6 +41,9 @@ bool cpu_has_f16c() {  // leaf 1, ECX bit 29
 
 Isa detect_isa() {
   __builtin_cpu_init();
+#if defined(SA2VA_EMULATE_WIDE_X86)
+  return Isa::Avx512;  // the AVX-512 variants in plain C++ over native AVX2 (x86_emulation.h)
+#endif
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
       __builtin_cpu_supports("avx512vl") && cpu_has_avx512_bf16() &&
       __builtin_cpu_supports("avx512vnni"))
@@ -57,6 +59,9 @@ std::atomic<int> g_cap{static_cast<int>(Isa::Avx512)};
 // AMX with bf16 (CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE), the OS saving the tile state
 // (XCR0 bits 17 and 18), and the process granted that state (Linux asks for it once per process).
 bool detect_amx() {
+#if defined(SA2VA_EMULATE_WIDE_X86)
+  return true;  // tiles emulated per thread
+#endif
   unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
   if (!__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) || ((edx >> 22) & 1u) == 0 || ((edx >> 24) & 1u) == 0)
     return false;
@@ -165,8 +170,6 @@ inline float erfc_nonneg(float z) {
 }
 
 // ---------------------------------------------------------------------------- AVX2
-#define SA2VA_AVX2 __attribute__((target("avx2,fma")))
-
 SA2VA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
   __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
   int64_t i = 0;
@@ -571,8 +574,6 @@ SA2VA_AVX2 void gelu_erf_avx2_n(float* x, int64_t n) {
 }
 
 // ---------------------------------------------------------------------------- AVX-512
-#define SA2VA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,fma")))
-
 SA2VA_AVX512 float dot_avx512(const float* a, const float* b, int64_t n) {
   __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
   int64_t i = 0;

@@ -1,14 +1,28 @@
-// Small x86 vector helpers shared by the SIMD kernel files (cpu/simd.cpp, cpu/quant.cpp,
-// cpu/gemm_bf16.cpp): inline, each compiled for the instruction set named in its target attribute.
+// The x86 side of the SIMD kernel files (cpu/simd.cpp, cpu/quant.cpp, cpu/gemm_bf16.cpp): the
+// intrinsics, the target attributes that compile each variant for its instruction set, and small
+// inline vector helpers they share.
 #pragma once
+#if defined(SA2VA_EMULATE_WIDE_X86)
+// The test build that runs the AVX-512 and AMX variants on a CPU with AVX2 only (x86_emulation.h):
+// compiled for AVX2 + FMA + F16C as a whole, the wider instructions in plain C++.
+#include "ops/cpu/x86_emulation.h"
+#define SA2VA_AVX2
+#define SA2VA_AVX512
+#define SA2VA_AMX
+#else
 #include <immintrin.h>
+#define SA2VA_AVX2 __attribute__((target("avx2,fma,f16c")))
+// Isa::Avx512 requires BF16 and VNNI dot products both.
+#define SA2VA_AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,avx512vnni,fma")))
+#define SA2VA_AMX __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16,amx-tile,amx-bf16")))
+#endif
 
 #include <cstdint>
 
 namespace sa2va::ops::simd {
 
 // Σ of the 8 lanes.
-__attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
+SA2VA_AVX2 inline float hsum256(__m256 v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
@@ -16,7 +30,7 @@ __attribute__((target("avx2,fma"))) inline float hsum256(__m256 v) {
 }
 
 // max of the 8 lanes.
-__attribute__((target("avx2,fma"))) inline float hmax256(__m256 v) {
+SA2VA_AVX2 inline float hmax256(__m256 v) {
   __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   m = _mm_max_ps(m, _mm_movehl_ps(m, m));
   return _mm_cvtss_f32(_mm_max_ss(m, _mm_movehdup_ps(m)));
@@ -25,8 +39,8 @@ __attribute__((target("avx2,fma"))) inline float hmax256(__m256 v) {
 // Transposes 8 rows of 8 32-bit words (row i at src + i·src_row_bytes) into dst[j·dst_stride + i] =
 // word j of row i: 8 loads, 24 shuffles, 8 stores. Packs the bf16 GEMM's pair panels and the f32
 // attention's key panels on AVX2.
-__attribute__((target("avx2,fma"), always_inline)) inline void transpose_8x8_words(const char* src, int64_t src_row_bytes,
-                                                                    float* dst, int64_t dst_stride) {
+SA2VA_AVX2 __attribute__((always_inline)) inline void transpose_8x8_words(const char* src, int64_t src_row_bytes,
+                                                                          float* dst, int64_t dst_stride) {
   __m256 r[8], t[8], u[8];
 #pragma GCC unroll 8
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(reinterpret_cast<const float*>(src + i * src_row_bytes));

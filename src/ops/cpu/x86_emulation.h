@@ -1,0 +1,238 @@
+// AVX-512 (F, BW, VL, DQ, BF16, VNNI) and AMX-BF16 intrinsics in plain C++, for a test build of the
+// CPU kernels on machines without those instruction sets (SA2VA_EMULATE_WIDE_X86; tests/CMakeLists.txt
+// builds it as sa2va_wide_x86_tests). Most intrinsics come from SIMDe (Debian's libsimde-dev, which
+// maps the native names onto its own portable ones); the few it lacks are defined here, each from the
+// instruction's definition: bf16 rounding, masked loads and stores that touch only their enabled lanes
+// (so AddressSanitizer sees what the hardware would read), reductions, conversions and the AMX tiles
+// (one set per thread). Results match the hardware's up to f32 summation order in the dot-product
+// instructions. Never part of the library: the library's kernels run the real instructions.
+#pragma once
+#if !defined(SA2VA_EMULATE_WIDE_X86)
+#error "x86_emulation.h is for the emulated test build only"
+#endif
+
+#define SIMDE_ENABLE_NATIVE_ALIASES
+#include <simde/x86/avx512.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace sa2va::ops::simd::emulated {
+
+inline simde__m512_private f32x16(simde__m512 v) { return simde__m512_to_private(v); }
+inline simde__m512i_private i32x16(simde__m512i v) { return simde__m512i_to_private(v); }
+
+// vcvtneps2bf16: NaN stays NaN (quietened), a denormal becomes a zero of its sign, the rest rounds
+// to nearest even.
+inline uint16_t f32_to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
+  if ((bits & 0x7f800000u) == 0) return static_cast<uint16_t>((bits >> 16) & 0x8000u);
+  bits += 0x7fffu + ((bits >> 16) & 1u);
+  return static_cast<uint16_t>(bits >> 16);
+}
+
+inline simde__m512bh cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
+  const simde__m512_private pa = f32x16(a), pb = f32x16(b);
+  simde__m512bh_private r;
+  for (int i = 0; i < 16; ++i) {
+    r.u16[i] = f32_to_bf16(pb.f32[i]);
+    r.u16[i + 16] = f32_to_bf16(pa.f32[i]);
+  }
+  return simde__m512bh_from_private(r);
+}
+inline simde__m256bh cvtneps_pbh(simde__m512 a) {
+  const simde__m512_private pa = f32x16(a);
+  simde__m256bh_private r;
+  for (int i = 0; i < 16; ++i) r.u16[i] = f32_to_bf16(pa.f32[i]);
+  return simde__m256bh_from_private(r);
+}
+
+// Masked loads and stores: only the enabled lanes are read or written.
+template <typename Lane, typename Mask, typename Vector>
+inline Vector masked_load(Mask mask, const void* p) {
+  Lane lanes[sizeof(Vector) / sizeof(Lane)] = {};
+  for (size_t i = 0; i < sizeof(Vector) / sizeof(Lane); ++i)
+    if ((static_cast<uint64_t>(mask) >> i) & 1u) std::memcpy(&lanes[i], static_cast<const char*>(p) + i * sizeof(Lane), sizeof(Lane));
+  Vector v;
+  std::memcpy(&v, lanes, sizeof(Vector));
+  return v;
+}
+template <typename Lane, typename Mask, typename Vector>
+inline void masked_store(void* p, Mask mask, Vector v) {
+  Lane lanes[sizeof(Vector) / sizeof(Lane)];
+  std::memcpy(lanes, &v, sizeof(Vector));
+  for (size_t i = 0; i < sizeof(Vector) / sizeof(Lane); ++i)
+    if ((static_cast<uint64_t>(mask) >> i) & 1u) std::memcpy(static_cast<char*>(p) + i * sizeof(Lane), &lanes[i], sizeof(Lane));
+}
+
+inline simde__m512 cvtepi32_ps(simde__m512i a) {
+  const simde__m512i_private pa = i32x16(a);
+  simde__m512_private r;
+  for (int i = 0; i < 16; ++i) r.f32[i] = static_cast<float>(pa.i32[i]);
+  return simde__m512_from_private(r);
+}
+// Round to nearest even; NaN and values out of range give INT32_MIN (the "integer indefinite").
+inline simde__m512i cvtps_epi32(simde__m512 a) {
+  const simde__m512_private pa = f32x16(a);
+  simde__m512i_private r;
+  for (int i = 0; i < 16; ++i) {
+    const float v = std::nearbyint(pa.f32[i]);
+    r.i32[i] = (v >= -2147483648.f && v < 2147483648.f) ? static_cast<int32_t>(v) : INT32_MIN;
+  }
+  return simde__m512i_from_private(r);
+}
+inline simde__m512 cvtph_ps(simde__m256i halves) {  // F16C is native in this build
+  simde__m512_private r;
+  r.m256[0] = _mm256_cvtph_ps(_mm256_castsi256_si128(halves));
+  r.m256[1] = _mm256_cvtph_ps(_mm256_extracti128_si256(halves, 1));
+  return simde__m512_from_private(r);
+}
+inline simde__m256 extractf32x8_ps(simde__m512 a, int upper) {
+  const simde__m512_private pa = f32x16(a);
+  simde__m256_private r;
+  for (int i = 0; i < 8; ++i) r.f32[i] = pa.f32[i + 8 * (upper & 1)];
+  return simde__m256_from_private(r);
+}
+inline simde__m512i i32gather_epi32(simde__m512i index, const void* base, int scale) {
+  const simde__m512i_private pi = i32x16(index);
+  simde__m512i_private r;
+  for (int i = 0; i < 16; ++i) {
+    int32_t v;
+    std::memcpy(&v, static_cast<const char*>(base) + static_cast<int64_t>(pi.i32[i]) * scale, 4);
+    r.i32[i] = v;
+  }
+  return simde__m512i_from_private(r);
+}
+// vpermilps with an immediate: the same 4-lane selection within each 128-bit lane.
+inline simde__m512 permute_ps(simde__m512 a, int imm) {
+  const simde__m512_private pa = f32x16(a);
+  simde__m512_private r;
+  for (int i = 0; i < 16; ++i) r.f32[i] = pa.f32[(i & ~3) + ((imm >> (2 * (i & 3))) & 3)];
+  return simde__m512_from_private(r);
+}
+// Reductions in the compiler's order: halves added, then quarters, then pairs of the 128-bit rest.
+template <typename T, typename Vector, typename Op>
+inline T reduce16(Vector vector, Op op) {
+  T v[16], t[8];
+  std::memcpy(v, &vector, sizeof v);
+  for (int i = 0; i < 8; ++i) t[i] = op(v[i], v[i + 8]);
+  for (int i = 0; i < 4; ++i) t[i] = op(t[i], t[i + 4]);
+  const T a = op(t[0], t[2]), b = op(t[1], t[3]);
+  return op(a, b);
+}
+inline float reduce_add_ps(simde__m512 a) {
+  return reduce16<float>(a, [](float x, float y) { return x + y; });
+}
+// vmaxps returns its second operand when either is NaN; the compiler's reduction order is kept.
+inline float reduce_max_ps(simde__m512 a) {
+  return reduce16<float>(a, [](float x, float y) { return x > y ? x : y; });
+}
+inline int32_t reduce_add_epi32(simde__m512i a) {
+  return reduce16<int32_t>(a, [](int32_t x, int32_t y) { return static_cast<int32_t>(static_cast<uint32_t>(x) + static_cast<uint32_t>(y)); });
+}
+
+// AMX: eight tiles of up to 16 rows x 64 bytes per thread, shaped by the last _tile_loadconfig.
+struct Tile {
+  int rows = 0, row_bytes = 0;
+  alignas(64) unsigned char data[16][64] = {};
+};
+inline Tile* tiles() {
+  thread_local Tile t[8];
+  return t;
+}
+inline void tile_loadconfig(const void* config) {
+  const auto* bytes = static_cast<const unsigned char*>(config);
+  for (int t = 0; t < 8; ++t) {
+    uint16_t row_bytes;
+    std::memcpy(&row_bytes, bytes + 16 + 2 * t, 2);
+    tiles()[t].rows = bytes[48 + t];
+    tiles()[t].row_bytes = row_bytes;
+  }
+}
+inline void tile_release() {
+  for (int t = 0; t < 8; ++t) tiles()[t] = Tile{};
+}
+inline void tile_loadd(int t, const void* base, int64_t stride) {
+  Tile& tile = tiles()[t];
+  for (int r = 0; r < tile.rows; ++r) std::memcpy(tile.data[r], static_cast<const char*>(base) + r * stride, tile.row_bytes);
+}
+inline void tile_stored(int t, void* base, int64_t stride) {
+  const Tile& tile = tiles()[t];
+  for (int r = 0; r < tile.rows; ++r) std::memcpy(static_cast<char*>(base) + r * stride, tile.data[r], tile.row_bytes);
+}
+inline void tile_zero(int t) { std::memset(tiles()[t].data, 0, sizeof(tiles()[t].data)); }
+inline float bf16_at(const Tile& tile, int row, int index) {
+  uint16_t v;
+  std::memcpy(&v, tile.data[row] + 2 * index, 2);
+  const uint32_t bits = static_cast<uint32_t>(v) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+// c[m][n] += Σ_k a[m][pair k] · b[k][pair n], the pair's two products added in order (even, odd).
+inline void tile_dpbf16ps(int c, int a, int b) {
+  Tile& tc = tiles()[c];
+  const Tile &ta = tiles()[a], &tb = tiles()[b];
+  for (int m = 0; m < tc.rows; ++m)
+    for (int n = 0; n < tc.row_bytes / 4; ++n) {
+      float acc;
+      std::memcpy(&acc, tc.data[m] + 4 * n, 4);
+      for (int k = 0; k < ta.row_bytes / 4; ++k) {
+        acc += bf16_at(ta, m, 2 * k) * bf16_at(tb, k, 2 * n);
+        acc += bf16_at(ta, m, 2 * k + 1) * bf16_at(tb, k, 2 * n + 1);
+      }
+      std::memcpy(tc.data[m] + 4 * n, &acc, 4);
+    }
+}
+
+}  // namespace sa2va::ops::simd::emulated
+
+#undef _mm512_cvtne2ps_pbh
+#define _mm512_cvtne2ps_pbh(a, b) ::sa2va::ops::simd::emulated::cvtne2ps_pbh(a, b)
+#undef _mm512_cvtneps_pbh
+#define _mm512_cvtneps_pbh(a) ::sa2va::ops::simd::emulated::cvtneps_pbh(a)
+#undef _mm512_maskz_loadu_ps
+#define _mm512_maskz_loadu_ps(k, p) (::sa2va::ops::simd::emulated::masked_load<float, __mmask16, __m512>(k, p))
+#undef _mm512_maskz_loadu_epi8
+#define _mm512_maskz_loadu_epi8(k, p) (::sa2va::ops::simd::emulated::masked_load<int8_t, __mmask64, __m512i>(k, p))
+#undef _mm512_maskz_loadu_epi16
+#define _mm512_maskz_loadu_epi16(k, p) (::sa2va::ops::simd::emulated::masked_load<int16_t, __mmask32, __m512i>(k, p))
+#undef _mm256_maskz_loadu_epi16
+#define _mm256_maskz_loadu_epi16(k, p) (::sa2va::ops::simd::emulated::masked_load<int16_t, __mmask16, __m256i>(k, p))
+#undef _mm512_mask_storeu_ps
+#define _mm512_mask_storeu_ps(p, k, v) (::sa2va::ops::simd::emulated::masked_store<float, __mmask16, __m512>(p, k, v))
+#undef _mm256_mask_storeu_epi16
+#define _mm256_mask_storeu_epi16(p, k, v) (::sa2va::ops::simd::emulated::masked_store<int16_t, __mmask16, __m256i>(p, k, v))
+#undef _mm512_cvtepi32_ps
+#define _mm512_cvtepi32_ps(a) ::sa2va::ops::simd::emulated::cvtepi32_ps(a)
+#undef _mm512_cvtps_epi32
+#define _mm512_cvtps_epi32(a) ::sa2va::ops::simd::emulated::cvtps_epi32(a)
+#undef _mm512_cvtph_ps
+#define _mm512_cvtph_ps(a) ::sa2va::ops::simd::emulated::cvtph_ps(a)
+#undef _mm512_extractf32x8_ps
+#define _mm512_extractf32x8_ps(a, i) ::sa2va::ops::simd::emulated::extractf32x8_ps(a, i)
+#undef _mm512_i32gather_epi32
+#define _mm512_i32gather_epi32(index, base, scale) ::sa2va::ops::simd::emulated::i32gather_epi32(index, base, scale)
+#undef _mm512_permute_ps
+#define _mm512_permute_ps(a, imm) ::sa2va::ops::simd::emulated::permute_ps(a, imm)
+#undef _mm512_reduce_add_ps
+#define _mm512_reduce_add_ps(a) ::sa2va::ops::simd::emulated::reduce_add_ps(a)
+#undef _mm512_reduce_max_ps
+#define _mm512_reduce_max_ps(a) ::sa2va::ops::simd::emulated::reduce_max_ps(a)
+#undef _mm512_reduce_add_epi32
+#define _mm512_reduce_add_epi32(a) ::sa2va::ops::simd::emulated::reduce_add_epi32(a)
+#undef _tile_loadconfig
+#undef _tile_release
+#undef _tile_loadd
+#undef _tile_stored
+#undef _tile_zero
+#undef _tile_dpbf16ps
+#define _tile_loadconfig(config) ::sa2va::ops::simd::emulated::tile_loadconfig(config)
+#define _tile_release() ::sa2va::ops::simd::emulated::tile_release()
+#define _tile_loadd(t, base, stride) ::sa2va::ops::simd::emulated::tile_loadd(t, base, stride)
+#define _tile_stored(t, base, stride) ::sa2va::ops::simd::emulated::tile_stored(t, base, stride)
+#define _tile_zero(t) ::sa2va::ops::simd::emulated::tile_zero(t)
+#define _tile_dpbf16ps(c, a, b) ::sa2va::ops::simd::emulated::tile_dpbf16ps(c, a, b)
