@@ -22,12 +22,6 @@
 #include "ops/cpu/simd.h"
 #include "ops/cpu/simd_x86.h"
 
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 namespace sa2va::ops::simd {
 namespace {
 

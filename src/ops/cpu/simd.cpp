@@ -6,14 +6,6 @@
 
 #include "core/dtype.h"
 
-// GCC 12's AVX-512 headers trip -Wmaybe-uninitialized on masked loads (_mm512_undefined_* placeholders),
-// and capture-less lambdas returning vectors get a -Wpsabi note for a function-pointer ABI never used here.
-#if !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wpsabi"
-
 #include <cpuid.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -515,7 +507,6 @@ SA2VA_AVX2 inline void map_avx2(float* x, int64_t n, F f) {
   }
 }
 
-SA2VA_AVX2 void exp_avx2_n(float* x, int64_t n) { map_avx2(x, n, [](__m256 v) SA2VA_AVX2 { return exp_avx2(v); }); }
 SA2VA_AVX2 float max_avx2(const float* x, int64_t n) {
   __m256 m = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
   int64_t i = 0;
@@ -757,7 +748,6 @@ SA2VA_AVX512 inline void map_avx512(float* x, int64_t n, F f) {
   }
 }
 
-SA2VA_AVX512 void exp_avx512_n(float* x, int64_t n) { map_avx512(x, n, [](__m512 v) SA2VA_AVX512 { return exp_avx512(v); }); }
 SA2VA_AVX512 float max_avx512(const float* x, int64_t n) {
   // Four running maxima: one would make every step wait for the previous vmaxps.
   const __m512 lowest = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -955,15 +945,6 @@ void bf16_rows_times_f32(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k
   in_blocks_of_4(m, [&](auto mb, int64_t i) {
     bf16_rows_avx2_block<decltype(mb)::value>(w, ldw, rows, k, x + i * ldx, ldx, y + i * ldy, ldy);
   });
-}
-
-void exp_inplace(float* x, int64_t n) {
-  switch (isa()) {
-    case Isa::Avx512: return exp_avx512_n(x, n);
-    case Isa::Avx2: return exp_avx2_n(x, n);
-    default:
-      for (int64_t i = 0; i < n; ++i) x[i] = std::exp(x[i]);
-  }
 }
 
 void sigmoid_inplace(float* x, int64_t n) {

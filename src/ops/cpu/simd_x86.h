@@ -19,6 +19,15 @@
 
 #include <cstdint>
 
+// For the kernel files that include this header: GCC 12's AVX-512 headers trip -Wmaybe-uninitialized
+// on masked loads (_mm512_undefined_* placeholders), and capture-less lambdas returning vectors get a
+// -Wpsabi note for a function-pointer ABI never used here.
+#if !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 namespace sa2va::ops::simd {
 
 // Σ of the 8 lanes.
