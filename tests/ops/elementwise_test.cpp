@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <limits>
 #include <string>
@@ -162,6 +163,65 @@ TEST(OpsSimdKernels, MaxValueOnEveryInstructionSet) {
     }
   });
 }
+
+// Rounding to bf16 in bulk and into GEMM panels (both AVX-512 packers: contiguous lanes, and pairs of
+// rows) gives the bits of f32_to_bf16 on every instruction set: ties to even, NaN kept, overflow to
+// inf, zeros past the data; except that AVX-512's vcvtneps2bf16 takes a denormal input as zero.
+TEST(OpsSimdKernels, RoundToBf16AndPanelsOnEveryInstructionSet) {
+  const float denormal = std::numeric_limits<float>::denorm_min() * 1000.f;
+  auto bits_of = [](uint32_t b) {
+    float f;
+    std::memcpy(&f, &b, 4);
+    return f;
+  };
+  std::vector<float> x = random_vector(77, 45, -3.f, 3.f);
+  const std::vector<float> special = {bits_of(0x3f808000u), bits_of(0x3f818000u),  // ties: down, up
+                                      bits_of(0xbf808001u), bits_of(0x7f7fffffu),  // above a tie; rounds to inf
+                                      std::numeric_limits<float>::quiet_NaN(), -std::numeric_limits<float>::infinity(),
+                                      -0.f, denormal, -denormal, std::numeric_limits<float>::min()};
+  std::copy(special.begin(), special.end(), x.begin() + 5);
+  auto expected = [&](float v, ops::simd::Isa level) -> uint16_t {
+    if (level == ops::simd::Isa::Avx512 && std::fpclassify(v) == FP_SUBNORMAL) return std::signbit(v) ? 0x8000 : 0;
+    return f32_to_bf16(v);
+  };
+  ops_test::for_each_isa([&](ops::simd::Isa level) {
+    for (int64_t n : {1, 16, 17, 77}) {
+      const int64_t padded = (n + 31) / 32 * 32;
+      std::vector<uint16_t> out(static_cast<size_t>(padded) + 8, 0x7777);
+      ops::simd::round_to_bf16(x.data(), n, padded, out.data());
+      for (int64_t i = 0; i < padded; ++i)
+        EXPECT_EQ(out[i], i < n ? expected(x[i], level) : 0) << "n=" << n << " i=" << i;
+      EXPECT_EQ(out[padded], 0x7777) << "n=" << n << ": written past the padded length";
+    }
+    // A panel of 32 lanes: lanes of 11 values 11 apart (contiguous lanes), and the same values with
+    // the lanes 1 apart and the values 7 apart (pairs of rows); 7 lanes, 6 pairs (the last half empty).
+    constexpr int64_t kLanes = 7, kLength = 11, kPairs = 6;
+    for (bool contiguous : {true, false}) {
+      const int64_t lane_stride = contiguous ? kLength : 1, pair_stride = contiguous ? 1 : kLanes;
+      std::vector<float> src(kLanes * kLength);
+      for (int64_t l = 0; l < kLanes; ++l)
+        for (int64_t r = 0; r < kLength; ++r) src[l * lane_stride + r * pair_stride] = x[l * kLength + r];
+      std::vector<uint32_t> panel(kPairs * ops::simd::kBf16PanelCols, 0x77777777u);
+      ops::simd::pack_bf16_panel(src.data(), lane_stride, pair_stride, kLanes, kLength, kPairs, panel.data());
+      for (int64_t kp = 0; kp < kPairs; ++kp)
+        for (int64_t l = 0; l < ops::simd::kBf16PanelCols; ++l) {
+          auto value = [&](int64_t r) -> uint32_t {
+            return l < kLanes && r < kLength ? expected(x[l * kLength + r], level) : 0;
+          };
+          EXPECT_EQ(panel[kp * ops::simd::kBf16PanelCols + l], value(2 * kp) | value(2 * kp + 1) << 16)
+              << (contiguous ? "contiguous" : "pairs of rows") << " kp=" << kp << " lane=" << l;
+        }
+    }
+  });
+}
+
+#if defined(SA2VA_EMULATE_WIDE_X86)
+// The emulated build (sa2va_wide_x86_tests) runs what it is for: the AVX-512 level and AMX tiles.
+TEST(OpsSimdKernels, EmulatedBuildRunsAvx512AndAmx) {
+  EXPECT_EQ(ops::simd::isa(), ops::simd::Isa::Avx512);
+  EXPECT_TRUE(ops::simd::amx());
+}
+#endif
 
 // The softmax step of the fused bf16 attention: bf16(exp(scale·s - shift)) with zeros past n up to the
 // padded length, and the sum of the exponentials; -inf scores (masked keys) give 0; on every

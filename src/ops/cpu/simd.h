@@ -96,7 +96,8 @@ void pack_bf16_weight_panel(const uint16_t* w, int64_t K, int64_t N, int64_t n0,
 // pair-interleaved: panel[kp·kBf16PanelCols + lane].
 constexpr int64_t kBf16TileRows = 12;
 constexpr int64_t kBf16PanelCols = 32;
-// Rounds x[0, n) to bf16 (round to nearest even) into out[0, n_padded), zero beyond n.
+// Rounds x[0, n) to bf16 (round to nearest even; AVX-512 takes a denormal as zero, as vcvtneps2bf16
+// does) into out[0, n_padded), zero beyond n. pack_bf16_panel rounds the same way.
 void round_to_bf16(const float* x, int64_t n, int64_t n_padded, uint16_t* out);
 // Packs a panel from f32: lane l, pair kp holds (src(l, 2kp), src(l, 2kp + 1)) rounded to bf16,
 // where src(l, r) = src[l·lane_stride + r·pair_stride] for l < lanes and r < length, else 0.
