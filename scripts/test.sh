@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the whole test suite: the release build, then the unit tests under ASan+UBSan.
+# Runs the whole test suite: the release build, then under ASan+UBSan the unit tests, the operator
+# tests again with the AVX-512 and AMX kernels emulated, and each fuzz target.
 # Conformance tests read the fixtures from $SA2VA_FIXTURES (default: ../shared/fixtures);
 # without them they skip, except under CI=true where a missing fixture is a failure.
 set -euo pipefail

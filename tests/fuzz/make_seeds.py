@@ -162,6 +162,53 @@ def main():
         "masks": [[{"size": [7, 9], "counts": [10, 53]}, {"size": [7, 9], "counts": [63]}]]}) + "\n\n" +
         json.dumps({"image": "b.png", "conversations": [human, {"from": "gpt", "value": "A cat."}]}) + "\n")
 
+    server_request_seeds()
+
+
+def server_request_seeds():
+    """Bodies of `sa2va serve`'s endpoints: chat completions with media and visual prompts, /v1/segment,
+    /v1/sessions (an image, a video file, frames) and a session turn."""
+    import base64
+
+    def uri(data, mime):
+        return "data:" + mime + ";base64," + base64.b64encode(data).decode()
+
+    image = uri(png(Image.new("RGB", (6, 4), (200, 10, 30))), "image/png")
+    frame = base64.b64encode(png(Image.new("RGB", (6, 4), (0, 90, 250)))).decode()  # bare base64
+    mask = Image.new("L", (6, 4), 0)
+    mask.paste(255, (1, 1, 4, 3))
+    mask_uri = uri(png(mask), "image/png")
+    user = lambda *parts: {"role": "user", "content": list(parts)}
+    text = lambda t: {"type": "text", "text": t}
+    put("server_request", "chat_image", json.dumps({
+        "messages": [{"role": "system", "content": "Be brief."},
+                     user({"type": "image_url", "image_url": {"url": image}}, text("Please segment the red.")),
+                     {"role": "assistant", "content": "Sure, [SEG]."}, user(text("And now?"))],
+        "max_tokens": 8, "temperature": 0.5, "top_p": 0.9, "top_k": 4, "seed": 3, "stream": True,
+        "sa2va": {"mask_format": "polygon", "max_tokens": 4}}))
+    put("server_request", "chat_frames_and_prompts", json.dumps({
+        "messages": [user({"type": "image_url", "image_url": image}, {"type": "image_url", "image_url": {"url": frame}},
+                          text("What moves?"))], "max_completion_tokens": 4}))
+    put("server_request", "chat_visual_prompts", json.dumps({
+        "messages": [user({"type": "image_url", "image_url": {"url": image}}, text("What is in <region>?"))],
+        "sa2va": {"mask_prompts": [{"box": [1, 0.5, 3, 2]}, {"rle": {"size": [4, 6], "counts": "52203"}},
+                                   {"png": mask_uri}], "mask_format": "png", "answer": "A dot."}}))
+    put("server_request", "segment", json.dumps({
+        "image": image, "expressions": ["the red", "the rest"], "prompt": "Where is {expression}?",
+        "format": "rle", "max_tokens": 4}))
+    put("server_request", "session_frames_turn", json.dumps({
+        "frames": [image, frame, image], "text": "Please segment the blue.", "format": "polygon",
+        "mask_prompts": [{"box": [0, 0, 2, 2]}], "seed": 1}))
+    with tempfile.TemporaryDirectory() as tmp:
+        video = os.path.join(tmp, "v.mp4")
+        subprocess.run(["ffmpeg", "-loglevel", "error", "-f", "lavfi", "-i", "testsrc2=size=16x12:rate=4",
+                        "-frames:v", "3", "-pix_fmt", "yuv420p", video], check=True)
+        with open(video, "rb") as f:
+            video_uri = uri(f.read(), "video/mp4")
+    put("server_request", "session_video", json.dumps({"video": video_uri}))
+    put("server_request", "chat_video", json.dumps({
+        "messages": [user({"type": "video_url", "video_url": {"url": video_uri}}, text("What happens?"))]}))
+
 
 if __name__ == "__main__":
     main()
