@@ -61,7 +61,7 @@ void check_linear(int64_t M, int64_t K, int64_t N, bool bf16, bool with_bias, ui
 
 TEST_P(OpsLinearTest, MatchesReferenceOnOddShapes) {
   const ops::simd::Isa saved = ops::simd::isa();
-  for (auto level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+  for (auto level : ops_test::isa_levels()) {
     ops::simd::set_max_isa(level);
     uint32_t seed = 1;
     for (int64_t M : {1, 2, 3, 5, 8, 9, 37})

@@ -41,13 +41,24 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<double
   return max_abs_diff(a.data(), b);
 }
 
-// Runs body(level) with the CPU kernels capped at each instruction set this CPU has (scalar, AVX2,
-// AVX-512), each under a trace naming it, and restores the previous cap afterwards.
+// The instruction sets the tests cap the CPU kernels at in turn: scalar, AVX2, AVX-512. The emulated
+// build (sa2va_wide_x86_tests) takes AVX-512 alone: it exists for that level, and the others run
+// natively in sa2va_tests.
+inline std::vector<ops::simd::Isa> isa_levels() {
+#if defined(SA2VA_EMULATE_WIDE_X86)
+  return {ops::simd::Isa::Avx512};
+#else
+  return {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512};
+#endif
+}
+
+// Runs body(level) with the CPU kernels capped at each of isa_levels() this CPU has, each under a
+// trace naming it, and restores the previous cap afterwards.
 template <typename Body>
 void for_each_isa(Body&& body) {
   const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
   const ops::simd::Isa best = ops::simd::isa();
-  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+  for (ops::simd::Isa level : isa_levels()) {
     if (static_cast<int>(level) > static_cast<int>(best)) continue;
     ops::simd::set_max_isa(level);
     SCOPED_TRACE(ops::simd::isa_name(level));

@@ -122,7 +122,7 @@ TEST_P(WeightMatrixTest, QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstruct
   const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
   const ops::simd::Isa best = ops::simd::isa();
   uint32_t seed = 500;
-  for (ops::simd::Isa level : {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512}) {
+  for (ops::simd::Isa level : ops_test::isa_levels()) {
     if (static_cast<int>(level) > static_cast<int>(best)) {
       std::printf("[ note ] %s kernels not run: this CPU lacks them\n", ops::simd::isa_name(level));
       continue;

@@ -164,28 +164,32 @@ inline void tile_stored(int t, void* base, int64_t stride) {
   for (int r = 0; r < tile.rows; ++r) std::memcpy(static_cast<char*>(base) + r * stride, tile.data[r], tile.row_bytes);
 }
 inline void tile_zero(int t) { std::memset(tiles()[t].data, 0, sizeof(tiles()[t].data)); }
-inline float bf16_at(const Tile& tile, int row, int index) {
-  uint16_t v;
-  std::memcpy(&v, tile.data[row] + 2 * index, 2);
-  const uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
+// A tile's bf16 values widened to f32, row by row (32 per row of 64 bytes).
+inline void widen_tile(const Tile& tile, float (&out)[16][32]) {
+  for (int r = 0; r < tile.rows; ++r)
+    for (int i = 0; i < tile.row_bytes / 2; ++i) {
+      uint16_t v;
+      std::memcpy(&v, tile.data[r] + 2 * i, 2);
+      const uint32_t bits = static_cast<uint32_t>(v) << 16;
+      std::memcpy(&out[r][i], &bits, 4);
+    }
 }
 // c[m][n] += Σ_k a[m][pair k] · b[k][pair n], the pair's two products added in order (even, odd).
 inline void tile_dpbf16ps(int c, int a, int b) {
   Tile& tc = tiles()[c];
-  const Tile &ta = tiles()[a], &tb = tiles()[b];
-  for (int m = 0; m < tc.rows; ++m)
-    for (int n = 0; n < tc.row_bytes / 4; ++n) {
-      float acc;
-      std::memcpy(&acc, tc.data[m] + 4 * n, 4);
-      for (int k = 0; k < ta.row_bytes / 4; ++k) {
-        acc += bf16_at(ta, m, 2 * k) * bf16_at(tb, k, 2 * n);
-        acc += bf16_at(ta, m, 2 * k + 1) * bf16_at(tb, k, 2 * n + 1);
+  float wa[16][32], wb[16][32], acc[16][16];
+  widen_tile(tiles()[a], wa);
+  widen_tile(tiles()[b], wb);
+  const int pairs = tiles()[a].row_bytes / 4, cols = tc.row_bytes / 4;
+  for (int m = 0; m < tc.rows; ++m) {
+    std::memcpy(acc[m], tc.data[m], 4 * cols);
+    for (int k = 0; k < pairs; ++k)
+      for (int n = 0; n < cols; ++n) {
+        acc[m][n] += wa[m][2 * k] * wb[k][2 * n];
+        acc[m][n] += wa[m][2 * k + 1] * wb[k][2 * n + 1];
       }
-      std::memcpy(tc.data[m] + 4 * n, &acc, 4);
-    }
+    std::memcpy(tc.data[m], acc[m], 4 * cols);
+  }
 }
 
 }  // namespace sa2va::ops::simd::emulated
