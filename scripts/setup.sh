@@ -56,6 +56,6 @@ CC=clang CXX=clang++ cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=RelWit
   -DSA2VA_BUILD_BENCH=OFF -DSA2VA_BUILD_PYTHON=OFF -DSA2VA_CUDA=OFF
 targets=(sa2va_tests fuzz_targets)
 # The emulated AVX-512 operator tests, where CMake could set them up (SIMDe and a CPU with AVX2).
-cmake --build build-asan --target help | grep -q sa2va_wide_x86_tests && targets+=(sa2va_wide_x86_tests)
+grep -q "^SA2VA_WIDE_X86_TESTS_BUILT:INTERNAL=ON" build-asan/CMakeCache.txt && targets+=(sa2va_wide_x86_tests)
 cmake --build build-asan -j "$jobs" --target "${targets[@]}"
 echo "setup done: ./build/sa2va is the program; ./scripts/test.sh runs the tests"
