@@ -3,8 +3,10 @@
 // (messages, roles, image_url / video_url media as data URIs or bare base64, the sa2va extension's
 // visual prompts, mask format and generation overrides) made into a request, which the model's
 // prompt builder then checks as a session turn does; media_from_body (an image, a video file, a
-// list of frames); the generation settings; visual prompts at the medium's size; and the mask
-// encoders (COCO RLE, PNG, polygons) on the prompts' masks. The model is the tiny one the folder
+// list of frames); the generation settings; visual prompts at the medium's size; the mask format; a
+// session turn's check of its text with the medium (first and later turn); and the mask encoders (COCO
+// RLE, PNG, polygons) on the prompts' masks. /v1/segment's checks of its expressions and prompt
+// template live in the server itself and are not run here. The model is the tiny one the folder
 // $SA2VA_FUZZ_MODEL names, else a tiny random-weight one written at start. Local files are never
 // read (no files folder), and the limits are small so that an input decodes quickly. Everything
 // either works or throws sa2va::Error (HttpError for a client's mistake).
@@ -85,12 +87,34 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     server::apply_generation_overrides(body, limits, request);
   } catch (const Error&) {
   }
+  std::vector<Mask> mask_prompts;
   try {
     if (const auto prompts = body.find("mask_prompts"); prompts != body.end()) {
       const int width = media ? media->width() : 32, height = media ? media->height() : 24;
-      encode_masks(server::mask_prompts_from_json(*prompts, width, height, limits));
+      mask_prompts = server::mask_prompts_from_json(*prompts, width, height, limits);
+      encode_masks(mask_prompts);
     }
   } catch (const Error&) {
+  }
+  try {
+    if (const auto format = body.find("format"); format != body.end() && format->is_string())
+      server::check_mask_format(format->get<std::string>());
+  } catch (const Error&) {
+  }
+  // A session turn's own check: the text with the session's medium, as a first and as a later turn.
+  if (const auto text_field = body.find("text"); media && text_field != body.end() && text_field->is_string()) {
+    for (const char* past : {"", "<image>"}) {
+      try {
+        Request turn;
+        turn.text = text_field->get<std::string>();
+        turn.past_text = past;
+        if (media->is_video()) turn.video = media->video.get();
+        else turn.image = media->image;
+        if (!media->is_video() && *past == '\0') turn.mask_prompts = mask_prompts;
+        (void)model->conversation_after(turn, "");
+      } catch (const Error&) {
+      }
+    }
   }
   return 0;
 }

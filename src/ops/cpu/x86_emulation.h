@@ -4,8 +4,11 @@
 // maps the native names onto its own portable ones); the few it lacks are defined here, each from the
 // instruction's definition: bf16 rounding, masked loads and stores that touch only their enabled lanes
 // (so AddressSanitizer sees what the hardware would read), reductions, conversions and the AMX tiles
-// (one set per thread). Results match the hardware's up to f32 summation order in the dot-product
-// instructions. Never part of the library: the library's kernels run the real instructions.
+// (one set per thread, a use without configuration stopping the test as the hardware would fault),
+// and vscalefps and vandps-style abs where SIMDe's differ at the edges. Results match the hardware's
+// for normal values up to the summation order inside the dot-product instructions (which here also
+// do not flush bf16 denormals to zero as the hardware does). Never part of the library: the
+// library's kernels run the real instructions.
 #pragma once
 #if !defined(SA2VA_EMULATE_WIDE_X86)
 #error "x86_emulation.h is for the emulated test build only"
@@ -16,6 +19,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace sa2va::ops::simd::emulated {
@@ -113,6 +118,34 @@ inline simde__m512 permute_ps(simde__m512 a, int imm) {
   for (int i = 0; i < 16; ++i) r.f32[i] = pa.f32[(i & ~3) + ((imm >> (2 * (i & 3))) & 3)];
   return simde__m512_from_private(r);
 }
+// vandps with the sign mask: -0 and a negative NaN lose their sign bit (SIMDe's compares with 0).
+inline simde__m512 abs_ps(simde__m512 a) {
+  simde__m512i_private bits;
+  std::memcpy(&bits, &a, sizeof a);
+  for (int i = 0; i < 16; ++i) bits.u32[i] &= 0x7fffffffu;
+  simde__m512 r;
+  std::memcpy(&r, &bits, sizeof r);
+  return r;
+}
+// vscalefps: a·2^floor(b) rounded once (below the normal range a denormal, not SIMDe's 0 or inf from a
+// separate power of two); NaN in either gives NaN; b = +inf gives ±inf (NaN for a = 0), b = -inf ±0
+// (NaN for an infinite a).
+inline float scalef(float a, float b) {
+  if (std::isnan(a) || std::isnan(b)) return NAN;
+  if (std::isinf(b)) {
+    if (b > 0) return a == 0 ? NAN : std::copysign(INFINITY, a);
+    return std::isinf(a) ? NAN : std::copysign(0.f, a);
+  }
+  const float n = std::floor(b);
+  return std::ldexp(a, n > 1000.f ? 1000 : n < -1000.f ? -1000 : static_cast<int>(n));
+}
+inline simde__m512 maskz_scalef_ps(uint32_t mask, simde__m512 a, simde__m512 b) {
+  const simde__m512_private pa = f32x16(a), pb = f32x16(b);
+  simde__m512_private r;
+  for (int i = 0; i < 16; ++i) r.f32[i] = (mask >> i) & 1u ? scalef(pa.f32[i], pb.f32[i]) : 0.f;
+  return simde__m512_from_private(r);
+}
+
 // Reductions in the compiler's order: halves added, then quarters, then pairs of the 128-bit rest.
 template <typename T, typename Vector, typename Op>
 inline T reduce16(Vector vector, Op op) {
@@ -152,18 +185,26 @@ inline void tile_loadconfig(const void* config) {
     tiles()[t].row_bytes = row_bytes;
   }
 }
+// A tile used without a configuration faults on the hardware: here the test stops.
+inline Tile& configured(int t) {
+  if (tiles()[t].rows == 0) {
+    std::fprintf(stderr, "emulated AMX: tile %d used without _tile_loadconfig\n", t);
+    std::abort();
+  }
+  return tiles()[t];
+}
 inline void tile_release() {
   for (int t = 0; t < 8; ++t) tiles()[t] = Tile{};
 }
 inline void tile_loadd(int t, const void* base, int64_t stride) {
-  Tile& tile = tiles()[t];
+  Tile& tile = configured(t);
   for (int r = 0; r < tile.rows; ++r) std::memcpy(tile.data[r], static_cast<const char*>(base) + r * stride, tile.row_bytes);
 }
 inline void tile_stored(int t, void* base, int64_t stride) {
-  const Tile& tile = tiles()[t];
+  const Tile& tile = configured(t);
   for (int r = 0; r < tile.rows; ++r) std::memcpy(static_cast<char*>(base) + r * stride, tile.data[r], tile.row_bytes);
 }
-inline void tile_zero(int t) { std::memset(tiles()[t].data, 0, sizeof(tiles()[t].data)); }
+inline void tile_zero(int t) { std::memset(configured(t).data, 0, sizeof(Tile::data)); }
 // A tile's bf16 values widened to f32, row by row (32 per row of 64 bytes).
 inline void widen_tile(const Tile& tile, float (&out)[16][32]) {
   for (int r = 0; r < tile.rows; ++r)
@@ -176,10 +217,10 @@ inline void widen_tile(const Tile& tile, float (&out)[16][32]) {
 }
 // c[m][n] += Σ_k a[m][pair k] · b[k][pair n], the pair's two products added in order (even, odd).
 inline void tile_dpbf16ps(int c, int a, int b) {
-  Tile& tc = tiles()[c];
+  Tile& tc = configured(c);
   float wa[16][32], wb[16][32], acc[16][16];
-  widen_tile(tiles()[a], wa);
-  widen_tile(tiles()[b], wb);
+  widen_tile(configured(a), wa);
+  widen_tile(configured(b), wb);
   const int pairs = tiles()[a].row_bytes / 4, cols = tc.row_bytes / 4;
   for (int m = 0; m < tc.rows; ++m) {
     std::memcpy(acc[m], tc.data[m], 4 * cols);
@@ -222,6 +263,12 @@ inline void tile_dpbf16ps(int c, int a, int b) {
 #define _mm512_i32gather_epi32(index, base, scale) ::sa2va::ops::simd::emulated::i32gather_epi32(index, base, scale)
 #undef _mm512_permute_ps
 #define _mm512_permute_ps(a, imm) ::sa2va::ops::simd::emulated::permute_ps(a, imm)
+#undef _mm512_abs_ps
+#define _mm512_abs_ps(a) ::sa2va::ops::simd::emulated::abs_ps(a)
+#undef _mm512_scalef_ps
+#define _mm512_scalef_ps(a, b) ::sa2va::ops::simd::emulated::maskz_scalef_ps(0xffffu, a, b)
+#undef _mm512_maskz_scalef_ps
+#define _mm512_maskz_scalef_ps(k, a, b) ::sa2va::ops::simd::emulated::maskz_scalef_ps(k, a, b)
 #undef _mm512_reduce_add_ps
 #define _mm512_reduce_add_ps(a) ::sa2va::ops::simd::emulated::reduce_add_ps(a)
 #undef _mm512_reduce_max_ps
