@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "models/make_model.h"
+
 namespace sa2va::fuzz {
 
 // Parts of one input, separated by this line; the seeds use it, and mutations may add or drop it.
@@ -38,6 +40,18 @@ inline const std::filesystem::path& scratch_dir() {
     std::atexit([] { std::error_code ec; std::filesystem::remove_all(scratch_dir(), ec); });
     return std::filesystem::path(pattern);
   }();
+  return dir;
+}
+
+// The folder of the model the model-using targets load: $SA2VA_FUZZ_MODEL, else a tiny random-weight
+// model written once into the scratch folder (those targets never clear it).
+inline std::string tiny_model_dir() {
+  if (const char* given = std::getenv("SA2VA_FUZZ_MODEL"); given != nullptr && *given != '\0') return given;
+  const std::string dir = (scratch_dir() / "tiny-model").string();
+  MakeModelOptions options;
+  options.preset = "tiny";
+  options.out_dir = dir;
+  make_model(options);
   return dir;
 }
 

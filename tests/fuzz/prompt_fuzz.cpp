@@ -8,7 +8,6 @@
 
 #include "fuzz_util.h"
 #include "models/llm.h"
-#include "models/make_model.h"
 #include "sa2va/sa2va.h"
 #include "text/template.h"
 #include "text/tokenizer.h"
@@ -21,16 +20,7 @@ int32_t img_context_id = -1;
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   using namespace sa2va;
-  std::string dir;
-  if (const char* given = std::getenv("SA2VA_FUZZ_MODEL"); given != nullptr && *given != '\0') {
-    dir = given;
-  } else {
-    dir = (fuzz::scratch_dir() / "tiny-model").string();
-    MakeModelOptions options;
-    options.preset = "tiny";
-    options.out_dir = dir;
-    make_model(options);
-  }
+  const std::string dir = fuzz::tiny_model_dir();
   model = Model::load(dir);
   tokenizer = Tokenizer::load(dir);
   img_context_id = tokenizer->token_id(kImageContext);

@@ -11,7 +11,6 @@
 // read (no files folder), and the limits are small so that an input decodes quickly. Everything
 // either works or throws sa2va::Error (HttpError for a client's mistake).
 #include "fuzz_util.h"
-#include "models/make_model.h"
 #include "sa2va/sa2va.h"
 #include "server/api.h"
 
@@ -37,16 +36,7 @@ void encode_masks(const std::vector<sa2va::Mask>& masks) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   using namespace sa2va;
-  std::string dir;
-  if (const char* given = std::getenv("SA2VA_FUZZ_MODEL"); given != nullptr && *given != '\0') {
-    dir = given;
-  } else {
-    dir = (fuzz::scratch_dir() / "tiny-model").string();
-    MakeModelOptions options;
-    options.preset = "tiny";
-    options.out_dir = dir;
-    make_model(options);
-  }
+  const std::string dir = fuzz::tiny_model_dir();
   model = Model::load(dir);
   return 0;
 }
