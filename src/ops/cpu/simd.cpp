@@ -71,13 +71,6 @@ bool detect_amx() {
 const bool g_amx_detected = g_detected == Isa::Avx512 && detect_amx();
 std::atomic<bool> g_amx_enabled{true};
 
-inline float bf16_bits_to_f32(uint16_t v) {
-  uint32_t bits = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &bits, 4);
-  return f;
-}
-
 // ---------------------------------------------------------------------------- scalar
 float dot_scalar(const float* a, const float* b, int64_t n) {
   float s0 = 0, s1 = 0, s2 = 0, s3 = 0;
@@ -137,10 +130,10 @@ void bf16_rows_scalar(const uint16_t* w, int64_t ldw, int64_t rows, int64_t k, c
       float s0 = 0, s1 = 0;
       int64_t j = 0;
       for (; j + 2 <= k; j += 2) {
-        s0 += bf16_bits_to_f32(wr[j]) * xi[j];
-        s1 += bf16_bits_to_f32(wr[j + 1]) * xi[j + 1];
+        s0 += bf16_to_f32(wr[j]) * xi[j];
+        s1 += bf16_to_f32(wr[j + 1]) * xi[j + 1];
       }
-      if (j < k) s0 += bf16_bits_to_f32(wr[j]) * xi[j];
+      if (j < k) s0 += bf16_to_f32(wr[j]) * xi[j];
       y[i * ldy + r] = s0 + s1;
     }
   }
@@ -291,7 +284,7 @@ SA2VA_AVX2 int64_t bf16_rows_avx2_step(const uint16_t* w, int64_t ldw, int64_t r
       #pragma GCC unroll 16
       for (int i = 0; i < MB; ++i) {
         float sum = hsum256(acc[a][i]);
-        for (int64_t j = k8; j < k; ++j) sum += bf16_bits_to_f32(wr[a][j]) * x[i * ldx + j];
+        for (int64_t j = k8; j < k; ++j) sum += bf16_to_f32(wr[a][j]) * x[i * ldx + j];
         y[i * ldy + r + a] = sum;
       }
   }
@@ -319,7 +312,7 @@ SA2VA_AVX2 void bf16_row_stream_avx2(const uint16_t* w, int64_t ldw, int64_t row
     }
     for (; j + 8 <= k; j += 8) a0 = _mm256_fmadd_ps(widen_bf16_avx2(wr + j), _mm256_loadu_ps(x + j), a0);
     float sum = hsum256(_mm256_add_ps(_mm256_add_ps(a0, a1), _mm256_add_ps(a2, a3)));
-    for (; j < k; ++j) sum += bf16_bits_to_f32(wr[j]) * x[j];
+    for (; j < k; ++j) sum += bf16_to_f32(wr[j]) * x[j];
     y[r] = sum;
   }
 }

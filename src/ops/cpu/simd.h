@@ -172,7 +172,7 @@ void quantized_rows_times_q8(bool q4, const uint8_t* w, int64_t ldw, const uint1
 void q4_interleaved_times_q8(const uint8_t* w, int64_t group_bytes, int64_t groups, int64_t rows,
                              const QuantizedActivations& x, float* y, int64_t ldy);
 
-// Element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
+// Softmax steps and element-wise maps, in place (vectorised exp/erf/tanh with ~1e-7 relative error).
 // max over x[0, n) (-inf when n = 0); x[i] = exp(scale·x[i] - shift) in place, returning the sum
 // (a softmax step: the exponents are <= 0, or a rounding above it; -inf gives 0).
 float max_value(const float* x, int64_t n);

@@ -23,20 +23,18 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "core/dtype.h"
+
 namespace sa2va::ops::simd::emulated {
 
 inline simde__m512_private f32x16(simde__m512 v) { return simde__m512_to_private(v); }
 inline simde__m512i_private i32x16(simde__m512i v) { return simde__m512i_to_private(v); }
 
-// vcvtneps2bf16: NaN stays NaN (quietened), a denormal becomes a zero of its sign, the rest rounds
-// to nearest even.
+// vcvtneps2bf16: the project's rounding (to nearest even, NaN quietened), except that a denormal
+// becomes a zero of its sign.
 inline uint16_t f32_to_bf16(float f) {
-  uint32_t bits;
-  std::memcpy(&bits, &f, 4);
-  if ((bits & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((bits >> 16) | 0x40u);
-  if ((bits & 0x7f800000u) == 0) return static_cast<uint16_t>((bits >> 16) & 0x8000u);
-  bits += 0x7fffu + ((bits >> 16) & 1u);
-  return static_cast<uint16_t>(bits >> 16);
+  if (std::fpclassify(f) == FP_SUBNORMAL) return std::signbit(f) ? 0x8000 : 0;
+  return ::sa2va::f32_to_bf16(f);
 }
 
 inline simde__m512bh cvtne2ps_pbh(simde__m512 a, simde__m512 b) {
@@ -211,8 +209,7 @@ inline void widen_tile(const Tile& tile, float (&out)[16][32]) {
     for (int i = 0; i < tile.row_bytes / 2; ++i) {
       uint16_t v;
       std::memcpy(&v, tile.data[r] + 2 * i, 2);
-      const uint32_t bits = static_cast<uint32_t>(v) << 16;
-      std::memcpy(&out[r][i], &bits, 4);
+      out[r][i] = ::sa2va::bf16_to_f32(v);
     }
 }
 // c[m][n] += Σ_k a[m][pair k] · b[k][pair n], the pair's two products added in order (even, odd).
