@@ -41,15 +41,12 @@ inline double max_abs_diff(const std::vector<float>& a, const std::vector<double
   return max_abs_diff(a.data(), b);
 }
 
-// The instruction sets the tests cap the CPU kernels at in turn: scalar, AVX2, AVX-512. The emulated
-// build (sa2va_wide_x86_tests) takes AVX-512 alone: it exists for that level, and the others run
-// natively in sa2va_tests.
+// The instruction sets the tests cap the CPU kernels at in turn: scalar, AVX2, AVX-512. With the
+// kernels emulated (sa2va_wide_x86_tests) AVX-512 alone: that build exists for that level, and the
+// others run natively in sa2va_tests (the same test objects, linked to the library's own kernels).
 inline std::vector<ops::simd::Isa> isa_levels() {
-#if defined(SA2VA_EMULATE_WIDE_X86)
-  return {ops::simd::Isa::Avx512};
-#else
+  if (ops::simd::wide_x86_emulated()) return {ops::simd::Isa::Avx512};
   return {ops::simd::Isa::Scalar, ops::simd::Isa::Avx2, ops::simd::Isa::Avx512};
-#endif
 }
 
 // Runs body(level) with the CPU kernels capped at each of isa_levels() this CPU has, each under a

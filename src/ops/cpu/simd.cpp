@@ -857,6 +857,14 @@ bool amx() { return g_amx_detected && g_amx_enabled.load(std::memory_order_relax
 
 bool set_amx_enabled(bool on) { return g_amx_enabled.exchange(on); }
 
+bool wide_x86_emulated() {
+#if defined(SA2VA_EMULATE_WIDE_X86)
+  return true;
+#else
+  return false;
+#endif
+}
+
 const char* isa_name(Isa level) {
   switch (level) {
     case Isa::Avx512: return "avx512";

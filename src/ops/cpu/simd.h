@@ -20,6 +20,9 @@ const char* isa_name(Isa isa);
 // exercise the AVX-512 tile kernel; set_amx_enabled returns the previous setting.
 bool amx();
 bool set_amx_enabled(bool on);
+// True only in the test build whose AVX-512 and AMX variants run emulated over AVX2
+// (SA2VA_EMULATE_WIDE_X86, x86_emulation.h): the operator tests then exercise those variants alone.
+bool wide_x86_emulated();
 
 // One row of LayerNorm: y = (x - mean) / sqrt(var + eps) · w + b (w, b may be null), the mean
 // first and then the centred variance (accurate for rows with a large mean). y may be x.
