@@ -177,12 +177,19 @@ class FileVideoSource final : public VideoSource {
           path_ + ": frames of " + size_text(coded_width_, coded_height_) + " pixels exceed the limit (" +
               std::to_string(max_pixels) + " pixels)");
     rotation_ = display_rotation(stream);
-    width_ = rotation_ % 180 == 0 ? coded_width_ : coded_height_;
-    height_ = rotation_ % 180 == 0 ? coded_height_ : coded_width_;
     AVRational rate = av_guess_frame_rate(format_, const_cast<AVStream*>(stream), nullptr);
     fps_ = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
     frame_count_ = count_packets();
     check(frame_count_ > 0, path_ + ": the video stream has no frames");
+    // The size is the first frame's as decoded: a container's header may say otherwise (the
+    // ffmpeg program, too, goes by the decoded frames).
+    reopen();
+    check(decode_next(), path_ + ": the first frame could not be decoded");
+    check_frame_size(decoded_->width, decoded_->height, 0);
+    coded_width_ = decoded_->width;
+    coded_height_ = decoded_->height;
+    width_ = rotation_ % 180 == 0 ? coded_width_ : coded_height_;
+    height_ = rotation_ % 180 == 0 ? coded_height_ : coded_width_;
     reopen();
   }
 
@@ -315,16 +322,19 @@ class FileVideoSource final : public VideoSource {
     }
   }
 
+  void check_frame_size(int width, int height, int64_t index) const {
+    check(width > 0 && height > 0 && width <= kMaxImageSide && height <= kMaxImageSide &&
+              static_cast<int64_t>(width) * height <= max_pixels_,
+          path_ + ": frame " + std::to_string(index) + " has size " + size_text(width, height) +
+              ", outside the limits (1 to " + std::to_string(kMaxImageSide) + " per side, at most " +
+              std::to_string(max_pixels_) + " pixels)");
+  }
+
   // Converts decoded_ to RGB24 exactly as configured in the header comment.
   Image to_rgb() {
     const AVFrame* f = decoded_;
     // A stream may change size midway; such frames come out at their own size (see video.h).
-    if (f->width != coded_width_ || f->height != coded_height_) {
-      check(f->width > 0 && f->height > 0 && f->width <= kMaxImageSide && f->height <= kMaxImageSide &&
-                static_cast<int64_t>(f->width) * f->height <= max_pixels_,
-            path_ + ": frame " + std::to_string(cursor_ - 1) + " has size " + size_text(f->width, f->height) +
-                ", over the limit (" + std::to_string(max_pixels_) + " pixels)");
-    }
+    if (f->width != coded_width_ || f->height != coded_height_) check_frame_size(f->width, f->height, cursor_ - 1);
     constexpr int kFlags = SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT;
     auto format = static_cast<AVPixelFormat>(f->format);
     scaler_ = sws_getCachedContext(scaler_, f->width, f->height, format, f->width, f->height, AV_PIX_FMT_RGB24,

@@ -163,6 +163,58 @@ def main():
         json.dumps({"image": "b.png", "conversations": [human, {"from": "gpt", "value": "A cat."}]}) + "\n")
 
     server_request_seeds()
+    video_file_seeds()
+
+
+def video_file_seeds():
+    """Tiny videos (16x12 or so, 3-4 frames) in each container and codec family a user may send:
+    rotation tags, full range and BT.709 tags, an audio stream beside the video, a raw H.264 stream
+    whose frame size changes midway."""
+    src = ["-f", "lavfi", "-i", "testsrc2=size=16x12:rate=4"]
+    common = ["-frames:v", "3", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:v", "+bitexact"]
+    cases = {
+        "h264.mp4": ["-c:v", "libx264", "-pix_fmt", "yuv420p"],
+        "h264_full_range_bt709.mkv": ["-c:v", "libx264", "-pix_fmt", "yuvj444p", "-color_primaries", "bt709",
+                                      "-color_trc", "bt709", "-colorspace", "bt709"],
+        "vp9.webm": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p"],
+        "vp8.ivf": ["-c:v", "libvpx", "-f", "ivf"],
+        "ffv1_rgb.mkv": ["-c:v", "ffv1", "-pix_fmt", "bgr0"],
+        "mjpeg.avi": ["-c:v", "mjpeg", "-pix_fmt", "yuvj422p"],
+        "palette.gif": ["-c:v", "gif"],
+        "mpeg2.ts": ["-c:v", "mpeg2video"],
+        "flv1.flv": ["-c:v", "flv"],
+        "theora.ogg": ["-vf", "scale=32:32", "-c:v", "libtheora"],
+        "raw.y4m": ["-pix_fmt", "yuv420p", "-f", "yuv4mpegpipe"],
+        "hevc.mp4": ["-vf", "scale=32:32", "-c:v", "libx265", "-pix_fmt", "yuv420p", "-x265-params", "log-level=none"],
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        def encode(name, args, extra_inputs=()):
+            out = os.path.join(tmp, name)
+            subprocess.run(["ffmpeg", "-loglevel", "error", *src, *extra_inputs, *common, *args, out], check=True)
+            with open(out, "rb") as f:
+                return f.read()
+        for name, args in cases.items():
+            put("video_file", name, encode(name, args))
+        # A portrait phone recording: the track's display matrix (tkhd, version 0) turns it 90 degrees
+        # clockwise.
+        mp4 = bytearray(encode("rotated.mp4", cases["h264.mp4"]))
+        box = mp4.index(b"tkhd") - 4
+        assert mp4[box + 8] == 0, "tkhd version"
+        one = 0x10000
+        mp4[box + 48:box + 84] = struct.pack(">9i", 0, one, 0, -one, 0, 0, 0, 0, 0x40000000)
+        put("video_file", "h264_rotate90.mp4", bytes(mp4))
+        # Regression: an IVF header giving another frame size than the VP8 frames' (the video once
+        # took the header's size for its frames').
+        ivf = bytearray(encode("header.ivf", cases["vp8.ivf"]))
+        ivf[12:16] = struct.pack("<2H", 8, 6)
+        put("video_file", "regress_header_size.ivf", bytes(ivf))
+        put("video_file", "mpeg4_with_audio.mov", encode("mpeg4_with_audio.mov", [
+            "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-c:a", "pcm_u8", "-ar", "8000", "-t", "0.75"],
+            ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000"]))
+        small = encode("small.h264", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "h264"])
+        src[-1] = "testsrc2=size=24x16:rate=4"
+        larger = encode("larger.h264", ["-c:v", "libx264", "-pix_fmt", "yuv420p", "-f", "h264"])
+        put("video_file", "size_change.h264", small + larger)
 
 
 def server_request_seeds():

@@ -419,6 +419,39 @@ TEST(VideoFileSizes, SizeChangeMidStream) {
   }
 }
 
+// A container whose header gives another size than the stream's frames (an IVF file of VP8 at 12x10
+// whose header says 8x6): the video's size is its first decoded frame's, as the ffmpeg program has
+// it, so that masks come at the size of the frames they are drawn on; the pixel limit holds for it.
+TEST(VideoFileSizes, HeaderSizeOtherThanTheFrames) {
+  if (!have_ffmpeg() || !have_encoder("libvpx")) GTEST_SKIP() << "ffmpeg with libvpx not found";
+  const std::string dir = test::temp_dir("video-header-size");
+  ffmpeg("-f lavfi -i testsrc=size=12x10:rate=10 -frames:v 3 -c:v libvpx -f ivf " + dir + "/v.ivf");
+  std::vector<uint8_t> bytes = read_bytes(dir + "/v.ivf");
+  ASSERT_GT(bytes.size(), 32u);
+  ASSERT_EQ(std::string(bytes.begin(), bytes.begin() + 4), "DKIF");
+  bytes[12] = 8, bytes[13] = 0, bytes[14] = 6, bytes[15] = 0;  // the header's width and height
+  std::ofstream(dir + "/v.ivf", std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+
+  auto source = VideoSource::open(dir + "/v.ivf");
+  EXPECT_EQ(source->width(), 12);
+  EXPECT_EQ(source->height(), 10);
+  ASSERT_EQ(source->frame_count(), 3);
+  const std::vector<Image> frames = read_all(*source);
+  ASSERT_EQ(frames.size(), 3u);
+  const std::vector<Image> expected = ffmpeg_frames(dir + "/v.ivf", 12, 10);
+  ASSERT_EQ(expected.size(), 3u);
+  for (size_t i = 0; i < frames.size(); ++i) EXPECT_EQ(max_abs_diff(frames[i], expected[i]), 0) << i;
+  // 12x10 = 120 pixels decoded, over a limit of 100 that the header's 48 are within.
+  try {
+    VideoSource::open(dir + "/v.ivf", 100);
+    FAIL() << "no error for frames over the pixel limit";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("12x10"), std::string::npos) << e.what();
+  }
+  EXPECT_NO_THROW(VideoSource::open(dir + "/v.ivf", 120));
+}
+
 // ---- Frames in memory (Video::from_frames) -----------------------------------------------------
 
 std::string from_frames_error(std::vector<Image> frames) {
