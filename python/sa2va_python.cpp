@@ -28,17 +28,45 @@ std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("_
 
 bool is_path(py::handle obj) { return py::isinstance<py::str>(obj) || py::hasattr(obj, "__fspath__"); }
 
-std::string path_of(py::handle obj) { return py::str(py::module_::import("os").attr("fsdecode")(obj)); }
+// The file system's bytes of a path (os.fsencode), so that names that are not UTF-8 open too.
+std::string path_of(py::handle obj) {
+  return py::bytes(py::module_::import("os").attr("fsencode")(obj)).cast<std::string>();
+}
 
 std::string text_argument(py::handle obj, const std::string& arg) {
   if (!py::isinstance<py::str>(obj)) wrong_type(arg, "str", obj);
-  return obj.cast<std::string>();
+  Py_ssize_t size = 0;
+  const char* utf8 = PyUnicode_AsUTF8AndSize(obj.ptr(), &size);
+  if (utf8 == nullptr) {  // a lone surrogate, e.g. from bytes decoded with errors="surrogateescape"
+    PyErr_Clear();
+    throw py::value_error(arg + ": the text cannot be encoded as UTF-8 (it holds a lone surrogate)");
+  }
+  return std::string(utf8, static_cast<size_t>(size));
 }
 
 // Python ints and anything with __index__ (numpy integers), but not bool.
 int64_t int_argument(py::handle obj, const std::string& arg) {
   if (!PyIndex_Check(obj.ptr()) || py::isinstance<py::bool_>(obj)) wrong_type(arg, "int", obj);
-  return py::int_(py::reinterpret_borrow<py::object>(obj)).cast<int64_t>();
+  const py::int_ value(py::reinterpret_borrow<py::object>(obj));
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow != 0) throw sa2va::Error(arg + ": the value is out of range (64-bit integers)");
+  return static_cast<int64_t>(v);
+}
+
+// A seed: any int that fits 64 bits, signed or not (as torch.manual_seed takes).
+uint64_t seed_argument(py::handle obj, const std::string& arg) {
+  if (!PyIndex_Check(obj.ptr()) || py::isinstance<py::bool_>(obj)) wrong_type(arg, "int", obj);
+  const py::int_ value(py::reinterpret_borrow<py::object>(obj));
+  int overflow = 0;
+  const long long v = PyLong_AsLongLongAndOverflow(value.ptr(), &overflow);
+  if (overflow == 0) return static_cast<uint64_t>(v);
+  if (overflow > 0) {
+    const unsigned long long u = PyLong_AsUnsignedLongLong(value.ptr());
+    if (!PyErr_Occurred()) return u;
+    PyErr_Clear();
+  }
+  throw sa2va::Error(arg + ": the value does not fit 64 bits");
 }
 
 int int32_argument(py::handle obj, const std::string& arg) {
@@ -50,7 +78,12 @@ int int32_argument(py::handle obj, const std::string& arg) {
 double float_argument(py::handle obj, const std::string& arg) {
   if (!(py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) || py::isinstance<py::bool_>(obj))
     wrong_type(arg, "float", obj);
-  return obj.cast<double>();
+  const double v = PyFloat_AsDouble(obj.ptr());
+  if (v == -1.0 && PyErr_Occurred()) {  // an int too large for a float
+    PyErr_Clear();
+    throw sa2va::Error(arg + ": the value is too large for a float");
+  }
+  return v;
 }
 
 bool bool_argument(py::handle obj, const std::string& arg) {
@@ -206,7 +239,7 @@ PreparedRequest prepare_request(py::handle image, py::handle video, py::handle t
     else if (key == "temperature") r.generation.temperature = static_cast<float>(float_argument(value, key));
     else if (key == "top_k") r.generation.top_k = int32_argument(value, key);
     else if (key == "top_p") r.generation.top_p = static_cast<float>(float_argument(value, key));
-    else if (key == "seed") r.generation.seed = static_cast<uint64_t>(int_argument(value, key));
+    else if (key == "seed") r.generation.seed = seed_argument(value, key);
     else if (key == "max_tiles") r.max_tiles = int32_argument(value, key);
     else if (key == "video_llm_frames") r.video_llm_frames = int32_argument(value, key);
     else if (key == "uniform_frames") r.video_uniform_frames = bool_argument(value, key);

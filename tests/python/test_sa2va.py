@@ -264,6 +264,37 @@ def test_wrong_argument_types_raise_type_error_naming_the_argument(tiny_model, t
         sa2va.Model(tiny_dir, threads="many")
 
 
+def test_values_python_holds_but_the_library_cannot_take_are_refused_by_name(tiny_model, tiny_dir, tmp_path):
+    image = np.zeros((8, 8, 3), np.uint8)
+    # A lone surrogate (what bytes decoded with errors="surrogateescape" leave) has no UTF-8 form.
+    with pytest.raises(ValueError, match="text.*UTF-8"):
+        tiny_model.predict_forward(image=image, text="<image>\udcff")
+    with pytest.raises(ValueError, match="answer.*UTF-8"):
+        tiny_model.predict_forward(image=image, text="<image>hi", answer="\udcff")
+    for name, value in [("max_new_tokens", 2**64), ("top_k", -(2**70)), ("seed", 2**64), ("seed", -(2**63) - 1)]:
+        with pytest.raises(sa2va.Error, match=name):
+            tiny_model.predict_forward(image=image, text="<image>hi", **{name: value})
+    with pytest.raises(sa2va.Error, match="temperature"):
+        tiny_model.predict_forward(image=image, text="<image>hi", temperature=10**400)
+    # Seeds are 64-bit either way round, as torch.manual_seed takes them: -1 is 2**64 - 1.
+    sampled = [tiny_model.predict_forward(image=image, text="<image>hi", temperature=1.0, max_new_tokens=8,
+                                          seed=seed)["generated_ids"] for seed in (-1, 2**64 - 1, 7)]
+    assert sampled[0] == sampled[1]
+    assert sampled[0] != sampled[2]
+
+
+def test_a_path_whose_name_is_not_utf8_opens(tiny_model, tiny_dir, tiny_meta, tmp_path):
+    import os
+    case = tiny_meta["image"]
+    source = tiny_dir / case["image"]
+    odd = tmp_path / os.fsdecode(b"frame-\xff.png")  # a Latin-1 name on a UTF-8 file system
+    shutil.copy(source, odd)
+    a = tiny_model.predict_forward(image=odd, text=case["prompt"], answer=case["answer"])
+    b = tiny_model.predict_forward(image=source, text=case["prompt"], answer=case["answer"])
+    assert a["prediction"] == b["prediction"]
+    np.testing.assert_array_equal(a["prediction_masks"][0], b["prediction_masks"][0])
+
+
 # ---- threads --------------------------------------------------------------------------------------
 
 
