@@ -4,6 +4,8 @@
 #include <array>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <string>
 
 #include "core/error.h"
 #include "core/profile.h"
@@ -147,13 +149,25 @@ GenerationResult generate(const LanguageModel& lm, const Tensor& prompt_embeds, 
         "generation: the prompt is empty");
   const int64_t n = prompt_embeds.size(0), D = lm.hidden_size();
   // Everything the request needs is allocated before the first step: the state at its final
-  // capacity, the hidden-state rows and the id list.
-  LlmState state = lm.new_state(static_cast<int>(n + options.max_new_tokens), static_cast<int>(n));
+  // capacity and the hidden-state rows (memory that is only reserved until a step writes it).
+  const int64_t positions = n + options.max_new_tokens;
+  const std::string asked = "a prompt of " + std::to_string(n) + " tokens and max_new_tokens " +
+                            std::to_string(options.max_new_tokens) + " ask for " + std::to_string(positions) +
+                            " positions";
+  check(positions <= std::numeric_limits<int>::max(), "generation: " + asked + ", more than a state holds");
+  LlmState state;
+  Tensor hidden;
+  try {
+    state = lm.new_state(static_cast<int>(positions), static_cast<int>(n));
+    hidden = Tensor::empty({positions - 1, D}, DType::F32, lm.device());
+  } catch (const Error& e) {
+    throw Error("generation: " + asked + "; their key/value cache does not fit (" + e.what() +
+                "): lower max_new_tokens");
+  }
 
   GenerationResult result;
   result.prompt_length = n;
-  result.ids.reserve(static_cast<size_t>(options.max_new_tokens));
-  Tensor hidden = Tensor::empty({n + options.max_new_tokens - 1, D}, DType::F32, lm.device());
+  result.ids.reserve(static_cast<size_t>(std::min(options.max_new_tokens, 4096)));
   int64_t rows = n;
   const Tensor prefill = lm.forward(prompt_embeds, state, ctx);
   hidden.slice(0, 0, n).copy_from(prefill);

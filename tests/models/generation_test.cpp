@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -125,6 +126,17 @@ TEST(GenerationStop, EosAndStopWords) {
   EXPECT_THROW(generate(m->lm, prompt, options, missing_decode), Error);
   options.max_new_tokens = 0;
   EXPECT_THROW(generate(m->lm, prompt, options, {}), Error);
+  // More positions than a state holds: an error naming max_new_tokens (not a wrapped-around capacity).
+  options.max_new_tokens = std::numeric_limits<int>::max();
+  try {
+    generate(m->lm, prompt, options, {});
+    ADD_FAILURE() << "no error for max_new_tokens " << options.max_new_tokens;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("max_new_tokens 2147483647"), std::string::npos) << e.what();
+  }
+  // A generous limit costs only reserved memory: the answer still ends at its end-of-sequence id.
+  options.max_new_tokens = 32768;
+  EXPECT_EQ(generate(m->lm, prompt, options, eos).ids, std::vector<int32_t>{first});
 }
 
 TEST(GenerationStop, StopAfterLooksAtTheNewestIdAndTheWholeDecodedText) {
