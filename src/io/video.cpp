@@ -13,6 +13,7 @@ extern "C" {
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <limits>
 #include <mutex>
 
 #include "core/error.h"
@@ -255,6 +256,10 @@ class FileVideoSource final : public VideoSource {
     rc = avcodec_parameters_to_context(decoder_, stream->codecpar);
     if (rc < 0) throw Error(path_ + ": bad codec parameters (" + av_error_text(rc) + ")");
     decoder_->thread_count = 0;  // let the codec choose
+    // The codec itself refuses frames far over the limit before allocating them (a few bytes of a
+    // hostile stream can declare 65535x65535); those up to 4x reach to_rgb, whose error names the
+    // size. The 2^24 pixels on top cover the codecs' padding of each side to their block size.
+    decoder_->max_pixels = std::min<int64_t>(max_pixels_ * 4 + (int64_t{1} << 24), std::numeric_limits<int>::max());
     rc = avcodec_open2(decoder_, codec, nullptr);
     if (rc < 0) throw Error(path_ + ": cannot open the " + codec->name + " decoder (" + av_error_text(rc) + ")");
     packet_ = av_packet_alloc();
@@ -301,7 +306,7 @@ class FileVideoSource final : public VideoSource {
       }
       if (rc == AVERROR_EOF) return false;
       if (rc != AVERROR(EAGAIN))
-        throw Error(path_ + ": decoding failed at frame " + std::to_string(cursor_) + " (" + av_error_text(rc) + ")");
+        throw Error(path_ + ": decoding failed at frame " + std::to_string(cursor_) + " (" + decode_error_text(rc) + ")");
       if (draining_) return false;
       rc = av_read_frame(format_, packet_);
       if (rc == AVERROR_EOF) {
@@ -318,8 +323,16 @@ class FileVideoSource final : public VideoSource {
         av_packet_unref(packet_);
       }
       if (rc < 0 && rc != AVERROR_EOF)
-        throw Error(path_ + ": corrupt data at frame " + std::to_string(cursor_) + " (" + av_error_text(rc) + ")");
+        throw Error(path_ + ": corrupt data at frame " + std::to_string(cursor_) + " (" + decode_error_text(rc) + ")");
     }
+  }
+
+  // The codec answers EINVAL for a frame over its max_pixels too (open_decoder).
+  std::string decode_error_text(int rc) const {
+    std::string text = av_error_text(rc);
+    if (rc == AVERROR(EINVAL))
+      text += ", or a frame size far over the limit of " + std::to_string(max_pixels_) + " pixels";
+    return text;
   }
 
   void check_frame_size(int width, int height, int64_t index) const {

@@ -450,6 +450,23 @@ TEST(VideoFileSizes, HeaderSizeOtherThanTheFrames) {
     EXPECT_NE(std::string(e.what()).find("12x10"), std::string::npos) << e.what();
   }
   EXPECT_NO_THROW(VideoSource::open(dir + "/v.ivf", 120));
+
+  // The VP8 key frame itself declaring 12000x12000 (its 14-bit sizes after the start code 9d 01 2a):
+  // the decoder refuses it before allocating 216 MB for it.
+  const uint8_t start[] = {0x9d, 0x01, 0x2a};
+  const auto at = std::search(bytes.begin(), bytes.end(), std::begin(start), std::end(start));
+  ASSERT_NE(at, bytes.end());
+  for (int k : {3, 5}) at[k] = 12000 & 0xff, at[k + 1] = 12000 >> 8;
+  std::ofstream(dir + "/bomb.ivf", std::ios::binary)
+      .write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  try {
+    VideoSource::open(dir + "/bomb.ivf", 1000);
+    FAIL() << "no error for a frame declaring 12000x12000";
+  } catch (const Error& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("bomb.ivf"), std::string::npos) << message;
+    EXPECT_NE(message.find("limit of 1000 pixels"), std::string::npos) << message;
+  }
 }
 
 // ---- Frames in memory (Video::from_frames) -----------------------------------------------------
