@@ -93,13 +93,17 @@ std::unique_ptr<Media> video_from_reference(const std::string& reference, const 
   const std::vector<uint8_t> bytes = media_bytes(reference, limits, "video");
   std::string file = write_private_file(bytes);
   try {
-    return video_media(Video::open(file), file, limits);
+    return video_media(Video::open(file, limits.max_pixels), file, limits);
   } catch (const HttpError&) {
     std::remove(file.c_str());
     throw;
   } catch (const Error& e) {
     std::remove(file.c_str());
-    bad_request(std::string("video: ") + e.what());
+    // The message names the server's temporary file: the client knows it as its upload.
+    std::string message = e.what();
+    for (size_t at = message.find(file); at != std::string::npos; at = message.find(file, at))
+      message.replace(at, file.size(), "the uploaded video");
+    bad_request("video: " + message);
   }
 }
 

@@ -399,6 +399,36 @@ TEST(Server, BadRequestsGetJsonErrors) {
                json{{"messages", {{{"role", "assistant"}, {"content", "Hi"}}}}}.dump(), 400, "alternate");
 }
 
+// An uploaded video is opened under the server's pixel limit (the codec refuses frames far over it
+// before allocating them), and a refusal speaks of the upload, not of the server's temporary file.
+TEST(Server, UploadedVideosFollowTheServerLimits) {
+  TINY_OR_SKIP(t);
+  const std::string dir = test::temp_dir("server-video");
+  std::string out;
+  if (test::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i testsrc=size=64x48:rate=10 "
+                        "-frames:v 3 -c:v ffv1 " + dir + "/v.mkv", &out) != 0)
+    GTEST_SKIP() << "the ffmpeg program is needed to write the video: " << out;
+  std::ifstream in(dir + "/v.mkv", std::ios::binary);
+  const std::vector<uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  const std::string video = "data:video/x-matroska;base64," + base64_encode(bytes.data(), bytes.size());
+  int status = 0;
+  {
+    RunningServer s(t.dir, {});
+    const json session = post(s, "/v1/sessions", {{"video", video}}, &status);
+    EXPECT_EQ(status, 200) << session.dump();
+    EXPECT_EQ(session["kind"], "video");
+  }
+  ServerOptions o;
+  o.limits.max_pixels = 64 * 48 - 1;
+  RunningServer s(t.dir, o);
+  const json refused = post(s, "/v1/sessions", {{"video", video}}, &status);
+  EXPECT_EQ(status, 400) << refused.dump();
+  const std::string message = refused["error"]["message"];
+  EXPECT_NE(message.find("the uploaded video"), std::string::npos) << message;
+  EXPECT_NE(message.find("3071"), std::string::npos) << message;
+  EXPECT_EQ(message.find("sa2va-upload"), std::string::npos) << message;
+}
+
 TEST(Server, SessionsAreBoundedInNumberAndTime) {
   TINY_OR_SKIP(t);
   ServerOptions o;
