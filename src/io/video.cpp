@@ -135,8 +135,18 @@ Image rotate_clockwise(const Image& in, int degrees) {
   return out;
 }
 
+// A frame's colour tags as stored: containers copy them from the file unchecked (a Matroska file
+// can say 50), and loading such a value as its enum type is undefined behaviour.
+template <typename Enum>
+int stored_tag(const Enum& tag) {
+  static_assert(sizeof(Enum) == sizeof(int));
+  int value = 0;
+  std::memcpy(&value, &tag, sizeof(value));
+  return value;
+}
+
 // The matrix the ffmpeg program's scale filter uses for a frame: its tag when known, BT.601 otherwise.
-const int* yuv_coefficients(AVColorSpace space) {
+const int* yuv_coefficients(int space) {
   switch (space) {
     case AVCOL_SPC_BT709:
     case AVCOL_SPC_FCC:
@@ -360,8 +370,9 @@ class FileVideoSource final : public VideoSource {
     int* table = nullptr;
     int src_full = 0, dst_full = 0, brightness = 0, contrast = 0, saturation = 0;
     sws_getColorspaceDetails(scaler_, &inv_table, &src_full, &table, &dst_full, &brightness, &contrast, &saturation);
-    if (f->color_range != AVCOL_RANGE_UNSPECIFIED) src_full = f->color_range == AVCOL_RANGE_JPEG;
-    sws_setColorspaceDetails(scaler_, yuv_coefficients(f->colorspace), src_full, table, dst_full, brightness,
+    const int range = stored_tag(f->color_range);
+    if (range != AVCOL_RANGE_UNSPECIFIED) src_full = range == AVCOL_RANGE_JPEG;
+    sws_setColorspaceDetails(scaler_, yuv_coefficients(stored_tag(f->colorspace)), src_full, table, dst_full, brightness,
                              contrast, saturation);
     // swscale output goes to an aligned, padded buffer (it may write past the row), then is packed.
     const int line = FFALIGN(f->width * 3, 64);
