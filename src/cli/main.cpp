@@ -21,7 +21,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();
   int threads = 0;
-  app.add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::NonNegativeNumber);
+  app.add_option("--threads", threads, "Worker threads (default: all cores)")->check(CLI::Range(0, 4096));
   bool profile = false;
   app.add_flag("--profile", profile, "Print wall time per stage (vision, LLM, SAM2 parts, output) to stderr at the end");
   std::function<int()> run;

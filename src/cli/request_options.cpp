@@ -2,10 +2,12 @@
 
 #include <unistd.h>
 
+#include <charconv>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "core/error.h"
@@ -43,7 +45,8 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
       ->check(CLI::IsMember({"bf16", "q8_0", "q4_0"}))
       ->capture_default_str();
   app.add_option("--device", device, "Where the model runs: cpu (cuda[:N] in CUDA builds)")->capture_default_str();
-  app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate")->check(CLI::PositiveNumber)
+  app.add_option("--max-new-tokens", max_new_tokens, "Most tokens to generate")
+      ->check(CLI::Range(1, std::numeric_limits<int>::max()))
       ->capture_default_str();
   app.add_option("--max-tiles", max_tiles, "Most 448px tiles per image")->check(CLI::Range(1, 40))
       ->capture_default_str();
@@ -51,10 +54,26 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
       ->capture_default_str();
   app.add_flag("--uniform-frames", uniform_frames,
                "Sample the language model's video frames uniformly over the video (default: the first ones)");
-  app.add_option("--temperature", temperature, "Sampling temperature (0 = greedy)")->check(CLI::NonNegativeNumber);
-  app.add_option("--top-k", top_k, "Sample from the k most likely tokens (0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--temperature", temperature, "Sampling temperature (0 = greedy)")->check(CLI::Range(0.0, 1e6));
+  app.add_option("--top-k", top_k, "Sample from the k most likely tokens (0 = all)")
+      ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   app.add_option("--top-p", top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--seed", seed, "Sampling seed");
+  // Any 64-bit integer, signed or not (-1 is 2^64 - 1), as torch.manual_seed takes.
+  app.add_option("--seed", seed, "Sampling seed (a 64-bit integer)")
+      ->transform(CLI::Validator(
+          [](std::string& text) {
+        const char* end = text.data() + text.size();
+        const auto whole = [end](std::from_chars_result r) { return r.ec == std::errc() && r.ptr == end; };
+        uint64_t value = 0;
+        int64_t negative = 0;
+        if (!text.empty() && text[0] != '-' && whole(std::from_chars(text.data(), end, value))) return std::string();
+        if (!text.empty() && text[0] == '-' && whole(std::from_chars(text.data(), end, negative))) {
+          text = std::to_string(static_cast<uint64_t>(negative));
+          return std::string();
+        }
+        return "'" + text + "' is not an integer that fits 64 bits";
+          },
+          "INT64"));
 }
 
 ModelOptions RequestOptions::model_options() const {

@@ -374,6 +374,24 @@ TEST(EndToEnd, BadInputGivesCleanErrors) {
   expect_clean_failure("run --model " + model + " --prompt '  '", "empty prompt");
   expect_clean_failure("run --model " + model + " --prompt hi --out /proc/sa2va-cannot-write", "/proc/sa2va-cannot-write");
   expect_clean_failure("run --model " + model + " --video " + bad + "/no-such-video.mp4 --prompt hi", "no-such-video.mp4");
+  // Option values out of range: a usage error naming the option and a readable range (not 1.8e308);
+  // seeds are any 64-bit integer.
+  const auto expect_usage_error = [&](const std::string& args, const std::string& needle) {
+    std::string out;
+    EXPECT_NE(run(args, &out), 0) << out;
+    EXPECT_NE(out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << out;
+  };
+  expect_usage_error("--threads -1 run --model " + model + " --prompt hi", "--threads: Value -1 not in range 0 to 4096");
+  expect_usage_error("run --model " + model + " --prompt hi --temperature inf", "not in range 0.000000 to 1000000.000000");
+  expect_usage_error("run --model " + model + " --prompt hi --seed 18446744073709551616", "--seed: '18446744073709551616' is");
+  expect_usage_error("run --model " + model + " --prompt hi --seed 1.5", "not an integer that fits 64 bits");
+  const auto sampled = [&](const std::string& seed) {
+    std::string out;
+    EXPECT_EQ(run("run --model " + model + " --prompt hi --max-new-tokens 6 --temperature 1 --seed " + seed, &out), 0)
+        << out;
+    return out;
+  };
+  EXPECT_EQ(sampled("-1"), sampled("18446744073709551615"));  // -1 is 2^64 - 1, as torch.manual_seed has it
 }
 
 TEST(EndToEnd, ExampleProgramUsesThePublicHeader) {
