@@ -193,7 +193,7 @@ class FileVideoSource final : public VideoSource {
     frame_count_ = count_packets();
     check(frame_count_ > 0, path_ + ": the video stream has no frames");
     // The size is the first frame's as decoded: a container's header may say otherwise (the
-    // ffmpeg program, too, goes by the decoded frames).
+    // ffmpeg program, too, goes by the decoded frames). That frame is held for the first next().
     reopen();
     check(decode_next(), path_ + ": the first frame could not be decoded");
     check_frame_size(decoded_->width, decoded_->height, 0);
@@ -201,7 +201,7 @@ class FileVideoSource final : public VideoSource {
     coded_height_ = decoded_->height;
     width_ = rotation_ % 180 == 0 ? coded_width_ : coded_height_;
     height_ = rotation_ % 180 == 0 ? coded_height_ : coded_width_;
-    reopen();
+    held_ = true;
   }
 
   ~FileVideoSource() override {
@@ -213,8 +213,12 @@ class FileVideoSource final : public VideoSource {
     check(index >= 0 && index < frame_count_, path_ + ": frame " + std::to_string(index) +
                                                   " out of range (the video has " +
                                                   std::to_string(frame_count_) + " frames)");
-    if (index < cursor_) reopen();
-    while (cursor_ < index) {
+    if (index < next_index()) reopen();
+    while (next_index() < index) {
+      if (held_) {
+        held_ = false;
+        continue;
+      }
       check(decode_next(), path_ + ": frame " + std::to_string(cursor_) + " could not be decoded");
     }
     Image out;
@@ -223,8 +227,10 @@ class FileVideoSource final : public VideoSource {
   }
 
   bool next(Image& out) override {
-    if (cursor_ >= frame_count_) return false;
-    if (!decode_next()) {
+    if (next_index() >= frame_count_) return false;
+    if (held_) {
+      held_ = false;
+    } else if (!decode_next()) {
       throw Error(path_ + ": only " + std::to_string(cursor_) + " of " + std::to_string(frame_count_) +
                   " frames could be decoded (truncated or corrupt file)");
     }
@@ -277,6 +283,7 @@ class FileVideoSource final : public VideoSource {
     check(packet_ && decoded_, path_ + ": out of memory");
     cursor_ = 0;
     draining_ = false;
+    held_ = false;
   }
 
   void close_decoder() {
@@ -305,6 +312,9 @@ class FileVideoSource final : public VideoSource {
     }
     return count;
   }
+
+  // The index of the frame next() returns.
+  int64_t next_index() const { return held_ ? cursor_ - 1 : cursor_; }
 
   // Decodes the next frame into decoded_; false at the end of the stream.
   bool decode_next() {
@@ -403,6 +413,7 @@ class FileVideoSource final : public VideoSource {
   int rotation_ = 0;
   int64_t cursor_ = 0;  // index of the frame decode_next() produces next
   bool draining_ = false;
+  bool held_ = false;  // decoded_ holds frame cursor_ - 1, not yet returned (the first, decoded at open)
 };
 
 }  // namespace

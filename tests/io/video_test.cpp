@@ -246,6 +246,13 @@ TEST_P(VideoFile, MatchesFfmpegFrameForFrame) {
   source->rewind();
   EXPECT_EQ(read_all(*source).size(), frames.size());
   EXPECT_THROW(source->frame(kFrames), Error);
+  // Right after opening (the first frame is decoded then, for its size): a jump past it, and frame 0
+  // followed by the next.
+  EXPECT_EQ(VideoSource::open(video)->frame(3).rgb, frames[3].rgb);
+  auto fresh = VideoSource::open(video);
+  EXPECT_EQ(fresh->frame(0).rgb, frames[0].rgb);
+  ASSERT_TRUE(fresh->next(next));
+  EXPECT_EQ(next.rgb, frames[1].rgb);
 }
 
 INSTANTIATE_TEST_SUITE_P(
