@@ -9,7 +9,8 @@
 //   scaling (SWS_BICUBIC | SWS_ACCURATE_RND | SWS_FULL_CHR_H_INT, the frame's own YCbCr matrix and
 //   range). A display-rotation tag of 90/180/270 degrees is applied, as the ffmpeg program does.
 // Frames may differ in size, as newer upstream Sa2VA accepts: width()/height() are the first frame's
-// (the size masks are produced at), and frame(i) returns each frame at its own size.
+// as decoded, whatever a container's header says (the size masks are produced at), and frame(i)
+// returns each frame at its own size. Opening a file decodes its first frame for that reason.
 #pragma once
 #include <cstdint>
 #include <memory>
