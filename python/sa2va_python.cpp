@@ -592,7 +592,20 @@ PYBIND11_MODULE(_sa2va, m) {
   m.doc() = "Sa2VA (dense grounded understanding of images and videos) without a Python stack: see help(sa2va.Model).";
   m.attr("__version__") = SA2VA_VERSION;
 
-  py::register_exception<sa2va::Error>(m, "Error", PyExc_RuntimeError);
+  // sa2va.Error, with the message decoded leniently: it may quote a path whose bytes are not UTF-8.
+  // (A reference kept for the life of the process: no destructor runs after the interpreter's end.)
+  static PyObject* error_type = py::exception<sa2va::Error>(m, "Error", PyExc_RuntimeError).release().ptr();
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const sa2va::Error& e) {
+      const std::string what = e.what();
+      PyObject* message = PyUnicode_DecodeUTF8(what.data(), static_cast<Py_ssize_t>(what.size()), "surrogateescape");
+      if (message == nullptr) return;  // the decoding error stays set
+      PyErr_SetObject(error_type, message);
+      Py_DECREF(message);
+    }
+  });
   m.attr("Error").attr("__doc__") =
       "Every error the library reports: unreadable or corrupt files, unusable model folders, bad requests.";
 

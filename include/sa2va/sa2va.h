@@ -72,9 +72,11 @@ Image load_image(const std::string& path, int64_t max_pixels = 100'000'000);
 // masks come out at the first frame's size, width() x height().
 class Video {
  public:
-  // A frame above max_pixels (or wider/taller than 65535) is an Error, at open for the first frame
-  // and when it is decoded for the others; the codec refuses far larger ones before allocating them.
-  static std::unique_ptr<Video> open(const std::string& path_or_folder, int64_t max_pixels = 100'000'000);
+  // A frame above max_pixels (100,000,000 without it) or wider/taller than 65535 is an Error: at open
+  // for a size the file declares and for the first frame, when it is decoded for the others; the
+  // codec refuses far larger ones before allocating them.
+  static std::unique_ptr<Video> open(const std::string& path_or_folder);
+  static std::unique_ptr<Video> open(const std::string& path_or_folder, int64_t max_pixels);
   // A video of frames already in memory (any sizes, as above). Throws Error when `frames` is empty.
   static std::unique_ptr<Video> from_frames(std::vector<Image> frames);
   virtual ~Video() = default;

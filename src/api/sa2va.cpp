@@ -55,6 +55,10 @@ void set_profiling(bool enabled) {
 
 std::string profiling_report() { return profile::report(); }
 
+std::unique_ptr<Video> Video::open(const std::string& path_or_folder) {
+  return open(path_or_folder, kDefaultMaxPixels);
+}
+
 std::unique_ptr<Video> Video::open(const std::string& path_or_folder, int64_t max_pixels) {
   return std::make_unique<VideoImpl>(VideoSource::open(path_or_folder, max_pixels));
 }

@@ -15,6 +15,7 @@ extern "C" {
 #include <filesystem>
 #include <limits>
 #include <mutex>
+#include <vector>
 
 #include "core/error.h"
 
@@ -180,13 +181,7 @@ class FileVideoSource final : public VideoSource {
     max_pixels_ = max_pixels;
     open_decoder();
     const AVStream* stream = format_->streams[stream_index_];
-    coded_width_ = decoder_->width;
-    coded_height_ = decoder_->height;
-    check(coded_width_ > 0 && coded_height_ > 0, path_ + ": the video stream has no frame size");
-    check(coded_width_ <= kMaxImageSide && coded_height_ <= kMaxImageSide &&
-              static_cast<int64_t>(coded_width_) * coded_height_ <= max_pixels,
-          path_ + ": frames of " + size_text(coded_width_, coded_height_) + " pixels exceed the limit (" +
-              std::to_string(max_pixels) + " pixels)");
+    check(decoder_->width > 0 && decoder_->height > 0, path_ + ": the video stream has no frame size");
     rotation_ = display_rotation(stream);
     AVRational rate = av_guess_frame_rate(format_, const_cast<AVStream*>(stream), nullptr);
     fps_ = rate.num > 0 && rate.den > 0 ? av_q2d(rate) : 0.0;
@@ -255,7 +250,11 @@ class FileVideoSource final : public VideoSource {
     int rc = avformat_open_input(&format_, path_.c_str(), nullptr, &options);
     av_dict_free(&options);
     if (rc < 0) throw Error(path_ + ": cannot open as a video (" + av_error_text(rc) + ")");
-    rc = avformat_find_stream_info(format_, nullptr);
+    // The probe decodes frames with decoders of its own (H.264 and others): the same cap for them.
+    std::vector<AVDictionary*> probe_options(format_->nb_streams, nullptr);
+    for (AVDictionary*& o : probe_options) av_dict_set_int(&o, "max_pixels", decoder_pixel_limit(), 0);
+    rc = avformat_find_stream_info(format_, probe_options.data());
+    for (AVDictionary*& o : probe_options) av_dict_free(&o);
     if (rc < 0) throw Error(path_ + ": cannot read the stream information (" + av_error_text(rc) + ")");
     const AVCodec* codec = nullptr;
     stream_index_ = av_find_best_stream(format_, AVMEDIA_TYPE_VIDEO, -1, -1, &codec, 0);
@@ -271,11 +270,15 @@ class FileVideoSource final : public VideoSource {
     check(decoder_ != nullptr, path_ + ": out of memory allocating the decoder");
     rc = avcodec_parameters_to_context(decoder_, stream->codecpar);
     if (rc < 0) throw Error(path_ + ": bad codec parameters (" + av_error_text(rc) + ")");
+    // A size the file declares over the limit is refused here (the frames, which the video's size
+    // comes from, are checked again as they are decoded).
+    const int declared_width = decoder_->width, declared_height = decoder_->height;
+    check(declared_width <= kMaxImageSide && declared_height <= kMaxImageSide &&
+              static_cast<int64_t>(declared_width) * declared_height <= max_pixels_,
+          path_ + ": frames of " + size_text(declared_width, declared_height) + " pixels exceed the limit (" +
+              std::to_string(max_pixels_) + " pixels)");
     decoder_->thread_count = 0;  // let the codec choose
-    // The codec itself refuses frames far over the limit before allocating them (a few bytes of a
-    // hostile stream can declare 65535x65535); those up to 4x reach to_rgb, whose error names the
-    // size. The 2^24 pixels on top cover the codecs' padding of each side to their block size.
-    decoder_->max_pixels = std::min<int64_t>(max_pixels_ * 4 + (int64_t{1} << 24), std::numeric_limits<int>::max());
+    decoder_->max_pixels = decoder_pixel_limit();
     rc = avcodec_open2(decoder_, codec, nullptr);
     if (rc < 0) throw Error(path_ + ": cannot open the " + codec->name + " decoder (" + av_error_text(rc) + ")");
     packet_ = av_packet_alloc();
@@ -311,6 +314,14 @@ class FileVideoSource final : public VideoSource {
       av_packet_unref(packet_);
     }
     return count;
+  }
+
+  // The codec itself refuses frames far over the limit before allocating them (a few bytes of a
+  // hostile stream can declare 65535x65535); those up to 4x reach to_rgb, whose error names the
+  // size. The 2^24 pixels on top cover the codecs' padding of each side to their block size.
+  int64_t decoder_pixel_limit() const {
+    constexpr int64_t kMost = std::numeric_limits<int>::max();
+    return max_pixels_ >= kMost / 4 ? kMost : std::min(kMost, max_pixels_ * 4 + (int64_t{1} << 24));
   }
 
   // The index of the frame next() returns.
@@ -435,6 +446,7 @@ std::vector<std::string> list_frame_files(const std::string& dir) {
 }
 
 std::unique_ptr<VideoSource> VideoSource::open(const std::string& path_or_dir, int64_t max_pixels) {
+  check(max_pixels >= 1, path_or_dir + ": the pixel limit must be at least 1 (got " + std::to_string(max_pixels) + ")");
   std::error_code ec;
   if (fs::is_directory(path_or_dir, ec)) return std::make_unique<FrameFolderSource>(path_or_dir, max_pixels);
   check(fs::exists(path_or_dir, ec), path_or_dir + ": no such file or folder");

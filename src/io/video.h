@@ -24,9 +24,10 @@ namespace sa2va {
 class VideoSource {
  public:
   // Opens a frame folder or a video file. Counts the frames exactly (a folder listing, or one
-  // demux pass over the file's packets, which reads but does not decode). Throws sa2va::Error
-  // naming the path for a missing/empty folder, an unreadable file, no video stream, or frames
-  // larger than max_pixels.
+  // demux pass over the file's packets, which reads but does not decode them), and decodes the
+  // first frame (its size is the video's). Throws sa2va::Error naming the path for a missing/empty
+  // folder, an unreadable file, no video stream, or frames larger than max_pixels (declared so by
+  // the file, or decoded so).
   static std::unique_ptr<VideoSource> open(const std::string& path_or_dir,
                                            int64_t max_pixels = kDefaultMaxPixels);
   virtual ~VideoSource() = default;

@@ -215,15 +215,6 @@ TEST(OpsSimdKernels, RoundToBf16AndPanelsOnEveryInstructionSet) {
   });
 }
 
-// The emulated build (sa2va_wide_x86_tests) runs what it is for: the AVX-512 level and AMX tiles.
-TEST(OpsSimdKernels, EmulatedBuildRunsAvx512AndAmx) {
-  if (!ops::simd::wide_x86_emulated())
-    GTEST_SKIP() << "the kernels are native here; sa2va_wide_x86_tests emulates them";
-  EXPECT_EQ(ops::simd::isa(), ops::simd::Isa::Avx512);
-  EXPECT_TRUE(ops::simd::amx());
-  EXPECT_EQ(ops_test::isa_levels(), std::vector<ops::simd::Isa>{ops::simd::Isa::Avx512});
-}
-
 // The softmax step of the fused bf16 attention: bf16(exp(scale·s - shift)) with zeros past n up to the
 // padded length, and the sum of the exponentials; -inf scores (masked keys) give 0; on every
 // instruction set, against double precision (bf16 keeps 8 bits: 2^-8 relative per value).

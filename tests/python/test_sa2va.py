@@ -293,6 +293,13 @@ def test_a_path_whose_name_is_not_utf8_opens(tiny_model, tiny_dir, tiny_meta, tm
     b = tiny_model.predict_forward(image=source, text=case["prompt"], answer=case["answer"])
     assert a["prediction"] == b["prediction"]
     np.testing.assert_array_equal(a["prediction_masks"][0], b["prediction_masks"][0])
+    # An error quoting such a path is still sa2va.Error, the odd byte kept as a surrogate.
+    missing = os.fsdecode(b"/nonexistent-\xff.png")
+    with pytest.raises(sa2va.Error) as error:
+        tiny_model.predict_forward(image=missing, text=case["prompt"])
+    assert missing in str(error.value)
+    with pytest.raises(sa2va.Error):
+        sa2va.Model(tmp_path / os.fsdecode(b"no-model-\xff"))
 
 
 # ---- threads --------------------------------------------------------------------------------------
