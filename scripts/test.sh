@@ -19,27 +19,52 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # run in the release build only; under sanitizers they would repeat the same code paths far slower.
 # The server's request parsing, limits, sessions and cancellation stay under the sanitizers.
 filter='-Sam2ImageTest.*:TrainMaskDecoder.*:Sam2VideoConformance.*:Sam2VideoTracker.*:PipelineConformance.*:Phi3Conformance.*:InternLM2Conformance.*:DumpConformance.*:QuantizedWeights.AccuracyOfEvery*:EndToEnd*:TokenizeCli.*:QuantizeCli.*:Pipeline.VisualCache*:Pipeline.AnswerIsHanded*:Pipeline.ConversationAfter*:Pipeline.TextStreams*:Pipeline.ShouldStop*:Server.ChatCompletion*:Server.Streamed*:Server.VideoFrames*:Server.SessionsKeep*:Server.Concurrent*'
-# One process per core, each running its share of the tests (gtest sharding); a failed shard's log
-# is printed whole.
-run_shards() {  # binary, log name, gtest filter
-  local pids=() shard failed=0
-  for shard in $(seq 0 $((jobs - 1))); do
-    GTEST_TOTAL_SHARDS=$jobs GTEST_SHARD_INDEX=$shard "$1" --gtest_brief=1 --gtest_filter="${3:-*}" \
-      > "build-asan/$2-shard-$shard.log" 2>&1 &
-    pids+=($!)
+# One process per core at a time: first each of the slowest tests alone (longest first), then the
+# rest in three shares per core (gtest sharding), so that no share of slow tests keeps the other cores
+# waiting at the end. A failed process's log is printed whole.
+run_shards() {  # binary, log name, gtest filter (negative patterns or empty), slowest tests (a:b:c)
+  local shards=$((jobs * 3)) failed=0 name
+  local -a names=() filters=() shard_env=()
+  local slow=()
+  [ -n "${4:-}" ] && IFS=: read -r -a slow <<< "$4"
+  for name in "${slow[@]}"; do names+=("$2-${name//[^A-Za-z0-9._-]/_}"); filters+=("$name"); shard_env+=(""); done
+  local rest="${3:-*}"  # the other tests: the filter, and not the slowest
+  if [ ${#slow[@]} -gt 0 ]; then
+    if [ "$rest" = "*" ]; then rest="-$4"; else rest="$rest:$4"; fi
+  fi
+  for shard in $(seq 0 $((shards - 1))); do
+    names+=("$2-shard-$shard"); filters+=("$rest"); shard_env+=("$shard")
   done
-  for shard in "${!pids[@]}"; do
-    if wait "${pids[$shard]}"; then
-      grep -a -E "^\[  (PASSED|FAILED)" "build-asan/$2-shard-$shard.log" || true
+  rm -f "build-asan/$2"-*.status
+  for i in "${!names[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n || true; done
+    (
+      status=0
+      if [ -n "${shard_env[$i]}" ]; then
+        export GTEST_TOTAL_SHARDS=$shards GTEST_SHARD_INDEX=${shard_env[$i]}
+      fi
+      "$1" --gtest_brief=1 --gtest_filter="${filters[$i]}" > "build-asan/${names[$i]}.log" 2>&1 || status=$?
+      echo "$status" > "build-asan/${names[$i]}.status"
+    ) &
+  done
+  wait
+  for name in "${names[@]}"; do
+    if [ "$(cat "build-asan/$name.status" 2>/dev/null)" = 0 ]; then
+      grep -a -E "^\[  (PASSED|FAILED)" "build-asan/$name.log" || true
     else
       failed=1
-      echo "== $2 shard $shard failed:"
-      cat "build-asan/$2-shard-$shard.log"
+      echo "== $name failed:"
+      cat "build-asan/$name.log"
     fi
   done
   [ "$failed" -eq 0 ]
 }
-run_shards build-asan/tests/sa2va_tests sanitizer "$filter"
+# Under the sanitizers these take 12-110 s each (half of the whole run), longest first.
+slowest='StandInDevice.WholePipelineAsOnTheCpu:Pipeline.UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw'
+slowest+=':Pipeline.VideoFramesOfDifferentSizesGiveMasksAtTheFirstFramesSize'
+slowest+=':Ops/WeightMatrixTest.QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstructionSet/*'
+slowest+=':Pipeline.F32CheckpointsAreUsedInPlace'
+run_shards build-asan/tests/sa2va_tests sanitizer "$filter" "$slowest"
 
 echo "== sanitizer build: operator tests with the AVX-512 and AMX kernels emulated"
 if [ -x build-asan/tests/sa2va_wide_x86_tests ]; then
