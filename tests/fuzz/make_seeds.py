@@ -214,11 +214,11 @@ def video_file_seeds():
         ivf = bytearray(encode("header.ivf", cases["vp8.ivf"]))
         ivf[12:16] = struct.pack("<2H", 8, 6)
         put("video_file", "regress_header_size.ivf", bytes(ivf))
-        # Regression: a VP8 key frame declaring 12000x12000 (its 14-bit sizes after the start code
-        # 9d 01 2a), which the decoder once allocated in full before the size was checked.
+        # Regression: a VP8 key frame declaring 14000x14000 (its 14-bit sizes after the start code
+        # 9d 01 2a), which the decoder once allocated in full (196 MB) before the size was checked.
         start = ivf.index(b"\x9d\x01\x2a")
-        ivf[start + 3:start + 7] = struct.pack("<2H", 12000, 12000)
-        put("video_file", "regress_vp8_frame_12000.ivf", bytes(ivf))
+        ivf[start + 3:start + 7] = struct.pack("<2H", 14000, 14000)
+        put("video_file", "regress_vp8_frame_14000.ivf", bytes(ivf))
         put("video_file", "mpeg4_with_audio.mov", encode("mpeg4_with_audio.mov", [
             "-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-c:a", "pcm_u8", "-ar", "8000", "-t", "0.75"],
             ["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000"]))
