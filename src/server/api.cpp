@@ -82,10 +82,8 @@ std::unique_ptr<Media> video_media(std::unique_ptr<Video> video, std::string fil
   if (media->video->frame_count() > limits.max_frames)
     bad_request("video: " + std::to_string(media->video->frame_count()) + " frames exceed this server's limit of " +
                 std::to_string(limits.max_frames));
-  if (static_cast<int64_t>(media->video->width()) * media->video->height() > limits.max_pixels)
-    bad_request("video: frames of " + std::to_string(media->video->width()) + "x" +
-                std::to_string(media->video->height()) + " exceed this server's limit of " +
-                std::to_string(limits.max_pixels) + " pixels");
+  // The frames' size needs no check here: a file is opened under limits.max_pixels, and frame lists
+  // are decoded under it one by one.
   return media;
 }
 
