@@ -59,11 +59,9 @@ run_shards() {  # binary, log name, gtest filter (negative patterns or empty), s
   done
   [ "$failed" -eq 0 ]
 }
-# Under the sanitizers these take 12-110 s each (half of the whole run), longest first.
+# Under the sanitizers these take 12-70 s each (half of the whole run), longest first.
 slowest='StandInDevice.WholePipelineAsOnTheCpu:Pipeline.UniformKeyFramesConditionSam2OnTheFramesTheLlmSaw'
-slowest+=':Pipeline.VideoFramesOfDifferentSizesGiveMasksAtTheFirstFramesSize'
-slowest+=':Ops/WeightMatrixTest.QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstructionSet/*'
-slowest+=':Pipeline.F32CheckpointsAreUsedInPlace'
+slowest+=':Pipeline.VideoFramesOfDifferentSizesGiveMasksAtTheFirstFramesSize:Pipeline.F32CheckpointsAreUsedInPlace'
 run_shards build-asan/tests/sa2va_tests sanitizer "$filter" "$slowest"
 
 echo "== sanitizer build: operator tests with the AVX-512 and AMX kernels emulated"

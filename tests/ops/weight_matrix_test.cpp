@@ -101,8 +101,9 @@ double activation_bound(const std::vector<float>& x, int64_t row, int64_t K, con
 }
 
 // The integer product's definition, computed in double: x quantized per block (scale amax/127,
-// codes rounded to nearest even), weights decoded from the documented layout.
-double quantized_reference(const WeightMatrix& m, const float* x, int64_t K, int64_t n) {
+// codes rounded to nearest even), times the weights of row n decoded from the documented layout
+// (wd: decode() of every element, row-major).
+double quantized_reference(const std::vector<double>& wd, const float* x, int64_t K, int64_t n) {
   double total = 0;
   for (int64_t b = 0; b * 32 < K; ++b) {
     float amax = 0;
@@ -110,7 +111,7 @@ double quantized_reference(const WeightMatrix& m, const float* x, int64_t K, int
     const float inv = amax >= 127.f * std::numeric_limits<float>::min() ? 127.f / amax : 0.f;
     const double dx = amax / 127.f;
     double block = 0;
-    for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) block += decode(m, n, k) * std::nearbyint(x[k] * inv);
+    for (int64_t k = b * 32; k < std::min(K, b * 32 + 32); ++k) block += wd[n * K + k] * std::nearbyint(x[k] * inv);
     total += dx * block;
   }
   return total;
@@ -121,40 +122,49 @@ double quantized_reference(const WeightMatrix& m, const float* x, int64_t K, int
 TEST_P(WeightMatrixTest, QuantizedDecodeKernelsMatchTheDefinitionOnEveryInstructionSet) {
   const ops::simd::Isa saved = ops::simd::set_max_isa(ops::simd::Isa::Avx512);
   const ops::simd::Isa best = ops::simd::isa();
-  uint32_t seed = 500;
+  std::vector<ops::simd::Isa> levels;
   for (ops::simd::Isa level : ops_test::isa_levels()) {
-    if (static_cast<int>(level) > static_cast<int>(best)) {
+    if (static_cast<int>(level) > static_cast<int>(best))
       std::printf("[ note ] %s kernels not run: this CPU lacks them\n", ops::simd::isa_name(level));
-      continue;
-    }
-    ops::simd::set_max_isa(level);
-    for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0})
-      for (int64_t K : {1, 31, 32, 33, 95, 96, 520, 1000})
-        for (int64_t M : {1, 2, 5, 8})
-          for (int64_t N : {1, 7, 37, 133}) {
-            const Tensor w = random_tensor({N, K}, ++seed, -3.f, 3.f);
-            std::vector<float> x = random_vector(M * K, ++seed, -2.f, 2.f);
-            if (K > 40) std::fill(x.begin() + 32, x.begin() + 64 < x.begin() + K ? x.begin() + 64 : x.begin() + K, 0.f);  // an all-zero block
-            const WeightMatrix m = WeightMatrix::prepare(w, format);
-            // Q4_0 also with its rows interleaved by eight (the AVX2 kernel; scalar when capped there).
-            std::vector<WeightMatrix> layouts{m};
-            if (format == WeightFormat::Q4_0) layouts.push_back(m.interleaved_rows());
+    else
+      levels.push_back(level);
+  }
+  uint32_t seed = 500;
+  for (WeightFormat format : {WeightFormat::Q8_0, WeightFormat::Q4_0})
+    for (int64_t K : {1, 31, 32, 33, 95, 96, 520, 1000})
+      for (int64_t M : {1, 2, 5, 8})
+        for (int64_t N : {1, 7, 37, 133}) {
+          const Tensor w = random_tensor({N, K}, ++seed, -3.f, 3.f);
+          std::vector<float> x = random_vector(M * K, ++seed, -2.f, 2.f);
+          if (K > 40) std::fill(x.begin() + 32, x.begin() + 64 < x.begin() + K ? x.begin() + 64 : x.begin() + K, 0.f);  // an all-zero block
+          const WeightMatrix m = WeightMatrix::prepare(w, format);
+          // The definition, once for every instruction set and layout.
+          std::vector<double> wd(static_cast<size_t>(N * K));
+          for (int64_t n = 0; n < N; ++n)
+            for (int64_t k = 0; k < K; ++k) wd[n * K + k] = decode(m, n, k);
+          std::vector<double> want(static_cast<size_t>(M * N)), scale(static_cast<size_t>(M * N));
+          for (int64_t i = 0; i < M; ++i)
+            for (int64_t n = 0; n < N; ++n) {
+              want[i * N + n] = quantized_reference(wd, x.data() + i * K, K, n);
+              for (int64_t k = 0; k < K; ++k) scale[i * N + n] += std::fabs(wd[n * K + k] * x[i * K + k]);
+            }
+          // Q4_0 also with its rows interleaved by eight (the AVX2 kernel; scalar when capped there).
+          std::vector<WeightMatrix> layouts{m};
+          if (format == WeightFormat::Q4_0) layouts.push_back(m.interleaved_rows());
+          for (ops::simd::Isa level : levels) {
+            ops::simd::set_max_isa(level);
             for (const WeightMatrix& arranged : layouts) {
               std::vector<float> y(static_cast<size_t>(M * N));
               ops::linear(x.data(), M, K, arranged, nullptr, y.data());
               for (int64_t i = 0; i < M; ++i)
-                for (int64_t n = 0; n < N; ++n) {
-                  const double want = quantized_reference(m, x.data() + i * K, K, n);
-                  double scale = 0;
-                  for (int64_t k = 0; k < K; ++k) scale += std::fabs(decode(m, n, k) * x[i * K + k]);
-                  ASSERT_NEAR(y[i * N + n], want, 1e-6 * scale + 1e-6)
+                for (int64_t n = 0; n < N; ++n)
+                  ASSERT_NEAR(y[i * N + n], want[i * N + n], 1e-6 * scale[i * N + n] + 1e-6)
                       << ops::simd::isa_name(level) << " " << weight_format_name(format)
                       << (arranged.interleaved() ? " interleaved" : "") << " M " << M << " K " << K << " N " << N
                       << " at " << i << "," << n;
-                }
             }
           }
-  }
+        }
   ops::simd::set_max_isa(saved);
 }
 
