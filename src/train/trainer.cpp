@@ -1,5 +1,6 @@
 #include "train/trainer.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -100,6 +101,10 @@ struct Trainer::Impl {
 
   explicit Impl(const TrainOptions& o) : options(o), config(load_config(o.model_dir)), checkpoint(Checkpoint::open(o.model_dir)) {
     check(o.lora_r >= 1 && o.lora_alpha > 0, "train: --lora-r must be >= 1 and --lora-alpha > 0");
+    // A quantized folder (sa2va quantize) holds 8-bit codes, not weights to train from.
+    for (const std::string& name : checkpoint.names())
+      check(checkpoint.info(name).dtype != DType::U8,
+            o.model_dir + ": '" + name + "' is quantized: train from the original checkpoint");
     if (o.threads > 0) {
       pool = std::make_unique<ThreadPool>(o.threads);
       use_pool = std::make_unique<ThreadPool::Use>(*pool);
@@ -230,7 +235,6 @@ void Trainer::export_merged(const std::string& out_dir) const {
   for (const std::string& name : names) {
     const TensorInfo& info = m.checkpoint.info(name);
     const bool floating = info.dtype == DType::F32 || info.dtype == DType::BF16 || info.dtype == DType::F16;
-    check(info.dtype != DType::U8, m.options.model_dir + ": '" + name + "' is quantized: train from the original checkpoint");
     entries.push_back({name, floating && m.options.export_f32 ? DType::F32 : info.dtype, info.shape});
   }
   write_model_folder(m.options.model_dir, out_dir, entries, [&](size_t i) {
@@ -296,11 +300,35 @@ void save_checkpoint(const std::string& dir, const std::vector<Parameter>& param
     tensors.emplace_back("adam.v." + p.name, v);
   }
   const std::string partial = dir + "/" + kStateFile + ".partial";
-  write_safetensors(partial, tensors,
-                    {{"format", "sa2va-trainer"}, {"step", std::to_string(step)},
-                     {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()}});
+  try {
+    write_safetensors(partial, tensors,
+                      {{"format", "sa2va-trainer"}, {"step", std::to_string(step)},
+                       {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()}});
+  } catch (...) {
+    fs::remove(partial, ec);  // a full disk must not keep a partial state of the model's size
+    throw;
+  }
   fs::rename(partial, dir + "/" + kStateFile, ec);
   check(!ec, dir + "/" + kStateFile + ": cannot write: " + ec.message());
+}
+
+// Refuses an output folder whose run would destroy what it reads, or mix with an earlier run.
+void check_output_folder(const TrainOptions& o) {
+  std::error_code ec;
+  const fs::path merged = fs::weakly_canonical(fs::path(o.out_dir) / "model", ec);
+  const fs::path model = fs::weakly_canonical(fs::path(o.model_dir), ec);
+  const auto within = [](const fs::path& path, const fs::path& folder) {
+    return std::mismatch(folder.begin(), folder.end(), path.begin(), path.end()).first == folder.end();
+  };
+  check(!within(model, merged), o.model_dir + ": the model folder is this run's merged output " + (fs::path(o.out_dir) / "model").string() +
+                                    ", which the run replaces at its end: copy the model elsewhere or choose another --out");
+  if (!o.resume_dir.empty()) return;
+  const fs::path log = fs::path(o.out_dir) / "train_log.jsonl";
+  bool earlier = fs::exists(log, ec) && fs::file_size(log, ec) > 0;
+  for (const auto& entry : fs::directory_iterator(o.out_dir, ec))
+    earlier = earlier || entry.path().filename().string().rfind("checkpoint-", 0) == 0;
+  check(!earlier, o.out_dir + ": holds an earlier run (train_log.jsonl, checkpoint-<step>/): continue it with --resume " +
+                      o.out_dir + "/checkpoint-<step>, or choose another --out");
 }
 
 }  // namespace
@@ -322,8 +350,12 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   check(o.epochs >= 1 && o.batch >= 1 && o.grad_accum >= 1 && o.max_length >= 16 && o.max_tiles >= 1 &&
             o.objects_per_frame >= 1 && o.mask_points >= 1 && o.save_every >= 0,
         "train: --epochs, --batch, --grad-accum, --max-tiles, objects and points must be >= 1, --max-length >= 16");
-  check(o.lr > 0 && o.weight_decay >= 0 && o.max_grad_norm > 0 && o.warmup_ratio >= 0 && o.warmup_ratio < 1,
-        "train: needs --lr > 0, weight decay >= 0, max grad norm > 0 and warm-up ratio in [0, 1)");
+  check(o.lr > 0 && std::isfinite(o.lr) && o.weight_decay >= 0 && std::isfinite(o.weight_decay) && o.max_grad_norm > 0 &&
+            o.warmup_ratio >= 0 && o.warmup_ratio < 1,
+        "train: needs a finite --lr > 0, a finite weight decay >= 0, max grad norm > 0 and warm-up ratio in [0, 1)");
+  check(o.threads >= 0 && o.cache_mb >= 0 && o.cache_mb <= (int64_t{1} << 40),
+        "train: --threads must be >= 0 and --cache-mb in [0, 2^40]");
+  check_output_folder(o);  // before the minutes a large model takes to load
   const std::vector<TrainingSample> data = read_training_data(o.data_path);
   Trainer trainer(o);
   Trainer::Impl& m = *trainer.impl_;
@@ -373,7 +405,14 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   int64_t cached_bytes = 0;
   const auto sample_at = [&](size_t index) -> BatchSample {
     if (const auto it = cache.find(index); it != cache.end()) return it->second;
-    BatchSample s = trainer.prepare(data[index]);
+    BatchSample s;
+    try {
+      s = trainer.prepare(data[index]);
+    } catch (const Error& e) {  // an image that does not decode names its file: say which sample reads it
+      const std::string what = e.what();
+      if (what.find(data[index].where) == std::string::npos) throw Error(data[index].where + ": " + what);
+      throw;
+    }
     const int64_t bytes = bytes_of(s);
     if (cached_bytes + bytes <= o.cache_mb * (int64_t{1} << 20)) {
       cache[index] = s;
@@ -401,86 +440,110 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   std::string last_checkpoint;
   int64_t order_epoch = -1;
   std::vector<size_t> order;
-  for (; iteration < total_iterations; ++iteration) {
-    const int64_t epoch = iteration / per_epoch, in_epoch = iteration % per_epoch;
-    if (epoch != order_epoch) order = order_of(order_epoch = epoch);
-    std::vector<BatchSample> batch;
-    for (int64_t i = in_epoch * o.batch; i < std::min<int64_t>((in_epoch + 1) * o.batch, static_cast<int64_t>(data.size())); ++i)
-      batch.push_back(sample_at(order[static_cast<size_t>(i)]));
-    // The accumulation group this iteration belongs to, and its size (the last one may be short).
-    const int64_t group_start = (iteration / o.grad_accum) * o.grad_accum;
-    const int64_t group = std::min<int64_t>(o.grad_accum, total_iterations - group_start);
-    BatchChoices choices;
-    SplitMix64 object_rng = stream(o.seed, kObjects, static_cast<uint64_t>(iteration));
-    SplitMix64 point_rng = stream(o.seed, kPoints, static_cast<uint64_t>(iteration));
-    choices.objects = [&](int64_t segs) {
-      if (segs <= o.objects_per_frame) return cycle_objects(segs, o.objects_per_frame);
-      std::vector<int64_t> all(static_cast<size_t>(segs));  // more than fit: a random subset, as upstream
-      std::iota(all.begin(), all.end(), int64_t{0});
-      for (size_t i = all.size(); i > 1; --i) std::swap(all[i - 1], all[object_rng.next() % i]);
-      all.resize(static_cast<size_t>(o.objects_per_frame));
-      return all;
-    };
-    choices.points = [&](const Tensor& logits) {
-      return sample_uncertain_points(logits, o.mask_points, kOversample, kImportance, point_rng);
-    };
-    const BatchLosses losses = model.forward_backward(batch, choices, o.loss_mask_weight, o.loss_dice_weight,
-                                                      1.0f / static_cast<float>(group), grads);
-    loss_sum += losses.total, llm_sum += losses.llm, mask_sum += losses.mask, dice_sum += losses.dice;
-    tokens += losses.tokens;
-    ++micro;
-    if (iteration + 1 != group_start + group) continue;
+  // A run that fails midway (a sample that does not load, memory, a non-finite gradient) keeps its
+  // progress: the state after its last optimiser step is saved where --resume continues from it.
+  int64_t saved_step = step, step_iteration = iteration;
+  try {
+    for (; iteration < total_iterations; ++iteration) {
+      const int64_t epoch = iteration / per_epoch, in_epoch = iteration % per_epoch;
+      if (epoch != order_epoch) order = order_of(order_epoch = epoch);
+      std::vector<BatchSample> batch;
+      for (int64_t i = in_epoch * o.batch; i < std::min<int64_t>((in_epoch + 1) * o.batch, static_cast<int64_t>(data.size())); ++i)
+        batch.push_back(sample_at(order[static_cast<size_t>(i)]));
+      // The accumulation group this iteration belongs to, and its size (the last one may be short).
+      const int64_t group_start = (iteration / o.grad_accum) * o.grad_accum;
+      const int64_t group = std::min<int64_t>(o.grad_accum, total_iterations - group_start);
+      BatchChoices choices;
+      SplitMix64 object_rng = stream(o.seed, kObjects, static_cast<uint64_t>(iteration));
+      SplitMix64 point_rng = stream(o.seed, kPoints, static_cast<uint64_t>(iteration));
+      choices.objects = [&](int64_t segs) {
+        if (segs <= o.objects_per_frame) return cycle_objects(segs, o.objects_per_frame);
+        std::vector<int64_t> all(static_cast<size_t>(segs));  // more than fit: a random subset, as upstream
+        std::iota(all.begin(), all.end(), int64_t{0});
+        for (size_t i = all.size(); i > 1; --i) std::swap(all[i - 1], all[object_rng.next() % i]);
+        all.resize(static_cast<size_t>(o.objects_per_frame));
+        return all;
+      };
+      choices.points = [&](const Tensor& logits) {
+        return sample_uncertain_points(logits, o.mask_points, kOversample, kImportance, point_rng);
+      };
+      const BatchLosses losses = model.forward_backward(batch, choices, o.loss_mask_weight, o.loss_dice_weight,
+                                                        1.0f / static_cast<float>(group), grads);
+      loss_sum += losses.total, llm_sum += losses.llm, mask_sum += losses.mask, dice_sum += losses.dice;
+      tokens += losses.tokens;
+      ++micro;
+      if (iteration + 1 != group_start + group) continue;
 
-    // One optimiser step: clip all gradients together, AdamW at this iteration's learning rate.
-    std::vector<Tensor> g(params.size());
-    std::vector<std::pair<const float*, int64_t>> all;
-    for (size_t i = 0; i < params.size(); ++i) {
-      g[i] = model.gradient(grads, params[i].name);
-      if (!g[i].defined()) g[i] = Tensor::zeros(params[i].value.shape());
-      all.emplace_back(g[i].f32(), g[i].numel());
-    }
-    const double norm = global_grad_norm(all);
-    check(std::isfinite(norm), "train: the gradient norm is not finite at step " + std::to_string(step + 1));
-    const float coef = clip_coefficient(norm, o.max_grad_norm);
-    AdamWOptions adam;
-    adam.lr = scheduled_lr(iteration, total_iterations, o.lr, o.warmup_ratio);
-    adam.weight_decay = o.weight_decay;
-    ++step;
-    for (size_t i = 0; i < params.size(); ++i)
-      adamw_step(params[i].value.f32(), g[i].f32(), coef, params[i].value.numel(), params[i].state, step, adam);
-    grads = model.zero_grads();
+      // One optimiser step: clip all gradients together, AdamW at this iteration's learning rate.
+      std::vector<Tensor> g(params.size());
+      std::vector<std::pair<const float*, int64_t>> all;
+      for (size_t i = 0; i < params.size(); ++i) {
+        g[i] = model.gradient(grads, params[i].name);
+        if (!g[i].defined()) g[i] = Tensor::zeros(params[i].value.shape());
+        all.emplace_back(g[i].f32(), g[i].numel());
+      }
+      const double norm = global_grad_norm(all);
+      check(std::isfinite(norm), "train: the gradient norm is not finite at step " + std::to_string(step + 1));
+      const float coef = clip_coefficient(norm, o.max_grad_norm);
+      AdamWOptions adam;
+      adam.lr = scheduled_lr(iteration, total_iterations, o.lr, o.warmup_ratio);
+      adam.weight_decay = o.weight_decay;
+      ++step;
+      for (size_t i = 0; i < params.size(); ++i)
+        adamw_step(params[i].value.f32(), g[i].f32(), coef, params[i].value.numel(), params[i].state, step, adam);
+      grads = model.zero_grads();
 
-    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
-    progress.step = step;
-    progress.iteration = iteration + 1;
-    progress.lr = adam.lr;
-    progress.loss = static_cast<float>(loss_sum / micro);
-    progress.llm = static_cast<float>(llm_sum / micro);
-    progress.mask = static_cast<float>(mask_sum / micro);
-    progress.dice = static_cast<float>(dice_sum / micro);
-    progress.tokens_per_s = elapsed > 0 ? static_cast<double>(tokens) / elapsed : 0;
-    progress.eta_s = elapsed / static_cast<double>(iteration + 1 - first_iteration) *
-                     static_cast<double>(total_iterations - iteration - 1);
-    log << json{{"step", step},         {"iteration", iteration + 1}, {"lr", progress.lr},
-                {"loss", progress.loss}, {"llm", progress.llm},      {"mask", progress.mask},
-                {"dice", progress.dice}, {"grad_norm", norm},        {"tokens_per_s", progress.tokens_per_s}}
-               .dump()
-        << "\n";
-    log.flush();
-    if (on_step) on_step(progress);
-    loss_sum = llm_sum = mask_sum = dice_sum = 0;
-    micro = 0;
-    if ((o.save_every > 0 && step % o.save_every == 0) || step == total_steps) {
-      last_checkpoint = o.out_dir + "/checkpoint-" + std::to_string(step);
-      save_checkpoint(last_checkpoint, params, step, iteration + 1, traj);
+      const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+      progress.step = step;
+      progress.iteration = iteration + 1;
+      progress.lr = adam.lr;
+      progress.loss = static_cast<float>(loss_sum / micro);
+      progress.llm = static_cast<float>(llm_sum / micro);
+      progress.mask = static_cast<float>(mask_sum / micro);
+      progress.dice = static_cast<float>(dice_sum / micro);
+      progress.tokens_per_s = elapsed > 0 ? static_cast<double>(tokens) / elapsed : 0;
+      progress.eta_s = elapsed / static_cast<double>(iteration + 1 - first_iteration) *
+                       static_cast<double>(total_iterations - iteration - 1);
+      log << json{{"step", step},         {"iteration", iteration + 1}, {"lr", progress.lr},
+                  {"loss", progress.loss}, {"llm", progress.llm},      {"mask", progress.mask},
+                  {"dice", progress.dice}, {"grad_norm", norm},        {"tokens_per_s", progress.tokens_per_s}}
+                 .dump()
+          << "\n";
+      log.flush();
+      if (on_step) on_step(progress);
+      loss_sum = llm_sum = mask_sum = dice_sum = 0;
+      micro = 0;
+      step_iteration = iteration + 1;
+      if ((o.save_every > 0 && step % o.save_every == 0) || step == total_steps) {
+        last_checkpoint = o.out_dir + "/checkpoint-" + std::to_string(step);
+        save_checkpoint(last_checkpoint, params, step, iteration + 1, traj);
+        saved_step = step;
+      }
     }
+  } catch (const std::exception& e) {
+    std::string message = e.what();
+    if (step > saved_step) {
+      const std::string dir = o.out_dir + "/checkpoint-" + std::to_string(step);
+      try {
+        save_checkpoint(dir, params, step, step_iteration, traj);
+        message += " (the state after step " + std::to_string(step) + " is saved: continue with --resume " + dir + ")";
+      } catch (const std::exception& saving) {
+        message += std::string(" (and saving the state after step ") + std::to_string(step) + " failed: " + saving.what() + ")";
+      }
+    }
+    throw Error(message);
   }
   TrainResult result;
   result.steps = step;
   result.last_checkpoint = last_checkpoint;
   result.merged_dir = o.out_dir + "/model";
-  if (fs::exists(result.merged_dir)) fs::remove_all(result.merged_dir, ec);
-  trainer.export_merged(result.merged_dir);
+  // Written beside, then swapped in: a failed export leaves an earlier merged model as it was.
+  const std::string partial = result.merged_dir + ".partial";
+  fs::remove_all(partial, ec);
+  trainer.export_merged(partial);
+  fs::remove_all(result.merged_dir, ec);
+  fs::rename(partial, result.merged_dir, ec);
+  check(!ec, result.merged_dir + ": cannot move the merged model into place: " + ec.message());
   return result;
 }
 

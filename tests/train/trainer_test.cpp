@@ -6,11 +6,13 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 
 #include "io/image.h"
 #include "io/mask_io.h"
 #include "io/safetensors.h"
+#include "models/quantize.h"
 #include "models/sa2va_model.h"
 #include "test_util.h"
 #include "train/losses.h"
@@ -194,6 +196,110 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
   const Checkpoint as_stored = Checkpoint::open(work + "/merged-as-stored");
   for (const std::string& name : {std::string("mlp1.1.weight"), std::string("language_model.model.layers.0.self_attn.q_proj.weight")})
     EXPECT_EQ(as_stored.info(name).dtype, source.info(name).dtype) << name;
+}
+
+// What a run reads is never what it destroys, and a fresh run does not mix with an earlier one:
+// all refused before the model loads.
+TEST(Trainer, RefusesRunsThatWouldDestroyOrMixWithWhatTheyRead) {
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  SA2VA_REQUIRE_FIXTURE(train_fixture, "sa2va-tiny-train");
+  namespace fs = std::filesystem;
+  const std::string work = test::temp_dir("trainer-refusals");
+  fs::remove_all(work);
+  fs::create_directories(work);
+  const json sample = {{"image", train_fixture + "/inputs/res.png"},
+                       {"conversations", {{{"from", "human"}, {"value", "<image>\nPlease segment the red circle."}},
+                                          {{"from", "gpt"}, {"value", "Sure, [SEG]."}}}},
+                       {"masks", {rle_of_png(train_fixture + "/inputs/res_mask0.png")}}};
+  std::ofstream(work + "/data.jsonl") << sample.dump() << "\n";
+  const auto refusal = [](const train::TrainOptions& o) -> std::string {
+    try {
+      train::train(o);
+    } catch (const Error& e) {
+      return e.what();
+    }
+    return "accepted";
+  };
+  // The model is the merged output of the run (a second round trained into the first round's folder).
+  fs::create_directories(work + "/round1");
+  fs::copy(model, work + "/round1/model", fs::copy_options::recursive);
+  std::string message = refusal(tiny_options(work + "/round1/model", work + "/data.jsonl", work + "/round1"));
+  EXPECT_NE(message.find("which the run replaces"), std::string::npos) << message;
+  EXPECT_TRUE(fs::exists(work + "/round1/model/model.safetensors"));
+  message = refusal(tiny_options(work + "/round1/model", work + "/data.jsonl", work + "/round1/model/.."));
+  EXPECT_NE(message.find("which the run replaces"), std::string::npos) << message;
+  // A fresh run into a folder that holds an earlier run's log.
+  fs::create_directories(work + "/used");
+  std::ofstream(work + "/used/train_log.jsonl") << "{\"step\": 1}\n";
+  message = refusal(tiny_options(model, work + "/data.jsonl", work + "/used"));
+  EXPECT_NE(message.find("holds an earlier run"), std::string::npos) << message;
+  // Options no run can use.
+  train::TrainOptions o = tiny_options(model, work + "/data.jsonl", work + "/fresh");
+  o.lr = std::numeric_limits<float>::infinity();
+  message = refusal(o);
+  EXPECT_NE(message.find("--lr"), std::string::npos) << message;
+  o = tiny_options(model, work + "/data.jsonl", work + "/fresh");
+  o.threads = -1;
+  message = refusal(o);
+  EXPECT_NE(message.find("--threads"), std::string::npos) << message;
+  // A quantized folder holds 8-bit codes: refused when the trainer opens it, not after the run.
+  QuantizeOptions q;
+  q.model_dir = model;
+  q.out_dir = work + "/q8";
+  q.format = WeightFormat::Q8_0;
+  quantize_model(q);
+  message = refusal(tiny_options(work + "/q8", work + "/data.jsonl", work + "/fresh"));
+  EXPECT_NE(message.find("is quantized"), std::string::npos) << message;
+  EXPECT_FALSE(fs::exists(work + "/fresh/train_log.jsonl"));
+}
+
+// A sample that fails midway (here an image that stops decoding) names its line and file, and the
+// run's state after its last optimiser step is saved so that --resume continues from it.
+TEST(Trainer, AFailedRunNamesTheSampleAndKeepsItsProgress) {
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  SA2VA_REQUIRE_FIXTURE(train_fixture, "sa2va-tiny-train");
+  namespace fs = std::filesystem;
+  const std::string work = test::temp_dir("trainer-failure");
+  fs::remove_all(work);
+  fs::create_directories(work);
+  std::ofstream data(work + "/data.jsonl");
+  for (const char* name : {"a.png", "b.png"}) {
+    fs::copy_file(train_fixture + "/inputs/res.png", work + "/" + name);
+    const json sample = {{"image", work + "/" + name},
+                         {"conversations", {{{"from", "human"}, {"value", "<image>\nPlease segment the red circle."}},
+                                            {{"from", "gpt"}, {"value", "Sure, [SEG]."}}}},
+                         {"masks", {rle_of_png(train_fixture + "/inputs/res_mask0.png")}}};
+    data << sample.dump() << "\n";
+  }
+  data.close();
+  train::TrainOptions o = tiny_options(model, work + "/data.jsonl", work + "/run");
+  o.grad_accum = 1;  // two steps of one sample each; no checkpoint before the last
+  // After the first step both images break; the first sample's features are already cached.
+  const auto break_images = [&](const train::TrainProgress&) {
+    for (const char* name : {"a.png", "b.png"}) std::ofstream(work + "/" + name, std::ios::trunc) << "not a png";
+  };
+  std::string message;
+  try {
+    train::train(o, break_images);
+    ADD_FAILURE() << "a run whose second image does not decode finished";
+  } catch (const Error& e) {
+    message = e.what();
+  }
+  EXPECT_NE(message.find(work + "/data.jsonl:"), std::string::npos) << message;
+  EXPECT_NE(message.find(".png"), std::string::npos) << message;
+  EXPECT_NE(message.find("--resume " + work + "/run/checkpoint-1"), std::string::npos) << message;
+  ASSERT_TRUE(fs::exists(work + "/run/checkpoint-1/trainer_state.safetensors"));
+  EXPECT_FALSE(fs::exists(work + "/run/model"));
+  // Mended, the run continues from that state to the end and writes its merged model.
+  for (const char* name : {"a.png", "b.png"}) {
+    fs::remove(work + "/" + name);
+    fs::copy_file(train_fixture + "/inputs/res.png", work + "/" + name);
+  }
+  o.resume_dir = work + "/run/checkpoint-1";
+  const train::TrainResult resumed = train::train(o);
+  EXPECT_EQ(resumed.steps, 2);
+  EXPECT_TRUE(fs::exists(work + "/run/model/model.safetensors"));
+  EXPECT_FALSE(fs::exists(work + "/run/model.partial"));
 }
 
 // Sa2VA-8B's layout: InternLM2 (fused grouped wqkv, its own output head, SentencePiece with BOS).
