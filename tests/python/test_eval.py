@@ -417,8 +417,8 @@ def test_revos_davis_and_refytvos_layouts(tiny_dir, tmp_path, capsys):
     assert sorted(p.name for p in (out / "Annotations" / "yt1" / "0").iterdir()) == ["00000.png", "00001.png"]
 
 
-def test_gcg_end_to_end(tiny_dir, tmp_path, capsys):
-    data = tmp_path / "data"
+def write_gcg_data(data):
+    """A two-image GCG layout: images, mask and caption ground truth."""
     ann = data / "glamm_data" / "annotations" / "gcg_val_test"
     ann.mkdir(parents=True)
     ids = ["sa_1", "sa_2"]
@@ -439,7 +439,12 @@ def test_gcg_end_to_end(tiny_dir, tmp_path, capsys):
                                   for k, i in enumerate(ids)]}
     (ann / "val_gcg_coco_mask_gt.json").write_text(json.dumps(mask_gt))
     (ann / "val_gcg_coco_caption_gt.json").write_text(json.dumps(caption_gt))
+    return ids, gt_masks, gt_labels, mask_gt
 
+
+def test_gcg_end_to_end(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    ids, gt_masks, gt_labels, mask_gt = write_gcg_data(data)
     out = tmp_path / "out"
     answer = "<p> A cat </p> [SEG] sits on <p> the grass </p> [SEG]."
     args = ["gcg", "--data", data, "--split", "val", "--out", out, "--model", tiny_dir, "--precision", "f32",
@@ -483,3 +488,65 @@ def test_bad_layouts_and_arguments_say_what_is_wrong(tmp_path, capsys):
         runner.parse_shard("3")
     with pytest.raises(SystemExit, match="0 <= i < N"):
         runner.parse_shard("2/2")
+
+
+def test_bad_data_and_predictions_end_in_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    from sa2va.eval import gcg
+    data = tmp_path / "data"
+    ids, gt_masks, _, _ = write_gcg_data(data)
+    gcg_args = ["gcg", "--data", str(data), "--split", "val", "--score-only", "--out"]
+    # Scoring a folder that holds no predictions (or does not exist) is a mistake, not a score of 0.
+    with pytest.raises(SystemExit, match="no predictions to score"):
+        eval_main.main(gcg_args + [str(tmp_path / "absent")])
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def write_prediction(image_id, mask_list):
+        (out / f"{image_id}.json").write_text(json.dumps(
+            {"image_id": image_id, "caption": "a cat", "phrases": ["a cat"] * len(mask_list),
+             "pred_masks": [masks.encode(m) for m in mask_list]}))
+
+    (out / "sa_1.json").write_text("{not json")
+    with pytest.raises(SystemExit, match="sa_1.json: not valid JSON"):
+        eval_main.main(gcg_args + [str(out)])
+    write_prediction("sa_1", [np.ones((10, 10), np.uint8)])
+    with pytest.raises(SystemExit, match="sa_1.json: mask 0: a 10x10 mask for a 24x32 ground truth"):
+        eval_main.main(gcg_args + [str(out)])
+    # A caption metric that fails (Java missing, say) leaves the mask metrics standing.
+    write_prediction("sa_1", gt_masks["sa_1"])
+
+    def failing(*_):
+        raise RuntimeError("java: not found")
+
+    monkeypatch.setattr(gcg, "caption_metrics", failing)
+    result = run_eval(capsys, *gcg_args, out)
+    assert result["captions"] == "not computed: RuntimeError: java: not found"
+    assert result["mIoU"] == pytest.approx(1.0) and result["samples"] == 1
+    assert json.loads((out / "metrics.json").read_text())["mIoU"] == result["mIoU"]
+
+    # A split scored here without its ground truth file is an error, not "nothing to score".
+    davis = tmp_path / "video" / "davis17"
+    (davis / "meta_expressions" / "valid").mkdir(parents=True)
+    meta = {"videos": {"dog": {"frames": ["00000", "00001"], "expressions": {"0": {"exp": "a dog", "obj_id": "1"}}}}}
+    (davis / "meta_expressions" / "valid" / "meta_expressions.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="mask_dict.pkl: missing \\(davis valid ground truth\\)"):
+        eval_main.main(["refvos", "--data", str(tmp_path / "video"), "--dataset", "davis", "--score-only"])
+    # Predictions with fewer frames, or another size, than the ground truth; a damaged RLE.
+    base = tmp_path / "video" / "mevis" / "valid_u"
+    base.mkdir(parents=True)
+    (base / "meta_expressions.json").write_text(json.dumps(
+        {"videos": {"v": {"frames": ["00000", "00001"], "expressions": {"0": {"exp": "a cat", "anno_id": [7]}}}}}))
+    gt = np.stack([box_mask(24, 32, 0, 12, 0, 16)] * 2)
+    (base / "mask_dict.json").write_text(json.dumps({"7": rle_list(gt)}))
+    video_out = tmp_path / "video-out"
+    video_out.mkdir()
+    video_args = ["refvos", "--data", str(tmp_path / "video"), "--dataset", "mevis", "--score-only", "--out", str(video_out)]
+    for predicted, message in (([gt[0]], "expression v/0: 1 predicted masks for 2 frames"),
+                               ([gt[0], np.ones((24, 30), np.uint8)], "expression v/0, frame 1: the prediction: a 24x30 mask")):
+        (video_out / "predictions.0.jsonl").write_text(json.dumps({"key": "v/0", "prediction_masks": rle_list(predicted)}) + "\n")
+        with pytest.raises(SystemExit, match=message):
+            eval_main.main(video_args)
+    (video_out / "predictions.0.jsonl").write_text(json.dumps(
+        {"key": "v/0", "prediction_masks": [{"size": [24, 32], "counts": 5}] * 2}) + "\n")
+    with pytest.raises(SystemExit, match="^error: "):
+        eval_main.main(video_args)

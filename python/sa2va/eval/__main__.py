@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 
 from . import gcg, refcoco, refvos
@@ -20,7 +21,11 @@ def main(argv: list[str] | None = None) -> int:
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     args = parser.parse_args(argv)
-    result = args.run(args)
+    try:
+        result = args.run(args)
+    except (OSError, ValueError, KeyError, IndexError, ImportError, EOFError, pickle.UnpicklingError) as e:
+        # Data the checks above did not foresee (a malformed RLE, a damaged pickle): a message, not a traceback.
+        raise SystemExit(f"error: {type(e).__name__}: {e}") from None
     json.dump(result, sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0

@@ -47,10 +47,8 @@ class Gcg:
         for path in (self.mask_gt_path, self.caption_gt_path):
             if not os.path.exists(path):
                 raise SystemExit(f"{path}: missing (GCG {split} ground truth)")
-        with open(self.mask_gt_path, encoding="utf-8") as f:
-            self.mask_gt = json.load(f)
-        with open(self.caption_gt_path, encoding="utf-8") as f:
-            self.caption_gt = json.load(f)
+        self.mask_gt = runner.read_json(self.mask_gt_path)
+        self.caption_gt = runner.read_json(self.caption_gt_path)
         self.image_dir = images or os.path.join(root, "images", "grandf", "val_test")
         self.samples = [{"key": str(img["id"]), "image_id": img["id"],
                          "file": img.get("file_name") or f"{img['id']}.jpg"} for img in self.caption_gt["images"]]
@@ -113,11 +111,11 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
     for sample in wanted:
         path = prediction_path(out, sample["image_id"])
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                pred = json.load(f)
+            pred = runner.read_json(path)
             if "caption" not in pred and len(pred) == 1:  # upstream also accepts {name: {...}}
                 pred = next(iter(pred.values()))
             predictions[sample["image_id"]] = pred
+    runner.require_predictions(len(predictions), out, args)
     image_ids = [s["image_id"] for s in wanted if s["image_id"] in predictions]
     result: dict[str, Any] = {"benchmark": "gcg", "split": args.split, "samples": len(image_ids), "of": len(wanted)}
 
@@ -141,6 +139,9 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
             gt_by_image[ann["image_id"]].append(
                 masks.decode(masks.segmentation_to_rle(ann["segmentation"], img["height"], img["width"])))
     pred_by_image = {i: [masks.decode(r) for r in predictions[i]["pred_masks"]] for i in image_ids}
+    for i in image_ids:
+        for k, m in enumerate(pred_by_image[i]):
+            runner.check_mask_size(m, images[i]["height"], images[i]["width"], f"{prediction_path(out, i)}: mask {k}")
     result["mIoU"] = float(np.mean([metrics.greedy_miou(pred_by_image[i], gt_by_image[i]) for i in image_ids])) \
         if image_ids else 0.0
 
@@ -161,10 +162,13 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
     result["recall"] = matched / positives if positives else 0.0
     result["recall_text_similarity"] = how
 
+    runner.write_json(os.path.join(out, "metrics.json"), result)  # kept should the caption metrics fail
     try:
         result["captions"] = caption_metrics(data, predictions, image_ids)
     except ImportError:
         result["captions"] = "not computed: needs pycocoevalcap (and Java for METEOR)"
+    except Exception as e:  # Java missing, METEOR or SPICE failing: the mask metrics still stand
+        result["captions"] = f"not computed: {type(e).__name__}: {e}"
     runner.write_json(os.path.join(out, "metrics.json"), result)
     return result
 

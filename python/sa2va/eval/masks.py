@@ -100,6 +100,8 @@ def rle_counts(rle: dict[str, Any]) -> list[int]:
     counts = rle["counts"]
     if isinstance(counts, bytes):
         counts = counts.decode("ascii")
+    if not isinstance(counts, (str, list, tuple)):
+        raise ValueError(f"RLE counts must be a string or a list, not {type(counts).__name__}")
     return counts_from_string(counts) if isinstance(counts, str) else [int(c) for c in counts]
 
 

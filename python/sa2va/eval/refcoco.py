@@ -12,7 +12,6 @@ COCO RLE round trip, as upstream: where polygons overlap the runs flip, see mask
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 from typing import Any
@@ -65,8 +64,7 @@ class RefCoco:
         self.refs = split_refs(load_pickle(refs_path), split)
         if not self.refs:
             raise SystemExit(f"{refs_path}: no refs in split {split!r}")
-        with open(os.path.join(root, "instances.json"), encoding="utf-8") as f:
-            instances = json.load(f)
+        instances = runner.read_json(os.path.join(root, "instances.json"))
         self.images = {img["id"]: img for img in instances["images"]}
         self.annotations = {ann["id"]: ann for ann in instances["annotations"]}
         self.image_dir = images or os.path.join(data, "glamm_data", "images", "coco2014", "train2014")
@@ -116,6 +114,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 def score(data: RefCoco, out: str, args: argparse.Namespace) -> dict[str, Any]:
     predictions = runner.all_predictions(out)
+    runner.require_predictions(len(predictions), out, args)
     wanted = {s["key"] for s in runner.select_samples(data.samples, argparse.Namespace(limit=args.limit, shard="0/1"))}
     meter = metrics.ReferringImageScore()
     scored = 0
@@ -128,6 +127,8 @@ def score(data: RefCoco, out: str, args: argparse.Namespace) -> dict[str, Any]:
             record = predictions[sample["key"]]
             preds.append(masks.decode(record["mask"]) if record["mask"] is not None else None)
             targets.append(data.ground_truth(sample["ann_id"]))
+            if preds[-1] is not None:
+                runner.check_mask_size(preds[-1], *targets[-1].shape, f"{out}: prediction {sample['key']}")
         meter.add_image(preds, targets)
         scored += len(group)
     result = {"benchmark": "refcoco", "dataset": args.dataset, "split": args.split, "samples": scored,

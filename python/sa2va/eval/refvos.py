@@ -48,8 +48,7 @@ def load_annotations(path: str) -> Any:
     if path.endswith(".pkl"):
         with open(path, "rb") as f:
             return pickle.load(f)
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    return runner.read_json(path)
 
 
 def _first(*paths: str) -> str | None:
@@ -91,6 +90,10 @@ class RefVos:
             mask_path = _first(os.path.join(base, split, "mask_dict.pkl"), os.path.join(base, split, "mask_dict.json"))
         if not os.path.exists(meta):
             raise SystemExit(f"{meta}: missing ({dataset} expressions)")
+        # Splits scored here must have their ground truth (MeViS valid and Ref-YouTube-VOS are scored online).
+        if mask_path is None and (dataset in ("revos", "davis") or (dataset == "mevis" and split == "valid_u")):
+            where = os.path.join(base, split, "mask_dict.pkl") if dataset == "davis" else os.path.join(base, "mask_dict.json")
+            raise SystemExit(f"{where}: missing ({dataset} {split} ground truth)")
         self.split = split
         self.videos = load_annotations(meta)["videos"]
         if mask_path:
@@ -180,12 +183,22 @@ def expression_scores(data: RefVos, sample: dict[str, Any], record: dict[str, An
     gt = np.zeros((len(frames), h, w), np.uint8)
     pred = np.zeros((len(frames), h, w), np.uint8)
     anno_ids = video["expressions"][sample["exp_id"]]["anno_id"]
+    what = f"expression {sample['key']}"
+    if len(record["prediction_masks"]) < len(frames):
+        raise SystemExit(f"{what}: {len(record['prediction_masks'])} predicted masks for {len(frames)} frames")
+    for anno_id in anno_ids:
+        if str(anno_id) not in data.mask_dict or len(data.mask_dict[str(anno_id)]) < len(frames):
+            raise SystemExit(f"{what}: annotation {anno_id} is missing from the ground truth or has fewer frames")
     for k in range(len(frames)):
         for anno_id in anno_ids:
             rle = data.mask_dict[str(anno_id)][k]
             if rle:
-                gt[k] += masks.decode(rle)
-        pred[k] += masks.decode(record["prediction_masks"][k])
+                decoded = masks.decode(rle)
+                runner.check_mask_size(decoded, h, w, f"{what}, frame {k}: annotation {anno_id}")
+                gt[k] += decoded
+        decoded = masks.decode(record["prediction_masks"][k])
+        runner.check_mask_size(decoded, h, w, f"{what}, frame {k}: the prediction")
+        pred[k] += decoded
     j = float(metrics.frame_j(gt, pred).mean())
     f = float(metrics.frame_f(gt, pred).mean())
     if data.dataset != "revos":
@@ -200,6 +213,7 @@ def expression_scores(data: RefVos, sample: dict[str, Any], record: dict[str, An
 
 def score(data: RefVos, out: str, args: argparse.Namespace) -> dict[str, Any]:
     predictions = runner.all_predictions(out)
+    runner.require_predictions(len(predictions), out, args)
     runner.write_json(os.path.join(out, "results.json"), results_json(data, predictions))
     wanted = runner.select_samples(data.samples, argparse.Namespace(limit=args.limit, shard="0/1"))
     done = [s for s in wanted if s["key"] in predictions]

@@ -174,7 +174,30 @@ def run_logged(samples: Sequence[Any], out_dir: str, args: argparse.Namespace, p
         log.close()
 
 
+def read_json(path: str) -> Any:
+    """A JSON file, or SystemExit naming it when it cannot be read or parsed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read ({e.strerror or e})") from None
+    except ValueError as e:  # JSONDecodeError, UnicodeDecodeError
+        raise SystemExit(f"{path}: not valid JSON ({e})") from None
+
+
+def require_predictions(count: int, out: str, args: Any) -> None:
+    """--score-only over a folder without predictions is a mistake, not a score of 0."""
+    if getattr(args, "score_only", False) and count == 0:
+        raise SystemExit(f"{out}: no predictions to score (run without --score-only first)")
+
+
+def check_mask_size(mask: Any, height: int, width: int, what: str) -> None:
+    if tuple(mask.shape) != (height, width):
+        raise SystemExit(f"{what}: a {mask.shape[0]}x{mask.shape[1]} mask for a {height}x{width} ground truth")
+
+
 def write_json(path: str, value: Any) -> None:
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = path + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(value, f, indent=1, ensure_ascii=False)
