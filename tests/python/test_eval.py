@@ -131,6 +131,31 @@ def test_dilate_stays_inside_the_frame():
     assert metrics.dilate(m, metrics.disk(1)).astype(int).tolist() == [[1, 1, 0], [1, 0, 0], [0, 0, 0]]
 
 
+def dilate_point_by_point(mask, kernel):
+    """The definition (cv2.dilate with a zero border): the OR of the mask shifted by every kernel point."""
+    h, w = mask.shape
+    r = kernel.shape[0] // 2
+    padded = np.zeros((h + 2 * r, w + 2 * r), bool)
+    padded[r:r + h, r:r + w] = mask
+    out = np.zeros((h, w), bool)
+    for dy, dx in zip(*np.nonzero(kernel)):
+        out |= padded[dy:dy + h, dx:dx + w]
+    return out
+
+
+def test_dilate_equals_its_definition():
+    rng = np.random.RandomState(3)
+    ring = metrics.disk(3)
+    ring[2:5, 2:5] &= ~metrics.disk(1)  # rows that are not one run of columns
+    for h, w, density, kernel in ((40, 60, 0.01, metrics.disk(1)), (40, 60, 0.002, metrics.disk(8)),
+                                  (37, 23, 0.05, metrics.disk(5)), (90, 160, 0.001, metrics.disk(18)),
+                                  (12, 70, 0.02, metrics.disk(30)), (30, 30, 0.02, ring), (1, 1, 1.0, metrics.disk(2))):
+        mask = rng.rand(h, w) < density
+        mask[0, -1] = mask[-1, 0] = True  # corners: the kernel reaches past the frame
+        assert np.array_equal(metrics.dilate(mask, kernel), dilate_point_by_point(mask, kernel)), (h, w, kernel.shape)
+    assert not metrics.dilate(np.zeros((5, 5), bool), metrics.disk(2)).any()
+
+
 def test_summaries_by_hand():
     assert metrics.summarize_jf([(1.0, 0.5), (0.5, 0.5)]) == {"J": 75.0, "F": 50.0, "J&F": 62.5}
     # ReVOS rounds each expression to 2 decimals before the group means; overall = mean of groups.
