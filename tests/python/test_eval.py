@@ -462,6 +462,8 @@ def write_gcg_data(data):
     caption_gt = {"images": [{"id": i} for i in ids],
                   "annotations": [{"id": k + 1, "image_id": i, "caption": "A cat on the grass.", "labels": gt_labels[i]}
                                   for k, i in enumerate(ids)]}
+    # A second caption of an image: its phrases are not the ones scored (upstream takes the first).
+    caption_gt["annotations"].append({"id": 9, "image_id": "sa_1", "caption": "Grass.", "labels": ["a lawn"]})
     (ann / "val_gcg_coco_mask_gt.json").write_text(json.dumps(mask_gt))
     (ann / "val_gcg_coco_caption_gt.json").write_text(json.dumps(caption_gt))
     return ids, gt_masks, gt_labels, mask_gt
@@ -526,9 +528,9 @@ def test_bad_data_and_predictions_end_in_a_message_not_a_traceback(tmp_path, cap
     out = tmp_path / "out"
     out.mkdir()
 
-    def write_prediction(image_id, mask_list):
+    def write_prediction(image_id, mask_list, phrases=None):
         (out / f"{image_id}.json").write_text(json.dumps(
-            {"image_id": image_id, "caption": "a cat", "phrases": ["a cat"] * len(mask_list),
+            {"image_id": image_id, "caption": "a cat", "phrases": phrases or ["a cat"] * len(mask_list),
              "pred_masks": [masks.encode(m) for m in mask_list]}))
 
     (out / "sa_1.json").write_text("{not json")
@@ -538,7 +540,7 @@ def test_bad_data_and_predictions_end_in_a_message_not_a_traceback(tmp_path, cap
     with pytest.raises(SystemExit, match="sa_1.json: mask 0: a 10x10 mask for a 24x32 ground truth"):
         eval_main.main(gcg_args + [str(out)])
     # A caption metric that fails (Java missing, say) leaves the mask metrics standing.
-    write_prediction("sa_1", gt_masks["sa_1"])
+    write_prediction("sa_1", gt_masks["sa_1"], ["a cat", "the grass"])
 
     def failing(*_):
         raise RuntimeError("java: not found")
@@ -547,6 +549,7 @@ def test_bad_data_and_predictions_end_in_a_message_not_a_traceback(tmp_path, cap
     result = run_eval(capsys, *gcg_args, out)
     assert result["captions"] == "not computed: RuntimeError: java: not found"
     assert result["mIoU"] == pytest.approx(1.0) and result["samples"] == 1
+    assert result["recall"] == 1.0  # the phrases of the image's first caption annotation
     assert json.loads((out / "metrics.json").read_text())["mIoU"] == result["mIoU"]
 
     # A split scored here without its ground truth file is an error, not "nothing to score".

@@ -145,7 +145,9 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
     result["mIoU"] = float(np.mean([metrics.greedy_miou(pred_by_image[i], gt_by_image[i]) for i in image_ids])) \
         if image_ids else 0.0
 
-    labels = {a["image_id"]: a.get("labels", []) for a in data.caption_gt["annotations"]}
+    labels: dict[Any, list[str]] = {}
+    for a in data.caption_gt["annotations"]:  # an image's first caption annotation, as upstream's loadAnns(...)[0]
+        labels.setdefault(a["image_id"], a.get("labels", []))
     if args.bert:
         similarity, how = bert_similarity(args.bert), "bert"
     else:
