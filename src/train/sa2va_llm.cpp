@@ -270,7 +270,6 @@ Tensor TrainableLanguageModel::gradient(const Grads& g, const std::string& name)
 TrainableLanguageModel::Grads TrainableLanguageModel::zero_grads() const {
   Grads g;
   g.embedding = Tensor::zeros(embedding_.shape());
-  g.embedding_lookup = Tensor::zeros(embedding_.shape());
   if (head_.defined()) g.head = Tensor::zeros(head_.shape());
   return g;
 }
@@ -347,7 +346,8 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
       std::copy_n(src, d, d_vit.f32() + (next++) * d);
     } else {
       ops::add(g.embedding.f32() + id * d, src, g.embedding.f32() + id * d, d);
-      ops::add(g.embedding_lookup.f32() + id * d, src, g.embedding_lookup.f32() + id * d, d);
+      if (g.embedding_lookup.defined())
+        ops::add(g.embedding_lookup.f32() + id * d, src, g.embedding_lookup.f32() + id * d, d);
     }
   }
   // mlp1.

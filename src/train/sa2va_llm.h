@@ -52,7 +52,8 @@ class TrainableLanguageModel {
     std::map<std::string, LoraGrads> lora;              // by module path
     std::map<std::string, Tensor> tensors;              // mlp1.*, text_hidden_fcs.* by checkpoint name
     Tensor embedding;                                   // [V, D]: lookup (+ head when tied)
-    Tensor embedding_lookup;                            // [V, D]: the lookup's part alone
+    Tensor embedding_lookup;  // [V, D]: the lookup's part alone, filled only where a caller defines it (tests):
+                              // zero_grads() leaves it out (a vocabulary-sized buffer)
     Tensor head;                                        // [V, D]: an untied head's
   };
   // Adds to `grads` the gradient of ce_scale·Σ token_ce + <seg_embeds, d_seg_embeds>.
