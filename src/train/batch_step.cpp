@@ -76,8 +76,14 @@ BatchLosses Sa2vaTrainable::forward_backward(const std::vector<BatchSample>& bat
                                                               std::to_string(segs) + " [SEG] but masks " +
                                                               shape_str(targets.shape()));
       const FrameFeatures& frame = sample.frames[f];
-      const size_t first_run = runs.size();
+      // The decoder runs for the drawn [SEG] only (more [SEG] than objects per frame: a subset);
+      // each keeps its activations for the backward pass.
+      std::vector<bool> drawn(static_cast<size_t>(segs), false);
+      for (int64_t k : objects) drawn[static_cast<size_t>(k)] = true;
+      std::vector<size_t> run_of(static_cast<size_t>(segs));
       for (int64_t k = 0; k < segs; ++k) {
+        if (!drawn[static_cast<size_t>(k)]) continue;
+        run_of[static_cast<size_t>(k)] = runs.size();
         TrainableMaskDecoder::Inputs in;
         in.image_embedding = frame.embedding;
         in.image_pe = sam->prompt_encoder.dense_pe();
@@ -91,7 +97,7 @@ BatchLosses Sa2vaTrainable::forward_backward(const std::vector<BatchSample>& bat
           if (out.iou.f32()[m] > out.iou.f32()[pick]) pick = m;
         runs.push_back({i, k, pick, std::move(out), targets.select(0, k).contiguous()});
       }
-      for (int64_t k : objects) object_run.push_back(first_run + static_cast<size_t>(k));
+      for (int64_t k : objects) object_run.push_back(run_of[static_cast<size_t>(k)]);
     }
   }
   const int64_t objects = static_cast<int64_t>(object_run.size());
@@ -127,14 +133,9 @@ BatchLosses Sa2vaTrainable::forward_backward(const std::vector<BatchSample>& bat
     if (lang[i].seg_embeds.defined() && lang[i].seg_embeds.numel() > 0)
       d_seg[i] = Tensor::zeros(lang[i].seg_embeds.shape());
   for (size_t r = 0; r < runs.size(); ++r) {
-    Tensor d_mask = Tensor::zeros({kLowResMask, kLowResMask});
-    bool reached = false;
+    Tensor d_mask = Tensor::zeros({kLowResMask, kLowResMask});  // every run is drawn at least once
     for (int64_t o = 0; o < objects; ++o)
-      if (object_run[static_cast<size_t>(o)] == r) {
-        ops::add(d_mask.f32(), d_objects.f32() + o * area, d_mask.f32(), area);
-        reached = true;
-      }
-    if (!reached) continue;  // more [SEG] than objects per frame: this one was not drawn
+      if (object_run[static_cast<size_t>(o)] == r) ops::add(d_mask.f32(), d_objects.f32() + o * area, d_mask.f32(), area);
     decoder.backward(runs[r].out, runs[r].pick, d_mask, grads.decoder);
     const Tensor& ds = grads.decoder.sparse;  // the language embedding is the last prompt token
     const int64_t c = ds.size(1);

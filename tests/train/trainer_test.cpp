@@ -15,6 +15,7 @@
 #include "models/quantize.h"
 #include "models/sa2va_model.h"
 #include "test_util.h"
+#include "train/batch_step.h"
 #include "train/losses.h"
 #include "train/trainer.h"
 
@@ -114,6 +115,42 @@ TEST(Trainer, ASampleBecomesTheTokensLabelsAndFeaturesUpstreamTrainsOn) {
   EXPECT_EQ(test::compare(prepared.targets[0], expected).max_abs, 0.0);
   ASSERT_EQ(prepared.frames.size(), 1u);
   EXPECT_EQ(prepared.frames[0].embedding.dim(), 3);
+}
+
+// More [SEG] than objects per frame: the decoder runs for the drawn ones only, and each drawn
+// object's loss is the one it has when every [SEG] is drawn (same points).
+TEST(Trainer, ASubsetOfTheSegTokensDrawnGivesTheirOwnLosses) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  train::TrainingSample sample;
+  sample.where = "gcg";
+  sample.images = {dir + "/inputs/gcg.png"};
+  sample.turns = {{kGcgQuestion, "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}};
+  sample.seg_count = 2;
+  sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png")}, {rle_of_png(dir + "/inputs/gcg_mask1.png")}};
+  const train::Trainer trainer(tiny_options(model, "", ""));
+  const std::vector<train::BatchSample> batch{trainer.prepare(sample)};
+  const auto losses_with = [&](std::vector<int64_t> drawn) {
+    train::BatchChoices choices;
+    choices.objects = [drawn](int64_t segs) {
+      EXPECT_EQ(segs, 2);
+      return drawn;
+    };
+    choices.points = [](const Tensor& logits) {  // the same 50 points for every object
+      Tensor points = Tensor::empty({logits.size(0), 50, 2});
+      for (int64_t i = 0; i < points.numel(); ++i) points.f32()[i] = static_cast<float>((i % 100 * 37) % 101) / 101.0f;
+      return points;
+    };
+    train::BatchGrads grads = trainer.model().zero_grads();
+    return trainer.model().forward_backward(batch, choices, 2.0f, 0.5f, 1.0f, grads);
+  };
+  const train::BatchLosses both = losses_with({0, 1}), second = losses_with({1}), first = losses_with({0});
+  ASSERT_EQ(both.dice_per_mask.size(), 2u);
+  ASSERT_EQ(second.dice_per_mask.size(), 1u);
+  EXPECT_EQ(second.objects, 1);
+  EXPECT_FLOAT_EQ(second.dice_per_mask[0], both.dice_per_mask[1]);
+  EXPECT_FLOAT_EQ(first.dice_per_mask[0], both.dice_per_mask[0]);
+  EXPECT_NE(first.dice_per_mask[0], second.dice_per_mask[0]);
 }
 
 TEST(Trainer, ScheduleWarmsUpLinearlyThenFollowsTheCosineToZero) {
