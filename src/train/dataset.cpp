@@ -53,7 +53,7 @@ TrainingSample parse_sample(const json& j, const fs::path& folder, const std::st
     TrainingTurn turn{text(t, "human"), text(t + 1, "gpt")};
     check(!turn.gpt.empty(), where + ": answer " + std::to_string(t / 2) + " is empty");
     check(turn.human.find("[SEG]") == std::string::npos, where + ": [SEG] belongs in answers, not in questions");
-    check(t == 0 || turn.human.find("<image>") == std::string::npos,
+    check((t == 0 || turn.human.find("<image>") == std::string::npos) && turn.gpt.find("<image>") == std::string::npos,
           where + ": \"<image>\" may appear only in the first question");
     s.seg_count += count_seg(turn.gpt);
     s.turns.push_back(std::move(turn));

@@ -357,6 +357,12 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
         "train: --threads must be >= 0 and --cache-mb in [0, 2^40]");
   check_output_folder(o);  // before the minutes a large model takes to load
   const std::vector<TrainingSample> data = read_training_data(o.data_path);
+  // Every image is read when its sample first comes up, maybe hours in: a missing one is named now.
+  for (const TrainingSample& sample : data)
+    for (const std::string& image : sample.images) {
+      std::error_code ec;
+      check(fs::is_regular_file(image, ec), sample.where + ": " + image + ": no such image file");
+    }
   Trainer trainer(o);
   Trainer::Impl& m = *trainer.impl_;
   const Sa2vaTrainable& model = *m.model;

@@ -74,6 +74,9 @@ TEST(TrainingData, MalformedLinesAreNamedWithTheirProblem) {
   EXPECT_NE(error_of(R"({"frames": ["a.png", "b.png"], )" + turns + R"(, "masks": [[{"size": [1, 1], "counts": [1]}]]})" "\n")
                 .find("one mask per frame (2)"),
             std::string::npos);
+  EXPECT_NE(error_of(R"({"image": "a.png", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<image> x"}]})" "\n")
+                .find("only in the first question"),
+            std::string::npos);
   EXPECT_NE(error_of("\n\n").find("no training samples"), std::string::npos);
   EXPECT_THROW(train::read_training_data("/nonexistent/data.jsonl"), Error);
   // Masks are checked against the image when decoded.

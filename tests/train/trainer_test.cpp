@@ -270,6 +270,12 @@ TEST(Trainer, RefusesRunsThatWouldDestroyOrMixWithWhatTheyRead) {
   std::ofstream(work + "/used/train_log.jsonl") << "{\"step\": 1}\n";
   message = refusal(tiny_options(model, work + "/data.jsonl", work + "/used"));
   EXPECT_NE(message.find("holds an earlier run"), std::string::npos) << message;
+  // An image that is not there is named before the model loads, not when its sample comes up.
+  std::ofstream(work + "/missing.jsonl") << json{{"image", work + "/nowhere.png"}, {"conversations", sample["conversations"]},
+                                                 {"masks", sample["masks"]}}.dump()
+                                         << "\n";
+  message = refusal(tiny_options(model, work + "/missing.jsonl", work + "/fresh"));
+  EXPECT_NE(message.find(work + "/missing.jsonl:1: " + work + "/nowhere.png: no such image file"), std::string::npos) << message;
   // Options no run can use.
   train::TrainOptions o = tiny_options(model, work + "/data.jsonl", work + "/fresh");
   o.lr = std::numeric_limits<float>::infinity();
