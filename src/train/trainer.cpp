@@ -390,6 +390,10 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
                 ", this run has " + value.dump() + " (resume with the same data and options)");
     step = counter_of(*state, "step");
     iteration = counter_of(*state, "iteration");
+    // A state is saved after an optimiser step: its iteration ends that step's accumulation group.
+    check(step <= total_steps && iteration == std::min(step * o.grad_accum, total_iterations),
+          path + ": damaged counters (step " + std::to_string(step) + ", iteration " + std::to_string(iteration) +
+              " with --grad-accum " + std::to_string(o.grad_accum) + ")");
     trainer.load_parameters(o.resume_dir);
     for (Parameter& p : params) {
       const Tensor mm = state->get("adam.m." + p.name).to(DType::F32), vv = state->get("adam.v." + p.name).to(DType::F32);

@@ -338,6 +338,25 @@ TEST(Trainer, AFailedRunNamesTheSampleAndKeepsItsProgress) {
     fs::remove(work + "/" + name);
     fs::copy_file(train_fixture + "/inputs/res.png", work + "/" + name);
   }
+  // Counters that do not agree (an iteration past its step's accumulation group) are refused.
+  {
+    const auto state = SafetensorsFile::open(work + "/run/checkpoint-1/trainer_state.safetensors");
+    std::vector<std::pair<std::string, Tensor>> tensors;
+    for (const auto& [name, info] : state->tensors()) tensors.emplace_back(name, state->get(name));
+    std::map<std::string, std::string> metadata = state->metadata();
+    metadata["iteration"] = "2";
+    fs::create_directories(work + "/damaged");
+    write_safetensors(work + "/damaged/trainer_state.safetensors", tensors, metadata);
+  }
+  o.resume_dir = work + "/damaged";
+  o.out_dir = work + "/run-damaged";
+  try {
+    train::train(o);
+    ADD_FAILURE() << "a checkpoint with damaged counters was resumed";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("damaged counters"), std::string::npos) << e.what();
+  }
+  o.out_dir = work + "/run";
   o.resume_dir = work + "/run/checkpoint-1";
   const train::TrainResult resumed = train::train(o);
   EXPECT_EQ(resumed.steps, 2);
