@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from sa2va.data import __main__ as data_main
-from sa2va.data import convert, shapes, templates
+from sa2va.data import convert, demo, shapes, templates
 from sa2va.eval import masks
 
 
@@ -36,6 +36,9 @@ def test_templates_as_upstream_asks():
         "Please segment the red car in this image."
     assert templates.video_question("Which Dog runs?", "Please segment {class_name}.") == "Which Dog runs?"
     assert templates.video_question("The Dog", "Please segment {class_name}.") == "Please segment the dog."
+    # Every '.' removed and the ends stripped, as upstream's video datasets clean an expression.
+    assert templates.video_question(" The dog. running. ", "Please segment {class_name}.") == "Please segment the dog running."
+    assert all("brief" in q for q in templates.GCG_QUESTIONS)  # Sa2VA's wording, not GLaMM's "detailed"
     assert all(a.count("[SEG]") == 1 for a in templates.ANSWER_LIST)
 
 
@@ -58,7 +61,8 @@ def refcoco_layout(tmp_path):
     ]
     (root / "instances.json").write_text(json.dumps({"images": images, "annotations": annotations}))
     refs = [
-        {"ref_id": 1, "ann_id": 1, "image_id": 7, "split": "train", "sentences": [{"sent": "The left thing."}]},
+        {"ref_id": 1, "ann_id": 1, "image_id": 7, "split": "train",
+         "sentences": [{"sent": "the left thing", "raw": "The left, thing."}]},  # "raw" is what is asked
         {"ref_id": 2, "ann_id": 2, "image_id": 7, "split": "train", "sentences": [{"sent": "a square"}]},
         {"ref_id": 3, "ann_id": 3, "image_id": 8, "split": "train", "sentences": [{"sent": "top band"}]},
         {"ref_id": 4, "ann_id": 3, "image_id": 8, "split": "val", "sentences": [{"sent": "not in train"}]},
@@ -76,7 +80,7 @@ def test_refcoco_converter_writes_upstreams_conversations(refcoco_layout, tmp_pa
     assert "4 samples" in capsys.readouterr().out
     lines = read_jsonl(out)
     assert len(lines) == 4  # 2 images x 2 draws
-    phrases = {"the left thing": [[2, 2, 20, 2, 20, 16, 2, 16]], "a square": rle,
+    phrases = {"the left, thing": [[2, 2, 20, 2, 20, 16, 2, 16]], "a square": rle,
                "top band": [[0, 0, 30, 0, 30, 10, 0, 10]]}
     for line in lines:
         assert os.path.isabs(line["image"]) and os.path.exists(line["image"])
@@ -135,6 +139,68 @@ def test_video_converter_samples_frames_and_unites_annotations(mevis_layout, tmp
     # A short video: frames drawn with replacement.
     short = list(convert.refvos_samples(str(data), "mevis", 9, 1, 1, random.Random(0)))[0]
     assert len(short["frames"]) == 9
+
+
+def test_ref_youtube_vos_annotations_are_numbered_as_upstream(tmp_path):
+    # Its expressions carry no anno_id: upstream counts them over the videos in file order, each
+    # video's expression ids sorted as strings.
+    base = tmp_path / "data" / "video_datas" / "rvos"
+    frames = ["00000", "00001"]
+    videos = {"vb": {"frames": frames, "expressions": {"10": {"exp": "a cat"}, "2": {"exp": "a dog"}}},
+              "va": {"frames": frames, "expressions": {"0": {"exp": "a bird"}}}}
+    for video in videos:
+        for k, name in enumerate(frames):
+            random_image(base / "train" / "JPEGImages" / video / f"{name}.jpg", 16, 12, k)
+    (base / "meta_expressions" / "train").mkdir(parents=True)
+    (base / "meta_expressions" / "train" / "meta_expressions.json").write_text(json.dumps({"videos": videos}))
+    # vb/10 -> "0", vb/2 -> "1", va/0 -> "2": masks told apart by their area.
+    object_masks = {str(n): [masks.encode(box(12, 16, 0, n + 1, 0, 2))] * 2 for n in range(3)}
+    with open(base / "mask_dict.pkl", "wb") as f:
+        pickle.dump(object_masks, f)
+    area_of = {"a cat": 2, "a dog": 4, "a bird": 6}
+    seen = set()
+    for sample in convert.refvos_samples(str(tmp_path / "data"), "refytvos", 2, 4, 2, random.Random(3)):
+        for k in range(4):
+            question = sample["conversations"][2 * k]["value"]
+            name = next(n for n in area_of if n in question)
+            seen.add(name)
+            assert all(masks.area(m) == area_of[name] for m in sample["masks"][k]), (name, question)
+    assert seen == set(area_of)
+
+
+def test_bad_layouts_end_in_a_message_naming_the_file(refcoco_layout, mevis_layout, tmp_path):
+    data, _ = refcoco_layout
+    root = data / "ref_seg" / "refcocog"
+    (root / "instances.json").write_text("{broken")
+    with pytest.raises(SystemExit, match="instances.json: not valid JSON"):
+        data_main.main(["refcoco", "--data", str(data), "--dataset", "refcocog", "--out", str(tmp_path / "r.jsonl")])
+    (root / "refs(umd).p").write_bytes(b"not a pickle")
+    with pytest.raises(SystemExit, match="refs\\(umd\\).p: not a readable pickle"):
+        data_main.main(["refcoco", "--data", str(data), "--dataset", "refcocog", "--out", str(tmp_path / "r.jsonl")])
+    video_data, frames, _, _ = mevis_layout
+    base = video_data / "video_datas" / "mevis" / "train"
+    out = tmp_path / "m.jsonl"
+    out.write_text("earlier\n")
+    meta = json.loads((base / "meta_expressions.json").read_text())
+    meta["videos"]["vid"]["expressions"]["0"]["anno_id"] = [0, 5]
+    (base / "meta_expressions.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="mask_dict.json: annotation 5 of video vid is missing"):
+        data_main.main(["refvos", "--data", str(video_data), "--dataset", "mevis", "--out", str(out)])
+    assert out.read_text() == "earlier\n"  # a failed conversion leaves the earlier file
+    assert not os.path.exists(str(out) + ".partial")
+    del meta["videos"]["vid"]["expressions"]["0"]["anno_id"]
+    (base / "meta_expressions.json").write_text(json.dumps(meta))
+    with pytest.raises(SystemExit, match="video vid, expression 0: no anno_id"):
+        data_main.main(["refvos", "--data", str(video_data), "--dataset", "mevis", "--out", str(out)])
+    with pytest.raises(SystemExit):
+        data_main.main(["refvos", "--data", str(video_data), "--dataset", "mevis", "--frames", "0", "--out", str(out)])
+    # The demonstration replaces only an earlier demonstration's folder.
+    keep = tmp_path / "keep"
+    keep.mkdir()
+    (keep / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit, match="not an earlier demo's folder"):
+        demo.run("unused-model", str(keep), "unused-cli")
+    assert (keep / "notes.txt").read_text() == "mine"
 
 
 def test_converted_data_trains(refcoco_layout, mevis_layout, tiny_dir, tmp_path):

@@ -47,6 +47,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--check", action="store_true", help="exit 1 unless the loss fell and the held-out IoU rose")
     args = parser.parse_args(argv)
+    for name in ("per_image", "per_video", "frames", "repeats", "count", "train_images", "held_out", "epochs", "threads"):
+        if getattr(args, name, 1) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
     if args.command == "refcoco":
         n = convert.write_jsonl(args.out, convert.refcoco_samples(args.data, args.dataset, args.split, args.images,

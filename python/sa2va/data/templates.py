@@ -30,18 +30,20 @@ ANSWER_LIST = [
     "[SEG].",
 ]
 
+# Sa2VA's grounded-caption questions ask for a brief description (the "detailed" wording is GLaMM's);
+# the grammar slips are upstream's and are kept, since the model was trained on them.
 GCG_QUESTIONS = [
-    "Could you please give me a detailed description of the image? Please respond with interleaved "
+    "Could you please give me a brief description of the image? Please respond with interleaved "
     "segmentation masks for the corresponding parts of the answer.",
-    "Can you provide a thorough description of the this image? Please output with interleaved segmentation "
+    "Can you provide a brief description of the this image? Please output with interleaved segmentation "
     "masks for the corresponding phrases.",
-    "Please describe in detail the contents of the image. Please respond with interleaved segmentation masks "
+    "Please briefly describe the contents of the image. Please respond with interleaved segmentation masks "
     "for the corresponding parts of the answer.",
-    "Could you give a comprehensive explanation of what can be found within this picture? Please output with "
+    "Could you give a brief explanation of what can be found within this picture? Please output with "
     "interleaved segmentation masks for the corresponding phrases.",
-    "Could you give me an elaborate explanation of this picture? Please respond with interleaved segmentation "
+    "Could you give me an brief explanation of this picture? Please respond with interleaved segmentation "
     "masks for the corresponding phrases.",
-    "Could you provide me with a detailed analysis of this photo? Please output with interleaved segmentation "
+    "Could you provide me with a briefly analysis of this photo? Please output with interleaved segmentation "
     "masks for the corresponding parts of the answer.",
 ]
 
@@ -57,7 +59,8 @@ def image_question(phrase: str, template: str) -> str:
 
 def video_question(expression: str, template: str) -> str:
     """A video referring question as upstream's video datasets ask it: an expression containing '?'
-    is already a question and is used as written; otherwise the template with it lower-cased."""
+    is already a question and is used as written; otherwise every '.' removed, the ends stripped and
+    the template filled with it lower-cased."""
     if "?" in expression:
         return expression
-    return template.format(class_name=expression.lower())
+    return template.format(class_name=expression.replace(".", "").strip().lower())

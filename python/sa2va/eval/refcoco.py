@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import pickle
 from typing import Any
 
 import numpy as np
@@ -49,12 +48,7 @@ def split_refs(refs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
 
 
 def load_pickle(path: str) -> Any:
-    with open(path, "rb") as f:
-        try:
-            return pickle.load(f)
-        except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
-            f.seek(0)
-            return pickle.load(f, encoding="latin1")
+    return runner.read_pickle(path)
 
 
 class RefCoco:

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pickle
 from typing import Any
 
 import numpy as np
@@ -46,8 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def load_annotations(path: str) -> Any:
     """A JSON or (by its .pkl suffix) pickle annotation file."""
     if path.endswith(".pkl"):
-        with open(path, "rb") as f:
-            return pickle.load(f)
+        return runner.read_pickle(path)
     return runner.read_json(path)
 
 

@@ -185,6 +185,22 @@ def read_json(path: str) -> Any:
         raise SystemExit(f"{path}: not valid JSON ({e})") from None
 
 
+def read_pickle(path: str) -> Any:
+    """A pickle file (Python 2 ones with non-ASCII bytes too), or SystemExit naming it."""
+    import pickle
+    try:
+        with open(path, "rb") as f:
+            try:
+                return pickle.load(f)
+            except UnicodeDecodeError:  # a Python 2 pickle with non-ASCII bytes
+                f.seek(0)
+                return pickle.load(f, encoding="latin1")
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read ({e.strerror or e})") from None
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError, IndexError) as e:
+        raise SystemExit(f"{path}: not a readable pickle ({type(e).__name__}: {e})") from None
+
+
 def require_predictions(count: int, out: str, args: Any) -> None:
     """--score-only over a folder without predictions is a mistake, not a score of 0."""
     if getattr(args, "score_only", False) and count == 0:
