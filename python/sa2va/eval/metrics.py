@@ -209,8 +209,13 @@ def summarize_jf(per_expression: Sequence[tuple[float, float]]) -> dict[str, flo
 def summarize_revos(per_expression: Sequence[tuple[float, float, float, float, int]]) -> dict[str, dict[str, float]]:
     """ReVOS: (J, F, A, R, type_id) per expression -> {'referring', 'reason', 'overall'} x
     {'J', 'F', 'A', 'R', 'JF'} (type 0 referring, 1 reasoning, 2 left out)."""
-    rows = [{"J": round(100 * j, 2), "F": round(100 * f, 2), "JF": round(100 * (j + f) / 2, 2),
-             "A": round(100 * a, 2), "R": round(100 * r, 2), "type_id": t} for j, f, a, r, t in per_expression]
+    # Upstream rounds numpy floats, whose round() scales and rounds (2.675 -> 2.68) where Python's
+    # rounds the exact binary value (2.67).
+    def r2(v: float) -> float:
+        return float(round(np.float64(100 * v), 2))
+
+    rows = [{"J": r2(j), "F": r2(f), "JF": float(round(np.float64(100 * (j + f) / 2), 2)), "A": r2(a), "R": r2(r),
+             "type_id": t} for j, f, a, r, t in per_expression]
     groups = {}
     for name, type_id in (("referring", 0), ("reason", 1)):
         chosen = [row for row in rows if row["type_id"] == type_id]
