@@ -79,6 +79,9 @@ class Video {
   static std::unique_ptr<Video> open(const std::string& path_or_folder, int64_t max_pixels);
   // A video of frames already in memory (any sizes, as above). Throws Error when `frames` is empty.
   static std::unique_ptr<Video> from_frames(std::vector<Image> frames);
+  // Requests may share a video: one from open() decodes for one of them at a time. A Video of your
+  // own that is shared must allow frame() from several threads; each frame it returns must hold
+  // width x height x 3 bytes (anything else is an Error naming the frame).
   virtual ~Video() = default;
   virtual int width() const = 0;
   virtual int height() const = 0;

@@ -1,6 +1,8 @@
 // The public API (include/sa2va/sa2va.h) over the pipeline in models/sa2va_model.h.
 #include "sa2va/sa2va.h"
 
+#include <mutex>
+
 #include "core/profile.h"
 #include "core/threadpool.h"
 #include "io/video.h"
@@ -33,11 +35,14 @@ class VideoImpl final : public Video {
     if (index < 0 || index >= source_->frame_count())
       throw Error(source_->path() + ": frame " + std::to_string(index) + " is out of range (the video has " +
                   std::to_string(source_->frame_count()) + " frames)");
+    // A decoder has one read position: requests sharing this video take turns at it.
+    const std::lock_guard<std::mutex> lock(mutex_);
     return source_->frame(index);
   }
 
  private:
   std::unique_ptr<VideoSource> source_;
+  std::mutex mutex_;
 };
 
 }  // namespace

@@ -29,6 +29,9 @@ void check_options(const SamplingOptions& o, const StopRules& stop) {
                                    std::to_string(o.max_new_tokens) + ")");
   check(std::isfinite(o.temperature) && o.temperature >= 0.f,
         "generation: temperature must be >= 0 (0 = greedy), got " + std::to_string(o.temperature));
+  // Scores are divided by it: a temperature whose inverse is not a float would make them inf - inf.
+  check(o.temperature == 0.f || std::isfinite(1.f / o.temperature),
+        "generation: temperature " + std::to_string(o.temperature) + " is too small to divide by (0 = greedy)");
   check(o.top_k >= 0, "generation: top_k must be >= 0 (0 = no limit), got " + std::to_string(o.top_k));
   check(o.top_p > 0.f && o.top_p <= 1.f, "generation: top_p must be in (0, 1], got " + std::to_string(o.top_p));
   check(stop.stop_words.empty() || static_cast<bool>(stop.decode),

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -318,6 +319,17 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   return std::move(s.out);
 }
 
+// A frame as a Video (possibly the caller's own subclass) hands it over, checked before any
+// kernel reads its buffer.
+static Image checked_frame(Video& video, int64_t index) {
+  Image frame = video.frame(index);
+  check(frame.width > 0 && frame.height > 0 &&
+            frame.rgb.size() == static_cast<size_t>(frame.width) * static_cast<size_t>(frame.height) * 3,
+        "video frame " + std::to_string(index) + ": " + std::to_string(frame.width) + "x" + std::to_string(frame.height) +
+            " with " + std::to_string(frame.rgb.size()) + " bytes of RGB (needs width x height x 3)");
+  return frame;
+}
+
 void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
   const bool has_image = request.image.width > 0;
   const bool has_video = request.video != nullptr;
@@ -332,6 +344,9 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
         "visual prompts are only supported on the first turn (past_text must be empty), as upstream");
   check(request.max_tiles >= 1 && request.max_tiles <= 40, "max_tiles must be in 1..40");
   check(request.video_llm_frames >= 1, "video_llm_frames must be at least 1");
+  if (has_video)
+    check(request.video->frame_count() >= 1 && request.video->frame_count() <= std::numeric_limits<int>::max(),
+          "the video has " + std::to_string(request.video->frame_count()) + " frames (1 to 2^31 - 1 are supported)");
 
   s.has_image = has_image;
   s.has_video = has_video;
@@ -424,7 +439,8 @@ void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s
       preprocess::llm_frame_indices(s.num_frames, request.video_llm_frames, request.video_uniform_frames);
   std::vector<Image> frames448;
   for (int64_t index : key)
-    frames448.push_back(preprocess::resize_bicubic(request.video->frame(index), preprocess::kVitImageSize, preprocess::kVitImageSize));
+    frames448.push_back(preprocess::resize_bicubic(checked_frame(*request.video, index), preprocess::kVitImageSize,
+                                                   preprocess::kVitImageSize));
   record(rec, "frames_448_u8", image_u8(frames448));
   s.vit_embeds = vision.forward(preprocess::normalize_for_vit(frames448), ctx);
   s.visual_tokens = video_token_string(static_cast<int>(key.size()), config.num_image_tokens());
@@ -604,7 +620,7 @@ void Sa2vaModel::track_video(const Request& request, PredictState& s, const Exec
         Image frame;
         {
           const profile::Scope timed("video.decode_frame");
-          frame = video->frame(t);
+          frame = checked_frame(*video, t);
         }
         const profile::Scope timed("sam2.preprocess");
         return preprocess::sam2_input(frame);

@@ -10,6 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <string>
+#include <thread>
+#include <vector>
 
 #include "core/error.h"
 #include "sa2va/sa2va.h"
@@ -276,6 +279,29 @@ INSTANTIATE_TEST_SUITE_P(
         if (!std::isalnum(static_cast<unsigned char>(c))) c = '_';
       return name;
     });
+
+// One opened video file read by several threads at once (two requests about the same video): each
+// frame as one thread alone reads it.
+TEST(VideoFileThreads, OneVideoServesSeveralThreads) {
+  if (!have_ffmpeg()) GTEST_SKIP() << "ffmpeg program not found";
+  const std::string video = test::temp_dir("video-threads") + "/clip.mp4";
+  ffmpeg(testsrc() + " -c:v mpeg4 -q:v 3 " + video);
+  auto shared = Video::open(video);
+  std::vector<Image> expected;
+  for (int64_t i = 0; i < kFrames; ++i) expected.push_back(Video::open(video)->frame(i));
+  std::vector<int> mismatches(2, 0);
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t)
+    threads.emplace_back([&, t] {
+      for (int pass = 0; pass < 4; ++pass)
+        for (int64_t k = 0; k < kFrames; ++k) {
+          const int64_t i = t == 0 ? k : kFrames - 1 - k;  // one thread forwards, the other backwards
+          mismatches[t] += shared->frame(i).rgb != expected[i].rgb;
+        }
+    });
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_EQ(mismatches, std::vector<int>(2, 0));
+}
 
 // Sets the display matrix of the first track of an mp4 written by ffmpeg (tkhd version 0), as a
 // phone does for a portrait recording. `clockwise` is the rotation a player applies.

@@ -374,6 +374,40 @@ TEST(Pipeline, BadRequestsAreErrors) {
   Request short_mask = test::fixture_request(dir, test::fixture_case(dir, "image"));
   short_mask.mask_prompts.push_back(Mask{2, 2, {1, 0, 0}});  // 3 values for a 2x2 mask
   EXPECT_THROW(m.predict(short_mask), Error);
+  const auto expect_error = [&](const Request& r, const std::string& words) {
+    try {
+      m.predict(r);
+      ADD_FAILURE() << "no error; expected one saying: " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  // A temperature whose inverse overflows would turn the scores into inf - inf.
+  Request tiny_temperature = test::fixture_request(dir, test::fixture_case(dir, "generate"));
+  tiny_temperature.generation.temperature = 1e-40f;
+  expect_error(tiny_temperature, "too small to divide by");
+  // A caller's own Video: a frame whose buffer does not match its size, and more frames than an int counts.
+  struct BadVideo final : Video {
+    int64_t frames;
+    explicit BadVideo(int64_t n) : frames(n) {}
+    int width() const override { return 3000; }
+    int height() const override { return 3000; }
+    int64_t frame_count() const override { return frames; }
+    double fps() const override { return 0; }
+    Image frame(int64_t) override {
+      Image image;
+      image.width = image.height = 3000;
+      image.rgb.assign(30, 0);
+      return image;
+    }
+  };
+  Request bad_frame = test::fixture_request(dir, test::fixture_case(dir, "video"));
+  BadVideo short_buffer(2);
+  bad_frame.video = &short_buffer;
+  expect_error(bad_frame, "video frame 0: 3000x3000 with 30 bytes of RGB");
+  BadVideo endless(int64_t{1} << 32);
+  bad_frame.video = &endless;
+  expect_error(bad_frame, "1 to 2^31 - 1 are supported");
 }
 
 // Visual prompts as upstream: a mask of any size is sampled straight to the 16x16 token grid with
