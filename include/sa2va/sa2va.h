@@ -115,7 +115,7 @@ struct ModelOptions {
 
 struct GenerationOptions {
   int max_new_tokens = 2048;  // upstream default
-  float temperature = 0.f;    // 0 = greedy (upstream); > 0 samples
+  float temperature = 0.f;    // 0 = greedy (upstream); > 0 samples (1/temperature must be a float: >= ~3e-39)
   int top_k = 0;              // 0 = off
   float top_p = 1.f;          // 1 = off
   uint64_t seed = 0;          // sampling seed
