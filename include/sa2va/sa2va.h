@@ -127,7 +127,8 @@ struct Prediction;
 // session): give every turn's Request the same cache together with the same image or video, and
 // the vision encoder and SAM2's image encoder run on the first turn only (for a video, SAM2's
 // features of as many frames as fit in max_bytes; the others are computed again). A cache belongs
-// to one medium: using it with another gives the first one's features. Thread-safe.
+// to the model and the medium of the first request that uses it: another model, another image (its
+// size or pixels) or another video (its size or frame count) is an Error. Thread-safe.
 class VisualCache {
  public:
   static std::shared_ptr<VisualCache> create(size_t max_bytes = size_t{1} << 30);

@@ -1,9 +1,12 @@
 #include "models/sa2va_model.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <limits>
+#include <string_view>
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -147,6 +150,18 @@ static size_t feature_bytes(const sam2::FrameFeatures& f) {
   return f.fpn2.nbytes() + f.pos2.nbytes() + f.feat_s0.nbytes() + f.feat_s1.nbytes();
 }
 
+void VisualCacheImpl::bind(uint64_t model, const std::string& medium_key) {
+  std::lock_guard<std::mutex> lock(mutex);
+  if (model_id == 0) {
+    model_id = model;
+    medium = medium_key;
+    return;
+  }
+  check(model_id == model, "this VisualCache holds another model's features: give every model its own cache");
+  check(medium == medium_key, "this VisualCache holds the features of another " + medium + ", not this " + medium_key +
+                                  ": a cache belongs to one image or video");
+}
+
 size_t VisualCacheImpl::bytes() const {
   std::lock_guard<std::mutex> lock(mutex);
   return bytes_locked();
@@ -207,6 +222,8 @@ std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const
   check(options.weights != WeightFormat::F32 || options.precision == Precision::F32,
         "model options: f32 weights need precision f32");
   auto m = std::make_unique<Sa2vaModel>();
+  static std::atomic<uint64_t> loaded{0};
+  m->instance_id = ++loaded;
   m->dir = model_dir;
   m->policy.device = parse_device(options.device);
   if (!m->policy.device.is_cpu()) {
@@ -296,6 +313,18 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   } release_idle_buffers(ctx);
   PredictState s;
   check_request(request, s);
+  if (auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get()); cache && (s.has_image || s.has_video)) {
+    std::string medium;
+    if (s.has_image) {  // its size and pixels
+      const std::string_view pixels(reinterpret_cast<const char*>(request.image.rgb.data()), request.image.rgb.size());
+      medium = "image (" + std::to_string(request.image.width) + "x" + std::to_string(request.image.height) + ", pixels #" +
+               std::to_string(std::hash<std::string_view>{}(pixels)) + ")";
+    } else {  // its size and length: frames are decoded only as needed
+      medium = "video (" + std::to_string(request.video->width()) + "x" + std::to_string(request.video->height()) + ", " +
+               std::to_string(request.video->frame_count()) + " frames)";
+    }
+    cache->bind(instance_id, medium);
+  }
   stop_if_asked(request);
   encode_vision(request, s, ctx);
   // The stages' large buffers differ in size: what one stage leaves idle would sit beside the

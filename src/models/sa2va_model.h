@@ -45,6 +45,11 @@ struct VisualCacheImpl final : VisualCache {
   std::map<std::string, Vision> vision;  // "image/<max_tiles>", "video/<llm frames>/<uniform>"
   std::optional<sam2::FrameFeatures> sam2_image;
   std::map<int, sam2::FrameFeatures> sam2_frames;  // video: per frame, while within max_bytes
+  // The model and medium whose features the cache holds, fixed by the first request that uses it:
+  // another model or medium later is an Error (its features would be silently wrong).
+  uint64_t model_id = 0;
+  std::string medium;
+  void bind(uint64_t model, const std::string& medium_key);
   size_t bytes() const override;
   size_t bytes_locked() const;
   std::optional<Vision> find_vision(const std::string& key) const;
@@ -58,6 +63,7 @@ struct Sa2vaModel {
     ~ReleaseIdleBuffersLast() { allocator_for(Device::cpu()).release_idle(); }
   } release_idle_buffers_last;
   std::string dir;
+  uint64_t instance_id = 0;  // distinct for every loaded model of the process (binds visual caches)
   ModelConfig config;
   LoadPolicy policy;                       // device, compute precision, weight formats
   std::unique_ptr<ThreadPool> pool;        // this model's threads (ModelOptions::threads)

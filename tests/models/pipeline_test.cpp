@@ -597,6 +597,22 @@ TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
     ASSERT_EQ(b->masks.size(), 1u);
     EXPECT_EQ(a->masks[0][0].data, b->masks[0][0].data);
   }
+  // The cache belongs to that image and that model: another image (one pixel changed), another
+  // model, or a video is an error, not the first image's features.
+  const auto expect_refused = [](const Sa2vaModel& model, const Request& r, const std::string& words) {
+    try {
+      model.predict(r);
+      ADD_FAILURE() << "a visual cache was used with another medium or model";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  Request other_image = first;
+  other_image.image.rgb[0] ^= 1;
+  expect_refused(m, other_image, "a cache belongs to one image or video");
+  const std::unique_ptr<Sa2vaModel> another = Sa2vaModel::load(dir, Precision::F32);
+  expect_refused(*another, first, "another model's features");
+  EXPECT_EQ(m.predict(first).text, plain1.text);  // still the cache of its own image and model
 }
 
 // A video conversation with a cache: SAM2 encodes every frame once over two turns; with a budget
