@@ -25,6 +25,14 @@ uint64_t next_random(uint64_t& state) {
 double uniform01(uint64_t& state) { return static_cast<double>(next_random(state) >> 11) * 0x1.0p-53; }
 
 void check_options(const SamplingOptions& o, const StopRules& stop) {
+  check_sampling(o);
+  check(stop.stop_words.empty() || static_cast<bool>(stop.decode),
+        "generation: stop words need a decode function");
+}
+
+}  // namespace
+
+void check_sampling(const SamplingOptions& o) {
   check(o.max_new_tokens >= 1, "generation: max_new_tokens must be at least 1 (got " +
                                    std::to_string(o.max_new_tokens) + ")");
   check(std::isfinite(o.temperature) && o.temperature >= 0.f,
@@ -34,11 +42,7 @@ void check_options(const SamplingOptions& o, const StopRules& stop) {
         "generation: temperature " + std::to_string(o.temperature) + " is too small to divide by (0 = greedy)");
   check(o.top_k >= 0, "generation: top_k must be >= 0 (0 = no limit), got " + std::to_string(o.top_k));
   check(o.top_p > 0.f && o.top_p <= 1.f, "generation: top_p must be in (0, 1], got " + std::to_string(o.top_p));
-  check(stop.stop_words.empty() || static_cast<bool>(stop.decode),
-        "generation: stop words need a decode function");
 }
-
-}  // namespace
 
 std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop) {
   if (generated.empty()) return std::nullopt;

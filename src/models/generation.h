@@ -24,6 +24,10 @@ struct SamplingOptions {
   uint64_t seed = 0;
 };
 
+// Throws Error for options no generation can use (max_new_tokens < 1, a temperature that is
+// negative, not finite or too small to divide by, top_k < 0, top_p outside (0, 1]).
+void check_sampling(const SamplingOptions& options);
+
 struct StopRules {
   int32_t eos_id = -1;  // -1 = none
   // Upstream StopWordStoppingCriteria: decode all generated ids, delete '\r' and '\n', stop when

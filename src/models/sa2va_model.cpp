@@ -127,15 +127,19 @@ std::string without_end_of_turn(std::string text, const std::vector<std::string>
 // Each region mask sampled to the grid x grid token cells (any mask size: upstream samples it straight to
 // the token grid, whatever the image's size) and how many cells it covers; a region that covers no cell
 // gets no tokens ("region1<vp></vp>"), as upstream. `cells` (when given) receives them as U8 [K, grid²].
+void check_mask_prompt(const Mask& m, int64_t k) {
+  check(m.width > 0 && m.height > 0 && m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
+        "mask prompt " + std::to_string(k + 1) + ": its data holds " + std::to_string(m.data.size()) +
+            " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
+}
+
 std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Tensor* cells) {
   const int64_t K = static_cast<int64_t>(masks.size()), area = static_cast<int64_t>(grid) * grid;
   if (cells) *cells = Tensor::empty({K, area}, DType::U8);
   std::vector<int> counts;
   for (int64_t k = 0; k < K; ++k) {
     const Mask& m = masks[static_cast<size_t>(k)];
-    check(m.width > 0 && m.height > 0 && m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
-          "mask prompt " + std::to_string(k + 1) + ": its data holds " + std::to_string(m.data.size()) +
-              " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
+    check_mask_prompt(m, k);
     const Tensor grid_cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
     const uint8_t* c = grid_cells.data<uint8_t>();
     if (cells) std::memcpy(cells->data<uint8_t>() + k * area, c, static_cast<size_t>(area));
@@ -350,6 +354,16 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
 
 // A frame as a Video (possibly the caller's own subclass) hands it over, checked before any
 // kernel reads its buffer.
+static SamplingOptions sampling_of(const GenerationOptions& g) {
+  SamplingOptions sampling;
+  sampling.max_new_tokens = g.max_new_tokens;
+  sampling.temperature = g.temperature;
+  sampling.top_k = g.top_k;
+  sampling.top_p = g.top_p;
+  sampling.seed = g.seed;
+  return sampling;
+}
+
 static Image checked_frame(Video& video, int64_t index) {
   Image frame = video.frame(index);
   check(frame.width > 0 && frame.height > 0 &&
@@ -373,6 +387,9 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
         "visual prompts are only supported on the first turn (past_text must be empty), as upstream");
   check(request.max_tiles >= 1 && request.max_tiles <= 40, "max_tiles must be in 1..40");
   check(request.video_llm_frames >= 1, "video_llm_frames must be at least 1");
+  // Before any encoder runs: a long video's key frames take a while.
+  if (request.forced_answer.empty()) check_sampling(sampling_of(request.generation));
+  for (size_t k = 0; k < request.mask_prompts.size(); ++k) check_mask_prompt(request.mask_prompts[k], static_cast<int64_t>(k));
   if (has_video)
     check(request.video->frame_count() >= 1 && request.video->frame_count() <= std::numeric_limits<int>::max(),
           "the video has " + std::to_string(request.video->frame_count()) + " frames (1 to 2^31 - 1 are supported)");
@@ -507,13 +524,7 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     record(rec, "input_ids", ids_tensor(input_ids));
     s.gen = teacher_forced(llm, s.embeds, answer_ids, eos_id, ctx);
   } else {
-    SamplingOptions sampling;
-    sampling.max_new_tokens = request.generation.max_new_tokens;
-    sampling.temperature = request.generation.temperature;
-    sampling.top_k = request.generation.top_k;
-    sampling.top_p = request.generation.top_p;
-    sampling.seed = request.generation.seed;
-    check(sampling.max_new_tokens >= 1, "max_new_tokens must be at least 1");
+    const SamplingOptions sampling = sampling_of(request.generation);
     StepLogits steps;
     LogitsObserver observer;
     if (rec) observer = [&steps](int, const float* logits, int64_t vocab) { steps.observe(logits, vocab); };

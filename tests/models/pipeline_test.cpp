@@ -361,6 +361,12 @@ TEST(Pipeline, LaterTurnWithoutTheImageGivesNoMasks) {
   EXPECT_TRUE(m.predict(r).masks.empty());
 }
 
+int64_t profiled_calls(const std::string& stage) {
+  for (const auto& e : profile::entries())
+    if (e.stage == stage) return e.calls;
+  return 0;
+}
+
 TEST(Pipeline, BadRequestsAreErrors) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const Sa2vaModel& m = fixture_model(dir, Precision::F32);
@@ -382,6 +388,17 @@ TEST(Pipeline, BadRequestsAreErrors) {
       EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
     }
   };
+  // Generation options and mask prompts are checked before the encoders run.
+  Request bad_top_p = test::fixture_request(dir, test::fixture_case(dir, "generate"));
+  bad_top_p.generation.top_p = 1.5f;
+  Request bad_region = test::fixture_request(dir, test::fixture_case(dir, "image"));
+  bad_region.mask_prompts.push_back(Mask{0, 0, {}});
+  set_profiling(true);
+  profile::reset();
+  expect_error(bad_top_p, "top_p must be in (0, 1]");
+  expect_error(bad_region, "mask prompt 1");
+  EXPECT_EQ(profiled_calls("vision.internvit"), 0);
+  set_profiling(false);
   // A temperature whose inverse overflows would turn the scores into inf - inf.
   Request tiny_temperature = test::fixture_request(dir, test::fixture_case(dir, "generate"));
   tiny_temperature.generation.temperature = 1e-40f;
@@ -513,12 +530,6 @@ TEST(Pipeline, GcgHelpers) {
 
 namespace sa2va {
 namespace {
-
-int64_t profiled_calls(const std::string& stage) {
-  for (const auto& e : profile::entries())
-    if (e.stage == stage) return e.calls;
-  return 0;
-}
 
 TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
