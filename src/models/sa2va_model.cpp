@@ -394,6 +394,15 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
     check(request.video->frame_count() >= 1 && request.video->frame_count() <= std::numeric_limits<int>::max(),
           "the video has " + std::to_string(request.video->frame_count()) + " frames (1 to 2^31 - 1 are supported)");
 
+  const size_t placeholder = request.text.find(kImagePlaceholder);
+  check(placeholder == std::string::npos ||
+            request.text.find(kImagePlaceholder, placeholder + std::strlen(kImagePlaceholder)) == std::string::npos,
+        "the request text holds \"<image>\" more than once (one image or video per conversation)");
+  const bool past_has_media = request.past_text.find(kImagePlaceholder) != std::string::npos ||
+                              request.past_text.find(kImageContext) != std::string::npos;
+  check(!(has_image || has_video) || request.past_text.empty() || past_has_media || placeholder != std::string::npos,
+        "a later turn brings an image or video its conversation did not start with: put \"<image>\" in its text "
+        "where it goes, or start a new conversation (empty past_text)");
   s.has_image = has_image;
   s.has_video = has_video;
   s.text_only = !has_image && !has_video && request.past_text.find(kImagePlaceholder) == std::string::npos &&

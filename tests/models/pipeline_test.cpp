@@ -399,6 +399,20 @@ TEST(Pipeline, BadRequestsAreErrors) {
   expect_error(bad_region, "mask prompt 1");
   EXPECT_EQ(profiled_calls("vision.internvit"), 0);
   set_profiling(false);
+  // "<image>" twice; an image arriving on a later turn of a text-only conversation, which needs its
+  // place in the text.
+  Request twice = test::fixture_request(dir, test::fixture_case(dir, "image"));
+  twice.text = "<image><image>Please segment the red circle.";
+  expect_error(twice, "more than once");
+  Request chat;
+  chat.text = "Hello.";
+  chat.generation.max_new_tokens = 2;
+  Request later = test::fixture_request(dir, test::fixture_case(dir, "image"));
+  later.past_text = m.predict(chat).past_text;
+  later.text = "Please segment the red circle.";
+  expect_error(later, "did not start with");
+  later.text = "<image>\nPlease segment the red circle.";
+  EXPECT_FALSE(m.predict(later).text.empty());
   // A temperature whose inverse overflows would turn the scores into inf - inf.
   Request tiny_temperature = test::fixture_request(dir, test::fixture_case(dir, "generate"));
   tiny_temperature.generation.temperature = 1e-40f;
