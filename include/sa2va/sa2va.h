@@ -20,7 +20,8 @@
 // Model folders are the official Hugging Face ones (config.json, *.safetensors, tokenizer
 // files) of Sa2VA-1B / 4B / 8B and Sa2VA-InternVL3-2B / 8B / 14B, used as they are. Errors
 // (unreadable or corrupt files, a folder that is not a Sa2VA checkpoint, bad requests) are thrown
-// as sa2va::Error with a one-line message.
+// as sa2va::Error with a one-line message; an exception thrown by a Request's callback comes out of
+// predict() as it was thrown, and the model stays usable.
 #pragma once
 
 #include <cstdint>
@@ -140,7 +141,9 @@ struct Request {
   // At most one of image / video. Neither = text-only chat.
   Image image;                       // used when width > 0
   Video* video = nullptr;            // not owned
-  std::string text;                  // the user's turn; put "<image>" where the visual tokens go
+  // The user's turn; put "<image>" (once) where the visual tokens go: on the first turn it is added in
+  // front when missing; an image or video first brought on a later turn needs it.
+  std::string text;
   std::string past_text;             // Prediction::past_text of the previous turn ("" for the first)
   std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, any size (images only)
   GenerationOptions generation;
