@@ -352,8 +352,6 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   return std::move(s.out);
 }
 
-// A frame as a Video (possibly the caller's own subclass) hands it over, checked before any
-// kernel reads its buffer.
 static SamplingOptions sampling_of(const GenerationOptions& g) {
   SamplingOptions sampling;
   sampling.max_new_tokens = g.max_new_tokens;
@@ -364,6 +362,8 @@ static SamplingOptions sampling_of(const GenerationOptions& g) {
   return sampling;
 }
 
+// A frame as a Video (possibly the caller's own subclass) hands it over, checked before any
+// kernel reads its buffer.
 static Image checked_frame(Video& video, int64_t index) {
   Image frame = video.frame(index);
   check(frame.width > 0 && frame.height > 0 &&

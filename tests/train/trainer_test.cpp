@@ -90,16 +90,21 @@ train::TrainOptions tiny_options(const std::string& model, const std::string& da
   return o;
 }
 
-TEST(Trainer, ASampleBecomesTheTokensLabelsAndFeaturesUpstreamTrainsOn) {
-  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
-  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
-  // The grounded-caption sample of the fixture, whose prompt is the model's own template.
+// The grounded-caption sample of the training fixture (two [SEG]), whose prompt is the model's own template.
+train::TrainingSample gcg_sample(const std::string& dir) {
   train::TrainingSample sample;
   sample.where = "gcg";
   sample.images = {dir + "/inputs/gcg.png"};
   sample.turns = {{kGcgQuestion, "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}};
   sample.seg_count = 2;
   sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png")}, {rle_of_png(dir + "/inputs/gcg_mask1.png")}};
+  return sample;
+}
+
+TEST(Trainer, ASampleBecomesTheTokensLabelsAndFeaturesUpstreamTrainsOn) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  const train::TrainingSample sample = gcg_sample(dir);
   const train::Trainer trainer(tiny_options(model, "", ""));
   const train::BatchSample prepared = trainer.prepare(sample);
   const auto inputs = SafetensorsFile::open(dir + "/inputs.safetensors");
@@ -122,12 +127,7 @@ TEST(Trainer, ASampleBecomesTheTokensLabelsAndFeaturesUpstreamTrainsOn) {
 TEST(Trainer, ASubsetOfTheSegTokensDrawnGivesTheirOwnLosses) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
   SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
-  train::TrainingSample sample;
-  sample.where = "gcg";
-  sample.images = {dir + "/inputs/gcg.png"};
-  sample.turns = {{kGcgQuestion, "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}};
-  sample.seg_count = 2;
-  sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png")}, {rle_of_png(dir + "/inputs/gcg_mask1.png")}};
+  const train::TrainingSample sample = gcg_sample(dir);
   const train::Trainer trainer(tiny_options(model, "", ""));
   const std::vector<train::BatchSample> batch{trainer.prepare(sample)};
   const auto losses_with = [&](std::vector<int64_t> drawn) {
