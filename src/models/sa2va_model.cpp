@@ -223,6 +223,11 @@ ExecContext Sa2vaModel::context(StageRecorder* recorder) const {
 
 std::unique_ptr<Sa2vaModel> Sa2vaModel::load(const std::string& model_dir, const ModelOptions& options) {
   check(options.threads >= 0 && options.threads <= 1024, "model options: threads must be in 0..1024 (0 = all cores)");
+  check(options.precision == Precision::F32 || options.precision == Precision::BF16,
+        "model options: unknown precision " + std::to_string(static_cast<int>(options.precision)));
+  check(options.weights == WeightFormat::F32 || options.weights == WeightFormat::BF16 ||
+            options.weights == WeightFormat::Q8_0 || options.weights == WeightFormat::Q4_0,
+        "model options: unknown weight format " + std::to_string(static_cast<int>(options.weights)));
   check(options.weights != WeightFormat::F32 || options.precision == Precision::F32,
         "model options: f32 weights need precision f32");
   auto m = std::make_unique<Sa2vaModel>();

@@ -172,6 +172,18 @@ TEST(ModelOptions, DeviceFormatAndThreadsAreChecked) {
   ModelOptions negative;
   negative.threads = -1;
   EXPECT_THROW(Sa2vaModel::load(dir, negative), Error);
+  // Values outside the enums (a cast from an integer a caller got wrong).
+  ModelOptions unknown_precision, unknown_format;
+  unknown_precision.precision = static_cast<Precision>(7);
+  unknown_format.weights = static_cast<WeightFormat>(9);
+  for (const ModelOptions& o : {unknown_precision, unknown_format}) {
+    try {
+      Sa2vaModel::load(dir, o);
+      ADD_FAILURE() << "an unknown enum value was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("model options: unknown"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(ModelOptions, ModelsWithTheirOwnThreadCountsRunSideBySide) {
