@@ -124,22 +124,22 @@ std::string without_end_of_turn(std::string text, const std::vector<std::string>
   return text;
 }
 
-// Each region mask sampled to the grid x grid token cells (any mask size: upstream samples it straight to
-// the token grid, whatever the image's size) and how many cells it covers; a region that covers no cell
-// gets no tokens ("region1<vp></vp>"), as upstream. `cells` (when given) receives them as U8 [K, grid²].
 void check_mask_prompt(const Mask& m, int64_t k) {
   check(m.width > 0 && m.height > 0 && m.data.size() == static_cast<size_t>(m.width) * static_cast<size_t>(m.height),
         "mask prompt " + std::to_string(k + 1) + ": its data holds " + std::to_string(m.data.size()) +
             " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
 }
 
+// Each region mask sampled to the grid x grid token cells (any mask size: upstream samples it straight to
+// the token grid, whatever the image's size) and how many cells it covers; a region that covers no cell
+// gets no tokens ("region1<vp></vp>"), as upstream. `cells` (when given) receives them as U8 [K, grid²].
+// The masks were checked with the request (check_mask_prompt).
 std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Tensor* cells) {
   const int64_t K = static_cast<int64_t>(masks.size()), area = static_cast<int64_t>(grid) * grid;
   if (cells) *cells = Tensor::empty({K, area}, DType::U8);
   std::vector<int> counts;
   for (int64_t k = 0; k < K; ++k) {
     const Mask& m = masks[static_cast<size_t>(k)];
-    check_mask_prompt(m, k);
     const Tensor grid_cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
     const uint8_t* c = grid_cells.data<uint8_t>();
     if (cells) std::memcpy(cells->data<uint8_t>() + k * area, c, static_cast<size_t>(area));
@@ -485,7 +485,6 @@ void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, co
 void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s, const ExecContext& ctx) const {
   StageRecorder* const rec = ctx.recorder;
   s.num_frames = request.video->frame_count();
-  check(s.num_frames > 0, "the video has no frames");
   auto* const cache = dynamic_cast<VisualCacheImpl*>(request.cache.get());
   const std::string cache_key =
       "video/" + std::to_string(request.video_llm_frames) + "/" + (request.video_uniform_frames ? "uniform" : "first");
