@@ -148,7 +148,8 @@ struct Request {
   std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, any size (images only)
   GenerationOptions generation;
   int max_tiles = 12;                // dynamic tiling of images (upstream: 12)
-  int video_llm_frames = 5;          // video frames the language model sees (upstream: the first 5)
+  int video_llm_frames = 5;          // video frames the language model sees (upstream: the first 5);
+                                     // their tokens must fit the model's context (Qwen2: 32768 = 128 frames)
   bool video_uniform_frames = false; // sample those frames uniformly over the video instead
   // Teacher forcing: when set, this answer is used as if the model had generated it (the
   // template's end-of-turn suffix is appended when missing). Useful to check masks.

@@ -398,6 +398,16 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
   if (has_video)
     check(request.video->frame_count() >= 1 && request.video->frame_count() <= std::numeric_limits<int>::max(),
           "the video has " + std::to_string(request.video->frame_count()) + " frames (1 to 2^31 - 1 are supported)");
+  if (has_video && config.llm.rope_scaling_type.empty()) {
+    // Past its trained context a language model without RoPE scaling answers noise; refused before
+    // the vision encoder takes every one of those frames in one batch.
+    const int64_t frames = std::min<int64_t>(request.video_llm_frames, request.video->frame_count());
+    const int64_t tokens = frames * config.num_image_tokens();
+    check(tokens < config.llm.max_position_embeddings,
+          "video_llm_frames " + std::to_string(request.video_llm_frames) + ": " + std::to_string(frames) +
+              " frames of " + std::to_string(config.num_image_tokens()) + " tokens exceed the language model's context of " +
+              std::to_string(config.llm.max_position_embeddings) + " tokens");
+  }
 
   const size_t placeholder = request.text.find(kImagePlaceholder);
   check(placeholder == std::string::npos ||

@@ -4,8 +4,10 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <numeric>
@@ -58,6 +60,67 @@ json trajectory(const TrainOptions& o, size_t samples) {
           {"max_tiles", o.max_tiles},    {"objects_per_frame", o.objects_per_frame},
           {"mask_points", o.mask_points}, {"loss_mask_weight", o.loss_mask_weight},
           {"loss_dice_weight", o.loss_dice_weight}, {"seed", o.seed}};
+}
+
+// FNV-1a over 8-byte words (bytes for the tail): a fingerprint of what a run read, not a cryptographic hash.
+void fingerprint(uint64_t& h, const char* bytes, size_t n) {
+  constexpr uint64_t kPrime = 0x100000001b3ull;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    uint64_t word;
+    std::memcpy(&word, bytes + i, 8);
+    h = (h ^ word) * kPrime;
+  }
+  for (; i < n; ++i) h = (h ^ static_cast<unsigned char>(bytes[i])) * kPrime;
+}
+
+std::string hex(uint64_t h) {
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(h));
+  return text;
+}
+
+// What a resumed run must read again: the same training data (all its bytes) and the same model (its
+// parsed config; each weight file's name, size, header and 64 slices of 4 KiB spread over it: reading a
+// model of several GB whole at every start would cost more than the mix-up it guards against).
+json inputs_fingerprint(const TrainOptions& o) {
+  uint64_t data = 0xcbf29ce484222325ull, model = data;
+  std::vector<char> buffer(size_t{1} << 20);
+  {
+    std::ifstream in(o.data_path, std::ios::binary);
+    check(in.good(), o.data_path + ": cannot read");
+    while (in.read(buffer.data(), static_cast<std::streamsize>(buffer.size())) || in.gcount() > 0)
+      fingerprint(data, buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  {
+    std::ifstream in(o.model_dir + "/config.json", std::ios::binary);
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    const json config = json::parse(text, nullptr, /*allow_exceptions=*/false);
+    if (!config.is_discarded()) text = config.dump();  // key order and spacing do not matter
+    fingerprint(model, text.data(), text.size());
+  }
+  std::vector<fs::path> weights;
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(o.model_dir, ec))
+    if (entry.path().extension() == ".safetensors") weights.push_back(entry.path());
+  std::sort(weights.begin(), weights.end());
+  for (const fs::path& path : weights) {
+    const std::string name = path.filename().string();
+    fingerprint(model, name.data(), name.size());
+    std::ifstream in(path, std::ios::binary);
+    const auto size = static_cast<uint64_t>(fs::file_size(path, ec));
+    fingerprint(model, reinterpret_cast<const char*>(&size), sizeof size);
+    constexpr uint64_t kSlice = 4096, kSlices = 64;
+    const auto read_at = [&](uint64_t offset, uint64_t n) {
+      in.clear();
+      in.seekg(static_cast<std::streamoff>(offset));
+      in.read(buffer.data(), static_cast<std::streamsize>(std::min<uint64_t>(n, buffer.size())));
+      fingerprint(model, buffer.data(), static_cast<size_t>(std::max<std::streamsize>(in.gcount(), 0)));
+    };
+    read_at(0, buffer.size());  // the header: names, dtypes, shapes and offsets
+    for (uint64_t i = 0; i < kSlices && size > kSlice; ++i) read_at((size - kSlice) / (kSlices - 1) * i, kSlice);
+  }
+  return {{"data", hex(data)}, {"model", hex(model)}};
 }
 
 int64_t bytes_of(const BatchSample& s) {
@@ -283,7 +346,7 @@ int64_t counter_of(const SafetensorsFile& state, const std::string& key) {
 }
 
 void save_checkpoint(const std::string& dir, const std::vector<Parameter>& params, int64_t step, int64_t iteration,
-                     const json& traj) {
+                     const json& traj, const json& inputs) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   check(!ec, dir + ": cannot create the checkpoint folder");
@@ -303,7 +366,8 @@ void save_checkpoint(const std::string& dir, const std::vector<Parameter>& param
   try {
     write_safetensors(partial, tensors,
                       {{"format", "sa2va-trainer"}, {"step", std::to_string(step)},
-                       {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()}});
+                       {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()},
+                       {"inputs", inputs.dump()}});
   } catch (...) {
     fs::remove(partial, ec);  // a full disk must not keep a partial state of the model's size
     throw;
@@ -363,24 +427,23 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
       std::error_code ec;
       check(fs::is_regular_file(image, ec), sample.where + ": " + image + ": no such image file");
     }
-  Trainer trainer(o);
-  Trainer::Impl& m = *trainer.impl_;
-  const Sa2vaTrainable& model = *m.model;
   const json traj = trajectory(o, data.size());
-
-  std::vector<Parameter> params;
-  for (auto& [name, value] : model.parameters()) params.push_back({name, value, {}});
+  const json inputs = inputs_fingerprint(o);
   const int64_t per_epoch = (static_cast<int64_t>(data.size()) + o.batch - 1) / o.batch;
   const int64_t total_iterations = per_epoch * o.epochs;
   const int64_t total_steps = (total_iterations + o.grad_accum - 1) / o.grad_accum;
 
+  // A resumed state is checked against this run's options, data and model before the model loads.
   int64_t step = 0, iteration = 0;
+  std::shared_ptr<SafetensorsFile> state;
   if (!o.resume_dir.empty()) {
     const std::string path = o.resume_dir + "/" + kStateFile;
-    const auto state = open_state(o.resume_dir);
-    json saved;
+    state = open_state(o.resume_dir);
+    json saved, saved_inputs;
     try {
       saved = json::parse(metadata_of(*state, "trajectory"));
+      const std::string text = metadata_of(*state, "inputs");  // absent from states saved before it was kept
+      saved_inputs = text.empty() ? json::object() : json::parse(text);
     } catch (const json::exception&) {
       throw Error(path + ": damaged trajectory metadata");
     }
@@ -388,12 +451,26 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
       check(saved.contains(key) && saved[key] == value,
             path + ": saved with " + key + " = " + (saved.contains(key) ? saved[key].dump() : "nothing") +
                 ", this run has " + value.dump() + " (resume with the same data and options)");
+    check(!saved_inputs.contains("data") || saved_inputs["data"] == inputs["data"],
+          path + ": the run it continues read other training data than " + o.data_path +
+              " (resume with the same data file, unchanged)");
+    check(!saved_inputs.contains("model") || saved_inputs["model"] == inputs["model"],
+          path + ": the run it continues trained another model than " + o.model_dir +
+              " (resume from the same model folder)");
     step = counter_of(*state, "step");
     iteration = counter_of(*state, "iteration");
     // A state is saved after an optimiser step: its iteration ends that step's accumulation group.
     check(step <= total_steps && iteration == std::min(step * o.grad_accum, total_iterations),
           path + ": damaged counters (step " + std::to_string(step) + ", iteration " + std::to_string(iteration) +
               " with --grad-accum " + std::to_string(o.grad_accum) + ")");
+  }
+  Trainer trainer(o);
+  Trainer::Impl& m = *trainer.impl_;
+  const Sa2vaTrainable& model = *m.model;
+  std::vector<Parameter> params;
+  for (auto& [name, value] : model.parameters()) params.push_back({name, value, {}});
+  if (state) {
+    const std::string path = o.resume_dir + "/" + kStateFile;
     trainer.load_parameters(o.resume_dir);
     for (Parameter& p : params) {
       const Tensor mm = state->get("adam.m." + p.name).to(DType::F32), vv = state->get("adam.v." + p.name).to(DType::F32);
@@ -526,7 +603,7 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
       step_iteration = iteration + 1;
       if ((o.save_every > 0 && step % o.save_every == 0) || step == total_steps) {
         last_checkpoint = o.out_dir + "/checkpoint-" + std::to_string(step);
-        save_checkpoint(last_checkpoint, params, step, iteration + 1, traj);
+        save_checkpoint(last_checkpoint, params, step, iteration + 1, traj, inputs);
         saved_step = step;
       }
     }
@@ -535,7 +612,7 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
     if (step > saved_step) {
       const std::string dir = o.out_dir + "/checkpoint-" + std::to_string(step);
       try {
-        save_checkpoint(dir, params, step, step_iteration, traj);
+        save_checkpoint(dir, params, step, step_iteration, traj, inputs);
         message += " (the state after step " + std::to_string(step) + " is saved: continue with --resume " + dir + ")";
       } catch (const std::exception& saving) {
         message += std::string(" (and saving the state after step ") + std::to_string(step) + " failed: " + saving.what() + ")";

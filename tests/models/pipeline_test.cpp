@@ -439,6 +439,11 @@ TEST(Pipeline, BadRequestsAreErrors) {
   BadVideo endless(int64_t{1} << 32);
   bad_frame.video = &endless;
   expect_error(bad_frame, "1 to 2^31 - 1 are supported");
+  // More frames for the language model than its context holds: refused before a frame is decoded.
+  BadVideo long_video(int64_t{1} << 20);
+  bad_frame.video = &long_video;
+  bad_frame.video_llm_frames = 1 << 20;
+  expect_error(bad_frame, "tokens exceed the language model's context of 32768 tokens");
 }
 
 // Visual prompts as upstream: a mask of any size is sampled straight to the 16x16 token grid with

@@ -581,3 +581,47 @@ def test_bad_data_and_predictions_end_in_a_message_not_a_traceback(tmp_path, cap
         {"key": "v/0", "prediction_masks": [{"size": [24, 32], "counts": 5}] * 2}) + "\n")
     with pytest.raises(SystemExit, match="^error: "):
         eval_main.main(video_args)
+
+
+def test_video_scoring_in_several_processes_equals_one(tmp_path, capsys):
+    """--jobs N scores expressions in N forked processes: the same numbers as one process, and a bad
+    prediction met in a worker ends in the same message as in one process."""
+    base = tmp_path / "video" / "mevis" / "valid_u"
+    base.mkdir(parents=True)
+    frames = ["00000", "00001", "00002"]
+    rng = np.random.RandomState(4)
+    gt = {7: (rng.rand(3, 24, 32) > 0.5).astype(np.uint8), 8: np.stack([box_mask(24, 32, 2, 20, 3, 25)] * 3)}
+    meta = {"videos": {v: {"frames": frames, "expressions": {str(e): {"exp": f"thing {e}", "anno_id": [7 + e % 2]}
+                                                             for e in range(3)}} for v in ("a", "b")}}
+    (base / "meta_expressions.json").write_text(json.dumps(meta))
+    (base / "mask_dict.json").write_text(json.dumps({str(k): rle_list(v) for k, v in gt.items()}))
+    out = tmp_path / "out"
+    out.mkdir()
+    records = []
+    for v in ("a", "b"):
+        for e in range(3):
+            pred = (rng.rand(3, 24, 32) > 0.4).astype(np.uint8)
+            records.append({"key": f"{v}/{e}", "prediction_masks": [masks.encode(m) for m in pred]})
+    (out / "predictions.0-of-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    args = ["refvos", "--data", tmp_path / "video", "--dataset", "mevis", "--score-only", "--quiet", "--out", out]
+    one = run_eval(capsys, *args, "--jobs", "1")
+    several = run_eval(capsys, *args, "--jobs", "3")
+    assert one == several and one["samples"] == 6
+    per_expression = []
+    for r in records:
+        pred = np.stack([masks.decode(m) for m in r["prediction_masks"]])
+        truth = gt[7 + int(r["key"][-1]) % 2]
+        per_expression.append((metrics.frame_j(truth, pred).mean(), metrics.frame_f(truth, pred).mean()))
+    assert one["J"] == round(100 * np.mean([j for j, _ in per_expression]), 2)
+
+    records[4]["prediction_masks"][2] = masks.encode(np.ones((24, 30), np.uint8))
+    (out / "predictions.0-of-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    for jobs in ("1", "2"):
+        with pytest.raises(SystemExit, match="expression b/1, frame 2: the prediction: a 24x30 mask"):
+            eval_main.main([str(a) for a in args] + ["--jobs", jobs])
+    records[4]["prediction_masks"][2] = {"size": [24, 32], "counts": 5}  # not an RLE: a data error
+    (out / "predictions.0-of-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.raises(SystemExit, match="^error: "):
+        eval_main.main([str(a) for a in args] + ["--jobs", "2"])
+    with pytest.raises(SystemExit, match="--jobs 0: need at least 1"):
+        eval_main.main([str(a) for a in args] + ["--jobs", "0"])

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -217,6 +218,32 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
   } catch (const Error& e) {
     EXPECT_NE(std::string(e.what()).find("lr"), std::string::npos) << e.what();
   }
+  // So is a resume from another model of the same shapes (here the run's own merged model), or with
+  // other data of the same sample count: both before the model loads.
+  resumed.lr = o.lr;
+  resumed.model_dir = a.merged_dir;
+  try {
+    train::train(resumed);
+    ADD_FAILURE() << "a resume from another model was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("another model than " + a.merged_dir), std::string::npos) << e.what();
+  }
+  resumed.model_dir = o.model_dir;
+  {
+    std::ifstream in(work + "/data.jsonl");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    text.replace(text.find("Sure, [SEG]."), 12, "It is [SEG].");
+    std::ofstream(work + "/other.jsonl") << text;
+  }
+  resumed.data_path = work + "/other.jsonl";
+  try {
+    train::train(resumed);
+    ADD_FAILURE() << "a resume with other training data was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("other training data than " + work + "/other.jsonl"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(work + "/c/train_log.jsonl"));
 
   // The merged folder through the inference pipeline gives the trained model's outputs; its tensors
   // keep the checkpoint's names.

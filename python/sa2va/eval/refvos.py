@@ -40,6 +40,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, choices=["mevis", "refytvos", "revos", "davis"])
     parser.add_argument("--split", default=None, help="mevis: valid_u (default, scored here) or valid")
     parser.add_argument("--submit", action="store_true", help="also write Annotations/ PNGs for the online server")
+    parser.add_argument("--jobs", type=int, default=runner.default_jobs(),
+                        help="processes scoring expressions (default: the CPUs this process may use)")
 
 
 def load_annotations(path: str) -> Any:
@@ -125,6 +127,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     data = RefVos(args.data, args.dataset, args.split)
     out = args.out or f"eval-refvos-{args.dataset}-{data.split}"
     samples = runner.select_samples(data.samples, args)
+    if args.jobs < 1:
+        raise SystemExit(f"--jobs {args.jobs}: need at least 1")
     if not args.score_only:
         model = runner.load_model(args)
         options = runner.generation_options(args)
@@ -148,6 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "frames": sample["frames"], "exp": prompt, "prediction_masks": rles}
 
         runner.run_logged(samples, out, args, predict, f"{args.dataset} {data.split}")
+        del predict, model  # the scoring processes fork: without the model's memory and threads
     return score(data, out, args)
 
 
@@ -220,7 +225,8 @@ def score(data: RefVos, out: str, args: argparse.Namespace) -> dict[str, Any]:
     if not data.has_ground_truth:
         result["note"] = "no ground truth in this split: submit OUT/Annotations (--submit) to the online server"
     else:
-        per_expression = [expression_scores(data, s, predictions[s["key"]]) for s in done]
+        per_expression = runner.map_in_processes(lambda s: expression_scores(data, s, predictions[s["key"]]), done,
+                                                 args.jobs, f"scoring {data.dataset} {data.split}", args.quiet)
         if data.dataset == "revos":
             result.update(metrics.summarize_revos(per_expression))
         else:

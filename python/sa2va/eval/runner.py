@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -126,6 +127,49 @@ class Progress:
         if self.done >= self.total:
             sys.stderr.write("\n")
         sys.stderr.flush()
+
+
+def default_jobs() -> int:
+    """The CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        return max(1, os.cpu_count() or 1)
+
+
+_TASK: Any = None  # what map_in_processes' workers run: set before they fork, so it is inherited, not sent
+
+
+def _run_task(item: Any) -> tuple[str | None, Any]:
+    try:
+        return None, _TASK(item)
+    except SystemExit as e:  # a worker's SystemExit would end it and leave the pool waiting: sent back instead
+        return str(e.code), None
+
+
+def map_in_processes(task, items: Sequence[Any], jobs: int, label: str, quiet: bool) -> list[Any]:
+    """[task(item) for item in items] in `jobs` forked processes (what `task` reads, the ground truth,
+    is inherited, not sent), in order, with a progress line. A SystemExit in a worker ends the map
+    with its message; other exceptions come back as they were raised."""
+    global _TASK
+    progress = Progress(len(items), label, quiet)
+    results: list[Any] = []
+    if jobs <= 1 or len(items) < 2:
+        for item in items:
+            results.append(task(item))
+            progress.step()
+        return results
+    _TASK = task
+    try:
+        with multiprocessing.get_context("fork").Pool(min(jobs, len(items))) as pool:
+            for error, value in pool.imap(_run_task, items):
+                if error is not None:
+                    raise SystemExit(error)
+                results.append(value)
+                progress.step()
+    finally:
+        _TASK = None
+    return results
 
 
 def format_seconds(seconds: float) -> str:
