@@ -7,6 +7,7 @@
 #include <sa2va/sa2va.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -29,8 +30,10 @@ std::string type_name(py::handle obj) { return py::str(py::type::of(obj).attr("_
 bool is_path(py::handle obj) { return py::isinstance<py::str>(obj) || py::hasattr(obj, "__fspath__"); }
 
 // The file system's bytes of a path (os.fsencode), so that names that are not UTF-8 open too.
-std::string path_of(py::handle obj) {
-  return py::bytes(py::module_::import("os").attr("fsencode")(obj)).cast<std::string>();
+std::string path_of(py::handle obj, const std::string& arg) {
+  std::string path = py::bytes(py::module_::import("os").attr("fsencode")(obj)).cast<std::string>();
+  if (path.find('\0') != std::string::npos) throw py::value_error(arg + ": embedded null byte in the path");
+  return path;
 }
 
 std::string text_argument(py::handle obj, const std::string& arg) {
@@ -75,13 +78,15 @@ int int32_argument(py::handle obj, const std::string& arg) {
   return static_cast<int>(v);
 }
 
+// Python floats and ints, and anything with __float__ or __index__ (numpy scalars), but not bool.
 double float_argument(py::handle obj, const std::string& arg) {
-  if (!(py::isinstance<py::float_>(obj) || py::isinstance<py::int_>(obj)) || py::isinstance<py::bool_>(obj))
-    wrong_type(arg, "float", obj);
+  const PyNumberMethods* number = Py_TYPE(obj.ptr())->tp_as_number;
+  const bool numeric = PyFloat_Check(obj.ptr()) || PyIndex_Check(obj.ptr()) || (number && number->nb_float);
+  if (!numeric || py::isinstance<py::bool_>(obj)) wrong_type(arg, "float", obj);
   const double v = PyFloat_AsDouble(obj.ptr());
-  if (v == -1.0 && PyErr_Occurred()) {  // an int too large for a float
+  if (v == -1.0 && PyErr_Occurred()) {  // an int too large for a float, or a __float__ that raised
     PyErr_Clear();
-    throw sa2va::Error(arg + ": the value is too large for a float");
+    throw sa2va::Error(arg + ": the value cannot be taken as a float");
   }
   return v;
 }
@@ -105,7 +110,7 @@ std::string shape_text(const py::array& a) {
 
 // An HxWx3 uint8 array (C order) copied into an Image.
 sa2va::Image image_from_array(const py::array& array, const std::string& arg) {
-  if (!array.dtype().is(py::dtype::of<uint8_t>()))
+  if (array.dtype().kind() != 'u' || array.dtype().itemsize() != 1)  // by kind: a dtype with metadata is not `is` uint8
     throw py::type_error(arg + ": expected a uint8 array, got dtype " + std::string(py::str(array.dtype())));
   if (array.ndim() != 3 || array.shape(2) != 3)
     throw py::type_error(arg + ": expected an HxWx3 RGB array, got shape " + shape_text(array));
@@ -122,7 +127,7 @@ sa2va::Image image_from_array(const py::array& array, const std::string& arg) {
 // image=: a path, a PIL image (converted to RGB, as upstream's images are) or an HxWx3 uint8 array.
 sa2va::Image image_argument(py::handle obj, const std::string& arg) {
   if (is_path(obj)) {
-    const std::string path = path_of(obj);
+    const std::string path = path_of(obj, arg);
     py::gil_scoped_release nogil;
     return sa2va::load_image(path);
   }
@@ -136,7 +141,7 @@ sa2va::Image image_argument(py::handle obj, const std::string& arg) {
 // TxHxWx3 uint8 array.
 std::unique_ptr<sa2va::Video> video_argument(py::handle obj) {
   if (is_path(obj)) {
-    const std::string path = path_of(obj);
+    const std::string path = path_of(obj, "video");
     py::gil_scoped_release nogil;
     return sa2va::Video::open(path);
   }
@@ -167,6 +172,7 @@ void append_masks(const py::array& array, const std::string& arg, std::vector<sa
   const auto bytes = py::array_t<uint8_t, py::array::c_style | py::array::forcecast>::ensure(as_u8);
   const py::ssize_t regions = array.ndim() == 3 ? array.shape(0) : 1;
   const py::ssize_t h = array.shape(array.ndim() - 2), w = array.shape(array.ndim() - 1);
+  if (h == 0 || w == 0 || regions == 0) throw sa2va::Error(arg + ": the mask is empty (shape " + shape_text(array) + ")");
   for (py::ssize_t k = 0; k < regions; ++k) {
     sa2va::Mask m;
     m.width = static_cast<int>(w);
@@ -219,8 +225,8 @@ struct PreparedRequest {
   std::unique_ptr<sa2va::Video> video;
 };
 
-PreparedRequest prepare_request(py::handle image, py::handle video, py::handle text, py::handle past_text,
-                                py::handle mask_prompts, const py::kwargs& generation) {
+PreparedRequest prepare_request(const char* function, py::handle image, py::handle video, py::handle text,
+                                py::handle past_text, py::handle mask_prompts, const py::kwargs& generation) {
   PreparedRequest p;
   sa2va::Request& r = p.request;
   if (text.is_none()) throw py::type_error("text: expected str, got NoneType (text is required)");
@@ -245,7 +251,7 @@ PreparedRequest prepare_request(py::handle image, py::handle video, py::handle t
     else if (key == "uniform_frames") r.video_uniform_frames = bool_argument(value, key);
     else if (key == "answer") r.forced_answer = value.is_none() ? "" : text_argument(value, key);
     else if (key == "tokenizer") continue;  // upstream's signature takes one; the model has its own
-    else throw py::type_error("predict_forward() got an unexpected keyword argument '" + key + "'");
+    else throw py::type_error(std::string(function) + "() got an unexpected keyword argument '" + key + "'");
   }
   if (r.generation.max_new_tokens < 1) throw sa2va::Error("max_new_tokens must be at least 1");
   if (r.generation.temperature < 0.f) throw sa2va::Error("temperature must not be negative");
@@ -312,6 +318,40 @@ class VideoMaskCollector {
   std::vector<std::vector<uint8_t>> buffers_;
 };
 
+// ---- Ctrl+C -----------------------------------------------------------------------------------------
+
+// Python runs signal handlers (KeyboardInterrupt) only when the interpreter gets control, which a
+// call waiting in C++ without the GIL never gives it. So the main thread, which alone runs them,
+// takes the GIL every kSignalCheck to run what is pending; an exception raised there stops the
+// work and is raised to the caller.
+constexpr auto kSignalCheck = std::chrono::milliseconds(100);
+
+bool on_main_thread() {
+  return PyThread_get_thread_ident() ==
+         py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+}
+
+// Request::should_stop for a prediction run on the calling thread (with the GIL released).
+class InterruptCheck {
+ public:
+  InterruptCheck() : main_(on_main_thread()) {}
+  bool operator()() {
+    if (!main_ || interrupted_) return interrupted_;
+    const auto now = std::chrono::steady_clock::now();
+    if (now < next_) return false;
+    next_ = now + kSignalCheck;
+    py::gil_scoped_acquire gil;
+    interrupted_ = PyErr_CheckSignals() != 0;  // the handler's exception stays set for the caller
+    return interrupted_;
+  }
+  bool interrupted() const { return interrupted_; }
+
+ private:
+  bool main_;
+  bool interrupted_ = false;
+  std::chrono::steady_clock::time_point next_{};
+};
+
 // ---- streaming --------------------------------------------------------------------------------------
 
 // Runs one prediction on its own thread and hands the masks over frame by frame: the iterator
@@ -353,18 +393,16 @@ class MaskStream {
   py::tuple next() {
     std::optional<Frame> frame;
     std::exception_ptr error;
-    {
-      py::gil_scoped_release nogil;
-      std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [&] { return !queue_.empty() || finished_; });
+    wait_interruptibly([&] { return !queue_.empty() || finished_; }, [&] {
       if (!queue_.empty()) {
         frame = std::move(queue_.front());
         queue_.pop_front();
         changed_.notify_all();
-      } else {
-        error = std::exchange(error_, nullptr);  // raised once; then the iteration is over
+      } else if (!error_raised_) {  // raised once by the iteration, which then is over
+        error = error_;
+        error_raised_ = true;
       }
-    }
+    });
     if (!frame) {
       if (error) std::rethrow_exception(error);
       throw py::stop_iteration();
@@ -379,14 +417,11 @@ class MaskStream {
     std::optional<sa2va::Prediction> answer;
     std::optional<std::vector<float>> scores;
     std::exception_ptr error;
-    {
-      py::gil_scoped_release nogil;
-      std::unique_lock<std::mutex> lock(mutex_);
-      changed_.wait(lock, [&] { return answer_.has_value() || finished_; });
+    wait_interruptibly([&] { return answer_.has_value() || finished_; }, [&] {
       answer = answer_;
       if (result_) scores = result_->scores;
       error = error_;
-    }
+    });
     if (!answer) {
       if (error) std::rethrow_exception(error);
       throw sa2va::Error("the prediction was cancelled before its answer was known");
@@ -403,6 +438,32 @@ class MaskStream {
   };
   struct Cancelled {};
   static constexpr size_t kMaxQueuedFrames = 8;
+
+  // Waits (GIL released) until ready(), then calls take() under the lock. Every kSignalCheck the main
+  // thread runs Python's pending signal handlers: one that raises (Ctrl+C) cancels the prediction and
+  // its exception is raised here. The lock is never held while the GIL is taken.
+  template <typename Ready, typename Take>
+  void wait_interruptibly(Ready ready, Take take) {
+    const bool main = on_main_thread();
+    for (;;) {
+      {
+        py::gil_scoped_release nogil;
+        std::unique_lock<std::mutex> lock(mutex_);
+        const bool done = main ? changed_.wait_for(lock, kSignalCheck, ready) : (changed_.wait(lock, ready), true);
+        if (done) {
+          take();
+          return;
+        }
+      }
+      if (PyErr_CheckSignals() != 0) {
+        stop_requested_ = true;
+        std::lock_guard<std::mutex> lock(mutex_);
+        cancelled_ = true;  // a worker waiting for room in the queue stops too
+        changed_.notify_all();
+        throw py::error_already_set();
+      }
+    }
+  }
 
   void push_frame(int64_t index, std::vector<sa2va::Mask> masks) {
     std::unique_lock<std::mutex> lock(mutex_);
@@ -445,7 +506,7 @@ class MaskStream {
   std::deque<Frame> queue_;
   std::optional<sa2va::Prediction> answer_, result_;
   std::exception_ptr error_;
-  bool finished_ = false, cancelled_ = false;
+  bool finished_ = false, cancelled_ = false, error_raised_ = false;
   std::atomic<bool> stop_requested_{false};  // the model polls it between tokens and frames
   std::thread worker_;
 };
@@ -456,7 +517,7 @@ class PyModel {
  public:
   PyModel(py::handle path, py::handle device, py::handle precision, py::handle weights, py::handle threads) {
     if (!is_path(path)) wrong_type("path", "str or os.PathLike", path);
-    const std::string dir = path_of(path);
+    const std::string dir = path_of(path, "path");
     sa2va::ModelOptions options;
     options.device = text_argument(device, "device");
     options.precision = precision_argument(precision);
@@ -469,17 +530,22 @@ class PyModel {
 
   py::dict predict_forward(py::handle image, py::handle video, py::handle text, py::handle past_text,
                            py::handle mask_prompts, const py::kwargs& generation) const {
-    PreparedRequest prepared = prepare_request(image, video, text, past_text, mask_prompts, generation);
+    PreparedRequest prepared = prepare_request("predict_forward", image, video, text, past_text, mask_prompts, generation);
     sa2va::Request& r = prepared.request;
     std::optional<VideoMaskCollector> collector;
     if (r.video) {
       collector.emplace(r.video->frame_count(), r.video->width(), r.video->height());
       r.on_mask = [&](int seg, int64_t frame, const sa2va::Mask& m) { collector->add(seg, frame, m); };
     }
+    InterruptCheck interrupt;
+    r.should_stop = [&interrupt] { return interrupt(); };
     sa2va::Prediction p;
-    {
+    try {
       py::gil_scoped_release nogil;
       p = model_->predict(r);
+    } catch (const sa2va::Cancelled&) {
+      if (interrupt.interrupted()) throw py::error_already_set();  // KeyboardInterrupt, as Python raised it
+      throw;
     }
     py::dict d = answer_dict(p);
     // Upstream returns no masks when none were made (no [SEG], or a text-only turn).
@@ -502,7 +568,8 @@ class PyModel {
   std::unique_ptr<MaskStream> predict_stream(py::handle image, py::handle video, py::handle text,
                                              py::handle past_text, py::handle mask_prompts,
                                              const py::kwargs& generation) const {
-    return std::make_unique<MaskStream>(model_, prepare_request(image, video, text, past_text, mask_prompts, generation));
+    return std::make_unique<MaskStream>(model_, prepare_request("predict_stream", image, video, text, past_text,
+                                                                mask_prompts, generation));
   }
 
   std::string template_name() const { return model_->template_name(); }
@@ -543,7 +610,8 @@ sa2va.Error with a one-line message; arguments of the wrong type raise TypeError
 
 constexpr const char* kPredictForwardDoc = R"doc(predict_forward(image=None, video=None, text=None, past_text="", mask_prompts=None, **generation) -> dict
 
-Answers one turn, as upstream Sa2VA's predict_forward does. The GIL is released while the model runs.
+Answers one turn, as upstream Sa2VA's predict_forward does. The GIL is released while the model runs;
+Ctrl+C stops it (within ~0.1 s of the next token or frame) and KeyboardInterrupt is raised.
 
   image         a PIL image (converted to RGB), an HxWx3 uint8 numpy array, or the path of a JPEG/PNG
   video         a list of frames (each as image), a TxHxWx3 uint8 array, or the path of a video file

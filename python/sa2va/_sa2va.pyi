@@ -1,6 +1,6 @@
 # Type stubs of the compiled module (the manual is in the docstrings: help(sa2va.Model)).
 import os
-from typing import Any, Iterator, Sequence, TypedDict, Union
+from typing import Any, Iterator, Protocol, Sequence, TypedDict, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -8,8 +8,13 @@ import numpy.typing as npt
 __version__: str
 
 _Path = Union[str, os.PathLike[str]]
+class _PILImageLike(Protocol):  # what the module takes for a PIL image: it has these and converts to RGB
+    mode: str
+    size: tuple[int, int]
+    def convert(self, mode: str) -> Any: ...
+
 # A PIL image (converted to RGB), an HxWx3 uint8 array, or the path of a JPEG/PNG file.
-_ImageLike = Union[Any, npt.NDArray[np.uint8], _Path]
+_ImageLike = Union[_PILImageLike, npt.NDArray[np.uint8], _Path]
 # A list of frames, a TxHxWx3 uint8 array, or the path of a video file or frame folder.
 _VideoLike = Union[Sequence[_ImageLike], npt.NDArray[np.uint8], _Path]
 # Upstream's [KxHxW array], a list of HxW boolean arrays, or one HxW / KxHxW array.
@@ -58,7 +63,7 @@ class Model:
         self,
         image: _ImageLike | None = None,
         video: _VideoLike | None = None,
-        text: str | None = None,
+        text: str = ...,  # required (None is refused); a default only because image and video come first
         past_text: str = "",
         mask_prompts: _MaskPrompts | None = None,
         *,
@@ -77,7 +82,7 @@ class Model:
         self,
         image: _ImageLike | None = None,
         video: _VideoLike | None = None,
-        text: str | None = None,
+        text: str = ...,  # required (None is refused); a default only because image and video come first
         past_text: str = "",
         mask_prompts: _MaskPrompts | None = None,
         *,

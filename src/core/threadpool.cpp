@@ -1,9 +1,11 @@
 #include "core/threadpool.h"
 
+#include <pthread.h>
 #include <sched.h>
 
 #include <algorithm>
 #include <chrono>
+#include <new>
 #include <string>
 
 #include "core/error.h"
@@ -27,6 +29,13 @@ ThreadPool& default_pool() {
   return *p;
 }
 
+// Counts fork() calls in this process's line: a child sees one more than its parent's pools recorded.
+std::atomic<uint64_t> g_forks{0};
+const bool g_fork_handler = [] {
+  pthread_atfork(nullptr, nullptr, [] { g_forks.fetch_add(1, std::memory_order_relaxed); });
+  return true;
+}();
+
 thread_local ThreadPool* t_current = nullptr;
 thread_local bool t_inside_parallel = false;
 
@@ -39,6 +48,7 @@ void ThreadPool::resize(int threads) {
   std::lock_guard<std::mutex> region(region_mutex_);
   stop();
   stopping_ = false;
+  forks_seen_ = g_forks.load(std::memory_order_relaxed);
   // New workers wait for the next task, not for the ones already run.
   const uint64_t current = generation_;
   try {
@@ -143,8 +153,29 @@ void ThreadPool::stop() {
   workers_.clear();
 }
 
+// In a child of fork() the workers do not exist (only the forking thread is copied) and the locks and
+// condition variables may hold the parent's threads' state: waiting for those workers would hang for
+// ever. The copies are abandoned (detached, never joined) and a fresh team started. A fork while a
+// region runs in another thread leaves that region's caller behind in the parent only.
+void ThreadPool::restart_after_fork() {
+  for (auto& t : workers_) t.detach();
+  workers_.clear();
+  new (&region_mutex_) std::mutex;
+  new (&mutex_) std::mutex;
+  new (&start_cv_) std::condition_variable;
+  new (&done_cv_) std::condition_variable;
+  task_ = nullptr;
+  pending_ = 0;
+  sleepers_ = 0;
+  caller_sleeping_ = false;
+  error_ = nullptr;
+  t_inside_parallel = false;
+  resize(size());
+}
+
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {
   if (n <= 0) return;
+  if (forks_seen_ != g_forks.load(std::memory_order_relaxed)) restart_after_fork();
   grain = std::max<int64_t>(grain, 1);
   const int64_t chunks = std::min<int64_t>(size(), (n + grain - 1) / grain);
   if (chunks <= 1 || t_inside_parallel) {

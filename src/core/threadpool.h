@@ -7,7 +7,8 @@
 // threads), so two models with different thread counts in one process do not disturb each other;
 // a request runs its kernels on the pool of the execution context it runs in (core/context.h),
 // which a ThreadPool::Use guard makes the calling thread's current pool. Without one, the
-// process's default pool is used (sized by set_num_threads, all cores by default).
+// process's default pool is used (sized by set_num_threads, all cores by default). A child of fork()
+// has a copy of every pool but none of its threads: its first region starts new ones.
 #pragma once
 #include <atomic>
 #include <condition_variable>
@@ -49,6 +50,7 @@ class ThreadPool {
   };
 
  private:
+  void restart_after_fork();
   void run(const std::function<void(int)>& task);  // task(index) on every thread, caller is 0
   void loop(int index, uint64_t seen);
   void stop();
@@ -66,6 +68,7 @@ class ThreadPool {
   std::atomic<bool> stopping_{false};
   std::exception_ptr error_;
   std::atomic<int> size_{1};
+  uint64_t forks_seen_ = 0;  // the process's fork count when the workers started (see restart_after_fork)
 };
 
 // The calling thread's current pool (the default pool when no ThreadPool::Use is active).

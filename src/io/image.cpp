@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csetjmp>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 
@@ -415,9 +416,16 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name, in
 }
 
 Image load_image(const std::string& path, int64_t max_pixels) {
+  std::error_code ec;
+  check(!std::filesystem::is_directory(path, ec), path + ": a folder, not an image file");
   std::ifstream file(path, std::ios::binary);
   check(file.good(), path + ": cannot open image file");
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  std::vector<uint8_t> bytes;
+  try {  // the stream buffer throws for what opens but does not read (EIO, a special file)
+    bytes.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    throw Error(path + ": cannot read image file: " + e.what());
+  }
   check(!file.bad(), path + ": cannot read image file");
   return decode_image(bytes.data(), bytes.size(), path, max_pixels);
 }

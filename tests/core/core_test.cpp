@@ -1,4 +1,6 @@
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
@@ -116,6 +118,27 @@ TEST(ThreadPool, EachContextUsesItsOwnPool) {
     EXPECT_EQ(num_threads(), 3);
   }
   EXPECT_EQ(num_threads(), outer);
+}
+
+// A child of fork() has the pool's memory but not its worker threads (a Python multiprocessing
+// worker, say): its first region starts a new team instead of waiting for ever. The child runs
+// under an alarm, so a hang ends it with a signal the parent reports.
+TEST(ThreadPool, AForkedChildRunsRegionsOnANewTeam) {
+  ThreadPool pool(3);
+  const ThreadPool::Use use(pool);
+  ASSERT_EQ(threads_used(), 3u);  // the workers exist and have run before the fork
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    alarm(20);
+    const bool ok = num_threads() == 3 && threads_used() == 3 && threads_used() == 3;
+    _exit(ok ? 0 : 1);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_TRUE(WIFEXITED(status)) << "the child ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0) << "the child's regions did not use 3 threads";
+  EXPECT_EQ(threads_used(), 3u);  // the parent's team is untouched
 }
 
 }  // namespace

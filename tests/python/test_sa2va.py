@@ -1,7 +1,10 @@
 """The Python module against the conformance fixtures and against the `sa2va` program."""
 import gc
 import json
+import multiprocessing
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -147,6 +150,41 @@ def test_a_stream_dropped_early_stops_and_frees_the_model(tiny_model, tiny_dir, 
     assert tiny_model.predict_forward(text="Hello", max_new_tokens=2)["prediction_masks"] == []
 
 
+def test_ctrl_c_cancels_a_stream_and_reaches_the_caller(tiny_model, tiny_dir, tiny_meta):
+    """Python runs signal handlers only when it gets control: while the main thread waits in C++ for
+    the next frame, it takes it every 100 ms; the handler's exception is raised and the prediction
+    cancelled (the frames after it never come). predict_forward takes it the same way."""
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(signum, frame):
+        raise Interrupted
+
+    case = tiny_meta["video"]
+    frames = video_frames(tiny_dir, case) * 3
+    previous = signal.signal(signal.SIGINT, interrupt)
+    try:
+        stream = tiny_model.predict_stream(video=frames, text=case["prompt"], answer=case["answer"])
+        received = []
+        ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        ctrl_c.start()  # while next() waits for a frame (each takes far longer than handing one over)
+        with pytest.raises(Interrupted):
+            for index, _ in stream:
+                received.append(index)
+        ctrl_c.join()
+        received += [index for index, _ in stream]
+        assert len(received) < len(frames) - 1, "the stream ran on after Ctrl+C"  # (one frame may be lost in the raise)
+
+        ctrl_c = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+        ctrl_c.start()
+        with pytest.raises(Interrupted):
+            tiny_model.predict_forward(video=frames, text=case["prompt"], answer=case["answer"])
+        ctrl_c.join()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert tiny_model.predict_forward(text="Hello", max_new_tokens=2)["prediction_masks"] == []
+
+
 # ---- the same answers as the program --------------------------------------------------------------
 
 
@@ -235,7 +273,33 @@ def test_library_errors_raise_sa2va_error(tiny_model, tiny_dir, tmp_path):
         sa2va.Model(tiny_dir, precision="fp8")
     with pytest.raises(sa2va.Error, match="max_new_tokens"):
         tiny_model.predict_forward(text="hi", max_new_tokens=0)
+    # A folder given as an image, a path with a NUL (which would open a shorter path), an empty mask.
+    with pytest.raises(sa2va.Error, match=f"{tmp_path}: a folder, not an image file"):
+        tiny_model.predict_forward(image=tmp_path, text="<image>hi")
+    with pytest.raises(ValueError, match="image: embedded null byte"):
+        tiny_model.predict_forward(image=str(tiny_dir / "inputs" / "image.png") + "\0.txt", text="<image>hi")
+    with pytest.raises(ValueError, match="path: embedded null byte"):
+        sa2va.Model(str(tiny_dir) + "\0junk")
+    with pytest.raises(sa2va.Error, match=r"mask_prompts\[0\]: the mask is empty"):
+        tiny_model.predict_forward(image=np.zeros((4, 4, 3), np.uint8), text="<image>hi",
+                                   mask_prompts=[np.zeros((0, 5), bool)])
     assert issubclass(sa2va.Error, RuntimeError)
+
+
+def test_a_failed_stream_keeps_its_error_for_the_answer(tiny_model, tiny_dir, tiny_meta, tmp_path):
+    case = tiny_meta["video"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(case["frames"]):
+        shutil.copy(tiny_dir / f, folder / f"{i:05d}.png")
+    (folder / "00002.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
+    stream = tiny_model.predict_stream(video=folder, text=case["prompt"], answer=case["answer"])
+    with pytest.raises(sa2va.Error, match="00002.png"):
+        for _ in stream:
+            pass
+    with pytest.raises(sa2va.Error, match="00002.png"):  # the same error, not "cancelled"
+        stream.answer()
+    assert list(stream) == []
 
 
 def test_wrong_argument_types_raise_type_error_naming_the_argument(tiny_model, tiny_dir):
@@ -254,10 +318,18 @@ def test_wrong_argument_types_raise_type_error_naming_the_argument(tiny_model, t
         (dict(text="hi", temperature="hot"), "temperature"),
         (dict(text="hi", uniform_frames=1), "uniform_frames"),
         (dict(text="hi", no_such_option=1), "no_such_option"),
+        (dict(text="hi", temperature=True), "temperature"),
     ]
     for kwargs, name in cases:
         with pytest.raises(TypeError, match=name):
             tiny_model.predict_forward(**kwargs)
+    with pytest.raises(TypeError, match=r"predict_stream\(\) got an unexpected keyword argument 'foo'"):
+        tiny_model.predict_stream(text="hi", foo=1)
+    # numpy scalars are numbers, and a uint8 dtype carrying metadata is still uint8.
+    assert isinstance(tiny_model.predict_forward(text="hi", temperature=np.float32(0.0),
+                                                 max_new_tokens=np.int64(2))["prediction"], str)
+    tagged = np.zeros((4, 4, 3), np.uint8).view(np.dtype("u1", metadata={"source": "camera"}))
+    assert isinstance(tiny_model.predict_forward(image=tagged, text="<image>hi", max_new_tokens=2)["prediction"], str)
     with pytest.raises(TypeError, match="path"):
         sa2va.Model(123)
     with pytest.raises(TypeError, match="threads"):
@@ -346,6 +418,29 @@ def test_the_gil_is_released_while_predicting(tiny_model, tiny_dir, tiny_meta):
     counter.join()
     # Holding the GIL for the whole call would leave the counter at most one switch interval.
     assert during > 5
+
+
+_FORKED_MODEL = None  # inherited by the forked worker below
+
+
+def _predict_in_forked_child(request):
+    return _FORKED_MODEL.predict_forward(**request)
+
+
+def test_a_model_loaded_before_a_fork_works_in_the_child(tiny_model, tiny_dir, tiny_meta):
+    """multiprocessing's default on Linux forks: the child has the model but not its threads."""
+    global _FORKED_MODEL
+    case = tiny_meta["image"]
+    request = dict(image=str(tiny_dir / case["image"]), text=case["prompt"], answer=case["answer"])
+    here = tiny_model.predict_forward(**request)  # the model's threads have run before the fork
+    _FORKED_MODEL = tiny_model
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            there = pool.apply_async(_predict_in_forked_child, (request,)).get(timeout=120)
+    finally:
+        _FORKED_MODEL = None
+    assert there["prediction"] == here["prediction"]
+    np.testing.assert_array_equal(there["prediction_masks"][0], here["prediction_masks"][0])
 
 
 # ---- the package itself ---------------------------------------------------------------------------
