@@ -91,6 +91,17 @@ double float_argument(py::handle obj, const std::string& arg) {
   return v;
 }
 
+// stop=: a string or a list of strings (OpenAI's form); None = none.
+std::vector<std::string> stop_argument(py::handle obj) {
+  if (obj.is_none()) return {};
+  if (py::isinstance<py::str>(obj)) return {text_argument(obj, "stop")};
+  if (!py::isinstance<py::list>(obj) && !py::isinstance<py::tuple>(obj)) wrong_type("stop", "str or a list of str", obj);
+  std::vector<std::string> stops;
+  size_t i = 0;
+  for (py::handle item : obj) stops.push_back(text_argument(item, "stop[" + std::to_string(i++) + "]"));
+  return stops;
+}
+
 bool bool_argument(py::handle obj, const std::string& arg) {
   if (!py::isinstance<py::bool_>(obj)) wrong_type(arg, "bool", obj);
   return obj.cast<bool>();
@@ -250,6 +261,7 @@ PreparedRequest prepare_request(const char* function, py::handle image, py::hand
     else if (key == "video_llm_frames") r.video_llm_frames = int32_argument(value, key);
     else if (key == "uniform_frames") r.video_uniform_frames = bool_argument(value, key);
     else if (key == "answer") r.forced_answer = value.is_none() ? "" : text_argument(value, key);
+    else if (key == "stop") r.generation.stop = stop_argument(value);
     else if (key == "tokenizer") continue;  // upstream's signature takes one; the model has its own
     else throw py::type_error(std::string(function) + "() got an unexpected keyword argument '" + key + "'");
   }
@@ -626,7 +638,8 @@ Ctrl+C stops it (within ~0.1 s of the next token or frame) and KeyboardInterrupt
 Generation keywords: max_new_tokens=2048, temperature=0.0 (greedy, as upstream), top_k=0, top_p=1.0,
 seed=0; max_tiles=12 (image tiling), video_llm_frames=5 (video frames the language model sees),
 uniform_frames=False (spread those over the video); answer=None (teacher forcing: use this answer as
-if generated, to get its masks). tokenizer= is accepted and ignored (upstream's signature).
+if generated, to get its masks); stop=None (a string or a list: the answer ends where one appears, and
+"content" before it). tokenizer= is accepted and ignored (upstream's signature).
 
 Returns a dict:
   prediction        the answer text, special tokens kept ("Sure, [SEG].<|im_end|>")

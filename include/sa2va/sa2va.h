@@ -120,6 +120,9 @@ struct GenerationOptions {
   int top_k = 0;              // 0 = off
   float top_p = 1.f;          // 1 = off
   uint64_t seed = 0;          // sampling seed
+  // Strings that end the answer (OpenAI's "stop"): generation ends once the answer contains one;
+  // Prediction::content ends before it and on_text never hands it (or its start) over. Non-empty.
+  std::vector<std::string> stop;
 };
 
 struct Prediction;
@@ -182,7 +185,8 @@ struct Prediction {
   std::string caption;                      // the answer without tags and [SEG] (grounded captions)
   std::string past_text;                    // pass as Request::past_text for the next turn
   std::vector<int32_t> generated_ids;       // token ids of the answer
-  std::string content;                      // text without the end-of-turn marker at its end ("Sure, [SEG].")
+  std::string content;                      // text without the end-of-turn marker at its end ("Sure, [SEG]."),
+                                            // or before the first GenerationOptions::stop string in it
   std::string finish_reason;                // "stop" (end of turn, or a forced answer) or "length" (max_new_tokens)
   int64_t prompt_tokens = 0;                // tokens the model read before answering (past_text and visual tokens included)
 };

@@ -76,6 +76,7 @@ class Model:
         video_llm_frames: int = 5,
         uniform_frames: bool = False,
         answer: str | None = None,
+        stop: str | Sequence[str] | None = None,
         tokenizer: Any = None,
     ) -> Prediction: ...
     def predict_stream(
@@ -95,6 +96,7 @@ class Model:
         video_llm_frames: int = 5,
         uniform_frames: bool = False,
         answer: str | None = None,
+        stop: str | Sequence[str] | None = None,
         tokenizer: Any = None,
     ) -> MaskStream: ...
     @property

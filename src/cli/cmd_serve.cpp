@@ -1,13 +1,17 @@
 // sa2va serve: the HTTP server (src/server/server.h) around one model loaded once.
 #include <signal.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 
 #include "cli/command.h"
+#include "core/error.h"
 #include "server/server.h"
 
 namespace sa2va::cli {
@@ -19,6 +23,30 @@ struct ServeArgs {
   double max_body_mb = 64;
   double max_session_mb = 1024;
 };
+
+// SIGINT and SIGTERM are written to a pipe by the handler, whatever thread the kernel picks
+// (libraries start threads of their own, some before main); one thread of the server reads them.
+int g_stop_pipe[2] = {-1, -1};
+
+void catch_stop_signals() {
+  check(pipe(g_stop_pipe) == 0, "serve: cannot create a pipe for signals");
+  struct sigaction on_stop {};
+  on_stop.sa_handler = [](int received) {
+    const char byte = static_cast<char>(received);
+    [[maybe_unused]] const ssize_t written = write(g_stop_pipe[1], &byte, 1);
+  };
+  sigemptyset(&on_stop.sa_mask);
+  on_stop.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &on_stop, nullptr);
+  sigaction(SIGTERM, &on_stop, nullptr);
+}
+
+int next_stop_signal() {
+  char byte = 0;
+  while (read(g_stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
+  }
+  return static_cast<int>(byte);
+}
 
 SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, sessions, a web page", [](CLI::App& app) {
   auto a = std::make_shared<ServeArgs>();
@@ -54,27 +82,37 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
     mo.weights = a->weights == "q8_0" ? WeightFormat::Q8_0 : a->weights == "q4_0" ? WeightFormat::Q4_0 : WeightFormat::BF16;
     mo.device = a->device;
     signal(SIGPIPE, SIG_IGN);  // a client that went away is noticed by the failed write
+    // SIGINT / SIGTERM end the server cleanly (running requests are cancelled, sessions' uploaded
+    // files removed); see catch_stop_signals. While the model loads there is nothing to wind down:
+    // a signal ends the process, as does a second one while the server winds down.
+    catch_stop_signals();
+    struct Serving {
+      std::mutex mutex;
+      server::Server* server = nullptr;
+    };
+    auto serving = std::make_shared<Serving>();
+    std::thread([serving] {
+      int received = next_stop_signal();
+      {
+        std::lock_guard<std::mutex> lock(serving->mutex);
+        if (serving->server == nullptr) std::_Exit(128 + received);
+        serving->server->stop();
+      }
+      received = next_stop_signal();
+      std::_Exit(128 + received);
+    }).detach();
     std::shared_ptr<const Model> model = Model::load(a->model_dir, mo);
-    // SIGINT / SIGTERM end the server cleanly (running requests are cancelled): blocked in every
-    // thread from here on, a thread of its own waits for them. A second one ends the process.
-    sigset_t stop_signals;
-    sigemptyset(&stop_signals);
-    sigaddset(&stop_signals, SIGINT);
-    sigaddset(&stop_signals, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     server::Server server(model, o);
     const int port = server.bind();
-    std::thread waiter([&server, stop_signals] {
-      int received = 0;
-      sigwait(&stop_signals, &received);
-      server.stop();
-      sigwait(&stop_signals, &received);
-      if (received != 0) std::_Exit(130);
-    });
     std::fprintf(stderr, "sa2va serve: %s on http://%s:%d/ (%d parallel, queue %d%s)\n", o.model_name.c_str(),
                  o.host.c_str(), port, o.parallel, o.queue, o.api_key.empty() ? "" : ", API key required");
+    {
+      std::lock_guard<std::mutex> lock(serving->mutex);
+      serving->server = &server;
+    }
     server.run();
-    waiter.detach();  // a second signal may still end the process while it winds down
+    std::lock_guard<std::mutex> lock(serving->mutex);
+    serving->server = nullptr;  // a later signal ends the process (the server is being destroyed)
     return 0;
   };
 });

@@ -58,6 +58,7 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
   app.add_option("--top-k", top_k, "Sample from the k most likely tokens (0 = all)")
       ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   app.add_option("--top-p", top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
+  app.add_option("--stop", stop, "End the answer where this text appears (repeatable); the content stops before it");
   // Any 64-bit integer, signed or not (-1 is 2^64 - 1), as torch.manual_seed takes.
   app.add_option("--seed", seed, "Sampling seed (a 64-bit integer)")
       ->transform(CLI::Validator(
@@ -107,6 +108,7 @@ void RequestOptions::fill(Request& request, std::unique_ptr<Video>& video_holder
   request.generation.top_k = top_k;
   request.generation.top_p = top_p;
   request.generation.seed = seed;
+  request.generation.stop = stop;
   request.max_tiles = max_tiles;
   request.video_llm_frames = llm_frames;
   request.video_uniform_frames = uniform_frames;

@@ -16,6 +16,7 @@ struct RequestOptions {
   std::string image_path, video_path;
   std::string prompt, answer, past_text;
   std::vector<std::string> mask_prompt_paths;
+  std::vector<std::string> stop;
   std::string precision = "bf16", weights = "bf16", device = "cpu";
   int max_new_tokens = 2048, max_tiles = 12, llm_frames = 5;
   bool uniform_frames = false;

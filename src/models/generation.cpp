@@ -26,7 +26,7 @@ double uniform01(uint64_t& state) { return static_cast<double>(next_random(state
 
 void check_options(const SamplingOptions& o, const StopRules& stop) {
   check_sampling(o);
-  check(stop.stop_words.empty() || static_cast<bool>(stop.decode),
+  check((stop.stop_words.empty() && stop.stop_strings.empty()) || static_cast<bool>(stop.decode),
         "generation: stop words need a decode function");
 }
 
@@ -44,12 +44,31 @@ void check_sampling(const SamplingOptions& o) {
   check(o.top_p > 0.f && o.top_p <= 1.f, "generation: top_p must be in (0, 1], got " + std::to_string(o.top_p));
 }
 
+size_t first_stop_string(const std::string& text, const std::vector<std::string>& stops) {
+  size_t first = std::string::npos;
+  for (const std::string& s : stops)
+    if (!s.empty()) first = std::min(first, text.find(s));
+  return first;
+}
+
+size_t stop_string_safe_length(const std::string& text, const std::vector<std::string>& stops) {
+  size_t safe = std::min(text.size(), first_stop_string(text, stops));
+  for (const std::string& s : stops)  // the longest tail that begins a stop string waits
+    for (size_t n = std::min(s.size() - (s.empty() ? 0 : 1), safe); n > 0; --n)
+      if (text.compare(safe - n, n, s, 0, n) == 0) {
+        safe -= n;
+        break;
+      }
+  return safe;
+}
+
 std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop) {
   if (generated.empty()) return std::nullopt;
   if (generated.back() == stop.eos_id) return StopReason::Eos;
-  if (stop.stop_words.empty()) return std::nullopt;
+  if (stop.stop_words.empty() && stop.stop_strings.empty()) return std::nullopt;
   check(static_cast<bool>(stop.decode), "generation: stop words need a decode function");
   std::string text = stop.decode(generated);
+  if (first_stop_string(text, stop.stop_strings) != std::string::npos) return StopReason::StopWord;
   std::erase_if(text, [](char c) { return c == '\r' || c == '\n'; });
   for (const std::string& word : stop.stop_words)
     if (!word.empty() && text.ends_with(word)) return StopReason::StopWord;

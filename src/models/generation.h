@@ -33,14 +33,23 @@ struct StopRules {
   // Upstream StopWordStoppingCriteria: decode all generated ids, delete '\r' and '\n', stop when
   // the text ends with a stop word. `decode` is required when stop_words is not empty.
   std::vector<std::string> stop_words;
+  // The caller's stop strings: generation stops once the decoded text contains one (anywhere: a
+  // token may carry text past it). `decode` is required for these too.
+  std::vector<std::string> stop_strings;
   std::function<std::string(const std::vector<int32_t>&)> decode;
 };
 
 enum class StopReason { Eos, StopWord, MaxTokens };
 
+// Where the first of `stops` begins in `text` (npos: none).
+size_t first_stop_string(const std::string& text, const std::vector<std::string>& stops);
+// How much of `text` may be handed over while stop strings are watched: up to the first stop string,
+// less a tail that could be the start of one.
+size_t stop_string_safe_length(const std::string& text, const std::vector<std::string>& stops);
+
 // Whether generation stops after `generated` (all ids generated so far, the newest last): Eos when
-// the newest id is stop.eos_id, StopWord when the decoded text (without '\r' and '\n') ends with a
-// stop word, nothing otherwise (the token limit is the caller's).
+// the newest id is stop.eos_id, StopWord when the decoded text contains a stop string or (without
+// '\r' and '\n') ends with a stop word, nothing otherwise (the token limit is the caller's).
 std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop);
 
 struct GenerationResult {

@@ -346,6 +346,10 @@ Prediction Sa2vaModel::predict(const Request& request, StageRecorder* rec) const
   s.embeds = Tensor();
   ctx.allocator().release_idle();
   decode_outputs(s, ctx);
+  if (request.forced_answer.empty()) {  // the caller's stop strings end the content before them
+    const size_t stop_at = first_stop_string(s.out.content, request.generation.stop);
+    if (stop_at != std::string::npos) s.out.content.resize(stop_at);
+  }
   s.gen.hidden = Tensor();  // the [SEG] rows are in seg_embeds: SAM2 runs without the rest
   s.out.finish_reason = request.forced_answer.empty() && s.gen.stop_reason == StopReason::MaxTokens ? "length" : "stop";
   if (request.on_answer) request.on_answer(s.out);
@@ -394,6 +398,7 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
   check(request.video_llm_frames >= 1, "video_llm_frames must be at least 1");
   // Before any encoder runs: a long video's key frames take a while.
   if (request.forced_answer.empty()) check_sampling(sampling_of(request.generation));
+  for (const std::string& stop : request.generation.stop) check(!stop.empty(), "generation: a stop string is empty");
   for (size_t k = 0; k < request.mask_prompts.size(); ++k) check_mask_prompt(request.mask_prompts[k], static_cast<int64_t>(k));
   if (has_video)
     check(request.video->frame_count() >= 1 && request.video->frame_count() <= std::numeric_limits<int>::max(),
@@ -552,16 +557,25 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     LogitsObserver observer;
     if (rec) observer = [&steps](int, const float* logits, int64_t vocab) { steps.observe(logits, vocab); };
     size_t streamed = 0;  // bytes of the decoded answer already handed to on_text
+    const std::vector<std::string>& stops = request.generation.stop;
+    // Text up to what may yet become a stop string is handed over; with `final`, all but a stop string.
+    const auto hand_over = [&](const std::vector<int32_t>& generated, bool final) {
+      const std::string text = tokenizer->decode(generated, false);
+      size_t ready = complete_utf8_length(text);
+      if (!stops.empty()) ready = std::min(ready, final ? std::min(text.size(), first_stop_string(text, stops))
+                                                        : stop_string_safe_length(text, stops));
+      if (ready <= streamed) return;
+      request.on_text(text.substr(streamed, ready - streamed));
+      streamed = ready;
+    };
     const TokenObserver on_token = [&](const std::vector<int32_t>& generated) {
       stop_if_asked(request);
-      if (!request.on_text) return;
-      const std::string text = tokenizer->decode(generated, false);
-      const size_t complete = complete_utf8_length(text);
-      if (complete <= streamed) return;
-      request.on_text(text.substr(streamed, complete - streamed));
-      streamed = complete;
+      if (request.on_text) hand_over(generated, false);
     };
-    s.gen = generate(llm, s.embeds, sampling, stop_rules(), ctx, observer, on_token);
+    StopRules rules = stop_rules();
+    rules.stop_strings = stops;
+    s.gen = generate(llm, s.embeds, sampling, rules, ctx, observer, on_token);
+    if (request.on_text && !stops.empty()) hand_over(s.gen.ids, true);  // a tail held back that never became one
     record(rec, "generated_ids", ids_tensor(s.gen.ids));
     if (rec) steps.record(*rec);
   }

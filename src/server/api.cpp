@@ -232,20 +232,43 @@ std::vector<uint8_t> media_bytes(const std::string& reference, const Limits& lim
     bad_request(what + ": remote URLs are not fetched; send the bytes as a data URI");
   // A path names a file (it has a '.' or a second '/'... that base64 lacks or rarely has): base64 of
   // a JPEG starts with "/9j/", so a leading '/' alone does not make a path.
+  // A name under the allowed folder is a path whatever its characters.
   const bool base64_alphabet_only = reference.find_first_not_of(
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\r\n") == std::string::npos;
-  const bool looks_like_path = reference.rfind("file://", 0) == 0 ||
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/=-_\r\n \t") == std::string::npos;
+  const std::string root_prefix = limits.files_dir.empty() ? "" : fs::path(limits.files_dir).lexically_normal().string();
+  const bool under_root = !root_prefix.empty() && root_prefix[0] == '/' && reference.size() > root_prefix.size() &&
+                          reference.compare(0, root_prefix.size(), root_prefix) == 0 &&
+                          (root_prefix.back() == '/' || reference[root_prefix.size()] == '/');
+  const bool looks_like_path = reference.rfind("file://", 0) == 0 || under_root ||
                                ((reference[0] == '/' || reference[0] == '.') && !base64_alphabet_only);
-  if (!looks_like_path) return base64_decode(reference, what);
+  if (!looks_like_path) {
+    if (!base64_alphabet_only)
+      bad_request(what + ": neither a data URI nor base64 (a file is named by a path that starts with '/', './' or "
+                         "file://, readable when the server allows its folder)");
+    return base64_decode(reference, what);
+  }
   if (limits.files_dir.empty())
     throw HttpError(403, what + ": local files are not readable through this server (start it with --allow-files DIR)");
-  const fs::path path = fs::weakly_canonical(reference.rfind("file://", 0) == 0 ? reference.substr(7) : reference);
-  const fs::path root = fs::weakly_canonical(limits.files_dir);
+  // Relative paths are taken under the allowed folder, not the server's working directory.
+  fs::path named = reference.rfind("file://", 0) == 0 ? fs::path(reference.substr(7)) : fs::path(reference);
+  if (named.is_relative()) named = fs::path(limits.files_dir) / named;
+  std::error_code ec;
+  const fs::path path = fs::weakly_canonical(named, ec);
+  if (ec) bad_request(what + ": cannot read " + reference + " (" + ec.message() + ")");
+  const fs::path root = fs::weakly_canonical(limits.files_dir, ec);
+  if (ec) throw HttpError(500, "the allowed folder cannot be read (" + ec.message() + ")");
   const auto [root_end, path_it] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
   if (root_end != root.end()) throw HttpError(403, what + ": " + reference + " is outside the allowed folder");
+  if (!fs::is_regular_file(path, ec)) bad_request(what + ": " + reference + " is not a file");
   std::ifstream file(path, std::ios::binary);
   if (!file) bad_request(what + ": cannot read " + reference);
-  return {std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>()};
+  std::vector<uint8_t> bytes;
+  try {
+    bytes.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  } catch (const std::exception& e) {
+    bad_request(what + ": cannot read " + reference + " (" + e.what() + ")");
+  }
+  return bytes;
 }
 
 Media::~Media() {
@@ -374,6 +397,15 @@ void apply_generation_overrides(const json& body, const Limits& limits, Request&
   }
   if (const json& v = field(body, "seed"); !v.is_null()) g.seed = static_cast<uint64_t>(integer_field(v, "seed"));
   if (const json& v = field(body, "answer"); !v.is_null()) request.forced_answer = string_field(v, "answer");
+  if (const json& v = field(body, "stop"); !v.is_null()) {  // OpenAI's: a string or up to 4 of them
+    g.stop.clear();
+    if (v.is_string()) g.stop.push_back(v.get<std::string>());
+    else if (v.is_array() && v.size() <= 4)
+      for (size_t i = 0; i < v.size(); ++i) g.stop.push_back(string_field(v[i], "stop[" + std::to_string(i) + "]"));
+    else bad_request("stop: expected a string or an array of up to 4 strings");
+    for (const std::string& s : g.stop)
+      if (s.empty()) bad_request("stop: a stop string is empty");
+  }
 }
 
 // ---- OpenAI chat completions -------------------------------------------------------------------------
@@ -394,6 +426,7 @@ ChatMessage parse_message(const json& message, size_t index) {
   if (m.role != "system" && m.role != "developer" && m.role != "user" && m.role != "assistant")
     bad_request(where + ".role: '" + m.role + "' is not one of system, user, assistant");
   const json& content = field(message, "content");
+  if (content.is_null() && m.role == "assistant") return m;  // OpenAI allows it (say, beside tool calls)
   if (content.is_string()) {
     m.text = content.get<std::string>();
     return m;
@@ -452,6 +485,9 @@ ChatCall chat_call_from_body(const json& body, const Model& model, const Limits&
   else if (first.images.size() > 1) call.media = frames_media(first.images, limits);
 
   const json& extension = field(body, "sa2va");
+  if (!extension.is_null() && !extension.is_object()) bad_request("sa2va: expected an object");
+  if (const json& n = field(body, "n"); !n.is_null() && integer_field(n, "n") != 1)
+    bad_request("n: one choice is generated per request (n = 1)");
   std::vector<Mask> mask_prompts;
   if (const json& prompts = field(extension, "mask_prompts"); !prompts.is_null()) {
     if (!call.media || call.media->is_video()) bad_request("sa2va.mask_prompts: visual prompts need an image");
@@ -464,6 +500,13 @@ ChatCall chat_call_from_body(const json& body, const Model& model, const Limits&
   if (const json& stream = field(body, "stream"); !stream.is_null()) {
     if (!stream.is_boolean()) bad_request("stream: expected true or false");
     call.stream = stream.get<bool>();
+  }
+  if (const json& options = field(body, "stream_options"); !options.is_null()) {
+    if (!options.is_object()) bad_request("stream_options: expected an object");
+    if (const json& usage = field(options, "include_usage"); !usage.is_null()) {
+      if (!usage.is_boolean()) bad_request("stream_options.include_usage: expected true or false");
+      call.include_usage = usage.get<bool>();
+    }
   }
 
   // Earlier turns become past_text exactly as the model would have written it.

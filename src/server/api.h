@@ -26,7 +26,7 @@ json error_body(int status, const std::string& message);
 struct Limits {
   int64_t max_pixels = 40'000'000;  // per image or frame
   int max_frames = 256;             // frames of a video
-  int max_tokens = 2048;            // max_tokens is capped to this
+  int max_tokens = 2048;            // the default max_tokens; a request asking for more gets 400
   int max_mask_prompts = 64;        // visual prompts of a request
   size_t max_media_bytes = size_t{2} << 30;  // decoded frames sent one by one
   std::string files_dir;            // local media paths are read only under this folder ("" = never)
@@ -78,6 +78,7 @@ struct ChatCall {
   Request request;
   std::unique_ptr<Media> media;
   bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage: a last chunk with the usage
   std::string mask_format = "rle";
 };
 ChatCall chat_call_from_body(const json& body, const Model& model, const Limits& limits);

@@ -6,9 +6,12 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <sys/random.h>
+#include <strings.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -95,7 +98,7 @@ struct Session {
   std::string id;
   std::unique_ptr<Media> media;
   std::shared_ptr<VisualCache> cache;
-  std::timed_mutex mutex;  // one turn (or frame read) at a time; guards past_text
+  std::timed_mutex mutex;  // one turn at a time; guards past_text
   std::string past_text;
   std::atomic<int> turns{0};
   std::atomic<Clock::rep> last_used{Clock::now().time_since_epoch().count()};
@@ -345,6 +348,8 @@ struct Server::Impl {
   Sessions sessions;
   Metrics metrics;
   std::atomic<bool> stopping{false};
+  const int64_t started = std::chrono::duration_cast<std::chrono::seconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count();
   std::thread janitor;
   std::mutex janitor_mutex;
   std::condition_variable janitor_wake;
@@ -446,13 +451,29 @@ struct Server::Impl {
     http.new_task_queue = [threads = options.parallel + options.queue + 8] {
       return new httplib::ThreadPool(static_cast<size_t>(threads));
     };
+    // Before the body is read: the key, then what a body must be.
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (options.api_key.empty() || !is_api(req.path)) return httplib::Server::HandlerResponse::Unhandled;
-      if (req.get_header_value("Authorization") == "Bearer " + options.api_key)
-        return httplib::Server::HandlerResponse::Unhandled;
-      send_json(res, 401, error_body(401, "missing or wrong API key (send Authorization: Bearer <key>)"));
-      metrics.count("unauthorized", 401);
-      return httplib::Server::HandlerResponse::Handled;
+      if (!is_api(req.path)) return httplib::Server::HandlerResponse::Unhandled;
+      const auto refuse = [&](int status, const std::string& message, const char* counted) {
+        send_json(res, status, error_body(status, message));
+        res.set_header("Connection", "close");  // the unread body must not be taken for a next request
+        metrics.count(counted, status);
+        return httplib::Server::HandlerResponse::Handled;
+      };
+      if (!options.api_key.empty() && !authorized(req.get_header_value("Authorization"), options.api_key))
+        return refuse(401, "missing or wrong API key (send Authorization: Bearer <key>)", "unauthorized");
+      if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
+      // The body limit holds only for a declared length: a chunked body would be read whole first.
+      if (req.has_header("Transfer-Encoding"))
+        return refuse(411, "send the body with a Content-Length (chunked request bodies are not accepted)", "bad body");
+      // A web page can send a form or plain text to any address without asking: JSON it cannot.
+      std::string type = req.get_header_value("Content-Type");
+      type = type.substr(0, type.find(';'));
+      std::transform(type.begin(), type.end(), type.begin(), [](unsigned char c) { return std::tolower(c); });
+      type.erase(type.find_last_not_of(" \t") + 1);
+      if (type != "application/json")
+        return refuse(415, "send the body as Content-Type: application/json", "bad body");
+      return httplib::Server::HandlerResponse::Unhandled;
     });
     http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return;
@@ -506,10 +527,20 @@ struct Server::Impl {
 
   static bool is_api(const std::string& path) { return path.rfind("/v1/", 0) == 0 || path == "/metrics"; }
 
+  // "Bearer KEY" (the scheme in any case), compared in a time that does not depend on where it differs.
+  static bool authorized(const std::string& header, const std::string& key) {
+    if (header.size() < 7 || strncasecmp(header.c_str(), "Bearer ", 7) != 0) return false;
+    const std::string given = header.substr(7);
+    unsigned char differ = given.size() == key.size() ? 0 : 1;
+    for (size_t i = 0; i < given.size(); ++i) differ |= static_cast<unsigned char>(given[i] ^ key[i % key.size()]);
+    return differ == 0;
+  }
+
   json models_json() const {
     return {{"object", "list"},
             {"data", {{{"id", options.model_name},
                        {"object", "model"},
+                       {"created", started},
                        {"owned_by", "sa2va.cpp"},
                        {"sa2va", {{"template", model->template_name()},
                                   {"weights_bytes", options.model_bytes},
@@ -548,7 +579,9 @@ struct Server::Impl {
     }
     // Server-sent events: a chunk per piece of text, then one with the finish reason and the masks.
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("text/event-stream", [this, call, ticket, id, created, until](size_t, httplib::DataSink& sink) {
+    const int client = connection_socket(req);  // held by this connection until the stream ends
+    res.set_chunked_content_provider("text/event-stream", [this, call, ticket, id, created, until, client](
+                                                              size_t, httplib::DataSink& sink) {
       auto gone = std::make_shared<std::atomic<bool>>(false);
       const auto send = [&](const json& chunk) {
         const std::string line = "data: " + text_of(chunk) + "\n\n";
@@ -561,17 +594,28 @@ struct Server::Impl {
       send(chunk({{"role", "assistant"}, {"content", ""}}, nullptr));
       ContentStream content([&](const std::string& text) { send(chunk({{"content", text}}, nullptr)); }, true);
       call->request.on_text = [&](const std::string& piece) { content.piece(piece); };
+      // Nothing is written while the request waits for its turn: a client gone then is seen on its socket.
+      const auto give_up = [this, gone, until, client] {
+        if (!gone->load() && client_hung_up(client)) gone->store(true);
+        return gone->load() || stopping || Clock::now() > until;
+      };
       try {
-        const Prediction p =
-            predict(call->request, *ticket, [this, gone, until] { return gone->load() || stopping || Clock::now() > until; });
+        const Prediction p = predict(call->request, *ticket, give_up);
         content.finish(p.content);
         json last = chunk(json::object(), p.finish_reason);
         last["sa2va"] = sa2va_object(p, call->mask_format);
         send(last);
+        if (call->include_usage) {  // OpenAI's last chunk: no choices, the usage
+          json usage = chunk(json::object(), nullptr);
+          usage["choices"] = json::array();
+          usage["usage"] = completion_json(p, call->mask_format, id, created)["usage"];
+          send(usage);
+        }
         metrics.count("/v1/chat/completions (stream)", 200);
       } catch (const Cancelled&) {
-        send(error_body(504, gone->load() ? "the client went away" : "the request took longer than this server's limit"));
-        metrics.count("/v1/chat/completions (stream)", 504);
+        const int status = gone->load() ? 499 : 504;
+        send(error_body(status, gone->load() ? "the client went away" : "the request took longer than this server's limit"));
+        metrics.count("/v1/chat/completions (stream)", status);
       } catch (const std::exception& e) {
         send(error_body(400, e.what()));
         metrics.count("/v1/chat/completions (stream)", 400);
@@ -603,7 +647,24 @@ struct Server::Impl {
       throw HttpError(400, "prompt: must contain {expression}");
     const std::unique_ptr<Media> media = media_from_body(body, options.limits);
     const auto until = deadline();
-    if (!ticket->run([until] { return Clock::now() > until; })) throw Cancelled();
+    const int client = connection_socket(req);
+    bool hung_up = false;
+    const auto give_up = [&] {
+      hung_up = hung_up || client_hung_up(client);
+      return hung_up || stopping || Clock::now() > until;
+    };
+    try {
+      segment_expressions(body, expressions, prompt, format, *media, *ticket, give_up, res);
+    } catch (const Cancelled&) {
+      if (!hung_up) throw;
+      send_json(res, 499, error_body(499, "the client went away"));  // nobody reads it; counted in /metrics
+    }
+  }
+
+  void segment_expressions(const json& body, const json& expressions, const std::string& prompt, const std::string& format,
+                           const Media& media, Admission::Ticket& ticket, const std::function<bool()>& give_up,
+                           httplib::Response& res) {
+    if (!ticket.run(give_up)) throw Cancelled();
     // One cache for all expressions: the image is encoded once.
     const std::shared_ptr<VisualCache> cache = VisualCache::create();
     json results = json::array();
@@ -612,18 +673,18 @@ struct Server::Impl {
       std::string text = prompt;
       text.replace(text.find("{expression}"), 12, expression.get<std::string>());
       r.text = "<image>" + text;
-      if (media->is_video()) r.video = media->video.get();
-      else r.image = media->image;
+      if (media.is_video()) r.video = media.video.get();
+      else r.image = media.image;
       r.cache = cache;
       apply_generation(body, options.limits, r);
-      r.should_stop = [until] { return Clock::now() > until; };
+      r.should_stop = give_up;
       const auto start = Clock::now();
       const Prediction p = model->predict(r);
       metrics.generated(p.generated_ids.size(), seconds_since(start));
       results.push_back({{"expression", expression}, {"text", p.text}, {"content", p.content},
                          {"masks", masks_json(p, format)}});
     }
-    send_json(res, 200, {{"width", media->width()}, {"height", media->height()}, {"frames", media->frames()},
+    send_json(res, 200, {{"width", media.width()}, {"height", media.height()}, {"frames", media.frames()},
                          {"results", results}});
   }
 
@@ -637,7 +698,7 @@ struct Server::Impl {
             {"frames", s.media->frames()},
             {"fps", s.media->is_video() ? s.media->video->fps() : 0.0},
             {"turns", s.turns.load()},
-            {"expires_in", options.session_idle_s}};
+            {"expires_in", std::max(0.0, options.session_idle_s - s.idle_s())}};
   }
 
   void create_session(const httplib::Request& req, httplib::Response& res) {
@@ -654,13 +715,11 @@ struct Server::Impl {
 
   void session_frame(const httplib::Request& req, httplib::Response& res) {
     const std::shared_ptr<Session> s = sessions.get(req.matches[1]);
-    Image frame;
-    {
-      std::lock_guard<std::timed_mutex> lock(s->mutex);
-      const std::string index = req.matches[2];
-      if (index.size() > 12) throw HttpError(404, "frame " + index + " does not exist");
-      frame = s->media->frame(std::stoll(index));
-    }
+    // Not behind the session's turn: media do not change, and a video decodes one frame at a time
+    // for everyone who reads it, so the page gets its frames while a turn runs.
+    const std::string index = req.matches[2];
+    if (index.size() > 12) throw HttpError(404, "frame " + index + " does not exist");
+    const Image frame = s->media->frame(std::stoll(index));
     const std::vector<uint8_t> png = encode_png(frame.rgb.data(), frame.width, frame.height, 3);
     res.set_content(reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
   }
@@ -693,19 +752,25 @@ struct Server::Impl {
     }
     const auto until = deadline();
     res.set_header("Cache-Control", "no-cache");
-    res.set_chunked_content_provider("application/x-ndjson", [this, session, request, ticket, format, until](
+    const int client = connection_socket(req);
+    res.set_chunked_content_provider("application/x-ndjson", [this, session, request, ticket, format, until, client](
                                                                  size_t, httplib::DataSink& sink) {
       auto gone = std::make_shared<std::atomic<bool>>(false);
       const auto send = [&](const json& line) {
         const std::string text = text_of(line) + "\n";
         if (!gone->load() && !sink.write(text.data(), text.size())) gone->store(true);
       };
-      const auto give_up = [this, gone, until] { return gone->load() || stopping || Clock::now() > until; };
+      const auto give_up = [this, gone, until, client] {
+        if (!gone->load() && client_hung_up(client)) gone->store(true);
+        return gone->load() || stopping || Clock::now() > until;
+      };
       try {
-        if (!ticket->run(give_up)) throw Cancelled();
+        // The session's turn first, then a prediction slot: a turn waiting behind another of the same
+        // session holds no slot that requests of other sessions could use.
         std::unique_lock<std::timed_mutex> turn(session->mutex, std::defer_lock);
         while (!turn.try_lock_for(std::chrono::milliseconds(50)))
           if (give_up()) throw Cancelled();
+        if (!ticket->run(give_up)) throw Cancelled();
         session->touch();
         Request& r = *request;
         if (!r.mask_prompts.empty() && session->turns > 0)
@@ -756,9 +821,10 @@ struct Server::Impl {
         send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns.load()}});
         metrics.count("/v1/sessions/{id}/chat (stream)", 200);
       } catch (const Cancelled&) {
-        send({{"type", "error"}, {"error", error_body(504, gone->load() ? "the client went away"
-                                                                        : "the request took longer than this server's limit")["error"]}});
-        metrics.count("/v1/sessions/{id}/chat (stream)", 504);
+        const int status = gone->load() ? 499 : 504;
+        send({{"type", "error"}, {"error", error_body(status, gone->load() ? "the client went away"
+                                                                           : "the request took longer than this server's limit")["error"]}});
+        metrics.count("/v1/sessions/{id}/chat (stream)", status);
       } catch (const HttpError& e) {
         send({{"type", "error"}, {"error", error_body(e.status, e.what())["error"]}});
         metrics.count("/v1/sessions/{id}/chat (stream)", e.status);

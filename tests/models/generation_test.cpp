@@ -159,6 +159,23 @@ TEST(GenerationStop, StopAfterLooksAtTheNewestIdAndTheWholeDecodedText) {
   StopRules no_decode;
   no_decode.stop_words = {"x"};
   EXPECT_THROW(stop_after({5}, no_decode), Error);
+  // The caller's stop strings stop wherever they appear, a token carrying text past them included.
+  stop.stop_strings = {"endx"};
+  EXPECT_FALSE(stop_after({1}, stop).has_value());
+  EXPECT_EQ(stop_after({1, 5, 5}, stop), StopReason::StopWord);
+}
+
+TEST(GenerationStop, TextHandedOverStopsShortOfWhatMayBecomeAStopString) {
+  const std::vector<std::string> stops = {"STOP", "##"};
+  EXPECT_EQ(first_stop_string("abc##dSTOP", stops), 3u);
+  EXPECT_EQ(first_stop_string("abc", stops), std::string::npos);
+  EXPECT_EQ(stop_string_safe_length("hello", stops), 5u);
+  EXPECT_EQ(stop_string_safe_length("hello ST", stops), 6u);  // "ST" may become "STOP"
+  EXPECT_EQ(stop_string_safe_length("hello #", stops), 6u);
+  EXPECT_EQ(stop_string_safe_length("hello STOP and more", stops), 6u);
+  EXPECT_EQ(stop_string_safe_length("STO", stops), 0u);
+  EXPECT_EQ(stop_string_safe_length("", stops), 0u);
+  EXPECT_EQ(stop_string_safe_length("abc", {}), 3u);
 }
 
 TEST(GenerationSeg, SelectsHiddenWhereSegWasTheInput) {

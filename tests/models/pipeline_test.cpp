@@ -581,6 +581,32 @@ TEST(Pipeline, TextStreamsAsItIsGeneratedAndContentDropsTheEndOfTurn) {
   EXPECT_EQ(q.finish_reason, "stop");
 }
 
+// OpenAI's "stop": generation ends once the answer holds a stop string; the content ends before it
+// and the streamed pieces add up to that content (the string, and its start, are never handed over).
+TEST(Pipeline, StopStringsEndTheAnswerBeforeThem) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const json c = test::fixture_case(dir, "generate");
+  Request r = test::fixture_request(dir, c);
+  r.generation.max_new_tokens = 24;
+  const Prediction whole = fixture_model(dir, Precision::F32).predict(r);
+  ASSERT_GE(whole.content.size(), 12u) << whole.content;
+  // A stop string taken from the middle of the unstopped answer.
+  const std::string stop = whole.content.substr(whole.content.size() / 2, 3);
+  const size_t at = whole.content.find(stop);
+  r.generation.stop = {"never in this answer", stop};
+  std::string streamed;
+  r.on_text = [&](const std::string& piece) { streamed += piece; };
+  const Prediction p = fixture_model(dir, Precision::F32).predict(r);
+  EXPECT_EQ(p.content, whole.content.substr(0, at));
+  EXPECT_EQ(streamed, p.content);
+  EXPECT_EQ(p.finish_reason, "stop");
+  ASSERT_LT(p.generated_ids.size(), whole.generated_ids.size());
+  EXPECT_TRUE(std::equal(p.generated_ids.begin(), p.generated_ids.end(), whole.generated_ids.begin()));
+  EXPECT_NE(p.text.find(stop), std::string::npos);  // the raw answer keeps what was generated
+  r.generation.stop = {""};
+  EXPECT_THROW(fixture_model(dir, Precision::F32).predict(r), Error);
+}
+
 TEST(Pipeline, ShouldStopCancelsTheRequest) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
   const json c = test::fixture_case(dir, "generate");

@@ -286,6 +286,17 @@ def test_library_errors_raise_sa2va_error(tiny_model, tiny_dir, tmp_path):
     assert issubclass(sa2va.Error, RuntimeError)
 
 
+def test_stop_ends_the_content_before_the_stop_string(tiny_model):
+    whole = tiny_model.predict_forward(text="Tell me a story.", max_new_tokens=24)
+    content = whole["content"]
+    stop = content[len(content) // 2:len(content) // 2 + 2]
+    assert stop
+    for given in (stop, [stop, "never in this answer"]):
+        stopped = tiny_model.predict_forward(text="Tell me a story.", max_new_tokens=24, stop=given)
+        assert stopped["content"] == content[:content.index(stop)]
+        assert stopped["finish_reason"] == "stop"
+
+
 def test_a_failed_stream_keeps_its_error_for_the_answer(tiny_model, tiny_dir, tiny_meta, tmp_path):
     case = tiny_meta["video"]
     folder = tmp_path / "frames"
@@ -323,6 +334,10 @@ def test_wrong_argument_types_raise_type_error_naming_the_argument(tiny_model, t
     for kwargs, name in cases:
         with pytest.raises(TypeError, match=name):
             tiny_model.predict_forward(**kwargs)
+    with pytest.raises(TypeError, match="stop"):
+        tiny_model.predict_forward(text="hi", stop=3)
+    with pytest.raises(TypeError, match=r"stop\[1\]"):
+        tiny_model.predict_forward(text="hi", stop=["a", 3])
     with pytest.raises(TypeError, match=r"predict_stream\(\) got an unexpected keyword argument 'foo'"):
         tiny_model.predict_stream(text="hi", foo=1)
     # numpy scalars are numbers, and a uint8 dtype carrying metadata is still uint8.

@@ -1,9 +1,15 @@
 // sa2va serve, in process on a free port, against the tiny fixture model: every endpoint, streams,
 // sessions, limits and bad requests, compared with the library's own answers.
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <httplib.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
@@ -397,6 +403,136 @@ TEST(Server, BadRequestsGetJsonErrors) {
                400, "video");
   expect_error("/v1/chat/completions",
                json{{"messages", {{{"role", "assistant"}, {"content", "Hi"}}}}}.dump(), 400, "alternate");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"n", 2}}), 400, "n = 1");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"sa2va", "x"}}), 400, "sa2va: expected an object");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"stop", {"a", "b", "c", "d", "e"}}}), 400, "up to 4");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"stop", ""}}), 400, "stop string is empty");
+  expect_error("/v1/chat/completions", chat_with("Hi", {{"stream_options", {{"include_usage", 1}}}}), 400,
+               "include_usage");
+  expect_error("/v1/chat/completions", chat_with(json::array({image_part("photos/cat.png")})), 400,
+               "neither a data URI nor base64");
+  // Any case of the scheme, as HTTP has it.
+  post(s, "/v1/chat/completions", chat, &status, {{"Authorization", "bearer secret"}});
+  EXPECT_EQ(status, 200);
+}
+
+// What a body must be is checked before it is read: a declared length (the size limit holds only
+// for one), and JSON (a web page can send a form or text to any address without asking first).
+TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.max_body_bytes = 1 << 10;
+  RunningServer s(t.dir, o);
+  httplib::Client c = s.client();
+  const std::string big(64 << 10, 'x');
+  size_t sent = 0;
+  auto chunked = c.Post("/v1/chat/completions", [&](size_t, httplib::DataSink& sink) {
+    if (sent < big.size()) {
+      sink.write(big.data(), 4096);
+      sent += 4096;
+    } else {
+      sink.done();
+    }
+    return true;
+  }, "application/json");
+  ASSERT_TRUE(chunked);
+  EXPECT_EQ(chunked->status, 411) << chunked->body;
+  auto text = s.client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"Hi"}]})", "text/plain");
+  ASSERT_TRUE(text);
+  EXPECT_EQ(text->status, 415) << text->body;
+  auto json_with_charset = s.client().Post("/v1/chat/completions",
+                                           R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":2})",
+                                           "Application/JSON; charset=utf-8");
+  ASSERT_TRUE(json_with_charset);
+  EXPECT_EQ(json_with_charset->status, 200) << json_with_charset->body;
+}
+
+// Two whole UTF-8 characters from the middle of `text` (a stop string the JSON of a request can carry).
+std::string middle_characters(const std::string& text) {
+  const auto continuation = [&](size_t i) { return i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
+  size_t begin = text.size() / 2;
+  while (continuation(begin)) ++begin;
+  size_t end = begin;
+  for (int chars = 0; chars < 2 && end < text.size(); ++chars)
+    do ++end;
+    while (continuation(end));
+  return text.substr(begin, end - begin);
+}
+
+// OpenAI's options beside the messages: stop strings, the usage chunk of a stream, an assistant
+// message without content, the model's creation time.
+TEST(Server, OpenAiStopUsageAndNullContent) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  int status = 0;
+  const json ask = {{"messages", {{{"role", "user"}, {"content", "Tell me a story."}}}}, {"max_tokens", 24}};
+  const json whole = post(s, "/v1/chat/completions", ask, &status);
+  ASSERT_EQ(status, 200) << whole.dump();
+  const std::string content = whole["choices"][0]["message"]["content"];
+  ASSERT_GE(content.size(), 12u) << content;
+  const std::string stop = middle_characters(content);
+  ASSERT_FALSE(stop.empty()) << content;
+  json with_stop = ask;
+  with_stop["stop"] = stop;
+  const json stopped = post(s, "/v1/chat/completions", with_stop, &status);
+  EXPECT_EQ(stopped["choices"][0]["message"]["content"], content.substr(0, content.find(stop))) << stopped.dump();
+  EXPECT_EQ(stopped["choices"][0]["finish_reason"], "stop");
+
+  json streamed = with_stop;
+  streamed["stream"] = true;
+  streamed["stream_options"] = {{"include_usage", true}};
+  auto res = s.client().Post("/v1/chat/completions", streamed.dump(), "application/json");
+  ASSERT_TRUE(res);
+  std::vector<json> events;
+  for (size_t at = 0; (at = res->body.find("data: ", at)) != std::string::npos; at += 6) {
+    const std::string data = res->body.substr(at + 6, res->body.find("\n\n", at) - at - 6);
+    if (data != "[DONE]") events.push_back(json::parse(data));
+  }
+  ASSERT_GE(events.size(), 3u) << res->body;
+  std::string deltas;
+  for (const json& e : events)
+    if (!e["choices"].empty() && e["choices"][0]["delta"].contains("content")) deltas += e["choices"][0]["delta"]["content"];
+  EXPECT_EQ(deltas, content.substr(0, content.find(stop)));  // the stop string is never sent
+  const json& usage = events.back();
+  EXPECT_TRUE(usage["choices"].empty()) << usage.dump();
+  EXPECT_EQ(usage["usage"]["completion_tokens"], stopped["usage"]["completion_tokens"]) << usage.dump();
+
+  const json later = {{"messages", {{{"role", "user"}, {"content", "Hi"}}, {{"role", "assistant"}, {"content", nullptr}},
+                                    {{"role", "user"}, {"content", "Again?"}}}},
+                      {"max_tokens", 2}};
+  post(s, "/v1/chat/completions", later, &status);
+  EXPECT_EQ(status, 200);
+  EXPECT_GT(s.client().Get("/v1/models").value().body.find("\"created\":"), 0u);
+  EXPECT_NE(json::parse(s.client().Get("/v1/models")->body)["data"][0]["created"].get<int64_t>(), 0);
+}
+
+// Files named by path: relative names under the allowed folder, never a 500 for a name the file
+// system refuses, a folder or a name without a dot under the folder.
+TEST(Server, FileReferencesUnderTheAllowedFolder) {
+  TINY_OR_SKIP(t);
+  const std::string dir = test::temp_dir("server-files");
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir + "/sub");
+  std::filesystem::copy_file(t.image, dir + "/sub/image.png");
+  std::filesystem::copy_file(t.image, dir + "/noext");
+  ServerOptions o;
+  o.limits.files_dir = dir;
+  RunningServer s(t.dir, o);
+  const auto session = [&](const std::string& reference, int* status) {
+    return post(s, "/v1/sessions", {{"image", reference}}, status);
+  };
+  int status = 0;
+  const json relative = session("./sub/image.png", &status);
+  EXPECT_EQ(status, 200) << relative.dump();
+  const json no_dot = session(dir + "/noext", &status);
+  EXPECT_EQ(status, 200) << no_dot.dump();
+  const json folder = session(dir + "/sub", &status);
+  EXPECT_EQ(status, 400) << folder.dump();
+  EXPECT_NE(folder["error"]["message"].get<std::string>().find("not a file"), std::string::npos) << folder.dump();
+  const json long_name = session(dir + "/" + std::string(300, 'a') + ".png", &status);
+  EXPECT_EQ(status, 400) << long_name.dump();
+  const json outside = session("../" + std::filesystem::path(dir).filename().string() + "-elsewhere/x.png", &status);
+  EXPECT_EQ(status, 403) << outside.dump();
 }
 
 // An uploaded video is opened under the server's pixel limit (the codec refuses frames far over it
@@ -488,8 +624,8 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
     }
     return metrics;
   };
-  std::string metrics = metrics_once_counted("(stream)\",status=\"504\"} 1");
-  EXPECT_NE(metrics.find("(stream)\",status=\"504\"} 1"), std::string::npos) << metrics;
+  std::string metrics = metrics_once_counted("(stream)\",status=\"499\"} 1");
+  EXPECT_NE(metrics.find("(stream)\",status=\"499\"} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
   post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
   EXPECT_EQ(status, 200);
@@ -504,6 +640,182 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
   metrics = metrics_once_counted("completions\",status=\"499\"} 1");
   EXPECT_NE(metrics.find("completions\",status=\"499\"} 1"), std::string::npos) << metrics;
   EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
+}
+
+// A long stream, read chunk by chunk until `go_away` (then the client leaves), on its own thread.
+struct LongStream {
+  LongStream(const RunningServer& s, const std::string& path, const json& body)
+      : client(std::make_unique<httplib::Client>("127.0.0.1", s.port)) {
+    client->set_read_timeout(120, 0);
+    reader = std::thread([this, path, body] {
+      httplib::Request req;
+      req.method = "POST";
+      req.path = path;
+      req.body = body.dump();
+      req.set_header("Content-Type", "application/json");
+      req.content_receiver = [this](const char*, size_t, uint64_t, uint64_t) {
+        ++chunks;
+        return !go_away.load();
+      };
+      client->send(req);
+    });
+  }
+  ~LongStream() {  // the client leaves: its socket is closed even while no chunk comes
+    go_away = true;
+    client->stop();
+    reader.join();
+  }
+  void wait_for_chunks(int n) const {
+    while (chunks.load() < n) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  std::unique_ptr<httplib::Client> client;
+  std::atomic<int> chunks{0};
+  std::atomic<bool> go_away{false};
+  std::thread reader;
+};
+
+// /metrics, polled until it holds every one of `lines` (at most ~10 s).
+std::string metrics_with(const RunningServer& s, const std::vector<std::string>& lines) {
+  std::string metrics;
+  for (int i = 0; i < 400; ++i) {
+    if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(25));
+    metrics = s.client().Get("/metrics")->body;
+    if (std::all_of(lines.begin(), lines.end(), [&](const std::string& l) { return metrics.find(l) != std::string::npos; }))
+      break;
+  }
+  return metrics;
+}
+
+// Clients that leave are noticed wherever their requests are: a stream waiting in the queue (nothing
+// is written to it yet) gives its place back, and /v1/segment stops between tokens.
+TEST(Server, ClientsThatLeaveAreNoticedWhileQueuedAndWhileSegmenting) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.parallel = 1;
+  o.queue = 1;
+  RunningServer s(t.dir, o);
+  const json long_chat = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 2048},
+                          {"stream", true}};
+  {
+    LongStream running(s, "/v1/chat/completions", long_chat);
+    running.wait_for_chunks(2);
+    {
+      LongStream queued(s, "/v1/chat/completions", long_chat);
+      const std::string waiting = metrics_with(s, {"sa2va_queue_waiting 1"});
+      ASSERT_NE(waiting.find("sa2va_queue_waiting 1"), std::string::npos) << waiting;
+    }  // its client leaves while it waits
+    const std::string metrics = metrics_with(s, {"sa2va_queue_waiting 0", "(stream)\",status=\"499\"} 1"});
+    EXPECT_NE(metrics.find("sa2va_queue_waiting 0"), std::string::npos) << metrics;
+    EXPECT_NE(metrics.find("sa2va_running 1"), std::string::npos) << "the first stream should still run: " << metrics;
+    EXPECT_NE(metrics.find("(stream)\",status=\"499\"} 1"), std::string::npos) << metrics;
+  }
+  {
+    httplib::Client impatient("127.0.0.1", s.port);
+    impatient.set_read_timeout(0, 300'000);  // 0.3 s
+    const json body = {{"image", t.image_uri}, {"expressions", {"everything", "all the rest"}}, {"max_tokens", 2048}};
+    EXPECT_FALSE(impatient.Post("/v1/segment", body.dump(), "application/json"));
+  }
+  const std::string metrics = metrics_with(s, {"segment\",status=\"499\"} 1", "sa2va_running 0"});
+  EXPECT_NE(metrics.find("segment\",status=\"499\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
+}
+
+// A session's turn waits for the one before it without holding a prediction slot, and the page
+// gets the session's frames while a turn runs.
+TEST(Server, ATurnWaitingForItsSessionHoldsNoSlotAndFramesComeDuringATurn) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.parallel = 2;
+  RunningServer s(t.dir, o);
+  json frames = json::array();
+  for (int i = 0; i < 3; ++i) frames.push_back(data_uri(t.dir + "/inputs/video_frame" + std::to_string(i) + ".png"));
+  const std::string id = post(s, "/v1/sessions", {{"frames", frames}})["id"];
+  const json long_turn = {{"text", "Tell me everything about this video."}, {"max_tokens", 2048}};
+  LongStream first(s, "/v1/sessions/" + id + "/chat", long_turn);
+  first.wait_for_chunks(2);
+  LongStream second(s, "/v1/sessions/" + id + "/chat", long_turn);
+  const std::string waiting = metrics_with(s, {"sa2va_queue_waiting 1"});
+  EXPECT_NE(waiting.find("sa2va_running 1\n"), std::string::npos) << waiting;
+  int status = 0;
+  post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
+  EXPECT_EQ(status, 200);
+  auto frame = s.client().Get("/v1/sessions/" + id + "/frames/1");
+  ASSERT_TRUE(frame);
+  EXPECT_EQ(frame->status, 200);
+  const std::string during = s.client().Get("/metrics")->body;
+  EXPECT_NE(during.find("sa2va_running 1\n"), std::string::npos) << "the first turn should still run: " << during;
+}
+
+// The program: SIGTERM ends it cleanly (exit 0), removing the files of uploaded videos, whichever of
+// its threads (its libraries start some before main) the kernel gives the signal to.
+TEST(ServeCommand, SigtermEndsItCleanlyAndRemovesUploads) {
+  TINY_OR_SKIP(t);
+  namespace fs = std::filesystem;
+  const std::string dir = test::temp_dir("serve-signal");
+  fs::remove_all(dir);
+  fs::create_directories(dir + "/tmp");
+  std::string out;
+  if (test::run_command("ffmpeg -hide_banner -loglevel error -nostdin -y -f lavfi -i testsrc=size=64x48:rate=10 "
+                        "-frames:v 3 -c:v ffv1 " + dir + "/v.mkv", &out) != 0)
+    GTEST_SKIP() << "the ffmpeg program is needed to write the video: " << out;
+  // Everything the child needs is made before fork(): it only opens, duplicates and executes.
+  const std::string cli = test::cli_path(), err_path = dir + "/stderr";
+  std::string tmp = "TMPDIR=" + dir + "/tmp";
+  std::vector<std::string> args = {cli, "--threads", "2", "serve", "--model", t.dir, "--port", "0"};
+  std::vector<char*> argv, envp;
+  for (std::string& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::string path_env = std::string("PATH=") + (getenv("PATH") ? getenv("PATH") : "/usr/bin:/bin");
+  envp = {tmp.data(), path_env.data(), nullptr};
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const int fd = open(err_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    if (fd >= 0) dup2(fd, 2);
+    execve(cli.c_str(), argv.data(), envp.data());
+    _exit(127);
+  }
+  const auto read_err = [&] {
+    std::ifstream in(err_path);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  int port = 0;
+  for (int i = 0; i < 600 && port == 0; ++i) {
+    const std::string err = read_err();
+    const size_t at = err.find("on http://127.0.0.1:");
+    if (at != std::string::npos && err.find('/', at + 20) != std::string::npos) port = std::stoi(err.substr(at + 20));
+    else std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (port == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+    FAIL() << "the server did not start: " << read_err();
+  }
+  std::ifstream in(dir + "/v.mkv", std::ios::binary);
+  const std::vector<uint8_t> bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  httplib::Client c("127.0.0.1", port);
+  c.set_read_timeout(60, 0);
+  const json body = {{"video", "data:video/x-matroska;base64," + base64_encode(bytes.data(), bytes.size())}};
+  auto res = c.Post("/v1/sessions", body.dump(), "application/json");
+  ASSERT_TRUE(res);
+  EXPECT_EQ(res->status, 200) << res->body;
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir + "/tmp"), fs::directory_iterator()), 1);  // the upload
+  ASSERT_EQ(kill(pid, SIGTERM), 0);
+  int status = 0;
+  pid_t ended = 0;
+  for (int i = 0; i < 300 && ended == 0; ++i) {
+    ended = waitpid(pid, &status, WNOHANG);
+    if (ended == 0) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (ended == 0) {
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    FAIL() << "the server did not end within 30 s of SIGTERM";
+  }
+  EXPECT_TRUE(WIFEXITED(status)) << "ended by signal " << (WIFSIGNALED(status) ? WTERMSIG(status) : 0);
+  EXPECT_EQ(WIFEXITED(status) ? WEXITSTATUS(status) : -1, 0) << read_err();
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir + "/tmp"), fs::directory_iterator()), 0)
+      << "the uploaded video's file was left behind";
 }
 
 TEST(Server, ConcurrentClientsGetTheAnswersTheyWouldGetAlone) {
