@@ -584,64 +584,6 @@ TEST(Server, SessionsAreBoundedInNumberAndTime) {
   EXPECT_EQ(status, 200);
 }
 
-TEST(Server, FullQueueGets429AndDisconnectCancels) {
-  TINY_OR_SKIP(t);
-  ServerOptions o;
-  o.parallel = 1;
-  o.queue = 0;
-  RunningServer s(t.dir, o);
-  // A long stream holds the only place; the client reads until the second request has been turned
-  // away (not a fixed number of chunks: on a busy machine the stream could end first), then goes away.
-  std::atomic<int> chunks{0};
-  std::atomic<bool> go_away{false};
-  std::thread reader([&] {
-    httplib::Client c("127.0.0.1", s.port);
-    const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}},
-                       {"max_tokens", 2048}, {"stream", true}};
-    httplib::Request req;
-    req.method = "POST";
-    req.path = "/v1/chat/completions";
-    req.body = body.dump();
-    req.set_header("Content-Type", "application/json");
-    req.content_receiver = [&](const char*, size_t, uint64_t, uint64_t) {
-      ++chunks;
-      return !go_away.load();
-    };
-    c.send(req);
-  });
-  while (chunks.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  int status = 0;
-  const json busy = post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, &status);
-  EXPECT_EQ(status, 429) << busy.dump();
-  go_away = true;
-  reader.join();
-  // The abandoned stream stops well before its 2048 tokens and frees the place.
-  const auto metrics_once_counted = [&](const std::string& line) {
-    std::string metrics;
-    for (int i = 0; i < 400 && metrics.find(line) == std::string::npos; ++i) {
-      if (i > 0) std::this_thread::sleep_for(std::chrono::milliseconds(25));
-      metrics = s.client().Get("/metrics")->body;
-    }
-    return metrics;
-  };
-  std::string metrics = metrics_once_counted("(stream)\",status=\"499\"} 1");
-  EXPECT_NE(metrics.find("(stream)\",status=\"499\"} 1"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
-  post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
-  EXPECT_EQ(status, 200);
-
-  // A plain request whose client stops waiting is cancelled too.
-  {
-    httplib::Client impatient("127.0.0.1", s.port);
-    impatient.set_read_timeout(0, 300'000);  // 0.3 s
-    const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 2048}};
-    EXPECT_FALSE(impatient.Post("/v1/chat/completions", body.dump(), "application/json"));
-  }
-  metrics = metrics_once_counted("completions\",status=\"499\"} 1");
-  EXPECT_NE(metrics.find("completions\",status=\"499\"} 1"), std::string::npos) << metrics;
-  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
-}
-
 // A long stream, read chunk by chunk until `go_away` (then the client leaves), on its own thread.
 struct LongStream {
   LongStream(const RunningServer& s, const std::string& path, const json& body)
@@ -684,6 +626,42 @@ std::string metrics_with(const RunningServer& s, const std::vector<std::string>&
       break;
   }
   return metrics;
+}
+
+TEST(Server, FullQueueGets429AndDisconnectCancels) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.parallel = 1;
+  o.queue = 0;
+  RunningServer s(t.dir, o);
+  // A long stream holds the only place; the client reads until the second request has been turned
+  // away (not a fixed number of chunks: on a busy machine the stream could end first), then goes away.
+  int status = 0;
+  {
+    LongStream stream(s, "/v1/chat/completions",
+                      {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 2048},
+                       {"stream", true}});
+    stream.wait_for_chunks(2);
+    const json busy = post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}}, &status);
+    EXPECT_EQ(status, 429) << busy.dump();
+  }
+  // The abandoned stream stops well before its 2048 tokens and frees the place.
+  std::string metrics = metrics_with(s, {"(stream)\",status=\"499\"} 1", "sa2va_running 0"});
+  EXPECT_NE(metrics.find("(stream)\",status=\"499\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
+  post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
+  EXPECT_EQ(status, 200);
+
+  // A plain request whose client stops waiting is cancelled too.
+  {
+    httplib::Client impatient("127.0.0.1", s.port);
+    impatient.set_read_timeout(0, 300'000);  // 0.3 s
+    const json body = {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 2048}};
+    EXPECT_FALSE(impatient.Post("/v1/chat/completions", body.dump(), "application/json"));
+  }
+  metrics = metrics_with(s, {"completions\",status=\"499\"} 1", "sa2va_running 0"});
+  EXPECT_NE(metrics.find("completions\",status=\"499\"} 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
 }
 
 // Clients that leave are noticed wherever their requests are: a stream waiting in the queue (nothing
