@@ -29,15 +29,17 @@ SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothin
     for (int turn = 1;; ++turn) {
       if (interactive) std::fprintf(stderr, "> ");
       std::string line;
-      if (!std::getline(std::cin, line) || line.empty()) break;
+      if (!std::getline(std::cin, line)) break;
+      if (!line.empty() && line.back() == '\r') line.pop_back();  // a line from Windows
+      if (line.find_first_not_of(" \t") == std::string::npos) break;  // an empty (or blank) line ends it
       Request request = base;
       request.text = line;
       request.past_text = past_text;
       if (turn > 1) request.mask_prompts.clear();  // regions belong to the first turn
       std::unique_ptr<VideoOutputWriter> video_out;
       const std::string turn_dir = out_dir->empty() ? "" : *out_dir + "/turn-" + std::to_string(turn);
+      if (!turn_dir.empty()) ensure_writable_dir(turn_dir);
       if (video && !turn_dir.empty()) {
-        ensure_writable_dir(turn_dir);
         video_out = std::make_unique<VideoOutputWriter>(turn_dir, *video, true);
         request.on_mask = [&](int seg, int64_t frame, const Mask& m) { video_out->on_mask(seg, frame, m); };
       }
@@ -47,7 +49,7 @@ SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothin
       std::fflush(stdout);
       if (!turn_dir.empty()) {
         if (video_out) video_out->finish(p);
-        else if (!p.masks.empty()) write_image_outputs(turn_dir, request.image, p);
+        else write_image_outputs(turn_dir, request.image, p);  // result.json (past_text) even without masks
       }
       past_text = p.past_text;
     }

@@ -18,10 +18,13 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
   opts->add_to(app, true, "f32");
   app.add_option("--out", *out, "Output .safetensors file")->required();
   return [=]() -> int {
+    // Written beside and renamed at the end: a failed run leaves an earlier dump as it was.
+    const std::string partial = *out + ".partial";
     {
-      std::FILE* f = std::fopen(out->c_str(), "wb");
+      std::FILE* f = std::fopen(partial.c_str(), "wb");
       if (!f) throw Error(*out + ": cannot open for writing");
       std::fclose(f);
+      std::remove(partial.c_str());  // only a probe, before the model work
     }
     Request request;
     request.text = opts->prompt;
@@ -30,7 +33,13 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
     auto model = Sa2vaModel::load(opts->model_dir, opts->model_options());
     StageRecorder recorder;
     const Prediction p = model->predict(request, &recorder);
-    write_safetensors(*out, recorder.stages(), {{"prediction", p.text}, {"precision", opts->precision}});
+    try {
+      write_safetensors(partial, recorder.stages(), {{"prediction", p.text}, {"precision", opts->precision}});
+    } catch (...) {
+      std::remove(partial.c_str());
+      throw;
+    }
+    if (std::rename(partial.c_str(), out->c_str()) != 0) throw Error(*out + ": cannot write (rename failed)");
     std::printf("%s\n", p.text.c_str());
     std::fprintf(stderr, "wrote %zu tensors to %s\n", recorder.stages().size(), out->c_str());
     return 0;

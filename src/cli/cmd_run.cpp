@@ -34,7 +34,7 @@ SA2VA_COMMAND("run", "Answer a prompt about an image, a video or nothing; write 
     std::printf("%s\n", p.text.c_str());
     if (!out_dir->empty()) {
       if (video_out) video_out->finish(p);
-      else if (request.image.width > 0) write_image_outputs(*out_dir, request.image, p);
+      else if (request.image.width > 0) write_image_outputs(*out_dir, request.image, p, !*no_overlay);
       else write_image_outputs(*out_dir, Image(), p);
     }
     return 0;

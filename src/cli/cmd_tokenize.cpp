@@ -1,4 +1,5 @@
 // `sa2va tokenize`: token ids of text with a model folder's tokenizer, one JSON line per input.
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 
@@ -29,6 +30,8 @@ SA2VA_COMMAND("tokenize", "Print the token ids of text ({\"ids\":[...]} per inpu
       print_ids(tokenizer->encode(*text));
       return 0;
     }
+    std::error_code ec;
+    check(!std::filesystem::is_directory(*jsonl, ec), *jsonl + ": a folder, not a JSON Lines file");
     std::ifstream file(*jsonl);
     check(bool(file), *jsonl + ": cannot open");
     size_t line_number = 0;

@@ -44,6 +44,11 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%slarge buffers: %llu taken, peak %.1f MiB mapped\n", sa2va::profile::report().c_str(),
                    static_cast<unsigned long long>(pool.acquisitions), static_cast<double>(pool.peak_mapped_bytes) / (1 << 20));
     }
+    // What was printed (answers, token ids) must have arrived: a full disk or closed pipe is an error.
+    if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+      std::fprintf(stderr, "error: cannot write the output (standard output)\n");
+      return 1;
+    }
     return status;
   } catch (const sa2va::Error& e) {
     std::fprintf(stderr, "error: %s\n", e.what());

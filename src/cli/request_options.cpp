@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -58,7 +59,8 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
   app.add_option("--top-k", top_k, "Sample from the k most likely tokens (0 = all)")
       ->check(CLI::Range(0, std::numeric_limits<int>::max()));
   app.add_option("--top-p", top_p, "Nucleus sampling threshold")->check(CLI::Range(0.0, 1.0));
-  app.add_option("--stop", stop, "End the answer where this text appears (repeatable); the content stops before it");
+  app.add_option("--stop", stop,
+                 "End the answer where this text appears (repeatable); result.json's content stops before it");
   // Any 64-bit integer, signed or not (-1 is 2^64 - 1), as torch.manual_seed takes.
   app.add_option("--seed", seed, "Sampling seed (a 64-bit integer)")
       ->transform(CLI::Validator(
@@ -155,10 +157,24 @@ json rle_json(const Mask& m) {
           {"area", mask_area(view)}};
 }
 
+// Written beside and renamed once closed without error: a full disk never leaves a short file under
+// the final name (a stream's error shows only when its buffer is written, at the latest on close).
+void write_text_file(const std::string& path, const std::function<void(std::ostream&)>& write) {
+  const std::string partial = path + ".partial";
+  std::ofstream out(partial, std::ios::binary | std::ios::trunc);
+  if (out) write(out);
+  out.close();
+  std::error_code ec;
+  if (out.fail()) {
+    fs::remove(partial, ec);
+    throw Error(path + ": write failed (disk full, or not writable)");
+  }
+  fs::rename(partial, path, ec);
+  if (ec) throw Error(path + ": cannot write: " + ec.message());
+}
+
 void write_json_file(const std::string& path, const json& j) {
-  std::ofstream out(path);
-  out << j.dump(2) << "\n";
-  if (!out) throw Error(path + ": write failed");
+  write_text_file(path, [&](std::ostream& out) { out << j.dump(2) << "\n"; });
 }
 
 std::string frame_name(int64_t frame) {
@@ -181,12 +197,19 @@ void ensure_writable_dir(const std::string& dir) {
   {
     std::ofstream out(probe);
     out << "x";
-    if (!out) throw Error(dir + ": the output folder is not writable");
+    out.close();  // the byte reaches the file system here
+    if (out.fail()) {
+      fs::remove(probe, ec);
+      throw Error(dir + ": the output folder is not writable (or the disk is full)");
+    }
   }
   fs::remove(probe, ec);
+  // An earlier run's outputs go first: a folder never mixes two runs' masks, and result.json,
+  // written last, says the run finished.
+  for (const char* name : {"result.json", "overlay.png", "overlay.mp4", "masks"}) fs::remove_all(fs::path(dir) / name, ec);
 }
 
-void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p) {
+void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p, bool overlay) {
   fs::create_directories(fs::path(dir) / "masks");
   std::vector<MaskView> views;
   json masks = json::array();
@@ -201,9 +224,10 @@ void write_image_outputs(const std::string& dir, const Image& image, const Predi
     entry["score"] = k < p.scores.size() ? p.scores[k] : 0.f;
     masks.push_back(entry);
   }
-  if (image.width > 0) save_png_rgb((fs::path(dir) / "overlay.png").string(), render_overlay(image, views));
+  if (overlay && image.width > 0) save_png_rgb((fs::path(dir) / "overlay.png").string(), render_overlay(image, views));
   write_json_file((fs::path(dir) / "result.json").string(),
-                  {{"text", p.text}, {"caption", p.caption}, {"past_text", p.past_text}, {"width", image.width},
+                  {{"text", p.text}, {"content", p.content}, {"finish_reason", p.finish_reason}, {"caption", p.caption},
+                   {"past_text", p.past_text}, {"width", image.width},
                    {"height", image.height}, {"masks", masks}});
 }
 
@@ -284,24 +308,27 @@ void VideoOutputWriter::finish(const Prediction& p) {
   Impl& s = *impl_;
   s.flush_overlay();
   if (s.writer) s.writer->close();
-  const std::string path = (s.dir / "result.json").string();
-  std::ofstream out(path);
-  std::string head = json{{"text", p.text}, {"caption", p.caption}, {"past_text", p.past_text}, {"width", s.video->width()},
+  std::string head = json{{"text", p.text}, {"content", p.content}, {"finish_reason", p.finish_reason},
+                          {"caption", p.caption}, {"past_text", p.past_text}, {"width", s.video->width()},
                           {"height", s.video->height()}, {"frames", s.video->frame_count()}}
                          .dump();
   head.pop_back();  // the closing brace: "masks" follows
-  out << head << ",\n\"masks\":[";
   for (size_t k = 0; k < s.frame_entries.size(); ++k) {
     s.frame_entries[k]->close();
-    std::string seg_head = json{{"index", k}, {"phrase", k < p.phrases.size() ? p.phrases[k] : ""}}.dump();
-    seg_head.pop_back();
-    out << (k ? ",\n" : "") << seg_head << ",\"frames\":[\n";
-    std::ifstream entries(s.frame_entry_paths[k]);
-    if (entries.peek() != std::ifstream::traits_type::eof()) out << entries.rdbuf();
-    out << "\n]}";
+    if (s.frame_entries[k]->fail()) throw Error(s.frame_entry_paths[k].string() + ": write failed (disk full?)");
   }
-  out << "]}\n";
-  if (!out) throw Error(path + ": write failed");
+  write_text_file((s.dir / "result.json").string(), [&](std::ostream& out) {
+    out << head << ",\n\"masks\":[";
+    for (size_t k = 0; k < s.frame_entries.size(); ++k) {
+      std::string seg_head = json{{"index", k}, {"phrase", k < p.phrases.size() ? p.phrases[k] : ""}}.dump();
+      seg_head.pop_back();
+      out << (k ? ",\n" : "") << seg_head << ",\"frames\":[\n";
+      std::ifstream entries(s.frame_entry_paths[k]);
+      if (entries.peek() != std::ifstream::traits_type::eof()) out << entries.rdbuf();
+      out << "\n]}";
+    }
+    out << "]}\n";
+  });
 }
 
 std::function<void(int64_t, int64_t)> terminal_progress() {

@@ -35,11 +35,12 @@ struct RequestOptions {
 // frames the tracker has just used without decoding the video again.
 std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video);
 
-// Checks that `dir` can be created and written, before any model work.
+// Checks that `dir` can be created and written, before any model work, and removes an earlier run's
+// outputs there (result.json, overlay.png / .mp4, masks/).
 void ensure_writable_dir(const std::string& dir);
 
-// Writes DIR/masks/<k>.png, DIR/overlay.png and DIR/result.json for an image prediction.
-void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p);
+// Writes DIR/masks/<k>.png, DIR/overlay.png (with `overlay`) and DIR/result.json, last, for an image prediction.
+void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p, bool overlay = true);
 
 // Writes a video prediction incrementally: per-frame mask PNGs DIR/masks/<k>/<NNNNN>.png, overlay
 // frames in DIR/overlay.mp4, and COCO RLE per frame into DIR/result.json at finish().

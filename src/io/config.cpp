@@ -112,6 +112,7 @@ VisionConfig parse_vision(const Reader& r, const json& v) {
   if (c.qk_normalization) r.fail(p + "qk_normalization", "true is not supported (InternViT-300M uses false)");
   if (c.num_heads <= 0 || c.hidden_size % c.num_heads) r.fail(p + "num_attention_heads", "must divide hidden_size");
   if (c.patch_size <= 0 || c.image_size % c.patch_size) r.fail(p + "patch_size", "must divide image_size");
+  if (!(c.layer_norm_eps > 0)) r.fail(p + "layer_norm_eps", "must be positive");
   return c;
 }
 
@@ -156,7 +157,12 @@ LlmConfig parse_llm(const Reader& r, const json& v) {
     c.rope_scaling_type = type == "default" ? "" : type;
     const float one = 1.f;
     c.rope_scaling_factor = r.get_float(*rs, "factor", p + "rope_scaling.", &one);
+    if (!(c.rope_scaling_factor >= 1.f)) r.fail(p + "rope_scaling.factor", "must be at least 1");
   }
+  // Values that would not fail later but make every answer noise.
+  if (!(c.rms_norm_eps > 0)) r.fail(p + "rms_norm_eps", "must be positive");
+  if (!(c.rope_theta > 0)) r.fail(p + "rope_theta", "must be positive");
+  if (c.max_position_embeddings <= 0) r.fail(p + "max_position_embeddings", "must be positive");
   return c;
 }
 
@@ -245,6 +251,8 @@ ModelConfig parse_config(const json& j, const std::string& source) {
   if (c.downsample_ratio != 0.5f) r.fail("downsample_ratio", "only 0.5 is supported");
   c.vision = parse_vision(r, r.object(j, "vision_config", ""));
   c.force_image_size = r.get_int(j, "force_image_size", "", &c.vision.image_size);
+  if (c.force_image_size != c.vision.image_size)  // the tiles are the vision encoder's input
+    r.fail("force_image_size", "must equal vision_config.image_size (" + std::to_string(c.vision.image_size) + ")");
   (void)size448;
   c.llm = parse_llm(r, r.object(j, "llm_config", ""));
   if (const json* s = r.find(j, "sam2_config")) {

@@ -235,6 +235,9 @@ size_t make_model(const MakeModelOptions& options) {
   check(!options.out_dir.empty(), "make-model: --out is required");
   const fs::path dir(options.out_dir);
   std::error_code ec;
+  // A slip of --out must not overwrite a real checkpoint (its config and tokenizer, beside old shards).
+  check(!fs::exists(dir, ec) || (fs::is_directory(dir, ec) && fs::is_empty(dir, ec)),
+        dir.string() + ": not an empty folder: make-model writes into a new or empty one");
   fs::create_directories(dir, ec);
   if (ec || !fs::is_directory(dir)) throw Error(dir.string() + ": cannot create the output folder");
 

@@ -528,6 +528,12 @@ void Sa2vaModel::prepare_prompt(const Request& request, PredictState& s, const E
   StageRecorder* const rec = ctx.recorder;
   s.prompt = build_prompt(*chat, s.text, s.visual_tokens, request.past_text);
   s.prompt_ids = tokenizer->encode(s.prompt);
+  // A conversation grown past the trained context of a model without RoPE scaling gets noise back.
+  check(!config.llm.rope_scaling_type.empty() ||
+            static_cast<int64_t>(s.prompt_ids.size()) < config.llm.max_position_embeddings,
+        "the prompt has " + std::to_string(s.prompt_ids.size()) + " tokens (visual tokens and earlier turns included), "
+        "more than the language model's context of " + std::to_string(config.llm.max_position_embeddings) +
+            " tokens: start a new conversation or shorten it");
   record(rec, "prompt_ids", ids_tensor(s.prompt_ids));
   s.embeds = llm.embed(s.prompt_ids);
   const bool spliced_vision = s.vit_embeds.defined() && !s.text_only;

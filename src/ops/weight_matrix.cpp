@@ -139,6 +139,14 @@ WeightMatrix WeightMatrix::from_parts(WeightFormat format, int64_t rows, int64_t
                               : ", got none"));
   m.values_ = values.contiguous();
   m.scales_ = scales.contiguous();
+  // A damaged folder's NaN or infinite scale would make every product with its row garbage.
+  if (m.scales_.device().is_cpu()) {
+    const uint16_t* s = m.scales_.data<uint16_t>();
+    const int64_t n = m.scales_.numel();
+    for (int64_t i = 0; i < n; ++i)
+      check((s[i] & 0x7C00) != 0x7C00, what + ": scale " + std::to_string(i % scale_shape[1]) + " of row " +
+                                            std::to_string(i / scale_shape[1]) + " is not finite (a damaged file?)");
+  }
   return m;
 }
 

@@ -160,6 +160,54 @@ TEST(EndToEnd, MakeModelIsDeterministicPerSeed) {
   EXPECT_EQ(x.to_vector(), y.to_vector());
   const Tensor z = Checkpoint::open(tiny_model()).get("mlp1.1.weight");
   EXPECT_NE(x.to_vector(), z.to_vector());
+  // A folder that holds anything (say, a real checkpoint) is not written over.
+  expect_clean_failure("make-model --preset tiny --seed 8 --out " + a, "not an empty folder");
+  EXPECT_EQ(Checkpoint::open(a).get("mlp1.1.weight").to_vector(), x.to_vector());
+}
+
+// Outputs are whole or absent: an earlier run's masks and overlay go before a run into the same
+// folder (a folder never mixes two runs), --no-overlay writes none, and a full disk is an error, not
+// an empty result.json under its final name.
+TEST(EndToEnd, OutputFoldersHoldOneRunsWholeOutputs) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string out_dir = test::temp_dir("run-again");
+  const std::string image = " --precision f32 --image " + dir + "/inputs/image.png --prompt '<image>Please segment it.'";
+  std::string out;
+  ASSERT_EQ(run("run --model " + dir + image + " --answer '[SEG] [SEG] [SEG]' --out " + out_dir, &out), 0) << out;
+  ASSERT_TRUE(fs::exists(out_dir + "/masks/2.png"));
+  ASSERT_EQ(run("run --model " + dir + image + " --answer 'Sure, [SEG].' --no-overlay --out " + out_dir, &out), 0) << out;
+  EXPECT_TRUE(fs::exists(out_dir + "/masks/0.png"));
+  EXPECT_FALSE(fs::exists(out_dir + "/masks/1.png")) << "an earlier run's mask was left beside this run's";
+  EXPECT_FALSE(fs::exists(out_dir + "/overlay.png"));
+  EXPECT_EQ(read_json(out_dir + "/result.json")["masks"].size(), 1u);
+  if (fs::exists("/dev/full")) {  // a write that fails when the file is closed
+    const std::string full = test::temp_dir("run-full");
+    fs::create_symlink("/dev/full", full + "/result.json.partial");
+    // The folder's probe passes (its own file); the result cannot be written.
+    expect_clean_failure("run --model " + dir + image + " --answer 'Sure, [SEG].' --out " + full, "result.json: write failed");
+    EXPECT_FALSE(fs::exists(full + "/result.json"));
+  }
+}
+
+// --stop: generation ends where the text appears; result.json's content stops before it.
+TEST(EndToEnd, StopStringsEndTheAnswer) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  const std::string whole_dir = test::temp_dir("run-unstopped"), stopped_dir = test::temp_dir("run-stopped");
+  std::string out;
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --prompt 'Tell me a story.' --max-new-tokens 24 --out " +
+                    whole_dir, &out), 0) << out;
+  const std::string content = read_json(whole_dir + "/result.json")["content"];
+  size_t at = content.size() / 2;  // a stop string of whole UTF-8 characters, in the middle
+  while (at < content.size() && (static_cast<unsigned char>(content[at]) & 0xC0) == 0x80) ++at;
+  size_t end = at + 1;
+  while (end < content.size() && (static_cast<unsigned char>(content[end]) & 0xC0) == 0x80) ++end;
+  const std::string stop = content.substr(at, end - at);
+  ASSERT_FALSE(stop.empty() || stop == "'") << content;
+  ASSERT_EQ(run("run --model " + dir + " --precision f32 --prompt 'Tell me a story.' --max-new-tokens 24 --stop '" +
+                    stop + "' --out " + stopped_dir, &out), 0) << out;
+  const json stopped = read_json(stopped_dir + "/result.json");
+  EXPECT_EQ(stopped["content"], content.substr(0, content.find(stop))) << stop;
+  EXPECT_EQ(stopped["finish_reason"], "stop");
 }
 
 TEST(EndToEnd, RunTextOnly) {
@@ -221,6 +269,8 @@ TEST(EndToEnd, RunImageWritesMasksOverlayAndJson) {
   EXPECT_EQ(mask.height, 280);
   EXPECT_TRUE(fs::exists(out_dir + "/overlay.png"));
   const json result = read_json(out_dir + "/result.json");
+  EXPECT_EQ(result["content"], "Sure, [SEG].");
+  EXPECT_EQ(result["finish_reason"], "stop");
   ASSERT_EQ(result["masks"].size(), 1u);
   const json& m = result["masks"][0];
   EXPECT_EQ(m["rle"]["size"], json({280, 600}));
@@ -273,6 +323,7 @@ TEST(EndToEnd, RunVideoWritesPerFrameMasks) {
     EXPECT_GE(test::mask_iou(got, golden.select(0, t)), 0.999) << "frame " << t;
   }
   const json result = read_json(out_dir + "/result.json");
+  EXPECT_EQ(result["content"], "Sure, [SEG].");
   EXPECT_EQ(result["masks"][0]["frames"].size(), 6u);
   EXPECT_TRUE(fs::exists(out_dir + "/overlay.mp4"));
 }
@@ -306,6 +357,16 @@ TEST(EndToEnd, ChatKeepsTheConversation) {
   int lines = 0;
   for (char ch : out) lines += ch == '\n';
   EXPECT_EQ(lines, 2) << out;
+  // Each turn keeps its result.json (past_text), masks or not.
+  EXPECT_FALSE(read_json(out_dir + "/turn-2/result.json")["past_text"].get<std::string>().empty());
+  // Lines from Windows lose their CR; a blank line ends the conversation like an empty one.
+  const int ended = test::run_command("printf 'Hi\\r\\n   \\nNever asked\\n' | " +
+                                          sa2va_cmd("chat --model " + tiny_model() + " --max-new-tokens 3"),
+                                      &out);
+  EXPECT_EQ(ended, 0) << out;
+  lines = 0;
+  for (char ch : out) lines += ch == '\n';
+  EXPECT_EQ(lines, 1) << out;
 }
 
 // A frame folder with two frame sizes: masks and the overlay video at the first frame's size.
@@ -344,6 +405,22 @@ TEST(EndToEnd, RunVideoWithFramesOfDifferentSizes) {
 TEST(EndToEnd, BadInputGivesCleanErrors) {
   const std::string model = tiny_model();
   const std::string bad = test::temp_dir("bad");
+  // A folder for a JSON Lines file; output that cannot be written (a full disk) is an error.
+  expect_clean_failure("tokenize --model " + model + " --jsonl " + bad, "a folder, not a JSON Lines file");
+  if (fs::exists("/dev/full")) {
+    std::string out;
+    EXPECT_EQ(test::run_command("(" + sa2va_cmd("tokenize --model " + model + " --text hello") + " > /dev/full)", &out), 1);
+    EXPECT_NE(out.find("error: cannot write the output"), std::string::npos) << out;
+  }
+  // A failed dump leaves an earlier one as it was.
+  {
+    std::ofstream(bad + "/earlier.safetensors") << "earlier";
+    expect_clean_failure("dump --model " + model + " --image " + bad + "/none.png --prompt hi --out " + bad +
+                             "/earlier.safetensors", "none.png");
+    std::ifstream in(bad + "/earlier.safetensors");
+    EXPECT_EQ(std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()), "earlier");
+    EXPECT_FALSE(fs::exists(bad + "/earlier.safetensors.partial"));
+  }
   // Truncated weights.
   const std::string truncated = bad + "/truncated";
   fs::create_directories(truncated);

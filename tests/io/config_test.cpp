@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <tuple>
+#include <vector>
+
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -90,6 +93,22 @@ TEST(Config, ReportsBadFieldsByPath) {
   j = good;
   j["llm_config"]["hidden_size"] = int64_t{1} << 40;
   EXPECT_NE(error_of(j).find("llm_config.hidden_size: must be an integer that fits an int"), std::string::npos);
+
+  // Values that would load and make every answer noise.
+  for (const auto& [object, field, value, words] :
+       std::vector<std::tuple<std::string, std::string, json, std::string>>{
+           {"llm_config", "rope_theta", 0, "llm_config.rope_theta: must be positive"},
+           {"llm_config", "rms_norm_eps", -1.0, "llm_config.rms_norm_eps: must be positive"},
+           {"llm_config", "max_position_embeddings", 0, "llm_config.max_position_embeddings: must be positive"},
+           {"vision_config", "layer_norm_eps", -1.0, "vision_config.layer_norm_eps: must be positive"},
+           {"", "force_image_size", 224, "force_image_size: must equal vision_config.image_size"}}) {
+    j = good;
+    (object.empty() ? j : j[object])[field] = value;
+    EXPECT_NE(error_of(j).find(words), std::string::npos) << field << ": " << error_of(j);
+  }
+  j = good;
+  j["llm_config"]["rope_scaling"] = {{"type", "dynamic"}, {"factor", 0}};
+  EXPECT_NE(error_of(j).find("rope_scaling.factor: must be at least 1"), std::string::npos) << error_of(j);
 
   j = good;
   j["template"] = 3;

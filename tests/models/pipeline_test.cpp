@@ -444,6 +444,12 @@ TEST(Pipeline, BadRequestsAreErrors) {
   bad_frame.video = &long_video;
   bad_frame.video_llm_frames = 1 << 20;
   expect_error(bad_frame, "tokens exceed the language model's context of 32768 tokens");
+  // A conversation grown past the context.
+  Request long_text;
+  long_text.text = "Hello.";
+  long_text.past_text.reserve(40000 * 6);
+  for (int i = 0; i < 40000; ++i) long_text.past_text += " word";
+  expect_error(long_text, "more than the language model's context of 32768 tokens");
 }
 
 // Visual prompts as upstream: a mask of any size is sampled straight to the 16x16 token grid with

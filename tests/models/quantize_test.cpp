@@ -121,6 +121,14 @@ TEST(QuantizeModel, ErrorsNameTheProblem) {
     EXPECT_NE(message([&] { load_llm(Checkpoint::open(broken), load_config(broken), WeightFormat::BF16); })
                   .find("re-run sa2va quantize"),
               std::string::npos);
+    // A scale that is not finite (a damaged file) is refused, naming the matrix, row and block.
+    Tensor scales = ck.get(m + kScalesSuffix).clone();
+    scales.data<uint16_t>()[scales.size(1) + 1] = 0x7e00;  // f16 NaN: row 1, block 1
+    tensors.back().second = scales;
+    write_safetensors(broken + "/model.safetensors", tensors, {{kQuantLayoutKey, kQuantLayout}});
+    const std::string why = message([&] { load_llm(Checkpoint::open(broken), load_config(broken), WeightFormat::BF16); });
+    EXPECT_NE(why.find("'" + m + "': q8_0 matrix"), std::string::npos) << why;
+    EXPECT_NE(why.find("scale 1 of row 1 is not finite"), std::string::npos) << why;
   }
 }
 
