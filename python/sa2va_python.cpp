@@ -690,12 +690,22 @@ PYBIND11_MODULE(_sa2va, m) {
   m.attr("Error").attr("__doc__") =
       "Every error the library reports: unreadable or corrupt files, unusable model folders, bad requests.";
 
+  // An object made by __new__ without __init__ (or a stream not made by predict_stream) has memory
+  // but no C++ object in it: its methods raise TypeError instead of reading that memory.
+  const auto made = [](auto* self, py::handle object, const char* type) {
+    using T = std::remove_const_t<std::remove_pointer_t<decltype(self)>>;
+    auto* inst = reinterpret_cast<py::detail::instance*>(object.ptr());
+    if (!inst->get_value_and_holder(py::detail::get_type_info(typeid(T))).holder_constructed())
+      throw py::type_error(std::string(type) + " object is not initialised (made without __init__)");
+    return self;
+  };
   py::class_<MaskStream>(m, "MaskStream",
                          "The frames of one prediction's masks, as predict_stream hands them over: iterate for "
                          "(frame_index, [mask per [SEG]]); answer() for the text.")
       .def("__iter__", [](py::object self) { return self; }, "__iter__(self) -> MaskStream")
-      .def("__next__", &MaskStream::next, "__next__(self) -> tuple[int, list[numpy.ndarray]]")
-      .def("answer", &MaskStream::answer,
+      .def("__next__", [made](py::handle object) { return made(object.cast<MaskStream*>(), object, "MaskStream")->next(); },
+           "__next__(self) -> tuple[int, list[numpy.ndarray]]")
+      .def("answer", [made](py::handle object) { return made(object.cast<MaskStream*>(), object, "MaskStream")->answer(); },
            "answer(self) -> dict\n\nThe answer fields (prediction, phrases, caption, past_text, generated_ids; "
            "scores once the stream is done), waiting until the text is known.");
 
@@ -703,13 +713,26 @@ PYBIND11_MODULE(_sa2va, m) {
       .def(py::init<py::handle, py::handle, py::handle, py::handle, py::handle>(), py::arg("path"),
            py::arg("device") = "cpu", py::arg("precision") = "bf16", py::arg("weights") = "bf16",
            py::arg("threads") = 0, "__init__(self, path, device=\"cpu\", precision=\"bf16\", weights=\"bf16\", threads=0)")
-      .def("predict_forward", &PyModel::predict_forward, py::arg("image") = py::none(), py::arg("video") = py::none(),
+      .def("predict_forward",
+           [made](py::handle self, py::handle image, py::handle video, py::handle text, py::handle past_text,
+                  py::handle mask_prompts, const py::kwargs& generation) {
+             return made(self.cast<const PyModel*>(), self, "Model")
+                 ->predict_forward(image, video, text, past_text, mask_prompts, generation);
+           },
+           py::arg("image") = py::none(), py::arg("video") = py::none(),
            py::arg("text") = py::none(), py::arg("past_text") = "", py::arg("mask_prompts") = py::none(),
            kPredictForwardDoc)
-      .def("predict_stream", &PyModel::predict_stream, py::arg("image") = py::none(), py::arg("video") = py::none(),
+      .def("predict_stream",
+           [made](py::handle self, py::handle image, py::handle video, py::handle text, py::handle past_text,
+                  py::handle mask_prompts, const py::kwargs& generation) {
+             return made(self.cast<const PyModel*>(), self, "Model")
+                 ->predict_stream(image, video, text, past_text, mask_prompts, generation);
+           },
+           py::arg("image") = py::none(), py::arg("video") = py::none(),
            py::arg("text") = py::none(), py::arg("past_text") = "", py::arg("mask_prompts") = py::none(),
            kPredictStreamDoc)
-      .def_property_readonly("template_name", &PyModel::template_name,
+      .def_property_readonly("template_name",
+                             [made](py::handle self) { return made(self.cast<const PyModel*>(), self, "Model")->template_name(); },
                              "The chat template: \"qwen_chat\" (1B), \"phi3_chat\" (4B), \"internlm2_chat\" (8B).");
 
   m.def("extract_phrases", &sa2va::extract_phrases, py::arg("answer"),

@@ -347,6 +347,12 @@ def test_wrong_argument_types_raise_type_error_naming_the_argument(tiny_model, t
     assert isinstance(tiny_model.predict_forward(image=tagged, text="<image>hi", max_new_tokens=2)["prediction"], str)
     with pytest.raises(TypeError, match="path"):
         sa2va.Model(123)
+    # Objects made by __new__ alone have no model behind them: TypeError, not a crash.
+    for cls, use in ((sa2va.Model, lambda o: o.template_name), (sa2va.Model, lambda o: o.predict_forward(text="hi")),
+                     (sa2va.Model, lambda o: o.predict_stream(text="hi")), (sa2va.MaskStream, lambda o: o.answer()),
+                     (sa2va.MaskStream, lambda o: next(o))):
+        with pytest.raises(TypeError, match="not initialised"):
+            use(cls.__new__(cls))
     with pytest.raises(TypeError, match="threads"):
         sa2va.Model(tiny_dir, threads="many")
 
