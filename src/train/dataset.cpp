@@ -72,9 +72,10 @@ TrainingSample parse_sample(const json& j, const fs::path& folder, const std::st
       check(masks[k].is_array() && masks[k].size() == s.images.size(),
             where + ": mask " + std::to_string(k) + " must be a list of one mask per frame (" +
                 std::to_string(s.images.size()) + ")");
-      s.masks.emplace_back(masks[k].begin(), masks[k].end());
+      std::vector<std::string>& frames = s.masks.emplace_back();
+      for (const json& mask : masks[k]) frames.push_back(mask.dump());
     } else {
-      s.masks.push_back({masks[k]});
+      s.masks.push_back({masks[k].dump()});
     }
   }
   return s;
@@ -105,6 +106,12 @@ std::vector<TrainingSample> read_training_data(const std::string& path) {
   }
   check(!samples.empty(), path + ": no training samples");
   return samples;
+}
+
+std::vector<uint8_t> decode_training_mask(const std::string& mask, int height, int width, const std::string& where) {
+  const json parsed = json::parse(mask, nullptr, /*allow_exceptions=*/false);
+  check(!parsed.is_discarded(), where + ": a mask is not valid JSON");
+  return decode_training_mask(parsed, height, width, where);
 }
 
 std::vector<uint8_t> decode_training_mask(const json& mask, int height, int width, const std::string& where) {

@@ -29,7 +29,9 @@ struct TrainingSample {
   std::vector<std::string> images;  // the image, or the video's frames (resolved paths)
   bool video = false;
   std::vector<TrainingTurn> turns;
-  std::vector<std::vector<nlohmann::json>> masks;  // [SEG] k, frame f: as written, decoded by decode_training_mask
+  // [SEG] k, frame f: the MASK entry as compact JSON text, decoded by decode_training_mask when its
+  // sample is prepared (parsed JSON would hold ~2.3x the file's size for a whole run).
+  std::vector<std::vector<std::string>> masks;
   int seg_count = 0;                                // [SEG] in the answers
 };
 
@@ -40,5 +42,7 @@ std::vector<TrainingSample> read_training_data(const std::string& path);
 // The 0/1 mask (row-major [height, width]) of a MASK entry; throws Error naming `where` when it is
 // malformed or its size is not height x width.
 std::vector<uint8_t> decode_training_mask(const nlohmann::json& mask, int height, int width, const std::string& where);
+// The same for a MASK entry kept as JSON text (TrainingSample::masks).
+std::vector<uint8_t> decode_training_mask(const std::string& mask, int height, int width, const std::string& where);
 
 }  // namespace sa2va::train

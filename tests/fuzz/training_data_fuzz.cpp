@@ -16,7 +16,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
         std::abort();
       for (const auto& per_frame : sample.masks) {
         if (per_frame.size() != (sample.video ? sample.images.size() : 1)) std::abort();
-        for (const auto& mask : per_frame) {
+        for (const std::string& text : per_frame) {
+          const nlohmann::json mask = nlohmann::json::parse(text);  // written by the reader: always valid
           // Decoded at the size it states when that is small (else a fixed one), as prepare() would.
           int h = 7, w = 9;
           if (mask.is_object() && mask.contains("size") && mask["size"].is_array() && mask["size"].size() == 2) {

@@ -51,7 +51,7 @@ void expect_merged_model_matches_trained(const train::TrainOptions& options, con
   sample.images = {image};
   sample.turns = {{"<image>\n" + question, "Sure, [SEG]."}};
   sample.seg_count = 1;
-  sample.masks = {{json::array({json::array({1, 1, 9, 1, 9, 9})})}};
+  sample.masks = {{json::array({json::array({1, 1, 9, 1, 9, 9})}).dump()}};
   const train::BatchSample prepared = trained.prepare(sample);
   const train::TrainableLanguageModel::Forward f = trained.model().llm.forward(prepared.text);
 
@@ -98,7 +98,7 @@ train::TrainingSample gcg_sample(const std::string& dir) {
   sample.images = {dir + "/inputs/gcg.png"};
   sample.turns = {{kGcgQuestion, "<p> a circle </p> [SEG] and <p> a box </p> [SEG]."}};
   sample.seg_count = 2;
-  sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png")}, {rle_of_png(dir + "/inputs/gcg_mask1.png")}};
+  sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png").dump()}, {rle_of_png(dir + "/inputs/gcg_mask1.png").dump()}};
   return sample;
 }
 
