@@ -38,7 +38,10 @@ SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothin
       if (turn > 1) request.mask_prompts.clear();  // regions belong to the first turn
       std::unique_ptr<VideoOutputWriter> video_out;
       const std::string turn_dir = out_dir->empty() ? "" : *out_dir + "/turn-" + std::to_string(turn);
-      if (!turn_dir.empty()) ensure_writable_dir(turn_dir);
+      if (!turn_dir.empty()) {
+        ensure_writable_dir(turn_dir);
+        remove_earlier_outputs(turn_dir);
+      }
       if (video && !turn_dir.empty()) {
         video_out = std::make_unique<VideoOutputWriter>(turn_dir, *video, true);
         request.on_mask = [&](int seg, int64_t frame, const Mask& m) { video_out->on_mask(seg, frame, m); };

@@ -18,7 +18,10 @@ SA2VA_COMMAND("run", "Answer a prompt about an image, a video or nothing; write 
   app.add_option("--out", *out_dir, "Folder for masks/, overlay and result.json");
   app.add_flag("--no-overlay", *no_overlay, "Do not write overlay.png / overlay.mp4");
   return [=]() -> int {
-    if (!out_dir->empty()) ensure_writable_dir(*out_dir);  // fail before any model work
+    if (!out_dir->empty()) {
+      ensure_writable_dir(*out_dir);  // fail before any model work
+      remove_earlier_outputs(*out_dir);
+    }
     Request request;
     request.text = opts->prompt;
     std::unique_ptr<Video> video;

@@ -1,4 +1,6 @@
 // sa2va serve: the HTTP server (src/server/server.h) around one model loaded once.
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -29,11 +31,13 @@ struct ServeArgs {
 int g_stop_pipe[2] = {-1, -1};
 
 void catch_stop_signals() {
-  check(pipe(g_stop_pipe) == 0, "serve: cannot create a pipe for signals");
+  check(pipe2(g_stop_pipe, O_CLOEXEC) == 0, "serve: cannot create a pipe for signals");
   struct sigaction on_stop {};
   on_stop.sa_handler = [](int received) {
+    const int saved = errno;  // the interrupted thread's errno stays as it was
     const char byte = static_cast<char>(received);
     [[maybe_unused]] const ssize_t written = write(g_stop_pipe[1], &byte, 1);
+    errno = saved;
   };
   sigemptyset(&on_stop.sa_mask);
   on_stop.sa_flags = SA_RESTART;
@@ -41,7 +45,13 @@ void catch_stop_signals() {
   sigaction(SIGTERM, &on_stop, nullptr);
 }
 
-int next_stop_signal() {
+// The next signal caught, waiting at most `timeout_ms` (-1: for ever); 0 when none came.
+int next_stop_signal(int timeout_ms = -1) {
+  pollfd p{g_stop_pipe[0], POLLIN, 0};
+  int ready;
+  while ((ready = poll(&p, 1, timeout_ms)) < 0 && errno == EINTR) {
+  }
+  if (ready <= 0) return 0;
   char byte = 0;
   while (read(g_stop_pipe[0], &byte, 1) < 0 && errno == EINTR) {
   }
@@ -89,14 +99,20 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
     struct Serving {
       std::mutex mutex;
       server::Server* server = nullptr;
+      bool finished = false;
     };
     auto serving = std::make_shared<Serving>();
     std::thread([serving] {
       int received = next_stop_signal();
-      {
-        std::lock_guard<std::mutex> lock(serving->mutex);
-        if (serving->server == nullptr) std::_Exit(128 + received);
-        serving->server->stop();
+      // Asked again until run() returns: a stop that comes before the server listens does nothing.
+      for (;;) {
+        {
+          std::lock_guard<std::mutex> lock(serving->mutex);
+          if (serving->finished) break;
+          if (serving->server == nullptr) std::_Exit(128 + received);  // still loading: nothing to wind down
+          serving->server->stop();
+        }
+        if (const int again = next_stop_signal(100)) std::_Exit(128 + again);
       }
       received = next_stop_signal();
       std::_Exit(128 + received);
@@ -113,6 +129,7 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
     server.run();
     std::lock_guard<std::mutex> lock(serving->mutex);
     serving->server = nullptr;  // a later signal ends the process (the server is being destroyed)
+    serving->finished = true;
     return 0;
   };
 });

@@ -204,9 +204,29 @@ void ensure_writable_dir(const std::string& dir) {
     }
   }
   fs::remove(probe, ec);
-  // An earlier run's outputs go first: a folder never mixes two runs' masks, and result.json,
-  // written last, says the run finished.
-  for (const char* name : {"result.json", "overlay.png", "overlay.mp4", "masks"}) fs::remove_all(fs::path(dir) / name, ec);
+}
+
+void remove_earlier_outputs(const std::string& dir) {
+  std::error_code ec;
+  const auto digits = [](const std::string& s) {
+    return !s.empty() && s.find_first_not_of("0123456789") == std::string::npos;
+  };
+  for (const char* name : {"result.json", "overlay.png", "overlay.mp4"}) fs::remove(fs::path(dir) / name, ec);
+  const fs::path masks = fs::path(dir) / "masks";
+  if (!fs::is_directory(masks, ec)) return;
+  // Only what this program writes there: masks/<k>.png, masks/<k>/<NNNNN>.png; anything else stays.
+  for (const auto& entry : fs::directory_iterator(masks, ec)) {
+    const fs::path& p = entry.path();
+    if (entry.is_regular_file(ec) && p.extension() == ".png" && digits(p.stem().string())) {
+      fs::remove(p, ec);
+    } else if (entry.is_directory(ec) && digits(p.filename().string())) {
+      for (const auto& frame : fs::directory_iterator(p, ec))
+        if (frame.is_regular_file(ec) && frame.path().extension() == ".png" && digits(frame.path().stem().string()))
+          fs::remove(frame.path(), ec);
+      fs::remove(p, ec);  // only when now empty
+    }
+  }
+  fs::remove(masks, ec);  // only when now empty
 }
 
 void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p, bool overlay) {

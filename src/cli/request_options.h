@@ -35,9 +35,12 @@ struct RequestOptions {
 // frames the tracker has just used without decoding the video again.
 std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video);
 
-// Checks that `dir` can be created and written, before any model work, and removes an earlier run's
-// outputs there (result.json, overlay.png / .mp4, masks/).
+// Checks that `dir` can be created and written, before any model work.
 void ensure_writable_dir(const std::string& dir);
+
+// Removes what an earlier run wrote into `dir` (result.json, overlay.png / .mp4, masks/<k>.png and
+// masks/<k>/<NNNNN>.png), so that the folder never mixes two runs; other files stay.
+void remove_earlier_outputs(const std::string& dir);
 
 // Writes DIR/masks/<k>.png, DIR/overlay.png (with `overlay`) and DIR/result.json, last, for an image prediction.
 void write_image_outputs(const std::string& dir, const Image& image, const Prediction& p, bool overlay = true);

@@ -144,6 +144,10 @@ void ThreadPool::loop(int index, uint64_t seen) {
 }
 
 void ThreadPool::stop() {
+  if (forks_seen_ != g_forks.load(std::memory_order_relaxed)) {  // a fork child: the workers are the parent's
+    forget_parent_threads();
+    return;
+  }
   {
     std::lock_guard<std::mutex> g(mutex_);
     stopping_ = true;
@@ -158,9 +162,17 @@ void ThreadPool::stop() {
 // ever. The copies are abandoned (detached, never joined) and a fresh team started. A fork while a
 // region runs in another thread leaves that region's caller behind in the parent only.
 void ThreadPool::restart_after_fork() {
+  new (&region_mutex_) std::mutex;
+  forget_parent_threads();
+  t_inside_parallel = false;
+  resize(size());
+}
+
+// The condition variables count the parent's sleeping workers as waiters (destroying them would wait
+// for those for ever), and a lock may be held by a thread that is not here: all are made anew.
+void ThreadPool::forget_parent_threads() {
   for (auto& t : workers_) t.detach();
   workers_.clear();
-  new (&region_mutex_) std::mutex;
   new (&mutex_) std::mutex;
   new (&start_cv_) std::condition_variable;
   new (&done_cv_) std::condition_variable;
@@ -169,8 +181,6 @@ void ThreadPool::restart_after_fork() {
   sleepers_ = 0;
   caller_sleeping_ = false;
   error_ = nullptr;
-  t_inside_parallel = false;
-  resize(size());
 }
 
 void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain) {

@@ -51,6 +51,7 @@ class ThreadPool {
 
  private:
   void restart_after_fork();
+  void forget_parent_threads();
   void run(const std::function<void(int)>& task);  // task(index) on every thread, caller is 0
   void loop(int index, uint64_t seen);
   void stop();

@@ -283,6 +283,25 @@ int connection_socket(const httplib::Request& req) {
   return found;
 }
 
+// Answers a request on its connection and closes it (both ways): for a request refused before its
+// body is read. The server's own later write then fails, which ends the connection on its side too.
+void answer_and_close(const httplib::Request& req, int status, const std::string& json_body) {
+  const int fd = connection_socket(req);
+  if (fd < 0) return;
+  const char* reason = status == 401 ? "Unauthorized" : status == 411 ? "Length Required"
+                     : status == 415 ? "Unsupported Media Type" : "Bad Request";
+  const std::string answer = "HTTP/1.1 " + std::to_string(status) + " " + reason +
+                             "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json_body.size()) +
+                             "\r\nConnection: close\r\n\r\n" + json_body;
+  for (size_t sent = 0; sent < answer.size();) {
+    const ssize_t n = send(fd, answer.data() + sent, answer.size() - sent, MSG_NOSIGNAL);
+    if (n > 0) sent += static_cast<size_t>(n);
+    else if (n < 0 && errno == EINTR) continue;
+    else break;
+  }
+  shutdown(fd, SHUT_RDWR);
+}
+
 // Whether the client closed its connection (checked between tokens and frames; nothing is
 // consumed: a peek that finds the end of the stream, or an error).
 bool client_hung_up(int fd) {
@@ -456,7 +475,10 @@ struct Server::Impl {
       if (!is_api(req.path)) return httplib::Server::HandlerResponse::Unhandled;
       const auto refuse = [&](int status, const std::string& message, const char* counted) {
         send_json(res, status, error_body(status, message));
-        res.set_header("Connection", "close");  // the unread body must not be taken for a next request
+        // A body left unread must not be taken for the next request of a kept-alive connection:
+        // such a refusal is written here and the connection closed.
+        if (req.has_header("Transfer-Encoding") || req.get_header_value<uint64_t>("Content-Length") > 0)
+          answer_and_close(req, status, res.body);
         metrics.count(counted, status);
         return httplib::Server::HandlerResponse::Handled;
       };

@@ -175,9 +175,11 @@ TEST(EndToEnd, OutputFoldersHoldOneRunsWholeOutputs) {
   std::string out;
   ASSERT_EQ(run("run --model " + dir + image + " --answer '[SEG] [SEG] [SEG]' --out " + out_dir, &out), 0) << out;
   ASSERT_TRUE(fs::exists(out_dir + "/masks/2.png"));
+  std::ofstream(out_dir + "/masks/ground-truth.png") << "not ours";  // a user's file stays
   ASSERT_EQ(run("run --model " + dir + image + " --answer 'Sure, [SEG].' --no-overlay --out " + out_dir, &out), 0) << out;
   EXPECT_TRUE(fs::exists(out_dir + "/masks/0.png"));
   EXPECT_FALSE(fs::exists(out_dir + "/masks/1.png")) << "an earlier run's mask was left beside this run's";
+  EXPECT_TRUE(fs::exists(out_dir + "/masks/ground-truth.png")) << "a file the program did not write was removed";
   EXPECT_FALSE(fs::exists(out_dir + "/overlay.png"));
   EXPECT_EQ(read_json(out_dir + "/result.json")["masks"].size(), 1u);
   if (fs::exists("/dev/full")) {  // a write that fails when the file is closed

@@ -1,7 +1,10 @@
 // sa2va serve, in process on a free port, against the tiny fixture model: every endpoint, streams,
 // sessions, limits and bad requests, compared with the library's own answers.
 #include <gtest/gtest.h>
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <httplib.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -440,6 +443,34 @@ TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
   auto text = s.client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"Hi"}]})", "text/plain");
   ASSERT_TRUE(text);
   EXPECT_EQ(text->status, 415) << text->body;
+  // A refused body is never read as the next request of the connection (request smuggling): the
+  // refusal closes it. Raw HTTP: a body that is itself a request, sent after the headers.
+  for (const std::string& head :
+       {std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n"),
+        std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")}) {
+    const int fd = socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_GE(fd, 0);
+    sockaddr_in address{};
+    address.sin_family = AF_INET;
+    address.sin_port = htons(static_cast<uint16_t>(s.port));
+    address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+    const std::string smuggled = "GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n";  // 38 bytes
+    ASSERT_EQ(send(fd, head.data(), head.size(), MSG_NOSIGNAL), static_cast<ssize_t>(head.size()));
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    send(fd, smuggled.data(), smuggled.size(), MSG_NOSIGNAL);
+    timeval wait{10, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof wait);
+    std::string answers;
+    char buffer[4096];
+    for (ssize_t n; (n = recv(fd, buffer, sizeof buffer, 0)) > 0;) answers.append(buffer, static_cast<size_t>(n));
+    close(fd);
+    size_t count = 0;
+    for (size_t at = 0; (at = answers.find("HTTP/1.1 ", at)) != std::string::npos; at += 9) ++count;
+    EXPECT_EQ(count, 1u) << answers;
+    EXPECT_TRUE(answers.rfind("HTTP/1.1 41", 0) == 0) << answers;
+  }
   auto json_with_charset = s.client().Post("/v1/chat/completions",
                                            R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":2})",
                                            "Application/JSON; charset=utf-8");
