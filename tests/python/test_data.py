@@ -1,5 +1,6 @@
-"""sa2va.data: upstream's prompt templates, the RefCOCO and video converters on tiny datasets in the
-official layouts (every line checked, then trained on by `sa2va train`), the generated shapes."""
+"""sa2va.data: upstream's prompt templates, the RefCOCO, video, grounded-caption and LLaVA converters
+on tiny datasets in the official layouts (every line checked, then trained on by `sa2va train`), the
+generated shapes."""
 import json
 import os
 import pickle
@@ -219,6 +220,260 @@ def test_converted_data_trains(refcoco_layout, mevis_layout, tiny_dir, tmp_path)
     assert len(log) == 1 and all(np.isfinite(log[0][k]) for k in ("loss", "llm", "mask", "dice"))
     assert log[0]["mask"] > 0  # the masks reached the loss
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
+
+
+def glamm(data, annotation, value):
+    path = data / "glamm_data" / "annotations" / annotation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value))
+    return path
+
+
+def gcg_question(turn):
+    assert turn["from"] == "human" and turn["value"].startswith("<image>\n")
+    assert turn["value"].removeprefix("<image>\n") in templates.GCG_QUESTIONS
+    return turn["value"]
+
+
+@pytest.fixture()
+def grandf_layout(tmp_path):
+    data = tmp_path / "data"
+    cat, mat_a, mat_b = box(24, 32, 2, 12, 2, 14), box(24, 32, 14, 20, 0, 10), box(24, 32, 16, 24, 8, 30)
+    red, car = box(24, 32, 0, 4, 0, 4), box(24, 32, 4, 8, 4, 8)
+    cat_runs = {"size": [24, 32], "counts": masks.encode_counts(cat)}  # uncompressed: compressed on the way
+    pictures = [
+        # Listed out of caption order, one null grounding; the second mask of "a mat" is united with the first.
+        {"file_name": "g1.jpg", "height": 24, "width": 32, "caption": '"A cat sits on a mat."', "groundings": {
+            "a mat": {"token_positives": [14, 19], "rle_masks": [masks.encode(mat_a), masks.encode(mat_b)]},
+            "nothing": None,
+            "A cat": {"token_positives": [0, 5], "rle_masks": [cat_runs]}}},
+        {"file_name": "g2.jpg", "height": 24, "width": 32, "caption": "Empty.", "groundings": {"x": None}},
+        # Nested phrases: tagged from the last start to the first in the edited text, as upstream does.
+        {"file_name": "g3.jpg", "height": 24, "width": 32, "caption": "a red car", "groundings": {
+            "red car": {"token_positives": [2, 9], "rle_masks": [masks.encode(car)]},
+            "a red car": {"token_positives": [0, 9], "rle_masks": [masks.encode(red)]}}},
+        # The outer tag's " </p> [SEG]" lands inside the inner one's "[SEG]": unusable, skipped.
+        {"file_name": "g4.jpg", "height": 24, "width": 32, "caption": "a dog and a cat here", "groundings": {
+            "a": {"token_positives": [0, 17], "rle_masks": [masks.encode(cat)]},
+            "b": {"token_positives": [2, 5], "rle_masks": [masks.encode(cat)]}}},
+    ]
+    for k, picture in enumerate(pictures):
+        random_image(data / "glamm_data" / "images" / "grandf" / "train" / picture["file_name"], 32, 24, k)
+    glamm(data, "GranDf_HA_GCG_train.json", pictures)
+    return data, {"cat": masks.encode(cat), "mat": masks.encode(mat_a | mat_b), "red": masks.encode(red),
+                  "car": masks.encode(car)}
+
+
+def test_grandf_captions_are_tagged_as_upstream(grandf_layout, tmp_path, capsys):
+    data, expected = grandf_layout
+    out = tmp_path / "grandf.jsonl"
+    assert data_main.main(["gcg", "--data", str(data), "--dataset", "grandf", "--repeats", "3", "--seed", "2",
+                           "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 samples" in printed
+    assert "skipped 2 of 4 pictures: 1 no grounded phrase, 1 tags cut by phrase positions" in printed
+    lines = read_jsonl(out)
+    assert [os.path.basename(line["image"]) for line in lines] == ["g1.jpg", "g3.jpg"] * 3
+    assert all(os.path.isabs(line["image"]) and os.path.exists(line["image"]) for line in lines)
+    questions = set()
+    for line in lines:
+        human, gpt = line["conversations"]
+        questions.add(gcg_question(human))
+        if line["image"].endswith("g1.jpg"):
+            assert gpt == {"from": "gpt", "value": "<p> A cat </p> [SEG] sits on <p> a mat </p> [SEG]."}
+            assert line["masks"] == [expected["cat"], expected["mat"]]  # in the phrases' order in the caption
+        else:
+            assert gpt["value"] == "<p> a <p> red </p> [SEG] car </p> [SEG]"
+            assert line["masks"] == [expected["red"], expected["car"]]  # sorted by start: [0, 9] before [2, 9]
+    assert len(questions) > 1  # drawn anew per line
+    again = tmp_path / "again.jsonl"
+    data_main.main(["gcg", "--data", str(data), "--dataset", "grandf", "--repeats", "3", "--seed", "2",
+                    "--out", str(again)])
+    assert again.read_text() == out.read_text()  # the seed decides
+
+
+def test_openpsg_reads_the_grandf_format_from_its_own_files(tmp_path):
+    data = tmp_path / "data"
+    random_image(data / "glamm_data" / "images" / "coco2017" / "train2017" / "p.jpg", 32, 24, 0)
+    m = masks.encode(box(24, 32, 0, 10, 0, 10))
+    glamm(data, "OpenPsgGCG_train.json", [{"file_name": "train2017/p.jpg", "height": 24, "width": 32,
+                                           "caption": "A sheep on grass.", "groundings": {
+                                               "A sheep": {"token_positives": [0, 7], "rle_masks": [m]}}}])
+    (line,) = list(convert.gcg_samples(convert.gcg_captions(str(data), "psg", None)[0], 1, random.Random(0)))
+    assert line["image"] == str(data / "glamm_data" / "images" / "coco2017" / "train2017" / "p.jpg")
+    assert line["conversations"][1]["value"] == "<p> A sheep </p> [SEG] on grass." and line["masks"] == [m]
+
+
+def test_refcocog_gcg_finds_trims_and_orders_phrases_as_upstream(tmp_path, capsys):
+    data = tmp_path / "data"
+    rle = masks.encode(box(24, 32, 4, 20, 10, 30))
+    man = [[2, 2, 20, 2, 20, 16, 2, 16], [24, 2, 4, 6]]  # the 4-number entry: a box [x, y, w, h], as pycocotools
+    dog = [[0, 0, 8, 0, 8, 8, 0, 8]]
+    pictures = [
+        {"r1": {"img_file_name": "COCO_train2014_1.jpg", "caption": '"The man and his dog play."', "refs": [
+            {"sentence": "the man and", "bbox": [0, 0, 1, 1], "segmentation": man},
+            {"sentence": "and his dog", "bbox": [0, 0, 1, 1], "segmentation": rle},
+            {"sentence": "a cow", "bbox": [0, 0, 1, 1], "segmentation": dog}]}},  # not in the caption
+        # Listed against the caption's order: upstream trims walking the file's order, which cuts
+        # "a dog" to end at -1 (one before the start of "a man"), i.e. before the caption's last letter.
+        {"r2": {"img_file_name": "COCO_train2014_2.jpg", "caption": "A man and a dog", "refs": [
+            {"sentence": "a dog", "bbox": [0, 0, 1, 1], "segmentation": dog},
+            {"sentence": "a man", "bbox": [0, 0, 1, 1], "segmentation": man}]}},
+        {"r3": {"img_file_name": "COCO_train2014_3.jpg", "caption": "Nothing here.", "refs": [
+            {"sentence": "a cow", "bbox": [0, 0, 1, 1], "segmentation": dog}]}},
+    ]
+    glamm(data, "RefCOCOg_GCG_train.json", pictures)
+    out = tmp_path / "r.jsonl"
+    assert data_main.main(["gcg", "--data", str(data), "--dataset", "refcocog", "--out", str(out)]) == 0
+    assert "skipped 1 of 3 pictures: 1 no grounded phrase" in capsys.readouterr().out
+    first, second = read_jsonl(out)
+    assert first["image"].endswith(os.path.join("glamm_data", "images", "coco2014", "train2014", "COCO_train2014_1.jpg"))
+    gcg_question(first["conversations"][0])
+    assert first["conversations"][1]["value"] == "<p> the man </p> [SEG] <p> and his dog </p> [SEG] play."
+    boxed = [[2, 2, 20, 2, 20, 16, 2, 16], [24, 2, 24, 8, 28, 8, 28, 2]]
+    assert first["masks"] == [boxed, rle]
+    assert second["conversations"][1]["value"] == "<p> a man </p> [SEG] and <p> a do </p> [SEG]g"
+    assert second["masks"] == [boxed, dog]
+
+
+@pytest.fixture()
+def flickr_layout(tmp_path):
+    data = tmp_path / "data"
+    dogs, ball = masks.encode(box(40, 48, 0, 20, 0, 20)), masks.encode(box(40, 48, 20, 30, 20, 30))
+    images = [{"id": 1, "file_name": "1.jpg", "height": 40, "width": 48, "caption": "Two dogs chase a ball."},
+              {"id": 2, "file_name": "2.jpg", "height": 40, "width": 48, "caption": "Two dogs"},
+              {"id": 3, "file_name": "3.jpg", "height": "20", "width": "48", "caption": "A small picture here"},
+              {"id": 4, "file_name": "4.jpg", "height": 40, "width": 48, "caption": "Nothing is usable here"}]
+    for image in images:
+        random_image(data / "glamm_data" / "images" / "flickr30k" / "Flickr30K" / image["file_name"],
+                     int(image["width"]), int(image["height"]), image["id"])
+
+    def ann(id_, image_id, bbox, area, spans, rle, **extra):
+        return {"id": id_, "image_id": image_id, "bbox": bbox, "area": area, "tokens_positive": spans,
+                "sam_mask": rle, **extra}
+    annotations = [ann(11, 1, [20, 20, 10, 10], 100, [[15, 21]], ball),
+                   ann(12, 1, [0, 0, 20, 20], 400, [[0, 8], [0, 3]], dogs),  # the first span counts
+                   ann(13, 1, [0, 0, 5, 5], 25, [[9, 14]], dogs, ignore=True),
+                   ann(14, 1, [60, 60, 5, 5], 25, [[9, 14]], dogs),  # outside the picture
+                   ann(15, 1, [0, 0, 5, 5], 0, [[9, 14]], dogs),  # no area
+                   ann(16, 1, [0, 0, 0.5, 5], 2, [[9, 14]], dogs),  # under a pixel wide
+                   ann(21, 2, [0, 0, 5, 5], 25, [[0, 3]], dogs),
+                   ann(41, 4, [0, 0, 5, 5], 25, [[0, 7]], dogs, ignore=True)]
+    path = glamm(data, "flickr_mergedGT_GCG_train.json", {"images": images, "annotations": annotations})
+    return data, path, dogs, ball
+
+
+def test_flickr_gcg_uses_upstreams_filters(flickr_layout, tmp_path, capsys):
+    data, _, dogs, ball = flickr_layout
+    out = tmp_path / "f.jsonl"
+    assert data_main.main(["gcg", "--data", str(data), "--dataset", "flickr", "--out", str(out)]) == 0
+    assert ("skipped 3 of 4 pictures: 1 caption under 3 words, 1 under 32 pixels on a side, "
+            "1 no grounded phrase") in capsys.readouterr().out
+    (line,) = read_jsonl(out)
+    assert line["image"] == str(data / "glamm_data" / "images" / "flickr30k" / "Flickr30K" / "1.jpg")
+    gcg_question(line["conversations"][0])
+    assert line["conversations"][1]["value"] == "<p> Two dogs </p> [SEG] chase <p> a ball </p> [SEG]."
+    assert line["masks"] == [dogs, ball]
+
+
+def test_bad_caption_sets_end_in_a_message_naming_the_file(grandf_layout, flickr_layout, tmp_path):
+    data, _ = grandf_layout
+    out = tmp_path / "g.jsonl"
+    out.write_text("earlier\n")
+    with pytest.raises(SystemExit, match="OpenPsgGCG_train.json: cannot read"):
+        data_main.main(["gcg", "--data", str(data), "--dataset", "psg", "--out", str(out)])
+    path = data / "glamm_data" / "annotations" / "GranDf_HA_GCG_train.json"
+    pictures = json.loads(path.read_text())
+    pictures[2]["groundings"]["red car"]["rle_masks"][0] = masks.encode(box(20, 30, 0, 4, 0, 4))
+    path.write_text(json.dumps(pictures))
+    with pytest.raises(SystemExit, match=r"GranDf_HA_GCG_train.json: entry 2 \(g3.jpg\), grounding 'red car': "
+                                         r"a 20x30 mask for a 24x32 picture"):
+        data_main.main(["gcg", "--data", str(data), "--dataset", "grandf", "--out", str(out)])
+    pictures[2]["groundings"]["red car"] = {"token_positives": [2], "rle_masks": []}
+    path.write_text(json.dumps(pictures))
+    with pytest.raises(SystemExit, match="a phrase position must be \\[start, end\\]"):
+        data_main.main(["gcg", "--data", str(data), "--dataset", "grandf", "--out", str(out)])
+    assert out.read_text() == "earlier\n" and not os.path.exists(str(out) + ".partial")
+    flickr_data, flickr_path, _, _ = flickr_layout
+    coco = json.loads(flickr_path.read_text())
+    coco["annotations"][1]["id"] = 11
+    flickr_path.write_text(json.dumps(coco))
+    with pytest.raises(SystemExit, match="flickr_mergedGT_GCG_train.json: annotation id 11 appears twice"):
+        data_main.main(["gcg", "--data", str(flickr_data), "--dataset", "flickr", "--out", str(out)])
+    glamm(data, "GranDf_HA_GCG_train.json", [pictures[1]])
+    with pytest.raises(SystemExit, match="no usable picture \\(1 no grounded phrase of 1 skipped\\)"):
+        data_main.main(["gcg", "--data", str(data), "--dataset", "grandf", "--out", str(out)])
+
+
+@pytest.fixture()
+def llava_layout(tmp_path):
+    images = tmp_path / "llava_images"
+    random_image(images / "coco" / "train2017" / "1.jpg", 32, 24, 0)
+    random_image(images / "ocr_vqa" / "images" / "2.jpg", 32, 24, 1)
+
+    def turn(role, value):
+        return {"from": role, "value": value}
+    samples = [
+        {"id": "a", "image": "coco/train2017/1.jpg", "conversations": [
+            turn("human", "<image>\nWhat is this? "), turn("gpt", " A cat. "), turn("human", "Colour?"),
+            turn("gpt", "Grey.")]},
+        {"id": "b", "image": "ocr_vqa/images/2.jpg", "conversations": [
+            turn("gpt", "Hello."), turn("human", "Who wrote this book?\n<image>"), turn("gpt", "Someone.")]},
+        {"id": "c", "conversations": [turn("human", "Tell me a joke."), turn("gpt", "No.")]},
+        {"id": "d", "image": "coco/train2017/missing.jpg", "conversations": [
+            turn("human", "<image>\nWhat?"), turn("gpt", "Nothing.")]},
+        {"id": "e", "image": "coco/train2017/1.jpg", "conversations": [
+            turn("human", "<image>\nWhat?"), turn("gpt", "  ")]},
+    ]
+    path = tmp_path / "llava_v1_5_mix665k.json"
+    path.write_text(json.dumps(samples))
+    return path, images, samples
+
+
+def test_llava_conversations_are_kept_and_text_only_skipped(llava_layout, tmp_path, capsys):
+    path, images, samples = llava_layout
+    out = tmp_path / "llava.jsonl"
+    assert data_main.main(["llava", "--data", str(path), "--images", str(images), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 samples" in printed
+    assert "skipped 3 of 5 samples: 1 text only, 1 picture not found, 1 an empty answer" in printed
+    a, b = read_jsonl(out)
+    assert a == {"image": str(images / "coco" / "train2017" / "1.jpg"), "masks": [], "conversations": [
+        {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A cat."},
+        {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Grey."}]}
+    # A leading answer is dropped, as upstream drops it; "<image>" stays where it stands.
+    assert b["conversations"] == [{"from": "human", "value": "Who wrote this book?\n<image>"},
+                                  {"from": "gpt", "value": "Someone."}]
+    bad = tmp_path / "bad.json"
+    samples[1]["conversations"].insert(1, {"from": "human", "value": "Again?"})
+    bad.write_text(json.dumps(samples))
+    with pytest.raises(SystemExit, match=r"bad.json: sample 1 \(b\): turns must alternate human, gpt "
+                                         r"\(got human, human, gpt\)"):
+        data_main.main(["llava", "--data", str(bad), "--images", str(images), "--out", str(out)])
+    del samples[1]["conversations"][1]
+    samples[0]["conversations"][2]["value"] = "<image>\nColour?"
+    bad.write_text(json.dumps(samples))
+    with pytest.raises(SystemExit, match=r"sample 0 \(a\): \"<image>\" must appear at most once, in the first"):
+        data_main.main(["llava", "--data", str(bad), "--images", str(images), "--out", str(out)])
+    assert len(read_jsonl(out)) == 2  # the earlier output stays
+
+
+def test_caption_and_chat_data_trains(grandf_layout, llava_layout, tiny_dir, tmp_path):
+    cli = os.environ.get("SA2VA_CLI")
+    if not cli:
+        pytest.skip("SA2VA_CLI not set")
+    lines = list(convert.gcg_samples(convert.gcg_captions(str(grandf_layout[0]), "grandf", None)[0], 1,
+                                     random.Random(0)))
+    lines += convert.llava_samples(str(llava_layout[0]), str(llava_layout[1]), {})
+    path = tmp_path / "mixed.jsonl"
+    convert.write_jsonl(str(path), iter(lines))
+    run = subprocess.run([cli, "train", "--model", str(tiny_dir), "--data", str(path), "--out", str(tmp_path / "run"),
+                          "--lora-r", "2", "--lora-alpha", "4", "--batch", "4", "--grad-accum", "1",
+                          "--mask-points", "64", "--threads", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
+    assert len(log) == 1 and all(np.isfinite(log[0][k]) for k in ("loss", "llm", "mask", "dice"))
+    assert log[0]["mask"] > 0  # the caption masks reached the loss
 
 
 def test_generated_shapes_match_their_masks(tmp_path):

@@ -1,4 +1,4 @@
-"""python -m sa2va.data refcoco|refvos|shapes|shapes-demo ... : training data for `sa2va train`."""
+"""python -m sa2va.data refcoco|refvos|gcg|llava|shapes|shapes-demo ... : training data for `sa2va train`."""
 
 from __future__ import annotations
 
@@ -31,6 +31,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="independent draws per video")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("gcg", help="grounded captions (GranD-f, RefCOCOg, Flickr, OpenPSG) to JSONL",
+                            description=convert.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data root (holding glamm_data/)")
+    p.add_argument("--dataset", required=True, choices=list(convert.GCG_LAYOUT))
+    p.add_argument("--images", default=None, help="the pictures' folder (default: upstream's under DATA/glamm_data/images)")
+    p.add_argument("--repeats", type=int, default=1, help="independent draws per picture (upstream: GranD-f 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("llava", help="LLaVA-665K image chat to JSONL", description=convert.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the JSON list (llava_v1_5_mix665k.json)")
+    p.add_argument("--images", required=True, help="the folder its \"image\" paths are under (upstream: llava_images/)")
+    p.add_argument("--out", required=True, help="output .jsonl")
     p = commands.add_parser("shapes", help="a generated coloured-shapes dataset")
     p.add_argument("--out", required=True, help="output folder (images/ and data.jsonl)")
     p.add_argument("--count", type=int, default=64)
@@ -51,12 +64,22 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
+    report = ""  # the pictures or samples a converter skipped
     if args.command == "refcoco":
         n = convert.write_jsonl(args.out, convert.refcoco_samples(args.data, args.dataset, args.split, args.images,
                                                                   args.per_image, args.repeats, random.Random(args.seed)))
     elif args.command == "refvos":
         n = convert.write_jsonl(args.out, convert.refvos_samples(args.data, args.dataset, args.frames, args.per_video,
                                                                  args.repeats, random.Random(args.seed)))
+    elif args.command == "gcg":
+        captions, skipped, total = convert.gcg_captions(args.data, args.dataset, args.images)
+        n = convert.write_jsonl(args.out, convert.gcg_samples(captions, args.repeats, random.Random(args.seed)))
+        report = convert.skip_report(skipped, total, "pictures")
+    elif args.command == "llava":
+        skipped: dict[str, int] = {}
+        lines = convert.llava_samples(args.data, args.images, skipped)
+        n = convert.write_jsonl(args.out, iter(lines))
+        report = convert.skip_report(skipped, len(lines) + sum(skipped.values()), "samples")
     elif args.command == "shapes":
         path = shapes.write_dataset(args.out, args.count, args.seed)
         print(path)
@@ -69,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"shapes-demo: {problem}", file=sys.stderr)
         return 1 if problems else 0
     print(f"{args.out}: {n} samples")
+    if report:
+        print(f"{args.out}: {report}")
     return 0
 
 

@@ -14,9 +14,20 @@ refvos    MeViS (mevis/train), ReVOS (revos, meta_expressions_train_.json), Ref-
           annotations (an absent one is empty), as COCO RLE. Ref-YouTube-VOS expressions carry no
           annotation ids: they are numbered 0, 1, ... over the videos in the file's order and each
           video's expression ids sorted, as upstream numbers its mask_dict.pkl.
+gcg       grounded captions: GranD-f, RefCOCOg-GCG, Flickr30k-GCG, OpenPSG-GCG (DATA/glamm_data/annotations/
+          GranDf_HA_GCG_train.json, RefCOCOg_GCG_train.json, flickr_mergedGT_GCG_train.json,
+          OpenPsgGCG_train.json; pictures under glamm_data/images/grandf/train, coco2014/train2014,
+          flickr30k/Flickr30K, coco2017): per picture one question from GCG_QUESTIONS after "<image>\n"
+          and the caption with each grounded phrase as "<p> phrase </p> [SEG]", the masks in the order
+          of the phrases' starts, as upstream's GCG map functions make them; pictures upstream cannot
+          train on (no grounded phrase; Flickr: a caption under 3 words, a side under 32 pixels) are
+          skipped and counted.
+llava     LLaVA-665K image chat (llava_v1_5_mix665k.json, pictures under --images): conversations as
+          upstream reads them (leading gpt turns dropped, texts stripped, "<image>" where it stands);
+          text-only samples, missing pictures and empty answers are skipped and counted.
 Upstream draws these at every visit of a sample; here each line is one draw, and --repeats writes
 that many independent draws per image or video (upstream lists RefCOCO 4x, MeViS 4x, ReVOS 10x,
-Ref-YouTube-VOS 4x).
+Ref-YouTube-VOS 4x, GranD-f 10x).
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from dataclasses import dataclass
 from typing import Any, Iterator
 
 import numpy as np
@@ -155,6 +167,367 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
                                      for m in per_frame])
             yield {"frames": [os.path.abspath(os.path.join(frames_dir, video, names[f] + ".jpg")) for f in chosen],
                    "conversations": conversation, "masks": sample_masks}
+
+
+# ------------------------------------------------------------------------------ grounded captions
+# Annotation file and picture folder of each grounded-caption set under DATA/glamm_data, as named by
+# upstream's training config.
+GCG_LAYOUT = {
+    "refcocog": ("annotations/RefCOCOg_GCG_train.json", "images/coco2014/train2014"),
+    "grandf": ("annotations/GranDf_HA_GCG_train.json", "images/grandf/train"),
+    "flickr": ("annotations/flickr_mergedGT_GCG_train.json", "images/flickr30k/Flickr30K"),
+    "psg": ("annotations/OpenPsgGCG_train.json", "images/coco2017"),
+}
+
+
+@dataclass
+class GroundedCaption:
+    image: str             # absolute path
+    answer: str            # the caption with every phrase tagged
+    masks: list[Any]       # one per [SEG], in the answer's order
+
+
+def tag_caption(caption: str, spans: list[list[int]]) -> str:
+    """The caption with "<p> phrase </p> [SEG]" put around each [start, end) span, as upstream's
+    GCG map functions do: the spans are handled from the last start to the first (ties in their given
+    order: a stable sort), each one cut, with Python's slicing, out of the text as edited so far.
+    Overlapping or nested spans are not repaired here, as upstream does not repair them."""
+    for k in sorted(range(len(spans)), key=lambda i: spans[i][0], reverse=True):
+        start, end = spans[k]
+        caption = caption[:start] + "<p> " + caption[start:end] + " </p> [SEG]" + caption[end:]
+    return caption
+
+
+def _by_start(spans: list[list[int]], masks_: list[Any]) -> tuple[list[list[int]], list[Any]]:
+    order = sorted(range(len(spans)), key=lambda k: spans[k][0])
+    return [spans[k] for k in order], [masks_[k] for k in order]
+
+
+def _span(value: Any, where: str) -> list[int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise SystemExit(f"{where}: a phrase position must be [start, end] (integers), not {json.dumps(value)}")
+    return [value[0], value[1]]
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _rle(value: Any, size: tuple[int, int] | None, where: str) -> dict[str, Any]:
+    """A COCO RLE with compressed counts; its size checked against the picture's when that is known."""
+    if not isinstance(value, dict) or "counts" not in value or "size" not in value:
+        raise SystemExit(f"{where}: a mask must be COCO RLE {{\"size\": [h, w], \"counts\": ...}}")
+    hw = value["size"]
+    if not isinstance(hw, (list, tuple)) or len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
+        raise SystemExit(f"{where}: RLE \"size\" must be [height, width], not {json.dumps(hw)}")
+    if size is not None and tuple(hw) != size:
+        raise SystemExit(f"{where}: a {hw[0]}x{hw[1]} mask for a {size[0]}x{size[1]} picture")
+    counts = value["counts"]
+    if not isinstance(counts, (str, bytes, list)):
+        raise SystemExit(f"{where}: RLE \"counts\" must be a string or a list of runs")
+    if isinstance(counts, list) and not all(isinstance(c, int) and c >= 0 for c in counts):
+        raise SystemExit(f"{where}: RLE runs must be non-negative integers")
+    return masks.segmentation_to_rle(value, hw[0], hw[1])
+
+
+def _polygons(value: Any, where: str) -> list[list[float]]:
+    """COCO polygons as the JSONL takes them. Upstream rasterises each one alone with pycocotools,
+    which reads an entry of exactly 4 numbers as a box [x, y, w, h]: such an entry becomes that box's
+    outline, traced from the same corners."""
+    out = []
+    for polygon in value:
+        if not isinstance(polygon, list) or not all(_number(v) for v in polygon):
+            raise SystemExit(f"{where}: a polygon must be a list of numbers [x0, y0, x1, y1, ...]")
+        if len(polygon) == 4:
+            x, y, w, h = polygon
+            polygon = [x, y, x, y + h, x + w, y + h, x + w, y]
+        elif len(polygon) < 6 or len(polygon) % 2:
+            raise SystemExit(f"{where}: a polygon needs an even number (at least 6) of coordinates, "
+                             f"not {len(polygon)}")
+        out.append(polygon)
+    return out
+
+
+def _rle_union(rles: Any, size: tuple[int, int] | None, where: str) -> dict[str, Any]:
+    """One phrase's RLE list as one mask (upstream sums them; the format's mask is their union)."""
+    if not isinstance(rles, list):
+        raise SystemExit(f"{where}: \"rle_masks\" must be a list of COCO RLE")
+    parts = [_rle(r, size, where) for r in rles]
+    if len(parts) == 1:
+        return parts[0]
+    if not parts:
+        if size is None:
+            raise SystemExit(f"{where}: an empty mask list and no \"height\"/\"width\" to size it")
+        return masks.encode(np.zeros(size, np.uint8))
+    if len({tuple(p["size"]) for p in parts}) != 1:
+        raise SystemExit(f"{where}: one phrase's masks differ in size")
+    try:
+        total = masks.decode(parts[0])
+        for p in parts[1:]:
+            total |= masks.decode(p)
+    except ValueError as e:
+        raise SystemExit(f"{where}: {e}") from None
+    return masks.encode(total)
+
+
+def _picture_size(entry: dict[str, Any], where: str) -> tuple[int, int] | None:
+    if "height" not in entry or "width" not in entry:
+        return None
+    try:
+        return int(entry["height"]), int(entry["width"])
+    except (TypeError, ValueError):
+        raise SystemExit(f"{where}: \"height\" and \"width\" must be integers") from None
+
+
+def _field(entry: dict[str, Any], key: str, kind: type, where: str) -> Any:
+    if key not in entry or not isinstance(entry[key], kind):
+        raise SystemExit(f"{where}: no {kind.__name__} \"{key}\"")
+    return entry[key]
+
+
+def _refcocog_caption(entry: dict[str, Any], where: str) -> tuple[str, list[list[int]], list[Any]]:
+    """Upstream's RefCOCOg-GCG parsing: the caption without quotes and outer blanks, lower-cased; a
+    ref counts when its sentence, lower-cased, is in it, and sits where str.find finds the sentence as
+    written (-1, -1 when its case differs: upstream's positions). Sorted by start; then each ref,
+    walked in the file's order (upstream walks the unsorted list), has its end moved to one before the
+    start of the first later-listed ref starting at or before that end."""
+    caption = _field(entry, "caption", str, where).strip('"').strip().lower()
+    size = _picture_size(entry, where)
+    refs = _field(entry, "refs", list, where)
+    spans, segs = [], []
+    for ref in refs:
+        if not isinstance(ref, dict):
+            raise SystemExit(f"{where}: each ref must be an object")
+        sentence = _field(ref, "sentence", str, where)
+        if "segmentation" not in ref:
+            raise SystemExit(f"{where}: ref {sentence!r} has no \"segmentation\"")
+        if sentence.lower() not in caption:
+            continue
+        start = caption.find(sentence)
+        spans.append([start, start + len(sentence) if start != -1 else -1])
+        seg = ref["segmentation"]
+        if isinstance(seg, dict):
+            segs.append(_rle(seg, size, where))
+        elif isinstance(seg, list):
+            segs.append(_polygons(seg, where))
+        else:
+            raise SystemExit(f"{where}: ref {sentence!r}: a segmentation must be polygons or COCO RLE")
+    listed = spans  # the same [start, end] lists, in the file's order
+    spans, segs = _by_start(spans, segs)
+    for i in range(len(listed)):
+        for j in range(i + 1, len(listed)):
+            if listed[i][1] >= listed[j][0]:
+                listed[i][1] = listed[j][0] - 1
+                break
+    return caption, spans, segs
+
+
+def _grandf_caption(entry: dict[str, Any], where: str) -> tuple[str, list[list[int]], list[Any]]:
+    """Upstream's GranD-f / OpenPSG parsing: the caption without quotes and outer blanks (case kept);
+    each grounding that is not null gives its "token_positives" [start, end] and the union of its
+    "rle_masks"; sorted by start."""
+    caption = _field(entry, "caption", str, where).strip('"').strip()
+    size = _picture_size(entry, where)
+    spans, segs = [], []
+    for phrase, grounding in _field(entry, "groundings", dict, where).items():
+        if grounding is None:
+            continue
+        if not isinstance(grounding, dict) or "token_positives" not in grounding or "rle_masks" not in grounding:
+            raise SystemExit(f"{where}: grounding {phrase!r} needs \"token_positives\" and \"rle_masks\"")
+        spans.append(_span(grounding["token_positives"], f"{where}, grounding {phrase!r}"))
+        segs.append(_rle_union(grounding["rle_masks"], size, f"{where}, grounding {phrase!r}"))
+    spans, segs = _by_start(spans, segs)
+    return caption, spans, segs
+
+
+def _flickr_caption(image: dict[str, Any], anns: list[dict[str, Any]],
+                    where: str) -> tuple[str, list[list[int]], list[Any]]:
+    """Upstream's Flickr parsing: the caption as it is; an annotation is used unless it is marked
+    "ignore", its box [x, y, w, h] does not overlap the picture, its "area" is not positive or the box
+    is under 1 pixel wide or high; each used one gives its first "tokens_positive" span and its
+    "sam_mask"; sorted by start."""
+    caption = image["caption"]
+    height, width = image["height"], image["width"]
+    spans, segs = [], []
+    for ann in anns:
+        if ann.get("ignore", False):
+            continue
+        what = f"{where}, annotation {ann.get('id')}"
+        box, area = ann.get("bbox"), ann.get("area")
+        if not isinstance(box, list) or len(box) != 4 or not all(_number(v) for v in box) or not _number(area):
+            raise SystemExit(f"{what}: needs \"bbox\" [x, y, w, h] and a numeric \"area\"")
+        x, y, w, h = box
+        overlap_w = max(0, min(x + w, width) - max(x, 0))
+        overlap_h = max(0, min(y + h, height) - max(y, 0))
+        if overlap_w * overlap_h == 0 or area <= 0 or w < 1 or h < 1:
+            continue
+        positives = ann.get("tokens_positive")
+        if not isinstance(positives, list) or not positives:
+            raise SystemExit(f"{what}: no \"tokens_positive\" spans")
+        if "sam_mask" not in ann:
+            raise SystemExit(f"{what}: no \"sam_mask\"")
+        spans.append(_span(positives[0], what))
+        segs.append(_rle(ann["sam_mask"], (height, width), what))
+    spans, segs = _by_start(spans, segs)
+    return caption, spans, segs
+
+
+def _flickr_images(path: str, coco: Any, skipped: dict[str, int]) -> Iterator[tuple[str, dict, list, str]]:
+    """Upstream's Flickr selection: the images in the file's order, less those whose caption has
+    fewer than 3 space-separated words, then those under 32 pixels on a side; annotation ids must be
+    unique."""
+    if not (isinstance(coco, dict) and isinstance(coco.get("images"), list)
+            and isinstance(coco.get("annotations"), list)):
+        raise SystemExit(f"{path}: not COCO-style (\"images\" and \"annotations\" lists)")
+    by_image: dict[Any, list[dict[str, Any]]] = {}
+    seen: set[Any] = set()
+    for ann in coco["annotations"]:
+        if not isinstance(ann, dict) or "image_id" not in ann or "id" not in ann:
+            raise SystemExit(f"{path}: every annotation needs \"id\" and \"image_id\"")
+        if ann["id"] in seen:
+            raise SystemExit(f"{path}: annotation id {ann['id']} appears twice")
+        seen.add(ann["id"])
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    for image in coco["images"]:
+        where = f"{path}: image {image.get('id') if isinstance(image, dict) else image!r}"
+        if not isinstance(image, dict) or "id" not in image:
+            raise SystemExit(f"{where}: an image needs an \"id\"")
+        _field(image, "file_name", str, where)
+        _field(image, "caption", str, where)
+        size = _picture_size(image, where)
+        if size is None:
+            raise SystemExit(f"{where}: no \"height\"/\"width\"")
+        image = dict(image, height=size[0], width=size[1])
+        if len(image["caption"].split(" ")) < 3:
+            skipped["caption under 3 words"] = skipped.get("caption under 3 words", 0) + 1
+            continue
+        if min(size) < 32:
+            skipped["under 32 pixels on a side"] = skipped.get("under 32 pixels on a side", 0) + 1
+            continue
+        yield image["file_name"], image, by_image.get(image["id"], []), where
+
+
+def gcg_captions(data: str, dataset: str, images: str | None) -> tuple[list[GroundedCaption], dict[str, int], int]:
+    """Every usable picture of a grounded-caption set, checked, with the skipped ones counted by
+    reason: (captions, skipped, pictures in the file)."""
+    if dataset not in GCG_LAYOUT:
+        raise SystemExit(f"unknown grounded-caption dataset {dataset!r}")
+    annotation, folder = GCG_LAYOUT[dataset]
+    path = os.path.join(data, "glamm_data", annotation)
+    image_dir = images or os.path.join(data, "glamm_data", folder)
+    loaded = runner.read_json(path)
+    skipped: dict[str, int] = {}
+    parsed: list[tuple[str, str, list[list[int]], list[Any]]] = []
+    if dataset == "flickr":
+        total = len(loaded.get("images", [])) if isinstance(loaded, dict) else 0
+        for file_name, image, anns, where in _flickr_images(path, loaded, skipped):
+            parsed.append((file_name, *_flickr_caption(image, anns, where)))
+    else:
+        if not isinstance(loaded, list):
+            raise SystemExit(f"{path}: expected a list of pictures")
+        total = len(loaded)
+        for index, entry in enumerate(loaded):
+            where = f"{path}: entry {index}"
+            if dataset == "refcocog":  # each entry is {id: picture}
+                if not isinstance(entry, dict) or len(entry) != 1:
+                    raise SystemExit(f"{where}: expected {{id: picture}}")
+                key, entry = next(iter(entry.items()))
+                where = f"{path}: entry {index} ({key})"
+                if not isinstance(entry, dict):
+                    raise SystemExit(f"{where}: a picture must be an object")
+                file_name = _field(entry, "img_file_name", str, where)
+                parsed.append((file_name, *_refcocog_caption(entry, where)))
+            else:
+                if not isinstance(entry, dict):
+                    raise SystemExit(f"{where}: a picture must be an object")
+                file_name = _field(entry, "file_name", str, where)
+                parsed.append((file_name, *_grandf_caption(entry, f"{where} ({file_name})")))
+    captions = []
+    for file_name, caption, spans, segs in parsed:
+        if not segs:  # upstream has no mask to train and serves another picture instead
+            skipped["no grounded phrase"] = skipped.get("no grounded phrase", 0) + 1
+            continue
+        if "<image>" in caption or "[SEG]" in caption:
+            raise SystemExit(f"{path}: {file_name}: the caption itself holds \"<image>\" or \"[SEG]\"")
+        answer = tag_caption(caption, spans)
+        if answer.count("[SEG]") != len(segs):  # a tag cut through an earlier one's "[SEG]"
+            skipped["tags cut by phrase positions"] = skipped.get("tags cut by phrase positions", 0) + 1
+            continue
+        captions.append(GroundedCaption(os.path.abspath(os.path.join(image_dir, file_name)), answer, segs))
+    if not captions:
+        raise SystemExit(f"{path}: no usable picture ({_skip_text(skipped)} of {total} skipped)")
+    return captions, skipped, total
+
+
+def gcg_samples(captions: list[GroundedCaption], repeats: int, rng: random.Random) -> Iterator[dict[str, Any]]:
+    """Per picture and repeat: a question drawn from GCG_QUESTIONS after "<image>\\n", the tagged caption."""
+    for _ in range(repeats):
+        for c in captions:
+            question = "<image>\n" + rng.choice(templates.GCG_QUESTIONS)
+            yield {"image": c.image,
+                   "conversations": [{"from": "human", "value": question}, {"from": "gpt", "value": c.answer}],
+                   "masks": c.masks}
+
+
+# ----------------------------------------------------------------------------------- image chat
+def llava_samples(path: str, images: str, skipped: dict[str, int]) -> list[dict[str, Any]]:
+    """LLaVA-665K's list as training lines, everything checked first. Kept as upstream's LLaVA dataset
+    reads it: leading gpt turns dropped, every text stripped, "<image>" where it stands. Skipped and
+    counted in `skipped`: text-only samples (the trainer needs a picture), samples whose picture is
+    not under `images` (upstream serves another sample when a picture does not open) and samples
+    with an empty answer (the trainer refuses them)."""
+    data = runner.read_json(path)
+    if not isinstance(data, list):
+        raise SystemExit(f"{path}: expected a list of samples")
+    out = []
+    for index, entry in enumerate(data):
+        where = f"{path}: sample {index}" + (f" ({entry['id']})" if isinstance(entry, dict) and "id" in entry else "")
+        if not isinstance(entry, dict) or not isinstance(entry.get("conversations"), list):
+            raise SystemExit(f"{where}: needs a \"conversations\" list")
+        turns = entry["conversations"]
+        for t, turn in enumerate(turns):
+            if (not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt")
+                    or not isinstance(turn.get("value"), str)):
+                raise SystemExit(f"{where}: turn {t} must be {{\"from\": \"human\" or \"gpt\", \"value\": text}}")
+        while turns and turns[0]["from"] == "gpt":
+            turns = turns[1:]
+        roles = [turn["from"] for turn in turns]
+        if not turns or len(turns) % 2 or roles != ["human", "gpt"] * (len(turns) // 2):
+            raise SystemExit(f"{where}: turns must alternate human, gpt (got {', '.join(roles) or 'none'})")
+        texts = [turn["value"].strip() for turn in turns]
+        if any("[SEG]" in text for text in texts):
+            raise SystemExit(f"{where}: holds \"[SEG]\" but has no masks")
+        if entry.get("image") is None:
+            skipped["text only"] = skipped.get("text only", 0) + 1
+            continue
+        if not isinstance(entry["image"], str):
+            raise SystemExit(f"{where}: \"image\" must be one path")
+        if sum(text.count("<image>") for text in texts) > 1 or any("<image>" in text for text in texts[1:]):
+            raise SystemExit(f"{where}: \"<image>\" must appear at most once, in the first question")
+        if any(not text for text in texts[1::2]):
+            skipped["an empty answer"] = skipped.get("an empty answer", 0) + 1
+            continue
+        image = os.path.abspath(os.path.join(images, entry["image"]))
+        if not os.path.isfile(image):
+            skipped["picture not found"] = skipped.get("picture not found", 0) + 1
+            continue
+        out.append({"image": image,
+                    "conversations": [{"from": turn["from"], "value": text} for turn, text in zip(turns, texts)],
+                    "masks": []})
+    if not out:
+        raise SystemExit(f"{path}: no usable sample ({_skip_text(skipped)} of {len(data)} skipped)")
+    return out
+
+
+def _skip_text(skipped: dict[str, int]) -> str:
+    return ", ".join(f"{n} {reason}" for reason, n in skipped.items()) or "none"
+
+
+def skip_report(skipped: dict[str, int], total: int, what: str) -> str:
+    """"skipped 3 of 10 pictures: 2 no grounded phrase, 1 ...", or "" when none was."""
+    count = sum(skipped.values())
+    return f"skipped {count} of {total} {what}: {_skip_text(skipped)}" if count else ""
 
 
 def write_jsonl(path: str, samples: Iterator[dict[str, Any]]) -> int:
