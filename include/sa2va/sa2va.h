@@ -121,7 +121,8 @@ struct GenerationOptions {
   float top_p = 1.f;          // 1 = off
   uint64_t seed = 0;          // sampling seed
   // Strings that end the answer (OpenAI's "stop"): generation ends once the answer contains one;
-  // Prediction::content ends before it and on_text never hands it (or its start) over. Non-empty.
+  // Prediction::content ends before it and on_text never hands it (or its start) over; text and
+  // past_text keep what was generated, and a [SEG] generated before the end keeps its mask. Non-empty.
   std::vector<std::string> stop;
 };
 
@@ -152,7 +153,8 @@ struct Request {
   GenerationOptions generation;
   int max_tiles = 12;                // dynamic tiling of images (upstream: 12)
   int video_llm_frames = 5;          // video frames the language model sees (upstream: the first 5);
-                                     // their tokens must fit the model's context (Qwen2: 32768 = 128 frames)
+                                     // with the text, their tokens (256 each) must fit the context of a
+                                     // model without RoPE scaling (Qwen2: 32768 tokens, under 128 frames)
   bool video_uniform_frames = false; // sample those frames uniformly over the video instead
   // Teacher forcing: when set, this answer is used as if the model had generated it (the
   // template's end-of-turn suffix is appended when missing). Useful to check masks.

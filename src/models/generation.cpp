@@ -52,14 +52,15 @@ size_t first_stop_string(const std::string& text, const std::vector<std::string>
 }
 
 size_t stop_string_safe_length(const std::string& text, const std::vector<std::string>& stops) {
-  size_t safe = std::min(text.size(), first_stop_string(text, stops));
-  for (const std::string& s : stops)  // the longest tail that begins a stop string waits
-    for (size_t n = std::min(s.size() - (s.empty() ? 0 : 1), safe); n > 0; --n)
-      if (text.compare(safe - n, n, s, 0, n) == 0) {
-        safe -= n;
+  const size_t end = std::min(text.size(), first_stop_string(text, stops));
+  size_t held = 0;  // the longest tail before `end` that begins a stop string waits
+  for (const std::string& s : stops)
+    for (size_t n = std::min(s.empty() ? 0 : s.size() - 1, end); n > held; --n)
+      if (text.compare(end - n, n, s, 0, n) == 0) {
+        held = n;
         break;
       }
-  return safe;
+  return end - held;
 }
 
 std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop) {

@@ -574,14 +574,16 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
       request.on_text(text.substr(streamed, ready - streamed));
       streamed = ready;
     };
-    const TokenObserver on_token = [&](const std::vector<int32_t>& generated) {
-      stop_if_asked(request);
-      if (request.on_text) hand_over(generated, false);
-    };
     StopRules rules = stop_rules();
     rules.stop_strings = stops;
+    const TokenObserver on_token = [&](const std::vector<int32_t>& generated) {
+      stop_if_asked(request);
+      // The last token (end of turn, a stop word or string) hands over all it may at once, so that an
+      // end-of-turn marker is never split by a tail held back for a stop string.
+      if (request.on_text) hand_over(generated, !stops.empty() && stop_after(generated, rules).has_value());
+    };
     s.gen = generate(llm, s.embeds, sampling, rules, ctx, observer, on_token);
-    if (request.on_text && !stops.empty()) hand_over(s.gen.ids, true);  // a tail held back that never became one
+    if (request.on_text && !stops.empty()) hand_over(s.gen.ids, true);  // a tail held back at the token limit
     record(rec, "generated_ids", ids_tensor(s.gen.ids));
     if (rec) steps.record(*rec);
   }

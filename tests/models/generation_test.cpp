@@ -176,6 +176,11 @@ TEST(GenerationStop, TextHandedOverStopsShortOfWhatMayBecomeAStopString) {
   EXPECT_EQ(stop_string_safe_length("STO", stops), 0u);
   EXPECT_EQ(stop_string_safe_length("", stops), 0u);
   EXPECT_EQ(stop_string_safe_length("abc", {}), 3u);
+  // The longest tail (measured from the end) that may begin any of them, whatever their order:
+  // "xab" cannot become "xa!", only "b!".
+  EXPECT_EQ(stop_string_safe_length("xab", {"b!", "xa!"}), 2u);
+  EXPECT_EQ(stop_string_safe_length("xab", {"xa!", "b!"}), 2u);
+  EXPECT_EQ(stop_string_safe_length("say ab", {"b!", "ab!"}), 4u);
 }
 
 TEST(GenerationSeg, SelectsHiddenWhereSegWasTheInput) {
