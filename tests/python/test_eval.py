@@ -2,6 +2,7 @@
 tiny datasets written here in the layouts of Sa2VA's data preparation, with the tiny model."""
 import json
 import math
+import os
 import pickle
 
 import numpy as np
@@ -10,7 +11,7 @@ from PIL import Image
 
 import sa2va
 from sa2va.eval import __main__ as eval_main
-from sa2va.eval import cocoeval, masks, metrics
+from sa2va.eval import cocoeval, masks, metrics, runner
 
 
 def box_mask(h, w, y0, y1, x0, x1):
@@ -625,3 +626,7 @@ def test_video_scoring_in_several_processes_equals_one(tmp_path, capsys):
         eval_main.main([str(a) for a in args] + ["--jobs", "2"])
     with pytest.raises(SystemExit, match="--jobs 0: need at least 1"):
         eval_main.main([str(a) for a in args] + ["--jobs", "0"])
+    # A worker that dies (as one killed for memory) ends the map with a message, not a wait.
+    with pytest.raises(SystemExit, match="a scoring process died"):
+        runner.map_in_processes(lambda x: os._exit(9) if x == 2 else x, [1, 2, 3, 4], 2, "test", True)
+    assert runner.map_in_processes(lambda x: x * x, [1, 2, 3], 2, "test", True) == [1, 4, 9]

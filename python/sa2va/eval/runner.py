@@ -5,6 +5,8 @@ progress line with an ETA, and the model loaded from the command line's options.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
+import concurrent.futures.process
 import glob
 import json
 import multiprocessing
@@ -130,11 +132,12 @@ class Progress:
 
 
 def default_jobs() -> int:
-    """The CPUs this process may use."""
+    """The CPUs this process may use, at most 8 (each worker holds one expression's masks)."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:
-        return max(1, os.cpu_count() or 1)
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, 8))
 
 
 _TASK: Any = None  # what map_in_processes' workers run: set before they fork, so it is inherited, not sent
@@ -143,8 +146,8 @@ _TASK: Any = None  # what map_in_processes' workers run: set before they fork, s
 def _run_task(item: Any) -> tuple[str | None, Any]:
     try:
         return None, _TASK(item)
-    except SystemExit as e:  # a worker's SystemExit would end it and leave the pool waiting: sent back instead
-        return str(e.code), None
+    except SystemExit as e:  # a worker's SystemExit would end it and break the pool: sent back instead
+        return ("" if e.code is None else str(e.code)), None
 
 
 def map_in_processes(task, items: Sequence[Any], jobs: int, label: str, quiet: bool) -> list[Any]:
@@ -161,12 +164,20 @@ def map_in_processes(task, items: Sequence[Any], jobs: int, label: str, quiet: b
         return results
     _TASK = task
     try:
-        with multiprocessing.get_context("fork").Pool(min(jobs, len(items))) as pool:
-            for error, value in pool.imap(_run_task, items):
-                if error is not None:
-                    raise SystemExit(error)
-                results.append(value)
-                progress.step()
+        # A worker that dies (killed for memory, say) ends the map with an error instead of a wait.
+        with concurrent.futures.ProcessPoolExecutor(min(jobs, len(items)),
+                                                    mp_context=multiprocessing.get_context("fork")) as pool:
+            try:
+                for error, value in pool.map(_run_task, items, chunksize=1):
+                    if error is not None:
+                        raise SystemExit(error)
+                    results.append(value)
+                    progress.step()
+            except concurrent.futures.process.BrokenProcessPool:
+                raise SystemExit("a scoring process died (out of memory?): run again with fewer --jobs") from None
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
     finally:
         _TASK = None
     return results
