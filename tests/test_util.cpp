@@ -134,6 +134,17 @@ void expect_matches_golden(const std::string& name, const Tensor& actual, const 
   }
 }
 
+std::string middle_characters(const std::string& text, int count) {
+  const auto continuation = [&](size_t i) { return i < text.size() && (static_cast<unsigned char>(text[i]) & 0xC0) == 0x80; };
+  size_t begin = text.size() / 2;
+  while (continuation(begin)) ++begin;
+  size_t end = begin;
+  for (int chars = 0; chars < count && end < text.size(); ++chars)
+    do ++end;
+    while (continuation(end));
+  return text.substr(begin, end - begin);
+}
+
 int run_command(const std::string& command, std::string* output) {
   std::string cmd = command + " 2>&1";
   FILE* pipe = popen(cmd.c_str(), "r");

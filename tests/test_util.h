@@ -94,4 +94,7 @@ void expect_stages_match_goldens(const std::string& golden_file, const StageReco
 // Runs a shell command; returns exit status and captures stdout+stderr.
 int run_command(const std::string& command, std::string* output);
 
+// `count` whole UTF-8 characters from the middle of `text` (a stop string taken from an answer).
+std::string middle_characters(const std::string& text, int count);
+
 }  // namespace sa2va::test

@@ -18,7 +18,8 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
   opts->add_to(app, true, "f32");
   app.add_option("--out", *out, "Output .safetensors file")->required();
   return [=]() -> int {
-    // Written beside and renamed at the end: a failed run leaves an earlier dump as it was.
+    // write_safetensors writes beside and renames at the end: a failed run leaves an earlier dump as it
+    // was. The folder is probed before the model work.
     const std::string partial = *out + ".partial";
     {
       std::FILE* f = std::fopen(partial.c_str(), "wb");
@@ -33,13 +34,7 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
     auto model = Sa2vaModel::load(opts->model_dir, opts->model_options());
     StageRecorder recorder;
     const Prediction p = model->predict(request, &recorder);
-    try {
-      write_safetensors(partial, recorder.stages(), {{"prediction", p.text}, {"precision", opts->precision}});
-    } catch (...) {
-      std::remove(partial.c_str());
-      throw;
-    }
-    if (std::rename(partial.c_str(), out->c_str()) != 0) throw Error(*out + ": cannot write (rename failed)");
+    write_safetensors(*out, recorder.stages(), {{"prediction", p.text}, {"precision", opts->precision}});
     std::printf("%s\n", p.text.c_str());
     std::fprintf(stderr, "wrote %zu tensors to %s\n", recorder.stages().size(), out->c_str());
     return 0;

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -275,9 +276,16 @@ void write_safetensors(const std::string& path, const std::vector<std::pair<std:
                        const std::map<std::string, std::string>& metadata) {
   std::vector<SafetensorsWriter::Entry> entries;
   for (const auto& [name, t] : tensors) entries.push_back({name, t.dtype(), t.shape()});
-  SafetensorsWriter writer(path, entries, metadata);
-  for (const auto& [name, t] : tensors) writer.write_next(t);
-  writer.close();
+  const std::string partial = path + ".partial";
+  try {
+    SafetensorsWriter writer(partial, entries, metadata);
+    for (const auto& [name, t] : tensors) writer.write_next(t);
+    writer.close();
+  } catch (...) {
+    std::remove(partial.c_str());
+    throw;
+  }
+  check(std::rename(partial.c_str(), path.c_str()) == 0, path + ": cannot write (renaming the finished file failed)");
 }
 
 }  // namespace sa2va

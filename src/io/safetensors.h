@@ -89,7 +89,9 @@ class SafetensorsWriter {
   std::unique_ptr<Impl> impl_;
 };
 
-// Writes tensors (any dtype, contiguous or not) in the given order with optional metadata.
+// Writes tensors (any dtype, contiguous or not) in the given order with optional metadata: into
+// `path`.partial, renamed to `path` once complete, so a failed write (a full disk) leaves an earlier
+// file as it was and no partial one.
 void write_safetensors(const std::string& path, const std::vector<std::pair<std::string, Tensor>>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -79,6 +79,7 @@ std::unique_ptr<Media> video_media(std::unique_ptr<Video> video, std::string fil
   auto media = std::make_unique<Media>();
   media->video = std::move(video);
   media->video_file = std::move(file);
+  media->max_pixels = limits.max_pixels;
   if (media->video->frame_count() > limits.max_frames)
     bad_request("video: " + std::to_string(media->video->frame_count()) + " frames exceed this server's limit of " +
                 std::to_string(limits.max_frames));
@@ -272,13 +273,18 @@ std::vector<uint8_t> media_bytes(const std::string& reference, const Limits& lim
 }
 
 Media::~Media() {
+  viewer.reset();
   video.reset();
   if (!video_file.empty()) std::remove(video_file.c_str());
 }
 
 Image Media::frame(int64_t t) const {
   if (t < 0 || t >= frames()) throw HttpError(404, "frame " + std::to_string(t) + " does not exist");
-  return is_video() ? video->frame(t) : image;
+  if (!is_video()) return image;
+  if (video_file.empty()) return video->frame(t);  // frames in memory
+  std::lock_guard<std::mutex> lock(viewer_mutex);
+  if (!viewer) viewer = Video::open(video_file, max_pixels);
+  return viewer->frame(t);
 }
 
 size_t Media::bytes() const { return decoded_bytes; }
@@ -403,8 +409,6 @@ void apply_generation_overrides(const json& body, const Limits& limits, Request&
     else if (v.is_array() && v.size() <= 4)
       for (size_t i = 0; i < v.size(); ++i) g.stop.push_back(string_field(v[i], "stop[" + std::to_string(i) + "]"));
     else bad_request("stop: expected a string or an array of up to 4 strings");
-    for (const std::string& s : g.stop)
-      if (s.empty()) bad_request("stop: a stop string is empty");
   }
 }
 

@@ -5,6 +5,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -45,7 +46,12 @@ struct Media {
   Image image;                   // width > 0 for an image
   std::unique_ptr<Video> video;  // or a video
   std::string video_file;        // the private copy of an uploaded video, removed with the Media
+  int64_t max_pixels = 0;        // the limit it was opened under
   size_t decoded_bytes = 0;      // pixels held in memory (an uploaded video file is decoded on demand)
+  // frame() reads an uploaded video through a decoder of its own, opened on first use: shown frames
+  // (jumping back and forth) do not send the predictions' decoder back to the start of the file.
+  mutable std::mutex viewer_mutex;
+  mutable std::unique_ptr<Video> viewer;
   ~Media();
   bool is_video() const { return video != nullptr; }
   int width() const { return is_video() ? video->width() : image.width; }

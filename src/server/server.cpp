@@ -439,6 +439,21 @@ struct Server::Impl {
     return Clock::now() + std::chrono::milliseconds(static_cast<int64_t>(options.timeout_s * 1000));
   }
 
+  // When a request stops waiting or working: its client gone (its connection hung up, or `gone` set by
+  // a failed write), the server stopping, or its time up. Polled between tokens and frames.
+  std::function<bool()> give_up_when(int client, std::shared_ptr<std::atomic<bool>> gone, Clock::time_point until) {
+    return [this, client, gone = std::move(gone), until] {
+      if (!gone->load() && client_hung_up(client)) gone->store(true);
+      return gone->load() || stopping || Clock::now() > until;
+    };
+  }
+
+  // The answer to a cancelled request: 499 when its client left, else 504 (its time was up).
+  static json cancelled_error(bool client_gone) {
+    return client_gone ? error_body(499, "the client went away")
+                       : error_body(504, "the request took longer than this server's limit");
+  }
+
   // Waits for a turn, then predicts; `give_up` (client gone, time up) stops either.
   Prediction predict(Request& request, Admission::Ticket& ticket, const std::function<bool()>& give_up) {
     if (!ticket.run(give_up)) throw Cancelled();
@@ -586,16 +601,13 @@ struct Server::Impl {
     model->conversation_after(call->request, "");
     if (!call->stream) {
       const int client = connection_socket(req);
-      bool hung_up = false;
+      const auto gone = std::make_shared<std::atomic<bool>>(false);
       try {
-        const Prediction p = predict(call->request, *ticket, [&] {
-          hung_up = hung_up || client_hung_up(client);
-          return hung_up || stopping || Clock::now() > until;
-        });
+        const Prediction p = predict(call->request, *ticket, give_up_when(client, gone, until));
         send_json(res, 200, completion_json(p, call->mask_format, id, created));
       } catch (const Cancelled&) {
-        if (!hung_up) throw;
-        send_json(res, 499, error_body(499, "the client went away"));  // nobody reads it; counted in /metrics
+        if (!gone->load()) throw;
+        send_json(res, 499, cancelled_error(true));  // nobody reads it; counted in /metrics
       }
       return;
     }
@@ -617,10 +629,7 @@ struct Server::Impl {
       ContentStream content([&](const std::string& text) { send(chunk({{"content", text}}, nullptr)); }, true);
       call->request.on_text = [&](const std::string& piece) { content.piece(piece); };
       // Nothing is written while the request waits for its turn: a client gone then is seen on its socket.
-      const auto give_up = [this, gone, until, client] {
-        if (!gone->load() && client_hung_up(client)) gone->store(true);
-        return gone->load() || stopping || Clock::now() > until;
-      };
+      const auto give_up = give_up_when(client, gone, until);
       try {
         const Prediction p = predict(call->request, *ticket, give_up);
         content.finish(p.content);
@@ -635,9 +644,9 @@ struct Server::Impl {
         }
         metrics.count("/v1/chat/completions (stream)", 200);
       } catch (const Cancelled&) {
-        const int status = gone->load() ? 499 : 504;
-        send(error_body(status, gone->load() ? "the client went away" : "the request took longer than this server's limit"));
-        metrics.count("/v1/chat/completions (stream)", status);
+        const json error = cancelled_error(gone->load());
+        send(error);
+        metrics.count("/v1/chat/completions (stream)", error["error"]["code"].get<int>());
       } catch (const std::exception& e) {
         send(error_body(400, e.what()));
         metrics.count("/v1/chat/completions (stream)", 400);
@@ -670,16 +679,12 @@ struct Server::Impl {
     const std::unique_ptr<Media> media = media_from_body(body, options.limits);
     const auto until = deadline();
     const int client = connection_socket(req);
-    bool hung_up = false;
-    const auto give_up = [&] {
-      hung_up = hung_up || client_hung_up(client);
-      return hung_up || stopping || Clock::now() > until;
-    };
+    const auto gone = std::make_shared<std::atomic<bool>>(false);
     try {
-      segment_expressions(body, expressions, prompt, format, *media, *ticket, give_up, res);
+      segment_expressions(body, expressions, prompt, format, *media, *ticket, give_up_when(client, gone, until), res);
     } catch (const Cancelled&) {
-      if (!hung_up) throw;
-      send_json(res, 499, error_body(499, "the client went away"));  // nobody reads it; counted in /metrics
+      if (!gone->load()) throw;
+      send_json(res, 499, cancelled_error(true));  // nobody reads it; counted in /metrics
     }
   }
 
@@ -782,10 +787,7 @@ struct Server::Impl {
         const std::string text = text_of(line) + "\n";
         if (!gone->load() && !sink.write(text.data(), text.size())) gone->store(true);
       };
-      const auto give_up = [this, gone, until, client] {
-        if (!gone->load() && client_hung_up(client)) gone->store(true);
-        return gone->load() || stopping || Clock::now() > until;
-      };
+      const auto give_up = give_up_when(client, gone, until);
       try {
         // The session's turn first, then a prediction slot: a turn waiting behind another of the same
         // session holds no slot that requests of other sessions could use.
@@ -843,10 +845,9 @@ struct Server::Impl {
         send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns.load()}});
         metrics.count("/v1/sessions/{id}/chat (stream)", 200);
       } catch (const Cancelled&) {
-        const int status = gone->load() ? 499 : 504;
-        send({{"type", "error"}, {"error", error_body(status, gone->load() ? "the client went away"
-                                                                           : "the request took longer than this server's limit")["error"]}});
-        metrics.count("/v1/sessions/{id}/chat (stream)", status);
+        const json error = cancelled_error(gone->load());
+        send({{"type", "error"}, {"error", error["error"]}});
+        metrics.count("/v1/sessions/{id}/chat (stream)", error["error"]["code"].get<int>());
       } catch (const HttpError& e) {
         send({{"type", "error"}, {"error", error_body(e.status, e.what())["error"]}});
         metrics.count("/v1/sessions/{id}/chat (stream)", e.status);

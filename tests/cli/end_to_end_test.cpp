@@ -199,11 +199,7 @@ TEST(EndToEnd, StopStringsEndTheAnswer) {
   ASSERT_EQ(run("run --model " + dir + " --precision f32 --prompt 'Tell me a story.' --max-new-tokens 24 --out " +
                     whole_dir, &out), 0) << out;
   const std::string content = read_json(whole_dir + "/result.json")["content"];
-  size_t at = content.size() / 2;  // a stop string of whole UTF-8 characters, in the middle
-  while (at < content.size() && (static_cast<unsigned char>(content[at]) & 0xC0) == 0x80) ++at;
-  size_t end = at + 1;
-  while (end < content.size() && (static_cast<unsigned char>(content[end]) & 0xC0) == 0x80) ++end;
-  const std::string stop = content.substr(at, end - at);
+  const std::string stop = test::middle_characters(content, 1);
   ASSERT_FALSE(stop.empty() || stop == "'") << content;
   ASSERT_EQ(run("run --model " + dir + " --precision f32 --prompt 'Tell me a story.' --max-new-tokens 24 --stop '" +
                     stop + "' --out " + stopped_dir, &out), 0) << out;
