@@ -204,21 +204,28 @@ def test_bad_layouts_end_in_a_message_naming_the_file(refcoco_layout, mevis_layo
     assert (keep / "notes.txt").read_text() == "mine"
 
 
+def train_one_step(cli, lines, tiny_dir, tmp_path):
+    """`sa2va train` on the converted lines as one batch: one optimiser step with finite losses, and the
+    masks reached the mask loss."""
+    path = tmp_path / "mixed.jsonl"
+    convert.write_jsonl(str(path), iter(lines))
+    run = subprocess.run([cli, "train", "--model", str(tiny_dir), "--data", str(path), "--out", str(tmp_path / "run"),
+                          "--lora-r", "2", "--lora-alpha", "4", "--batch", str(len(lines)), "--grad-accum", "1",
+                          "--mask-points", "64", "--threads", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
+    assert len(log) == 1 and all(np.isfinite(log[0][k]) for k in ("loss", "llm", "mask", "dice"))
+    assert log[0]["mask"] > 0
+    return run
+
+
 def test_converted_data_trains(refcoco_layout, mevis_layout, tiny_dir, tmp_path):
     cli = os.environ.get("SA2VA_CLI")
     if not cli:
         pytest.skip("SA2VA_CLI not set")
     lines = list(convert.refcoco_samples(str(refcoco_layout[0]), "refcocog", "train", None, 2, 1, random.Random(0)))
     lines += list(convert.refvos_samples(str(mevis_layout[0]), "mevis", 2, 2, 1, random.Random(0)))
-    path = tmp_path / "mixed.jsonl"
-    convert.write_jsonl(str(path), iter(lines))
-    run = subprocess.run([cli, "train", "--model", str(tiny_dir), "--data", str(path), "--out", str(tmp_path / "run"),
-                          "--lora-r", "2", "--lora-alpha", "4", "--batch", "3", "--grad-accum", "1",
-                          "--mask-points", "64", "--threads", "2"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
-    assert len(log) == 1 and all(np.isfinite(log[0][k]) for k in ("loss", "llm", "mask", "dice"))
-    assert log[0]["mask"] > 0  # the masks reached the loss
+    train_one_step(cli, lines, tiny_dir, tmp_path)
     assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
@@ -465,15 +472,7 @@ def test_caption_and_chat_data_trains(grandf_layout, llava_layout, tiny_dir, tmp
     lines = list(convert.gcg_samples(convert.gcg_captions(str(grandf_layout[0]), "grandf", None)[0], 1,
                                      random.Random(0)))
     lines += convert.llava_samples(str(llava_layout[0]), str(llava_layout[1]), {})
-    path = tmp_path / "mixed.jsonl"
-    convert.write_jsonl(str(path), iter(lines))
-    run = subprocess.run([cli, "train", "--model", str(tiny_dir), "--data", str(path), "--out", str(tmp_path / "run"),
-                          "--lora-r", "2", "--lora-alpha", "4", "--batch", "4", "--grad-accum", "1",
-                          "--mask-points", "64", "--threads", "2"], capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr
-    log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
-    assert len(log) == 1 and all(np.isfinite(log[0][k]) for k in ("loss", "llm", "mask", "dice"))
-    assert log[0]["mask"] > 0  # the caption masks reached the loss
+    train_one_step(cli, lines, tiny_dir, tmp_path)
 
 
 def test_generated_shapes_match_their_masks(tmp_path):
