@@ -283,8 +283,10 @@ int connection_socket(const httplib::Request& req) {
   return found;
 }
 
-// Answers a request on its connection and closes it (both ways): for a request refused before its
-// body is read. The server's own later write then fails, which ends the connection on its side too.
+// Answers a request on its connection and closes it: for a request refused before its body is read.
+// The server's own later write then fails, which ends the connection on its side too. Closing with
+// unread input would reset the connection, which can discard the answer at the client: what the
+// client still sends is read and dropped for up to a second (or 4 MiB) first, as a lingering close.
 void answer_and_close(const httplib::Request& req, int status, const std::string& json_body) {
   const int fd = connection_socket(req);
   if (fd < 0) return;
@@ -299,7 +301,18 @@ void answer_and_close(const httplib::Request& req, int status, const std::string
     else if (n < 0 && errno == EINTR) continue;
     else break;
   }
-  shutdown(fd, SHUT_RDWR);
+  shutdown(fd, SHUT_WR);
+  const auto until = Clock::now() + std::chrono::seconds(1);
+  char scratch[16384];
+  for (size_t drained = 0; drained < (size_t{4} << 20);) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
+    pollfd p{fd, POLLIN, 0};
+    if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) break;
+    const ssize_t n = recv(fd, scratch, sizeof scratch, MSG_DONTWAIT);
+    if (n <= 0) break;  // the client closed (or an error): nothing left to reset
+    drained += static_cast<size_t>(n);
+  }
+  shutdown(fd, SHUT_RD);
 }
 
 // Whether the client closed its connection (checked between tokens and frames; nothing is

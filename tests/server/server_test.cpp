@@ -426,29 +426,18 @@ TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
   ServerOptions o;
   o.max_body_bytes = 1 << 10;
   RunningServer s(t.dir, o);
-  httplib::Client c = s.client();
-  const std::string big(64 << 10, 'x');
-  size_t sent = 0;
-  auto chunked = c.Post("/v1/chat/completions", [&](size_t, httplib::DataSink& sink) {
-    if (sent < big.size()) {
-      sink.write(big.data(), 4096);
-      sent += 4096;
-    } else {
-      sink.done();
-    }
-    return true;
-  }, "application/json");
-  ASSERT_TRUE(chunked);
-  EXPECT_EQ(chunked->status, 411) << chunked->body;
   auto text = s.client().Post("/v1/chat/completions", R"({"messages":[{"role":"user","content":"Hi"}]})", "text/plain");
   ASSERT_TRUE(text);
   EXPECT_EQ(text->status, 415) << text->body;
   // A refused body is never read as the next request of the connection (request smuggling): the
   // refusal closes it. Raw HTTP: a body that is itself a request, sent after the headers.
-  for (const std::string& head :
-       {std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n"),
-        std::string("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                    "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")}) {
+  // The chunked one is refused for its form alone (411), before a byte of its body is read.
+  for (const auto& [head, status] : std::vector<std::pair<std::string, std::string>>{
+           {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n",
+            "415"},
+           {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            "411"}}) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     sockaddr_in address{};
@@ -469,7 +458,7 @@ TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
     size_t count = 0;
     for (size_t at = 0; (at = answers.find("HTTP/1.1 ", at)) != std::string::npos; at += 9) ++count;
     EXPECT_EQ(count, 1u) << answers;
-    EXPECT_TRUE(answers.rfind("HTTP/1.1 41", 0) == 0) << answers;
+    EXPECT_TRUE(answers.rfind("HTTP/1.1 " + status, 0) == 0) << answers;
   }
   auto json_with_charset = s.client().Post("/v1/chat/completions",
                                            R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":2})",
