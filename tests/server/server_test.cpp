@@ -778,6 +778,8 @@ TEST(ServeCommand, SigtermEndsItCleanlyAndRemovesUploads) {
   };
   int port = 0;
   for (int i = 0; i < 600 && port == 0; ++i) {
+    int early = 0;
+    if (waitpid(pid, &early, WNOHANG) == pid) FAIL() << "the program ended before serving: " << read_err();
     const std::string err = read_err();
     const size_t at = err.find("on http://127.0.0.1:");
     if (at != std::string::npos && err.find('/', at + 20) != std::string::npos) port = std::stoi(err.substr(at + 20));
