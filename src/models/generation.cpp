@@ -68,7 +68,11 @@ std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, cons
   if (generated.back() == stop.eos_id) return StopReason::Eos;
   if (stop.stop_words.empty() && stop.stop_strings.empty()) return std::nullopt;
   check(static_cast<bool>(stop.decode), "generation: stop words need a decode function");
-  std::string text = stop.decode(generated);
+  return stop_in_text(stop.decode(generated), generated.back(), stop);
+}
+
+std::optional<StopReason> stop_in_text(std::string text, int32_t newest, const StopRules& stop) {
+  if (newest == stop.eos_id) return StopReason::Eos;
   if (first_stop_string(text, stop.stop_strings) != std::string::npos) return StopReason::StopWord;
   std::erase_if(text, [](char c) { return c == '\r' || c == '\n'; });
   for (const std::string& word : stop.stop_words)

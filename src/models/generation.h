@@ -51,6 +51,8 @@ size_t stop_string_safe_length(const std::string& text, const std::vector<std::s
 // the newest id is stop.eos_id, StopWord when the decoded text contains a stop string or (without
 // '\r' and '\n') ends with a stop word, nothing otherwise (the token limit is the caller's).
 std::optional<StopReason> stop_after(const std::vector<int32_t>& generated, const StopRules& stop);
+// The same for ids already decoded: `text` of all generated ids, `newest` the last of them.
+std::optional<StopReason> stop_in_text(std::string text, int32_t newest, const StopRules& stop);
 
 struct GenerationResult {
   std::vector<int32_t> ids;  // generated ids, including the token that stopped generation

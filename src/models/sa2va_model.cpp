@@ -565,8 +565,7 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     size_t streamed = 0;  // bytes of the decoded answer already handed to on_text
     const std::vector<std::string>& stops = request.generation.stop;
     // Text up to what may yet become a stop string is handed over; with `final`, all but a stop string.
-    const auto hand_over = [&](const std::vector<int32_t>& generated, bool final) {
-      const std::string text = tokenizer->decode(generated, false);
+    const auto hand_over = [&](const std::string& text, bool final) {
       size_t ready = complete_utf8_length(text);
       if (!stops.empty()) ready = std::min(ready, final ? std::min(text.size(), first_stop_string(text, stops))
                                                         : stop_string_safe_length(text, stops));
@@ -580,10 +579,13 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
       stop_if_asked(request);
       // The last token (end of turn, a stop word or string) hands over all it may at once, so that an
       // end-of-turn marker is never split by a tail held back for a stop string.
-      if (request.on_text) hand_over(generated, !stops.empty() && stop_after(generated, rules).has_value());
+      if (!request.on_text) return;
+      const std::string text = tokenizer->decode(generated, false);
+      hand_over(text, !stops.empty() && stop_in_text(text, generated.back(), rules).has_value());
     };
     s.gen = generate(llm, s.embeds, sampling, rules, ctx, observer, on_token);
-    if (request.on_text && !stops.empty()) hand_over(s.gen.ids, true);  // a tail held back at the token limit
+    if (request.on_text && !stops.empty())  // a tail held back at the token limit
+      hand_over(tokenizer->decode(s.gen.ids, false), true);
     record(rec, "generated_ids", ids_tensor(s.gen.ids));
     if (rec) steps.record(*rec);
   }
