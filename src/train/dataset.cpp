@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 
 #include "core/error.h"
 #include "io/json_number.h"
@@ -81,30 +82,67 @@ TrainingSample parse_sample(const json& j, const fs::path& folder, const std::st
   return s;
 }
 
+TrainingSample parse_line(const std::string& line, const fs::path& folder, const std::string& where) {
+  json j;
+  try {
+    j = json::parse(line);
+  } catch (const json::exception& e) {
+    throw Error(where + ": not valid JSON (" + e.what() + ")");
+  }
+  try {
+    return parse_sample(j, folder, where);
+  } catch (const json::exception& e) {
+    throw Error(where + ": " + e.what());
+  }
+}
+
+uint64_t fnv1a(const std::string& bytes) {
+  uint64_t h = 1469598103934665603ull;
+  for (const char c : bytes) h = (h ^ static_cast<uint8_t>(c)) * 1099511628211ull;
+  return h;
+}
+
 }  // namespace
 
-std::vector<TrainingSample> read_training_data(const std::string& path) {
-  std::ifstream in(path);
-  check(in.good(), path + ": cannot open the training data");
-  const fs::path folder = fs::path(path).parent_path();
-  std::vector<TrainingSample> samples;
+TrainingData::TrainingData(std::string path, const std::function<void(const TrainingSample&)>& visit)
+    : path_(std::move(path)) {
+  std::error_code ec;
+  check(!fs::is_directory(path_, ec), path_ + ": is a folder, not a JSONL file of training samples");
+  std::ifstream in(path_, std::ios::binary);
+  check(in.good(), path_ + ": cannot open the training data");
+  const fs::path folder = fs::path(path_).parent_path();
   std::string line;
-  for (int number = 1; std::getline(in, line); ++number) {
+  uint64_t offset = 0;
+  for (int32_t number = 1; std::getline(in, line); ++number) {
+    const uint64_t start = offset;
+    offset += line.size() + 1;
+    check(number < std::numeric_limits<int32_t>::max(), path_ + ": too many lines");
     if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
-    const std::string where = path + ":" + std::to_string(number);
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception& e) {
-      throw Error(where + ": not valid JSON (" + e.what() + ")");
-    }
-    try {
-      samples.push_back(parse_sample(j, folder, where));
-    } catch (const json::exception& e) {
-      throw Error(where + ": " + e.what());
-    }
+    check(line.size() <= std::numeric_limits<uint32_t>::max(), path_ + ":" + std::to_string(number) + ": line over 4 GiB");
+    const TrainingSample s = parse_line(line, folder, path_ + ":" + std::to_string(number));
+    if (visit) visit(s);
+    lines_.push_back({start, fnv1a(line), static_cast<uint32_t>(line.size()), number});
   }
-  check(!samples.empty(), path + ": no training samples");
+  check(!in.bad(), path_ + ": read error");
+  check(!lines_.empty(), path_ + ": no training samples");
+}
+
+TrainingSample TrainingData::sample(size_t index) const {
+  check(index < lines_.size(), path_ + ": no sample " + std::to_string(index));
+  const Line& at = lines_[index];
+  const std::string where = path_ + ":" + std::to_string(at.number);
+  std::ifstream in(path_, std::ios::binary);
+  std::string line(at.length, '\0');
+  in.seekg(static_cast<std::streamoff>(at.offset));
+  in.read(line.data(), static_cast<std::streamsize>(line.size()));
+  check(in.good() && fnv1a(line) == at.hash,
+        where + ": the training data changed since the run began (keep the file unchanged while training)");
+  return parse_line(line, fs::path(path_).parent_path(), where);
+}
+
+std::vector<TrainingSample> read_training_data(const std::string& path) {
+  std::vector<TrainingSample> samples;
+  TrainingData(path, [&](const TrainingSample& s) { samples.push_back(s); });
   return samples;
 }
 

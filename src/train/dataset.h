@@ -13,6 +13,7 @@
 // in front, followed by a newline, when missing); turns alternate human, gpt.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -35,8 +36,33 @@ struct TrainingSample {
   int seg_count = 0;                                // [SEG] in the answers
 };
 
-// Reads and checks every line (kinds of the fields, turn order, one mask per [SEG] and frame);
-// throws Error naming the file and line of the first problem. Blank lines are skipped.
+// A training data file, checked whole when opened and then read again one sample at a time: only
+// each sample's place in the file is kept (16 bytes a sample), so a mix of millions of samples does
+// not hold its text in memory. Safe to read from several threads.
+class TrainingData {
+ public:
+  // Reads and checks every line (kinds of the fields, turn order, one mask per [SEG] and frame),
+  // handing each sample to `visit` when given; throws Error naming the file and line of the first
+  // problem. Blank lines are skipped.
+  explicit TrainingData(std::string path, const std::function<void(const TrainingSample&)>& visit = {});
+
+  const std::string& path() const { return path_; }
+  size_t size() const { return lines_.size(); }
+  // Sample `index` (in file order), read again; throws Error when its line changed since it was checked.
+  TrainingSample sample(size_t index) const;
+
+ private:
+  struct Line {
+    uint64_t offset = 0;
+    uint64_t hash = 0;  // of the line's bytes, to notice a file edited during a run
+    uint32_t length = 0;
+    int32_t number = 0;
+  };
+  std::string path_;
+  std::vector<Line> lines_;
+};
+
+// Every sample of a file at once (TrainingData's checks).
 std::vector<TrainingSample> read_training_data(const std::string& path);
 
 // The 0/1 mask (row-major [height, width]) of a MASK entry; throws Error naming `where` when it is

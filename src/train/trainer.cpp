@@ -414,13 +414,13 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   check(o.threads >= 0 && o.cache_mb >= 0 && o.cache_mb <= (int64_t{1} << 40),
         "train: --threads must be >= 0 and --cache-mb in [0, 2^40]");
   check_output_folder(o);  // before the minutes a large model takes to load
-  const std::vector<TrainingSample> data = read_training_data(o.data_path);
   // Every image is read when its sample first comes up, maybe hours in: a missing one is named now.
-  for (const TrainingSample& sample : data)
+  const TrainingData data(o.data_path, [](const TrainingSample& sample) {
     for (const std::string& image : sample.images) {
       std::error_code ec;
       check(fs::is_regular_file(image, ec), sample.where + ": " + image + ": no such image file");
     }
+  });
   const json traj = trajectory(o, data.size());
   const json inputs = inputs_fingerprint(o);
   const int64_t per_epoch = (static_cast<int64_t>(data.size()) + o.batch - 1) / o.batch;
@@ -486,12 +486,13 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   int64_t cached_bytes = 0;
   const auto sample_at = [&](size_t index) -> BatchSample {
     if (const auto it = cache.find(index); it != cache.end()) return it->second;
+    const TrainingSample sample = data.sample(index);
     BatchSample s;
     try {
-      s = trainer.prepare(data[index]);
+      s = trainer.prepare(sample);
     } catch (const Error& e) {  // an image that does not decode names its file: say which sample reads it
       const std::string what = e.what();
-      if (what.find(data[index].where) == std::string::npos) throw Error(data[index].where + ": " + what);
+      if (what.find(sample.where) == std::string::npos) throw Error(sample.where + ": " + what);
       throw;
     }
     const int64_t bytes = bytes_of(s);

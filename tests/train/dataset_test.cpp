@@ -1,5 +1,6 @@
 // The JSONL training format: what it accepts (RLE as string or runs, polygons, videos) and the
 // message for each kind of malformed line.
+#include <filesystem>
 #include <fstream>
 
 #include "core/error.h"
@@ -56,6 +57,53 @@ TEST(TrainingData, ReadsImagesVideosAndTheirMasks) {
   ASSERT_EQ(data[1].masks[0].size(), 2u);
   EXPECT_EQ(train::decode_training_mask(data[1].masks[0][1], 2, 3, "m"), std::vector<uint8_t>(6, 0));
   EXPECT_EQ(data[2].seg_count, 0);
+}
+
+TEST(TrainingData, ReadsEachSampleAgainFromItsPlaceInTheFile) {
+  const std::string line = R"({"image": "a.png", "conversations": [{"from": "human", "value": "Q)";
+  const std::string tail = R"("}, {"from": "gpt", "value": "A [SEG]."}], "masks": [[[0, 0, 2, 0, 2, 2]]]})";
+  // CRLF line ends, a blank line, and a last line without a newline.
+  const std::string path =
+      write_jsonl("train-data-lazy", line + "1" + tail + "\r\n\r\n" + line + "2" + tail + "\n" + line + "3" + tail);
+  int visited = 0;
+  const train::TrainingData data(path, [&](const train::TrainingSample&) { ++visited; });
+  EXPECT_EQ(visited, 3);
+  ASSERT_EQ(data.size(), 3u);
+  const std::vector<train::TrainingSample> whole = train::read_training_data(path);
+  for (size_t i : {2u, 0u, 1u}) {
+    const train::TrainingSample s = data.sample(i);
+    EXPECT_EQ(s.where, whole[i].where);
+    EXPECT_EQ(s.turns[0].human, "<image>\nQ" + std::to_string(i + 1));
+    EXPECT_EQ(s.turns[0].human, whole[i].turns[0].human);
+    EXPECT_EQ(s.masks, whole[i].masks);
+  }
+  EXPECT_EQ(data.sample(1).where, path + ":3");  // the blank line counts
+  EXPECT_THROW(data.sample(3), Error);
+  // A file edited during a run is noticed when a changed line is read again.
+  {
+    std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(line.size()));
+    f << "9";
+  }
+  try {
+    data.sample(0);
+    ADD_FAILURE() << "no error for a changed line";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(path + ":1: the training data changed"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(data.sample(2).turns[0].human, "<image>\nQ3");  // the others still read
+  std::filesystem::resize_file(path, 10);
+  EXPECT_THROW(data.sample(2), Error);
+  // A visitor's error stops the reading, as a malformed line does.
+  EXPECT_THROW(train::TrainingData(write_jsonl("train-data-lazy2", line + "1" + tail + "\n"),
+                                   [](const train::TrainingSample& s) { throw Error(s.where + ": refused"); }),
+               Error);
+  try {
+    train::TrainingData{test::temp_dir("train-data-folder")};
+    ADD_FAILURE() << "no error for a folder";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("is a folder"), std::string::npos) << e.what();
+  }
 }
 
 TEST(TrainingData, MalformedLinesAreNamedWithTheirProblem) {
