@@ -24,6 +24,8 @@ struct ServeArgs {
   server::ServerOptions options;
   double max_body_mb = 64;
   double max_session_mb = 1024;
+  double max_media_mb = 2048;
+  double max_held_media_mb = 4096;
 };
 
 // SIGINT and SIGTERM are written to a pipe by the handler, whatever thread the kernel picks
@@ -75,6 +77,8 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
   app.add_option("--allow-files", o.limits.files_dir, "Folder whose files requests may name by path (default: none)")->check(CLI::ExistingDirectory);
   app.add_option("--max-sessions", o.max_sessions, "Sessions held at once")->check(CLI::Range(1, 100000))->capture_default_str();
   app.add_option("--session-idle", o.session_idle_s, "Seconds after which an unused session ends")->check(CLI::Range(1.0, 1e7))->capture_default_str();
+  app.add_option("--max-media-mb", a->max_media_mb, "Decoded frames of one request's frame list")->check(CLI::Range(1.0, 1e6))->capture_default_str();
+  app.add_option("--max-held-media-mb", a->max_held_media_mb, "Decoded media of all requests in line together (then 429)")->check(CLI::Range(1.0, 1e7))->capture_default_str();
   app.add_option("--max-session-mb", a->max_session_mb, "Memory per session (decoded media, cached vision work)")->check(CLI::Range(1.0, 1e6))->capture_default_str();
   app.add_option("--precision", a->precision, "bf16 or f32")->check(CLI::IsMember({"bf16", "f32"}))->capture_default_str();
   app.add_option("--weights", a->weights, "bf16, q8_0 or q4_0")->check(CLI::IsMember({"bf16", "q8_0", "q4_0"}))->capture_default_str();
@@ -83,6 +87,8 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
     server::ServerOptions& o = a->options;
     o.max_body_bytes = static_cast<size_t>(a->max_body_mb * (1 << 20));
     o.max_session_bytes = static_cast<size_t>(a->max_session_mb * (1 << 20));
+    o.limits.max_media_bytes = static_cast<size_t>(a->max_media_mb * (1 << 20));
+    o.max_held_media_bytes = static_cast<size_t>(a->max_held_media_mb * (1 << 20));
     o.model_name = std::filesystem::path(a->model_dir).lexically_normal().filename().string();
     if (o.model_name.empty()) o.model_name = std::filesystem::path(a->model_dir).lexically_normal().parent_path().filename().string();
     for (const auto& entry : std::filesystem::directory_iterator(a->model_dir))

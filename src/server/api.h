@@ -48,6 +48,7 @@ struct Media {
   std::string video_file;        // the private copy of an uploaded video, removed with the Media
   int64_t max_pixels = 0;        // the limit it was opened under
   size_t decoded_bytes = 0;      // pixels held in memory (an uploaded video file is decoded on demand)
+  std::shared_ptr<void> held;    // the server's count of these bytes, released with the Media
   // frame() reads an uploaded video through a decoder of its own, opened on first use: shown frames
   // (jumping back and forth) do not send the predictions' decoder back to the start of the file.
   mutable std::mutex viewer_mutex;

@@ -92,6 +92,44 @@ class Admission {
   int running_ = 0, waiting_ = 0;
 };
 
+// ---- decoded media of requests in line ------------------------------------------------------------
+
+// The pixels that requests in line (waiting or running) hold, bounded: a full queue of large frame
+// lists would otherwise hold `queue` times the per-request limit. A request is always taken when
+// nothing else is held, so that one at the per-request limit can run.
+class MediaBudget {
+ public:
+  explicit MediaBudget(size_t limit) : limit_(limit) {}
+
+  // Counts `bytes` until the returned hold is dropped; nullptr when they do not fit.
+  std::shared_ptr<void> hold(size_t bytes) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (held_ > 0 && (bytes > limit_ || held_ > limit_ - bytes)) return nullptr;
+      held_ += bytes;
+    }
+    return std::make_shared<Hold>(*this, bytes);
+  }
+  size_t held() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return held_;
+  }
+
+ private:
+  struct Hold {
+    Hold(MediaBudget& budget, size_t bytes) : budget(budget), bytes(bytes) {}
+    ~Hold() {
+      std::lock_guard<std::mutex> lock(budget.mutex_);
+      budget.held_ -= bytes;
+    }
+    MediaBudget& budget;
+    const size_t bytes;
+  };
+  const size_t limit_;
+  mutable std::mutex mutex_;
+  size_t held_ = 0;
+};
+
 // ---- sessions ------------------------------------------------------------------------------------
 
 struct Session {
@@ -200,7 +238,7 @@ class Metrics {
     predict_seconds_ += seconds;
     ++predictions_;
   }
-  std::string text(int waiting, int running, size_t sessions) const {
+  std::string text(int waiting, int running, size_t sessions, size_t media_held) const {
     std::ostringstream out;
     std::lock_guard<std::mutex> lock(mutex_);
     out << "# HELP sa2va_requests_total Requests answered, by endpoint and HTTP status.\n"
@@ -213,6 +251,8 @@ class Metrics {
         << "sa2va_running " << running << "\n"
         << "# HELP sa2va_sessions Open sessions.\n# TYPE sa2va_sessions gauge\n"
         << "sa2va_sessions " << sessions << "\n"
+        << "# HELP sa2va_media_held_bytes Decoded media held by requests in line.\n# TYPE sa2va_media_held_bytes gauge\n"
+        << "sa2va_media_held_bytes " << media_held << "\n"
         << "# HELP sa2va_predictions_total Predictions completed.\n# TYPE sa2va_predictions_total counter\n"
         << "sa2va_predictions_total " << predictions_ << "\n"
         << "# HELP sa2va_generated_tokens_total Answer tokens produced.\n# TYPE sa2va_generated_tokens_total counter\n"
@@ -377,6 +417,7 @@ struct Server::Impl {
   ServerOptions options;
   httplib::Server http;
   Admission admission;
+  MediaBudget media_budget;
   Sessions sessions;
   Metrics metrics;
   std::atomic<bool> stopping{false};
@@ -391,6 +432,7 @@ struct Server::Impl {
       : model(std::move(m)),
         options(std::move(o)),
         admission(options.parallel, options.queue),
+        media_budget(options.max_held_media_bytes),
         sessions(options.max_sessions, options.session_idle_s) {
     routes();
   }
@@ -446,6 +488,18 @@ struct Server::Impl {
       throw HttpError(429, "the server is busy (" + std::to_string(options.parallel) + " running, " +
                                std::to_string(options.queue) + " waiting); retry later");
     return ticket;
+  }
+
+  // The media of a request in line, decoded, counted against the server's budget until dropped.
+  std::unique_ptr<Media> held_media(std::unique_ptr<Media> media) {
+    if (!media) return media;
+    media->held = media_budget.hold(media->bytes());
+    if (!media->held)
+      throw HttpError(429, "the server is busy: requests in line hold " + std::to_string(media_budget.held() >> 20) +
+                               " MiB of decoded media (its limit is " +
+                               std::to_string(options.max_held_media_bytes >> 20) + " MiB, this one needs " +
+                               std::to_string(media->bytes() >> 20) + " MiB); retry later");
+    return media;
   }
 
   Clock::time_point deadline() const {
@@ -546,7 +600,7 @@ struct Server::Impl {
       guarded("/v1/models", res, [&] { send_json(res, 200, models_json()); });
     });
     http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.text(admission.waiting(), admission.running(), sessions.count()),
+      res.set_content(metrics.text(admission.waiting(), admission.running(), sessions.count(), media_budget.held()),
                       "text/plain; version=0.0.4");
     });
     http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
@@ -606,6 +660,7 @@ struct Server::Impl {
     auto ticket = enter_line();
     const json body = parse_body(req);
     auto call = std::make_shared<ChatCall>(chat_call_from_body(body, *model, options.limits));
+    call->media = held_media(std::move(call->media));
     const std::string id = random_id("chatcmpl-");
     const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
                                 std::chrono::system_clock::now().time_since_epoch()).count();
@@ -689,7 +744,7 @@ struct Server::Impl {
     std::string prompt = string_or(body, "prompt", "Please segment {expression}.");
     if (prompt.find("{expression}") == std::string::npos)
       throw HttpError(400, "prompt: must contain {expression}");
-    const std::unique_ptr<Media> media = media_from_body(body, options.limits);
+    const std::unique_ptr<Media> media = held_media(media_from_body(body, options.limits));
     const auto until = deadline();
     const int client = connection_socket(req);
     const auto gone = std::make_shared<std::atomic<bool>>(false);

@@ -25,6 +25,9 @@ struct ServerOptions {
   int max_sessions = 16;
   double session_idle_s = 900;  // a session unused this long ends
   size_t max_session_bytes = size_t{1} << 30;  // decoded media + cached vision work per session
+  // Decoded media of all requests in line (waiting or running) together; beyond it 429. One request
+  // is taken whatever its size (up to limits.max_media_bytes) when no other holds any.
+  size_t max_held_media_bytes = size_t{4} << 30;
   std::string model_name;       // the id in /v1/models
   uint64_t model_bytes = 0;     // size of its weight files, reported by /v1/models
 };

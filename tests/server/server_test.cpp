@@ -681,6 +681,39 @@ TEST(Server, FullQueueGets429AndDisconnectCancels) {
   EXPECT_NE(metrics.find("sa2va_running 0"), std::string::npos) << metrics;
 }
 
+// The decoded media of requests in line are bounded together: one more that would pass the budget
+// is turned away while the queue still has room, and a request is taken again once the first is done.
+TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
+  TINY_OR_SKIP(t);
+  const size_t image_bytes = load_image(t.image, 100'000'000).rgb.size();
+  ServerOptions o;
+  o.parallel = 1;
+  o.queue = 4;
+  o.max_held_media_bytes = image_bytes + image_bytes / 2;
+  RunningServer s(t.dir, o);
+  const json long_chat = {{"messages", {image_message(t.image_uri, "Tell me everything.")}}, {"max_tokens", 2048},
+                          {"stream", true}};
+  int status = 0;
+  {
+    LongStream running(s, "/v1/chat/completions", long_chat);
+    running.wait_for_chunks(2);
+    const std::string held = "sa2va_media_held_bytes " + std::to_string(image_bytes) + "\n";
+    std::string metrics = metrics_with(s, {held});
+    EXPECT_NE(metrics.find(held), std::string::npos) << metrics;
+    json busy = post(s, "/v1/segment", {{"image", t.image_uri}, {"expressions", {"it"}}}, &status);
+    EXPECT_EQ(status, 429) << busy.dump();
+    EXPECT_NE(busy.dump().find("decoded media"), std::string::npos) << busy.dump();
+    busy = post(s, "/v1/chat/completions", {{"messages", {image_message(t.image_uri, "Hi")}}}, &status);
+    EXPECT_EQ(status, 429) << busy.dump();
+    metrics = s.client().Get("/metrics")->body;
+    EXPECT_NE(metrics.find(held), std::string::npos) << "refused requests hold nothing: " << metrics;
+  }
+  const std::string metrics = metrics_with(s, {"sa2va_media_held_bytes 0\n", "sa2va_running 0"});
+  EXPECT_NE(metrics.find("sa2va_media_held_bytes 0\n"), std::string::npos) << metrics;
+  post(s, "/v1/segment", {{"image", t.image_uri}, {"expressions", {"it"}}, {"max_tokens", 4}}, &status);
+  EXPECT_EQ(status, 200);
+}
+
 // Clients that leave are noticed wherever their requests are: a stream waiting in the queue (nothing
 // is written to it yet) gives its place back, and /v1/segment stops between tokens.
 TEST(Server, ClientsThatLeaveAreNoticedWhileQueuedAndWhileSegmenting) {
