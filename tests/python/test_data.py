@@ -1,6 +1,6 @@
-"""sa2va.data: upstream's prompt templates, the RefCOCO, video, grounded-caption and LLaVA converters
-on tiny datasets in the official layouts (every line checked, then trained on by `sa2va train`), the
-generated shapes."""
+"""sa2va.data: upstream's prompt templates, the RefCOCO, video (MeViS, Ref-YouTube-VOS, Ref-SAV),
+grounded-caption, LLaVA and ChatUniVi converters on tiny datasets in the official layouts (every line
+checked, then trained on by `sa2va train`), the generated shapes."""
 import json
 import os
 import pickle
@@ -491,3 +491,265 @@ def test_generated_shapes_match_their_masks(tmp_path):
                     masks.polygon_counts(segmentation[0], 96, 96))})
             assert m.sum() > 0
             assert (image[m.astype(bool)] == shapes.COLOURS[colour]).all()  # the mask is exactly that shape's pixels
+
+
+def sav_object(i, k):
+    """Object k's mask on annotated frame i of the synthetic SA-V video: each object and frame its own box."""
+    return box(24, 32, 2 * k, 2 * k + 4 + i, 3 * k, 3 * k + 5 + i)
+
+
+@pytest.fixture()
+def refsav_layout(tmp_path):
+    data = tmp_path / "data"
+    sav = data / "video_datas" / "sam_v_full"
+    frames = tmp_path / "sav_frames"
+
+    def video(name, n_frames, objects, annotate=True, extract=True, every_frame=False, size=(24, 32)):
+        rel = f"sav_000/sav_train/sav_000/{name}"
+        if annotate:
+            masklet = [[masks.encode(sav_object(i, k) if size == (24, 32) else np.zeros(size, np.uint8))
+                        for k in range(3)] for i in range(n_frames)]
+            (sav / rel).parent.mkdir(parents=True, exist_ok=True)
+            (sav / f"{rel}_manual.json").write_text(json.dumps({"video_id": name, "masklet": masklet}))
+        if extract:  # SA-V's script keeps every 4th frame under its number; ffmpeg writes them all
+            for f in range(4 * n_frames) if every_frame else range(0, 4 * n_frames, 4):
+                random_image(frames / name / f"{f:05d}.jpg", size[1], size[0], f)
+        return {"video_id": name, "video_path": f"{rel}.mp4", "anno_path": f"{rel}_manual.json", "objects": objects}
+    captions = {  # keys are masklet indices; listed out of order, object 1 has no caption
+        "2": {"obj_id": 2, "formated": "A red ball rolls to the right. ", "short_caps": ["A red ball", "A ball"]},
+        "0": {"obj_id": 0, "formated": "The man who waves.", "short_caps": ["A man waving"]}}
+    expressions = {
+        "sav_000001": video("sav_000001", 8, captions),
+        "sav_000002": video("sav_000002", 3, {"1": {"formated": "Some box.", "short_caps": ["A box"]}},
+                            every_frame=True, size=(20, 30)),
+        "sav_000003": video("sav_000003", 2, {}),
+        "sav_000004": video("sav_000004", 2, captions, annotate=False),
+        "sav_000005": video("sav_000005", 2, captions, extract=False),
+    }
+    path = data / "video_datas" / "sam_v_final_v3.json"
+    path.write_text(json.dumps(expressions))
+    return data, frames, path
+
+
+def sav_frame_numbers(line, video):
+    assert all(os.path.dirname(p) == os.path.abspath(video) for p in line["frames"])
+    numbers = [int(os.path.basename(p)[:-4]) for p in line["frames"]]
+    assert all(n % 4 == 0 for n in numbers) and numbers == sorted(numbers)
+    return [n // 4 for n in numbers]  # the annotated frames
+
+
+def test_refsav_converter_draws_objects_and_frames_as_upstream(refsav_layout, tmp_path, capsys):
+    data, frames, _ = refsav_layout
+    out = tmp_path / "refsav.jsonl"
+    assert data_main.main(["refsav", "--data", str(data), "--frame-dir", str(frames), "--frames", "5",
+                           "--per-video", "4", "--repeats", "3", "--seed", "1", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "6 samples" in printed
+    assert "skipped 3 of 5 videos: 1 no objects, 1 annotation not found, 1 frames not extracted" in printed
+    lines = read_jsonl(out)
+    assert len(lines) == 6
+    long = {"A red ball rolls to the right. ": 2, "The man who waves.": 0, "Some box.": 1}
+    prefix = "Please segment the object according to the description: "
+    for line, name in zip(lines, ["sav_000001", "sav_000002"] * 3):
+        chosen = sav_frame_numbers(line, frames / name)
+        if name == "sav_000001":  # 8 annotated frames > 5 + 1: no repeats
+            assert len(set(chosen)) == 5
+        else:  # 3 annotated frames: drawn with replacement, every frame extracted
+            assert len(chosen) == 5 and set(chosen) <= {0, 1, 2}
+        turns = line["conversations"]
+        assert [t["from"] for t in turns] == ["human", "gpt"] * 4 and len(line["masks"]) == 4
+        assert turns[0]["value"].startswith("<image>" + prefix)  # no newline, as refvos
+        for k in range(4):
+            question = turns[2 * k]["value"].removeprefix("<image>")
+            assert question.startswith(prefix) and turns[2 * k + 1]["value"] in templates.ANSWER_LIST
+            index = long[question.removeprefix(prefix)]  # the caption as written: case, spaces, full stop
+            got = [masks.decode(m) for m in line["masks"][k]]
+            size = (24, 32) if name == "sav_000001" else (20, 30)
+            expected = [sav_object(f, index) if name == "sav_000001" else np.zeros(size, np.uint8) for f in chosen]
+            assert all(np.array_equal(g, e) for g, e in zip(got, expected))
+    again = tmp_path / "again.jsonl"
+    data_main.main(["refsav", "--data", str(data), "--frame-dir", str(frames), "--frames", "5",
+                    "--per-video", "4", "--repeats", "3", "--seed", "1", "--out", str(again)])
+    assert again.read_text() == out.read_text()  # the seed decides
+
+
+def test_refsav_short_captions(refsav_layout, tmp_path):
+    data, frames, _ = refsav_layout
+    videos, skipped, total = convert.refsav_videos(str(data), str(frames), "short")
+    assert [v.name for v in videos] == ["sav_000001", "sav_000002"] and total == 5 and sum(skipped.values()) == 3
+    phrases = {"red ball": 2, "ball": 2, "man waving": 0, "box": 1}  # every "A " removed, case kept
+    for line in convert.refsav_samples(videos[:1], 3, 5, "short", 4, random.Random(0)):
+        chosen = sav_frame_numbers(line, frames / "sav_000001")
+        for k in range(5):
+            question = line["conversations"][2 * k]["value"].removeprefix("<image>")
+            phrase = next(p for p in sorted(phrases, key=len, reverse=True)
+                          if question in [q.format(class_name=p) for q in templates.SEG_QUESTIONS])
+            assert line["masks"][k] == [masks.encode(sav_object(f, phrases[phrase])) for f in chosen]
+    # Either kind per sample, drawn anew for each.
+    kinds = set()
+    for line in convert.refsav_samples(videos, 2, 3, "long_short", 8, random.Random(0)):
+        questions = [t["value"] for t in line["conversations"][0::2]]
+        long = ["the description:" in q for q in questions]
+        assert len(set(long)) == 1
+        kinds.add(long[0])
+    assert kinds == {True, False}
+
+
+def test_bad_refsav_data_ends_in_a_message_naming_the_file(refsav_layout, tmp_path):
+    data, frames, path = refsav_layout
+    out = tmp_path / "r.jsonl"
+    out.write_text("earlier\n")
+    args = ["refsav", "--data", str(data), "--frame-dir", str(frames), "--frames", "3", "--out", str(out)]
+    expressions = json.loads(path.read_text())
+    manual = data / "video_datas" / "sam_v_full" / "sav_000" / "sav_train" / "sav_000" / "sav_000002_manual.json"
+    cases = [
+        (lambda e: e["sav_000001"]["objects"].update({"x": {"formated": "y"}}),
+         r"sam_v_final_v3.json: video sav_000001, object x: an object's key must be its masklet index"),
+        (lambda e: e["sav_000001"]["objects"]["0"].pop("formated"),
+         r"video sav_000001, object 0: no string \"formated\""),
+        (lambda e: e["sav_000001"].update(objects={"7": {"formated": "absent"}}),
+         r"sav_000001_manual.json: annotated frame \d, object 7: the frame has 3 objects"),
+        (lambda e: e["sav_000001"].pop("anno_path"), r"video sav_000001: no str \"anno_path\""),
+        (lambda e: e["sav_000002"]["objects"]["1"].update(formated="a [SEG]"),
+         r"video sav_000002, object 1: a caption holds \"\[SEG\]\""),
+    ]
+    for change, message in cases:
+        broken = json.loads(json.dumps(expressions))
+        change(broken)
+        path.write_text(json.dumps(broken))
+        with pytest.raises(SystemExit, match=message):
+            data_main.main(args)
+    path.write_text(json.dumps({"v": dict(expressions["sav_000001"], objects={"0": {"formated": "x"}})}))
+    with pytest.raises(SystemExit, match=r"object 0: \"short_caps\" must be a non-empty list of strings "
+                                         r"\(needed by --mode short\)"):
+        data_main.main(args + ["--mode", "short"])
+    path.write_text(json.dumps(expressions))
+    masklet = json.loads(manual.read_text())
+    for per_object in masklet["masklet"]:
+        per_object[1] = masks.encode(np.zeros((10, 10), np.uint8))
+    manual.write_text(json.dumps(masklet))
+    with pytest.raises(SystemExit, match=r"sav_000002_manual.json: annotated frame \d, object 1: "
+                                         r"a 10x10 mask for a 20x30 picture"):
+        data_main.main(args)
+    manual.write_text(json.dumps({"video_id": "sav_000002"}))
+    with pytest.raises(SystemExit, match=r"sav_000002_manual.json: \"masklet\" must be a non-empty list"):
+        data_main.main(args)
+    manual.write_text("{broken")
+    with pytest.raises(SystemExit, match=r"sav_000002_manual.json: not valid JSON"):
+        data_main.main(args)
+    for f in (frames / "sav_000001").iterdir():
+        f.unlink()
+    with pytest.raises(SystemExit, match=r"sav_000001/\d{5}.jpg: missing \(annotated frame \d of video sav_000001\)"):
+        data_main.main(args)
+    assert out.read_text() == "earlier\n" and not os.path.exists(str(out) + ".partial")
+    with pytest.raises(SystemExit, match=r"no usable video \(3 frames not extracted, 1 no objects, "
+                                         r"1 annotation not found of 5 skipped\)"):
+        data_main.main(["refsav", "--data", str(data), "--frame-dir", str(tmp_path / "none"), "--out", str(out)])
+
+
+@pytest.fixture()
+def chatunivi_layout(tmp_path):
+    data = tmp_path / "data"
+    frames = tmp_path / "chat_frames"
+    for folder, count in (("v_long", 12), ("v_short", 3), ("clips/v_sub", 6)):
+        for f in range(count):
+            random_image(frames / folder / f"{f:05d}.jpg", 32, 24, f)
+
+    def turn(role, value):
+        return {"from": role, "value": value}
+    samples = [
+        {"id": "a", "video": "v_long.mp4", "conversations": [
+            turn("human", "<image>\nWhat happens in the video?"), turn("gpt", "A man runs."),
+            turn("human", "Where?"), turn("gpt", "On a beach.")]},
+        {"id": "b", "video": "v_short.mkv", "conversations": [  # the extension does not matter
+            turn("human", "Describe it.\n<image>"), turn("gpt", " It is short. ")]},
+        {"id": "c", "video": "v_missing.mp4", "conversations": [turn("human", "<image>\nWhat?"), turn("gpt", "No.")]},
+        {"id": "d", "video": "v_long.mp4", "conversations": [turn("human", "<image>\nWhat?"), turn("gpt", " ")]},
+        {"id": "e", "video": "clips/v_sub.mp4", "conversations": [
+            turn("human", "<image>\nWho?"), turn("gpt", "A dog.")]},
+    ]
+    path = data / "video_datas" / "chat_univi" / "video_chat.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(samples))
+    return data, frames, path, samples
+
+
+def test_chatunivi_draws_one_frame_per_part_and_keeps_the_chat(chatunivi_layout, tmp_path, capsys):
+    data, frames, _, _ = chatunivi_layout
+    out = tmp_path / "chat.jsonl"
+    assert data_main.main(["chatunivi", "--data", str(data), "--frame-dir", str(frames), "--repeats", "4",
+                           "--seed", "3", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "12 samples" in printed
+    assert "skipped 2 of 5 samples: 1 frames not extracted, 1 an empty answer" in printed
+    lines = read_jsonl(out)
+    assert [os.path.dirname(line["frames"][0]) for line in lines] == \
+        [str(frames / "v_long"), str(frames / "v_short"), str(frames / "clips" / "v_sub")] * 4
+    drawn = set()
+    for line in lines:
+        assert line["masks"] == []
+        numbers = [int(os.path.basename(p)[:-4]) for p in line["frames"]]
+        assert all(os.path.exists(p) for p in line["frames"])
+        folder = os.path.basename(os.path.dirname(line["frames"][0]))
+        if folder == "v_long":  # 12 frames cut at linspace(0, 12, 6) -> 0, 2, 4, 7, 9, 12: one from each part
+            assert all(lo <= n < hi for n, lo, hi in zip(numbers, [0, 2, 4, 7, 9], [2, 4, 7, 9, 12]))
+            assert len(numbers) == 5
+            drawn.add(tuple(numbers))
+            assert line["conversations"] == [
+                {"from": "human", "value": "<image>\nWhat happens in the video?"},
+                {"from": "gpt", "value": "A man runs."},
+                {"from": "human", "value": "Where?"}, {"from": "gpt", "value": "On a beach."}]
+        elif folder == "v_short":  # no more frames than asked for: all of them
+            assert numbers == [0, 1, 2]
+            # "<image>" removed where it stood and put first; nothing stripped, as upstream.
+            assert line["conversations"] == [{"from": "human", "value": "<image>Describe it.\n"},
+                                             {"from": "gpt", "value": " It is short. "}]
+        else:  # 6 frames: parts [0, 1), [1, 2), [2, 3), [3, 4), [4, 6)
+            assert numbers[:4] == [0, 1, 2, 3] and numbers[4] in (4, 5)
+    assert len(drawn) > 1  # drawn anew per line
+    again = tmp_path / "again.jsonl"
+    data_main.main(["chatunivi", "--data", str(data), "--frame-dir", str(frames), "--repeats", "4",
+                    "--seed", "3", "--out", str(again)])
+    assert again.read_text() == out.read_text()
+
+
+def test_bad_chatunivi_data_ends_in_a_message_naming_the_file(chatunivi_layout, tmp_path):
+    data, frames, path, samples = chatunivi_layout
+    out = tmp_path / "c.jsonl"
+    out.write_text("earlier\n")
+    args = ["chatunivi", "--data", str(data), "--frame-dir", str(frames), "--out", str(out)]
+    cases = [
+        (lambda s: s[0]["conversations"].pop(), r"video_chat.json: sample 0 \(a\): needs as many human turns as "
+                                                r"gpt turns, at least one \(got 2 and 1\)"),
+        (lambda s: s[1]["conversations"][1].update(value="Sure, [SEG]."), r"sample 1 \(b\): holds \"\[SEG\]\""),
+        (lambda s: s[4].pop("video"), r"sample 4 \(e\): no str \"video\""),
+        (lambda s: s[4]["conversations"][1].update({"from": "bot"}), r"sample 4 \(e\): turn 1 must be"),
+    ]
+    for change, message in cases:
+        broken = json.loads(json.dumps(samples))
+        change(broken)
+        path.write_text(json.dumps(broken))
+        with pytest.raises(SystemExit, match=message):
+            data_main.main(args)
+    path.write_text(json.dumps(samples))
+    (frames / "v_long" / "00005.jpg").unlink()
+    with pytest.raises(SystemExit, match=r"v_long: frame 00005.jpg is missing \(frames are numbered from 00000"):
+        data_main.main(args)
+    (frames / "v_long" / "frame_5.jpg").write_bytes(b"")
+    with pytest.raises(SystemExit, match=r"v_long: frame_5.jpg is not a frame name as ffmpeg's %05d.jpg writes it"):
+        data_main.main(args)
+    path.write_text("{broken")
+    with pytest.raises(SystemExit, match="video_chat.json: not valid JSON"):
+        data_main.main(args)
+    assert out.read_text() == "earlier\n" and not os.path.exists(str(out) + ".partial")
+
+
+def test_video_referring_and_chat_data_trains(refsav_layout, chatunivi_layout, tiny_dir, tmp_path):
+    cli = os.environ.get("SA2VA_CLI")
+    if not cli:
+        pytest.skip("SA2VA_CLI not set")
+    videos, _, _ = convert.refsav_videos(str(refsav_layout[0]), str(refsav_layout[1]), "long")
+    lines = list(convert.refsav_samples(videos[:1], 2, 2, "long", 1, random.Random(0)))
+    _, chats = convert.chatunivi_chats(str(chatunivi_layout[0]), str(chatunivi_layout[1]), {})
+    lines += list(convert.chatunivi_samples(chats[:1], 2, 1, random.Random(0)))
+    train_one_step(cli, lines, tiny_dir, tmp_path)

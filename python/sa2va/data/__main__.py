@@ -1,4 +1,5 @@
-"""python -m sa2va.data refcoco|refvos|gcg|llava|shapes|shapes-demo ... : training data for `sa2va train`."""
+"""python -m sa2va.data refcoco|refvos|refsav|gcg|llava|chatunivi|shapes|shapes-demo ... : training data for
+`sa2va train`."""
 
 from __future__ import annotations
 
@@ -31,6 +32,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="independent draws per video")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("refsav", help="Ref-SAV (Sa2VA's captions of SA-V objects) to JSONL",
+                            description=convert.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data root (holding video_datas/)")
+    p.add_argument("--frame-dir", required=True,
+                   help="SA-V frames extracted as <video name>/NNNNN.jpg, numbered by the original frame")
+    p.add_argument("--expressions", default=None,
+                   help="the caption file (default: DATA/video_datas/sam_v_final_v3.json)")
+    p.add_argument("--sav", default=None,
+                   help="the folder the annotation paths are under (default: DATA/video_datas/sam_v_full)")
+    p.add_argument("--mode", choices=["long", "short", "long_short"], default="long",
+                   help="long captions (upstream), short ones, or either per sample")
+    p.add_argument("--frames", type=int, default=5, help="frames per sample (upstream: 5)")
+    p.add_argument("--per-video", type=int, default=5, help="objects per sample (upstream: 5)")
+    p.add_argument("--repeats", type=int, default=1, help="independent draws per video (upstream: 4)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .jsonl")
     p = commands.add_parser("gcg", help="grounded captions (GranD-f, RefCOCOg, Flickr, OpenPSG) to JSONL",
                             description=convert.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the data root (holding glamm_data/)")
@@ -43,6 +60,15 @@ def main(argv: list[str] | None = None) -> int:
                             formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, help="the JSON list (llava_v1_5_mix665k.json)")
     p.add_argument("--images", required=True, help="the folder its \"image\" paths are under (upstream: llava_images/)")
+    p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("chatunivi", help="ChatUniVi video chat to JSONL", description=convert.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data root (holding video_datas/chat_univi/video_chat.json)")
+    p.add_argument("--frame-dir", required=True,
+                   help="every frame extracted as <\"video\" without extension>/NNNNN.jpg from 00000")
+    p.add_argument("--frames", type=int, default=5, help="frames per sample (upstream: 5)")
+    p.add_argument("--repeats", type=int, default=1, help="independent draws per sample")
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .jsonl")
     p = commands.add_parser("shapes", help="a generated coloured-shapes dataset")
     p.add_argument("--out", required=True, help="output folder (images/ and data.jsonl)")
@@ -71,6 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "refvos":
         n = convert.write_jsonl(args.out, convert.refvos_samples(args.data, args.dataset, args.frames, args.per_video,
                                                                  args.repeats, random.Random(args.seed)))
+    elif args.command == "refsav":
+        videos, skipped, total = convert.refsav_videos(args.data, args.frame_dir, args.mode, args.expressions, args.sav)
+        n = convert.write_jsonl(args.out, convert.refsav_samples(videos, args.frames, args.per_video, args.mode,
+                                                                 args.repeats, random.Random(args.seed)))
+        report = convert.skip_report(skipped, total, "videos")
     elif args.command == "gcg":
         captions, skipped, total = convert.gcg_captions(args.data, args.dataset, args.images)
         n = convert.write_jsonl(args.out, convert.gcg_samples(captions, args.repeats, random.Random(args.seed)))
@@ -80,6 +111,12 @@ def main(argv: list[str] | None = None) -> int:
         lines = convert.llava_samples(args.data, args.images, skipped)
         n = convert.write_jsonl(args.out, iter(lines))
         report = convert.skip_report(skipped, len(lines) + sum(skipped.values()), "samples")
+    elif args.command == "chatunivi":
+        skipped = {}
+        _, chats = convert.chatunivi_chats(args.data, args.frame_dir, skipped)
+        n = convert.write_jsonl(args.out, convert.chatunivi_samples(chats, args.frames, args.repeats,
+                                                                    random.Random(args.seed)))
+        report = convert.skip_report(skipped, len(chats) + sum(skipped.values()), "samples")
     elif args.command == "shapes":
         path = shapes.write_dataset(args.out, args.count, args.seed)
         print(path)

@@ -25,9 +25,26 @@ gcg       grounded captions: GranD-f, RefCOCOg-GCG, Flickr30k-GCG, OpenPSG-GCG (
 llava     LLaVA-665K image chat (llava_v1_5_mix665k.json, pictures under --images): conversations as
           upstream reads them (leading gpt turns dropped, texts stripped, "<image>" where it stands);
           text-only samples, missing pictures and empty answers are skipped and counted.
+refsav    Ref-SAV: Sa2VA's object captions on SA-V videos (DATA/video_datas/sam_v_final_v3.json; the
+          annotations, <video>_manual.json, under video_datas/sam_v_full at each video's "anno_path"),
+          frames extracted beforehand into --frame-dir/<video name>/NNNNN.jpg (numbered by the original
+          frame, as SA-V's extraction script writes every 4th frame; ffmpeg's %05d.jpg from 0 of every
+          frame serves too): per video, --per-video objects drawn with replacement, --frames of the
+          annotated frames (every 4th video frame) drawn as refvos draws them; "<image>" then the first
+          question; --mode long (upstream's) asks "Please segment the object according to the
+          description: " + the object's "formated" caption as written, short a SEG_QUESTIONS template
+          with one of its "short_caps" (every "A " removed), long_short either, per sample; answers
+          from ANSWER_LIST; masks the object's SA-V RLE on each chosen frame. Videos without objects,
+          annotation or extracted frames are skipped and counted.
+chatunivi ChatUniVi video chat (DATA/video_datas/chat_univi/video_chat.json), frames extracted into
+          --frame-dir/<"video" without its extension>/NNNNN.jpg (ffmpeg's %05d.jpg from 0, every
+          frame): --frames frames, one drawn from each of that many equal parts of the video (every
+          frame when it has no more); human turns with "<image>" removed, paired in order with the gpt
+          turns as written, "<image>" before the first; no masks. Samples with an empty answer or
+          without extracted frames are skipped and counted.
 Upstream draws these at every visit of a sample; here each line is one draw, and --repeats writes
 that many independent draws per image or video (upstream lists RefCOCO 4x, MeViS 4x, ReVOS 10x,
-Ref-YouTube-VOS 4x, GranD-f 10x).
+Ref-YouTube-VOS 4x, GranD-f 10x, Ref-SAV 4x).
 """
 
 from __future__ import annotations
@@ -112,6 +129,14 @@ def _union(rles: list[Any], shape: tuple[int, int] | None) -> tuple[np.ndarray |
     return total, shape
 
 
+def _draw_frames(count: int, frames: int, rng: random.Random) -> list[int]:
+    """Upstream's video frame draw: without replacement when the video has more than frames + 1,
+    with replacement otherwise; sorted."""
+    if count > frames + 1:
+        return sorted(rng.sample(range(count), frames))
+    return sorted(rng.randrange(count) for _ in range(frames))
+
+
 def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats: int,
                    rng: random.Random) -> Iterator[dict[str, Any]]:
     frames_dir, meta_path, mask_path = refvos_layout(data, dataset)
@@ -143,10 +168,7 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
             expressions = [info["expressions"][k] for k in sorted(info["expressions"])]
             if not names or not expressions:
                 continue
-            if len(names) > frames + 1:
-                chosen = sorted(rng.sample(range(len(names)), frames))
-            else:
-                chosen = sorted(rng.randrange(len(names)) for _ in range(frames))
+            chosen = _draw_frames(len(names), frames, rng)
             picked = [expressions[rng.randrange(len(expressions))] for _ in range(per_video)]
             conversation, sample_masks = [], []
             for t, exp in enumerate(picked):
@@ -167,6 +189,245 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
                                      for m in per_frame])
             yield {"frames": [os.path.abspath(os.path.join(frames_dir, video, names[f] + ".jpg")) for f in chosen],
                    "conversations": conversation, "masks": sample_masks}
+
+
+# ------------------------------------------------------------------------------------- Ref-SAV
+# The question for Ref-SAV's long captions ("formated"); its short captions go through SEG_QUESTIONS,
+# which upstream's Ref-SAV dataset repeats word for word.
+REFSAV_QUESTION = "Please segment the object according to the description: {class_name}"
+SAV_FRAME_STEP = 4  # SA-V annotates every 4th frame of its 24 fps videos: masklet entry i is frame 4i
+
+
+@dataclass
+class SavVideo:
+    name: str                  # the caption file's key
+    annotation: str            # the SA-V manual annotation json (absolute)
+    frames: str                # the folder of its extracted frames (absolute)
+    objects: list[tuple[int, str | None, list[str] | None]]  # (masklet index, long caption, short captions)
+
+
+def refsav_layout(data: str, expressions: str | None, sav: str | None) -> tuple[str, str]:
+    """(caption file, SA-V folder the annotation paths are under), upstream's by default."""
+    root = os.path.join(data, "video_datas") if os.path.isdir(os.path.join(data, "video_datas")) else data
+    return expressions or os.path.join(root, "sam_v_final_v3.json"), sav or os.path.join(root, "sam_v_full")
+
+
+def _captions(obj: dict[str, Any], mode: str, where: str) -> tuple[str | None, list[str] | None]:
+    long, short = obj.get("formated"), obj.get("short_caps")
+    if mode != "short" and not isinstance(long, str):
+        raise SystemExit(f"{where}: no string \"formated\" (the long caption)")
+    if mode != "long" and (not isinstance(short, list) or not short or not all(isinstance(c, str) for c in short)):
+        raise SystemExit(f"{where}: \"short_caps\" must be a non-empty list of strings (needed by --mode {mode})")
+    for text in ([long] if mode != "short" else []) + (short if mode != "long" else []):
+        if "[SEG]" in text or "<image>" in text:
+            raise SystemExit(f"{where}: a caption holds \"[SEG]\" or \"<image>\"")
+    return (long if mode != "short" else None), (short if mode != "long" else None)
+
+
+def refsav_videos(data: str, frame_dir: str, mode: str, expressions: str | None = None,
+                  sav: str | None = None) -> tuple[list[SavVideo], dict[str, int], int]:
+    """Every usable video of the caption file, checked, with the skipped ones counted by reason:
+    (videos, skipped, videos in the file). Objects are kept in the file's order, each key being the
+    object's index in the annotation's per-frame masklet lists, as upstream indexes them."""
+    path, sav_dir = refsav_layout(data, expressions, sav)
+    loaded = runner.read_json(path)
+    if not isinstance(loaded, dict):
+        raise SystemExit(f"{path}: expected {{video id: {{\"video_path\", \"anno_path\", \"objects\"}}}}")
+    skipped: dict[str, int] = {}
+    videos = []
+    for name, entry in loaded.items():
+        where = f"{path}: video {name}"
+        if not isinstance(entry, dict):
+            raise SystemExit(f"{where}: a video must be an object")
+        video_path = _field(entry, "video_path", str, where)
+        anno_path = _field(entry, "anno_path", str, where)
+        objects = []
+        for key, obj in _field(entry, "objects", dict, where).items():
+            what = f"{where}, object {key}"
+            if not (key.isascii() and key.isdigit()):
+                raise SystemExit(f"{what}: an object's key must be its masklet index (a non-negative integer)")
+            if not isinstance(obj, dict):
+                raise SystemExit(f"{what}: an object must be an object")
+            objects.append((int(key), *_captions(obj, mode, what)))
+        if not objects:  # upstream cannot draw from no object
+            skipped["no objects"] = skipped.get("no objects", 0) + 1
+            continue
+        annotation = os.path.join(sav_dir, anno_path)
+        if not os.path.isfile(annotation):
+            skipped["annotation not found"] = skipped.get("annotation not found", 0) + 1
+            continue
+        # SA-V's frame extraction names the folder after the video file.
+        folder = os.path.join(frame_dir, os.path.splitext(os.path.basename(video_path))[0])
+        if not os.path.isdir(folder):
+            skipped["frames not extracted"] = skipped.get("frames not extracted", 0) + 1
+            continue
+        videos.append(SavVideo(name, os.path.abspath(annotation), os.path.abspath(folder), objects))
+    if not videos:
+        raise SystemExit(f"{path}: no usable video ({_skip_text(skipped)} of {len(loaded)} skipped)")
+    return videos, skipped, len(loaded)
+
+
+def _masklet(path: str) -> list[list[Any]]:
+    annotation = runner.read_json(path)
+    masklet = annotation.get("masklet") if isinstance(annotation, dict) else None
+    if not isinstance(masklet, list) or not masklet or not all(isinstance(f, list) for f in masklet):
+        raise SystemExit(f"{path}: \"masklet\" must be a non-empty list (per annotated frame) of lists "
+                         f"(per object) of COCO RLE")
+    return masklet
+
+
+def _frame_size(path: str, where: str) -> tuple[int, int]:
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: missing ({where})")
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except OSError as e:
+        raise SystemExit(f"{path}: not a readable picture ({e})") from None
+
+
+def _whole_rle(value: Any, size: tuple[int, int], where: str) -> dict[str, Any]:
+    """A checked RLE whose runs cover the whole picture (only the runs are summed: no decoding)."""
+    rle = _rle(value, size, where)
+    try:
+        covered = sum(masks.rle_counts(rle))
+    except ValueError as e:
+        raise SystemExit(f"{where}: {e}") from None
+    if covered != size[0] * size[1]:
+        raise SystemExit(f"{where}: RLE runs cover {covered} pixels, not {size[0]} x {size[1]}")
+    return rle
+
+
+def refsav_samples(videos: list[SavVideo], frames: int, per_video: int, mode: str, repeats: int,
+                   rng: random.Random) -> Iterator[dict[str, Any]]:
+    """Per video and repeat, as upstream's Ref-SAV dataset draws: --per-video objects with replacement
+    (both of upstream's branches draw with replacement), frames of the annotated ones as refvos draws
+    them, "<image>" before the first question; a long caption asked as written, a short one with every
+    "A " removed through SEG_QUESTIONS; per object and frame its SA-V mask as stored."""
+    for _ in range(repeats):
+        for video in videos:
+            masklet = _masklet(video.annotation)
+            picked = [video.objects[rng.randrange(len(video.objects))] for _ in range(per_video)]
+            chosen = _draw_frames(len(masklet), frames, rng)
+            paths = [os.path.join(video.frames, f"{SAV_FRAME_STEP * f:05d}.jpg") for f in chosen]
+            sizes = [_frame_size(p, f"annotated frame {f} of video {video.name}") for p, f in zip(paths, chosen)]
+            short = mode == "short" or (mode == "long_short" and rng.random() < 0.5)  # one choice per sample
+            conversation, sample_masks = [], []
+            for t, (index, long, shorts) in enumerate(picked):
+                if short:
+                    phrase = shorts[rng.randrange(len(shorts))].replace("A ", "")
+                    question = rng.choice(templates.SEG_QUESTIONS).format(class_name=phrase)
+                else:
+                    question = REFSAV_QUESTION.format(class_name=long)
+                conversation.append({"from": "human", "value": ("<image>" if t == 0 else "") + question})
+                conversation.append({"from": "gpt", "value": rng.choice(templates.ANSWER_LIST)})
+                per_frame = []
+                for f, size in zip(chosen, sizes):
+                    where = f"{video.annotation}: annotated frame {f}, object {index}"
+                    if index >= len(masklet[f]):
+                        raise SystemExit(f"{where}: the frame has {len(masklet[f])} objects")
+                    per_frame.append(_whole_rle(masklet[f][index], size, where))
+                sample_masks.append(per_frame)
+            yield {"frames": paths, "conversations": conversation, "masks": sample_masks}
+
+
+# ------------------------------------------------------------------------------------ video chat
+@dataclass
+class VideoChat:
+    frames: str                # the folder of the video's extracted frames (absolute)
+    count: int                 # its frames: 00000.jpg ... count - 1
+    questions: list[str]       # "<image>" removed
+    answers: list[str]
+
+
+def _extracted_frames(folder: str) -> int:
+    """How many frames a folder holds, named as ffmpeg's %05d.jpg from 00000 (0 without the folder)."""
+    if not os.path.isdir(folder):
+        return 0
+    numbers = set()
+    for name in os.listdir(folder):
+        stem, ext = os.path.splitext(name)
+        if ext != ".jpg":
+            continue
+        if not (stem.isascii() and stem.isdigit()) or f"{int(stem):05d}" != stem:
+            raise SystemExit(f"{folder}: {name} is not a frame name as ffmpeg's %05d.jpg writes it")
+        numbers.add(int(stem))
+    missing = next((i for i in range(len(numbers)) if i not in numbers), None)
+    if missing is not None:
+        raise SystemExit(f"{folder}: frame {missing:05d}.jpg is missing (frames are numbered from 00000 "
+                         f"without gaps)")
+    return len(numbers)
+
+
+def chatunivi_chats(data: str, frame_dir: str, skipped: dict[str, int]) -> tuple[str, list[VideoChat]]:
+    """ChatUniVi's video chat as upstream's dataset reads it, everything checked first: (file, chats).
+    Each sample's human turns with "<image>" removed pair with its gpt turns in order (no other
+    change); skipped and counted in `skipped`: samples with an empty answer (the trainer refuses
+    them) and samples whose video has no extracted frames."""
+    root = os.path.join(data, "video_datas") if os.path.isdir(os.path.join(data, "video_datas")) else data
+    path = os.path.join(root, "chat_univi", "video_chat.json")
+    loaded = runner.read_json(path)
+    if not isinstance(loaded, list):
+        raise SystemExit(f"{path}: expected a list of samples")
+    counts: dict[str, int] = {}  # frame folder -> its frames, listed once however many samples share it
+    chats = []
+    for index, entry in enumerate(loaded):
+        where = f"{path}: sample {index}" + (f" ({entry['id']})" if isinstance(entry, dict) and "id" in entry else "")
+        if not isinstance(entry, dict):
+            raise SystemExit(f"{where}: a sample must be an object")
+        video = _field(entry, "video", str, where)
+        turns = _field(entry, "conversations", list, where)
+        for t, turn in enumerate(turns):
+            if (not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt")
+                    or not isinstance(turn.get("value"), str)):
+                raise SystemExit(f"{where}: turn {t} must be {{\"from\": \"human\" or \"gpt\", \"value\": text}}")
+        questions = [turn["value"].replace("<image>", "") for turn in turns if turn["from"] == "human"]
+        answers = [turn["value"] for turn in turns if turn["from"] == "gpt"]
+        if not questions or len(questions) != len(answers):
+            raise SystemExit(f"{where}: needs as many human turns as gpt turns, at least one "
+                             f"(got {len(questions)} and {len(answers)})")
+        if any("[SEG]" in text for text in questions + answers):
+            raise SystemExit(f"{where}: holds \"[SEG]\" but has no masks")
+        if any("<image>" in text for text in answers):
+            raise SystemExit(f"{where}: an answer holds \"<image>\"")
+        if any(not text.strip() for text in answers):
+            skipped["an empty answer"] = skipped.get("an empty answer", 0) + 1
+            continue
+        folder = os.path.abspath(os.path.join(frame_dir, os.path.splitext(video)[0]))
+        if folder not in counts:
+            counts[folder] = _extracted_frames(folder)
+        if not counts[folder]:
+            skipped["frames not extracted"] = skipped.get("frames not extracted", 0) + 1
+            continue
+        chats.append(VideoChat(folder, counts[folder], questions, answers))
+    if not chats:
+        raise SystemExit(f"{path}: no usable sample ({_skip_text(skipped)} of {len(loaded)} skipped)")
+    return path, chats
+
+
+def _segment_frames(count: int, frames: int, rng: random.Random) -> list[int]:
+    """Upstream's video-chat draw: every frame of a video of at most `frames`; otherwise the video cut
+    at numpy.linspace(0, count, frames + 1) (truncated to integers) and one frame drawn from each part."""
+    if count <= frames:
+        return list(range(count))
+    bounds = np.linspace(0, count, num=frames + 1, dtype=int)
+    return [rng.randrange(int(bounds[i]), int(bounds[i + 1])) for i in range(frames)]
+
+
+def chatunivi_samples(chats: list[VideoChat], frames: int, repeats: int,
+                      rng: random.Random) -> Iterator[dict[str, Any]]:
+    """Per sample and repeat: the drawn frames, "<image>" before the first question, no masks."""
+    for _ in range(repeats):
+        for chat in chats:
+            chosen = _segment_frames(chat.count, frames, rng)
+            conversation = []
+            for t, (question, answer) in enumerate(zip(chat.questions, chat.answers)):
+                conversation.append({"from": "human", "value": ("<image>" if t == 0 else "") + question})
+                conversation.append({"from": "gpt", "value": answer})
+            yield {"frames": [os.path.join(chat.frames, f"{f:05d}.jpg") for f in chosen],
+                   "conversations": conversation, "masks": []}
 
 
 # ------------------------------------------------------------------------------ grounded captions
