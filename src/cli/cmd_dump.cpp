@@ -1,5 +1,6 @@
 // sa2va dump: runs one request and writes every intermediate tensor, under the names of the
 // conformance fixtures' README, to a safetensors file — for comparing a stage with a reference.
+#include <filesystem>
 #include <cstdio>
 
 #include "cli/command.h"
@@ -22,6 +23,8 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
     // was. The folder is probed before the model work.
     const std::string partial = *out + ".partial";
     {
+      std::error_code ec;
+      if (std::filesystem::is_directory(*out, ec)) throw Error(*out + ": is a folder (--out names the .safetensors file to write)");
       std::FILE* f = std::fopen(partial.c_str(), "wb");
       if (!f) throw Error(*out + ": cannot open for writing");
       std::fclose(f);

@@ -2,6 +2,7 @@
 #include <cstdio>
 #include <exception>
 #include <memory>
+#include <string>
 
 #include "cli/command.h"
 #include "core/block_pool.h"
@@ -30,10 +31,41 @@ int main(int argc, char** argv) {
     auto runner = std::make_shared<std::function<int()>>(command.setup(*sub));
     sub->callback([&run, runner] { run = *runner; });
   }
+  // A first word that names no command is said so (CLI11 would only ask for a command).
+  for (int i = 1; i < argc; ++i) {
+    const std::string word = argv[i];
+    if (word == "--threads") {
+      ++i;
+      continue;
+    }
+    if (word.empty() || word[0] == '-') continue;
+    bool known = false;
+    std::string names;
+    for (const auto& command : sa2va::cli::commands()) {
+      known = known || command.name == word;
+      names += (names.empty() ? "" : ", ") + command.name;
+    }
+    if (!known) {
+      std::fprintf(stderr, "error: '%s' is not a command (commands: %s; sa2va --help describes them)\n", word.c_str(),
+                   names.c_str());
+      return 1;
+    }
+    break;
+  }
   try {
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::CallForHelp& e) {
     return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // Usage errors read as every other error: one line, exit status 1.
+    std::string where = "sa2va";
+    for (const CLI::App* sub : app.get_subcommands()) where += " " + sub->get_name();
+    std::fprintf(stderr, "error: %s (%s --help lists the options)\n", e.what(), where.c_str());
+    return 1;
   }
   try {
     if (threads > 0) sa2va::set_num_threads(threads);

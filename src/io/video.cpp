@@ -11,6 +11,7 @@ extern "C" {
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -34,13 +35,26 @@ std::string size_text(int width, int height) {
   return std::to_string(width) + "x" + std::to_string(height);
 }
 
-// FFmpeg prints at "info" level by default (encoder statistics and the like); keep only errors,
-// unless the program chose a level itself.
+// FFmpeg prints at "info" level by default (encoder statistics and the like). Its errors reach the
+// caller as exceptions naming the file, so it prints only fatal ones, unless the program chose a
+// level itself.
 void quiet_ffmpeg_logs() {
   static std::once_flag once;
   std::call_once(once, [] {
-    if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_ERROR);
+    if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_FATAL);
   });
+}
+
+// "PNG" or "JPEG" when the file starts as one: a still image given where a video was expected.
+const char* still_image_kind(const std::string& path) {
+  unsigned char head[8] = {};
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) return nullptr;
+  const size_t n = std::fread(head, 1, sizeof head, f);
+  std::fclose(f);
+  if (n >= 8 && std::memcmp(head, "\x89PNG\r\n\x1a\n", 8) == 0) return "PNG";
+  if (n >= 3 && head[0] == 0xFF && head[1] == 0xD8 && head[2] == 0xFF) return "JPEG";
+  return nullptr;
 }
 
 bool is_frame_extension(const fs::path& file) {
@@ -249,7 +263,11 @@ class FileVideoSource final : public VideoSource {
                 0);
     int rc = avformat_open_input(&format_, path_.c_str(), nullptr, &options);
     av_dict_free(&options);
-    if (rc < 0) throw Error(path_ + ": cannot open as a video (" + av_error_text(rc) + ")");
+    if (rc < 0) {
+      if (const char* kind = still_image_kind(path_))
+        throw Error(path_ + ": is a still image (" + kind + "), not a video (give it as an image)");
+      throw Error(path_ + ": cannot open as a video (" + av_error_text(rc) + ")");
+    }
     // The probe decodes frames with decoders of its own (H.264 and others): the same cap for them.
     std::vector<AVDictionary*> probe_options(format_->nb_streams, nullptr);
     for (AVDictionary*& o : probe_options) av_dict_set_int(&o, "max_pixels", decoder_pixel_limit(), 0);

@@ -452,10 +452,20 @@ TEST(EndToEnd, BadInputGivesCleanErrors) {
   // Option values out of range: a usage error naming the option and a readable range (not 1.8e308);
   // seeds are any 64-bit integer.
   const auto expect_usage_error = [&](const std::string& args, const std::string& needle) {
-    std::string out;
-    EXPECT_NE(run(args, &out), 0) << out;
-    EXPECT_NE(out.find(needle), std::string::npos) << "expected '" << needle << "' in: " << out;
+    expect_clean_failure(args, needle);  // one error line and exit 1, as any other error
   };
+  expect_usage_error("segmnet --model " + model, "'segmnet' is not a command");
+  expect_usage_error("run --model " + model + " --prompt hi --precision fp16", "--precision: fp16 not in");
+  expect_usage_error("run --model " + model + " --prompt hi --image a.png --video b.mp4", "--image excludes --video");
+  // A dump into a folder is refused before the model runs; a still image given as a video says so.
+  expect_clean_failure("dump --model " + model + " --prompt hi --out " + bad, "is a folder");
+  save_png_rgb(bad + "/still.png", Image(8, 8));
+  {
+    std::string out;
+    EXPECT_EQ(run("run --model " + model + " --video " + bad + "/still.png --prompt hi", &out), 1) << out;
+    EXPECT_NE(out.find("still.png: is a still image (PNG), not a video"), std::string::npos) << out;
+    EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 1) << "FFmpeg's own log lines are not printed: " << out;
+  }
   expect_usage_error("--threads -1 run --model " + model + " --prompt hi", "--threads: Value -1 not in range 0 to 4096");
   expect_usage_error("run --model " + model + " --prompt hi --temperature inf", "not in range 0.000000 to 1000000.000000");
   expect_usage_error("run --model " + model + " --prompt hi --seed 18446744073709551616", "--seed: '18446744073709551616' is");

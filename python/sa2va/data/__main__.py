@@ -122,8 +122,14 @@ def main(argv: list[str] | None = None) -> int:
         print(path)
         return 0
     else:
-        result = demo.run(args.model, args.out, demo.find_cli(args.cli), args.train_images, args.held_out,
-                          args.epochs, args.threads, args.seed)
+        import sa2va
+
+        try:
+            result = demo.run(args.model, args.out, demo.find_cli(args.cli), args.train_images, args.held_out,
+                              args.epochs, args.threads, args.seed)
+        except sa2va.Error as e:  # the model's own one-line message
+            print(f"shapes-demo: {e}", file=sys.stderr)
+            return 1
         problems = demo.check(result) if args.check else []
         for problem in problems:
             print(f"shapes-demo: {problem}", file=sys.stderr)

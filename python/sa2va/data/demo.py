@@ -53,6 +53,10 @@ def held_out_iou(model_dir: str, data: str, threads: int) -> float:
 
 def run(model: str, out: str, cli: str, train_images: int = 16, held_out: int = 8, epochs: int = 2,
         threads: int = 2, seed: int = 0, extra: list[str] | None = None) -> dict[str, Any]:
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        raise SystemExit(f"{model}: not a model folder (no config.json)")
+    if not (os.path.isfile(cli) and os.access(cli, os.X_OK)):
+        raise SystemExit(f"{cli}: not an executable sa2va program (pass --cli or set SA2VA_CLI)")
     if os.path.exists(out):  # an earlier demo's folder is replaced; anything else is left alone
         earlier = set(os.listdir(out)) <= {"train", "heldout", "run", "demo.json"} if os.path.isdir(out) else False
         if not earlier:
@@ -65,7 +69,8 @@ def run(model: str, out: str, cli: str, train_images: int = 16, held_out: int = 
                "--lora-r", "8", "--lora-alpha", "16", "--lr", "1e-3", "--batch", "2", "--grad-accum", "1",
                "--epochs", str(epochs), "--threads", str(threads), "--seed", str(seed)] + (extra or [])
     print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    if subprocess.run(command).returncode != 0:  # its own error line is above
+        raise SystemExit(f"shapes-demo: {cli} train failed")
     with open(os.path.join(out, "run", "train_log.jsonl"), encoding="utf-8") as f:
         log = [json.loads(line) for line in f]
     after = held_out_iou(os.path.join(out, "run", "model"), held_data, threads)
@@ -102,6 +107,8 @@ def check(result: dict[str, Any]) -> list[str]:
 
 def find_cli(given: str | None) -> str:
     cli = given or os.environ.get("SA2VA_CLI") or shutil.which("sa2va")
+    if cli and os.sep not in cli:  # a program name: looked up on PATH
+        cli = shutil.which(cli) or cli
     if not cli:
         sys.exit("the sa2va program was not found: pass --cli or set SA2VA_CLI")
     return cli
