@@ -389,6 +389,31 @@ void check_output_folder(const TrainOptions& o) {
                       o.out_dir + "/checkpoint-<step>, or choose another --out");
 }
 
+// A resumed run logs the steps after its checkpoint again: the log keeps only the steps up to it
+// (and drops a line cut short by a crash), written beside and renamed.
+void keep_log_until(const std::string& path, int64_t step) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return;
+  std::ifstream in(path);
+  check(in.good(), path + ": cannot read");
+  std::string kept, line;
+  while (std::getline(in, line)) {
+    const json entry = json::parse(line, nullptr, false);
+    if (entry.is_object() && entry.contains("step") && entry["step"].is_number_integer() &&
+        entry["step"].get<int64_t>() <= step)
+      kept += line + "\n";
+  }
+  const std::string partial = path + ".partial";
+  {
+    std::ofstream out(partial, std::ios::trunc);
+    out << kept;
+    out.close();
+    check(out.good(), partial + ": cannot write");
+  }
+  fs::rename(partial, path, ec);
+  check(!ec, path + ": cannot replace (" + ec.message() + ")");
+}
+
 }  // namespace
 
 void Trainer::load_parameters(const std::string& checkpoint_dir) {
@@ -478,8 +503,10 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   check(!ec, o.out_dir + ": cannot create the output folder");
-  std::ofstream log(o.out_dir + "/train_log.jsonl", std::ios::app);
-  check(log.good(), o.out_dir + "/train_log.jsonl: cannot write");
+  const std::string log_path = o.out_dir + "/train_log.jsonl";
+  if (state) keep_log_until(log_path, step);
+  std::ofstream log(log_path, std::ios::app);
+  check(log.good(), log_path + ": cannot write");
 
   // Frozen features of each sample, kept while they fit the cache budget.
   std::map<size_t, BatchSample> cache;

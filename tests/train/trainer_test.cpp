@@ -209,6 +209,17 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
     ++compared;
   }
   EXPECT_GT(compared, 100u);
+  // Resumed in its own folder, after a crash that cut a log line short: each step is logged once.
+  {
+    std::ofstream(work + "/a/train_log.jsonl", std::ios::app) << "{\"step\": 3, \"lo";
+    train::TrainOptions again = o;
+    again.resume_dir = work + "/a/checkpoint-1";
+    train::train(again);
+    std::ifstream in(work + "/a/train_log.jsonl");
+    std::vector<int64_t> steps;
+    for (std::string line; std::getline(in, line);) steps.push_back(json::parse(line).at("step").get<int64_t>());
+    EXPECT_EQ(steps, (std::vector<int64_t>{1, 2}));
+  }
   // A resume with other options is refused with the option named.
   resumed.out_dir = work + "/c";
   resumed.lr = 2e-3f;
