@@ -122,7 +122,8 @@ struct GenerationOptions {
   uint64_t seed = 0;          // sampling seed
   // Strings that end the answer (OpenAI's "stop"): generation ends once the answer contains one;
   // Prediction::content ends before it and on_text never hands it (or its start) over; text and
-  // past_text keep what was generated, and a [SEG] generated before the end keeps its mask. Non-empty.
+  // past_text keep what was generated (caption and phrases are read from text), and a [SEG] generated
+  // before the end keeps its mask. Non-empty.
   std::vector<std::string> stop;
 };
 

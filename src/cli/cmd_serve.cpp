@@ -82,7 +82,7 @@ SA2VA_COMMAND("serve", "HTTP server: OpenAI-style chat with masks, /v1/segment, 
   app.add_option("--max-session-mb", a->max_session_mb, "Memory per session (decoded media, cached vision work)")->check(CLI::Range(1.0, 1e6))->capture_default_str();
   app.add_option("--precision", a->precision, "bf16 or f32")->check(CLI::IsMember({"bf16", "f32"}))->capture_default_str();
   app.add_option("--weights", a->weights, "bf16, q8_0 or q4_0")->check(CLI::IsMember({"bf16", "q8_0", "q4_0"}))->capture_default_str();
-  app.add_option("--device", a->device, "cpu")->capture_default_str();
+  app.add_option("--device", a->device, "cpu (cuda[:N] in CUDA builds)")->capture_default_str();
   return [a]() -> int {
     server::ServerOptions& o = a->options;
     o.max_body_bytes = static_cast<size_t>(a->max_body_mb * (1 << 20));

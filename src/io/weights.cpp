@@ -1,5 +1,7 @@
 #include "io/weights.h"
 
+#include <algorithm>
+
 #include "core/error.h"
 #include "ops/ops.h"
 
@@ -166,7 +168,10 @@ Tensor Weights::f32(const std::string& name, const Shape& shape, Init init) {
 void Weights::finish() const {
   if (problems_.empty()) return;
   std::string msg = checkpoint_->dir() + ": " + std::to_string(problems_.size()) + " weight problem(s): ";
-  for (size_t i = 0; i < problems_.size(); ++i) msg += (i ? "; " : "") + problems_[i];
+  // The first few in full: one cause (a wrong format, another model) usually repeats for every matrix.
+  constexpr size_t kListed = 6;
+  for (size_t i = 0; i < std::min(problems_.size(), kListed); ++i) msg += (i ? "; " : "") + problems_[i];
+  if (problems_.size() > kListed) msg += "; and " + std::to_string(problems_.size() - kListed) + " more";
   throw Error(msg);
 }
 
