@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <map>
 #include <mutex>
+#include <regex>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -547,6 +548,20 @@ struct Server::Impl {
 
   // -- routes --
 
+  // The methods an API path takes ("" for a path that is none of them); kept beside routes().
+  static std::string allowed_methods(const std::string& path) {
+    static const std::vector<std::pair<std::regex, std::string>> kEndpoints = {
+        {std::regex("/health|/v1/models|/metrics"), "GET"},
+        {std::regex("/v1/chat/completions|/v1/segment|/v1/sessions"), "POST"},
+        {std::regex("/v1/sessions/[A-Za-z0-9-]+"), "GET, DELETE"},
+        {std::regex("/v1/sessions/[A-Za-z0-9-]+/frames/[0-9]+"), "GET"},
+        {std::regex("/v1/sessions/[A-Za-z0-9-]+/chat"), "POST"},
+    };
+    for (const auto& [pattern, methods] : kEndpoints)
+      if (std::regex_match(path, pattern)) return methods;
+    return "";
+  }
+
   void routes() {
     http.set_payload_max_length(options.max_body_bytes);
     http.new_task_queue = [threads = options.parallel + options.queue + 8] {
@@ -579,8 +594,16 @@ struct Server::Impl {
         return refuse(415, "send the body as Content-Type: application/json", "bad body");
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    http.set_error_handler([](const httplib::Request&, httplib::Response& res) {
+    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
+      if (res.status == 404) {  // an endpoint asked with another method: 405 and the methods it takes
+        if (const std::string allowed = allowed_methods(req.path); !allowed.empty()) {
+          res.status = 405;
+          res.set_header("Allow", allowed);
+          send_json(res, 405, error_body(405, req.method + " is not allowed on " + req.path + " (allowed: " + allowed + ")"));
+          return;
+        }
+      }
       const std::string message = res.status == 413   ? "the body is too large (JSON bodies must be sent as Content-Type: application/json and within --max-body-mb)"
                                   : res.status == 404 ? "no such endpoint"
                                                       : "request failed";

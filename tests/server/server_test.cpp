@@ -365,6 +365,18 @@ TEST(Server, BadRequestsGetJsonErrors) {
   expect_error("/v1/sessions", json{{"frames", frames}}.dump(), 400, "limit of 3");
   expect_error("/v1/sessions", json{{"image", t.image_uri}, {"video", t.image_uri}}.dump(), 400, "exactly one");
   expect_error("/v1/sessions/s-nope/chat", json{{"text", "hi"}}.dump(), 404, "no session");
+  // An endpoint asked with another method: 405 naming the ones it takes; an unknown path: 404.
+  expect_error("/v1/models", "{}", 405, "POST is not allowed on /v1/models (allowed: GET)");
+  {
+    auto res = s.client().Get("/v1/chat/completions", auth);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 405);
+    EXPECT_EQ(res->get_header_value("Allow"), "POST");
+    res = s.client().Delete("/v1/sessions/s-any/chat", auth);
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 405);
+    EXPECT_EQ(s.client().Get("/v1/nothing", auth)->status, 404);
+  }
   expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", json::array()}}.dump(), 400, "expressions");
   expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", {"x"}}, {"format", "svg"}}.dump(), 400, "svg");
   expect_error("/v1/chat/completions", std::string(5 << 20, ' '), 413, "too large");
