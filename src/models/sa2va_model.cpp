@@ -558,7 +558,12 @@ void Sa2vaModel::generate_answer(const Request& request, PredictState& s, const 
     record(rec, "input_ids", ids_tensor(input_ids));
     s.gen = teacher_forced(llm, s.embeds, answer_ids, eos_id, ctx);
   } else {
-    const SamplingOptions sampling = sampling_of(request.generation);
+    SamplingOptions sampling = sampling_of(request.generation);
+    // A model without RoPE scaling answers noise past its trained context: the answer ends there
+    // ("length"), as it would at max_new_tokens.
+    if (config.llm.rope_scaling_type.empty())
+      sampling.max_new_tokens = static_cast<int>(std::min<int64_t>(
+          sampling.max_new_tokens, config.llm.max_position_embeddings - static_cast<int64_t>(s.prompt_ids.size())));
     StepLogits steps;
     LogitsObserver observer;
     if (rec) observer = [&steps](int, const float* logits, int64_t vocab) { steps.observe(logits, vocab); };

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 
@@ -450,6 +452,29 @@ TEST(Pipeline, BadRequestsAreErrors) {
   long_text.past_text.reserve(40000 * 6);
   for (int i = 0; i < 40000; ++i) long_text.past_text += " word";
   expect_error(long_text, "more than the language model's context of 32768 tokens");
+}
+
+// A model without RoPE scaling ends its answer at its trained context ("length"), whatever
+// max_new_tokens asks (here a copy of the tiny model whose context is 40 positions).
+TEST(Pipeline, AnswersEndAtTheContextOfAModelWithoutRopeScaling) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny");
+  namespace fs = std::filesystem;
+  const std::string copy = test::temp_dir("short-context");
+  for (const char* file : {"model.safetensors", "tokenizer.json"}) fs::create_symlink(fs::path(dir) / file, fs::path(copy) / file);
+  nlohmann::json config;
+  std::ifstream(dir + "/config.json") >> config;
+  ASSERT_TRUE(config["llm_config"]["rope_scaling"].is_null());
+  config["llm_config"]["max_position_embeddings"] = 40;
+  std::ofstream(copy + "/config.json") << config.dump();
+  const auto model = Sa2vaModel::load(copy, Precision::F32);
+  Request r;
+  r.text = "Hello.";
+  r.generation.max_new_tokens = 200;
+  const Prediction p = model->predict(r);
+  EXPECT_EQ(p.prompt_tokens + static_cast<int64_t>(p.generated_ids.size()), 40) << p.text;
+  EXPECT_EQ(p.finish_reason, "length");
+  // The same request on the model as released (context 32768) generates all it asks for.
+  EXPECT_EQ(fixture_model(dir, Precision::F32).predict(r).generated_ids.size(), 200u);
 }
 
 // Visual prompts as upstream: a mask of any size is sampled straight to the 16x16 token grid with
