@@ -190,8 +190,8 @@ struct Prediction {
   std::vector<int32_t> generated_ids;       // token ids of the answer
   std::string content;                      // text without the end-of-turn marker at its end ("Sure, [SEG]."),
                                             // or before the first GenerationOptions::stop string in it
-  std::string finish_reason;                // "stop" (end of turn, or a forced answer) or "length" (max_new_tokens, or the end of
-                                            // the context of a model without RoPE scaling)
+  std::string finish_reason;                // "stop" (end of turn, or a forced answer) or "length"
+                                            // (max_new_tokens, or the context of a model without RoPE scaling)
   int64_t prompt_tokens = 0;                // tokens the model read before answering (past_text and visual tokens included)
 };
 
