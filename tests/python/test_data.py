@@ -31,6 +31,17 @@ def read_jsonl(path):
     return [json.loads(line) for line in open(path, encoding="utf-8")]
 
 
+def expect_each_refused(path, original, cases, args):
+    """Each (change, message): the annotation file written with the change made to a copy of
+    `original`, the conversion ends with that message."""
+    for change, message in cases:
+        broken = json.loads(json.dumps(original))
+        change(broken)
+        path.write_text(json.dumps(broken))
+        with pytest.raises(SystemExit, match=message):
+            data_main.main(args)
+
+
 def test_templates_as_upstream_asks():
     assert len(templates.SEG_QUESTIONS) == 16 and len(templates.ANSWER_LIST) == 5 and len(templates.GCG_QUESTIONS) == 6
     assert templates.image_question("The Red Car.", "Please segment {class_name} in this image.") == \
@@ -613,12 +624,7 @@ def test_bad_refsav_data_ends_in_a_message_naming_the_file(refsav_layout, tmp_pa
         (lambda e: e["sav_000002"]["objects"]["1"].update(formated="a [SEG]"),
          r"video sav_000002, object 1: a caption holds \"\[SEG\]\""),
     ]
-    for change, message in cases:
-        broken = json.loads(json.dumps(expressions))
-        change(broken)
-        path.write_text(json.dumps(broken))
-        with pytest.raises(SystemExit, match=message):
-            data_main.main(args)
+    expect_each_refused(path, expressions, cases, args)
     path.write_text(json.dumps({"v": dict(expressions["sav_000001"], objects={"0": {"formated": "x"}})}))
     with pytest.raises(SystemExit, match=r"object 0: \"short_caps\" must be a non-empty list of strings "
                                          r"\(needed by --mode short\)"):
@@ -725,12 +731,7 @@ def test_bad_chatunivi_data_ends_in_a_message_naming_the_file(chatunivi_layout, 
         (lambda s: s[4].pop("video"), r"sample 4 \(e\): no str \"video\""),
         (lambda s: s[4]["conversations"][1].update({"from": "bot"}), r"sample 4 \(e\): turn 1 must be"),
     ]
-    for change, message in cases:
-        broken = json.loads(json.dumps(samples))
-        change(broken)
-        path.write_text(json.dumps(broken))
-        with pytest.raises(SystemExit, match=message):
-            data_main.main(args)
+    expect_each_refused(path, samples, cases, args)
     path.write_text(json.dumps(samples))
     (frames / "v_long" / "00005.jpg").unlink()
     with pytest.raises(SystemExit, match=r"v_long: frame 00005.jpg is missing \(frames are numbered from 00000"):

@@ -53,14 +53,15 @@ def held_out_iou(model_dir: str, data: str, threads: int) -> float:
 
 def run(model: str, out: str, cli: str, train_images: int = 16, held_out: int = 8, epochs: int = 2,
         threads: int = 2, seed: int = 0, extra: list[str] | None = None) -> dict[str, Any]:
-    if not os.path.isfile(os.path.join(model, "config.json")):
-        raise SystemExit(f"{model}: not a model folder (no config.json)")
-    if not (os.path.isfile(cli) and os.access(cli, os.X_OK)):
-        raise SystemExit(f"{cli}: not an executable sa2va program (pass --cli or set SA2VA_CLI)")
     if os.path.exists(out):  # an earlier demo's folder is replaced; anything else is left alone
         earlier = set(os.listdir(out)) <= {"train", "heldout", "run", "demo.json"} if os.path.isdir(out) else False
         if not earlier:
             raise SystemExit(f"{out}: exists and is not an earlier demo's folder (choose a new --out)")
+    if not os.path.isfile(os.path.join(model, "config.json")):
+        raise SystemExit(f"{model}: not a model folder (no config.json)")
+    if not (os.path.isfile(cli) and os.access(cli, os.X_OK)):
+        raise SystemExit(f"{cli}: not an executable sa2va program (pass --cli or set SA2VA_CLI)")
+    if os.path.exists(out):
         shutil.rmtree(out)
     train_data = shapes.write_dataset(os.path.join(out, "train"), train_images, seed)
     held_data = shapes.write_dataset(os.path.join(out, "heldout"), held_out, seed + 1, turns=1)
