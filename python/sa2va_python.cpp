@@ -633,7 +633,8 @@ Ctrl+C stops it (within ~0.1 s of the next token or frame) and KeyboardInterrupt
   past_text     the "past_text" of the previous turn's result ("" for the first turn). A later turn
                 about an image passes the image again.
   mask_prompts  visual prompts: upstream's [array KxHxW], or a list of HxW boolean arrays (one per
-                region, any size); refer to them as region1, region2, ... in the text
+                region, any size); refer to them as region1, region2, ... in the text. Given with
+                the first turn; a later turn passes the same ones again with the image
 
 Generation keywords: max_new_tokens=2048, temperature=0.0 (greedy, as upstream), top_k=0, top_p=1.0,
 seed=0; max_tiles=12 (image tiling), video_llm_frames=5 (video frames the language model sees),

@@ -150,7 +150,8 @@ struct Request {
   // front when missing; an image or video first brought on a later turn needs it.
   std::string text;
   std::string past_text;             // Prediction::past_text of the previous turn ("" for the first)
-  std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, any size (images only)
+  std::vector<Mask> mask_prompts;    // visual prompts: one region per mask, any size (images only),
+                                     // given with the first turn; a later turn passes the same again
   GenerationOptions generation;
   int max_tiles = 12;                // dynamic tiling of images (upstream: 12)
   int video_llm_frames = 5;          // video frames the language model sees (upstream: the first 5);

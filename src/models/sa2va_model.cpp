@@ -392,8 +392,6 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
                                                                         static_cast<size_t>(request.image.height) * 3,
           "the request image's pixel buffer does not match its size");
   check(request.mask_prompts.empty() || has_image, "visual prompts (mask prompts) need an image");
-  check(request.mask_prompts.empty() || request.past_text.empty(),
-        "visual prompts are only supported on the first turn (past_text must be empty), as upstream");
   check(request.max_tiles >= 1 && request.max_tiles <= 40, "max_tiles must be in 1..40");
   check(request.video_llm_frames >= 1, "video_llm_frames must be at least 1");
   // Before any encoder runs: a long video's key frames take a while.
@@ -418,8 +416,14 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
   check(placeholder == std::string::npos ||
             request.text.find(kImagePlaceholder, placeholder + std::strlen(kImagePlaceholder)) == std::string::npos,
         "the request text holds \"<image>\" more than once (one image or video per conversation)");
+  check(request.text.find(kImageContext) == std::string::npos,
+        "the request text holds \"" + std::string(kImageContext) + "\", a token the model places itself (write \"" +
+            std::string(kImagePlaceholder) + "\" where the image goes)");
   const bool past_has_media = request.past_text.find(kImagePlaceholder) != std::string::npos ||
                               request.past_text.find(kImageContext) != std::string::npos;
+  check(placeholder == std::string::npos || !past_has_media,
+        "a later turn's text holds \"<image>\": the conversation's first turn placed its image or video (a later "
+        "turn passes the same medium, and visual prompts, without the placeholder)");
   check(!(has_image || has_video) || request.past_text.empty() || past_has_media || placeholder != std::string::npos,
         "a later turn brings an image or video its conversation did not start with: put \"<image>\" in its text "
         "where it goes, or start a new conversation (empty past_text)");
@@ -537,9 +541,17 @@ void Sa2vaModel::prepare_prompt(const Request& request, PredictState& s, const E
   record(rec, "prompt_ids", ids_tensor(s.prompt_ids));
   s.embeds = llm.embed(s.prompt_ids);
   const bool spliced_vision = s.vit_embeds.defined() && !s.text_only;
-  if (spliced_vision)
-    s.embeds = splice_image_embeddings(s.embeds, s.prompt_ids, img_context_id,
-                                       image_replacement_rows(s.vit_embeds, s.vp_tiles, s.region_cells));
+  if (spliced_vision) {
+    const Tensor rows = image_replacement_rows(s.vit_embeds, s.vp_tiles, s.region_cells);
+    // A later turn splices its medium into the tokens the first turn placed: they must agree.
+    const int64_t slots = std::count(s.prompt_ids.begin(), s.prompt_ids.end(), img_context_id);
+    check(request.past_text.empty() || slots == rows.size(0),
+          "the conversation so far holds " + std::to_string(slots) + " image tokens, but this request's " +
+              (s.has_video ? "video" : "image") + (request.mask_prompts.empty() ? "" : " and visual prompts") +
+              " give " + std::to_string(rows.size(0)) +
+              ": a later turn passes its conversation's medium again, with the same visual prompts as the first turn");
+    s.embeds = splice_image_embeddings(s.embeds, s.prompt_ids, img_context_id, rows);
+  }
 }
 
 // ---- generate: teacher-forced answer or sampled ----------------------------------------------

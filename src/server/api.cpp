@@ -364,6 +364,10 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
     } else {
       bad_request(what + ": expected {\"box\": [x, y, w, h]}, {\"rle\": {...}} or {\"png\": ...}");
     }
+    // A region drawn on another picture would be stretched over this one: refused.
+    if (m.width != width || m.height != height)
+      bad_request(what + ": a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask for a " +
+                  std::to_string(width) + "x" + std::to_string(height) + " image (width x height)");
     masks.push_back(std::move(m));
   }
   return masks;
@@ -533,7 +537,7 @@ ChatCall chat_call_from_body(const json& body, const Model& model, const Limits&
   r.text = turns.back().text;
   r.past_text = past;
   attach(r, call.media.get());
-  if (turns.size() == 1) r.mask_prompts = std::move(mask_prompts);
+  r.mask_prompts = std::move(mask_prompts);  // the first turn's regions, passed again on later turns
   apply_generation(body, limits, r);
   if (extension.is_object()) apply_generation_overrides(extension, limits, r);
   return call;

@@ -137,8 +137,9 @@ struct Session {
   std::string id;
   std::unique_ptr<Media> media;
   std::shared_ptr<VisualCache> cache;
-  std::timed_mutex mutex;  // one turn at a time; guards past_text
+  std::timed_mutex mutex;  // one turn at a time; guards past_text and mask_prompts
   std::string past_text;
+  std::vector<Mask> mask_prompts;  // the first turn's visual prompts: every later turn passes them again
   std::atomic<int> turns{0};
   std::atomic<Clock::rep> last_used{Clock::now().time_since_epoch().count()};
   void touch() { last_used = Clock::now().time_since_epoch().count(); }
@@ -891,6 +892,7 @@ struct Server::Impl {
         if (!r.mask_prompts.empty() && session->turns > 0)
           throw HttpError(400, "mask_prompts: visual prompts go with a session's first turn");
         r.past_text = session->past_text;
+        if (session->turns > 0) r.mask_prompts = session->mask_prompts;
         if (session->media->is_video()) r.video = session->media->video.get();
         else r.image = session->media->image;
         r.cache = session->cache;
@@ -931,6 +933,7 @@ struct Server::Impl {
           send_frame(0, masks);
         }
         session->past_text = p.past_text;
+        if (session->turns == 0) session->mask_prompts = r.mask_prompts;
         ++session->turns;
 
         send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns.load()}});

@@ -761,7 +761,34 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
     mask.data.assign(src, src + static_cast<size_t>(mask.height) * mask.width);
     vp.mask_prompts.push_back(mask);
   }
-  expect_same(vp, "visual prompts");
+  const std::string after_vp = expect_same(vp, "visual prompts");
+  // A later turn of that conversation passes the same regions again (their tokens are in past_text).
+  vp.text = "And region2?";
+  vp.past_text = after_vp;
+  expect_same(vp, "visual prompts, later turn");
+  // Without them, or with other regions, the image tokens do not match: refused naming both counts.
+  const auto refused = [&](const Request& r, const std::string& words) {
+    try {
+      m.predict(r);
+      ADD_FAILURE() << "no error; expected one saying: " << words;
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+    }
+  };
+  Request without = vp;
+  without.mask_prompts.clear();
+  refused(without, "a later turn passes its conversation's medium again, with the same visual prompts");
+  Request fewer = vp;
+  fewer.mask_prompts.pop_back();
+  refused(fewer, "this request's image and visual prompts give");
+  // A later turn does not place the image again, nor does any text hold the image-context token.
+  Request placed_again = vp;
+  placed_again.text = "<image>And region2?";
+  refused(placed_again, "a later turn's text holds \"<image>\"");
+  Request forged = image;
+  forged.text = "<IMG_CONTEXT>Please segment it.";
+  forged.past_text.clear();
+  refused(forged, "a token the model places itself");
 
   const json video_case = test::fixture_case(dir, "video");
   auto video = first_frames(dir, video_case, 2);

@@ -5,6 +5,7 @@ import json
 import os
 import pickle
 import random
+import re
 import subprocess
 
 import numpy as np
@@ -754,3 +755,127 @@ def test_video_referring_and_chat_data_trains(refsav_layout, chatunivi_layout, t
     _, chats = convert.chatunivi_chats(str(chatunivi_layout[0]), str(chatunivi_layout[1]), {})
     lines += list(convert.chatunivi_samples(chats[:1], 2, 1, random.Random(0)))
     train_one_step(cli, lines, tiny_dir, tmp_path)
+
+
+def refused(args):
+    """The one-line message a conversion ends with (no traceback)."""
+    with pytest.raises(SystemExit) as e:
+        data_main.main([str(a) for a in args])
+    message = e.value.code
+    assert isinstance(message, str) and "\n" not in message, message
+    return message
+
+
+def test_bad_video_entries_are_named(mevis_layout, tmp_path):
+    data, frames, _, _ = mevis_layout
+    base = data / "video_datas" / "mevis" / "train"
+    out = tmp_path / "m.jsonl"
+    out.write_text("earlier\n")
+    args = ["refvos", "--data", data, "--dataset", "mevis", "--out", out]
+    mask_path = base / "mask_dict.json"
+    mask_dict = json.loads(mask_path.read_text())
+    for entry, message in (([5, 5], r"mask_dict.json: annotation 0, frame \d: not a COCO RLE"),
+                           ({"size": [24, 32], "counts": "zz"}, r"mask_dict.json: annotation 0, frame \d: .*outside"),
+                           ({"size": [24, 32], "counts": [5]}, r"mask_dict.json: annotation 0, frame \d: RLE runs cover "
+                                                               r"5 pixels, not 24 x 32")):
+        mask_path.write_text(json.dumps(dict(mask_dict, **{"0": [entry] * len(frames)})))
+        assert re.search(message, refused(args))
+    mask_path.write_text(json.dumps(mask_dict))
+    meta_path = base / "meta_expressions.json"
+    meta = json.loads(meta_path.read_text())
+    cases = [
+        (lambda m: m["videos"]["vid"]["expressions"]["0"].pop("exp"),
+         r"meta_expressions.json: video vid, expression 0: no string \"exp\""),
+        (lambda m: m["videos"]["vid"].pop("frames"), r"meta_expressions.json: video vid: no \"frames\" list"),
+        (lambda m: m["videos"]["vid"].update(expressions=[]), r"meta_expressions.json: video vid: no \"expressions\" object"),
+        # Nothing to draw from: refused, not an empty file.
+        (lambda m: m.update(videos={}), r"meta_expressions.json: no usable video"),
+        (lambda m: m["videos"]["vid"].update(expressions={}), r"meta_expressions.json: no usable video"),
+    ]
+    expect_each_refused(meta_path, meta, cases, [str(a) for a in args])
+    assert out.read_text() == "earlier\n" and sorted(p.name for p in tmp_path.iterdir()) == ["data", "m.jsonl"]
+
+
+def test_bad_refcoco_entries_are_named(refcoco_layout, tmp_path, capsys):
+    data, _ = refcoco_layout
+    root = data / "ref_seg" / "refcocog"
+    out = tmp_path / "r.jsonl"
+    args = ["refcoco", "--data", data, "--dataset", "refcocog", "--per-image", "12", "--out", out]
+    refs_path = root / "refs(umd).p"
+    refs = pickle.loads(refs_path.read_bytes())
+    instances_path = root / "instances.json"
+    instances = json.loads(instances_path.read_text())
+
+    def write_refs(value):
+        with open(refs_path, "wb") as f:
+            pickle.dump(value, f, protocol=2)
+
+    # "raw" alone is enough (the sentence as written); without either text the ref is named.
+    write_refs([dict(refs[0], sentences=[{"raw": "The Left Thing."}])] + refs[1:])
+    assert data_main.main([str(a) for a in args]) == 0
+    assert "the left thing" in out.read_text()
+    write_refs([dict(refs[0], sentences=[{"tokens": ["x"]}])] + refs[1:])
+    assert re.search(r"refs\(umd\).p: ref 1: a sentence needs \"raw\" or \"sent\"", refused(args))
+    write_refs([dict(r, sentences=[]) for r in refs])
+    assert re.search(r"refs\(umd\).p: no sentences in split 'train'", refused(args))
+    write_refs(refs)
+    capsys.readouterr()
+    expect_each_refused(instances_path, instances, [
+        (lambda i: i["annotations"][0].pop("segmentation"), r"instances.json: annotation 1: no \"segmentation\""),
+        (lambda i: i["annotations"][0].update(segmentation=[[1, 2, 3]]),
+         r"instances.json: annotation 1: segmentation entry 0 has 3 numbers"),
+        (lambda i: i["annotations"][0].update(segmentation=[[2, 2, 20, 2, 20, 16], "x"]),
+         r"instances.json: annotation 1: a polygon must be a list of numbers"),
+        (lambda i: i["annotations"][1].update(segmentation={"size": [24, 32], "counts": "zz"}),
+         r"instances.json: annotation 2: .*outside"),
+        (lambda i: i["images"][0].pop("height"), r"instances.json: image 7: no integer \"height\" and \"width\""),
+        (lambda i: i.pop("annotations"), r"instances.json: no \"annotations\" list"),
+    ], [str(a) for a in args])
+    # Upstream rasterises each polygon of an object alone: a 4-number entry is a box wherever it stands.
+    boxed = json.loads(json.dumps(instances))
+    boxed["annotations"][0]["segmentation"] = [[2, 2, 20, 2, 20, 16], [24, 2, 4, 6]]
+    boxed["annotations"][2]["segmentation"] = [[0, 0, 30, 10]]
+    instances_path.write_text(json.dumps(boxed))
+    assert data_main.main([str(a) for a in args]) == 0
+    written = [m for line in read_jsonl(out) for m in line["masks"]]
+    assert [[2, 2, 20, 2, 20, 16], [24, 2, 24, 8, 28, 8, 28, 2]] in written
+    assert [[0, 0, 0, 10, 30, 10, 30, 0]] in written
+
+
+def test_bad_caption_masks_are_refused(grandf_layout, tmp_path):
+    data, _ = grandf_layout
+    path = data / "glamm_data" / "annotations" / "GranDf_HA_GCG_train.json"
+    pictures = json.loads(path.read_text())
+    args = ["gcg", "--data", data, "--dataset", "grandf", "--out", tmp_path / "g.jsonl"]
+    for rle, message in (({"size": [24, 32], "counts": "zz"}, r"entry 0 \(g1.jpg\), grounding 'A cat': .*outside"),
+                         ({"size": [24, 32], "counts": [5]},
+                          r"entry 0 \(g1.jpg\), grounding 'A cat': RLE runs cover 5 pixels, not 24 x 32")):
+        broken = json.loads(json.dumps(pictures))
+        broken[0]["groundings"]["A cat"]["rle_masks"] = [rle]
+        path.write_text(json.dumps(broken))
+        assert re.search(message, refused(args))
+
+
+def test_write_jsonl_uses_its_own_temporary_file(tmp_path):
+    """Two conversions into one file at once (simulated by starting the second from inside the first)
+    each write their own temporary file; the last to finish wins, nothing is left beside it."""
+    path = tmp_path / "out.jsonl"
+
+    def samples():
+        yield {"n": 1}
+        convert.write_jsonl(str(path), iter([{"n": "other"}]))
+        yield {"n": 2}
+
+    assert convert.write_jsonl(str(path), samples()) == 2
+    assert read_jsonl(path) == [{"n": 1}, {"n": 2}] and [p.name for p in tmp_path.iterdir()] == ["out.jsonl"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_unforeseen_data_errors_end_in_one_line(monkeypatch, tmp_path):
+    def broken(*_):
+        raise KeyError("segmentation")
+    monkeypatch.setattr(convert, "refcoco_samples", broken)
+    assert refused(["refcoco", "--data", tmp_path, "--dataset", "refcoco", "--out", tmp_path / "x"]) == \
+        "error: KeyError: 'segmentation'"

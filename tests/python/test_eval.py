@@ -4,6 +4,7 @@ import json
 import math
 import os
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -580,7 +581,7 @@ def test_bad_data_and_predictions_end_in_a_message_not_a_traceback(tmp_path, cap
             eval_main.main(video_args)
     (video_out / "predictions.0.jsonl").write_text(json.dumps(
         {"key": "v/0", "prediction_masks": [{"size": [24, 32], "counts": 5}] * 2}) + "\n")
-    with pytest.raises(SystemExit, match="^error: "):
+    with pytest.raises(SystemExit, match="predictions.0.jsonl:1: expression v/0, frame 0: RLE counts must be"):
         eval_main.main(video_args)
 
 
@@ -622,7 +623,7 @@ def test_video_scoring_in_several_processes_equals_one(tmp_path, capsys):
             eval_main.main([str(a) for a in args] + ["--jobs", jobs])
     records[4]["prediction_masks"][2] = {"size": [24, 32], "counts": 5}  # not an RLE: a data error
     (out / "predictions.0-of-1.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
-    with pytest.raises(SystemExit, match="^error: "):
+    with pytest.raises(SystemExit, match="predictions.0-of-1.jsonl:5: expression b/1, frame 2: RLE counts must be"):
         eval_main.main([str(a) for a in args] + ["--jobs", "2"])
     with pytest.raises(SystemExit, match="--jobs 0: need at least 1"):
         eval_main.main([str(a) for a in args] + ["--jobs", "0"])
@@ -630,3 +631,268 @@ def test_video_scoring_in_several_processes_equals_one(tmp_path, capsys):
     with pytest.raises(SystemExit, match="a scoring process died"):
         runner.map_in_processes(lambda x: os._exit(9) if x == 2 else x, [1, 2, 3, 4], 2, "test", True)
     assert runner.map_in_processes(lambda x: x * x, [1, 2, 3], 2, "test", True) == [1, 4, 9]
+
+
+# ------------------------------------------------------------------ errors, submission, sharding
+def eval_error(*argv):
+    """The one-line message a run ends with (SystemExit's text: exit status 1, no traceback)."""
+    with pytest.raises(SystemExit) as e:
+        eval_main.main([str(a) for a in argv])
+    message = e.value.code
+    assert isinstance(message, str) and "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def test_model_errors_end_in_one_line(refcoco_data, tiny_dir, tmp_path):
+    # An image missing under --images: the model's own error, as a line.
+    message = eval_error("refcoco", "--data", refcoco_data, "--dataset", "refcoco", "--split", "val",
+                         "--images", tmp_path / "no-images", "--out", tmp_path / "out", *model_args(tiny_dir))
+    assert message.startswith("error: ") and "COCO_train2014_000000000011.jpg" in message
+    # A video whose frames folder is missing.
+    base = tmp_path / "video" / "mevis" / "valid_u"
+    base.mkdir(parents=True)
+    (base / "meta_expressions.json").write_text(json.dumps(
+        {"videos": {"v": {"frames": ["00000"], "expressions": {"0": {"exp": "a cat", "anno_id": [7]}}}}}))
+    (base / "mask_dict.json").write_text(json.dumps({"7": [None]}))
+    message = eval_error("refvos", "--data", tmp_path / "video", "--dataset", "mevis", "--out", tmp_path / "v",
+                         *model_args(tiny_dir))
+    assert message.startswith("error: ") and "00000.jpg" in message
+
+
+def write_mevis(base, videos, mask_dict=None):
+    base.mkdir(parents=True, exist_ok=True)
+    (base / "meta_expressions.json").write_text(json.dumps({"videos": videos}))
+    if mask_dict is not None:
+        (base / "mask_dict.json").write_text(json.dumps(mask_dict))
+
+
+def test_malformed_data_names_the_file_and_the_sample(refcoco_data, tmp_path):
+    # RefCOCO: a damaged prediction, then an image and a segmentation missing from instances.json.
+    out = tmp_path / "refcoco-out"
+    out.mkdir()
+    common = ["refcoco", "--data", refcoco_data, "--dataset", "refcoco", "--split", "val", "--score-only",
+              "--out", out]
+    good = masks.encode(np.zeros((24, 32), np.uint8))
+    (out / "predictions.0-of-1.jsonl").write_text(
+        json.dumps({"key": "11/1/0", "mask": good}) + "\n" + json.dumps({"key": "11/1/1", "mask": {"size": [24, 32], "counts": "z"}}) + "\n")
+    message = eval_error(*common)
+    assert "predictions.0-of-1.jsonl:2: expression 11/1/1:" in message and "outside '0'..'o'" in message
+    (out / "predictions.0-of-1.jsonl").write_text(json.dumps({"key": "11/1/0"}) + "\n")
+    assert "predictions.0-of-1.jsonl:1: expression 11/1/0: no \"mask\"" in eval_error(*common)
+    (out / "predictions.0-of-1.jsonl").write_text("[1, 2]\n")
+    assert "predictions.0-of-1.jsonl:1: not a JSON object with a \"key\"" in eval_error(*common)
+    (out / "predictions.0-of-1.jsonl").write_text(json.dumps({"key": "11/1/0", "mask": good}) + "\n")
+    broken = tmp_path / "broken-refcoco"
+    import shutil
+    shutil.copytree(refcoco_data / "ref_seg", broken / "ref_seg")
+    instances_path = broken / "ref_seg" / "refcoco" / "instances.json"
+    instances = json.loads(instances_path.read_text())
+    common[2] = broken
+    no_image = dict(instances, images=instances["images"][1:])
+    instances_path.write_text(json.dumps(no_image))
+    assert re.search(r"instances.json: no image 11 .*ref 1", eval_error(*common))
+    no_segmentation = json.loads(json.dumps(instances))
+    del no_segmentation["annotations"][0]["segmentation"]
+    instances_path.write_text(json.dumps(no_segmentation))
+    assert "instances.json: annotation 101: no \"segmentation\"" in eval_error(*common)
+    del no_segmentation["annotations"]
+    instances_path.write_text(json.dumps(no_segmentation))
+    assert "instances.json: no \"annotations\" list" in eval_error(*common)
+
+    # Video: the ground truth's RLE, the expressions file, the predictions.
+    base = tmp_path / "video" / "mevis" / "valid_u"
+    gt = rle_list(np.stack([box_mask(24, 32, 0, 12, 0, 16)] * 2))
+    videos = {"v": {"frames": ["00000", "00001"], "expressions": {"0": {"exp": "a cat", "anno_id": [7]}}}}
+    video_out = tmp_path / "video-out"
+    video_out.mkdir()
+    video_args = ["refvos", "--data", tmp_path / "video", "--dataset", "mevis", "--score-only", "--jobs", "1",
+                  "--out", video_out]
+    (video_out / "predictions.0-of-1.jsonl").write_text(json.dumps({"key": "v/0", "prediction_masks": gt}) + "\n")
+    write_mevis(base, videos, {"7": [gt[0], {"size": [24, 32], "counts": "z"}]})
+    message = eval_error(*video_args)
+    assert "mask_dict.json: annotation 7, frame 1 (expression v/0):" in message and "outside '0'..'o'" in message
+    write_mevis(base, videos, {"7": [gt[0], [5, 5]]})
+    assert "mask_dict.json: annotation 7, frame 1 (expression v/0): not a COCO RLE" in eval_error(*video_args)
+    write_mevis(base, videos, {"7": gt})
+    (base / "meta_expressions.json").write_text(json.dumps({"video": videos}))
+    assert "meta_expressions.json: no \"videos\" object" in eval_error(*video_args)
+    write_mevis(base, {"v": {"frames": ["00000"], "expressions": {"0": {"anno_id": [7]}}}})
+    assert "meta_expressions.json: video v, expression 0: no string \"exp\"" in eval_error(*video_args)
+    write_mevis(base, {"v": {"frames": ["00000"]}})
+    assert "meta_expressions.json: video v: no \"expressions\" object" in eval_error(*video_args)
+    write_mevis(base, videos)
+    for record, expected in (({"key": "v/0"}, "predictions.0-of-1.jsonl:1: expression v/0: no \"prediction_masks\" list"),
+                             ({"key": "v/0", "prediction_masks": []},
+                              "predictions.0-of-1.jsonl:1: expression v/0: 0 predicted masks for 2 frames"),
+                             ({"key": "v/0", "prediction_masks": [gt[0], {"size": [24, 32], "counts": "zz"}]},
+                              "predictions.0-of-1.jsonl:1: expression v/0, frame 1: ")):
+        (video_out / "predictions.0-of-1.jsonl").write_text(json.dumps(record) + "\n")
+        assert expected in eval_error(*video_args)
+
+    # GCG: a prediction file without its masks.
+    data = tmp_path / "gcg"
+    write_gcg_data(data)
+    gcg_out = tmp_path / "gcg-out"
+    gcg_out.mkdir()
+    (gcg_out / "sa_1.json").write_text(json.dumps({"image_id": "sa_1", "caption": "a cat", "phrases": []}))
+    message = eval_error("gcg", "--data", data, "--split", "val", "--score-only", "--out", gcg_out)
+    assert "sa_1.json: no \"pred_masks\" list" in message
+
+
+def test_size_mismatch_names_the_prediction_and_the_ground_truth(tmp_path):
+    base = tmp_path / "video" / "mevis" / "valid_u"
+    gt = np.stack([box_mask(32, 40, 0, 12, 0, 16)] * 2)
+    write_mevis(base, {"v": {"frames": ["00000", "00001"], "expressions": {"0": {"exp": "a cat", "anno_id": [7]}}}},
+                {"7": rle_list(gt)})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.0-of-1.jsonl").write_text(json.dumps(
+        {"key": "v/0", "prediction_masks": rle_list(np.ones((2, 10, 10), np.uint8))}) + "\n")
+    message = eval_error("refvos", "--data", tmp_path / "video", "--dataset", "mevis", "--score-only", "--out", out)
+    assert "expression v/0, frame 0: the prediction: a 10x10 mask for a 32x40 ground truth" in message
+
+
+def test_empty_splits_are_refused(tmp_path):
+    write_mevis(tmp_path / "video" / "mevis" / "valid_u", {}, {})
+    message = eval_error("refvos", "--data", tmp_path / "video", "--dataset", "mevis", "--score-only",
+                         "--out", tmp_path / "out")
+    assert "meta_expressions.json: no expressions" in message
+    data = tmp_path / "gcg"
+    write_gcg_data(data)
+    caption = data / "glamm_data" / "annotations" / "gcg_val_test" / "val_gcg_coco_caption_gt.json"
+    caption.write_text(json.dumps({"images": [], "annotations": []}))
+    assert "val_gcg_coco_caption_gt.json: no images" in eval_error("gcg", "--data", data, "--split", "val",
+                                                                    "--score-only", "--out", tmp_path / "g")
+
+
+def test_polygons_follow_pycocotools_list_rule(refcoco_data, tmp_path):
+    square = [0, 0, 4, 0, 4, 4, 0, 4]
+    # A first entry of more than 4 numbers: every entry a polygon (a later 4-number one traces 2 points: empty).
+    union = masks.segmentation_to_rle([square, [1, 1, 2, 1]], 6, 6)
+    assert masks.area(union) == 16
+    # A first entry of exactly 4: every entry a box; anything else is not read.
+    assert masks.area(masks.segmentation_to_rle([[0, 0, 2, 2], [3, 3, 1, 1]], 6, 6)) == 5
+    for bad, text in (([[1, 2, 3]], "first entry has 3 numbers"), ([[0, 0, 2, 2], square], "entry 1 has 8 numbers"),
+                      ([[0, 0, "a", 1, 2, 3]], "numbers"), ([5, 6, 7, 8, 9, 10], "a list of lists")):
+        with pytest.raises(ValueError, match=text):
+            masks.segmentation_to_rle(bad, 6, 6)
+    # In the ground truth: an error naming the annotation, not a silent empty mask.
+    broken = tmp_path / "broken"
+    import shutil
+    shutil.copytree(refcoco_data / "ref_seg", broken / "ref_seg")
+    path = broken / "ref_seg" / "refcoco" / "instances.json"
+    instances = json.loads(path.read_text())
+    instances["annotations"][2]["segmentation"] = [[1, 2, 3]]
+    path.write_text(json.dumps(instances))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.0-of-1.jsonl").write_text(
+        json.dumps({"key": "12/3/0", "mask": masks.encode(np.zeros((20, 30), np.uint8))}) + "\n")
+    message = eval_error("refcoco", "--data", broken, "--dataset", "refcoco", "--split", "val", "--score-only",
+                         "--out", out)
+    assert "instances.json: annotation 103: " in message and "first entry has 3 numbers" in message
+
+
+def test_revos_needs_video_sizes_and_empty_groups_are_null(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "data" / "video_datas"
+    frames = ["00000", "00001"]
+    gt = np.stack([box_mask(20, 30, 0, 10, 0, 10), box_mask(20, 30, 5, 15, 5, 15)])
+    meta = {"videos": {"v1": {"height": 20, "width": 30, "frames": frames, "expressions": {
+        "0": {"exp": "the box", "anno_id": [3], "type_id": 0},
+        "1": {"exp": "what would a cat chase", "anno_id": [3], "type_id": 1}}}}}
+    (data / "revos").mkdir(parents=True)
+    (data / "revos" / "mask_dict.json").write_text(json.dumps({"3": rle_list(gt)}))
+    fg = [masks.encode(box_mask(20, 30, 0, 20, 0, 15))] * 2
+    (data / "revos" / "mask_dict_foreground.json").write_text(json.dumps({"v1": {"masks_rle": fg}}))
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "predictions.0-of-1.jsonl").write_text(
+        "".join(json.dumps({"key": f"v1/{e}", "prediction_masks": rle_list(gt)}) + "\n" for e in ("0", "1")))
+    args = ["refvos", "--data", data.parent, "--dataset", "revos", "--score-only", "--quiet", "--out", out]
+    meta_path = data / "revos" / "meta_expressions_valid_.json"
+    no_height = json.loads(json.dumps(meta))
+    del no_height["videos"]["v1"]["height"]
+    meta_path.write_text(json.dumps(no_height))
+    assert "meta_expressions_valid_.json: video v1: no integer \"height\" and \"width\"" in eval_error(*args)
+    meta_path.write_text(json.dumps(meta))
+    # --limit 1 scores a referring expression only: the reasoning group and overall are undefined.
+    result = run_eval(capsys, *args, "--limit", "1")
+    assert result["referring"]["J"] == 100.0
+    assert result["reason"] == {k: "n/a" for k in ("J", "F", "A", "R", "JF")} and result["overall"]["JF"] == "n/a"
+
+    def no_nan(text):
+        raise ValueError(f"{text} in metrics.json")
+    saved = json.loads((out / "metrics.json").read_text(), parse_constant=no_nan)
+    assert saved["reason"]["J"] is None and saved["overall"]["J"] is None and saved["referring"]["JF"] == 100.0
+    # A group's JF is the mean of its J and F means, as upstream's scorer computes it.
+    groups = metrics.summarize_revos([(0.5, 0.25, 1, 1, 0), (0.1, 0.3, 1, 1, 0)])
+    assert groups["referring"]["JF"] == pytest.approx((30.0 + 27.5) / 2)
+
+
+def test_submit_writes_annotations_from_kept_predictions(tiny_dir, tmp_path, capsys):
+    base = tmp_path / "data" / "video_datas" / "mevis" / "valid"
+    frames = ["00000", "00001"]
+    write_video(base / "JPEGImages" / "vid", frames, 32, 24, 5)
+    write_mevis(base, {"vid": {"frames": frames, "expressions": {"0": {"exp": "a cat"}, "1": {"exp": "a dog"}}}})
+    common = ["refvos", "--data", tmp_path / "data", "--dataset", "mevis", "--split", "valid", "--jobs", "1"]
+    # Predictions kept from a run without --submit: a resumed run with --submit writes every PNG.
+    out = tmp_path / "out"
+    run_eval(capsys, *common, "--out", out, "--shard", "0/2", *model_args(tiny_dir))
+    run_eval(capsys, *common, "--out", out, "--shard", "0/2", "--submit", *model_args(tiny_dir))
+    assert sorted(p.name for p in (out / "Annotations" / "vid" / "0").iterdir()) == ["00000.png", "00001.png"]
+    assert not (out / "Annotations" / "vid" / "1").exists()  # the other shard's sample
+    # --score-only --submit: from the kept predictions alone.
+    scored = tmp_path / "scored"
+    scored.mkdir()
+    cat = np.stack([box_mask(24, 32, 0, 10, 0, 10), box_mask(24, 32, 2, 12, 3, 13)])
+    (scored / "predictions.0-of-1.jsonl").write_text("".join(
+        json.dumps({"key": f"vid/{e}", "prediction_masks": [masks.encode(m) for m in cat * (e == "0")]}) + "\n"
+        for e in ("0", "1")))
+    run_eval(capsys, *common, "--out", scored, "--score-only", "--submit")
+    for e in ("0", "1"):
+        for k, frame in enumerate(frames):
+            png = np.array(Image.open(scored / "Annotations" / "vid" / e / f"{frame}.png"))
+            assert np.array_equal(png, cat[k] * 255 * (e == "0"))
+    assert not [p for p in scored.rglob("*") if p.is_file() and not p.name.endswith((".png", ".json", ".jsonl"))]
+
+
+def test_atomic_writes_use_their_own_temporary_file(tmp_path, monkeypatch):
+    """Shards run at once write metrics.json and results.json into one folder: a write that starts while
+    another is under way (simulated here by writing again from inside the first) must not take the
+    other's temporary file."""
+    path = tmp_path / "metrics.json"
+    real_dump = json.dump
+    nested = []
+
+    def dump_with_a_concurrent_write(value, f, **kwargs):
+        if not nested:
+            nested.append(1)
+            runner.write_json(str(path), {"writer": "other"})
+        real_dump(value, f, **kwargs)
+
+    monkeypatch.setattr(runner.json, "dump", dump_with_a_concurrent_write)
+    runner.write_json(str(path), {"writer": "this"})
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"writer": "this"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as open() would create it
+
+
+def test_gcg_bert_without_transformers_falls_back_to_bag_of_words(tmp_path, capsys, monkeypatch):
+    data = tmp_path / "data"
+    ids, gt_masks, _, _ = write_gcg_data(data)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "sa_1.json").write_text(json.dumps({"image_id": "sa_1", "caption": "a cat", "phrases": ["a cat", "the grass"],
+                                               "pred_masks": [masks.encode(m) for m in gt_masks["sa_1"]]}))
+    monkeypatch.setitem(__import__("sys").modules, "torch", None)  # as if not installed
+    monkeypatch.setitem(__import__("sys").modules, "transformers", None)
+    assert eval_main.main(["gcg", "--data", str(data), "--split", "val", "--score-only", "--out", str(out),
+                           "--bert", str(tmp_path / "bert-base-uncased")]) == 0
+    printed = capsys.readouterr()
+    result = json.loads(printed.out)
+    assert "bag-of-words" in result["recall_text_similarity"] and "torch" in result["recall_text_similarity"]
+    assert "--bert" in printed.err and "bag-of-words" in printed.err
+    assert json.loads((out / "metrics.json").read_text())["recall_text_similarity"] == result["recall_text_similarity"]

@@ -305,6 +305,60 @@ TEST(Server, SessionsKeepTheMediaAndTheConversation) {
   for (int f = 0; f < 6; ++f) EXPECT_EQ(lines[static_cast<size_t>(f) + 1]["frame"], f);
 }
 
+// A conversation that began with visual prompts goes on: the session keeps the first turn's regions,
+// and the messages of a chat completion take the sa2va.mask_prompts for every turn; the answers are
+// the library's own for the same regions. A later turn's "<image>", or a region of another size, is 400.
+TEST(Server, VisualPromptsLastTheirConversation) {
+  TINY_OR_SKIP(t);
+  RunningServer s(t.dir, {});
+  auto c = s.client();
+  const json box = {{"box", {150, 100, 150, 100}}};
+  Mask region;
+  region.width = 600;
+  region.height = 280;
+  region.data.assign(600 * 280, 0);
+  for (int y = 100; y < 200; ++y) std::fill_n(region.data.begin() + y * 600 + 150, 150, 1);
+  Request first;
+  first.image = load_image(t.image, 100'000'000);
+  first.text = "<image>Please segment region1.";
+  first.mask_prompts = {region};
+  first.forced_answer = "Sure, [SEG].";
+  const Prediction p1 = tiny_model(t.dir)->predict(first);
+  Request second = first;
+  second.text = "And region1 again?";
+  second.past_text = p1.past_text;
+  const Prediction p2 = tiny_model(t.dir)->predict(second);
+
+  const std::string id = post(s, "/v1/sessions", {{"image", t.image_uri}})["id"];
+  const auto turn = [&](const json& body) {
+    auto res = c.Post("/v1/sessions/" + id + "/chat", body.dump(), "application/json");
+    return res ? ndjson_lines(res->body) : std::vector<json>{};
+  };
+  std::vector<json> lines = turn({{"text", first.text}, {"answer", "Sure, [SEG]."}, {"mask_prompts", {box}}});
+  ASSERT_EQ(lines.size(), 3u);
+  EXPECT_EQ(decode_rle(lines[1]["masks"][0]["rle"]), p1.masks[0][0].data);
+  lines = turn({{"text", second.text}, {"answer", "Sure, [SEG]."}});
+  ASSERT_EQ(lines.size(), 3u) << lines.back().dump();
+  EXPECT_EQ(lines.back()["type"], "done") << lines.back().dump();
+  EXPECT_EQ(decode_rle(lines[1]["masks"][0]["rle"]), p2.masks[0][0].data);
+  int status = 0;
+  json error = post(s, "/v1/sessions/" + id + "/chat", {{"text", "<image>Once more?"}}, &status);
+  EXPECT_EQ(status, 400) << error.dump();
+  EXPECT_NE(error.dump().find("a later turn's text holds"), std::string::npos) << error.dump();
+
+  const json messages = {image_message(t.image_uri, first.text), {{"role", "assistant"}, {"content", "Sure, [SEG]."}},
+                         {{"role", "user"}, {"content", second.text}}};
+  const json reply = post(s, "/v1/chat/completions",
+                          {{"messages", messages}, {"sa2va", {{"mask_prompts", {box}}, {"answer", "Sure, [SEG]."}}}}, &status);
+  ASSERT_EQ(status, 200) << reply.dump();
+  EXPECT_EQ(decode_rle(reply["sa2va"]["masks"][0]["rle"]), p2.masks[0][0].data);
+  const json other_size = {{"rle", {{"size", {10, 10}}, {"counts", {100}}}}};
+  error = post(s, "/v1/chat/completions", {{"messages", {image_message(t.image_uri, first.text)}},
+                                           {"sa2va", {{"mask_prompts", {other_size}}}}}, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(error.dump().find("a 10x10 mask for a 600x280 image"), std::string::npos) << error.dump();
+}
+
 // Bare base64 is taken as it comes; a JPEG's starts with "/9j/", which is not a path.
 TEST(Server, BareBase64JpegIsAnImage) {
   TINY_OR_SKIP(t);

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import pickle
 import random
 import sys
 
@@ -90,6 +91,16 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name, 1) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
 
+    if args.command == "shapes-demo":
+        return shapes_demo(args)
+    try:
+        return convert_data(args)
+    except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError, pickle.UnpicklingError) as e:
+        # Data the checks did not foresee: a message, not a traceback.
+        raise SystemExit(f"error: {type(e).__name__}: {e}") from None
+
+
+def convert_data(args: argparse.Namespace) -> int:
     report = ""  # the pictures or samples a converter skipped
     if args.command == "refcoco":
         n = convert.write_jsonl(args.out, convert.refcoco_samples(args.data, args.dataset, args.split, args.images,
@@ -117,27 +128,29 @@ def main(argv: list[str] | None = None) -> int:
         n = convert.write_jsonl(args.out, convert.chatunivi_samples(chats, args.frames, args.repeats,
                                                                     random.Random(args.seed)))
         report = convert.skip_report(skipped, len(chats) + sum(skipped.values()), "samples")
-    elif args.command == "shapes":
+    else:  # shapes
         path = shapes.write_dataset(args.out, args.count, args.seed)
         print(path)
         return 0
-    else:
-        import sa2va
-
-        try:
-            result = demo.run(args.model, args.out, demo.find_cli(args.cli), args.train_images, args.held_out,
-                              args.epochs, args.threads, args.seed)
-        except sa2va.Error as e:  # the model's own one-line message
-            print(f"shapes-demo: {e}", file=sys.stderr)
-            return 1
-        problems = demo.check(result) if args.check else []
-        for problem in problems:
-            print(f"shapes-demo: {problem}", file=sys.stderr)
-        return 1 if problems else 0
     print(f"{args.out}: {n} samples")
     if report:
         print(f"{args.out}: {report}")
     return 0
+
+
+def shapes_demo(args: argparse.Namespace) -> int:
+    import sa2va
+
+    try:
+        result = demo.run(args.model, args.out, demo.find_cli(args.cli), args.train_images, args.held_out,
+                          args.epochs, args.threads, args.seed)
+    except sa2va.Error as e:  # the model's own one-line message
+        print(f"shapes-demo: {e}", file=sys.stderr)
+        return 1
+    problems = demo.check(result) if args.check else []
+    for problem in problems:
+        print(f"shapes-demo: {problem}", file=sys.stderr)
+    return 1 if problems else 0
 
 
 if __name__ == "__main__":

@@ -58,7 +58,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from ..eval import masks, runner
-from ..eval.refcoco import SPLIT_BY, dataset_dir, load_pickle, split_refs
+from ..eval.refcoco import SPLIT_BY, check_ref, dataset_dir, image_size, load_pickle, read_instances, split_refs
 from ..eval.refvos import load_annotations
 from . import templates
 
@@ -71,18 +71,24 @@ def refcoco_samples(data: str, dataset: str, split: str, images: str | None, per
     if not refs:
         raise SystemExit(f"{refs_path}: no refs in split {split!r}")
     instances_path = os.path.join(root, "instances.json")
-    instances = runner.read_json(instances_path)
-    image_info = {img["id"]: img for img in instances["images"]}
-    annotations = {ann["id"]: ann for ann in instances["annotations"]}
+    image_info, annotations = read_instances(instances_path)
     image_dir = images or os.path.join(data, "glamm_data", "images", "coco2014", "train2014")
     pairs: dict[Any, list[tuple[Any, str]]] = {}
+    segmentations: dict[Any, Any] = {}  # by annotation id, checked once
     for ref in refs:
+        check_ref(ref, refs_path, instances_path, image_info, annotations)
         for sentence in ref["sentences"]:
             # "raw" is the sentence as written (upstream's choice); "sent" REFER's tokens without punctuation.
-            pairs.setdefault(ref["image_id"], []).append((ref["ann_id"], sentence.get("raw", sentence["sent"])))
-        if ref["ann_id"] not in annotations or ref["image_id"] not in image_info:
-            raise SystemExit(f"{instances_path}: no annotation {ref['ann_id']} or image {ref['image_id']} of ref "
-                             f"{ref.get('ref_id')} in {refs_path}")
+            text = sentence.get("raw", sentence.get("sent")) if isinstance(sentence, dict) else None
+            if not isinstance(text, str):
+                raise SystemExit(f"{refs_path}: ref {ref['ref_id']}: a sentence needs \"raw\" or \"sent\"")
+            pairs.setdefault(ref["image_id"], []).append((ref["ann_id"], text))
+        if ref["ann_id"] not in segmentations:  # sized by the ref's picture, as upstream reads it
+            size = image_size(image_info[ref["image_id"]], f"{instances_path}: image {ref['image_id']}")
+            segmentations[ref["ann_id"]] = _segmentation(annotations[ref["ann_id"]], size,
+                                                         f"{instances_path}: annotation {ref['ann_id']}")
+    if not pairs:  # nothing to draw from: refused rather than an empty file
+        raise SystemExit(f"{refs_path}: no sentences in split {split!r}")
     for _ in range(repeats):
         for image_id, choices in pairs.items():
             picked = [choices[rng.randrange(len(choices))] for _ in range(per_image)]
@@ -91,13 +97,22 @@ def refcoco_samples(data: str, dataset: str, split: str, images: str | None, per
                 question = templates.image_question(sentence, rng.choice(templates.SEG_QUESTIONS))
                 conversation.append({"from": "human", "value": ("<image>\n" if t == 0 else "") + question})
                 conversation.append({"from": "gpt", "value": rng.choice(templates.ANSWER_LIST)})
-                segmentation = annotations[ann_id]["segmentation"]
-                if isinstance(segmentation, dict):  # crowd RLE: the size from the image
-                    img = image_info[image_id]
-                    segmentation = masks.segmentation_to_rle(segmentation, img["height"], img["width"])
-                sample_masks.append(segmentation)
+                sample_masks.append(segmentations[ann_id])
             yield {"image": os.path.abspath(os.path.join(image_dir, image_info[image_id]["file_name"])),
                    "conversations": conversation, "masks": sample_masks}
+
+
+def _segmentation(ann: dict[str, Any], size: tuple[int, int], where: str) -> Any:
+    """A COCO annotation's segmentation as the training format takes it: RLE checked against the
+    picture (and compressed), polygons as _polygons gives them."""
+    if "segmentation" not in ann:
+        raise SystemExit(f"{where}: no \"segmentation\"")
+    segmentation = ann["segmentation"]
+    if isinstance(segmentation, dict):
+        return _whole_rle(segmentation, size, where)
+    if isinstance(segmentation, list):
+        return _polygons(segmentation, where)
+    raise SystemExit(f"{where}: a segmentation must be polygons or COCO RLE")
 
 
 def refvos_layout(data: str, dataset: str) -> tuple[str, str, str]:
@@ -118,12 +133,16 @@ def refvos_layout(data: str, dataset: str) -> tuple[str, str, str]:
     raise SystemExit(f"unknown video dataset {dataset!r}")
 
 
-def _union(rles: list[Any], shape: tuple[int, int] | None) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+def _union(rles: list[Any], anno_ids: list[Any], frame: int, mask_path: str,
+           shape: tuple[int, int] | None) -> tuple[np.ndarray | None, tuple[int, int] | None]:
+    """One frame's union of an expression's annotations (None where all are absent), each checked
+    and named; `shape` is the size seen last, kept for frames without any."""
     total = None
-    for rle in rles:
+    for anno_id, rle in zip(anno_ids, rles):
         if rle is None:
             continue
-        m = masks.decode(masks.segmentation_to_rle(rle, *rle["size"]))
+        where = f"{mask_path}: annotation {anno_id}, frame {frame}"
+        m = masks.decode(_whole_rle(rle, None if total is None else total.shape, where))
         total = m if total is None else (total | m)
         shape = m.shape
     return total, shape
@@ -147,7 +166,20 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
     if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
         raise SystemExit(f"{meta_path}: no \"videos\" object")
     videos = meta["videos"]
+    for video, info in videos.items():
+        where = f"{meta_path}: video {video}"
+        if not isinstance(info, dict):
+            raise SystemExit(f"{where}: a video must be an object")
+        if not isinstance(info.get("frames"), list) or not all(isinstance(f, str) for f in info["frames"]):
+            raise SystemExit(f"{where}: no \"frames\" list (frame names)")
+        if not isinstance(info.get("expressions"), dict):
+            raise SystemExit(f"{where}: no \"expressions\" object")
+        for exp_id, exp in info["expressions"].items():
+            if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str):
+                raise SystemExit(f"{where}, expression {exp_id}: no string \"exp\"")
     mask_dict = load_annotations(mask_path)
+    if not isinstance(mask_dict, dict):
+        raise SystemExit(f"{mask_path}: expected {{annotation id: [RLE or null per frame]}}")
     if dataset == "refytvos":  # anno_id: a count over the videos in file order, each one's expressions sorted
         count = 0
         for info in videos.values():
@@ -155,13 +187,15 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
                 info["expressions"][key]["anno_id"] = [str(count)]
                 count += 1
     for video, info in videos.items():  # every expression's masks are there, before anything is written
-        for exp_id, exp in info.get("expressions", {}).items():
-            if "anno_id" not in exp:
+        for exp_id, exp in info["expressions"].items():
+            if not isinstance(exp.get("anno_id"), list):
                 raise SystemExit(f"{meta_path}: video {video}, expression {exp_id}: no anno_id")
             for a in exp["anno_id"]:
-                if str(a) not in mask_dict or len(mask_dict[str(a)]) < len(info.get("frames", [])):
+                if not isinstance(mask_dict.get(str(a)), list) or len(mask_dict[str(a)]) < len(info["frames"]):
                     raise SystemExit(f"{mask_path}: annotation {a} of video {video} is missing or has fewer "
-                                     f"than its {len(info.get('frames', []))} frames")
+                                     f"than its {len(info['frames'])} frames")
+    if not any(info["frames"] and info["expressions"] for info in videos.values()):
+        raise SystemExit(f"{meta_path}: no usable video (none has both frames and expressions)")
     for _ in range(repeats):
         for video, info in videos.items():
             names = sorted(info["frames"])
@@ -178,7 +212,7 @@ def refvos_samples(data: str, dataset: str, frames: int, per_video: int, repeats
                 anno_ids = exp["anno_id"]
                 per_frame, shape = [], None
                 for f in chosen:
-                    m, shape = _union([mask_dict[str(a)][f] for a in anno_ids], shape)
+                    m, shape = _union([mask_dict[str(a)][f] for a in anno_ids], anno_ids, f, mask_path, shape)
                     per_frame.append(m)
                 if shape is None:  # no annotation anywhere: the frame's size from the picture
                     from PIL import Image
@@ -288,12 +322,14 @@ def _frame_size(path: str, where: str) -> tuple[int, int]:
         raise SystemExit(f"{path}: not a readable picture ({e})") from None
 
 
-def _whole_rle(value: Any, size: tuple[int, int], where: str) -> dict[str, Any]:
-    """A checked RLE whose runs cover the whole picture (only the runs are summed: no decoding)."""
+def _whole_rle(value: Any, size: tuple[int, int] | None, where: str) -> dict[str, Any]:
+    """A checked RLE whose runs cover the whole picture (its own size where `size` is None; only the
+    runs are summed: no decoding)."""
     rle = _rle(value, size, where)
+    size = size or tuple(rle["size"])
     try:
         covered = sum(masks.rle_counts(rle))
-    except ValueError as e:
+    except (ValueError, UnicodeDecodeError) as e:
         raise SystemExit(f"{where}: {e}") from None
     if covered != size[0] * size[1]:
         raise SystemExit(f"{where}: RLE runs cover {covered} pixels, not {size[0]} x {size[1]}")
@@ -478,7 +514,7 @@ def _number(v: Any) -> bool:
 def _rle(value: Any, size: tuple[int, int] | None, where: str) -> dict[str, Any]:
     """A COCO RLE with compressed counts; its size checked against the picture's when that is known."""
     if not isinstance(value, dict) or "counts" not in value or "size" not in value:
-        raise SystemExit(f"{where}: a mask must be COCO RLE {{\"size\": [h, w], \"counts\": ...}}")
+        raise SystemExit(f"{where}: not a COCO RLE {{\"size\": [h, w], \"counts\": ...}}")
     hw = value["size"]
     if not isinstance(hw, (list, tuple)) or len(hw) != 2 or not all(isinstance(v, int) and v > 0 for v in hw):
         raise SystemExit(f"{where}: RLE \"size\" must be [height, width], not {json.dumps(hw)}")
@@ -489,23 +525,30 @@ def _rle(value: Any, size: tuple[int, int] | None, where: str) -> dict[str, Any]
         raise SystemExit(f"{where}: RLE \"counts\" must be a string or a list of runs")
     if isinstance(counts, list) and not all(isinstance(c, int) and c >= 0 for c in counts):
         raise SystemExit(f"{where}: RLE runs must be non-negative integers")
-    return masks.segmentation_to_rle(value, hw[0], hw[1])
+    try:
+        return masks.segmentation_to_rle(value, hw[0], hw[1])
+    except ValueError as e:  # bytes counts that are not ASCII
+        raise SystemExit(f"{where}: {e}") from None
 
 
 def _polygons(value: Any, where: str) -> list[list[float]]:
-    """COCO polygons as the JSONL takes them. Upstream rasterises each one alone with pycocotools,
-    which reads an entry of exactly 4 numbers as a box [x, y, w, h]: such an entry becomes that box's
-    outline, traced from the same corners."""
+    """COCO polygons as the JSONL takes them. Upstream's training rasterises each entry alone
+    (pycocotools' frPyObjects([entry])), so an entry of exactly 4 numbers is a box [x, y, w, h]
+    wherever it stands; it is written as that box's outline, traced from the same corners (the same
+    pixels), so that no 4-number entry reaches the trainer, which reads a list whose first entry has
+    4 numbers as a list of boxes (pycocotools' rule for a whole list)."""
+    if not isinstance(value, list):
+        raise SystemExit(f"{where}: polygons must be a list of lists of numbers")
     out = []
-    for polygon in value:
+    for k, polygon in enumerate(value):
         if not isinstance(polygon, list) or not all(_number(v) for v in polygon):
             raise SystemExit(f"{where}: a polygon must be a list of numbers [x0, y0, x1, y1, ...]")
         if len(polygon) == 4:
             x, y, w, h = polygon
             polygon = [x, y, x, y + h, x + w, y + h, x + w, y]
         elif len(polygon) < 6 or len(polygon) % 2:
-            raise SystemExit(f"{where}: a polygon needs an even number (at least 6) of coordinates, "
-                             f"not {len(polygon)}")
+            raise SystemExit(f"{where}: segmentation entry {k} has {len(polygon)} numbers: 4 are a box "
+                             f"[x, y, w, h], a polygon needs an even number, at least 6")
         out.append(polygon)
     return out
 
@@ -514,7 +557,7 @@ def _rle_union(rles: Any, size: tuple[int, int] | None, where: str) -> dict[str,
     """One phrase's RLE list as one mask (upstream sums them; the format's mask is their union)."""
     if not isinstance(rles, list):
         raise SystemExit(f"{where}: \"rle_masks\" must be a list of COCO RLE")
-    parts = [_rle(r, size, where) for r in rles]
+    parts = [_whole_rle(r, size, where) for r in rles]
     if len(parts) == 1:
         return parts[0]
     if not parts:
@@ -569,7 +612,7 @@ def _refcocog_caption(entry: dict[str, Any], where: str) -> tuple[str, list[list
         spans.append([start, start + len(sentence) if start != -1 else -1])
         seg = ref["segmentation"]
         if isinstance(seg, dict):
-            segs.append(_rle(seg, size, where))
+            segs.append(_whole_rle(seg, size, where))
         elif isinstance(seg, list):
             segs.append(_polygons(seg, where))
         else:
@@ -629,7 +672,7 @@ def _flickr_caption(image: dict[str, Any], anns: list[dict[str, Any]],
         if "sam_mask" not in ann:
             raise SystemExit(f"{what}: no \"sam_mask\"")
         spans.append(_span(positives[0], what))
-        segs.append(_rle(ann["sam_mask"], (height, width), what))
+        segs.append(_whole_rle(ann["sam_mask"], (height, width), what))
     spans, segs = _by_start(spans, segs)
     return caption, spans, segs
 
@@ -792,18 +835,15 @@ def skip_report(skipped: dict[str, int], total: int, what: str) -> str:
 
 
 def write_jsonl(path: str, samples: Iterator[dict[str, Any]]) -> int:
-    """Writes beside, then renames: a conversion that fails midway leaves an earlier file as it was."""
+    """Writes beside (a temporary file of its own), then renames: a conversion that fails midway
+    leaves an earlier file as it was."""
     count = 0
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    partial = path + ".partial"
-    try:
-        with open(partial, "w", encoding="utf-8") as f:
-            for sample in samples:
-                f.write(json.dumps(sample) + "\n")
-                count += 1
-    except BaseException:
-        if os.path.exists(partial):
-            os.remove(partial)
-        raise
-    os.replace(partial, path)
+
+    def write(f) -> None:
+        nonlocal count
+        for sample in samples:
+            f.write(json.dumps(sample) + "\n")
+            count += 1
+
+    runner.atomic_write(path, write)
     return count

@@ -7,6 +7,8 @@ import json
 import pickle
 import sys
 
+import sa2va
+
 from . import gcg, refcoco, refvos
 
 
@@ -23,12 +25,22 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         result = args.run(args)
-    except (OSError, ValueError, KeyError, IndexError, ImportError, EOFError, pickle.UnpicklingError) as e:
-        # Data the checks above did not foresee (a malformed RLE, a damaged pickle): a message, not a traceback.
+    except sa2va.Error as e:  # the model's own message (an image that does not open, say)
+        raise SystemExit(f"error: {e}") from None
+    except (OSError, ValueError, KeyError, IndexError, TypeError, ImportError, EOFError,
+            pickle.UnpicklingError) as e:
+        # Data the checks did not foresee: a message, not a traceback.
         raise SystemExit(f"error: {type(e).__name__}: {e}") from None
-    json.dump(result, sys.stdout, indent=1)
+    json.dump(printable(result), sys.stdout, indent=1)
     sys.stdout.write("\n")
     return 0
+
+
+def printable(value):
+    """The result as printed: an undefined metric (null in metrics.json) reads "n/a"."""
+    if isinstance(value, dict):
+        return {k: printable(v) for k, v in value.items()}
+    return "n/a" if value is None else value
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -49,6 +50,14 @@ class Gcg:
                 raise SystemExit(f"{path}: missing (GCG {split} ground truth)")
         self.mask_gt = runner.read_json(self.mask_gt_path)
         self.caption_gt = runner.read_json(self.caption_gt_path)
+        for path, value in ((self.mask_gt_path, self.mask_gt), (self.caption_gt_path, self.caption_gt)):
+            for key, field in (("images", "id"), ("annotations", "image_id")):
+                if not isinstance(value, dict) or not isinstance(value.get(key), list):
+                    raise SystemExit(f"{path}: no \"{key}\" list")
+                if not all(isinstance(entry, dict) and field in entry for entry in value[key]):
+                    raise SystemExit(f"{path}: every entry of \"{key}\" needs an \"{field}\"")
+        if not self.caption_gt["images"]:  # scoring nothing would print 0 as if it were a result
+            raise SystemExit(f"{self.caption_gt_path}: no images")
         self.image_dir = images or os.path.join(root, "images", "grandf", "val_test")
         self.samples = [{"key": str(img["id"]), "image_id": img["id"],
                          "file": img.get("file_name") or f"{img['id']}.jpg"} for img in self.caption_gt["images"]]
@@ -119,6 +128,37 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
     image_ids = [s["image_id"] for s in wanted if s["image_id"] in predictions]
     result: dict[str, Any] = {"benchmark": "gcg", "split": args.split, "samples": len(image_ids), "of": len(wanted)}
 
+    # Every mask decoded and checked first, so that a bad one is named (AP decodes them again).
+    images = {img["id"]: img for img in data.mask_gt["images"]}
+    gt_by_image: dict[Any, list[np.ndarray]] = {i: [] for i in image_ids}
+    for i in image_ids:
+        if i not in images:
+            raise SystemExit(f"{data.mask_gt_path}: no image {i!r} (listed in {data.caption_gt_path})")
+        if not all(isinstance(images[i].get(k), int) for k in ("height", "width")):
+            raise SystemExit(f"{data.mask_gt_path}: image {i!r}: no integer \"height\" and \"width\"")
+    for ann in data.mask_gt["annotations"]:
+        if ann["image_id"] in gt_by_image:
+            img = images[ann["image_id"]]
+            where = f"{data.mask_gt_path}: annotation {ann.get('id')} (image {ann['image_id']!r})"
+            if "segmentation" not in ann:
+                raise SystemExit(f"{where}: no \"segmentation\"")
+            try:
+                rle = masks.segmentation_to_rle(ann["segmentation"], img["height"], img["width"])
+            except (ValueError, TypeError) as e:
+                raise SystemExit(f"{where}: {e}") from None
+            gt_by_image[ann["image_id"]].append(runner.decode_rle(rle, where))
+    pred_by_image: dict[Any, list[np.ndarray]] = {}
+    for i in image_ids:
+        path = prediction_path(out, i)
+        pred = predictions[i]
+        if not isinstance(pred, dict) or not isinstance(pred.get("pred_masks"), list):
+            raise SystemExit(f"{path}: no \"pred_masks\" list")
+        if not isinstance(pred.get("phrases"), list):
+            raise SystemExit(f"{path}: no \"phrases\" list")
+        pred_by_image[i] = [runner.decode_rle(r, f"{path}: mask {k}") for k, r in enumerate(pred["pred_masks"])]
+        for k, m in enumerate(pred_by_image[i]):
+            runner.check_mask_size(m, images[i]["height"], images[i]["width"], f"{path}: mask {k}")
+
     # Mask AP over the scored images (all predictions score 1.0, category 1).
     chosen = set(image_ids)
     gt = dict(data.mask_gt)
@@ -131,27 +171,20 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
     result["AP"] = stats["AP"]
     result["coco_segm"] = stats
 
-    images = {img["id"]: img for img in data.mask_gt["images"]}
-    gt_by_image: dict[Any, list[np.ndarray]] = {i: [] for i in image_ids}
-    for ann in data.mask_gt["annotations"]:
-        if ann["image_id"] in gt_by_image:
-            img = images[ann["image_id"]]
-            gt_by_image[ann["image_id"]].append(
-                masks.decode(masks.segmentation_to_rle(ann["segmentation"], img["height"], img["width"])))
-    pred_by_image = {i: [masks.decode(r) for r in predictions[i]["pred_masks"]] for i in image_ids}
-    for i in image_ids:
-        for k, m in enumerate(pred_by_image[i]):
-            runner.check_mask_size(m, images[i]["height"], images[i]["width"], f"{prediction_path(out, i)}: mask {k}")
     result["mIoU"] = float(np.mean([metrics.greedy_miou(pred_by_image[i], gt_by_image[i]) for i in image_ids])) \
         if image_ids else 0.0
 
     labels: dict[Any, list[str]] = {}
     for a in data.caption_gt["annotations"]:  # an image's first caption annotation, as upstream's loadAnns(...)[0]
         labels.setdefault(a["image_id"], a.get("labels", []))
+    similarity, how = metrics.bag_of_words_similarity, "bag-of-words cosine (not upstream's BERT: pass --bert)"
     if args.bert:
-        similarity, how = bert_similarity(args.bert), "bert"
-    else:
-        similarity, how = metrics.bag_of_words_similarity, "bag-of-words cosine (not upstream's BERT: pass --bert)"
+        try:
+            similarity, how = bert_similarity(args.bert), "bert"
+        except ImportError as e:  # torch or transformers not installed: the documented stand-in
+            how = f"bag-of-words cosine (not upstream's BERT: --bert needs torch and transformers; {e})"
+            print(f"note: --bert needs torch and transformers ({e}): recall's phrase similarity is a "
+                  f"bag-of-words cosine instead", file=sys.stderr)
     positives = matched = 0
     for i in image_ids:
         gt_labels = labels.get(i, [])

@@ -13,7 +13,8 @@ group's sign bit 0x10 agrees.
 
 Polygons are rasterised as pycocotools' rleFrPoly does: the outline is traced at 5x resolution, the
 points where it crosses a pixel column's centre line are mapped back, and each such point toggles
-inside/outside in column-major order (even-odd fill).
+inside/outside in column-major order (even-odd fill). A list of them is read as frPyObjects reads
+it: a first entry of exactly 4 numbers makes the list boxes [x, y, w, h], of more polygons.
 """
 
 from __future__ import annotations
@@ -129,6 +130,8 @@ def polygon_counts(xy: Sequence[float], height: int, width: int) -> list[int]:
     """Run lengths of one polygon [x0, y0, x1, y1, ...], as pycocotools' rleFrPoly."""
     scale = 5.0
     k = len(xy) // 2
+    if k == 0:  # no point: pycocotools' loops all skip, leaving one background run
+        return [height * width]
     trunc = lambda v: int(v)  # C's (int) conversion truncates toward zero  # noqa: E731
     x = [trunc(scale * float(xy[2 * j]) + 0.5) for j in range(k)]
     y = [trunc(scale * float(xy[2 * j + 1]) + 0.5) for j in range(k)]
@@ -187,11 +190,32 @@ def polygon_counts(xy: Sequence[float], height: int, width: int) -> list[int]:
     return b
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
 def polygons_to_rles(polygons: Sequence[Sequence[float]], height: int, width: int) -> list[dict[str, Any]]:
-    """One RLE per polygon, as pycocotools' frPyObjects (a first entry of exactly 4 numbers makes
-    the whole list boxes [x, y, w, h], as there)."""
-    if len(polygons) > 0 and len(polygons[0]) == 4:
+    """One RLE per entry, read as pycocotools' frPyObjects reads a list: a first entry of exactly 4
+    numbers makes every entry a box [x, y, w, h] (each must then have 4), one of more than 4 makes
+    every entry a polygon (a later short one traces fewer than 3 points: empty); any other first
+    entry is not read there, so it is a ValueError here, not a silently empty mask."""
+    if not isinstance(polygons, (list, tuple)) or not all(isinstance(p, (list, tuple)) for p in polygons):
+        raise ValueError("a segmentation list must be a list of lists of numbers (polygons or boxes)")
+    for k, p in enumerate(polygons):
+        if not all(_is_number(v) for v in p):
+            raise ValueError(f"segmentation entry {k}: a polygon must be a list of numbers")
+    if not polygons:
+        return []
+    first = len(polygons[0])
+    if first == 4:
+        for k, box in enumerate(polygons):
+            if len(box) != 4:
+                raise ValueError(f"segmentation entry {k} has {len(box)} numbers where the first entry's 4 make "
+                                 f"every entry a box [x, y, w, h] (as pycocotools reads it)")
         return [box_to_rle(box, height, width) for box in polygons]
+    if first < 4:
+        raise ValueError(f"segmentation: the first entry has {first} numbers: pycocotools reads 4 as a box "
+                         f"[x, y, w, h] and more as a polygon [x0, y0, x1, y1, ...]")
     return [{"size": [height, width], "counts": counts_to_string(polygon_counts(p, height, width))}
             for p in polygons]
 
@@ -213,6 +237,8 @@ def segmentation_to_rle(segmentation: Any, height: int, width: int) -> dict[str,
             union |= m
         return encode(union)
     if isinstance(segmentation, dict):
+        if "counts" not in segmentation or "size" not in segmentation:
+            raise ValueError("a segmentation object must be COCO RLE {\"size\": [h, w], \"counts\": ...}")
         if isinstance(segmentation["counts"], list):
             h, w = segmentation["size"]
             return {"size": [int(h), int(w)], "counts": counts_to_string([int(c) for c in segmentation["counts"]])}

@@ -12,7 +12,8 @@ Referring video (J, F) -- per frame J = |P and G| / |P or G| (1 when the union i
   F = 1). Per expression the frame means; the dataset value is the mean over expressions, x 100.
 ReVOS also reports A (pixel accuracy per frame) and R (robustness: 1 - predicted pixels outside the
   target / the frame's all-object foreground area, floored at 0), with each expression's values rounded
-  to 2 decimals before the referring / reasoning means, and "overall" the mean of those two means.
+  to 2 decimals before the referring / reasoning means, a group's JF the mean of its J and F, and
+  "overall" the mean of the two groups.
 GCG -- mIoU: per image, greedy one-to-one pairs of highest IoU until the best is 0, the mean of the
   paired IoUs (0 without pairs), averaged over the split's images. Recall: greedy pairs by IoU that
   stop at the first best pair with IoU < 0.5 or phrase similarity < 0.5; matches / ground-truth
@@ -206,25 +207,28 @@ def summarize_jf(per_expression: Sequence[tuple[float, float]]) -> dict[str, flo
     return {"J": round(100 * j, 2), "F": round(100 * f, 2), "J&F": round(100 * (j + f) / 2, 2)}
 
 
-def summarize_revos(per_expression: Sequence[tuple[float, float, float, float, int]]) -> dict[str, dict[str, float]]:
+def summarize_revos(per_expression: Sequence[tuple[float, float, float, float, int]]) -> dict[str, dict[str, float | None]]:
     """ReVOS: (J, F, A, R, type_id) per expression -> {'referring', 'reason', 'overall'} x
-    {'J', 'F', 'A', 'R', 'JF'} (type 0 referring, 1 reasoning, 2 left out)."""
+    {'J', 'F', 'A', 'R', 'JF'} (type 0 referring, 1 reasoning, 2 left out). A group's JF is the mean
+    of its J and F, as upstream's scorer has it; a group without expressions is None (upstream's
+    NaN), and so is overall then."""
     # Upstream rounds numpy floats, whose round() scales and rounds (2.675 -> 2.68) where Python's
     # rounds the exact binary value (2.67).
     def r2(v: float) -> float:
         return float(round(np.float64(100 * v), 2))
 
-    rows = [{"J": r2(j), "F": r2(f), "JF": float(round(np.float64(100 * (j + f) / 2), 2)), "A": r2(a), "R": r2(r),
-             "type_id": t} for j, f, a, r, t in per_expression]
-    groups = {}
+    rows = [{"J": r2(j), "F": r2(f), "A": r2(a), "R": r2(r), "type_id": t} for j, f, a, r, t in per_expression]
+    groups: dict[str, dict[str, float | None]] = {}
     for name, type_id in (("referring", 0), ("reason", 1)):
         chosen = [row for row in rows if row["type_id"] == type_id]
-        stats = {}
+        stats: dict[str, float | None] = {}
         for key in ("J", "F", "A", "R"):
-            stats[key] = float(np.mean([row[key] for row in chosen])) if chosen else float("nan")
-        stats["JF"] = (stats["J"] + stats["F"]) / 2
+            stats[key] = float(np.mean([row[key] for row in chosen])) if chosen else None
+        stats["JF"] = (stats["J"] + stats["F"]) / 2 if chosen else None
         groups[name] = stats
-    groups["overall"] = {k: (groups["referring"][k] + groups["reason"][k]) / 2 for k in ("J", "F", "A", "R", "JF")}
+    both = groups["referring"]["J"] is not None and groups["reason"]["J"] is not None
+    groups["overall"] = {k: (groups["referring"][k] + groups["reason"][k]) / 2 if both else None
+                         for k in ("J", "F", "A", "R", "JF")}
     return groups
 
 

@@ -58,33 +58,81 @@ class RefCoco:
         self.refs = split_refs(load_pickle(refs_path), split)
         if not self.refs:
             raise SystemExit(f"{refs_path}: no refs in split {split!r}")
-        instances = runner.read_json(os.path.join(root, "instances.json"))
-        self.images = {img["id"]: img for img in instances["images"]}
-        self.annotations = {ann["id"]: ann for ann in instances["annotations"]}
+        self.instances_path = os.path.join(root, "instances.json")
+        self.images, self.annotations = read_instances(self.instances_path)
         self.image_dir = images or os.path.join(data, "glamm_data", "images", "coco2014", "train2014")
         # Expressions grouped by image, images in order of their first ref, refs and sentences in order.
         self.by_image: dict[Any, list[dict[str, Any]]] = {}
         for ref in self.refs:
+            check_ref(ref, refs_path, self.instances_path, self.images, self.annotations)
             for index, sentence in enumerate(ref["sentences"]):
+                if not isinstance(sentence, dict) or not isinstance(sentence.get("sent"), str):
+                    raise SystemExit(f"{refs_path}: ref {ref['ref_id']}, sentence {index}: no string \"sent\"")
                 self.by_image.setdefault(ref["image_id"], []).append(
                     {"key": f"{ref['image_id']}/{ref['ref_id']}/{index}", "image_id": ref["image_id"],
                      "ann_id": ref["ann_id"], "sentence": sentence["sent"]})
         self.samples = [s for group in self.by_image.values() for s in group]
+        if not self.samples:
+            raise SystemExit(f"{refs_path}: no sentences in split {split!r}")
 
     def image_path(self, image_id: Any) -> str:
         return os.path.join(self.image_dir, self.images[image_id]["file_name"])
 
     def ground_truth(self, ann_id: Any) -> np.ndarray:
         ann = self.annotations[ann_id]
-        img = self.images[ann["image_id"]]
-        h, w = img["height"], img["width"]
+        where = f"{self.instances_path}: annotation {ann_id}"
+        if ann.get("image_id") not in self.images:
+            raise SystemExit(f"{where}: its image {ann.get('image_id')} is not in \"images\"")
+        h, w = image_size(self.images[ann["image_id"]], f"{self.instances_path}: image {ann['image_id']}")
+        if "segmentation" not in ann:
+            raise SystemExit(f"{where}: no \"segmentation\"")
         segmentation = ann["segmentation"]
-        if isinstance(segmentation, dict):
-            return masks.decode(masks.segmentation_to_rle(segmentation, h, w))
-        total = np.zeros((h, w), np.uint8)
-        for rle in masks.polygons_to_rles(segmentation, h, w) if segmentation else []:
-            total += masks.decode(rle)
+        try:
+            if isinstance(segmentation, dict):
+                return masks.decode(masks.segmentation_to_rle(segmentation, h, w))
+            total = np.zeros((h, w), np.uint8)
+            # An empty list is an empty mask, as upstream's RefCOCO loader has it.
+            for rle in masks.polygons_to_rles(segmentation, h, w) if segmentation else []:
+                total += masks.decode(rle)
+        except (ValueError, TypeError) as e:
+            raise SystemExit(f"{where}: {e}") from None
         return masks.decode_counts(masks.encode_counts(total), h, w)  # upstream's RLE round trip
+
+
+def read_instances(path: str) -> tuple[dict[Any, dict[str, Any]], dict[Any, dict[str, Any]]]:
+    """instances.json's images and annotations by id, or SystemExit naming what is missing."""
+    instances = runner.read_json(path)
+    for key in ("images", "annotations"):
+        if not isinstance(instances, dict) or not isinstance(instances.get(key), list):
+            raise SystemExit(f"{path}: no \"{key}\" list")
+        for entry in instances[key]:
+            if not isinstance(entry, dict) or "id" not in entry:
+                raise SystemExit(f"{path}: every entry of \"{key}\" must be an object with an \"id\"")
+    return ({img["id"]: img for img in instances["images"]}, {ann["id"]: ann for ann in instances["annotations"]})
+
+
+def check_ref(ref: Any, refs_path: str, instances_path: str, images: dict, annotations: dict) -> None:
+    """A ref's fields, and that its annotation and image are in instances.json."""
+    if not isinstance(ref, dict) or not all(k in ref for k in ("ref_id", "ann_id", "image_id")):
+        raise SystemExit(f"{refs_path}: every ref needs \"ref_id\", \"ann_id\" and \"image_id\"")
+    if not isinstance(ref.get("sentences"), list):
+        raise SystemExit(f"{refs_path}: ref {ref['ref_id']}: no \"sentences\" list")
+    if ref["image_id"] not in images:
+        raise SystemExit(f"{instances_path}: no image {ref['image_id']} (of ref {ref['ref_id']} in {refs_path})")
+    if ref["ann_id"] not in annotations:
+        raise SystemExit(f"{instances_path}: no annotation {ref['ann_id']} (of ref {ref['ref_id']} in {refs_path})")
+    image = images[ref["image_id"]]
+    where = f"{instances_path}: image {ref['image_id']}"
+    image_size(image, where)
+    if not isinstance(image.get("file_name"), str):
+        raise SystemExit(f"{where}: no string \"file_name\"")
+
+
+def image_size(image: dict[str, Any], where: str) -> tuple[int, int]:
+    h, w = image.get("height"), image.get("width")
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (h, w)):
+        raise SystemExit(f"{where}: no integer \"height\" and \"width\"")
+    return h, w
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -107,7 +155,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def score(data: RefCoco, out: str, args: argparse.Namespace) -> dict[str, Any]:
-    predictions = runner.all_predictions(out)
+    sources: dict[str, str] = {}
+    predictions = runner.all_predictions(out, sources)
     runner.require_predictions(len(predictions), out, args)
     wanted = {s["key"] for s in runner.select_samples(data.samples, argparse.Namespace(limit=args.limit, shard="0/1"))}
     meter = metrics.ReferringImageScore()
@@ -119,10 +168,13 @@ def score(data: RefCoco, out: str, args: argparse.Namespace) -> dict[str, Any]:
         preds, targets = [], []
         for sample in group:
             record = predictions[sample["key"]]
-            preds.append(masks.decode(record["mask"]) if record["mask"] is not None else None)
+            what = f"{sources[sample['key']]}: expression {sample['key']}"
+            if "mask" not in record:
+                raise SystemExit(f"{what}: no \"mask\"")
+            preds.append(runner.decode_rle(record["mask"], what) if record["mask"] is not None else None)
             targets.append(data.ground_truth(sample["ann_id"]))
             if preds[-1] is not None:
-                runner.check_mask_size(preds[-1], *targets[-1].shape, f"{out}: prediction {sample['key']}")
+                runner.check_mask_size(preds[-1], *targets[-1].shape, f"{what}: the prediction")
         meter.add_image(preds, targets)
         scored += len(group)
     result = {"benchmark": "refcoco", "dataset": args.dataset, "split": args.split, "samples": scored,

@@ -95,9 +95,15 @@ class RefVos:
             where = os.path.join(base, split, "mask_dict.pkl") if dataset == "davis" else os.path.join(base, "mask_dict.json")
             raise SystemExit(f"{where}: missing ({dataset} {split} ground truth)")
         self.split = split
-        self.videos = load_annotations(meta)["videos"]
+        self.meta_path, self.mask_path = meta, mask_path
+        self.foreground_path = fg if dataset == "revos" else None
+        self.videos = check_videos(load_annotations(meta), meta, dataset, mask_path is not None)
         if mask_path:
             self.mask_dict = load_annotations(mask_path)
+            if not isinstance(self.mask_dict, dict):
+                raise SystemExit(f"{mask_path}: expected {{annotation id: [RLE or null per frame]}}")
+        if self.foreground is not None and not isinstance(self.foreground, dict):
+            raise SystemExit(f"{fg}: expected {{video: {{\"masks_rle\": [RLE per frame]}}}}")
         if dataset == "davis":  # annotation ids numbered as upstream's scorer numbers them
             count = 0
             for video in sorted(self.videos):
@@ -110,6 +116,8 @@ class RefVos:
                 exp = info["expressions"][exp_id]["exp"]
                 self.samples.append({"key": f"{video}/{exp_id}", "video": video, "exp_id": exp_id, "exp": exp,
                                      "frames": sorted(info["frames"])})
+        if not self.samples:  # scoring nothing would print 0 as if it were a result
+            raise SystemExit(f"{meta}: no expressions")
 
     def frame_path(self, video: str, frame: str) -> str:
         return os.path.join(self.frames_dir, video, frame + ".jpg")
@@ -117,6 +125,33 @@ class RefVos:
     @property
     def has_ground_truth(self) -> bool:
         return self.mask_dict is not None
+
+
+def check_videos(meta: Any, path: str, dataset: str, scored: bool) -> dict[str, Any]:
+    """The expressions file's videos, each field the run or the scoring reads checked, with the file,
+    video and expression named."""
+    if not isinstance(meta, dict) or not isinstance(meta.get("videos"), dict):
+        raise SystemExit(f"{path}: no \"videos\" object")
+    for video, info in meta["videos"].items():
+        where = f"{path}: video {video}"
+        if not isinstance(info, dict):
+            raise SystemExit(f"{where}: a video must be an object")
+        frames = info.get("frames")
+        if not isinstance(frames, list) or not frames or not all(isinstance(f, str) for f in frames):
+            raise SystemExit(f"{where}: no \"frames\" list (frame names)")
+        if not isinstance(info.get("expressions"), dict):
+            raise SystemExit(f"{where}: no \"expressions\" object")
+        if dataset == "revos" and scored:  # ReVOS scores at the size its expressions file gives
+            if not all(isinstance(info.get(k), int) and not isinstance(info.get(k), bool) and info[k] > 0
+                       for k in ("height", "width")):
+                raise SystemExit(f"{where}: no integer \"height\" and \"width\" (ReVOS scores at them)")
+        for exp_id, exp in info["expressions"].items():
+            what = f"{where}, expression {exp_id}"
+            if not isinstance(exp, dict) or not isinstance(exp.get("exp"), str):
+                raise SystemExit(f"{what}: no string \"exp\"")
+            if scored and dataset != "davis" and not isinstance(exp.get("anno_id"), list):
+                raise SystemExit(f"{what}: no \"anno_id\" list")
+    return meta["videos"]
 
 
 def prompt_for(exp: str) -> str:
@@ -146,8 +181,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 with Image.open(paths[0]) as first:
                     w, h = first.size
                 rles = [masks.encode(np.zeros((h, w), np.uint8)) for _ in paths]
-            if args.submit:
-                save_annotations(out, sample, rles)
             return {"video_id": sample["video"], "exp_id": sample["exp_id"], "text_prediction": answer["prediction"],
                     "frames": sample["frames"], "exp": prompt, "prediction_masks": rles}
 
@@ -156,12 +189,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return score(data, out, args)
 
 
-def save_annotations(out: str, sample: dict[str, Any], rles: list[dict[str, Any]]) -> None:
+def save_annotations(out: str, sample: dict[str, Any], record: dict[str, Any], source: str) -> None:
     from PIL import Image
+    rles = prediction_masks(sample, record, source)
     folder = os.path.join(out, "Annotations", sample["video"], sample["exp_id"])
     os.makedirs(folder, exist_ok=True)
-    for frame, rle in zip(sample["frames"], rles):
-        Image.fromarray(masks.decode(rle) * np.uint8(255), mode="L").save(os.path.join(folder, frame + ".png"))
+    for k, (frame, rle) in enumerate(zip(sample["frames"], rles)):
+        mask = runner.decode_rle(rle, f"{source}: expression {sample['key']}, frame {k}")
+        image = Image.fromarray(mask * np.uint8(255), mode="L")
+        runner.atomic_write(os.path.join(folder, frame + ".png"), lambda f: image.save(f, format="PNG"), binary=True)
+
+
+def write_submission(data: RefVos, out: str, args: argparse.Namespace, predictions: dict[str, dict[str, Any]],
+                     sources: dict[str, str]) -> int:
+    """Annotations/ PNGs from the kept predictions of this run's samples (its --shard and --limit), so
+    that a resumed or --score-only run writes them as a run that predicted them would."""
+    chosen = [s for s in runner.select_samples(data.samples, args) if s["key"] in predictions]
+    runner.map_in_processes(lambda s: save_annotations(out, s, predictions[s["key"]], sources[s["key"]]), chosen,
+                            args.jobs, "writing Annotations", args.quiet)
+    return len(chosen)
 
 
 def results_json(data: RefVos, predictions: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -176,48 +222,83 @@ def results_json(data: RefVos, predictions: dict[str, dict[str, Any]]) -> dict[s
     return results
 
 
-def expression_scores(data: RefVos, sample: dict[str, Any], record: dict[str, Any]) -> tuple:
+def prediction_masks(sample: dict[str, Any], record: dict[str, Any], source: str) -> list[Any]:
+    """A kept prediction's masks, one per frame of the expression's video at least."""
+    rles = record.get("prediction_masks")
+    what = f"{source}: expression {sample['key']}"
+    if not isinstance(rles, list):
+        raise SystemExit(f"{what}: no \"prediction_masks\" list")
+    if len(rles) < len(sample["frames"]):
+        raise SystemExit(f"{what}: {len(rles)} predicted masks for {len(sample['frames'])} frames")
+    return rles
+
+
+def expression_scores(data: RefVos, sample: dict[str, Any], record: dict[str, Any], source: str) -> tuple:
     video = data.videos[sample["video"]]
     frames = video["frames"]  # upstream indexes ground truth and predictions by this list's order
-    if data.dataset == "revos":
-        h, w = video["height"], video["width"]
-    else:
-        h, w = record["prediction_masks"][0]["size"]
-    gt = np.zeros((len(frames), h, w), np.uint8)
-    pred = np.zeros((len(frames), h, w), np.uint8)
     anno_ids = video["expressions"][sample["exp_id"]]["anno_id"]
     what = f"expression {sample['key']}"
-    if len(record["prediction_masks"]) < len(frames):
-        raise SystemExit(f"{what}: {len(record['prediction_masks'])} predicted masks for {len(frames)} frames")
+    predicted = prediction_masks(sample, record, source)
     for anno_id in anno_ids:
-        if str(anno_id) not in data.mask_dict or len(data.mask_dict[str(anno_id)]) < len(frames):
-            raise SystemExit(f"{what}: annotation {anno_id} is missing from the ground truth or has fewer frames")
+        entry = data.mask_dict.get(str(anno_id))
+        if not isinstance(entry, list) or len(entry) < len(frames):
+            raise SystemExit(f"{data.mask_path}: annotation {anno_id} ({what}) is missing or has fewer than its "
+                             f"{len(frames)} frames")
+
+    def gt_mask(anno_id: Any, k: int) -> np.ndarray:
+        return runner.decode_rle(data.mask_dict[str(anno_id)][k], f"{data.mask_path}: annotation {anno_id}, "
+                                                                   f"frame {k} ({what})")
+
+    if data.dataset == "revos":
+        h, w = video["height"], video["width"]
+        size_of = f"video (\"height\" and \"width\" in {data.meta_path})"
+    else:  # the ground truth's size; where the object is absent from every frame, the prediction's
+        first = next(((a, k) for k in range(len(frames)) for a in anno_ids if data.mask_dict[str(a)][k]), None)
+        h, w = gt_mask(*first).shape if first else runner.decode_rle(predicted[0], f"{source}: {what}, frame 0").shape
+        size_of = "ground truth"
+    gt = np.zeros((len(frames), h, w), np.uint8)
+    pred = np.zeros((len(frames), h, w), np.uint8)
     for k in range(len(frames)):
         for anno_id in anno_ids:
-            rle = data.mask_dict[str(anno_id)][k]
-            if rle:
-                decoded = masks.decode(rle)
-                runner.check_mask_size(decoded, h, w, f"{what}, frame {k}: annotation {anno_id}")
+            if data.mask_dict[str(anno_id)][k]:
+                decoded = gt_mask(anno_id, k)
+                if decoded.shape != (h, w):
+                    raise SystemExit(f"{data.mask_path}: annotation {anno_id}, frame {k} ({what}): a "
+                                     f"{decoded.shape[0]}x{decoded.shape[1]} mask for a {h}x{w} {size_of}")
                 gt[k] += decoded
-        decoded = masks.decode(record["prediction_masks"][k])
-        runner.check_mask_size(decoded, h, w, f"{what}, frame {k}: the prediction")
+        decoded = runner.decode_rle(predicted[k], f"{source}: {what}, frame {k}")
+        if decoded.shape != (h, w):
+            raise SystemExit(f"{source}: {what}, frame {k}: the prediction: a {decoded.shape[0]}x{decoded.shape[1]} "
+                             f"mask for a {h}x{w} {size_of}")
         pred[k] += decoded
     j = float(metrics.frame_j(gt, pred).mean())
     f = float(metrics.frame_f(gt, pred).mean())
     if data.dataset != "revos":
         return j, f
+    entry = data.foreground.get(sample["video"])
+    fg_rles = entry.get("masks_rle") if isinstance(entry, dict) else None
+    if not isinstance(fg_rles, list) or len(fg_rles) < len(frames):
+        raise SystemExit(f"{data.foreground_path}: video {sample['video']}: no \"masks_rle\" list of its "
+                         f"{len(frames)} frames")
     fg = np.zeros_like(gt)
     for k in range(len(frames)):
-        fg[k] = masks.decode(data.foreground[sample["video"]]["masks_rle"][k])
+        decoded = runner.decode_rle(fg_rles[k], f"{data.foreground_path}: video {sample['video']}, frame {k}")
+        if decoded.shape != (h, w):
+            raise SystemExit(f"{data.foreground_path}: video {sample['video']}, frame {k}: a {decoded.shape[0]}x"
+                             f"{decoded.shape[1]} mask for a {h}x{w} {size_of}")
+        fg[k] = decoded
     a = float(metrics.frame_accuracy(gt, pred).mean())
     r = float(metrics.frame_robustness(gt, pred, fg).mean())
     return j, f, a, r, video["expressions"][sample["exp_id"]].get("type_id", 0)
 
 
 def score(data: RefVos, out: str, args: argparse.Namespace) -> dict[str, Any]:
-    predictions = runner.all_predictions(out)
+    sources: dict[str, str] = {}
+    predictions = runner.all_predictions(out, sources)
     runner.require_predictions(len(predictions), out, args)
     runner.write_json(os.path.join(out, "results.json"), results_json(data, predictions))
+    if args.submit:
+        write_submission(data, out, args, predictions, sources)
     wanted = runner.select_samples(data.samples, argparse.Namespace(limit=args.limit, shard="0/1"))
     done = [s for s in wanted if s["key"] in predictions]
     result: dict[str, Any] = {"benchmark": "refvos", "dataset": data.dataset, "split": data.split,
@@ -225,7 +306,8 @@ def score(data: RefVos, out: str, args: argparse.Namespace) -> dict[str, Any]:
     if not data.has_ground_truth:
         result["note"] = "no ground truth in this split: submit OUT/Annotations (--submit) to the online server"
     else:
-        per_expression = runner.map_in_processes(lambda s: expression_scores(data, s, predictions[s["key"]]), done,
+        per_expression = runner.map_in_processes(lambda s: expression_scores(data, s, predictions[s["key"]],
+                                                                             sources[s["key"]]), done,
                                                  args.jobs, f"scoring {data.dataset} {data.split}", args.quiet)
         if data.dataset == "revos":
             result.update(metrics.summarize_revos(per_expression))

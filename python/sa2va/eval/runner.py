@@ -12,6 +12,7 @@ import json
 import multiprocessing
 import os
 import sys
+import tempfile
 import time
 from typing import Any, Iterable, Sequence
 
@@ -80,7 +81,8 @@ class PredictionLog:
             self._file = None
 
 
-def read_jsonl(path: str) -> list[dict[str, Any]]:
+def _numbered_jsonl(path: str) -> list[tuple[int, dict[str, Any]]]:
+    """(line number, record) of a predictions file; every record an object with a string "key"."""
     records = []
     if not os.path.exists(path):
         return records
@@ -90,20 +92,29 @@ def read_jsonl(path: str) -> list[dict[str, Any]]:
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except json.JSONDecodeError:
             if number == len(lines) - 1:  # torn last line: the sample runs again
                 continue
             raise SystemExit(f"{path}:{number + 1}: not a JSON line") from None
+        if not isinstance(record, dict) or not isinstance(record.get("key"), str):
+            raise SystemExit(f"{path}:{number + 1}: not a JSON object with a \"key\"")
+        records.append((number + 1, record))
     return records
 
 
-def all_predictions(out_dir: str) -> dict[str, dict[str, Any]]:
-    """Every kept prediction of every shard, by sample key."""
+def read_jsonl(path: str) -> list[dict[str, Any]]:
+    return [record for _, record in _numbered_jsonl(path)]
+
+
+def all_predictions(out_dir: str, sources: dict[str, str] | None = None) -> dict[str, dict[str, Any]]:
+    """Every kept prediction of every shard, by sample key; `sources` gets each one's "FILE:LINE"."""
     records: dict[str, dict[str, Any]] = {}
     for path in sorted(glob.glob(os.path.join(out_dir, "predictions.*.jsonl"))):
-        for record in read_jsonl(path):
+        for number, record in _numbered_jsonl(path):
             records[record["key"]] = record
+            if sources is not None:
+                sources[record["key"]] = f"{path}:{number}"
     return records
 
 
@@ -267,9 +278,38 @@ def check_mask_size(mask: Any, height: int, width: int, what: str) -> None:
         raise SystemExit(f"{what}: a {mask.shape[0]}x{mask.shape[1]} mask for a {height}x{width} ground truth")
 
 
+def decode_rle(rle: Any, what: str) -> Any:
+    """masks.decode, or SystemExit naming `what` when `rle` is not a readable COCO RLE."""
+    from . import masks
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if (not isinstance(rle, dict) or "counts" not in rle or not isinstance(size, (list, tuple)) or len(size) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
+        raise SystemExit(f"{what}: not a COCO RLE {{\"size\": [h, w], \"counts\": ...}}")
+    try:
+        return masks.decode(rle)
+    except (ValueError, TypeError, UnicodeDecodeError) as e:
+        raise SystemExit(f"{what}: {e}") from None
+
+
+def atomic_write(path: str, write, binary: bool = False) -> None:
+    """Calls write(file) on a temporary file of its own beside `path`, then renames it to `path`: a
+    reader never sees half a file, and processes writing the same path at once (shards) do not
+    share a temporary name."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the result unreadable to others
+        with open(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
 def write_json(path: str, value: Any) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(value, f, indent=1, ensure_ascii=False)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(value, f, indent=1, ensure_ascii=False))
