@@ -7,7 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <regex>
+#include <random>
 #include <cmath>
+#include <cstdio>
 #include <array>
 #include <filesystem>
 #include <fstream>
@@ -118,7 +121,7 @@ std::unique_ptr<Media> frames_media(const std::vector<std::string>& references, 
     decoded += frames.back().rgb.size();
     if (decoded > limits.max_media_bytes)
       bad_request("frames: the decoded frames exceed this server's limit of " +
-                  std::to_string(limits.max_media_bytes >> 20) + " MiB");
+                  mib(limits.max_media_bytes));
   }
   auto media = video_media(Video::from_frames(std::move(frames)), "", limits);
   media->decoded_bytes = decoded;
@@ -134,7 +137,17 @@ std::unique_ptr<Media> image_media(const std::string& reference, const Limits& l
 
 }  // namespace
 
-json error_body(int status, const std::string& message) {
+std::string mib(size_t bytes) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+  return text;
+}
+
+json error_body(int status, const std::string& text) {
+  // An uploaded video is read from a private temporary file: its name means nothing to the client
+  // (and tells it where the server keeps files), whichever stage failed on it.
+  static const std::regex kUploadFile("[^ :\"']*sa2va-upload-[A-Za-z0-9]{6}");
+  const std::string message = std::regex_replace(text, kUploadFile, "the uploaded video");
   const char* type = status == 401   ? "authentication_error"
                      : status == 404 ? "not_found_error"
                      : status == 413 ? "request_too_large"
@@ -250,6 +263,8 @@ std::vector<uint8_t> media_bytes(const std::string& reference, const Limits& lim
   }
   if (limits.files_dir.empty())
     throw HttpError(403, what + ": local files are not readable through this server (start it with --allow-files DIR)");
+  // The file system ends a name at a NUL: a path holding one would open a shorter one.
+  if (reference.find('\0') != std::string::npos) bad_request(what + ": a path holds a NUL character");
   // Relative paths are taken under the allowed folder, not the server's working directory.
   fs::path named = reference.rfind("file://", 0) == 0 ? fs::path(reference.substr(7)) : fs::path(reference);
   if (named.is_relative()) named = fs::path(limits.files_dir) / named;
@@ -375,6 +390,9 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
 
 void apply_generation(const json& body, const Limits& limits, Request& request) {
   request.generation.max_new_tokens = limits.max_tokens;
+  // As OpenAI's: sampling without a seed differs from call to call (greedy answers do not depend on it).
+  static thread_local std::mt19937_64 seeds(std::random_device{}());
+  request.generation.seed = seeds();
   apply_generation_overrides(body, limits, request);
 }
 
@@ -448,6 +466,7 @@ ChatMessage parse_message(const json& message, size_t index) {
       if (!m.text.empty()) m.text += "\n";
       m.text += string_field(field(part, "text"), part_where + ".text");
     } else if (type == "image_url" || type == "video_url") {
+      if (m.role != "user") bad_request(part_where + ": media go in the first user message (the model answers in text)");
       const json& ref = field(part, type.c_str());
       const std::string url = ref.is_string() ? ref.get<std::string>() : string_field(field(ref, "url"), part_where + "." + type + ".url");
       if (type == "image_url") m.images.push_back(url);

@@ -33,6 +33,9 @@ struct Limits {
   std::string files_dir;            // local media paths are read only under this folder ("" = never)
 };
 
+// "12.5 MiB": a size in messages (whole MiB would show a 1.4 MiB body as under a 1 MiB limit).
+std::string mib(size_t bytes);
+
 std::vector<uint8_t> base64_decode(const std::string& text, const std::string& what);
 std::string base64_encode(const uint8_t* data, size_t size);
 

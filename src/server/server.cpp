@@ -19,6 +19,7 @@
 #include <map>
 #include <mutex>
 #include <regex>
+#include <set>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -43,30 +44,43 @@ class Admission {
  public:
   Admission(int parallel, int queue) : parallel_(parallel), capacity_(parallel + queue) {}
 
-  // A place in line; run() waits for a turn. Leaving the line (destruction) frees the place.
+  // A place in line; run() waits for a turn, taken in the order of arrival. Leaving the line
+  // (destruction) frees the place.
   class Ticket {
    public:
-    explicit Ticket(Admission& a) : a_(a) {}
+    Ticket(Admission& a, uint64_t number) : a_(a), number_(number) {}
     ~Ticket() {
       std::lock_guard<std::mutex> lock(a_.mutex_);
-      --(running_ ? a_.running_ : a_.waiting_);
+      if (running_) --a_.running_;
+      else --a_.waiting_;
+      a_.ready_.erase(number_);
       a_.changed_.notify_all();
     }
-    // Waits for a turn; false when `give_up` said so first.
+    // Waits for a turn: a free slot, and no one who came earlier waiting here too (a request still
+    // reading its media, or a session turn waiting for its session, holds no one up). False when
+    // `give_up` said so first.
     bool run(const std::function<bool()>& give_up) {
       std::unique_lock<std::mutex> lock(a_.mutex_);
-      while (a_.running_ >= a_.parallel_) {
-        if (give_up()) return false;
+      a_.ready_.insert(number_);
+      while (a_.running_ >= a_.parallel_ || *a_.ready_.begin() != number_) {
+        if (give_up()) {
+          a_.ready_.erase(number_);
+          a_.changed_.notify_all();
+          return false;
+        }
         a_.changed_.wait_for(lock, std::chrono::milliseconds(50));
       }
+      a_.ready_.erase(number_);
       --a_.waiting_;
       ++a_.running_;
       running_ = true;
+      a_.changed_.notify_all();  // the next in line may take another free slot
       return true;
     }
 
    private:
     Admission& a_;
+    const uint64_t number_;
     bool running_ = false;
   };
 
@@ -75,7 +89,7 @@ class Admission {
     std::lock_guard<std::mutex> lock(mutex_);
     if (running_ + waiting_ >= capacity_) return nullptr;
     ++waiting_;
-    return std::make_shared<Ticket>(*this);
+    return std::make_shared<Ticket>(*this, next_++);
   }
   int waiting() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -91,6 +105,8 @@ class Admission {
   mutable std::mutex mutex_;
   std::condition_variable changed_;
   int running_ = 0, waiting_ = 0;
+  std::set<uint64_t> ready_;  // tickets waiting in run(), by arrival: the first takes the next free slot
+  uint64_t next_ = 0;
 };
 
 // ---- decoded media of requests in line ------------------------------------------------------------
@@ -333,7 +349,7 @@ void answer_and_close(const httplib::Request& req, int status, const std::string
   const int fd = connection_socket(req);
   if (fd < 0) return;
   const char* reason = status == 401 ? "Unauthorized" : status == 411 ? "Length Required"
-                     : status == 415 ? "Unsupported Media Type" : "Bad Request";
+                     : status == 413 ? "Payload Too Large" : status == 415 ? "Unsupported Media Type" : "Bad Request";
   const std::string answer = "HTTP/1.1 " + std::to_string(status) + " " + reason +
                              "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json_body.size()) +
                              "\r\nConnection: close\r\n\r\n" + json_body;
@@ -471,7 +487,8 @@ struct Server::Impl {
     } catch (const HttpError& e) {
       send_json(res, e.status, error_body(e.status, e.what()));
     } catch (const Cancelled&) {
-      send_json(res, 504, error_body(504, "the request took longer than this server's limit"));
+      const json error = cancelled_error(false);
+      send_json(res, error["error"]["code"].get<int>(), error);
     } catch (const Error& e) {
       send_json(res, 400, error_body(400, e.what()));
     } catch (const json::exception& e) {
@@ -497,10 +514,9 @@ struct Server::Impl {
     if (!media) return media;
     media->held = media_budget.hold(media->bytes());
     if (!media->held)
-      throw HttpError(429, "the server is busy: requests in line hold " + std::to_string(media_budget.held() >> 20) +
-                               " MiB of decoded media (its limit is " +
-                               std::to_string(options.max_held_media_bytes >> 20) + " MiB, this one needs " +
-                               std::to_string(media->bytes() >> 20) + " MiB); retry later");
+      throw HttpError(429, "the server is busy: requests in line hold " + mib(media_budget.held()) +
+                               " of decoded media (its limit is " + mib(options.max_held_media_bytes) +
+                               ", this one needs " + mib(media->bytes()) + "); retry later");
     return media;
   }
 
@@ -517,9 +533,11 @@ struct Server::Impl {
     };
   }
 
-  // The answer to a cancelled request: 499 when its client left, else 504 (its time was up).
-  static json cancelled_error(bool client_gone) {
+  // The answer to a cancelled request: 499 when its client left, 503 when the server is stopping,
+  // else 504 (its time was up).
+  json cancelled_error(bool client_gone) const {
     return client_gone ? error_body(499, "the client went away")
+           : stopping  ? error_body(503, "the server is stopping")
                        : error_body(504, "the request took longer than this server's limit");
   }
 
@@ -584,8 +602,12 @@ struct Server::Impl {
         return refuse(401, "missing or wrong API key (send Authorization: Bearer <key>)", "unauthorized");
       if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
       // The body limit holds only for a declared length: a chunked body would be read whole first.
-      if (req.has_header("Transfer-Encoding"))
+      if (req.has_header("Transfer-Encoding") || !req.has_header("Content-Length"))
         return refuse(411, "send the body with a Content-Length (chunked request bodies are not accepted)", "bad body");
+      // Refused on its declared length, before a byte of it is read.
+      if (req.get_header_value<uint64_t>("Content-Length") > options.max_body_bytes)
+        return refuse(413, "the body is too large (over this server's limit of " + mib(options.max_body_bytes) + ")",
+                      "bad body");
       // A web page can send a form or plain text to any address without asking: JSON it cannot.
       std::string type = req.get_header_value("Content-Type");
       type = type.substr(0, type.find(';'));
@@ -595,16 +617,20 @@ struct Server::Impl {
         return refuse(415, "send the body as Content-Type: application/json", "bad body");
       return httplib::Server::HandlerResponse::Unhandled;
     });
-    http.set_error_handler([](const httplib::Request& req, httplib::Response& res) {
+    // Called for every answer of status 400 or more; those without a body come from the HTTP layer
+    // (no route, a body over the limit, a malformed request) and are counted here.
+    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return;
       if (res.status == 404) {  // an endpoint asked with another method: 405 and the methods it takes
         if (const std::string allowed = allowed_methods(req.path); !allowed.empty()) {
           res.status = 405;
           res.set_header("Allow", allowed);
           send_json(res, 405, error_body(405, req.method + " is not allowed on " + req.path + " (allowed: " + allowed + ")"));
+          metrics.count("(no endpoint)", 405);
           return;
         }
       }
+      metrics.count(res.status == 404 ? "(no endpoint)" : "(request)", res.status);
       const std::string message = res.status == 413   ? "the body is too large (JSON bodies must be sent as Content-Type: application/json and within --max-body-mb)"
                                   : res.status == 404 ? "no such endpoint"
                                                       : "request failed";
@@ -824,9 +850,8 @@ struct Server::Impl {
     const json body = parse_body(req);
     std::unique_ptr<Media> media = media_from_body(body, options.limits);
     if (media->bytes() > options.max_session_bytes)
-      throw HttpError(413, "the decoded media take " + std::to_string(media->bytes() >> 20) +
-                               " MiB, over this server's limit of " + std::to_string(options.max_session_bytes >> 20) +
-                               " MiB per session");
+      throw HttpError(413, "the decoded media take " + mib(media->bytes()) + ", over this server's limit of " +
+                               mib(options.max_session_bytes) + " per session");
     const size_t media_bytes = media->bytes();
     const std::shared_ptr<Session> s = sessions.create(std::move(media), options.max_session_bytes - media_bytes);
     send_json(res, 200, session_json(*s));
@@ -840,6 +865,7 @@ struct Server::Impl {
     if (index.size() > 12) throw HttpError(404, "frame " + index + " does not exist");
     const Image frame = s->media->frame(std::stoll(index));
     const std::vector<uint8_t> png = encode_png(frame.rgb.data(), frame.width, frame.height, 3);
+    res.status = 200;  // counted by guarded()
     res.set_content(reinterpret_cast<const char*>(png.data()), png.size(), "image/png");
   }
 

@@ -818,6 +818,8 @@ def test_bad_refcoco_entries_are_named(refcoco_layout, tmp_path, capsys):
     assert re.search(r"refs\(umd\).p: ref 1: a sentence needs \"raw\" or \"sent\"", refused(args))
     write_refs([dict(r, sentences=[]) for r in refs])
     assert re.search(r"refs\(umd\).p: no sentences in split 'train'", refused(args))
+    write_refs([{k: v for k, v in r.items() if k != "split"} for r in refs])
+    assert re.search(r"refs\(umd\).p: expected a list of refs, each with a \"split\"", refused(args))
     write_refs(refs)
     capsys.readouterr()
     expect_each_refused(instances_path, instances, [

@@ -15,6 +15,7 @@
 #include <filesystem>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <mutex>
 #include <thread>
 
 #include "io/image.h"
@@ -288,6 +289,7 @@ TEST(Server, SessionsKeepTheMediaAndTheConversation) {
   const Image shown = decode_image(reinterpret_cast<const uint8_t*>(frame->body.data()), frame->body.size(), "frame", 1 << 24);
   EXPECT_EQ(shown.rgb, load_image(t.image, 1 << 24).rgb);
   EXPECT_EQ(c.Get("/v1/sessions/" + id + "/frames/1")->status, 404);
+  EXPECT_NE(c.Get("/metrics")->body.find("frames\",status=\"200\"} 1"), std::string::npos);
   EXPECT_EQ(c.Get("/v1/sessions/" + id + "/frames/99999999999999999999999")->status, 404);
   EXPECT_EQ(json::parse(c.Get("/v1/sessions/" + id)->body)["turns"], 2);
   EXPECT_EQ(c.Delete("/v1/sessions/" + id)->status, 200);
@@ -498,12 +500,19 @@ TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
   // A refused body is never read as the next request of the connection (request smuggling): the
   // refusal closes it. Raw HTTP: a body that is itself a request, sent after the headers.
   // The chunked one is refused for its form alone (411), before a byte of its body is read.
+  // (A POST without a length has no body, by HTTP's rules: what follows it is a next request.)
   for (const auto& [head, status] : std::vector<std::pair<std::string, std::string>>{
            {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n",
             "415"},
            {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-            "411"}}) {
+            "411"},
+           // No length at all: refused, not read until the client closes.
+           {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n", "411"},
+           // A declared length over the limit: refused on the header, before its bytes come.
+           {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "Content-Length: 209715200\r\n\r\n",
+            "413"}}) {
     const int fd = socket(AF_INET, SOCK_STREAM, 0);
     ASSERT_GE(fd, 0);
     sockaddr_in address{};
@@ -523,9 +532,15 @@ TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
     close(fd);
     size_t count = 0;
     for (size_t at = 0; (at = answers.find("HTTP/1.1 ", at)) != std::string::npos; at += 9) ++count;
-    EXPECT_EQ(count, 1u) << answers;
+    EXPECT_EQ(count, head.find("Content-Length") == std::string::npos && head.find("chunked") == std::string::npos ? 2u : 1u)
+        << answers;
     EXPECT_TRUE(answers.rfind("HTTP/1.1 " + status, 0) == 0) << answers;
   }
+  EXPECT_EQ(s.client().Get("/v1/nothing-here")->status, 404);
+  const std::string metrics = s.client().Get("/metrics")->body;
+  for (const char* line : {"endpoint=\"bad body\",status=\"411\"} 2", "endpoint=\"bad body\",status=\"413\"} 1",
+                           "endpoint=\"(no endpoint)\",status=\"404\"} 1"})
+    EXPECT_NE(metrics.find(line), std::string::npos) << line << " in " << metrics;
   auto json_with_charset = s.client().Post("/v1/chat/completions",
                                            R"({"messages":[{"role":"user","content":"Hi"}],"max_tokens":2})",
                                            "Application/JSON; charset=utf-8");
@@ -576,7 +591,32 @@ TEST(Server, OpenAiStopUsageAndNullContent) {
                       {"max_tokens", 2}};
   post(s, "/v1/chat/completions", later, &status);
   EXPECT_EQ(status, 200);
+  // An assistant message holds no media (they go in the first user message).
+  const json assistant_image = {{"messages", {image_message(t.image_uri, "Hi"), image_message(t.image_uri, "Hello"),
+                                              {{"role", "user"}, {"content", "Again?"}}}}};
+  json with_role = assistant_image;
+  with_role["messages"][1]["role"] = "assistant";
+  const json refused = post(s, "/v1/chat/completions", with_role, &status);
+  EXPECT_EQ(status, 400);
+  EXPECT_NE(refused.dump().find("messages[1].content[0]: media go in the first user message"), std::string::npos)
+      << refused.dump();
+  // Sampling without a seed differs from call to call, as OpenAI's; with one it repeats.
+  const auto sampled = [&](const json& extra) {
+    json body = {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 8}, {"temperature", 1.0}};
+    body.update(extra);
+    return post(s, "/v1/chat/completions", body)["sa2va"]["text"].get<std::string>();
+  };
+  EXPECT_NE(sampled(json::object()), sampled(json::object()));
+  EXPECT_EQ(sampled({{"seed", 7}}), sampled({{"seed", 7}}));
   EXPECT_NE(json::parse(s.client().Get("/v1/models")->body)["data"][0]["created"].get<int64_t>(), 0);
+}
+
+// An uploaded video is read from a temporary file whose name never reaches a client, whichever
+// stage fails on it.
+TEST(ServerApi, ErrorsNameAnUploadAsTheUploadedVideo) {
+  const json error = error_body(400, "/tmp/sa2va-upload-Ab12Cd: only 5 of 6 frames could be decoded ('sa2va-upload-Zz99yY')");
+  EXPECT_EQ(error["error"]["message"], "the uploaded video: only 5 of 6 frames could be decoded ('the uploaded video')");
+  EXPECT_EQ(error["error"]["code"], 400);
 }
 
 // Files named by path: relative names under the allowed folder, never a 500 for a name the file
@@ -601,6 +641,10 @@ TEST(Server, FileReferencesUnderTheAllowedFolder) {
   EXPECT_EQ(status, 200) << no_dot.dump();
   const json folder = session(dir + "/sub", &status);
   EXPECT_EQ(status, 400) << folder.dump();
+  // A NUL would end the name the file system sees: "image.png\0x" is not image.png.
+  const json nul = session(dir + "/sub/image.png" + std::string(1, '\0') + "x", &status);
+  EXPECT_EQ(status, 400) << nul.dump();
+  EXPECT_NE(nul.dump().find("NUL"), std::string::npos) << nul.dump();
   EXPECT_NE(folder["error"]["message"].get<std::string>().find("not a file"), std::string::npos) << folder.dump();
   const json long_name = session(dir + "/" + std::string(300, 'a') + ".png", &status);
   EXPECT_EQ(status, 400) << long_name.dump();
@@ -778,6 +822,38 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
   EXPECT_NE(metrics.find("sa2va_media_held_bytes 0\n"), std::string::npos) << metrics;
   post(s, "/v1/segment", {{"image", t.image_uri}, {"expressions", {"it"}}, {"max_tokens", 4}}, &status);
   EXPECT_EQ(status, 200);
+}
+
+// Waiting requests take their turns in the order they came.
+TEST(Server, TheQueueIsFirstComeFirstServed) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.parallel = 1;
+  o.queue = 8;
+  o.limits.max_tokens = 16384;
+  RunningServer s(t.dir, o);
+  std::mutex mutex;
+  std::vector<int> finished;
+  std::vector<std::thread> clients;
+  {
+    LongStream running(s, "/v1/chat/completions",
+                       {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 16384},
+                        {"stream", true}});
+    running.wait_for_chunks(2);
+    for (int i = 0; i < 6; ++i) {
+      clients.emplace_back([&, i] {
+        int status = 0;
+        post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
+        std::lock_guard<std::mutex> lock(mutex);
+        finished.push_back(status == 200 ? i : -1);
+      });
+      const std::string waiting = "sa2va_queue_waiting " + std::to_string(i + 1) + "\n";
+      const std::string metrics = metrics_with(s, {waiting});  // in line before the next one comes
+      EXPECT_NE(metrics.find(waiting), std::string::npos) << metrics;
+    }
+  }  // the long stream's client leaves: the six run one at a time
+  for (std::thread& c : clients) c.join();
+  EXPECT_EQ(finished, (std::vector<int>{0, 1, 2, 3, 4, 5}));
 }
 
 // Clients that leave are noticed wherever their requests are: a stream waiting in the queue (nothing

@@ -4,7 +4,8 @@ refcoco   RefCOCO / RefCOCO+ / RefCOCOg (DATA/ref_seg/<dataset>/refs(unc|umd).p 
           COCO train2014 images): per image, --per-image expressions drawn with replacement from its
           (object, sentence) pairs, each a question from SEG_QUESTIONS (the sentence as written,
           REFER's "raw", lower-cased, final '.' dropped) and an answer from ANSWER_LIST, as one conversation ("<image>\\n" before the
-          first question); masks are the objects' COCO polygons or RLE as stored.
+          first question); masks are the objects' COCO polygons (a 4-number entry, a box, as its
+          outline: see _polygons) or RLE as stored.
 refvos    MeViS (mevis/train), ReVOS (revos, meta_expressions_train_.json), Ref-YouTube-VOS
           (rvos/train, mask_dict.pkl) under DATA/video_datas: per video, --per-video expressions drawn
           with replacement, --frames frames drawn without replacement (with, when the video has at
@@ -67,7 +68,7 @@ def refcoco_samples(data: str, dataset: str, split: str, images: str | None, per
                     repeats: int, rng: random.Random) -> Iterator[dict[str, Any]]:
     root = dataset_dir(data, dataset)
     refs_path = os.path.join(root, f"refs({SPLIT_BY[dataset]}).p")
-    refs = split_refs(load_pickle(refs_path), split)
+    refs = split_refs(load_pickle(refs_path), split, refs_path)
     if not refs:
         raise SystemExit(f"{refs_path}: no refs in split {split!r}")
     instances_path = os.path.join(root, "instances.json")

@@ -121,8 +121,10 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
         path = prediction_path(out, sample["image_id"])
         if os.path.exists(path):
             pred = runner.read_json(path)
-            if "caption" not in pred and len(pred) == 1:  # upstream also accepts {name: {...}}
+            if isinstance(pred, dict) and "caption" not in pred and len(pred) == 1:  # upstream's {name: {...}} too
                 pred = next(iter(pred.values()))
+            if not isinstance(pred, dict):
+                raise SystemExit(f"{path}: not a JSON object {{image_id, caption, phrases, pred_masks}}")
             predictions[sample["image_id"]] = pred
     runner.require_predictions(len(predictions), out, args)
     image_ids = [s["image_id"] for s in wanted if s["image_id"] in predictions]
@@ -140,8 +142,9 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
         if ann["image_id"] in gt_by_image:
             img = images[ann["image_id"]]
             where = f"{data.mask_gt_path}: annotation {ann.get('id')} (image {ann['image_id']!r})"
-            if "segmentation" not in ann:
-                raise SystemExit(f"{where}: no \"segmentation\"")
+            missing = [k for k in ("id", "category_id", "area", "segmentation") if k not in ann]
+            if missing:  # what COCO's evaluation reads
+                raise SystemExit(f"{where}: no \"{missing[0]}\"")
             try:
                 rle = masks.segmentation_to_rle(ann["segmentation"], img["height"], img["width"])
             except (ValueError, TypeError) as e:
@@ -151,7 +154,7 @@ def score(data: Gcg, out: str, args: argparse.Namespace) -> dict[str, Any]:
     for i in image_ids:
         path = prediction_path(out, i)
         pred = predictions[i]
-        if not isinstance(pred, dict) or not isinstance(pred.get("pred_masks"), list):
+        if not isinstance(pred.get("pred_masks"), list):
             raise SystemExit(f"{path}: no \"pred_masks\" list")
         if not isinstance(pred.get("phrases"), list):
             raise SystemExit(f"{path}: no \"phrases\" list")

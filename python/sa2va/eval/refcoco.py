@@ -38,8 +38,10 @@ def dataset_dir(data: str, dataset: str) -> str:
     raise SystemExit(f"{data}: no ref_seg/{dataset}/refs({SPLIT_BY[dataset]}).p found")
 
 
-def split_refs(refs: list[dict[str, Any]], split: str) -> list[dict[str, Any]]:
+def split_refs(refs: list[dict[str, Any]], split: str, path: str = "refs") -> list[dict[str, Any]]:
     """The refs of a split, as the REFER API selects them."""
+    if not isinstance(refs, list) or not all(isinstance(r, dict) and isinstance(r.get("split"), str) for r in refs):
+        raise SystemExit(f"{path}: expected a list of refs, each with a \"split\"")
     if split in ("testA", "testB", "testC"):
         return [r for r in refs if split[-1] in r["split"]]
     if split == "test":
@@ -55,7 +57,7 @@ class RefCoco:
     def __init__(self, data: str, dataset: str, split: str, images: str | None) -> None:
         root = dataset_dir(data, dataset)
         refs_path = os.path.join(root, f"refs({SPLIT_BY[dataset]}).p")
-        self.refs = split_refs(load_pickle(refs_path), split)
+        self.refs = split_refs(load_pickle(refs_path), split, refs_path)
         if not self.refs:
             raise SystemExit(f"{refs_path}: no refs in split {split!r}")
         self.instances_path = os.path.join(root, "instances.json")

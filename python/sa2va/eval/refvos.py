@@ -201,13 +201,12 @@ def save_annotations(out: str, sample: dict[str, Any], record: dict[str, Any], s
 
 
 def write_submission(data: RefVos, out: str, args: argparse.Namespace, predictions: dict[str, dict[str, Any]],
-                     sources: dict[str, str]) -> int:
+                     sources: dict[str, str]) -> None:
     """Annotations/ PNGs from the kept predictions of this run's samples (its --shard and --limit), so
     that a resumed or --score-only run writes them as a run that predicted them would."""
     chosen = [s for s in runner.select_samples(data.samples, args) if s["key"] in predictions]
     runner.map_in_processes(lambda s: save_annotations(out, s, predictions[s["key"]], sources[s["key"]]), chosen,
                             args.jobs, "writing Annotations", args.quiet)
-    return len(chosen)
 
 
 def results_json(data: RefVos, predictions: dict[str, dict[str, Any]]) -> dict[str, Any]:

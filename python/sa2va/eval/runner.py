@@ -299,10 +299,10 @@ def atomic_write(path: str, write, binary: bool = False) -> None:
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make the result unreadable to others
         with open(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.fchmod(f.fileno(), 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
             write(f)
         os.replace(tmp, path)
     except BaseException:
