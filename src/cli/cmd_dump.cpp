@@ -20,16 +20,8 @@ SA2VA_COMMAND("dump", "Run one request and write every stage tensor to a safeten
   app.add_option("--out", *out, "Output .safetensors file")->required();
   return [=]() -> int {
     // write_safetensors writes beside and renames at the end: a failed run leaves an earlier dump as it
-    // was. The folder is probed before the model work.
-    const std::string partial = *out + ".partial";
-    {
-      std::error_code ec;
-      if (std::filesystem::is_directory(*out, ec)) throw Error(*out + ": is a folder (--out names the .safetensors file to write)");
-      std::FILE* f = std::fopen(partial.c_str(), "wb");
-      if (!f) throw Error(*out + ": cannot open for writing");
-      std::fclose(f);
-      std::remove(partial.c_str());  // only a probe, before the model work
-    }
+    // was. The file is probed before the model work.
+    check_output_file(*out);
     Request request;
     request.text = opts->prompt;
     std::unique_ptr<Video> video;

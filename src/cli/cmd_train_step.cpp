@@ -4,6 +4,7 @@
 #include <string>
 
 #include "cli/command.h"
+#include "cli/request_options.h"
 #include "io/safetensors.h"
 #include "train/train_step.h"
 
@@ -22,6 +23,7 @@ SA2VA_COMMAND("train-step", "Run the training step a fixture folder describes; w
       ->required();
   app.add_option("--out", args->out, "Output .safetensors file")->required();
   return [args]() -> int {
+    check_output_file(args->out);  // before the step's work
     const auto tensors = train::run_fixture_step(args->model, args->fixture);
     write_safetensors(args->out, tensors);
     for (const auto& [name, t] : tensors)

@@ -189,6 +189,16 @@ std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video) {
   return std::make_unique<CachedVideo>(std::move(video));
 }
 
+void check_output_file(const std::string& path) {
+  std::error_code ec;
+  if (std::filesystem::is_directory(path, ec)) throw Error(path + ": is a folder (name the file to write)");
+  const std::string partial = path + ".partial";
+  std::FILE* f = std::fopen(partial.c_str(), "wb");
+  if (!f) throw Error(path + ": cannot open for writing");
+  std::fclose(f);
+  std::remove(partial.c_str());
+}
+
 void ensure_writable_dir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);

@@ -38,6 +38,10 @@ std::unique_ptr<Video> with_last_frame_cache(std::unique_ptr<Video> video);
 // Checks that `dir` can be created and written, before any model work.
 void ensure_writable_dir(const std::string& dir);
 
+// Checks that the file `path` can be written (not a folder, its folder there and writable), before
+// any model work: PATH.partial is created and removed.
+void check_output_file(const std::string& path);
+
 // Removes what an earlier run wrote into `dir` (result.json, overlay.png / .mp4, masks/<k>.png and
 // masks/<k>/<NNNNN>.png), so that the folder never mixes two runs; other files stay.
 void remove_earlier_outputs(const std::string& dir);

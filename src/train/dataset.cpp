@@ -184,14 +184,21 @@ std::vector<uint8_t> decode_training_mask(const json& mask, int height, int widt
   }
   check(mask.is_array(), where + ": a mask must be a COCO RLE object or a list of polygons");
   std::vector<uint8_t> out(static_cast<size_t>(height) * width, 0);
+  // As pycocotools' frPyObjects reads a list: its first entry's length decides, 4 numbers making
+  // every entry a box [x, y, w, h] (traced as its four corners), more making them polygons.
+  const bool boxes = !mask.empty() && mask[0].is_array() && mask[0].size() == 4;
+  check(mask.empty() || !mask[0].is_array() || mask[0].size() >= 4,
+        where + ": a polygon needs at least 3 points (6 numbers; 4 numbers are a box [x, y, w, h])");
   for (const json& polygon : mask) {
     check(polygon.is_array() && polygon.size() % 2 == 0, where + ": a polygon is a list [x0, y0, x1, y1, ...]");
+    check(!boxes || polygon.size() == 4, where + ": a list of boxes holds [x, y, w, h] entries only");
     std::vector<double> xy;
     for (const json& v : polygon) {
       const auto f = json_float(v);
       check(f.has_value(), where + ": polygon coordinates must be numbers");
       xy.push_back(v.get<double>());
     }
+    if (boxes) xy = {xy[0], xy[1], xy[0], xy[1] + xy[3], xy[0] + xy[2], xy[1] + xy[3], xy[0] + xy[2], xy[1]};
     try {  // rle_from_polygon refuses coordinates it cannot trace; name the line
       const std::vector<uint8_t> part = rle_decode(rle_from_polygon(xy, height, width));
       for (size_t i = 0; i < out.size(); ++i) out[i] |= part[i];

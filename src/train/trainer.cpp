@@ -274,7 +274,7 @@ BatchSample Trainer::prepare(const TrainingSample& sample) const {
     for (int k = 0; k < segs; ++k) {
       const std::vector<uint8_t> mask =
           decode_training_mask(sample.masks[static_cast<size_t>(k)][f], image.height, image.width,
-                               sample.where + " mask " + std::to_string(k) + (sample.video ? " frame " + std::to_string(f) : ""));
+                               sample.where + ": mask " + std::to_string(k) + (sample.video ? " frame " + std::to_string(f) : ""));
       stacked.insert(stacked.end(), mask.begin(), mask.end());
     }
     out.targets.push_back(resize_masks_nearest(stacked.data(), segs, image.height, image.width, kLowResMask));
@@ -432,7 +432,8 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   check(!o.model_dir.empty() && !o.data_path.empty() && !o.out_dir.empty(), "train: --model, --data and --out are required");
   check(o.epochs >= 1 && o.batch >= 1 && o.grad_accum >= 1 && o.max_length >= 16 && o.max_tiles >= 1 &&
             o.objects_per_frame >= 1 && o.mask_points >= 1 && o.save_every >= 0,
-        "train: --epochs, --batch, --grad-accum, --max-tiles, objects and points must be >= 1, --max-length >= 16");
+        "train: --epochs, --batch, --grad-accum, --max-tiles, objects and --mask-points must be >= 1, --max-length "
+        ">= 16 and --save-every >= 0");
   check(o.lr > 0 && std::isfinite(o.lr) && o.weight_decay >= 0 && std::isfinite(o.weight_decay) && o.max_grad_norm > 0 &&
             o.warmup_ratio >= 0 && o.warmup_ratio < 1,
         "train: needs a finite --lr > 0, a finite weight decay >= 0, max grad norm > 0 and warm-up ratio in [0, 1)");
@@ -546,7 +547,7 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
   int64_t tokens = 0;
   const auto started = std::chrono::steady_clock::now();
   const int64_t first_iteration = iteration;
-  std::string last_checkpoint;
+  std::string last_checkpoint = o.resume_dir;  // a resumed run that has no step left ends at it
   int64_t order_epoch = -1;
   std::vector<size_t> order;
   // A run that fails midway (a sample that does not load, memory, a non-finite gradient) keeps its

@@ -57,6 +57,11 @@ TEST(TrainingData, ReadsImagesVideosAndTheirMasks) {
   ASSERT_EQ(data[1].masks[0].size(), 2u);
   EXPECT_EQ(train::decode_training_mask(data[1].masks[0][1], 2, 3, "m"), std::vector<uint8_t>(6, 0));
   EXPECT_EQ(data[2].seg_count, 0);
+  // pycocotools' rule for a list: a first entry of 4 numbers makes every entry a box [x, y, w, h].
+  EXPECT_EQ(train::decode_training_mask(nlohmann::json::parse("[[1, 0, 2, 2]]"), 2, 3, "m"),
+            rle_decode(rle_from_polygon({1, 0, 1, 2, 3, 2, 3, 0}, 2, 3)));
+  EXPECT_EQ(train::decode_training_mask(nlohmann::json::parse("[[1, 0, 2, 2]]"), 2, 3, "m"),
+            (std::vector<uint8_t>{0, 1, 1, 0, 1, 1}));  // columns 1 and 2 of both rows
 }
 
 TEST(TrainingData, ReadsEachSampleAgainFromItsPlaceInTheFile) {
@@ -141,7 +146,9 @@ TEST(TrainingData, MalformedLinesAreNamedWithTheirProblem) {
   EXPECT_NE(mask_error(R"({"size": [2, 3], "counts": [1, 2]})").find("here:"), std::string::npos);  // runs do not cover it
   EXPECT_NE(mask_error(R"({"size": [2, 3], "counts": [1.5, 4.5]})").find("integers"), std::string::npos);
   EXPECT_NE(mask_error(R"({"size": [2, 3], "counts": "!!"})").find("here:"), std::string::npos);  // not RLE text
-  EXPECT_NE(mask_error(R"([[0, 0, 1]])").find("polygon is a list"), std::string::npos);
+  EXPECT_NE(mask_error(R"([[0, 0, 1]])").find("at least 3 points"), std::string::npos);
+  EXPECT_NE(mask_error(R"([[0, 0, 1, 1], [0, 0, 2, 0, 2, 2]])").find("boxes holds [x, y, w, h] entries only"),
+            std::string::npos);
   EXPECT_NE(mask_error(R"([[0, 0, 3e35, 0, 2, 2]])").find("here: polygon: coordinate"),
             std::string::npos);
   EXPECT_NE(mask_error(R"("x")").find("COCO RLE object or a list of polygons"), std::string::npos);

@@ -219,6 +219,9 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
     std::vector<int64_t> steps;
     for (std::string line; std::getline(in, line);) steps.push_back(json::parse(line).at("step").get<int64_t>());
     EXPECT_EQ(steps, (std::vector<int64_t>{1, 2}));
+    // A finished run resumed from its last checkpoint has no step left: it ends at that checkpoint.
+    again.resume_dir = work + "/a/checkpoint-2";
+    EXPECT_EQ(train::train(again).last_checkpoint, work + "/a/checkpoint-2");
   }
   // A resume with other options is refused with the option named.
   resumed.out_dir = work + "/c";
