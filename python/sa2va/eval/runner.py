@@ -291,6 +291,15 @@ def decode_rle(rle: Any, what: str) -> Any:
         raise SystemExit(f"{what}: {e}") from None
 
 
+def _process_umask() -> int:
+    umask = os.umask(0)  # read once, at import: setting it later would race with other threads' files
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _process_umask()
+
+
 def atomic_write(path: str, write, binary: bool = False) -> None:
     """Calls write(file) on a temporary file of its own beside `path`, then renames it to `path`: a
     reader never sees half a file, and processes writing the same path at once (shards) do not
@@ -300,9 +309,7 @@ def atomic_write(path: str, write, binary: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with open(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.fchmod(f.fileno(), 0o666 & ~umask)  # as open() would create it, not mkstemp's 0600
+            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's 0600
             write(f)
         os.replace(tmp, path)
     except BaseException:
