@@ -35,7 +35,7 @@ SA2VA_COMMAND("chat", "Multi-turn conversation about an image, a video or nothin
       Request request = base;
       request.text = line;
       request.past_text = past_text;
-      if (turn > 1) request.mask_prompts.clear();  // regions belong to the first turn
+      // Every turn passes the first turn's regions (--mask-prompt) again: their tokens are in past_text.
       std::unique_ptr<VideoOutputWriter> video_out;
       const std::string turn_dir = out_dir->empty() ? "" : *out_dir + "/turn-" + std::to_string(turn);
       if (!turn_dir.empty()) {

@@ -419,6 +419,8 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
   check(request.text.find(kImageContext) == std::string::npos,
         "the request text holds \"" + std::string(kImageContext) + "\", a token the model places itself (write \"" +
             std::string(kImagePlaceholder) + "\" where the image goes)");
+  check(request.forced_answer.find(kImageContext) == std::string::npos,
+        "the forced answer holds \"" + std::string(kImageContext) + "\", a token the model places itself");
   const bool past_has_media = request.past_text.find(kImagePlaceholder) != std::string::npos ||
                               request.past_text.find(kImageContext) != std::string::npos;
   check(placeholder == std::string::npos || !past_has_media,
@@ -441,6 +443,8 @@ void Sa2vaModel::check_request(const Request& request, PredictState& s) const {
 std::string Sa2vaModel::conversation_after(const Request& request, const std::string& answer) const {
   PredictState s;
   check_request(request, s);
+  check(answer.find(kImageContext) == std::string::npos,
+        "the answer holds \"" + std::string(kImageContext) + "\", a token the model places itself");
   const int tokens = config.num_image_tokens();
   std::string visual;
   if (s.has_image) {

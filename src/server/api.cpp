@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <regex>
 #include <random>
 #include <cmath>
 #include <cstdio>
@@ -59,9 +58,14 @@ Image decode_image_reference(const std::string& reference, const Limits& limits,
   }
 }
 
-// A private file holding an uploaded video, which FFmpeg then reads like any other.
+// Where uploaded videos are kept: a private file each, which FFmpeg then reads like any other.
+const std::string& upload_prefix() {
+  static const std::string prefix = (fs::temp_directory_path() / "sa2va-upload-").string();
+  return prefix;
+}
+
 std::string write_private_file(const std::vector<uint8_t>& bytes) {
-  std::string path = (fs::temp_directory_path() / "sa2va-upload-XXXXXX").string();
+  std::string path = upload_prefix() + "XXXXXX";
   const int fd = mkstemp(path.data());
   if (fd < 0) throw HttpError(500, "cannot create a temporary file for the uploaded video");
   size_t written = 0;
@@ -101,11 +105,7 @@ std::unique_ptr<Media> video_from_reference(const std::string& reference, const 
     throw;
   } catch (const Error& e) {
     std::remove(file.c_str());
-    // The message names the server's temporary file: the client knows it as its upload.
-    std::string message = e.what();
-    for (size_t at = message.find(file); at != std::string::npos; at = message.find(file, at))
-      message.replace(at, file.size(), "the uploaded video");
-    bad_request("video: " + message);
+    bad_request("video: " + std::string(e.what()));  // error_body names the file as the upload
   }
 }
 
@@ -146,8 +146,10 @@ std::string mib(size_t bytes) {
 json error_body(int status, const std::string& text) {
   // An uploaded video is read from a private temporary file: its name means nothing to the client
   // (and tells it where the server keeps files), whichever stage failed on it.
-  static const std::regex kUploadFile("[^ :\"']*sa2va-upload-[A-Za-z0-9]{6}");
-  const std::string message = std::regex_replace(text, kUploadFile, "the uploaded video");
+  std::string message = text;
+  const std::string& prefix = upload_prefix();
+  for (size_t at = message.find(prefix); at != std::string::npos; at = message.find(prefix, at))
+    message.replace(at, std::min(prefix.size() + 6, message.size() - at), "the uploaded video");
   const char* type = status == 401   ? "authentication_error"
                      : status == 404 ? "not_found_error"
                      : status == 413 ? "request_too_large"
@@ -344,13 +346,16 @@ std::vector<Mask> mask_prompts_from_json(const json& list, int width, int height
       const json& size = field(rle, "size");
       if (!size.is_array() || size.size() != 2) bad_request(what + ".rle.size: expected [height, width]");
       CocoRle coco;
-      const int64_t height = integer_field(size[0], what + ".rle.size");
-      const int64_t width = integer_field(size[1], what + ".rle.size");
-      if (height <= 0 || width <= 0 || height > limits.max_pixels || width > limits.max_pixels ||
-          height * width > limits.max_pixels)
+      const int64_t rle_height = integer_field(size[0], what + ".rle.size");
+      const int64_t rle_width = integer_field(size[1], what + ".rle.size");
+      if (rle_height <= 0 || rle_width <= 0 || rle_height > limits.max_pixels || rle_width > limits.max_pixels ||
+          rle_height * rle_width > limits.max_pixels)
         bad_request(what + ".rle.size: out of range");
-      coco.height = static_cast<int>(height);
-      coco.width = static_cast<int>(width);
+      if (rle_height != height || rle_width != width)  // before decoding it
+        bad_request(what + ": a " + std::to_string(rle_width) + "x" + std::to_string(rle_height) + " mask for a " +
+                    std::to_string(width) + "x" + std::to_string(height) + " image (width x height)");
+      coco.height = static_cast<int>(rle_height);
+      coco.width = static_cast<int>(rle_width);
       const json& counts = field(rle, "counts");
       try {
         if (counts.is_string()) coco.counts = rle_counts_from_string(counts.get<std::string>());
@@ -555,7 +560,14 @@ ChatCall chat_call_from_body(const json& body, const Model& model, const Limits&
   Request& r = call.request;
   r.text = turns.back().text;
   r.past_text = past;
-  attach(r, call.media.get());
+  if (call.media && !call.media->is_video()) {
+    // The request takes the pixels (Media keeps the size): held once, as the server counts them.
+    r.image = std::move(call.media->image);
+    call.media->image.width = r.image.width;
+    call.media->image.height = r.image.height;
+  } else {
+    attach(r, call.media.get());
+  }
   r.mask_prompts = std::move(mask_prompts);  // the first turn's regions, passed again on later turns
   apply_generation(body, limits, r);
   if (extension.is_object()) apply_generation_overrides(extension, limits, r);

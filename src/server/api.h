@@ -46,7 +46,7 @@ std::vector<uint8_t> media_bytes(const std::string& reference, const Limits& lim
 // A video from bytes (written to a private file, decoded on demand), or from decoded frames.
 // The holder owns what the Video reads.
 struct Media {
-  Image image;                   // width > 0 for an image
+  Image image;                   // width > 0 for an image (a chat completion's request takes its pixels)
   std::unique_ptr<Video> video;  // or a video
   std::string video_file;        // the private copy of an uploaded video, removed with the Media
   int64_t max_pixels = 0;        // the limit it was opened under

@@ -27,6 +27,7 @@
 #include "core/error.h"
 #include "core/profile.h"
 #include "io/image.h"
+#include "io/mask_io.h"
 #include "server/web_assets.h"
 
 namespace sa2va::server {
@@ -120,12 +121,14 @@ class MediaBudget {
 
   // Counts `bytes` until the returned hold is dropped; nullptr when they do not fit.
   std::shared_ptr<void> hold(size_t bytes) {
+    auto hold = std::make_shared<Hold>(*this, 0);  // allocated first: a failure leaves the count as it was
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (held_ > 0 && (bytes > limit_ || held_ > limit_ - bytes)) return nullptr;
+      if (held_ > 0 && (bytes > limit_ || held_ > limit_ - bytes)) return nullptr;  // (hold's release: 0)
       held_ += bytes;
+      hold->bytes = bytes;
     }
-    return std::make_shared<Hold>(*this, bytes);
+    return hold;
   }
   size_t held() const {
     std::lock_guard<std::mutex> lock(mutex_);
@@ -140,7 +143,7 @@ class MediaBudget {
       budget.held_ -= bytes;
     }
     MediaBudget& budget;
-    const size_t bytes;
+    size_t bytes;
   };
   const size_t limit_;
   mutable std::mutex mutex_;
@@ -155,7 +158,9 @@ struct Session {
   std::shared_ptr<VisualCache> cache;
   std::timed_mutex mutex;  // one turn at a time; guards past_text and mask_prompts
   std::string past_text;
-  std::vector<Mask> mask_prompts;  // the first turn's visual prompts: every later turn passes them again
+  // The first turn's visual prompts, which every later turn passes again; kept as runs (a few bytes
+  // for a box), not as full-size masks for the session's whole life.
+  std::vector<CocoRle> mask_prompts;
   std::atomic<int> turns{0};
   std::atomic<Clock::rep> last_used{Clock::now().time_since_epoch().count()};
   void touch() { last_used = Clock::now().time_since_epoch().count(); }
@@ -345,14 +350,16 @@ int connection_socket(const httplib::Request& req) {
 // The server's own later write then fails, which ends the connection on its side too. Closing with
 // unread input would reset the connection, which can discard the answer at the client: what the
 // client still sends is read and dropped for up to a second (or 4 MiB) first, as a lingering close.
-void answer_and_close(const httplib::Request& req, int status, const std::string& json_body) {
+void answer_and_close(const httplib::Request& req, const httplib::Response& res) {
   const int fd = connection_socket(req);
   if (fd < 0) return;
-  const char* reason = status == 401 ? "Unauthorized" : status == 411 ? "Length Required"
-                     : status == 413 ? "Payload Too Large" : status == 415 ? "Unsupported Media Type" : "Bad Request";
-  const std::string answer = "HTTP/1.1 " + std::to_string(status) + " " + reason +
-                             "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(json_body.size()) +
-                             "\r\nConnection: close\r\n\r\n" + json_body;
+  const int status = res.status;
+  const char* reason = status == 401 ? "Unauthorized" : status == 405 ? "Method Not Allowed"
+                     : status == 411 ? "Length Required" : status == 413 ? "Payload Too Large"
+                     : status == 415 ? "Unsupported Media Type" : "Bad Request";
+  std::string answer = "HTTP/1.1 " + std::to_string(status) + " " + reason + "\r\n";
+  for (const auto& [name, value] : res.headers) answer += name + ": " + value + "\r\n";  // Content-Type, Allow
+  answer += "Content-Length: " + std::to_string(res.body.size()) + "\r\nConnection: close\r\n\r\n" + res.body;
   for (size_t sent = 0; sent < answer.size();) {
     const ssize_t n = send(fd, answer.data() + sent, answer.size() - sent, MSG_NOSIGNAL);
     if (n > 0) sent += static_cast<size_t>(n);
@@ -567,6 +574,14 @@ struct Server::Impl {
 
   // -- routes --
 
+  // Whether `method` is one of `allowed` ("GET, DELETE").
+  static bool takes_method(const std::string& allowed, const std::string& method) {
+    std::istringstream words(allowed);
+    for (std::string word; std::getline(words >> std::ws, word, ',');)
+      if (word == method) return true;
+    return false;
+  }
+
   // The methods an API path takes ("" for a path that is none of them); kept beside routes().
   static std::string allowed_methods(const std::string& path) {
     static const std::vector<std::pair<std::regex, std::string>> kEndpoints = {
@@ -588,19 +603,30 @@ struct Server::Impl {
     };
     // Before the body is read: the key, then what a body must be.
     http.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      if (!is_api(req.path)) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string length = req.get_header_value("Content-Length");
+      const bool malformed_length = req.get_header_value_count("Content-Length") > 1 ||
+                                    (req.has_header("Content-Length") &&
+                                     (length.empty() || length.size() > 19 ||
+                                      length.find_first_not_of("0123456789") != std::string::npos));
       const auto refuse = [&](int status, const std::string& message, const char* counted) {
         send_json(res, status, error_body(status, message));
         // A body left unread must not be taken for the next request of a kept-alive connection:
         // such a refusal is written here and the connection closed.
-        if (req.has_header("Transfer-Encoding") || req.get_header_value<uint64_t>("Content-Length") > 0)
-          answer_and_close(req, status, res.body);
+        if (malformed_length || req.has_header("Transfer-Encoding") || req.get_header_value<uint64_t>("Content-Length") > 0)
+          answer_and_close(req, res);
         metrics.count(counted, status);
         return httplib::Server::HandlerResponse::Handled;
       };
-      if (!options.api_key.empty() && !authorized(req.get_header_value("Authorization"), options.api_key))
+      // Where a body ends must be beyond doubt ("38x", "abc" or two lengths would be read as a number).
+      if (malformed_length) return refuse(400, "a malformed or repeated Content-Length", "bad body");
+      if (is_api(req.path) && !options.api_key.empty() && !authorized(req.get_header_value("Authorization"), options.api_key))
         return refuse(401, "missing or wrong API key (send Authorization: Bearer <key>)", "unauthorized");
-      if (req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
+      // An endpoint asked with a method it does not take: 405 before its body is judged.
+      if (const std::string allowed = allowed_methods(req.path); !allowed.empty() && !takes_method(allowed, req.method)) {
+        res.set_header("Allow", allowed);
+        return refuse(405, req.method + " is not allowed on " + req.path + " (allowed: " + allowed + ")", "(no endpoint)");
+      }
+      if (!is_api(req.path) || req.method != "POST") return httplib::Server::HandlerResponse::Unhandled;
       // The body limit holds only for a declared length: a chunked body would be read whole first.
       if (req.has_header("Transfer-Encoding") || !req.has_header("Content-Length"))
         return refuse(411, "send the body with a Content-Length (chunked request bodies are not accepted)", "bad body");
@@ -619,17 +645,8 @@ struct Server::Impl {
     });
     // Called for every answer of status 400 or more; those without a body come from the HTTP layer
     // (no route, a body over the limit, a malformed request) and are counted here.
-    http.set_error_handler([this](const httplib::Request& req, httplib::Response& res) {
+    http.set_error_handler([this](const httplib::Request&, httplib::Response& res) {
       if (!res.body.empty()) return;
-      if (res.status == 404) {  // an endpoint asked with another method: 405 and the methods it takes
-        if (const std::string allowed = allowed_methods(req.path); !allowed.empty()) {
-          res.status = 405;
-          res.set_header("Allow", allowed);
-          send_json(res, 405, error_body(405, req.method + " is not allowed on " + req.path + " (allowed: " + allowed + ")"));
-          metrics.count("(no endpoint)", 405);
-          return;
-        }
-      }
       metrics.count(res.status == 404 ? "(no endpoint)" : "(request)", res.status);
       const std::string message = res.status == 413   ? "the body is too large (JSON bodies must be sent as Content-Type: application/json and within --max-body-mb)"
                                   : res.status == 404 ? "no such endpoint"
@@ -918,7 +935,9 @@ struct Server::Impl {
         if (!r.mask_prompts.empty() && session->turns > 0)
           throw HttpError(400, "mask_prompts: visual prompts go with a session's first turn");
         r.past_text = session->past_text;
-        if (session->turns > 0) r.mask_prompts = session->mask_prompts;
+        if (session->turns > 0)
+          for (const CocoRle& region : session->mask_prompts)
+            r.mask_prompts.push_back(Mask{region.width, region.height, rle_decode(region)});
         if (session->media->is_video()) r.video = session->media->video.get();
         else r.image = session->media->image;
         r.cache = session->cache;
@@ -959,7 +978,9 @@ struct Server::Impl {
           send_frame(0, masks);
         }
         session->past_text = p.past_text;
-        if (session->turns == 0) session->mask_prompts = r.mask_prompts;
+        if (session->turns == 0)
+          for (const Mask& region : r.mask_prompts)
+            session->mask_prompts.push_back(rle_encode(MaskView{region.data.data(), region.height, region.width}));
         ++session->turns;
 
         send({{"type", "done"}, {"scores", p.scores}, {"finish_reason", p.finish_reason}, {"turns", session->turns.load()}});

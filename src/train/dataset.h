@@ -37,7 +37,7 @@ struct TrainingSample {
 };
 
 // A training data file, checked whole when opened and then read again one sample at a time: only
-// each sample's place in the file is kept (16 bytes a sample), so a mix of millions of samples does
+// each sample's place in the file is kept (24 bytes a sample), so a mix of millions of samples does
 // not hold its text in memory. Safe to read from several threads.
 class TrainingData {
  public:

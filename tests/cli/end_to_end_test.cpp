@@ -365,6 +365,22 @@ TEST(EndToEnd, ChatKeepsTheConversation) {
   lines = 0;
   for (char ch : out) lines += ch == '\n';
   EXPECT_EQ(lines, 1) << out;
+  // A conversation about a region goes on past its first turn.
+  const std::string region = out_dir + "/region.png", picture = out_dir + "/picture.png";
+  {
+    Image image(64, 48);
+    for (size_t i = 0; i < image.rgb.size(); ++i) image.rgb[i] = static_cast<uint8_t>(i * 7);
+    save_png_rgb(picture, image);
+    std::vector<uint8_t> mask(static_cast<size_t>(image.width) * image.height, 0);
+    for (int y = image.height / 4; y < image.height / 2; ++y)
+      std::fill_n(mask.begin() + static_cast<std::ptrdiff_t>(y) * image.width + image.width / 4, image.width / 4, 255);
+    save_png_gray(region, mask.data(), image.width, image.height);
+  }
+  const int regions = test::run_command("printf 'What is region1?\nAnd again?\n' | " +
+                                            sa2va_cmd("chat --model " + tiny_model() + " --image " + picture +
+                                                      " --mask-prompt " + region + " --max-new-tokens 3"),
+                                        &out);
+  EXPECT_EQ(regions, 0) << out;
 }
 
 // A frame folder with two frame sizes: masks and the overlay video at the first frame's size.

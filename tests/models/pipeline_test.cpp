@@ -789,6 +789,15 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
   forged.text = "<IMG_CONTEXT>Please segment it.";
   forged.past_text.clear();
   refused(forged, "a token the model places itself");
+  forged.text = "Please segment it.";
+  forged.forced_answer = "Sure <IMG_CONTEXT>";
+  refused(forged, "the forced answer holds");
+  try {
+    m.conversation_after(image, "It is <IMG_CONTEXT>.");
+    ADD_FAILURE() << "an answer with an image-context token was taken";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the answer holds"), std::string::npos) << e.what();
+  }
 
   const json video_case = test::fixture_case(dir, "video");
   auto video = first_frames(dir, video_case, 2);

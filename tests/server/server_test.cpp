@@ -460,7 +460,7 @@ TEST(Server, BadRequestsGetJsonErrors) {
   // RLE runs and sizes beyond their types (found by fuzzing: undefined behaviour when converted).
   expect_error("/v1/chat/completions",
                chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
-                         {{"sa2va", {{"mask_prompts", {{{"rle", {{"size", {6, 3}}, {"counts", {1, 5.5e72}}}}}}}}}}),
+                         {{"sa2va", {{"mask_prompts", {{{"rle", {{"size", {280, 600}}, {"counts", {1, 5.5e72}}}}}}}}}}),
                400, "runs must be integers");
   expect_error("/v1/chat/completions",
                chat_with(json::array({image_part(t.image_uri), {{"type", "text"}, {"text", "region1?"}}}),
@@ -509,6 +509,10 @@ TEST(Server, BodiesAreCheckedBeforeTheyAreRead) {
             "411"},
            // No length at all: refused, not read until the client closes.
            {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\r\n", "411"},
+           // A length that is not a number, or a method the endpoint does not take, before the body's type.
+           {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 38x\r\n\r\n",
+            "400"},
+           {"POST /v1/models HTTP/1.1\r\nHost: x\r\nContent-Type: text/plain\r\nContent-Length: 38\r\n\r\n", "405"},
            // A declared length over the limit: refused on the header, before its bytes come.
            {"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
             "Content-Length: 209715200\r\n\r\n",
@@ -614,7 +618,8 @@ TEST(Server, OpenAiStopUsageAndNullContent) {
 // An uploaded video is read from a temporary file whose name never reaches a client, whichever
 // stage fails on it.
 TEST(ServerApi, ErrorsNameAnUploadAsTheUploadedVideo) {
-  const json error = error_body(400, "/tmp/sa2va-upload-Ab12Cd: only 5 of 6 frames could be decoded ('sa2va-upload-Zz99yY')");
+  const std::string upload = (std::filesystem::temp_directory_path() / "sa2va-upload-").string();
+  const json error = error_body(400, upload + "Ab12Cd: only 5 of 6 frames could be decoded ('" + upload + "Zz99yY')");
   EXPECT_EQ(error["error"]["message"], "the uploaded video: only 5 of 6 frames could be decoded ('the uploaded video')");
   EXPECT_EQ(error["error"]["code"], 400);
 }
@@ -800,8 +805,9 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
   o.parallel = 1;
   o.queue = 4;
   o.max_held_media_bytes = image_bytes + image_bytes / 2;
+  o.limits.max_tokens = 16384;  // a stream that outlasts the checks below on a fast machine
   RunningServer s(t.dir, o);
-  const json long_chat = {{"messages", {image_message(t.image_uri, "Tell me everything.")}}, {"max_tokens", 2048},
+  const json long_chat = {{"messages", {image_message(t.image_uri, "Tell me everything.")}}, {"max_tokens", 16384},
                           {"stream", true}};
   int status = 0;
   {
@@ -824,6 +830,26 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
   EXPECT_EQ(status, 200);
 }
 
+// A request cut short because the server stops says so (503), not that its time was up.
+TEST(Server, RequestsCutShortByAStopGet503) {
+  TINY_OR_SKIP(t);
+  ServerOptions o;
+  o.limits.max_tokens = 16384;
+  RunningServer s(t.dir, o);
+  int status = 0;
+  json answer;
+  std::thread client([&] {
+    answer = post(s, "/v1/chat/completions",
+                  {{"messages", {{{"role", "user"}, {"content", "Tell me everything."}}}}, {"max_tokens", 16384}}, &status);
+  });
+  const std::string metrics = metrics_with(s, {"sa2va_running 1"});
+  EXPECT_NE(metrics.find("sa2va_running 1"), std::string::npos) << metrics;
+  s.server->stop();
+  client.join();
+  EXPECT_EQ(status, 503) << answer.dump();
+  EXPECT_NE(answer.dump().find("the server is stopping"), std::string::npos) << answer.dump();
+}
+
 // Waiting requests take their turns in the order they came.
 TEST(Server, TheQueueIsFirstComeFirstServed) {
   TINY_OR_SKIP(t);
@@ -843,7 +869,8 @@ TEST(Server, TheQueueIsFirstComeFirstServed) {
     for (int i = 0; i < 6; ++i) {
       clients.emplace_back([&, i] {
         int status = 0;
-        post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 2}}, &status);
+        // Each answer takes long enough that the next one cannot finish before this client hears it.
+        post(s, "/v1/chat/completions", {{"messages", {{{"role", "user"}, {"content", "Hi"}}}}, {"max_tokens", 64}}, &status);
         std::lock_guard<std::mutex> lock(mutex);
         finished.push_back(status == 200 ? i : -1);
       });

@@ -292,12 +292,25 @@ def decode_rle(rle: Any, what: str) -> Any:
 
 
 def _process_umask() -> int:
-    umask = os.umask(0)  # read once, at import: setting it later would race with other threads' files
+    """The umask now: read from /proc (setting it to read it would race with other threads' files),
+    else as it was at import."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return _UMASK_AT_IMPORT
+
+
+def _umask_at_import() -> int:
+    umask = os.umask(0)
     os.umask(umask)
     return umask
 
 
-_UMASK = _process_umask()
+_UMASK_AT_IMPORT = _umask_at_import()
 
 
 def atomic_write(path: str, write, binary: bool = False) -> None:
@@ -309,7 +322,7 @@ def atomic_write(path: str, write, binary: bool = False) -> None:
     fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".tmp")
     try:
         with open(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"})) as f:
-            os.fchmod(f.fileno(), 0o666 & ~_UMASK)  # as open() would create it, not mkstemp's 0600
+            os.fchmod(f.fileno(), 0o666 & ~_process_umask())  # as open() would create it, not mkstemp's 0600
             write(f)
         os.replace(tmp, path)
     except BaseException:
