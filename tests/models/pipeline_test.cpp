@@ -21,6 +21,16 @@ namespace sa2va {
 namespace {
 using json = nlohmann::json;
 
+// `model` refuses `r` with an Error whose message holds `words`.
+void expect_refused(const Sa2vaModel& model, const Request& r, const std::string& words) {
+  try {
+    model.predict(r);
+    ADD_FAILURE() << "no error; expected one saying: " << words;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
+  }
+}
+
 const Sa2vaModel& fixture_model(const std::string& dir, Precision precision) {
   static std::map<int, std::unique_ptr<Sa2vaModel>> models;
   auto& m = models[static_cast<int>(precision)];
@@ -382,14 +392,7 @@ TEST(Pipeline, BadRequestsAreErrors) {
   Request short_mask = test::fixture_request(dir, test::fixture_case(dir, "image"));
   short_mask.mask_prompts.push_back(Mask{2, 2, {1, 0, 0}});  // 3 values for a 2x2 mask
   EXPECT_THROW(m.predict(short_mask), Error);
-  const auto expect_error = [&](const Request& r, const std::string& words) {
-    try {
-      m.predict(r);
-      ADD_FAILURE() << "no error; expected one saying: " << words;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
-    }
-  };
+  const auto expect_error = [&](const Request& r, const std::string& words) { expect_refused(m, r, words); };
   // Generation options and mask prompts are checked before the encoders run.
   Request bad_top_p = test::fixture_request(dir, test::fixture_case(dir, "generate"));
   bad_top_p.generation.top_p = 1.5f;
@@ -686,14 +689,6 @@ TEST(Pipeline, VisualCacheRunsTheEncodersOnceAcrossTurns) {
   }
   // The cache belongs to that image and that model: another image (one pixel changed), another
   // model, or a video is an error, not the first image's features.
-  const auto expect_refused = [](const Sa2vaModel& model, const Request& r, const std::string& words) {
-    try {
-      model.predict(r);
-      ADD_FAILURE() << "a visual cache was used with another medium or model";
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
-    }
-  };
   Request other_image = first;
   other_image.image.rgb[0] ^= 1;
   expect_refused(m, other_image, "a cache belongs to one image or video");
@@ -767,14 +762,7 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
   vp.past_text = after_vp;
   expect_same(vp, "visual prompts, later turn");
   // Without them, or with other regions, the image tokens do not match: refused naming both counts.
-  const auto refused = [&](const Request& r, const std::string& words) {
-    try {
-      m.predict(r);
-      ADD_FAILURE() << "no error; expected one saying: " << words;
-    } catch (const Error& e) {
-      EXPECT_NE(std::string(e.what()).find(words), std::string::npos) << e.what();
-    }
-  };
+  const auto refused = [&](const Request& r, const std::string& words) { expect_refused(m, r, words); };
   Request without = vp;
   without.mask_prompts.clear();
   refused(without, "a later turn passes its conversation's medium again, with the same visual prompts");
