@@ -36,7 +36,8 @@ void RequestOptions::add_to(CLI::App& app, bool with_prompt, const std::string& 
   app.add_option("--past-text", past_text,
                  "The conversation so far (result.json's past_text of the previous turn): this request is a later turn");
   app.add_option("--mask-prompt", mask_prompt_paths,
-                 "Visual prompt: a PNG mask of one region (repeatable; region1, region2, ...)");
+                 "Visual prompt: a PNG mask of one region (repeatable; region1, region2, ...); a later turn "
+                 "(--past-text) gives its conversation's regions again");
   app.add_option("--precision", precision, "f32 (reference) or bf16 (fast)")
       ->check(CLI::IsMember({"f32", "bf16"}))
       ->capture_default_str();
