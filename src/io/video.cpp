@@ -5,11 +5,13 @@ extern "C" {
 #include <libavformat/avformat.h>
 #include <libavutil/display.h>
 #include <libavutil/imgutils.h>
+#include <libavutil/mem.h>
 #include <libavutil/opt.h>
 #include <libswscale/swscale.h>
 }
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -35,13 +37,16 @@ std::string size_text(int width, int height) {
   return std::to_string(width) + "x" + std::to_string(height);
 }
 
-// FFmpeg prints at "info" level by default (encoder statistics and the like). Its errors reach the
-// caller as exceptions naming the file, so it prints only fatal ones, unless the program chose a
-// level itself.
-void quiet_ffmpeg_logs() {
+std::atomic<bool> g_allocation_limit_chosen{false};
+
+// Before FFmpeg's first use. It prints at "info" level by default (encoder statistics and the like);
+// its errors reach the caller as exceptions naming the file, so it prints only fatal ones, unless
+// the program chose a level itself. Its allocations are capped (set_ffmpeg_allocation_limit).
+void init_ffmpeg() {
   static std::once_flag once;
   std::call_once(once, [] {
     if (av_log_get_level() == AV_LOG_INFO) av_log_set_level(AV_LOG_FATAL);
+    if (!g_allocation_limit_chosen) av_max_alloc(kDefaultFfmpegAllocationLimit);
   });
 }
 
@@ -251,7 +256,7 @@ class FileVideoSource final : public VideoSource {
 
  private:
   void open_decoder() {
-    quiet_ffmpeg_logs();
+    init_ffmpeg();
     // Only the container formats of video files, read from this one file: playlists, concat lists
     // and image-sequence patterns (which open further files or URLs named inside) are refused, so
     // a video sent to a service cannot make it read anything else.
@@ -447,6 +452,11 @@ class FileVideoSource final : public VideoSource {
 
 }  // namespace
 
+void set_ffmpeg_allocation_limit(size_t bytes) {
+  g_allocation_limit_chosen = true;
+  av_max_alloc(bytes);
+}
+
 std::vector<std::string> list_frame_files(const std::string& dir) {
   std::error_code ec;
   fs::directory_iterator it(dir, ec);
@@ -523,7 +533,7 @@ struct VideoWriter::Impl {
 
 VideoWriter::VideoWriter(const std::string& path, int width, int height, double fps)
     : impl_(std::make_unique<Impl>()) {
-  quiet_ffmpeg_logs();
+  init_ffmpeg();
   Impl& w = *impl_;
   w.path = path;
   check(width > 0 && height > 0, path + ": bad video size " + size_text(width, height));

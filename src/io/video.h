@@ -60,6 +60,13 @@ class VideoSource {
 // folder cannot be read.
 std::vector<std::string> list_frame_files(const std::string& dir);
 
+// The largest single allocation FFmpeg may make, by default 256 MiB (a 100-megapixel 4:2:0 frame
+// takes 150 MB): a few bytes of a crafted file can declare a table of any size, and opening it must
+// not take gigabytes (such a file is refused as unreadable). A program may set another limit before
+// it opens a video; it holds for the whole process.
+constexpr size_t kDefaultFfmpegAllocationLimit = size_t{256} << 20;
+void set_ffmpeg_allocation_limit(size_t bytes);
+
 
 // Writes RGB frames to a video file: H.264 (libx264, yuv420p, CRF 18) when that encoder is
 // present, otherwise MPEG-4 part 2 at high quality; the container follows the file extension

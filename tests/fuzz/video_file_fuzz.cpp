@@ -30,6 +30,9 @@ void check_frame(const sa2va::Image& frame) {
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   av_log_set_level(AV_LOG_QUIET);  // corrupt inputs would print FFmpeg's complaints at every step
+  // Under the target's -malloc_limit_mb (160): an allocation past it is a finding only where FFmpeg's
+  // cap does not stop it (frames are allocated by our code, within the pixel limit).
+  sa2va::set_ffmpeg_allocation_limit(size_t{150} << 20);
   return 0;
 }
 
