@@ -89,8 +89,9 @@ class Admission {
   std::shared_ptr<Ticket> enter() {
     std::lock_guard<std::mutex> lock(mutex_);
     if (running_ + waiting_ >= capacity_) return nullptr;
+    auto ticket = std::make_shared<Ticket>(*this, next_++);  // before the count: a failed allocation leaves it
     ++waiting_;
-    return std::make_shared<Ticket>(*this, next_++);
+    return ticket;
   }
   int waiting() const {
     std::lock_guard<std::mutex> lock(mutex_);
