@@ -1,6 +1,5 @@
 // sa2va dump: runs one request and writes every intermediate tensor, under the names of the
 // conformance fixtures' README, to a safetensors file — for comparing a stage with a reference.
-#include <filesystem>
 #include <cstdio>
 
 #include "cli/command.h"
