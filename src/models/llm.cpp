@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <string>
 
 #include "core/error.h"
@@ -379,13 +380,15 @@ Tensor splice_image_embeddings(Tensor inputs_embeds, const std::vector<int32_t>&
   return inputs_embeds;
 }
 
-Tensor image_replacement_rows(const Tensor& vit_embeds, const std::vector<uint8_t>& vp_tiles,
-                              const Tensor& region_masks) {
-  check(vit_embeds.defined() && vit_embeds.dim() == 3, "image features must be [tiles, tokens, D]");
-  const int64_t T = vit_embeds.size(0), P = vit_embeds.size(1), D = vit_embeds.size(2);
-  const Tensor vit = vit_embeds.dtype() == DType::F32 ? vit_embeds.contiguous() : vit_embeds.to(DType::F32);
-  if (vp_tiles.empty()) return vit.view({T * P, D});
-
+std::vector<int64_t> image_replacement_indices(int64_t T, int64_t P, const std::vector<uint8_t>& vp_tiles,
+                                               const Tensor& region_masks) {
+  check(T >= 0 && P >= 0, "image features: negative tile or token count");
+  std::vector<int64_t> rows;
+  if (vp_tiles.empty()) {
+    rows.resize(static_cast<size_t>(T * P));
+    std::iota(rows.begin(), rows.end(), int64_t{0});
+    return rows;
+  }
   check(static_cast<int64_t>(vp_tiles.size()) == T, "visual prompts: the tile mask has " +
                                                         std::to_string(vp_tiles.size()) + " entries for " +
                                                         std::to_string(T) + " tiles");
@@ -400,19 +403,29 @@ Tensor image_replacement_rows(const Tensor& vit_embeds, const std::vector<uint8_
   for (int64_t k = 0; k < K; ++k)
     for (int64_t t = 0; t < P; ++t)
       if (m[k * P + t]) selected.push_back(t);
-  const int64_t vp_count = std::count_if(vp_tiles.begin(), vp_tiles.end(), [](uint8_t v) { return v != 0; });
-
-  Tensor out = Tensor::empty({T * P + vp_count * static_cast<int64_t>(selected.size()), D}, DType::F32, vit.device());
-  float* dst = out.kernel_f32();
   for (int64_t i = 0; i < T; ++i) {
-    const float* tile = vit.kernel_f32() + i * P * D;
-    ops::copy_rows(tile, D, dst, D, P, D);
-    dst += P * D;
-    if (!vp_tiles[static_cast<size_t>(i)]) continue;
-    for (int64_t t : selected) {
-      ops::copy_rows(tile + t * D, D, dst, D, 1, D);
-      dst += D;
-    }
+    for (int64_t t = 0; t < P; ++t) rows.push_back(i * P + t);
+    if (vp_tiles[static_cast<size_t>(i)])
+      for (int64_t t : selected) rows.push_back(i * P + t);
+  }
+  return rows;
+}
+
+Tensor image_replacement_rows(const Tensor& vit_embeds, const std::vector<uint8_t>& vp_tiles,
+                              const Tensor& region_masks) {
+  check(vit_embeds.defined() && vit_embeds.dim() == 3, "image features must be [tiles, tokens, D]");
+  const int64_t T = vit_embeds.size(0), P = vit_embeds.size(1), D = vit_embeds.size(2);
+  const Tensor vit = vit_embeds.dtype() == DType::F32 ? vit_embeds.contiguous() : vit_embeds.to(DType::F32);
+  if (vp_tiles.empty()) return vit.view({T * P, D});
+  const std::vector<int64_t> rows = image_replacement_indices(T, P, vp_tiles, region_masks);
+  Tensor out = Tensor::empty({static_cast<int64_t>(rows.size()), D}, DType::F32, vit.device());
+  // Runs of consecutive rows (a whole tile, or a region's neighbouring cells) in one copy each.
+  for (size_t i = 0; i < rows.size();) {
+    size_t end = i + 1;
+    while (end < rows.size() && rows[end] == rows[end - 1] + 1) ++end;
+    ops::copy_rows(vit.kernel_f32() + rows[i] * D, D, out.kernel_f32() + static_cast<int64_t>(i) * D, D,
+                   static_cast<int64_t>(end - i), D);
+    i = end;
   }
   return out;
 }

@@ -141,5 +141,10 @@ Tensor splice_image_embeddings(Tensor inputs_embeds, const std::vector<int32_t>&
 // Without visual prompts (vp_tiles empty) this is vit_embeds reshaped to [T·P, D].
 Tensor image_replacement_rows(const Tensor& vit_embeds, const std::vector<uint8_t>& vp_tiles = {},
                               const Tensor& region_masks = Tensor());
+// The same selection as row indices into vit_embeds viewed as [T·P, D]: entry i is the row the i-th
+// IMG_CONTEXT token takes (training gathers the rows with it and adds their gradients back).
+std::vector<int64_t> image_replacement_indices(int64_t tiles, int64_t tokens_per_tile,
+                                               const std::vector<uint8_t>& vp_tiles = {},
+                                               const Tensor& region_masks = Tensor());
 
 }  // namespace sa2va

@@ -79,6 +79,12 @@ TrainingSample parse_sample(const json& j, const fs::path& folder, const std::st
       s.masks.push_back({masks[k].dump()});
     }
   }
+  if (j.contains("regions")) {
+    const json& regions = j["regions"];
+    check(regions.is_array(), where + ": \"regions\" must be a list of masks (the visual prompts)");
+    check(regions.empty() || !s.video, where + ": \"regions\" (visual prompts) need an \"image\", not \"frames\"");
+    for (const json& region : regions) s.regions.push_back(region.dump());
+  }
   return s;
 }
 

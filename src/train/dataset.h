@@ -6,6 +6,9 @@
 //    "masks": [MASK, ...]}                         one per [SEG] of the answers, in order
 //   {"frames": ["v/00000.jpg", ...], "conversations": [...],
 //    "masks": [[MASK per frame], ...]}             a video: per [SEG], one mask per frame
+//   {"image": ..., "regions": [MASK, ...], "conversations": [...]}
+//                                                  visual prompts: regions the questions call
+//                                                  region1, region2, ... (images only)
 //
 // MASK: COCO RLE {"size": [h, w], "counts": "compressed string" | [run, ...]} or COCO polygons
 // [[x0, y0, x1, y1, ...], ...] (their union), at the image's size. Paths are relative to the JSONL
@@ -34,6 +37,9 @@ struct TrainingSample {
   // sample is prepared (parsed JSON would hold ~2.3x the file's size for a whole run).
   std::vector<std::vector<std::string>> masks;
   int seg_count = 0;                                // [SEG] in the answers
+  // Visual prompts: region k's MASK entry as compact JSON text (decoded as masks are), read as
+  // inference reads --mask-prompt regions: "region<k+1>" in the prompt, its cells of the thumbnail.
+  std::vector<std::string> regions;
 };
 
 // A training data file, checked whole when opened and then read again one sample at a time: only

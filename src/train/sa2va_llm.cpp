@@ -20,6 +20,11 @@ Tensor f32(const Checkpoint& c, const std::string& name) { return c.get(name).to
 // stay [kHeadChunk, V] however long the answer.
 constexpr int64_t kHeadChunk = 64;
 
+// The mlp1 output row that the i-th <IMG_CONTEXT> token of the sample takes.
+int64_t image_row(const TrainableLanguageModel::Sample& s, int64_t i) {
+  return s.image_rows.empty() ? i : s.image_rows[static_cast<size_t>(i)];
+}
+
 }  // namespace
 
 std::vector<int64_t> grouped_qkv_rows(int64_t heads, int64_t kv_heads, int64_t head_dim) {
@@ -135,22 +140,24 @@ TrainableLanguageModel::Forward TrainableLanguageModel::forward(const Sample& s)
   ops::gelu_erf(f.mlp1_act.f32(), f.mlp1_act.numel());
   f.vit_embeds = linear_forward(f.mlp1_act, mlp1_.w2, mlp1_.b2);
   // Token embeddings with the image rows spliced in.
+  const int64_t image_tokens = s.image_rows.empty() ? rows : static_cast<int64_t>(s.image_rows.size());
+  for (const int64_t r : s.image_rows) check(r >= 0 && r < rows, "training: an image row outside the features");
   Tensor x = Tensor::empty({n, d});
   int64_t next = 0;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t id = s.input_ids[static_cast<size_t>(t)];
     const float* src;
     if (id == img_context_id) {
-      check(next < rows, "training: more <IMG_CONTEXT> tokens than image features");
-      src = f.vit_embeds.f32() + (next++) * d;
+      check(next < image_tokens, "training: more <IMG_CONTEXT> tokens than image features");
+      src = f.vit_embeds.f32() + image_row(s, next++) * d;
     } else {
       check(id >= 0 && id < embedding_.size(0), "training: token id " + std::to_string(id) + " outside the vocabulary");
       src = embedding_.f32() + id * d;
     }
     std::copy_n(src, d, x.f32() + t * d);
   }
-  check(next == rows, "training: " + std::to_string(next) + " <IMG_CONTEXT> tokens for " + std::to_string(rows) +
-                          " image features");
+  check(next == image_tokens, "training: " + std::to_string(next) + " <IMG_CONTEXT> tokens for " +
+                                  std::to_string(image_tokens) + " image features");
   std::vector<int64_t> positions(static_cast<size_t>(n));
   for (int64_t t = 0; t < n; ++t) positions[static_cast<size_t>(t)] = t;
   // Only each layer's input is kept: the backward pass recomputes the layer's activations from it,
@@ -335,15 +342,17 @@ void TrainableLanguageModel::backward(const Sample& s, const Forward& f, float c
       }
     }
   }
-  // Input rows: the lookup's rows, or the image features they replaced.
+  // Input rows: the lookup's rows, or the image features they replaced (a row taken twice, by its
+  // tile and by a visual prompt's region, gets both gradients).
   const int64_t rows = f.vit_embeds.size(0);
-  Tensor d_vit = Tensor::empty({rows, d});
+  Tensor d_vit = Tensor::zeros({rows, d});
   int64_t next = 0;
   for (int64_t t = 0; t < n; ++t) {
     const int64_t id = s.input_ids[static_cast<size_t>(t)];
     const float* src = dx.f32() + t * d;
     if (id == img_context_id) {
-      std::copy_n(src, d, d_vit.f32() + (next++) * d);
+      float* row = d_vit.f32() + image_row(s, next++) * d;
+      ops::add(row, src, row, d);
     } else {
       ops::add(g.embedding.f32() + id * d, src, g.embedding.f32() + id * d, d);
       if (g.embedding_lookup.defined())

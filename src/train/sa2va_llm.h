@@ -35,6 +35,9 @@ class TrainableLanguageModel {
   struct Sample {
     std::vector<int64_t> input_ids, labels;  // one sequence, labels -100 where not supervised
     Tensor vision;                           // frozen mlp1 input [tiles, tokens, 4C]
+    // The mlp1 output row each <IMG_CONTEXT> token takes, in order (image_replacement_indices: with
+    // visual prompts, the regions' cells again after the thumbnail's); empty: every row once, in order.
+    std::vector<int64_t> image_rows;
   };
   struct Forward {
     Tensor vit_embeds;                 // mlp1 output [tiles·tokens, D]

@@ -85,7 +85,7 @@ std::vector<std::pair<std::string, Tensor>> run_step(const std::string& model_di
     const nlohmann::json& sm = meta["samples"][i];
     BatchSample sample;
     sample.text = {ids_of(inputs->get(s + ".input_ids")), ids_of(inputs->get(s + ".labels")),
-                   inputs->get(s + ".mlp1_input")};
+                   inputs->get(s + ".mlp1_input"), {}};
     sample.frames.push_back(
         frozen_frame_features(sam, load_image(fixture_dir + "/" + sm.at("image").get<std::string>())));
     const Tensor gt = inputs->get(s + ".gt_masks");

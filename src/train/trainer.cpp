@@ -227,6 +227,28 @@ BatchSample Trainer::prepare(const TrainingSample& sample) const {
     visual_tokens = image_token_string(static_cast<int>(tiles.size()), m.config.num_image_tokens());
   }
   BatchSample out;
+  if (!sample.regions.empty()) {
+    // Visual prompts as inference reads them: each region sampled to the thumbnail's token grid, its
+    // cells' features placed again after the image's, and named region1, region2, ... in the prompt.
+    const int tokens = m.config.num_image_tokens(), grid = static_cast<int>(std::lround(std::sqrt(tokens)));
+    const int64_t K = static_cast<int64_t>(sample.regions.size());
+    Tensor cells = Tensor::empty({K, static_cast<int64_t>(grid) * grid}, DType::U8);
+    std::vector<int> counts;
+    for (int64_t k = 0; k < K; ++k) {
+      const Image& image = images[0];
+      const std::vector<uint8_t> region =
+          decode_training_mask(sample.regions[static_cast<size_t>(k)], image.height, image.width,
+                               sample.where + ": region " + std::to_string(k + 1));
+      const Tensor sampled = preprocess::mask_prompt_grid(region.data(), image.width, image.height, grid).contiguous();
+      std::copy_n(sampled.data<uint8_t>(), sampled.numel(), cells.data<uint8_t>() + k * sampled.numel());
+      counts.push_back(static_cast<int>(std::count_if(sampled.data<uint8_t>(), sampled.data<uint8_t>() + sampled.numel(),
+                                                      [](uint8_t v) { return v != 0; })));
+    }
+    std::vector<uint8_t> vp_tiles(tiles.size(), 0);
+    vp_tiles.back() = 1;  // the regions read the thumbnail (or the single tile)
+    out.text.image_rows = image_replacement_indices(static_cast<int64_t>(tiles.size()), tokens, vp_tiles, cells);
+    visual_tokens += region_prompt_string(counts);
+  }
   out.text.vision = m.vision.shuffled_features(preprocess::normalize_for_vit(tiles));
   // Token ids and labels: each question through the template (not supervised), each answer with
   // the turn suffix (supervised), then the separator (not supervised).
@@ -247,9 +269,11 @@ BatchSample Trainer::prepare(const TrainingSample& sample) const {
   }
   int64_t image_tokens = 0;
   for (int64_t id : ids) image_tokens += id == m.model->llm.img_context_id;
-  check(image_tokens == out.text.vision.size(0) * out.text.vision.size(1),
-        sample.where + ": the prompt holds " + std::to_string(image_tokens) + " image tokens for " +
-            std::to_string(out.text.vision.size(0) * out.text.vision.size(1)) + " features (\"<IMG_CONTEXT>\" in the text?)");
+  const int64_t features = out.text.image_rows.empty() ? out.text.vision.size(0) * out.text.vision.size(1)
+                                                       : static_cast<int64_t>(out.text.image_rows.size());
+  check(image_tokens == features, sample.where + ": the prompt holds " + std::to_string(image_tokens) +
+                                      " image tokens for " + std::to_string(features) +
+                                      " features (\"<IMG_CONTEXT>\" in the text?)");
   // Truncation to max_length, as upstream; the masks of [SEG] cut off go with them.
   int segs = sample.seg_count;
   if (static_cast<int64_t>(ids.size()) > m.options.max_length) {

@@ -36,9 +36,12 @@ TEST(TrainingData, ReadsImagesVideosAndTheirMasks) {
       R"( {"from": "gpt", "value": "[SEG]."}], "masks": [[{"size": [2, 3], "counts": "0"}, {"size": [2, 3], "counts": [6]}]]})"
       "\n"
       R"({"image": "b.png", "conversations": [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A room."}]})"
+      "\n"
+      R"({"image": "c.png", "regions": [{"size": [2, 3], "counts": [2, 4]}, [[0, 0, 2, 0, 2, 2]]],)"
+      R"( "conversations": [{"from": "human", "value": "What is region1 next to region2?"}, {"from": "gpt", "value": "A cup."}]})"
       "\n");
   const std::vector<train::TrainingSample> data = train::read_training_data(path);
-  ASSERT_EQ(data.size(), 3u);
+  ASSERT_EQ(data.size(), 4u);
   const std::string folder = path.substr(0, path.rfind('/'));
   EXPECT_EQ(data[0].images, std::vector<std::string>{folder + "/a.png"});
   EXPECT_FALSE(data[0].video);
@@ -57,6 +60,10 @@ TEST(TrainingData, ReadsImagesVideosAndTheirMasks) {
   ASSERT_EQ(data[1].masks[0].size(), 2u);
   EXPECT_EQ(train::decode_training_mask(data[1].masks[0][1], 2, 3, "m"), std::vector<uint8_t>(6, 0));
   EXPECT_EQ(data[2].seg_count, 0);
+  EXPECT_TRUE(data[2].regions.empty());
+  ASSERT_EQ(data[3].regions.size(), 2u);  // visual prompts, decoded as masks are
+  EXPECT_EQ(train::decode_training_mask(data[3].regions[0], 2, 3, "r"), (std::vector<uint8_t>{0, 1, 1, 0, 1, 1}));
+  EXPECT_EQ(data[3].turns[0].human, "<image>\nWhat is region1 next to region2?");
   // pycocotools' rule for a list: a first entry of 4 numbers makes every entry a box [x, y, w, h].
   EXPECT_EQ(train::decode_training_mask(nlohmann::json::parse("[[1, 0, 2, 2]]"), 2, 3, "m"),
             rle_decode(rle_from_polygon({1, 0, 1, 2, 3, 2, 3, 0}, 2, 3)));
@@ -129,6 +136,14 @@ TEST(TrainingData, MalformedLinesAreNamedWithTheirProblem) {
             std::string::npos);
   EXPECT_NE(error_of(R"({"image": "a.png", "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "<image> x"}]})" "\n")
                 .find("only in the first question"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"image": "a.png", "regions": {"size": [1, 1]}, "conversations": [{"from": "human", "value": "q"},)"
+                     R"( {"from": "gpt", "value": "x"}]})" "\n")
+                .find("\"regions\" must be a list of masks"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"frames": ["a.png"], "regions": [[[0, 0, 1, 0, 1, 1]]], "conversations": [{"from": "human",)"
+                     R"( "value": "q"}, {"from": "gpt", "value": "x"}]})" "\n")
+                .find("need an \"image\", not \"frames\""),
             std::string::npos);
   EXPECT_NE(error_of("\n\n").find("no training samples"), std::string::npos);
   EXPECT_THROW(train::read_training_data("/nonexistent/data.jsonl"), Error);

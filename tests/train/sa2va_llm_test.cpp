@@ -5,6 +5,7 @@
 // Σ_seg d(embedding)·relu(h1)ᵀ, with three independent relu(h1) here).
 #include "train/sa2va_llm.h"
 
+#include <algorithm>
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -22,12 +23,9 @@ std::vector<int64_t> ids(const Tensor& t) {
   return std::vector<int64_t>(t.data<int64_t>(), t.data<int64_t>() + t.numel());
 }
 
-TEST(TrainLanguageModel, ForwardAndBackwardMatchTheUpstreamStep) {
-  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
-  SA2VA_REQUIRE_FIXTURE(model_dir, "sa2va-tiny");
+// The tiny model with the training fixture's LoRA initialisation.
+train::TrainableLanguageModel fixture_model(const std::string& dir, const std::string& model_dir) {
   const auto inputs = SafetensorsFile::open(dir + "/inputs.safetensors");
-  const auto forward = SafetensorsFile::open(dir + "/forward.safetensors");
-  const auto grads = SafetensorsFile::open(dir + "/grads.safetensors");
   const auto meta = nlohmann::json::parse(std::ifstream(dir + "/meta.json"));
   std::map<std::string, std::pair<Tensor, Tensor>> lora;
   for (const auto& [name, info] : inputs->tensors())
@@ -35,18 +33,28 @@ TEST(TrainLanguageModel, ForwardAndBackwardMatchTheUpstreamStep) {
       const std::string path = name.substr(5, name.size() - 7);
       lora[path] = {inputs->get(name), inputs->get("lora." + path + ".B")};
     }
-  ASSERT_EQ(lora.size(), 14u);
+  EXPECT_EQ(lora.size(), 14u);
   train::TrainableLanguageModel m = train::TrainableLanguageModel::load(
       Checkpoint::open(model_dir), load_config(model_dir), lora, meta["hyper"]["lora_scale"].get<float>());
   m.img_context_id = 151667;
   m.seg_id = 151674;
+  return m;
+}
+
+TEST(TrainLanguageModel, ForwardAndBackwardMatchTheUpstreamStep) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model_dir, "sa2va-tiny");
+  const auto inputs = SafetensorsFile::open(dir + "/inputs.safetensors");
+  const auto forward = SafetensorsFile::open(dir + "/forward.safetensors");
+  const auto grads = SafetensorsFile::open(dir + "/grads.safetensors");
+  train::TrainableLanguageModel m = fixture_model(dir, model_dir);
 
   std::vector<train::TrainableLanguageModel::Sample> samples;
   std::vector<train::TrainableLanguageModel::Forward> outs;
   int64_t supervised = 0;
   for (const std::string s : {"s0", "s1"}) {
     train::TrainableLanguageModel::Sample sample{ids(inputs->get(s + ".input_ids")), ids(inputs->get(s + ".labels")),
-                                                 inputs->get(s + ".mlp1_input")};
+                                                 inputs->get(s + ".mlp1_input"), {}};
     const auto f = m.forward(sample);
     EXPECT_LE(rel_l2(f.vit_embeds, forward->get(s + ".vit_embeds")), 1e-5) << s;
     EXPECT_LE(rel_l2(f.last_hidden, forward->get(s + ".llm.last_hidden")), 1e-4) << s;
@@ -118,6 +126,53 @@ TEST(TrainLanguageModel, ForwardAndBackwardMatchTheUpstreamStep) {
   const std::vector<int64_t> rows = ids(grads->get("rows." + embed));
   EXPECT_LE(rel_l2(ops::gather_rows(g.embedding, rows), grads->get("grad." + embed)), 1e-4);
   EXPECT_LE(rel_l2(ops::gather_rows(g.embedding_lookup, rows), grads->get("grad_lookup." + embed)), 1e-4);
+}
+
+// Visual prompts place some image rows twice (a tile's token, then a region's): a sample whose
+// image_rows repeat rows runs as one whose features hold those rows as copies, forward and backward
+// (mlp1 works row by row, so its gradient is the copies' summed).
+TEST(TrainLanguageModel, ImageRowsTakenTwiceActAsCopiesOfTheirFeatures) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model_dir, "sa2va-tiny");
+  const auto inputs = SafetensorsFile::open(dir + "/inputs.safetensors");
+  const train::TrainableLanguageModel m = fixture_model(dir, model_dir);
+  const Tensor vision = inputs->get("s0.mlp1_input");
+  const int64_t rows = vision.size(0) * vision.size(1), width = vision.size(2);
+  const std::vector<int64_t> repeated = {5, 9, 9, 0};
+
+  train::TrainableLanguageModel::Sample by_index{ids(inputs->get("s0.input_ids")), ids(inputs->get("s0.labels")), vision, {}};
+  const auto last_image = std::find(by_index.input_ids.rbegin(), by_index.input_ids.rend(), int64_t{151667}).base();
+  const size_t at = static_cast<size_t>(last_image - by_index.input_ids.begin());
+  by_index.input_ids.insert(by_index.input_ids.begin() + static_cast<std::ptrdiff_t>(at), repeated.size(), 151667);
+  by_index.labels.insert(by_index.labels.begin() + static_cast<std::ptrdiff_t>(at), repeated.size(), -100);
+  for (int64_t r = 0; r < rows; ++r) by_index.image_rows.push_back(r);
+  by_index.image_rows.insert(by_index.image_rows.end(), repeated.begin(), repeated.end());
+
+  Tensor copies = Tensor::empty({1, rows + static_cast<int64_t>(repeated.size()), width});
+  const Tensor flat = vision.contiguous();
+  std::copy_n(flat.f32(), rows * width, copies.f32());
+  for (size_t i = 0; i < repeated.size(); ++i)
+    std::copy_n(flat.f32() + repeated[i] * width, width, copies.f32() + (rows + static_cast<int64_t>(i)) * width);
+  const train::TrainableLanguageModel::Sample by_copy{by_index.input_ids, by_index.labels, copies, {}};
+
+  const auto fi = m.forward(by_index), fc = m.forward(by_copy);
+  EXPECT_LE(rel_l2(fi.last_hidden, fc.last_hidden), 1e-6);
+  ASSERT_EQ(fi.token_ce.size(), fc.token_ce.size());
+  train::TrainableLanguageModel::Grads gi = m.zero_grads(), gc = m.zero_grads();
+  const Tensor d_seg = test::random_normal(fi.seg_embeds.shape(), 3);
+  m.backward(by_index, fi, 0.5f, d_seg, gi);
+  m.backward(by_copy, fc, 0.5f, d_seg, gc);
+  for (const std::string name : {"mlp1.0.weight", "mlp1.0.bias", "mlp1.1.weight", "mlp1.1.bias", "mlp1.3.weight",
+                                 "mlp1.3.bias"})
+    EXPECT_LE(rel_l2(gi.tensors.at(name), gc.tensors.at(name)), 1e-5) << name;
+  EXPECT_LE(rel_l2(gi.embedding, gc.embedding), 1e-5);
+
+  // A row outside the features, or fewer rows than image tokens, is refused.
+  train::TrainableLanguageModel::Sample bad = by_index;
+  bad.image_rows.back() = rows;
+  EXPECT_THROW(m.forward(bad), Error);
+  bad.image_rows.pop_back();
+  EXPECT_THROW(m.forward(bad), Error);
 }
 
 }  // namespace
