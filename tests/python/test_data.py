@@ -1,5 +1,5 @@
 """sa2va.data: upstream's prompt templates, the RefCOCO, video (MeViS, Ref-YouTube-VOS, Ref-SAV),
-grounded-caption, LLaVA and ChatUniVi converters on tiny datasets in the official layouts (every line
+grounded-caption, LLaVA, ChatUniVi and Osprey (visual prompt) converters on tiny datasets in the official layouts (every line
 checked, then trained on by `sa2va train`), the generated shapes."""
 import json
 import os
@@ -485,6 +485,115 @@ def test_caption_and_chat_data_trains(grandf_layout, llava_layout, tiny_dir, tmp
                                      random.Random(0)))
     lines += convert.llava_samples(str(llava_layout[0]), str(llava_layout[1]), {})
     train_one_step(cli, lines, tiny_dir, tmp_path)
+
+
+@pytest.fixture()
+def osprey_layout(tmp_path):
+    """Osprey-724K's layout: two files of entries (polygons, compressed RLE, runs) and COCO pictures
+    in two of the four folders."""
+    root = tmp_path / "data" / "osprey-724k"
+    random_image(root / "coco" / "train2014" / "a.jpg", 40, 30, 0)
+    random_image(root / "coco" / "val2017" / "b.jpg", 40, 30, 1)
+    rle = masks.encode(box(30, 40, 5, 20, 10, 30))
+    runs = {"size": [30, 40], "counts": masks.rle_counts(masks.encode(box(30, 40, 0, 10, 0, 10)))}
+    polygon = [[2, 2, 30, 2, 30, 25, 2, 25]]
+
+    def turn(role, value):
+        return {"from": role, "value": value}
+    conversation = [
+        {"file_name": "a.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": polygon}, {"segmentation": rle}],
+         "conversations": [turn("gpt", "Hello."), turn("human", "What is <region1>? "), turn("human", "And <region2>?"),
+                           turn("gpt", "A <b>cat</b>."), turn("human", "Colour of region2?"), turn("gpt", "Grey."),
+                           turn("human", "Left over?")]},
+        {"file_name": "b.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": runs}],
+         "conversations": [turn("human", "Is region1 round?"), turn("gpt", "No.")]},
+        {"file_name": "missing.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": polygon}],
+         "conversations": [turn("human", "What?"), turn("gpt", "A box.")]},
+        {"file_name": "a.jpg", "height": 30, "width": 40, "annotation": [],
+         "conversations": [turn("human", "What?"), turn("gpt", "Nothing.")]},
+        {"file_name": "b.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": polygon}],
+         "conversations": [turn("human", "What?"), turn("gpt", " ")]},
+    ]
+    description = [{"file_name": "b.jpg", "height": 30, "width": 40,
+                    "annotation": [{"segmentation": polygon}, {"segmentation": runs}],
+                    "description": ["A large <grey> box.", "A small corner."]}]
+    files = root / "Osprey-724K"
+    files.mkdir(parents=True)
+    (files / "osprey_conversation.json").write_text(json.dumps(conversation))
+    (files / "osprey_short_form.json").write_text(json.dumps(conversation[:2]))
+    (files / "osprey_detail_description.json").write_text(json.dumps(description))
+    return tmp_path / "data", root, conversation
+
+
+def test_osprey_regions_and_texts_are_read_as_upstream_reads_them(osprey_layout, tmp_path, capsys):
+    data, root, conversation = osprey_layout
+    out = tmp_path / "osprey.jsonl"
+    assert data_main.main(["osprey", "--data", str(data), "--form", "conversation", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "2 samples" in printed
+    assert "skipped 3 of 5 entries: 1 picture not found, 1 no region, 1 an empty answer" in printed
+    a, b = read_jsonl(out)
+    assert a["image"] == str(root / "coco" / "train2014" / "a.jpg")
+    assert b["image"] == str(root / "coco" / "val2017" / "b.jpg")  # the first folder that holds it
+    assert a["masks"] == [] and len(a["regions"]) == 2
+    assert a["regions"][0] == conversation[0]["annotation"][0]["segmentation"]
+    assert masks.decode(a["regions"][1]).sum() == 15 * 20
+    assert b["regions"][0]["size"] == [30, 40]  # runs compressed
+    # Leading answer dropped, questions joined, brackets removed, "<image>" first without a newline
+    # (the trainer's region list ends in one), a question without answer dropped.
+    assert a["conversations"] == [{"from": "human", "value": "<image>What is region1? And region2?"},
+                                  {"from": "gpt", "value": "A bcat/b."},
+                                  {"from": "human", "value": "Colour of region2?"}, {"from": "gpt", "value": "Grey."}]
+    short = tmp_path / "short.jsonl"
+    assert data_main.main(["osprey", "--data", str(data), "--form", "short", "--out", str(short)]) == 0
+    assert read_jsonl(short)[1]["conversations"][0]["value"] == (
+        "<image>Is region1 round? Answer the question using a single word or phrase.")
+    described = tmp_path / "described.jsonl"
+    assert data_main.main(["osprey", "--data", str(data), "--form", "description", "--repeats", "2", "--seed", "3",
+                           "--out", str(described)]) == 0
+    lines = read_jsonl(described)
+    assert len(lines) == 2
+    for line in lines:
+        first, _, second, _ = [t["value"] for t in line["conversations"]]
+        assert first.startswith("<image>") and "region1" in first and "<region>" not in first
+        assert first[len("<image>"):] in [q.replace("<region>", "region1") for q in templates.DETAILED_QUESTIONS]
+        assert second in [q.replace("<region>", "region2") for q in templates.DETAILED_QUESTIONS]
+        assert [t["value"] for t in line["conversations"][1::2]] == ["A large grey box.", "A small corner."]
+    assert lines[0] != lines[1] or len(templates.DETAILED_QUESTIONS) == 1  # two draws
+
+
+def test_bad_osprey_entries_are_named(osprey_layout, tmp_path):
+    data, root, conversation = osprey_layout
+    path = root / "Osprey-724K" / "osprey_part_level.json"
+    args = ["osprey", "--data", str(data), "--form", "part", "--out", str(tmp_path / "o.jsonl")]
+    expect_each_refused(path, conversation, [
+        (lambda d: d[0].pop("height"), r"entry 0: needs \"height\" and \"width\""),
+        (lambda d: d[1]["annotation"][0].pop("segmentation"), r"entry 1: region 1 has no \"segmentation\""),
+        (lambda d: d[0]["annotation"][0].update(segmentation=[[1, 2, 3]]), r"entry 0: region 1: polygon 0 has 3 numbers"),
+        (lambda d: d[0]["annotation"][1]["segmentation"].update(size=[20, 40]),
+         r"entry 0: region 2: a 20x40 mask for a 30x40 picture"),
+        (lambda d: d[1]["conversations"].append({"from": "system", "value": "x"}), r"entry 1: turn 2 must be"),
+        (lambda d: d[1]["conversations"][1].update(value="[SEG]"), r"entry 1: holds \"\[SEG\]\" but has no masks"),
+    ], args)
+
+
+def test_visual_prompt_data_trains(osprey_layout, tiny_dir, tmp_path):
+    cli = os.environ.get("SA2VA_CLI")
+    if not cli:
+        pytest.skip("SA2VA_CLI not set")
+    data, root, _ = osprey_layout
+    lines = convert.osprey_samples(str(root / "Osprey-724K" / "osprey_conversation.json"), "conversation",
+                                   [str(root / "coco" / "train2014"), str(root / "coco" / "val2017")], 1,
+                                   random.Random(0), {})
+    path = tmp_path / "regions.jsonl"
+    convert.write_jsonl(str(path), iter(lines))
+    run = subprocess.run([cli, "train", "--model", str(tiny_dir), "--data", str(path), "--out", str(tmp_path / "run"),
+                          "--lora-r", "2", "--lora-alpha", "4", "--batch", "2", "--grad-accum", "1",
+                          "--threads", "2"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    log = read_jsonl(tmp_path / "run" / "train_log.jsonl")
+    assert len(log) == 1 and np.isfinite(log[0]["llm"]) and log[0]["llm"] > 0
+    assert (tmp_path / "run" / "model" / "model.safetensors").exists()
 
 
 def test_generated_shapes_match_their_masks(tmp_path):

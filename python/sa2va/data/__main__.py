@@ -1,9 +1,10 @@
-"""python -m sa2va.data refcoco|refvos|refsav|gcg|llava|chatunivi|shapes|shapes-demo ... : training data for
+"""python -m sa2va.data refcoco|refvos|refsav|gcg|llava|chatunivi|osprey|shapes|shapes-demo ... : training data for
 `sa2va train`."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import pickle
 import random
 import sys
@@ -71,6 +72,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=1, help="independent draws per sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .jsonl")
+    p = commands.add_parser("osprey", help="Osprey-724K visual prompts (regions) to JSONL", description=convert.__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="the data root (holding osprey-724k/)")
+    p.add_argument("--form", required=True, choices=list(convert.OSPREY_FILES),
+                   help="which Osprey-724K file, read as upstream reads it")
+    p.add_argument("--file", default=None, help="the JSON file (default: DATA/osprey-724k/Osprey-724K/<the form's file>)")
+    p.add_argument("--images", action="append", default=None,
+                   help="a folder to look for pictures in, in order; repeat it for several (default: "
+                        "DATA/osprey-724k/coco/train2014, val2014, train2017, val2017)")
+    p.add_argument("--repeats", type=int, default=1, help="independent draws per entry (the description form's questions)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True, help="output .jsonl")
     p = commands.add_parser("shapes", help="a generated coloured-shapes dataset")
     p.add_argument("--out", required=True, help="output folder (images/ and data.jsonl)")
     p.add_argument("--count", type=int, default=64)
@@ -122,6 +135,14 @@ def convert_data(args: argparse.Namespace) -> int:
         lines = convert.llava_samples(args.data, args.images, skipped)
         n = convert.write_jsonl(args.out, iter(lines))
         report = convert.skip_report(skipped, len(lines) + sum(skipped.values()), "samples")
+    elif args.command == "osprey":
+        skipped = {}
+        root = os.path.join(args.data, "osprey-724k")
+        path = args.file or os.path.join(root, "Osprey-724K", convert.OSPREY_FILES[args.form])
+        folders = args.images or [os.path.join(root, "coco", f) for f in convert.OSPREY_IMAGE_FOLDERS]
+        lines = convert.osprey_samples(path, args.form, folders, args.repeats, random.Random(args.seed), skipped)
+        n = convert.write_jsonl(args.out, iter(lines))
+        report = convert.skip_report(skipped, len(lines) // args.repeats + sum(skipped.values()), "entries")
     elif args.command == "chatunivi":
         skipped = {}
         _, chats = convert.chatunivi_chats(args.data, args.frame_dir, skipped)

@@ -43,6 +43,15 @@ chatunivi ChatUniVi video chat (DATA/video_datas/chat_univi/video_chat.json), fr
           frame when it has no more); human turns with "<image>" removed, paired in order with the gpt
           turns as written, "<image>" before the first; no masks. Samples with an empty answer or
           without extracted frames are skipped and counted.
+osprey    Osprey-724K visual prompts (DATA/osprey-724k/Osprey-724K/osprey_conversation.json,
+          osprey_part_level.json, osprey_lvis_positive_negative.json, osprey_detail_description.json,
+          osprey_short_form.json: --form conversation|part|positive-negative|description|short;
+          pictures in the first of DATA/osprey-724k/coco/train2014, val2014, train2017, val2017 that
+          holds them): each entry's regions (polygons or RLE) as "regions", its texts as upstream's
+          Osprey datasets form them (every '<' and '>' removed; the short form's questions ending in
+          "Answer the question using a single word or phrase."; the description form one
+          DETAILED_QUESTIONS question per region), "<image>" before the first question; no masks.
+          Entries without regions, pictures not found and empty answers are skipped and counted.
 Upstream draws these at every visit of a sample; here each line is one draw, and --repeats writes
 that many independent draws per image or video (upstream lists RefCOCO 4x, MeViS 4x, ReVOS 10x,
 Ref-YouTube-VOS 4x, GranD-f 10x, Ref-SAV 4x).
@@ -822,6 +831,131 @@ def llava_samples(path: str, images: str, skipped: dict[str, int]) -> list[dict[
                     "masks": []})
     if not out:
         raise SystemExit(f"{path}: no usable sample ({_skip_text(skipped)} of {len(data)} skipped)")
+    return out
+
+
+# ------------------------------------------------------------------------------ visual prompts
+# Osprey-724K's files under DATA/osprey-724k/Osprey-724K, by the form upstream reads each in.
+OSPREY_FILES = {
+    "conversation": "osprey_conversation.json",
+    "part": "osprey_part_level.json",
+    "positive-negative": "osprey_lvis_positive_negative.json",
+    "description": "osprey_detail_description.json",
+    "short": "osprey_short_form.json",
+}
+OSPREY_IMAGE_FOLDERS = ["train2014", "val2014", "train2017", "val2017"]  # under DATA/osprey-724k/coco
+OSPREY_SHORT_LIMIT = " Answer the question using a single word or phrase."
+
+
+def _osprey_region(segmentation: Any, size: tuple[int, int], where: str) -> Any:
+    """A region's segmentation as upstream's annToMask reads it: COCO RLE (compressed or runs) checked
+    against the picture, or a polygon list rasterised as one list (pycocotools' rule: a first entry of
+    4 numbers makes every entry a box [x, y, w, h]), which is the trainer's rule too, so it is kept."""
+    if isinstance(segmentation, dict):
+        return _whole_rle(segmentation, size, where)
+    if not isinstance(segmentation, list) or not segmentation:
+        raise SystemExit(f"{where}: a segmentation must be a non-empty polygon list or COCO RLE")
+    boxes = isinstance(segmentation[0], list) and len(segmentation[0]) == 4
+    for k, polygon in enumerate(segmentation):
+        if not isinstance(polygon, list) or not all(_number(v) for v in polygon):
+            raise SystemExit(f"{where}: a polygon must be a list of numbers [x0, y0, x1, y1, ...]")
+        if boxes and len(polygon) != 4:
+            raise SystemExit(f"{where}: entry {k} of a list of boxes [x, y, w, h] has {len(polygon)} numbers")
+        if not boxes and (len(polygon) < 6 or len(polygon) % 2):
+            raise SystemExit(f"{where}: polygon {k} has {len(polygon)} numbers: it needs an even number, at least 6")
+    return segmentation
+
+
+def _unbracketed(text: Any, where: str) -> str:
+    """Upstream removes every '<' and '>' from Osprey's texts ("<region1>" becomes "region1")."""
+    if not isinstance(text, str):
+        raise SystemExit(f"{where}: a text must be a string")
+    return text.replace("<", "").replace(">", "")
+
+
+def _osprey_turns(entry: dict[str, Any], form: str, rng: random.Random, regions: int,
+                  where: str) -> list[tuple[str, str]]:
+    """(question, answer) pairs as upstream's Osprey datasets form them, before the region list that
+    the trainer puts after the image: conversations with every '<' and '>' removed (the short form's
+    questions ending in OSPREY_SHORT_LIMIT), leading answers dropped, consecutive questions joined;
+    the description form one DETAILED_QUESTIONS question per region's description."""
+    if form == "description":
+        descriptions = _field(entry, "description", list, where)
+        if len(descriptions) > regions:
+            raise SystemExit(f"{where}: {len(descriptions)} descriptions for {regions} regions")
+        return [(rng.choice(templates.DETAILED_QUESTIONS).strip().replace("<region>", f"region{i + 1}"),
+                 _unbracketed(d, f"{where}: description {i}")) for i, d in enumerate(descriptions)]
+    limit = OSPREY_SHORT_LIMIT if form == "short" else ""
+    turns = _field(entry, "conversations", list, where)
+    pairs, question, started = [], "", False
+    for t, turn in enumerate(turns):
+        if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt"):
+            raise SystemExit(f"{where}: turn {t} must be {{\"from\": \"human\" or \"gpt\", \"value\": text}}")
+        value = _unbracketed(turn.get("value"), f"{where}: turn {t}")
+        if turn["from"] == "human":
+            question += value + limit
+            started = True
+        elif started:
+            pairs.append((question, value))
+            question = ""
+    return pairs
+
+
+def osprey_samples(path: str, form: str, image_folders: list[str], repeats: int, rng: random.Random,
+                   skipped: dict[str, int]) -> list[dict[str, Any]]:
+    """Osprey-724K's entries ({"file_name", "height", "width", "annotation": [{"segmentation"}],
+    "conversations" or "description"}) as training lines with "regions", everything checked first.
+    The first question starts with "<image>" (no newline: the trainer's region list, which follows the
+    image, ends in one), so that the tokens are those of upstream's Osprey datasets. Skipped and
+    counted: entries without regions or turns, pictures in none of `image_folders`, and conversations
+    with an empty answer (the trainer refuses them)."""
+    data = runner.read_json(path)
+    if not isinstance(data, list):
+        raise SystemExit(f"{path}: expected a list of entries")
+    out = []
+
+    def skip(reason: str) -> None:
+        skipped[reason] = skipped.get(reason, 0) + 1
+
+    for index, entry in enumerate(data):
+        where = f"{path}: entry {index}"
+        if not isinstance(entry, dict):
+            raise SystemExit(f"{where}: an entry must be an object")
+        file_name = _field(entry, "file_name", str, where)
+        size = _picture_size(entry, where)
+        if size is None:
+            raise SystemExit(f"{where}: needs \"height\" and \"width\"")
+        annotations = _field(entry, "annotation", list, where)
+        regions = []
+        for k, ann in enumerate(annotations):
+            if not isinstance(ann, dict) or "segmentation" not in ann:
+                raise SystemExit(f"{where}: region {k + 1} has no \"segmentation\"")
+            regions.append(_osprey_region(ann["segmentation"], size, f"{where}: region {k + 1}"))
+        image = next((os.path.abspath(os.path.join(folder, file_name)) for folder in image_folders
+                      if os.path.isfile(os.path.join(folder, file_name))), None)
+        draws = [_osprey_turns(entry, form, rng, len(regions), where) for _ in range(repeats)]
+        if any("[SEG]" in text for pairs in draws for pair in pairs for text in pair):
+            raise SystemExit(f"{where}: holds \"[SEG]\" but has no masks")
+        if not regions:
+            skip("no region")
+            continue
+        if not draws[0]:
+            skip("no question and answer")
+            continue
+        if any(not answer.strip() for pairs in draws for _, answer in pairs):
+            skip("an empty answer")
+            continue
+        if image is None:
+            skip("picture not found")
+            continue
+        for pairs in draws:
+            conversation = []
+            for t, (question, answer) in enumerate(pairs):
+                conversation.append({"from": "human", "value": "<image>" + question.rstrip() if t == 0 else question})
+                conversation.append({"from": "gpt", "value": answer})
+            out.append({"image": image, "regions": regions, "conversations": conversation, "masks": []})
+    if not out:
+        raise SystemExit(f"{path}: no usable entry ({_skip_text(skipped)} of {len(data)} skipped)")
     return out
 
 

@@ -48,6 +48,42 @@ GCG_QUESTIONS = [
 ]
 
 
+# Osprey's detailed-description questions: its description set draws one per region, "<region>"
+# becoming region1, region2, ...
+DETAILED_QUESTIONS = [
+    "Can you provide me with a detailed description of the region in the picture marked by <region>?",
+    "I'm curious about the region represented by <region> in the picture. Could you describe it in detail?",
+    "What can you tell me about the region indicated by <region> in the image?",
+    "I'd like to know more about the area in the photo labeled <region>. Can you give me a detailed description?",
+    "Could you describe the region shown as <region> in the picture in great detail?",
+    "What details can you give me about the region outlined by <region> in the photo?",
+    "Please provide me with a comprehensive description of the region marked with <region> in the image.",
+    "Can you give me a detailed account of the region labeled as <region> in the picture?",
+    "I'm interested in learning more about the region represented by <region> in the photo. Can you describe it in detail?",
+    "What is the region outlined by <region> in the picture like? Could you give me a detailed description?",
+    "Can you provide me with a detailed description of the region in the picture marked by <region>, please?",
+    "I'm curious about the region represented by <region> in the picture. Could you describe it in detail, please?",
+    "What can you tell me about the region indicated by <region> in the image, exactly?",
+    "I'd like to know more about the area in the photo labeled <region>, please. Can you give me a detailed description?",
+    "Could you describe the region shown as <region> in the picture in great detail, please?",
+    "What details can you give me about the region outlined by <region> in the photo, please?",
+    "Please provide me with a comprehensive description of the region marked with <region> in the image, please.",
+    "Can you give me a detailed account of the region labeled as <region> in the picture, please?",
+    "I'm interested in learning more about the region represented by <region> in the photo. Can you describe it in detail, please?",
+    "What is the region outlined by <region> in the picture like, please? Could you give me a detailed description?",
+    "Please describe the region <region> in the image in detail.",
+    "Can you offer a thorough analysis of the region <region> in the image?",
+    "Could you elaborate on the region highlighted by <region> in the picture provided?",
+    "Please share more information about the zone emphasized with <region> in the photo.",
+    "What insights can you give about the area denoted by <region> in the image presented?",
+    "Can you share a comprehensive rundown of the region denoted by <region> in the presented image?",
+    "I'd like to know more about the region highlighted by <region> in the picture provided.",
+    "Work through the important details of the area <region> in the image.",
+    "Illustrate the area represented by <region> through a descriptive explanation.",
+    "Examine the region <region> closely and share its details.",
+]
+
+
 def image_question(phrase: str, template: str) -> str:
     """An image referring question as upstream's RefCOCO dataset asks it: the phrase lower-cased
     without a final full stop."""
