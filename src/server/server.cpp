@@ -575,26 +575,66 @@ struct Server::Impl {
 
   // -- routes --
 
-  // Whether `method` is one of `allowed` ("GET, DELETE").
-  static bool takes_method(const std::string& allowed, const std::string& method) {
-    std::istringstream words(allowed);
-    for (std::string word; std::getline(words >> std::ws, word, ',');)
-      if (word == method) return true;
-    return false;
+  // One table of the API's endpoints: routes() registers each handler, and the 405 check reads the
+  // methods a path takes from the same patterns.
+  using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+  struct Endpoint {
+    std::string method, pattern;
+    Handler handler;
+    std::regex compiled;
+  };
+  std::vector<Endpoint> endpoints;
+
+  // Every method of the endpoints whose pattern is `path` ("GET, DELETE"; "" when none is).
+  std::vector<std::string> allowed_methods(const std::string& path) const {
+    std::vector<std::string> methods;
+    for (const Endpoint& e : endpoints)
+      if (std::regex_match(path, e.compiled) && std::find(methods.begin(), methods.end(), e.method) == methods.end())
+        methods.push_back(e.method);
+    return methods;
   }
 
-  // The methods an API path takes ("" for a path that is none of them); kept beside routes().
-  static std::string allowed_methods(const std::string& path) {
-    static const std::vector<std::pair<std::regex, std::string>> kEndpoints = {
-        {std::regex("/health|/v1/models|/metrics"), "GET"},
-        {std::regex("/v1/chat/completions|/v1/segment|/v1/sessions"), "POST"},
-        {std::regex("/v1/sessions/[A-Za-z0-9-]+"), "GET, DELETE"},
-        {std::regex("/v1/sessions/[A-Za-z0-9-]+/frames/[0-9]+"), "GET"},
-        {std::regex("/v1/sessions/[A-Za-z0-9-]+/chat"), "POST"},
+  // A handler answering through guarded(), its answers counted under `metric`.
+  Handler guarded_by(const char* metric, std::function<void(const httplib::Request&, httplib::Response&)> body) {
+    return [this, metric, body = std::move(body)](const httplib::Request& req, httplib::Response& res) {
+      guarded(metric, res, [&] { body(req, res); });
     };
-    for (const auto& [pattern, methods] : kEndpoints)
-      if (std::regex_match(path, pattern)) return methods;
-    return "";
+  }
+
+  std::vector<Endpoint> api_endpoints() {
+    const auto json_answer = [](std::function<json()> answer) {
+      return [answer = std::move(answer)](const httplib::Request&, httplib::Response& res) { send_json(res, 200, answer()); };
+    };
+    return {
+        {"GET", "/health", json_answer([this] { return json{{"status", "ok"}, {"model", options.model_name}}; }), {}},
+        {"GET", "/v1/models", guarded_by("/v1/models", json_answer([this] { return models_json(); })), {}},
+        {"GET", "/metrics",
+         [this](const httplib::Request&, httplib::Response& res) {
+           res.set_content(metrics.text(admission.waiting(), admission.running(), sessions.count(), media_budget.held()),
+                           "text/plain; version=0.0.4");
+         },
+         {}},
+        {"POST", "/v1/chat/completions",
+         guarded_by("/v1/chat/completions", [this](const auto& req, auto& res) { chat_completions(req, res); }), {}},
+        {"POST", "/v1/segment", guarded_by("/v1/segment", [this](const auto& req, auto& res) { segment(req, res); }), {}},
+        {"POST", "/v1/sessions",
+         guarded_by("/v1/sessions", [this](const auto& req, auto& res) { create_session(req, res); }), {}},
+        {"GET", R"(/v1/sessions/([A-Za-z0-9-]+))",
+         guarded_by("/v1/sessions/{id}",
+                    [this](const auto& req, auto& res) { send_json(res, 200, session_json(*sessions.get(req.matches[1]))); }),
+         {}},
+        {"DELETE", R"(/v1/sessions/([A-Za-z0-9-]+))",
+         guarded_by("/v1/sessions/{id}",
+                    [this](const auto& req, auto& res) {
+                      if (!sessions.erase(req.matches[1])) throw HttpError(404, "no session " + std::string(req.matches[1]));
+                      send_json(res, 200, {{"id", std::string(req.matches[1])}, {"deleted", true}});
+                    }),
+         {}},
+        {"GET", R"(/v1/sessions/([A-Za-z0-9-]+)/frames/(\d+))",
+         guarded_by("/v1/sessions/{id}/frames", [this](const auto& req, auto& res) { session_frame(req, res); }), {}},
+        {"POST", R"(/v1/sessions/([A-Za-z0-9-]+)/chat)",
+         guarded_by("/v1/sessions/{id}/chat", [this](const auto& req, auto& res) { session_chat(req, res); }), {}},
+    };
   }
 
   void routes() {
@@ -623,7 +663,10 @@ struct Server::Impl {
       if (is_api(req.path) && !options.api_key.empty() && !authorized(req.get_header_value("Authorization"), options.api_key))
         return refuse(401, "missing or wrong API key (send Authorization: Bearer <key>)", "unauthorized");
       // An endpoint asked with a method it does not take: 405 before its body is judged.
-      if (const std::string allowed = allowed_methods(req.path); !allowed.empty() && !takes_method(allowed, req.method)) {
+      if (const std::vector<std::string> methods = allowed_methods(req.path);
+          !methods.empty() && std::find(methods.begin(), methods.end(), req.method) == methods.end()) {
+        std::string allowed;
+        for (const std::string& m : methods) allowed += (allowed.empty() ? "" : ", ") + m;
         res.set_header("Allow", allowed);
         return refuse(405, req.method + " is not allowed on " + req.path + " (allowed: " + allowed + ")", "(no endpoint)");
       }
@@ -661,40 +704,14 @@ struct Server::Impl {
         res.set_content(reinterpret_cast<const char*>(asset.data), asset.size, asset.content_type);
       });
     }
-    http.Get("/health", [this](const httplib::Request&, httplib::Response& res) {
-      send_json(res, 200, {{"status", "ok"}, {"model", options.model_name}});
-    });
-    http.Get("/v1/models", [this](const httplib::Request&, httplib::Response& res) {
-      guarded("/v1/models", res, [&] { send_json(res, 200, models_json()); });
-    });
-    http.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      res.set_content(metrics.text(admission.waiting(), admission.running(), sessions.count(), media_budget.held()),
-                      "text/plain; version=0.0.4");
-    });
-    http.Post("/v1/chat/completions", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/chat/completions", res, [&] { chat_completions(req, res); });
-    });
-    http.Post("/v1/segment", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/segment", res, [&] { segment(req, res); });
-    });
-    http.Post("/v1/sessions", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/sessions", res, [&] { create_session(req, res); });
-    });
-    http.Get(R"(/v1/sessions/([A-Za-z0-9-]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/sessions/{id}", res, [&] { send_json(res, 200, session_json(*sessions.get(req.matches[1]))); });
-    });
-    http.Delete(R"(/v1/sessions/([A-Za-z0-9-]+))", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/sessions/{id}", res, [&] {
-        if (!sessions.erase(req.matches[1])) throw HttpError(404, "no session " + std::string(req.matches[1]));
-        send_json(res, 200, {{"id", std::string(req.matches[1])}, {"deleted", true}});
-      });
-    });
-    http.Get(R"(/v1/sessions/([A-Za-z0-9-]+)/frames/(\d+))", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/sessions/{id}/frames", res, [&] { session_frame(req, res); });
-    });
-    http.Post(R"(/v1/sessions/([A-Za-z0-9-]+)/chat)", [this](const httplib::Request& req, httplib::Response& res) {
-      guarded("/v1/sessions/{id}/chat", res, [&] { session_chat(req, res); });
-    });
+    endpoints = api_endpoints();
+    for (Endpoint& e : endpoints) {
+      e.compiled = std::regex(e.pattern);
+      if (e.method == "GET") http.Get(e.pattern, e.handler);
+      else if (e.method == "POST") http.Post(e.pattern, e.handler);
+      else if (e.method == "DELETE") http.Delete(e.pattern, e.handler);
+      else throw Error("server: no route for method " + e.method);
+    }
   }
 
   static bool is_api(const std::string& path) { return path.rfind("/v1/", 0) == 0 || path == "/metrics"; }

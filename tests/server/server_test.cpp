@@ -431,6 +431,10 @@ TEST(Server, BadRequestsGetJsonErrors) {
     res = s.client().Delete("/v1/sessions/s-any/chat", auth);
     ASSERT_TRUE(res);
     EXPECT_EQ(res->status, 405);
+    res = s.client().Put("/v1/sessions/s-any", auth, "{}", "application/json");  // a path with two methods
+    ASSERT_TRUE(res);
+    EXPECT_EQ(res->status, 405);
+    EXPECT_EQ(res->get_header_value("Allow"), "GET, DELETE");
     EXPECT_EQ(s.client().Get("/v1/nothing", auth)->status, 404);
   }
   expect_error("/v1/segment", json{{"image", t.image_uri}, {"expressions", json::array()}}.dump(), 400, "expressions");
