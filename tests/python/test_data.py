@@ -502,7 +502,7 @@ def osprey_layout(tmp_path):
         return {"from": role, "value": value}
     conversation = [
         {"file_name": "a.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": polygon}, {"segmentation": rle}],
-         "conversations": [turn("gpt", "Hello."), turn("human", "What is <region1>? "), turn("human", "And <region2>?"),
+         "conversations": [turn("human", "What is <region1>? "), turn("human", " And <region2>? "),
                            turn("gpt", "A <b>cat</b>."), turn("human", "Colour of region2?"), turn("gpt", "Grey."),
                            turn("human", "Left over?")]},
         {"file_name": "b.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": runs}],
@@ -513,6 +513,10 @@ def osprey_layout(tmp_path):
          "conversations": [turn("human", "What?"), turn("gpt", "Nothing.")]},
         {"file_name": "b.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": polygon}],
          "conversations": [turn("human", "What?"), turn("gpt", " ")]},
+        {"file_name": "b.jpg", "height": 30, "width": 40, "annotation": [{"segmentation": polygon}],
+         "conversations": [turn("gpt", "Hello."), turn("human", "What?"), turn("gpt", "A box.")]},
+        {"file_name": "a.jpg", "height": 31, "width": 40, "annotation": [{"segmentation": polygon}],
+         "conversations": [turn("human", "What?"), turn("gpt", "A box.")]},
     ]
     description = [{"file_name": "b.jpg", "height": 30, "width": 40,
                     "annotation": [{"segmentation": polygon}, {"segmentation": runs}],
@@ -531,7 +535,8 @@ def test_osprey_regions_and_texts_are_read_as_upstream_reads_them(osprey_layout,
     assert data_main.main(["osprey", "--data", str(data), "--form", "conversation", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "2 samples" in printed
-    assert "skipped 3 of 5 entries: 1 picture not found, 1 no region, 1 an empty answer" in printed
+    assert ("skipped 5 of 7 entries: 1 picture not found, 1 no region, 1 an empty answer, 1 a conversation "
+            "starting with an answer, 1 a size that is not its picture's") in printed
     a, b = read_jsonl(out)
     assert a["image"] == str(root / "coco" / "train2014" / "a.jpg")
     assert b["image"] == str(root / "coco" / "val2017" / "b.jpg")  # the first folder that holds it
@@ -539,9 +544,10 @@ def test_osprey_regions_and_texts_are_read_as_upstream_reads_them(osprey_layout,
     assert a["regions"][0] == conversation[0]["annotation"][0]["segmentation"]
     assert masks.decode(a["regions"][1]).sum() == 15 * 20
     assert b["regions"][0]["size"] == [30, 40]  # runs compressed
-    # Leading answer dropped, questions joined, brackets removed, "<image>" first without a newline
-    # (the trainer's region list ends in one), a question without answer dropped.
-    assert a["conversations"] == [{"from": "human", "value": "<image>What is region1? And region2?"},
+    # Brackets removed, the first question's end stripped and the next joined as it is (as upstream
+    # strips only the message holding the image), "<image>" first without a newline (the trainer's
+    # region list ends in one), a question without answer dropped.
+    assert a["conversations"] == [{"from": "human", "value": "<image>What is region1? And region2? "},
                                   {"from": "gpt", "value": "A bcat/b."},
                                   {"from": "human", "value": "Colour of region2?"}, {"from": "gpt", "value": "Grey."}]
     short = tmp_path / "short.jsonl"

@@ -165,51 +165,72 @@ Mask mask_of_png(const std::string& path) {
 // Visual prompts (regions): a sample trains on what inference reads for the same image, regions and
 // question: the same token ids (region1<vp>…</vp> after the image), and the language model, with the
 // regions' rows spliced in after the thumbnail's, gives the same [SEG] embedding (LoRA starts at zero).
+// gcg.png is one tile; res.png (600x280) two tiles and the thumbnail, whose cells the regions take.
 TEST(Trainer, ASampleWithRegionsTrainsOnWhatInferenceReadsForItsMaskPrompts) {
   SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
   SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
-  const std::string image = dir + "/inputs/gcg.png";
-  const std::string question = "What is region1, and where is region2?";
-  train::TrainingSample sample;
-  sample.where = "regions";
-  sample.images = {image};
-  sample.turns = {{"<image>\n" + question, "Sure, [SEG]."}};
-  sample.seg_count = 1;
-  sample.masks = {{rle_of_png(dir + "/inputs/gcg_mask0.png").dump()}};
-  sample.regions = {rle_of_png(dir + "/inputs/gcg_mask0.png").dump(), rle_of_png(dir + "/inputs/gcg_mask1.png").dump()};
   const train::Trainer trainer(tiny_options(model, "", ""));
-  const train::BatchSample prepared = trainer.prepare(sample);
-  const train::TrainableLanguageModel::Forward f = trainer.model().llm.forward(prepared.text);
-  const int64_t image_rows = prepared.text.vision.size(0) * prepared.text.vision.size(1);
-  EXPECT_GT(static_cast<int64_t>(prepared.text.image_rows.size()), image_rows);  // the regions' cells again
-
   const auto inference = Sa2vaModel::load(model, Precision::F32);
-  Request request;
-  request.image = load_image(image, kDefaultMaxPixels);
-  request.text = question;
-  request.mask_prompts = {mask_of_png(dir + "/inputs/gcg_mask0.png"), mask_of_png(dir + "/inputs/gcg_mask1.png")};
-  request.forced_answer = "Sure, [SEG].";
-  StageRecorder rec;
-  inference->predict(request, &rec);
-  Tensor seg_embeds, input_ids;
-  for (const auto& [name, t] : rec.stages()) {
-    if (name == "seg.embeds") seg_embeds = t;
-    if (name == "input_ids") input_ids = t.to(DType::I64);
-  }
-  ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
-  ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
-  for (int64_t i = 0; i < input_ids.numel(); ++i)
-    ASSERT_EQ(input_ids.data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << "token " << i;
-  EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4);
+  const std::string question = "What is region1, and where is region2?";
+  for (const std::string name : {"gcg", "res"}) {
+    SCOPED_TRACE(name);
+    const std::string image = dir + "/inputs/" + name + ".png";
+    const std::vector<std::string> region_files = {dir + "/inputs/" + name + "_mask0.png",
+                                                   name == "gcg" ? dir + "/inputs/gcg_mask1.png" : ""};
+    train::TrainingSample sample;
+    sample.where = "regions";
+    sample.images = {image};
+    sample.turns = {{"<image>\n" + question, "Sure, [SEG]."}};
+    sample.seg_count = 1;
+    sample.masks = {{rle_of_png(region_files[0]).dump()}};
+    Request request;
+    request.image = load_image(image, kDefaultMaxPixels);
+    request.text = question;
+    request.forced_answer = "Sure, [SEG].";
+    request.mask_prompts = {mask_of_png(region_files[0])};
+    if (!region_files[1].empty()) {
+      request.mask_prompts.push_back(mask_of_png(region_files[1]));
+    } else {  // a second region: the lower right quarter
+      Mask quarter{request.image.width, request.image.height,
+                   std::vector<uint8_t>(static_cast<size_t>(request.image.width) * request.image.height)};
+      for (int y = quarter.height / 2; y < quarter.height; ++y)
+        for (int x = quarter.width / 2; x < quarter.width; ++x) quarter.data[static_cast<size_t>(y) * quarter.width + x] = 1;
+      request.mask_prompts.push_back(quarter);
+    }
+    for (const Mask& m : request.mask_prompts) {
+      const CocoRle rle = rle_encode({m.data.data(), m.height, m.width});
+      sample.regions.push_back(json{{"size", {m.height, m.width}}, {"counts", rle_counts_to_string(rle.counts)}}.dump());
+    }
+    const train::BatchSample prepared = trainer.prepare(sample);
+    const train::TrainableLanguageModel::Forward f = trainer.model().llm.forward(prepared.text);
+    const int64_t tiles = prepared.text.vision.size(0), tokens = prepared.text.vision.size(1);
+    EXPECT_EQ(tiles, name == "gcg" ? 1 : 3);
+    ASSERT_GT(static_cast<int64_t>(prepared.text.image_rows.size()), tiles * tokens);
+    for (size_t i = static_cast<size_t>(tiles * tokens); i < prepared.text.image_rows.size(); ++i)
+      ASSERT_GE(prepared.text.image_rows[i], (tiles - 1) * tokens) << "a region row outside the thumbnail";
 
-  // A region not at the image's size is refused, naming it.
-  train::TrainingSample wrong = sample;
-  wrong.regions[1] = R"({"size": [3, 4], "counts": [12]})";
-  try {
-    trainer.prepare(wrong);
-    ADD_FAILURE() << "a region of another size was accepted";
-  } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("regions: region 2"), std::string::npos) << e.what();
+    StageRecorder rec;
+    inference->predict(request, &rec);
+    Tensor seg_embeds, input_ids;
+    for (const auto& [stage, t] : rec.stages()) {
+      if (stage == "seg.embeds") seg_embeds = t;
+      if (stage == "input_ids") input_ids = t.to(DType::I64);
+    }
+    ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
+    ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
+    for (int64_t i = 0; i < input_ids.numel(); ++i)
+      ASSERT_EQ(input_ids.data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << "token " << i;
+    EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4);
+
+    // A region not at the image's size is refused, naming it.
+    train::TrainingSample wrong = sample;
+    wrong.regions[1] = R"({"size": [3, 4], "counts": [12]})";
+    try {
+      trainer.prepare(wrong);
+      ADD_FAILURE() << "a region of another size was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("regions: region 2"), std::string::npos) << e.what();
+    }
   }
 }
 

@@ -51,7 +51,8 @@ osprey    Osprey-724K visual prompts (DATA/osprey-724k/Osprey-724K/osprey_conver
           Osprey datasets form them (every '<' and '>' removed; the short form's questions ending in
           "Answer the question using a single word or phrase."; the description form one
           DETAILED_QUESTIONS question per region), "<image>" before the first question; no masks.
-          Entries without regions, pictures not found and empty answers are skipped and counted.
+          Entries without regions, conversations starting with an answer, empty answers, pictures
+          not found and entries whose size is not their picture's are skipped and counted.
 Upstream draws these at every visit of a sample; here each line is one draw, and --repeats writes
 that many independent draws per image or video (upstream lists RefCOCO 4x, MeViS 4x, ReVOS 10x,
 Ref-YouTube-VOS 4x, GranD-f 10x, Ref-SAV 4x).
@@ -873,32 +874,30 @@ def _unbracketed(text: Any, where: str) -> str:
     return text.replace("<", "").replace(">", "")
 
 
-def _osprey_turns(entry: dict[str, Any], form: str, rng: random.Random, regions: int,
-                  where: str) -> list[tuple[str, str]]:
+def _osprey_turns(entry: dict[str, Any], form: str, rng: random.Random, where: str) -> list[tuple[str, str]] | None:
     """(question, answer) pairs as upstream's Osprey datasets form them, before the region list that
     the trainer puts after the image: conversations with every '<' and '>' removed (the short form's
-    questions ending in OSPREY_SHORT_LIMIT), leading answers dropped, consecutive questions joined;
-    the description form one DETAILED_QUESTIONS question per region's description."""
+    questions ending in OSPREY_SHORT_LIMIT), the first question's end stripped (upstream strips the
+    message that holds the image), consecutive questions joined as they are, a last question without
+    answer dropped; the description form one DETAILED_QUESTIONS question per region's description.
+    None for a conversation that starts with an answer (upstream asserts that it does not)."""
     if form == "description":
         descriptions = _field(entry, "description", list, where)
-        if len(descriptions) > regions:
-            raise SystemExit(f"{where}: {len(descriptions)} descriptions for {regions} regions")
         return [(rng.choice(templates.DETAILED_QUESTIONS).strip().replace("<region>", f"region{i + 1}"),
                  _unbracketed(d, f"{where}: description {i}")) for i, d in enumerate(descriptions)]
     limit = OSPREY_SHORT_LIMIT if form == "short" else ""
     turns = _field(entry, "conversations", list, where)
-    pairs, question, started = [], "", False
+    pairs, question = [], ""
     for t, turn in enumerate(turns):
         if not isinstance(turn, dict) or turn.get("from") not in ("human", "gpt"):
             raise SystemExit(f"{where}: turn {t} must be {{\"from\": \"human\" or \"gpt\", \"value\": text}}")
         value = _unbracketed(turn.get("value"), f"{where}: turn {t}")
         if turn["from"] == "human":
-            question += value + limit
-            started = True
-        elif started:
+            question += (value + limit).rstrip() if t == 0 else value + limit
+        else:
             pairs.append((question, value))
             question = ""
-    return pairs
+    return None if turns and turns[0]["from"] == "gpt" else pairs
 
 
 def osprey_samples(path: str, form: str, image_folders: list[str], repeats: int, rng: random.Random,
@@ -907,8 +906,9 @@ def osprey_samples(path: str, form: str, image_folders: list[str], repeats: int,
     "conversations" or "description"}) as training lines with "regions", everything checked first.
     The first question starts with "<image>" (no newline: the trainer's region list, which follows the
     image, ends in one), so that the tokens are those of upstream's Osprey datasets. Skipped and
-    counted: entries without regions or turns, pictures in none of `image_folders`, and conversations
-    with an empty answer (the trainer refuses them)."""
+    counted: entries without regions or without a question and answer, conversations that start with
+    an answer, conversations with an empty answer (the trainer refuses them), pictures in none of
+    `image_folders`, and entries whose height and width are not their picture's."""
     data = runner.read_json(path)
     if not isinstance(data, list):
         raise SystemExit(f"{path}: expected a list of entries")
@@ -933,11 +933,14 @@ def osprey_samples(path: str, form: str, image_folders: list[str], repeats: int,
             regions.append(_osprey_region(ann["segmentation"], size, f"{where}: region {k + 1}"))
         image = next((os.path.abspath(os.path.join(folder, file_name)) for folder in image_folders
                       if os.path.isfile(os.path.join(folder, file_name))), None)
-        draws = [_osprey_turns(entry, form, rng, len(regions), where) for _ in range(repeats)]
-        if any("[SEG]" in text for pairs in draws for pair in pairs for text in pair):
+        draws = [_osprey_turns(entry, form, rng, where) for _ in range(repeats)]
+        if any("[SEG]" in text for pairs in draws for pair in pairs or [] for text in pair):
             raise SystemExit(f"{where}: holds \"[SEG]\" but has no masks")
         if not regions:
             skip("no region")
+            continue
+        if draws[0] is None:
+            skip("a conversation starting with an answer")
             continue
         if not draws[0]:
             skip("no question and answer")
@@ -948,10 +951,15 @@ def osprey_samples(path: str, form: str, image_folders: list[str], repeats: int,
         if image is None:
             skip("picture not found")
             continue
+        # The trainer reads regions at the picture's size (upstream at the entry's, then at the 16x16
+        # token grid): an entry whose size is not its picture's would stop a run midway.
+        if _frame_size(image, where) != size:
+            skip("a size that is not its picture's")
+            continue
         for pairs in draws:
             conversation = []
             for t, (question, answer) in enumerate(pairs):
-                conversation.append({"from": "human", "value": "<image>" + question.rstrip() if t == 0 else question})
+                conversation.append({"from": "human", "value": "<image>" + question if t == 0 else question})
                 conversation.append({"from": "gpt", "value": answer})
             out.append({"image": image, "regions": regions, "conversations": conversation, "masks": []})
     if not out:
