@@ -508,6 +508,61 @@ def test_gcg_end_to_end(tiny_dir, tmp_path, capsys):
     assert run_eval(capsys, "gcg", "--data", data, "--split", "val", "--out", out, "--score-only")["AP"] == result["AP"]
 
 
+def test_region_captions_are_cleaned_as_upstream_cleans_them():
+    from sa2va.eval.regioncap import clean_region_caption
+    # every "is" goes, inside words too; ":" goes before "ASSISTANT: " is looked for
+    assert clean_region_caption("Region1 shows: a small grey cat, this is it.<|im_end|>") == "a small grey cat, th it."
+    assert clean_region_caption("<s>ASSISTANT: The region marked by region1 is a dog.") == "ASSISTANT a dog."
+    assert clean_region_caption("'A red <p>car</p> [SEG]\n parked.'") == "A red car parked."
+    assert clean_region_caption("The region marked as  a  tree") == "a tree"
+
+
+def write_region_caption_data(data):
+    images = data / "glamm_data" / "images" / "coco2014" / "train2014"
+    for i, (w, h) in enumerate([(40, 30), (32, 24), (40, 30)]):
+        random_image(images / f"COCO_{i}.jpg", w, h, i)
+    rle = masks.encode(np.pad(np.ones((10, 12), np.uint8), ((4, 10), (6, 14))))
+    coco = {"images": [{"id": 10 + i, "file_name": f"COCO_{i}.jpg", "width": w, "height": h}
+                       for i, (w, h) in enumerate([(40, 30), (32, 24), (40, 30)])],
+            "annotations": [{"id": 10, "image_id": 10, "caption": "a grey box", "segmentation": [[2, 2, 30, 2, 30, 25, 2, 25]]},
+                            {"id": 11, "image_id": 11, "caption": "a corner", "segmentation": [rle]},
+                            {"id": 12, "image_id": 12, "caption": "nothing", "segmentation": []}]}
+    path = data / "region_caption" / "refcocog" / "finetune_refcocog_val_with_mask.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps(coco))
+    return path, coco
+
+
+def test_region_captions_end_to_end(tiny_dir, tmp_path, capsys):
+    data = tmp_path / "data"
+    path, coco = write_region_caption_data(data)
+    out = tmp_path / "out"
+    args = ["regioncap", "--data", data, "--out", out, "--model", tiny_dir, "--precision", "f32",
+            "--forced-answer", "Region1 shows: a small grey cat, this is it.", "--quiet"]
+    result = run_eval(capsys, *args)
+    assert result["benchmark"] == "regioncap" and result["samples"] == 3 and result["of"] == 3
+    assert result["captions"].startswith("not computed") or "CIDEr" in result["captions"]
+    kept = json.loads((out / "region_cap_pred.json").read_text())
+    assert [r["image_id"] for r in kept] == [10, 11, 12]
+    assert all(r["caption"] == "a small grey cat, th it." for r in kept)
+    assert kept[0]["image_file"] == "COCO_0.jpg" and kept[0]["prediction"].startswith("Region1 shows:")
+    # The visual prompts as given to the model: a list of RLE decoded and summed, an empty list empty.
+    from sa2va.eval.regioncap import region_mask
+    assert region_mask(coco["annotations"][1]["segmentation"], 24, 32, "x").sum() == 10 * 12
+    assert not region_mask([], 30, 40, "x").any()
+    # Re-scoring needs no model; a bad segmentation or a missing annotation is named.
+    assert run_eval(capsys, "regioncap", "--data", data, "--out", out, "--score-only")["samples"] == 3
+    coco["annotations"][0]["segmentation"] = [[1, 2, 3]]
+    path.write_text(json.dumps(coco))
+    with pytest.raises(SystemExit, match=r"image 10: segmentation: the first entry has 3 numbers"):
+        eval_main.main([str(a) for a in ["regioncap", "--data", data, "--out", tmp_path / "o2", "--model", tiny_dir,
+                                         "--precision", "f32", "--forced-answer", "x", "--quiet"]])
+    del coco["annotations"][2]
+    path.write_text(json.dumps(coco))
+    with pytest.raises(SystemExit, match=r"image 12: no annotation of the same id"):
+        eval_main.main(["regioncap", "--data", str(data), "--score-only", "--out", str(out)])
+
+
 def test_bad_layouts_and_arguments_say_what_is_wrong(tmp_path, capsys):
     with pytest.raises(SystemExit, match="refs\\(unc\\).p"):
         eval_main.main(["refcoco", "--data", str(tmp_path), "--dataset", "refcoco", "--split", "val"])

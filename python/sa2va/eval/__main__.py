@@ -1,4 +1,4 @@
-"""python -m sa2va.eval refcoco|refvos|gcg --data DIR --model M [options]"""
+"""python -m sa2va.eval refcoco|refvos|gcg|regioncap --data DIR --model M [options]"""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 
 import sa2va
 
-from . import gcg, refcoco, refvos
+from . import gcg, refcoco, refvos, regioncap
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="benchmark", required=True)
     for name, module, summary in (("refcoco", refcoco, "RefCOCO / RefCOCO+ / RefCOCOg: cIoU, gIoU"),
                                   ("refvos", refvos, "MeViS, Ref-YouTube-VOS, ReVOS, Ref-DAVIS17: J, F, J&F"),
-                                  ("gcg", gcg, "grounded captions (GranD-f): mask AP, mIoU, recall")):
+                                  ("gcg", gcg, "grounded captions (GranD-f): mask AP, mIoU, recall"),
+                                  ("regioncap", regioncap, "region captions (RefCOCOg regions as visual prompts): "
+                                   "METEOR, CIDEr")):
         sub = commands.add_parser(name, help=summary, description=module.__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(sub)
