@@ -148,6 +148,22 @@ std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Te
   return counts;
 }
 
+// "region1 with 12 tokens, region2 with 3" from a region list (region_prompt_string), for messages.
+std::string region_token_counts(const std::string& region_list) {
+  std::string out;
+  int k = 0;
+  for (size_t at = region_list.find(kVisualPromptStart); at != std::string::npos;
+       at = region_list.find(kVisualPromptStart, at + 1)) {
+    const size_t end = region_list.find(kVisualPromptEnd, at);
+    size_t tokens = 0;
+    for (size_t t = region_list.find(kImageContext, at); t < end; t = region_list.find(kImageContext, t + 1)) ++tokens;
+    ++k;
+    out += (k > 1 ? ", region" : "region") + std::to_string(k) + " with " + std::to_string(tokens) +
+           (k == 1 ? " tokens" : "");
+  }
+  return out;
+}
+
 }  // namespace
 
 static size_t feature_bytes(const sam2::FrameFeatures& f) {
@@ -295,6 +311,7 @@ struct Sa2vaModel::PredictState {
   size_t num_tiles = 0;       // image: dynamic tiles (thumbnail included)
   std::vector<uint8_t> vp_tiles;  // visual prompts: the tiles the regions read
   Tensor region_cells;            // visual prompts: U8 [K, grid²] token cells of each region
+  std::string region_list;        // visual prompts: the prompt's list of them (region_prompt_string)
   int64_t num_frames = 0;                // video
   std::vector<int> conditioning_frames;  // video: the key frames the LLM saw
   // prepare_prompt
@@ -502,7 +519,8 @@ void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, co
   record(rec, "mask_prompts_16x16", s.region_cells.view({K, grid, grid}));
   s.vp_tiles.assign(s.num_tiles, 0);
   s.vp_tiles.back() = 1;  // regions read the thumbnail (or the single tile)
-  s.visual_tokens += region_prompt_string(counts);
+  s.region_list = region_prompt_string(counts);
+  s.visual_tokens += s.region_list;
 }
 
 void Sa2vaModel::encode_video_key_frames(const Request& request, PredictState& s, const ExecContext& ctx) const {
@@ -554,6 +572,11 @@ void Sa2vaModel::prepare_prompt(const Request& request, PredictState& s, const E
               (s.has_video ? "video" : "image") + (request.mask_prompts.empty() ? "" : " and visual prompts") +
               " give " + std::to_string(rows.size(0)) +
               ": a later turn passes its conversation's medium again, with the same visual prompts as the first turn");
+    // The same count could come from the regions in another order: the first turn's list must read
+    // as this request's (each region's tokens, in order).
+    check(request.past_text.empty() || s.region_list.empty() || request.past_text.find(s.region_list) != std::string::npos,
+          "the conversation so far does not list this request's visual prompts (" + region_token_counts(s.region_list) +
+              "): a later turn passes the first turn's regions again, in the same order");
     s.embeds = splice_image_embeddings(s.embeds, s.prompt_ids, img_context_id, rows);
   }
 }

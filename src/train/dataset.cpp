@@ -74,8 +74,12 @@ TrainingSample parse_sample(const json& j, const fs::path& folder, const std::st
             where + ": mask " + std::to_string(k) + " must be a list of one mask per frame (" +
                 std::to_string(s.images.size()) + ")");
       std::vector<std::string>& frames = s.masks.emplace_back();
-      for (const json& mask : masks[k]) frames.push_back(mask.dump());
+      for (size_t f = 0; f < masks[k].size(); ++f) {
+        check_training_mask(masks[k][f], where + ": mask " + std::to_string(k) + " frame " + std::to_string(f));
+        frames.push_back(masks[k][f].dump());
+      }
     } else {
+      check_training_mask(masks[k], where + ": mask " + std::to_string(k));
       s.masks.push_back({masks[k].dump()});
     }
   }
@@ -83,7 +87,10 @@ TrainingSample parse_sample(const json& j, const fs::path& folder, const std::st
     const json& regions = j["regions"];
     check(regions.is_array(), where + ": \"regions\" must be a list of masks (the visual prompts)");
     check(regions.empty() || !s.video, where + ": \"regions\" (visual prompts) need an \"image\", not \"frames\"");
-    for (const json& region : regions) s.regions.push_back(region.dump());
+    for (size_t k = 0; k < regions.size(); ++k) {
+      check_training_mask(regions[k], where + ": region " + std::to_string(k + 1));
+      s.regions.push_back(regions[k].dump());
+    }
   }
   return s;
 }
@@ -158,42 +165,53 @@ std::vector<uint8_t> decode_training_mask(const std::string& mask, int height, i
   return decode_training_mask(parsed, height, width, where);
 }
 
-std::vector<uint8_t> decode_training_mask(const json& mask, int height, int width, const std::string& where) {
-  const std::string size_text = std::to_string(height) + "x" + std::to_string(width);
+namespace {
+
+// A MASK entry read: an RLE's size and runs, or polygons as coordinates (boxes already traced as
+// their corners), every check but the picture's size made.
+struct MaskForm {
+  bool rle = false;
+  CocoRle runs;
+  std::vector<std::vector<double>> polygons;
+};
+
+MaskForm read_mask(const json& mask, const std::string& where) {
+  MaskForm form;
   if (mask.is_object()) {
     check(mask.contains("size") && mask["size"].is_array() && mask["size"].size() == 2 && mask.contains("counts"),
           where + ": a COCO RLE mask needs \"size\": [h, w] and \"counts\"");
     const auto h = json_integer(mask["size"][0], 0, 1 << 20), w = json_integer(mask["size"][1], 0, 1 << 20);
-    check(h && w && *h == height && *w == width,
-          where + ": mask size " + mask["size"].dump() + " differs from the image's " + size_text);
-    CocoRle rle{height, width, {}};
+    check(h && w, where + ": mask size " + mask["size"].dump() + " is not [height, width] in pixels");
+    form.rle = true;
+    form.runs = {static_cast<int>(*h), static_cast<int>(*w), {}};
     const json& counts = mask["counts"];
+    uint64_t covered = 0;
     if (counts.is_string()) {
       try {
-        rle.counts = rle_counts_from_string(counts.get<std::string>());
+        form.runs.counts = rle_counts_from_string(counts.get<std::string>());
       } catch (const Error& e) {
         throw Error(where + ": " + e.what());
       }
     } else {
       check(counts.is_array(), where + ": RLE \"counts\" must be a string or a list of runs");
       for (const json& c : counts) {
-        const auto run = json_integer(c, 0, static_cast<int64_t>(height) * width);
+        const auto run = json_integer(c, 0, *h * *w);
         check(run.has_value(), where + ": RLE runs must be integers within the image");
-        rle.counts.push_back(static_cast<uint32_t>(*run));
+        form.runs.counts.push_back(static_cast<uint32_t>(*run));
       }
     }
-    try {
-      return rle_decode(rle);
-    } catch (const Error& e) {
-      throw Error(where + ": " + e.what());
-    }
+    for (const uint32_t run : form.runs.counts) covered += run;
+    check(covered == static_cast<uint64_t>(*h * *w), where + ": RLE runs cover " + std::to_string(covered) +
+                                                         " pixels, not " + std::to_string(*h) + " x " + std::to_string(*w));
+    return form;
   }
   check(mask.is_array(), where + ": a mask must be a COCO RLE object or a list of polygons");
-  std::vector<uint8_t> out(static_cast<size_t>(height) * width, 0);
+  // pycocotools reads no empty list (upstream's training fails on one): an empty region is an RLE of zeros.
+  check(!mask.empty(), where + ": an empty polygon list (an empty mask is an RLE whose runs are all background)");
   // As pycocotools' frPyObjects reads a list: its first entry's length decides, 4 numbers making
   // every entry a box [x, y, w, h] (traced as its four corners), more making them polygons.
-  const bool boxes = !mask.empty() && mask[0].is_array() && mask[0].size() == 4;
-  check(mask.empty() || !mask[0].is_array() || mask[0].size() >= 4,
+  const bool boxes = mask[0].is_array() && mask[0].size() == 4;
+  check(!mask[0].is_array() || mask[0].size() >= 4,
         where + ": a polygon needs at least 3 points (6 numbers; 4 numbers are a box [x, y, w, h])");
   for (const json& polygon : mask) {
     check(polygon.is_array() && polygon.size() % 2 == 0, where + ": a polygon is a list [x0, y0, x1, y1, ...]");
@@ -205,6 +223,29 @@ std::vector<uint8_t> decode_training_mask(const json& mask, int height, int widt
       xy.push_back(v.get<double>());
     }
     if (boxes) xy = {xy[0], xy[1], xy[0], xy[1] + xy[3], xy[0] + xy[2], xy[1] + xy[3], xy[0] + xy[2], xy[1]};
+    form.polygons.push_back(std::move(xy));
+  }
+  return form;
+}
+
+}  // namespace
+
+void check_training_mask(const json& mask, const std::string& where) { read_mask(mask, where); }
+
+std::vector<uint8_t> decode_training_mask(const json& mask, int height, int width, const std::string& where) {
+  const MaskForm form = read_mask(mask, where);
+  if (form.rle) {
+    check(form.runs.height == height && form.runs.width == width,
+          where + ": mask size " + mask["size"].dump() + " differs from the image's " + std::to_string(height) + "x" +
+              std::to_string(width));
+    try {
+      return rle_decode(form.runs);
+    } catch (const Error& e) {
+      throw Error(where + ": " + e.what());
+    }
+  }
+  std::vector<uint8_t> out(static_cast<size_t>(height) * width, 0);
+  for (const std::vector<double>& xy : form.polygons) {
     try {  // rle_from_polygon refuses coordinates it cannot trace; name the line
       const std::vector<uint8_t> part = rle_decode(rle_from_polygon(xy, height, width));
       for (size_t i = 0; i < out.size(); ++i) out[i] |= part[i];

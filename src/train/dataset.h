@@ -71,6 +71,9 @@ class TrainingData {
 // Every sample of a file at once (TrainingData's checks).
 std::vector<TrainingSample> read_training_data(const std::string& path);
 
+// Checks a MASK entry as far as it can be without its picture (RLE size and runs that cover it,
+// polygons of numbers as pycocotools reads a list); throws Error naming `where`.
+void check_training_mask(const nlohmann::json& mask, const std::string& where);
 // The 0/1 mask (row-major [height, width]) of a MASK entry; throws Error naming `where` when it is
 // malformed or its size is not height x width.
 std::vector<uint8_t> decode_training_mask(const nlohmann::json& mask, int height, int width, const std::string& where);

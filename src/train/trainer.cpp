@@ -282,6 +282,12 @@ BatchSample Trainer::prepare(const TrainingSample& sample) const {
       if (ids[i] == m.model->llm.img_context_id) last_image = static_cast<int64_t>(i);
     check(last_image < m.options.max_length, sample.where + ": the image tokens alone exceed --max-length " +
                                                  std::to_string(m.options.max_length));
+    const size_t first_answer = static_cast<size_t>(
+        std::find_if(labels.begin(), labels.end(), [](int64_t label) { return label != -100; }) - labels.begin());
+    check(first_answer < static_cast<size_t>(m.options.max_length),
+          sample.where + ": --max-length " + std::to_string(m.options.max_length) +
+              " cuts off every answer (the first one starts at token " + std::to_string(first_answer) +
+              "): nothing would be learnt from it");
     ids.resize(static_cast<size_t>(m.options.max_length));
     labels.resize(static_cast<size_t>(m.options.max_length));
     segs = static_cast<int>(std::count(ids.begin(), ids.end(), static_cast<int64_t>(m.model->llm.seg_id)));

@@ -769,6 +769,11 @@ TEST(Pipeline, ConversationAfterIsThePastTextOfThatAnswer) {
   Request fewer = vp;
   fewer.mask_prompts.pop_back();
   refused(fewer, "this request's image and visual prompts give");
+  // The same regions in another order give as many tokens, but not the list the first turn made.
+  Request swapped = vp;
+  std::swap(swapped.mask_prompts.front(), swapped.mask_prompts.back());
+  ASSERT_NE(swapped.mask_prompts.front(), vp.mask_prompts.front());
+  refused(swapped, "a later turn passes the first turn's regions again, in the same order");
   // A later turn does not place the image again, nor does any text hold the image-context token.
   Request placed_again = vp;
   placed_again.text = "<image>And region2?";

@@ -580,6 +580,8 @@ def test_bad_osprey_entries_are_named(osprey_layout, tmp_path):
          r"entry 0: region 2: a 20x40 mask for a 30x40 picture"),
         (lambda d: d[1]["conversations"].append({"from": "system", "value": "x"}), r"entry 1: turn 2 must be"),
         (lambda d: d[1]["conversations"][1].update(value="[SEG]"), r"entry 1: holds \"\[SEG\]\" but has no masks"),
+        (lambda d: d[0]["annotation"][0].update(segmentation=[[1, 2, 3, 4, 5, float("nan")]]),
+         r"entry 0: region 1: a polygon must be a list of numbers"),
     ], args)
 
 

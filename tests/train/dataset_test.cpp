@@ -33,7 +33,7 @@ TEST(TrainingData, ReadsImagesVideosAndTheirMasks) {
       R"( {"from": "gpt", "value": "It is [SEG]."}], "masks": [{"size": [2, 3], "counts": [1, 2, 3]}, [[0, 0, 2, 0, 2, 2]]]})"
       "\n\n"
       R"({"frames": ["v/0.png", "/abs/1.png"], "conversations": [{"from": "human", "value": "<image>Where?"},)"
-      R"( {"from": "gpt", "value": "[SEG]."}], "masks": [[{"size": [2, 3], "counts": "0"}, {"size": [2, 3], "counts": [6]}]]})"
+      R"( {"from": "gpt", "value": "[SEG]."}], "masks": [[{"size": [2, 3], "counts": "6"}, {"size": [2, 3], "counts": [6]}]]})"
       "\n"
       R"({"image": "b.png", "conversations": [{"from": "human", "value": "Describe it."}, {"from": "gpt", "value": "A room."}]})"
       "\n"
@@ -58,6 +58,7 @@ TEST(TrainingData, ReadsImagesVideosAndTheirMasks) {
   EXPECT_EQ(data[1].images[1], "/abs/1.png");
   EXPECT_EQ(data[1].turns[0].human, "<image>Where?");  // kept where it is written
   ASSERT_EQ(data[1].masks[0].size(), 2u);
+  EXPECT_EQ(train::decode_training_mask(data[1].masks[0][0], 2, 3, "m"), std::vector<uint8_t>(6, 0));
   EXPECT_EQ(train::decode_training_mask(data[1].masks[0][1], 2, 3, "m"), std::vector<uint8_t>(6, 0));
   EXPECT_EQ(data[2].seg_count, 0);
   EXPECT_TRUE(data[2].regions.empty());
@@ -144,6 +145,21 @@ TEST(TrainingData, MalformedLinesAreNamedWithTheirProblem) {
   EXPECT_NE(error_of(R"({"frames": ["a.png"], "regions": [[[0, 0, 1, 0, 1, 1]]], "conversations": [{"from": "human",)"
                      R"( "value": "q"}, {"from": "gpt", "value": "x"}]})" "\n")
                 .find("need an \"image\", not \"frames\""),
+            std::string::npos);
+  // A mask's or region's form is checked when the file is read (its size against the picture later).
+  const auto with_region = [&](const std::string& region) {
+    return error_of(R"({"image": "a.png", "regions": [)" + region +
+                    R"(], "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "x"}]})" "\n");
+  };
+  EXPECT_NE(with_region("5").find("data.jsonl:1: region 1: a mask must be a COCO RLE object or a list of polygons"),
+            std::string::npos);
+  EXPECT_NE(with_region("[[0, 0, 1, 0, 1, 1]], []").find("region 2: an empty polygon list"), std::string::npos);
+  EXPECT_NE(with_region("[[1, 2, 3]]").find("region 1: a polygon needs at least 3 points"), std::string::npos);
+  EXPECT_NE(with_region(R"({"counts": "6"})").find("region 1: a COCO RLE mask needs"), std::string::npos);
+  EXPECT_NE(with_region(R"({"size": [2, 3], "counts": [1, 2]})").find("region 1: RLE runs cover 3 pixels, not 2 x 3"),
+            std::string::npos);
+  EXPECT_NE(error_of(R"({"image": "a.png", )" + turns + R"(, "masks": [[[1, 2, 3, 4, 5]]]})" "\n")
+                .find("data.jsonl:1: mask 0: a polygon is a list"),
             std::string::npos);
   EXPECT_NE(error_of("\n\n").find("no training samples"), std::string::npos);
   EXPECT_THROW(train::read_training_data("/nonexistent/data.jsonl"), Error);

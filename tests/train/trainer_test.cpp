@@ -234,6 +234,30 @@ TEST(Trainer, ASampleWithRegionsTrainsOnWhatInferenceReadsForItsMaskPrompts) {
   }
 }
 
+// --max-length cuts a sample as upstream does, but one cut before its first answer token would train
+// on nothing: it is refused, naming the sample.
+TEST(Trainer, AMaxLengthThatCutsOffEveryAnswerIsRefused) {
+  SA2VA_REQUIRE_FIXTURE(dir, "sa2va-tiny-train");
+  SA2VA_REQUIRE_FIXTURE(model, "sa2va-tiny");
+  const train::TrainingSample sample = gcg_sample(dir);
+  train::TrainOptions options = tiny_options(model, "", "");
+  const std::vector<int64_t> labels = train::Trainer(options).prepare(sample).text.labels;
+  const int64_t first = std::find_if(labels.begin(), labels.end(), [](int64_t l) { return l != -100; }) - labels.begin();
+  ASSERT_LT(first, static_cast<int64_t>(labels.size()));
+  options.max_length = first + 1;  // one answer token left
+  const train::BatchSample cut = train::Trainer(options).prepare(sample);
+  EXPECT_EQ(static_cast<int64_t>(cut.text.labels.size()), first + 1);
+  EXPECT_NE(cut.text.labels.back(), -100);
+  options.max_length = first;
+  try {
+    train::Trainer(options).prepare(sample);
+    ADD_FAILURE() << "a sample without an answer token was prepared";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("gcg: --max-length " + std::to_string(first) + " cuts off every answer"),
+              std::string::npos) << e.what();
+  }
+}
+
 TEST(Trainer, ScheduleWarmsUpLinearlyThenFollowsTheCosineToZero) {
   const float lr = 4e-5f;
   EXPECT_FLOAT_EQ(train::scheduled_lr(0, 100, lr, 0.05f), lr * 1e-5f);  // 5 warm-up iterations

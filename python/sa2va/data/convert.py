@@ -61,6 +61,7 @@ Ref-YouTube-VOS 4x, GranD-f 10x, Ref-SAV 4x).
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
 from dataclasses import dataclass
@@ -519,7 +520,8 @@ def _span(value: Any, where: str) -> list[int]:
 
 
 def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite number (JSON has no NaN or infinity: a line holding one could not be read back)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _rle(value: Any, size: tuple[int, int] | None, where: str) -> dict[str, Any]:
@@ -985,7 +987,7 @@ def write_jsonl(path: str, samples: Iterator[dict[str, Any]]) -> int:
     def write(f) -> None:
         nonlocal count
         for sample in samples:
-            f.write(json.dumps(sample) + "\n")
+            f.write(json.dumps(sample, allow_nan=False) + "\n")
             count += 1
 
     runner.atomic_write(path, write)
