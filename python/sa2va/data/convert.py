@@ -552,6 +552,8 @@ def _polygons(value: Any, where: str) -> list[list[float]]:
     4 numbers as a list of boxes (pycocotools' rule for a whole list)."""
     if not isinstance(value, list):
         raise SystemExit(f"{where}: polygons must be a list of lists of numbers")
+    if not value:  # pycocotools reads no empty list, and neither does the trainer
+        raise SystemExit(f"{where}: an empty polygon list")
     out = []
     for k, polygon in enumerate(value):
         if not isinstance(polygon, list) or not all(_number(v) for v in polygon):
