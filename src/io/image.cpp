@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <csetjmp>
 #include <cstring>
+#include <exception>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -53,6 +54,8 @@ struct JpegState {
   size_t size = 0;
   int64_t max_pixels = 0;
   Image* out = nullptr;
+  const std::function<void(int, int)>* before_pixels = nullptr;
+  std::exception_ptr refused;  // what before_pixels threw
 };
 
 JpegState* jpeg_state(j_common_ptr cinfo) { return static_cast<JpegState*>(cinfo->client_data); }
@@ -142,6 +145,15 @@ bool decode_jpeg_into(JpegState* state) {
     jpeg_destroy_decompress(cinfo);
     return false;
   }
+  if (*state->before_pixels) {
+    try {
+      (*state->before_pixels)(static_cast<int>(cinfo->image_width), static_cast<int>(cinfo->image_height));
+    } catch (...) {  // not through libjpeg's frames: destroyed here, thrown again by the caller
+      state->refused = std::current_exception();
+      jpeg_destroy_decompress(cinfo);
+      return false;
+    }
+  }
   bool cmyk = false;
   switch (cinfo->jpeg_color_space) {
     case JCS_GRAYSCALE: cinfo->out_color_space = JCS_GRAYSCALE; break;
@@ -202,6 +214,8 @@ struct PngState {
   size_t size = 0, position = 0;
   int64_t max_pixels = 0;
   Image* out = nullptr;
+  const std::function<void(int, int)>* before_pixels = nullptr;
+  std::exception_ptr refused;  // what before_pixels threw
   std::vector<uint8_t> pixels;        // decoded rows before the conversion to RGB
   std::vector<png_bytep> row_pointers;
 };
@@ -269,6 +283,15 @@ bool decode_png_into(PngState* state) {
                 describe_limit(static_cast<int>(width), static_cast<int>(height), state->max_pixels).c_str());
     png_destroy_read_struct(&state->png, &state->info, nullptr);
     return false;
+  }
+  if (*state->before_pixels) {
+    try {
+      (*state->before_pixels)(static_cast<int>(width), static_cast<int>(height));
+    } catch (...) {  // not through libpng's frames: destroyed here, thrown again by the caller
+      state->refused = std::current_exception();
+      png_destroy_read_struct(&state->png, &state->info, nullptr);
+      return false;
+    }
   }
 
   png_colorp palette = nullptr;
@@ -385,7 +408,8 @@ bool has_prefix(const uint8_t* data, size_t size, const uint8_t* prefix, size_t 
 
 }  // namespace
 
-Image decode_image(const uint8_t* data, size_t size, const std::string& name, int64_t max_pixels) {
+Image decode_image(const uint8_t* data, size_t size, const std::string& name, int64_t max_pixels,
+                   const std::function<void(int, int)>& before_pixels) {
   check(data != nullptr && size > 0, name + ": empty image file");
   static const uint8_t kJpegSignature[3] = {0xFF, 0xD8, 0xFF};
   static const uint8_t kPngSignature[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
@@ -396,7 +420,9 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name, in
     state.size = size;
     state.max_pixels = max_pixels;
     state.out = &image;
+    state.before_pixels = &before_pixels;
     if (!decode_jpeg_into(&state)) {
+      if (state.refused) std::rethrow_exception(state.refused);
       throw Error(name + (state.too_large ? ": " : ": invalid JPEG: ") + state.message);
     }
     return image;
@@ -407,7 +433,9 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name, in
     state.size = size;
     state.max_pixels = max_pixels;
     state.out = &image;
+    state.before_pixels = &before_pixels;
     if (!decode_png_into(&state)) {
+      if (state.refused) std::rethrow_exception(state.refused);
       throw Error(name + (state.too_large ? ": " : ": invalid PNG: ") + state.message);
     }
     return image;

@@ -7,6 +7,7 @@
 #include "sa2va/sa2va.h"
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -22,9 +23,12 @@ constexpr int kMaxImageSide = 65535;
 // Reads and decodes a JPEG or PNG file (format chosen by its signature, not its extension).
 // Throws sa2va::Error naming the file for missing, empty, corrupt, truncated, unsupported or too large files.
 Image load_image(const std::string& path, int64_t max_pixels);  // default limit: see sa2va.h
-// Same, from memory; `name_for_errors` is what error messages call the data.
+// Same, from memory; `name_for_errors` is what error messages call the data. `before_pixels`, when
+// given, is called with the size the header gives, within the limits, before the pixels are
+// allocated and decoded; an exception it throws ends the decoding and is passed on.
 Image decode_image(const uint8_t* data, size_t size, const std::string& name_for_errors,
-                   int64_t max_pixels = kDefaultMaxPixels);
+                   int64_t max_pixels = kDefaultMaxPixels,
+                   const std::function<void(int width, int height)>& before_pixels = {});
 
 // Writes an 8-bit PNG: one channel (masks) or RGB (overlays). Throws sa2va::Error naming the path on failure.
 void save_png_gray(const std::string& path, const uint8_t* data, int width, int height);

@@ -47,10 +47,18 @@ double number_field(const json& value, const std::string& name) {
   return value.get<double>();
 }
 
-Image decode_image_reference(const std::string& reference, const Limits& limits, const std::string& what) {
+// `holds`, when given, receives the count Limits::hold_decoded takes of the pixels before they are
+// decoded (so that requests decoding at once are bounded together, not only once decoded).
+Image decode_image_reference(const std::string& reference, const Limits& limits, const std::string& what,
+                             std::vector<std::shared_ptr<void>>* holds = nullptr) {
   const std::vector<uint8_t> bytes = media_bytes(reference, limits, what);
+  std::function<void(int, int)> before_pixels;
+  if (holds && limits.hold_decoded)
+    before_pixels = [&](int width, int height) {
+      holds->push_back(limits.hold_decoded(static_cast<size_t>(width) * static_cast<size_t>(height) * 3, what));
+    };
   try {
-    return decode_image(bytes.data(), bytes.size(), what, limits.max_pixels);
+    return decode_image(bytes.data(), bytes.size(), what, limits.max_pixels, before_pixels);
   } catch (const HttpError&) {
     throw;
   } catch (const Error& e) {
@@ -115,9 +123,10 @@ std::unique_ptr<Media> frames_media(const std::vector<std::string>& references, 
     bad_request("frames: " + std::to_string(references.size()) + " frames exceed this server's limit of " +
                 std::to_string(limits.max_frames));
   std::vector<Image> frames;
+  std::vector<std::shared_ptr<void>> holds;
   size_t decoded = 0;
   for (size_t i = 0; i < references.size(); ++i) {
-    frames.push_back(decode_image_reference(references[i], limits, "frames[" + std::to_string(i) + "]"));
+    frames.push_back(decode_image_reference(references[i], limits, "frames[" + std::to_string(i) + "]", &holds));
     decoded += frames.back().rgb.size();
     if (decoded > limits.max_media_bytes)
       bad_request("frames: the decoded frames exceed this server's limit of " +
@@ -125,12 +134,13 @@ std::unique_ptr<Media> frames_media(const std::vector<std::string>& references, 
   }
   auto media = video_media(Video::from_frames(std::move(frames)), "", limits);
   media->decoded_bytes = decoded;
+  media->decoding_holds = std::move(holds);
   return media;
 }
 
 std::unique_ptr<Media> image_media(const std::string& reference, const Limits& limits) {
   auto media = std::make_unique<Media>();
-  media->image = decode_image_reference(reference, limits, "image");
+  media->image = decode_image_reference(reference, limits, "image", &media->decoding_holds);
   media->decoded_bytes = media->image.rgb.size();
   return media;
 }

@@ -4,6 +4,7 @@
 // back (an OpenAI chat completion with a `sa2va` object, masks as COCO RLE, PNG or polygons).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <nlohmann/json.hpp>
@@ -31,6 +32,9 @@ struct Limits {
   int max_mask_prompts = 64;        // visual prompts of a request
   size_t max_media_bytes = size_t{2} << 30;  // decoded frames sent one by one
   std::string files_dir;            // local media paths are read only under this folder ("" = never)
+  // When set, called before an image or frame of a request's media is decoded, with the bytes its
+  // pixels will take (from its header): the hold it returns is kept by the Media; it throws to refuse.
+  std::function<std::shared_ptr<void>(size_t bytes, const std::string& what)> hold_decoded;
 };
 
 // "12.5 MiB": a size in messages (whole MiB would show a 1.4 MiB body as under a 1 MiB limit).
@@ -52,6 +56,7 @@ struct Media {
   int64_t max_pixels = 0;        // the limit it was opened under
   size_t decoded_bytes = 0;      // pixels held in memory (an uploaded video file is decoded on demand)
   std::shared_ptr<void> held;    // the server's count of these bytes, released with the Media
+  std::vector<std::shared_ptr<void>> decoding_holds;  // or the counts Limits::hold_decoded took per picture
   // frame() reads an uploaded video through a decoder of its own, opened on first use: shown frames
   // (jumping back and forth) do not send the predictions' decoder back to the start of the file.
   mutable std::mutex viewer_mutex;

@@ -120,12 +120,13 @@ class MediaBudget {
  public:
   explicit MediaBudget(size_t limit) : limit_(limit) {}
 
-  // Counts `bytes` until the returned hold is dropped; nullptr when they do not fit.
-  std::shared_ptr<void> hold(size_t bytes) {
+  // Counts `bytes` until the returned hold is dropped; nullptr when they do not fit. `own`: what the
+  // same request holds already (its earlier pictures), which does not count as someone else's.
+  std::shared_ptr<void> hold(size_t bytes, size_t own = 0) {
     auto hold = std::make_shared<Hold>(*this, 0);  // allocated first: a failure leaves the count as it was
     {
       std::lock_guard<std::mutex> lock(mutex_);
-      if (held_ > 0 && (bytes > limit_ || held_ > limit_ - bytes)) return nullptr;  // (hold's release: 0)
+      if (held_ > own && (bytes > limit_ || held_ > limit_ - bytes)) return nullptr;  // (hold's release: 0)
       held_ += bytes;
       hold->bytes = bytes;
     }
@@ -517,14 +518,30 @@ struct Server::Impl {
     return ticket;
   }
 
-  // The media of a request in line, decoded, counted against the server's budget until dropped.
+  std::string media_budget_refusal(size_t bytes, const std::string& what) const {
+    return "the server is busy: requests in line hold " + mib(media_budget.held()) + " of decoded media (its limit is " +
+           mib(options.max_held_media_bytes) + ", " + what + " needs " + mib(bytes) + "); retry later";
+  }
+
+  // The limits of a request in line: each picture of its media counted against the server's budget
+  // before it is decoded (429 when it does not fit), until the media are dropped.
+  Limits in_line_limits() {
+    Limits limits = options.limits;
+    limits.hold_decoded = [this, own = std::make_shared<size_t>(0)](size_t bytes, const std::string& what) {
+      std::shared_ptr<void> hold = media_budget.hold(bytes, *own);
+      if (!hold) throw HttpError(429, media_budget_refusal(bytes, what));
+      *own += bytes;
+      return hold;
+    };
+    return limits;
+  }
+
+  // The media of a request in line, counted against the server's budget until dropped (pictures
+  // were counted as they were decoded; what else the media hold is counted here).
   std::unique_ptr<Media> held_media(std::unique_ptr<Media> media) {
-    if (!media) return media;
+    if (!media || !media->decoding_holds.empty()) return media;
     media->held = media_budget.hold(media->bytes());
-    if (!media->held)
-      throw HttpError(429, "the server is busy: requests in line hold " + mib(media_budget.held()) +
-                               " of decoded media (its limit is " + mib(options.max_held_media_bytes) +
-                               ", this one needs " + mib(media->bytes()) + "); retry later");
+    if (!media->held) throw HttpError(429, media_budget_refusal(media->bytes(), "this one"));
     return media;
   }
 
@@ -744,7 +761,7 @@ struct Server::Impl {
   void chat_completions(const httplib::Request& req, httplib::Response& res) {
     auto ticket = enter_line();
     const json body = parse_body(req);
-    auto call = std::make_shared<ChatCall>(chat_call_from_body(body, *model, options.limits));
+    auto call = std::make_shared<ChatCall>(chat_call_from_body(body, *model, in_line_limits()));
     call->media = held_media(std::move(call->media));
     const std::string id = random_id("chatcmpl-");
     const int64_t created = std::chrono::duration_cast<std::chrono::seconds>(
@@ -829,7 +846,7 @@ struct Server::Impl {
     std::string prompt = string_or(body, "prompt", "Please segment {expression}.");
     if (prompt.find("{expression}") == std::string::npos)
       throw HttpError(400, "prompt: must contain {expression}");
-    const std::unique_ptr<Media> media = held_media(media_from_body(body, options.limits));
+    const std::unique_ptr<Media> media = held_media(media_from_body(body, in_line_limits()));
     const auto until = deadline();
     const int client = connection_socket(req);
     const auto gone = std::make_shared<std::atomic<bool>>(false);

@@ -166,6 +166,29 @@ TEST(ImageDecode, RejectsImagesAboveThePixelLimit) {
   expect_decode_error(dir + "/wide.png", "exceeds the limit");
 }
 
+// The caller hears the size from the header before the pixels are decoded, and may refuse them: its
+// exception ends the decoding and comes back as it was thrown.
+TEST(ImageDecode, TellsTheSizeBeforeDecodingAndPassesARefusalOn) {
+  struct Refused {};
+  for (const std::string name : {"images/rgb.png", "images/baseline.jpg"}) {
+    SCOPED_TRACE(name);
+    const std::vector<uint8_t> bytes = read_bytes(test::test_data(name));
+    int width = 0, height = 0;
+    const Image image = decode_image(bytes.data(), bytes.size(), name, kDefaultMaxPixels, [&](int w, int h) {
+      width = w;
+      height = h;
+    });
+    EXPECT_EQ(width, image.width);
+    EXPECT_EQ(height, image.height);
+    EXPECT_THROW(decode_image(bytes.data(), bytes.size(), name, kDefaultMaxPixels, [](int, int) { throw Refused{}; }),
+                 Refused);
+    // Above the pixel limit the decoder refuses first; the caller is not asked.
+    bool asked = false;
+    EXPECT_THROW(decode_image(bytes.data(), bytes.size(), name, 10, [&](int, int) { asked = true; }), Error);
+    EXPECT_FALSE(asked);
+  }
+}
+
 TEST(ImageEncode, PngRoundTrip) {
   const std::string dir = test::temp_dir("image_png");
   Image rgb(7, 5);

@@ -825,6 +825,10 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
     EXPECT_NE(busy.dump().find("decoded media"), std::string::npos) << busy.dump();
     busy = post(s, "/v1/chat/completions", {{"messages", {image_message(t.image_uri, "Hi")}}}, &status);
     EXPECT_EQ(status, 429) << busy.dump();
+    // Counted before it is decoded: the first frame is refused by name.
+    busy = post(s, "/v1/segment", {{"frames", {t.image_uri, t.image_uri}}, {"expressions", {"it"}}}, &status);
+    EXPECT_EQ(status, 429) << busy.dump();
+    EXPECT_NE(busy.dump().find("frames[0] needs"), std::string::npos) << busy.dump();
     metrics = s.client().Get("/metrics")->body;
     EXPECT_NE(metrics.find(held), std::string::npos) << "refused requests hold nothing: " << metrics;
   }
@@ -832,6 +836,11 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
   EXPECT_NE(metrics.find("sa2va_media_held_bytes 0\n"), std::string::npos) << metrics;
   post(s, "/v1/segment", {{"image", t.image_uri}, {"expressions", {"it"}}, {"max_tokens", 4}}, &status);
   EXPECT_EQ(status, 200);
+  // A request alone is taken even when its own pictures pass the limit (two images: 2x of 1.5x).
+  const json two = post(s, "/v1/segment", {{"frames", {t.image_uri, t.image_uri}}, {"expressions", {"it"}},
+                                           {"max_tokens", 4}}, &status);
+  EXPECT_EQ(status, 200) << two.dump();
+  EXPECT_NE(metrics_with(s, {"sa2va_media_held_bytes 0\n"}).find("sa2va_media_held_bytes 0\n"), std::string::npos);
 }
 
 // A request cut short because the server stops says so (503), not that its time was up.
