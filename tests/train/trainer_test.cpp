@@ -38,6 +38,26 @@ const char* kGcgQuestion =
     "<image>\nCould you please give me a brief description of the image? Please respond with interleaved "
     "segmentation masks for the corresponding parts of the answer.";
 
+// Inference of `model` on `request` (an answer forced) reads the token ids training prepared (up to
+// the separator after the answer) and gives the trained language model's [SEG] embedding (f32).
+void expect_inference_matches_training(const Sa2vaModel& model, const Request& request,
+                                       const train::BatchSample& prepared,
+                                       const train::TrainableLanguageModel::Forward& f) {
+  StageRecorder rec;
+  model.predict(request, &rec);
+  Tensor seg_embeds, input_ids;
+  for (const auto& [name, t] : rec.stages()) {
+    if (name == "seg.embeds") seg_embeds = t;
+    if (name == "input_ids") input_ids = t.to(DType::I64);
+  }
+  ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
+  ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
+  for (int64_t i = 0; i < input_ids.numel(); ++i)
+    ASSERT_EQ(input_ids.data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << "token " << i;
+  EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4)
+      << "[SEG] embedding of inference vs training";
+}
+
 // The trained model (a checkpoint's tensors) and the merged folder it exported, given one image and
 // question with the answer "Sure, [SEG].": inference on the merged folder (f32) must give the trained
 // model's [SEG] embedding and the token ids training prepared (up to the separator after the answer).
@@ -60,19 +80,7 @@ void expect_merged_model_matches_trained(const train::TrainOptions& options, con
   request.image = load_image(image, kDefaultMaxPixels);
   request.text = question;
   request.forced_answer = "Sure, [SEG].";
-  StageRecorder rec;
-  merged->predict(request, &rec);
-  Tensor seg_embeds, input_ids;
-  for (const auto& [name, t] : rec.stages()) {
-    if (name == "seg.embeds") seg_embeds = t;
-    if (name == "input_ids") input_ids = t.to(DType::I64);
-  }
-  ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
-  ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
-  for (int64_t i = 0; i < input_ids.numel(); ++i)
-    ASSERT_EQ(input_ids.data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << "token " << i;
-  EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4)
-      << "[SEG] embedding of the merged model vs the trained one";
+  expect_inference_matches_training(*merged, request, prepared, f);
 }
 
 train::TrainOptions tiny_options(const std::string& model, const std::string& data, const std::string& out) {
@@ -209,18 +217,7 @@ TEST(Trainer, ASampleWithRegionsTrainsOnWhatInferenceReadsForItsMaskPrompts) {
     for (size_t i = static_cast<size_t>(tiles * tokens); i < prepared.text.image_rows.size(); ++i)
       ASSERT_GE(prepared.text.image_rows[i], (tiles - 1) * tokens) << "a region row outside the thumbnail";
 
-    StageRecorder rec;
-    inference->predict(request, &rec);
-    Tensor seg_embeds, input_ids;
-    for (const auto& [stage, t] : rec.stages()) {
-      if (stage == "seg.embeds") seg_embeds = t;
-      if (stage == "input_ids") input_ids = t.to(DType::I64);
-    }
-    ASSERT_TRUE(seg_embeds.defined() && input_ids.defined());
-    ASSERT_LE(input_ids.numel(), static_cast<int64_t>(prepared.text.input_ids.size()));
-    for (int64_t i = 0; i < input_ids.numel(); ++i)
-      ASSERT_EQ(input_ids.data<int64_t>()[i], prepared.text.input_ids[static_cast<size_t>(i)]) << "token " << i;
-    EXPECT_LE(test::compare(seg_embeds.view(f.seg_embeds.shape()), f.seg_embeds).rel(), 1e-4);
+    expect_inference_matches_training(*inference, request, prepared, f);
 
     // A region not at the image's size is refused, naming it.
     train::TrainingSample wrong = sample;
