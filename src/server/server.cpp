@@ -900,7 +900,9 @@ struct Server::Impl {
 
   void create_session(const httplib::Request& req, httplib::Response& res) {
     const json body = parse_body(req);
-    std::unique_ptr<Media> media = media_from_body(body, options.limits);
+    // Counted with the requests in line while it decodes; then the session's own limit holds it.
+    std::unique_ptr<Media> media = media_from_body(body, in_line_limits());
+    media->decoding_holds.clear();
     if (media->bytes() > options.max_session_bytes)
       throw HttpError(413, "the decoded media take " + mib(media->bytes()) + ", over this server's limit of " +
                                mib(options.max_session_bytes) + " per session");

@@ -829,6 +829,8 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
     busy = post(s, "/v1/segment", {{"frames", {t.image_uri, t.image_uri}}, {"expressions", {"it"}}}, &status);
     EXPECT_EQ(status, 429) << busy.dump();
     EXPECT_NE(busy.dump().find("frames[0] needs"), std::string::npos) << busy.dump();
+    busy = post(s, "/v1/sessions", {{"image", t.image_uri}}, &status);  // decoding counts for a session too
+    EXPECT_EQ(status, 429) << busy.dump();
     metrics = s.client().Get("/metrics")->body;
     EXPECT_NE(metrics.find(held), std::string::npos) << "refused requests hold nothing: " << metrics;
   }
@@ -840,6 +842,9 @@ TEST(Server, DecodedMediaOfRequestsInLineAreBounded) {
   const json two = post(s, "/v1/segment", {{"frames", {t.image_uri, t.image_uri}}, {"expressions", {"it"}},
                                            {"max_tokens", 4}}, &status);
   EXPECT_EQ(status, 200) << two.dump();
+  // A session's media, once decoded, count against the session limits only.
+  const json session = post(s, "/v1/sessions", {{"image", t.image_uri}}, &status);
+  EXPECT_EQ(status, 200) << session.dump();
   EXPECT_NE(metrics_with(s, {"sa2va_media_held_bytes 0\n"}).find("sa2va_media_held_bytes 0\n"), std::string::npos);
 }
 
