@@ -36,9 +36,9 @@ SA2VA_COMMAND("train", "Fine-tune on a JSONL dataset (LoRA LLM, mlp1, text_hidde
   app.add_option("--cache-mb", o->cache_mb, "Memory for the frozen features kept across epochs")->capture_default_str();
   app.add_flag("--export-f32", o->export_f32, "Write the merged model in F32 instead of the checkpoint's dtypes");
   return [o]() -> int {
-    const train::TrainResult result = train::train(*o, [](const train::TrainProgress& p) {
-      std::fprintf(stderr, "%s\n", train::format_progress(p).c_str());
-    });
+    const train::TrainResult result = train::train(
+        *o, [](const train::TrainProgress& p) { std::fprintf(stderr, "%s\n", train::format_progress(p).c_str()); },
+        [](const std::string& note) { std::fprintf(stderr, "%s\n", note.c_str()); });
     std::fprintf(stderr, "%lld steps; checkpoint %s; merged model %s\n", static_cast<long long>(result.steps),
                  result.last_checkpoint.c_str(), result.merged_dir.c_str());
     return 0;

@@ -458,7 +458,8 @@ void Trainer::load_parameters(const std::string& checkpoint_dir) {
   }
 }
 
-TrainResult train(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_step) {
+TrainResult train(const TrainOptions& o, const std::function<void(const TrainProgress&)>& on_step,
+                  const std::function<void(const std::string&)>& on_note) {
   check(!o.model_dir.empty() && !o.data_path.empty() && !o.out_dir.empty(), "train: --model, --data and --out are required");
   check(o.epochs >= 1 && o.batch >= 1 && o.grad_accum >= 1 && o.max_length >= 16 && o.max_tiles >= 1 &&
             o.objects_per_frame >= 1 && o.mask_points >= 1 && o.save_every >= 0,
@@ -471,17 +472,32 @@ TrainResult train(const TrainOptions& o, const std::function<void(const TrainPro
         "train: --threads must be >= 0 and --cache-mb in [0, 2^40]");
   check_output_folder(o);  // before the minutes a large model takes to load
   // Every image is read when its sample first comes up, maybe hours in: a missing one is named now.
-  const TrainingData data(o.data_path, [](const TrainingSample& sample) {
+  int64_t videos = 0, with_masks = 0, with_regions = 0;
+  const TrainingData data(o.data_path, [&](const TrainingSample& sample) {
     for (const std::string& image : sample.images) {
       std::error_code ec;
       check(fs::is_regular_file(image, ec), sample.where + ": " + image + ": no such image file");
     }
+    videos += sample.video;
+    with_masks += sample.seg_count > 0;
+    with_regions += !sample.regions.empty();
   });
   const json traj = trajectory(o, data.size());
   const json inputs = inputs_fingerprint(o);
   const int64_t per_epoch = (static_cast<int64_t>(data.size()) + o.batch - 1) / o.batch;
   const int64_t total_iterations = per_epoch * o.epochs;
   const int64_t total_steps = (total_iterations + o.grad_accum - 1) / o.grad_accum;
+  if (on_note) {
+    const auto count = [](int64_t n, const char* what) {
+      return std::to_string(n) + " " + what + (n == 1 ? "" : "s");
+    };
+    const int64_t samples = static_cast<int64_t>(data.size());
+    on_note(o.data_path + ": " + count(samples, "sample") + " (" + count(samples - videos, "image") + ", " +
+            count(videos, "video") + "; " + std::to_string(with_masks) + " with masks, " +
+            std::to_string(with_regions) + " with visual prompts); " + count(total_steps, "optimiser step") + ", " +
+            count(o.batch * o.grad_accum, "sample") + " each" +
+            (o.resume_dir.empty() ? "" : ", resuming from " + o.resume_dir));
+  }
 
   // A resumed state is checked against this run's options, data and model before the model loads.
   int64_t step = 0, iteration = 0;

@@ -54,9 +54,12 @@ std::string format_progress(const TrainProgress& progress);
 float scheduled_lr(int64_t iteration, int64_t total_iterations, float lr, float warmup_ratio);
 
 // Trains; throws Error naming the file or option at fault. `on_step` is called after every
-// optimiser step. Writes <out>/train_log.jsonl (one line per step), <out>/checkpoint-<step>/ and
-// the merged model <out>/model/.
-TrainResult train(const TrainOptions& options, const std::function<void(const TrainProgress&)>& on_step = {});
+// optimiser step; `on_note` once the data are read, before the model loads, with what the run will
+// do ("data.jsonl: 120 samples (100 images, 20 videos; 90 with masks, 12 with visual prompts); 15
+// optimiser steps, 8 samples each"). Writes <out>/train_log.jsonl (one line per step),
+// <out>/checkpoint-<step>/ and the merged model <out>/model/.
+TrainResult train(const TrainOptions& options, const std::function<void(const TrainProgress&)>& on_step = {},
+                  const std::function<void(const std::string&)>& on_note = {});
 
 // The pieces `train` is made of, for tests and other front ends.
 class Trainer {
@@ -78,7 +81,8 @@ class Trainer {
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  friend TrainResult train(const TrainOptions&, const std::function<void(const TrainProgress&)>&);
+  friend TrainResult train(const TrainOptions&, const std::function<void(const TrainProgress&)>&,
+                           const std::function<void(const std::string&)>&);
 };
 
 }  // namespace sa2va::train

@@ -289,7 +289,13 @@ TEST(Trainer, ARunResumesBitForBitAndItsMergedModelGivesTheTrainedOutputs) {
   o.grad_accum = 1;
   o.export_f32 = true;
   std::vector<float> losses;
-  const train::TrainResult a = train::train(o, [&](const train::TrainProgress& p) { losses.push_back(p.loss); });
+  std::vector<std::string> notes;
+  const train::TrainResult a = train::train(
+      o, [&](const train::TrainProgress& p) { losses.push_back(p.loss); },
+      [&](const std::string& note) { notes.push_back(note); });
+  ASSERT_EQ(notes.size(), 1u);  // what the run will do, once the data are read
+  EXPECT_EQ(notes[0], o.data_path + ": 2 samples (2 images, 0 videos; 2 with masks, 0 with visual prompts); "
+                                    "2 optimiser steps, 1 sample each");
   ASSERT_EQ(a.steps, 2);
   ASSERT_EQ(losses.size(), 2u);
   ASSERT_TRUE(std::filesystem::exists(work + "/a/checkpoint-1/trainer_state.safetensors"));
