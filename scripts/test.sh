@@ -18,7 +18,10 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 # the program-level suites and the server tests that mostly run the model (video, masks, concurrency)
 # run in the release build only; under sanitizers they would repeat the same code paths far slower.
 # The server's request parsing, limits, sessions and cancellation stay under the sanitizers.
-filter='-Sam2ImageTest.*:TrainMaskDecoder.*:Sam2VideoConformance.*:Sam2VideoTracker.*:PipelineConformance.*:Phi3Conformance.*:InternLM2Conformance.*:DumpConformance.*:QuantizedWeights.AccuracyOfEvery*:EndToEnd*:ServeCommand.*:TokenizeCli.*:QuantizeCli.*:Pipeline.VisualCache*:Pipeline.AnswerIsHanded*:Pipeline.ConversationAfter*:Pipeline.TextStreams*:Pipeline.ShouldStop*:Server.ChatCompletion*:Server.Streamed*:Server.VideoFrames*:Server.SessionsKeep*:Server.Concurrent*'
+# The fork test too runs in the release build only: this sanitizer runtime takes no lock of its own
+# allocator around fork(), so a child forked while a worker thread is still freeing memory can wait
+# for ever on that lock (seen once, under load); glibc's allocator, in the release build, does.
+filter='-ThreadPool.AForkedChild*:Sam2ImageTest.*:TrainMaskDecoder.*:Sam2VideoConformance.*:Sam2VideoTracker.*:PipelineConformance.*:Phi3Conformance.*:InternLM2Conformance.*:DumpConformance.*:QuantizedWeights.AccuracyOfEvery*:EndToEnd*:ServeCommand.*:TokenizeCli.*:QuantizeCli.*:Pipeline.VisualCache*:Pipeline.AnswerIsHanded*:Pipeline.ConversationAfter*:Pipeline.TextStreams*:Pipeline.ShouldStop*:Server.ChatCompletion*:Server.Streamed*:Server.VideoFrames*:Server.SessionsKeep*:Server.Concurrent*'
 # One process per core at a time: first each of the slowest tests alone (longest first), then the
 # rest in three shares per core (gtest sharding), so that no share of slow tests keeps the other cores
 # waiting at the end. A failed process's log is printed whole.
