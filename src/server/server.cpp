@@ -371,7 +371,7 @@ void answer_and_close(const httplib::Request& req, const httplib::Response& res)
   shutdown(fd, SHUT_WR);
   const auto until = Clock::now() + std::chrono::seconds(1);
   char scratch[16384];
-  for (size_t drained = 0; drained < (size_t{4} << 20);) {
+  for (size_t drained = 0; drained < (size_t{64} << 20);) {
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - Clock::now()).count();
     pollfd p{fd, POLLIN, 0};
     if (left <= 0 || poll(&p, 1, static_cast<int>(left)) <= 0) break;
