@@ -270,4 +270,23 @@ std::vector<int64_t> llm_frame_indices(int64_t total, int count, bool uniform) {
   return indices;
 }
 
+// Each region mask sampled to the grid x grid token cells (any mask size: upstream samples it straight to
+// the token grid, whatever the image's size) and how many cells it covers; a region that covers no cell
+// gets no tokens ("region1<vp></vp>"), as upstream. `cells` (when given) receives them as U8 [K, grid²].
+// Each mask's data must hold width x height values.
+std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Tensor* cells) {
+  const int64_t K = static_cast<int64_t>(masks.size()), area = static_cast<int64_t>(grid) * grid;
+  if (cells) *cells = Tensor::empty({K, area}, DType::U8);
+  std::vector<int> counts;
+  for (int64_t k = 0; k < K; ++k) {
+    const Mask& m = masks[static_cast<size_t>(k)];
+    const Tensor grid_cells = mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
+    const uint8_t* c = grid_cells.data<uint8_t>();
+    if (cells) std::memcpy(cells->data<uint8_t>() + k * area, c, static_cast<size_t>(area));
+    counts.push_back(static_cast<int>(std::count_if(c, c + area, [](uint8_t v) { return v != 0; })));
+  }
+  return counts;
+}
+
+
 }  // namespace sa2va::preprocess

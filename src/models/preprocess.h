@@ -50,6 +50,10 @@ Tensor sam2_input(const Image& image);
 // A visual-prompt region mask (h x w, nonzero = inside) sampled to grid x grid with PyTorch's legacy
 // nearest interpolation -> U8 [grid, grid] holding 1 where the sampled value is nonzero.
 Tensor mask_prompt_grid(const uint8_t* mask, int width, int height, int grid = kMaskPromptGrid);
+// Each region mask sampled to the grid x grid token cells (mask_prompt_grid) and how many cells it
+// covers (its tokens; none: "region1<vp></vp>", as upstream); `cells`, when given, receives them as
+// U8 [K, grid²]. Each mask's data must hold width x height values.
+std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Tensor* cells);
 
 // SAM2 low-res mask logits [256, 256] (or [1, 256, 256]) -> F32 [out_h, out_w] logits:
 // bilinear (align_corners=False) to 1024x1024, then bilinear to (out_h, out_w), as upstream does.

@@ -130,37 +130,11 @@ void check_mask_prompt(const Mask& m, int64_t k) {
             " values for a " + std::to_string(m.width) + "x" + std::to_string(m.height) + " mask");
 }
 
-// Each region mask sampled to the grid x grid token cells (any mask size: upstream samples it straight to
-// the token grid, whatever the image's size) and how many cells it covers; a region that covers no cell
-// gets no tokens ("region1<vp></vp>"), as upstream. `cells` (when given) receives them as U8 [K, grid²].
-// The masks were checked with the request (check_mask_prompt).
-std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Tensor* cells) {
-  const int64_t K = static_cast<int64_t>(masks.size()), area = static_cast<int64_t>(grid) * grid;
-  if (cells) *cells = Tensor::empty({K, area}, DType::U8);
-  std::vector<int> counts;
-  for (int64_t k = 0; k < K; ++k) {
-    const Mask& m = masks[static_cast<size_t>(k)];
-    const Tensor grid_cells = preprocess::mask_prompt_grid(m.data.data(), m.width, m.height, grid).contiguous();
-    const uint8_t* c = grid_cells.data<uint8_t>();
-    if (cells) std::memcpy(cells->data<uint8_t>() + k * area, c, static_cast<size_t>(area));
-    counts.push_back(static_cast<int>(std::count_if(c, c + area, [](uint8_t v) { return v != 0; })));
-  }
-  return counts;
-}
-
-// "region1 with 12 tokens, region2 with 3" from a region list (region_prompt_string), for messages.
-std::string region_token_counts(const std::string& region_list) {
+// "region1 with 12 tokens, region2 with 3", for messages.
+std::string region_token_counts(const std::vector<int>& counts) {
   std::string out;
-  int k = 0;
-  for (size_t at = region_list.find(kVisualPromptStart); at != std::string::npos;
-       at = region_list.find(kVisualPromptStart, at + 1)) {
-    const size_t end = region_list.find(kVisualPromptEnd, at);
-    size_t tokens = 0;
-    for (size_t t = region_list.find(kImageContext, at); t < end; t = region_list.find(kImageContext, t + 1)) ++tokens;
-    ++k;
-    out += (k > 1 ? ", region" : "region") + std::to_string(k) + " with " + std::to_string(tokens) +
-           (k == 1 ? " tokens" : "");
-  }
+  for (size_t k = 0; k < counts.size(); ++k)
+    out += (k ? ", region" : "region") + std::to_string(k + 1) + " with " + std::to_string(counts[k]) + (k ? "" : " tokens");
   return out;
 }
 
@@ -311,6 +285,7 @@ struct Sa2vaModel::PredictState {
   size_t num_tiles = 0;       // image: dynamic tiles (thumbnail included)
   std::vector<uint8_t> vp_tiles;  // visual prompts: the tiles the regions read
   Tensor region_cells;            // visual prompts: U8 [K, grid²] token cells of each region
+  std::vector<int> region_counts;  // visual prompts: the cells (tokens) of each region
   std::string region_list;        // visual prompts: the prompt's list of them (region_prompt_string)
   int64_t num_frames = 0;                // video
   std::vector<int> conditioning_frames;  // video: the key frames the LLM saw
@@ -470,7 +445,7 @@ std::string Sa2vaModel::conversation_after(const Request& request, const std::st
     visual = image_token_string(grid.count() + (grid.count() > 1 ? 1 : 0), tokens);
     if (!request.mask_prompts.empty()) {
       const int grid = static_cast<int>(std::lround(std::sqrt(tokens)));
-      visual += region_prompt_string(region_cell_counts(request.mask_prompts, grid, nullptr));
+      visual += region_prompt_string(preprocess::region_cell_counts(request.mask_prompts, grid, nullptr));
     }
   } else if (s.has_video) {
     const auto frames = preprocess::llm_frame_indices(request.video->frame_count(), request.video_llm_frames,
@@ -515,7 +490,8 @@ void Sa2vaModel::encode_mask_prompts(const Request& request, PredictState& s, co
   StageRecorder* const rec = ctx.recorder;
   const int64_t K = static_cast<int64_t>(request.mask_prompts.size());
   const int grid = static_cast<int>(std::lround(std::sqrt(config.num_image_tokens())));
-  const std::vector<int> counts = region_cell_counts(request.mask_prompts, grid, &s.region_cells);
+  s.region_counts = preprocess::region_cell_counts(request.mask_prompts, grid, &s.region_cells);
+  const std::vector<int>& counts = s.region_counts;
   record(rec, "mask_prompts_16x16", s.region_cells.view({K, grid, grid}));
   s.vp_tiles.assign(s.num_tiles, 0);
   s.vp_tiles.back() = 1;  // regions read the thumbnail (or the single tile)
@@ -575,7 +551,7 @@ void Sa2vaModel::prepare_prompt(const Request& request, PredictState& s, const E
     // The same count could come from the regions in another order: the first turn's list must read
     // as this request's (each region's tokens, in order).
     check(request.past_text.empty() || s.region_list.empty() || request.past_text.find(s.region_list) != std::string::npos,
-          "the conversation so far does not list this request's visual prompts (" + region_token_counts(s.region_list) +
+          "the conversation so far does not list this request's visual prompts (" + region_token_counts(s.region_counts) +
               "): a later turn passes the first turn's regions again, in the same order");
     s.embeds = splice_image_embeddings(s.embeds, s.prompt_ids, img_context_id, rows);
   }

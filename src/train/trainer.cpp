@@ -231,19 +231,15 @@ BatchSample Trainer::prepare(const TrainingSample& sample) const {
     // Visual prompts as inference reads them: each region sampled to the thumbnail's token grid, its
     // cells' features placed again after the image's, and named region1, region2, ... in the prompt.
     const int tokens = m.config.num_image_tokens(), grid = static_cast<int>(std::lround(std::sqrt(tokens)));
-    const int64_t K = static_cast<int64_t>(sample.regions.size());
-    Tensor cells = Tensor::empty({K, static_cast<int64_t>(grid) * grid}, DType::U8);
-    std::vector<int> counts;
-    for (int64_t k = 0; k < K; ++k) {
+    std::vector<Mask> regions;
+    for (size_t k = 0; k < sample.regions.size(); ++k) {
       const Image& image = images[0];
-      const std::vector<uint8_t> region =
-          decode_training_mask(sample.regions[static_cast<size_t>(k)], image.height, image.width,
-                               sample.where + ": region " + std::to_string(k + 1));
-      const Tensor sampled = preprocess::mask_prompt_grid(region.data(), image.width, image.height, grid).contiguous();
-      std::copy_n(sampled.data<uint8_t>(), sampled.numel(), cells.data<uint8_t>() + k * sampled.numel());
-      counts.push_back(static_cast<int>(std::count_if(sampled.data<uint8_t>(), sampled.data<uint8_t>() + sampled.numel(),
-                                                      [](uint8_t v) { return v != 0; })));
+      regions.push_back({image.width, image.height,
+                         decode_training_mask(sample.regions[k], image.height, image.width,
+                                              sample.where + ": region " + std::to_string(k + 1))});
     }
+    Tensor cells;
+    const std::vector<int> counts = preprocess::region_cell_counts(regions, grid, &cells);
     std::vector<uint8_t> vp_tiles(tiles.size(), 0);
     vp_tiles.back() = 1;  // the regions read the thumbnail (or the single tile)
     out.text.image_rows = image_replacement_indices(static_cast<int64_t>(tiles.size()), tokens, vp_tiles, cells);
