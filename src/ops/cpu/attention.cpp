@@ -230,8 +230,10 @@ void attention_bf16_fused(const AttentionArgs& a, int64_t Dv) {
           const float correction = std::exp(row_max[r] - new_max);
           row_sum[r] = row_sum[r] * correction +
                        simd::exp_to_bf16(s, n, scale_in_exp ? a.scale : 1.f, new_max, key_block, prob_row);
+          // A row that has seen no key yet has nothing in acc to rescale (its first block: every
+          // row of a short sequence, whose one block made this rescale of zeros 5% of its time).
+          if (correction != 1.f && row_max[r] != kNegInf) simd::scale(correction, acc + r * Dv, acc + r * Dv, Dv);
           row_max[r] = new_max;
-          if (correction != 1.f) simd::scale(correction, acc + r * Dv, acc + r * Dv, Dv);
         }
         const int64_t pairs = simd::bf16_tile_pairs((block_keys + 1) / 2);  // zeros beyond the keys
         for (int64_t p = 0; p < kv.value_panels; ++p)
