@@ -1,7 +1,8 @@
 // Thread pools and parallel_for over an index range.
 //
 // A ThreadPool is a fixed set of worker threads; kernels split their outer loop (rows, heads,
-// channels) into contiguous chunks, one per thread. The workers are a persistent team: after a
+// channels) into contiguous chunks, about eight per thread, which the threads take in order as
+// they finish the previous one (a core slowed by other work takes fewer). The workers are a persistent team: after a
 // region they spin for a short while before sleeping, so the back-to-back regions of a decode step
 // (a few hundred per token, microseconds apart) start without a kernel wake-up. Every model owns its pool (ModelOptions::
 // threads), so two models with different thread counts in one process do not disturb each other;
@@ -32,7 +33,8 @@ class ThreadPool {
   // Throws Error (and keeps one thread) when the system cannot start the threads.
   void resize(int threads);
 
-  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` long each. Runs inline
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` long each (about eight
+  // per thread, their bounds set by n, grain and the pool size; any thread may run any chunk). Runs inline
   // when n is small, the pool has one thread, or the caller already is inside a parallel region.
   // Regions of one pool run one at a time (callers from several threads queue).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);
