@@ -199,8 +199,8 @@ void ThreadPool::parallel_for(int64_t n, const std::function<void(int64_t, int64
   const int64_t workers = std::min<int64_t>(chunks, size());
   // About kChunksPerThread chunks per thread, taken in order as threads come for them: a core slowed
   // by other work (a neighbour on a shared machine) takes fewer, where equal shares made the other
-  // wait for it (the image answer 1.02-1.06x, its prefill 1.11x on a shared 2-core machine:
-  // bench/README.md). A chunk's bounds depend on n and the pool size only, not on which thread runs it.
+  // wait for it at the end of every region (bench/README.md). A chunk's bounds depend on n, grain
+  // and the pool size only, not on which thread runs it.
   const int64_t chunk = std::max<int64_t>(grain, n / (workers * kChunksPerThread));
   std::atomic<int64_t> next{0};
   run([&](int index) {

@@ -2,14 +2,15 @@
 //
 // A ThreadPool is a fixed set of worker threads; kernels split their outer loop (rows, heads,
 // channels) into contiguous chunks, about eight per thread, which the threads take in order as
-// they finish the previous one (a core slowed by other work takes fewer). The workers are a persistent team: after a
-// region they spin for a short while before sleeping, so the back-to-back regions of a decode step
-// (a few hundred per token, microseconds apart) start without a kernel wake-up. Every model owns its pool (ModelOptions::
-// threads), so two models with different thread counts in one process do not disturb each other;
-// a request runs its kernels on the pool of the execution context it runs in (core/context.h),
-// which a ThreadPool::Use guard makes the calling thread's current pool. Without one, the
-// process's default pool is used (sized by set_num_threads, all cores by default). A child of fork()
-// has a copy of every pool but none of its threads: its first region starts new ones.
+// they finish the previous one (a core slowed by other work takes fewer). The workers are a
+// persistent team: after a region they spin for a short while before sleeping, so the back-to-back
+// regions of a decode step (a few hundred per token, microseconds apart) start without a kernel
+// wake-up. Every model owns its pool (ModelOptions::threads), so two models with different thread
+// counts in one process do not disturb each other; a request runs its kernels on the pool of the
+// execution context it runs in (core/context.h), which a ThreadPool::Use guard makes the calling
+// thread's current pool. Without one, the process's default pool is used (sized by
+// set_num_threads, all cores by default). A child of fork() has a copy of every pool but none of
+// its threads: its first region starts new ones.
 #pragma once
 #include <atomic>
 #include <condition_variable>
