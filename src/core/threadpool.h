@@ -34,8 +34,9 @@ class ThreadPool {
   // Throws Error (and keeps one thread) when the system cannot start the threads.
   void resize(int threads);
 
-  // Calls fn(begin, end) on disjoint chunks covering [0, n), at least `grain` long each (about eight
-  // per thread, their bounds set by n, grain and the pool size; any thread may run any chunk). Runs inline
+  // Calls fn(begin, end) on disjoint chunks covering [0, n), each `grain` long at least but for the
+  // last (about eight per thread, their bounds set by n, grain and the pool size; any thread may run
+  // any chunk: a caller wanting one chunk per thread passes a grain of n / size()). Runs inline
   // when n is small, the pool has one thread, or the caller already is inside a parallel region.
   // Regions of one pool run one at a time (callers from several threads queue).
   void parallel_for(int64_t n, const std::function<void(int64_t, int64_t)>& fn, int64_t grain = 1);

@@ -718,10 +718,16 @@ void run(const GemmOperands& op) {
   // Rows go in units of the row block (AMX's 32 rows in their arrangement of x; else the tile's 12,
   // or 6 on AVX2): 288 rows split 144/144, where whole units of 32 would split them 128/160.
   const int64_t unit = op.amx ? kAmxRows : op.avx2_x ? kAvx2MR : kMR;
+  // Every task runs over all of W: tasks of kMinTaskRows rows at least, so that on many threads the
+  // chunks handed out in turn (core/threadpool.h) do not stream W once per few row blocks, but two
+  // per thread at least (an MLP chunk of 288 rows as 4 x 72 on two threads, not 96 + 96 + 96).
+  constexpr int64_t kMinTaskRows = 96;
+  const int64_t units = (M + unit - 1) / unit;
+  const int64_t grain = std::max<int64_t>(1, std::min((kMinTaskRows + unit - 1) / unit, units / (2 * num_threads())));
   auto by_rows = [&](const GemmOperands& o) {
-    parallel_for((M + unit - 1) / unit, [&](int64_t b0, int64_t b1) {
+    parallel_for(units, [&](int64_t b0, int64_t b1) {
       gemm_blocks(o, b0 * unit, std::min(M, b1 * unit), 0, panel_count);
-    });
+    }, grain);
   };
   if (op.panels || num_threads() == 1) return by_rows(op);
   // Split by rows, every task would pack all of W for itself: pack it once, together, and let the

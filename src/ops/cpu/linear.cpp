@@ -194,10 +194,12 @@ void split_product(int64_t M, int64_t N, int64_t K, const Block& block) {
   const double flops = 2.0 * static_cast<double>(M) * static_cast<double>(N) * static_cast<double>(K);
   if (num_threads() == 1 || flops < 2 * kMinFlopsPerThread) {
     block(0, M, 0, N);
-  } else if (M >= N) {
-    parallel_for(M, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); }, 16);
   } else {
-    parallel_for(N, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); }, 16);
+    // One block per thread: every sgemm call packs the whole of the other operand, so smaller
+    // chunks handed out in turn would pack it several times over.
+    const int64_t side = std::max(M, N), share = std::max<int64_t>(16, (side + num_threads() - 1) / num_threads());
+    if (M >= N) parallel_for(M, [&](int64_t m0, int64_t m1) { block(m0, m1, 0, N); }, share);
+    else parallel_for(N, [&](int64_t n0, int64_t n1) { block(0, M, n0, n1); }, share);
   }
 }
 

@@ -788,7 +788,8 @@ SA2VA_AVX512 float exp_to_bf16_avx512(const float* s, int64_t n, float scale, fl
   const __m512 c2 = _mm512_set1_ps(2.40226507e-1f), c1 = _mm512_set1_ps(6.93147181e-1f), one = _mm512_set1_ps(1.f);
   __m512 sum = _mm512_setzero_ps();
   // Lanes past n are zeros (masked load and scalef); the blocks past n only store zeros.
-  blocks_of_16(n, [&](int64_t i, __mmask16 k) SA2VA_AVX512 {
+  const int64_t valid = std::clamp<int64_t>(n, 0, n_padded);
+  blocks_of_16(valid, [&](int64_t i, __mmask16 k) SA2VA_AVX512 {
     const __m512 t = _mm512_max_ps(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(k, s + i), a, b), floor);
     const __m512 whole = _mm512_roundscale_ps(t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     const __m512 f = _mm512_sub_ps(t, whole);
@@ -802,7 +803,7 @@ SA2VA_AVX512 float exp_to_bf16_avx512(const float* s, int64_t n, float scale, fl
     if (store == 16) _mm256_storeu_si256(reinterpret_cast<__m256i*>(out + i), (__m256i)_mm512_cvtneps_pbh(e));
     else _mm256_mask_storeu_epi16(out + i, static_cast<__mmask16>((1u << store) - 1), (__m256i)_mm512_cvtneps_pbh(e));
   });
-  for (int64_t i = (n + 15) / 16 * 16; i < n_padded; i += 16) {
+  for (int64_t i = (valid + 15) / 16 * 16; i < n_padded; i += 16) {
     const int64_t store = std::min<int64_t>(16, n_padded - i);
     _mm256_mask_storeu_epi16(out + i, static_cast<__mmask16>((1u << store) - 1), _mm256_setzero_si256());
   }
