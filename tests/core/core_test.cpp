@@ -31,6 +31,45 @@ TEST(ThreadPool, CoversTheRangeOnceWithAnyThreadCount) {
   set_num_threads(2);
 }
 
+// Chunks are handed out in turn: the range goes in more chunks than there are threads, each `grain`
+// long but for the last, and while one thread is held inside the first chunk the other runs every
+// other chunk (had chunks been dealt to threads beforehand, the held thread's later ones would never
+// run and the first chunk would wait out its 20 s).
+TEST(ThreadPool, AHeldThreadLeavesTheRestToTheOthers) {
+  set_num_threads(2);
+  constexpr int64_t n = 64, grain = 4;
+  std::atomic<int64_t> others_done{0};
+  std::atomic<bool> gave_up{false};
+  std::mutex m;
+  std::vector<std::pair<int64_t, int64_t>> chunks;
+  parallel_for(n, [&](int64_t b, int64_t e) {
+    {
+      std::lock_guard<std::mutex> g(m);
+      chunks.emplace_back(b, e);
+    }
+    if (b == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+      while (others_done.load() < n - (e - b)) {
+        if (std::chrono::steady_clock::now() > until) {
+          gave_up = true;
+          return;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+    } else {
+      others_done += e - b;
+    }
+  }, grain);
+  EXPECT_FALSE(gave_up.load()) << "the rest of the range waited for the held thread";
+  int64_t covered = 0;
+  for (const auto& [b, e] : chunks) {
+    EXPECT_TRUE(e - b >= grain || e == n) << "chunk [" << b << ", " << e << ")";
+    EXPECT_LT(e - b, n / 2) << "one share per thread";
+    covered += e - b;
+  }
+  EXPECT_EQ(covered, n);
+}
+
 TEST(ThreadPool, ExceptionsReachTheCallerAndNestedCallsRunInline) {
   set_num_threads(2);
   EXPECT_THROW(parallel_for(100, [](int64_t b, int64_t) { if (b > 0) throw Error("boom"); }), Error);
