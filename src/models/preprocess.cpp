@@ -288,5 +288,4 @@ std::vector<int> region_cell_counts(const std::vector<Mask>& masks, int grid, Te
   return counts;
 }
 
-
 }  // namespace sa2va::preprocess
